@@ -1,0 +1,42 @@
+"""obert-core: the second-order math of the Optimal BERT Surgeon (Kurtic et al., EMNLP 2022).
+
+Framework-agnostic (NumPy in → NumPy out, torch in → torch out); ``import obert_core`` loads NumPy
+only — Numba and torch are optional backends imported on first use.
+
+Public API:
+    block_fisher_inverse, BlockFisherBuilder, fisher_memory_bytes  — blocked inverse empirical Fisher
+    obs_saliency, obs_update                                       — OBS scores and weight update
+    select_mask, parse_nm, sparsity_of                             — global / layer-wise / N:M masks
+    cubic_sparsity, linear_sparsity, pruning_steps, recomputation_sparsities — schedules
+    MFACInverse                                                    — M-FAC O(d·m) inverse Fisher
+"""
+
+from __future__ import annotations
+
+from ._errors import BackendUnavailableError, ObertError
+from .fisher import BlockFisherBuilder, block_fisher_inverse, fisher_memory_bytes
+from .masks import parse_nm, select_mask, sparsity_of
+from .mfac import MFACInverse
+from .obs import obs_saliency, obs_update
+from .schedules import cubic_sparsity, linear_sparsity, pruning_steps, recomputation_sparsities
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "BlockFisherBuilder",
+    "MFACInverse",
+    "ObertError",
+    "__version__",
+    "block_fisher_inverse",
+    "cubic_sparsity",
+    "fisher_memory_bytes",
+    "linear_sparsity",
+    "obs_saliency",
+    "obs_update",
+    "parse_nm",
+    "pruning_steps",
+    "recomputation_sparsities",
+    "select_mask",
+    "sparsity_of",
+]

@@ -1,0 +1,180 @@
+"""Mask selection: global or per-tensor thresholds on saliency scores (reference brief §1.5).
+
+Masks are boolean *keep*-masks (True = kept), as in ``torch.nn.utils.prune``. Selection is exact and
+deterministic: exactly ``round(s·N)`` weights are pruned (globally over all tensors, or per tensor),
+previously pruned weights always stay pruned (they rank below every live weight), and ties are broken
+by position (tensor order, then flattened index), so equal scores give the same mask on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ._arrays import check_finite, framework_of, is_torch
+from ._errors import ObertError
+from ._validate import check_choice, check_positive_int, check_sparsity
+
+__all__ = ["parse_nm", "select_mask", "sparsity_of"]
+
+SCOPES = ("global", "layer")
+
+
+def parse_nm(pattern: str | tuple[int, int]) -> tuple[int, int]:
+    """Parse an N:M pattern (``"2:4"`` or ``(2, 4)``: keep N of every M consecutive weights)."""
+    try:
+        if isinstance(pattern, str):
+            n_s, m_s = pattern.split(":")
+            n, m = int(n_s), int(m_s)
+        else:
+            n, m = (int(v) for v in pattern)
+    except (ValueError, TypeError) as exc:
+        raise ObertError(f"N:M pattern must look like '2:4' or (2, 4), got {pattern!r}.") from exc
+    if not (0 < n < m):
+        raise ObertError(f"N:M pattern needs 0 < N < M, got {n}:{m}; e.g. '2:4'.")
+    return n, m
+
+
+def sparsity_of(masks: Mapping[str, Any]) -> float:
+    """Fraction of pruned (False) entries over all masks."""
+    total = sum(int(m.reshape(-1).shape[0]) for m in masks.values())
+    pruned = sum(int((~m.reshape(-1)).sum()) for m in masks.values())
+    return pruned / total if total else 0.0
+
+
+def _np(x: Any) -> np.ndarray:
+    return np.asarray(x.detach().cpu().numpy() if is_torch(x) else x)
+
+
+def _back(mask: np.ndarray, like: Any) -> Any:
+    if is_torch(like):
+        import torch
+
+        return torch.from_numpy(mask).to(like.device)
+    return mask
+
+
+def _k_smallest(keys: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the ``k`` smallest keys, ties broken by index (deterministic, O(n))."""
+    out = np.zeros(keys.shape[0], dtype=bool)
+    if k <= 0:
+        return out
+    if k >= keys.shape[0]:
+        out[:] = True
+        return out
+    thr = np.partition(keys, k - 1)[k - 1]
+    below = keys < thr
+    out |= below
+    ties = np.flatnonzero(keys == thr)[: k - int(below.sum())]
+    out[ties] = True
+    return out
+
+
+def select_mask(
+    scores: Mapping[str, Any],
+    sparsity: float | None,
+    *,
+    scope: str = "global",
+    current_masks: Mapping[str, Any] | None = None,
+    group_size: int = 1,
+    nm: str | tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Choose keep-masks from saliency scores.
+
+    Args:
+        scores: name → scores, one per group of ``group_size`` consecutive flattened weights (any
+            shape; flattened). Lower score = pruned first (OBS saliency, magnitude, ...).
+        sparsity: target fraction of pruned weights in [0, 1). With ``nm`` it may be ``None`` (the
+            pattern fixes it at ``1 − N/M``).
+        scope: ``"global"`` (one threshold over all tensors, as the paper) or ``"layer"``.
+        current_masks: name → boolean keep-mask per weight from earlier pruning; pruned weights stay
+            pruned. With ``group_size > 1`` each mask must be constant over groups.
+        group_size: weights per score (e.g. 4 for 4-block pruning).
+        nm: an N:M pattern such as ``"2:4"``: in every M consecutive groups keep the N best-scored.
+
+    Returns:
+        name → boolean keep-mask with one entry per weight (flattened), in the framework of the
+        scores.
+
+    Raises:
+        ObertError: on bad sparsity/scope/pattern, mismatched shapes, NaN scores, or a target
+            sparsity below what ``current_masks`` already prune (masks never regrow).
+    """
+    if not scores:
+        raise ObertError("scores is empty; pass a mapping of parameter name → scores.")
+    check_choice(scope, "scope", SCOPES)
+    g = check_positive_int(group_size, "group_size")
+    names = list(scores)
+    framework_of(*scores.values(), names=tuple(names))
+    pattern = parse_nm(nm) if nm is not None else None
+    if pattern is None:
+        if sparsity is None:
+            raise ObertError("sparsity is required unless an N:M pattern is given (nm='2:4').")
+        s = check_sparsity(sparsity)
+    else:
+        s = 1.0 - pattern[0] / pattern[1]
+        if sparsity is not None and abs(check_sparsity(sparsity) - s) > 1e-9:
+            raise ObertError(
+                f"sparsity={sparsity!r} contradicts the N:M pattern {pattern[0]}:{pattern[1]} "
+                f"(which prunes {s:.4g}); pass sparsity=None or {s:.4g}."
+            )
+    keys: dict[str, np.ndarray] = {}
+    for name in names:
+        check_finite(scores[name], f"scores[{name!r}]")
+        sc = _np(scores[name]).reshape(-1).astype(np.float64)
+        key = sc.copy()
+        if current_masks is not None and name in current_masks:
+            cm = _np(current_masks[name]).reshape(-1)
+            if cm.dtype != bool or cm.shape[0] != sc.shape[0] * g:
+                raise ObertError(
+                    f"current_masks[{name!r}] must be a boolean keep-mask with "
+                    f"{sc.shape[0] * g} entries (scores × group_size), got dtype {cm.dtype} and "
+                    f"{cm.shape[0]} entries."
+                )
+            cg = cm.reshape(-1, g)
+            if g > 1 and (cg.any(1) & ~cg.all(1)).any():
+                raise ObertError(
+                    f"current_masks[{name!r}] is not constant over groups of {g}; prune groups "
+                    "with the same group_size throughout."
+                )
+            key[~cg[:, 0]] = -np.inf  # already pruned: always inside the pruned set
+        keys[name] = key
+    if pattern is not None:
+        pruned = {name: _nm_prune(keys[name], *pattern, name=name) for name in names}
+    elif scope == "layer":
+        pruned = {n: _k_smallest(k, _count(k, s, n)) for n, k in keys.items()}
+    else:
+        allk = np.concatenate([keys[n] for n in names])
+        flat = _k_smallest(allk, _count(allk, s, "all tensors"))
+        pruned, start = {}, 0
+        for n in names:
+            pruned[n] = flat[start : start + keys[n].shape[0]]
+            start += keys[n].shape[0]
+    return {n: _back(np.repeat(~pruned[n], g), scores[n]) for n in names}
+
+
+def _count(keys: np.ndarray, s: float, where: str) -> int:
+    k = round(s * keys.shape[0])
+    already = int(np.isneginf(keys).sum())
+    if already > k:
+        raise ObertError(
+            f"{already} of {keys.shape[0]} units in {where} are already pruned, more than the "
+            f"target sparsity {s:.4g} allows ({k}); masks never regrow — raise the sparsity."
+        )
+    return k
+
+
+def _nm_prune(keys: np.ndarray, n: int, m: int, *, name: str) -> np.ndarray:
+    if keys.shape[0] % m:
+        raise ObertError(
+            f"{name!r} has {keys.shape[0]} groups, not a multiple of M={m} for the {n}:{m} "
+            "pattern; choose a pattern whose M divides the input dimension."
+        )
+    blocks = keys.reshape(-1, m)
+    order = np.argsort(blocks, axis=1, kind="stable")  # ties by position
+    pruned = np.zeros_like(blocks, dtype=bool)
+    np.put_along_axis(pruned, order[:, : m - n], True, axis=1)
+    pruned |= np.isneginf(blocks)  # earlier pruning is kept even beyond M−N per group
+    return pruned.reshape(-1)
