@@ -1,0 +1,129 @@
+"""Sparse checkpoints: standard Hugging Face folders written atomically, plus a sparsity report.
+
+A pruned checkpoint is a plain ``save_pretrained`` folder (safetensors; pruned weights are stored
+as zeros) that ``from_pretrained`` loads without this package, plus ``recipe.yaml`` (the settings
+that produced it) and ``sparsity.json`` (per-tensor and global sparsity of the target tensors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from obert_train._params import resolve_target_params
+
+__all__ = [
+    "atomic_directory",
+    "atomic_write_text",
+    "save_checkpoint",
+    "sparsity_report",
+]
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling folder that replaces ``path`` only if the block succeeds.
+
+    On success an existing ``path`` is moved aside, the new folder renamed into place and the
+    old one deleted; on failure the temporary folder is removed and ``path`` is untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        target.replace(old / "previous")
+    tmp.replace(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def sparsity_report(
+    model: torch.nn.Module, patterns: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Per-tensor and global sparsity (fraction of exact zeros) of the target tensors.
+
+    Args:
+        model: The model.
+        patterns: Target patterns (default: BERT encoder Linear weights).
+
+    Returns:
+        ``{"global": {"numel", "zeros", "sparsity"}, "tensors": {name: {...}}}``.
+    """
+    params = resolve_target_params(model, patterns)
+    tensors: dict[str, dict[str, float | int]] = {}
+    total = zeros = 0
+    for name, param in params.items():
+        n, z = param.numel(), int((param.detach() == 0).sum())
+        tensors[name] = {"numel": n, "zeros": z, "sparsity": z / n}
+        total, zeros = total + n, zeros + z
+    return {
+        "global": {"numel": total, "zeros": zeros, "sparsity": zeros / total},
+        "tensors": tensors,
+    }
+
+
+def save_checkpoint(
+    model: Any,
+    output_dir: str | os.PathLike[str],
+    *,
+    tokenizer: Any = None,
+    recipe: Mapping[str, Any] | None = None,
+    patterns: Sequence[str] | None = None,
+    extra_files: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Save ``model`` as a standard HF checkpoint folder, atomically.
+
+    Args:
+        model: A ``transformers`` ``PreTrainedModel``.
+        output_dir: Destination folder (replaced as a whole if it exists).
+        tokenizer: Saved next to the weights if given.
+        recipe: Settings that produced the model, written to ``recipe.yaml``.
+        patterns: Target patterns for ``sparsity.json``.
+        extra_files: ``{file name: text}`` written into the folder as well.
+
+    Returns:
+        The sparsity report written to ``sparsity.json``.
+    """
+    report = sparsity_report(model, patterns)
+    with atomic_directory(output_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if recipe is not None:
+            (tmp / "recipe.yaml").write_text(
+                yaml.safe_dump(dict(recipe), sort_keys=False), encoding="utf-8"
+            )
+        (tmp / "sparsity.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+    return report

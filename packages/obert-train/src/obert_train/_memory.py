@@ -1,0 +1,220 @@
+"""Memory planning for an oBERT step: fit the block inverse-Fisher into RAM, group by group.
+
+The inverse-Fisher blocks of a tensor with d weights take ``4 * ceil(d/B) * B**2`` bytes in fp32
+(Kurtic et al. 2022, Sec. 3.2; BERT-base encoder at B = 50: about 17 GB).  While it is built, the
+gradient sampler holds a chunk of ``k`` flattened gradients (``4 * k * d`` bytes) and autograd one
+full gradient (``4 * d``).  The planner packs tensors into groups whose peak fits the budget;
+groups are processed one after another (gradients re-collected per group).  If a single tensor
+cannot fit even with one-gradient chunks, it refuses and names a block size that would fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import psutil
+
+import obert_core as oc
+
+__all__ = [
+    "MemoryPlan",
+    "MemoryPlanError",
+    "available_bytes",
+    "fisher_bytes",
+    "format_bytes",
+    "group_peak_bytes",
+    "plan_memory",
+]
+
+_FLOAT = 4
+_METHODS = ("batched", "streaming")
+
+
+class MemoryPlanError(MemoryError):
+    """The oBERT step cannot fit into the memory budget."""
+
+
+def fisher_bytes(numel: int, block_size: int) -> int:
+    """Bytes of the ``ceil(d/B)`` fp32 inverse-Fisher blocks (B x B) of one tensor."""
+    return int(oc.fisher_memory_bytes(numel, block_size, itemsize=_FLOAT))
+
+
+def format_bytes(n: float) -> str:
+    """Human-readable size with binary prefixes (``1.50 GiB``)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.2f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How an oBERT step is split to fit in memory.
+
+    Attributes:
+        groups: Tensor names per group, processed one after another.
+        group_peak_bytes: Estimated peak bytes while each group is processed (incl. resident).
+        fisher_bytes: Stored (fp32) inverse-Fisher bytes per tensor.
+        resident_bytes: Bytes held for the whole step (scores and masks of all tensors).
+        chunk_size: Gradients buffered per chunk.
+        budget_bytes: The budget the plan was made for.
+        fisher_method: ``"batched"`` or ``"streaming"`` construction the estimate is for.
+    """
+
+    groups: list[list[str]]
+    group_peak_bytes: list[int]
+    fisher_bytes: dict[str, int]
+    resident_bytes: int
+    chunk_size: int
+    budget_bytes: int
+    fisher_method: str = "batched"
+
+    @property
+    def total_fisher_bytes(self) -> int:
+        """Stored inverse-Fisher bytes of all tensors together."""
+        return sum(self.fisher_bytes.values())
+
+    def describe(self) -> str:
+        """A short multi-line summary to print before the step starts."""
+        if not self.groups:
+            return "oBERT memory plan: no tensors on this rank"
+        lines = [
+            f"oBERT memory plan: inverse Fisher {format_bytes(self.total_fisher_bytes)} (fp32) for "
+            f"{len(self.fisher_bytes)} tensors, {self.fisher_method} build, gradient chunks of "
+            f"{self.chunk_size}, budget {format_bytes(self.budget_bytes)}",
+        ]
+        if len(self.groups) == 1:
+            lines.append(f"  one group, estimated peak {format_bytes(self.group_peak_bytes[0])}")
+        else:
+            lines.append(
+                f"  {len(self.groups)} groups processed one after another "
+                "(gradients re-collected per group):"
+            )
+            for i, (group, peak) in enumerate(zip(self.groups, self.group_peak_bytes, strict=True)):
+                lines.append(
+                    f"    group {i}: {len(group)} tensors ({group[0]} ...), "
+                    f"estimated peak {format_bytes(peak)}"
+                )
+        return "\n".join(lines)
+
+
+def available_bytes(fraction: float = 0.8) -> int:
+    """``fraction`` of the RAM currently available (psutil), the default budget."""
+    return int(psutil.virtual_memory().available * fraction)
+
+
+def group_peak_bytes(
+    numels: Sequence[int], block_size: int, chunk_size: int, fisher_method: str
+) -> int:
+    """Estimated peak bytes while building and using the inverse Fisher of one group.
+
+    With S_i the fp32 inverse bytes of tensor i and D the group's weights:
+
+    * gradients: ``4 (k + 1) D`` (chunk buffers and one autograd gradient per tensor);
+    * ``"batched"``: float64 Gram accumulators ``2 S_i`` for all tensors, and while one tensor
+      is finalised its Cholesky factor and float64 inverse (``4 S_i``) plus the fp32 result;
+      the float64 (padded) copy of one gradient chunk, ``16 k d_max``;
+    * ``"streaming"``: the fp32 inverses ``S_i`` plus one padded chunk copy ``4 k d_max``.
+    """
+    if fisher_method not in _METHODS:
+        raise ValueError(f"fisher_method must be one of {_METHODS}, got {fisher_method!r}")
+    sizes = [fisher_bytes(d, block_size) for d in numels]
+    d_total, d_max = sum(numels), max(numels)
+    grads = _FLOAT * (chunk_size + 1) * d_total
+    if fisher_method == "batched":
+        return 2 * sum(sizes) + 5 * max(sizes) + grads + 16 * chunk_size * d_max
+    return sum(sizes) + grads + _FLOAT * chunk_size * d_max
+
+
+def _fitting_block_size(numel: int, room: int, fisher_method: str, upper: int) -> int:
+    """Largest B < ``upper`` whose one-tensor peak (chunks of 1) fits ``room``; 0 if none."""
+    lo, hi = 0, upper - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if group_peak_bytes([numel], mid, 1, fisher_method) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def plan_memory(
+    numels: Mapping[str, int],
+    block_size: int,
+    *,
+    num_grads: int,
+    chunk_size: int = 32,
+    budget_bytes: int | None = None,
+    fisher_method: str = "batched",
+) -> MemoryPlan:
+    """Pack tensors (in the given order) into groups whose estimated peak fits the budget.
+
+    The peak of a group is :func:`group_peak_bytes`; ``8`` bytes per weight of all tensors
+    (scores, masks, update temporaries) are held for the whole step.  The chunk size is halved
+    (down to 1) while the largest tensor does not fit.
+
+    Args:
+        numels: ``{name: number of weights}`` of the tensors this process handles (may be
+            empty: a rank that owns no tensor gets an empty plan).
+        block_size: Fisher block size B.
+        num_grads: m (chunks never exceed it).
+        chunk_size: Preferred gradients per chunk.
+        budget_bytes: Memory budget; default 80 % of the available RAM.
+        fisher_method: ``"batched"`` or ``"streaming"`` inverse construction.
+
+    Returns:
+        The plan.
+
+    Raises:
+        MemoryPlanError: If even one tensor with one-gradient chunks exceeds the budget; the
+            message names the tensor and a block size (or construction) that would fit.
+    """
+    budget = available_bytes() if budget_bytes is None else int(budget_bytes)
+    fisher = {n: fisher_bytes(d, block_size) for n, d in numels.items()}
+    if not numels:
+        return MemoryPlan([], [], {}, 0, 0, budget, fisher_method)
+    resident = 2 * _FLOAT * sum(numels.values())
+    room = budget - resident
+    chunk = max(1, min(chunk_size, num_grads))
+    largest = max(numels, key=lambda n: numels[n])
+    d_big = numels[largest]
+    while chunk > 1 and group_peak_bytes([d_big], block_size, chunk, fisher_method) > room:
+        chunk = max(1, chunk // 2)
+    need = group_peak_bytes([d_big], block_size, chunk, fisher_method)
+    if need > room:
+        fit_b = _fitting_block_size(d_big, room, fisher_method, block_size)
+        hints = []
+        if fit_b >= 1:
+            hints.append(f"--block-size {fit_b} or smaller")
+        if (
+            fisher_method == "batched"
+            and group_peak_bytes([d_big], block_size, 1, "streaming") <= room
+        ):
+            hints.append("--fisher-method streaming (no float64 accumulator)")
+        hint = " or ".join(hints) if hints else "free memory or use a machine with more RAM"
+        raise MemoryPlanError(
+            f"tensor {largest!r} ({d_big} weights) needs about {format_bytes(need + resident)} "
+            f"at block size {block_size} ({fisher_method} build), but the budget is "
+            f"{format_bytes(budget)}; use {hint} (or raise --max-memory if more RAM is free)"
+        )
+    groups: list[list[str]] = []
+    current: list[str] = []
+    for name in numels:
+        trial = [*current, name]
+        if (
+            current
+            and group_peak_bytes([numels[n] for n in trial], block_size, chunk, fisher_method)
+            > room
+        ):
+            groups.append(current)
+            current = [name]
+        else:
+            current = trial
+    groups.append(current)
+    peaks = [
+        group_peak_bytes([numels[n] for n in g], block_size, chunk, fisher_method) + resident
+        for g in groups
+    ]
+    return MemoryPlan(groups, peaks, fisher, resident, chunk, budget, fisher_method)

@@ -1,0 +1,316 @@
+"""The Optimal BERT Surgeon pruning step (Kurtic et al. 2022, Sec. 3), memory-planned and sharded.
+
+One step, for target sparsity s:
+
+1. Plan memory (:func:`~obert_train.plan_memory`) over the tensors this rank owns.
+2. Per group: stream m masked loss gradients into ``obert_core.BlockFisherBuilder`` (one per
+   tensor) to get the blocked inverse Fisher ``F^-1``; score every weight (or group of 4) with
+   ``obert_core.obs_saliency``.
+3. Choose masks.  Local choices (``scope="layer"`` or N:M) are made per tensor right away;
+   global masks need every score: scores are gathered on all ranks, ``select_mask`` picks
+   exactly ``round(s N)`` zeros, and, if the Fisher did not fit at once, a second pass rebuilds
+   each group's inverse (same gradient batches, same result).
+4. Apply the OBS update ``obert_core.obs_update`` (``joint`` or ``superpose``) to each tensor and
+   broadcast the updated tensors from their owners.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import ClassVar
+
+import torch
+
+import obert_core as oc
+from obert_train._distributed import shard_by_size
+from obert_train._memory import MemoryPlan, plan_memory
+from obert_train._methods import PruningMethod, StepContext, select_masks
+
+__all__ = ["ObertPruning", "apply_obs_update", "build_inverse_fishers", "obert_scores"]
+
+
+@contextmanager
+def _timed(ctx: StepContext, key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        ctx.add_time(key, time.perf_counter() - start)
+
+
+def build_inverse_fishers(
+    params: Mapping[str, torch.nn.Parameter],
+    names: Sequence[str],
+    masks: Mapping[str, torch.Tensor] | None,
+    ctx: StepContext,
+    owners: Mapping[str, int] | None = None,
+    *,
+    chunk_size: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Blocked inverse Fisher of each tensor in ``names`` owned by this rank.
+
+    Gradients are differentiated for all ``names`` (every rank takes part) and each one is
+    reduced to its owner, which streams it into its ``BlockFisherBuilder``.
+
+    Returns:
+        ``{name: (ceil(d/B), B, B) float32 tensor}`` for this rank's tensors.
+    """
+    if ctx.sampler is None:
+        raise ValueError("oBERT needs a GradientSampler (StepContext.sampler) for the Fisher")
+    cfg = ctx.config
+    mine = [n for n in names if owners is None or owners[n] == ctx.dist.rank]
+    builders = {
+        n: oc.BlockFisherBuilder(
+            num_weights=params[n].numel(),
+            block_size=cfg.block_size,
+            damp=cfg.damp,
+            num_grads=cfg.num_grads,
+            method=cfg.fisher_method,
+            dtype=torch.float32,
+        )
+        for n in mine
+    }
+    subset = {n: params[n] for n in names}
+    sub_masks = {n: masks[n] for n in names} if masks is not None else None
+    chunks = ctx.sampler.chunks(
+        subset,
+        masks=sub_masks,
+        owners=owners,
+        chunk_size=chunk_size or cfg.chunk_size,
+        round_seed=ctx.round_index,
+        desc=f"gradients ({len(names)} tensors)",
+    )
+    start = time.perf_counter()
+    fisher_s = 0.0
+    for chunk in chunks:
+        t0 = time.perf_counter()
+        for name, grads in chunk.items():
+            builders[name].add(grads)
+        fisher_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    finvs = {name: builder.finalize() for name, builder in builders.items()}
+    fisher_s += time.perf_counter() - t0
+    ctx.add_time("fisher_s", fisher_s)
+    ctx.add_time("gradients_s", time.perf_counter() - start - fisher_s)
+    return finvs
+
+
+def obert_scores(
+    params: Mapping[str, torch.nn.Parameter],
+    finvs: Mapping[str, torch.Tensor],
+    group_size: int,
+) -> dict[str, torch.Tensor]:
+    """OBS saliency ``rho_Q = 1/2 w_Q^T ([F^-1]_QQ)^-1 w_Q`` per weight or group (Eq. 3 / 4)."""
+    return {
+        name: torch.as_tensor(
+            oc.obs_saliency(params[name].detach().reshape(-1).float(), finv, group_size=group_size)
+        )
+        for name, finv in finvs.items()
+    }
+
+
+class ObertPruning(PruningMethod):
+    """Optimal BERT Surgeon: second-order scores and weight update from the block Fisher."""
+
+    name: ClassVar[str] = "obert"
+    needs_gradients: ClassVar[bool] = True
+
+    def _plan(self, params: Mapping[str, torch.nn.Parameter], ctx: StepContext) -> MemoryPlan:
+        cfg = ctx.config
+        numels = {n: p.numel() for n, p in params.items()}
+        owners = shard_by_size(numels, ctx.dist.world_size)
+        mine = {n: d for n, d in numels.items() if owners[n] == ctx.dist.rank}
+        return plan_memory(
+            mine,
+            cfg.block_size,
+            num_grads=cfg.num_grads,
+            chunk_size=cfg.chunk_size,
+            budget_bytes=cfg.max_memory,
+            fisher_method=cfg.fisher_method,
+        )
+
+    def step(
+        self,
+        params: Mapping[str, torch.nn.Parameter],
+        masks: Mapping[str, torch.Tensor],
+        sparsity: float,
+        ctx: StepContext,
+    ) -> dict[str, torch.Tensor]:
+        """One oBERT step to ``sparsity`` (see the module docstring for the phases)."""
+        cfg = ctx.config
+        numels = {n: p.numel() for n, p in params.items()}
+        owners = shard_by_size(numels, ctx.dist.world_size)
+        plan = self._plan(params, ctx)
+        ctx.log(plan.describe())
+        passes = _synchronised_passes(plan, owners, params, ctx)
+        local = cfg.scope == "layer" or cfg.nm is not None
+        keep_all = len(passes) == 1
+        new_masks: dict[str, torch.Tensor] = {}
+        scores: dict[str, torch.Tensor] = {}
+        kept: dict[str, torch.Tensor] = {}
+        cache = ctx.fisher_cache if ctx.round_index == 0 and keep_all else None
+        for names in passes:
+            if cache:
+                ctx.log("reusing the cached inverse Fisher and scores of the starting weights")
+                finvs = {n: cache["finv"][n] for n in names if n in cache["finv"]}
+                group_scores = {n: cache["scores"][n] for n in finvs}
+            else:
+                finvs = build_inverse_fishers(
+                    params, names, masks, ctx, owners, chunk_size=plan.chunk_size
+                )
+                with _timed(ctx, "scores_s"):
+                    group_scores = obert_scores(params, finvs, cfg.group_size)
+                if cache is not None:
+                    cache.setdefault("finv", {}).update(finvs)
+                    cache.setdefault("scores", {}).update(group_scores)
+            if local:
+                with _timed(ctx, "masks_s"):
+                    chosen = select_masks(
+                        group_scores, sparsity, {n: masks[n] for n in group_scores}, cfg
+                    )
+                new_masks.update(chosen)
+                _update(params, finvs, masks, chosen, ctx)
+            else:
+                scores.update(group_scores)
+                if keep_all:
+                    kept.update(finvs)
+            del finvs
+        if not local:
+            with _timed(ctx, "masks_s"):
+                all_scores = _gather(scores, owners, params, cfg.group_size, ctx)
+                new_masks = select_masks(all_scores, sparsity, masks, cfg)
+            if keep_all:
+                _update(params, kept, masks, new_masks, ctx)
+            else:
+                ctx.log(
+                    "global masks chosen; second pass rebuilds each group's Fisher for the update"
+                )
+                for names in passes:
+                    finvs = build_inverse_fishers(
+                        params, names, masks, ctx, owners, chunk_size=plan.chunk_size
+                    )
+                    _update(params, finvs, masks, new_masks, ctx)
+                    del finvs
+        else:
+            new_masks = _gather_masks(new_masks, owners, params, ctx)
+        with _timed(ctx, "broadcast_s"):
+            for name, p in params.items():
+                ctx.dist.broadcast(p.data, owners[name])
+        return new_masks
+
+
+def apply_obs_update(
+    params: Mapping[str, torch.nn.Parameter],
+    finvs: Mapping[str, torch.Tensor],
+    old_masks: Mapping[str, torch.Tensor],
+    new_masks: Mapping[str, torch.Tensor],
+    *,
+    group_size: int = 1,
+    mode: str = "joint",
+) -> None:
+    """OBS update of every tensor in ``finvs`` for the weights that go from kept to pruned.
+
+    ``dw = -F^-1 E_Q ([F^-1]_QQ)^-1 w_Q`` (Kurtic et al. 2022, Eq. 2) via
+    ``obert_core.obs_update``; pruned weights end exactly 0, already-pruned ones stay 0.
+
+    Args:
+        params: Tensors, updated in place.
+        finvs: ``{name: (ceil(d/B), B, B)}`` inverse-Fisher blocks (only these are updated).
+        old_masks: Flat keep-masks before the step.
+        new_masks: Flat keep-masks after the step.
+        group_size: 4 for block4 (joint 4x4 solves), else 1.
+        mode: ``"joint"`` or ``"superpose"``.
+    """
+    with torch.no_grad():
+        for name, finv in finvs.items():
+            p = params[name]
+            prune = old_masks[name] & ~new_masks[name]
+            w = p.detach().reshape(-1).float()
+            updated = torch.as_tensor(
+                oc.obs_update(w, finv, prune, group_size=group_size, mode=mode)
+            )
+            updated = updated * new_masks[name].to(updated.dtype)
+            p.copy_(updated.reshape(p.shape).to(p.dtype))
+
+
+def _update(
+    params: Mapping[str, torch.nn.Parameter],
+    finvs: Mapping[str, torch.Tensor],
+    old: Mapping[str, torch.Tensor],
+    new: Mapping[str, torch.Tensor],
+    ctx: StepContext,
+) -> None:
+    with _timed(ctx, "update_s"):
+        apply_obs_update(
+            params, finvs, old, new, group_size=ctx.config.group_size, mode=ctx.config.mode
+        )
+
+
+def _synchronised_passes(
+    plan: MemoryPlan,
+    owners: Mapping[str, int],
+    params: Mapping[str, torch.nn.Parameter],
+    ctx: StepContext,
+) -> list[list[str]]:
+    """Group lists every rank agrees on: pass i = union over ranks of their i-th group.
+
+    Each rank plans only its own tensors; the number of passes is the maximum over ranks and
+    every rank must differentiate the same tensors in the same pass, so group membership is
+    exchanged as a tensor of group indices.
+    """
+    names = list(params)
+    index = {n: i for i, n in enumerate(names)}
+    group_of = torch.full((len(names),), -1, dtype=torch.int64)
+    for g, group in enumerate(plan.groups):
+        for name in group:
+            if name in index and owners[name] == ctx.dist.rank:
+                group_of[index[name]] = g
+    if ctx.dist.active:
+        # Each rank fills only its own entries; the others stay -1, so a max-reduction merges.
+        torch.distributed.all_reduce(group_of, op=torch.distributed.ReduceOp.MAX)
+    num_passes = int(group_of.max()) + 1
+    passes = [[n for n in names if int(group_of[index[n]]) == g] for g in range(num_passes)]
+    return [p for p in passes if p]
+
+
+def _gather(
+    scores: Mapping[str, torch.Tensor],
+    owners: Mapping[str, int],
+    params: Mapping[str, torch.nn.Parameter],
+    group_size: int,
+    ctx: StepContext,
+) -> dict[str, torch.Tensor]:
+    """Every rank gets every tensor's scores (broadcast from the owner)."""
+    if not ctx.dist.active:
+        return dict(scores)
+    out: dict[str, torch.Tensor] = {}
+    for name, p in params.items():
+        buf = (
+            scores[name].float().contiguous()
+            if owners[name] == ctx.dist.rank
+            else torch.empty(p.numel() // group_size, dtype=torch.float32)
+        )
+        out[name] = ctx.dist.broadcast(buf, owners[name])
+    return out
+
+
+def _gather_masks(
+    masks: Mapping[str, torch.Tensor],
+    owners: Mapping[str, int],
+    params: Mapping[str, torch.nn.Parameter],
+    ctx: StepContext,
+) -> dict[str, torch.Tensor]:
+    """Every rank gets every tensor's new mask (broadcast from the owner)."""
+    if not ctx.dist.active:
+        return dict(masks)
+    out: dict[str, torch.Tensor] = {}
+    for name, p in params.items():
+        buf = (
+            masks[name].to(torch.uint8)
+            if owners[name] == ctx.dist.rank
+            else torch.empty(p.numel(), dtype=torch.uint8)
+        )
+        out[name] = ctx.dist.broadcast(buf, owners[name]).bool()
+    return out
