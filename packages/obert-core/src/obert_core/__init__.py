@@ -4,7 +4,7 @@ Framework-agnostic (NumPy in → NumPy out, torch in → torch out); ``import ob
 only — Numba and torch are optional backends imported on first use.
 
 Public API:
-    block_fisher_inverse, BlockFisherBuilder, fisher_memory_bytes  — blocked inverse empirical Fisher
+    block_fisher_inverse, BlockFisherBuilder, fisher_memory_bytes  — blocked inverse Fisher
     obs_saliency, obs_update                                       — OBS scores and weight update
     select_mask, parse_nm, sparsity_of                             — global / layer-wise / N:M masks
     cubic_sparsity, linear_sparsity, pruning_steps, recomputation_sparsities — schedules

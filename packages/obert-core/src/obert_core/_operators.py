@@ -67,7 +67,11 @@ class DenseBlocks:
     def matvec_blocks(self, z: Any) -> Any:
         out = []
         for s in self._chunks():
-            out.append(self.xp.einsum("nij,nj->ni", self.xp.f64(self.finv[s : s + _CHUNK]), z[s : s + _CHUNK]))
+            out.append(
+                self.xp.einsum(
+                    "nij,nj->ni", self.xp.f64(self.finv[s : s + _CHUNK]), z[s : s + _CHUNK]
+                )
+            )
         return _cat(self.xp, out)
 
     def restricted_solve(self, sel: Any, rhs: Any) -> Any:
@@ -97,7 +101,7 @@ def _cat(xp: Xp, parts: list[Any]) -> Any:
 
 
 def as_operator(finv: Any, weights: Any) -> InverseOperator:
-    """Wrap ``finv`` (an inverse-block array or an :class:`~obert_core.MFACInverse`) for ``weights``.
+    """Wrap ``finv`` (inverse blocks or an :class:`~obert_core.MFACInverse`) for ``weights``.
 
     Raises:
         ObertError: on a framework mix, a wrong shape, or non-finite entries.

@@ -1,5 +1,8 @@
-"""A tiny array-namespace shim: the handful of operations obs/mask/M-FAC code needs, for NumPy
-arrays and torch tensors alike (torch is only touched when the input already is a tensor)."""
+"""A tiny array-namespace shim for the obs/mask/M-FAC code.
+
+The handful of operations needed, for NumPy arrays and torch tensors alike (torch is only touched
+when the input already is a tensor).
+"""
 
 from __future__ import annotations
 

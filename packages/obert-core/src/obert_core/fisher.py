@@ -5,9 +5,9 @@ The empirical Fisher of ``m`` gradients ``g_i ∈ R^d`` with dampening ``λ`` is
     F̂ = λ I_d + (1/m) Σ_{i=1..m} g_i g_iᵀ.                                          (Eq. F)
 
 oBERT keeps only its block-diagonal part: the flattened tensor is cut into ``ceil(d/B)`` chunks of
-``B`` consecutive coordinates and each ``B×B`` block is inverted on its own. A tail chunk shorter than
-``B`` is zero-padded; the padded coordinates decouple (``F̂⁻¹`` is ``1/λ`` on their diagonal and 0
-elsewhere) and never influence the real coordinates.
+``B`` consecutive coordinates and each ``B×B`` block is inverted on its own. A tail chunk shorter
+than ``B`` is zero-padded; the padded coordinates decouple (``F̂⁻¹`` is ``1/λ`` on their diagonal
+and 0 elsewhere) and never influence the real coordinates.
 
 Two builds give the same result:
 
@@ -80,12 +80,12 @@ class BlockFisherBuilder:
         gram_precision: torch backend only: dtype of the batched Gram GEMM, ``"float32"``,
             ``"float64"`` or ``"auto"`` (float64 when ``num_grads < block_size`` — a rank-deficient
             Gram whose null space float32 products would pollute at small ``damp`` — on CUDA, or for
-            float64 gradients; float32 otherwise). The NumPy and Numba backends always accumulate in
-            float64; every backend inverts in float64.
+            float64 gradients or output; float32 otherwise). The NumPy and Numba backends always
+            accumulate in float64; every backend inverts in float64.
 
     Note:
-        If fewer than ``num_grads`` gradients were added, :meth:`finalize` warns and still divides by
-        ``num_grads``, as the reference implementation does.
+        If fewer than ``num_grads`` gradients were added, :meth:`finalize` warns and still divides
+        by ``num_grads``, as the reference implementation does.
     """
 
     def __init__(
@@ -214,6 +214,7 @@ class BlockFisherBuilder:
             self.num_grads < self.block_size
             or g.device.type != "cpu"
             or g.dtype == torch.float64
+            or self._dtype == torch.float64
         )
         return torch.float64 if exact else torch.float32
 
@@ -261,7 +262,7 @@ def _floating_dtype_of(x: Any) -> Any:
     return x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
 
 
-def _numpy_dtype(dtype: Any) -> np.dtype[Any]:
+def _numpy_dtype(dtype: Any) -> Any:
     if type(dtype).__module__.startswith("torch"):
         return np.dtype(str(dtype).removeprefix("torch."))
     return np.dtype(dtype)
@@ -272,7 +273,8 @@ def _torch_dtype(dtype: Any) -> Any:
 
     if isinstance(dtype, torch.dtype):
         return dtype
-    return getattr(torch, np.dtype(dtype).name)
+    out: Any = getattr(torch, np.dtype(dtype).name)
+    return out
 
 
 def block_fisher_inverse(

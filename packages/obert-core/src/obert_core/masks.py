@@ -2,8 +2,8 @@
 
 Masks are boolean *keep*-masks (True = kept), as in ``torch.nn.utils.prune``. Selection is exact and
 deterministic: exactly ``round(s·N)`` weights are pruned (globally over all tensors, or per tensor),
-previously pruned weights always stay pruned (they rank below every live weight), and ties are broken
-by position (tensor order, then flattened index), so equal scores give the same mask on every run.
+previously pruned weights always stay pruned (they rank below every live weight), and ties are
+broken by position (tensor order, then flattened index): equal scores give the same mask every run.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def select_mask(
 
 
 def _count(keys: np.ndarray, s: float, where: str) -> int:
-    k = round(s * keys.shape[0])
+    k: int = round(s * keys.shape[0])
     already = int(np.isneginf(keys).sum())
     if already > k:
         raise ObertError(

@@ -137,7 +137,9 @@ class _MFACOperator:
 
     def matvec_blocks(self, z: Any) -> Any:
         w = self.mf._w()
-        return z / self.mf.damp - self.xp.einsum("njb,nj->nb", w, self.xp.einsum("njb,nb->nj", w, z))
+        return z / self.mf.damp - self.xp.einsum(
+            "njb,nj->nb", w, self.xp.einsum("njb,nb->nj", w, z)
+        )
 
     def restricted_solve(self, sel: Any, rhs: Any) -> Any:
         mf, xp = self.mf, self.xp
@@ -148,7 +150,11 @@ class _MFACOperator:
                 sl = slice(s, s + _CHUNK)
                 w = mf._w(sl)
                 dense = xp.eye(self.block_size) / mf.damp - xp.einsum("njb,njc->nbc", w, w)
-                parts.append(DenseBlocks(dense, dense.shape[0] * self.block_size).restricted_solve(sel[sl], rhs[sl]))
+                parts.append(
+                    DenseBlocks(dense, dense.shape[0] * self.block_size).restricted_solve(
+                        sel[sl], rhs[sl]
+                    )
+                )
             return xp._t.cat(parts) if xp.torch else __import__("numpy").concatenate(parts)
         # Large blocks: Woodbury on [F⁻¹]_SS = aI − W_S W_Sᵀ (a = 1/λ), an m×m solve per block:
         # ([F⁻¹]_SS)⁻¹ r = r/a + W_S (aI − W_SᵀW_S)⁻¹ W_Sᵀ r / a.

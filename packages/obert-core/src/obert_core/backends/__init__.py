@@ -3,9 +3,10 @@
 A backend builds the blocked inverse ``(ceil(d/B), B, B)`` of ``λI + (1/m) Σ g gᵀ`` (reference brief
 §1.2) in two ways:
 
-* ``gram`` + ``gram_to_inverse`` — the batched build: accumulate each block's Gram matrix ``G_bᵀG_b``
-  in float64 (products of float32 inputs are exact in float64, so masked, rank-deficient blocks at
-  ``damp = 1e-7`` stay accurate), then invert every ``λI + G/m`` with a batched float64 Cholesky.
+* ``gram`` + ``gram_to_inverse`` — the batched build: accumulate each block's Gram matrix
+  ``G_bᵀG_b`` in float64 (products of float32 inputs are exact in float64, so masked,
+  rank-deficient blocks at ``damp = 1e-7`` stay accurate), then invert every ``λI + G/m`` in
+  float64 (batched LAPACK on CPU, batched Cholesky on CUDA).
 * ``sm_update`` — the streaming Sherman–Morrison rank-1 updates used by the SparseML reference.
 
 Backends are looked up by name with :func:`get_backend`; heavy dependencies are imported lazily.
@@ -32,7 +33,7 @@ class FisherBackend(Protocol):
         ...
 
     def add_gram(self, acc: Any, grads: Any, num_weights: int, block_size: int) -> None:
-        """Add ``G_bᵀ G_b`` of a ``(k, d)`` gradient chunk to ``acc`` in place (lower triangle suffices)."""
+        """Add ``G_bᵀ G_b`` of a ``(k, d)`` chunk to ``acc`` in place (lower triangle suffices)."""
         ...
 
     def gram_to_inverse(
@@ -77,7 +78,7 @@ def get_backend(name: str) -> FisherBackend:
 
 
 def default_backend_for(framework: str) -> str:
-    """The default backend for arrays of ``framework``: torch for tensors, Numba (else NumPy) for arrays."""
+    """Default backend for ``framework``: torch for tensors, Numba (else NumPy) for arrays."""
     if framework == "torch":
         return "torch"
     try:

@@ -18,7 +18,8 @@ def damped_block_inverse(
 ) -> np.ndarray:
     """Return ``inv(damp·I + acc/num_grads)`` for a ``(nb, B, B)`` float64 Gram stack.
 
-    With ``lower_only`` only the lower triangle of ``acc`` is read (it is symmetrised first). The inversion runs in float64
+    With ``lower_only`` only the lower triangle of ``acc`` is read (it is symmetrised first).
+    The inversion runs in float64
     (batched LAPACK LU), so the tiny ``damp`` of the paper (1e-7) is resolved exactly; the result is
     cast to ``out_dtype`` chunk by chunk.
 

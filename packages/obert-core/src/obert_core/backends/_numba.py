@@ -24,7 +24,7 @@ __all__ = ["NumbaBackend"]
 numba = require_numba()
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)  # type: ignore[misc]
+@numba.njit(parallel=True, cache=True, fastmath=False)  # type: ignore[untyped-decorator]
 def _gram_kernel(acc: np.ndarray, g: np.ndarray, d: int, bs: int) -> None:  # pragma: no cover
     nb = acc.shape[0]
     k = g.shape[0]
@@ -53,7 +53,7 @@ def _gram_kernel(acc: np.ndarray, g: np.ndarray, d: int, bs: int) -> None:  # pr
                     a[i, j] += x0 * np.float64(g[r, s0 + j])
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)  # type: ignore[misc]
+@numba.njit(parallel=True, cache=True, fastmath=False)  # type: ignore[untyped-decorator]
 def _sm_kernel(finv: np.ndarray, g: np.ndarray, d: int, m: float) -> None:  # pragma: no cover
     nb, bs, _ = finv.shape
     k = g.shape[0]
@@ -85,7 +85,9 @@ class NumbaBackend:
     def zeros_gram(self, num_blocks: int, block_size: int, like: Any) -> np.ndarray:
         return np.zeros((num_blocks, block_size, block_size), dtype=np.float64)
 
-    def add_gram(self, acc: np.ndarray, grads: np.ndarray, num_weights: int, block_size: int) -> None:
+    def add_gram(
+        self, acc: np.ndarray, grads: np.ndarray, num_weights: int, block_size: int
+    ) -> None:
         g = np.ascontiguousarray(grads)
         if g.dtype not in (np.float32, np.float64):
             g = g.astype(np.float64)

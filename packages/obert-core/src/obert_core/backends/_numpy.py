@@ -29,7 +29,9 @@ class NumpyBackend:
     def zeros_gram(self, num_blocks: int, block_size: int, like: Any) -> np.ndarray:
         return np.zeros((num_blocks, block_size, block_size), dtype=np.float64)
 
-    def add_gram(self, acc: np.ndarray, grads: np.ndarray, num_weights: int, block_size: int) -> None:
+    def add_gram(
+        self, acc: np.ndarray, grads: np.ndarray, num_weights: int, block_size: int
+    ) -> None:
         x = blocks_of(grads.astype(np.float64, copy=False), num_weights, block_size)
         acc += np.einsum("kni,knj->nij", x, x)
 

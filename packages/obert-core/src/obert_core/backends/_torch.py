@@ -1,5 +1,8 @@
-"""torch backend (CPU and CUDA): batched GEMM Gram accumulation and batched Cholesky, or the
-SparseML-style batched Sherman–Morrison updates with ``baddbmm_``."""
+"""torch backend (CPU and CUDA).
+
+Batched GEMM Gram accumulation and batched float64 inversion, or the SparseML-style batched
+Sherman–Morrison updates with ``baddbmm_``.
+"""
 
 from __future__ import annotations
 
@@ -67,7 +70,9 @@ class TorchBackend:
         eye = torch.eye(block_size, dtype=dtype, device=like.device) / damp
         return eye.repeat(num_blocks, 1, 1)
 
-    def sm_update(self, finv: Any, grads: Any, num_weights: int, block_size: int, num_grads: int) -> Any:
+    def sm_update(
+        self, finv: Any, grads: Any, num_weights: int, block_size: int, num_grads: int
+    ) -> Any:
         x = _blocks_of(grads.to(finv.dtype), num_weights, block_size)  # (nb, k, B)
         for r in range(x.shape[1]):
             g = x[:, r, :].unsqueeze(-1)  # (nb, B, 1)

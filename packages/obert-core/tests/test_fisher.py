@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from core_helpers import HAS_TORCH, oracle_blocks, to_np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import obert_core as oc
+
+
+def _as(backend: str, x: np.ndarray) -> object:
+    if backend == "torch":
+        import torch
+
+        return torch.from_numpy(x)
+    return x
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.linalg.norm(a - b, axis=(1, 2)) / np.linalg.norm(b, axis=(1, 2))))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    d=st.integers(1, 60),
+    block=st.integers(1, 16),
+    m=st.integers(1, 20),
+    damp=st.sampled_from([1e-1, 1e-3, 1e-5]),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_explicit_block_inverse(d: int, block: int, m: int, damp: float, seed: int) -> None:
+    block = min(block, d)
+    g = np.random.default_rng(seed).standard_normal((m, d))
+    ref = oracle_blocks(g, block, damp)
+    for method in ("batched", "streaming"):
+        out = oc.block_fisher_inverse(g, block, damp, backend="numpy", method=method)
+        assert out.shape == (-(-d // block), block, block)
+        np.testing.assert_allclose(out, ref, rtol=1e-7, atol=1e-9 / damp)
+
+
+@pytest.mark.parametrize("method", ["batched", "streaming"])
+def test_backends_agree_with_reference(backend: str, method: str) -> None:
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((37, 203))  # d % B != 0, m not a multiple of 4
+    ref = oracle_blocks(g, 16, 1e-3)
+    out = to_np(
+        oc.block_fisher_inverse(
+            _as(backend, g), 16, 1e-3, backend=backend, method=method, chunk_size=10
+        )
+    )
+    assert _rel(out, ref) < 1e-10
+
+
+def test_padded_tail_is_decoupled_and_equals_smaller_block() -> None:
+    rng = np.random.default_rng(1)
+    g = rng.standard_normal((12, 23))
+    out = oc.block_fisher_inverse(g, 10, 1e-2, backend="numpy")
+    tail = oc.block_fisher_inverse(g[:, 20:], 3, 1e-2, backend="numpy")[0]
+    np.testing.assert_allclose(out[2, :3, :3], tail, rtol=1e-10)
+    np.testing.assert_allclose(out[2, 3:, 3:], np.eye(7) / 1e-2)
+    assert not out[2, :3, 3:].any() and not out[2, 3:, :3].any()
+
+
+def test_streaming_builder_equals_one_shot_and_is_chunk_invariant(backend: str) -> None:
+    rng = np.random.default_rng(2)
+    g = rng.standard_normal((20, 90)).astype(np.float32)
+    ref = oracle_blocks(g, 9, 1e-4)
+    for method in ("batched", "streaming"):
+        b = oc.BlockFisherBuilder(90, 9, 1e-4, 20, method=method, backend=backend, dtype=np.float64)
+        for chunk in (g[:3], g[3:4], g[4:17], g[17:]):
+            b.add(_as(backend, chunk))
+        assert b.num_seen == 20
+        assert _rel(to_np(b.finalize()), ref) < 1e-8
+
+
+def test_gradient_order_does_not_matter() -> None:
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal((15, 40))
+    a = oc.block_fisher_inverse(g, 8, 1e-3, backend="numpy", method="streaming")
+    b = oc.block_fisher_inverse(g[::-1].copy(), 8, 1e-3, backend="numpy", method="streaming")
+    np.testing.assert_allclose(a, b, rtol=1e-8)
+
+
+def test_inverse_is_spd_with_bounded_spectrum() -> None:
+    g = np.random.default_rng(4).standard_normal((6, 50))
+    damp = 1e-2
+    out = oc.block_fisher_inverse(g, 10, damp, backend="numpy")
+    np.testing.assert_allclose(out, np.swapaxes(out, 1, 2), atol=1e-9)
+    ev = np.linalg.eigvalsh(out)
+    assert (ev > 0).all() and (ev <= 1 / damp * (1 + 1e-9)).all()
+
+
+def test_scaling_gradients_scales_the_data_term() -> None:
+    g = np.random.default_rng(5).standard_normal((9, 30))
+    c = 3.0
+    a = oc.block_fisher_inverse(c * g, 10, 1e-3, backend="numpy")
+    ref = oracle_blocks(g, 10, 1e-3 / c**2) / c**2  # λI + c²GᵀG/m = c²(λ/c² I + GᵀG/m)
+    np.testing.assert_allclose(a, ref, rtol=1e-8)
+
+
+def test_masked_coordinates_at_tiny_damp_float32(backend: str) -> None:
+    """The numerically hard case of the issue: damp=1e-7, zero-gradient (masked) columns, m < B,
+    float32 gradients. A naive float32 Gram + Cholesky fails here; we must match float64."""
+    rng = np.random.default_rng(6)
+    m, d, bsz, damp = 24, 5000, 50, 1e-7
+    g = rng.standard_normal((m, d)).astype(np.float32)
+    g = (g + 0.5 * np.outer(rng.standard_normal(m), rng.standard_normal(d))).astype(np.float32)
+    g[:, rng.random(d) < 0.5] = 0.0
+    ref = oracle_blocks(g.astype(np.float64), bsz, damp)
+    out = to_np(oc.block_fisher_inverse(_as(backend, g), bsz, damp, backend=backend))
+    assert out.dtype == np.float32
+    assert _rel(out.astype(np.float64), ref) <= 1e-4
+    diag_err = np.abs(np.diagonal(out, 0, 1, 2) - np.diagonal(ref, 0, 1, 2)) / np.diagonal(
+        ref, 0, 1, 2
+    )
+    assert diag_err.max() <= 1e-4
+    # masked rows are exactly (1/λ)·e_i
+    masked = np.flatnonzero(~g.any(0))
+    flat_diag = np.diagonal(out, 0, 1, 2).reshape(-1)
+    np.testing.assert_allclose(flat_diag[masked], 1 / damp, rtol=1e-6)
+
+
+def test_realistic_scale_float32_gram_fast_path_is_accurate() -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    rng = np.random.default_rng(7)
+    g = (rng.standard_normal((256, 3000)) * 1e-3).astype(np.float32)  # m >= B → float32 GEMM
+    g[:, rng.random(3000) < 0.3] = 0
+    ref = oracle_blocks(g.astype(np.float64), 50, 1e-7)
+    out = oc.block_fisher_inverse(torch.from_numpy(g), 50, 1e-7, gram_precision="float32").numpy()
+    assert _rel(out.astype(np.float64), ref) <= 1e-4
+
+
+def test_torch_in_torch_out_numpy_in_numpy_out() -> None:
+    g = np.random.default_rng(8).standard_normal((4, 12)).astype(np.float32)
+    assert isinstance(oc.block_fisher_inverse(g, 4, 1e-2), np.ndarray)
+    if HAS_TORCH:
+        import torch
+
+        t = oc.block_fisher_inverse(torch.from_numpy(g), 4, 1e-2)
+        assert isinstance(t, torch.Tensor) and t.dtype == torch.float32
+        t2 = oc.block_fisher_inverse(torch.from_numpy(g), 4, 1e-2, backend="numpy")
+        assert isinstance(t2, torch.Tensor)
+        a = oc.block_fisher_inverse(g, 4, 1e-2, backend="torch")
+        assert isinstance(a, np.ndarray)
+
+
+def test_fewer_gradients_than_num_grads_warns_and_uses_configured_m() -> None:
+    g = np.random.default_rng(9).standard_normal((5, 20))
+    b = oc.BlockFisherBuilder(20, 5, 1e-3, 8, backend="numpy")
+    b.add(g)
+    with pytest.warns(UserWarning, match="only 5 of num_grads=8"):
+        out = b.finalize()
+    np.testing.assert_allclose(out, oracle_blocks(g, 5, 1e-3, num_grads=8), rtol=1e-9)
+
+
+def test_memory_estimate() -> None:
+    assert oc.fisher_memory_bytes(1_769_472, 50) == 4 * 35390 * 2500
+    assert oc.fisher_memory_bytes(84_934_656, 50) == 4 * -(-84_934_656 // 50) * 2500  # ~17 GB
+    assert oc.fisher_memory_bytes(100, 10, method="batched") == 10 * 100 * (4 + 8)

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from core_helpers import HAS_TORCH, dense_block_fisher, to_np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import obert_core as oc
+
+
+def _problem(seed: int, d: int = 24, block: int = 8, m: int = 30, damp: float = 1e-3):
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((m, d))
+    w = rng.standard_normal(d)
+    finv = oc.block_fisher_inverse(g, block, damp, backend="numpy")
+    return rng, g, w, finv, dense_block_fisher(g, block, damp)
+
+
+def _constrained_optimum(f: np.ndarray, w: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """Brute force: argmin ½δwᵀFδw s.t. (w+δw)_fixed = 0 — solve for the free coordinates."""
+    p, fr = np.flatnonzero(fixed), np.flatnonzero(~fixed)
+    dw = np.zeros_like(w)
+    dw[p] = -w[p]
+    dw[fr] = np.linalg.solve(f[np.ix_(fr, fr)], -f[np.ix_(fr, p)] @ dw[p])
+    return dw
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), frac=st.floats(0.05, 0.9))
+def test_joint_update_is_the_constrained_least_squares_optimum(seed: int, frac: float) -> None:
+    rng, _, w, finv, f = _problem(seed)
+    prune = rng.random(w.size) < frac
+    if not prune.any():
+        prune[0] = True
+    dw = _constrained_optimum(f, w, prune)
+    out = oc.obs_update(w, finv, prune, mode="joint")
+    np.testing.assert_allclose(out, w + dw, atol=1e-9)
+    assert (out[prune] == 0).all()
+    # the loss increase on the quadratic model equals the joint saliency, and is minimal
+    rho = 0.5 * dw @ f @ dw
+    wp = np.where(prune, w, 0)
+    z = np.linalg.solve(np.linalg.inv(f)[np.ix_(prune, prune)], w[prune])
+    np.testing.assert_allclose(rho, 0.5 * wp[prune] @ z, rtol=1e-8)
+    other = dw + np.where(prune, 0, rng.standard_normal(w.size) * 0.1)
+    assert 0.5 * other @ f @ other >= rho - 1e-12
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), idx=st.integers(0, 23))
+def test_single_weight_saliency_and_update(seed: int, idx: int) -> None:
+    _, _, w, finv, f = _problem(seed)
+    finv_dense = np.linalg.inv(f)
+    rho = oc.obs_saliency(w, finv)
+    np.testing.assert_allclose(rho[idx], w[idx] ** 2 / (2 * finv_dense[idx, idx]), rtol=1e-10)
+    # δw* = −(w_i/[F⁻¹]_ii) F⁻¹ e_i zeroes w_i before any explicit zeroing, and ρ = ½δwᵀFδw
+    dw = -(w[idx] / finv_dense[idx, idx]) * finv_dense[:, idx]
+    assert abs(w[idx] + dw[idx]) < 1e-12
+    np.testing.assert_allclose(0.5 * dw @ f @ dw, rho[idx], rtol=1e-8)
+    prune = np.zeros(w.size, bool)
+    prune[idx] = True
+    for mode in ("joint", "superpose"):
+        np.testing.assert_allclose(
+            oc.obs_update(w, finv, prune, mode=mode), np.where(prune, 0, w + dw), atol=1e-10
+        )
+
+
+def test_quadratic_loss_increase_equals_saliency() -> None:
+    """On L(w) = ½(w − w*)ᵀF(w − w*) at w = w*, pruning Q costs exactly ρ_Q (single and group)."""
+    _, _, w, finv, f = _problem(11)
+    loss = lambda v: 0.5 * (v - w) @ f @ (v - w)
+    for g in (1, 4):
+        rho = oc.obs_saliency(w, finv, group_size=g)
+        for q in range(0, 24 // g, 3):
+            prune = np.zeros(24, bool)
+            prune[q * g : (q + 1) * g] = True
+            new = oc.obs_update(w, finv, prune, group_size=g, mode="superpose")
+            np.testing.assert_allclose(loss(new), rho[q], rtol=1e-8)
+
+
+def test_group_saliency_is_the_group_solve() -> None:
+    _, _, w, finv, f = _problem(12)
+    fi = np.linalg.inv(f)
+    rho = oc.obs_saliency(w, finv, group_size=4)
+    ref = [
+        0.5 * w[q : q + 4] @ np.linalg.solve(fi[q : q + 4, q : q + 4], w[q : q + 4])
+        for q in range(0, 24, 4)
+    ]
+    np.testing.assert_allclose(rho, ref, rtol=1e-10)
+
+
+def test_superpose_is_sum_of_single_updates_then_zeroing() -> None:
+    _, _, w, finv, f = _problem(13)
+    fi = np.linalg.inv(f)
+    prune = np.zeros(24, bool)
+    prune[[1, 2, 5, 9, 20]] = True
+    dw = sum(-(w[i] / fi[i, i]) * fi[:, i] for i in np.flatnonzero(prune))
+    ref = np.where(prune, 0.0, w + dw)
+    np.testing.assert_allclose(oc.obs_update(w, finv, prune, mode="superpose"), ref, atol=1e-10)
+    joint = oc.obs_update(w, finv, prune, mode="joint")
+    assert np.abs(joint - ref).max() > 1e-6  # coupled weights in one block: the modes differ
+
+
+def test_joint_equals_superpose_across_blocks_and_for_block_size_one() -> None:
+    _, g, w, finv, _ = _problem(14)
+    prune = np.zeros(24, bool)
+    prune[[1, 9, 17]] = True  # one per Fisher block of 8
+    np.testing.assert_allclose(
+        oc.obs_update(w, finv, prune, mode="joint"),
+        oc.obs_update(w, finv, prune, mode="superpose"),
+        atol=1e-10,
+    )
+    f1 = oc.block_fisher_inverse(g, 1, 1e-3, backend="numpy")
+    prune = np.random.default_rng(0).random(24) < 0.5
+    for mode in ("joint", "superpose"):
+        out = oc.obs_update(w, f1, prune, mode=mode)
+        np.testing.assert_allclose(
+            out, np.where(prune, 0, w), atol=1e-12
+        )  # B = 1: others untouched
+
+
+def test_masked_weights_stay_zero_and_unchanged_mask_is_a_no_op() -> None:
+    rng = np.random.default_rng(15)
+    g = rng.standard_normal((30, 24))
+    w = rng.standard_normal(24)
+    keep = rng.random(24) > 0.3
+    w = np.where(keep, w, 0.0)
+    g = g * keep  # gradients multiplied by the mask, as the sampler does
+    finv = oc.block_fisher_inverse(g, 8, 1e-3, backend="numpy")
+    flat_diag = np.diagonal(finv, 0, 1, 2).reshape(-1)
+    np.testing.assert_allclose(flat_diag[~keep], 1e3)  # rows of masked coordinates: (1/λ)e_i
+    prune = keep & (rng.random(24) < 0.3)
+    for mode in ("joint", "superpose"):
+        out = oc.obs_update(w, finv, prune, mode=mode)
+        assert (out[~keep] == 0).all() and (out[prune] == 0).all()
+        same = oc.obs_update(w, finv, np.zeros(24, bool), mode=mode)
+        np.testing.assert_array_equal(same, w)
+
+
+def test_joint_respects_earlier_mask_even_without_masked_gradients() -> None:
+    _, _, w, finv, f = _problem(16)
+    earlier = np.zeros(24, bool)
+    earlier[[0, 6]] = True
+    w = np.where(earlier, 0.0, w)
+    prune = np.zeros(24, bool)
+    prune[[3, 4, 12]] = True
+    out = oc.obs_update(w, finv, prune, mode="joint")
+    ref = w + _constrained_optimum(f, w, earlier | prune)
+    np.testing.assert_allclose(out, ref, atol=1e-9)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch")
+def test_torch_matches_numpy() -> None:
+    import torch
+
+    rng, _, w, finv, _ = _problem(17, d=40, block=8)
+    prune = rng.random(40) < 0.4
+    for g in (1, 4):
+        a = oc.obs_saliency(w, finv, group_size=g)
+        b = oc.obs_saliency(torch.from_numpy(w), torch.from_numpy(finv), group_size=g)
+        np.testing.assert_allclose(to_np(b), a, rtol=1e-12)
+    pg = np.repeat(prune[::4], 4)
+    for mode in ("joint", "superpose"):
+        a = oc.obs_update(w, finv, pg, mode=mode, group_size=4)
+        b = oc.obs_update(
+            torch.from_numpy(w),
+            torch.from_numpy(finv),
+            torch.from_numpy(pg),
+            mode=mode,
+            group_size=4,
+        )
+        assert isinstance(b, torch.Tensor) and b.dtype == torch.float64
+        np.testing.assert_allclose(to_np(b), a, atol=1e-10)
+
+
+def test_float32_weights_keep_dtype_and_pruned_are_exact_zero() -> None:
+    rng, g, w, _, _ = _problem(18)
+    finv = oc.block_fisher_inverse(g.astype(np.float32), 8, 1e-3)
+    prune = rng.random(24) < 0.5
+    out = oc.obs_update(w.astype(np.float32), finv, prune)
+    assert out.dtype == np.float32 and (out[prune] == 0).all()
