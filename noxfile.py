@@ -22,7 +22,7 @@ def _install(session: nox.Session, *args: str) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff lint + format check over the whole repository."""
+    """Ruff lint + format check over the whole repository."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -30,7 +30,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict, one run per package so a missing dependency in a package shows up."""
+    """Mypy --strict, one run per package so a missing dependency in a package shows up."""
     _install(session, "mypy>=1.10", "types-PyYAML", "torch==2.13.0")
     _install(session, "-e", "packages/obert-core[numba,torch]")
     session.run("mypy", "packages/obert-core/src")
@@ -52,7 +52,9 @@ def tests_core(session: nox.Session, extra: str) -> None:
 @nox.session(python=PYTHON)
 def tests_train(session: nox.Session) -> None:
     """obert-train with obert-core[torch] (includes the 2-process gloo test)."""
-    _install(session, *TEST_TOOLS, "-e", "packages/obert-core[torch]", "-e", "packages/obert-train[test]")
+    _install(
+        session, *TEST_TOOLS, "-e", "packages/obert-core[torch]", "-e", "packages/obert-train[test]"
+    )
     session.run("pytest", "packages/obert-train/tests", *session.posargs)
 
 
@@ -60,17 +62,24 @@ def tests_train(session: nox.Session) -> None:
 def tests_deploy(session: nox.Session) -> None:
     """obert-deploy alone: obert-train must NOT be installed here."""
     _install(session, *TEST_TOOLS, "-e", "packages/obert-deploy[test]")
-    session.run("python", "-c", "import importlib.util as u; assert u.find_spec('obert_train') is None")
+    session.run(
+        "python", "-c", "import importlib.util as u; assert u.find_spec('obert_train') is None"
+    )
     session.run("pytest", "packages/obert-deploy/tests", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Time the benchmark suite (pytest-benchmark; writes .benchmarks/). Slow: run on a quiet machine."""
+    """Time the benchmarks (pytest-benchmark, writes .benchmarks/); slow, needs a quiet machine."""
     _install(session, *TEST_TOOLS, "psutil", "-e", "packages/obert-core[numba,torch]")
     session.run(
-        "pytest", "benchmarks/bench_fisher.py", "--benchmark-only", "--benchmark-autosave",
-        "-p", "no:cacheprovider", *session.posargs,
+        "pytest",
+        "benchmarks/bench_fisher.py",
+        "--benchmark-only",
+        "--benchmark-autosave",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
     )
 
 

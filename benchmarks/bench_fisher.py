@@ -98,7 +98,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.mark.parametrize(("backend", "method"), CASES, ids=[f"{b}-{m}" for b, m in CASES])
-def test_fisher_build(benchmark: Any, bench_scale: str, size: tuple[int, int, int], backend: str, method: str) -> None:
+def test_fisher_build(
+    benchmark: Any, bench_scale: str, size: tuple[int, int, int], backend: str, method: str
+) -> None:
     d, bsz, m = size
     if backend == "numba" and not HAS_NUMBA:
         pytest.skip("numba not installed")
@@ -164,5 +166,7 @@ def test_fp32_gemm_throughput(benchmark: Any, bench_scale: str) -> None:
     c = benchmark.pedantic(lambda: a @ a, rounds=3 if bench_scale == "full" else 1, iterations=1)
     t0 = time.perf_counter()
     a @ a
-    benchmark.extra_info["gflops_single_run"] = round(2 * n**3 / (time.perf_counter() - t0) / 1e9, 1)
+    benchmark.extra_info["gflops_single_run"] = round(
+        2 * n**3 / (time.perf_counter() - t0) / 1e9, 1
+    )
     assert torch.allclose(c[0, :8], a[0] @ a[:, :8], rtol=1e-3, atol=1e-2)

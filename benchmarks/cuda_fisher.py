@@ -28,8 +28,13 @@ def run(d: int, bsz: int, m: int, method: str, chunk: torch.Tensor) -> dict[str,
     dt = time.perf_counter() - t0
     assert torch.isfinite(finv).all()
     return {
-        "d": d, "B": bsz, "m": m, "method": method, "seconds": round(dt, 3),
-        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20), "device": torch.cuda.get_device_name(),
+        "d": d,
+        "B": bsz,
+        "m": m,
+        "method": method,
+        "seconds": round(dt, 3),
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20),
+        "device": torch.cuda.get_device_name(),
     }
 
 
@@ -41,10 +46,20 @@ def main() -> None:
     a = p.parse_args()
     chunk = (torch.randn(64, a.d, device="cuda") * 1e-3).float()
     run(a.d, a.block_size, 64, "batched", chunk)  # warm-up (cuBLAS/cuSOLVER init)
-    res = {meth: run(a.d, a.block_size, a.num_grads, meth, chunk) for meth in ("batched", "streaming")}
+    res = {
+        meth: run(a.d, a.block_size, a.num_grads, meth, chunk) for meth in ("batched", "streaming")
+    }
     for r in res.values():
         print(json.dumps(r))
-    print(json.dumps({"speedup_batched_vs_streaming": round(res["streaming"]["seconds"] / res["batched"]["seconds"], 1)}))
+    print(
+        json.dumps(
+            {
+                "speedup_batched_vs_streaming": round(
+                    res["streaming"]["seconds"] / res["batched"]["seconds"], 1
+                )
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

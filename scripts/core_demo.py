@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ def _quadratic(f_blocks: np.ndarray, dw: np.ndarray) -> float:
 
 
 def main() -> None:
+    """Run the demo and write the JSON table and the PNG plot atomically."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/core_demo"))
     parser.add_argument("--num-weights", type=int, default=20_000)
@@ -69,10 +69,12 @@ def main() -> None:
             f"{r['obert_joint']:>11.3e}"
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps({"config": vars(args) | {"out": str(args.out)}, "loss_increase": rows}, indent=2)
+    payload = json.dumps(
+        {"config": vars(args) | {"out": str(args.out)}, "loss_increase": rows}, indent=2
+    )
     with tempfile.NamedTemporaryFile("w", dir=args.out, delete=False, suffix=".tmp") as fh:
         fh.write(payload)
-    os.replace(fh.name, args.out / "core_demo.json")
+    Path(fh.name).replace(args.out / "core_demo.json")
     try:
         import matplotlib
 
@@ -82,8 +84,14 @@ def main() -> None:
         print("matplotlib not installed: skipping the plot")
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in [("magnitude", "magnitude"), ("obert_superpose", "oBERT superpose"), ("obert_joint", "oBERT joint")]:
-        ax.semilogy([100 * r["sparsity"] for r in rows], [r[key] for r in rows], marker="o", label=label)
+    for key, label in [
+        ("magnitude", "magnitude"),
+        ("obert_superpose", "oBERT superpose"),
+        ("obert_joint", "oBERT joint"),
+    ]:
+        ax.semilogy(
+            [100 * r["sparsity"] for r in rows], [r[key] for r in rows], marker="o", label=label
+        )
     ax.set_xlabel("sparsity (%)")
     ax.set_ylabel("loss increase ½ δwᵀFδw")
     ax.set_title("One-shot pruning of a quadratic (obert-core demo)")
@@ -91,7 +99,7 @@ def main() -> None:
     fig.tight_layout()
     tmp = args.out / "core_demo.png.tmp"
     fig.savefig(tmp, format="png", dpi=120)
-    os.replace(tmp, args.out / "core_demo.png")
+    tmp.replace(args.out / "core_demo.png")
     print(f"wrote {args.out / 'core_demo.json'} and {args.out / 'core_demo.png'}")
 
 

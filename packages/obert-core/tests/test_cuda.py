@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from core_helpers import HAS_TORCH, oracle_blocks
 
 import obert_core as oc
-from core_helpers import HAS_TORCH, oracle_blocks
 
 torch = pytest.importorskip("torch") if HAS_TORCH else None
 pytestmark = [
@@ -22,7 +22,9 @@ def test_cuda_fisher_matches_reference(method: str) -> None:
     g[:, rng.random(1003) < 0.3] = 0
     ref = oracle_blocks(g.astype(np.float64), 50, 1e-7 if method == "batched" else 1e-3)
     damp = 1e-7 if method == "batched" else 1e-3
-    out = oc.block_fisher_inverse(torch.from_numpy(g).cuda(), 50, damp, method=method, dtype=torch.float64)
+    out = oc.block_fisher_inverse(
+        torch.from_numpy(g).cuda(), 50, damp, method=method, dtype=torch.float64
+    )
     assert out.device.type == "cuda"
     rel = np.linalg.norm(out.cpu().numpy() - ref, axis=(1, 2)) / np.linalg.norm(ref, axis=(1, 2))
     assert rel.max() < 1e-6
@@ -36,12 +38,18 @@ def test_cuda_obs_and_masks_match_numpy() -> None:
     tf, tw = torch.from_numpy(finv).cuda(), torch.from_numpy(w).cuda()
     for gs in (1, 4):
         np.testing.assert_allclose(
-            oc.obs_saliency(tw, tf, group_size=gs).cpu().numpy(), oc.obs_saliency(w, finv, group_size=gs), rtol=1e-10
+            oc.obs_saliency(tw, tf, group_size=gs).cpu().numpy(),
+            oc.obs_saliency(w, finv, group_size=gs),
+            rtol=1e-10,
         )
     keep = oc.select_mask({"w": torch.from_numpy(oc.obs_saliency(w, finv)).cuda()}, 0.5)["w"]
     assert keep.device.type == "cuda" and int((~keep).sum()) == 32
     for mode in ("joint", "superpose"):
         out = oc.obs_update(tw, tf, ~keep, mode=mode)
-        np.testing.assert_allclose(out.cpu().numpy(), oc.obs_update(w, finv, ~keep.cpu().numpy(), mode=mode), atol=1e-9)
+        np.testing.assert_allclose(
+            out.cpu().numpy(), oc.obs_update(w, finv, ~keep.cpu().numpy(), mode=mode), atol=1e-9
+        )
     mf = oc.MFACInverse(torch.from_numpy(g).cuda(), 1e-3, block_size=16)
-    np.testing.assert_allclose(oc.obs_saliency(tw, mf).cpu().numpy(), oc.obs_saliency(w, finv), rtol=1e-8)
+    np.testing.assert_allclose(
+        oc.obs_saliency(tw, mf).cpu().numpy(), oc.obs_saliency(w, finv), rtol=1e-8
+    )

@@ -179,3 +179,28 @@ def test_float32_weights_keep_dtype_and_pruned_are_exact_zero() -> None:
     prune = rng.random(24) < 0.5
     out = oc.obs_update(w.astype(np.float32), finv, prune)
     assert out.dtype == np.float32 and (out[prune] == 0).all()
+
+
+def test_nm_mask_by_joint_saliency_is_the_brute_force_best() -> None:
+    _, _, w, finv, f = _problem(19, d=32, block=8)
+    fi = np.linalg.inv(f)
+    keep = oc.obs_nm_mask(w, finv, "2:4")
+    assert keep.shape == (32,)
+    assert (keep.reshape(-1, 4).sum(1) == 2).all()
+    from itertools import combinations
+
+    for q in range(0, 32, 4):
+        costs = {}
+        for p in combinations(range(q, q + 4), 2):
+            pi = list(p)
+            costs[p] = 0.5 * w[pi] @ np.linalg.solve(fi[np.ix_(pi, pi)], w[pi])
+        chosen = tuple(int(i) for i in np.flatnonzero(~keep[q : q + 4]) + q)
+        assert costs[chosen] == pytest.approx(min(costs.values()), rel=1e-9)
+    # earlier-pruned weights stay pruned and are part of the chosen set
+    w2 = w.copy()
+    w2[[0, 5, 9, 10, 11]] = 0.0
+    keep2 = oc.obs_nm_mask(w2, finv, "2:4")
+    assert not keep2[[0, 5, 9, 10, 11]].any()
+    assert (keep2.reshape(-1, 4).sum(1) <= 2).all()
+    with pytest.raises(oc.ObertError, match="must divide the Fisher block size"):
+        oc.obs_nm_mask(w, finv, "1:3")

@@ -7,6 +7,7 @@ Public API:
     block_fisher_inverse, BlockFisherBuilder, fisher_memory_bytes  — blocked inverse Fisher
     obs_saliency, obs_update                                       — OBS scores and weight update
     select_mask, parse_nm, sparsity_of                             — global / layer-wise / N:M masks
+    obs_nm_mask                                                    — N:M by joint OBS saliency
     cubic_sparsity, linear_sparsity, pruning_steps, recomputation_sparsities — schedules
     MFACInverse                                                    — M-FAC O(d·m) inverse Fisher
 """
@@ -14,6 +15,7 @@ Public API:
 from __future__ import annotations
 
 from ._errors import BackendUnavailableError, ObertError
+from ._nm import obs_nm_mask
 from .fisher import BlockFisherBuilder, block_fisher_inverse, fisher_memory_bytes
 from .masks import parse_nm, select_mask, sparsity_of
 from .mfac import MFACInverse
@@ -32,6 +34,7 @@ __all__ = [
     "cubic_sparsity",
     "fisher_memory_bytes",
     "linear_sparsity",
+    "obs_nm_mask",
     "obs_saliency",
     "obs_update",
     "parse_nm",
