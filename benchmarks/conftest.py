@@ -10,7 +10,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--bench-scale",
         default=os.environ.get("OBERT_BENCH_SCALE", "smoke"),
         choices=["smoke", "full"],
-        help="smoke: tiny sizes, correctness in seconds (CI); full: the sizes of docs/benchmarks.md",
+        help="smoke: tiny sizes, correctness only (CI); full: the sizes of docs/benchmarks.md",
     )
 
 
