@@ -160,3 +160,25 @@ def test_memory_estimate() -> None:
     assert oc.fisher_memory_bytes(1_769_472, 50) == 4 * 35390 * 2500
     assert oc.fisher_memory_bytes(84_934_656, 50) == 4 * -(-84_934_656 // 50) * 2500  # ~17 GB
     assert oc.fisher_memory_bytes(100, 10, method="batched") == 10 * 100 * (4 + 8)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    d=st.integers(1, 80),
+    block=st.integers(1, 20),
+    m=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+    f32=st.booleans(),
+)
+def test_fast_backends_agree_with_reference_property(d: int, block: int, m: int, seed: int, f32: bool) -> None:
+    from core_helpers import AVAILABLE_BACKENDS
+
+    block = min(block, d)
+    g = np.random.default_rng(seed).standard_normal((m, d))
+    g[:, ::3] = 0.0  # masked coordinates
+    g = g.astype(np.float32) if f32 else g
+    ref = oracle_blocks(g.astype(np.float64), block, 1e-2)
+    for backend in AVAILABLE_BACKENDS[1:]:
+        for method in ("batched", "streaming"):
+            out = to_np(oc.block_fisher_inverse(_as(backend, g), block, 1e-2, backend=backend, method=method))
+            assert _rel(out.astype(np.float64), ref) < (1e-5 if f32 else 1e-10), (backend, method)
