@@ -170,7 +170,9 @@ def test_memory_estimate() -> None:
     seed=st.integers(0, 2**16),
     f32=st.booleans(),
 )
-def test_fast_backends_agree_with_reference_property(d: int, block: int, m: int, seed: int, f32: bool) -> None:
+def test_fast_backends_agree_with_reference_property(
+    d: int, block: int, m: int, seed: int, f32: bool
+) -> None:
     from core_helpers import AVAILABLE_BACKENDS
 
     block = min(block, d)
@@ -180,5 +182,9 @@ def test_fast_backends_agree_with_reference_property(d: int, block: int, m: int,
     ref = oracle_blocks(g.astype(np.float64), block, 1e-2)
     for backend in AVAILABLE_BACKENDS[1:]:
         for method in ("batched", "streaming"):
-            out = to_np(oc.block_fisher_inverse(_as(backend, g), block, 1e-2, backend=backend, method=method))
+            out = to_np(
+                oc.block_fisher_inverse(
+                    _as(backend, g), block, 1e-2, backend=backend, method=method
+                )
+            )
             assert _rel(out.astype(np.float64), ref) < (1e-5 if f32 else 1e-10), (backend, method)

@@ -20,6 +20,7 @@ Two builds give the same result:
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any
 
@@ -125,6 +126,16 @@ class BlockFisherBuilder:
         self._state: Any = None
         self._seen = 0
         self._done = False
+        self._timings = {"accumulate_s": 0.0, "invert_s": 0.0}
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Wall time spent so far, in seconds.
+
+        ``accumulate_s``: Gram GEMMs or rank-1 updates (including transfers); ``invert_s``: the
+        batched inversion in :meth:`finalize`.
+        """
+        return dict(self._timings)
 
     @property
     def num_seen(self) -> int:
@@ -192,6 +203,7 @@ class BlockFisherBuilder:
             )
         check_finite(grads, "grads")
         assert self._backend is not None
+        t0 = time.perf_counter()
         g = self._to_backend(grads)
         if self.method == "batched":
             if self._backend.name == "torch":
@@ -202,6 +214,7 @@ class BlockFisherBuilder:
                 self._state, g, self.num_weights, self.block_size, self.num_grads
             )
         self._seen += shape[0]
+        self._timings["accumulate_s"] += time.perf_counter() - t0
 
     def _torch_gram_dtype(self, g: Any) -> Any:
         import torch
@@ -233,12 +246,14 @@ class BlockFisherBuilder:
                 stacklevel=2,
             )
         self._done = True
+        t0 = time.perf_counter()
         if self.method == "batched":
             finv = self._backend.gram_to_inverse(
                 self._state, self.damp, self.num_grads, self.num_weights, self._dtype
             )
         else:
             finv = self._state
+        self._timings["invert_s"] += time.perf_counter() - t0
         self._state = None
         return self._from_backend(finv)
 
