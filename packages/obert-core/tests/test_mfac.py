@@ -75,3 +75,19 @@ def test_mfac_errors() -> None:
     mf = oc.MFACInverse(np.random.default_rng(0).standard_normal((3, 10)), 1e-3)
     with pytest.raises(oc.ObertError, match="built for 10 weights"):
         oc.obs_saliency(np.ones(12), mf)
+
+
+@pytest.mark.parametrize("block", [4, 12])  # dense-block path and Woodbury path
+def test_mfac_chunked_queries_equal_unchunked(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import obert_core.mfac as mfac_mod
+
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal((8, 48))
+    w = rng.standard_normal(48)
+    prune = rng.random(48) < 0.4
+    mf = oc.MFACInverse(g, 1e-3, block_size=block)
+    ref = (mf.diag(), oc.obs_saliency(w, mf, group_size=4), oc.obs_update(w, mf, prune))
+    monkeypatch.setattr(mfac_mod, "_BUDGET", 1)  # one block per chunk
+    got = (mf.diag(), oc.obs_saliency(w, mf, group_size=4), oc.obs_update(w, mf, prune))
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)

@@ -23,7 +23,7 @@ from ._xp import Xp, xp_of
 
 __all__ = ["MFACInverse"]
 
-_CHUNK = 2048
+_BUDGET = 256 * 2**20  # bytes of float64 temporaries per chunk of blocks
 
 
 class MFACInverse:
@@ -88,8 +88,7 @@ class MFACInverse:
 
     def diag(self) -> Any:
         """``diag(F̂⁻¹)``, shape ``(d,)``, float64."""
-        dg = 1.0 / self.damp - (self._v * self._v / self._dd[:, :, None]).sum(1)
-        return dg.reshape(-1)[: self.num_weights]
+        return self._as_operator().diag_blocks().reshape(-1)[: self.num_weights]
 
     def matvec(self, v: Any) -> Any:
         """``F̂⁻¹ v`` for a length-``d`` vector, float64."""
@@ -113,8 +112,20 @@ class MFACInverse:
         return _MFACOperator(self)
 
 
+def _cat(xp: Xp, parts: list[Any]) -> Any:
+    if xp.torch:
+        return xp._t.cat(parts)
+    import numpy as np
+
+    return np.concatenate(parts)
+
+
 class _MFACOperator:
-    """:class:`~obert_core._operators.InverseOperator` over an :class:`MFACInverse`."""
+    """:class:`~obert_core._operators.InverseOperator` over an :class:`MFACInverse`.
+
+    Every query runs over chunks of blocks so that its temporaries stay within ``_BUDGET`` bytes
+    (the stored vectors are the only O(d·m) memory).
+    """
 
     def __init__(self, mf: MFACInverse) -> None:
         self.mf = mf
@@ -123,45 +134,62 @@ class _MFACOperator:
         self.num_blocks = mf.num_blocks
         self.xp: Xp = mf.xp
         self.xp_like = mf.xp_like
+        self.m = int(mf._v.shape[1])
+
+    def _slices(self, per_block_bytes: int) -> list[slice]:
+        step = max(1, _BUDGET // max(per_block_bytes, 1))
+        return [slice(s, s + step) for s in range(0, self.num_blocks, step)]
 
     def diag_blocks(self) -> Any:
         mf = self.mf
-        return 1.0 / mf.damp - (mf._v * mf._v / mf._dd[:, :, None]).sum(1)
-
-    def group_blocks(self, group_size: int) -> Any:
-        mf, g = self.mf, group_size
-        q = self.block_size // g
-        w = mf._w().reshape(self.num_blocks, -1, q, g)
-        sub = self.xp.eye(g) / mf.damp - self.xp.einsum("njqa,njqb->nqab", w, w)
-        return sub.reshape(self.num_blocks * q, g, g)
-
-    def matvec_blocks(self, z: Any) -> Any:
-        w = self.mf._w()
-        return z / self.mf.damp - self.xp.einsum(
-            "njb,nj->nb", w, self.xp.einsum("njb,nb->nj", w, z)
+        return _cat(
+            self.xp,
+            [
+                1.0 / mf.damp - (mf._v[sl] * mf._v[sl] / mf._dd[sl][:, :, None]).sum(1)
+                for sl in self._slices(8 * self.m * self.block_size)
+            ],
         )
 
+    def group_blocks(self, group_size: int) -> Any:
+        mf, g, xp = self.mf, group_size, self.xp
+        q = self.block_size // g
+        parts = []
+        for sl in self._slices(8 * self.m * self.block_size * (1 + g)):
+            w = mf._w(sl)
+            w = w.reshape(w.shape[0], self.m, q, g)
+            sub = xp.eye(g) / mf.damp - xp.einsum("njqa,njqb->nqab", w, w)
+            parts.append(sub.reshape(-1, g, g))
+        return _cat(xp, parts)
+
+    def matvec_blocks(self, z: Any) -> Any:
+        xp, parts = self.xp, []
+        for sl in self._slices(8 * self.m * self.block_size):
+            w = self.mf._w(sl)
+            zz = z[sl]
+            parts.append(
+                zz / self.mf.damp - xp.einsum("njb,nj->nb", w, xp.einsum("njb,nb->nj", w, zz))
+            )
+        return _cat(xp, parts)
+
     def restricted_solve(self, sel: Any, rhs: Any) -> Any:
-        mf, xp = self.mf, self.xp
-        m = mf._v.shape[1]
-        if self.block_size <= m:  # small blocks: materialise them chunk by chunk
-            parts = []
-            for s in range(0, self.num_blocks, _CHUNK):
-                sl = slice(s, s + _CHUNK)
+        mf, xp, m, bs = self.mf, self.xp, self.m, self.block_size
+        parts = []
+        if bs <= m:  # small blocks: materialise them chunk by chunk
+            for sl in self._slices(8 * (m * bs + 3 * bs * bs)):
                 w = mf._w(sl)
-                dense = xp.eye(self.block_size) / mf.damp - xp.einsum("njb,njc->nbc", w, w)
-                parts.append(
-                    DenseBlocks(dense, dense.shape[0] * self.block_size).restricted_solve(
-                        sel[sl], rhs[sl]
-                    )
-                )
-            return xp._t.cat(parts) if xp.torch else __import__("numpy").concatenate(parts)
+                dense = xp.eye(bs) / mf.damp - xp.einsum("njb,njc->nbc", w, w)
+                op = DenseBlocks(dense, dense.shape[0] * bs)
+                parts.append(op.restricted_solve(sel[sl], rhs[sl]))
+            return _cat(xp, parts)
         # Large blocks: Woodbury on [F⁻¹]_SS = aI − W_S W_Sᵀ (a = 1/λ), an m×m solve per block:
         # ([F⁻¹]_SS)⁻¹ r = r/a + W_S (aI − W_SᵀW_S)⁻¹ W_Sᵀ r / a.
         a = 1.0 / mf.damp
-        w = mf._w() * sel[:, None, :]
-        r = xp.where(sel, rhs, 0.0 * rhs)
-        gram = xp.einsum("njb,nkb->njk", w, w)
-        t = xp.einsum("njb,nb->nj", w, r)
-        y = xp.solve(a * xp.eye(m) - gram, t)
-        return r / a + xp.einsum("njb,nj->nb", w, y) / a
+        for sl in self._slices(8 * (m * bs + 2 * m * m)):
+            s = sel[sl]
+            w = mf._w(sl) * s[:, None, :]
+            r = xp.where(s, rhs[sl], 0.0 * rhs[sl])
+            gram = xp.einsum("njb,nkb->njk", w, w)
+            t = xp.einsum("njb,nb->nj", w, r)
+            y = xp.solve(a * xp.eye(m) - gram, t)
+            parts.append(r / a + xp.einsum("njb,nj->nb", w, y) / a)
+        return _cat(xp, parts)
