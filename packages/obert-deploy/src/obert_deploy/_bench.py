@@ -1,0 +1,347 @@
+"""CPU latency/throughput harness for ONNX models on ONNX Runtime or DeepSparse.
+
+Scenarios follow ``deepsparse.benchmark``: *latency* runs one request at a time (synchronous,
+one stream) and reports per-request percentiles; *throughput* keeps ``streams`` requests in
+flight from as many threads and reports items per second. Times come from
+``time.perf_counter_ns`` around ``run`` only, after ``warmup`` untimed runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._cpu import available_cores, cpu_info
+from ._engines import ENGINE_NAMES, Runner, create_runner, engine_version
+from ._errors import ObertDeployError
+from ._inputs import infer_vocab_size, is_static, load_onnx, make_inputs, onnx_inputs
+from ._io import atomic_write_text
+from ._sparsity import onnx_weight_sparsity
+
+__all__ = [
+    "SCENARIOS",
+    "BenchConfig",
+    "BenchResult",
+    "benchmark",
+    "read_results_json",
+    "results_to_markdown",
+    "write_results_json",
+]
+
+SCENARIOS = ("latency", "throughput")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Options of :func:`benchmark`.
+
+    Attributes:
+        engine: ``"onnxruntime"`` or ``"deepsparse"``.
+        batch_size: Items per request.
+        seq_len: Tokens per item.
+        threads: Threads/cores given to the engine; ``None`` means all available cores.
+        scenario: ``"latency"`` (one request at a time) or ``"throughput"`` (``streams``
+            concurrent requests).
+        iterations: Timed requests (in total, over all streams).
+        warmup: Untimed requests before timing (per stream).
+        streams: Concurrent requests in the throughput scenario; ``None`` means ``threads``.
+        seed: Seed of the synthetic inputs.
+    """
+
+    engine: str = "onnxruntime"
+    batch_size: int = 1
+    seq_len: int = 128
+    threads: int | None = None
+    scenario: str = "latency"
+    iterations: int = 100
+    warmup: int = 10
+    streams: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINE_NAMES:
+            raise ObertDeployError(
+                f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINE_NAMES)}"
+            )
+        if self.scenario not in SCENARIOS:
+            raise ObertDeployError(
+                f"unknown scenario {self.scenario!r}; choose one of {', '.join(SCENARIOS)}"
+            )
+        for name in ("batch_size", "seq_len", "iterations"):
+            if getattr(self, name) < 1:
+                raise ObertDeployError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ObertDeployError(f"warmup must be >= 0, got {self.warmup}")
+        if self.threads is not None and self.threads < 1:
+            raise ObertDeployError(f"threads must be >= 1, got {self.threads}")
+        if self.streams is not None and self.streams < 1:
+            raise ObertDeployError(f"streams must be >= 1, got {self.streams}")
+
+    @property
+    def resolved_threads(self) -> int:
+        """``threads`` with the default (all available cores) applied."""
+        return self.threads or available_cores()
+
+    @property
+    def resolved_streams(self) -> int:
+        """Concurrent requests: 1 for latency, ``streams`` (default ``threads``) for throughput."""
+        if self.scenario == "latency":
+            return 1
+        return self.streams or self.resolved_threads
+
+
+@dataclass
+class BenchResult:
+    """One model benchmarked under one configuration.
+
+    Attributes:
+        model: Path of the ONNX file.
+        name: Short label (file stem unless given).
+        engine: Engine name.
+        engine_version: Engine package version.
+        scenario: ``latency`` or ``throughput``.
+        batch_size: Items per request.
+        seq_len: Tokens per item.
+        threads: Threads/cores given to the engine.
+        streams: Concurrent requests.
+        iterations: Timed requests.
+        warmup: Untimed requests per stream.
+        latency_ms: Per-request latency statistics in milliseconds (``p50``, ``p90``, ``p99``,
+            ``mean``, ``std``, ``min``, ``max``).
+        items_per_s: Items (sequences) per second over the timed window.
+        static_shapes: Whether the model's inputs are fully static.
+        weight_sparsity: Fraction of zeros over non-embedding 2-D weight initializers.
+        cpu: CPU description (:class:`obert_deploy.CpuInfo` as a dict).
+        meta: Python, platform and timestamp.
+    """
+
+    model: str
+    name: str
+    engine: str
+    engine_version: str
+    scenario: str
+    batch_size: int
+    seq_len: int
+    threads: int
+    streams: int
+    iterations: int
+    warmup: int
+    latency_ms: dict[str, float]
+    items_per_s: float
+    static_shapes: bool
+    weight_sparsity: float
+    cpu: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchResult:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**data)
+
+
+def _stats(samples_ns: Sequence[int]) -> dict[str, float]:
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {
+        "p50": float(p50),
+        "p90": float(p90),
+        "p99": float(p99),
+        "mean": float(ms.mean()),
+        "std": float(ms.std()),
+        "min": float(ms.min()),
+        "max": float(ms.max()),
+    }
+
+
+def _run_latency(
+    runner: Runner, feeds: dict[str, np.ndarray], config: BenchConfig, label: str
+) -> tuple[list[int], float]:
+    for _ in range(config.warmup):
+        runner.run(feeds)
+    samples: list[int] = []
+    start = time.perf_counter_ns()
+    for _ in tqdm(range(config.iterations), desc=label, leave=False, disable=None):
+        t0 = time.perf_counter_ns()
+        runner.run(feeds)
+        samples.append(time.perf_counter_ns() - t0)
+    return samples, (time.perf_counter_ns() - start) / 1e9
+
+
+def _run_throughput(
+    runners: list[Runner], feeds: dict[str, np.ndarray], config: BenchConfig, label: str
+) -> tuple[list[int], float]:
+    for runner in runners:
+        for _ in range(config.warmup):
+            runner.run(feeds)
+    lock = threading.Lock()
+    remaining = [config.iterations]
+    samples: list[int] = []
+    progress = tqdm(total=config.iterations, desc=label, leave=False, disable=None)
+
+    def worker(runner: Runner) -> None:
+        while True:
+            with lock:
+                if remaining[0] == 0:
+                    return
+                remaining[0] -= 1
+            t0 = time.perf_counter_ns()
+            runner.run(feeds)
+            elapsed = time.perf_counter_ns() - t0
+            with lock:
+                samples.append(elapsed)
+                progress.update(1)
+
+    start = time.perf_counter_ns()
+    with ThreadPoolExecutor(max_workers=len(runners)) as pool:
+        for future in [pool.submit(worker, runner) for runner in runners]:
+            future.result()
+    wall = (time.perf_counter_ns() - start) / 1e9
+    progress.close()
+    return samples, wall
+
+
+def benchmark(
+    model: str | os.PathLike[str], config: BenchConfig | None = None, *, name: str | None = None
+) -> BenchResult:
+    """Benchmark one ONNX model.
+
+    Args:
+        model: ONNX file.
+        config: Benchmark options; defaults to :class:`BenchConfig()`.
+        name: Label in tables and plots; defaults to the file stem.
+
+    Returns:
+        Latency percentiles, items/s and the context needed to compare runs.
+
+    Raises:
+        EngineNotInstalledError: The engine is not installed (the message says how to get it).
+        OnnxModelError: Missing/corrupt file.
+        ShapeMismatchError: ``batch_size``/``seq_len`` do not fit the model's static shapes.
+    """
+    config = config or BenchConfig()
+    path = Path(model)
+    proto = load_onnx(path)
+    inputs = onnx_inputs(proto)
+    vocab = infer_vocab_size(proto)
+    weights = [w for w in onnx_weight_sparsity(proto) if not w.is_embedding]
+    total = sum(int(np.prod(w.shape)) for w in weights)
+    sparsity = sum(w.sparsity * int(np.prod(w.shape)) for w in weights) / total if total else 0.0
+    del proto
+    threads = config.resolved_threads
+    streams = config.resolved_streams
+    label = name or path.stem
+    if config.engine == "onnxruntime" and streams > 1:
+        per_stream = max(1, threads // streams)
+        runners = [
+            create_runner(
+                "onnxruntime",
+                path,
+                batch_size=config.batch_size,
+                seq_len=config.seq_len,
+                threads=per_stream,
+            )
+            for _ in range(streams)
+        ]
+    else:
+        runners = [
+            create_runner(
+                config.engine,
+                path,
+                batch_size=config.batch_size,
+                seq_len=config.seq_len,
+                threads=threads,
+                streams=streams,
+            )
+        ]
+        runners *= streams
+    feeds = make_inputs(
+        inputs, config.batch_size, config.seq_len, vocab_size=vocab, seed=config.seed
+    )
+    if config.scenario == "latency":
+        samples, wall = _run_latency(runners[0], feeds, config, label)
+    else:
+        samples, wall = _run_throughput(runners, feeds, config, label)
+    return BenchResult(
+        model=str(path),
+        name=label,
+        engine=config.engine,
+        engine_version=engine_version(config.engine),
+        scenario=config.scenario,
+        batch_size=config.batch_size,
+        seq_len=config.seq_len,
+        threads=threads,
+        streams=streams,
+        iterations=config.iterations,
+        warmup=config.warmup,
+        latency_ms=_stats(samples),
+        items_per_s=config.iterations * config.batch_size / wall,
+        static_shapes=is_static(inputs),
+        weight_sparsity=float(sparsity),
+        cpu=cpu_info().to_dict(),
+        meta={
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+
+
+def results_to_markdown(results: Sequence[BenchResult], *, baseline: str | None = None) -> str:
+    """Render results as a markdown table.
+
+    Args:
+        results: Benchmark results.
+        baseline: Name of the result whose p50 latency is the 1.0x reference of the speed-up
+            column (matched per batch size and scenario); default: the first result of each
+            (batch size, scenario) group.
+    """
+    lines = [
+        "| model | engine | scenario | batch | seq | threads | sparsity | p50 ms | p90 ms | "
+        "p99 ms | items/s | speed-up |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    reference: dict[tuple[int, str], float] = {}
+    for result in results:
+        key = (result.batch_size, result.scenario)
+        if (baseline is None and key not in reference) or result.name == baseline:
+            reference[key] = result.latency_ms["p50"]
+    for r in results:
+        ref = reference.get((r.batch_size, r.scenario))
+        speedup = f"{ref / r.latency_ms['p50']:.2f}x" if ref else "-"
+        lines.append(
+            f"| {r.name} | {r.engine} | {r.scenario} | {r.batch_size} | {r.seq_len} | "
+            f"{r.threads} | {r.weight_sparsity:.0%} | {r.latency_ms['p50']:.2f} | "
+            f"{r.latency_ms['p90']:.2f} | {r.latency_ms['p99']:.2f} | {r.items_per_s:.1f} | "
+            f"{speedup} |"
+        )
+    return "\n".join(lines)
+
+
+def write_results_json(results: Sequence[BenchResult], path: str | os.PathLike[str]) -> Path:
+    """Write results as a JSON list (atomically)."""
+    text = json.dumps([r.to_dict() for r in results], indent=2)
+    return atomic_write_text(path, text + "\n")
+
+
+def read_results_json(path: str | os.PathLike[str]) -> list[BenchResult]:
+    """Read results written by :func:`write_results_json`."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, list):
+        raise ObertDeployError(f"{os.fspath(path)!r} does not hold a JSON list of results")
+    return [BenchResult.from_dict(item) for item in data]

@@ -1,0 +1,157 @@
+"""Load a Hugging Face checkpoint (local directory or Hub id) for one task, with clear errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._errors import CheckpointError
+from ._tasks import get_task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["LoadedCheckpoint", "load_checkpoint", "load_tokenizer"]
+
+_LOG = logging.getLogger(__name__)
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model loaded for one task, plus what the loader had to initialise from scratch.
+
+    Attributes:
+        model: The model in eval mode.
+        task: Task name it was loaded for.
+        source: The directory or Hub id it came from.
+        missing_keys: Parameters absent from the checkpoint and newly initialised (for example
+            the classifier head of a pretrained-only model). Non-empty means task outputs are
+            not meaningful, although latency and size are.
+    """
+
+    model: PreTrainedModel
+    task: str
+    source: str
+    missing_keys: tuple[str, ...]
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~", os.sep))
+
+
+def _check_local_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is a file, not a directory; pass the directory that "
+            "save_pretrained() wrote (it holds config.json and the weights)"
+        )
+    if not (path / "config.json").is_file():
+        raise CheckpointError(
+            f"checkpoint directory {str(path)!r} has no config.json; pass the directory that "
+            "save_pretrained() wrote"
+        )
+    if not any((path / name).is_file() for name in _WEIGHT_FILES):
+        raise CheckpointError(
+            f"checkpoint directory {str(path)!r} has no weights (looked for "
+            f"{', '.join(_WEIGHT_FILES)}); save the model with model.save_pretrained()"
+        )
+
+
+def _resolve_source(checkpoint: str | os.PathLike[str]) -> str:
+    path = Path(checkpoint).expanduser()
+    if path.exists():
+        _check_local_dir(path)
+        return str(path)
+    name = os.fspath(checkpoint)
+    if _looks_like_hub_id(name):
+        return name
+    raise CheckpointError(
+        f"checkpoint {name!r} does not exist; pass a directory written by save_pretrained() "
+        "or a Hugging Face Hub id such as 'org/model'"
+    )
+
+
+def load_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    task: str,
+    *,
+    attn_implementation: str = "eager",
+) -> LoadedCheckpoint:
+    """Load ``checkpoint`` with the ``transformers`` auto class of ``task``, in eval mode.
+
+    Args:
+        checkpoint: Local directory written by ``save_pretrained`` or a Hub id (downloaded by
+            ``transformers`` when the network allows it).
+        task: One of :data:`obert_deploy.TASKS`.
+        attn_implementation: Attention kernel. ``"eager"`` (default) gives a plain
+            MatMul/Softmax ONNX graph, which every engine handles; transformers 5 defaults to
+            SDPA, which the TorchScript exporter cannot export below opset 14.
+
+    Returns:
+        The loaded model with the list of newly initialised parameters.
+
+    Raises:
+        UnsupportedTaskError: Unknown ``task``.
+        CheckpointError: Missing, incomplete or unreadable checkpoint.
+    """
+    spec = get_task(task)
+    source = _resolve_source(checkpoint)
+    import transformers
+
+    auto_class: Any = getattr(transformers, spec.auto_class)
+    try:
+        model, info = auto_class.from_pretrained(
+            source, output_loading_info=True, attn_implementation=attn_implementation
+        )
+    except Exception as exc:  # transformers raises OSError, ValueError, SafetensorError, ...
+        raise CheckpointError(
+            f"could not load checkpoint {source!r} for task {task!r} "
+            f"({type(exc).__name__}: {exc}); check that the directory is complete and was "
+            "written by save_pretrained(), and that the task matches the model"
+        ) from exc
+    missing = tuple(sorted(info.get("missing_keys", ())))
+    if missing:
+        _LOG.warning(
+            "checkpoint %s has no weights for %s (newly initialised): outputs of this task are "
+            "random, latency and size are still meaningful",
+            source,
+            ", ".join(missing),
+        )
+    model.eval()
+    return LoadedCheckpoint(model=model, task=task, source=source, missing_keys=missing)
+
+
+def load_tokenizer(checkpoint: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
+    """Load the tokenizer saved next to a checkpoint.
+
+    Raises:
+        CheckpointError: No tokenizer files, or they cannot be read.
+    """
+    source = _resolve_source(checkpoint)
+    path = Path(source)
+    if path.is_dir() and not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise CheckpointError(
+            f"checkpoint directory {source!r} has no tokenizer files ({', '.join(_TOKENIZER_FILES)}"
+            "); save it with tokenizer.save_pretrained() into that directory or pass "
+            "--tokenizer DIR"
+        )
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except Exception as exc:
+        raise CheckpointError(
+            f"could not load the tokenizer of {source!r} ({type(exc).__name__}: {exc}); "
+            "re-save it with tokenizer.save_pretrained()"
+        ) from exc

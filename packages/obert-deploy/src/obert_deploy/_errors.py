@@ -1,0 +1,45 @@
+"""Exceptions raised by obert-deploy.
+
+Every error names the offending value and says how to fix it. All of them derive from
+:class:`ObertDeployError`, itself a :class:`ValueError`, so callers can catch one type.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "EngineNotInstalledError",
+    "ObertDeployError",
+    "OnnxModelError",
+    "ShapeMismatchError",
+    "UnsupportedTaskError",
+    "VerificationError",
+]
+
+
+class ObertDeployError(ValueError):
+    """Base class of all obert-deploy errors (bad input or a failed check)."""
+
+
+class CheckpointError(ObertDeployError):
+    """A Hugging Face checkpoint directory is missing, incomplete or unreadable."""
+
+
+class OnnxModelError(ObertDeployError):
+    """An ONNX file is missing, corrupt, or not usable by the requested engine."""
+
+
+class UnsupportedTaskError(ObertDeployError):
+    """The requested task name is not one obert-deploy knows how to export or evaluate."""
+
+
+class EngineNotInstalledError(ObertDeployError):
+    """The requested inference engine is not importable in this Python environment."""
+
+
+class ShapeMismatchError(ObertDeployError):
+    """The requested batch size / sequence length does not fit the model's static input shape."""
+
+
+class VerificationError(ObertDeployError):
+    """An exported model failed its post-export check (output parity or sparsity survival)."""

@@ -1,0 +1,349 @@
+"""Accuracy of exported ONNX models on a task's dev set, next to the PyTorch checkpoint.
+
+* ``sequence-classification``: accuracy on a GLUE-style TSV (default: SST-2 dev), plus the
+  fraction of examples where the ONNX model predicts the same class as PyTorch and the largest
+  logit difference.
+* ``question-answering``: SQuAD v1.1 exact match and F1 (official normalisation: lower case, no
+  punctuation/articles/extra spaces), long contexts split into overlapping windows.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import string
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._checkpoint import load_checkpoint, load_tokenizer
+from ._data import default_dataset, iter_batches, read_glue_tsv, read_squad, tokenize
+from ._engines import create_runner
+from ._errors import ObertDeployError, UnsupportedTaskError
+from ._export import model_input_names
+from ._inputs import load_onnx, onnx_inputs
+from ._tasks import get_task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+__all__ = ["EVAL_TASKS", "EvalReport", "EvalResult", "evaluate", "squad_scores"]
+
+EVAL_TASKS = ("sequence-classification", "question-answering")
+_Predict = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one model on the dev set.
+
+    Attributes:
+        model: ``"pytorch"`` or the ONNX file path.
+        engine: ``"pytorch"`` or the inference engine.
+        metrics: ``accuracy`` (classification) or ``exact_match``/``f1`` (QA), in percent.
+        agreement: Fraction of examples with the same prediction as PyTorch (``None`` for
+            PyTorch itself).
+        max_abs_diff: Largest output difference from PyTorch over the dev set.
+        seconds: Wall time of the pass.
+    """
+
+    model: str
+    engine: str
+    metrics: dict[str, float]
+    agreement: float | None = None
+    max_abs_diff: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class EvalReport:
+    """Evaluation of a checkpoint and its ONNX exports on one dataset."""
+
+    task: str
+    data: str
+    num_examples: int
+    seq_len: int
+    results: list[EvalResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        """Render a markdown table, one row per model."""
+        names = list(self.results[0].metrics) if self.results else []
+        header = " | ".join(names)
+        lines = [
+            f"Task {self.task}, {self.num_examples} examples from `{self.data}`, "
+            f"seq {self.seq_len}.",
+            "",
+            f"| model | engine | {header} | agreement with PyTorch | max abs diff |",
+            "|---|---|" + "---:|" * (len(names) + 2),
+        ]
+        for r in self.results:
+            values = " | ".join(f"{r.metrics[n]:.2f}" for n in names)
+            agree = "-" if r.agreement is None else f"{r.agreement:.2%}"
+            diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.3g}"
+            lines.append(f"| {Path(r.model).name} | {r.engine} | {values} | {agree} | {diff} |")
+        return "\n".join(lines)
+
+
+def _normalize(text: str) -> str:
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def squad_scores(prediction: str, answers: Sequence[str]) -> tuple[float, float]:
+    """Exact match and F1 (0/1 scale) of one prediction against the accepted answers."""
+    if not answers:
+        return 0.0, 0.0
+    pred = _normalize(prediction)
+    pred_tokens = pred.split()
+    best_em, best_f1 = 0.0, 0.0
+    for answer in answers:
+        gold = _normalize(answer)
+        best_em = max(best_em, float(pred == gold))
+        gold_tokens = gold.split()
+        common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
+        same = sum(common.values())
+        if same:
+            precision = same / len(pred_tokens)
+            recall = same / len(gold_tokens)
+            best_f1 = max(best_f1, 2 * precision * recall / (precision + recall))
+    return best_em, best_f1
+
+
+def _torch_predict(model: PreTrainedModel, outputs: tuple[str, ...]) -> _Predict:
+    import torch
+
+    def predict(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            result = model(**{k: torch.as_tensor(v) for k, v in feeds.items()}, return_dict=True)
+        return [result[name].float().numpy() for name in outputs]
+
+    return predict
+
+
+def _run_all(
+    predict: _Predict, feeds: dict[str, np.ndarray], batch_size: int, pad: bool, label: str
+) -> list[np.ndarray]:
+    chunks: list[list[np.ndarray]] = []
+    total = len(next(iter(feeds.values())))
+    for batch, real in tqdm(
+        iter_batches(feeds, batch_size, pad_last=pad),
+        total=-(-total // batch_size),
+        desc=label,
+        leave=False,
+        disable=None,
+    ):
+        chunks.append([out[:real] for out in predict(batch)])
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+def _onnx_predictor(
+    path: str, engine: str, seq_len: int, batch_size: int, threads: int | None
+) -> tuple[_Predict, int, bool]:
+    from ._cpu import available_cores
+
+    inputs = onnx_inputs(load_onnx(path, load_weights=False))
+    static_batch = inputs[0].shape[0] if inputs and isinstance(inputs[0].shape[0], int) else None
+    run_batch = static_batch or batch_size
+    runner = create_runner(
+        engine, path, batch_size=run_batch, seq_len=seq_len, threads=threads or available_cores()
+    )
+    names = [spec.name for spec in inputs]
+
+    def predict(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return runner.run({name: feeds[name] for name in names})
+
+    return predict, run_batch, static_batch is not None
+
+
+def _classification_metrics(
+    outputs: list[np.ndarray], labels: np.ndarray, reference: list[np.ndarray] | None
+) -> tuple[dict[str, float], float | None, float | None]:
+    logits = outputs[0]
+    predictions = logits.argmax(-1)
+    metrics = {"accuracy": float(np.mean(predictions == labels) * 100)}
+    if reference is None:
+        return metrics, None, None
+    ref = reference[0]
+    return (
+        metrics,
+        float(np.mean(predictions == ref.argmax(-1))),
+        float(np.max(np.abs(logits - ref))),
+    )
+
+
+def _squad_features(
+    tokenizer: Any, examples: Sequence[Any], seq_len: int, stride: int, names: list[str]
+) -> tuple[dict[str, np.ndarray], np.ndarray, list[Any], list[list[int | None]]]:
+    encoded = tokenizer(
+        [e.question for e in examples],
+        [e.context for e in examples],
+        truncation="only_second",
+        max_length=seq_len,
+        stride=stride,
+        padding="max_length",
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
+    feeds = {}
+    for name in names:
+        if name in encoded:
+            feeds[name] = np.asarray(encoded[name], dtype=np.int64)
+        else:
+            feeds[name] = np.zeros((len(encoded["input_ids"]), seq_len), dtype=np.int64)
+    sample_map = np.asarray(encoded["overflow_to_sample_mapping"])
+    offsets = encoded["offset_mapping"]
+    context_ids = [encoded.sequence_ids(i) for i in range(len(encoded["input_ids"]))]
+    return feeds, sample_map, offsets, context_ids
+
+
+def _squad_predictions(
+    outputs: list[np.ndarray],
+    examples: Sequence[Any],
+    sample_map: np.ndarray,
+    offsets: list[Any],
+    sequence_ids: list[list[int | None]],
+    max_answer_len: int = 30,
+    top_k: int = 20,
+) -> list[str]:
+    start_logits, end_logits = outputs
+    best: dict[int, tuple[float, str]] = {}
+    for feature, example_index in enumerate(sample_map):
+        context = examples[int(example_index)].context
+        in_context = np.asarray([s == 1 for s in sequence_ids[feature]])
+        starts = np.argsort(start_logits[feature])[::-1][:top_k]
+        ends = np.argsort(end_logits[feature])[::-1][:top_k]
+        for s in starts:
+            for e in ends:
+                if not (in_context[s] and in_context[e]) or e < s or e - s + 1 > max_answer_len:
+                    continue
+                score = float(start_logits[feature][s] + end_logits[feature][e])
+                if int(example_index) not in best or score > best[int(example_index)][0]:
+                    text = context[offsets[feature][s][0] : offsets[feature][e][1]]
+                    best[int(example_index)] = (score, text)
+    return [best.get(i, (0.0, ""))[1] for i in range(len(examples))]
+
+
+def evaluate(
+    checkpoint: str | os.PathLike[str],
+    models: Sequence[str | os.PathLike[str]],
+    *,
+    task: str = "sequence-classification",
+    data: str | os.PathLike[str] | None = None,
+    tokenizer: str | os.PathLike[str] | None = None,
+    text_columns: Sequence[str] | None = None,
+    label_column: str = "label",
+    seq_len: int = 128,
+    batch_size: int = 32,
+    max_samples: int | None = None,
+    engine: str = "onnxruntime",
+    threads: int | None = None,
+    doc_stride: int = 128,
+) -> EvalReport:
+    """Evaluate the PyTorch checkpoint and each ONNX model on the same tokenised dev set.
+
+    Static-shape ONNX models are fed their fixed batch size (the last batch padded); their
+    sequence length must equal ``seq_len``.
+
+    Args:
+        checkpoint: Fine-tuned checkpoint directory (the models were exported from it).
+        models: ONNX files (fp32, PTQ int8, QAT ...).
+        task: ``sequence-classification`` or ``question-answering``.
+        data: Dev file (GLUE TSV or SQuAD JSON); default: SST-2 / SQuAD v1.1 dev from the shared
+            data directory.
+        tokenizer: Directory of the tokenizer; default: ``checkpoint``.
+        text_columns: TSV text columns (auto-detected by default).
+        label_column: TSV label column.
+        seq_len: Tokens per example.
+        batch_size: Batch size for PyTorch and for dynamic-shape ONNX models.
+        max_samples: Evaluate only the first examples.
+        engine: Engine of the ONNX models.
+        threads: Engine threads (default: all available cores).
+        doc_stride: Overlap of SQuAD context windows.
+
+    Returns:
+        An :class:`EvalReport` whose first result is PyTorch.
+    """
+    if task not in EVAL_TASKS:
+        get_task(task)
+        raise UnsupportedTaskError(f"evaluate supports {', '.join(EVAL_TASKS)}, not {task!r}")
+    data_path = Path(data) if data is not None else default_dataset(task)
+    loaded = load_checkpoint(checkpoint, task)
+    tok = load_tokenizer(tokenizer if tokenizer is not None else checkpoint)
+    names = model_input_names(loaded.model)
+    spec = get_task(task)
+    labels: np.ndarray | None = None
+    if task == "sequence-classification":
+        dataset = read_glue_tsv(
+            data_path, text_columns=text_columns, label_column=label_column, max_samples=max_samples
+        )
+        if not dataset.texts:
+            raise ObertDeployError(f"no examples in {str(data_path)!r}")
+        feeds = tokenize(tok, dataset.texts, seq_len, names)
+        labels = np.asarray(dataset.labels)
+        num_examples = len(dataset)
+    else:
+        examples = read_squad(data_path, max_samples=max_samples)
+        if not examples:
+            raise ObertDeployError(f"no examples in {str(data_path)!r}")
+        feeds, sample_map, offsets, seq_ids = _squad_features(
+            tok, examples, seq_len, min(doc_stride, seq_len // 2), names
+        )
+        num_examples = len(examples)
+
+    def score(
+        outputs: list[np.ndarray], reference: list[np.ndarray] | None
+    ) -> tuple[dict[str, float], float | None, float | None]:
+        if labels is not None:
+            return _classification_metrics(outputs, labels, reference)
+        texts = _squad_predictions(outputs, examples, sample_map, offsets, seq_ids)
+        pairs = [squad_scores(t, e.answers) for t, e in zip(texts, examples, strict=True)]
+        metrics = {
+            "exact_match": 100 * float(np.mean([p[0] for p in pairs])),
+            "f1": 100 * float(np.mean([p[1] for p in pairs])),
+        }
+        if reference is None:
+            return metrics, None, None
+        ref_texts = _squad_predictions(reference, examples, sample_map, offsets, seq_ids)
+        agreement = float(np.mean([a == b for a, b in zip(texts, ref_texts, strict=True)]))
+        diff = max(float(np.max(np.abs(o - r))) for o, r in zip(outputs, reference, strict=True))
+        return metrics, agreement, diff
+
+    report = EvalReport(task=task, data=str(data_path), num_examples=num_examples, seq_len=seq_len)
+    start = time.perf_counter()
+    torch_out = _run_all(
+        _torch_predict(loaded.model, spec.output_names), feeds, batch_size, False, "pytorch"
+    )
+    metrics, _, _ = score(torch_out, None)
+    report.results.append(
+        EvalResult("pytorch", "pytorch", metrics, seconds=time.perf_counter() - start)
+    )
+    for model_path in models:
+        start = time.perf_counter()
+        predict, run_batch, pad = _onnx_predictor(
+            os.fspath(model_path), engine, seq_len, batch_size, threads
+        )
+        outputs = _run_all(predict, feeds, run_batch, pad, Path(model_path).name)
+        metrics, agreement, diff = score(outputs, torch_out)
+        report.results.append(
+            EvalResult(
+                os.fspath(model_path),
+                engine,
+                metrics,
+                agreement=agreement,
+                max_abs_diff=diff,
+                seconds=time.perf_counter() - start,
+            )
+        )
+    return report

@@ -1,0 +1,182 @@
+"""Read ONNX files and their input signatures; build inputs; check requested shapes.
+
+Torch-free: used by the benchmark in the DeepSparse environment as well.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ._errors import OnnxModelError, ShapeMismatchError
+
+__all__ = [
+    "OnnxInput",
+    "check_input_shapes",
+    "infer_vocab_size",
+    "is_static",
+    "load_onnx",
+    "make_inputs",
+    "onnx_inputs",
+]
+
+_ELEM_TO_NUMPY: dict[int, np.dtype[Any]] = {
+    onnx.TensorProto.INT64: np.dtype(np.int64),
+    onnx.TensorProto.INT32: np.dtype(np.int32),
+    onnx.TensorProto.FLOAT: np.dtype(np.float32),
+    onnx.TensorProto.BOOL: np.dtype(np.bool_),
+}
+
+
+@dataclass(frozen=True)
+class OnnxInput:
+    """One graph input.
+
+    Attributes:
+        name: Input name, e.g. ``"input_ids"``.
+        dtype: NumPy dtype of the input.
+        shape: Dimensions; an ``int`` for a static dimension, a ``str`` (symbol) or ``None`` for a
+            dynamic one.
+    """
+
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int | str | None, ...]
+
+
+def load_onnx(path: str | os.PathLike[str], *, load_weights: bool = True) -> onnx.ModelProto:
+    """Load an ONNX file, turning a missing or corrupt file into :class:`OnnxModelError`.
+
+    Args:
+        path: The ``.onnx`` file.
+        load_weights: Also load external tensor data (if any).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise OnnxModelError(
+            f"ONNX model {str(file)!r} does not exist; create it with `obert-deploy export`"
+        )
+    try:
+        model = onnx.load(str(file), load_external_data=load_weights)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise OnnxModelError(
+            f"ONNX model {str(file)!r} cannot be parsed ({type(exc).__name__}: {exc}); the file "
+            "is corrupt or not ONNX: re-create it with `obert-deploy export`"
+        ) from exc
+    if not model.graph.node:
+        raise OnnxModelError(
+            f"ONNX model {str(file)!r} has an empty graph; the file is corrupt or not ONNX: "
+            "re-create it with `obert-deploy export`"
+        )
+    return model
+
+
+def onnx_inputs(model: onnx.ModelProto) -> list[OnnxInput]:
+    """Return the graph inputs that are not initializers, in graph order."""
+    initializer_names = {init.name for init in model.graph.initializer}
+    inputs = []
+    for value in model.graph.input:
+        if value.name in initializer_names:
+            continue
+        tensor = value.type.tensor_type
+        dims: list[int | str | None] = []
+        for dim in tensor.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                dims.append(int(dim.dim_value))
+            elif dim.HasField("dim_param"):
+                dims.append(dim.dim_param)
+            else:
+                dims.append(None)
+        dtype = _ELEM_TO_NUMPY.get(tensor.elem_type, np.dtype(np.int64))
+        inputs.append(OnnxInput(name=value.name, dtype=dtype, shape=tuple(dims)))
+    return inputs
+
+
+def is_static(inputs: list[OnnxInput]) -> bool:
+    """True when every dimension of every input is a fixed integer."""
+    return all(isinstance(d, int) for spec in inputs for d in spec.shape)
+
+
+def check_input_shapes(
+    inputs: list[OnnxInput], batch_size: int, seq_len: int, *, model_name: str = "model"
+) -> None:
+    """Check that a ``(batch_size, seq_len)`` request fits every input's static dimensions.
+
+    Raises:
+        ShapeMismatchError: A static dimension differs from the request; the message names the
+            input, its shape and how to fix it.
+    """
+    if batch_size < 1 or seq_len < 1:
+        raise ShapeMismatchError(
+            f"batch size {batch_size} and sequence length {seq_len} must both be >= 1"
+        )
+    wanted = (batch_size, seq_len)
+    for spec in inputs:
+        if len(spec.shape) != 2:
+            raise ShapeMismatchError(
+                f"{model_name}: input {spec.name!r} has rank {len(spec.shape)} (shape "
+                f"{list(spec.shape)}); obert-deploy feeds (batch, sequence) token inputs"
+            )
+        for axis, (dim, want) in enumerate(zip(spec.shape, wanted, strict=True)):
+            if isinstance(dim, int) and dim != want:
+                what = "batch size" if axis == 0 else "sequence length"
+                raise ShapeMismatchError(
+                    f"{model_name}: input {spec.name!r} has static shape {list(spec.shape)} but "
+                    f"{what} {want} was requested; use --batch-size {spec.shape[0]} "
+                    f"--seq-len {spec.shape[1]}, or re-export with `obert-deploy export "
+                    f"--batch-size {batch_size} --seq-len {seq_len}` (or --dynamic-shapes for "
+                    "ONNX Runtime)"
+                )
+
+
+def infer_vocab_size(model: onnx.ModelProto, input_name: str = "input_ids") -> int | None:
+    """Return the number of rows of the embedding table gathered by ``input_name``, if found."""
+    inits = {init.name: init for init in model.graph.initializer}
+    sources = {input_name}
+    for node in model.graph.node:
+        if node.op_type in ("Cast", "Identity") and node.input and node.input[0] in sources:
+            sources.add(node.output[0])
+        elif node.op_type == "Gather" and len(node.input) > 1 and node.input[1] in sources:
+            table = inits.get(node.input[0])
+            if table is not None and len(table.dims) == 2:
+                return int(table.dims[0])
+            if table is None:
+                # Quantized embeddings: Gather(DequantizeLinear(table_q), ids).
+                producer = next((n for n in model.graph.node if node.input[0] in n.output), None)
+                if producer is not None and producer.input and producer.input[0] in inits:
+                    return int(numpy_helper.to_array(inits[producer.input[0]]).shape[0])
+    return None
+
+
+def make_inputs(
+    inputs: list[OnnxInput],
+    batch_size: int,
+    seq_len: int,
+    *,
+    vocab_size: int | None = None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Build one batch of synthetic token inputs (random ids, full attention, segment 0).
+
+    Latency does not depend on the token values; ids are drawn below ``vocab_size`` (or 100).
+    """
+    rng = np.random.default_rng(seed)
+    high = max(2, min(vocab_size or 100, 30000))
+    feed: dict[str, np.ndarray] = {}
+    for spec in inputs:
+        shape = (batch_size, seq_len)
+        array: np.ndarray[Any, np.dtype[Any]]
+        if spec.name == "input_ids" or ("ids" in spec.name and "type" not in spec.name):
+            array = rng.integers(1, high, size=shape)
+        elif "mask" in spec.name:
+            array = np.ones(shape)
+        else:
+            array = np.zeros(shape)
+        feed[spec.name] = array.astype(spec.dtype)
+    return feed

@@ -1,0 +1,334 @@
+"""Post-training int8 quantization of ONNX models with ONNX Runtime.
+
+Two methods, each a config dataclass mapped to a handler (the torchao ``quantize_`` pattern):
+
+* :class:`DynamicInt8Config`: weights to int8 offline, activations quantized at run time
+  (``MatMulInteger``). No calibration data. ONNX Runtime only (DeepSparse does not accelerate
+  dynamic quantization ops).
+* :class:`StaticInt8Config`: QDQ format (``QuantizeLinear``/``DequantizeLinear`` pairs) with
+  activation ranges calibrated on task data; runs on ONNX Runtime and DeepSparse.
+
+Weights are quantized symmetrically (int8, zero point 0), so pruned weights stay exactly zero.
+``reduce_range`` (7-bit weights) is switched on by default only on CPUs without VNNI, where
+the int8 ``vpmaddubsw`` path can saturate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import onnx
+
+from ._cpu import cpu_info
+from ._errors import ObertDeployError
+from ._inputs import load_onnx
+from ._io import atomic_output
+from ._onnx_compat import opset_version
+from ._sparsity import onnx_weight_sparsity
+
+__all__ = [
+    "DynamicInt8Config",
+    "QuantizeReport",
+    "StaticInt8Config",
+    "quantize_onnx",
+    "register_quantize_handler",
+]
+
+_LOG = logging.getLogger(__name__)
+_CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class DynamicInt8Config:
+    """Dynamic int8 quantization (ONNX Runtime ``quantize_dynamic``).
+
+    Attributes:
+        per_channel: One weight scale per output channel instead of per tensor.
+        reduce_range: 7-bit weights; ``None`` means "only on CPUs without VNNI".
+        op_types: Op types whose weights are quantized (``Gather`` = embedding tables).
+    """
+
+    per_channel: bool = True
+    reduce_range: bool | None = None
+    op_types: tuple[str, ...] = ("MatMul", "Gather")
+
+
+@dataclass(frozen=True)
+class StaticInt8Config:
+    """Static QDQ int8 quantization (ONNX Runtime ``quantize_static``).
+
+    Attributes:
+        per_channel: One weight scale per output channel.
+        reduce_range: 7-bit weights; ``None`` means "only on CPUs without VNNI".
+        calibration_method: ``minmax``, ``entropy`` or ``percentile``.
+        activation_type: ``uint8`` (asymmetric, the x86 default) or ``int8``.
+        op_types: Op types to quantize.
+    """
+
+    per_channel: bool = True
+    reduce_range: bool | None = None
+    calibration_method: str = "minmax"
+    activation_type: str = "uint8"
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather")
+
+    def __post_init__(self) -> None:
+        if self.calibration_method not in _CALIBRATION_METHODS:
+            raise ObertDeployError(
+                f"unknown calibration method {self.calibration_method!r}; choose one of "
+                f"{', '.join(_CALIBRATION_METHODS)}"
+            )
+        if self.activation_type not in ("uint8", "int8"):
+            raise ObertDeployError(
+                f"activation_type must be 'uint8' or 'int8', got {self.activation_type!r}"
+            )
+
+
+QuantizeConfig = DynamicInt8Config | StaticInt8Config
+
+
+@dataclass
+class QuantizeReport:
+    """What :func:`quantize_onnx` did.
+
+    Attributes:
+        input: Source fp32 model.
+        output: Written int8 model.
+        method: ``dynamic`` or ``static``.
+        config: The config as a dict.
+        input_bytes: Source file size.
+        output_bytes: Output file size.
+        sparsity_before: Initializer name -> sparsity in the source (non-embedding weights).
+        sparsity_after: Same weights in the output (zero = zero point).
+        calibration_batches: Batches used for calibration (static only).
+        seconds: Wall time.
+    """
+
+    input: str
+    output: str
+    method: str
+    config: dict[str, Any]
+    input_bytes: int
+    output_bytes: int
+    sparsity_before: dict[str, float] = field(default_factory=dict)
+    sparsity_after: dict[str, float] = field(default_factory=dict)
+    calibration_batches: int = 0
+    seconds: float = 0.0
+
+    @property
+    def sparsity_kept(self) -> bool:
+        """True when every quantized weight has at least the zeros of its fp32 source."""
+        return all(
+            self.sparsity_after.get(name, -1.0) >= before - 1e-12
+            for name, before in self.sparsity_before.items()
+            if name in self.sparsity_after
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return {**asdict(self), "sparsity_kept": self.sparsity_kept}
+
+    def to_markdown(self) -> str:
+        """Short markdown summary."""
+        matched = [n for n in self.sparsity_before if n in self.sparsity_after]
+        return (
+            f"Quantized `{self.input}` -> `{self.output}` ({self.method}, "
+            f"{self.input_bytes / 1e6:.2f} MB -> {self.output_bytes / 1e6:.2f} MB). "
+            f"Weights quantized: {len(matched)}; zeros kept: "
+            f"{'yes' if self.sparsity_kept else 'NO'}."
+        )
+
+
+_Handler = Callable[[Path, Path, Any, Iterable[dict[str, np.ndarray]] | None], int]
+_HANDLERS: dict[type, _Handler] = {}
+_C = TypeVar("_C")
+
+
+def register_quantize_handler(config_type: type) -> Callable[[_Handler], _Handler]:
+    """Register the function that applies configs of ``config_type`` (decorator)."""
+
+    def decorator(func: _Handler) -> _Handler:
+        _HANDLERS[config_type] = func
+        return func
+
+    return decorator
+
+
+def _reduce_range(value: bool | None) -> bool:
+    return (not cpu_info().vnni) if value is None else value
+
+
+@register_quantize_handler(DynamicInt8Config)
+def _dynamic(
+    source: Path, target: Path, config: DynamicInt8Config, _: Iterable[dict[str, np.ndarray]] | None
+) -> int:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        source,
+        target,
+        op_types_to_quantize=list(config.op_types),
+        per_channel=config.per_channel,
+        reduce_range=_reduce_range(config.reduce_range),
+        weight_type=QuantType.QInt8,
+    )
+    return 0
+
+
+class _ListReader:
+    """Calibration data reader over an iterable of feed dicts (duck-types CalibrationDataReader)."""
+
+    def __init__(self, batches: Iterable[dict[str, np.ndarray]]) -> None:
+        self._batches: Iterator[dict[str, np.ndarray]] = iter(batches)
+        self.count = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        if batch is not None:
+            self.count += 1
+        return batch
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = self.get_next()
+        if batch is None:
+            raise StopIteration
+        return batch
+
+
+@register_quantize_handler(StaticInt8Config)
+def _static(
+    source: Path,
+    target: Path,
+    config: StaticInt8Config,
+    calibration: Iterable[dict[str, np.ndarray]] | None,
+) -> int:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    if calibration is None:
+        raise ObertDeployError(
+            "static quantization needs calibration data: pass --calibration-data FILE.tsv and "
+            "--tokenizer CHECKPOINT_DIR (or calibration batches in the Python API)"
+        )
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+
+    class Reader(_ListReader, CalibrationDataReader):  # type: ignore[misc]
+        pass
+
+    reader = Reader(calibration)
+    quantize_static(
+        source,
+        target,
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(config.op_types),
+        per_channel=config.per_channel,
+        reduce_range=_reduce_range(config.reduce_range),
+        activation_type=QuantType.QUInt8 if config.activation_type == "uint8" else QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=methods[config.calibration_method],
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+    )
+    if reader.count == 0:
+        raise ObertDeployError("the calibration data was empty; pass at least one batch")
+    return reader.count
+
+
+def _weight_sparsity(model: onnx.ModelProto) -> dict[str, float]:
+    return {w.name: w.sparsity for w in onnx_weight_sparsity(model) if not w.is_embedding}
+
+
+def quantize_onnx(
+    model: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    config: QuantizeConfig | None = None,
+    *,
+    calibration: Iterable[dict[str, np.ndarray]] | None = None,
+) -> QuantizeReport:
+    """Quantize an fp32 ONNX model to int8 and write it atomically.
+
+    The output keeps the source's opset and IR version when they are lower than what ONNX
+    Runtime's quantizer writes, so a DeepSparse-targeted export stays loadable by DeepSparse.
+
+    Args:
+        model: Source fp32 ONNX file.
+        output: Destination file.
+        config: :class:`DynamicInt8Config` (default) or :class:`StaticInt8Config`.
+        calibration: Feed dicts for static calibration, shaped like the model inputs.
+
+    Returns:
+        A :class:`QuantizeReport` with sizes and per-weight sparsity before/after.
+
+    Raises:
+        OnnxModelError: Missing or corrupt source.
+        ObertDeployError: Unknown config type or missing calibration data.
+    """
+    config = config or DynamicInt8Config()
+    handler = _HANDLERS.get(type(config))
+    if handler is None:
+        raise ObertDeployError(
+            f"no quantization handler for {type(config).__name__}; use one of "
+            f"{', '.join(t.__name__ for t in _HANDLERS)}"
+        )
+    start = time.perf_counter()
+    source = Path(model)
+    source_proto = load_onnx(source)
+    before = _weight_sparsity(source_proto)
+    out = Path(output)
+    with atomic_output(out) as tmp:
+        try:
+            batches = handler(source, tmp, config, calibration)
+        except ObertDeployError:
+            raise
+        except Exception as exc:
+            raise ObertDeployError(
+                f"ONNX Runtime could not quantize {str(source)!r} ({type(exc).__name__}: {exc})"
+            ) from exc
+        quantized = onnx.load(str(tmp))
+        changed = False
+        if quantized.ir_version > source_proto.ir_version:
+            quantized.ir_version = source_proto.ir_version
+            changed = True
+        if opset_version(quantized) != opset_version(source_proto):
+            _LOG.info(
+                "quantizer changed the opset from %d to %d",
+                opset_version(source_proto),
+                opset_version(quantized),
+            )
+        if changed:
+            onnx.save(quantized, str(tmp))
+        after = _weight_sparsity(quantized)
+    after_by_source = {}
+    for name, value in after.items():
+        base = name.removesuffix("_quantized")
+        after_by_source[base if base in before else name] = value
+    return QuantizeReport(
+        input=str(source),
+        output=str(out),
+        method="dynamic" if isinstance(config, DynamicInt8Config) else "static",
+        config=asdict(config),
+        input_bytes=source.stat().st_size,
+        output_bytes=out.stat().st_size,
+        sparsity_before=before,
+        sparsity_after=after_by_source,
+        calibration_batches=batches,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,396 @@
+"""Command line interface: ``obert-deploy export | quantize | qat | evaluate | bench | size``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ._errors import ObertDeployError
+from ._io import atomic_write_text
+
+app = typer.Typer(
+    name="obert-deploy",
+    help="Export (sparse) Hugging Face models to ONNX, quantize to int8, benchmark on CPU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+EngineOpt = Annotated[
+    str, typer.Option("--engine", help="Inference engine: onnxruntime or deepsparse.")
+]
+SeqLenOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per sequence.")]
+JsonOpt = Annotated[
+    Path | None, typer.Option("--json", help="Also write the full report as JSON here.")
+]
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _write_json(path: Path | None, data: Any) -> None:
+    if path is not None:
+        atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+        typer.echo(f"wrote {path}")
+
+
+def _columns(value: str | None) -> list[str] | None:
+    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint directory or Hub id.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Destination .onnx file.")],
+    task: Annotated[str, typer.Option("--task", help="Task head to export.")] = (
+        "sequence-classification"
+    ),
+    engine: EngineOpt = "onnxruntime",
+    seq_len: SeqLenOpt = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Sample/static batch.")] = 1,
+    static_shapes: Annotated[
+        bool | None,
+        typer.Option(
+            "--static-shapes/--dynamic-shapes",
+            help="Fix input shapes (default: static for deepsparse, dynamic for onnxruntime).",
+        ),
+    ] = None,
+    opset: Annotated[
+        int | None, typer.Option("--opset", help="ONNX opset (default 18; 14-17 via version conversion).")
+    ] = None,
+    atol: Annotated[float, typer.Option("--atol", help="Parity check tolerance.")] = 1e-4,
+    rtol: Annotated[float, typer.Option("--rtol", help="Parity check tolerance.")] = 1e-3,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Check parity and sparsity.")
+    ] = True,
+    json_path: JsonOpt = None,
+) -> None:
+    """Export a checkpoint to ONNX and verify outputs and per-weight sparsity."""
+    from ._export import ExportConfig, export_onnx
+
+    try:
+        config = ExportConfig(
+            task=task,
+            engine=engine,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            static_shapes=static_shapes,
+            opset=opset,
+            verify=verify,
+            atol=atol,
+            rtol=rtol,
+        )
+        report = export_onnx(checkpoint, output, config)
+    except ObertDeployError as exc:
+        _fail(exc)
+    typer.echo(report.to_markdown())
+    _write_json(json_path, report.to_dict())
+
+
+def _calibration_batches(
+    model: Path,
+    data: Path,
+    tokenizer: str,
+    num_samples: int,
+    seq_len: int,
+    text_columns: list[str] | None,
+) -> list[dict[str, Any]]:
+    from ._checkpoint import load_tokenizer
+    from ._data import iter_batches, read_glue_tsv, tokenize
+    from ._inputs import load_onnx, onnx_inputs
+
+    inputs = onnx_inputs(load_onnx(model, load_weights=False))
+    shape = inputs[0].shape if inputs else ()
+    batch = shape[0] if len(shape) == 2 and isinstance(shape[0], int) else 1
+    length = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else seq_len
+    dataset = read_glue_tsv(
+        data, text_columns=text_columns, label_column=None, max_samples=num_samples
+    )
+    feeds = tokenize(load_tokenizer(tokenizer), dataset.texts, length, [i.name for i in inputs])
+    return [b for b, _ in iter_batches(feeds, batch, pad_last=True)]
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="fp32 ONNX model.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Destination .onnx file.")],
+    method: Annotated[str, typer.Option("--method", help="dynamic or static (QDQ).")] = "dynamic",
+    calibration_data: Annotated[
+        Path | None,
+        typer.Option("--calibration-data", help="GLUE-style TSV for static calibration."),
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option("--tokenizer", help="Checkpoint dir holding the tokenizer.")
+    ] = None,
+    num_calibration: Annotated[
+        int, typer.Option("--num-calibration", help="Calibration sentences.")
+    ] = 128,
+    calibration_method: Annotated[
+        str, typer.Option("--calibration-method", help="minmax, entropy or percentile.")
+    ] = "minmax",
+    per_channel: Annotated[
+        bool, typer.Option("--per-channel/--per-tensor", help="Weight scale granularity.")
+    ] = True,
+    reduce_range: Annotated[
+        bool | None,
+        typer.Option("--reduce-range/--full-range", help="7-bit weights (default: if no VNNI)."),
+    ] = None,
+    seq_len: SeqLenOpt = 128,
+    text_columns: Annotated[
+        str | None, typer.Option("--text-columns", help="Comma-separated TSV text columns.")
+    ] = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Post-training int8 quantization with ONNX Runtime (dynamic, or static QDQ)."""
+    from ._quantize import DynamicInt8Config, StaticInt8Config, quantize_onnx
+
+    try:
+        calibration = None
+        config: DynamicInt8Config | StaticInt8Config
+        if method == "dynamic":
+            config = DynamicInt8Config(per_channel=per_channel, reduce_range=reduce_range)
+        elif method == "static":
+            config = StaticInt8Config(
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                calibration_method=calibration_method,
+            )
+            if calibration_data is None or tokenizer is None:
+                raise ObertDeployError(
+                    "--method static needs --calibration-data FILE.tsv and --tokenizer "
+                    "CHECKPOINT_DIR (e.g. SST-2 train.tsv and the fine-tuned checkpoint)"
+                )
+            calibration = _calibration_batches(
+                model, calibration_data, tokenizer, num_calibration, seq_len, _columns(text_columns)
+            )
+        else:
+            raise ObertDeployError(f"unknown --method {method!r}; use dynamic or static")
+        report = quantize_onnx(model, output, config, calibration=calibration)
+    except ObertDeployError as exc:
+        _fail(exc)
+    typer.echo(report.to_markdown())
+    if method == "dynamic":
+        typer.echo(
+            "note: dynamic quantization (MatMulInteger) runs on ONNX Runtime only; use "
+            "--method static or `obert-deploy qat` for DeepSparse."
+        )
+    _write_json(json_path, report.to_dict())
+
+
+@app.command()
+def qat(
+    checkpoint: Annotated[str, typer.Argument(help="Fine-tuned (pruned) checkpoint directory.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Destination QDQ .onnx file.")],
+    train_data: Annotated[
+        Path | None,
+        typer.Option("--train-data", help="GLUE-style TSV (default: SST-2 train)."),
+    ] = None,
+    task: Annotated[str, typer.Option("--task")] = "sequence-classification",
+    engine: EngineOpt = "onnxruntime",
+    steps: Annotated[int, typer.Option("--steps", help="QAT optimizer steps.")] = 200,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 2e-5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 16,
+    export_batch_size: Annotated[
+        int, typer.Option("--export-batch-size", help="Batch size of the exported graph.")
+    ] = 1,
+    seq_len: SeqLenOpt = 128,
+    max_train_samples: Annotated[
+        int | None, typer.Option("--max-train-samples", help="Use only the first rows.")
+    ] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer")] = None,
+    text_columns: Annotated[str | None, typer.Option("--text-columns")] = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Quantization-aware fine-tuning that keeps pruning masks, exported to QDQ ONNX."""
+    from ._checkpoint import load_tokenizer
+    from ._data import default_dataset, read_glue_tsv, tokenize
+    from ._qat import QATConfig, qat_export
+
+    try:
+        config = QATConfig(
+            task=task,
+            engine=engine,
+            steps=steps,
+            learning_rate=learning_rate,
+            export_batch_size=export_batch_size,
+            seq_len=seq_len,
+        )
+        data = train_data or default_dataset(task, "train")
+        needed = max_train_samples or steps * batch_size
+        dataset = read_glue_tsv(data, text_columns=_columns(text_columns), max_samples=needed)
+        from ._checkpoint import load_checkpoint
+        from ._export import model_input_names
+
+        loaded = load_checkpoint(checkpoint, task)
+        feeds = tokenize(
+            load_tokenizer(tokenizer or checkpoint),
+            dataset.texts,
+            seq_len,
+            model_input_names(loaded.model),
+        )
+        labels = dataset.labels or []
+        batches = [
+            (
+                {k: v[i : i + batch_size] for k, v in feeds.items()},
+                labels[i : i + batch_size],
+            )
+            for i in range(0, len(labels) - batch_size + 1, batch_size)
+        ]
+        import numpy as np
+
+        report = qat_export(
+            loaded.model,
+            output,
+            [(f, np.asarray(lab)) for f, lab in batches],
+            config,
+        )
+    except ObertDeployError as exc:
+        _fail(exc)
+    typer.echo(report.to_markdown())
+    _write_json(json_path, report.to_dict())
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint the models were exported from.")],
+    models: Annotated[list[Path], typer.Argument(help="ONNX models to evaluate.")],
+    task: Annotated[str, typer.Option("--task")] = "sequence-classification",
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Dev TSV/JSON (default: SST-2/SQuAD dev).")
+    ] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer")] = None,
+    seq_len: SeqLenOpt = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    max_samples: Annotated[int | None, typer.Option("--max-samples")] = None,
+    engine: EngineOpt = "onnxruntime",
+    threads: Annotated[int | None, typer.Option("--threads")] = None,
+    text_columns: Annotated[str | None, typer.Option("--text-columns")] = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Accuracy of each ONNX model and of the PyTorch checkpoint on the dev set."""
+    from ._evaluate import evaluate as run_evaluate
+
+    try:
+        report = run_evaluate(
+            checkpoint,
+            models,
+            task=task,
+            data=data,
+            tokenizer=tokenizer,
+            text_columns=_columns(text_columns),
+            seq_len=seq_len,
+            batch_size=batch_size,
+            max_samples=max_samples,
+            engine=engine,
+            threads=threads,
+        )
+    except ObertDeployError as exc:
+        _fail(exc)
+    typer.echo(report.to_markdown())
+    _write_json(json_path, report.to_dict())
+
+
+@app.command()
+def bench(
+    models: Annotated[list[Path], typer.Argument(help="ONNX models to benchmark.")],
+    engine: EngineOpt = "onnxruntime",
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 1,
+    seq_len: SeqLenOpt = 128,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="Default: all available cores.")
+    ] = None,
+    scenario: Annotated[str, typer.Option("--scenario", help="latency or throughput.")] = (
+        "latency"
+    ),
+    iterations: Annotated[int, typer.Option("--iterations")] = 100,
+    warmup: Annotated[int, typer.Option("--warmup")] = 10,
+    streams: Annotated[int | None, typer.Option("--streams", help="Throughput streams.")] = None,
+    json_path: JsonOpt = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the table here.")] = (
+        None
+    ),
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG bar plot here.")] = None,
+) -> None:
+    """Latency percentiles and items/s of each model (with CPU flags)."""
+    from ._bench import BenchConfig, benchmark, results_to_markdown, write_results_json
+    from ._cpu import cpu_info
+
+    try:
+        config = BenchConfig(
+            engine=engine,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            threads=threads,
+            scenario=scenario,
+            iterations=iterations,
+            warmup=warmup,
+            streams=streams,
+        )
+        results = [benchmark(model, config) for model in models]
+    except ObertDeployError as exc:
+        _fail(exc)
+    cpu = cpu_info()
+    table = results_to_markdown(results)
+    typer.echo(
+        f"CPU: {cpu.brand} ({cpu.available_cores} cores available, avx2={cpu.avx2}, "
+        f"avx512={cpu.avx512}, vnni={cpu.vnni}); engine {engine} {results[0].engine_version}"
+    )
+    typer.echo(table)
+    if json_path is not None:
+        write_results_json(results, json_path)
+        typer.echo(f"wrote {json_path}")
+    if markdown is not None:
+        atomic_write_text(markdown, table + "\n")
+        typer.echo(f"wrote {markdown}")
+    if plot is not None:
+        from ._plot import plot_results
+
+        plot_results(results, plot)
+        typer.echo(f"wrote {plot}")
+
+
+@app.command()
+def size(
+    models: Annotated[list[Path], typer.Argument(help="ONNX models.")],
+    reference: Annotated[
+        Path | None, typer.Option("--reference", help="Dense fp32 ONNX model for the ratio.")
+    ] = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """File, gzip, sparse-bitmask and CSR sizes, and the ratio vs dense fp32."""
+    from ._size import size_report, size_table_markdown
+
+    try:
+        reports = [size_report(model, reference=reference) for model in models]
+    except ObertDeployError as exc:
+        _fail(exc)
+    typer.echo(size_table_markdown(reports))
+    _write_json(json_path, [r.to_dict() for r in reports])
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="obert-deploy")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
