@@ -150,6 +150,8 @@ class BlockFisherBuilder:
         self._dtype = _torch_dtype(dtype) if name == "torch" else _numpy_dtype(dtype)
         like = self._to_backend(grads[:0])
         if self.method == "batched":
+            if name == "torch":
+                like = like.to(self._torch_gram_dtype(like))
             self._state = self._backend.zeros_gram(self.num_blocks, self.block_size, like)
         else:
             self._state = self._backend.identity_inverse(
@@ -206,8 +208,6 @@ class BlockFisherBuilder:
         t0 = time.perf_counter()
         g = self._to_backend(grads)
         if self.method == "batched":
-            if self._backend.name == "torch":
-                g = g.to(self._torch_gram_dtype(g))
             self._backend.add_gram(self._state, g, self.num_weights, self.block_size)
         else:
             self._backend.sm_update(

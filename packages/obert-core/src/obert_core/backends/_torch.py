@@ -34,22 +34,29 @@ class TorchBackend:
     name = "torch"
 
     def zeros_gram(self, num_blocks: int, block_size: int, like: Any) -> Any:
-        return torch.zeros(
-            (num_blocks, block_size, block_size), dtype=torch.float64, device=like.device
-        )
+        # The accumulator takes the dtype of ``like`` (float32 fast path or float64, chosen by the
+        # builder), so chunks are added in place by ``baddbmm_`` with no extra conversion pass.
+        dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float64
+        return torch.zeros((num_blocks, block_size, block_size), dtype=dtype, device=like.device)
 
     def add_gram(self, acc: Any, grads: Any, num_weights: int, block_size: int) -> None:
-        # One batched GEMM for all blocks, in the dtype of ``grads`` (the caller upcasts to float64
-        # when float32 products are not accurate enough), summed into the float64 accumulator.
-        x = _blocks_of(grads, num_weights, block_size)
-        if x.dtype == torch.float64:
-            acc.baddbmm_(x.transpose(1, 2), x)
-        else:
-            acc.add_(torch.bmm(x.transpose(1, 2), x))
+        # One batched GEMM over all full blocks (a strided view: no padding copy), one small GEMM
+        # for the tail block.
+        g = grads.to(acc.dtype)
+        k = g.shape[0]
+        full = num_weights // block_size
+        if full:
+            x = g[:, : full * block_size].reshape(k, full, block_size).transpose(0, 1)
+            acc[:full].baddbmm_(x.transpose(1, 2), x)
+        rest = num_weights - full * block_size
+        if rest:
+            t = g[:, full * block_size :]
+            acc[full, :rest, :rest].addmm_(t.T, t)
 
     def gram_to_inverse(
         self, acc: Any, damp: float, num_grads: int, num_weights: int, out_dtype: Any
     ) -> Any:
+        acc = acc.to(torch.float64)
         if acc.device.type == "cpu":  # batched float64 LAPACK beats torch's batched Cholesky on CPU
             inv = damped_block_inverse(acc.numpy(), damp, num_grads, np.float64)
             return torch.from_numpy(inv).to(out_dtype)
