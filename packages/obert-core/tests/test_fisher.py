@@ -187,4 +187,6 @@ def test_fast_backends_agree_with_reference_property(
                     _as(backend, g), block, 1e-2, backend=backend, method=method
                 )
             )
-            assert _rel(out.astype(np.float64), ref) < (1e-5 if f32 else 1e-10), (backend, method)
+            # float32 Sherman–Morrison (the reference's update) cancels in F⁻¹ − uuᵀ/α: looser
+            tol = 1e-10 if not f32 else (1e-5 if method == "batched" else 1e-3)
+            assert _rel(out.astype(np.float64), ref) < tol, (backend, method)
