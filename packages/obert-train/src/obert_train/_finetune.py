@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
 from obert_train._params import resolve_target_params
 from obert_train._tasks import Task
@@ -39,7 +39,7 @@ class FinetuneResult:
 
 
 def finetune(
-    model: PreTrainedModel,
+    model: torch.nn.Module,
     task: Task,
     *,
     epochs: float = 1.0,
@@ -93,7 +93,7 @@ def finetune(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
         lr=learning_rate,
     )
-    scheduler = get_linear_schedule_with_warmup(
+    scheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
         optimizer, int(warmup_ratio * total_steps), total_steps
     )
     named = dict(model.named_parameters())

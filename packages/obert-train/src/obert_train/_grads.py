@@ -29,7 +29,7 @@ LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
 
 def _hf_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     out = model(**batch)
-    loss = out["loss"] if isinstance(out, Mapping) else getattr(out, "loss", None)
+    loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
     if loss is None:
         raise ValueError(
             f"{type(model).__name__} returned no loss; the batches need labels "

@@ -187,17 +187,17 @@ def plan_memory(
         fit_b = _fitting_block_size(d_big, room, fisher_method, block_size)
         hints = []
         if fit_b >= 1:
-            hints.append(f"--block-size {fit_b} or smaller")
+            hints.append(f"use --block-size {fit_b} or smaller")
         if (
             fisher_method == "batched"
             and group_peak_bytes([d_big], block_size, 1, "streaming") <= room
         ):
-            hints.append("--fisher-method streaming (no float64 accumulator)")
+            hints.append("use --fisher-method streaming (no float64 accumulator)")
         hint = " or ".join(hints) if hints else "free memory or use a machine with more RAM"
         raise MemoryPlanError(
             f"tensor {largest!r} ({d_big} weights) needs about {format_bytes(need + resident)} "
             f"at block size {block_size} ({fisher_method} build), but the budget is "
-            f"{format_bytes(budget)}; use {hint} (or raise --max-memory if more RAM is free)"
+            f"{format_bytes(budget)}; {hint} (or raise --max-memory if more RAM is free)"
         )
     groups: list[list[str]] = []
     current: list[str] = []

@@ -102,7 +102,7 @@ class MaskedLMTask(Task):
 
     @torch.no_grad()
     def evaluate(
-        self, model: PreTrainedModel, *, batch_size: int = 64, progress: bool = True
+        self, model: torch.nn.Module, *, batch_size: int = 64, progress: bool = True
     ) -> dict[str, float]:
         """Masked-token perplexity and mean loss on the fixed-mask dev blocks."""
         if not self._dev_fixed:

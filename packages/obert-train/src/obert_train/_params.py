@@ -73,7 +73,8 @@ def resolve_target_params(
     if unmatched:
         sample = [n for n, _ in named[:8]]
         raise TargetError(
-            f"target pattern(s) {unmatched} matched no parameter of {type(model).__name__} "
+            f"target pattern(s) {'  '.join(unmatched)} matched no parameter of "
+            f"{type(model).__name__} "
             f"({len(named)} parameters, e.g. {sample}); pass patterns matching its names"
         )
     return selected

@@ -224,7 +224,7 @@ class SquadTask(Task):
 
     @torch.no_grad()
     def evaluate(
-        self, model: PreTrainedModel, *, batch_size: int = 64, progress: bool = True
+        self, model: torch.nn.Module, *, batch_size: int = 64, progress: bool = True
     ) -> dict[str, float]:
         """Official F1 / EM over all dev questions."""
         if not self.dev_features:

@@ -55,7 +55,7 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def evaluate(
-        self, model: PreTrainedModel, *, batch_size: int = 64, progress: bool = True
+        self, model: torch.nn.Module, *, batch_size: int = 64, progress: bool = True
     ) -> dict[str, float]:
         """Compute the dev-set metrics of ``model`` (which is left in eval mode)."""
 
@@ -173,7 +173,7 @@ class ClassificationTask(Task):
 
     @torch.no_grad()
     def evaluate(
-        self, model: PreTrainedModel, *, batch_size: int = 64, progress: bool = True
+        self, model: torch.nn.Module, *, batch_size: int = 64, progress: bool = True
     ) -> dict[str, float]:
         """Dev accuracy and mean cross-entropy loss over all dev examples."""
         if not self.dev_features:

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+
+from obert_train import MemoryPlanError, group_peak_bytes, plan_memory
+from obert_train._memory import fisher_bytes, format_bytes
+
+BERT_BASE = {
+    f"layer{i}.{kind}": d
+    for i in range(12)
+    for kind, d in (
+        ("query", 768 * 768),
+        ("key", 768 * 768),
+        ("value", 768 * 768),
+        ("attn_out", 768 * 768),
+        ("intermediate", 768 * 3072),
+        ("output", 3072 * 768),
+    )
+}
+
+
+def test_fisher_bytes_formula() -> None:
+    assert fisher_bytes(100, 50) == 4 * 2 * 50 * 50
+    assert fisher_bytes(101, 50) == 4 * 3 * 50 * 50  # zero-padded tail block
+    total = sum(fisher_bytes(d, 50) for d in BERT_BASE.values())
+    assert sum(BERT_BASE.values()) == 84_934_656
+    assert 16.9e9 < total < 17.1e9  # the paper's "about 17 GB" at B = 50
+
+
+def test_everything_fits_in_one_group() -> None:
+    plan = plan_memory({"a": 1000, "b": 2000}, 50, num_grads=64, budget_bytes=10**9)
+    assert plan.groups == [["a", "b"]]
+    assert plan.chunk_size == 32
+    assert "one group" in plan.describe()
+
+
+def test_groups_when_the_whole_does_not_fit() -> None:
+    budget = 24 * 2**30
+    plan = plan_memory(
+        BERT_BASE, 50, num_grads=1024, budget_bytes=budget, fisher_method="streaming"
+    )
+    assert len(plan.groups) > 1
+    assert [n for g in plan.groups for n in g] == list(BERT_BASE)  # order kept, nothing lost
+    assert max(plan.group_peak_bytes) <= budget
+    assert f"{len(plan.groups)} groups" in plan.describe()
+    batched = plan_memory(BERT_BASE, 50, num_grads=1024, budget_bytes=budget)
+    assert len(batched.groups) > len(plan.groups)  # float64 accumulators need more room
+
+
+def test_chunk_size_shrinks_before_refusing() -> None:
+    d = 1_000_000
+    need_1 = group_peak_bytes([d], 10, 1, "streaming") + 8 * d
+    plan = plan_memory({"w": d}, 10, num_grads=64, budget_bytes=need_1, fisher_method="streaming")
+    assert plan.chunk_size == 1
+
+
+def test_refuses_with_a_block_size_that_fits() -> None:
+    d = 3072 * 768
+    budget = 2 * 2**30
+    with pytest.raises(MemoryPlanError, match="--block-size") as info:
+        plan_memory({"big": d}, 1000, num_grads=64, budget_bytes=budget)
+    message = str(info.value)
+    assert "'big'" in message
+    suggested = int(message.split("--block-size ")[1].split()[0])
+    plan_memory({"big": d}, suggested, num_grads=64, budget_bytes=budget)  # the hint works
+    with pytest.raises(MemoryPlanError, match="not even|free memory"):
+        plan_memory({"big": d}, 50, num_grads=64, budget_bytes=1000)
+
+
+def test_empty_plan_for_a_rank_without_tensors() -> None:
+    plan = plan_memory({}, 50, num_grads=8, budget_bytes=10**9)
+    assert plan.groups == []
+    assert "no tensors" in plan.describe()
+
+
+def test_format_bytes() -> None:
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(1.5 * 2**30) == "1.50 GiB"
