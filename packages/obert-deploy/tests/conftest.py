@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -45,7 +44,9 @@ def _sentences(n: int, seed: int) -> list[tuple[str, int]]:
     for _ in range(n):
         label = int(rng.integers(0, 2))
         words = list(rng.choice(NEUTRAL, size=int(rng.integers(3, 8))))
-        words.insert(int(rng.integers(0, len(words))), str(rng.choice(POSITIVE if label else NEGATIVE)))
+        words.insert(
+            int(rng.integers(0, len(words))), str(rng.choice(POSITIVE if label else NEGATIVE))
+        )
         rows.append((" ".join(words), label))
     return rows
 
@@ -79,8 +80,13 @@ def _train_briefly(model: torch.nn.Module, tsv: Path, tokenizer_dir: Path, steps
     """A few optimizer steps on the synthetic task, keeping pruned weights at zero."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
     rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
-    enc = tokenizer([r[0] for r in rows], padding="max_length", max_length=SEQ_LEN,
-                    truncation=True, return_tensors="pt")
+    enc = tokenizer(
+        [r[0] for r in rows],
+        padding="max_length",
+        max_length=SEQ_LEN,
+        truncation=True,
+        return_tensors="pt",
+    )
     labels = torch.tensor([int(r[1]) for r in rows])
     masks = {n: p == 0 for n, p in model.named_parameters() if bool((p == 0).any()) and p.ndim == 2}
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -143,8 +149,16 @@ def squad_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     {
                         "context": context,
                         "qas": [
-                            {"id": "q1", "question": "w1 good", "answers": [{"text": "good", "answer_start": 6}]},
-                            {"id": "q2", "question": "w2 bad", "answers": [{"text": "bad w5", "answer_start": 20}]},
+                            {
+                                "id": "q1",
+                                "question": "w1 good",
+                                "answers": [{"text": "good", "answer_start": 6}],
+                            },
+                            {
+                                "id": "q2",
+                                "question": "w2 bad",
+                                "answers": [{"text": "bad w5", "answer_start": 20}],
+                            },
                         ],
                     }
                 ],
@@ -168,7 +182,9 @@ def static_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path)
     from obert_deploy import ExportConfig, export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "tiny_static.onnx"
-    export_onnx(tiny_checkpoint, path, ExportConfig(engine="deepsparse", batch_size=2, seq_len=SEQ_LEN))
+    export_onnx(
+        tiny_checkpoint, path, ExportConfig(engine="deepsparse", batch_size=2, seq_len=SEQ_LEN)
+    )
     return path
 
 
@@ -178,18 +194,34 @@ def dynamic_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path
     from obert_deploy import ExportConfig, export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "tiny_dynamic.onnx"
-    export_onnx(tiny_checkpoint, path, ExportConfig(engine="onnxruntime", batch_size=2, seq_len=SEQ_LEN))
+    export_onnx(
+        tiny_checkpoint, path, ExportConfig(engine="onnxruntime", batch_size=2, seq_len=SEQ_LEN)
+    )
     return path
 
 
 @pytest.fixture(scope="session")
-def static_int8_onnx(tmp_path_factory: pytest.TempPathFactory, static_onnx: Path, data_dir: Path,
-                     tiny_checkpoint: Path) -> Path:
-    from obert_deploy import StaticInt8Config, load_tokenizer, quantize_onnx, read_glue_tsv, tokenize
+def static_int8_onnx(
+    tmp_path_factory: pytest.TempPathFactory,
+    static_onnx: Path,
+    data_dir: Path,
+    tiny_checkpoint: Path,
+) -> Path:
+    from obert_deploy import (
+        StaticInt8Config,
+        load_tokenizer,
+        quantize_onnx,
+        read_glue_tsv,
+        tokenize,
+    )
 
     dataset = read_glue_tsv(data_dir / "train.tsv", max_samples=16)
-    feeds = tokenize(load_tokenizer(tiny_checkpoint), dataset.texts, SEQ_LEN,
-                     ["input_ids", "attention_mask", "token_type_ids"])
+    feeds = tokenize(
+        load_tokenizer(tiny_checkpoint),
+        dataset.texts,
+        SEQ_LEN,
+        ["input_ids", "attention_mask", "token_type_ids"],
+    )
     batches = [{k: v[i : i + 2] for k, v in feeds.items()} for i in range(0, 16, 2)]
     path = tmp_path_factory.mktemp("onnx") / "tiny_static_int8.onnx"
     quantize_onnx(static_onnx, path, StaticInt8Config(), calibration=batches)
@@ -199,35 +231,47 @@ def static_int8_onnx(tmp_path_factory: pytest.TempPathFactory, static_onnx: Path
 def _deepsparse_python() -> str | None:
     """Interpreter that can import deepsparse: this one, $OBERT_DEEPSPARSE_PYTHON or the repo's
     .venv-deepsparse; None when there is none."""
-    candidates = [sys.executable, os.environ.get("OBERT_DEEPSPARSE_PYTHON", ""),
-                  str(REPO_ROOT / ".venv-deepsparse" / "bin" / "python")]
+    candidates = [
+        sys.executable,
+        os.environ.get("OBERT_DEEPSPARSE_PYTHON", ""),
+        str(REPO_ROOT / ".venv-deepsparse" / "bin" / "python"),
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).exists():
-            probe = subprocess.run([candidate, "-c", "import deepsparse, obert_deploy"],
-                                   capture_output=True, check=False)
+            probe = subprocess.run(
+                [candidate, "-c", "import deepsparse, obert_deploy"],
+                capture_output=True,
+                check=False,
+            )
             if probe.returncode == 0:
                 return candidate
     return None
 
 
 @pytest.fixture(scope="session")
-def deepsparse_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run ``obert-deploy`` in an environment with DeepSparse; skip when there is none."""
+def deepsparse_python() -> str:
+    """Interpreter with DeepSparse and obert-deploy; skip the test when there is none."""
     python = _deepsparse_python()
     if python is None:
-        pytest.skip("no Python with deepsparse + obert-deploy (see docs/deploy.md, "
-                    "scripts/test_deepsparse.sh)")
+        pytest.skip(
+            "no Python with deepsparse + obert-deploy: run "
+            "packages/obert-deploy/scripts/test_deepsparse.sh (creates .venv-deepsparse; "
+            "see docs/deploy.md) or set OBERT_DEEPSPARSE_PYTHON"
+        )
+    return python
+
+
+@pytest.fixture(scope="session")
+def deepsparse_cli(deepsparse_python: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m obert_deploy ARGS`` in the DeepSparse environment."""
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([python, "-m", "obert_deploy", *args], capture_output=True,
-                              text=True, check=False, timeout=600)
+        return subprocess.run(
+            [deepsparse_python, "-m", "obert_deploy", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
 
     return run
-
-
-@pytest.fixture
-def fresh_dir(tmp_path: Path) -> Path:
-    out = tmp_path / "out"
-    out.mkdir()
-    yield out
-    shutil.rmtree(out, ignore_errors=True)

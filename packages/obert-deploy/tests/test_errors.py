@@ -48,7 +48,7 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
 
 
 def test_checkpoint_without_config(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
         load_checkpoint(tmp_path, "sequence-classification")
 
 
@@ -100,7 +100,9 @@ def test_missing_and_corrupt_onnx(tmp_path: Path) -> None:
 
 def test_shape_mismatch_names_input_and_remedy(static_onnx: Path) -> None:
     inputs = onnx_inputs(load_onnx(static_onnx))
-    with pytest.raises(ShapeMismatchError, match=r"'input_ids'.*\[2, 16\].*batch size 16.*--batch-size 2"):
+    with pytest.raises(
+        ShapeMismatchError, match=r"'input_ids'.*\[2, 16\].*batch size 16.*--batch-size 2"
+    ):
         check_input_shapes(inputs, 16, 16)
     with pytest.raises(ShapeMismatchError, match=r"sequence length 128"):
         check_input_shapes(inputs, 2, 128)

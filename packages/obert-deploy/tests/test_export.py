@@ -88,7 +88,9 @@ def test_sparsity_survives_in_initializers(static_onnx: Path, tiny_model: torch.
 
 def test_matcher_detects_a_changed_weight(static_onnx: Path, tiny_model: torch.nn.Module) -> None:
     model = load_onnx(static_onnx)
-    name = next(r.onnx_initializer for r in match_sparsity(linear_weights(tiny_model), model) if r.pruned)
+    name = next(
+        r.onnx_initializer for r in match_sparsity(linear_weights(tiny_model), model) if r.pruned
+    )
     init = next(i for i in model.graph.initializer if i.name == name)
     array = onnx.numpy_helper.to_array(init).copy()
     array[array == 0] = 1e-3  # the zeros are gone
@@ -100,7 +102,9 @@ def test_matcher_detects_a_changed_weight(static_onnx: Path, tiny_model: torch.n
 
 def test_export_report(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
     out = tmp_path / "m.onnx"
-    report = export_onnx(tiny_model, out, ExportConfig(engine="deepsparse", batch_size=1, seq_len=8))
+    report = export_onnx(
+        tiny_model, out, ExportConfig(engine="deepsparse", batch_size=1, seq_len=8)
+    )
     assert out.is_file()
     assert report.opset == 18 and report.ir_version == 8
     assert report.input_shapes["input_ids"] == [1, 8]
@@ -127,7 +131,9 @@ def test_export_other_tasks(tmp_path: Path, tiny_qa_checkpoint: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["masked-lm", "feature-extraction"])
 def test_export_slow_tasks(tmp_path: Path, tiny_qa_checkpoint: Path, task: str) -> None:
-    report = export_onnx(tiny_qa_checkpoint, tmp_path / "m.onnx", ExportConfig(task=task, seq_len=8))
+    report = export_onnx(
+        tiny_qa_checkpoint, tmp_path / "m.onnx", ExportConfig(task=task, seq_len=8)
+    )
     assert report.max_abs_diff
     encoder = [r for r in report.pruned_weights if "encoder.layer." in r.name]
     assert len(encoder) == 12
@@ -139,7 +145,9 @@ def test_lower_opset_by_conversion(tmp_path: Path, tiny_model: torch.nn.Module) 
         tiny_model, tmp_path / "m14.onnx", ExportConfig(engine="deepsparse", seq_len=8, opset=14)
     )
     assert report.opset == 14
-    assert "LayerNormalization" not in {n.op_type for n in load_onnx(tmp_path / "m14.onnx").graph.node}
+    assert "LayerNormalization" not in {
+        n.op_type for n in load_onnx(tmp_path / "m14.onnx").graph.node
+    }
 
 
 def test_opset_out_of_range_is_rejected() -> None:

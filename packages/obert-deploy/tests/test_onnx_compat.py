@@ -53,7 +53,9 @@ def test_convert_for_deepsparse_lowers_opset_and_ir() -> None:
     feeds = {"x": np.ones((2, 3, 8), np.float32) * np.arange(8, dtype=np.float32)}
     (expected,) = _run(_layer_norm_model(18), feeds)
     for opset in (18, 14):
-        converted = convert_for_deepsparse(onnx.ModelProto.FromString(model.SerializeToString()), opset=opset)
+        converted = convert_for_deepsparse(
+            onnx.ModelProto.FromString(model.SerializeToString()), opset=opset
+        )
         assert converted.ir_version == 8
         assert converted.opset_import[0].version == opset
         assert "LayerNormalization" not in {n.op_type for n in converted.graph.node}

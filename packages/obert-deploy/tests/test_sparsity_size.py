@@ -13,7 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 from obert_deploy import onnx_weight_sparsity, size_report, size_table_markdown
 
 
-def _model(weights: dict[str, np.ndarray], dq: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+def _model(
+    weights: dict[str, np.ndarray], dq: dict[str, np.ndarray] | None = None
+) -> onnx.ModelProto:
     """x @ w for every weight (through DequantizeLinear for names in ``dq``: zero points)."""
     nodes, inits, outputs = [], [], []
     for name, weight in weights.items():
@@ -24,7 +26,11 @@ def _model(weights: dict[str, np.ndarray], dq: dict[str, np.ndarray] | None = No
                 numpy_helper.from_array(np.float32(0.05), f"{name}_scale"),
                 numpy_helper.from_array(dq[name], f"{name}_zp"),
             ]
-            nodes.append(helper.make_node("DequantizeLinear", [name, f"{name}_scale", f"{name}_zp"], [f"{name}_f"]))
+            nodes.append(
+                helper.make_node(
+                    "DequantizeLinear", [name, f"{name}_scale", f"{name}_zp"], [f"{name}_f"]
+                )
+            )
             source = f"{name}_f"
         nodes.append(helper.make_node("MatMul", ["x", source], [f"y_{name}"]))
         outputs.append(helper.make_tensor_value_info(f"y_{name}", TensorProto.FLOAT, None))
@@ -34,14 +40,16 @@ def _model(weights: dict[str, np.ndarray], dq: dict[str, np.ndarray] | None = No
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
 
 
-def _sparse(shape: tuple[int, int], sparsity: float, seed: int, dtype: type = np.float32) -> np.ndarray:
+def _sparse(
+    shape: tuple[int, int], sparsity: float, seed: int, dtype: type = np.float32
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if dtype is np.float32:
         array = rng.normal(size=shape).astype(np.float32)
     else:
         array = rng.integers(1, 120, size=shape).astype(dtype)
     flat = array.reshape(-1)
-    flat[rng.permutation(flat.size)[: int(round(sparsity * flat.size))]] = 0
+    flat[rng.permutation(flat.size)[: round(sparsity * flat.size)]] = 0
     return array
 
 
@@ -74,13 +82,15 @@ def test_size_report_measures_bitmask_storage(tmp_path: Path) -> None:
     payload = sparse_w.size // 8 + nnz * 4  # bitmask + fp32 non-zeros
     graph_bytes = sparse.bitmask_bytes - payload
     assert 0 < graph_bytes < 300  # only the graph structure remains
-    assert dense.bitmask_bytes == dense.file_bytes - (dense.file_bytes - dense_w.nbytes - graph_bytes) or (
-        dense.bitmask_bytes >= dense_w.nbytes
-    )
+    assert dense.bitmask_bytes == dense.file_bytes - (
+        dense.file_bytes - dense_w.nbytes - graph_bytes
+    ) or (dense.bitmask_bytes >= dense_w.nbytes)
     assert sparse.csr_bytes == graph_bytes + nnz * (4 + 2) + 65 * 4
     assert sparse.weight_sparsity == pytest.approx(0.9, abs=1e-3)
     assert sparse.reference_bytes == dense.file_bytes
-    assert sparse.compression_ratio == pytest.approx(dense.file_bytes / sparse.best_compressed_bytes)
+    assert sparse.compression_ratio == pytest.approx(
+        dense.file_bytes / sparse.best_compressed_bytes
+    )
     assert sparse.compression_ratio > 4
     assert dense.compression_ratio < 1.2
     table = size_table_markdown([dense, sparse])

@@ -62,7 +62,8 @@ class QATConfig:
 
     Attributes:
         task: Task (QAT fine-tuning supports ``sequence-classification``).
-        engine: Engine the ONNX file is for (``deepsparse``: static shapes, LayerNorm decomposed, IR 8).
+        engine: Engine the ONNX file is for (``deepsparse``: static shapes, LayerNorm
+            decomposed, IR 8).
         steps: Optimizer steps of QAT fine-tuning (batches are cycled).
         learning_rate: Peak AdamW learning rate (linear decay to 0).
         weight_decay: AdamW weight decay (masked weights stay 0 either way).
@@ -375,7 +376,11 @@ def qat_export(
             fq_zero = fq is not None and bool(torch.all(fq(param.detach())[mask] == 0))
             checks[name] = (trained_zero, fq_zero)
     converted = convert_pt2e(prepared)
-    export_shape = (config.export_batch_size, config.seq_len)
+    # A dynamic batch axis cannot be traced from batch 1 (torch.export specialises 0/1 sizes).
+    export_batch = config.export_batch_size
+    if not config.resolved_static_shapes:
+        export_batch = max(2, export_batch)
+    export_shape = (export_batch, config.seq_len)
     check_feeds = {
         name: np.resize(train_batches[0][0][name], export_shape).astype(np.int64)
         for name in input_names

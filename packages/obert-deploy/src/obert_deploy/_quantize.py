@@ -233,7 +233,10 @@ def _static(
     class Reader(_ListReader, CalibrationDataReader):  # type: ignore[misc]
         pass
 
-    reader = Reader(calibration)
+    batches = list(calibration)
+    if not batches:
+        raise ObertDeployError("the calibration data was empty; pass at least one batch")
+    reader = Reader(batches)
     quantize_static(
         source,
         target,
@@ -247,8 +250,6 @@ def _static(
         calibrate_method=methods[config.calibration_method],
         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
     )
-    if reader.count == 0:
-        raise ObertDeployError("the calibration data was empty; pass at least one batch")
     return reader.count
 
 

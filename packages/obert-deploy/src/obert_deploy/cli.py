@@ -75,7 +75,8 @@ def export(
         ),
     ] = None,
     opset: Annotated[
-        int | None, typer.Option("--opset", help="ONNX opset (default 18; 14-17 via version conversion).")
+        int | None,
+        typer.Option("--opset", help="ONNX opset (default 18; 14-17 via version conversion)."),
     ] = None,
     atol: Annotated[float, typer.Option("--atol", help="Parity check tolerance.")] = 1e-4,
     rtol: Annotated[float, typer.Option("--rtol", help="Parity check tolerance.")] = 1e-3,

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Run obert-deploy's DeepSparse tests (pytest -m deepsparse).
+#
+# DeepSparse 1.8.0 (end-of-life, evaluation licence) needs Python 3.11, onnx<1.15 and numpy<2,
+# so it gets its own virtual environment (created here if missing). The tests run in the main
+# environment (they export with torch there) and call the DeepSparse environment's interpreter
+# through OBERT_DEEPSPARSE_PYTHON.
+#
+# Usage (from anywhere): packages/obert-deploy/scripts/test_deepsparse.sh [extra pytest args]
+# Environment: OBERT_DEEPSPARSE_VENV (default <repo>/.venv-deepsparse),
+#              OBERT_MAIN_PYTHON (default <repo>/.venv/bin/python), PYTHON311 (default python3.11).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
+VENV="${OBERT_DEEPSPARSE_VENV:-$ROOT/.venv-deepsparse}"
+MAIN_PY="${OBERT_MAIN_PYTHON:-$ROOT/.venv/bin/python}"
+PY311="${PYTHON311:-python3.11}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  if ! "$PY311" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+    echo "error: DeepSparse 1.8.0 needs Python 3.11; set PYTHON311 to a Python 3.11 interpreter" >&2
+    exit 2
+  fi
+  "$PY311" -m venv "$VENV"
+fi
+"$VENV/bin/pip" install --quiet "deepsparse==1.8.0" "onnx==1.14.1" "numpy<2" \
+  "typer>=0.12" "tqdm>=4.60" "matplotlib>=3.7" "py-cpuinfo2>=9"
+"$VENV/bin/pip" install --quiet --no-deps -e "$ROOT/packages/obert-deploy"
+
+cd "$ROOT"
+OBERT_DEEPSPARSE_PYTHON="$VENV/bin/python" exec "$MAIN_PY" -m pytest \
+  packages/obert-deploy/tests -m deepsparse "$@"

@@ -1,0 +1,89 @@
+"""evaluate: ONNX accuracy next to PyTorch on the same tokenised dev set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from obert_deploy import (
+    ExportConfig,
+    UnsupportedTaskError,
+    evaluate,
+    export_onnx,
+    read_squad,
+    squad_scores,
+)
+
+
+def test_classification_parity(
+    tiny_checkpoint: Path,
+    data_dir: Path,
+    static_onnx: Path,
+    dynamic_onnx: Path,
+    static_int8_onnx: Path,
+) -> None:
+    report = evaluate(
+        tiny_checkpoint,
+        [static_onnx, dynamic_onnx, static_int8_onnx],
+        data=data_dir / "dev.tsv",
+        seq_len=16,
+        batch_size=8,
+    )
+    torch_result, static, dynamic, int8 = report.results
+    assert report.num_examples == 40
+    assert torch_result.engine == "pytorch" and torch_result.agreement is None
+    assert torch_result.metrics["accuracy"] > 60  # the fixture model was trained a little
+    for fp32 in (static, dynamic):  # 40 rows, static batch 2 / dynamic batch 8: same predictions
+        assert fp32.agreement == 1.0
+        assert fp32.metrics["accuracy"] == torch_result.metrics["accuracy"]
+        assert fp32.max_abs_diff is not None and fp32.max_abs_diff < 1e-4
+    assert int8.agreement is not None and int8.agreement >= 0.9
+    table = report.to_markdown()
+    assert "tiny_static_int8.onnx" in table and "accuracy" in table
+
+
+def test_odd_number_of_examples_with_static_batch(
+    tiny_checkpoint: Path, data_dir: Path, static_onnx: Path
+) -> None:
+    report = evaluate(
+        tiny_checkpoint, [static_onnx], data=data_dir / "dev.tsv", seq_len=16, max_samples=7
+    )
+    assert report.num_examples == 7 and report.results[1].agreement == 1.0
+
+
+def test_squad(tmp_path: Path, tiny_qa_checkpoint: Path, squad_file: Path) -> None:
+    onnx_path = tmp_path / "qa.onnx"
+    export_onnx(tiny_qa_checkpoint, onnx_path, ExportConfig(task="question-answering", seq_len=16))
+    report = evaluate(
+        tiny_qa_checkpoint, [onnx_path], task="question-answering", data=squad_file, seq_len=16
+    )
+    assert report.num_examples == 2
+    torch_result, onnx_result = report.results
+    assert set(torch_result.metrics) == {"exact_match", "f1"}
+    assert onnx_result.metrics == torch_result.metrics
+    assert onnx_result.agreement == 1.0
+    assert len(read_squad(squad_file)) == 2
+
+
+def test_squad_scores() -> None:
+    assert squad_scores("The Eiffel Tower!", ["eiffel tower"]) == (1.0, 1.0)
+    em, f1 = squad_scores("big red tower", ["red tower", "nope"])
+    assert em == 0.0 and f1 == pytest.approx(0.8)
+    assert squad_scores("", ["x"]) == (0.0, 0.0)
+
+
+def test_unsupported_task(tiny_checkpoint: Path) -> None:
+    with pytest.raises(UnsupportedTaskError, match="evaluate supports"):
+        evaluate(tiny_checkpoint, [], task="masked-lm")
+
+
+def test_default_dataset_is_sst2(tiny_checkpoint: Path, dynamic_onnx: Path) -> None:
+    from obert_deploy import data_dir
+
+    root = data_dir()
+    if root is None or not (root / "SST-2" / "dev.tsv").is_file():
+        pytest.skip("shared SST-2 data not available (set OBERT_DATA_DIR)")
+    report = evaluate(tiny_checkpoint, [dynamic_onnx], seq_len=16, max_samples=24)
+    assert report.data.endswith("SST-2/dev.tsv") and report.num_examples == 24
+    assert report.results[1].agreement == 1.0

@@ -1,0 +1,74 @@
+"""Post-training int8 quantization with ONNX Runtime keeps zeros and stays accurate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from obert_deploy import (
+    DynamicInt8Config,
+    ObertDeployError,
+    StaticInt8Config,
+    load_onnx,
+    make_inputs,
+    onnx_inputs,
+    onnx_weight_sparsity,
+    quantize_onnx,
+)
+
+
+def _outputs(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def _feeds(path: Path, seed: int) -> dict[str, np.ndarray]:
+    return make_inputs(onnx_inputs(load_onnx(path)), 2, 16, vocab_size=80, seed=seed)
+
+
+def test_dynamic_int8(tmp_path: Path, dynamic_onnx: Path) -> None:
+    out = tmp_path / "dyn_int8.onnx"
+    report = quantize_onnx(dynamic_onnx, out, DynamicInt8Config())
+    model = load_onnx(out)
+    assert "MatMulInteger" in {n.op_type for n in model.graph.node}
+    assert report.sparsity_kept
+    encoder = {k: v for k, v in report.sparsity_after.items() if v > 0.5}
+    assert len(encoder) == 12
+    assert all(v >= 0.79 for v in encoder.values())
+    assert report.output_bytes < report.input_bytes
+    feeds = _feeds(dynamic_onnx, seed=3)
+    np.testing.assert_allclose(_outputs(out, feeds), _outputs(dynamic_onnx, feeds), atol=0.05)
+
+
+def test_static_qdq_int8_keeps_format_for_deepsparse(
+    static_onnx: Path, static_int8_onnx: Path
+) -> None:
+    model = load_onnx(static_int8_onnx)
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert "MatMulInteger" not in ops
+    assert model.ir_version <= 8  # still loadable by DeepSparse / onnx 1.14
+    int8 = [w for w in onnx_weight_sparsity(model) if w.dtype == "int8" and not w.is_embedding]
+    assert sum(w.sparsity >= 0.79 for w in int8) == 12  # the 12 pruned encoder weights
+    feeds = _feeds(static_onnx, seed=4)
+    np.testing.assert_allclose(
+        _outputs(static_int8_onnx, feeds), _outputs(static_onnx, feeds), atol=0.1
+    )
+
+
+def test_static_needs_calibration(tmp_path: Path, static_onnx: Path) -> None:
+    with pytest.raises(ObertDeployError, match="calibration data"):
+        quantize_onnx(static_onnx, tmp_path / "x.onnx", StaticInt8Config())
+    assert not (tmp_path / "x.onnx").exists()
+    with pytest.raises(ObertDeployError, match="calibration data was empty"):
+        quantize_onnx(static_onnx, tmp_path / "x.onnx", StaticInt8Config(), calibration=[])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_config_and_bad_options(tmp_path: Path, static_onnx: Path) -> None:
+    with pytest.raises(ObertDeployError, match=r"no quantization handler for str"):
+        quantize_onnx(static_onnx, tmp_path / "x.onnx", "int4")  # type: ignore[arg-type]
+    with pytest.raises(ObertDeployError, match="'kl'"):
+        StaticInt8Config(calibration_method="kl")
