@@ -85,3 +85,11 @@ def test_missing_optional_backend_says_what_to_install(monkeypatch: pytest.Monke
         oc.block_fisher_inverse(G, 5, 1e-3, backend="numba")
     with pytest.raises(oc.BackendUnavailableError, match=r"pip install 'obert-core\[torch\]'"):
         oc.block_fisher_inverse(G, 5, 1e-3, backend="torch")
+
+
+def test_finite_check_has_no_false_positive_on_overflowing_sum() -> None:
+    big = np.full((2, 10), 3e38, dtype=np.float32)  # finite, but the sum overflows float32
+    b = oc.BlockFisherBuilder(10, 5, 1e-3, 2, backend="numpy")
+    b.add(big)  # must not raise
+    with pytest.raises(oc.ObertError, match="NaN or inf"):
+        oc.BlockFisherBuilder(10, 5, 1e-3, 2).add(np.full((2, 10), np.nan))

@@ -25,9 +25,10 @@ def _threads() -> int:
 def damped_block_inverse(
     acc: np.ndarray, damp: float, num_grads: int, out_dtype: Any, *, lower_only: bool = False
 ) -> np.ndarray:
-    """Return ``inv(damp·I + acc/num_grads)`` for a ``(nb, B, B)`` float64 Gram stack.
+    """Return ``inv(damp·I + acc/num_grads)`` for a ``(nb, B, B)`` Gram stack.
 
-    ``acc`` is consumed: it is scaled and damped in place. With ``lower_only`` only its lower
+    ``acc`` (float64, or float32 converted chunk by chunk) is consumed: it may be scaled and damped
+    in place. With ``lower_only`` only its lower
     triangle is read (it is symmetrised first). The inversion runs in float64 (batched LAPACK LU;
     NumPy's linalg gufuncs release the GIL, so chunks run on all cores), so the tiny ``damp`` of the
     paper (1e-7) is resolved exactly; results are cast to ``out_dtype`` chunk by chunk.
@@ -42,6 +43,8 @@ def damped_block_inverse(
 
     def work(start: int) -> int:
         a = acc[start : start + _CHUNK]
+        if a.dtype != np.float64:  # float32 accumulator (torch fast path): convert chunk-wise
+            a = a.astype(np.float64)
         if lower_only:
             a[:, iu[0], iu[1]] = a[:, iu[1], iu[0]]
         a *= 1.0 / num_grads

@@ -56,10 +56,10 @@ class TorchBackend:
     def gram_to_inverse(
         self, acc: Any, damp: float, num_grads: int, num_weights: int, out_dtype: Any
     ) -> Any:
-        acc = acc.to(torch.float64)
         if acc.device.type == "cpu":  # batched float64 LAPACK beats torch's batched Cholesky on CPU
-            inv = damped_block_inverse(acc.numpy(), damp, num_grads, np.float64)
-            return torch.from_numpy(inv).to(out_dtype)
+            np_out = np.dtype(str(out_dtype).removeprefix("torch."))
+            return torch.from_numpy(damped_block_inverse(acc.numpy(), damp, num_grads, np_out))
+        acc = acc.to(torch.float64)
         acc.div_(num_grads)
         acc.diagonal(dim1=-2, dim2=-1).add_(damp)
         chol, info = torch.linalg.cholesky_ex(acc)
