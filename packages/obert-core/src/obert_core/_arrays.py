@@ -6,6 +6,7 @@ tensor only if torch has already been imported by the caller (it must have been,
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -95,26 +96,24 @@ def check_finite(x: Any, name: str) -> None:
         )
 
 
-def require_torch() -> Any:
-    """Import and return torch, or raise an error saying how to install it."""
+def _require(module: str, remedy: str) -> Any:
     try:
-        import torch
+        return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise BackendUnavailableError(
-            "backend 'torch' needs PyTorch, which is not installed; install it with "
-            "`pip install 'obert-core[torch]'` (on CPU-only machines pin it, e.g. "
-            "`pip install torch==2.13.0`)."
+            f"backend {module!r} needs {module}, which is not installed; install it with {remedy}."
         ) from exc
-    return torch
+
+
+def require_torch() -> Any:
+    """Import and return torch, or raise an error saying how to install it."""
+    return _require(
+        "torch",
+        "`pip install 'obert-core[torch]'` (on CPU-only machines pin it, e.g. "
+        "`pip install torch==2.13.0`)",
+    )
 
 
 def require_numba() -> Any:
     """Import and return numba, or raise an error saying how to install it."""
-    try:
-        import numba
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise BackendUnavailableError(
-            "backend 'numba' needs Numba, which is not installed; install it with "
-            "`pip install 'obert-core[numba]'` or use backend='numpy'."
-        ) from exc
-    return numba
+    return _require("numba", "`pip install 'obert-core[numba]'` or use backend='numpy'")

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._arrays import require_numba
 from ._linalg import damped_block_inverse
+from ._numpy import NumpyBackend
 
 __all__ = ["NumbaBackend"]
 
@@ -77,13 +78,10 @@ def _sm_kernel(finv: np.ndarray, g: np.ndarray, d: int, m: float) -> None:  # pr
                     f[i, j] -= ui * u[j]
 
 
-class NumbaBackend:
-    """Parallel CPU backend on NumPy arrays (see module docstring)."""
+class NumbaBackend(NumpyBackend):
+    """Parallel CPU backend on NumPy arrays (see module docstring); array set-up as NumPy's."""
 
     name = "numba"
-
-    def zeros_gram(self, num_blocks: int, block_size: int, like: Any) -> np.ndarray:
-        return np.zeros((num_blocks, block_size, block_size), dtype=np.float64)
 
     def add_gram(
         self, acc: np.ndarray, grads: np.ndarray, num_weights: int, block_size: int
@@ -97,12 +95,6 @@ class NumbaBackend:
         self, acc: np.ndarray, damp: float, num_grads: int, num_weights: int, out_dtype: Any
     ) -> np.ndarray:
         return damped_block_inverse(acc, damp, num_grads, out_dtype, lower_only=True)
-
-    def identity_inverse(
-        self, num_blocks: int, block_size: int, damp: float, dtype: Any, like: Any
-    ) -> np.ndarray:
-        eye = np.eye(block_size, dtype=dtype) / dtype.type(damp)
-        return np.repeat(eye[None], num_blocks, axis=0)
 
     def sm_update(
         self,
