@@ -63,7 +63,7 @@ def test_refuses_with_a_block_size_that_fits() -> None:
     assert "'big'" in message
     suggested = int(message.split("--block-size ")[1].split()[0])
     plan_memory({"big": d}, suggested, num_grads=64, budget_bytes=budget)  # the hint works
-    with pytest.raises(MemoryPlanError, match="not even|free memory"):
+    with pytest.raises(MemoryPlanError, match=r"free memory"):
         plan_memory({"big": d}, 50, num_grads=64, budget_bytes=1000)
 
 

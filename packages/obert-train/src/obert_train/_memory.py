@@ -1,11 +1,12 @@
 """Memory planning for an oBERT step: fit the block inverse-Fisher into RAM, group by group.
 
 The inverse-Fisher blocks of a tensor with d weights take ``4 * ceil(d/B) * B**2`` bytes in fp32
-(Kurtic et al. 2022, Sec. 3.2; BERT-base encoder at B = 50: about 17 GB).  While it is built, the
-gradient sampler holds a chunk of ``k`` flattened gradients (``4 * k * d`` bytes) and autograd one
-full gradient (``4 * d``).  The planner packs tensors into groups whose peak fits the budget;
-groups are processed one after another (gradients re-collected per group).  If a single tensor
-cannot fit even with one-gradient chunks, it refuses and names a block size that would fit.
+(Kurtic et al. 2022, Sec. 3.2; BERT-base encoder at B = 50: about 17 GB); the batched build also
+holds a Gram accumulator.  While it is built, the gradient sampler holds a chunk of ``k``
+flattened gradients (``4 * k * d`` bytes) and autograd one full gradient (``4 * d``).  The
+planner packs tensors into groups whose peak fits the budget; groups are processed one after
+another (gradients re-collected per group).  If a single tensor cannot fit even with
+one-gradient chunks, it refuses and names a block size that would fit.
 """
 
 from __future__ import annotations
@@ -110,22 +111,28 @@ def group_peak_bytes(
 ) -> int:
     """Estimated peak bytes while building and using the inverse Fisher of one group.
 
-    With S_i the fp32 inverse bytes of tensor i and D the group's weights:
+    With D the group's weights and d_max its largest tensor:
 
-    * gradients: ``4 (k + 1) D`` (chunk buffers and one autograd gradient per tensor);
-    * ``"batched"``: float64 Gram accumulators ``2 S_i`` for all tensors, and while one tensor
-      is finalised its Cholesky factor and float64 inverse (``4 S_i``) plus the fp32 result;
-      the float64 (padded) copy of one gradient chunk, ``16 k d_max``;
-    * ``"streaming"``: the fp32 inverses ``S_i`` plus one padded chunk copy ``4 k d_max``.
+    * Fisher: ``obert_core.fisher_memory_bytes(d, B, method=...)`` per tensor, i.e. the fp32
+      inverse plus, for ``"batched"``, a float64 Gram accumulator (an upper bound: the torch CPU
+      build may accumulate in float32, and accumulators are freed tensor by tensor);
+    * ``"batched"`` inversion workspace: float64 LAPACK chunks of at most 2048 blocks, three
+      arrays on each of two threads;
+    * gradients: ``4 (k + 1) D`` (chunk buffers and one autograd gradient per tensor) plus one
+      float64 copy of a chunk of the largest tensor, ``8 k d_max``.
     """
     if fisher_method not in _METHODS:
         raise ValueError(f"fisher_method must be one of {_METHODS}, got {fisher_method!r}")
-    sizes = [fisher_bytes(d, block_size) for d in numels]
+    if not numels:
+        return 0
+    fisher = sum(int(oc.fisher_memory_bytes(d, block_size, method=fisher_method)) for d in numels)
     d_total, d_max = sum(numels), max(numels)
-    grads = _FLOAT * (chunk_size + 1) * d_total
+    workspace = 0
     if fisher_method == "batched":
-        return 2 * sum(sizes) + 5 * max(sizes) + grads + 16 * chunk_size * d_max
-    return sum(sizes) + grads + _FLOAT * chunk_size * d_max
+        blocks = min(-(-d_max // block_size), 2048)
+        workspace = 2 * 3 * 8 * blocks * block_size * block_size
+    grads = _FLOAT * (chunk_size + 1) * d_total + 8 * chunk_size * d_max
+    return fisher + workspace + grads
 
 
 def _fitting_block_size(numel: int, room: int, fisher_method: str, upper: int) -> int:

@@ -76,7 +76,8 @@ class MaskedLMTask(Task):
         ids: list[int] = []
         for row in self._tok(list(lines), add_special_tokens=False)["input_ids"]:
             ids.extend(row)
-        body = self.max_seq_length - self._tok.num_special_tokens_to_add(pair=False)
+        prefix, suffix = _specials(self._tok)
+        body = self.max_seq_length - len(prefix) - len(suffix)
         if body < 1:
             raise ValueError(f"max_seq_length {self.max_seq_length} leaves no room for text")
         if len(ids) < body:
@@ -86,7 +87,7 @@ class MaskedLMTask(Task):
             )
         blocks = []
         for start in range(0, len(ids) - body + 1, body):
-            input_ids = self._tok.build_inputs_with_special_tokens(ids[start : start + body])
+            input_ids = prefix + ids[start : start + body] + suffix
             blocks.append({"input_ids": input_ids, "attention_mask": [1] * len(input_ids)})
         return blocks
 
@@ -127,6 +128,15 @@ class MaskedLMTask(Task):
             "masked_tokens": float(count),
             "num_examples": float(len(self._dev_fixed)),
         }
+
+
+def _specials(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """Ids put around each block: [CLS] ... [SEP] (BERT), <s> ... </s> (RoBERTa), or nothing."""
+    for first, last in (("cls_token_id", "sep_token_id"), ("bos_token_id", "eos_token_id")):
+        a, b = getattr(tokenizer, first, None), getattr(tokenizer, last, None)
+        if isinstance(a, int) and isinstance(b, int):
+            return [a], [b]
+    return [], []
 
 
 def _stack(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

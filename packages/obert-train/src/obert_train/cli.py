@@ -18,6 +18,7 @@ import torch
 import typer
 from pydantic import ValidationError
 from transformers import AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from obert_train._checkpoint import atomic_write_text, save_checkpoint, sparsity_report
 from obert_train._config import OneShotConfig, parse_memory
@@ -145,6 +146,8 @@ def oneshot(
 ) -> None:
     """Prune MODEL one-shot to each --sparsity; write checkpoints and OUT/metrics.json."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not progress:
+        hf_logging.disable_progress_bar()
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -195,7 +198,9 @@ def oneshot(
                 {
                     "target_sparsity": 0.0,
                     "achieved_sparsity": oneshot_sparsity(dense, configs[0]),
-                    "metrics": the_task.evaluate(dense, batch_size=eval_batch_size),
+                    "metrics": the_task.evaluate(
+                        dense, batch_size=eval_batch_size, progress=progress
+                    ),
                     "timings": {"eval_s": time.perf_counter() - t0},
                     "output_dir": "(input model)",
                 }
@@ -222,7 +227,9 @@ def oneshot(
             }
             if evaluate:
                 t0 = time.perf_counter()
-                row["metrics"] = the_task.evaluate(net, batch_size=eval_batch_size)
+                row["metrics"] = the_task.evaluate(
+                    net, batch_size=eval_batch_size, progress=progress
+                )
                 row["timings"]["eval_s"] = time.perf_counter() - t0
             out = output_dir / f"sparsity-{cfg.sparsity:.2f}"
             recipe = {

@@ -1,0 +1,69 @@
+"""Worker for test_distributed.py, launched by torchrun (gloo): prunes and saves the results.
+
+Usage: dist_worker.py MODEL_DIR DATA_DIR OUT_DIR
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from obert_train import (
+    DistContext,
+    GradientSampler,
+    OneShotConfig,
+    load_task,
+    oneshot_prune,
+    resolve_target_params,
+)
+
+SETTINGS = {
+    "global": {"sparsity": 0.6, "num_grads": 6, "grad_batch_size": 4, "block_size": 16},
+    "grouped-layer": {
+        "sparsity": 0.5,
+        "num_grads": 6,
+        "grad_batch_size": 4,
+        "block_size": 16,
+        "scope": "layer",
+        "max_memory": 3_000_000,
+    },
+}
+DAMP = 1e-3  # a well-conditioned Fisher: shard padding changes round-off only
+
+
+def run(model_dir: str, data_dir: str, out_dir: Path, ctx: DistContext) -> None:
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    task = load_task("sst2", tokenizer, data_dir=data_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    params = resolve_target_params(model)
+    sampler = GradientSampler.from_task(
+        model, task, batch_size=4, num_grads=3, progress=False, dist_ctx=ctx
+    )
+    grads = [{n: g.clone() for n, g in c.items()} for c in sampler.chunks(params, chunk_size=3)]
+    result: dict[str, object] = {"grads": grads[0]}
+    for key, settings in SETTINGS.items():
+        net = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        cfg = OneShotConfig(damp=DAMP, **settings)  # type: ignore[arg-type]
+        lines: list[str] = []
+        oneshot_prune(net, cfg, task=task, progress=False, dist_ctx=ctx, log=lines.append)
+        result[key] = {n: p.detach().clone() for n, p in resolve_target_params(net).items()}
+        result[f"{key}-log"] = lines
+    torch.save(result, out_dir / f"rank{ctx.rank}.pt")
+
+
+def main() -> None:
+    model_dir, data_dir, out_dir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    dist.init_process_group("gloo")
+    try:
+        run(model_dir, data_dir, out_dir, DistContext.current())
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

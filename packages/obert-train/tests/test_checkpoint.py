@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
+
+from obert_train import (
+    OneShotConfig,
+    atomic_directory,
+    atomic_write_text,
+    oneshot_prune,
+    resolve_target_params,
+    save_checkpoint,
+    sparsity_report,
+)
+
+
+def test_pruned_checkpoint_loads_with_plain_from_pretrained(
+    tiny_bert: BertForSequenceClassification, tmp_path: Path
+) -> None:
+    cfg = OneShotConfig(method="magnitude", sparsity=0.6)
+    oneshot_prune(tiny_bert, cfg)
+    out = tmp_path / "pruned"
+    report = save_checkpoint(tiny_bert, out, recipe=cfg.model_dump())
+    assert (out / "model.safetensors").is_file()
+    assert not list(tmp_path.glob(".pruned.*"))  # no temporary folders left behind
+    loaded = AutoModelForSequenceClassification.from_pretrained(out)
+    for name, p in tiny_bert.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], p)
+    sparsity = json.loads((out / "sparsity.json").read_text())
+    assert sparsity == report
+    assert sparsity["global"]["sparsity"] == pytest.approx(0.6, abs=1e-4)
+    assert len(sparsity["tensors"]) == 12
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["sparsity"] == 0.6
+
+    # Loading the pruned checkpoint and pruning further keeps the earlier mask.
+    before = {n: p != 0 for n, p in resolve_target_params(loaded).items()}
+    oneshot_prune(loaded, OneShotConfig(method="magnitude", sparsity=0.8))
+    for name, p in resolve_target_params(loaded).items():
+        assert not torch.any((p != 0) & ~before[name])
+    assert sparsity_report(loaded)["global"]["sparsity"] == pytest.approx(0.8, abs=1e-4)
+
+
+def test_failed_save_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "ckpt"
+    with atomic_directory(out) as tmp:
+        (tmp / "weights").write_text("old")
+
+    def half_written() -> None:
+        with atomic_directory(out) as tmp:
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        half_written()
+    assert (out / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    with atomic_directory(out) as tmp:
+        (tmp / "weights").write_text("new")
+    assert (out / "weights").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_atomic_write_text(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "metrics.json"
+    atomic_write_text(path, "{}")
+    atomic_write_text(path, '{"a": 1}')
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]

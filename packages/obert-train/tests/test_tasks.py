@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    BertForMaskedLM,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertTokenizer,
+)
+
+from obert_train import (
+    ClassificationTask,
+    DataError,
+    MaskedLMTask,
+    SquadTask,
+    load_hub_split,
+    load_task,
+    squad_metrics,
+    squad_normalize_answer,
+)
+from obert_train._hub import convert_rows
+
+
+def _tiny(cls: type, tokenizer: BertTokenizer) -> torch.nn.Module:
+    from transformers import BertConfig
+
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    model: torch.nn.Module = cls(cfg)
+    model.eval()
+    return model
+
+
+def test_classification_accuracy_matches_a_hand_count(
+    tiny_bert: BertForSequenceClassification, tokenizer: BertTokenizer, sst2_dir: Path
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    assert isinstance(task, ClassificationTask)
+    assert task.labels == ["0", "1"]
+    assert len(task.train_features) == 36
+    metrics = task.evaluate(tiny_bert, batch_size=4, progress=False)
+    with torch.no_grad():
+        batch = task.collate(task.dev_features)
+        predicted = tiny_bert(**batch).logits.argmax(-1)
+    assert metrics["accuracy"] == float((predicted == batch["labels"]).float().mean())
+    assert metrics["num_examples"] == 6
+
+
+def test_load_task_errors(tokenizer: BertTokenizer, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="unknown task 'cola'"):
+        load_task("cola", tokenizer, data_dir=tmp_path)
+    with pytest.raises(DataError, match=r"looked for \['train-v1.1.json', 'train.json'\]"):
+        load_task("squad", tokenizer, data_dir=tmp_path)
+    with pytest.raises(DataError, match="give data_dir, dataset or a train file"):
+        load_task("mlm", tokenizer)
+
+
+def test_dev_file_optional_without_eval(tokenizer: BertTokenizer, sst2_dir: Path) -> None:
+    (sst2_dir / "dev.tsv").unlink()
+    with pytest.raises(DataError, match="no dev file"):
+        load_task("sst2", tokenizer, data_dir=sst2_dir)
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir, need_dev=False, max_train_samples=10)
+    assert len(task.train_features) == 10
+
+
+def test_squad_normalisation_and_metric() -> None:
+    assert squad_normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
+    assert squad_normalize_answer("an apple a day") == "apple day"
+    from obert_train import SquadExample
+
+    examples = [
+        SquadExample("1", "", "q", "ctx", ("the cat", "a dog"), (0, 0)),
+        SquadExample("2", "", "q", "ctx", ("Paris",), (0,)),
+    ]
+    metrics = squad_metrics({"1": "cat", "2": "Paris France"}, examples)
+    assert metrics["exact_match"] == pytest.approx(50.0)
+    assert metrics["f1"] == pytest.approx(100 * (1.0 + 2 / 3) / 2)
+    with pytest.raises(DataError, match="no prediction"):
+        squad_metrics({"1": "cat"}, examples)
+
+
+def test_squad_features_point_at_the_answer(tokenizer: BertTokenizer, squad_dir: Path) -> None:
+    task = load_task(
+        "squad",
+        tokenizer,
+        data_dir=squad_dir,
+        max_seq_length=32,
+        doc_stride=8,
+        max_query_length=12,
+    )
+    assert isinstance(task, SquadTask)
+    assert len(task.train_features) > 16  # long context -> several windows per question
+    found = 0
+    for feature in task.train_features:
+        s, e = feature["start_positions"], feature["end_positions"]
+        if s == 0:
+            continue
+        found += 1
+        text = tokenizer.decode(feature["input_ids"][s : e + 1])
+        assert text in {"on the mat", "near the door", "paris", "berlin"}
+    assert found >= 4
+
+
+def test_squad_postprocess_picks_the_best_valid_span(
+    tokenizer: BertTokenizer, squad_dir: Path
+) -> None:
+    task = load_task(
+        "squad", tokenizer, data_dir=squad_dir, max_seq_length=40, doc_stride=8, max_query_length=12
+    )
+    assert isinstance(task, SquadTask)
+    starts, ends = [], []
+    for f, feature in enumerate(task.dev_features):
+        n = len(feature["input_ids"])
+        s, e = np.full(n, -10.0), np.full(n, -10.0)
+        example = task.dev_examples[task._dev_example[f]]
+        offsets = task._dev_offsets[f]
+        target = example.answer_starts[0]
+        for i, off in enumerate(offsets):
+            if off is not None and off[0] == target:
+                s[i] = 5.0
+            if off is not None and off[1] == target + len(example.answers[0]):
+                e[i] = 5.0
+        s[0] = e[0] = 100.0  # CLS is never a valid span
+        starts.append(s)
+        ends.append(e)
+    predictions = task.postprocess(starts, ends)
+    assert predictions == {e.qid: e.answers[0] for e in task.dev_examples}
+    model = _tiny(BertForQuestionAnswering, tokenizer)
+    metrics = task.evaluate(model, progress=False)
+    assert 0.0 <= metrics["f1"] <= 100.0
+    assert metrics["num_examples"] == 4
+
+
+def test_squad_rejects_a_stride_that_cannot_fit(tokenizer: BertTokenizer, squad_dir: Path) -> None:
+    with pytest.raises(ValueError, match="doc_stride"):
+        load_task("squad", tokenizer, data_dir=squad_dir, max_seq_length=64, doc_stride=60)
+
+
+def test_mlm_blocks_and_fixed_dev_masks(tokenizer: BertTokenizer, mlm_dir: Path) -> None:
+    task = load_task("mlm", tokenizer, data_dir=mlm_dir, max_seq_length=16)
+    assert isinstance(task, MaskedLMTask)
+    assert all(len(f["input_ids"]) == 16 for f in task.train_features)
+    assert task.train_features[0]["input_ids"][0] == tokenizer.cls_token_id
+    batch = task.collate(task.train_features[:4])
+    assert (batch["labels"] != -100).any()
+    model = _tiny(BertForMaskedLM, tokenizer)
+    first = task.evaluate(model, progress=False)
+    assert first == task.evaluate(model, progress=False)  # same masked tokens every time
+    assert first["perplexity"] == pytest.approx(np.exp(first["loss"]))
+    assert 1.0 < first["perplexity"] < 10 * len(tokenizer)
+
+
+def test_mlm_too_little_text(tokenizer: BertTokenizer, tmp_path: Path) -> None:
+    (tmp_path / "train.txt").write_text("the cat\n")
+    (tmp_path / "valid.txt").write_text("the cat\n")
+    with pytest.raises(DataError, match="fewer than one block"):
+        load_task("mlm", tokenizer, data_dir=tmp_path, max_seq_length=16)
+
+
+def test_hub_rows_convert_to_records() -> None:
+    cls = convert_rows("sst2", [{"sentence": "good", "label": 1, "idx": 0}], "glue:sst2")
+    assert cls[0].text_a == "good"
+    assert cls[0].label == "1"
+    squad = convert_rows(
+        "squad",
+        [
+            {
+                "id": "a",
+                "title": "t",
+                "context": "abc",
+                "question": "q",
+                "answers": {"text": ["b"], "answer_start": [1]},
+            }
+        ],
+        "squad",
+    )
+    assert squad[0].answers == ("b",)
+    assert convert_rows("mlm", [{"text": " x "}, {"text": " "}], "wikitext") == ["x"]
+    with pytest.raises(DataError, match="MLM needs a 'text' column"):
+        convert_rows("mlm", [{"body": "x"}], "bad")
+
+
+def test_hub_loading_goes_through_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fake_load_dataset(path: str, config: str | None, split: str) -> list[dict[str, object]]:
+        calls.append((path, config, split))
+        return [{"sentence": "fine", "label": 0}]
+
+    monkeypatch.setitem(
+        sys.modules, "datasets", types.SimpleNamespace(load_dataset=fake_load_dataset)
+    )
+    examples = load_hub_split("glue-tsv", "glue:sst2", "validation")
+    assert calls == [("glue", "sst2", "validation")]
+    assert examples[0].text_a == "fine"
