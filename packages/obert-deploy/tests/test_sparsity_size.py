@@ -82,9 +82,7 @@ def test_size_report_measures_bitmask_storage(tmp_path: Path) -> None:
     payload = sparse_w.size // 8 + nnz * 4  # bitmask + fp32 non-zeros
     graph_bytes = sparse.bitmask_bytes - payload
     assert 0 < graph_bytes < 300  # only the graph structure remains
-    assert dense.bitmask_bytes == dense.file_bytes - (
-        dense.file_bytes - dense_w.nbytes - graph_bytes
-    ) or (dense.bitmask_bytes >= dense_w.nbytes)
+    assert dense.bitmask_bytes == graph_bytes + dense_w.nbytes  # no zeros: stored densely
     assert sparse.csr_bytes == graph_bytes + nnz * (4 + 2) + 65 * 4
     assert sparse.weight_sparsity == pytest.approx(0.9, abs=1e-3)
     assert sparse.reference_bytes == dense.file_bytes
@@ -95,3 +93,35 @@ def test_size_report_measures_bitmask_storage(tmp_path: Path) -> None:
     assert dense.compression_ratio < 1.2
     table = size_table_markdown([dense, sparse])
     assert "sparse.onnx" in table and "90%" in table
+
+
+def test_size_report_splits_embeddings(tmp_path: Path) -> None:
+    table = _sparse((100, 64), 0.0, 4)
+    weight = _sparse((64, 256), 0.9, 5)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"]),
+        helper.make_node("MatMul", ["emb", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(weight, "w")],
+    )
+    path = tmp_path / "emb.onnx"
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8),
+        str(path),
+    )
+    report = size_report(path)
+    assert report.embedding_fp32_bytes == table.nbytes
+    assert report.non_embedding_fp32_bytes == weight.nbytes
+    nnz_bytes = weight.size // 8 + int((weight != 0).sum()) * 4
+    assert report.non_embedding_bitmask_gzip_bytes < nnz_bytes  # gzip only shrinks it further
+    assert report.non_embedding_ratio == pytest.approx(
+        weight.nbytes / report.non_embedding_bitmask_gzip_bytes
+    )
+    assert report.non_embedding_ratio > 4  # 90 % zeros: ~7x before gzip
+    assert report.weight_sparsity == pytest.approx(0.9, abs=1e-3)  # the table is not a "weight"
+    assert report.to_dict()["non_embedding_ratio"] == report.non_embedding_ratio

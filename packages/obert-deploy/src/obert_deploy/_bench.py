@@ -295,6 +295,7 @@ def benchmark(
         weight_sparsity=float(sparsity),
         cpu=cpu_info().to_dict(),
         meta={
+            **runners[0].info(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -60,6 +60,10 @@ class Runner(Protocol):
         """Run one batch and return the outputs in graph order."""
         ...
 
+    def info(self) -> dict[str, str]:
+        """Engine-specific facts about the compiled model (for reports)."""
+        ...
+
 
 def engine_available(engine: str) -> bool:
     """True when ``engine`` can be imported here."""
@@ -107,6 +111,9 @@ class _OrtRunner:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return list(self.session.run(None, feeds))
 
+    def info(self) -> dict[str, str]:
+        return {"providers": ",".join(self.session.get_providers())}
+
 
 @dataclass
 class _DeepSparseRunner:
@@ -116,6 +123,12 @@ class _DeepSparseRunner:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return list(self.compiled.run([feeds[spec.name] for spec in self.inputs]))
+
+    def info(self) -> dict[str, str]:
+        # Share of graph ops DeepSparse runs with its own kernels (the rest falls back to its
+        # bundled ONNX Runtime), and the ISA it compiled for.
+        keys = ("fraction_of_supported_ops", "cpu_avx_type", "cpu_vnni", "num_streams")
+        return {k: str(getattr(self.compiled, k, "?")) for k in keys}
 
 
 def _ort_runner(path: str, inputs: list[OnnxInput], threads: int, **_: Any) -> Runner:

@@ -40,6 +40,10 @@ class SizeReport:
         dense_fp32_bytes: Size the same parameters take as dense fp32 (integer tensors counted at
             4 bytes per entry) plus the graph: the "uncompressed fp32" baseline of this model.
         weight_sparsity: Fraction of zeros over non-embedding 2-D weights.
+        embedding_fp32_bytes: Dense fp32 size of the embedding tables (initializers read only by
+            ``Gather``, directly or through ``DequantizeLinear``); encoder pruning leaves them.
+        non_embedding_fp32_bytes: Dense fp32 size of all other initializers.
+        non_embedding_bitmask_gzip_bytes: Bitmask form of those other initializers after gzip.
         reference_bytes: ``file_bytes`` of the reference model (dense fp32 export), if given.
     """
 
@@ -51,6 +55,9 @@ class SizeReport:
     csr_bytes: int
     dense_fp32_bytes: int
     weight_sparsity: float
+    embedding_fp32_bytes: int = 0
+    non_embedding_fp32_bytes: int = 0
+    non_embedding_bitmask_gzip_bytes: int = 0
     reference_bytes: int | None = None
 
     @property
@@ -64,37 +71,73 @@ class SizeReport:
         baseline = self.reference_bytes or self.dense_fp32_bytes
         return baseline / self.best_compressed_bytes
 
+    @property
+    def non_embedding_ratio(self) -> float:
+        """Dense fp32 bytes of the non-embedding weights over their bitmask+gzip bytes."""
+        if not self.non_embedding_bitmask_gzip_bytes:
+            return 0.0
+        return self.non_embedding_fp32_bytes / self.non_embedding_bitmask_gzip_bytes
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict including the derived figures."""
         return {
             **asdict(self),
             "best_compressed_bytes": self.best_compressed_bytes,
             "compression_ratio": self.compression_ratio,
+            "non_embedding_ratio": self.non_embedding_ratio,
         }
 
 
-def _tensor_payloads(model: onnx.ModelProto) -> tuple[bytes, int, int]:
-    """Return (bitmask byte stream, CSR estimate bytes, dense fp32 bytes) of all initializers."""
+@dataclass
+class _Payload:
+    """Serialised tensors and size tallies, split into embedding and other tensors."""
+
+    embedding: list[bytes]
+    other: list[bytes]
+    csr_bytes: int = 0
+    embedding_fp32: int = 0
+    other_fp32: int = 0
+
+
+def _embedding_names(model: onnx.ModelProto) -> set[str]:
+    """Initializers read only by ``Gather`` (directly or through ``DequantizeLinear``)."""
+    consumers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, set()).add(node.op_type)
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input:
+            consumers[node.input[0]] = consumers.get(node.output[0], set()) or {"DequantizeLinear"}
+    return {name for name, ops in consumers.items() if ops == {"Gather"}}
+
+
+def _tensor_payloads(model: onnx.ModelProto) -> _Payload:
+    """Serialise every initializer densely or as bitmask + non-zeros, whichever is smaller."""
     zero_points = _zero_points(model)
-    chunks: list[bytes] = []
-    csr_total = 0
-    fp32_total = 0
+    embeddings = _embedding_names(model)
+    payload = _Payload(embedding=[], other=[])
     for init in model.graph.initializer:
         array = numpy_helper.to_array(init)
         dense = np.ascontiguousarray(array).tobytes()
-        fp32_total += 4 * array.size if array.dtype != np.float64 else 8 * array.size
+        fp32 = 4 * array.size if array.dtype != np.float64 else 8 * array.size
         zero = zero_points.get(init.name, np.zeros((), dtype=array.dtype))
         nonzero = array != zero if array.size else np.zeros(0, dtype=bool)
         nnz = int(nonzero.sum())
         bitmask = np.packbits(nonzero.reshape(-1)).tobytes() + array[nonzero].tobytes()
-        chunks.append(bitmask if len(bitmask) < len(dense) else dense)
+        chunk = bitmask if len(bitmask) < len(dense) else dense
+        if init.name in embeddings:
+            payload.embedding.append(chunk)
+            payload.embedding_fp32 += fp32
+        else:
+            payload.other.append(chunk)
+            payload.other_fp32 += fp32
         if array.ndim == 2:
             index_bytes = 2 if array.shape[1] < 65536 else 4
             csr = nnz * (array.itemsize + index_bytes) + (array.shape[0] + 1) * 4
-            csr_total += min(csr, len(dense))
+            payload.csr_bytes += min(csr, len(dense))
         else:
-            csr_total += len(dense)
-    return b"".join(chunks), csr_total, fp32_total
+            payload.csr_bytes += len(dense)
+    return payload
 
 
 def size_report(
@@ -115,7 +158,9 @@ def size_report(
     file = Path(path)
     model = load_onnx(file)
     raw = file.read_bytes()
-    stream, csr_tensors, fp32_tensors = _tensor_payloads(model)
+    payload = _tensor_payloads(model)
+    embedding_stream = b"".join(payload.embedding)
+    other_stream = b"".join(payload.other)
     graph_only = onnx.ModelProto()
     graph_only.CopyFrom(model)
     del graph_only.graph.initializer[:]
@@ -123,17 +168,22 @@ def size_report(
     weights = [w for w in onnx_weight_sparsity(model) if not w.is_embedding]
     total = sum(int(np.prod(w.shape)) for w in weights)
     sparsity = sum(w.sparsity * int(np.prod(w.shape)) for w in weights) / total if total else 0.0
+
+    def gz(data: bytes) -> int:
+        return len(gzip.compress(data, compresslevel=gzip_level, mtime=0))
+
     return SizeReport(
         path=str(file),
         file_bytes=len(raw),
-        gzip_bytes=len(gzip.compress(raw, compresslevel=gzip_level, mtime=0)),
-        bitmask_bytes=len(graph_bytes) + len(stream),
-        bitmask_gzip_bytes=len(
-            gzip.compress(graph_bytes + stream, compresslevel=gzip_level, mtime=0)
-        ),
-        csr_bytes=len(graph_bytes) + csr_tensors,
-        dense_fp32_bytes=len(graph_bytes) + fp32_tensors,
+        gzip_bytes=gz(raw),
+        bitmask_bytes=len(graph_bytes) + len(embedding_stream) + len(other_stream),
+        bitmask_gzip_bytes=gz(graph_bytes + embedding_stream + other_stream),
+        csr_bytes=len(graph_bytes) + payload.csr_bytes,
+        dense_fp32_bytes=len(graph_bytes) + payload.embedding_fp32 + payload.other_fp32,
         weight_sparsity=float(sparsity),
+        embedding_fp32_bytes=payload.embedding_fp32,
+        non_embedding_fp32_bytes=payload.other_fp32,
+        non_embedding_bitmask_gzip_bytes=gz(other_stream) if other_stream else 0,
         reference_bytes=Path(reference).stat().st_size if reference is not None else None,
     )
 
@@ -146,13 +196,13 @@ def size_table_markdown(reports: list[SizeReport]) -> str:
     """Render size reports as a markdown table (sizes in MB = 10^6 bytes)."""
     lines = [
         "| model | sparsity | file MB | gzip MB | bitmask MB | bitmask+gzip MB | CSR est. MB | "
-        "ratio vs dense fp32 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "ratio vs dense fp32 | non-embedding ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in reports:
         lines.append(
             f"| {Path(r.path).name} | {r.weight_sparsity:.0%} | {_mb(r.file_bytes)} | "
             f"{_mb(r.gzip_bytes)} | {_mb(r.bitmask_bytes)} | {_mb(r.bitmask_gzip_bytes)} | "
-            f"{_mb(r.csr_bytes)} | {r.compression_ratio:.1f}x |"
+            f"{_mb(r.csr_bytes)} | {r.compression_ratio:.1f}x | {r.non_embedding_ratio:.1f}x |"
         )
     return "\n".join(lines)

