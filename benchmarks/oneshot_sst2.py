@@ -1,11 +1,28 @@
 """Real evaluation of one-shot oBERT pruning: MiniLM-L6 (all-MiniLM-L6-v2) on SST-2.
 
-Step 1 (``finetune``): fine-tune the dense model for sentence classification on a subset of the
-SST-2 training set and report dev accuracy on all 872 dev sentences.
+Sub-commands (run from the repository root, one at a time; the CPU is shared):
 
-Run from the repository root::
+``finetune``
+    Fine-tune the dense model for sentence classification on a seeded subset of the SST-2
+    training set; report dev accuracy on all 872 dev sentences.  Saves ``runs/minilm-sst2-dense``.
+``prune``
+    One-shot prune the fine-tuned model at 50/60/70/80/90 % of the encoder Linear weights with
+    magnitude, oBERT superpose, oBERT joint (one shared dense Fisher), oBERT joint with the
+    Fisher recomputed every 10 points (0 -> 50 -> 60 -> ... -> 90 %, ``chain``) and oBERT with
+    ``num_recomputations = k`` at the ``--recompute-sparsities``; evaluate every model on all
+    dev sentences.  Results are appended to
+    ``benchmarks/results/oneshot_sst2.json`` (finished entries are skipped on a re-run).
+``damp-grid``
+    Dev accuracy of oBERT (joint and superpose) at 70 % and 80 % for damp in 1e-4 ... 1e-8
+    (the grid the oBERT README recommends), and for several numbers of gradients m.
+``report``
+    Print the Markdown tables and draw ``docs/img/oneshot_sst2_accuracy.png``.
 
-    .venv/bin/python benchmarks/oneshot_sst2.py finetune --train-samples 16000
+Example::
+
+    .venv/bin/python benchmarks/oneshot_sst2.py finetune --train-samples 12000
+    .venv/bin/python benchmarks/oneshot_sst2.py prune --num-grads 256
+    .venv/bin/python benchmarks/oneshot_sst2.py report
 """
 
 from __future__ import annotations
@@ -14,22 +31,32 @@ import argparse
 import importlib.util
 import json
 import os
+import platform
 import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoTokenizer
 
-from obert_train._checkpoint import atomic_write_text, save_checkpoint
-from obert_train._data import read_glue_tsv
-from obert_train._finetune import finetune
-from obert_train._tasks import ClassificationTask
+from obert_train import (
+    ClassificationTask,
+    OneShotConfig,
+    atomic_write_text,
+    finetune,
+    oneshot_prune,
+    read_glue_tsv,
+    save_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs"
 DENSE_DIR = RUNS / "minilm-sst2-dense"
+RESULTS = REPO / "benchmarks" / "results" / "oneshot_sst2.json"
+PLOT = REPO / "docs" / "img" / "oneshot_sst2_accuracy.png"
+SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def data_dir() -> Path:
@@ -45,7 +72,7 @@ def minilm_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def make_task(tokenizer, train_samples: int, max_seq_length: int, seed: int) -> ClassificationTask:
+def make_task(tokenizer: Any, train_samples: int | None, max_seq_length: int, seed: int) -> Any:
     train = read_glue_tsv(data_dir() / "train.tsv")
     dev = read_glue_tsv(data_dir() / "dev.tsv")
     if train_samples and train_samples < len(train):
@@ -53,13 +80,19 @@ def make_task(tokenizer, train_samples: int, max_seq_length: int, seed: int) -> 
     return ClassificationTask(tokenizer, train, dev, max_seq_length=max_seq_length)
 
 
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+# --------------------------------------------------------------------------- finetune
+
+
 def cmd_finetune(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     task = make_task(tokenizer, args.train_samples, args.max_seq_length, args.seed)
     model = task.load_model(str(minilm_dir()))
-    before = task.evaluate(model)
-    print(f"dev accuracy before fine-tuning (random head): {before['accuracy']:.4f}")
     result = finetune(
         model,
         task,
@@ -82,7 +115,6 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         "seed": args.seed,
         "torch_threads": args.threads,
     }
-    save_checkpoint(model, args.output_dir, tokenizer=tokenizer, recipe=recipe)
     summary = {
         **recipe,
         "dev_accuracy": metrics["accuracy"],
@@ -92,15 +124,218 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         "train_seconds": result.seconds,
         "eval_seconds": eval_s,
     }
-    atomic_write_text(Path(args.output_dir) / "finetune.json", json.dumps(summary, indent=2) + "\n")
+    save_checkpoint(
+        model,
+        args.output_dir,
+        tokenizer=tokenizer,
+        recipe=recipe,
+        extra_files={"finetune.json": json.dumps(summary, indent=2) + "\n"},
+    )
     print(json.dumps(summary, indent=2))
+
+
+# --------------------------------------------------------------------------- prune
+
+
+class Runner:
+    """Loads the dense model once; prunes copies of it and records dev accuracy."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        torch.set_num_threads(args.threads)
+        self.args = args
+        self.tokenizer = AutoTokenizer.from_pretrained(args.dense_dir)
+        self.task = make_task(self.tokenizer, args.train_samples, args.max_seq_length, 0)
+        self.dense = self.task.load_model(str(args.dense_dir)).eval()
+        self.dense_state = {k: v.clone() for k, v in self.dense.state_dict().items()}
+        self.results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
+
+    def fresh(self) -> Any:
+        self.dense.load_state_dict(self.dense_state)
+        return self.dense
+
+    def save(self) -> None:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(RESULTS, json.dumps(self.results, indent=2) + "\n")
+
+    def evaluate(self, key: str, model: Any, extra: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        metrics = self.task.evaluate(model, batch_size=128)
+        extra = {**extra, "dev_accuracy": metrics["accuracy"], "dev_loss": metrics["loss"]}
+        extra["eval_s"] = time.perf_counter() - t0
+        self.results["runs"][key] = extra
+        self.save()
+        print(f"{key}: dev accuracy {metrics['accuracy']:.4f}", flush=True)
+
+    def prune(self, key: str, cfg: OneShotConfig, cache: dict[str, Any] | None = None) -> None:
+        if key in self.results["runs"]:
+            print(f"{key}: done before, skipped")
+            return
+        model = self.fresh()
+        result = oneshot_prune(model, cfg, task=self.task, fisher_cache=cache, log=print)
+        self.evaluate(
+            key,
+            model,
+            {
+                "method": cfg.method,
+                "mode": cfg.mode,
+                "sparsity": cfg.sparsity,
+                "achieved_sparsity": result.sparsity,
+                "num_recomputations": cfg.num_recomputations,
+                "num_grads": cfg.num_grads,
+                "damp": cfg.damp,
+                "block_size": cfg.block_size,
+                "grad_batch_size": cfg.grad_batch_size,
+                "timings": result.timings,
+            },
+        )
+
+
+def obert_cfg(args: argparse.Namespace, **kwargs: Any) -> OneShotConfig:
+    base = {
+        "method": "obert",
+        "num_grads": args.num_grads,
+        "grad_batch_size": args.grad_batch_size,
+        "block_size": args.block_size,
+        "damp": args.damp,
+        "seed": args.seed,
+    }
+    return OneShotConfig(**{**base, **kwargs})
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    run = Runner(args)
+    run.results["setup"] = {
+        "dense_dir": str(args.dense_dir.relative_to(REPO)),
+        "train_examples_for_gradients": len(run.task.train_features),
+        "max_seq_length": args.max_seq_length,
+        "machine": machine(),
+        "threads": args.threads,
+    }
+    if "dense" not in run.results["runs"]:
+        run.evaluate("dense", run.fresh(), {"sparsity": 0.0})
+    tag = f"m{args.num_grads}-d{args.damp:g}"
+    if "magnitude" in args.stages:
+        for s in SPARSITIES:
+            run.prune(f"magnitude@{s}", OneShotConfig(method="magnitude", sparsity=s))
+    cache: dict[str, Any] = {}  # the dense Fisher is the same for every target and both modes
+    if "obert" in args.stages:
+        for mode in ("superpose", "joint"):
+            for s in SPARSITIES:
+                run.prune(f"obert-{mode}-{tag}@{s}", obert_cfg(args, mode=mode, sparsity=s), cache)
+    if "chain" in args.stages:
+        # Recompute the Fisher at every 10 points: 0 -> 50 -> 60 -> 70 -> 80 -> 90 %, each step
+        # pruning the previous step's model further (its zeros stay zero).
+        if all(f"obert-joint-{tag}-chain@{s}" in run.results["runs"] for s in SPARSITIES):
+            print("chain: done before, skipped")
+        else:
+            model = run.fresh()
+            for i, s in enumerate(SPARSITIES):
+                cfg = obert_cfg(args, mode="joint", sparsity=s, seed=args.seed + i)
+                result = oneshot_prune(
+                    model, cfg, task=run.task, fisher_cache=cache if i == 0 else None, log=print
+                )
+                run.evaluate(
+                    f"obert-joint-{tag}-chain@{s}",
+                    model,
+                    {
+                        "method": "obert",
+                        "mode": "joint",
+                        "sparsity": s,
+                        "achieved_sparsity": result.sparsity,
+                        "num_recomputations": i + 1,
+                        "num_grads": cfg.num_grads,
+                        "damp": cfg.damp,
+                        "block_size": cfg.block_size,
+                        "grad_batch_size": cfg.grad_batch_size,
+                        "timings": result.timings,
+                    },
+                )
+    if "recompute" in args.stages:
+        for k in args.recomputations:
+            for s in args.recompute_sparsities:
+                key = f"obert-joint-{tag}-k{k}@{s}"
+                run.prune(key, obert_cfg(args, mode="joint", sparsity=s, num_recomputations=k))
+
+
+def cmd_damp_grid(args: argparse.Namespace) -> None:
+    run = Runner(args)
+    for m in args.grid_num_grads:
+        for damp in args.damps:
+            cache: dict[str, Any] = {}
+            for mode in ("joint", "superpose"):
+                for s in args.grid_sparsities:
+                    key = f"obert-{mode}-m{m}-d{damp:g}@{s}"
+                    run.prune(
+                        key, obert_cfg(args, mode=mode, sparsity=s, num_grads=m, damp=damp), cache
+                    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.loads(RESULTS.read_text())
+    runs: dict[str, Any] = data["runs"]
+    dense = runs["dense"]["dev_accuracy"]
+    m, d = args.num_grads, f"{args.damp:g}"
+    series = {
+        "magnitude": "magnitude",
+        "oBERT superpose": f"obert-superpose-m{m}-d{d}",
+        "oBERT joint": f"obert-joint-m{m}-d{d}",
+        **{
+            f"oBERT joint, {k} recomputations": f"obert-joint-m{m}-d{d}-k{k}"
+            for k in args.recomputations
+        },
+    }
+    header = "| method | " + " | ".join(f"{int(s * 100)}%" for s in SPARSITIES) + " |"
+    print(f"dense dev accuracy: {100 * dense:.2f}\n")
+    print(header)
+    print("|---" * (len(SPARSITIES) + 1) + "|")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, prefix in series.items():
+        accs = [runs.get(f"{prefix}@{s}", {}).get("dev_accuracy") for s in SPARSITIES]
+        cells = ["–" if a is None else f"{100 * a:.2f}" for a in accs]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+        pts = [(100 * s, 100 * a) for s, a in zip(SPARSITIES, accs, strict=True) if a is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+    grid = sorted(
+        (k, v)
+        for k, v in runs.items()
+        if k.startswith("obert-") and "-k" not in k.split("@")[0] and "chain" not in k
+    )
+    if grid:
+        print("\n| mode | m | damp | sparsity | dev accuracy |\n|---|---|---|---|---|")
+        for _key, v in grid:
+            print(
+                f"| {v['mode']} | {v['num_grads']} | {v['damp']:g} | {int(100 * v['sparsity'])}% "
+                f"| {100 * v['dev_accuracy']:.2f} |"
+            )
+    ax.axhline(100 * dense, color="grey", linestyle="--", label=f"dense ({100 * dense:.1f})")
+    ax.axhline(50.9, color="lightgrey", linestyle=":", label="majority class (50.9)")
+    ax.set_xlabel("sparsity of the encoder Linear weights (%)")
+    ax.set_ylabel("SST-2 dev accuracy (%)")
+    ax.set_title(f"One-shot pruning of MiniLM-L6 on SST-2 (m = {m}, B = {args.block_size})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    tmp = PLOT.with_name(f".{PLOT.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(PLOT)
+    print(f"\nplot: {PLOT.relative_to(REPO)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     ft = sub.add_parser("finetune", help="fine-tune the dense MiniLM-L6 on SST-2")
-    ft.add_argument("--train-samples", type=int, default=16000)
+    ft.add_argument("--train-samples", type=int, default=12000)
     ft.add_argument("--epochs", type=float, default=1.0)
     ft.add_argument("--batch-size", type=int, default=32)
     ft.add_argument("--lr", type=float, default=5e-5)
@@ -109,6 +344,24 @@ def main() -> None:
     ft.add_argument("--threads", type=int, default=2)
     ft.add_argument("--output-dir", type=Path, default=DENSE_DIR)
     ft.set_defaults(func=cmd_finetune)
+    for name, func in (("prune", cmd_prune), ("damp-grid", cmd_damp_grid), ("report", cmd_report)):
+        p = sub.add_parser(name)
+        p.add_argument("--dense-dir", type=Path, default=DENSE_DIR)
+        p.add_argument("--train-samples", type=int, default=None, help="default: all of train")
+        p.add_argument("--max-seq-length", type=int, default=64)
+        p.add_argument("--num-grads", type=int, default=256)
+        p.add_argument("--grad-batch-size", type=int, default=16)
+        p.add_argument("--block-size", type=int, default=50)
+        p.add_argument("--damp", type=float, default=1e-7)
+        p.add_argument("--recomputations", type=int, nargs="*", default=[4])
+        p.add_argument("--recompute-sparsities", type=float, nargs="*", default=[0.9])
+        p.add_argument("--stages", nargs="*", default=["magnitude", "obert", "chain", "recompute"])
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--damps", type=float, nargs="*", default=[1e-4, 1e-5, 1e-6, 1e-7, 1e-8])
+        p.add_argument("--grid-num-grads", type=int, nargs="*", default=[256])
+        p.add_argument("--grid-sparsities", type=float, nargs="*", default=[0.7, 0.8])
+        p.set_defaults(func=func)
     args = parser.parse_args()
     args.func(args)
 

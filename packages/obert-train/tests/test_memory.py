@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from obert_train import MemoryPlanError, group_peak_bytes, plan_memory
+from obert_train import MemoryPlanError, gram_precision, group_peak_bytes, plan_memory
 from obert_train._memory import fisher_bytes, format_bytes
 
 BERT_BASE = {
@@ -35,7 +35,7 @@ def test_everything_fits_in_one_group() -> None:
 
 
 def test_groups_when_the_whole_does_not_fit() -> None:
-    budget = 24 * 2**30
+    budget = 10 * 2**30
     plan = plan_memory(
         BERT_BASE, 50, num_grads=1024, budget_bytes=budget, fisher_method="streaming"
     )
@@ -43,8 +43,15 @@ def test_groups_when_the_whole_does_not_fit() -> None:
     assert [n for g in plan.groups for n in g] == list(BERT_BASE)  # order kept, nothing lost
     assert max(plan.group_peak_bytes) <= budget
     assert f"{len(plan.groups)} groups" in plan.describe()
-    batched = plan_memory(BERT_BASE, 50, num_grads=1024, budget_bytes=budget)
-    assert len(batched.groups) > len(plan.groups)  # float64 accumulators need more room
+    few = plan_memory(BERT_BASE, 50, num_grads=32, budget_bytes=budget)
+    assert len(few.groups) > len(plan.groups)  # m < B: float64 Gram accumulators need more room
+
+
+def test_gram_precision_follows_the_rank_of_the_gram() -> None:
+    assert gram_precision(32, 50) == "float64"
+    assert gram_precision(64, 50) == "float32"
+    d = [768 * 3072]
+    assert group_peak_bytes(d, 50, 1, "batched", 32) > group_peak_bytes(d, 50, 1, "batched", 64)
 
 
 def test_chunk_size_shrinks_before_refusing() -> None:

@@ -30,6 +30,7 @@ from obert_train._memory import (
     MemoryPlanError,
     available_bytes,
     format_bytes,
+    gram_precision,
     group_peak_bytes,
     plan_memory,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "current_masks",
     "finetune",
     "format_bytes",
+    "gram_precision",
     "group_peak_bytes",
     "load_hub_split",
     "load_task",

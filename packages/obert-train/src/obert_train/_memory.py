@@ -106,45 +106,71 @@ def available_bytes(fraction: float = 0.8) -> int:
     return int(psutil.virtual_memory().available * fraction)
 
 
+def gram_precision(num_grads: int, block_size: int) -> str:
+    """Gram accumulator dtype the pruner asks ``BlockFisherBuilder`` for (batched build).
+
+    float64 when ``m < B`` (a rank-deficient Gram whose null space float32 round-off would
+    pollute at the paper's tiny damp), float32 otherwise; the inversion is float64 either way.
+    """
+    return "float64" if num_grads < block_size else "float32"
+
+
 def group_peak_bytes(
-    numels: Sequence[int], block_size: int, chunk_size: int, fisher_method: str
+    numels: Sequence[int],
+    block_size: int,
+    chunk_size: int,
+    fisher_method: str,
+    num_grads: int | None = None,
 ) -> int:
-    """Estimated peak bytes while building and using the inverse Fisher of one group.
+    """Estimated peak bytes while the inverse Fisher of one group is built.
 
-    With D the group's weights and d_max its largest tensor:
+    With ``S_i`` the fp32 inverse bytes of tensor i (``obert_core.fisher_memory_bytes``),
+    ``A_i`` its accumulator (the inverse itself for ``"streaming"``; for ``"batched"`` a Gram of
+    ``S_i`` or ``2 S_i`` bytes, see :func:`gram_precision`), D the group's weights, k the chunk:
 
-    * Fisher: ``obert_core.fisher_memory_bytes(d, B, method=...)`` per tensor, i.e. the fp32
-      inverse plus, for ``"batched"``, a float64 Gram accumulator (an upper bound: the torch CPU
-      build may accumulate in float32, and accumulators are freed tensor by tensor);
-    * ``"batched"`` inversion workspace: float64 LAPACK chunks of at most 2048 blocks, three
-      arrays on each of two threads;
-    * gradients: ``4 (k + 1) D`` (chunk buffers and one autograd gradient per tensor) plus one
-      float64 copy of a chunk of the largest tensor, ``8 k d_max``.
+    * while gradients stream in: ``sum A_i`` plus ``4 (k + 1) D`` (chunk buffers and one
+      autograd gradient per tensor) plus an ``8 k d_max`` conversion copy;
+    * while tensors are inverted one by one (batched): ``sum max(A_i, S_i) + S_max`` plus the
+      float64 LAPACK chunks (at most 2048 blocks, three arrays on each of two threads).
+
+    Args:
+        numels: Weights of each tensor of the group.
+        block_size: B.
+        chunk_size: Gradients per chunk.
+        fisher_method: ``"batched"`` or ``"streaming"``.
+        num_grads: m (decides the Gram dtype; None assumes float64, the upper bound).
     """
     if fisher_method not in _METHODS:
         raise ValueError(f"fisher_method must be one of {_METHODS}, got {fisher_method!r}")
     if not numels:
         return 0
-    fisher = sum(int(oc.fisher_memory_bytes(d, block_size, method=fisher_method)) for d in numels)
+    stored = [fisher_bytes(d, block_size) for d in numels]
     d_total, d_max = sum(numels), max(numels)
-    workspace = 0
-    if fisher_method == "batched":
-        blocks = min(-(-d_max // block_size), 2048)
-        workspace = 2 * 3 * 8 * blocks * block_size * block_size
-    grads = _FLOAT * (chunk_size + 1) * d_total + 8 * chunk_size * d_max
-    return fisher + workspace + grads
+    streaming = _FLOAT * (chunk_size + 1) * d_total + 8 * chunk_size * d_max
+    if fisher_method == "streaming":
+        return sum(stored) + streaming
+    wide = num_grads is None or gram_precision(num_grads, block_size) == "float64"
+    acc = [2 * s if wide else s for s in stored]
+    blocks = min(-(-d_max // block_size), 2048)
+    workspace = 2 * 3 * 8 * blocks * block_size * block_size
+    invert = sum(max(a, s) for a, s in zip(acc, stored, strict=True)) + max(stored) + workspace
+    return max(sum(acc) + streaming, invert)
 
 
-def _fitting_block_size(numel: int, room: int, fisher_method: str, upper: int) -> int:
+def _fitting_block_size(numel: int, room: int, fisher_method: str, upper: int, m: int) -> int:
     """Largest B < ``upper`` whose one-tensor peak (chunks of 1) fits ``room``; 0 if none."""
     lo, hi = 0, upper - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if group_peak_bytes([numel], mid, 1, fisher_method) <= room:
+        if group_peak_bytes([numel], mid, 1, fisher_method, m) <= room:
             lo = mid
         else:
             hi = mid - 1
     return lo
+
+
+_RESIDENT = 6  # bytes per target weight for the whole step: fp32 score + old and new mask
+_SELECT = 28  # transient bytes per weight while global masks are chosen (float64 keys, sort)
 
 
 def plan_memory(
@@ -158,15 +184,16 @@ def plan_memory(
 ) -> MemoryPlan:
     """Pack tensors (in the given order) into groups whose estimated peak fits the budget.
 
-    The peak of a group is :func:`group_peak_bytes`; ``8`` bytes per weight of all tensors
-    (scores, masks, update temporaries) are held for the whole step.  The chunk size is halved
+    The peak of a group is :func:`group_peak_bytes`; 6 bytes per weight of all tensors (scores,
+    masks) are held for the whole step, and choosing global masks briefly needs 28 bytes per
+    weight (plus, when everything is one group, the kept inverses).  The chunk size is halved
     (down to 1) while the largest tensor does not fit.
 
     Args:
         numels: ``{name: number of weights}`` of the tensors this process handles (may be
             empty: a rank that owns no tensor gets an empty plan).
         block_size: Fisher block size B.
-        num_grads: m (chunks never exceed it).
+        num_grads: m (chunks never exceed it; decides the Gram dtype).
         chunk_size: Preferred gradients per chunk.
         budget_bytes: Memory budget; default 80 % of the available RAM.
         fisher_method: ``"batched"`` or ``"streaming"`` inverse construction.
@@ -182,16 +209,23 @@ def plan_memory(
     fisher = {n: fisher_bytes(d, block_size) for n, d in numels.items()}
     if not numels:
         return MemoryPlan([], [], {}, 0, 0, budget, fisher_method)
-    resident = 2 * _FLOAT * sum(numels.values())
+    d_all = sum(numels.values())
+    resident = _RESIDENT * d_all
     room = budget - resident
+
+    def peak(names: Sequence[str], chunk: int) -> int:
+        return group_peak_bytes(
+            [numels[n] for n in names], block_size, chunk, fisher_method, num_grads
+        )
+
     chunk = max(1, min(chunk_size, num_grads))
     largest = max(numels, key=lambda n: numels[n])
     d_big = numels[largest]
-    while chunk > 1 and group_peak_bytes([d_big], block_size, chunk, fisher_method) > room:
+    while chunk > 1 and peak([largest], chunk) > room:
         chunk = max(1, chunk // 2)
-    need = group_peak_bytes([d_big], block_size, chunk, fisher_method)
-    if need > room:
-        fit_b = _fitting_block_size(d_big, room, fisher_method, block_size)
+    need = peak([largest], chunk)
+    if need > room or _SELECT * d_all > room:
+        fit_b = _fitting_block_size(d_big, room, fisher_method, block_size, num_grads)
         hints = []
         if fit_b >= 1:
             hints.append(f"use --block-size {fit_b} or smaller")
@@ -199,7 +233,7 @@ def plan_memory(
             fisher_method == "batched"
             and group_peak_bytes([d_big], block_size, 1, "streaming") <= room
         ):
-            hints.append("use --fisher-method streaming (no float64 accumulator)")
+            hints.append("use --fisher-method streaming (no Gram accumulator)")
         hint = " or ".join(hints) if hints else "free memory or use a machine with more RAM"
         raise MemoryPlanError(
             f"tensor {largest!r} ({d_big} weights) needs about {format_bytes(need + resident)} "
@@ -209,19 +243,15 @@ def plan_memory(
     groups: list[list[str]] = []
     current: list[str] = []
     for name in numels:
-        trial = [*current, name]
-        if (
-            current
-            and group_peak_bytes([numels[n] for n in trial], block_size, chunk, fisher_method)
-            > room
-        ):
+        if current and peak([*current, name], chunk) > room:
             groups.append(current)
             current = [name]
         else:
-            current = trial
+            current = [*current, name]
     groups.append(current)
-    peaks = [
-        group_peak_bytes([numels[n] for n in g], block_size, chunk, fisher_method) + resident
-        for g in groups
-    ]
+    if len(groups) == 1 and sum(fisher.values()) + _SELECT * d_all > room:
+        # One group would keep every inverse while global masks are chosen: split it in two.
+        half = max(1, len(current) // 2)
+        groups = [current[:half], current[half:]] if len(current) > 1 else groups
+    peaks = [peak(g, chunk) + resident for g in groups]
     return MemoryPlan(groups, peaks, fisher, resident, chunk, budget, fisher_method)

@@ -36,7 +36,8 @@ class MaskedLMTask(Task):
         dev: Dev text lines.
         max_seq_length: Tokens per block including the special tokens.
         mlm_probability: Fraction of tokens masked.
-        seed: Seed of the training masks and of the fixed dev masks.
+        seed: Seed of the fixed dev masks (training batches are masked with torch's global RNG,
+            as in the Hugging Face ``Trainer``).
     """
 
     name: ClassVar[str] = "mlm"
@@ -61,16 +62,12 @@ class MaskedLMTask(Task):
             raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
         self.max_seq_length = max_seq_length
         self._tok = tokenizer
-        self._collator = DataCollatorForLanguageModeling(
-            tokenizer, mlm_probability=mlm_probability, seed=seed
-        )
+        self._collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
         super().__init__(tokenizer, self._blocks(train, "train"))
-        dev_blocks = self._blocks(dev, "dev") if dev else []
-        fixed = DataCollatorForLanguageModeling(
-            tokenizer, mlm_probability=mlm_probability, seed=seed + 1
-        )
-        self.dev_features = dev_blocks
-        self._dev_fixed = [fixed([b]) for b in dev_blocks]
+        self.dev_features = self._blocks(dev, "dev") if dev else []
+        with torch.random.fork_rng():  # fixed dev masks, global RNG state left untouched
+            torch.manual_seed(seed)
+            self._dev_fixed = [self._collator([b]) for b in self.dev_features]
 
     def _blocks(self, lines: Sequence[str], split: str) -> list[Feature]:
         ids: list[int] = []

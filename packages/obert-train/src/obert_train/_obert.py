@@ -25,7 +25,7 @@ import torch
 
 import obert_core as oc
 from obert_train._distributed import shard_by_size
-from obert_train._memory import MemoryPlan, plan_memory
+from obert_train._memory import MemoryPlan, gram_precision, plan_memory
 from obert_train._methods import PruningMethod, StepContext, select_masks
 
 __all__ = ["ObertPruning", "apply_obs_update", "build_inverse_fishers", "obert_scores"]
@@ -69,6 +69,7 @@ def build_inverse_fishers(
             num_grads=cfg.num_grads,
             method=cfg.fisher_method,
             dtype=torch.float32,
+            gram_precision=gram_precision(cfg.num_grads, cfg.block_size),
         )
         for n in mine
     }
@@ -106,7 +107,7 @@ def obert_scores(
     return {
         name: torch.as_tensor(
             oc.obs_saliency(params[name].detach().reshape(-1).float(), finv, group_size=group_size)
-        )
+        ).float()  # fp32 halves the resident scores of a large model
         for name, finv in finvs.items()
     }
 

@@ -147,7 +147,7 @@ def oneshot(
     """Prune MODEL one-shot to each --sparsity; write checkpoints and OUT/metrics.json."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not progress:
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     if threads:
         torch.set_num_threads(threads)
     try:

