@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 
 from obert_deploy import (
@@ -45,10 +46,12 @@ from obert_deploy import (
     QATConfig,
     StaticInt8Config,
     benchmark,
+    convert_for_deepsparse,
     cpu_info,
     evaluate,
     export_onnx,
     load_checkpoint,
+    load_onnx,
     load_tokenizer,
     plot_results,
     qat_export,
@@ -142,6 +145,7 @@ def calibration(tokenizer: Any, batch: int, n: int = 128) -> list[dict[str, np.n
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
+    """Prune and export every variant (files that already exist are kept)."""
     OUT.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(minilm_dir())
     manifest: dict[str, Any] = {}
@@ -152,22 +156,29 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         files: dict[str, str] = {}
         t0 = time.perf_counter()
         ort_fp32 = OUT / f"{variant}-ort-fp32.onnx"
-        report = export_onnx(model, ort_fp32, ExportConfig(engine="onnxruntime", seq_len=SEQ))
-        assert all(r.same_zeros for r in report.pruned_weights)
+        if not ort_fp32.exists():
+            report = export_onnx(model, ort_fp32, ExportConfig(engine="onnxruntime", seq_len=SEQ))
+            assert all(r.same_zeros for r in report.pruned_weights)
         files["ort-fp32"] = str(ort_fp32)
         ort_int8 = OUT / f"{variant}-ort-int8.onnx"
-        quantize_onnx(ort_fp32, ort_int8, DynamicInt8Config())
+        if not ort_int8.exists():
+            quantize_onnx(ort_fp32, ort_int8, DynamicInt8Config())
         files["ort-int8"] = str(ort_int8)
+        # Control: the ONNX Runtime export (dynamic shapes) made loadable by DeepSparse.
+        ds_dynamic = OUT / f"{variant}-ds-fp32-dynamic.onnx"
+        if not ds_dynamic.exists():
+            onnx.save(convert_for_deepsparse(load_onnx(ort_fp32)), str(ds_dynamic))
+        files["ds-fp32-dynamic"] = str(ds_dynamic)
         for batch in BATCHES:
             ds_fp32 = OUT / f"{variant}-ds-fp32-b{batch}.onnx"
-            export_onnx(
-                model, ds_fp32, ExportConfig(engine="deepsparse", batch_size=batch, seq_len=SEQ)
-            )
+            if not ds_fp32.exists():
+                config = ExportConfig(engine="deepsparse", batch_size=batch, seq_len=SEQ)
+                export_onnx(model, ds_fp32, config)
             ds_int8 = OUT / f"{variant}-ds-int8-b{batch}.onnx"
-            q = quantize_onnx(
-                ds_fp32, ds_int8, StaticInt8Config(), calibration=calibration(tokenizer, batch)
-            )
-            assert q.sparsity_kept, variant
+            if not ds_int8.exists():
+                batches = calibration(tokenizer, batch)
+                q = quantize_onnx(ds_fp32, ds_int8, StaticInt8Config(), calibration=batches)
+                assert q.sparsity_kept, variant
             files[f"ds-fp32-b{batch}"] = str(ds_fp32)
             files[f"ds-int8-b{batch}"] = str(ds_int8)
         manifest[variant] = {"kind": kind or "dense", "sparsity": achieved, "files": files}
@@ -181,6 +192,36 @@ def _manifest() -> dict[str, Any]:
         sys.exit(f"{path} missing: run `prepare` first")
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+def _cpu_busy(seconds: float = 2.0) -> float:
+    """Fraction of all CPUs busy over ``seconds`` (from /proc/stat), while this process sleeps."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def _wait_quiet(threshold: float, timeout: float = 900.0) -> float:
+    """Wait until other processes use less than ``threshold`` of the CPUs; return that share."""
+    if threshold >= 1.0 or not Path("/proc/stat").is_file():
+        return 0.0
+    start = time.perf_counter()
+    busy = _cpu_busy()
+    while busy > threshold and time.perf_counter() - start < timeout:
+        print(f"    machine busy ({busy:.0%} of CPUs used by others), waiting ...", flush=True)
+        time.sleep(20)
+        busy = _cpu_busy()
+    return busy
+
+
+QUIET = 1.0  # set from --quiet
 
 
 def _iterations(batch: int) -> tuple[int, int]:
@@ -203,7 +244,11 @@ def _bench_ort(files: dict[str, tuple[str, str]], batch: int, repeats: int) -> l
     )
     results = []
     for label, (path, _) in files.items():
-        runs = [benchmark(path, config, name=label) for _ in range(repeats)]
+        runs = []
+        for _ in range(repeats):
+            busy = _wait_quiet(QUIET)
+            runs.append(benchmark(path, config, name=label))
+            runs[-1].meta["others_cpu_before"] = f"{busy:.2f}"
         results.append(_best(runs))
         print(f"  onnxruntime b{batch} {label}: p50 {results[-1].latency_ms['p50']:.2f} ms")
     return results
@@ -220,6 +265,7 @@ def _bench_deepsparse(
     for label, (path, _) in files.items():
         runs = []
         for repeat in range(repeats):
+            busy = _wait_quiet(QUIET)
             out = OUT / f"ds-{label}-b{batch}-{repeat}.json"
             cmd = [
                 str(DS_PYTHON),
@@ -245,6 +291,7 @@ def _bench_deepsparse(
             subprocess.run(cmd, check=True, capture_output=True, text=True)
             (result,) = read_results_json(out)
             result.name = label
+            result.meta["others_cpu_before"] = f"{busy:.2f}"
             runs.append(result)
         results.append(_best(runs))
         print(f"  deepsparse b{batch} {label}: p50 {results[-1].latency_ms['p50']:.2f} ms")
@@ -252,6 +299,8 @@ def _bench_deepsparse(
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    global QUIET
+    QUIET = args.quiet
     manifest = _manifest()
     all_results: list[BenchResult] = []
     for batch in BATCHES:
@@ -268,6 +317,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
         if args.engine in ("all", "onnxruntime"):
             all_results += _bench_ort(ort_files, batch, args.repeats)
         if args.engine in ("all", "deepsparse"):
+            if batch == 1:  # dynamic-shape control for the static-shape default
+                ds_files |= {
+                    f"{v} fp32 dynamic-shape": (manifest[v]["files"]["ds-fp32-dynamic"], "fp32")
+                    for v in ("dense", "u90")
+                }
             all_results += _bench_deepsparse(ds_files, batch, args.repeats)
     path = OUT / f"bench-{args.engine}.json"
     write_results_json(all_results, path)
@@ -420,10 +474,17 @@ def main() -> None:
     bench = sub.add_parser("bench")
     bench.add_argument("--engine", choices=["all", "onnxruntime", "deepsparse"], default="all")
     bench.add_argument("--repeats", type=int, default=1)
+    bench.add_argument(
+        "--quiet",
+        type=float,
+        default=1.0,
+        help="before each run, wait until other processes use less than this share of the CPUs",
+    )
     sub.add_parser("size")
     sub.add_parser("report")
     everything = sub.add_parser("all")
     everything.add_argument("--repeats", type=int, default=1)
+    everything.add_argument("--quiet", type=float, default=1.0)
     ft = sub.add_parser("finetune")
     ft.add_argument("--steps", type=int, default=300)
     ft.add_argument("--batch-size", type=int, default=32)

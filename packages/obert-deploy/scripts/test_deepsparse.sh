@@ -23,9 +23,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
   "$PY311" -m venv "$VENV"
 fi
-"$VENV/bin/pip" install --quiet "deepsparse==1.8.0" "onnx==1.14.1" "numpy<2" \
-  "typer>=0.12" "tqdm>=4.60" "matplotlib>=3.7" "py-cpuinfo2>=9"
-"$VENV/bin/pip" install --quiet --no-deps -e "$ROOT/packages/obert-deploy"
+# The [deepsparse] extra pins deepsparse==1.8.0, onnx>=1.14,<1.15 and numpy<2; the base
+# dependencies of obert-deploy (onnxruntime, typer, tqdm, matplotlib, py-cpuinfo2) resolve with
+# them. torch/transformers are not installed there: export happens in the main environment.
+"$VENV/bin/pip" install --quiet -e "$ROOT/packages/obert-deploy[deepsparse]"
 
 cd "$ROOT"
 OBERT_DEEPSPARSE_PYTHON="$VENV/bin/python" exec "$MAIN_PY" -m pytest \

@@ -144,4 +144,4 @@ def test_bench_deepsparse_not_installed(static_onnx: Path) -> None:
         ],
     )
     assert result.exit_code == 2
-    assert "pip install 'deepsparse==1.8.0'" in result.output
+    assert "pip install -e 'packages/obert-deploy[deepsparse]'" in result.output

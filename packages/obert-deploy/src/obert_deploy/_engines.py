@@ -41,11 +41,10 @@ DEEPSPARSE_INSTALL_HINT = (
     "deepsparse==1.8.0 (end-of-life, evaluation licence) needs Python 3.11 (< 3.12), onnx<1.15 "
     "and numpy<2, so give it its own virtual environment, from the repository root:\n"
     "  python3.11 -m venv .venv-deepsparse\n"
-    "  .venv-deepsparse/bin/pip install 'deepsparse==1.8.0' 'onnx==1.14.1' 'numpy<2' "
-    "typer tqdm matplotlib py-cpuinfo2\n"
-    "  .venv-deepsparse/bin/pip install --no-deps -e packages/obert-deploy\n"
-    "(or `pip install 'obert-deploy[deepsparse]'` in a fresh Python 3.11 environment), export the "
-    "model with `obert-deploy export ... --engine deepsparse` in your main environment, then run\n"
+    "  .venv-deepsparse/bin/pip install -e 'packages/obert-deploy[deepsparse]'\n"
+    "(outside the repository: pip install 'obert-deploy[deepsparse]'; the extra pins "
+    "'deepsparse==1.8.0', 'onnx>=1.14,<1.15' and 'numpy<2'). Export the model with "
+    "`obert-deploy export ... --engine deepsparse` in your main environment, then run\n"
     "  .venv-deepsparse/bin/obert-deploy bench MODEL.onnx --engine deepsparse"
 )
 
