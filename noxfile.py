@@ -68,6 +68,12 @@ def tests_deploy(session: nox.Session) -> None:
     session.run("pytest", "packages/obert-deploy/tests", *session.posargs)
 
 
+@nox.session(python=False)
+def deepsparse(session: nox.Session) -> None:
+    """DeepSparse engine tests in their own Python 3.11 env (.venv-deepsparse; needs .venv)."""
+    session.run("bash", "packages/obert-deploy/scripts/test_deepsparse.sh", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Time the benchmarks (pytest-benchmark, writes .benchmarks/); slow, needs a quiet machine."""
