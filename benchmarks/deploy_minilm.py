@@ -5,7 +5,9 @@ Models: dense; global magnitude pruning to 80 % / 90 % of the 36 encoder Linear 
 output.dense}.weight``), unstructured and 4-block (groups of 4 consecutive input-channel weights
 of a row, scored by their L2 norm); each in fp32 and int8. ONNX Runtime runs the engine-default
 export (dynamic shapes, opset 18) and its dynamic int8 quantization; DeepSparse runs static-shape
-exports (one per batch size) and static QDQ int8 calibrated on 128 SST-2 training sentences.
+exports (one per batch size) and static int8 calibrated on 128 SST-2 training sentences, in the
+settings DeepSparse accelerates (``StaticInt8Config.for_engine("deepsparse")``: QOperator format,
+per-tensor weights, MatMul only).
 The classifier head is the random one of the pretrained model: fine for latency and size. Dev-set
 accuracy is measured separately (``finetune`` + ``evaluate``) on a briefly fine-tuned model.
 
@@ -15,6 +17,7 @@ report)::
     .venv/bin/python benchmarks/deploy_minilm.py all
     .venv/bin/python benchmarks/deploy_minilm.py finetune      # ~10 min CPU
     .venv/bin/python benchmarks/deploy_minilm.py evaluate
+    .venv/bin/python benchmarks/deploy_minilm.py int8-forms    # DeepSparse vs int8 graph form
 
 DeepSparse runs in ``.venv-deepsparse`` (``packages/obert-deploy/scripts/test_deepsparse.sh``
 creates it) through ``python -m obert_deploy bench``. Timings are noisy on a shared machine:
@@ -177,7 +180,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             ds_int8 = OUT / f"{variant}-ds-int8-b{batch}.onnx"
             if not ds_int8.exists():
                 batches = calibration(tokenizer, batch)
-                q = quantize_onnx(ds_fp32, ds_int8, StaticInt8Config(), calibration=batches)
+                config = StaticInt8Config.for_engine("deepsparse")
+                q = quantize_onnx(ds_fp32, ds_int8, config, calibration=batches)
                 assert q.sparsity_kept, variant
             files[f"ds-fp32-b{batch}"] = str(ds_fp32)
             files[f"ds-int8-b{batch}"] = str(ds_int8)
@@ -397,6 +401,61 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(text)
 
 
+def cmd_int8_forms(args: argparse.Namespace) -> None:
+    """Which static int8 form DeepSparse accelerates: u90, batch 1, one file per form."""
+    global QUIET
+    QUIET = args.quiet
+    source = OUT / "u90-ds-fp32-b1.onnx"
+    if not source.is_file():
+        sys.exit(f"{source} missing: run `prepare` first")
+    tokenizer = load_tokenizer(minilm_dir())
+    batches = calibration(tokenizer, 1, n=16)
+    model = load_onnx(source)
+    weight_inputs = {init.name for init in model.graph.initializer}
+    weight_matmuls = [
+        n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weight_inputs
+    ]
+    forms: dict[str, StaticInt8Config | None] = {
+        "qoperator per-tensor": StaticInt8Config.for_engine("deepsparse"),
+        "qdq per-tensor": StaticInt8Config(per_channel=False, op_types=("MatMul",)),
+        "qdq per-channel": StaticInt8Config(op_types=("MatMul",)),
+        "qdq per-channel +Gemm +Gather": StaticInt8Config(),
+        "qdq per-tensor weight MatMuls only": None,
+    }
+    files = {"fp32": (str(source), "fp32")}
+    for label, config in forms.items():
+        path = OUT / f"form-{label.replace(' ', '_').replace('+', '')}.onnx"
+        if not path.exists():
+            if config is None:  # ONNX Runtime API directly: restrict to the 36 weight MatMuls
+                from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+                class Reader:
+                    def __init__(self) -> None:
+                        self.items = iter(batches)
+
+                    def get_next(self) -> dict[str, np.ndarray] | None:
+                        return next(self.items, None)
+
+                quantize_static(
+                    source,
+                    path,
+                    Reader(),
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=["MatMul"],
+                    nodes_to_quantize=weight_matmuls,
+                    per_channel=False,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    extra_options={"WeightSymmetric": True},
+                )
+            else:
+                quantize_onnx(source, path, config, calibration=batches)
+        files[label] = (str(path), "int8")
+    results = _bench_deepsparse(files, 1, args.repeats)
+    write_results_json(results, OUT / "int8-forms.json")
+    print(results_to_markdown(results, baseline="fp32"))
+
+
 FT_DIR = OUT / "minilm-sst2-ft"
 
 
@@ -490,6 +549,9 @@ def main() -> None:
     ft.add_argument("--batch-size", type=int, default=32)
     ft.add_argument("--seq-len", type=int, default=64)
     ft.add_argument("--lr", type=float, default=5e-5)
+    forms = sub.add_parser("int8-forms")
+    forms.add_argument("--repeats", type=int, default=1)
+    forms.add_argument("--quiet", type=float, default=1.0)
     ev = sub.add_parser("evaluate")
     ev.add_argument("--qat-steps", type=int, default=100)
     args = parser.parse_args()
@@ -504,6 +566,7 @@ def main() -> None:
         "size": cmd_size,
         "report": cmd_report,
         "finetune": cmd_finetune,
+        "int8-forms": cmd_int8_forms,
         "evaluate": cmd_evaluate,
     }[args.command](args)
 

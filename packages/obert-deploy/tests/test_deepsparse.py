@@ -76,6 +76,52 @@ def test_fp32_static_export_runs_and_matches_ort(
 def test_static_int8_runs(deepsparse_cli, tmp_path: Path, static_int8_onnx: Path) -> None:
     entry = _bench(deepsparse_cli, tmp_path, static_int8_onnx)
     assert entry["weight_sparsity"] > 0.5
+    assert float(entry["meta"]["fraction_of_supported_ops"]) > 0
+
+
+def test_qoperator_int8_runs(deepsparse_cli, tmp_path: Path, static_onnx: Path) -> None:
+    import numpy as np
+
+    from obert_deploy import StaticInt8Config, load_onnx, make_inputs, onnx_inputs, quantize_onnx
+
+    inputs = onnx_inputs(load_onnx(static_onnx))
+    batches = [make_inputs(inputs, 2, 16, vocab_size=80, seed=s) for s in range(4)]
+    model = tmp_path / "qop.onnx"
+    quantize_onnx(
+        static_onnx, model, StaticInt8Config.for_engine("deepsparse"), calibration=batches
+    )
+    entry = _bench(deepsparse_cli, tmp_path, model)
+    assert entry["latency_ms"]["p50"] > 0 and np.isfinite(entry["items_per_s"])
+
+
+def test_throughput_scenario(deepsparse_cli, tmp_path: Path, static_onnx: Path) -> None:
+    out = tmp_path / "thr.json"
+    result = deepsparse_cli(
+        "bench",
+        str(static_onnx),
+        "--engine",
+        "deepsparse",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--scenario",
+        "throughput",
+        "--threads",
+        "2",
+        "--streams",
+        "2",
+        "--iterations",
+        "8",
+        "--warmup",
+        "1",
+        "--json",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (entry,) = json.loads(out.read_text())
+    assert entry["scenario"] == "throughput" and entry["streams"] == 2
+    assert entry["meta"]["num_streams"] == "2" and entry["items_per_s"] > 0
 
 
 def test_qat_model_runs(

@@ -72,3 +72,29 @@ def test_unknown_config_and_bad_options(tmp_path: Path, static_onnx: Path) -> No
         quantize_onnx(static_onnx, tmp_path / "x.onnx", "int4")  # type: ignore[arg-type]
     with pytest.raises(ObertDeployError, match="'kl'"):
         StaticInt8Config(calibration_method="kl")
+
+
+def test_static_qoperator_for_deepsparse(tmp_path: Path, static_onnx: Path) -> None:
+    config = StaticInt8Config.for_engine("deepsparse")
+    assert (config.quant_format, config.per_channel, config.op_types) == (
+        "qoperator",
+        False,
+        ("MatMul",),
+    )
+    feeds = [_feeds(static_onnx, seed=s) for s in range(4)]
+    out = tmp_path / "qop.onnx"
+    report = quantize_onnx(static_onnx, out, config, calibration=feeds)
+    assert report.method == "static-qoperator" and report.sparsity_kept
+    model = load_onnx(out)
+    ops = {n.op_type for n in model.graph.node}
+    assert "QLinearMatMul" in ops and "DequantizeLinear" in ops
+    assert model.ir_version <= 8
+    int8 = [w for w in onnx_weight_sparsity(model) if w.dtype == "int8"]
+    assert sum(w.sparsity >= 0.79 and "QLinearMatMul" in w.consumers for w in int8) == 12
+    check = _feeds(static_onnx, seed=9)
+    np.testing.assert_allclose(_outputs(out, check), _outputs(static_onnx, check), atol=0.1)
+    assert StaticInt8Config.for_engine("deepsparse", per_channel=True).per_channel is True
+    with pytest.raises(ObertDeployError, match="'tflite'"):
+        StaticInt8Config.for_engine("tflite")
+    with pytest.raises(ObertDeployError, match="'qlinear'"):
+        StaticInt8Config(quant_format="qlinear")

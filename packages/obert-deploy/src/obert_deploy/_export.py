@@ -274,6 +274,10 @@ def quiet_torch_export() -> Iterator[None]:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\..*")
+        # Emitted when several inputs share one Dim (batch/sequence): the shared name is kept.
+        warnings.filterwarnings(
+            "ignore", message=r"# The axis name: .* will not be used", category=UserWarning
+        )
         yield
 
 

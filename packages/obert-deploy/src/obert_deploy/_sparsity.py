@@ -35,6 +35,7 @@ _QUANT_CONSUMERS = {
     "MatMulInteger": {1: 3},
     "DynamicQuantizeMatMul": {1: 3},
     "MatMulIntegerToFloat": {1: 5},
+    "QLinearMatMul": {0: 2, 3: 5},
 }
 
 

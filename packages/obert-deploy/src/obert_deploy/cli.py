@@ -148,9 +148,21 @@ def quantize(
     calibration_method: Annotated[
         str, typer.Option("--calibration-method", help="minmax, entropy or percentile.")
     ] = "minmax",
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="Engine the static model is for: picks format, granularity and op types "
+            "(deepsparse: QOperator, per-tensor, MatMul only).",
+        ),
+    ] = "onnxruntime",
+    quant_format: Annotated[
+        str | None, typer.Option("--format", help="Static format: qdq or qoperator.")
+    ] = None,
     per_channel: Annotated[
-        bool, typer.Option("--per-channel/--per-tensor", help="Weight scale granularity.")
-    ] = True,
+        bool | None,
+        typer.Option("--per-channel/--per-tensor", help="Weight scale granularity."),
+    ] = None,
     reduce_range: Annotated[
         bool | None,
         typer.Option("--reduce-range/--full-range", help="7-bit weights (default: if no VNNI)."),
@@ -168,13 +180,19 @@ def quantize(
         calibration = None
         config: DynamicInt8Config | StaticInt8Config
         if method == "dynamic":
-            config = DynamicInt8Config(per_channel=per_channel, reduce_range=reduce_range)
-        elif method == "static":
-            config = StaticInt8Config(
-                per_channel=per_channel,
-                reduce_range=reduce_range,
-                calibration_method=calibration_method,
+            config = DynamicInt8Config(
+                per_channel=True if per_channel is None else per_channel, reduce_range=reduce_range
             )
+        elif method == "static":
+            overrides: dict[str, Any] = {
+                "reduce_range": reduce_range,
+                "calibration_method": calibration_method,
+            }
+            if per_channel is not None:
+                overrides["per_channel"] = per_channel
+            if quant_format is not None:
+                overrides["quant_format"] = quant_format
+            config = StaticInt8Config.for_engine(engine, **overrides)
             if calibration_data is None or tokenizer is None:
                 raise ObertDeployError(
                     "--method static needs --calibration-data FILE.tsv and --tokenizer "
@@ -191,8 +209,8 @@ def quantize(
     typer.echo(report.to_markdown())
     if method == "dynamic":
         typer.echo(
-            "note: dynamic quantization (MatMulInteger) runs on ONNX Runtime only; use "
-            "--method static or `obert-deploy qat` for DeepSparse."
+            "note: dynamic quantization (MatMulInteger) runs on ONNX Runtime only; for DeepSparse use "
+            "--method static --engine deepsparse."
         )
     _write_json(json_path, report.to_dict())
 
