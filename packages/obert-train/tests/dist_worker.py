@@ -29,7 +29,7 @@ SETTINGS = {
         "grad_batch_size": 4,
         "block_size": 16,
         "scope": "layer",
-        "max_memory": 3_000_000,
+        "max_memory": 2_500_000,  # two groups per rank (each rank owns half the tensors)
     },
 }
 DAMP = 1e-3  # a well-conditioned Fisher: shard padding changes round-off only
