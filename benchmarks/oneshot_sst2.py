@@ -56,6 +56,7 @@ RUNS = REPO / "runs"
 DENSE_DIR = RUNS / "minilm-sst2-dense"
 RESULTS = REPO / "benchmarks" / "results" / "oneshot_sst2.json"
 PLOT = REPO / "docs" / "img" / "oneshot_sst2_accuracy.png"
+DAMP_PLOT = REPO / "docs" / "img" / "oneshot_sst2_damp.png"
 SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -287,6 +288,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         "magnitude": "magnitude",
         "oBERT superpose": f"obert-superpose-m{m}-d{d}",
         "oBERT joint": f"obert-joint-m{m}-d{d}",
+        "oBERT joint, Fisher recomputed at 0/50/60/70/80 %": f"obert-joint-m{m}-d{d}-chain",
         **{
             f"oBERT joint, {k} recomputations": f"obert-joint-m{m}-d{d}-k{k}"
             for k in args.recomputations
@@ -304,18 +306,31 @@ def cmd_report(args: argparse.Namespace) -> None:
         pts = [(100 * s, 100 * a) for s, a in zip(SPARSITIES, accs, strict=True) if a is not None]
         if pts:
             ax.plot(*zip(*pts, strict=True), marker="o", label=label)
-    grid = sorted(
-        (k, v)
-        for k, v in runs.items()
-        if k.startswith("obert-") and "-k" not in k.split("@")[0] and "chain" not in k
+    print(f"\ndev cross-entropy (dense: {runs['dense']['dev_loss']:.4f})\n")
+    print(header)
+    print("|---" * (len(SPARSITIES) + 1) + "|")
+    for label, prefix in series.items():
+        losses = [runs.get(f"{prefix}@{s}", {}).get("dev_loss") for s in SPARSITIES]
+        print(f"| {label} | " + " | ".join("–" if x is None else f"{x:.4f}" for x in losses) + " |")
+    combos = sorted(
+        {
+            (v["mode"], v["num_grads"], v["damp"])
+            for k, v in runs.items()
+            if k.startswith("obert-") and "-k" not in k.split("@")[0] and "chain" not in k
+        },
+        key=lambda c: (c[0], c[1], -c[2]),
     )
-    if grid:
-        print("\n| mode | m | damp | sparsity | dev accuracy |\n|---|---|---|---|---|")
-        for _key, v in grid:
-            print(
-                f"| {v['mode']} | {v['num_grads']} | {v['damp']:g} | {int(100 * v['sparsity'])}% "
-                f"| {100 * v['dev_accuracy']:.2f} |"
-            )
+    if len(combos) > 2:  # more than the default (m, damp) for the two modes: a grid was run
+        cols = args.grid_sparsities
+        print("\n| mode | m | damp | " + " | ".join(f"{int(100 * s)}%" for s in cols) + " |")
+        print("|---" * (3 + len(cols)) + "|")
+        for mode, m_, damp in combos:
+            cells = [
+                runs.get(f"obert-{mode}-m{m_}-d{damp:g}@{s}", {}).get("dev_accuracy") for s in cols
+            ]
+            shown = ["–" if a is None else f"{100 * a:.2f}" for a in cells]
+            print(f"| {mode} | {m_} | {damp:g} | " + " | ".join(shown) + " |")
+        plot_damp_grid(runs, combos, cols, plt)
     ax.axhline(100 * dense, color="grey", linestyle="--", label=f"dense ({100 * dense:.1f})")
     ax.axhline(50.9, color="lightgrey", linestyle=":", label="majority class (50.9)")
     ax.set_xlabel("sparsity of the encoder Linear weights (%)")
@@ -329,6 +344,40 @@ def cmd_report(args: argparse.Namespace) -> None:
     fig.savefig(tmp, dpi=120)
     tmp.replace(PLOT)
     print(f"\nplot: {PLOT.relative_to(REPO)}")
+
+
+def plot_damp_grid(
+    runs: dict[str, Any], combos: list[tuple[str, int, float]], cols: list[float], plt: Any
+) -> None:
+    """Dev accuracy against damp, one line per (mode, m, sparsity); magnitude as reference."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for mode, m_ in sorted({(c[0], c[1]) for c in combos}):
+        damps = sorted({c[2] for c in combos if c[:2] == (mode, m_)})
+        for s, style in zip(cols, ("-", "--", ":"), strict=False):
+            pts = [
+                (d, 100 * runs[f"obert-{mode}-m{m_}-d{d:g}@{s}"]["dev_accuracy"])
+                for d in damps
+                if f"obert-{mode}-m{m_}-d{d:g}@{s}" in runs
+            ]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", linestyle=style,
+                        label=f"oBERT {mode}, m = {m_}, {int(100 * s)}%")  # fmt: skip
+    for s, style in zip(cols, ("-", "--", ":"), strict=False):
+        mag = runs.get(f"magnitude@{s}")
+        if mag:
+            ax.axhline(100 * mag["dev_accuracy"], color="grey", linestyle=style, linewidth=1,
+                       label=f"magnitude, {int(100 * s)}%")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("damp λ")
+    ax.set_ylabel("SST-2 dev accuracy (%)")
+    ax.set_title("One-shot oBERT on MiniLM-L6 / SST-2: dampening grid")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = DAMP_PLOT.with_name(f".{DAMP_PLOT.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(DAMP_PLOT)
+    print(f"plot: {DAMP_PLOT.relative_to(REPO)}")
 
 
 def main() -> None:

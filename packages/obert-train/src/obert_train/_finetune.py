@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from obert_train._grads import to_device
 from obert_train._params import resolve_target_params
 from obert_train._tasks import Task
 
@@ -98,12 +99,13 @@ def finetune(
     )
     named = dict(model.named_parameters())
     batches = task.infinite_batches(batch_size, seed=seed)
+    device = next(model.parameters()).device
     losses: list[float] = []
     model.train()
     start = time.perf_counter()
     bar = tqdm(range(total_steps), desc="fine-tune", disable=not progress)
     for _ in bar:
-        batch = next(batches)
+        batch = to_device(next(batches), device)
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

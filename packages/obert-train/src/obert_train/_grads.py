@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from obert_train._distributed import DistContext
 
-__all__ = ["GradientSampler", "LossFn"]
+__all__ = ["GradientSampler", "LossFn", "to_device"]
 
 LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
 """``loss_fn(model, batch) -> scalar loss``; default ``model(**batch).loss``."""
@@ -36,6 +36,13 @@ def _hf_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch
             f"(keys given: {sorted(batch)}) or pass loss_fn"
         )
     return loss  # type: ignore[no-any-return]
+
+
+def to_device(
+    batch: Mapping[str, torch.Tensor], device: torch.device | str
+) -> dict[str, torch.Tensor]:
+    """The batch with every tensor moved to ``device``."""
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _loss_weight(batch: Mapping[str, torch.Tensor]) -> int:
@@ -145,7 +152,8 @@ class GradientSampler:
         was_training = self.model.training
         self.model.eval()
         cap = min(chunk_size, self.num_grads)
-        buffers = {n: torch.empty(cap, params[n].numel()) for n in mine}
+        device = next(iter(params.values())).device
+        buffers = {n: torch.empty(cap, params[n].numel(), device=params[n].device) for n in mine}
         filled = 0
         batches = self._index_batches(round_seed)
         bar = tqdm(
@@ -154,11 +162,13 @@ class GradientSampler:
         try:
             for _ in range(self.num_grads):
                 idx = next(batches)[lo : lo + shard]
-                batch = self.collate([self.features[i] for i in idx])
+                batch = to_device(self.collate([self.features[i] for i in idx]), device)
                 weight = float(_loss_weight(batch))
                 loss = self.loss_fn(self.model, batch)
                 grads = torch.autograd.grad(loss, [params[n] for n in names])
-                total = self.dist.all_reduce_sum(torch.tensor([weight], dtype=torch.float64))
+                total = self.dist.all_reduce_sum(
+                    torch.tensor([weight], dtype=torch.float64, device=device)
+                )
                 for name, grad in zip(names, grads, strict=True):
                     g = grad.detach().reshape(-1).float()
                     if self.dist.active:

@@ -11,7 +11,7 @@ one-gradient chunks, it refuses and names a block size that would fit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -169,6 +169,22 @@ def _fitting_block_size(numel: int, room: int, fisher_method: str, upper: int, m
     return lo
 
 
+def _pack(
+    names: list[str], chunk: int, peak: Callable[[Sequence[str], int], int], room: int
+) -> list[list[str]]:
+    """Greedy packing in model order: start a new group when the next tensor does not fit."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    for name in names:
+        if current and peak([*current, name], chunk) > room:
+            groups.append(current)
+            current = [name]
+        else:
+            current = [*current, name]
+    groups.append(current)
+    return groups
+
+
 _RESIDENT = 6  # bytes per target weight for the whole step: fp32 score + old and new mask
 _SELECT = 28  # transient bytes per weight while global masks are chosen (float64 keys, sort)
 
@@ -187,7 +203,8 @@ def plan_memory(
     The peak of a group is :func:`group_peak_bytes`; 6 bytes per weight of all tensors (scores,
     masks) are held for the whole step, and choosing global masks briefly needs 28 bytes per
     weight (plus, when everything is one group, the kept inverses).  The chunk size is halved
-    (down to 1) while the largest tensor does not fit.
+    (down to 1) while the largest tensor does not fit, and lowered further (down to 4) when that
+    gives fewer groups.
 
     Args:
         numels: ``{name: number of weights}`` of the tensors this process handles (may be
@@ -240,15 +257,16 @@ def plan_memory(
             f"at block size {block_size} ({fisher_method} build), but the budget is "
             f"{format_bytes(budget)}; {hint} (or raise --max-memory if more RAM is free)"
         )
-    groups: list[list[str]] = []
-    current: list[str] = []
-    for name in numels:
-        if current and peak([*current, name], chunk) > room:
-            groups.append(current)
-            current = [name]
-        else:
-            current = [*current, name]
-    groups.append(current)
+    groups = _pack(list(numels), chunk, peak, room)
+    # Smaller chunks free room for more Fisher blocks per group: take the chunk size (down to 4)
+    # that gives the fewest groups, the larger one on ties (fewer, bigger GEMMs).
+    smaller = chunk // 2
+    while smaller >= 4:
+        trial = _pack(list(numels), smaller, peak, room)
+        if len(trial) < len(groups):
+            groups, chunk = trial, smaller
+        smaller //= 2
+    current = groups[-1]
     if len(groups) == 1 and sum(fisher.values()) + _SELECT * d_all > room:
         # One group would keep every inverse while global masks are chosen: split it in two.
         half = max(1, len(current) // 2)

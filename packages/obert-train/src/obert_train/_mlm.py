@@ -40,7 +40,7 @@ class MaskedLMTask(Task):
             as in the Hugging Face ``Trainer``).
     """
 
-    name: ClassVar[str] = "mlm"
+    name: str = "mlm"
     primary_metric: ClassVar[str] = "perplexity"
     higher_is_better: ClassVar[bool] = False
 
@@ -107,7 +107,7 @@ class MaskedLMTask(Task):
             raise DataError("MLM task: no dev text to evaluate on")
         model.eval()
         loss_sum, count = 0.0, 0
-        for batch in _batches(self._dev_fixed, batch_size, _stack, "eval", progress):
+        for batch in _batches(self._dev_fixed, batch_size, _stack, "eval", progress, model):
             labels = batch.pop("labels")
             logits = model(**batch).logits
             loss_sum += float(

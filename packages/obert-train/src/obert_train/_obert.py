@@ -263,7 +263,8 @@ def _synchronised_passes(
     """
     names = list(params)
     index = {n: i for i, n in enumerate(names)}
-    group_of = torch.full((len(names),), -1, dtype=torch.int64)
+    device = next(iter(params.values())).device
+    group_of = torch.full((len(names),), -1, dtype=torch.int64, device=device)
     for g, group in enumerate(plan.groups):
         for name in group:
             if name in index and owners[name] == ctx.dist.rank:
@@ -289,9 +290,9 @@ def _gather(
     out: dict[str, torch.Tensor] = {}
     for name, p in params.items():
         buf = (
-            scores[name].float().contiguous()
+            scores[name].float().contiguous().to(p.device)
             if owners[name] == ctx.dist.rank
-            else torch.empty(p.numel() // group_size, dtype=torch.float32)
+            else torch.empty(p.numel() // group_size, dtype=torch.float32, device=p.device)
         )
         out[name] = ctx.dist.broadcast(buf, owners[name])
     return out
@@ -311,7 +312,7 @@ def _gather_masks(
         buf = (
             masks[name].to(torch.uint8)
             if owners[name] == ctx.dist.rank
-            else torch.empty(p.numel(), dtype=torch.uint8)
+            else torch.empty(p.numel(), dtype=torch.uint8, device=p.device)
         )
         out[name] = ctx.dist.broadcast(buf, owners[name]).bool()
     return out

@@ -185,6 +185,9 @@ def oneshot_prune(
     ]
     timings: dict[str, float] = {}
     for index, target in enumerate(steps):
+        if target <= _sparsity(masks)[0] and config.scope == "global":
+            emit(f"step {index + 1}/{len(steps)}: already at sparsity {target:.4f}, skipped")
+            continue
         emit(f"step {index + 1}/{len(steps)}: {config.method} to sparsity {target:.4f}")
         ctx = StepContext(config, sampler, dist, index, timings, emit, fisher_cache)
         masks = method.step(params, masks, target, ctx)

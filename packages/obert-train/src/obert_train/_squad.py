@@ -87,7 +87,7 @@ class SquadTask(Task):
         n_best: Start/end candidates considered per window in post-processing.
     """
 
-    name: ClassVar[str] = "squad"
+    name: str = "squad"
     primary_metric: ClassVar[str] = "f1"
 
     def __init__(
@@ -232,13 +232,13 @@ class SquadTask(Task):
         model.eval()
         starts: list[np.ndarray] = []
         ends: list[np.ndarray] = []
-        for batch in _batches(self.dev_features, batch_size, self.collate, "eval", progress):
+        for batch in _batches(self.dev_features, batch_size, self.collate, "eval", progress, model):
             out = model(**batch)
             mask = batch["attention_mask"].bool()
             for i in range(len(mask)):
                 n = int(mask[i].sum())
-                starts.append(out.start_logits[i, :n].float().numpy())
-                ends.append(out.end_logits[i, :n].float().numpy())
+                starts.append(out.start_logits[i, :n].float().cpu().numpy())
+                ends.append(out.end_logits[i, :n].float().cpu().numpy())
         metrics = squad_metrics(self.postprocess(starts, ends), self.dev_examples)
         metrics["num_examples"] = float(len(self.dev_examples))
         return metrics

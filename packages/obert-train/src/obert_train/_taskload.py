@@ -128,9 +128,9 @@ def load_task(
     dev = _subsample(records["dev"], max_eval_samples, seed)
     seq = max_seq_length or _DEFAULT_SEQ[task]
     if task in ("sst2", "glue-tsv"):
-        cls = ClassificationTask(tokenizer, train, dev, max_seq_length=seq, **task_kwargs)
-        cls.name = task  # type: ignore[misc]
-        return cls
+        return ClassificationTask(
+            tokenizer, train, dev, max_seq_length=seq, name=task, **task_kwargs
+        )
     if task == "squad":
         return SquadTask(tokenizer, train, dev, max_seq_length=seq, **task_kwargs)
     return MaskedLMTask(tokenizer, train, dev, max_seq_length=seq, seed=seed, **task_kwargs)

@@ -8,7 +8,7 @@ the model class to load, and ``evaluate`` computing the task metric on the dev s
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -39,7 +39,7 @@ class Task(abc.ABC):
         train_features: Tokenised training examples (the gradient sampler's data).
     """
 
-    name: ClassVar[str]
+    name: str = "task"
     primary_metric: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
 
@@ -96,11 +96,18 @@ class Task(abc.ABC):
 
 
 def _batches(
-    items: Sequence[Feature], batch_size: int, collate: Any, desc: str, progress: bool
+    items: Sequence[Any],
+    batch_size: int,
+    collate: Any,
+    desc: str,
+    progress: bool,
+    model: torch.nn.Module | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
+    """Evaluation batches in order, on the device of ``model``'s parameters."""
+    device = next(model.parameters()).device if model is not None else torch.device("cpu")
     starts = range(0, len(items), batch_size)
     for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
-        yield collate(items[start : start + batch_size])
+        yield {k: v.to(device) for k, v in collate(items[start : start + batch_size]).items()}
 
 
 class ClassificationTask(Task):
@@ -113,10 +120,10 @@ class ClassificationTask(Task):
         max_seq_length: Truncation length in tokens.
         labels: Label strings in id order; default: sorted labels of ``train`` (GLUE ``0``/``1``
             stay in numeric order).
-        name: Task name reported in metrics.
+        name: Task name (``"sst2"``, ``"glue-tsv"``, ...).
     """
 
-    name: ClassVar[str] = "glue-tsv"
+    name: str = "glue-tsv"
     primary_metric: ClassVar[str] = "accuracy"
 
     def __init__(
@@ -127,7 +134,9 @@ class ClassificationTask(Task):
         *,
         max_seq_length: int = 128,
         labels: Sequence[str] | None = None,
+        name: str = "glue-tsv",
     ) -> None:
+        self.name = name
         if max_seq_length < 8:
             raise ValueError(f"max_seq_length must be >= 8, got {max_seq_length}")
         if not train:
@@ -180,7 +189,7 @@ class ClassificationTask(Task):
             raise DataError("classification task: no dev examples to evaluate on")
         model.eval()
         correct, loss_sum = 0, 0.0
-        for batch in _batches(self.dev_features, batch_size, self.collate, "eval", progress):
+        for batch in _batches(self.dev_features, batch_size, self.collate, "eval", progress, model):
             out = model(**batch)
             correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
             loss_sum += float(out.loss) * len(batch["labels"])
@@ -201,8 +210,3 @@ def _is_int(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def feature_lengths(features: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Token counts of features (for reporting)."""
-    return [len(f["input_ids"]) for f in features]
