@@ -18,6 +18,7 @@ report)::
     .venv/bin/python benchmarks/deploy_minilm.py finetune      # ~10 min CPU
     .venv/bin/python benchmarks/deploy_minilm.py evaluate
     .venv/bin/python benchmarks/deploy_minilm.py int8-forms    # DeepSparse vs int8 graph form
+    .venv/bin/python benchmarks/deploy_minilm.py qat-sparse    # QAT of a 90 %-pruned model
 
 DeepSparse runs in ``.venv-deepsparse`` (``packages/obert-deploy/scripts/test_deepsparse.sh``
 creates it) through ``python -m obert_deploy bench``. Timings are noisy on a shared machine:
@@ -34,6 +35,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +214,7 @@ def _cpu_busy(seconds: float = 2.0) -> float:
     return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
 
 
-def _wait_quiet(threshold: float, timeout: float = 900.0) -> float:
+def _wait_quiet(threshold: float, timeout: float = 4 * 3600.0) -> float:
     """Wait until other processes use less than ``threshold`` of the CPUs; return that share."""
     if threshold >= 1.0 or not Path("/proc/stat").is_file():
         return 0.0
@@ -236,7 +238,61 @@ def _best(runs: list[BenchResult]) -> BenchResult:
     return min(runs, key=lambda r: r.latency_ms["p50"])
 
 
-def _bench_ort(files: dict[str, tuple[str, str]], batch: int, repeats: int) -> list[BenchResult]:
+CACHE = OUT / "bench-cache.jsonl"
+
+
+def _measure(run: Callable[[], BenchResult]) -> BenchResult:
+    """Run once the CPUs are quiet; redo the run if other jobs were busy right after it."""
+    while True:
+        before = _wait_quiet(QUIET)
+        result = run()
+        after = _cpu_busy(1.0) if QUIET < 1.0 else 0.0
+        if after <= QUIET:
+            result.meta["others_cpu_before"] = f"{before:.2f}"
+            result.meta["others_cpu_after"] = f"{after:.2f}"
+            with CACHE.open("a") as handle:
+                handle.write(json.dumps(result.to_dict()) + "\n")
+            return result
+        print(f"    other jobs started during the run ({after:.0%} busy after it), redoing")
+
+
+def _run_deepsparse(path: str, label: str, batch: int) -> BenchResult:
+    iterations, warmup = _iterations(batch)
+    out = OUT / f"ds-{label.replace(' ', '_')}-b{batch}.json"
+    cmd = [
+        str(DS_PYTHON),
+        "-m",
+        "obert_deploy",
+        "bench",
+        path,
+        "--engine",
+        "deepsparse",
+        "--batch-size",
+        str(batch),
+        "--seq-len",
+        str(SEQ),
+        "--threads",
+        "2",
+        "--iterations",
+        str(iterations),
+        "--warmup",
+        str(warmup),
+        "--json",
+        str(out),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    (result,) = read_results_json(out)
+    result.name = label
+    return result
+
+
+def _bench(
+    engine: str, files: dict[str, tuple[str, str]], batch: int, repeats: int
+) -> list[BenchResult]:
+    """Best-of-``repeats`` (lowest p50) per model; accepted runs are cached across invocations."""
+    if engine == "deepsparse" and not DS_PYTHON.exists():
+        print(f"skipping DeepSparse: {DS_PYTHON} not found")
+        return []
     iterations, warmup = _iterations(batch)
     config = BenchConfig(
         engine="onnxruntime",
@@ -246,60 +302,31 @@ def _bench_ort(files: dict[str, tuple[str, str]], batch: int, repeats: int) -> l
         iterations=iterations,
         warmup=warmup,
     )
+    lines = CACHE.read_text().splitlines() if CACHE.is_file() else []
+    cache = [BenchResult.from_dict(json.loads(line)) for line in lines]
     results = []
     for label, (path, _) in files.items():
-        runs = []
-        for _ in range(repeats):
-            busy = _wait_quiet(QUIET)
-            runs.append(benchmark(path, config, name=label))
-            runs[-1].meta["others_cpu_before"] = f"{busy:.2f}"
+        runs = [r for r in cache if (r.engine, r.batch_size, r.name) == (engine, batch, label)]
+        while len(runs) < repeats:
+            if engine == "deepsparse":
+                runs.append(_measure(lambda p=path, n=label: _run_deepsparse(p, n, batch)))
+            else:
+                runs.append(_measure(lambda p=path, n=label: benchmark(p, config, name=n)))
         results.append(_best(runs))
-        print(f"  onnxruntime b{batch} {label}: p50 {results[-1].latency_ms['p50']:.2f} ms")
+        print(
+            f"  {engine} b{batch} {label}: p50 {results[-1].latency_ms['p50']:.2f} ms", flush=True
+        )
     return results
+
+
+def _bench_ort(files: dict[str, tuple[str, str]], batch: int, repeats: int) -> list[BenchResult]:
+    return _bench("onnxruntime", files, batch, repeats)
 
 
 def _bench_deepsparse(
     files: dict[str, tuple[str, str]], batch: int, repeats: int
 ) -> list[BenchResult]:
-    if not DS_PYTHON.exists():
-        print(f"skipping DeepSparse: {DS_PYTHON} not found")
-        return []
-    iterations, warmup = _iterations(batch)
-    results = []
-    for label, (path, _) in files.items():
-        runs = []
-        for repeat in range(repeats):
-            busy = _wait_quiet(QUIET)
-            out = OUT / f"ds-{label}-b{batch}-{repeat}.json"
-            cmd = [
-                str(DS_PYTHON),
-                "-m",
-                "obert_deploy",
-                "bench",
-                path,
-                "--engine",
-                "deepsparse",
-                "--batch-size",
-                str(batch),
-                "--seq-len",
-                str(SEQ),
-                "--threads",
-                "2",
-                "--iterations",
-                str(iterations),
-                "--warmup",
-                str(warmup),
-                "--json",
-                str(out),
-            ]
-            subprocess.run(cmd, check=True, capture_output=True, text=True)
-            (result,) = read_results_json(out)
-            result.name = label
-            result.meta["others_cpu_before"] = f"{busy:.2f}"
-            runs.append(result)
-        results.append(_best(runs))
-        print(f"  deepsparse b{batch} {label}: p50 {results[-1].latency_ms['p50']:.2f} ms")
-    return results
+    return _bench("deepsparse", files, batch, repeats)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -526,6 +553,45 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(result.to_markdown())
 
 
+def cmd_qat_sparse(args: argparse.Namespace) -> None:
+    """QAT on the fine-tuned model after 90 % global magnitude pruning; masks must survive."""
+    global QUIET
+    QUIET = args.quiet
+    if not (FT_DIR / "config.json").is_file():
+        sys.exit(f"{FT_DIR} missing: run `finetune` first")
+    torch.manual_seed(0)
+    model = load_checkpoint(FT_DIR, "sequence-classification").model
+    sparsity = magnitude_prune_(model, "unstructured", 0.9)
+    tokenizer = load_tokenizer(FT_DIR)
+    data = read_glue_tsv(sst2("train"))
+    picks = random.Random(2).sample(range(len(data)), args.steps * 16)
+    feeds = tokenize(tokenizer, [data.texts[i] for i in picks], SEQ, INPUTS)
+    labels = np.asarray([data.labels[i] for i in picks])  # type: ignore[index]
+    batches = [
+        ({k: v[i : i + 16] for k, v in feeds.items()}, labels[i : i + 16])
+        for i in range(0, len(picks), 16)
+    ]
+    out = OUT / "ft-u90-qat-ds-b1.onnx"
+    config = QATConfig(engine="deepsparse", steps=args.steps, seq_len=SEQ, export_batch_size=1)
+    report = qat_export(model, out, batches, config)
+    rows = report.weights
+    print(
+        f"encoder sparsity {sparsity:.4f}; QAT {report.steps} steps, loss {report.losses[0]:.3f} "
+        f"-> {report.losses[-1]:.3f}; masks kept in {sum(r.kept for r in rows)}/{len(rows)} "
+        f"weights; int8 initializer sparsity {min(r.onnx_sparsity or 0 for r in rows):.4f}.."
+        f"{max(r.onnx_sparsity or 0 for r in rows):.4f}; max |ORT - PyTorch| "
+        f"{report.max_abs_diff:.2e}"
+    )
+    (OUT / "qat-sparse.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    files = {
+        "u90 fp32": (str(OUT / "u90-ds-fp32-b1.onnx"), "fp32"),
+        "u90 QAT int8": (str(out), "int8"),
+    }
+    results = _bench_deepsparse(files, 1, args.repeats)
+    write_results_json(results, OUT / "qat-sparse-bench.json")
+    print(results_to_markdown(results, baseline="u90 fp32"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -552,6 +618,10 @@ def main() -> None:
     forms = sub.add_parser("int8-forms")
     forms.add_argument("--repeats", type=int, default=1)
     forms.add_argument("--quiet", type=float, default=1.0)
+    qs = sub.add_parser("qat-sparse")
+    qs.add_argument("--steps", type=int, default=20)
+    qs.add_argument("--repeats", type=int, default=1)
+    qs.add_argument("--quiet", type=float, default=1.0)
     ev = sub.add_parser("evaluate")
     ev.add_argument("--qat-steps", type=int, default=100)
     args = parser.parse_args()
@@ -567,6 +637,7 @@ def main() -> None:
         "report": cmd_report,
         "finetune": cmd_finetune,
         "int8-forms": cmd_int8_forms,
+        "qat-sparse": cmd_qat_sparse,
         "evaluate": cmd_evaluate,
     }[args.command](args)
 
