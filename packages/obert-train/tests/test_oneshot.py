@@ -189,6 +189,28 @@ def test_fisher_cache_reuses_the_dense_fisher(
             torch.testing.assert_close(p, dict(cached.named_parameters())[name])
 
 
+def test_fisher_cache_is_keyed_by_the_settings(
+    tiny_bert: BertForSequenceClassification, task: ClassificationTask
+) -> None:
+    """One cache shared by runs with another mask type or damp gives what fresh runs give."""
+    cache: dict[str, dict[str, torch.Tensor]] = {}
+    settings = [
+        {"mask_type": "unstructured", "damp": 1e-7},
+        {"mask_type": "block4", "damp": 1e-7},  # same Fisher, other scores
+        {"mask_type": "unstructured", "damp": 1e-3},  # other Fisher
+    ]
+    for extra in settings:
+        fresh, cached = _copy(tiny_bert), _copy(tiny_bert)
+        cfg = OneShotConfig(sparsity=0.5, **{**OBERT, **extra})
+        oneshot_prune(fresh, cfg, task=task, progress=False)
+        result = oneshot_prune(cached, cfg, task=task, progress=False, fisher_cache=cache)
+        assert ("gradients_s" in result.timings) == (extra == settings[0] or extra["damp"] > 1e-7)
+        for name, p in resolve_target_params(fresh).items():
+            torch.testing.assert_close(p, dict(cached.named_parameters())[name])
+    assert len([key for key in cache if key.startswith("finv")]) == 2
+    assert len([key for key in cache if key.startswith("scores")]) == 3
+
+
 def test_bad_shapes_and_missing_data(
     tiny_bert: BertForSequenceClassification, task: ClassificationTask
 ) -> None:

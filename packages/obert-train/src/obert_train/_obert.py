@@ -24,6 +24,7 @@ from typing import ClassVar
 import torch
 
 import obert_core as oc
+from obert_train._config import OneShotConfig
 from obert_train._distributed import shard_by_size
 from obert_train._memory import MemoryPlan, gram_precision, plan_memory
 from obert_train._methods import PruningMethod, StepContext, select_masks
@@ -112,6 +113,19 @@ def obert_scores(
     }
 
 
+def _cache_keys(cfg: OneShotConfig) -> tuple[str, str]:
+    """Keys of the inverse Fishers and of the scores in a ``fisher_cache``.
+
+    They name every setting the cached values depend on, so one cache shared by runs with other
+    Fisher settings (damp, B, m, ...) or another mask granularity never returns stale values.
+    """
+    finv = (
+        f"finv|B={cfg.block_size}|damp={cfg.damp!r}|m={cfg.num_grads}|bs={cfg.grad_batch_size}"
+        f"|seed={cfg.seed}|{cfg.fisher_method}|targets={cfg.targets}"
+    )
+    return finv, f"scores|group={cfg.group_size}|{finv}"
+
+
 class ObertPruning(PruningMethod):
     """Optimal BERT Surgeon: second-order scores and weight update from the block Fisher."""
 
@@ -152,20 +166,24 @@ class ObertPruning(PruningMethod):
         scores: dict[str, torch.Tensor] = {}
         kept: dict[str, torch.Tensor] = {}
         cache = ctx.fisher_cache if ctx.round_index == 0 and keep_all else None
+        finv_key, score_key = _cache_keys(cfg)
         for names in passes:
-            if cache:
-                ctx.log("reusing the cached inverse Fisher and scores of the starting weights")
-                finvs = {n: cache["finv"][n] for n in names if n in cache["finv"]}
-                group_scores = {n: cache["scores"][n] for n in finvs}
+            if cache is not None and finv_key in cache:
+                ctx.log("reusing the cached inverse Fisher of the starting weights")
+                finvs = {n: cache[finv_key][n] for n in names if n in cache[finv_key]}
             else:
                 finvs = build_inverse_fishers(
                     params, names, masks, ctx, owners, chunk_size=plan.chunk_size
                 )
+                if cache is not None:
+                    cache.setdefault(finv_key, {}).update(finvs)
+            if cache is not None and score_key in cache:
+                group_scores = {n: cache[score_key][n] for n in finvs}
+            else:
                 with _timed(ctx, "scores_s"):
                     group_scores = obert_scores(params, finvs, cfg.group_size)
                 if cache is not None:
-                    cache.setdefault("finv", {}).update(finvs)
-                    cache.setdefault("scores", {}).update(group_scores)
+                    cache.setdefault(score_key, {}).update(group_scores)
             if local:
                 with _timed(ctx, "masks_s"):
                     chosen = select_masks(

@@ -131,7 +131,10 @@ def oneshot_prune(
         fisher_cache: A dict shared between calls that start from the *same* weights (e.g. one
             checkpoint pruned to several sparsities with one recomputation): the first call
             stores its inverse Fishers and scores there, later calls reuse them instead of
-            collecting gradients again.  Used only when the Fisher fits in memory at once.
+            collecting gradients again.  Entries are keyed by the Fisher settings (B, damp, m,
+            sampler batch size, seed, targets) and scores also by the mask granularity, so runs
+            with other settings add their own entries.  Used only when the Fisher fits in
+            memory at once.
 
     Returns:
         Achieved sparsity, masks and timings.
