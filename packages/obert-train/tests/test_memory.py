@@ -56,7 +56,7 @@ def test_gram_precision_follows_the_rank_of_the_gram() -> None:
 
 def test_chunk_size_shrinks_before_refusing() -> None:
     d = 1_000_000
-    need_1 = int(1.1 * group_peak_bytes([d], 10, 1, "streaming")) + 6 * d + 1
+    need_1 = int(1.1 * group_peak_bytes([d], 10, 1, "streaming")) + 10 * d + 1
     plan = plan_memory({"w": d}, 10, num_grads=64, budget_bytes=need_1, fisher_method="streaming")
     assert plan.chunk_size == 1
 
@@ -83,3 +83,23 @@ def test_empty_plan_for_a_rank_without_tensors() -> None:
 def test_format_bytes() -> None:
     assert format_bytes(512) == "512 B"
     assert format_bytes(1.5 * 2**30) == "1.50 GiB"
+
+
+def test_default_budget_is_shared_by_the_ranks_of_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from obert_train import _memory
+
+    monkeypatch.setattr(_memory, "available_bytes", lambda fraction=0.8: 8 * 10**9)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert _memory.default_budget_bytes() == 8 * 10**9
+    assert plan_memory({"a": 1000}, 50, num_grads=8).budget_bytes == 8 * 10**9
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert _memory.default_budget_bytes() == 2 * 10**9
+    assert plan_memory({"a": 1000}, 50, num_grads=8).budget_bytes == 2 * 10**9
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "zero")
+    with pytest.raises(ValueError, match="LOCAL_WORLD_SIZE='zero'"):
+        _memory.default_budget_bytes()
+
+
+def test_resident_bytes_include_the_updated_copies() -> None:
+    plan = plan_memory({"a": 1000, "b": 2000}, 50, num_grads=64, budget_bytes=10**9)
+    assert plan.resident_bytes == 10 * 3000  # score 4 + masks 2 + updated weights 4

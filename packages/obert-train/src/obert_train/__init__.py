@@ -29,6 +29,7 @@ from obert_train._memory import (
     MemoryPlan,
     MemoryPlanError,
     available_bytes,
+    default_budget_bytes,
     format_bytes,
     gram_precision,
     group_peak_bytes,
@@ -36,7 +37,13 @@ from obert_train._memory import (
 )
 from obert_train._methods import MagnitudePruning, PruningMethod, StepContext, select_masks
 from obert_train._mlm import MaskedLMTask
-from obert_train._obert import ObertPruning, apply_obs_update, build_inverse_fishers, obert_scores
+from obert_train._obert import (
+    ObertPruning,
+    apply_obs_update,
+    build_inverse_fishers,
+    obert_scores,
+    obs_updated,
+)
 from obert_train._oneshot import METHODS, PruneResult, current_masks, oneshot_prune, register_method
 from obert_train._params import BERT_ENCODER_PATTERNS, TargetError, resolve_target_params
 from obert_train._squad import SquadTask, squad_metrics, squad_normalize_answer
@@ -77,6 +84,7 @@ __all__ = [
     "available_bytes",
     "build_inverse_fishers",
     "current_masks",
+    "default_budget_bytes",
     "finetune",
     "format_bytes",
     "gram_precision",
@@ -84,6 +92,7 @@ __all__ = [
     "load_hub_split",
     "load_task",
     "obert_scores",
+    "obs_updated",
     "oneshot_prune",
     "parse_memory",
     "parse_nm",

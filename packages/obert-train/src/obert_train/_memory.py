@@ -3,14 +3,18 @@
 The inverse-Fisher blocks of a tensor with d weights take ``4 * ceil(d/B) * B**2`` bytes in fp32
 (Kurtic et al. 2022, Sec. 3.2; BERT-base encoder at B = 50: about 17 GB); the batched build also
 holds a Gram accumulator.  While it is built, the gradient sampler holds a chunk of ``k``
-flattened gradients (``4 * k * d`` bytes) and autograd one full gradient (``4 * d``).  The
-planner packs tensors into groups whose peak fits the budget; groups are processed one after
-another (gradients re-collected per group).  If a single tensor cannot fit even with
-one-gradient chunks, it refuses and names a block size that would fit.
+flattened gradients (``4 * k * d`` bytes) and autograd one full gradient (``4 * d``).  For the
+whole step every weight costs 10 bytes: its fp32 score, old and new mask, and its OBS-updated
+copy (fp32 or narrower), held until the last group is done so that every group's gradients are
+taken at the starting weights.  The planner packs tensors into groups whose peak fits the
+budget; groups are processed one after another (gradients re-collected per group).  If a single
+tensor cannot fit even with one-gradient chunks, it refuses and names a block size that would
+fit.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,8 +26,10 @@ __all__ = [
     "MemoryPlan",
     "MemoryPlanError",
     "available_bytes",
+    "default_budget_bytes",
     "fisher_bytes",
     "format_bytes",
+    "gram_precision",
     "group_peak_bytes",
     "plan_memory",
 ]
@@ -58,7 +64,7 @@ class MemoryPlan:
         groups: Tensor names per group, processed one after another.
         group_peak_bytes: Estimated peak bytes while each group is processed (incl. resident).
         fisher_bytes: Stored (fp32) inverse-Fisher bytes per tensor.
-        resident_bytes: Bytes held for the whole step (scores and masks of all tensors).
+        resident_bytes: Bytes held for the whole step (scores, masks and updated copies).
         chunk_size: Gradients buffered per chunk.
         budget_bytes: The budget the plan was made for.
         fisher_method: ``"batched"`` or ``"streaming"`` construction the estimate is for.
@@ -102,8 +108,29 @@ class MemoryPlan:
 
 
 def available_bytes(fraction: float = 0.8) -> int:
-    """``fraction`` of the RAM currently available (psutil), the default budget."""
+    """``fraction`` of the RAM currently available (psutil)."""
     return int(psutil.virtual_memory().available * fraction)
+
+
+def default_budget_bytes() -> int:
+    """The default budget: 80 % of the available RAM, shared by the ranks on this host.
+
+    Under ``torchrun`` every rank of a host plans at the same time from the same free RAM, so
+    the 80 % is divided by ``LOCAL_WORLD_SIZE`` (the number of ranks on this host; 1 if unset).
+
+    Raises:
+        ValueError: If ``LOCAL_WORLD_SIZE`` is set but not a positive integer.
+    """
+    raw = os.environ.get("LOCAL_WORLD_SIZE", "1")
+    try:
+        local = int(raw)
+    except ValueError:
+        local = 0
+    if local < 1:
+        raise ValueError(
+            f"LOCAL_WORLD_SIZE={raw!r} is not a positive integer; unset it or launch with torchrun"
+        )
+    return available_bytes() // local
 
 
 def gram_precision(num_grads: int, block_size: int) -> str:
@@ -188,7 +215,9 @@ def _pack(
     return groups
 
 
-_RESIDENT = 6  # bytes per target weight for the whole step: fp32 score + old and new mask
+# Bytes per target weight held for the whole step: fp32 score (4), old and new mask (1 + 1), and
+# the OBS-updated copy (4, fp32 or narrower), written into the model only after the last group.
+_RESIDENT = 10
 _SELECT = 28  # transient bytes per weight while global masks are chosen (float64 keys, sort)
 
 
@@ -205,7 +234,8 @@ def plan_memory(
 
     The peak of a group is :func:`group_peak_bytes` plus 10 % (allocator caching and strided
     copies: the BERT-base demonstration in docs/benchmarks.md measured 5 % above the bare
-    model).  6 bytes per weight of all tensors (scores, masks) are held for the whole step, and
+    model).  10 bytes per weight of all tensors (fp32 scores, old and new masks, and the updated
+    fp32 copy each tensor waits in until the last group is done) are held for the whole step, and
     choosing global masks briefly needs 28 bytes per weight (plus, when everything is one group,
     the kept inverses).  The chunk size is halved (down to 1) while the largest tensor does not
     fit, and lowered further (down to 4) when that gives fewer groups.
@@ -216,7 +246,8 @@ def plan_memory(
         block_size: Fisher block size B.
         num_grads: m (chunks never exceed it; decides the Gram dtype).
         chunk_size: Preferred gradients per chunk.
-        budget_bytes: Memory budget; default 80 % of the available RAM.
+        budget_bytes: Memory budget of this process; default :func:`default_budget_bytes`
+            (80 % of the available RAM divided by ``LOCAL_WORLD_SIZE``).
         fisher_method: ``"batched"`` or ``"streaming"`` inverse construction.
 
     Returns:
@@ -226,7 +257,7 @@ def plan_memory(
         MemoryPlanError: If even one tensor with one-gradient chunks exceeds the budget; the
             message names the tensor and a block size (or construction) that would fit.
     """
-    budget = available_bytes() if budget_bytes is None else int(budget_bytes)
+    budget = default_budget_bytes() if budget_bytes is None else int(budget_bytes)
     fisher = {n: fisher_bytes(d, block_size) for n, d in numels.items()}
     if not numels:
         return MemoryPlan([], [], {}, 0, 0, budget, fisher_method)

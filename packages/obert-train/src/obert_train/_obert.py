@@ -10,12 +10,15 @@ One step, for target sparsity s:
    global masks need every score: scores are gathered on all ranks, ``select_mask`` picks
    exactly ``round(s N)`` zeros, and, if the Fisher did not fit at once, a second pass rebuilds
    each group's inverse (same gradient batches, same result).
-4. Apply the OBS update ``obert_core.obs_update`` (``joint`` or ``superpose``) to each tensor and
-   broadcast the updated tensors from their owners.
+4. Compute the OBS update ``obert_core.obs_update`` (``joint`` or ``superpose``) of each tensor
+   into a separate copy; only after the last pass are the copies written into the model and
+   broadcast from their owners.  So every gradient of the step (all passes, all ranks) is taken
+   at the same starting weights and the result does not depend on the memory budget.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,7 +32,13 @@ from obert_train._distributed import shard_by_size
 from obert_train._memory import MemoryPlan, gram_precision, plan_memory
 from obert_train._methods import PruningMethod, StepContext, select_masks
 
-__all__ = ["ObertPruning", "apply_obs_update", "build_inverse_fishers", "obert_scores"]
+__all__ = [
+    "ObertPruning",
+    "apply_obs_update",
+    "build_inverse_fishers",
+    "obert_scores",
+    "obs_updated",
+]
 
 
 @contextmanager
@@ -113,15 +122,33 @@ def obert_scores(
     }
 
 
-def _cache_keys(cfg: OneShotConfig) -> tuple[str, str]:
+def _weights_fingerprint(params: Mapping[str, torch.nn.Parameter]) -> str:
+    """A cheap digest of the target weights: per tensor its zero count and float64 sum of |w|.
+
+    Pruning (or any update) changes it, so a cache shared by calls that re-prune the same model
+    object in place never hands back the Fisher or scores of the earlier weights.
+    """
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in params.items():
+            w = p.detach()
+            zeros = int((w == 0).sum())
+            total = float(w.abs().sum(dtype=torch.float64))
+            digest.update(f"{name}:{tuple(w.shape)}:{zeros}:{total!r};".encode())
+    return digest.hexdigest()[:16]
+
+
+def _cache_keys(cfg: OneShotConfig, params: Mapping[str, torch.nn.Parameter]) -> tuple[str, str]:
     """Keys of the inverse Fishers and of the scores in a ``fisher_cache``.
 
-    They name every setting the cached values depend on, so one cache shared by runs with other
-    Fisher settings (damp, B, m, ...) or another mask granularity never returns stale values.
+    They name every setting the cached values depend on and a fingerprint of the starting
+    weights, so one cache shared by runs with other Fisher settings (damp, B, m, ...), another
+    mask granularity or other weights never returns stale values.
     """
     finv = (
         f"finv|B={cfg.block_size}|damp={cfg.damp!r}|m={cfg.num_grads}|bs={cfg.grad_batch_size}"
         f"|seed={cfg.seed}|{cfg.fisher_method}|targets={cfg.targets}"
+        f"|weights={_weights_fingerprint(params)}"
     )
     return finv, f"scores|group={cfg.group_size}|{finv}"
 
@@ -165,8 +192,11 @@ class ObertPruning(PruningMethod):
         new_masks: dict[str, torch.Tensor] = {}
         scores: dict[str, torch.Tensor] = {}
         kept: dict[str, torch.Tensor] = {}
+        # Updated tensors wait here until every pass has collected its gradients: writing them
+        # into the model earlier would move the point later passes (and other ranks) see.
+        updated: dict[str, torch.Tensor] = {}
         cache = ctx.fisher_cache if ctx.round_index == 0 and keep_all else None
-        finv_key, score_key = _cache_keys(cfg)
+        finv_key, score_key = _cache_keys(cfg, params) if cache is not None else ("", "")
         for names in passes:
             if cache is not None and finv_key in cache:
                 ctx.log("reusing the cached inverse Fisher of the starting weights")
@@ -190,7 +220,7 @@ class ObertPruning(PruningMethod):
                         group_scores, sparsity, {n: masks[n] for n in group_scores}, cfg
                     )
                 new_masks.update(chosen)
-                _update(params, finvs, masks, chosen, ctx)
+                updated.update(_updated(params, finvs, masks, chosen, ctx))
             else:
                 scores.update(group_scores)
                 if keep_all:
@@ -201,7 +231,8 @@ class ObertPruning(PruningMethod):
                 all_scores = _gather(scores, owners, params, cfg.group_size, ctx)
                 new_masks = select_masks(all_scores, sparsity, masks, cfg)
             if keep_all:
-                _update(params, kept, masks, new_masks, ctx)
+                updated.update(_updated(params, kept, masks, new_masks, ctx))
+                kept.clear()
             else:
                 ctx.log(
                     "global masks chosen; second pass rebuilds each group's Fisher for the update"
@@ -210,10 +241,14 @@ class ObertPruning(PruningMethod):
                     finvs = build_inverse_fishers(
                         params, names, masks, ctx, owners, chunk_size=plan.chunk_size
                     )
-                    _update(params, finvs, masks, new_masks, ctx)
+                    updated.update(_updated(params, finvs, masks, new_masks, ctx))
                     del finvs
         else:
             new_masks = _gather_masks(new_masks, owners, params, ctx)
+        with torch.no_grad():
+            for name, tensor in updated.items():
+                params[name].copy_(tensor)
+        del updated
         with _timed(ctx, "broadcast_s"):
             for name, p in params.items():
                 ctx.dist.broadcast(p.data, owners[name])
@@ -243,26 +278,58 @@ def apply_obs_update(
         mode: ``"joint"`` or ``"superpose"``.
     """
     with torch.no_grad():
+        for name, tensor in obs_updated(
+            params, finvs, old_masks, new_masks, group_size=group_size, mode=mode
+        ).items():
+            params[name].copy_(tensor)
+
+
+def obs_updated(
+    params: Mapping[str, torch.nn.Parameter],
+    finvs: Mapping[str, torch.Tensor],
+    old_masks: Mapping[str, torch.Tensor],
+    new_masks: Mapping[str, torch.Tensor],
+    *,
+    group_size: int = 1,
+    mode: str = "joint",
+) -> dict[str, torch.Tensor]:
+    """The OBS-updated copies of the tensors in ``finvs``; ``params`` is left untouched.
+
+    Same update as :func:`apply_obs_update`, returned instead of written, so that a step made of
+    several passes can take all its gradients at the starting weights.
+
+    Args:
+        params: Current tensors (read only).
+        finvs: ``{name: (ceil(d/B), B, B)}`` inverse-Fisher blocks (only these are updated).
+        old_masks: Flat keep-masks before the step.
+        new_masks: Flat keep-masks after the step.
+        group_size: 4 for block4 (joint 4x4 solves), else 1.
+        mode: ``"joint"`` or ``"superpose"``.
+
+    Returns:
+        ``{name: updated tensor}`` with each parameter's shape and dtype.
+    """
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
         for name, finv in finvs.items():
             p = params[name]
             prune = old_masks[name] & ~new_masks[name]
             w = p.detach().reshape(-1).float()
-            updated = torch.as_tensor(
-                oc.obs_update(w, finv, prune, group_size=group_size, mode=mode)
-            )
-            updated = updated * new_masks[name].to(updated.dtype)
-            p.copy_(updated.reshape(p.shape).to(p.dtype))
+            new = torch.as_tensor(oc.obs_update(w, finv, prune, group_size=group_size, mode=mode))
+            new = new * new_masks[name].to(new.dtype)
+            out[name] = new.reshape(p.shape).to(p.dtype)
+    return out
 
 
-def _update(
+def _updated(
     params: Mapping[str, torch.nn.Parameter],
     finvs: Mapping[str, torch.Tensor],
     old: Mapping[str, torch.Tensor],
     new: Mapping[str, torch.Tensor],
     ctx: StepContext,
-) -> None:
+) -> dict[str, torch.Tensor]:
     with _timed(ctx, "update_s"):
-        apply_obs_update(
+        return obs_updated(
             params, finvs, old, new, group_size=ctx.config.group_size, mode=ctx.config.mode
         )
 
