@@ -84,3 +84,50 @@ def test_missing_labels_give_a_clear_error(
     sampler = GradientSampler(tiny_bert, features, task.collate, batch_size=2, num_grads=1)
     with pytest.raises(ValueError, match="returned no loss"):
         next(iter(sampler.chunks(resolve_target_params(tiny_bert))))
+
+
+def test_mlm_batches_are_reproducible_across_passes_and_ranks(
+    tokenizer: BertTokenizer, mlm_dir: Path
+) -> None:
+    """Random MLM masking is seeded per batch: every pass and every rank sees the same masks."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from obert_train import DistContext
+
+    task = load_task("mlm", tokenizer, data_dir=mlm_dir, max_seq_length=8)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    model = BertForMaskedLM(cfg).eval()
+    params = dict(list(resolve_target_params(model).items())[:2])
+    sampler = GradientSampler.from_task(model, task, batch_size=4, num_grads=6, progress=False)
+
+    def grads(round_seed: int) -> dict[str, torch.Tensor]:
+        (chunk,) = sampler.chunks(params, chunk_size=6, round_seed=round_seed)
+        return {n: g.clone() for n, g in chunk.items()}
+
+    first = grads(0)
+    state = torch.random.get_rng_state()
+    torch.rand(100)  # the global RNG moves on between the two passes
+    second = grads(0)
+    for name, g in first.items():
+        assert torch.equal(g, second[name])  # same masks in a second pass
+    assert not torch.equal(first[next(iter(first))], grads(1)[next(iter(first))])  # new round
+    torch.random.set_rng_state(state)
+
+    indices = [0, 1, 2, 3]
+    whole = sampler._batch(indices, 0, 0)
+    shards = [
+        GradientSampler.from_task(
+            model, task, batch_size=4, num_grads=6, progress=False, dist_ctx=DistContext(r, 2)
+        )._batch(indices, 0, 0)
+        for r in range(2)
+    ]
+    assert int((whole["labels"] != -100).sum()) > 0
+    for key, value in whole.items():  # the ranks' rows together are the single-process batch
+        assert torch.equal(torch.cat([s[key] for s in shards]), value)

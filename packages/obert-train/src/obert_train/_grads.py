@@ -6,9 +6,12 @@ mini-batch, computed with the model in eval mode (dropout off) and multiplied by
 mask, so pruned coordinates carry no Fisher mass.  Gradients are taken with
 ``torch.autograd.grad``, so neither ``.grad`` fields nor optimizer state are touched.
 
-Under ``torch.distributed`` each global mini-batch is split into equal contiguous shards, one per
-rank; the shard gradients are combined with weights = number of loss terms in each shard (rows,
-or labelled tokens for MLM), so the result equals the single-process gradient on the global batch.
+Every global mini-batch is collated under a seed derived from (sampler seed, round, gradient
+index) with torch's global RNG forked, so random collates (MLM masking) give the same batch in
+every pass of a grouped step and on every rank.  Under ``torch.distributed`` each rank collates
+the whole global batch and keeps its equal contiguous shard of the rows; the shard gradients are
+combined with weights = number of loss terms in each shard (rows, or labelled tokens for MLM), so
+the result equals the single-process gradient on the global batch.
 """
 
 from __future__ import annotations
@@ -115,6 +118,34 @@ class GradientSampler:
                 yield order[start : start + self.batch_size]
             epoch += 1
 
+    def _batch_seed(self, round_seed: int, index: int) -> int:
+        """Seed of the collate of gradient ``index`` in round ``round_seed``.
+
+        Integer mixing only (no ``hash`` of strings), so every process derives the same value.
+        """
+        mixed = self.seed * 0x9E3779B1 + round_seed * 0x85EBCA77 + index * 0xC2B2AE3D
+        return (mixed + 0x27D4EB2F) % 2**63
+
+    def _batch(self, indices: list[int], round_seed: int, index: int) -> dict[str, torch.Tensor]:
+        """Collate one global mini-batch reproducibly and keep this rank's shard of rows."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._batch_seed(round_seed, index))
+            batch = self.collate([self.features[i] for i in indices])
+        if not self.dist.active:
+            return batch
+        shard = self.batch_size // self.dist.world_size
+        lo = self.dist.rank * shard
+        out = {}
+        for key, value in batch.items():
+            if value.ndim == 0 or value.shape[0] != len(indices):
+                raise ValueError(
+                    f"collate returned {key!r} with shape {tuple(value.shape)}; under "
+                    f"torch.distributed every batch tensor needs the {len(indices)} examples "
+                    "as its first dimension (the rows are split between ranks)"
+                )
+            out[key] = value[lo : lo + shard]
+        return out
+
     def chunks(
         self,
         params: Mapping[str, torch.nn.Parameter],
@@ -147,8 +178,6 @@ class GradientSampler:
         names = list(params)
         mine = [n for n in names if owners is None or owners[n] == self.dist.rank]
         flat_masks = {n: masks[n].reshape(-1) for n in names} if masks is not None else {}
-        shard = self.batch_size // self.dist.world_size
-        lo = self.dist.rank * shard
         was_training = self.model.training
         self.model.eval()
         cap = min(chunk_size, self.num_grads)
@@ -160,9 +189,8 @@ class GradientSampler:
             total=self.num_grads, desc=desc, disable=not self.progress or self.dist.rank != 0
         )
         try:
-            for _ in range(self.num_grads):
-                idx = next(batches)[lo : lo + shard]
-                batch = to_device(self.collate([self.features[i] for i in idx]), device)
+            for index in range(self.num_grads):
+                batch = to_device(self._batch(next(batches), round_seed, index), device)
                 weight = float(_loss_weight(batch))
                 loss = self.loss_fn(self.model, batch)
                 grads = torch.autograd.grad(loss, [params[n] for n in names])

@@ -36,8 +36,9 @@ class MaskedLMTask(Task):
         dev: Dev text lines.
         max_seq_length: Tokens per block including the special tokens.
         mlm_probability: Fraction of tokens masked.
-        seed: Seed of the fixed dev masks (training batches are masked with torch's global RNG,
-            as in the Hugging Face ``Trainer``).
+        seed: Seed of the fixed dev masks.  Training batches are masked with torch's global
+            RNG, as in the Hugging Face ``Trainer``; the gradient sampler seeds it per batch,
+            so its Fisher batches are reproducible.
     """
 
     name: str = "mlm"
