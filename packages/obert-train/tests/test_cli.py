@@ -5,7 +5,8 @@ import re
 from pathlib import Path
 
 import pytest
-from transformers import AutoModelForSequenceClassification
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from typer.testing import CliRunner
 
 from obert_train import sparsity_report
@@ -66,6 +67,7 @@ def test_magnitude_without_eval(tiny_model_dir: Path, sst2_dir: Path, tmp_path: 
         (["--sparsity", "0.5", "--target", "nothing\\.weight"], "matched no parameter"),
         (["--sparsity", "0.5", "--max-memory", "1KB"], "--block-size|free memory"),
         (["--sparsity", "0.5", "--max-memory", "lots"], "cannot parse memory size"),
+        (["--sparsity", "0.5", "--sparsity", "0.501"], "would both write sparsity-0.50"),
     ],
 )
 def test_bad_input_exits_with_a_message_and_writes_nothing(
@@ -118,3 +120,42 @@ def test_finetune_keeps_masks(tiny_model_dir: Path, sst2_dir: Path, tmp_path: Pa
     tuned = AutoModelForSequenceClassification.from_pretrained(out)
     assert sparsity_report(tuned)["global"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert "accuracy" in json.loads((out / "finetune.json").read_text())["metrics"]
+
+
+def test_a_new_head_is_seeded_and_announced(
+    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path
+) -> None:
+    """A checkpoint without the task head: every sparsity gets the same seeded head, and a
+    warning names the newly initialised weights."""
+    from transformers import BertModel
+
+    base = tmp_path / "base"
+    BertModel.from_pretrained(tiny_model_dir).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(base)
+    out = tmp_path / "out"
+    args = _oneshot(
+        base, sst2_dir, out, "--sparsity", "0.3", "--sparsity", "0.6", "--method", "magnitude"
+    )
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "classifier.weight" in result.output and "newly initialised" in result.output
+    heads = [
+        AutoModelForSequenceClassification.from_pretrained(out / name).classifier.weight
+        for name in ("sparsity-0.30", "sparsity-0.60")
+    ]
+    assert torch.equal(heads[0], heads[1])
+
+
+def test_missing_datasets_package_is_a_clean_error(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
+    args = [
+        "oneshot", "--model", str(tiny_model_dir), "--task", "sst2", "--dataset", "glue:sst2",
+        "--sparsity", "0.5", "--output-dir", str(tmp_path / "out"), "--no-progress",
+    ]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "pip install datasets" in result.output.replace("\n", " ")

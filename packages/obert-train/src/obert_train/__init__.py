@@ -24,7 +24,7 @@ from obert_train._data import (
 from obert_train._distributed import DistContext, shard_by_size
 from obert_train._finetune import FinetuneResult, finetune
 from obert_train._grads import GradientSampler, LossFn
-from obert_train._hub import load_hub_split
+from obert_train._hub import MissingDependencyError, load_hub_split
 from obert_train._memory import (
     MemoryPlan,
     MemoryPlanError,
@@ -68,6 +68,7 @@ __all__ = [
     "MaskedLMTask",
     "MemoryPlan",
     "MemoryPlanError",
+    "MissingDependencyError",
     "ObertPruning",
     "OneShotConfig",
     "PruneResult",

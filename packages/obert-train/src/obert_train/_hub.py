@@ -12,7 +12,12 @@ from typing import Any
 
 from obert_train._data import ClassificationExample, DataError, SquadExample
 
-__all__ = ["load_hub_split"]
+__all__ = ["MissingDependencyError", "load_hub_split"]
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency (here: ``datasets`` for hub datasets) is not installed."""
+
 
 _TEXT_PAIRS = (
     ("sentence1", "sentence2"),
@@ -28,8 +33,9 @@ def _load(name: str, split: str) -> Any:
     try:
         import datasets  # optional dependency (obert-train[hub])
     except ImportError as exc:
-        raise ImportError(
-            "hub datasets need the 'datasets' package: pip install 'obert-train[hub]'"
+        raise MissingDependencyError(
+            f"--dataset {name!r} needs the 'datasets' package: pip install datasets "
+            "(or pip install 'obert-train[hub]'), or use local files with --data-dir"
         ) from exc
     path, _, config = name.partition(":")
     try:

@@ -12,7 +12,7 @@ import os
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import torch
 import typer
@@ -25,6 +25,7 @@ from obert_train._config import OneShotConfig, parse_memory
 from obert_train._data import DataError
 from obert_train._distributed import DistContext
 from obert_train._finetune import finetune
+from obert_train._hub import MissingDependencyError
 from obert_train._memory import MemoryPlanError
 from obert_train._oneshot import oneshot_prune
 from obert_train._params import TargetError
@@ -70,7 +71,15 @@ class FisherMethod(str, Enum):
     streaming = "streaming"
 
 
-_USER_ERRORS = (DataError, TargetError, MemoryPlanError, ValidationError, ValueError, OSError)
+_USER_ERRORS = (
+    DataError,
+    TargetError,
+    MemoryPlanError,
+    MissingDependencyError,
+    ValidationError,
+    ValueError,
+    OSError,
+)
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -79,11 +88,52 @@ def _fail(exc: BaseException) -> typer.Exit:
 
 
 def _init_distributed() -> DistContext:
-    """Join the torchrun process group (gloo on CPU, nccl on CUDA) when launched by torchrun."""
+    """Join the torchrun process group when launched by torchrun.
+
+    The CLI keeps the model on the CPU, so the collectives run on CPU tensors: gloo, whatever
+    GPUs the machine has (nccl would need every tensor on a GPU).
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend=backend)
+        torch.distributed.init_process_group(backend="gloo")
     return DistContext.current()
+
+
+def _load_model(the_task: Any, name_or_path: str, seed: int, *, warn: bool) -> Any:
+    """Load the task model with torch seeded, so a newly initialised head is the same each time.
+
+    Every sparsity, the dense evaluation and every rank get identical head weights.  With
+    ``warn``, names the weights that were not in the checkpoint (newly initialised).
+    """
+    torch.manual_seed(seed)
+    loaded = cast(Any, the_task.load_model(name_or_path, output_loading_info=True))
+    model, info = loaded if isinstance(loaded, tuple) else (loaded, {})
+    missing = sorted(info.get("missing_keys", []))
+    if missing and warn:
+        shown = ", ".join(missing[:6]) + (
+            f", ... ({len(missing)} in all)" if len(missing) > 6 else ""
+        )
+        typer.secho(
+            f"warning: {name_or_path} has no weights for {shown}; they are newly initialised "
+            f"(seeded with --seed {seed}), so the task head is untrained unless you fine-tune "
+            "it first (obert-train finetune)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    return model
+
+
+def _output_names(sparsities: list[float]) -> list[str]:
+    """``sparsity-0.50`` etc.; refuses targets that would share a folder."""
+    names = [f"sparsity-{s:.2f}" for s in sparsities]
+    seen: dict[str, float] = {}
+    for s, name in zip(sparsities, names, strict=True):
+        if name in seen:
+            raise ValueError(
+                f"--sparsity {seen[name]!r} and --sparsity {s!r} would both write {name}; "
+                "give each target once, at least 0.01 apart"
+            )
+        seen[name] = s
+    return names
 
 
 def _table(rows: list[dict[str, Any]], metric: str | None) -> str:
@@ -170,6 +220,7 @@ def oneshot(
             )
             for s in sorted(sparsity)
         ]
+        out_names = _output_names([cfg.sparsity for cfg in configs])
         dist = _init_distributed()
         tokenizer = AutoTokenizer.from_pretrained(model)
         the_task = load_task(
@@ -192,7 +243,7 @@ def oneshot(
         rows: list[dict[str, Any]] = []
         metric = the_task.primary_metric if evaluate else None
         if evaluate and main:
-            dense = the_task.load_model(model)
+            dense = _load_model(the_task, model, seed, warn=True)
             t0 = time.perf_counter()
             rows.append(
                 {
@@ -206,8 +257,8 @@ def oneshot(
                 }
             )
             del dense
-        for cfg in configs:
-            net = the_task.load_model(model)
+        for index, (cfg, out_name) in enumerate(zip(configs, out_names, strict=True)):
+            net = _load_model(the_task, model, seed, warn=main and index == 0 and not evaluate)
             result = oneshot_prune(
                 net,
                 cfg,
@@ -231,7 +282,7 @@ def oneshot(
                     net, batch_size=eval_batch_size, progress=progress
                 )
                 row["timings"]["eval_s"] = time.perf_counter() - t0
-            out = output_dir / f"sparsity-{cfg.sparsity:.2f}"
+            out = output_dir / out_name
             recipe = {
                 "model": model,
                 "task": task.value,
@@ -295,7 +346,7 @@ def finetune_cmd(
             need_dev=evaluate,
             seed=seed,
         )
-        net = the_task.load_model(model)
+        net = _load_model(the_task, model, seed, warn=True)
         result = finetune(
             net,
             the_task,
