@@ -21,6 +21,7 @@ _EXPORTS: dict[str, str] = {
     # errors
     "CheckpointError": "_errors",
     "EngineNotInstalledError": "_errors",
+    "MissingDependencyError": "_errors",
     "ObertDeployError": "_errors",
     "OnnxModelError": "_errors",
     "ShapeMismatchError": "_errors",
@@ -111,6 +112,7 @@ __all__ = [
     "ExportConfig",
     "ExportReport",
     "LoadedCheckpoint",
+    "MissingDependencyError",
     "ObertDeployError",
     "OnnxInput",
     "OnnxModelError",
@@ -206,6 +208,7 @@ if TYPE_CHECKING:
     from ._errors import (
         CheckpointError,
         EngineNotInstalledError,
+        MissingDependencyError,
         ObertDeployError,
         OnnxModelError,
         ShapeMismatchError,

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import CheckpointError
+from ._errors import CheckpointError, MissingDependencyError
 from ._tasks import get_task
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["LoadedCheckpoint", "load_checkpoint", "load_tokenizer"]
+__all__ = [
+    "EXPORT_INSTALL_HINT",
+    "LoadedCheckpoint",
+    "load_checkpoint",
+    "load_tokenizer",
+    "require",
+]
+
+#: How to install what ``export``, ``evaluate``, static ``quantize`` and ``qat`` need.
+EXPORT_INSTALL_HINT = "pip install 'obert-deploy[export]' torch==2.13.0"
 
 _LOG = logging.getLogger(__name__)
 _WEIGHT_FILES = (
@@ -43,6 +53,30 @@ class LoadedCheckpoint:
     task: str
     source: str
     missing_keys: tuple[str, ...]
+
+
+def require(feature: str, *modules: str) -> None:
+    """Import ``modules`` (default: torch and transformers) or explain how to install them.
+
+    The base install of obert-deploy is torch-free; this turns the bare ``ModuleNotFoundError``
+    of a missing optional dependency into an actionable error.
+
+    Args:
+        feature: What needs the modules, for the message (e.g. ``"export"``).
+        *modules: Top-level module names; default ``("torch", "transformers")``.
+
+    Raises:
+        MissingDependencyError: A module cannot be imported; the message names it and gives
+            the install command.
+    """
+    for module in modules or ("torch", "transformers"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"{feature} needs {module!r}, which is not installed in this Python environment "
+                f"({exc}); install it with `{EXPORT_INSTALL_HINT}`"
+            ) from exc
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -104,9 +138,11 @@ def load_checkpoint(
     Raises:
         UnsupportedTaskError: Unknown ``task``.
         CheckpointError: Missing, incomplete or unreadable checkpoint.
+        MissingDependencyError: PyTorch or Transformers is not installed.
     """
     spec = get_task(task)
     source = _resolve_source(checkpoint)
+    require("loading a checkpoint")
     import transformers
 
     auto_class: Any = getattr(transformers, spec.auto_class)
@@ -135,8 +171,15 @@ def load_checkpoint(
 def load_tokenizer(checkpoint: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
     """Load the tokenizer saved next to a checkpoint.
 
+    Args:
+        checkpoint: Checkpoint directory (or Hub id) whose tokenizer files to load.
+
+    Returns:
+        The ``transformers`` tokenizer (fast when available).
+
     Raises:
         CheckpointError: No tokenizer files, or they cannot be read.
+        MissingDependencyError: Transformers is not installed.
     """
     source = _resolve_source(checkpoint)
     path = Path(source)
@@ -146,6 +189,7 @@ def load_tokenizer(checkpoint: str | os.PathLike[str]) -> PreTrainedTokenizerBas
             "); save it with tokenizer.save_pretrained() into that directory or pass "
             "--tokenizer DIR"
         )
+    require("loading a tokenizer", "transformers")
     from transformers import AutoTokenizer
 
     try:

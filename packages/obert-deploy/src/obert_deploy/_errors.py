@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "EngineNotInstalledError",
+    "MissingDependencyError",
     "ObertDeployError",
     "OnnxModelError",
     "ShapeMismatchError",
@@ -35,6 +36,10 @@ class UnsupportedTaskError(ObertDeployError):
 
 class EngineNotInstalledError(ObertDeployError):
     """The requested inference engine is not importable in this Python environment."""
+
+
+class MissingDependencyError(ObertDeployError):
+    """An optional dependency (PyTorch, Transformers, onnxscript, torchao) is not installed."""
 
 
 class ShapeMismatchError(ObertDeployError):
