@@ -12,6 +12,7 @@ import torch
 
 from obert_deploy import (
     ExportConfig,
+    ObertDeployError,
     export_onnx,
     linear_weights,
     load_onnx,
@@ -113,7 +114,13 @@ def test_export_report(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
     text = report.to_markdown()
     assert "zeros kept in ONNX: 12 of 12" in text
     assert "bert.encoder.layer.1.output.dense.weight" in text
-    assert report.to_dict()["sparsity"][0]["pruned"] in (True, False)
+    rows = report.to_dict()["sparsity"]
+    assert sum(row["pruned"] for row in rows) == 12
+    assert {row["name"] for row in rows if not row["pruned"]} == {
+        "bert.pooler.dense.weight",
+        "classifier.weight",
+    }
+    assert all(row["onnx_sparsity"] == row["torch_sparsity"] for row in rows)
     # the caller's model keeps its attention implementation
     assert tiny_model.config._attn_implementation == "eager"
 
@@ -153,3 +160,51 @@ def test_lower_opset_by_conversion(tmp_path: Path, tiny_model: torch.nn.Module) 
 def test_opset_out_of_range_is_rejected() -> None:
     with pytest.raises(ValueError, match=r"opset 13 is not supported; use 14\.\.21"):
         ExportConfig(opset=13)
+    # DeepSparse's onnx 1.14 reads at most opset 19 at IR 8: capped at 18.
+    with pytest.raises(ValueError, match=r"opset 19 is too new for --engine deepsparse.*14\.\.18"):
+        ExportConfig(engine="deepsparse", opset=19)
+    assert ExportConfig(engine="deepsparse", opset=18).resolved_opset == 18
+    assert ExportConfig(engine="onnxruntime", opset=21).resolved_opset == 21
+
+
+def test_onnx_sparsity_is_measured_from_the_initializer() -> None:
+    weight = np.arange(12, dtype=np.float32).reshape(3, 4)  # one zero in 12
+    graph = onnx.helper.make_graph(
+        [], "g", [], [], initializer=[onnx.numpy_helper.from_array(weight.T.copy(), "w_t")]
+    )
+    (row,) = match_sparsity({"w": weight}, onnx.helper.make_model(graph))
+    assert row.onnx_initializer == "w_t" and row.same_zeros
+    assert row.onnx_sparsity == pytest.approx(1 / 12)
+    (row,) = match_sparsity({"w": weight + 1}, onnx.helper.make_model(graph))
+    assert row.onnx_initializer is None and row.onnx_sparsity is None and not row.same_zeros
+
+
+def test_dynamic_export_checks_a_second_batch_size(
+    tmp_path: Path, tiny_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import obert_deploy._export as export_module
+
+    shapes: list[tuple[int, int]] = []
+    original = export_module._check_parity
+
+    def spy(path, wrapper, feeds, output_names, config):  # type: ignore[no-untyped-def]
+        shapes.extend(tuple(f["input_ids"].shape) for f in feeds)
+        return original(path, wrapper, feeds, output_names, config)
+
+    monkeypatch.setattr(export_module, "_check_parity", spy)
+    export_onnx(tiny_model, tmp_path / "d.onnx", ExportConfig(batch_size=1, seq_len=8))
+    assert shapes == [(1, 8), (2, 4)]
+
+
+def test_qa_opset_conversion_failure_is_a_clear_error(
+    tmp_path: Path, tiny_qa_checkpoint: Path
+) -> None:
+    out = tmp_path / "qa14.onnx"
+    # onnx's version converter has no Split adapter from opset 18 down to 14.
+    with pytest.raises(ObertDeployError, match=r"opset 14.*--opset.*question-answering"):
+        export_onnx(
+            tiny_qa_checkpoint,
+            out,
+            ExportConfig(task="question-answering", engine="deepsparse", seq_len=8, opset=14),
+        )
+    assert list(tmp_path.iterdir()) == []

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import onnx
 
-from ._checkpoint import load_checkpoint
+from ._checkpoint import load_checkpoint, require
 from ._errors import ObertDeployError, VerificationError
 from ._io import atomic_output
 from ._onnx_compat import (
@@ -54,6 +54,7 @@ __all__ = [
     "ExportConfig",
     "ExportReport",
     "export_onnx",
+    "model_input_names",
     "quiet_torch_export",
     "sample_inputs",
 ]
@@ -63,6 +64,9 @@ _LOG = logging.getLogger(__name__)
 ENGINES = ("onnxruntime", "deepsparse")
 _EXPORT_OPSET = 18
 _MAX_OPSET = 21
+#: onnx 1.14 (pinned by DeepSparse 1.8) reads at most opset 19 with IR 8; 18 is the newest
+#: opset the exporter emits natively and the one tested with DeepSparse.
+_MAX_DEEPSPARSE_OPSET = 18
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ class ExportConfig:
         seq_len: Sequence length of the sample inputs (fixed with static shapes).
         static_shapes: Fix every input dimension. ``None`` means the engine default: ``True`` for
             DeepSparse (required for its sparse kernels), ``False`` for ONNX Runtime.
-        opset: Default-domain opset. ``None`` means 18 (both engines).
+        opset: Default-domain opset. ``None`` means 18 (both engines); 14..21 for ONNX Runtime,
+            14..18 for DeepSparse (its onnx 1.14 cannot read newer files at IR 8).
         attn_implementation: Attention implementation used when loading a checkpoint.
         verify: Compare ONNX Runtime outputs with PyTorch and check weight sparsity survives.
         atol: Absolute tolerance of the output comparison.
@@ -110,6 +115,17 @@ class ExportConfig:
             raise ObertDeployError(
                 f"opset {self.opset} is not supported; use {MIN_OPSET}..{_MAX_OPSET} "
                 "(transformers 5 attention needs >= 14)"
+            )
+        if (
+            self.engine == "deepsparse"
+            and self.opset is not None
+            and self.opset > _MAX_DEEPSPARSE_OPSET
+        ):
+            raise ObertDeployError(
+                f"opset {self.opset} is too new for --engine deepsparse: DeepSparse 1.8 (onnx "
+                f"1.14, IR 8) reads at most opset {_MAX_DEEPSPARSE_OPSET} here; use --opset "
+                f"{MIN_OPSET}..{_MAX_DEEPSPARSE_OPSET} or leave --opset out (default "
+                f"{DEEPSPARSE_OPSET})"
             )
         if self.atol <= 0 or self.rtol < 0:
             raise ObertDeployError(
@@ -228,7 +244,15 @@ class _OutputsAsTuple:
 
 
 def model_input_names(model: PreTrainedModel) -> list[str]:
-    """Token inputs the model's ``forward`` accepts, in ONNX input order."""
+    """Token inputs the model's ``forward`` accepts, in ONNX input order.
+
+    Args:
+        model: A loaded Hugging Face model.
+
+    Returns:
+        ``input_ids``, ``attention_mask`` and, when the model has segment embeddings and its
+        ``forward`` takes them, ``token_type_ids``.
+    """
     params = inspect.signature(model.forward).parameters
     names = ["input_ids", "attention_mask"]
     type_vocab = getattr(model.config, "type_vocab_size", 0) or 0
@@ -244,6 +268,15 @@ def sample_inputs(
 
     Row ``i`` of the attention mask keeps the first ``seq_len - i * seq_len // (2 * batch)``
     tokens, so padding is exercised whenever ``batch_size > 1``.
+
+    Args:
+        model: The model the inputs are for (vocabulary size, segment embeddings).
+        batch_size: Rows.
+        seq_len: Tokens per row.
+        seed: Seed of the random token ids.
+
+    Returns:
+        Input name -> int64 tensor of shape ``(batch_size, seq_len)``, in ONNX input order.
     """
     import torch
 
@@ -323,12 +356,20 @@ def _finalize_graph(proto: onnx.ModelProto, config: ExportConfig) -> onnx.ModelP
         del node.metadata_props[:]
         node.doc_string = ""
     opset = config.resolved_opset
-    if config.engine == "deepsparse":
-        return convert_for_deepsparse(proto, opset=opset, ir_version=DEEPSPARSE_IR_VERSION)
     try:
+        if config.engine == "deepsparse":
+            return convert_for_deepsparse(proto, opset=opset, ir_version=DEEPSPARSE_IR_VERSION)
         return set_opset(proto, opset)
-    except ValueError as exc:
-        raise ObertDeployError(str(exc)) from exc
+    except ObertDeployError:
+        raise
+    except ValueError as exc:  # set_opset: no version adapter; the message has the remedy
+        raise ObertDeployError(f"{exc} (task {config.task}, engine {config.engine})") from exc
+    except (RuntimeError, onnx.checker.ValidationError) as exc:
+        raise ObertDeployError(
+            f"cannot convert the exported {config.task} graph to opset {opset} for engine "
+            f"{config.engine} ({type(exc).__name__}: {exc}); leave --opset out (default "
+            f"{_EXPORT_OPSET}) or pick another --opset"
+        ) from exc
 
 
 def _check_parity(
@@ -341,7 +382,15 @@ def _check_parity(
     import onnxruntime as ort
     import torch
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise VerificationError(
+            f"ONNX Runtime cannot load the exported {config.task} graph at opset "
+            f"{config.resolved_opset} ({type(exc).__name__}: {exc}); the file was not written. "
+            "Re-export with another --opset (default 18), or skip the check with --no-verify "
+            "if the target engine is not ONNX Runtime"
+        ) from exc
     worst = dict.fromkeys(output_names, 0.0)
     for feed in feeds:
         with torch.no_grad():
@@ -370,8 +419,9 @@ def export_onnx(
 
     Verification (``config.verify``): ONNX Runtime outputs must match PyTorch within
     ``atol + rtol * |PyTorch|`` on random inputs (with padding; with dynamic shapes also on a
-    second, smaller shape), and every pruned ``nn.Linear`` weight must appear bit-exactly (as
-    ``W`` or ``W^T``) among the ONNX initializers, so its zeros survive. A failed check raises
+    second shape, ``batch_size + 1`` by ``seq_len // 2``), and every pruned ``nn.Linear``
+    weight must appear bit-exactly (as ``W`` or ``W^T``) among the ONNX initializers, so its
+    zeros survive. A failed check raises
     and leaves nothing at ``output``.
 
     Args:
@@ -385,8 +435,10 @@ def export_onnx(
     Raises:
         CheckpointError: The checkpoint cannot be loaded.
         VerificationError: Output mismatch or lost sparsity.
+        MissingDependencyError: PyTorch, Transformers or onnxscript is not installed.
     """
     config = config or ExportConfig()
+    require("export", "torch", "transformers", "onnxscript")
     start = time.perf_counter()
     missing: tuple[str, ...] = ()
     if isinstance(model, (str, os.PathLike)):
@@ -439,10 +491,13 @@ def _export_loaded(
                 sample_inputs(hf_model, config.batch_size, config.seq_len, seed=config.seed + 1)
             ]
             if not static:
-                small_batch = max(1, config.batch_size // 2 + 1)
+                # A second shape that differs from the traced one on both axes.
                 checks.append(
                     sample_inputs(
-                        hf_model, small_batch, max(2, config.seq_len // 2), seed=config.seed + 2
+                        hf_model,
+                        config.batch_size + 1,
+                        max(2, config.seq_len // 2),
+                        seed=config.seed + 2,
                     )
                 )
             diffs = _check_parity(tmp, wrapper, checks, output_names, config)

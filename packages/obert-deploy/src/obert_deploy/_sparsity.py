@@ -124,11 +124,14 @@ def match_sparsity(
     Returns:
         One row per PyTorch weight, in the given order.
     """
-    index: dict[tuple[tuple[int, ...], str, str], str] = {}
+    # digest -> (initializer name, fraction of exact zeros measured in the initializer)
+    index: dict[tuple[tuple[int, ...], str, str], tuple[str, float]] = {}
     for init in model.graph.initializer:
         if len(init.dims) != 2:
             continue
-        index.setdefault(_digest(numpy_helper.to_array(init)), init.name)
+        array = numpy_helper.to_array(init)
+        sparsity = float(np.mean(array == 0)) if array.size else 0.0
+        index.setdefault(_digest(array), (init.name, sparsity))
     rows = []
     for name, weight in torch_weights.items():
         torch_sparsity = float(np.mean(weight == 0)) if weight.size else 0.0
@@ -138,8 +141,8 @@ def match_sparsity(
                 name=name,
                 shape=tuple(weight.shape),
                 torch_sparsity=torch_sparsity,
-                onnx_initializer=found,
-                onnx_sparsity=torch_sparsity if found else None,
+                onnx_initializer=found[0] if found else None,
+                onnx_sparsity=found[1] if found else None,
                 same_zeros=found is not None,
             )
         )
@@ -173,6 +176,12 @@ def onnx_weight_sparsity(model: onnx.ModelProto) -> list[OnnxWeightSparsity]:
 
     For quantized weights the "zero" is the zero point, which is what a pruned weight is stored
     as (symmetric int8 quantization maps 0.0 to the integer 0).
+
+    Args:
+        model: Any ONNX model (fp32, dynamic/static int8, QDQ).
+
+    Returns:
+        One row per 2-D initializer with both dimensions >= 2, in initializer order.
     """
     consumers: dict[str, list[str]] = {}
     for node in model.graph.node:
