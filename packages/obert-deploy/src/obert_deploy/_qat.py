@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from ._checkpoint import load_checkpoint
+from ._checkpoint import load_checkpoint, require
 from ._errors import ObertDeployError, UnsupportedTaskError, VerificationError
 from ._export import (
     ENGINES,
@@ -70,7 +70,8 @@ class QATConfig:
         export_batch_size: Batch size of the exported graph (static shapes).
         seq_len: Sequence length of training batches and of the exported graph.
         static_shapes: Fix the exported input shapes; ``None``: ``True`` for DeepSparse, else
-            ``False``.
+            ``False`` (dynamic batch and sequence axes; the sequence axis up to the model's
+            ``max_position_embeddings``).
         atol: Tolerance of the ONNX Runtime vs converted-PyTorch output check.
         seed: Seed for dropout and initialisation of new parameters.
     """
@@ -301,9 +302,10 @@ def qat_export(
     """
     import copy
 
+    config = config or QATConfig()
+    require("qat", "torch", "transformers", "onnxscript")
     import torch
 
-    config = config or QATConfig()
     start = time.perf_counter()
     if not train_batches:
         raise ObertDeployError("QAT needs at least one training batch (--train-data)")
@@ -324,10 +326,21 @@ def qat_export(
             f"training batches have sequence length {example[0].shape[1]}, config.seq_len is "
             f"{config.seq_len}; tokenize with the same length"
         )
+    # The training graph already carries the axes the ONNX file will have dynamic: the converted
+    # graph is re-exported from it, and a length baked in here could not be made dynamic later.
     batch_dim = torch.export.Dim("batch", min=1, max=4096)
+    axes: dict[int, Any] = {0: batch_dim}
+    if not config.resolved_static_shapes:
+        max_len = int(getattr(hf_model.config, "max_position_embeddings", 0) or 4096)
+        if config.seq_len > max_len:
+            raise ObertDeployError(
+                f"seq_len {config.seq_len} exceeds the model's max_position_embeddings "
+                f"{max_len}; pass --seq-len {max_len} or less"
+            )
+        axes[1] = torch.export.Dim("sequence", min=2, max=max_len)
     with quiet_torch_export():
         exported = torch.export.export(
-            wrapper, example, dynamic_shapes={n: {0: batch_dim} for n in input_names}
+            wrapper, example, dynamic_shapes={n: dict(axes) for n in input_names}
         )
         prepared = prepare_qat_pt2e(exported.module(), quantizer)
     params = dict(prepared.named_parameters())
@@ -390,8 +403,7 @@ def qat_export(
         expected = converted(*check_args)[0].numpy()
         dynamic = None
         if not config.resolved_static_shapes:
-            batch = torch.export.Dim("batch", min=1, max=1024)
-            dynamic = {n: {0: batch} for n in input_names}
+            dynamic = {n: dict(axes) for n in input_names}
         with quiet_torch_export():
             program = torch.onnx.export(
                 torch.export.export(converted, check_args, dynamic_shapes=dynamic),
@@ -439,14 +451,35 @@ def qat_export(
     out = Path(output)
     with atomic_output(out) as tmp:
         onnx.save(proto, str(tmp))
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        got = session.run(None, check_feeds)[0]
-        diff = float(np.max(np.abs(got - expected)))
-        if diff > config.atol:
+        try:
+            session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        except Exception as exc:
             raise VerificationError(
-                f"QDQ ONNX output differs from the converted PyTorch model by {diff:.3g} "
-                f"(> atol {config.atol}); the file was not written"
-            )
+                f"ONNX Runtime cannot load the QDQ graph exported by QAT ({type(exc).__name__}: "
+                f"{exc}); the file was not written. Check that onnxruntime is current "
+                "(`pip install -U onnxruntime`) or export for the other --engine"
+            ) from exc
+        parity = [(check_feeds, expected)]
+        if not config.resolved_static_shapes:
+            # Also check a second shape, different on both dynamic axes.
+            other_shape = (export_batch + 1, max(2, config.seq_len // 2))
+            other = {
+                name: np.resize(train_batches[0][0][name], other_shape).astype(np.int64)
+                for name in input_names
+            }
+            with torch.no_grad():
+                other_expected = converted(*_to_torch(other, input_names))[0].numpy()
+            parity.append((other, other_expected))
+        diff = 0.0
+        for feeds_np, want in parity:
+            got = session.run(None, feeds_np)[0]
+            diff = max(diff, float(np.max(np.abs(got - want))))
+            if diff > config.atol:
+                raise VerificationError(
+                    f"QDQ ONNX output differs from the converted PyTorch model by {diff:.3g} "
+                    f"(> atol {config.atol}) for inputs of shape "
+                    f"{list(feeds_np[input_names[0]].shape)}; the file was not written"
+                )
     return QATReport(
         path=out,
         engine=config.engine,
