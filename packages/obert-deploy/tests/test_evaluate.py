@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 from obert_deploy import (
+    EngineNotInstalledError,
     ExportConfig,
+    ObertDeployError,
+    OnnxModelError,
+    ShapeMismatchError,
     UnsupportedTaskError,
     evaluate,
     export_onnx,
@@ -50,6 +55,49 @@ def test_odd_number_of_examples_with_static_batch(
         tiny_checkpoint, [static_onnx], data=data_dir / "dev.tsv", seq_len=16, max_samples=7
     )
     assert report.num_examples == 7 and report.results[1].agreement == 1.0
+
+
+def test_bad_model_fails_before_the_pytorch_pass(
+    tiny_checkpoint: Path, data_dir: Path, static_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import obert_deploy._evaluate as evaluate_module
+
+    def no_torch_pass(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the PyTorch pass ran before the ONNX models were checked")
+
+    monkeypatch.setattr(evaluate_module, "_torch_predict", no_torch_pass)
+    with pytest.raises(ShapeMismatchError, match=r"sequence length 32.*--seq-len 16"):
+        evaluate(tiny_checkpoint, [static_onnx], data=data_dir / "dev.tsv", seq_len=32)
+    with pytest.raises(OnnxModelError, match="does not exist"):
+        evaluate(tiny_checkpoint, [data_dir / "missing.onnx"], data=data_dir / "dev.tsv")
+    with pytest.raises(ObertDeployError, match=r"batch_size \(0\) must be >= 1"):
+        evaluate(tiny_checkpoint, [static_onnx], data=data_dir / "dev.tsv", batch_size=0)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("deepsparse") is not None, reason="deepsparse installed"
+)
+def test_deepsparse_evaluate_explains_the_environment(
+    tiny_checkpoint: Path, data_dir: Path, static_onnx: Path
+) -> None:
+    with pytest.raises(EngineNotInstalledError, match=r"one Python environment.*onnxruntime"):
+        evaluate(tiny_checkpoint, [static_onnx], data=data_dir / "dev.tsv", engine="deepsparse")
+
+
+def test_padding_for_deepsparse_dynamic_models(
+    dynamic_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import obert_deploy._evaluate as evaluate_module
+
+    class FakeRunner:
+        def run(self, feeds: dict[str, object]) -> list[object]:
+            return []
+
+    monkeypatch.setattr(evaluate_module, "create_runner", lambda *a, **k: FakeRunner())
+    _, batch, pad = evaluate_module._onnx_predictor(str(dynamic_onnx), "deepsparse", 16, 8, 1)
+    assert (batch, pad) == (8, True)
+    _, batch, pad = evaluate_module._onnx_predictor(str(dynamic_onnx), "onnxruntime", 16, 8, 1)
+    assert (batch, pad) == (8, False)
 
 
 def test_squad(tmp_path: Path, tiny_qa_checkpoint: Path, squad_file: Path) -> None:

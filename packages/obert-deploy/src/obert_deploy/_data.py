@@ -63,7 +63,14 @@ class TextDataset:
 
 @dataclass(frozen=True)
 class QAExample:
-    """One SQuAD question: id, question, context and the accepted answer strings."""
+    """One SQuAD question: id, question, context and the accepted answer strings.
+
+    Attributes:
+        id: SQuAD question id.
+        question: The question text.
+        context: The paragraph the answer is taken from.
+        answers: Accepted answer strings (SQuAD v1.1 dev has up to several per question).
+    """
 
     id: str
     question: str
@@ -167,7 +174,18 @@ def read_glue_tsv(
 
 
 def read_squad(path: str | os.PathLike[str], *, max_samples: int | None = None) -> list[QAExample]:
-    """Read a SQuAD v1.1 JSON file into :class:`QAExample` objects (in file order)."""
+    """Read a SQuAD v1.1 JSON file into :class:`QAExample` objects (in file order).
+
+    Args:
+        path: The SQuAD ``.json`` file (``{"data": [{"paragraphs": [...]}, ...]}``).
+        max_samples: Keep only the first questions.
+
+    Returns:
+        The questions with their contexts and accepted answers.
+
+    Raises:
+        ObertDeployError: Missing file or not SQuAD JSON.
+    """
     file = Path(path)
     if not file.is_file():
         raise ObertDeployError(f"data file {str(file)!r} does not exist")
@@ -198,7 +216,21 @@ def tokenize(
     seq_len: int,
     input_names: Sequence[str],
 ) -> dict[str, np.ndarray]:
-    """Tokenise texts to int64 arrays of shape ``(len(texts), seq_len)`` (padded, truncated)."""
+    """Tokenise texts to int64 arrays of shape ``(len(texts), seq_len)`` (padded, truncated).
+
+    Args:
+        tokenizer: A ``transformers`` tokenizer.
+        texts: One tuple of 1 or 2 segments per example.
+        seq_len: Tokens per example (padding to and truncation at this length).
+        input_names: Model inputs to return; ``token_type_ids`` is zero-filled when the
+            tokenizer does not produce it.
+
+    Returns:
+        Input name -> int64 array of shape ``(len(texts), seq_len)``.
+
+    Raises:
+        ObertDeployError: The tokenizer does not produce a required input.
+    """
     first = [t[0] for t in texts]
     second = [t[1] for t in texts] if texts and len(texts[0]) > 1 else None
     encoded: Any = tokenizer(
@@ -227,7 +259,20 @@ def iter_batches(
 
     With ``pad_last`` the final partial batch is padded to ``batch_size`` by repeating its last
     row (for static-shape models); ``n_real`` says how many rows are real.
+
+    Args:
+        feeds: Input name -> array with the examples on axis 0.
+        batch_size: Rows per batch (>= 1).
+        pad_last: Pad the final partial batch to ``batch_size``.
+
+    Yields:
+        ``(batch, n_real)`` pairs.
+
+    Raises:
+        ObertDeployError: ``batch_size`` < 1.
     """
+    if batch_size < 1:
+        raise ObertDeployError(f"batch size {batch_size} must be >= 1; pass --batch-size 1 or more")
     total = len(next(iter(feeds.values())))
     for start in range(0, total, batch_size):
         batch = {k: v[start : start + batch_size] for k, v in feeds.items()}

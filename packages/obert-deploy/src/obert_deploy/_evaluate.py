@@ -13,6 +13,7 @@ import collections
 import os
 import re
 import string
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,10 +23,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._checkpoint import load_checkpoint, load_tokenizer
+from ._checkpoint import load_checkpoint, load_tokenizer, require
 from ._data import default_dataset, iter_batches, read_glue_tsv, read_squad, tokenize
-from ._engines import create_runner
-from ._errors import ObertDeployError, UnsupportedTaskError
+from ._engines import create_runner, engine_available
+from ._errors import (
+    EngineNotInstalledError,
+    MissingDependencyError,
+    ObertDeployError,
+    UnsupportedTaskError,
+)
 from ._export import model_input_names
 from ._inputs import load_onnx, onnx_inputs
 from ._tasks import get_task
@@ -63,7 +69,15 @@ class EvalResult:
 
 @dataclass
 class EvalReport:
-    """Evaluation of a checkpoint and its ONNX exports on one dataset."""
+    """Evaluation of a checkpoint and its ONNX exports on one dataset.
+
+    Attributes:
+        task: Evaluated task.
+        data: Dev file the examples came from.
+        num_examples: Examples evaluated (SQuAD: questions, not context windows).
+        seq_len: Tokens per example.
+        results: PyTorch first, then one entry per ONNX model.
+    """
 
     task: str
     data: str
@@ -102,7 +116,18 @@ def _normalize(text: str) -> str:
 
 
 def squad_scores(prediction: str, answers: Sequence[str]) -> tuple[float, float]:
-    """Exact match and F1 (0/1 scale) of one prediction against the accepted answers."""
+    """Exact match and F1 (0/1 scale) of one prediction against the accepted answers.
+
+    Both use the official SQuAD v1.1 normalisation (lower case, no punctuation, articles or
+    extra whitespace) and take the best score over the answers.
+
+    Args:
+        prediction: Predicted answer text.
+        answers: Accepted answer strings.
+
+    Returns:
+        ``(exact_match, f1)``, each in ``[0, 1]``; ``(0, 0)`` when ``answers`` is empty.
+    """
     if not answers:
         return 0.0, 0.0
     pred = _normalize(prediction)
@@ -164,7 +189,31 @@ def _onnx_predictor(
     def predict(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return runner.run({name: feeds[name] for name in names})
 
-    return predict, run_batch, static_batch is not None
+    # DeepSparse compiles even a dynamic-shape model for one fixed batch size, so the last
+    # partial batch must be padded there too.
+    return predict, run_batch, static_batch is not None or engine == "deepsparse"
+
+
+def _check_environment(engine: str) -> None:
+    """Fail early when this environment cannot run ``evaluate`` with ``engine``."""
+    if engine == "deepsparse" and not engine_available("deepsparse"):
+        raise EngineNotInstalledError(
+            "evaluate --engine deepsparse needs PyTorch + Transformers (reference pass and "
+            "tokenizer) and deepsparse in one Python environment, but deepsparse is not "
+            f"importable in {sys.executable}. The main environment cannot hold deepsparse "
+            "(it pins onnx<1.15, numpy<2, Python < 3.12): evaluate the same ONNX file with "
+            "--engine onnxruntime here, or see docs/deploy.md (Evaluate) for a combined "
+            "environment"
+        )
+    try:
+        require("evaluate")
+    except MissingDependencyError as exc:
+        if engine != "deepsparse":
+            raise
+        raise MissingDependencyError(
+            f"{exc}. In the DeepSparse environment install only torch and transformers (not the "
+            "[export] extra, which needs onnx>=1.16); see docs/deploy.md (Evaluate)"
+        ) from exc
 
 
 def _classification_metrics(
@@ -254,7 +303,10 @@ def evaluate(
     """Evaluate the PyTorch checkpoint and each ONNX model on the same tokenised dev set.
 
     Static-shape ONNX models are fed their fixed batch size (the last batch padded); their
-    sequence length must equal ``seq_len``.
+    sequence length must equal ``seq_len``. Every ONNX model is loaded, shape-checked and
+    compiled before the (slow) PyTorch pass, so a bad model fails at once.
+
+    ``engine="deepsparse"`` needs PyTorch, Transformers and deepsparse in one environment.
 
     Args:
         checkpoint: Fine-tuned checkpoint directory (the models were exported from it).
@@ -274,10 +326,26 @@ def evaluate(
 
     Returns:
         An :class:`EvalReport` whose first result is PyTorch.
+
+    Raises:
+        UnsupportedTaskError: ``task`` has no metric here.
+        EngineNotInstalledError: ``engine`` is not importable.
+        MissingDependencyError: PyTorch or Transformers is not installed.
+        OnnxModelError: A model is missing, corrupt or cannot be compiled by ``engine``.
+        ShapeMismatchError: A static-shape model does not take ``seq_len`` tokens.
     """
     if task not in EVAL_TASKS:
         get_task(task)
         raise UnsupportedTaskError(f"evaluate supports {', '.join(EVAL_TASKS)}, not {task!r}")
+    if batch_size < 1 or seq_len < 2:
+        raise ObertDeployError(
+            f"batch_size ({batch_size}) must be >= 1 and seq_len ({seq_len}) >= 2; pass "
+            "--batch-size 1 or more and --seq-len 2 or more"
+        )
+    _check_environment(engine)
+    predictors = [
+        _onnx_predictor(os.fspath(path), engine, seq_len, batch_size, threads) for path in models
+    ]
     data_path = Path(data) if data is not None else default_dataset(task)
     loaded = load_checkpoint(checkpoint, task)
     tok = load_tokenizer(tokenizer if tokenizer is not None else checkpoint)
@@ -329,11 +397,8 @@ def evaluate(
     report.results.append(
         EvalResult("pytorch", "pytorch", metrics, seconds=time.perf_counter() - start)
     )
-    for model_path in models:
+    for model_path, (predict, run_batch, pad) in zip(models, predictors, strict=True):
         start = time.perf_counter()
-        predict, run_batch, pad = _onnx_predictor(
-            os.fspath(model_path), engine, seq_len, batch_size, threads
-        )
         outputs = _run_all(predict, feeds, run_batch, pad, Path(model_path).name)
         metrics, agreement, diff = score(outputs, torch_out)
         report.results.append(
