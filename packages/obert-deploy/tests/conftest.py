@@ -178,7 +178,7 @@ def tiny_model(tiny_checkpoint: Path) -> transformers.PreTrainedModel:
 
 @pytest.fixture(scope="session")
 def static_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
-    """DeepSparse-style export: static 2 x 16, opset 14, IR 8."""
+    """DeepSparse-style export: static 2 x 16, opset 18, IR 8, LayerNorm decomposed."""
     from obert_deploy import ExportConfig, export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "tiny_static.onnx"

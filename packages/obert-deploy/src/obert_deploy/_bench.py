@@ -335,13 +335,31 @@ def results_to_markdown(results: Sequence[BenchResult], *, baseline: str | None 
 
 
 def write_results_json(results: Sequence[BenchResult], path: str | os.PathLike[str]) -> Path:
-    """Write results as a JSON list (atomically)."""
+    """Write results as a JSON list (atomically).
+
+    Args:
+        results: Benchmark results.
+        path: Destination ``.json`` file.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
     text = json.dumps([r.to_dict() for r in results], indent=2)
     return atomic_write_text(path, text + "\n")
 
 
 def read_results_json(path: str | os.PathLike[str]) -> list[BenchResult]:
-    """Read results written by :func:`write_results_json`."""
+    """Read results written by :func:`write_results_json`.
+
+    Args:
+        path: A JSON file holding a list of result dicts.
+
+    Returns:
+        The results, in file order.
+
+    Raises:
+        ObertDeployError: The file does not hold a JSON list.
+    """
     data = json.loads(Path(path).read_text())
     if not isinstance(data, list):
         raise ObertDeployError(f"{os.fspath(path)!r} does not hold a JSON list of results")

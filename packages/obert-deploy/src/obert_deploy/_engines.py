@@ -170,7 +170,7 @@ def _deepsparse_runner(
         raise OnnxModelError(
             f"{path!r} has ONNX IR version {ir_version}, DeepSparse 1.8 reads <= "
             f"{_DEEPSPARSE_MAX_IR}; re-export with `obert-deploy export CHECKPOINT --engine "
-            "deepsparse` (opset 14, IR 8, static shapes)"
+            "deepsparse` (opset 18, IR 8, static shapes)"
         )
     from deepsparse import Engine
 
@@ -222,6 +222,9 @@ def create_runner(
         seq_len: Sequence length that will be fed.
         threads: Intra-op threads (ONNX Runtime) or cores (DeepSparse).
         streams: Concurrent streams (DeepSparse multi-stream scheduler); ONNX Runtime ignores it.
+
+    Returns:
+        A :class:`Runner` whose ``run(feeds)`` returns the model outputs in graph order.
 
     Raises:
         EngineNotInstalledError: ``engine`` is not importable; the message says how to get it.

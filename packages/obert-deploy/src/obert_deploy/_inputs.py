@@ -126,12 +126,16 @@ def check_input_shapes(
         for axis, (dim, want) in enumerate(zip(spec.shape, wanted, strict=True)):
             if isinstance(dim, int) and dim != want:
                 what = "batch size" if axis == 0 else "sequence length"
+                fixed = [
+                    f"{flag} {value}"
+                    for flag, value in zip(("--batch-size", "--seq-len"), spec.shape, strict=True)
+                    if isinstance(value, int)
+                ]
                 raise ShapeMismatchError(
                     f"{model_name}: input {spec.name!r} has static shape {list(spec.shape)} but "
-                    f"{what} {want} was requested; use --batch-size {spec.shape[0]} "
-                    f"--seq-len {spec.shape[1]}, or re-export with `obert-deploy export "
-                    f"--batch-size {batch_size} --seq-len {seq_len}` (or --dynamic-shapes for "
-                    "ONNX Runtime)"
+                    f"{what} {want} was requested; use {' '.join(fixed)}, or re-export with "
+                    f"`obert-deploy export --batch-size {batch_size} --seq-len {seq_len}` (or "
+                    "--dynamic-shapes for ONNX Runtime)"
                 )
 
 
@@ -165,6 +169,16 @@ def make_inputs(
     """Build one batch of synthetic token inputs (random ids, full attention, segment 0).
 
     Latency does not depend on the token values; ids are drawn below ``vocab_size`` (or 100).
+
+    Args:
+        inputs: The model's inputs (from :func:`onnx_inputs`).
+        batch_size: Rows.
+        seq_len: Tokens per row.
+        vocab_size: Upper bound of the token ids (capped at 30000); default 100.
+        seed: Seed of the random ids.
+
+    Returns:
+        Input name -> array of shape ``(batch_size, seq_len)`` in the input's dtype.
     """
     rng = np.random.default_rng(seed)
     high = max(2, min(vocab_size or 100, 30000))

@@ -180,7 +180,15 @@ _HANDLERS: dict[type, _Handler] = {}
 
 
 def register_quantize_handler(config_type: type) -> Callable[[_Handler], _Handler]:
-    """Register the function that applies configs of ``config_type`` (decorator)."""
+    """Register the function that applies configs of ``config_type`` (decorator).
+
+    Args:
+        config_type: Config class dispatched on by :func:`quantize_onnx`.
+
+    Returns:
+        A decorator that registers and returns a handler
+        ``(source, target, config, calibration) -> calibration batches used``.
+    """
 
     def decorator(func: _Handler) -> _Handler:
         _HANDLERS[config_type] = func

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ._errors import OnnxModelError
 from ._inputs import load_onnx
 from ._sparsity import _zero_points, onnx_weight_sparsity
 
@@ -154,7 +155,19 @@ def size_report(
             this model's best compressed size). Without it the ratio uses the model's own dense
             fp32 size.
         gzip_level: gzip compression level (1-9).
+
+    Returns:
+        The :class:`SizeReport` of ``path``.
+
+    Raises:
+        OnnxModelError: ``path`` or ``reference`` is missing or not an ONNX file.
     """
+    if reference is not None and not Path(reference).is_file():
+        raise OnnxModelError(
+            f"reference model {os.fspath(reference)!r} does not exist; pass the dense fp32 "
+            "export with --reference (create it with `obert-deploy export`) or leave "
+            "--reference out to compare with the model's own dense fp32 size"
+        )
     file = Path(path)
     model = load_onnx(file)
     raw = file.read_bytes()

@@ -40,6 +40,12 @@ TASKS: dict[str, TaskSpec] = {
 def get_task(name: str) -> TaskSpec:
     """Return the :class:`TaskSpec` called ``name``.
 
+    Args:
+        name: CLI task name, e.g. ``"question-answering"``.
+
+    Returns:
+        The task's head class and ONNX output names.
+
     Raises:
         UnsupportedTaskError: ``name`` is not a known task; the message lists the known ones.
     """
