@@ -5,13 +5,27 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from ._errors import ObertDeployError
-from ._io import atomic_write_text
+from ._io import atomic_outputs, atomic_write_text
+
+__all__ = [
+    "CalibrationMethod",
+    "Engine",
+    "EvalTask",
+    "Method",
+    "QATTask",
+    "QuantFormat",
+    "Scenario",
+    "Task",
+    "app",
+    "main",
+]
 
 app = typer.Typer(
     name="obert-deploy",
@@ -23,23 +37,111 @@ app = typer.Typer(
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-EngineOpt = Annotated[
-    str, typer.Option("--engine", help="Inference engine: onnxruntime or deepsparse.")
+
+class Task(str, Enum):
+    """Tasks ``export`` can export (mirrors :data:`obert_deploy.TASKS`)."""
+
+    sequence_classification = "sequence-classification"
+    question_answering = "question-answering"
+    masked_lm = "masked-lm"
+    feature_extraction = "feature-extraction"
+
+
+class EvalTask(str, Enum):
+    """Tasks ``evaluate`` has a metric for."""
+
+    sequence_classification = "sequence-classification"
+    question_answering = "question-answering"
+
+
+class QATTask(str, Enum):
+    """Tasks ``qat`` can fine-tune."""
+
+    sequence_classification = "sequence-classification"
+
+
+class Engine(str, Enum):
+    """Inference engines."""
+
+    onnxruntime = "onnxruntime"
+    deepsparse = "deepsparse"
+
+
+class Scenario(str, Enum):
+    """Benchmark scenarios."""
+
+    latency = "latency"
+    throughput = "throughput"
+
+
+class Method(str, Enum):
+    """Post-training quantization methods."""
+
+    dynamic = "dynamic"
+    static = "static"
+
+
+class QuantFormat(str, Enum):
+    """Static quantization formats."""
+
+    qdq = "qdq"
+    qoperator = "qoperator"
+
+
+class CalibrationMethod(str, Enum):
+    """Static calibration methods of ONNX Runtime."""
+
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+EngineOpt = Annotated[Engine, typer.Option("--engine", help="Inference engine.")]
+SeqLenOpt = Annotated[int, typer.Option("--seq-len", min=1, help="Tokens per sequence.")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", min=1, help="Engine threads/cores (default: all available)."),
 ]
-SeqLenOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per sequence.")]
+TokenizerOpt = Annotated[
+    str | None,
+    typer.Option("--tokenizer", help="Directory holding the tokenizer (default: CHECKPOINT)."),
+]
+TextColumnsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text-columns",
+        help="Comma-separated TSV text columns (default: detected from the header).",
+    ),
+]
 JsonOpt = Annotated[
     Path | None, typer.Option("--json", help="Also write the full report as JSON here.")
 ]
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(code=2)
 
 
+def _write_failed(exc: OSError) -> NoReturn:
+    _fail(
+        ObertDeployError(
+            f"cannot write the output files ({exc}); nothing was written. Pass writable file "
+            "paths (not directories)"
+        )
+    )
+
+
+def _dump(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str) + "\n"
+
+
 def _write_json(path: Path | None, data: Any) -> None:
     if path is not None:
-        atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+        try:
+            atomic_write_text(path, _dump(data))
+        except OSError as exc:
+            _write_failed(exc)
         typer.echo(f"wrote {path}")
 
 
@@ -61,12 +163,14 @@ def _main(
 def export(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint directory or Hub id.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Destination .onnx file.")],
-    task: Annotated[str, typer.Option("--task", help="Task head to export.")] = (
-        "sequence-classification"
+    task: Annotated[Task, typer.Option("--task", help="Task head to export.")] = (
+        Task.sequence_classification
     ),
-    engine: EngineOpt = "onnxruntime",
+    engine: EngineOpt = Engine.onnxruntime,
     seq_len: SeqLenOpt = 128,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Sample/static batch.")] = 1,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Sample/static batch.")
+    ] = 1,
     static_shapes: Annotated[
         bool | None,
         typer.Option(
@@ -76,7 +180,10 @@ def export(
     ] = None,
     opset: Annotated[
         int | None,
-        typer.Option("--opset", help="ONNX opset (default 18; 14-17 via version conversion)."),
+        typer.Option(
+            "--opset",
+            help="ONNX opset (default 18; 14-17 via version conversion; deepsparse: at most 18).",
+        ),
     ] = None,
     atol: Annotated[float, typer.Option("--atol", help="Parity check tolerance.")] = 1e-4,
     rtol: Annotated[float, typer.Option("--rtol", help="Parity check tolerance.")] = 1e-3,
@@ -90,8 +197,8 @@ def export(
 
     try:
         config = ExportConfig(
-            task=task,
-            engine=engine,
+            task=task.value,
+            engine=engine.value,
             batch_size=batch_size,
             seq_len=seq_len,
             static_shapes=static_shapes,
@@ -100,11 +207,20 @@ def export(
             atol=atol,
             rtol=rtol,
         )
-        report = export_onnx(checkpoint, output, config)
+        # The ONNX file and the JSON report appear together or not at all.
+        with atomic_outputs(output, json_path) as (staged, staged_json):
+            assert staged is not None
+            report = export_onnx(checkpoint, staged, config)
+            report.path = output
+            if staged_json is not None:
+                staged_json.write_text(_dump(report.to_dict()), encoding="utf-8")
     except ObertDeployError as exc:
         _fail(exc)
+    except OSError as exc:
+        _write_failed(exc)
     typer.echo(report.to_markdown())
-    _write_json(json_path, report.to_dict())
+    if json_path is not None:
+        typer.echo(f"wrote {json_path}")
 
 
 def _calibration_batches(
@@ -134,7 +250,14 @@ def _calibration_batches(
 def quantize(
     model: Annotated[Path, typer.Argument(help="fp32 ONNX model.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Destination .onnx file.")],
-    method: Annotated[str, typer.Option("--method", help="dynamic or static (QDQ).")] = "dynamic",
+    method: Annotated[
+        Method,
+        typer.Option(
+            "--method",
+            help="dynamic (ONNX Runtime only) or static (QDQ for onnxruntime, QOperator for "
+            "deepsparse; see --engine/--format).",
+        ),
+    ] = Method.dynamic,
     calibration_data: Annotated[
         Path | None,
         typer.Option("--calibration-data", help="GLUE-style TSV for static calibration."),
@@ -143,21 +266,26 @@ def quantize(
         str | None, typer.Option("--tokenizer", help="Checkpoint dir holding the tokenizer.")
     ] = None,
     num_calibration: Annotated[
-        int, typer.Option("--num-calibration", help="Calibration sentences.")
+        int, typer.Option("--num-calibration", min=1, help="Calibration sentences.")
     ] = 128,
     calibration_method: Annotated[
-        str, typer.Option("--calibration-method", help="minmax, entropy or percentile.")
-    ] = "minmax",
+        CalibrationMethod,
+        typer.Option("--calibration-method", help="Static calibration method."),
+    ] = CalibrationMethod.minmax,
     engine: Annotated[
-        str,
+        Engine,
         typer.Option(
             "--engine",
             help="Engine the static model is for: picks format, granularity and op types "
             "(deepsparse: QOperator, per-tensor, MatMul only).",
         ),
-    ] = "onnxruntime",
+    ] = Engine.onnxruntime,
     quant_format: Annotated[
-        str | None, typer.Option("--format", help="Static format: qdq or qoperator.")
+        QuantFormat | None,
+        typer.Option(
+            "--format",
+            help="Static format (default: qdq for onnxruntime, qoperator for deepsparse).",
+        ),
     ] = None,
     per_channel: Annotated[
         bool | None,
@@ -168,31 +296,29 @@ def quantize(
         typer.Option("--reduce-range/--full-range", help="7-bit weights (default: if no VNNI)."),
     ] = None,
     seq_len: SeqLenOpt = 128,
-    text_columns: Annotated[
-        str | None, typer.Option("--text-columns", help="Comma-separated TSV text columns.")
-    ] = None,
+    text_columns: TextColumnsOpt = None,
     json_path: JsonOpt = None,
 ) -> None:
-    """Post-training int8 quantization with ONNX Runtime (dynamic, or static QDQ)."""
+    """Post-training int8 quantization with ONNX Runtime (dynamic, or static with calibration)."""
     from ._quantize import DynamicInt8Config, StaticInt8Config, quantize_onnx
 
     try:
         calibration = None
         config: DynamicInt8Config | StaticInt8Config
-        if method == "dynamic":
+        if method is Method.dynamic:
             config = DynamicInt8Config(
                 per_channel=True if per_channel is None else per_channel, reduce_range=reduce_range
             )
-        elif method == "static":
+        else:
             overrides: dict[str, Any] = {
                 "reduce_range": reduce_range,
-                "calibration_method": calibration_method,
+                "calibration_method": calibration_method.value,
             }
             if per_channel is not None:
                 overrides["per_channel"] = per_channel
             if quant_format is not None:
-                overrides["quant_format"] = quant_format
-            config = StaticInt8Config.for_engine(engine, **overrides)
+                overrides["quant_format"] = quant_format.value
+            config = StaticInt8Config.for_engine(engine.value, **overrides)
             if calibration_data is None or tokenizer is None:
                 raise ObertDeployError(
                     "--method static needs --calibration-data FILE.tsv and --tokenizer "
@@ -201,18 +327,24 @@ def quantize(
             calibration = _calibration_batches(
                 model, calibration_data, tokenizer, num_calibration, seq_len, _columns(text_columns)
             )
-        else:
-            raise ObertDeployError(f"unknown --method {method!r}; use dynamic or static")
-        report = quantize_onnx(model, output, config, calibration=calibration)
+        with atomic_outputs(output, json_path) as (staged, staged_json):
+            assert staged is not None
+            report = quantize_onnx(model, staged, config, calibration=calibration)
+            report.output = str(output)
+            if staged_json is not None:
+                staged_json.write_text(_dump(report.to_dict()), encoding="utf-8")
     except ObertDeployError as exc:
         _fail(exc)
+    except OSError as exc:
+        _write_failed(exc)
     typer.echo(report.to_markdown())
-    if method == "dynamic":
+    if method is Method.dynamic:
         typer.echo(
-            "note: dynamic quantization (MatMulInteger) runs on ONNX Runtime only; for DeepSparse use "
-            "--method static --engine deepsparse."
+            "note: dynamic quantization (MatMulInteger) runs on ONNX Runtime only; for "
+            "DeepSparse use --method static --engine deepsparse."
         )
-    _write_json(json_path, report.to_dict())
+    if json_path is not None:
+        typer.echo(f"wrote {json_path}")
 
 
 @app.command()
@@ -223,20 +355,26 @@ def qat(
         Path | None,
         typer.Option("--train-data", help="GLUE-style TSV (default: SST-2 train)."),
     ] = None,
-    task: Annotated[str, typer.Option("--task")] = "sequence-classification",
-    engine: EngineOpt = "onnxruntime",
-    steps: Annotated[int, typer.Option("--steps", help="QAT optimizer steps.")] = 200,
-    learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 2e-5,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 16,
+    task: Annotated[
+        QATTask, typer.Option("--task", help="Task to fine-tune (QAT supports classification).")
+    ] = QATTask.sequence_classification,
+    engine: EngineOpt = Engine.onnxruntime,
+    steps: Annotated[int, typer.Option("--steps", min=0, help="QAT optimizer steps.")] = 200,
+    learning_rate: Annotated[
+        float, typer.Option("--lr", min=0.0, help="Peak learning rate.")
+    ] = 2e-5,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Training batch size.")
+    ] = 16,
     export_batch_size: Annotated[
-        int, typer.Option("--export-batch-size", help="Batch size of the exported graph.")
+        int, typer.Option("--export-batch-size", min=1, help="Batch size of the exported graph.")
     ] = 1,
     seq_len: SeqLenOpt = 128,
     max_train_samples: Annotated[
-        int | None, typer.Option("--max-train-samples", help="Use only the first rows.")
+        int | None, typer.Option("--max-train-samples", min=1, help="Use only the first rows.")
     ] = None,
-    tokenizer: Annotated[str | None, typer.Option("--tokenizer")] = None,
-    text_columns: Annotated[str | None, typer.Option("--text-columns")] = None,
+    tokenizer: TokenizerOpt = None,
+    text_columns: TextColumnsOpt = None,
     json_path: JsonOpt = None,
 ) -> None:
     """Quantization-aware fine-tuning that keeps pruning masks, exported to QDQ ONNX."""
@@ -246,20 +384,20 @@ def qat(
 
     try:
         config = QATConfig(
-            task=task,
-            engine=engine,
+            task=task.value,
+            engine=engine.value,
             steps=steps,
             learning_rate=learning_rate,
             export_batch_size=export_batch_size,
             seq_len=seq_len,
         )
-        data = train_data or default_dataset(task, "train")
+        data = train_data or default_dataset(task.value, "train")
         needed = max_train_samples or steps * batch_size
         dataset = read_glue_tsv(data, text_columns=_columns(text_columns), max_samples=needed)
         from ._checkpoint import load_checkpoint
         from ._export import model_input_names
 
-        loaded = load_checkpoint(checkpoint, task)
+        loaded = load_checkpoint(checkpoint, task.value)
         feeds = tokenize(
             load_tokenizer(tokenizer or checkpoint),
             dataset.texts,
@@ -267,6 +405,11 @@ def qat(
             model_input_names(loaded.model),
         )
         labels = dataset.labels or []
+        if len(labels) < batch_size:
+            raise ObertDeployError(
+                f"{str(data)!r} has {len(labels)} labelled rows, fewer than --batch-size "
+                f"{batch_size}; pass more training data or a smaller --batch-size"
+            )
         batches = [
             (
                 {k: v[i : i + batch_size] for k, v in feeds.items()},
@@ -276,33 +419,54 @@ def qat(
         ]
         import numpy as np
 
-        report = qat_export(
-            loaded.model,
-            output,
-            [(f, np.asarray(lab)) for f, lab in batches],
-            config,
-        )
+        with atomic_outputs(output, json_path) as (staged, staged_json):
+            assert staged is not None
+            report = qat_export(
+                loaded.model,
+                staged,
+                [(f, np.asarray(lab)) for f, lab in batches],
+                config,
+            )
+            report.path = output
+            if staged_json is not None:
+                staged_json.write_text(_dump(report.to_dict()), encoding="utf-8")
     except ObertDeployError as exc:
         _fail(exc)
+    except OSError as exc:
+        _write_failed(exc)
     typer.echo(report.to_markdown())
-    _write_json(json_path, report.to_dict())
+    if json_path is not None:
+        typer.echo(f"wrote {json_path}")
 
 
 @app.command()
 def evaluate(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint the models were exported from.")],
     models: Annotated[list[Path], typer.Argument(help="ONNX models to evaluate.")],
-    task: Annotated[str, typer.Option("--task")] = "sequence-classification",
+    task: Annotated[EvalTask, typer.Option("--task", help="Task (picks the metric).")] = (
+        EvalTask.sequence_classification
+    ),
     data: Annotated[
-        Path | None, typer.Option("--data", help="Dev TSV/JSON (default: SST-2/SQuAD dev).")
+        Path | None,
+        typer.Option(
+            "--data", help="Dev TSV/JSON (default: SST-2/SQuAD dev under $OBERT_DATA_DIR)."
+        ),
     ] = None,
-    tokenizer: Annotated[str | None, typer.Option("--tokenizer")] = None,
+    tokenizer: TokenizerOpt = None,
     seq_len: SeqLenOpt = 128,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
-    max_samples: Annotated[int | None, typer.Option("--max-samples")] = None,
-    engine: EngineOpt = "onnxruntime",
-    threads: Annotated[int | None, typer.Option("--threads")] = None,
-    text_columns: Annotated[str | None, typer.Option("--text-columns")] = None,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size", min=1, help="Batch for PyTorch and dynamic-shape ONNX models."
+        ),
+    ] = 32,
+    max_samples: Annotated[
+        int | None,
+        typer.Option("--max-samples", min=1, help="Evaluate only the first examples."),
+    ] = None,
+    engine: EngineOpt = Engine.onnxruntime,
+    threads: ThreadsOpt = None,
+    text_columns: TextColumnsOpt = None,
     json_path: JsonOpt = None,
 ) -> None:
     """Accuracy of each ONNX model and of the PyTorch checkpoint on the dev set."""
@@ -312,14 +476,14 @@ def evaluate(
         report = run_evaluate(
             checkpoint,
             models,
-            task=task,
+            task=task.value,
             data=data,
             tokenizer=tokenizer,
             text_columns=_columns(text_columns),
             seq_len=seq_len,
             batch_size=batch_size,
             max_samples=max_samples,
-            engine=engine,
+            engine=engine.value,
             threads=threads,
         )
     except ObertDeployError as exc:
@@ -331,18 +495,27 @@ def evaluate(
 @app.command()
 def bench(
     models: Annotated[list[Path], typer.Argument(help="ONNX models to benchmark.")],
-    engine: EngineOpt = "onnxruntime",
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 1,
+    engine: EngineOpt = Engine.onnxruntime,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Items per inference call.")
+    ] = 1,
     seq_len: SeqLenOpt = 128,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="Default: all available cores.")
+    threads: ThreadsOpt = None,
+    scenario: Annotated[
+        Scenario,
+        typer.Option(
+            "--scenario", help="latency: one request at a time; throughput: concurrent streams."
+        ),
+    ] = Scenario.latency,
+    iterations: Annotated[
+        int, typer.Option("--iterations", min=1, help="Timed inference calls per model.")
+    ] = 100,
+    warmup: Annotated[
+        int, typer.Option("--warmup", min=0, help="Untimed calls before timing.")
+    ] = 10,
+    streams: Annotated[
+        int | None, typer.Option("--streams", min=1, help="Throughput streams.")
     ] = None,
-    scenario: Annotated[str, typer.Option("--scenario", help="latency or throughput.")] = (
-        "latency"
-    ),
-    iterations: Annotated[int, typer.Option("--iterations")] = 100,
-    warmup: Annotated[int, typer.Option("--warmup")] = 10,
-    streams: Annotated[int | None, typer.Option("--streams", help="Throughput streams.")] = None,
     json_path: JsonOpt = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the table here.")] = (
         None
@@ -355,11 +528,11 @@ def bench(
 
     try:
         config = BenchConfig(
-            engine=engine,
+            engine=engine.value,
             batch_size=batch_size,
             seq_len=seq_len,
             threads=threads,
-            scenario=scenario,
+            scenario=scenario.value,
             iterations=iterations,
             warmup=warmup,
             streams=streams,
@@ -369,22 +542,29 @@ def bench(
         _fail(exc)
     cpu = cpu_info()
     table = results_to_markdown(results)
-    typer.echo(
+    header = (
         f"CPU: {cpu.brand} ({cpu.available_cores} cores available, avx2={cpu.avx2}, "
-        f"avx512={cpu.avx512}, vnni={cpu.vnni}); engine {engine} {results[0].engine_version}"
+        f"avx512={cpu.avx512}, vnni={cpu.vnni}); engine {engine.value} "
+        f"{results[0].engine_version}"
     )
+    typer.echo(header)
     typer.echo(table)
-    if json_path is not None:
-        write_results_json(results, json_path)
-        typer.echo(f"wrote {json_path}")
-    if markdown is not None:
-        atomic_write_text(markdown, table + "\n")
-        typer.echo(f"wrote {markdown}")
-    if plot is not None:
-        from ._plot import plot_results
+    # Every requested file appears only once all of them have been written.
+    try:
+        with atomic_outputs(json_path, markdown, plot) as (json_tmp, md_tmp, plot_tmp):
+            if json_tmp is not None:
+                write_results_json(results, json_tmp)
+            if md_tmp is not None:
+                md_tmp.write_text(f"{header}\n\n{table}\n", encoding="utf-8")
+            if plot_tmp is not None:
+                from ._plot import plot_results
 
-        plot_results(results, plot)
-        typer.echo(f"wrote {plot}")
+                plot_results(results, plot_tmp)
+    except OSError as exc:
+        _write_failed(exc)
+    for path in (json_path, markdown, plot):
+        if path is not None:
+            typer.echo(f"wrote {path}")
 
 
 @app.command()
