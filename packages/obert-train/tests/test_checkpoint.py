@@ -71,3 +71,22 @@ def test_atomic_write_text(tmp_path: Path) -> None:
     atomic_write_text(path, '{"a": 1}')
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+
+
+def test_atomic_outputs_get_the_umask_modes(tmp_path: Path) -> None:
+    """Not mkstemp's 0600 / mkdtemp's 0700: the modes plain open()/mkdir() would give."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}\n")
+        with atomic_directory(tmp_path / "ckpt") as tmp:
+            (tmp / "x.txt").write_text("x")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "private.json", "{}\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600

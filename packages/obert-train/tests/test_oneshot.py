@@ -257,3 +257,6 @@ def test_bad_shapes_and_missing_data(
         oneshot_prune(tiny_bert, OneShotConfig(sparsity=0.5, block_size=4096), task=task)
     with pytest.raises(ValueError, match="needs gradients"):
         oneshot_prune(tiny_bert, OneShotConfig(sparsity=0.5))
+    sampler = GradientSampler.from_task(tiny_bert, task, batch_size=4, num_grads=8)
+    with pytest.raises(ValueError, match=r"num_grads=8 .* num_grads=16"):
+        oneshot_prune(tiny_bert, OneShotConfig(sparsity=0.5, num_grads=16), sampler=sampler)

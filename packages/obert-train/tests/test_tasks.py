@@ -114,6 +114,21 @@ def test_squad_features_point_at_the_answer(tokenizer: BertTokenizer, squad_dir:
     assert found >= 4
 
 
+def test_squad_uses_only_the_tokenizer_inputs(tokenizer_dir: Path, squad_dir: Path) -> None:
+    """A tokenizer without token_type_ids (RoBERTa-style) gives features without them."""
+    tok = BertTokenizer.from_pretrained(
+        tokenizer_dir, model_input_names=["input_ids", "attention_mask"]
+    )
+    task = load_task(
+        "squad", tok, data_dir=squad_dir, max_seq_length=32, doc_stride=8, max_query_length=12
+    )
+    assert isinstance(task, SquadTask)
+    for feature in [*task.train_features, *task.dev_features]:
+        assert "token_type_ids" not in feature
+        assert {"input_ids", "attention_mask"} <= set(feature)
+    assert "token_type_ids" not in task.collate(task.train_features[:2])
+
+
 def test_squad_postprocess_picks_the_best_valid_span(
     tokenizer: BertTokenizer, squad_dir: Path
 ) -> None:

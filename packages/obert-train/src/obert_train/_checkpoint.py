@@ -29,14 +29,30 @@ __all__ = [
 ]
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    The file gets the mode a plain ``open(path, "w")`` would give (``0o666`` minus the umask),
+    not ``mkstemp``'s private ``0o600``.
+
+    Args:
+        path: Destination file; its folder is created if needed.
+        text: Content, written as UTF-8.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        Path(tmp).chmod(0o666 & ~_umask())
         Path(tmp).replace(target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -48,7 +64,15 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling folder that replaces ``path`` only if the block succeeds.
 
     On success an existing ``path`` is moved aside, the new folder renamed into place and the
-    old one deleted; on failure the temporary folder is removed and ``path`` is untouched.
+    old one deleted; on failure the temporary folder is removed and ``path`` is untouched.  The
+    folder gets the mode a plain ``mkdir`` would give (``0o777`` minus the umask), not
+    ``mkdtemp``'s private ``0o700``.
+
+    Args:
+        path: Destination folder; its parent is created if needed.
+
+    Yields:
+        The temporary folder to fill.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +82,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    tmp.chmod(0o777 & ~_umask())
     old = None
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))

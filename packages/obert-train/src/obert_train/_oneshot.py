@@ -94,6 +94,17 @@ def _check_shapes(params: Mapping[str, torch.nn.Parameter], config: OneShotConfi
             )
 
 
+def _check_sampler(sampler: GradientSampler, config: OneShotConfig) -> None:
+    """The Fisher is normalised by ``config.num_grads``: a sampler must draw exactly that many."""
+    if sampler.num_grads != config.num_grads or sampler.batch_size != config.grad_batch_size:
+        raise ValueError(
+            f"the sampler draws num_grads={sampler.num_grads} gradients of batch_size="
+            f"{sampler.batch_size}, but the config says num_grads={config.num_grads}, "
+            f"grad_batch_size={config.grad_batch_size}; build the sampler with the config's "
+            "values (or set the config to the sampler's)"
+        )
+
+
 def _sparsity(masks: Mapping[str, torch.Tensor]) -> tuple[float, dict[str, float]]:
     per = {n: 1.0 - float(m.float().mean()) for n, m in masks.items()}
     total = sum(m.numel() for m in masks.values())
@@ -123,7 +134,8 @@ def oneshot_prune(
         model: The model (any ``torch.nn.Module``; HF models give their loss from labels).
         config: The settings.
         task: Source of training batches (a :class:`~obert_train.Task`) for gradient methods.
-        sampler: A ready gradient sampler instead of ``task``.
+        sampler: A ready gradient sampler instead of ``task`` (its ``num_grads`` and
+            ``batch_size`` must equal the config's ``num_grads`` and ``grad_batch_size``).
         loss_fn: Custom loss for the sampler built from ``task``.
         progress: Show progress bars.
         log: Receives the memory plan and other progress lines (default: ``logging``).
@@ -142,8 +154,9 @@ def oneshot_prune(
     Raises:
         TargetError: If no tensor matches the target patterns or a tensor does not fit the
             mask type / block size.
-        ValueError: If the model is already sparser than the target, or gradients are needed
-            but neither ``task`` nor ``sampler`` is given.
+        ValueError: If the model is already sparser than the target, gradients are needed
+            but neither ``task`` nor ``sampler`` is given, or ``sampler``'s ``num_grads`` or
+            ``batch_size`` differ from the config's.
         MemoryPlanError: If the Fisher of one tensor cannot fit in memory.
     """
     start = time.perf_counter()
@@ -169,6 +182,8 @@ def oneshot_prune(
     if config.method not in METHODS:
         raise ValueError(f"unknown method {config.method!r}; expected one of {sorted(METHODS)}")
     method = METHODS[config.method]()
+    if method.needs_gradients and sampler is not None:
+        _check_sampler(sampler, config)
     if method.needs_gradients and sampler is None:
         if task is None:
             raise ValueError(f"method {config.method!r} needs gradients: pass task or sampler")

@@ -146,6 +146,10 @@ class SquadTask(Task):
             return_offsets_mapping=True,
         )
 
+    def _input_keys(self, enc: Any) -> list[str]:
+        """The model inputs the tokenizer produced (RoBERTa/DistilBERT have no token_type_ids)."""
+        return [k for k in self._tok.model_input_names if k in enc]
+
     def _train_features(self, examples: Sequence[SquadExample]) -> list[Feature]:
         if not examples:
             return []
@@ -161,7 +165,7 @@ class SquadTask(Task):
             if offsets[ctx[0]][0] <= start_char and offsets[ctx[-1]][1] >= end_char:
                 start_tok = next(j for j in ctx if offsets[j][1] > start_char)
                 end_tok = next(j for j in reversed(ctx) if offsets[j][0] < end_char)
-            feature = {k: enc[k][i] for k in ("input_ids", "token_type_ids", "attention_mask")}
+            feature = {k: enc[k][i] for k in self._input_keys(enc)}
             feature["start_positions"], feature["end_positions"] = start_tok, end_tok
             features.append(feature)
         return features
@@ -175,9 +179,7 @@ class SquadTask(Task):
         features, offsets_out, example_idx = [], [], []
         for i, offsets in enumerate(enc["offset_mapping"]):
             seq_ids = enc.sequence_ids(i)
-            features.append(
-                {k: enc[k][i] for k in ("input_ids", "token_type_ids", "attention_mask")}
-            )
+            features.append({k: enc[k][i] for k in self._input_keys(enc)})
             offsets_out.append(
                 [tuple(o) if s == 1 else None for o, s in zip(offsets, seq_ids, strict=True)]
             )
