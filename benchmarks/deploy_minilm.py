@@ -1,22 +1,26 @@
 """Real deployment numbers: MiniLM-L6 (all-MiniLM-L6-v2) on this CPU, ONNX Runtime vs DeepSparse.
 
-Models: dense; global magnitude pruning to 80 % / 90 % of the 36 encoder Linear weights
-(``encoder.layer.*.{attention.self.query,key,value, attention.output.dense, intermediate.dense,
-output.dense}.weight``), unstructured and 4-block (groups of 4 consecutive input-channel weights
-of a row, scored by their L2 norm); each in fp32 and int8. ONNX Runtime runs the engine-default
-export (dynamic shapes, opset 18) and its dynamic int8 quantization; DeepSparse runs static-shape
-exports (one per batch size) and static int8 calibrated on 128 SST-2 training sentences, in the
-settings DeepSparse accelerates (``StaticInt8Config.for_engine("deepsparse")``: QOperator format,
-per-tensor weights, MatMul only).
-The classifier head is the random one of the pretrained model: fine for latency and size. Dev-set
-accuracy is measured separately (``finetune`` + ``evaluate``) on a briefly fine-tuned model.
+Models: the dense MiniLM-L6 fine-tuned on SST-2 (``finetune``), and the same model pruned
+one-shot with oBERT (``obert_train.oneshot_prune``: global masks over the 36 encoder Linear
+weights ``encoder.layer.*.{attention.self.query,key,value, attention.output.dense,
+intermediate.dense, output.dense}.weight``, joint OBS update, m = 256 gradients of 16 SST-2
+training sentences, damp 1e-7, B = 50 unstructured / B = 32 4-block as in the paper) to 80 % and
+90 %, unstructured and 4-block (groups of 4 consecutive input-channel weights of a row); each in
+fp32 and int8. ONNX Runtime runs the
+engine-default export (dynamic shapes, opset 18) and its dynamic int8 quantization; DeepSparse
+runs static-shape exports (one per batch size) and static int8 calibrated on 128 SST-2 training
+sentences, in the settings DeepSparse accelerates (``StaticInt8Config.for_engine("deepsparse")``:
+QOperator format, per-tensor weights, MatMul only). ``evaluate-variants`` measures the SST-2 dev
+accuracy of every exported model through ONNX Runtime.
 
 Run from the repository root (steps can be run one by one; ``all`` runs prepare, size, bench,
 report)::
 
     .venv/bin/python benchmarks/deploy_minilm.py all
     .venv/bin/python benchmarks/deploy_minilm.py finetune      # ~10 min CPU
-    .venv/bin/python benchmarks/deploy_minilm.py evaluate
+    .venv/bin/python benchmarks/deploy_minilm.py prepare       # oBERT pruning + exports
+    .venv/bin/python benchmarks/deploy_minilm.py evaluate-variants
+    .venv/bin/python benchmarks/deploy_minilm.py evaluate      # PTQ vs QAT of the dense model
     .venv/bin/python benchmarks/deploy_minilm.py int8-forms    # DeepSparse vs int8 graph form
     .venv/bin/python benchmarks/deploy_minilm.py qat-sparse    # QAT of a 90 %-pruned model
 
@@ -72,6 +76,7 @@ from obert_deploy import (
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "runs" / "deploy-minilm"
+FT_DIR = OUT / "minilm-sst2-ft"
 IMG = REPO / "docs" / "img"
 DS_PYTHON = Path(os.environ.get("OBERT_DEEPSPARSE_PYTHON", REPO / ".venv-deepsparse/bin/python"))
 SEQ = 128
@@ -121,27 +126,6 @@ def encoder_weights(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return weights
 
 
-def magnitude_prune_(model: torch.nn.Module, kind: str, sparsity: float) -> float:
-    """Global magnitude pruning of the 36 encoder Linear weights; returns the achieved sparsity."""
-    weights = encoder_weights(model)
-    with torch.no_grad():
-        if kind == "unstructured":
-            scores = {n: w.abs() for n, w in weights.items()}
-        else:  # block4: L2 norm of 4 consecutive input-channel weights of a row
-            scores = {
-                n: w.reshape(w.shape[0], -1, 4).norm(dim=-1).repeat_interleave(4, dim=-1)
-                for n, w in weights.items()
-            }
-        flat = torch.cat([s.flatten() for s in scores.values()])
-        step = 1 if kind == "unstructured" else 4
-        threshold = torch.kthvalue(flat[::step], int(sparsity * flat[::step].numel())).values
-        for name, weight in weights.items():
-            weight.mul_(scores[name] > threshold)
-        zeros = sum(int((w == 0).sum()) for w in weights.values())
-        total = sum(w.numel() for w in weights.values())
-    return zeros / total
-
-
 def calibration(tokenizer: Any, batch: int, n: int = 128) -> list[dict[str, np.ndarray]]:
     data = read_glue_tsv(sst2("train"), max_samples=4000)
     texts = random.Random(0).sample(data.texts, n)
@@ -149,15 +133,59 @@ def calibration(tokenizer: Any, batch: int, n: int = 128) -> list[dict[str, np.n
     return [{k: v[i : i + batch] for k, v in feeds.items()} for i in range(0, n, batch)]
 
 
+PRUNE_SETTINGS: dict[str, Any] = {
+    "method": "obert",
+    "mode": "joint",
+    "num_grads": 256,
+    "grad_batch_size": 16,
+    "block_size": 50,
+    "damp": 1e-7,
+    "seed": 0,
+}
+GRAD_SEQ = 64  # tokens per training sentence for the pruning gradients (SST-2 is short)
+
+
+def prune_variants(variants: list[str]) -> dict[str, dict[str, Any]]:
+    """oBERT one-shot pruning of the fine-tuned model; one dense Fisher serves every variant."""
+    from obert_train import ClassificationTask, OneShotConfig, oneshot_prune, save_checkpoint
+    from obert_train import read_glue_tsv as read_train
+
+    torch.set_num_threads(2)
+    tokenizer = load_tokenizer(FT_DIR)
+    task = ClassificationTask(tokenizer, read_train(sst2("train")), [], max_seq_length=GRAD_SEQ)
+    cache: dict[str, dict[str, torch.Tensor]] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for variant in variants:
+        kind, target = VARIANTS[variant]
+        assert kind is not None
+        model = task.load_model(str(FT_DIR)).eval()
+        settings = {**PRUNE_SETTINGS, "block_size": 32 if kind == "block4" else 50}
+        cfg = OneShotConfig(sparsity=target, mask_type=kind, **settings)
+        result = oneshot_prune(model, cfg, task=task, fisher_cache=cache, log=print)
+        save_checkpoint(model, OUT / f"ckpt-{variant}", tokenizer=tokenizer)
+        info[variant] = {"sparsity": result.sparsity, "timings": result.timings}
+        print(f"{variant}: oBERT {kind} to {result.sparsity:.4f}", flush=True)
+    return info
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
-    """Prune and export every variant (files that already exist are kept)."""
+    """Prune (oBERT) and export every variant (files that already exist are kept)."""
+    if not (FT_DIR / "config.json").is_file():
+        sys.exit(f"{FT_DIR} missing: run `finetune` first")
     OUT.mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer(minilm_dir())
+    tokenizer = load_tokenizer(FT_DIR)
+    old = (
+        json.loads((OUT / "manifest.json").read_text()) if (OUT / "manifest.json").is_file() else {}
+    )
+    todo = [v for v, (k, _) in VARIANTS.items() if k and not (OUT / f"ckpt-{v}").is_dir()]
+    pruned = prune_variants(todo) if todo else {}
     manifest: dict[str, Any] = {}
-    for variant, (kind, target) in VARIANTS.items():
-        torch.manual_seed(0)
-        model = load_checkpoint(minilm_dir(), "sequence-classification").model
-        achieved = magnitude_prune_(model, kind, target) if kind else 0.0
+    for variant, (kind, _) in VARIANTS.items():
+        checkpoint = FT_DIR if kind is None else OUT / f"ckpt-{variant}"
+        model = load_checkpoint(checkpoint, "sequence-classification").model
+        achieved = sum(int((w == 0).sum()) for w in encoder_weights(model).values()) / sum(
+            w.numel() for w in encoder_weights(model).values()
+        )
         files: dict[str, str] = {}
         t0 = time.perf_counter()
         ort_fp32 = OUT / f"{variant}-ort-fp32.onnx"
@@ -187,7 +215,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                 assert q.sparsity_kept, variant
             files[f"ds-fp32-b{batch}"] = str(ds_fp32)
             files[f"ds-int8-b{batch}"] = str(ds_int8)
-        manifest[variant] = {"kind": kind or "dense", "sparsity": achieved, "files": files}
+        entry = {"kind": kind or "dense", "sparsity": achieved, "checkpoint": str(checkpoint)}
+        prune_info = pruned.get(variant) or old.get(variant, {}).get("oneshot")
+        if prune_info:
+            entry["oneshot"] = prune_info
+        manifest[variant] = {**entry, "files": files}
         print(f"{variant}: sparsity {achieved:.4f}, exported in {time.perf_counter() - t0:.0f} s")
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -483,9 +515,6 @@ def cmd_int8_forms(args: argparse.Namespace) -> None:
     print(results_to_markdown(results, baseline="fp32"))
 
 
-FT_DIR = OUT / "minilm-sst2-ft"
-
-
 def cmd_finetune(args: argparse.Namespace) -> None:
     """Briefly fine-tune dense MiniLM-L6 on SST-2 (a stand-in for a real fine-tuned checkpoint)."""
     torch.manual_seed(0)
@@ -553,15 +582,42 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(result.to_markdown())
 
 
+def cmd_evaluate_variants(args: argparse.Namespace) -> None:
+    """SST-2 dev accuracy of every variant: PyTorch vs its ONNX Runtime and DeepSparse exports."""
+    manifest = _manifest()
+    summary: dict[str, Any] = {}
+    for variant, entry in manifest.items():
+        files = entry["files"]
+        models = [files["ort-fp32"], files["ort-int8"], files["ds-int8-b16"]]
+        qat = OUT / f"ft-{variant}-qat-ds-b1.onnx"
+        if qat.is_file():
+            models.append(str(qat))
+        result = evaluate(
+            entry.get("checkpoint", FT_DIR),
+            models,
+            data=sst2("dev"),
+            seq_len=SEQ,
+            batch_size=32,
+            threads=2,
+        )
+        summary[variant] = result.to_dict()
+        print(f"{variant}:\n{result.to_markdown()}", flush=True)
+        (OUT / "evaluate-variants.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
 def cmd_qat_sparse(args: argparse.Namespace) -> None:
-    """QAT on the fine-tuned model after 90 % global magnitude pruning; masks must survive."""
+    """QAT of the 90 % oBERT-pruned model (``prepare``); masks must survive fake-quant."""
     global QUIET
     QUIET = args.quiet
-    if not (FT_DIR / "config.json").is_file():
-        sys.exit(f"{FT_DIR} missing: run `finetune` first")
+    checkpoint = OUT / "ckpt-u90"
+    if not (checkpoint / "config.json").is_file():
+        sys.exit(f"{checkpoint} missing: run `prepare` first")
     torch.manual_seed(0)
-    model = load_checkpoint(FT_DIR, "sequence-classification").model
-    sparsity = magnitude_prune_(model, "unstructured", 0.9)
+    model = load_checkpoint(checkpoint, "sequence-classification").model
+    weights = encoder_weights(model)
+    sparsity = sum(int((w == 0).sum()) for w in weights.values()) / sum(
+        w.numel() for w in weights.values()
+    )
     tokenizer = load_tokenizer(FT_DIR)
     data = read_glue_tsv(sst2("train"))
     picks = random.Random(2).sample(range(len(data)), args.steps * 16)
@@ -622,12 +678,15 @@ def main() -> None:
     qs.add_argument("--steps", type=int, default=20)
     qs.add_argument("--repeats", type=int, default=1)
     qs.add_argument("--quiet", type=float, default=1.0)
+    sub.add_parser("evaluate-variants")
     ev = sub.add_parser("evaluate")
     ev.add_argument("--qat-steps", type=int, default=100)
     args = parser.parse_args()
     if args.command == "all":
         args.engine = "all"
-        for step in (cmd_prepare, cmd_size, cmd_bench, cmd_report):
+        if not (FT_DIR / "config.json").is_file():
+            cmd_finetune(parser.parse_args(["finetune"]))
+        for step in (cmd_prepare, cmd_evaluate_variants, cmd_size, cmd_bench, cmd_report):
             step(args)
         return
     {
@@ -639,6 +698,7 @@ def main() -> None:
         "int8-forms": cmd_int8_forms,
         "qat-sparse": cmd_qat_sparse,
         "evaluate": cmd_evaluate,
+        "evaluate-variants": cmd_evaluate_variants,
     }[args.command](args)
 
 

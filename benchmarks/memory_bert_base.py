@@ -9,6 +9,7 @@ each group's Fisher for the OBS update) and the script samples the process RSS e
 Run from the repository root (takes tens of minutes on 2 cores)::
 
     .venv/bin/python benchmarks/memory_bert_base.py --max-memory 14GB
+    .venv/bin/python benchmarks/memory_bert_base.py --plot-only   # redraw the RSS plot
 
 The weights are random (the point is memory and feasibility, not accuracy); the gradients are real
 task-loss gradients on SST-2 sentences tokenised with the bert-base-uncased vocabulary of MiniLM.
@@ -27,6 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import torch
@@ -45,6 +47,7 @@ from obert_train import (
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "memory_bert_base.json"
+PLOT = REPO / "docs" / "img" / "memory_bert_base_rss.png"
 
 
 class RssSampler(threading.Thread):
@@ -78,8 +81,46 @@ def tokenizer_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
+def plot(report: dict[str, Any], path: Path = PLOT) -> Path:
+    """RSS over time with the budget and the process peak (PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times, mib = zip(*report["rss_trace_mib"], strict=True)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.plot([t / 60 for t in times], [m / 1024 for m in mib], color="tab:blue", label="RSS")
+    budget = report["settings"]["max_memory"]
+    if budget:  # the budget is for the pruning step, on top of the loaded model
+        budget += report["rss_after_model_bytes"]
+        ax.axhline(budget / 2**30, color="tab:red", ls="--", label="model + --max-memory")
+    ax.axhline(report["peak_rss_bytes"] / 2**30, color="tab:gray", ls=":", label="peak RSS")
+    total = report["target_weights"] * report["settings"]["block_size"] * 4 / 2**30
+    ax.axhline(total, color="tab:orange", ls="-.", label="whole fp32 inverse Fisher")
+    ax.set_ylim(0, 1.08 * max(total, report["peak_rss_bytes"] / 2**30, (budget or 0) / 2**30))
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("GiB")
+    ax.set_title(
+        f"One oBERT step, BERT-base geometry ({report['target_weights'] / 1e6:.1f} M weights), "
+        f"B = {report['settings']['block_size']}"
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--plot-only", action="store_true", help=f"only redraw {PLOT.name} from the saved JSON"
+    )
     parser.add_argument("--max-memory", default=None, help="budget, e.g. 14GB (default 80%% free)")
     parser.add_argument("--num-grads", type=int, default=64)
     parser.add_argument("--grad-batch-size", type=int, default=8)
@@ -88,6 +129,11 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.plot_only:
+        if not RESULTS.is_file():
+            sys.exit(f"{RESULTS} missing: run without --plot-only first")
+        print(plot(json.loads(RESULTS.read_text())))
+        return
     torch.set_num_threads(args.threads)
 
     env = os.environ.get("OBERT_DATA_DIR")
@@ -137,6 +183,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS, json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "rss_trace_mib"}, indent=2))
+    print(plot(report))
 
 
 if __name__ == "__main__":
