@@ -23,7 +23,14 @@ _MEM = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 
 
 def parse_nm(mask_type: str) -> tuple[int, int] | None:
-    """``"2:4"`` -> ``(2, 4)`` (N of every M consecutive weights pruned); other types -> None."""
+    """``"2:4"`` -> ``(2, 4)`` (N of every M consecutive weights pruned); other types -> None.
+
+    Args:
+        mask_type: A mask type such as ``"unstructured"``, ``"block4"`` or ``"N:M"``.
+
+    Returns:
+        ``(N, M)`` for an ``"N:M"`` type, else None.
+    """
     match = _NM.match(mask_type)
     if match is None:
         return None

@@ -2,7 +2,7 @@
 
 Used to produce the dense task model that one-shot pruning starts from, and to fine-tune a pruned
 checkpoint with its mask fixed (``keep_masks=True``: weights that are exactly zero in the pruned
-tensors stay zero, the mask = ``weight != 0`` rule of :mod:`obert_train._masks`).
+tensors stay zero, the mask = ``weight != 0`` rule of :func:`obert_train.current_masks`).
 """
 
 from __future__ import annotations

@@ -67,7 +67,18 @@ def select_masks(
     masks: Mapping[str, torch.Tensor],
     config: OneShotConfig,
 ) -> dict[str, torch.Tensor]:
-    """New keep-masks from scores via ``obert_core.select_mask`` (already pruned stay pruned)."""
+    """New keep-masks from scores via ``obert_core.select_mask`` (already pruned stay pruned).
+
+    Args:
+        scores: ``{name: flat scores}``, one per weight (or per group of ``config.group_size``).
+        sparsity: Target fraction of zeros (over all tensors, or per tensor for
+            ``scope="layer"``; N:M masks ignore it).
+        masks: Current flat keep-masks (True = kept).
+        config: Supplies the mask type, N:M pattern, group size and scope.
+
+    Returns:
+        ``{name: flat bool keep-mask}`` for every name in ``scores``.
+    """
     chosen = oc.select_mask(
         dict(scores),
         sparsity,

@@ -64,8 +64,19 @@ def build_inverse_fishers(
     Gradients are differentiated for all ``names`` (every rank takes part) and each one is
     reduced to its owner, which streams it into its ``BlockFisherBuilder``.
 
+    Args:
+        params: All target tensors by name.
+        names: The tensors of this pass (gradients are taken for these only).
+        masks: Flat keep-masks multiplied into the gradients (None: no masking).
+        ctx: Step context (config, sampler, process group, timings).
+        owners: ``{name: rank}``; None builds every tensor on this rank.
+        chunk_size: Gradients per chunk (default ``ctx.config.chunk_size``).
+
     Returns:
         ``{name: (ceil(d/B), B, B) float32 tensor}`` for this rank's tensors.
+
+    Raises:
+        ValueError: If ``ctx`` has no gradient sampler.
     """
     if ctx.sampler is None:
         raise ValueError("oBERT needs a GradientSampler (StepContext.sampler) for the Fisher")
@@ -113,7 +124,16 @@ def obert_scores(
     finvs: Mapping[str, torch.Tensor],
     group_size: int,
 ) -> dict[str, torch.Tensor]:
-    """OBS saliency ``rho_Q = 1/2 w_Q^T ([F^-1]_QQ)^-1 w_Q`` per weight or group (Eq. 3 / 4)."""
+    """OBS saliency ``rho_Q = 1/2 w_Q^T ([F^-1]_QQ)^-1 w_Q`` per weight or group (Eq. 3 / 4).
+
+    Args:
+        params: Tensors by name (read only).
+        finvs: ``{name: (ceil(d/B), B, B)}`` inverse-Fisher blocks; only these are scored.
+        group_size: 1 (per weight) or 4 (block4: one score per 4 consecutive weights).
+
+    Returns:
+        ``{name: flat float32 scores}`` of length ``d / group_size``.
+    """
     return {
         name: torch.as_tensor(
             oc.obs_saliency(params[name].detach().reshape(-1).float(), finv, group_size=group_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ METHODS: dict[str, Callable[[], PruningMethod]] = {
 
 def register_method(name: str, factory: Callable[[], PruningMethod]) -> None:
     """Register a pruning method under ``name`` (e.g. a movement-pruning implementation).
+
+    Args:
+        name: The ``OneShotConfig.method`` value that selects it.
+        factory: Builds a fresh :class:`PruningMethod` for each :func:`oneshot_prune` call.
 
     Raises:
         ValueError: If ``name`` is taken.
@@ -94,6 +99,11 @@ def _check_shapes(params: Mapping[str, torch.nn.Parameter], config: OneShotConfi
             )
 
 
+def _print(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _check_sampler(sampler: GradientSampler, config: OneShotConfig) -> None:
     """The Fisher is normalised by ``config.num_grads``: a sampler must draw exactly that many."""
     if sampler.num_grads != config.num_grads or sampler.batch_size != config.grad_batch_size:
@@ -138,7 +148,8 @@ def oneshot_prune(
             ``batch_size`` must equal the config's ``num_grads`` and ``grad_batch_size``).
         loss_fn: Custom loss for the sampler built from ``task``.
         progress: Show progress bars.
-        log: Receives the memory plan and other progress lines (default: ``logging``).
+        log: Receives the memory plan and other progress lines (default: printed to stdout
+            on rank 0, nothing on the other ranks).
         dist_ctx: Process group (default: the initialised ``torch.distributed`` group, if any).
         fisher_cache: A dict shared between calls that start from the *same* weights (e.g. one
             checkpoint pruned to several sparsities with one recomputation): the first call
@@ -161,13 +172,13 @@ def oneshot_prune(
     """
     start = time.perf_counter()
     lines: list[str] = []
-    sink = log or logger.info
+    dist = dist_ctx if dist_ctx is not None else DistContext.current()
+    sink = log if log is not None else (_print if dist.rank == 0 else logger.debug)
 
     def emit(line: str) -> None:
         lines.append(line)
         sink(line)
 
-    dist = dist_ctx if dist_ctx is not None else DistContext.current()
     params = resolve_target_params(model, config.targets)
     _check_shapes(params, config)
     masks = current_masks(params)
