@@ -1,4 +1,4 @@
-"""Graph rewrites: LayerNorm decomposition, opset/IR lowering, DQ-transpose folding."""
+"""Graph rewrites: LayerNorm decomposition, GELU order, opset/IR lowering, DQ-transpose folding."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from obert_deploy import convert_for_deepsparse, decompose_layer_norm, fold_dequantize_transpose
+from obert_deploy import (
+    convert_for_deepsparse,
+    decompose_layer_norm,
+    fold_dequantize_transpose,
+    reorder_gelu,
+)
 
 
 def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -97,3 +102,53 @@ def test_fold_dequantize_transpose_is_exact(per_channel: bool) -> None:
     onnx.checker.check_model(folded)
     (got,) = _run(folded, feeds)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def _gelu_model(swap: bool) -> onnx.ModelProto:
+    """``x -> MatMul -> GELU`` in the dynamo exporter's order ``x * (0.5 * (1 + erf(x / c)))``."""
+    rng = np.random.default_rng(2)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array(1.4142135, np.float32), "sqrt2"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("Div", ["h", "sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["a"]),
+        helper.make_node("Mul", ["half", "a"] if swap else ["a", "half"], ["m"]),
+        helper.make_node("Mul", ["m", "h"] if swap else ["h", "m"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "gelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_reorder_gelu_multiplies_by_x_first(swap: bool) -> None:
+    feeds = {"x": np.random.default_rng(3).normal(size=(2, 8)).astype(np.float32)}
+    (expected,) = _run(_gelu_model(swap), feeds)
+    model = _gelu_model(swap)
+    assert reorder_gelu(model) == 1
+    onnx.checker.check_model(model)
+    by_output = {n.output[0]: n for n in model.graph.node}
+    assert sorted(by_output["m"].input) == ["a", "h"]  # x * (1 + erf) first ...
+    assert sorted(by_output["y"].input) == ["half", "m"]  # ... then * 0.5
+    (got,) = _run(model, feeds)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert reorder_gelu(model) == 0  # idempotent: the new order does not match again
+
+
+def test_reorder_gelu_leaves_other_products_alone() -> None:
+    model = _gelu_model(False)
+    model.graph.node[1].input[0] = "x"  # erf of another tensor than the one multiplied: no GELU
+    before = model.SerializeToString()
+    assert reorder_gelu(model) == 0
+    assert model.SerializeToString() == before

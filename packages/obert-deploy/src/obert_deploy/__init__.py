@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "convert_for_deepsparse": "_onnx_compat",
     "decompose_layer_norm": "_onnx_compat",
     "fold_dequantize_transpose": "_onnx_compat",
+    "reorder_gelu": "_onnx_compat",
     # sparsity and size
     "OnnxWeightSparsity": "_sparsity",
     "SparsityRow": "_sparsity",
@@ -160,6 +161,7 @@ __all__ = [
     "read_results_json",
     "read_squad",
     "register_quantize_handler",
+    "reorder_gelu",
     "results_to_markdown",
     "size_report",
     "size_table_markdown",
@@ -222,6 +224,7 @@ if TYPE_CHECKING:
         convert_for_deepsparse,
         decompose_layer_norm,
         fold_dequantize_transpose,
+        reorder_gelu,
     )
     from ._plot import plot_results
     from ._qat import QATConfig, QATReport, QATWeightRow, pruning_masks, qat_export
