@@ -20,6 +20,7 @@ report)::
     .venv/bin/python benchmarks/deploy_minilm.py finetune      # ~10 min CPU
     .venv/bin/python benchmarks/deploy_minilm.py prepare       # oBERT pruning + exports
     .venv/bin/python benchmarks/deploy_minilm.py evaluate-variants
+    .venv/bin/python benchmarks/deploy_minilm.py parity        # DeepSparse == ONNX Runtime?
     .venv/bin/python benchmarks/deploy_minilm.py evaluate      # PTQ vs QAT of the dense model
     .venv/bin/python benchmarks/deploy_minilm.py int8-forms    # DeepSparse vs int8 graph form
     .venv/bin/python benchmarks/deploy_minilm.py qat-sparse    # QAT of a 90 %-pruned model
@@ -605,6 +606,27 @@ def cmd_evaluate_variants(args: argparse.Namespace) -> None:
         (OUT / "evaluate-variants.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
+def cmd_parity(args: argparse.Namespace) -> None:
+    """DeepSparse vs ONNX Runtime logits of every DeepSparse file on 64 SST-2 dev sentences."""
+    if not DS_PYTHON.exists():
+        sys.exit(f"{DS_PYTHON} not found: run packages/obert-deploy/scripts/test_deepsparse.sh")
+    manifest = _manifest()
+    tokenizer = load_tokenizer(FT_DIR)
+    data = read_glue_tsv(sst2("dev"))
+    feeds = tokenize(tokenizer, data.texts[:64], SEQ, INPUTS)
+    inputs = OUT / "parity-inputs.npz"
+    np.savez(inputs, **feeds)
+    models = [
+        m["files"][f"ds-{p}-b{b}"]
+        for m in manifest.values()
+        for p in ("fp32", "int8")
+        for b in BATCHES
+    ]
+    script = REPO / "benchmarks" / "ds_parity.py"
+    out = OUT / "parity.json"
+    subprocess.run([str(DS_PYTHON), str(script), str(inputs), str(out), *models], check=True)
+
+
 def cmd_qat_sparse(args: argparse.Namespace) -> None:
     """QAT of the 90 % oBERT-pruned model (``prepare``); masks must survive fake-quant."""
     global QUIET
@@ -679,6 +701,7 @@ def main() -> None:
     qs.add_argument("--repeats", type=int, default=1)
     qs.add_argument("--quiet", type=float, default=1.0)
     sub.add_parser("evaluate-variants")
+    sub.add_parser("parity")
     ev = sub.add_parser("evaluate")
     ev.add_argument("--qat-steps", type=int, default=100)
     args = parser.parse_args()
@@ -699,6 +722,7 @@ def main() -> None:
         "qat-sparse": cmd_qat_sparse,
         "evaluate": cmd_evaluate,
         "evaluate-variants": cmd_evaluate_variants,
+        "parity": cmd_parity,
     }[args.command](args)
 
 
