@@ -137,6 +137,11 @@ def test_export_size_quantize_bench_evaluate(
         (["bench", "/no/such/model.onnx"], "create it with `obert-deploy export`"),
         (["quantize", "MODEL", "-o", "q.onnx", "--method", "static"], "--calibration-data"),
         (["quantize", "MODEL", "-o", "q.onnx", "--method", "int3"], "'int3' is not one of"),
+        (
+            ["quantize", "MODEL", "-o", "q.onnx", "--method", "static", "--embedding-bits", "4"],
+            "--embedding-bits 4 needs --method dynamic",
+        ),
+        (["quantize", "MODEL", "-o", "q.onnx", "--embedding-bits", "6"], "embedding_bits 6"),
         (["bench", "MODEL", "--batch-size", "4"], "static shape [2, 16] but batch size 4"),
     ],
 )
@@ -244,6 +249,10 @@ def test_quantize_dynamic(tmp_path: Path, dynamic_onnx: Path) -> None:
     from obert_deploy import load_onnx
 
     assert "MatMulInteger" in {n.op_type for n in load_onnx(out).graph.node}
+    small = tmp_path / "emb4.onnx"
+    _ok("quantize", str(dynamic_onnx), "-o", str(small), "--embedding-bits", "4")
+    assert "GatherBlockQuantized" in {n.op_type for n in load_onnx(small).graph.node}
+    assert small.stat().st_size < out.stat().st_size
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao not installed")

@@ -42,6 +42,33 @@ def test_dynamic_int8(tmp_path: Path, dynamic_onnx: Path) -> None:
     np.testing.assert_allclose(_outputs(out, feeds), _outputs(dynamic_onnx, feeds), atol=0.05)
 
 
+def test_dynamic_int8_with_4bit_embeddings(tmp_path: Path, dynamic_onnx: Path) -> None:
+    int8, int4 = tmp_path / "int8.onnx", tmp_path / "emb4.onnx"
+    quantize_onnx(dynamic_onnx, int8, DynamicInt8Config())
+    report = quantize_onnx(dynamic_onnx, int4, DynamicInt8Config(embedding_bits=4))
+    model = load_onnx(int4)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("GatherBlockQuantized") == 3  # word, position and token-type tables
+    assert "Gather" not in ops or all(
+        n.input[0] not in {i.name for i in model.graph.initializer if len(i.dims) == 2}
+        for n in model.graph.node
+        if n.op_type == "Gather"
+    )
+    assert "MatMulInteger" in ops
+    assert report.sparsity_kept  # the pruned MatMul weights are still int8 with their zeros
+    assert report.output_bytes < int8.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb4.onnx", "int8.onnx"]  # no stage
+    feeds = _feeds(dynamic_onnx, seed=5)
+    np.testing.assert_allclose(_outputs(int4, feeds), _outputs(dynamic_onnx, feeds), atol=0.1)
+
+
+def test_bad_embedding_bits(tmp_path: Path, dynamic_onnx: Path) -> None:
+    with pytest.raises(ObertDeployError, match="embedding_bits 2"):
+        DynamicInt8Config(embedding_bits=2)
+    with pytest.raises(ObertDeployError, match="embedding_block_size 48"):
+        DynamicInt8Config(embedding_bits=4, embedding_block_size=48)
+
+
 def test_static_qdq_int8_keeps_format_for_deepsparse(
     static_onnx: Path, static_int8_onnx: Path
 ) -> None:

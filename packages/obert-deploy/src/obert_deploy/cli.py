@@ -295,6 +295,15 @@ def quantize(
         bool | None,
         typer.Option("--reduce-range/--full-range", help="7-bit weights (default: if no VNNI)."),
     ] = None,
+    embedding_bits: Annotated[
+        int,
+        typer.Option(
+            "--embedding-bits",
+            min=4,
+            max=8,
+            help="Dynamic only: 8 (int8 embeddings) or 4 (4-bit blocks of 32, ONNX Runtime).",
+        ),
+    ] = 8,
     seq_len: SeqLenOpt = 128,
     text_columns: TextColumnsOpt = None,
     json_path: JsonOpt = None,
@@ -307,9 +316,16 @@ def quantize(
         config: DynamicInt8Config | StaticInt8Config
         if method is Method.dynamic:
             config = DynamicInt8Config(
-                per_channel=True if per_channel is None else per_channel, reduce_range=reduce_range
+                per_channel=True if per_channel is None else per_channel,
+                reduce_range=reduce_range,
+                embedding_bits=embedding_bits,
             )
         else:
+            if embedding_bits != 8:
+                raise ObertDeployError(
+                    f"--embedding-bits {embedding_bits} needs --method dynamic (static "
+                    "quantization keeps int8 or fp32 embeddings)"
+                )
             overrides: dict[str, Any] = {
                 "reduce_range": reduce_range,
                 "calibration_method": calibration_method.value,
