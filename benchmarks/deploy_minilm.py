@@ -6,9 +6,9 @@ weights ``encoder.layer.*.{attention.self.query,key,value, attention.output.dens
 intermediate.dense, output.dense}.weight``, joint OBS update, m = 256 gradients of 16 SST-2
 training sentences, damp 1e-7, B = 50 unstructured / B = 32 4-block as in the paper) to 80 % and
 90 %, unstructured and 4-block (groups of 4 consecutive input-channel weights of a row); each in
-fp32 and int8. ONNX Runtime runs the
-engine-default export (dynamic shapes, opset 18) and its dynamic int8 quantization; DeepSparse
-runs static-shape exports (one per batch size) and static int8 calibrated on 128 SST-2 training
+fp32 and int8. ONNX Runtime runs the engine-default export (dynamic shapes, opset 18) and its
+dynamic int8 quantization, also with 4-bit embedding tables (``int8e4``); DeepSparse runs
+static-shape exports (one per batch size) and static int8 calibrated on 128 SST-2 training
 sentences, in the settings DeepSparse accelerates (``StaticInt8Config.for_engine("deepsparse")``:
 QOperator format, per-tensor weights, MatMul only). ``evaluate-variants`` measures the SST-2 dev
 accuracy of every exported model through ONNX Runtime.
@@ -198,6 +198,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         if not ort_int8.exists():
             quantize_onnx(ort_fp32, ort_int8, DynamicInt8Config())
         files["ort-int8"] = str(ort_int8)
+        ort_int8e4 = OUT / f"{variant}-ort-int8e4.onnx"  # int8 MatMuls, 4-bit embeddings
+        if not ort_int8e4.exists():
+            quantize_onnx(ort_fp32, ort_int8e4, DynamicInt8Config(embedding_bits=4))
+        files["ort-int8e4"] = str(ort_int8e4)
         # Control: the ONNX Runtime export (dynamic shapes) made loadable by DeepSparse.
         ds_dynamic = OUT / f"{variant}-ds-fp32-dynamic.onnx"
         if not ds_dynamic.exists():
@@ -371,7 +375,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         ort_files = {
             f"{v} {p}": (m["files"][f"ort-{p}"], p)
             for v, m in manifest.items()
-            for p in ("fp32", "int8")
+            for p in ("fp32", "int8", "int8e4")
         }
         ds_files = {
             f"{v} {p}": (m["files"][f"ds-{p}-b{batch}"], p)
@@ -398,7 +402,7 @@ def cmd_size(args: argparse.Namespace) -> None:
     reports = []
     for variant in manifest.values():
         files = variant["files"]
-        for key in ("ort-fp32", "ort-int8", "ds-int8-b1"):
+        for key in ("ort-fp32", "ort-int8", "ort-int8e4", "ds-int8-b1"):
             reports.append(size_report(files[key], reference=reference))
     (OUT / "size.json").write_text(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
     print(size_table_markdown(reports))
@@ -589,7 +593,7 @@ def cmd_evaluate_variants(args: argparse.Namespace) -> None:
     summary: dict[str, Any] = {}
     for variant, entry in manifest.items():
         files = entry["files"]
-        models = [files["ort-fp32"], files["ort-int8"], files["ds-int8-b16"]]
+        models = [files["ort-fp32"], files["ort-int8"], files["ort-int8e4"], files["ds-int8-b16"]]
         qat = OUT / f"ft-{variant}-qat-ds-b1.onnx"
         if qat.is_file():
             models.append(str(qat))
