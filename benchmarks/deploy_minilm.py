@@ -128,6 +128,24 @@ def encoder_weights(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return weights
 
 
+def encoder_sparsity(model: torch.nn.Module) -> float:
+    """Fraction of zeros over the 36 encoder Linear weights."""
+    weights = list(encoder_weights(model).values())
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+
+def qat_batches(tokenizer: Any, steps: int, seed: int) -> list[tuple[dict[str, np.ndarray], Any]]:
+    """``steps`` QAT batches of 16 seeded-random SST-2 training sentences with their labels."""
+    data = read_glue_tsv(sst2("train"))
+    picks = random.Random(seed).sample(range(len(data)), steps * 16)
+    feeds = tokenize(tokenizer, [data.texts[i] for i in picks], SEQ, INPUTS)
+    labels = np.asarray([data.labels[i] for i in picks])  # type: ignore[index]
+    return [
+        ({k: v[i : i + 16] for k, v in feeds.items()}, labels[i : i + 16])
+        for i in range(0, len(picks), 16)
+    ]
+
+
 def calibration(tokenizer: Any, batch: int, n: int = 128) -> list[dict[str, np.ndarray]]:
     data = read_glue_tsv(sst2("train"), max_samples=4000)
     texts = random.Random(0).sample(data.texts, n)
@@ -185,9 +203,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     for variant, (kind, _) in VARIANTS.items():
         checkpoint = FT_DIR if kind is None else OUT / f"ckpt-{variant}"
         model = load_checkpoint(checkpoint, "sequence-classification").model
-        achieved = sum(int((w == 0).sum()) for w in encoder_weights(model).values()) / sum(
-            w.numel() for w in encoder_weights(model).values()
-        )
+        achieved = encoder_sparsity(model)
         files: dict[str, str] = {}
         t0 = time.perf_counter()
         ort_fp32 = OUT / f"{variant}-ort-fp32.onnx"
@@ -573,14 +589,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     static = OUT / "ft-int8-static.onnx"
     quantize_onnx(fp32, static, StaticInt8Config(), calibration=calibration(tokenizer, 8))
     models += [fp32, dyn, static]
-    data = read_glue_tsv(sst2("train"))
-    picks = random.Random(1).sample(range(len(data)), args.qat_steps * 16)
-    feeds = tokenize(tokenizer, [data.texts[i] for i in picks], SEQ, INPUTS)
-    labels = np.asarray([data.labels[i] for i in picks])  # type: ignore[index]
-    batches = [
-        ({k: v[i : i + 16] for k, v in feeds.items()}, labels[i : i + 16])
-        for i in range(0, len(picks), 16)
-    ]
+    batches = qat_batches(tokenizer, args.qat_steps, seed=1)
     qat = OUT / "ft-int8-qat.onnx"
     report = qat_export(FT_DIR, qat, batches, QATConfig(steps=args.qat_steps, seq_len=SEQ))
     print(report.to_markdown().splitlines()[0])
@@ -643,19 +652,9 @@ def cmd_qat_sparse(args: argparse.Namespace) -> None:
         sys.exit(f"{checkpoint} missing: run `prepare` first")
     torch.manual_seed(0)
     model = load_checkpoint(checkpoint, "sequence-classification").model
-    weights = encoder_weights(model)
-    sparsity = sum(int((w == 0).sum()) for w in weights.values()) / sum(
-        w.numel() for w in weights.values()
-    )
+    sparsity = encoder_sparsity(model)
     tokenizer = load_tokenizer(FT_DIR)
-    data = read_glue_tsv(sst2("train"))
-    picks = random.Random(2).sample(range(len(data)), args.steps * 16)
-    feeds = tokenize(tokenizer, [data.texts[i] for i in picks], SEQ, INPUTS)
-    labels = np.asarray([data.labels[i] for i in picks])  # type: ignore[index]
-    batches = [
-        ({k: v[i : i + 16] for k, v in feeds.items()}, labels[i : i + 16])
-        for i in range(0, len(picks), 16)
-    ]
+    batches = qat_batches(tokenizer, args.steps, seed=2)
     out = OUT / "ft-u90-qat-ds-b1.onnx"
     config = QATConfig(engine="deepsparse", steps=args.steps, seq_len=SEQ, export_batch_size=1)
     report = qat_export(model, out, batches, config)
