@@ -106,10 +106,6 @@ def decompose_layer_norm(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _scalar_initializer(graph: onnx.GraphProto, name: str) -> bool:
-    return any(init.name == name and int(np.prod(init.dims)) == 1 for init in graph.initializer)
-
-
 def reorder_gelu(model: onnx.ModelProto) -> int:
     """Rewrite ``x * (0.5 * (1 + erf(x / c)))`` as ``(x * (1 + erf(x / c))) * 0.5``, in place.
 
@@ -127,6 +123,7 @@ def reorder_gelu(model: onnx.ModelProto) -> int:
         Number of GELU subgraphs rewritten.
     """
     graph = model.graph
+    scalars = {init.name for init in graph.initializer if int(np.prod(init.dims)) == 1}
     producer = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, int] = {}
     for node in graph.node:
@@ -141,10 +138,10 @@ def reorder_gelu(model: onnx.ModelProto) -> int:
             if inner is None or inner.op_type != "Mul" or consumers.get(inner_out) != 1:
                 continue
             add_out, half = inner.input
-            if not _scalar_initializer(graph, half):
+            if half not in scalars:
                 half, add_out = add_out, half
             add = producer.get(add_out)
-            if add is None or add.op_type != "Add" or not _scalar_initializer(graph, half):
+            if add is None or add.op_type != "Add" or half not in scalars:
                 continue
             erf = next(
                 (producer[i] for i in add.input if i in producer and producer[i].op_type == "Erf"),
