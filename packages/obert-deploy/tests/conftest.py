@@ -88,7 +88,7 @@ def _train_briefly(model: torch.nn.Module, tsv: Path, tokenizer_dir: Path, steps
         return_tensors="pt",
     )
     labels = torch.tensor([int(r[1]) for r in rows])
-    masks = {n: p == 0 for n, p in model.named_parameters() if bool((p == 0).any()) and p.ndim == 2}
+    keep = {n: p != 0 for n, p in model.named_parameters() if bool((p == 0).any()) and p.ndim == 2}
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for step in range(steps):
@@ -99,8 +99,8 @@ def _train_briefly(model: torch.nn.Module, tsv: Path, tokenizer_dir: Path, steps
         optimizer.step()
         with torch.no_grad():
             for name, param in model.named_parameters():
-                if name in masks:
-                    param.masked_fill_(masks[name], 0.0)
+                if name in keep:
+                    param.masked_fill_(~keep[name], 0.0)
     model.eval()
 
 

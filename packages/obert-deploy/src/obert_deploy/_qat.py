@@ -203,15 +203,18 @@ class QATReport:
 
 
 def pruning_masks(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Boolean "pruned" masks (``weight == 0``) of every ``nn.Linear`` weight with zeros."""
+    """Keep-masks (True = kept, ``weight != 0``) of every ``nn.Linear`` weight that has zeros.
+
+    The same vocabulary as obert-core and obert-train: a mask is True where the weight stays.
+    """
     import torch
 
     masks = {}
     for module_name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
-            zeros = module.weight.detach() == 0
-            if bool(zeros.any()):
-                masks[f"{module_name}.weight"] = zeros.clone()
+            keep = module.weight.detach() != 0
+            if not bool(keep.all()):
+                masks[f"{module_name}.weight"] = keep.clone()
     return masks
 
 
@@ -247,7 +250,7 @@ def _to_torch(feeds: dict[str, np.ndarray], names: list[str]) -> tuple[torch.Ten
 def _onnx_mask_rows(
     model: onnx.ModelProto, masks: dict[str, np.ndarray]
 ) -> dict[str, tuple[str, float]]:
-    """Assign each mask to an int8 initializer whose zero-point entries include the mask."""
+    """Assign each keep-mask to an int8 initializer whose zero entries cover its pruned ones."""
     from onnx import numpy_helper
 
     zero_points = _zero_points(model)
@@ -269,8 +272,8 @@ def _onnx_mask_rows(
             if init_name in used:
                 continue
             for orient in (zeros, zeros.T):
-                if orient.shape == mask.shape and bool(np.all(orient[mask])):
-                    extra = int(orient.sum() - mask.sum())
+                if orient.shape == mask.shape and bool(np.all(orient[~mask])):
+                    extra = int(orient.sum() - (~mask).sum())
                     if best is None or extra < best[0]:
                         best = (extra, init_name, float(orient.mean()))
         if best is not None:
@@ -350,7 +353,7 @@ def qat_export(
         if param is None:
             raise VerificationError(f"pruned weight {name} not found in the QAT graph")
         graph_masks[name] = (param, mask)
-        param.register_hook(lambda grad, keep=~mask: grad * keep)
+        param.register_hook(lambda grad, keep=mask: grad * keep)
 
     optimizer = torch.optim.AdamW(
         prepared.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -372,7 +375,7 @@ def qat_export(
         schedule.step()
         with torch.no_grad():
             for param, mask in graph_masks.values():
-                param.masked_fill_(mask, 0.0)
+                param.masked_fill_(~mask, 0.0)
         losses.append(float(loss.detach()))
     pt2e.move_exported_model_to_eval(prepared)
 
@@ -384,9 +387,9 @@ def qat_export(
     checks: dict[str, tuple[bool, bool]] = {}
     with torch.no_grad():
         for name, (param, mask) in graph_masks.items():
-            trained_zero = bool(torch.all(param[mask] == 0))
+            trained_zero = bool(torch.all(param[~mask] == 0))
             fq = fake_quant_of.get(f"model.{name}")
-            fq_zero = fq is not None and bool(torch.all(fq(param.detach())[mask] == 0))
+            fq_zero = fq is not None and bool(torch.all(fq(param.detach())[~mask] == 0))
             checks[name] = (trained_zero, fq_zero)
     converted = convert_pt2e(prepared)
     # A dynamic batch axis cannot be traced from batch 1 (torch.export specialises 0/1 sizes).
@@ -433,7 +436,7 @@ def qat_export(
         rows.append(
             QATWeightRow(
                 name=name,
-                mask_sparsity=float(mask.float().mean()),
+                mask_sparsity=1.0 - float(mask.float().mean()),
                 zeros_after_training=checks[name][0],
                 zeros_after_fake_quant=checks[name][1],
                 onnx_initializer=init_name,
