@@ -15,32 +15,24 @@ import torch
 import torch.distributed as dist
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from obert_train import (
-    DistContext,
-    GradientSampler,
-    OneShotConfig,
-    load_task,
-    oneshot_prune,
-    resolve_target_params,
-)
+from obert_train import GradientSampler, load_task, oneshot_prune, resolve_target_params
+from obert_train.fisher.distributed import DistContext
 
-SETTINGS = {
-    "global": {"sparsity": 0.6, "num_grads": 6, "grad_batch_size": 4, "block_size": 16},
-    "grouped-layer": {
-        "sparsity": 0.5,
-        "num_grads": 6,
-        "grad_batch_size": 4,
-        "block_size": 16,
-        "scope": "layer",
-        "max_memory": 2_500_000,  # two groups per rank (each rank owns half the tensors)
-    },
-    "grouped-global": {
-        "sparsity": 0.6,
-        "num_grads": 6,
-        "grad_batch_size": 4,
-        "block_size": 16,
-        "max_memory": 2_500_000,  # two passes: scores, then the Fisher rebuilt for the update
-    },
+BASE = {"num_grads": 6, "grad_batch_size": 4, "fisher_block_size": 16}
+# name -> (target sparsity, oBERT settings besides damp)
+SETTINGS: dict[str, tuple[float, dict[str, object]]] = {
+    "global": (0.6, BASE),
+    "grouped-layer": (
+        0.5,
+        # two groups per rank (each rank owns half the tensors)
+        {**BASE, "global_sparsity": False, "max_memory": 2_500_000},
+    ),
+    "grouped-global": (
+        0.6,
+        # two passes: scores, then the Fisher rebuilt for the update
+        {**BASE, "max_memory": 2_500_000},
+    ),
+    "recomputed-global": (0.6, {**BASE, "num_recomputations": 2}),  # fresh batches per sub-step
 }
 
 
@@ -55,11 +47,19 @@ def run(model_dir: str, data_dir: str, out_dir: Path, damp: float, ctx: DistCont
     )
     grads = [{n: g.clone() for n, g in c.items()} for c in sampler.chunks(params, chunk_size=3)]
     result: dict[str, object] = {"grads": grads[0]}
-    for key, settings in SETTINGS.items():
+    for key, (sparsity, settings) in SETTINGS.items():
         net = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-        cfg = OneShotConfig(damp=damp, **settings)  # type: ignore[arg-type]
         lines: list[str] = []
-        oneshot_prune(net, cfg, task=task, progress=False, dist_ctx=ctx, log=lines.append)
+        oneshot_prune(
+            net,
+            "obert",
+            sparsity,
+            settings={**settings, "damp": damp},
+            task=task,
+            progress=False,
+            dist_ctx=ctx,
+            log=lines.append,
+        )
         result[key] = {n: p.detach().clone() for n, p in resolve_target_params(net).items()}
         result[f"{key}-log"] = lines
     torch.save(result, out_dir / f"rank{ctx.rank}.pt")

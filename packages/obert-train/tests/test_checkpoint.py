@@ -8,24 +8,17 @@ import torch
 import yaml
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
-from obert_train import (
-    OneShotConfig,
-    atomic_directory,
-    atomic_write_text,
-    oneshot_prune,
-    resolve_target_params,
-    save_checkpoint,
-    sparsity_report,
-)
+from obert_train import oneshot_prune, resolve_target_params, save_checkpoint, sparsity_report
+from obert_train.checkpoint import atomic_directory, atomic_write_text
 
 
 def test_pruned_checkpoint_loads_with_plain_from_pretrained(
     tiny_bert: BertForSequenceClassification, tmp_path: Path
 ) -> None:
-    cfg = OneShotConfig(method="magnitude", sparsity=0.6)
-    oneshot_prune(tiny_bert, cfg)
+    result = oneshot_prune(tiny_bert, "magnitude", 0.6)
     out = tmp_path / "pruned"
-    report = save_checkpoint(tiny_bert, out, recipe=cfg.model_dump())
+    recipe = {"method": result.method, "sparsity": 0.6, **result.settings.model_dump()}
+    report = save_checkpoint(tiny_bert, out, recipe=recipe)
     assert (out / "model.safetensors").is_file()
     assert not list(tmp_path.glob(".pruned.*"))  # no temporary folders left behind
     loaded = AutoModelForSequenceClassification.from_pretrained(out)
@@ -35,11 +28,18 @@ def test_pruned_checkpoint_loads_with_plain_from_pretrained(
     assert sparsity == report
     assert sparsity["global"]["sparsity"] == pytest.approx(0.6, abs=1e-4)
     assert len(sparsity["tensors"]) == 12
-    assert yaml.safe_load((out / "recipe.yaml").read_text())["sparsity"] == 0.6
+    saved = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert saved == {
+        "method": "magnitude",
+        "sparsity": 0.6,
+        "mask_type": "unstructured",
+        "global_sparsity": True,
+        "targets": None,
+    }
 
     # Loading the pruned checkpoint and pruning further keeps the earlier mask.
     before = {n: p != 0 for n, p in resolve_target_params(loaded).items()}
-    oneshot_prune(loaded, OneShotConfig(method="magnitude", sparsity=0.8))
+    oneshot_prune(loaded, "magnitude", 0.8)
     for name, p in resolve_target_params(loaded).items():
         assert not torch.any((p != 0) & ~before[name])
     assert sparsity_report(loaded)["global"]["sparsity"] == pytest.approx(0.8, abs=1e-4)

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from typer.testing import CliRunner
 
 from obert_train import sparsity_report
-from obert_train.cli import app
+from obert_train.cli.app import app
 
 runner = CliRunner()
 
@@ -36,15 +37,24 @@ def test_oneshot_writes_checkpoints_metrics_and_a_table(
     assert "oBERT memory plan" in result.output
     assert "reusing the cached inverse Fisher" in result.output  # 0.7 reuses the 0.5 Fisher
     metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["model"], metrics["task"]) == (str(tiny_model_dir), "sst2")
     runs = metrics["runs"]
     assert [r["target_sparsity"] for r in runs] == [0.0, 0.5, 0.7]
+    assert runs[0]["output_dir"] == "(input model)"
     for run in runs[1:]:
+        assert run["method"] == "obert"
         assert run["achieved_sparsity"] == pytest.approx(run["target_sparsity"], abs=1e-3)
         assert 0.0 <= run["metrics"]["accuracy"] <= 1.0
         assert ("gradients_s" in run["timings"]) == (run["target_sparsity"] == 0.5)
         model = AutoModelForSequenceClassification.from_pretrained(run["output_dir"])
         report = sparsity_report(model)["global"]["sparsity"]
         assert report == pytest.approx(run["achieved_sparsity"])
+        recipe = yaml.safe_load((Path(run["output_dir"]) / "recipe.yaml").read_text())
+        assert recipe["method"] == "obert"
+        assert recipe["sparsity"] == run["target_sparsity"]
+        assert (recipe["num_grads"], recipe["grad_batch_size"]) == (4, 4)
+        assert (recipe["fisher_block_size"], recipe["damp"]) == (16, 1e-7)  # damp: the default
+        assert recipe["global_sparsity"] is True
     lines = result.output.splitlines()
     header = next(i for i, line in enumerate(lines) if "sparsity" in line and "accuracy" in line)
     assert [line.split()[0] for line in lines[header + 1 : header + 4]] == ["0.00", "0.50", "0.70"]
@@ -62,12 +72,22 @@ def test_magnitude_without_eval(tiny_model_dir: Path, sst2_dir: Path, tmp_path: 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--sparsity", "1.5"], "less than 1"),
+        (["--sparsity", "1.5"], r"--sparsity 1\.5 is outside \[0, 1\)"),
+        ([], "give --sparsity"),
         (["--sparsity", "0.5", "--mask-type", "block3"], "mask_type 'block3' unknown"),
         (["--sparsity", "0.5", "--target", "nothing\\.weight"], "matched no parameter"),
         (["--sparsity", "0.5", "--max-memory", "1KB"], "--block-size|free memory"),
         (["--sparsity", "0.5", "--max-memory", "lots"], "cannot parse memory size"),
         (["--sparsity", "0.5", "--sparsity", "0.501"], "would both write sparsity-0.50"),
+        (["--sparsity", "0.5", "--set", "typo=1"], "method 'obert': unknown setting 'typo'"),
+        (["--sparsity", "0.5", "--set", "damp"], "expected KEY=VALUE"),
+        (["--sparsity", "0.5", "--set", "damp=0"], r"damp = 0: .*greater than 0"),
+        (
+            ["--sparsity", "0.5", "--method", "magnitude", "--set", "damp=1e-4"],
+            "method 'magnitude': unknown setting 'damp'",
+        ),
+        (["--sparsity", "0.5", "--method", "movement"], "no training step has run yet"),
+        (["--sparsity", "0.5", "--recipe", "minilm-sst2-dense"], "no pruning modifier"),
     ],
 )
 def test_bad_input_exits_with_a_message_and_writes_nothing(
@@ -96,30 +116,129 @@ def test_unknown_task_is_rejected_by_the_parser(tiny_model_dir: Path, tmp_path: 
     assert "cola" in result.output
 
 
-def test_finetune_keeps_masks(tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path) -> None:
-    pruned = tmp_path / "pruned"
-    assert (
-        runner.invoke(
-            app,
-            [
-                *_oneshot(
-                    tiny_model_dir, sst2_dir, pruned, "--sparsity", "0.5", "--method", "magnitude"
-                )
-            ],
-        ).exit_code
-        == 0
+def test_existing_outputs_are_refused_without_overwrite_and_rows_are_merged(
+    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    magnitude = ("--method", "magnitude")
+    first = runner.invoke(app, _oneshot(tiny_model_dir, sst2_dir, out, "--sparsity", "0.5", *magnitude))
+    assert first.exit_code == 0, first.output
+    stamp = (out / "sparsity-0.50" / "model.safetensors").stat().st_mtime_ns
+
+    # A second run with the same target is refused before anything is loaded or written.
+    again = runner.invoke(
+        app, _oneshot(tiny_model_dir, sst2_dir, out, "--sparsity", "0.3", "--sparsity", "0.5", *magnitude)
     )
-    out = tmp_path / "tuned"
-    args = [
-        "finetune", "--model", str(pruned / "sparsity-0.50"), "--task", "sst2",
-        "--data-dir", str(sst2_dir), "--output-dir", str(out), "--epochs", "1",
-        "--batch-size", "6",
-    ]  # fmt: skip
+    assert again.exit_code == 2
+    assert "already holds sparsity-0.50" in again.output and "--overwrite" in again.output
+    assert not (out / "sparsity-0.30").exists()
+    assert (out / "sparsity-0.50" / "model.safetensors").stat().st_mtime_ns == stamp
+
+    # Another target adds its row next to the earlier one.
+    other = runner.invoke(app, _oneshot(tiny_model_dir, sst2_dir, out, "--sparsity", "0.7", *magnitude))
+    assert other.exit_code == 0, other.output
+    runs = json.loads((out / "metrics.json").read_text())["runs"]
+    assert [r["target_sparsity"] for r in runs] == [0.5, 0.7]
+
+    # --overwrite replaces the folder and its row (no duplicate), the other row stays.
+    replaced = runner.invoke(
+        app,
+        _oneshot(
+            tiny_model_dir, sst2_dir, out, "--sparsity", "0.5", "--layer", "--overwrite", *magnitude
+        ),
+    )
+    assert replaced.exit_code == 0, replaced.output
+    runs = json.loads((out / "metrics.json").read_text())["runs"]
+    assert sorted(r["target_sparsity"] for r in runs) == [0.5, 0.7]
+    assert [r["output_dir"] for r in runs].count(str(out / "sparsity-0.50")) == 1
+    recipe = yaml.safe_load((out / "sparsity-0.50" / "recipe.yaml").read_text())
+    assert recipe["global_sparsity"] is False  # the replaced checkpoint is the new one
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "sparsity-0.50", "sparsity-0.70"]
+
+
+def test_layer_scope_set_and_block_size_alias(
+    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = _oneshot(
+        tiny_model_dir, sst2_dir, out, "--sparsity", "0.6", "--layer", "--num-grads", "4",
+        "--grad-batch-size", "4", "--fisher-block-size", "32", "--mask-type", "block4",
+        "--set", "damp=1e-4", "--set", "mode=superpose", "--num-recomputations", "2",
+    )  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    tuned = AutoModelForSequenceClassification.from_pretrained(out)
-    assert sparsity_report(tuned)["global"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
-    assert "accuracy" in json.loads((out / "finetune.json").read_text())["metrics"]
+    assert "recomputation 2/2" in result.output
+    ckpt = out / "sparsity-0.60"
+    recipe = yaml.safe_load((ckpt / "recipe.yaml").read_text())
+    assert recipe["global_sparsity"] is False
+    assert (recipe["fisher_block_size"], recipe["mask_type"]) == (32, "block4")
+    assert (recipe["damp"], recipe["mode"], recipe["num_recomputations"]) == (1e-4, "superpose", 2)
+    report = json.loads((ckpt / "sparsity.json").read_text())
+    for name, tensor in report["tensors"].items():
+        assert tensor["sparsity"] == pytest.approx(0.6, abs=4 / tensor["numel"]), name
+    model = AutoModelForSequenceClassification.from_pretrained(ckpt)
+    weight = model.bert.encoder.layer[0].intermediate.dense.weight.detach().reshape(-1, 4)
+    assert torch.all((weight == 0).all(1) | (weight != 0).all(1))  # whole groups of 4
+
+    # --block-size is the same option as --fisher-block-size.
+    alias = runner.invoke(
+        app,
+        _oneshot(
+            tiny_model_dir, sst2_dir, tmp_path / "alias", "--sparsity", "0.5", "--num-grads", "4",
+            "--grad-batch-size", "4", "--block-size", "8",
+        ),
+    )  # fmt: skip
+    assert alias.exit_code == 0, alias.output
+    recipe = yaml.safe_load((tmp_path / "alias" / "sparsity-0.50" / "recipe.yaml").read_text())
+    assert recipe["fisher_block_size"] == 8
+
+
+def test_recipe_gives_the_method_settings_and_target(
+    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path
+) -> None:
+    """The first pruning modifier of a recipe: its method, settings and final sparsity;
+    explicit options win over the recipe's values."""
+    out = tmp_path / "out"
+    args = _oneshot(
+        tiny_model_dir, sst2_dir, out, "--recipe", "minilm-sst2-obert80", "--num-grads", "4",
+        "--grad-batch-size", "4", "--set", "fisher_block_size=16",
+    )  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ckpt = out / "sparsity-0.80"
+    recipe = yaml.safe_load((ckpt / "recipe.yaml").read_text())
+    assert (recipe["method"], recipe["sparsity"]) == ("obert", 0.8)
+    assert (recipe["num_grads"], recipe["grad_batch_size"], recipe["fisher_block_size"]) == (
+        4,
+        4,
+        16,
+    )
+    assert recipe["damp"] == 1e-7
+    assert len(recipe["targets"]) == 6  # the recipe's six encoder patterns
+    report = json.loads((ckpt / "sparsity.json").read_text())
+    assert report["global"]["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert len(report["tensors"]) == 12
+    gmp = runner.invoke(
+        app,
+        _oneshot(
+            tiny_model_dir, sst2_dir, tmp_path / "gmp", "--recipe", "minilm-sst2-gmp90",
+            "--sparsity", "0.4",
+        ),
+    )  # fmt: skip
+    assert gmp.exit_code == 0, gmp.output
+    assert yaml.safe_load((tmp_path / "gmp" / "sparsity-0.40" / "recipe.yaml").read_text())[
+        "method"
+    ] == "magnitude"
+
+
+def test_methods_lists_the_registry_and_the_settings() -> None:
+    result = runner.invoke(app, ["methods"])
+    assert result.exit_code == 0, result.output
+    for name in ("obert", "magnitude", "movement", "constant"):
+        assert any(line.startswith(f"{name}  ") for line in result.output.splitlines()), name
+    assert "!OBSPruningModifier" in result.output
+    assert "fisher_block_size = 50" in result.output
+    assert "global_sparsity = True" in result.output
 
 
 def test_a_new_head_is_seeded_and_announced(

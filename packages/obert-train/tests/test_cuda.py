@@ -8,14 +8,7 @@ import pytest
 import torch
 from transformers import BertForSequenceClassification, BertTokenizer
 
-from obert_train import (
-    ClassificationTask,
-    OneShotConfig,
-    current_masks,
-    load_task,
-    oneshot_prune,
-    resolve_target_params,
-)
+from obert_train import ClassificationTask, load_task, oneshot_prune, resolve_target_params
 
 pytestmark = [
     pytest.mark.gpu,
@@ -32,14 +25,12 @@ def test_cuda_oneshot_matches_cpu(
 ) -> None:
     task = load_task("sst2", tokenizer, data_dir=sst2_dir)
     assert isinstance(task, ClassificationTask)
-    cfg = OneShotConfig(
-        method="obert",
-        sparsity=0.6,
-        num_grads=8,
-        grad_batch_size=4,
-        block_size=16,
-        mask_type=mask_type,
-    )
+    settings = {
+        "num_grads": 8,
+        "grad_batch_size": 4,
+        "fisher_block_size": 16,
+        "mask_type": mask_type,
+    }
     cpu = BertForSequenceClassification(tiny_bert.config)
     cpu.load_state_dict(tiny_bert.state_dict())
     gpu = BertForSequenceClassification(tiny_bert.config)
@@ -48,11 +39,14 @@ def test_cuda_oneshot_matches_cpu(
     gpu.cuda().eval()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    res_cpu = oneshot_prune(cpu, cfg, task=task, progress=False)
-    res_gpu = oneshot_prune(gpu, cfg, task=task, progress=False)
+    res_cpu = oneshot_prune(cpu, "obert", 0.6, settings=settings, task=task, progress=False)
+    res_gpu = oneshot_prune(gpu, "obert", 0.6, settings=settings, task=task, progress=False)
     assert res_gpu.sparsity == pytest.approx(res_cpu.sparsity, abs=1e-12)
-    m_cpu = current_masks(resolve_target_params(cpu, None))
-    m_gpu = current_masks(resolve_target_params(gpu, None))
+    m_cpu = {n: (p != 0).reshape(-1) for n, p in resolve_target_params(cpu).items()}
+    m_gpu = {n: (p != 0).reshape(-1) for n, p in resolve_target_params(gpu).items()}
+    for name, mask in res_gpu.masks.items():
+        assert mask.device.type == "cuda", name  # the masks live with the weights
+        assert torch.equal(mask, m_gpu[name]), name
     agree = sum(int((m_cpu[n].cpu() == m_gpu[n].cpu()).sum()) for n in m_cpu) / sum(
         m.numel() for m in m_cpu.values()
     )

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from obert_train import DataError, read_glue_tsv, read_raw_text, read_squad_json
+from obert_train import DataError
+from obert_train.tasks.data import read_glue_tsv, read_raw_text, read_squad_json
 
 
 def test_glue_tsv_single_sentence(sst2_dir: Path) -> None:

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from obert_train import MemoryPlanError, gram_precision, group_peak_bytes, plan_memory
-from obert_train._memory import fisher_bytes, format_bytes
+from obert_train import MemoryPlanError, plan_memory
+from obert_train.fisher import memory as _memory
+from obert_train.fisher.memory import fisher_bytes, format_bytes, gram_precision, group_peak_bytes
 
 BERT_BASE = {
     f"layer{i}.{kind}": d
@@ -86,8 +87,6 @@ def test_format_bytes() -> None:
 
 
 def test_default_budget_is_shared_by_the_ranks_of_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    from obert_train import _memory
-
     monkeypatch.setattr(_memory, "available_bytes", lambda fraction=0.8: 8 * 10**9)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert _memory.default_budget_bytes() == 8 * 10**9

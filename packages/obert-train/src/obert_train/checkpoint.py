@@ -1,0 +1,208 @@
+"""Sparse checkpoints: standard Hugging Face folders written atomically, plus a sparsity report.
+
+A pruned checkpoint is a plain ``save_pretrained`` folder (safetensors; pruned weights are stored
+as zeros) that ``from_pretrained`` loads without this package, plus ``recipe.yaml`` (the settings
+that produced it) and ``sparsity.json`` (per-tensor and global sparsity of the target tensors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from obert_train.pruning.targets import resolve_target_params
+
+__all__ = [
+    "atomic_directory",
+    "atomic_write_text",
+    "save_checkpoint",
+    "save_into",
+    "sparsity_report",
+]
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    The file gets the mode a plain ``open(path, "w")`` would give (``0o666`` minus the umask),
+    not ``mkstemp``'s private ``0o600``.
+
+    Args:
+        path: Destination file; its folder is created if needed.
+        text: Content, written as UTF-8.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        Path(tmp).chmod(0o666 & ~_umask())
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling folder that replaces ``path`` only if the block succeeds.
+
+    On success an existing ``path`` is moved aside, the new folder renamed into place and the
+    old one deleted; on failure the temporary folder is removed and ``path`` is untouched.  The
+    folder gets the mode a plain ``mkdir`` would give (``0o777`` minus the umask), not
+    ``mkdtemp``'s private ``0o700``.
+
+    Args:
+        path: Destination folder; its parent is created if needed.
+
+    Yields:
+        The temporary folder to fill.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tmp.chmod(0o777 & ~_umask())
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        target.replace(old / "previous")
+    tmp.replace(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def sparsity_report(
+    model: torch.nn.Module, patterns: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Per-tensor and global sparsity (fraction of exact zeros) of the target tensors.
+
+    Args:
+        model: The model.
+        patterns: Target patterns (default: BERT encoder Linear weights).
+
+    Returns:
+        ``{"global": {"numel", "zeros", "sparsity"}, "tensors": {name: {...}}}``.
+    """
+    params = resolve_target_params(model, patterns)
+    tensors: dict[str, dict[str, float | int]] = {}
+    total = zeros = 0
+    for name, param in params.items():
+        n, z = param.numel(), int((param.detach() == 0).sum())
+        tensors[name] = {"numel": n, "zeros": z, "sparsity": z / n}
+        total, zeros = total + n, zeros + z
+    return {
+        "global": {"numel": total, "zeros": zeros, "sparsity": zeros / total},
+        "tensors": tensors,
+    }
+
+
+def save_checkpoint(
+    model: Any,
+    output_dir: str | os.PathLike[str],
+    *,
+    tokenizer: Any = None,
+    recipe: Mapping[str, Any] | None = None,
+    patterns: Sequence[str] | None = None,
+    extra_files: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Save ``model`` as a standard HF checkpoint folder, atomically.
+
+    Args:
+        model: A ``transformers`` ``PreTrainedModel``.
+        output_dir: Destination folder (replaced as a whole if it exists).
+        tokenizer: Saved next to the weights if given.
+        recipe: Settings that produced the model, written to ``recipe.yaml``.
+        patterns: Target patterns for ``sparsity.json``.
+        extra_files: ``{file name: text}`` written into the folder as well.
+
+    Returns:
+        The sparsity report written to ``sparsity.json``.
+    """
+    report = sparsity_report(model, patterns)
+    with atomic_directory(output_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if recipe is not None:
+            (tmp / "recipe.yaml").write_text(
+                yaml.safe_dump(dict(recipe), sort_keys=False), encoding="utf-8"
+            )
+        (tmp / "sparsity.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+    return report
+
+
+def save_into(
+    model: Any,
+    output_dir: str | os.PathLike[str],
+    *,
+    tokenizer: Any = None,
+    patterns: Sequence[str] | None = None,
+    extra_files: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Save ``model`` as a standard HF checkpoint into an existing run folder, file by file.
+
+    Unlike :func:`save_checkpoint` the folder is not replaced (it holds the run's
+    ``checkpoint-*`` folders and logs): everything is written into a hidden temporary folder
+    inside it first, then each file is moved into place with ``os.replace`` (atomic per file);
+    ``sparsity.json`` and ``extra_files`` move last.
+
+    Args:
+        model: A ``transformers`` ``PreTrainedModel``.
+        output_dir: The run folder (created if needed).
+        tokenizer: Saved next to the weights if given.
+        patterns: Target patterns for ``sparsity.json``.
+        extra_files: ``{file name: text}`` written as well.
+
+    Returns:
+        The sparsity report written to ``sparsity.json``.
+    """
+    target = Path(output_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    report = sparsity_report(model, patterns)
+    tmp = Path(tempfile.mkdtemp(prefix=".final.", suffix=".tmp", dir=target))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        last = {"sparsity.json": json.dumps(report, indent=2) + "\n", **(extra_files or {})}
+        for name, text in last.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        mode = 0o666 & ~_umask()
+        order = sorted(p for p in tmp.iterdir() if p.name not in last)
+        order += [tmp / name for name in last]
+        for path in order:
+            if path.is_dir():
+                dest = target / path.name
+                if dest.exists():
+                    shutil.rmtree(dest)
+                path.replace(dest)
+                continue
+            path.chmod(mode)
+            path.replace(target / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report

@@ -1,0 +1,39 @@
+"""Command line of obert-train.
+
+``run`` trains with a recipe (gradual pruning + distillation, dense or sparse transfer);
+``oneshot`` prunes one-shot; ``recipe show`` prints what a recipe will do; ``methods`` lists
+the registered pruning methods and their settings.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from obert_train.cli.oneshot import oneshot
+from obert_train.cli.recipe_cmd import recipe_app
+from obert_train.cli.run import run
+from obert_train.pruning.registry import METHODS, _load_builtins
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.command("run")(run)
+app.command("oneshot")(oneshot)
+app.add_typer(recipe_app, name="recipe")
+
+
+@app.command("methods")
+def methods() -> None:
+    """List the registered pruning methods, their recipe tags and settings with defaults."""
+    _load_builtins()
+    for name in sorted(METHODS):
+        cls = METHODS[name]
+        tags = ", ".join(f"!{t}" for t in cls.recipe_tags)
+        typer.echo(f"{name}  ({tags})  {(cls.__doc__ or '').strip().splitlines()[0]}")
+        for field, info in cls.Settings.model_fields.items():
+            typer.echo(f"    {field} = {info.default!r}")
+
+
+def main() -> None:
+    """Entry point of the ``obert-train`` script."""
+    app()

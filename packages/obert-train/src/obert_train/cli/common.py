@@ -1,0 +1,78 @@
+"""Helpers shared by the commands: error reporting, torchrun, model loading, ``--set`` parsing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from typing import Any, cast
+
+import torch
+import typer
+import yaml
+from pydantic import ValidationError
+
+from obert_train.errors import ObertTrainError
+from obert_train.fisher.distributed import DistContext
+
+__all__ = ["USER_ERRORS", "fail", "init_distributed", "load_model", "parse_sets"]
+
+USER_ERRORS = (ObertTrainError, ValidationError, ValueError, OSError)
+"""Errors shown as one ``error: ...`` line (exit code 2) instead of a traceback."""
+
+
+def fail(exc: BaseException) -> typer.Exit:
+    """Print ``error: <message>`` in red on stderr; the caller raises the returned Exit(2)."""
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def init_distributed() -> DistContext:
+    """Join the torchrun process group when launched by torchrun (gloo: the model stays on CPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="gloo")
+    return DistContext.current()
+
+
+def load_model(the_task: Any, name_or_path: str, seed: int, *, warn: bool) -> Any:
+    """Load the task model with torch seeded, so a newly initialised head is the same each time.
+
+    With ``warn``, names the weights that were not in the checkpoint (newly initialised).
+    """
+    torch.manual_seed(seed)
+    loaded = cast(Any, the_task.load_model(name_or_path, output_loading_info=True))
+    model, info = loaded if isinstance(loaded, tuple) else (loaded, {})
+    missing = sorted(info.get("missing_keys", []))
+    if missing and warn:
+        shown = ", ".join(missing[:6]) + (
+            f", ... ({len(missing)} in all)" if len(missing) > 6 else ""
+        )
+        typer.secho(
+            f"warning: {name_or_path} has no weights for {shown}; they are newly initialised "
+            f"(seeded with --seed {seed}), so the task head is untrained unless the recipe "
+            "trains it",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    return model
+
+
+def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["final_sparsity=0.9", "damp=1e-6"]`` -> ``{"final_sparsity": 0.9, "damp": 1e-6}``.
+
+    Values are read as YAML scalars (numbers, booleans, lists).
+
+    Raises:
+        ValueError: If an item has no ``=``.
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set final_sparsity=0.9")
+        parsed = yaml.safe_load(value) if value.strip() else ""
+        if isinstance(parsed, str):
+            with contextlib.suppress(ValueError):
+                parsed = float(parsed)
+        out[key.strip()] = parsed
+    return out

@@ -1,0 +1,303 @@
+"""``obert-train oneshot``: the pruning lifecycle run once, for one or several target sparsities.
+
+Method settings come from the method's own settings model (``obert-train methods`` lists them
+with their defaults); an option left out keeps that default.  ``--recipe`` takes the method and
+settings of a recipe's first pruning modifier (and its ``final_sparsity`` as the target).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from transformers import AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from obert_train.checkpoint import atomic_write_text, save_checkpoint, sparsity_report
+from obert_train.cli.common import USER_ERRORS, fail, init_distributed, load_model, parse_sets
+from obert_train.errors import ObertTrainError
+from obert_train.pruning.obert import ObertSettings
+from obert_train.pruning.oneshot import oneshot_prune
+from obert_train.pruning.registry import METHODS, _load_builtins, create_method
+from obert_train.recipe import load_recipe
+from obert_train.tasks.load import TASK_NAMES, load_task
+
+__all__ = ["TaskName", "oneshot"]
+
+_load_builtins()
+TaskName = Enum("TaskName", {n.replace("-", "_"): n for n in TASK_NAMES}, type=str)  # type: ignore[misc]
+"""Tasks with loaders (from :data:`obert_train.TASK_NAMES`)."""
+MethodName = Enum(
+    "MethodName", {n: n for n in sorted(METHODS) if METHODS[n].schedules_pruning}, type=str
+)  # type: ignore[misc]
+"""Registered methods that prune (from the registry)."""
+
+
+def _default(field: str) -> str:
+    value = ObertSettings.model_fields[field].default
+    return f"(oBERT default {value!r})"
+
+
+def _output_names(sparsities: list[float]) -> list[str]:
+    """``sparsity-0.50`` etc.; refuses targets that would share a folder."""
+    names = [f"sparsity-{s:.2f}" for s in sparsities]
+    seen: dict[str, float] = {}
+    for s, name in zip(sparsities, names, strict=True):
+        if name in seen:
+            raise ValueError(
+                f"--sparsity {seen[name]!r} and --sparsity {s!r} would both write {name}; "
+                "give each target once, at least 0.01 apart"
+            )
+        seen[name] = s
+    return names
+
+
+def _table(rows: list[dict[str, Any]], metric: str | None) -> str:
+    header = ["sparsity", "achieved", *([metric] if metric else []), "prune s", "dir"]
+    lines = [" | ".join(f"{h:>10}" for h in header)]
+    for r in rows:
+        cells = [f"{r['target_sparsity']:.2f}", f"{r['achieved_sparsity']:.4f}"]
+        if metric:
+            value = r.get("metrics", {}).get(metric)
+            cells.append("-" if value is None else f"{value:.4f}")
+        cells += [f"{r['timings'].get('total_s', 0.0):.1f}", r.get("output_dir", "-")]
+        lines.append(" | ".join(f"{c:>10}" for c in cells))
+    return "\n".join(lines)
+
+
+def _settings(
+    method: str, recipe: str | None, sets: dict[str, Any], explicit: dict[str, Any]
+) -> tuple[str, dict[str, Any], float | None]:
+    """Method name, settings and the recipe's target sparsity (explicit options win)."""
+    chosen: dict[str, Any] = {}
+    target: float | None = None
+    if recipe is not None:
+        parsed = load_recipe(recipe)
+        pruners = [m for m in parsed.pruning if m.create_method().schedules_pruning]
+        if not pruners:
+            raise ObertTrainError(f"recipe {recipe!r} has no pruning modifier to run one-shot")
+        first = pruners[0]
+        method = first.method_name
+        chosen = first.settings.model_dump(exclude_defaults=True)
+        target = first.final_sparsity
+    chosen.update({k: v for k, v in explicit.items() if v is not None})
+    chosen.update(sets)
+    fields = METHODS[method].Settings.model_fields
+    chosen = {k: v for k, v in chosen.items() if k in fields or k in sets}
+    return method, chosen, target
+
+
+def oneshot(
+    model: Annotated[str, typer.Option(help="Model folder or hub id to prune.")],
+    task: Annotated[TaskName, typer.Option(help="Task whose loss defines the Fisher.")],
+    output_dir: Annotated[Path, typer.Option(help="Where sparsity-*/ and metrics.json go.")],
+    sparsity: Annotated[
+        list[float] | None,
+        typer.Option(help="Target sparsity in [0, 1); repeat for several (default: the recipe's)."),
+    ] = None,
+    method: Annotated[MethodName, typer.Option(help="Pruning method (registry).")] = "obert",  # type: ignore[assignment]
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="Take method and settings from a recipe's first pruning modifier."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Method setting KEY=VALUE (any field of `obert-train methods`)."
+        ),
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the task files.")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Hub dataset 'path[:config]' (needs internet).")
+    ] = None,
+    train_file: Annotated[Path | None, typer.Option(help="Explicit training file.")] = None,
+    dev_file: Annotated[Path | None, typer.Option(help="Explicit dev file.")] = None,
+    num_grads: Annotated[int | None, typer.Option(help=f"m {_default('num_grads')}.")] = None,
+    grad_batch_size: Annotated[
+        int | None, typer.Option(help=f"Examples per gradient {_default('grad_batch_size')}.")
+    ] = None,
+    fisher_block_size: Annotated[
+        int | None,
+        typer.Option(
+            "--fisher-block-size",
+            "--block-size",
+            help=f"Fisher block size B {_default('fisher_block_size')}.",
+        ),
+    ] = None,
+    damp: Annotated[float | None, typer.Option(help=f"Dampening {_default('damp')}.")] = None,
+    mask_type: Annotated[
+        str | None, typer.Option(help="'unstructured' (default), 'block4' or 'N:M' (e.g. '2:4').")
+    ] = None,
+    num_recomputations: Annotated[
+        int | None, typer.Option(help=f"Fisher recomputations {_default('num_recomputations')}.")
+    ] = None,
+    global_sparsity: Annotated[
+        bool | None,
+        typer.Option(
+            "--global/--layer", help="One threshold over all tensors (default) or per tensor."
+        ),
+    ] = None,
+    max_memory: Annotated[
+        str | None, typer.Option(help="Memory budget, e.g. '16GB' (default 80% of free RAM).")
+    ] = None,
+    target: Annotated[
+        list[str] | None, typer.Option(help="Regex of tensors to prune (repeatable).")
+    ] = None,
+    max_seq_length: Annotated[int | None, typer.Option(help="Token limit.")] = None,
+    max_train_samples: Annotated[int | None, typer.Option(help="Training subset.")] = None,
+    max_eval_samples: Annotated[int | None, typer.Option(help="Dev subset.")] = None,
+    evaluate: Annotated[
+        bool, typer.Option("--eval/--no-eval", help="Evaluate each pruned model on dev.")
+    ] = False,
+    eval_batch_size: Annotated[int, typer.Option(help="Dev batch size.")] = 64,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace existing sparsity-* folders of the same targets.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of batches, subsets and new heads.")] = 0,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Prune MODEL one-shot to each --sparsity; write checkpoints and OUT/metrics.json."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not progress:
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        explicit = {
+            "num_grads": num_grads,
+            "grad_batch_size": grad_batch_size,
+            "fisher_block_size": fisher_block_size,
+            "damp": damp,
+            "mask_type": mask_type,
+            "num_recomputations": num_recomputations,
+            "global_sparsity": global_sparsity,
+            "max_memory": max_memory,
+            "targets": target or None,
+            "seed": seed if seed else None,
+        }
+        name, settings, recipe_target = _settings(
+            method.value if recipe is None else "obert", recipe, parse_sets(set_), explicit
+        )
+        targets = sorted(sparsity) if sparsity else ([recipe_target] if recipe_target else [])
+        if not targets:
+            raise ObertTrainError("give --sparsity (or a --recipe with a final_sparsity)")
+        for s in targets:
+            if not 0.0 <= s < 1.0:
+                raise ObertTrainError(f"--sparsity {s!r} is outside [0, 1); use e.g. 0.9")
+        create_method(name, **settings)  # validate before loading anything
+        out_names = _output_names(targets)
+        existing = [n for n in out_names if (output_dir / n).exists()]
+        if existing and not overwrite:
+            raise ObertTrainError(
+                f"{output_dir} already holds {', '.join(existing)}; pass --overwrite to replace "
+                "them or choose another --output-dir"
+            )
+        dist = init_distributed()
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        the_task = load_task(
+            task.value,
+            tokenizer,
+            data_dir=data_dir,
+            dataset=dataset,
+            train_file=train_file,
+            dev_file=dev_file,
+            max_seq_length=max_seq_length,
+            max_train_samples=max_train_samples,
+            max_eval_samples=max_eval_samples,
+            need_dev=evaluate,
+            seed=seed,
+        )
+        main = dist.rank == 0
+        cache: dict[str, dict[str, torch.Tensor]] | None = (
+            {} if name == "obert" and settings.get("num_recomputations", 1) == 1 else None
+        )
+        metrics_file = output_dir / "metrics.json"
+        old_rows: list[dict[str, Any]] = []
+        if metrics_file.is_file():
+            try:
+                old_rows = json.loads(metrics_file.read_text(encoding="utf-8")).get("runs", [])
+            except ValueError:
+                old_rows = []
+        rows: list[dict[str, Any]] = []
+        metric = the_task.primary_metric if evaluate else None
+        if evaluate and main:
+            dense = load_model(the_task, model, seed, warn=True)
+            t0 = time.perf_counter()
+            rows.append(
+                {
+                    "target_sparsity": 0.0,
+                    "achieved_sparsity": float(
+                        sparsity_report(dense, settings.get("targets"))["global"]["sparsity"]
+                    ),
+                    "metrics": the_task.evaluate(
+                        dense, batch_size=eval_batch_size, progress=progress
+                    ),
+                    "timings": {"eval_s": time.perf_counter() - t0},
+                    "output_dir": "(input model)",
+                }
+            )
+            del dense
+        for index, (target_sparsity, out_name) in enumerate(zip(targets, out_names, strict=True)):
+            net = load_model(the_task, model, seed, warn=main and index == 0 and not evaluate)
+            result = oneshot_prune(
+                net,
+                create_method(name, **settings),
+                target_sparsity,
+                task=the_task,
+                progress=progress and main,
+                log=typer.echo if main else (lambda _line: None),
+                dist_ctx=dist,
+                fisher_cache=cache,
+            )
+            if not main:
+                continue
+            row: dict[str, Any] = {
+                "method": name,
+                "target_sparsity": target_sparsity,
+                "achieved_sparsity": result.sparsity,
+                "timings": dict(result.timings),
+            }
+            if evaluate:
+                t0 = time.perf_counter()
+                row["metrics"] = the_task.evaluate(
+                    net, batch_size=eval_batch_size, progress=progress
+                )
+                row["timings"]["eval_s"] = time.perf_counter() - t0
+            out = output_dir / out_name
+            recipe_doc = {
+                "model": model,
+                "task": task.value,
+                "method": name,
+                "sparsity": target_sparsity,
+                **json.loads(result.settings.model_dump_json()),
+            }
+            save_checkpoint(
+                net, out, tokenizer=tokenizer, recipe=recipe_doc, patterns=result.settings.targets
+            )
+            row["output_dir"] = str(out)
+            rows.append(row)
+            kept = [
+                r
+                for r in old_rows
+                if r.get("output_dir") not in {x.get("output_dir") for x in rows}
+            ]
+            atomic_write_text(
+                metrics_file,
+                json.dumps(
+                    {"model": model, "task": task.value, "runs": kept + rows},
+                    indent=2,
+                    allow_nan=False,
+                )
+                + "\n",
+            )
+        if main:
+            typer.echo(_table(rows, metric))
+    except USER_ERRORS as exc:
+        raise fail(exc) from exc

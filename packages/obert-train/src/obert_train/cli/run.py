@@ -1,0 +1,155 @@
+"""``obert-train run RECIPE``: gradual pruning (or dense / sparse-transfer training) on a task."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from transformers import AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from obert_train.cli.common import USER_ERRORS, fail, init_distributed, load_model, parse_sets
+from obert_train.cli.oneshot import TaskName
+from obert_train.errors import TrainingError
+from obert_train.hf.run import RunOptions, run_recipe
+from obert_train.recipe import load_recipe
+from obert_train.tasks.load import load_task
+
+__all__ = ["run"]
+
+
+def run(
+    recipe: Annotated[
+        str,
+        typer.Argument(help="Recipe file, YAML text or shipped name (obert-train recipe list)."),
+    ],
+    model: Annotated[str, typer.Option(help="Student model folder or hub id.")],
+    task: Annotated[TaskName, typer.Option(help="Task to train on.")],
+    output_dir: Annotated[Path, typer.Option(help="Run folder (checkpoints, final model, logs).")],
+    teacher: Annotated[
+        str | None, typer.Option(help="Dense teacher (folder or hub id) for the recipe's KD.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the newest complete checkpoint in --output-dir.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace this tool's earlier outputs in --output-dir.")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Recipe override KEY=VALUE, e.g. final_sparsity=0.9, num_epochs=3, "
+            "OBSPruningModifier.damp=1e-6 (repeatable).",
+        ),
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the task files.")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Hub dataset 'path[:config]' (needs internet).")
+    ] = None,
+    train_file: Annotated[Path | None, typer.Option(help="Explicit training file.")] = None,
+    dev_file: Annotated[Path | None, typer.Option(help="Explicit dev file.")] = None,
+    max_seq_length: Annotated[int | None, typer.Option(help="Token limit.")] = None,
+    max_train_samples: Annotated[int | None, typer.Option(help="Seeded training subset.")] = None,
+    max_eval_samples: Annotated[int | None, typer.Option(help="Seeded dev subset.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Examples per optimizer step.")] = 32,
+    learning_rate: Annotated[
+        float, typer.Option(help="Base LR when the recipe has no LR modifier.")
+    ] = 5e-5,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    save_steps: Annotated[
+        int | None, typer.Option(min=1, help="Checkpoint every N steps (default: every epoch).")
+    ] = None,
+    logging_steps: Annotated[int, typer.Option(min=1, help="Log every N steps.")] = 25,
+    report_to: Annotated[
+        list[str] | None, typer.Option(help="Trainer integration, e.g. tensorboard (repeatable).")
+    ] = None,
+    evaluate: Annotated[
+        bool, typer.Option("--eval/--no-eval", help="Evaluate the final model on dev.")
+    ] = True,
+    eval_batch_size: Annotated[int, typer.Option(min=1, help="Dev batch size.")] = 64,
+    seed: Annotated[
+        int, typer.Option(help="Seed of data order, dropout, subsets, new heads.")
+    ] = 42,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train MODEL on a task following RECIPE: pruning steps, LR schedule and distillation.
+
+    The final model goes to --output-dir itself (a plain HF checkpoint), with recipe.yaml (the
+    recipe as run), sparsity.json, metrics.json, pruning_log.jsonl and train_log.jsonl.
+    Checkpoints are written at least once per epoch; after an interruption, run the same
+    command with --resume.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not progress:
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        parsed = load_recipe(recipe, parse_sets(set_))
+        dist = init_distributed()
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        the_task = load_task(
+            task.value,
+            tokenizer,
+            data_dir=data_dir,
+            dataset=dataset,
+            train_file=train_file,
+            dev_file=dev_file,
+            max_seq_length=max_seq_length,
+            max_train_samples=max_train_samples,
+            max_eval_samples=max_eval_samples,
+            need_dev=evaluate,
+            seed=seed,
+        )
+        if parsed.distillation is not None and teacher is None:
+            raise TrainingError(
+                f"recipe {recipe!r} distils (!DistillationModifier) but no --teacher was given; "
+                "pass a dense fine-tuned model of the same task"
+            )
+        student = load_model(the_task, model, seed, warn=dist.rank == 0)
+        teacher_model = load_model(the_task, teacher, seed, warn=False) if teacher else None
+        result = run_recipe(
+            parsed,
+            student,
+            the_task,
+            output_dir,
+            model_name=model,
+            tokenizer=tokenizer,
+            teacher=teacher_model,
+            options=RunOptions(
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                weight_decay=weight_decay,
+                seed=seed,
+                save_steps=save_steps,
+                logging_steps=logging_steps,
+                report_to=tuple(report_to or ()),
+                eval_batch_size=eval_batch_size,
+                evaluate=evaluate,
+                progress=progress,
+            ),
+            resume=resume,
+            overwrite=overwrite,
+            log=typer.echo if dist.rank == 0 else (lambda _line: None),
+        )
+        if dist.rank == 0:
+            summary = {
+                "output_dir": str(result.output_dir),
+                "sparsity": round(result.sparsity, 6),
+                "metrics": result.metrics,
+                "pruning_steps": [
+                    {k: r[k] for k in ("epoch", "target_sparsity", "sparsity", "seconds")}
+                    for r in result.pruning_steps
+                ],
+                "train_seconds": round(result.train_seconds, 1),
+                "resumed_from": result.resumed_from,
+            }
+            typer.echo(json.dumps(summary, indent=2))
+    except USER_ERRORS as exc:
+        raise fail(exc) from exc

@@ -1,0 +1,1 @@
+"""Loss gradients and the inverse Fisher around them: sampler, memory planner, distribution."""

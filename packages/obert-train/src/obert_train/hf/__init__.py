@@ -1,0 +1,1 @@
+"""Hugging Face integration: pruning callback, distillation trainer, LR scheduler, run driver."""

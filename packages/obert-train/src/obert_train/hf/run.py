@@ -1,0 +1,367 @@
+"""``run_recipe``: one recipe, one model, one task -> a trained (pruned) HF checkpoint.
+
+The driver behind ``obert-train run``: checks the output folder and the teacher before any long
+stage, builds ``TrainingArguments`` from the recipe (epochs, base LR), runs :class:`ObertTrainer`
+with :class:`ObertPruningCallback`, resumes from the newest complete ``checkpoint-N`` with
+``resume=True``, and writes into ``output_dir`` itself: the final model (``from_pretrained``
+works in plain transformers), ``recipe.yaml`` (the recipe as run, loadable again),
+``sparsity.json``, ``metrics.json``, ``run.json``, ``pruning_log.jsonl`` and the training logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback, TrainingArguments
+
+from obert_train.checkpoint import atomic_write_text, save_into
+from obert_train.errors import ObertTrainError, ResumeError, TrainingError
+from obert_train.hf.callback import ObertPruningCallback, latest_complete_checkpoint
+from obert_train.hf.trainer import ObertTrainer
+from obert_train.recipe import Recipe
+from obert_train.tasks.base import Task
+
+__all__ = ["RunOptions", "RunResult", "run_recipe"]
+
+RUN_FILE = "run.json"
+# Files and folders a run writes into its output folder (the only ones --overwrite removes).
+_OWN_FILES = (
+    RUN_FILE,
+    "recipe.yaml",
+    "sparsity.json",
+    "metrics.json",
+    "pruning_log.jsonl",
+    "train_log.jsonl",
+    "log_history.json",
+)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Training settings that are not in the recipe.
+
+    Attributes:
+        batch_size: Examples per optimizer step (per process).
+        learning_rate: Base LR when the recipe has no ``!LearningRateFunctionModifier``
+            (then linear decay to 0, the Trainer's default); with LR modifiers the recipe rules.
+        weight_decay: AdamW weight decay.
+        max_grad_norm: Gradient clipping norm.
+        seed: Seed of the data order, dropout and new heads.
+        save_steps: Checkpoint every N optimizer steps; None = once per epoch.
+        save_total_limit: Checkpoints kept (the newest); at least 2, so a complete one survives
+            while the next is being written.
+        logging_steps: Log every N optimizer steps.
+        report_to: Trainer integrations (``"tensorboard"``, ...); ``train_log.jsonl`` is
+            always written.
+        eval_batch_size: Dev batch size.
+        evaluate: Evaluate the final model on the dev set.
+        progress: Show progress bars.
+    """
+
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    save_steps: int | None = None
+    save_total_limit: int = 2
+    logging_steps: int = 25
+    report_to: tuple[str, ...] = ()
+    eval_batch_size: int = 64
+    evaluate: bool = True
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_recipe` did.
+
+    Attributes:
+        output_dir: Where the final model is.
+        metrics: Dev metrics of the final model (empty without evaluation).
+        sparsity: Final sparsity over the pruned tensors.
+        pruning_steps: One record per pruning step (epoch, target, achieved, seconds).
+        train_seconds: Wall time of training.
+        resumed_from: The checkpoint the run continued from, if any.
+    """
+
+    output_dir: Path
+    metrics: dict[str, float]
+    sparsity: float
+    pruning_steps: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    resumed_from: str | None = None
+
+
+class _LogFile(TrainerCallback):
+    """Appends every Trainer log entry to ``train_log.jsonl`` (rank 0)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        entry = {"step": state.global_step, "epoch": state.epoch, **logs}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+
+def _print(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _check_output_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a non-empty folder unless resuming or overwriting; check it is writable."""
+    if out.exists() and not out.is_dir():
+        raise ObertTrainError(f"--output-dir {str(out)!r} exists and is not a folder")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if entries and not resume and not overwrite:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ObertTrainError(
+            f"--output-dir {str(out)!r} is not empty ({shown}); pass --resume to continue the "
+            "run it holds, --overwrite to replace this tool's outputs there, or a new folder"
+        )
+    if overwrite and not resume:
+        for name in entries:
+            path = out / name
+            if path.is_dir() and name.startswith("checkpoint-"):
+                shutil.rmtree(path)
+            elif name in _OWN_FILES:
+                path.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out)
+        os.close(fd)
+        Path(probe).unlink()
+    except OSError as exc:
+        raise ObertTrainError(
+            f"--output-dir {str(out)!r} is not writable ({exc.strerror}); choose another folder"
+        ) from None
+
+
+def check_teacher(
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    batch: Mapping[str, Any],
+    keys: Sequence[str],
+) -> None:
+    """The teacher must share the student's vocabulary and the shape of every distilled output.
+
+    Raises:
+        TrainingError: Naming the mismatch (vocabulary sizes, or the output and both shapes).
+    """
+    s_vocab = getattr(getattr(student, "config", None), "vocab_size", None)
+    t_vocab = getattr(getattr(teacher, "config", None), "vocab_size", None)
+    if s_vocab is not None and t_vocab is not None and s_vocab != t_vocab:
+        raise TrainingError(
+            f"teacher vocabulary ({t_vocab} tokens) differs from the student's ({s_vocab}); "
+            "distillation needs a teacher with the student's tokenizer"
+        )
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    was = student.training
+    student.eval()
+    teacher.eval()
+    with torch.no_grad():
+        s_out, t_out = student(**inputs), teacher(**inputs)
+    student.train(was)
+    for key in keys:
+        s, t = s_out.get(key), t_out.get(key)
+        if s is None or t is None:
+            who = "student" if s is None else "teacher"
+            raise TrainingError(f"the {who} model has no output {key!r} to distill")
+        if s.shape != t.shape:
+            raise TrainingError(
+                f"teacher output {key!r} has shape {tuple(t.shape)}, the student's "
+                f"{tuple(s.shape)}; the teacher needs the student's head (same task and labels)"
+            )
+
+
+def _run_info(recipe: Recipe, model_name: str, task: Task, opts: RunOptions) -> dict[str, Any]:
+    return {
+        "recipe": recipe.path,
+        "recipe_fingerprint": recipe.fingerprint(),
+        "model": model_name,
+        "task": task.name,
+        "train_examples": len(task.train_features),
+        "options": asdict(opts),
+    }
+
+
+def _check_same_run(out: Path, info: Mapping[str, Any]) -> None:
+    file = out / RUN_FILE
+    if not file.is_file():
+        return
+    try:
+        old = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if old.get("recipe_fingerprint") != info["recipe_fingerprint"]:
+        raise ResumeError(
+            f"cannot resume in {str(out)!r}: it holds a run of recipe {old.get('recipe')!r}, "
+            f"this one is {info['recipe']!r} (a different recipe or different overrides); use "
+            "the same recipe and overrides, or a new --output-dir"
+        )
+    if old.get("model") != info["model"]:
+        raise ResumeError(
+            f"cannot resume in {str(out)!r}: it holds a run of model {old.get('model')!r}, this "
+            f"one is {info['model']!r}; use the same --model, or a new --output-dir"
+        )
+
+
+def run_recipe(
+    recipe: Recipe,
+    model: torch.nn.Module,
+    task: Task,
+    output_dir: str | os.PathLike[str],
+    *,
+    model_name: str = "model",
+    tokenizer: Any = None,
+    teacher: torch.nn.Module | None = None,
+    options: RunOptions | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+    log: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Train ``model`` on ``task`` following ``recipe`` (pruning, LR, distillation).
+
+    Args:
+        recipe: The recipe.
+        model: The student (its head must fit ``task``); trained in place.
+        task: Training features (with labels), collate and dev metric.
+        output_dir: Run folder: ``checkpoint-N/`` during training, the final model at the end.
+        model_name: Name recorded for resume checks (a path or hub id).
+        tokenizer: Saved with the final model.
+        teacher: Dense teacher for the recipe's ``!DistillationModifier``.
+        options: Batch size, seed, checkpointing, logging.
+        resume: Continue from the newest complete checkpoint in ``output_dir``.
+        overwrite: Replace this tool's earlier outputs in ``output_dir``.
+        callbacks: Extra Trainer callbacks.
+        log: Progress lines (default: printed).
+
+    Returns:
+        Metrics, sparsity and the pruning steps.
+
+    Raises:
+        ObertTrainError: For a non-empty or unwritable output folder, a teacher that does not fit
+            the student, a resume of another run, or a non-finite loss (TrainingError).
+    """
+    opts = options or RunOptions()
+    out = Path(output_dir)
+    emit = log or _print
+    _check_output_dir(out, resume=resume, overwrite=overwrite)
+    info = _run_info(recipe, model_name, task, opts)
+    checkpoint: Path | None = None
+    if resume:
+        _check_same_run(out, info)
+        checkpoint = latest_complete_checkpoint(out)
+        if checkpoint is None:
+            emit(f"no complete checkpoint in {out}; starting from the beginning")
+    recipe.check_targets([n for n, _ in model.named_parameters()])
+    kd = recipe.distillation
+    if kd is not None:
+        if teacher is None:
+            raise TrainingError(
+                "the recipe has a !DistillationModifier but no teacher was given (--teacher)"
+            )
+        check_teacher(
+            model, teacher, task.collate(task.train_features[:2]), list(kd.distill_output_keys)
+        )
+    base_lr = recipe.learning_rate[0].init_lr if recipe.learning_rate else opts.learning_rate
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    args = TrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=recipe.num_epochs,
+        per_device_train_batch_size=opts.batch_size,
+        learning_rate=base_lr,
+        weight_decay=opts.weight_decay,
+        max_grad_norm=opts.max_grad_norm,
+        warmup_steps=0,
+        lr_scheduler_type="linear",
+        seed=opts.seed,
+        data_seed=opts.seed,
+        save_strategy="steps" if opts.save_steps else "epoch",
+        save_steps=opts.save_steps or 500,
+        save_total_limit=max(2, opts.save_total_limit),
+        logging_strategy="steps",
+        logging_steps=opts.logging_steps,
+        logging_first_step=True,
+        report_to=list(opts.report_to) or "none",
+        disable_tqdm=not opts.progress,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+    )
+    pruning = ObertPruningCallback(
+        recipe,
+        train_dataset=task.train_features,
+        data_collator=task.collate,
+        progress=opts.progress,
+        log=emit,
+        model_name=model_name,
+    )
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main:
+        atomic_write_text(out / RUN_FILE, json.dumps(info, indent=2) + "\n")
+    trainer = ObertTrainer(
+        model=model,
+        args=args,
+        train_dataset=task.train_features,
+        data_collator=task.collate,
+        recipe=recipe,
+        teacher=teacher,
+        callbacks=[pruning, _LogFile(out / "train_log.jsonl"), *callbacks],
+    )
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    seconds = time.perf_counter() - start
+    model.eval()
+    metrics: dict[str, float] = {}
+    if opts.evaluate and is_main:
+        metrics = task.evaluate(model, batch_size=opts.eval_batch_size, progress=opts.progress)
+    result = RunResult(
+        output_dir=out,
+        metrics=metrics,
+        sparsity=pruning.sparsity(),
+        pruning_steps=list(pruning.history),
+        train_seconds=seconds,
+        resumed_from=str(checkpoint) if checkpoint is not None else None,
+    )
+    if is_main:
+        patterns = sorted({p for m in pruning.methods for p in (m.settings.targets or [])}) or None
+        metrics_doc = {
+            "model": model_name,
+            "task": task.name,
+            "recipe": recipe.path,
+            "metrics": metrics,
+            "sparsity": result.sparsity,
+            "pruning_steps": result.pruning_steps,
+            "train_seconds": seconds,
+            "pruning_timings": pruning.timings,
+            "resumed_from": result.resumed_from,
+        }
+        save_into(
+            model,
+            out,
+            tokenizer=tokenizer,
+            patterns=patterns,
+            extra_files={
+                "recipe.yaml": recipe.to_yaml(),
+                "log_history.json": json.dumps(trainer.state.log_history, indent=2) + "\n",
+                "metrics.json": json.dumps(metrics_doc, indent=2, allow_nan=False) + "\n",
+            },
+        )
+    return result

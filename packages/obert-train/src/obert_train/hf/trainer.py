@@ -1,0 +1,136 @@
+"""``ObertTrainer``: the smallest ``transformers.Trainer`` subclass a recipe needs.
+
+On top of :class:`~obert_train.ObertPruningCallback` (which works in any Trainer) it adds:
+
+* distillation (``compute_loss``): ``(1 - hardness) * task + hardness * KD`` from a dense
+  teacher run without gradients, over the recipe's ``distill_output_keys``;
+* the recipe's learning-rate functions as the Trainer's scheduler (``create_scheduler``);
+* a stop at the first non-finite loss, naming the optimizer step (the checkpoints written so far
+  stay; nothing is saved from the broken state);
+* log entries for the sparsity and the task / KD parts of the loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from obert_train.errors import TrainingError
+from obert_train.hf.callback import ObertPruningCallback, steps_per_epoch
+from obert_train.hf.distillation import distillation_loss
+from obert_train.hf.lr import recipe_lr_scheduler
+from obert_train.recipe import Recipe
+
+__all__ = ["ObertTrainer"]
+
+
+class ObertTrainer(Trainer):
+    """A ``Trainer`` running a recipe: pruning callback, KD loss, recipe LR schedule.
+
+    Args:
+        *args: Passed to ``transformers.Trainer``.
+        recipe: The recipe (its distillation and LR modifiers are used here; pass the
+            matching :class:`ObertPruningCallback` in ``callbacks`` for its pruning).
+        teacher: A dense HF model with the student's head; required when the recipe has a
+            ``!DistillationModifier``.
+        **kwargs: Passed to ``transformers.Trainer``.
+
+    Raises:
+        TrainingError: If the recipe distils but no teacher is given.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        recipe: Recipe,
+        teacher: torch.nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.recipe = recipe
+        self.kd = recipe.distillation
+        if self.kd is not None and teacher is None:
+            raise TrainingError(
+                "the recipe has a !DistillationModifier but no teacher was given; pass a dense "
+                "teacher model (--teacher) or remove the modifier"
+            )
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.to(self.args.device)
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        self._parts: dict[str, float] = {}
+        self._parts_count = 0
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> Any:
+        """The recipe's LR functions (the base LR is ``args.learning_rate``)."""
+        if self.lr_scheduler is None and self.recipe.learning_rate:
+            opt = optimizer if optimizer is not None else self.optimizer
+            spe = steps_per_epoch(self.get_train_dataloader(), self.args)
+            self.lr_scheduler = recipe_lr_scheduler(opt, self.recipe, spe)
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        """Task loss, or the KD mix with the teacher; refuses a non-finite loss."""
+        outputs = model(**inputs)
+        task_loss = outputs.get("loss") if isinstance(outputs, dict) else outputs.loss
+        if self.kd is None or self.teacher is None:
+            if task_loss is None:
+                raise TrainingError(
+                    f"the model returned no loss; the batches need labels (keys: {sorted(inputs)})"
+                )
+            loss = task_loss
+            self._record(task=float(task_loss.detach()))
+        else:
+            teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+            with torch.no_grad():
+                teacher_outputs = self.teacher(**teacher_inputs)
+            loss, kd = distillation_loss(
+                outputs,
+                teacher_outputs,
+                task_loss=task_loss,
+                hardness=self.kd.hardness,
+                temperature=self.kd.temperature,
+                output_keys=list(self.kd.distill_output_keys),
+            )
+            parts = {"kd": float(kd.detach())}
+            if task_loss is not None:
+                parts["task"] = float(task_loss.detach())
+            self._record(**parts)
+        if not torch.isfinite(loss.detach()).all():
+            raise TrainingError(
+                f"non-finite training loss ({float(loss.detach())}) at optimizer step "
+                f"{self.state.global_step} (epoch {self.state.epoch or 0.0:.4f}); training "
+                f"stopped, the checkpoints saved so far in {self.args.output_dir} are the last "
+                "good states (lower the learning rate, check the data and the model weights)"
+            )
+        return (loss, outputs) if return_outputs else loss
+
+    def _record(self, **parts: float) -> None:
+        for key, value in parts.items():
+            self._parts[key] = self._parts.get(key, 0.0) + value
+        self._parts_count += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the sparsity and the mean task / KD loss parts since the last log."""
+        if "loss" in logs and self._parts_count:
+            for key, total in self._parts.items():
+                logs[f"{key}_loss"] = total / self._parts_count
+            self._parts.clear()
+            self._parts_count = 0
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, ObertPruningCallback) and callback.masks is not None:
+                logs["sparsity"] = round(callback.sparsity(), 6)
+        super().log(logs, start_time)

@@ -1,0 +1,1 @@
+"""Pruning methods and their shared lifecycle: masks, registry, one-shot driver, methods."""

@@ -1,0 +1,246 @@
+"""The pruning lifecycle that one-shot and gradual pruning share, and each method's settings.
+
+A :class:`PruningMethod` goes through the same phases whether it runs once outside a training
+loop (:func:`~obert_train.oneshot_prune`) or inside a Hugging Face ``Trainer``
+(:class:`~obert_train.ObertPruningCallback`)::
+
+    prepare(params, masks, ctx)             once, before anything else
+    after_backward(params, masks)           after every backward pass (movement scores)
+    prune(params, masks, sparsity, ctx)     at each scheduled step: new masks, weights updated
+    masks.apply()                           after every optimizer step (done by the driver)
+    finalize(params, masks)                 once, at the end
+
+Masks are keep-masks (True = kept) held in one :class:`~obert_train.MaskState`; a method
+changes them only through ``MaskState.update``, which refuses regrowth.
+
+Each method owns its settings: a pydantic model (``Settings``) whose field names follow the
+SparseML recipes (``num_grads``, ``damp``, ``fisher_block_size``, ``mask_type``,
+``global_sparsity``), with the one copy of every default.  Recipes, the CLI and Python callers
+all validate through it.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, field_validator
+
+import obert_core as oc
+from obert_train.fisher.distributed import DistContext
+from obert_train.fisher.sampler import GradientSampler
+
+if TYPE_CHECKING:
+    from obert_train.pruning.masks import MaskState
+
+__all__ = ["MethodSettings", "PruningMethod", "StepContext", "parse_nm", "select_masks"]
+
+logger = logging.getLogger("obert_train")
+
+
+def parse_nm(mask_type: str) -> tuple[int, int] | None:
+    """``"2:4"`` -> ``(2, 4)`` (N of every M consecutive weights pruned); other types -> None.
+
+    Args:
+        mask_type: A mask type such as ``"unstructured"``, ``"block4"`` or ``"N:M"``.
+
+    Returns:
+        ``(N, M)`` for an ``"N:M"`` type, else None.
+    """
+    head, sep, tail = mask_type.partition(":")
+    if not sep or not head.isdigit() or not tail.isdigit():
+        return None
+    return int(head), int(tail)
+
+
+class MethodSettings(BaseModel):
+    """Settings every pruning method has.
+
+    Attributes:
+        mask_type: ``"unstructured"``, ``"block4"`` (groups of 4 consecutive weights of a row)
+            or ``"N:M"`` (e.g. ``"2:4"``: N of every M consecutive weights pruned).
+        global_sparsity: One threshold over all target tensors (True, the oBERT recipes) or
+            one per tensor (False).
+        targets: Regexes (``re.search``) of the tensors to prune; None = the six BERT encoder
+            Linear weights per layer.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mask_type: str = "unstructured"
+    global_sparsity: bool = True
+    targets: list[str] | None = None
+
+    @field_validator("mask_type")
+    @classmethod
+    def _check_mask_type(cls, value: str) -> str:
+        if value in ("unstructured", "block4"):
+            return value
+        nm = parse_nm(value)
+        if nm is None:
+            raise ValueError(
+                f"mask_type {value!r} unknown; use 'unstructured', 'block4' or 'N:M' like '2:4'"
+            )
+        n, m = nm
+        if not 1 <= n < m:
+            raise ValueError(f"mask_type {value!r}: need 1 <= N < M")
+        return value
+
+    @property
+    def group_size(self) -> int:
+        """Weights scored and pruned together (4 for block4, else 1)."""
+        return 4 if self.mask_type == "block4" else 1
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        """``(N, M)`` for N:M masks, else None."""
+        return parse_nm(self.mask_type)
+
+    @property
+    def scope(self) -> str:
+        """``"global"`` or ``"layer"`` (the ``obert_core.select_mask`` scope)."""
+        return "global" if self.global_sparsity else "layer"
+
+
+@dataclass
+class StepContext:
+    """Everything a pruning step may need besides the tensors and masks.
+
+    Attributes:
+        sampler: Gradient sampler (required by methods with ``needs_gradients``).
+        dist: Process group (Fisher work is sharded by tensor across ranks).
+        round_index: Seed offset of the gradient batches; every pruning step (and every
+            recomputation within it) uses its own, so each one sees fresh batches.
+        timings: Seconds per phase, accumulated by the method.
+        log: Receives human-readable progress lines (the memory plan, ...).
+        fisher_cache: If given, the first round's inverse Fishers and scores are stored here
+            and reused by later steps that start from the same weights (one model pruned to
+            several target sparsities in one-recomputation runs).
+        progress: Whether methods may show progress bars.
+    """
+
+    sampler: GradientSampler | None = None
+    dist: DistContext = field(default_factory=DistContext)
+    round_index: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    log: Callable[[str], None] = logger.info
+    fisher_cache: dict[str, dict[str, torch.Tensor]] | None = None
+    progress: bool = True
+
+    def add_time(self, key: str, seconds: float) -> None:
+        """Accumulate ``seconds`` under ``key``."""
+        self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+
+def select_masks(
+    scores: Mapping[str, torch.Tensor],
+    sparsity: float,
+    masks: Mapping[str, torch.Tensor],
+    settings: MethodSettings,
+) -> dict[str, torch.Tensor]:
+    """New keep-masks from scores via ``obert_core.select_mask`` (already pruned stay pruned).
+
+    Args:
+        scores: ``{name: flat scores}``, one per weight (or per group of ``group_size``).
+        sparsity: Target fraction of zeros (over all tensors, or per tensor without
+            ``global_sparsity``; N:M masks ignore it).
+        masks: Current flat keep-masks (True = kept).
+        settings: Supply the mask type, N:M pattern, group size and scope.
+
+    Returns:
+        ``{name: flat bool keep-mask}`` for every name in ``scores``.
+    """
+    chosen = oc.select_mask(
+        dict(scores),
+        sparsity,
+        scope=settings.scope,
+        current_masks=dict(masks),
+        group_size=settings.group_size,
+        nm=settings.nm,
+    )
+    return {name: torch.as_tensor(chosen[name]).to(torch.bool) for name in scores}
+
+
+class PruningMethod(abc.ABC):
+    """A pruning method and its lifecycle (see the module docstring).
+
+    Subclasses set ``name`` (the registry key), ``Settings`` (their pydantic settings model),
+    ``recipe_tags`` (the recipe modifiers that select them, e.g. ``"OBSPruningModifier"``),
+    and implement :meth:`prune`.  Register them with :func:`~obert_train.register_method`.
+
+    Args:
+        settings: Validated settings; built from ``**kwargs`` when None.
+        **kwargs: Setting values (validated by ``Settings``).
+    """
+
+    name: ClassVar[str]
+    Settings: ClassVar[type[MethodSettings]] = MethodSettings
+    recipe_tags: ClassVar[tuple[str, ...]] = ()
+    needs_gradients: ClassVar[bool] = False
+    """Whether :meth:`prune` needs ``ctx.sampler`` (loss gradients of the training data)."""
+    schedules_pruning: ClassVar[bool] = True
+    """False for methods that only keep the masks they start with (sparse transfer)."""
+
+    def __init__(self, settings: MethodSettings | None = None, **kwargs: Any) -> None:
+        if settings is not None and kwargs:
+            raise TypeError("pass either settings or keyword settings, not both")
+        if settings is None:
+            settings = self.Settings(**kwargs)
+        elif not isinstance(settings, self.Settings):
+            raise TypeError(
+                f"{type(self).__name__} needs {self.Settings.__name__}, got "
+                f"{type(settings).__name__}"
+            )
+        self.settings = settings
+
+    def prepare(
+        self,
+        params: Mapping[str, torch.nn.Parameter],
+        masks: MaskState,
+        ctx: StepContext,
+    ) -> None:
+        """Called once before training or the one-shot step (checks shapes, allocates state).
+
+        Args:
+            params: The target tensors.
+            masks: Their keep-masks.
+            ctx: Step context.
+        """
+        del params, masks, ctx
+
+    def after_backward(self, params: Mapping[str, torch.nn.Parameter], masks: MaskState) -> None:
+        """Called after every backward pass, with ``.grad`` filled (default: nothing)."""
+        del params, masks
+
+    @abc.abstractmethod
+    def prune(
+        self,
+        params: Mapping[str, torch.nn.Parameter],
+        masks: MaskState,
+        sparsity: float,
+        ctx: StepContext,
+    ) -> None:
+        """Prune to ``sparsity``: choose new masks (``masks.update``) and update the weights.
+
+        Args:
+            params: Target tensors, updated in place (pruned weights end exactly 0).
+            masks: Current keep-masks; weights already pruned stay pruned.
+            sparsity: Target fraction of zeros (global, or per tensor).
+            ctx: Gradient sampler, process group, timings.
+        """
+
+    def finalize(self, params: Mapping[str, torch.nn.Parameter], masks: MaskState) -> None:
+        """Called once at the end (default: nothing; the driver applies the masks)."""
+        del params, masks
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to checkpoint for resuming (default: none)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (default: nothing to restore)."""
+        del state

@@ -1,0 +1,551 @@
+"""The Optimal BERT Surgeon pruning step (Kurtic et al. 2022, Sec. 3), memory-planned and sharded.
+
+One step, for target sparsity s:
+
+1. Plan memory (:func:`~obert_train.plan_memory`) over the tensors this rank owns.
+2. Per group: stream m masked loss gradients into ``obert_core.BlockFisherBuilder`` (one per
+   tensor) to get the blocked inverse Fisher ``F^-1``; score every weight (or group of 4) with
+   ``obert_core.obs_saliency``.
+3. Choose masks.  Local choices (``scope="layer"`` or N:M) are made per tensor right away;
+   global masks need every score: scores are gathered on all ranks, ``select_mask`` picks
+   exactly ``round(s N)`` zeros, and, if the Fisher did not fit at once, a second pass rebuilds
+   each group's inverse (same gradient batches, same result).
+4. Compute the OBS update ``obert_core.obs_update`` (``joint`` or ``superpose``) of each tensor
+   into a separate copy; only after the last pass are the copies written into the model and
+   broadcast from their owners.  So every gradient of the step (all passes, all ranks) is taken
+   at the same starting weights and the result does not depend on the memory budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+
+import obert_core as oc
+from obert_train.errors import TargetError
+from obert_train.fisher.distributed import shard_by_size
+from obert_train.fisher.memory import MemoryPlan, gram_precision, parse_memory, plan_memory
+from obert_train.pruning.masks import MaskState
+from obert_train.pruning.method import MethodSettings, PruningMethod, StepContext, select_masks
+from obert_train.pruning.registry import register_method
+
+__all__ = [
+    "ObertPruning",
+    "ObertSettings",
+    "apply_obs_update",
+    "build_inverse_fishers",
+    "obert_scores",
+    "obs_updated",
+]
+
+
+class ObertSettings(MethodSettings):
+    """Settings of the oBERT method (names as in SparseML's ``OBSPruningModifier``).
+
+    Attributes:
+        num_grads: m, loss gradients per empirical-Fisher estimate.
+        grad_batch_size: Examples per gradient (recipes: ``grad_sampler_kwargs.batch_size``;
+            the paper uses 8 for SQuAD, 16 for GLUE and MLM).
+        fisher_block_size: Fisher block size B (consecutive weights of one flattened tensor).
+        damp: Dampening lambda of ``F = lambda I + (1/m) sum g g^T``.
+        mode: OBS update when several weights of one Fisher block are pruned: ``"joint"``
+            (exact joint solve) or ``"superpose"`` (sum of single-weight updates, as SparseML).
+        num_recomputations: Sub-steps per pruning step, each with a new Fisher (Sec. 3.3).
+        max_memory: Memory budget in bytes for the Fisher work (``"16GB"`` accepted); None = 80 %
+            of the available RAM, shared by the ranks of a host.
+        chunk_size: Gradients buffered at once per tensor.
+        fisher_method: ``"batched"`` (Gram + Cholesky) or ``"streaming"`` (Sherman-Morrison).
+        seed: Seed of the gradient batches.
+    """
+
+    num_grads: int = Field(default=1024, ge=1)
+    grad_batch_size: int = Field(default=16, ge=1)
+    fisher_block_size: int = Field(default=50, ge=1)
+    damp: float = Field(default=1e-7, gt=0.0)
+    mode: Literal["joint", "superpose"] = "joint"
+    num_recomputations: int = Field(default=1, ge=1)
+    max_memory: int | None = Field(default=None, ge=1)
+    chunk_size: int = Field(default=32, ge=1)
+    fisher_method: Literal["batched", "streaming"] = "batched"
+    seed: int = 0
+
+    @field_validator("max_memory", mode="before")
+    @classmethod
+    def _parse_memory(cls, value: Any) -> Any:
+        return parse_memory(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_block4(self) -> ObertSettings:
+        if self.mask_type == "block4" and self.fisher_block_size % 4:
+            raise ValueError(
+                f"mask_type 'block4' needs fisher_block_size divisible by 4, got "
+                f"{self.fisher_block_size} (the paper uses 32)"
+            )
+        return self
+
+
+def check_block_shapes(params: Mapping[str, torch.nn.Parameter], cfg: MethodSettings) -> None:
+    """Every tensor must split into whole groups (block4, N:M) and, for oBERT, Fisher blocks.
+
+    Raises:
+        TargetError: Naming the tensor, its size and the setting to change.
+    """
+    for name, p in params.items():
+        d = p.numel()
+        if d % cfg.group_size:
+            raise TargetError(
+                f"tensor {name!r} has {d} weights, not divisible by the group size "
+                f"{cfg.group_size} of mask_type {cfg.mask_type!r}"
+            )
+        nm = cfg.nm
+        if nm is not None and d % nm[1]:
+            raise TargetError(
+                f"tensor {name!r} has {d} weights, not divisible by M={nm[1]} of mask_type "
+                f"{cfg.mask_type!r}"
+            )
+        if not isinstance(cfg, ObertSettings):
+            continue
+        if cfg.fisher_block_size > d:
+            raise TargetError(
+                f"fisher_block_size {cfg.fisher_block_size} exceeds the {d} weights of tensor "
+                f"{name!r}; use a smaller fisher_block_size"
+            )
+        if cfg.mask_type == "block4" and d % cfg.fisher_block_size:
+            raise TargetError(
+                f"fisher_block_size {cfg.fisher_block_size} does not divide the {d} weights of "
+                f"tensor {name!r} (block4 needs whole Fisher blocks); pick a divisor such as 32"
+            )
+
+
+@contextmanager
+def _timed(ctx: StepContext, key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        ctx.add_time(key, time.perf_counter() - start)
+
+
+def build_inverse_fishers(
+    params: Mapping[str, torch.nn.Parameter],
+    names: Sequence[str],
+    masks: Mapping[str, torch.Tensor] | None,
+    settings: ObertSettings,
+    ctx: StepContext,
+    owners: Mapping[str, int] | None = None,
+    *,
+    chunk_size: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Blocked inverse Fisher of each tensor in ``names`` owned by this rank.
+
+    Gradients are differentiated for all ``names`` (every rank takes part) and each one is
+    reduced to its owner, which streams it into its ``BlockFisherBuilder``.
+
+    Args:
+        params: All target tensors by name.
+        names: The tensors of this pass (gradients are taken for these only).
+        masks: Flat keep-masks multiplied into the gradients (None: no masking).
+        settings: The Fisher settings (B, damp, m, construction, chunk size).
+        ctx: Step context (sampler, process group, timings).
+        owners: ``{name: rank}``; None builds every tensor on this rank.
+        chunk_size: Gradients per chunk (default ``settings.chunk_size``).
+
+    Returns:
+        ``{name: (ceil(d/B), B, B) float32 tensor}`` for this rank's tensors.
+
+    Raises:
+        ValueError: If ``ctx`` has no gradient sampler.
+    """
+    if ctx.sampler is None:
+        raise ValueError("oBERT needs a GradientSampler (StepContext.sampler) for the Fisher")
+    cfg = settings
+    mine = [n for n in names if owners is None or owners[n] == ctx.dist.rank]
+    builders = {
+        n: oc.BlockFisherBuilder(
+            num_weights=params[n].numel(),
+            block_size=cfg.fisher_block_size,
+            damp=cfg.damp,
+            num_grads=cfg.num_grads,
+            method=cfg.fisher_method,
+            dtype=torch.float32,
+            gram_precision=gram_precision(cfg.num_grads, cfg.fisher_block_size),
+        )
+        for n in mine
+    }
+    subset = {n: params[n] for n in names}
+    sub_masks = {n: masks[n] for n in names} if masks is not None else None
+    chunks = ctx.sampler.chunks(
+        subset,
+        masks=sub_masks,
+        owners=owners,
+        chunk_size=chunk_size or cfg.chunk_size,
+        round_seed=ctx.round_index,
+        desc=f"gradients ({len(names)} tensors)",
+    )
+    start = time.perf_counter()
+    fisher_s = 0.0
+    for chunk in chunks:
+        t0 = time.perf_counter()
+        for name, grads in chunk.items():
+            builders[name].add(grads)
+        fisher_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    finvs = {name: builder.finalize() for name, builder in builders.items()}
+    fisher_s += time.perf_counter() - t0
+    ctx.add_time("fisher_s", fisher_s)
+    ctx.add_time("gradients_s", time.perf_counter() - start - fisher_s)
+    return finvs
+
+
+def obert_scores(
+    params: Mapping[str, torch.nn.Parameter],
+    finvs: Mapping[str, torch.Tensor],
+    group_size: int,
+) -> dict[str, torch.Tensor]:
+    """OBS saliency ``rho_Q = 1/2 w_Q^T ([F^-1]_QQ)^-1 w_Q`` per weight or group (Eq. 3 / 4).
+
+    Args:
+        params: Tensors by name (read only).
+        finvs: ``{name: (ceil(d/B), B, B)}`` inverse-Fisher blocks; only these are scored.
+        group_size: 1 (per weight) or 4 (block4: one score per 4 consecutive weights).
+
+    Returns:
+        ``{name: flat float32 scores}`` of length ``d / group_size``.
+    """
+    return {
+        name: torch.as_tensor(
+            oc.obs_saliency(params[name].detach().reshape(-1).float(), finv, group_size=group_size)
+        ).float()  # fp32 halves the resident scores of a large model
+        for name, finv in finvs.items()
+    }
+
+
+def _weights_fingerprint(params: Mapping[str, torch.nn.Parameter]) -> str:
+    """A cheap digest of the target weights: per tensor its zero count and float64 sum of |w|.
+
+    Pruning (or any update) changes it, so a cache shared by calls that re-prune the same model
+    object in place never hands back the Fisher or scores of the earlier weights.
+    """
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in params.items():
+            w = p.detach()
+            zeros = int((w == 0).sum())
+            total = float(w.abs().sum(dtype=torch.float64))
+            digest.update(f"{name}:{tuple(w.shape)}:{zeros}:{total!r};".encode())
+    return digest.hexdigest()[:16]
+
+
+def _cache_keys(cfg: ObertSettings, params: Mapping[str, torch.nn.Parameter]) -> tuple[str, str]:
+    """Keys of the inverse Fishers and of the scores in a ``fisher_cache``.
+
+    They name every setting the cached values depend on and a fingerprint of the starting
+    weights, so one cache shared by runs with other Fisher settings (damp, B, m, ...), another
+    mask granularity or other weights never returns stale values.
+    """
+    finv = (
+        f"finv|B={cfg.fisher_block_size}|damp={cfg.damp!r}|m={cfg.num_grads}|bs={cfg.grad_batch_size}"
+        f"|seed={cfg.seed}|{cfg.fisher_method}|targets={cfg.targets}"
+        f"|weights={_weights_fingerprint(params)}"
+    )
+    return finv, f"scores|group={cfg.group_size}|{finv}"
+
+
+@register_method
+class ObertPruning(PruningMethod):
+    """Optimal BERT Surgeon: second-order scores and weight update from the block Fisher.
+
+    ``prune`` splits a step into ``num_recomputations`` sub-steps at linearly spaced
+    sparsities, each with fresh gradients and a new inverse Fisher (Kurtic et al. 2022, Sec. 3.3);
+    ``ctx.round_index`` offsets the gradient batches of each sub-step.
+    """
+
+    name: ClassVar[str] = "obert"
+    Settings: ClassVar[type[MethodSettings]] = ObertSettings
+    recipe_tags: ClassVar[tuple[str, ...]] = ("OBSPruningModifier",)
+    needs_gradients: ClassVar[bool] = True
+    settings: ObertSettings
+
+    def prepare(
+        self,
+        params: Mapping[str, torch.nn.Parameter],
+        masks: MaskState,
+        ctx: StepContext,
+    ) -> None:
+        """Check that every tensor fits the block size and mask type."""
+        check_block_shapes(params, self.settings)
+
+    def prune(
+        self,
+        params: Mapping[str, torch.nn.Parameter],
+        masks: MaskState,
+        sparsity: float,
+        ctx: StepContext,
+    ) -> None:
+        """Prune to ``sparsity`` in ``num_recomputations`` sub-steps (fresh Fisher each)."""
+        cfg = self.settings
+        floor = masks.sparsity() if cfg.global_sparsity else masks.max_tensor_sparsity()
+        steps = [
+            float(s) for s in oc.recomputation_sparsities(floor, sparsity, cfg.num_recomputations)
+        ]
+        base = ctx.round_index
+        for index, target in enumerate(steps):
+            if cfg.global_sparsity and target <= masks.sparsity():
+                continue
+            if len(steps) > 1:
+                ctx.log(f"recomputation {index + 1}/{len(steps)}: to sparsity {target:.4f}")
+            ctx.round_index = base * cfg.num_recomputations + index
+            try:
+                masks.update(self._step(params, masks.as_dict(), target, ctx))
+            finally:
+                ctx.round_index = base
+
+    def _plan(self, params: Mapping[str, torch.nn.Parameter], ctx: StepContext) -> MemoryPlan:
+        cfg = self.settings
+        numels = {n: p.numel() for n, p in params.items()}
+        owners = shard_by_size(numels, ctx.dist.world_size)
+        mine = {n: d for n, d in numels.items() if owners[n] == ctx.dist.rank}
+        return plan_memory(
+            mine,
+            cfg.fisher_block_size,
+            num_grads=cfg.num_grads,
+            chunk_size=cfg.chunk_size,
+            budget_bytes=cfg.max_memory,
+            fisher_method=cfg.fisher_method,
+        )
+
+    def _step(
+        self,
+        params: Mapping[str, torch.nn.Parameter],
+        masks: Mapping[str, torch.Tensor],
+        sparsity: float,
+        ctx: StepContext,
+    ) -> dict[str, torch.Tensor]:
+        """One oBERT step to ``sparsity`` (see the module docstring for the phases)."""
+        cfg = self.settings
+        numels = {n: p.numel() for n, p in params.items()}
+        owners = shard_by_size(numels, ctx.dist.world_size)
+        plan = self._plan(params, ctx)
+        ctx.log(plan.describe())
+        passes = _synchronised_passes(plan, owners, params, ctx)
+        local = not cfg.global_sparsity or cfg.nm is not None
+        keep_all = len(passes) == 1
+        new_masks: dict[str, torch.Tensor] = {}
+        scores: dict[str, torch.Tensor] = {}
+        kept: dict[str, torch.Tensor] = {}
+        # Updated tensors wait here until every pass has collected its gradients: writing them
+        # into the model earlier would move the point later passes (and other ranks) see.
+        updated: dict[str, torch.Tensor] = {}
+        cache = ctx.fisher_cache if ctx.round_index == 0 and keep_all else None
+        finv_key, score_key = _cache_keys(cfg, params) if cache is not None else ("", "")
+        for names in passes:
+            if cache is not None and finv_key in cache:
+                ctx.log("reusing the cached inverse Fisher of the starting weights")
+                finvs = {n: cache[finv_key][n] for n in names if n in cache[finv_key]}
+            else:
+                finvs = build_inverse_fishers(
+                    params, names, masks, cfg, ctx, owners, chunk_size=plan.chunk_size
+                )
+                if cache is not None:
+                    cache.setdefault(finv_key, {}).update(finvs)
+            if cache is not None and score_key in cache:
+                group_scores = {n: cache[score_key][n] for n in finvs}
+            else:
+                with _timed(ctx, "scores_s"):
+                    group_scores = obert_scores(params, finvs, cfg.group_size)
+                if cache is not None:
+                    cache.setdefault(score_key, {}).update(group_scores)
+            if local:
+                with _timed(ctx, "masks_s"):
+                    chosen = select_masks(
+                        group_scores, sparsity, {n: masks[n] for n in group_scores}, cfg
+                    )
+                new_masks.update(chosen)
+                updated.update(_updated(params, finvs, masks, chosen, cfg, ctx))
+            else:
+                scores.update(group_scores)
+                if keep_all:
+                    kept.update(finvs)
+            del finvs
+        if not local:
+            with _timed(ctx, "masks_s"):
+                all_scores = _gather(scores, owners, params, cfg.group_size, ctx)
+                new_masks = select_masks(all_scores, sparsity, masks, cfg)
+            if keep_all:
+                updated.update(_updated(params, kept, masks, new_masks, cfg, ctx))
+                kept.clear()
+            else:
+                ctx.log(
+                    "global masks chosen; second pass rebuilds each group's Fisher for the update"
+                )
+                for names in passes:
+                    finvs = build_inverse_fishers(
+                        params, names, masks, cfg, ctx, owners, chunk_size=plan.chunk_size
+                    )
+                    updated.update(_updated(params, finvs, masks, new_masks, cfg, ctx))
+                    del finvs
+        else:
+            new_masks = _gather_masks(new_masks, owners, params, ctx)
+        with torch.no_grad():
+            for name, tensor in updated.items():
+                params[name].copy_(tensor)
+        del updated
+        with _timed(ctx, "broadcast_s"):
+            for name, p in params.items():
+                ctx.dist.broadcast(p.data, owners[name])
+        return new_masks
+
+
+def apply_obs_update(
+    params: Mapping[str, torch.nn.Parameter],
+    finvs: Mapping[str, torch.Tensor],
+    old_masks: Mapping[str, torch.Tensor],
+    new_masks: Mapping[str, torch.Tensor],
+    *,
+    group_size: int = 1,
+    mode: str = "joint",
+) -> None:
+    """OBS update of every tensor in ``finvs`` for the weights that go from kept to pruned.
+
+    ``dw = -F^-1 E_Q ([F^-1]_QQ)^-1 w_Q`` (Kurtic et al. 2022, Eq. 2) via
+    ``obert_core.obs_update``; pruned weights end exactly 0, already-pruned ones stay 0.
+
+    Args:
+        params: Tensors, updated in place.
+        finvs: ``{name: (ceil(d/B), B, B)}`` inverse-Fisher blocks (only these are updated).
+        old_masks: Flat keep-masks before the step.
+        new_masks: Flat keep-masks after the step.
+        group_size: 4 for block4 (joint 4x4 solves), else 1.
+        mode: ``"joint"`` or ``"superpose"``.
+    """
+    with torch.no_grad():
+        for name, tensor in obs_updated(
+            params, finvs, old_masks, new_masks, group_size=group_size, mode=mode
+        ).items():
+            params[name].copy_(tensor)
+
+
+def obs_updated(
+    params: Mapping[str, torch.nn.Parameter],
+    finvs: Mapping[str, torch.Tensor],
+    old_masks: Mapping[str, torch.Tensor],
+    new_masks: Mapping[str, torch.Tensor],
+    *,
+    group_size: int = 1,
+    mode: str = "joint",
+) -> dict[str, torch.Tensor]:
+    """The OBS-updated copies of the tensors in ``finvs``; ``params`` is left untouched.
+
+    Same update as :func:`apply_obs_update`, returned instead of written, so that a step made of
+    several passes can take all its gradients at the starting weights.
+
+    Args:
+        params: Current tensors (read only).
+        finvs: ``{name: (ceil(d/B), B, B)}`` inverse-Fisher blocks (only these are updated).
+        old_masks: Flat keep-masks before the step.
+        new_masks: Flat keep-masks after the step.
+        group_size: 4 for block4 (joint 4x4 solves), else 1.
+        mode: ``"joint"`` or ``"superpose"``.
+
+    Returns:
+        ``{name: updated tensor}`` with each parameter's shape and dtype.
+    """
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, finv in finvs.items():
+            p = params[name]
+            prune = old_masks[name] & ~new_masks[name]
+            w = p.detach().reshape(-1).float()
+            new = torch.as_tensor(oc.obs_update(w, finv, prune, group_size=group_size, mode=mode))
+            new = new * new_masks[name].to(new.dtype)
+            out[name] = new.reshape(p.shape).to(p.dtype)
+    return out
+
+
+def _updated(
+    params: Mapping[str, torch.nn.Parameter],
+    finvs: Mapping[str, torch.Tensor],
+    old: Mapping[str, torch.Tensor],
+    new: Mapping[str, torch.Tensor],
+    settings: ObertSettings,
+    ctx: StepContext,
+) -> dict[str, torch.Tensor]:
+    with _timed(ctx, "update_s"):
+        return obs_updated(
+            params, finvs, old, new, group_size=settings.group_size, mode=settings.mode
+        )
+
+
+def _synchronised_passes(
+    plan: MemoryPlan,
+    owners: Mapping[str, int],
+    params: Mapping[str, torch.nn.Parameter],
+    ctx: StepContext,
+) -> list[list[str]]:
+    """Group lists every rank agrees on: pass i = union over ranks of their i-th group.
+
+    Each rank plans only its own tensors; the number of passes is the maximum over ranks and
+    every rank must differentiate the same tensors in the same pass, so group membership is
+    exchanged as a tensor of group indices.
+    """
+    names = list(params)
+    index = {n: i for i, n in enumerate(names)}
+    device = next(iter(params.values())).device
+    group_of = torch.full((len(names),), -1, dtype=torch.int64, device=device)
+    for g, group in enumerate(plan.groups):
+        for name in group:
+            if name in index and owners[name] == ctx.dist.rank:
+                group_of[index[name]] = g
+    if ctx.dist.active:
+        # Each rank fills only its own entries; the others stay -1, so a max-reduction merges.
+        torch.distributed.all_reduce(group_of, op=torch.distributed.ReduceOp.MAX)
+    num_passes = int(group_of.max()) + 1
+    passes = [[n for n in names if int(group_of[index[n]]) == g] for g in range(num_passes)]
+    return [p for p in passes if p]
+
+
+def _gather(
+    scores: Mapping[str, torch.Tensor],
+    owners: Mapping[str, int],
+    params: Mapping[str, torch.nn.Parameter],
+    group_size: int,
+    ctx: StepContext,
+) -> dict[str, torch.Tensor]:
+    """Every rank gets every tensor's scores (broadcast from the owner)."""
+    if not ctx.dist.active:
+        return dict(scores)
+    out: dict[str, torch.Tensor] = {}
+    for name, p in params.items():
+        buf = (
+            scores[name].float().contiguous().to(p.device)
+            if owners[name] == ctx.dist.rank
+            else torch.empty(p.numel() // group_size, dtype=torch.float32, device=p.device)
+        )
+        out[name] = ctx.dist.broadcast(buf, owners[name])
+    return out
+
+
+def _gather_masks(
+    masks: Mapping[str, torch.Tensor],
+    owners: Mapping[str, int],
+    params: Mapping[str, torch.nn.Parameter],
+    ctx: StepContext,
+) -> dict[str, torch.Tensor]:
+    """Every rank gets every tensor's new mask (broadcast from the owner)."""
+    if not ctx.dist.active:
+        return dict(masks)
+    out: dict[str, torch.Tensor] = {}
+    for name, p in params.items():
+        buf = (
+            masks[name].to(torch.uint8)
+            if owners[name] == ctx.dist.rank
+            else torch.empty(p.numel(), dtype=torch.uint8, device=p.device)
+        )
+        out[name] = ctx.dist.broadcast(buf, owners[name]).bool()
+    return out

@@ -1,0 +1,37 @@
+"""SparseML-compatible training recipes: gradual pruning with distillation.
+
+A recipe is YAML in the format of SparseML's oBERT recipes (Kurtic et al. 2022; reference brief
+§1.7 and §2): ``!EpochRangeModifier`` (run length), ``!LearningRateFunctionModifier``
+(``linear`` / ``cyclic_linear``), pruning modifiers (``!OBSPruningModifier``,
+``!GMPruningModifier``, ``!MagnitudePruningModifier``, ``!MovementPruningModifier``,
+``!ConstantPruningModifier``) and ``!DistillationModifier``. The published oBERT recipes load
+unchanged. See ``docs/recipes.md``.
+
+Example:
+    >>> from obert_train.recipe import load_recipe
+    >>> recipe = load_recipe("minilm-sst2-obert80")
+    >>> [round(s, 4) for _, s in recipe.pruning[0].schedule()]
+    [0.5, 0.7111, 0.7889, 0.8]
+"""
+
+from __future__ import annotations
+
+from obert_train.recipe.load import list_shipped_recipes, load_recipe
+from obert_train.recipe.modifiers import (
+    DistillationModifier,
+    EpochRangeModifier,
+    LearningRateFunctionModifier,
+)
+from obert_train.recipe.pruning_modifier import PruningModifier
+from obert_train.recipe.recipe import PruningEvent, Recipe
+
+__all__ = [
+    "DistillationModifier",
+    "EpochRangeModifier",
+    "LearningRateFunctionModifier",
+    "PruningEvent",
+    "PruningModifier",
+    "Recipe",
+    "list_shipped_recipes",
+    "load_recipe",
+]

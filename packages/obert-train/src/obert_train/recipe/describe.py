@@ -1,0 +1,150 @@
+"""The resolved plan of a recipe as text, for a user to read before a long run.
+
+``obert-train recipe show RECIPE`` prints :meth:`Recipe.describe`: the run length, every
+pruning step (epoch, optimizer step, method, target sparsity, mask type) with each method's
+settings, the learning-rate phases with their restarts, distillation and constant masks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from obert_train.recipe._messages import fmt
+from obert_train.recipe.modifiers import LearningRateFunctionModifier, step_of_epoch
+
+if TYPE_CHECKING:
+    from obert_train.recipe.pruning_modifier import PruningModifier
+    from obert_train.recipe.recipe import Recipe
+
+__all__ = ["describe_recipe"]
+
+
+def _epochs(values: list[float], limit: int = 12) -> str:
+    shown = ", ".join(fmt(v) for v in values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def _plural(value: float, word: str) -> str:
+    return f"{fmt(value)} {word}" + ("" if value == 1 else "s")
+
+
+def _at(epoch: float, spe: int | None) -> str:
+    return f"epoch {fmt(epoch)}" + (f", step {step_of_epoch(epoch, spe)}" if spe else "")
+
+
+def _show(value: object) -> str:
+    return fmt(value) if isinstance(value, float) else str(value)
+
+
+def _settings(modifier: PruningModifier) -> str:
+    values = modifier.settings.model_dump(mode="json")
+    parts = [f"{k}={_show(v)}" for k, v in values.items() if k != "targets" and v is not None]
+    return " ".join(parts)
+
+
+def _lr_lines(recipe: Recipe, spe: int | None, pruning_epochs: set[float]) -> list[str]:
+    if not recipe.learning_rate:
+        return ["Learning rate: not set by the recipe (the trainer's own schedule)"]
+    lines = ["Learning rate:"]
+    phases: list[LearningRateFunctionModifier] = sorted(
+        recipe.learning_rate, key=lambda m: m.start_epoch
+    )
+    covered = 0.0
+    for m in phases:
+        if m.start_epoch > covered + 1e-9:
+            lines.append(
+                f"  epochs {fmt(covered)}-{fmt(m.start_epoch)}: the trainer's own learning rate"
+            )
+        text = (
+            f"  epochs {fmt(m.start_epoch)}-{fmt(m.end_epoch)}: {m.lr_func} "
+            f"{fmt(m.init_lr)} -> {fmt(m.final_lr)}"
+        )
+        if m.cycle_epochs is not None:
+            starts = m.cycle_epochs_list()
+            text += (
+                f", cycles of {_plural(m.cycle_epochs, 'epoch')}; rewinds to {fmt(m.init_lr)} "
+                f"at epochs {_epochs(starts)}"
+            )
+            rewinds = pruning_epochs & {round(s, 9) for s in starts}
+            if rewinds:
+                text += f" ({len(rewinds)} of them pruning steps)"
+        if spe:
+            a, b = step_of_epoch(m.start_epoch, spe), step_of_epoch(m.end_epoch, spe)
+            text += f"; steps {a}-{b - 1}"
+        lines.append(text)
+        covered = max(covered, m.end_epoch)
+    if covered < recipe.num_epochs - 1e-9:
+        lines.append(
+            f"  epochs {fmt(covered)}-{fmt(recipe.num_epochs)}: the trainer's own learning rate"
+        )
+    return lines
+
+
+def _pruning_lines(recipe: Recipe, spe: int | None) -> list[str]:
+    scheduled = [m for m in recipe.pruning if m.scheduled]
+    if not scheduled:
+        return ["Pruning: no pruning steps"]
+    lines = ["Pruning:"]
+    for m in scheduled:
+        assert m.update_frequency is not None
+        steps = m.schedule()
+        lines.append(
+            f"  {m.label()}: method {m.method_name}, {m.inter_func} {m.init_sparsity:.4f} -> "
+            f"{m.final_sparsity:.4f}, epochs {fmt(m.start_epoch)}-{fmt(m.end_epoch)} every "
+            f"{_plural(m.update_frequency, 'epoch')}, {len(steps)} steps"
+        )
+        lines.append(f"    params ({len(m.params)}): {', '.join(m.params)}")
+        lines.append(f"    settings: {_settings(m)}")
+    head = "  #   epoch" + ("       step" if spe else "") + "  modifier  method      target  mask"
+    lines.append(head)
+    if spe:
+        rows = [
+            (e.epoch, step_of_epoch(e.epoch, spe), recipe.pruning[e.modifier], e.sparsity)
+            for e in recipe.pruning_events(spe)
+        ]
+    else:
+        flat = [(epoch, -1, m, s) for m in scheduled for epoch, s in m.schedule()]
+        rows = sorted(flat, key=lambda row: (row[0], row[2].index))
+    for i, (epoch, step, m, sparsity) in enumerate(rows, start=1):
+        at = f"{step:>11}" if spe else ""
+        lines.append(
+            f"  {i:<3} {epoch:>6.2f}{at}  {m.position:>8}  {m.method_name:<10}  {sparsity:.4f}  "
+            f"{m.settings.mask_type}"
+        )
+    last = max(m.end_epoch or 0.0 for m in scheduled)
+    lines.append(
+        f"  fine-tuning only after the last pruning step ({_at(last, spe)}): "
+        f"{_plural(recipe.num_epochs - last, 'epoch')}"
+    )
+    return lines
+
+
+def describe_recipe(recipe: Recipe, steps_per_epoch: int | None = None) -> str:
+    """The plan of ``recipe`` as text (see :meth:`Recipe.describe`)."""
+    spe = steps_per_epoch
+    lines = [f"Recipe: {recipe.where}", f"Fingerprint: {recipe.fingerprint()[:16]}"]
+    origin = "EpochRangeModifier" if recipe.epoch_range else "largest end_epoch of the modifiers"
+    run = f"Run: {_plural(recipe.num_epochs, 'epoch')} ({origin})"
+    if spe:
+        run += f", {recipe.total_steps(spe)} optimizer steps at {spe} steps per epoch"
+    lines.append(run)
+    pruning_epochs = {round(epoch, 9) for m in recipe.pruning for epoch, _ in m.schedule()}
+    lines += ["", *_pruning_lines(recipe, spe)]
+    constant = [m for m in recipe.pruning if not m.scheduled]
+    if constant:
+        lines.append("Constant masks (the zeros of the starting model stay for the whole run):")
+        lines += [
+            f"  {m.label()}: params ({len(m.params)}) {', '.join(m.params)}" for m in constant
+        ]
+    lines += ["", *_lr_lines(recipe, spe, pruning_epochs), ""]
+    kd = recipe.distillation
+    if kd is None:
+        lines.append("Distillation: none (task loss only)")
+    else:
+        kind = {0.0: " (task loss only)", 1.0: " (pure distillation)"}.get(kd.hardness, "")
+        lines.append(
+            f"Distillation: hardness h = {fmt(kd.hardness)}{kind}, temperature T = "
+            f"{fmt(kd.temperature)}, outputs [{', '.join(kd.distill_output_keys)}], whole run; "
+            "loss = (1 - h)·task + h·KL(teacher ‖ student, at T)·T²"
+        )
+    return "\n".join(lines)

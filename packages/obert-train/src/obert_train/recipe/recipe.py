@@ -1,0 +1,378 @@
+"""The validated recipe: run length, learning-rate phases, pruning schedules and distillation.
+
+Recipe-level rules (reference brief §1.7, §2): at most one ``!EpochRangeModifier`` (without one
+the run length is the largest ``end_epoch`` of all modifiers) and at most one
+``!DistillationModifier``; learning-rate modifiers do not overlap and end by the run end;
+every pruning step comes before the run end (at least one optimizer step follows it); constant
+masks cover the whole run. Which tensors each pruning modifier selects can only be checked
+against a model: :meth:`Recipe.check_targets`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from obert_train.errors import RecipeError
+from obert_train.recipe._messages import fmt, suggest
+from obert_train.recipe._yaml import RawModifier, dump_groups
+from obert_train.recipe.modifiers import (
+    CORE_MODIFIERS,
+    DistillationModifier,
+    EpochRangeModifier,
+    LearningRateFunctionModifier,
+    check_steps_per_epoch,
+    step_of_epoch,
+    validate_core,
+)
+from obert_train.recipe.pruning_modifier import PruningModifier, build_pruning_modifier
+
+__all__ = ["PruningEvent", "Recipe", "build_recipe", "known_tags"]
+
+_FORMAT = 1
+"""Version of the canonical content behind :meth:`Recipe.fingerprint`."""
+
+
+@dataclass(frozen=True)
+class PruningEvent:
+    """One pruning step of the run.
+
+    Attributes:
+        step: The optimizer step before which the pruning happens,
+            ``step_of_epoch(epoch, steps_per_epoch)`` (``epoch·spe`` rounded half up).
+        epoch: The scheduled epoch.
+        modifier: Index of the modifier in ``Recipe.pruning``.
+        sparsity: Target sparsity over the modifier's tensors.
+        index: Running number of the event over the run (0, 1, ...).
+    """
+
+    step: int
+    epoch: float
+    modifier: int
+    sparsity: float
+    index: int
+
+
+def known_tags() -> list[str]:
+    """Every modifier tag a recipe may use (core modifiers and registered pruning methods)."""
+    from obert_train.pruning.registry import METHODS, method_for_tag
+
+    method_for_tag("EpochRangeModifier")  # loads the built-in methods
+    tags = set(CORE_MODIFIERS)
+    for cls in METHODS.values():
+        tags.update(cls.recipe_tags)
+    return sorted(tags)
+
+
+@dataclass(frozen=True, eq=False)
+class Recipe:
+    """A validated recipe (use :func:`~obert_train.recipe.load_recipe` to make one).
+
+    Two recipes are equal when their resolved content is (:meth:`fingerprint`): the file they
+    came from and the order of modifier groups do not matter.
+
+    Attributes:
+        path: The file it was read from (None for YAML text).
+        num_epochs: Run length in epochs.
+        learning_rate: The learning-rate modifiers, in file order.
+        pruning: The pruning modifiers, in file order (``PruningModifier.index`` is the
+            position here).
+        distillation: The distillation modifier, or None.
+        epoch_range: The ``!EpochRangeModifier``, or None when the run length came from the
+            other modifiers.
+    """
+
+    path: str | None
+    num_epochs: float
+    learning_rate: tuple[LearningRateFunctionModifier, ...]
+    pruning: tuple[PruningModifier, ...]
+    distillation: DistillationModifier | None = None
+    epoch_range: EpochRangeModifier | None = None
+
+    @property
+    def where(self) -> str:
+        """The file for messages (``"recipe text"`` without one)."""
+        return self.path if self.path is not None else "recipe text"
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the run: ``step_of_epoch(num_epochs, spe)``."""
+        return step_of_epoch(self.num_epochs, check_steps_per_epoch(steps_per_epoch))
+
+    def lr_at(self, step: int, steps_per_epoch: int) -> float | None:
+        """Learning rate of optimizer step ``step``, or None when no modifier covers it.
+
+        When None, the trainer keeps its own learning rate. See
+        :class:`LearningRateFunctionModifier` for the step-exact definition.
+        """
+        for modifier in self.learning_rate:
+            lr = modifier.lr_at(step, steps_per_epoch)
+            if lr is not None:
+                return lr
+        return None
+
+    def pruning_events(self, steps_per_epoch: int) -> list[PruningEvent]:
+        """Every pruning step of the run, sorted by (step, modifier).
+
+        Raises:
+            RecipeError: If two steps of one modifier land on the same optimizer step, or a
+                step lands at or after the last optimizer step (too few steps per epoch for
+                the schedule).
+        """
+        spe = check_steps_per_epoch(steps_per_epoch)
+        total = self.total_steps(spe)
+        found: list[tuple[int, int, float, float]] = []
+        for modifier in self.pruning:
+            previous: tuple[int, float] | None = None
+            for epoch, sparsity in modifier.schedule():
+                step = step_of_epoch(epoch, spe)
+                if previous is not None and step == previous[0]:
+                    raise RecipeError(
+                        f"{modifier.label()} in {self.where}: the pruning steps at epochs "
+                        f"{fmt(previous[1])} and {fmt(epoch)} both land on optimizer step "
+                        f"{step} at {spe} steps per epoch; use a larger update_frequency "
+                        "or more steps per epoch"
+                    )
+                if step >= total:
+                    raise RecipeError(
+                        f"{modifier.label()} in {self.where}: the pruning step at epoch "
+                        f"{fmt(epoch)} lands on optimizer step {step}, at or after the end of "
+                        f"the run ({total} steps at {spe} steps per epoch); end pruning earlier"
+                    )
+                previous = (step, epoch)
+                found.append((step, modifier.index, epoch, sparsity))
+        found.sort(key=lambda item: (item[0], item[1]))
+        return [
+            PruningEvent(step=step, epoch=epoch, modifier=mod, sparsity=sparsity, index=i)
+            for i, (step, mod, epoch, sparsity) in enumerate(found)
+        ]
+
+    def check_targets(self, names: Sequence[str]) -> list[list[str]]:
+        """Resolve every pruning modifier's ``params`` against a model's parameter names.
+
+        Args:
+            names: The model's parameter names (``model.named_parameters()``).
+
+        Returns:
+            For each modifier of :attr:`pruning`, the names it selects, in model order.
+
+        Raises:
+            RecipeError: If a ``params`` entry matches no parameter, or two modifiers select
+                the same tensor.
+        """
+        names = list(names)
+        sample = [n for n in names if n.endswith("weight")][:4] or names[:4]
+        owner: dict[str, PruningModifier] = {}
+        selected: list[list[str]] = []
+        for modifier in self.pruning:
+            chosen: set[str] = set()
+            for entry, regex in zip(modifier.params, modifier.targets, strict=True):
+                pattern = re.compile(regex)
+                hits = [n for n in names if pattern.search(n)]
+                if not hits:
+                    close = suggest(entry.removeprefix("re:"), names).removesuffix(";")
+                    raise RecipeError(
+                        f"{modifier.label()} in {self.where}: params {entry!r} match no "
+                        f"parameter of the model ({len(names)} parameters; e.g. {sample})"
+                        f"{close}; fix the pattern"
+                    )
+                chosen.update(hits)
+            ordered = [n for n in names if n in chosen]
+            for name in ordered:
+                other = owner.get(name)
+                if other is not None:
+                    shared = [n for n in ordered if owner.get(n) is other]
+                    raise RecipeError(
+                        f"{other.label()} and {modifier.label()} in {self.where} both select "
+                        f"{name!r} ({len(shared)} shared tensor(s)); a tensor may belong to "
+                        "one pruning modifier only: narrow the params"
+                    )
+            for name in ordered:
+                owner[name] = modifier
+            selected.append(ordered)
+        return selected
+
+    def content(self) -> dict[str, Any]:
+        """The resolved content: what :meth:`fingerprint` hashes and equality compares."""
+        kd = self.distillation
+        return {
+            "format": _FORMAT,
+            "num_epochs": self.num_epochs,
+            "learning_rate": [m.recipe_dict() for m in self.learning_rate],
+            "pruning": [
+                {**m.content(), "end_epoch": m.end_epoch if m.scheduled else self.num_epochs}
+                for m in self.pruning
+            ],
+            "distillation": None
+            if kd is None
+            else {
+                "hardness": kd.hardness,
+                "temperature": kd.temperature,
+                "distill_output_keys": list(kd.distill_output_keys),
+            },
+        }
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of :meth:`content`.
+
+        A checkpoint stores it, so a run is not resumed with another recipe.
+        """
+        text = json.dumps(self.content(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Recipe):
+            return NotImplemented
+        return self.content() == other.content()
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint())
+
+    def to_yaml(self) -> str:
+        """The recipe as SparseML-format YAML (same tags and groups) that loads back equal."""
+        epoch_range = self.epoch_range or EpochRangeModifier(end_epoch=self.num_epochs)
+        groups = {
+            "modifiers": [(epoch_range.tag, epoch_range.recipe_dict())],
+            "training_modifiers": [(m.tag, m.recipe_dict()) for m in self.learning_rate],
+            "pruning_modifiers": [(m.tag, m.recipe_dict()) for m in self.pruning],
+            "distillation_modifiers": [
+                (m.tag, m.recipe_dict()) for m in [self.distillation] if m is not None
+            ],
+        }
+        source = f" (resolved from {self.path})" if self.path else ""
+        header = f"# obert-train recipe{source}\n# fingerprint {self.fingerprint()}\n\n"
+        return header + dump_groups(groups)
+
+    def describe(self, steps_per_epoch: int | None = None) -> str:
+        """The resolved plan as text (run length, pruning steps, LR phases, distillation).
+
+        Args:
+            steps_per_epoch: If given, optimizer steps are shown next to epochs.
+        """
+        from obert_train.recipe.describe import describe_recipe
+
+        return describe_recipe(self, steps_per_epoch)
+
+
+def _unknown_tag(raw: RawModifier, where: str) -> RecipeError:
+    tags = known_tags()
+    return RecipeError(
+        f"{raw.label()} in {where}: unknown modifier tag !{raw.tag}{suggest(raw.tag, tags)} "
+        f"known tags: {['!' + t for t in tags]}"
+    )
+
+
+def _single(
+    found: Sequence[EpochRangeModifier | DistillationModifier], kind: str, where: str
+) -> None:
+    if len(found) > 1:
+        raise RecipeError(
+            f"{found[1].label()} in {where}: a recipe has at most one {kind}, "
+            f"{found[0].label()} is one already; remove one"
+        )
+
+
+def build_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -> Recipe:
+    """Validate the modifiers of a recipe and the rules between them (module docstring).
+
+    Args:
+        raws: The modifiers as read, in file order.
+        path: The file (None for text).
+        where: The file (or ``"recipe text"``) for messages.
+
+    Raises:
+        RecipeError: Naming the file, the modifier, the field and the value.
+    """
+    from obert_train.pruning.registry import method_for_tag
+
+    ranges: list[EpochRangeModifier] = []
+    rates: list[LearningRateFunctionModifier] = []
+    kds: list[DistillationModifier] = []
+    pruning: list[PruningModifier] = []
+    for raw in raws:
+        if raw.tag in CORE_MODIFIERS:
+            modifier = validate_core(raw, where)
+            if isinstance(modifier, EpochRangeModifier):
+                ranges.append(modifier)
+            elif isinstance(modifier, LearningRateFunctionModifier):
+                rates.append(modifier)
+            else:
+                kds.append(modifier)
+            continue
+        cls = method_for_tag(raw.tag)
+        if cls is None:
+            raise _unknown_tag(raw, where)
+        pruning.append(build_pruning_modifier(raw, cls, len(pruning), where))
+    _single(ranges, "EpochRangeModifier", where)
+    _single(kds, "DistillationModifier", where)
+    if ranges:
+        num_epochs = ranges[0].end_epoch
+        source = f"{ranges[0].label()}"
+    else:
+        ends = [m.end_epoch for m in rates] + [m.end_epoch or 0.0 for m in pruning]
+        ends += [m.end_epoch or 0.0 for m in kds]
+        num_epochs = max(ends, default=0.0)
+        source = "the largest end_epoch of the modifiers (no EpochRangeModifier)"
+        if num_epochs <= 0:
+            raise RecipeError(
+                f"{where}: the run length is unknown; add '- !EpochRangeModifier' with "
+                "start_epoch: 0 and end_epoch: <epochs>"
+            )
+    _check_run(num_epochs, source, rates, pruning, kds[0] if kds else None, where)
+    return Recipe(
+        path=path,
+        num_epochs=num_epochs,
+        learning_rate=tuple(rates),
+        pruning=tuple(pruning),
+        distillation=kds[0] if kds else None,
+        epoch_range=ranges[0] if ranges else None,
+    )
+
+
+def _check_run(
+    num_epochs: float,
+    source: str,
+    rates: Sequence[LearningRateFunctionModifier],
+    pruning: Sequence[PruningModifier],
+    kd: DistillationModifier | None,
+    where: str,
+) -> None:
+    run = f"the run ends at epoch {fmt(num_epochs)} ({source})"
+    for rate in rates:
+        if rate.end_epoch > num_epochs + 1e-9:
+            raise RecipeError(
+                f"{rate.label()} in {where}: end_epoch = {fmt(rate.end_epoch)} is past the "
+                f"end of the run; {run}"
+            )
+    ordered = sorted(rates, key=lambda m: m.start_epoch)
+    for first, second in itertools.pairwise(ordered):
+        if second.start_epoch < first.end_epoch - 1e-9:
+            raise RecipeError(
+                f"{first.label()} and {second.label()} in {where} overlap (epochs "
+                f"{fmt(first.start_epoch)}-{fmt(first.end_epoch)} and "
+                f"{fmt(second.start_epoch)}-{fmt(second.end_epoch)}); one learning-rate "
+                "modifier per epoch"
+            )
+    for mod in pruning:
+        if mod.scheduled:
+            assert mod.end_epoch is not None
+            if mod.end_epoch >= num_epochs - 1e-9:
+                raise RecipeError(
+                    f"{mod.label()} in {where}: end_epoch = {fmt(mod.end_epoch)} is not before "
+                    f"the end of the run; {run}. The last pruning step needs training after "
+                    "it: end pruning earlier or lengthen the run"
+                )
+        elif mod.end_epoch is not None and abs(mod.end_epoch - num_epochs) > 1e-9:
+            raise RecipeError(
+                f"{mod.label()} in {where}: end_epoch = {fmt(mod.end_epoch)}: constant masks are "
+                f"kept for the whole run; {run}: set end_epoch: {fmt(num_epochs)} or -1"
+            )
+    if kd is not None and kd.end_epoch is not None and abs(kd.end_epoch - num_epochs) > 1e-9:
+        raise RecipeError(
+            f"{kd.label()} in {where}: end_epoch = {fmt(kd.end_epoch)}: distillation over part "
+            f"of the run is not supported; {run}: set end_epoch: {fmt(num_epochs)} or -1"
+        )

@@ -1,0 +1,212 @@
+"""Tasks: tokenised training features, batching, and the dev-set metric of each task.
+
+A :class:`Task` owns everything task-specific the pruner needs: the training features the gradient
+sampler draws mini-batches from (with hard labels, so ``model(**batch).loss`` is the task loss),
+the model class to load, and ``evaluate`` computing the task metric on the dev set.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from obert_train.tasks.data import ClassificationExample, DataError
+
+__all__ = ["ClassificationTask", "Feature", "Task"]
+
+Feature = dict[str, Any]
+"""One tokenised example: lists of token ids plus label fields."""
+
+
+class Task(abc.ABC):
+    """A supervised task: training features with labels and a dev-set metric.
+
+    Attributes:
+        name: Task name as used on the command line.
+        primary_metric: Key of the headline metric in :meth:`evaluate`'s result.
+        higher_is_better: Whether a larger primary metric is better (False for perplexity).
+        tokenizer: The tokenizer that produced the features.
+        train_features: Tokenised training examples (the gradient sampler's data).
+    """
+
+    name: str = "task"
+    primary_metric: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, train_features: list[Feature]) -> None:
+        if not train_features:
+            raise DataError(f"task {self.name!r}: no training features")
+        self.tokenizer = tokenizer
+        self.train_features = train_features
+
+    @abc.abstractmethod
+    def load_model(self, name_or_path: str, **kwargs: Any) -> PreTrainedModel:
+        """Load a model with the head this task trains (``from_pretrained``)."""
+
+    @abc.abstractmethod
+    def evaluate(
+        self, model: torch.nn.Module, *, batch_size: int = 64, progress: bool = True
+    ) -> dict[str, float]:
+        """Compute the dev-set metrics of ``model`` (which is left in eval mode)."""
+
+    def collate(self, features: Sequence[Feature]) -> dict[str, torch.Tensor]:
+        """Pad a list of features into a batch of tensors (dynamic padding)."""
+        batch = self.tokenizer.pad(list(features), return_tensors="pt")
+        return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+    def train_loader(
+        self, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = True
+    ) -> DataLoader[Feature]:
+        """A loader over the training features yielding padded batches with labels."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if drop_last and batch_size > len(self.train_features):
+            raise DataError(
+                f"batch_size {batch_size} exceeds the {len(self.train_features)} training "
+                "features; lower the batch size or provide more data"
+            )
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(
+            self.train_features,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            collate_fn=self.collate,
+            generator=generator,
+        )
+
+    def infinite_batches(
+        self, batch_size: int, *, seed: int = 0
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield shuffled training batches forever, reshuffling at each pass (as SparseML)."""
+        epoch = 0
+        while True:
+            yield from self.train_loader(batch_size, shuffle=True, seed=seed + epoch)
+            epoch += 1
+
+
+def _batches(
+    items: Sequence[Any],
+    batch_size: int,
+    collate: Any,
+    desc: str,
+    progress: bool,
+    model: torch.nn.Module | None = None,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Evaluation batches in order, on the device of ``model``'s parameters."""
+    device = next(model.parameters()).device if model is not None else torch.device("cpu")
+    starts = range(0, len(items), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        yield {k: v.to(device) for k, v in collate(items[start : start + batch_size]).items()}
+
+
+class ClassificationTask(Task):
+    """Sentence (pair) classification from GLUE-style examples; metric: dev accuracy.
+
+    Args:
+        tokenizer: Tokenizer of the model.
+        train: Training examples.
+        dev: Dev examples (may be empty if only pruning without evaluation).
+        max_seq_length: Truncation length in tokens.
+        labels: Label strings in id order; default: sorted labels of ``train`` (GLUE ``0``/``1``
+            stay in numeric order).
+        name: Task name (``"sst2"``, ``"glue-tsv"``, ...).
+    """
+
+    name: str = "glue-tsv"
+    primary_metric: ClassVar[str] = "accuracy"
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        train: Sequence[ClassificationExample],
+        dev: Sequence[ClassificationExample],
+        *,
+        max_seq_length: int = 128,
+        labels: Sequence[str] | None = None,
+        name: str = "glue-tsv",
+    ) -> None:
+        self.name = name
+        if max_seq_length < 8:
+            raise ValueError(f"max_seq_length must be >= 8, got {max_seq_length}")
+        if not train:
+            raise DataError("classification task: no training examples")
+        self.labels = list(labels) if labels is not None else _sorted_labels(train)
+        self.label_to_id = {label: i for i, label in enumerate(self.labels)}
+        self.max_seq_length = max_seq_length
+        self._tokenizer = tokenizer
+        super().__init__(tokenizer, self._encode(train))
+        self.dev_features = self._encode(dev)
+
+    @property
+    def num_labels(self) -> int:
+        """Number of classes."""
+        return len(self.labels)
+
+    def _encode(self, examples: Sequence[ClassificationExample]) -> list[Feature]:
+        if not examples:
+            return []
+        unknown = sorted({e.label for e in examples} - set(self.label_to_id))
+        if unknown:
+            raise DataError(f"labels {unknown} are not among the task labels {self.labels}")
+        pair = examples[0].text_b is not None
+        enc = self._tokenizer(
+            [e.text_a for e in examples],
+            [e.text_b or "" for e in examples] if pair else None,
+            truncation=True,
+            max_length=self.max_seq_length,
+        )
+        features: list[Feature] = []
+        for i, example in enumerate(examples):
+            feature = {key: enc[key][i] for key in enc}
+            feature["labels"] = self.label_to_id[example.label]
+            features.append(feature)
+        return features
+
+    def load_model(self, name_or_path: str, **kwargs: Any) -> PreTrainedModel:
+        """Load ``AutoModelForSequenceClassification`` with this task's number of labels."""
+        model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, num_labels=self.num_labels, **kwargs
+        )
+        return model
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: torch.nn.Module, *, batch_size: int = 64, progress: bool = True
+    ) -> dict[str, float]:
+        """Dev accuracy and mean cross-entropy loss over all dev examples."""
+        if not self.dev_features:
+            raise DataError("classification task: no dev examples to evaluate on")
+        model.eval()
+        correct, loss_sum = 0, 0.0
+        for batch in _batches(self.dev_features, batch_size, self.collate, "eval", progress, model):
+            out = model(**batch)
+            correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
+            loss_sum += float(out.loss) * len(batch["labels"])
+        n = len(self.dev_features)
+        return {"accuracy": correct / n, "loss": loss_sum / n, "num_examples": float(n)}
+
+
+def _sorted_labels(examples: Sequence[ClassificationExample]) -> list[str]:
+    labels = {e.label for e in examples}
+    if all(_is_int(label) for label in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,245 @@
+"""Readers for the local task files: GLUE TSV, SQuAD v1.1 JSON and raw text (WikiText).
+
+Every reader returns plain Python records (no tokenisation) and raises :class:`DataError` naming
+the file, the line or record and the remedy when a file is missing or malformed.  Hub datasets
+(``datasets.load_dataset``) are converted to the same records by :mod:`obert_train.tasks.hub`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from obert_train.errors import DataError
+
+__all__ = [
+    "ClassificationExample",
+    "DataError",
+    "SquadExample",
+    "read_glue_tsv",
+    "read_raw_text",
+    "read_squad_json",
+]
+
+# GLUE column names, most specific first: (first text column, optional second text column).
+_GLUE_TEXT_COLUMNS: tuple[tuple[str, str | None], ...] = (
+    ("sentence1", "sentence2"),
+    ("question1", "question2"),
+    ("question", "sentence"),
+    ("#1 String", "#2 String"),
+    ("premise", "hypothesis"),
+    ("sentence", None),
+    ("text", None),
+)
+_GLUE_LABEL_COLUMNS = ("label", "gold_label", "Quality")
+
+
+@dataclass(frozen=True)
+class ClassificationExample:
+    """One sentence (pair) classification example.
+
+    Attributes:
+        text_a: First sentence.
+        text_b: Second sentence for pair tasks, else ``None``.
+        label: Label string exactly as in the file (mapped to ids by the task).
+    """
+
+    text_a: str
+    text_b: str | None
+    label: str
+
+
+@dataclass(frozen=True)
+class SquadExample:
+    """One SQuAD v1.1 question with its context and gold answers.
+
+    Attributes:
+        qid: Question id (unique within the file).
+        title: Title of the Wikipedia article the paragraph comes from.
+        question: The question text.
+        context: The paragraph the answer is a span of.
+        answers: Gold answer texts (several annotators on dev, one on train).
+        answer_starts: Character offset of each answer in ``context``.
+    """
+
+    qid: str
+    title: str
+    question: str
+    context: str
+    answers: tuple[str, ...]
+    answer_starts: tuple[int, ...]
+
+
+def _require_file(path: Path) -> Path:
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} does not exist; check --data-dir / the file name")
+    return path
+
+
+def read_glue_tsv(
+    path: str | os.PathLike[str],
+    *,
+    text_columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+) -> list[ClassificationExample]:
+    """Read a GLUE-style tab-separated file with a header row.
+
+    Columns are found by name: ``sentence`` (SST-2, CoLA with header), ``sentence1/sentence2``
+    (RTE, MRPC-like), ``question1/question2`` (QQP), ``question/sentence`` (QNLI),
+    ``premise/hypothesis``; the label column is ``label`` (or ``gold_label`` / ``Quality``).
+    Quotes are not special (GLUE files contain unbalanced quotes).
+
+    Args:
+        path: The ``.tsv`` file.
+        text_columns: One or two column names overriding the automatic choice.
+        label_column: Label column name overriding the automatic choice.
+
+    Returns:
+        The examples in file order.
+
+    Raises:
+        DataError: If the file is missing, has no header with known columns, a row has too few
+            fields, or a label is empty.
+    """
+    file = _require_file(Path(path))
+    with file.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError(f"{file}: the file is empty; expected a GLUE TSV header") from None
+        columns = {name.strip(): i for i, name in enumerate(header)}
+        text_idx = _glue_text_indices(file, columns, text_columns)
+        label_idx = _glue_label_index(file, columns, label_column)
+        needed = max([*text_idx, label_idx]) + 1
+        examples: list[ClassificationExample] = []
+        for line_no, row in enumerate(reader, start=2):
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) < needed:
+                raise DataError(
+                    f"{file}:{line_no}: expected at least {needed} tab-separated fields "
+                    f"(header {header}), got {len(row)}: {row!r}"
+                )
+            label = row[label_idx].strip()
+            if not label:
+                raise DataError(f"{file}:{line_no}: empty label in column {header[label_idx]!r}")
+            text_b = row[text_idx[1]].strip() if len(text_idx) > 1 else None
+            examples.append(ClassificationExample(row[text_idx[0]].strip(), text_b, label))
+    if not examples:
+        raise DataError(f"{file}: no examples after the header")
+    return examples
+
+
+def _glue_text_indices(
+    file: Path, columns: dict[str, int], text_columns: Sequence[str] | None
+) -> list[int]:
+    if text_columns is not None:
+        if not 1 <= len(text_columns) <= 2:
+            raise DataError(f"text_columns must name 1 or 2 columns, got {list(text_columns)}")
+        missing = [c for c in text_columns if c not in columns]
+        if missing:
+            raise DataError(f"{file}: column(s) {missing} not in header {sorted(columns)}")
+        return [columns[c] for c in text_columns]
+    for first, second in _GLUE_TEXT_COLUMNS:
+        if first in columns and (second is None or second in columns):
+            return [columns[first]] if second is None else [columns[first], columns[second]]
+    raise DataError(
+        f"{file}: no known text column in header {sorted(columns)}; expected one of "
+        f"{list(_GLUE_TEXT_COLUMNS)} or pass text_columns"
+    )
+
+
+def _glue_label_index(file: Path, columns: dict[str, int], label_column: str | None) -> int:
+    candidates = (label_column,) if label_column is not None else _GLUE_LABEL_COLUMNS
+    for name in candidates:
+        if name in columns:
+            return columns[name]
+    raise DataError(
+        f"{file}: no label column {list(candidates)} in header {sorted(columns)}; "
+        "pass label_column (unlabelled test files cannot be used for pruning or evaluation)"
+    )
+
+
+def read_squad_json(path: str | os.PathLike[str]) -> list[SquadExample]:
+    """Read a SQuAD v1.1 JSON file (``{"data": [{"title", "paragraphs": [...]}]}``).
+
+    Args:
+        path: ``train-v1.1.json`` or ``dev-v1.1.json``.
+
+    Returns:
+        One record per question, in file order.
+
+    Raises:
+        DataError: If the file is missing, is not JSON, lacks the SQuAD structure, has a
+            question without answers, or an ``answer_start`` outside its context.
+    """
+    file = _require_file(Path(path))
+    try:
+        payload = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{file}: not valid JSON ({exc}); expected a SQuAD v1.1 file") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+        raise DataError(f"{file}: expected a JSON object with a 'data' list (SQuAD v1.1 format)")
+    examples: list[SquadExample] = []
+    try:
+        for article in payload["data"]:
+            title = str(article.get("title", ""))
+            for paragraph in article["paragraphs"]:
+                context = paragraph["context"]
+                for qa in paragraph["qas"]:
+                    answers = tuple(str(a["text"]) for a in qa["answers"])
+                    starts = tuple(int(a["answer_start"]) for a in qa["answers"])
+                    if not answers:
+                        raise DataError(
+                            f"{file}: question {qa['id']!r} has no answers (SQuAD v2 "
+                            "unanswerable questions are not supported)"
+                        )
+                    for text, start in zip(answers, starts, strict=True):
+                        if not 0 <= start <= len(context) - len(text):
+                            raise DataError(
+                                f"{file}: question {qa['id']!r}: answer_start {start} does not "
+                                f"fit the context of length {len(context)}"
+                            )
+                    examples.append(
+                        SquadExample(str(qa["id"]), title, qa["question"], context, answers, starts)
+                    )
+    except (KeyError, TypeError) as exc:
+        raise DataError(
+            f"{file}: malformed SQuAD record (missing or wrong-typed field {exc}); expected "
+            "data[].paragraphs[].{context, qas[].{id, question, answers[].{text, answer_start}}}"
+        ) from exc
+    if not examples:
+        raise DataError(f"{file}: no questions found")
+    return examples
+
+
+def read_raw_text(path: str | os.PathLike[str]) -> list[str]:
+    """Read a raw text corpus (e.g. WikiText ``wiki.valid.raw``) into non-blank lines.
+
+    WikiText raw files use CRLF line ends and mark paragraph breaks with lines holding a single
+    space; both are normalised away (lines are stripped and blank lines dropped).
+
+    Args:
+        path: A UTF-8 text file.
+
+    Returns:
+        The stripped, non-blank lines in file order.
+
+    Raises:
+        DataError: If the file is missing, is not UTF-8, or holds no text.
+    """
+    file = _require_file(Path(path))
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{file}: not UTF-8 text ({exc})") from exc
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise DataError(f"{file}: no text (only blank lines)")
+    return lines

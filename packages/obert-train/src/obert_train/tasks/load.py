@@ -1,0 +1,136 @@
+"""Build a :class:`~obert_train.Task` from a task name and local files or a hub dataset name."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from obert_train.tasks.base import ClassificationTask, Task
+from obert_train.tasks.data import DataError, read_glue_tsv, read_raw_text, read_squad_json
+from obert_train.tasks.hub import load_hub_split
+from obert_train.tasks.mlm import MaskedLMTask
+from obert_train.tasks.squad import SquadTask
+
+__all__ = ["TASK_NAMES", "load_task"]
+
+TASK_NAMES = ("sst2", "glue-tsv", "squad", "mlm")
+"""Task names accepted by :func:`load_task` and the CLI."""
+
+# Files looked for in --data-dir, first match wins.
+_TRAIN_FILES: dict[str, tuple[str, ...]] = {
+    "sst2": ("train.tsv",),
+    "glue-tsv": ("train.tsv",),
+    "squad": ("train-v1.1.json", "train.json"),
+    "mlm": ("wiki.train.raw", "train.txt", "train.raw"),
+}
+_DEV_FILES: dict[str, tuple[str, ...]] = {
+    "sst2": ("dev.tsv",),
+    "glue-tsv": ("dev.tsv", "dev_matched.tsv", "validation.tsv"),
+    "squad": ("dev-v1.1.json", "dev.json"),
+    "mlm": ("wiki.valid.raw", "valid.txt", "dev.txt", "valid.raw"),
+}
+_HUB_SPLITS = {"train": "train", "dev": "validation"}
+_DEFAULT_SEQ = {"sst2": 128, "glue-tsv": 128, "squad": 384, "mlm": 128}
+
+
+def _find(data_dir: Path, names: Sequence[str], split: str, task: str) -> Path:
+    for name in names:
+        if (data_dir / name).is_file():
+            return data_dir / name
+    raise DataError(
+        f"no {split} file for task {task!r} in {str(data_dir)!r}: looked for {list(names)}; "
+        f"pass --{split}-file explicitly"
+    )
+
+
+def _read(task: str, path: Path) -> list[Any]:
+    if task in ("sst2", "glue-tsv"):
+        return list(read_glue_tsv(path))
+    if task == "squad":
+        return list(read_squad_json(path))
+    return list(read_raw_text(path))
+
+
+def _subsample(records: list[Any], limit: int | None, seed: int) -> list[Any]:
+    if limit is None or limit >= len(records):
+        return records
+    if limit < 1:
+        raise ValueError(f"sample limits must be >= 1, got {limit}")
+    return random.Random(seed).sample(records, limit)
+
+
+def load_task(
+    task: str,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    dataset: str | None = None,
+    train_file: str | os.PathLike[str] | None = None,
+    dev_file: str | os.PathLike[str] | None = None,
+    max_seq_length: int | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    need_dev: bool = True,
+    seed: int = 0,
+    **task_kwargs: Any,
+) -> Task:
+    """Load task data and tokenise it.
+
+    Data come from ``train_file`` / ``dev_file``, else from the standard file names in
+    ``data_dir`` (SST-2/GLUE: ``train.tsv``, ``dev.tsv``; SQuAD: ``train-v1.1.json``,
+    ``dev-v1.1.json``; MLM: ``wiki.train.raw``/``train.txt``, ``wiki.valid.raw``/``valid.txt``),
+    else from the hub dataset ``dataset`` (``"glue:sst2"``, ``"squad"``, ...).
+
+    Args:
+        task: One of :data:`TASK_NAMES`.
+        tokenizer: The model's tokenizer.
+        data_dir: Folder with the task files.
+        dataset: Hub dataset name, used when no local folder or file is given.
+        train_file: Explicit training file.
+        dev_file: Explicit dev file.
+        max_seq_length: Token limit (default 128; SQuAD 384).
+        max_train_samples: Use a seeded random subset of the training records.
+        max_eval_samples: Use a seeded random subset of the dev records.
+        need_dev: If False, a missing dev file is allowed (pruning without ``--eval``).
+        seed: Seed of the subsets.
+        **task_kwargs: Passed to the task class (e.g. ``doc_stride`` for SQuAD).
+
+    Returns:
+        A :class:`ClassificationTask`, :class:`SquadTask` or :class:`MaskedLMTask`.
+
+    Raises:
+        DataError: If the task is unknown or files are missing or malformed.
+    """
+    if task not in TASK_NAMES:
+        raise DataError(f"unknown task {task!r}; expected one of {list(TASK_NAMES)}")
+    records: dict[str, list[Any]] = {}
+    explicit = {"train": train_file, "dev": dev_file}
+    for split, names in (("train", _TRAIN_FILES[task]), ("dev", _DEV_FILES[task])):
+        given = explicit[split]
+        if given is not None:
+            records[split] = _read(task, Path(given))
+        elif data_dir is not None:
+            if split == "dev" and not need_dev:
+                present = [n for n in names if (Path(data_dir) / n).is_file()]
+                records[split] = _read(task, Path(data_dir) / present[0]) if present else []
+            else:
+                records[split] = _read(task, _find(Path(data_dir), names, split, task))
+        elif dataset is not None:
+            records[split] = load_hub_split(task, dataset, _HUB_SPLITS[split])
+        else:
+            raise DataError(f"task {task!r}: give data_dir, dataset or a {split} file")
+    train = _subsample(records["train"], max_train_samples, seed)
+    dev = _subsample(records["dev"], max_eval_samples, seed)
+    seq = max_seq_length or _DEFAULT_SEQ[task]
+    if task in ("sst2", "glue-tsv"):
+        return ClassificationTask(
+            tokenizer, train, dev, max_seq_length=seq, name=task, **task_kwargs
+        )
+    if task == "squad":
+        return SquadTask(tokenizer, train, dev, max_seq_length=seq, **task_kwargs)
+    return MaskedLMTask(tokenizer, train, dev, max_seq_length=seq, seed=seed, **task_kwargs)

@@ -1,0 +1,246 @@
+"""Extractive question answering on SQuAD v1.1: features, span post-processing, F1 / EM.
+
+The metric is the official SQuAD v1.1 evaluation (Rajpurkar et al. 2016, ``evaluate-v1.1.py``):
+answers are normalised (lower case, punctuation and the articles a/an/the removed, whitespace
+collapsed); EM and token-overlap F1 take the maximum over the gold answers and are averaged over
+questions, reported in percent.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from transformers import AutoModelForQuestionAnswering, PreTrainedModel, PreTrainedTokenizerBase
+
+from obert_train.tasks.base import Feature, Task, _batches
+from obert_train.tasks.data import DataError, SquadExample
+
+__all__ = ["SquadTask", "squad_metrics", "squad_normalize_answer"]
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = set(string.punctuation)
+
+
+def squad_normalize_answer(text: str) -> str:
+    """Lower-case, drop punctuation and articles, collapse whitespace (official v1.1)."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _f1(prediction: str, truth: str) -> float:
+    pred, gold = squad_normalize_answer(prediction).split(), squad_normalize_answer(truth).split()
+    common = collections.Counter(pred) & collections.Counter(gold)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_metrics(
+    predictions: Mapping[str, str], examples: Sequence[SquadExample]
+) -> dict[str, float]:
+    """Official SQuAD v1.1 exact match and F1 (in percent) of ``predictions``.
+
+    Args:
+        predictions: ``{question id: predicted answer text}``.
+        examples: The gold examples; every one must have a prediction.
+
+    Returns:
+        ``{"exact_match": ..., "f1": ...}``.
+
+    Raises:
+        DataError: If a question has no prediction.
+    """
+    if not examples:
+        raise DataError("no SQuAD examples to score")
+    missing = [e.qid for e in examples if e.qid not in predictions]
+    if missing:
+        raise DataError(f"{len(missing)} questions have no prediction, e.g. {missing[:3]}")
+    em = f1 = 0.0
+    for example in examples:
+        pred = predictions[example.qid]
+        norm = squad_normalize_answer(pred)
+        em += max(float(norm == squad_normalize_answer(a)) for a in example.answers)
+        f1 += max(_f1(pred, a) for a in example.answers)
+    n = len(examples)
+    return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n}
+
+
+class SquadTask(Task):
+    """SQuAD v1.1: sliding-window features with start/end labels; metric: dev F1 and EM.
+
+    Args:
+        tokenizer: A *fast* tokenizer (offset mappings are needed).
+        train: Training questions.
+        dev: Dev questions.
+        max_seq_length: Tokens per window (question + context + special tokens).
+        doc_stride: Overlap, in tokens, between consecutive context windows.
+        max_query_length: Questions are cut to this many tokens.
+        max_answer_length: Longest predicted answer span in tokens.
+        n_best: Start/end candidates considered per window in post-processing.
+    """
+
+    name: str = "squad"
+    primary_metric: ClassVar[str] = "f1"
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        train: Sequence[SquadExample],
+        dev: Sequence[SquadExample],
+        *,
+        max_seq_length: int = 384,
+        doc_stride: int = 128,
+        max_query_length: int = 64,
+        max_answer_length: int = 30,
+        n_best: int = 20,
+    ) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(f"SQuAD needs a fast tokenizer (offsets); got {type(tokenizer)}")
+        if doc_stride >= max_seq_length - max_query_length - 3:
+            raise ValueError(
+                f"doc_stride ({doc_stride}) must be < max_seq_length ({max_seq_length}) - "
+                f"max_query_length ({max_query_length}) - 3; lower doc_stride or max_query_length"
+            )
+        self.max_seq_length, self.doc_stride = max_seq_length, doc_stride
+        self.max_query_length, self.max_answer_length, self.n_best = (
+            max_query_length,
+            max_answer_length,
+            n_best,
+        )
+        self._tok = tokenizer
+        self.dev_examples = list(dev)
+        super().__init__(tokenizer, self._train_features(train))
+        self.dev_features, self._dev_offsets, self._dev_example = self._dev_features(dev)
+
+    def _questions(self, examples: Sequence[SquadExample]) -> list[str]:
+        """Questions stripped and cut to ``max_query_length`` tokens (at a token boundary)."""
+        questions = [e.question.lstrip() for e in examples]
+        enc = self._tok(
+            questions,
+            add_special_tokens=False,
+            truncation=True,
+            max_length=self.max_query_length,
+            return_offsets_mapping=True,
+        )
+        return [
+            q[: offsets[-1][1]] if offsets else q
+            for q, offsets in zip(questions, enc["offset_mapping"], strict=True)
+        ]
+
+    def _encode(self, examples: Sequence[SquadExample]) -> Any:
+        return self._tok(
+            self._questions(examples),
+            [e.context for e in examples],
+            truncation="only_second",
+            max_length=self.max_seq_length,
+            stride=self.doc_stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
+
+    def _input_keys(self, enc: Any) -> list[str]:
+        """The model inputs the tokenizer produced (RoBERTa/DistilBERT have no token_type_ids)."""
+        return [k for k in self._tok.model_input_names if k in enc]
+
+    def _train_features(self, examples: Sequence[SquadExample]) -> list[Feature]:
+        if not examples:
+            return []
+        enc = self._encode(examples)
+        features: list[Feature] = []
+        for i, offsets in enumerate(enc["offset_mapping"]):
+            example = examples[enc["overflow_to_sample_mapping"][i]]
+            start_char = example.answer_starts[0]
+            end_char = start_char + len(example.answers[0])
+            seq_ids = enc.sequence_ids(i)
+            ctx = [j for j, s in enumerate(seq_ids) if s == 1]
+            start_tok = end_tok = 0  # CLS when the answer is not inside this window
+            if offsets[ctx[0]][0] <= start_char and offsets[ctx[-1]][1] >= end_char:
+                start_tok = next(j for j in ctx if offsets[j][1] > start_char)
+                end_tok = next(j for j in reversed(ctx) if offsets[j][0] < end_char)
+            feature = {k: enc[k][i] for k in self._input_keys(enc)}
+            feature["start_positions"], feature["end_positions"] = start_tok, end_tok
+            features.append(feature)
+        return features
+
+    def _dev_features(
+        self, examples: Sequence[SquadExample]
+    ) -> tuple[list[Feature], list[list[tuple[int, int] | None]], list[int]]:
+        if not examples:
+            return [], [], []
+        enc = self._encode(examples)
+        features, offsets_out, example_idx = [], [], []
+        for i, offsets in enumerate(enc["offset_mapping"]):
+            seq_ids = enc.sequence_ids(i)
+            features.append({k: enc[k][i] for k in self._input_keys(enc)})
+            offsets_out.append(
+                [tuple(o) if s == 1 else None for o, s in zip(offsets, seq_ids, strict=True)]
+            )
+            example_idx.append(enc["overflow_to_sample_mapping"][i])
+        return features, offsets_out, example_idx
+
+    def load_model(self, name_or_path: str, **kwargs: Any) -> PreTrainedModel:
+        """Load ``AutoModelForQuestionAnswering``."""
+        model: PreTrainedModel = AutoModelForQuestionAnswering.from_pretrained(
+            name_or_path, **kwargs
+        )
+        return model
+
+    def postprocess(
+        self, start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray]
+    ) -> dict[str, str]:
+        """Best answer text per dev question from per-window start/end logits.
+
+        For each window the ``n_best`` highest start and end logits are paired; spans outside
+        the context, reversed, or longer than ``max_answer_length`` are skipped; the span with
+        the largest ``start + end`` logit over all windows of a question wins.
+        """
+        best: dict[int, tuple[float, str]] = {}
+        for f, (s_log, e_log) in enumerate(zip(start_logits, end_logits, strict=True)):
+            offsets = self._dev_offsets[f]
+            ex = self._dev_example[f]
+            context = self.dev_examples[ex].context
+            starts = np.argsort(s_log)[::-1][: self.n_best]
+            ends = np.argsort(e_log)[::-1][: self.n_best]
+            for s in starts:
+                for e in ends:
+                    if s >= len(offsets) or e >= len(offsets):
+                        continue
+                    so, eo = offsets[s], offsets[e]
+                    if so is None or eo is None or e < s or e - s + 1 > self.max_answer_length:
+                        continue
+                    score = float(s_log[s] + e_log[e])
+                    if ex not in best or score > best[ex][0]:
+                        best[ex] = (score, context[so[0] : eo[1]])
+        return {
+            example.qid: best[i][1] if i in best else ""
+            for i, example in enumerate(self.dev_examples)
+        }
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: torch.nn.Module, *, batch_size: int = 64, progress: bool = True
+    ) -> dict[str, float]:
+        """Official F1 / EM over all dev questions."""
+        if not self.dev_features:
+            raise DataError("SQuAD task: no dev examples to evaluate on")
+        model.eval()
+        starts: list[np.ndarray] = []
+        ends: list[np.ndarray] = []
+        for batch in _batches(self.dev_features, batch_size, self.collate, "eval", progress, model):
+            out = model(**batch)
+            mask = batch["attention_mask"].bool()
+            for i in range(len(mask)):
+                n = int(mask[i].sum())
+                starts.append(out.start_logits[i, :n].float().cpu().numpy())
+                ends.append(out.end_logits[i, :n].float().cpu().numpy())
+        metrics = squad_metrics(self.postprocess(starts, ends), self.dev_examples)
+        metrics["num_examples"] = float(len(self.dev_examples))
+        return metrics

@@ -1,0 +1,348 @@
+"""The gradual-pruning harness on the Hugging Face Trainer: callback, KD, LR, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertForSequenceClassification,
+    BertTokenizer,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from obert_train import (
+    ObertPruningCallback,
+    ObertTrainer,
+    ResumeError,
+    RunOptions,
+    TrainingError,
+    distillation_loss,
+    load_recipe,
+    load_task,
+    resolve_target_params,
+    run_recipe,
+)
+from obert_train.errors import ObertTrainError
+from obert_train.hf.distillation import kd_divergence
+
+WORKER = Path(__file__).with_name("run_worker.py")
+
+# 36 training rows, batch 4: 9 optimizer steps per epoch.
+GMP = """
+modifiers:
+  - !EpochRangeModifier
+    start_epoch: 0
+    end_epoch: 3
+pruning_modifiers:
+  - !GMPruningModifier
+    params: ["re:bert.encoder.layer.*.attention.self.query.weight",
+             "re:bert.encoder.layer.*.intermediate.dense.weight",]
+    init_sparsity: 0.3
+    final_sparsity: 0.7
+    start_epoch: 0.5
+    end_epoch: 2
+    update_frequency: 0.5
+    inter_func: cubic
+    global_sparsity: True
+"""
+
+OBS = """
+modifiers:
+  - !EpochRangeModifier
+    start_epoch: 0
+    end_epoch: 3
+training_modifiers:
+  - !LearningRateFunctionModifier
+    start_epoch: 0.0
+    end_epoch: 1.0
+    lr_func: linear
+    init_lr: 2e-3
+    final_lr: 2e-4
+  - !LearningRateFunctionModifier
+    start_epoch: 1.0
+    end_epoch: 3.0
+    lr_func: cyclic_linear
+    cycle_epochs: 1.0
+    init_lr: 2e-3
+    final_lr: 2e-4
+  - !OBSPruningModifier
+    params: ["re:bert.encoder.layer.*.attention.self.query.weight",
+             "re:bert.encoder.layer.*.attention.self.key.weight",
+             "re:bert.encoder.layer.*.intermediate.dense.weight",
+             "re:bert.encoder.layer.*.output.dense.weight",]
+    init_sparsity: 0.3
+    final_sparsity: 0.6
+    start_epoch: 1
+    end_epoch: 2
+    update_frequency: 0.5
+    inter_func: cubic
+    global_sparsity: True
+    mask_type: unstructured
+    num_grads: 4
+    damp: 1e-4
+    fisher_block_size: 16
+    grad_sampler_kwargs:
+      batch_size: 4
+distillation_modifiers:
+  - !DistillationModifier
+     hardness: 0.5
+     temperature: 2.0
+     distill_output_keys: [logits]
+"""
+
+
+def _targets(model: torch.nn.Module, recipe_text: str) -> dict[str, torch.nn.Parameter]:
+    recipe = load_recipe(recipe_text)
+    out: dict[str, torch.nn.Parameter] = {}
+    for modifier in recipe.pruning:
+        out.update(resolve_target_params(model, modifier.settings.targets))
+    return out
+
+
+class _Spy(TrainerCallback):
+    """Records, after every optimizer step, which target weights are zero."""
+
+    def __init__(self, params: dict[str, torch.nn.Parameter]) -> None:
+        self.params = params
+        self.zeros: list[dict[str, torch.Tensor]] = []
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.zeros.append({n: (p.detach() == 0).clone() for n, p in self.params.items()})
+
+
+def test_callback_runs_a_recipe_in_a_plain_trainer(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """GMP in the user's own Trainer: exact final sparsity, zeros kept through AdamW weight decay
+    and clipping, masks never regrow, pruning at the scheduled optimizer steps."""
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    params = _targets(tiny_bert, GMP)
+    spy = _Spy(params)
+    callback = ObertPruningCallback(
+        GMP, train_dataset=task.train_features, data_collator=task.collate, progress=False,
+        log=lambda _line: None,
+    )  # fmt: skip
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), num_train_epochs=3, per_device_train_batch_size=4,
+        learning_rate=5e-3, weight_decay=0.1, max_grad_norm=0.5, save_strategy="no",
+        report_to="none", disable_tqdm=True, use_cpu=True, seed=1, remove_unused_columns=False,
+    )  # fmt: skip
+    trainer = Trainer(
+        model=tiny_bert, args=args, train_dataset=task.train_features,
+        data_collator=task.collate, callbacks=[callback, spy],
+    )  # fmt: skip
+    trainer.train()
+    assert callback.steps_per_epoch == 9
+    # epochs 0.5, 1, 1.5, 2 at 9 steps per epoch; half steps round up (4.5 -> 5)
+    assert [r["step"] for r in callback.history] == [5, 9, 14, 18]
+    expected = [0.3 + (0.7 - 0.3) * (1 - (1 - x) ** 3) for x in (0.0, 1 / 3, 2 / 3, 1.0)]
+    assert [r["target_sparsity"] for r in callback.history] == pytest.approx(expected)
+    total = sum(p.numel() for p in params.values())
+    zeros = sum(int((p.detach() == 0).sum()) for p in params.values())
+    assert zeros == round(0.7 * total)
+    for before, after in zip(spy.zeros, spy.zeros[1:], strict=False):
+        for name in params:
+            assert bool((before[name] & ~after[name]).sum() == 0), "a pruned weight regrew"
+    assert callback.masks is not None
+    for name, p in params.items():
+        assert torch.equal(p.detach() != 0, callback.masks[name].view_as(p))
+
+
+def test_obert_trainer_prunes_distils_and_follows_the_recipe_lr(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    tmp_path: Path,
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    out = tmp_path / "run"
+    teacher = AutoModelForSequenceClassification.from_config(tiny_bert.config)
+    teacher.load_state_dict(tiny_bert.state_dict())
+    recipe = load_recipe(OBS)
+    result = run_recipe(
+        recipe, tiny_bert, task, out, model_name="tiny", tokenizer=tokenizer, teacher=teacher,
+        options=RunOptions(batch_size=4, seed=3, logging_steps=1, progress=False),
+        log=lambda _line: None,
+    )  # fmt: skip
+    steps = [r["step"] for r in result.pruning_steps]
+    assert steps == [9, 14, 18]  # epochs 1, 1.5, 2 at 9 steps per epoch (13.5 rounds up to 14)
+    assert result.pruning_steps[-1]["target_sparsity"] == pytest.approx(0.6)
+    assert result.sparsity == pytest.approx(0.6, abs=1e-3)
+    history = json.loads((out / "log_history.json").read_text())
+    lrs = {e["step"]: e["learning_rate"] for e in history if "learning_rate" in e}
+    assert lrs, "no learning rates were logged"
+    for step, lr in lrs.items():  # the LR logged at step g is the one used by step g - 1
+        assert lr == pytest.approx(recipe.lr_at(step - 1, 9), rel=1e-6)
+    assert lrs[10] == pytest.approx(2e-3)  # cyclic rewind at epoch 1 (optimizer step 9)
+    parts = [e for e in history if "kd_loss" in e]
+    assert parts and all("task_loss" in e and "sparsity" in e for e in parts)
+    assert {"model.safetensors", "recipe.yaml", "sparsity.json", "metrics.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    reloaded = AutoModelForSequenceClassification.from_pretrained(out)
+    for name, p in resolve_target_params(reloaded, recipe.pruning[0].settings.targets).items():
+        assert torch.equal(p != 0, dict(tiny_bert.named_parameters())[name].detach() != 0)
+    again = load_recipe(str(out / "recipe.yaml"))
+    assert again.fingerprint() == recipe.fingerprint()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["metrics"]["accuracy"] <= 1.0
+    assert [
+        json.loads(line)["step"] for line in (out / "pruning_log.jsonl").read_text().splitlines()
+    ] == steps
+
+
+def test_kd_loss_matches_a_hand_computation() -> None:
+    student = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    teacher = torch.tensor([[0.5, 2.5, 0.0], [1.0, -1.0, 2.0]])
+    t = 2.0
+    by_hand = 0.0
+    for s_row, t_row in zip(student, teacher, strict=True):
+        p = torch.softmax(t_row / t, -1)
+        q = torch.softmax(s_row / t, -1)
+        by_hand += float((p * (p.log() - q.log())).sum())
+    by_hand = by_hand / 2 * t**2
+    assert float(kd_divergence(student, teacher, t)) == pytest.approx(by_hand, rel=1e-6)
+    assert float(kd_divergence(student, student, t)) == pytest.approx(0.0, abs=1e-7)
+    task = torch.tensor(0.7)
+    loss, kd = distillation_loss(
+        {"logits": student}, {"logits": teacher}, task_loss=task, hardness=0.25, temperature=t,
+        output_keys=["logits"],
+    )  # fmt: skip
+    assert float(loss) == pytest.approx(0.75 * 0.7 + 0.25 * by_hand, rel=1e-6)
+    hard, _ = distillation_loss(
+        {"logits": student}, {"logits": teacher}, task_loss=task, hardness=0.0, temperature=t,
+        output_keys=["logits"],
+    )  # fmt: skip
+    assert float(hard) == pytest.approx(0.7)
+    with pytest.raises(TrainingError, match=r"shape \(2, 3\).*\(2, 2\)"):
+        kd_divergence(student, teacher[:, :2], t)
+    with pytest.raises(TrainingError, match="no 'start_logits'"):
+        distillation_loss(
+            {"logits": student}, {"logits": teacher}, task_loss=task, hardness=1.0,
+            temperature=t, output_keys=["start_logits"],
+        )  # fmt: skip
+
+
+def test_output_dir_is_refused_when_not_empty_and_resume_of_another_recipe(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    tmp_path: Path,
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "NOTES.txt").write_text("keep me")
+    opts = RunOptions(batch_size=4, progress=False, evaluate=False)
+    with pytest.raises(ObertTrainError, match="not empty.*NOTES.txt.*--resume.*--overwrite"):
+        run_recipe(load_recipe(GMP), tiny_bert, task, out, options=opts, log=lambda _l: None)
+    assert (out / "NOTES.txt").read_text() == "keep me"
+    run_recipe(
+        load_recipe(GMP), tiny_bert, task, out, options=opts, overwrite=True,
+        model_name="tiny", log=lambda _l: None,
+    )  # fmt: skip
+    assert (out / "NOTES.txt").read_text() == "keep me"  # --overwrite keeps what we did not write
+    with pytest.raises(ResumeError, match="recipe"):
+        run_recipe(
+            load_recipe(GMP, {"final_sparsity": 0.8}), tiny_bert, task, out,
+            options=opts, resume=True, model_name="tiny", log=lambda _l: None,
+        )  # fmt: skip
+    with pytest.raises(ResumeError, match="model 'tiny'.*'other'"):
+        run_recipe(
+            load_recipe(GMP), tiny_bert, task, out, options=opts, resume=True,
+            model_name="other", log=lambda _l: None,
+        )  # fmt: skip
+
+
+def test_teacher_with_another_head_is_refused_before_training(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    tmp_path: Path,
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    config = tiny_bert.config.__class__(**{**tiny_bert.config.to_dict(), "num_labels": 3})
+    teacher = BertForSequenceClassification(config)
+    with pytest.raises(TrainingError, match=r"teacher output 'logits' has shape \(2, 3\)"):
+        run_recipe(
+            load_recipe(OBS), tiny_bert, task, tmp_path / "out", teacher=teacher,
+            options=RunOptions(batch_size=4, progress=False), log=lambda _l: None,
+        )  # fmt: skip
+    with pytest.raises(TrainingError, match="no teacher"):
+        run_recipe(
+            load_recipe(OBS), tiny_bert, task, tmp_path / "out2",
+            options=RunOptions(batch_size=4, progress=False), log=lambda _l: None,
+        )  # fmt: skip
+
+
+def test_non_finite_loss_stops_with_the_step_and_writes_no_model(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    tmp_path: Path,
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    with torch.no_grad():
+        tiny_bert.classifier.weight[0, 0] = math.nan
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingError, match="non-finite training loss.*optimizer step 0"):
+        run_recipe(
+            load_recipe(GMP), tiny_bert, task, out,
+            options=RunOptions(batch_size=4, progress=False), log=lambda _l: None,
+        )  # fmt: skip
+    assert not (out / "model.safetensors").exists()
+
+
+def _worker(model: Path, data: Path, out: Path, recipe: Path, *extra: str) -> int:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, str(WORKER), str(model), str(data), str(out), str(recipe), *extra]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode not in (0, -9):
+        raise AssertionError(proc.stderr[-6000:])
+    return proc.returncode
+
+
+def _final_state(out: Path) -> dict[str, torch.Tensor]:
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kill", "label"),
+    [
+        (["--kill-step", "11"], "between pruning steps (after the checkpoint at step 10)"),
+        (["--kill-grad", "6"], "during the second pruning step's gradient collection"),
+    ],
+)
+def test_sigkill_then_resume_gives_the_uninterrupted_masks_and_weights(
+    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path, kill: list[str], label: str
+) -> None:
+    recipe = tmp_path / "obs.yaml"
+    recipe.write_text(OBS)
+    reference = tmp_path / "reference"
+    assert _worker(tiny_model_dir, sst2_dir, reference, recipe) == 0
+    out = tmp_path / "killed"
+    assert _worker(tiny_model_dir, sst2_dir, out, recipe, *kill) == -9, label
+    assert not (out / "model.safetensors").exists()
+    assert _worker(tiny_model_dir, sst2_dir, out, recipe, "--resume") == 0
+    want, got = _final_state(reference), _final_state(out)
+    assert set(want) == set(got)
+    for name in want:
+        assert torch.equal(want[name], got[name]), f"{name} differs after resume ({label})"
+    resumed = json.loads((out / "metrics.json").read_text())["resumed_from"]
+    assert resumed is not None and "checkpoint-" in resumed

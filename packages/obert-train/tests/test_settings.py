@@ -1,0 +1,140 @@
+"""Method settings: the one copy of every default, validated the same way for every caller."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from obert_train import (
+    MagnitudePruning,
+    MethodSettings,
+    ObertPruning,
+    ObertSettings,
+    RecipeError,
+    create_method,
+)
+from obert_train.fisher.memory import parse_memory
+from obert_train.pruning.method import parse_nm
+
+
+def test_defaults_follow_the_paper() -> None:
+    cfg = ObertSettings()
+    assert (cfg.fisher_block_size, cfg.damp, cfg.num_grads, cfg.grad_batch_size) == (
+        50,
+        1e-7,
+        1024,
+        16,
+    )
+    assert (cfg.mode, cfg.num_recomputations, cfg.fisher_method) == ("joint", 1, "batched")
+    assert (cfg.mask_type, cfg.global_sparsity, cfg.targets) == ("unstructured", True, None)
+    assert cfg.group_size == 1
+    assert cfg.nm is None
+    assert cfg.scope == "global"
+    method = create_method("obert")
+    assert isinstance(method, ObertPruning)
+    assert method.settings == cfg
+
+
+def test_derived_properties() -> None:
+    assert ObertSettings(mask_type="block4", fisher_block_size=32).group_size == 4
+    assert ObertSettings(mask_type="2:4").nm == (2, 4)
+    assert ObertSettings(mask_type="2:4").group_size == 1
+    assert ObertSettings(global_sparsity=False).scope == "layer"
+    assert create_method("obert", global_sparsity=False).settings.scope == "layer"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message", "recipe_message"),
+    [
+        ({"mask_type": "block8"}, "mask_type 'block8' unknown", "mask_type = 'block8'"),
+        ({"mask_type": "4:2"}, "1 <= N < M", "mask_type = '4:2'"),
+        ({"mask_type": "0:4"}, "1 <= N < M", "mask_type = '0:4'"),
+        ({"mask_type": "block4", "fisher_block_size": 50}, "divisible by 4", "divisible by 4"),
+        ({"damp": 0.0}, "greater than 0", "damp = 0.0"),
+        ({"num_grads": 0}, "greater than or equal to 1", "num_grads = 0"),
+        ({"fisher_block_size": 0}, "greater than or equal to 1", "fisher_block_size = 0"),
+        ({"num_recomputations": 0}, "greater than or equal to 1", "num_recomputations = 0"),
+        ({"mode": "exact"}, "'joint' or 'superpose'", "mode = 'exact'"),
+        ({"fisher_method": "dense"}, "'batched' or 'streaming'", "fisher_method = 'dense'"),
+        ({"max_memory": "lots"}, "cannot parse memory size", "cannot parse memory size"),
+        ({"global_sparsity": "layer"}, "valid boolean", "global_sparsity = 'layer'"),
+        ({"typo": 1}, "Extra inputs", "unknown setting 'typo'"),
+        ({"block_size": 32}, "Extra inputs", "unknown setting 'block_size'"),  # the old name
+        ({"scope": "layer"}, "Extra inputs", "unknown setting 'scope'"),
+    ],
+)
+def test_bad_settings_name_the_value(
+    kwargs: dict[str, object], message: str, recipe_message: str
+) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        ObertSettings(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(RecipeError, match="method 'obert': ") as info:
+        create_method("obert", **kwargs)
+    assert recipe_message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"damp": 0.0}, r"method 'obert': damp = 0\.0: .*greater than 0"),
+        ({"mask_type": "block8"}, r"method 'obert': mask_type = 'block8': mask_type 'block8'"),
+        ({"typo": 1}, r"method 'obert': unknown setting 'typo'; allowed: \[.*'fisher_block_size'"),
+    ],
+)
+def test_create_method_messages_name_the_method_setting_and_value(
+    kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(RecipeError, match=message) as info:
+        create_method("obert", **kwargs)
+    assert "https://" not in str(info.value)  # no pydantic URLs in user-facing messages
+
+
+def test_settings_are_validated_by_the_method_that_owns_them() -> None:
+    """Magnitude has only the shared settings; oBERT's are refused there, not ignored."""
+    assert set(MethodSettings.model_fields) == {"mask_type", "global_sparsity", "targets"}
+    assert isinstance(create_method("magnitude", mask_type="2:4"), MagnitudePruning)
+    with pytest.raises(RecipeError, match=r"method 'magnitude': unknown setting 'damp'") as info:
+        create_method("magnitude", damp=1e-4)
+    assert "['global_sparsity', 'mask_type', 'targets']" in str(info.value)
+    with pytest.raises(TypeError, match="needs ObertSettings"):
+        ObertPruning(MethodSettings())
+    with pytest.raises(TypeError, match="not both"):
+        ObertPruning(ObertSettings(), damp=1e-4)
+
+
+def test_settings_are_frozen() -> None:
+    cfg = ObertSettings()
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.damp = 1e-3  # type: ignore[misc]
+
+
+def test_yaml_round_trip_and_string_numbers() -> None:
+    """What the CLI writes into recipe.yaml reads back to the same settings."""
+    cfg = ObertSettings(
+        mask_type="block4", fisher_block_size=32, max_memory="2GB", global_sparsity=False
+    )
+    assert cfg.max_memory == 2 * 2**30
+    text = yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False)
+    assert ObertSettings(**yaml.safe_load(text)) == cfg
+    loaded = yaml.safe_load("damp: 1e-7\nnum_grads: '64'\n")  # YAML 1.1 reads 1e-7 as a string
+    assert loaded["damp"] == "1e-7"
+    cfg = ObertSettings(**loaded)
+    assert (cfg.damp, cfg.num_grads) == (1e-7, 64)
+    assert create_method("obert", **loaded).settings == cfg
+
+
+def test_parsers() -> None:
+    assert parse_nm("2:4") == (2, 4)
+    assert parse_nm("unstructured") is None
+    assert parse_nm("block4") is None
+    assert parse_nm("2:x") is None
+    assert parse_memory("512MiB") == 512 * 2**20
+    assert parse_memory("1.5G") == int(1.5 * 2**30)
+    assert parse_memory("2GB") == 2 * 2**30
+    assert parse_memory(123) == 123
+    with pytest.raises(ValueError, match="cannot parse memory size"):
+        parse_memory("lots")
