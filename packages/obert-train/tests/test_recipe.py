@@ -328,6 +328,17 @@ def test_published_params_become_targets() -> None:
     assert all(name.endswith(".weight") and "encoder" in name for name in selected)
 
 
+def test_search_selects_what_sparseml_match_selects_on_bert() -> None:
+    """SparseML matches ``re:`` patterns with re.match, obert-train with re.search (docs §8)."""
+    import re
+
+    names = bert_names(12)
+    for pattern in load_recipe(PUBLISHED_UNSTRUCTURED90_SQUAD).pruning[0].targets:
+        assert [n for n in names if re.search(pattern, n)] == [
+            n for n in names if re.match(pattern, n)
+        ]
+
+
 @pytest.mark.parametrize(("init", "final"), sorted(REF_SCHEDULES))
 def test_cubic_schedule_matches_reference(init: float, final: float) -> None:
     text = PUBLISHED_UNSTRUCTURED90_SQUAD.replace("init_sparsity: 0.7", f"init_sparsity: {init}")
@@ -355,7 +366,7 @@ def test_cyclic_lr_restarts_at_every_pruning_epoch() -> None:
         assert recipe.lr_at(event.step, spe) == pytest.approx(8e-5, rel=1e-12)
         assert recipe.lr_at(event.step - 1, spe) == pytest.approx(8e-6, rel=1e-12)
     cyclic = recipe.learning_rate[1]
-    assert cyclic.cycle_epochs_list() == PAPER_EPOCHS
+    assert cyclic.cycle_starts() == PAPER_EPOCHS
     restarts = [s for s in range(recipe.total_steps(spe)) if recipe.lr_at(s, spe) == 8e-5]
     assert restarts == [0] + [e.step for e in events]
 

@@ -32,6 +32,14 @@ def _at(epoch: float, spe: int | None) -> str:
     return f"epoch {fmt(epoch)}" + (f", step {step_of_epoch(epoch, spe)}" if spe else "")
 
 
+def _lr(value: float) -> str:
+    """A learning rate: ``1.5e-04``, ``0.1``."""
+    if value == 0 or abs(value) >= 1e-2:
+        return fmt(value)
+    mantissa, exponent = f"{value:.6e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent):+03d}"
+
+
 def _show(value: object) -> str:
     return fmt(value) if isinstance(value, float) else str(value)
 
@@ -57,12 +65,12 @@ def _lr_lines(recipe: Recipe, spe: int | None, pruning_epochs: set[float]) -> li
             )
         text = (
             f"  epochs {fmt(m.start_epoch)}-{fmt(m.end_epoch)}: {m.lr_func} "
-            f"{fmt(m.init_lr)} -> {fmt(m.final_lr)}"
+            f"{_lr(m.init_lr)} -> {_lr(m.final_lr)}"
         )
         if m.cycle_epochs is not None:
-            starts = m.cycle_epochs_list()
+            starts = m.cycle_starts()
             text += (
-                f", cycles of {_plural(m.cycle_epochs, 'epoch')}; rewinds to {fmt(m.init_lr)} "
+                f", cycles of {_plural(m.cycle_epochs, 'epoch')}; rewinds to {_lr(m.init_lr)} "
                 f"at epochs {_epochs(starts)}"
             )
             rewinds = pruning_epochs & {round(s, 9) for s in starts}
@@ -93,7 +101,9 @@ def _pruning_lines(recipe: Recipe, spe: int | None) -> list[str]:
             f"{m.final_sparsity:.4f}, epochs {fmt(m.start_epoch)}-{fmt(m.end_epoch)} every "
             f"{_plural(m.update_frequency, 'epoch')}, {len(steps)} steps"
         )
-        lines.append(f"    params ({len(m.params)}): {', '.join(m.params)}")
+        lines += [
+            f"    params: {p}" if i == 0 else f"            {p}" for i, p in enumerate(m.params)
+        ]
         lines.append(f"    settings: {_settings(m)}")
     head = "  #   epoch" + ("       step" if spe else "") + "  modifier  method      target  mask"
     lines.append(head)
@@ -133,9 +143,9 @@ def describe_recipe(recipe: Recipe, steps_per_epoch: int | None = None) -> str:
     constant = [m for m in recipe.pruning if not m.scheduled]
     if constant:
         lines.append("Constant masks (the zeros of the starting model stay for the whole run):")
-        lines += [
-            f"  {m.label()}: params ({len(m.params)}) {', '.join(m.params)}" for m in constant
-        ]
+        for m in constant:
+            lines.append(f"  {m.label()}, params:")
+            lines += [f"    {p}" for p in m.params]
     lines += ["", *_lr_lines(recipe, spe, pruning_epochs), ""]
     kd = recipe.distillation
     if kd is None:

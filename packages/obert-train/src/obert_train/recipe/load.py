@@ -135,9 +135,11 @@ def apply_overrides(
         if not hits:
             scope = f"!{tag} modifier" if tag else "modifier"
             present = sorted({f"!{raw.tag}" for raw in raws})
+            fields = {f for raw in raws for f in (_fields_of(raw.tag) or [])}
             raise RecipeError(
-                f"override {key!r} applies to no {scope} of {where} (its modifiers: {present}); "
-                "use a field of one of them, 'Tag.field' to pick one kind, or num_epochs"
+                f"override {key!r} applies to no {scope} of {where} (its modifiers: {present})"
+                f"{suggest(field, fields)} use a field of one of them, 'Tag.field' to pick one "
+                "kind, or num_epochs"
             )
         for i in hits:
             raws[i] = _with(raws[i], field, value)

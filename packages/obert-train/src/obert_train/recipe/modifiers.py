@@ -150,7 +150,7 @@ class LearningRateFunctionModifier(_Modifier):
             )
         return self
 
-    def cycle_epochs_list(self) -> list[float]:
+    def cycle_starts(self) -> list[float]:
         """Epochs where a segment starts (``[start_epoch]`` for ``linear``)."""
         if self.cycle_epochs is None:
             return [self.start_epoch]

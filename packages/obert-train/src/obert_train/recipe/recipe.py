@@ -85,6 +85,8 @@ class Recipe:
         distillation: The distillation modifier, or None.
         epoch_range: The ``!EpochRangeModifier``, or None when the run length came from the
             other modifiers.
+        source: How messages name the recipe (``"shipped recipe 'minilm-sst2-obert80'"``);
+            None: the path, or ``"recipe text"``.
     """
 
     path: str | None
@@ -93,10 +95,13 @@ class Recipe:
     pruning: tuple[PruningModifier, ...]
     distillation: DistillationModifier | None = None
     epoch_range: EpochRangeModifier | None = None
+    source: str | None = None
 
     @property
     def where(self) -> str:
-        """The file for messages (``"recipe text"`` without one)."""
+        """The recipe as messages name it: the shipped name, the file or ``"recipe text"``."""
+        if self.source is not None:
+            return self.source
         return self.path if self.path is not None else "recipe text"
 
     def total_steps(self, steps_per_epoch: int) -> int:
@@ -330,6 +335,7 @@ def build_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -> R
         pruning=tuple(pruning),
         distillation=kds[0] if kds else None,
         epoch_range=ranges[0] if ranges else None,
+        source=where,
     )
 
 
