@@ -120,7 +120,11 @@ class EpochEval(TrainerCallback):
         metrics = self.task.evaluate(model, progress=False)
         model.train(was)
         self.points.append(
-            {"epoch": float(state.epoch), "step": state.global_step, "accuracy": metrics["accuracy"]}
+            {
+                "epoch": float(state.epoch),
+                "step": state.global_step,
+                "accuracy": metrics["accuracy"],
+            }
         )
         print(f"epoch {state.epoch:.2f}: dev accuracy {metrics['accuracy']:.4f}", flush=True)
 
@@ -136,8 +140,14 @@ def make_task(tokenizer: Any, args: argparse.Namespace) -> Any:
     )
 
 
-def _run(name: str, recipe_name: str, model_dir: Path, teacher_dir: Path | None,
-         args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+def _run(
+    name: str,
+    recipe_name: str,
+    model_dir: Path,
+    teacher_dir: Path | None,
+    args: argparse.Namespace,
+    overrides: dict[str, Any],
+) -> None:
     if name in load_results()["runs"] and not args.force:
         print(f"{name}: already in {RESULTS}; --force to redo")
         return
@@ -160,8 +170,12 @@ def _run(name: str, recipe_name: str, model_dir: Path, teacher_dir: Path | None,
         model_name=str(model_dir),
         tokenizer=tokenizer,
         teacher=teacher,
-        options=RunOptions(batch_size=args.batch_size, seed=args.seed, logging_steps=10,
-                           progress=not args.no_progress),
+        options=RunOptions(
+            batch_size=args.batch_size,
+            seed=args.seed,
+            logging_steps=10,
+            progress=not args.no_progress,
+        ),
         resume=out.exists(),
         callbacks=[evaluator],
     )
@@ -186,8 +200,12 @@ def _run(name: str, recipe_name: str, model_dir: Path, teacher_dir: Path | None,
             "output_dir": str(out.relative_to(REPO)),
         },
     )
-    print(json.dumps({"name": name, "accuracy": result.metrics.get("accuracy"),
-                      "sparsity": result.sparsity}, indent=2))
+    print(
+        json.dumps(
+            {"name": name, "accuracy": result.metrics.get("accuracy"), "sparsity": result.sparsity},
+            indent=2,
+        )
+    )
 
 
 def cmd_teacher(args: argparse.Namespace) -> None:
@@ -213,16 +231,24 @@ def cmd_oneshot(args: argparse.Namespace) -> None:
     data = load_results()
     for method, settings in (
         ("magnitude", {}),
-        ("obert", {"num_grads": args.num_grads or 128, "grad_batch_size": 16,
-                   "fisher_block_size": 50, "damp": 1e-7}),
+        (
+            "obert",
+            {
+                "num_grads": args.num_grads or 128,
+                "grad_batch_size": 16,
+                "fisher_block_size": 50,
+                "damp": 1e-7,
+            },
+        ),
     ):
         for sparsity in (0.8, 0.9):
             key = f"oneshot-{method}-{sparsity:.2f}"
             if key in data.get("oneshot", {}) and not args.force:
                 continue
             model = task.load_model(str(teacher)).eval()
-            result = oneshot_prune(model, method, sparsity, settings=settings, task=task,
-                                   progress=not args.no_progress)
+            result = oneshot_prune(
+                model, method, sparsity, settings=settings, task=task, progress=not args.no_progress
+            )
             metrics = task.evaluate(model, progress=False)
             data = load_results()
             data.setdefault("oneshot", {})[key] = {
@@ -258,9 +284,11 @@ def cmd_report(args: argparse.Namespace) -> None:
         )
     if data.get("oneshot"):
         print("\n| one-shot (no fine-tuning) | sparsity | dev accuracy |\n|---|---|---|")
-        for key, entry in data["oneshot"].items():
-            print(f"| {entry['method']} | {entry['sparsity']:.4f} | "
-                  f"{100 * entry['dev_accuracy']:.2f} |")
+        for entry in data["oneshot"].values():
+            print(
+                f"| {entry['method']} | {entry['sparsity']:.4f} | "
+                f"{100 * entry['dev_accuracy']:.2f} |"
+            )
     IMG.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     families = {"oBERT (gradual + KD)": ["obert80", "obert90"], "GMP (gradual + KD)":

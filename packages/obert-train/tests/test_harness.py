@@ -23,7 +23,6 @@ from transformers import (
 
 from obert_train import (
     ObertPruningCallback,
-    ObertTrainer,
     ResumeError,
     RunOptions,
     TrainingError,
@@ -218,7 +217,7 @@ def test_kd_loss_matches_a_hand_computation() -> None:
     assert float(kd_divergence(student, teacher, t)) == pytest.approx(by_hand, rel=1e-6)
     assert float(kd_divergence(student, student, t)) == pytest.approx(0.0, abs=1e-7)
     task = torch.tensor(0.7)
-    loss, kd = distillation_loss(
+    loss, _kd = distillation_loss(
         {"logits": student}, {"logits": teacher}, task_loss=task, hardness=0.25, temperature=t,
         output_keys=["logits"],
     )  # fmt: skip
@@ -248,7 +247,7 @@ def test_output_dir_is_refused_when_not_empty_and_resume_of_another_recipe(
     out.mkdir()
     (out / "NOTES.txt").write_text("keep me")
     opts = RunOptions(batch_size=4, progress=False, evaluate=False)
-    with pytest.raises(ObertTrainError, match="not empty.*NOTES.txt.*--resume.*--overwrite"):
+    with pytest.raises(ObertTrainError, match=r"not empty.*NOTES\.txt.*--resume.*--overwrite"):
         run_recipe(load_recipe(GMP), tiny_bert, task, out, options=opts, log=lambda _l: None)
     assert (out / "NOTES.txt").read_text() == "keep me"
     run_recipe(
@@ -261,7 +260,7 @@ def test_output_dir_is_refused_when_not_empty_and_resume_of_another_recipe(
             load_recipe(GMP, {"final_sparsity": 0.8}), tiny_bert, task, out,
             options=opts, resume=True, model_name="tiny", log=lambda _l: None,
         )  # fmt: skip
-    with pytest.raises(ResumeError, match="model 'tiny'.*'other'"):
+    with pytest.raises(ResumeError, match=r"model 'tiny'.*'other'"):
         run_recipe(
             load_recipe(GMP), tiny_bert, task, out, options=opts, resume=True,
             model_name="other", log=lambda _l: None,
@@ -299,7 +298,7 @@ def test_non_finite_loss_stops_with_the_step_and_writes_no_model(
     with torch.no_grad():
         tiny_bert.classifier.weight[0, 0] = math.nan
     out = tmp_path / "nan"
-    with pytest.raises(TrainingError, match="non-finite training loss.*optimizer step 0"):
+    with pytest.raises(TrainingError, match=r"non-finite training loss.*optimizer step 0"):
         run_recipe(
             load_recipe(GMP), tiny_bert, task, out,
             options=RunOptions(batch_size=4, progress=False), log=lambda _l: None,
@@ -346,3 +345,33 @@ def test_sigkill_then_resume_gives_the_uninterrupted_masks_and_weights(
         assert torch.equal(want[name], got[name]), f"{name} differs after resume ({label})"
     resumed = json.loads((out / "metrics.json").read_text())["resumed_from"]
     assert resumed is not None and "checkpoint-" in resumed
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_run_under_torchrun_with_two_gloo_ranks(
+    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path
+) -> None:
+    """`torchrun --nproc-per-node 2 -m obert_train run`: the Fisher work is sharded, every rank
+    ends with the same masks (checked by the callback after each step), one final model."""
+    recipe = tmp_path / "obs.yaml"
+    recipe.write_text(OBS)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+           "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "obert_train", "run", str(recipe), "--model", str(tiny_model_dir),
+        "--teacher", str(tiny_model_dir), "--task", "sst2", "--data-dir", str(sst2_dir),
+        "--output-dir", str(out), "--batch-size", "2", "--no-progress", "--no-eval",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["pruning_steps"]) == 3
+    assert metrics["sparsity"] == pytest.approx(0.6, abs=1e-3)
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    recipe_obj = load_recipe(OBS)
+    params = resolve_target_params(model, recipe_obj.pruning[0].settings.targets)
+    zeros = sum(int((p == 0).sum()) for p in params.values())
+    assert zeros == round(0.6 * sum(p.numel() for p in params.values()))

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import torch
 import typer
+import yaml
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
@@ -23,19 +24,22 @@ from obert_train.checkpoint import atomic_write_text, save_checkpoint, sparsity_
 from obert_train.cli.common import USER_ERRORS, fail, init_distributed, load_model, parse_sets
 from obert_train.errors import ObertTrainError
 from obert_train.pruning.obert import ObertSettings
-from obert_train.pruning.oneshot import oneshot_prune
+from obert_train.pruning.oneshot import PruneResult, oneshot_prune
 from obert_train.pruning.registry import METHODS, _load_builtins, create_method
+from obert_train.pruning.targets import BERT_ENCODER_PATTERNS
 from obert_train.recipe import load_recipe
 from obert_train.tasks.load import TASK_NAMES, load_task
 
 __all__ = ["TaskName", "oneshot"]
 
 _load_builtins()
-TaskName = Enum("TaskName", {n.replace("-", "_"): n for n in TASK_NAMES}, type=str)  # type: ignore[misc]
+TaskName = Enum(  # type: ignore[misc]
+    "TaskName", {n.replace("-", "_"): n for n in TASK_NAMES}, type=str
+)
 """Tasks with loaders (from :data:`obert_train.TASK_NAMES`)."""
-MethodName = Enum(
+MethodName = Enum(  # type: ignore[misc]
     "MethodName", {n: n for n in sorted(METHODS) if METHODS[n].schedules_pruning}, type=str
-)  # type: ignore[misc]
+)
 """Registered methods that prune (from the registry)."""
 
 
@@ -91,6 +95,43 @@ def _settings(
     fields = METHODS[method].Settings.model_fields
     chosen = {k: v for k, v in chosen.items() if k in fields or k in sets}
     return method, chosen, target
+
+
+def oneshot_recipe_yaml(result: PruneResult, model: str, task: str) -> str:
+    """The recipe of a one-shot result, loadable by ``load_recipe`` and ``oneshot --recipe``.
+
+    One pruning modifier from 0 to the target at epoch 0 with the method's settings; run as a
+    training recipe it prunes at the first step and fine-tunes one epoch with the masks fixed.
+    """
+    cls = METHODS[result.method]
+    settings = result.settings.model_dump(exclude_defaults=True, exclude={"targets"})
+    targets = result.settings.targets or list(BERT_ENCODER_PATTERNS)
+    body: dict[str, Any] = {
+        "params": [f"re:{t}" for t in targets],
+        "init_sparsity": result.target_sparsity,
+        "final_sparsity": result.target_sparsity,
+        "start_epoch": 0.0,
+        "end_epoch": 0.0,
+        "update_frequency": 1.0,
+    }
+    if "grad_batch_size" in settings:
+        body["grad_sampler_kwargs"] = {"batch_size": settings.pop("grad_batch_size")}
+    body.update(settings)
+    text = yaml.safe_dump(
+        {
+            "modifiers": [{"EpochRangeModifier": {"start_epoch": 0.0, "end_epoch": 1.0}}],
+            "pruning_modifiers": [{cls.recipe_tags[0]: body}],
+        },
+        sort_keys=False,
+    )
+    header = (
+        f"# one-shot {result.method} pruning of {model} (task {task}) to sparsity "
+        f"{result.target_sparsity:.4f}, written by obert-train oneshot.\n"
+        "# Reproduce: obert-train oneshot --recipe THIS_FILE ...; as a training recipe it prunes\n"
+        "# at the first step and fine-tunes one epoch with the masks fixed.\n"
+    )
+    loaded = load_recipe(header + text)  # validates what is written
+    return header + loaded.to_yaml()
 
 
 def oneshot(
@@ -271,15 +312,12 @@ def oneshot(
                 )
                 row["timings"]["eval_s"] = time.perf_counter() - t0
             out = output_dir / out_name
-            recipe_doc = {
-                "model": model,
-                "task": task.value,
-                "method": name,
-                "sparsity": target_sparsity,
-                **json.loads(result.settings.model_dump_json()),
-            }
             save_checkpoint(
-                net, out, tokenizer=tokenizer, recipe=recipe_doc, patterns=result.settings.targets
+                net,
+                out,
+                tokenizer=tokenizer,
+                patterns=result.settings.targets,
+                extra_files={"recipe.yaml": oneshot_recipe_yaml(result, model, task.value)},
             )
             row["output_dir"] = str(out)
             rows.append(row)

@@ -31,7 +31,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from obert_train.checkpoint import atomic_write_text
-from obert_train.errors import ResumeError
+from obert_train.errors import ResumeError, TrainingError
 from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.sampler import GradientSampler, LossFn
 from obert_train.pruning.masks import MaskState
@@ -149,7 +149,7 @@ class ObertPruningCallback(TrainerCallback):
         """Resolve tensors, build masks, prepare methods, restore state when resuming."""
         model = kwargs["model"]
         self.dist = DistContext.current()
-        self.output_dir = Path(args.output_dir)
+        self.output_dir = Path(str(args.output_dir))
         self.steps_per_epoch = steps_per_epoch(kwargs["train_dataloader"], args)
         recipe = self.recipe
         names = [n for n, _ in model.named_parameters()]
@@ -186,7 +186,7 @@ class ObertPruningCallback(TrainerCallback):
         ):
             method.prepare(group, view, self._context(sampler, 0))
         if state.global_step > 0:
-            self._restore(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            self._restore(Path(str(args.output_dir)) / f"checkpoint-{state.global_step}")
         else:
             self.next_event = 0
         self.masks.mask_gradients()
@@ -249,10 +249,29 @@ class ObertPruningCallback(TrainerCallback):
             "timings": {k: round(v, 4) for k, v in ctx.timings.items()},
         }
         self.history.append(record)
+        self._check_ranks_agree(event)
         if self.dist.rank == 0 and self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             with (self.output_dir / "pruning_log.jsonl").open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+
+    def _check_ranks_agree(self, event: PruningEvent) -> None:
+        """Under torch.distributed every rank must hold the same masks after a pruning step."""
+        if not self.dist.active or self.masks is None:
+            return
+        digest = torch.zeros(2 * len(self.masks), dtype=torch.float64)
+        for i, (_, mask) in enumerate(self.masks.items()):
+            kept = mask.to(torch.float64).cpu()
+            digest[2 * i] = kept.sum()
+            digest[2 * i + 1] = (kept * torch.arange(kept.numel(), dtype=torch.float64)).sum()
+        low, high = digest.clone(), digest.clone()
+        torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
+        torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
+        if not torch.equal(low, high):
+            raise TrainingError(
+                f"after pruning step {event.index + 1} the ranks hold different masks; the "
+                "model replicas diverged (report this with the recipe)"
+            )
 
     def on_pre_optimizer_step(
         self,
@@ -286,7 +305,7 @@ class ObertPruningCallback(TrainerCallback):
         """Write the pruning state, then the completion marker, into ``checkpoint-N``."""
         if self.masks is None or not args.should_save:
             return
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        folder = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if not folder.is_dir():
             return
         payload = {

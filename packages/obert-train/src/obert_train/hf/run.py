@@ -122,8 +122,12 @@ def _print(line: str) -> None:
     sys.stdout.flush()
 
 
-def _check_output_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse a non-empty folder unless resuming or overwriting; check it is writable."""
+def _refuse_non_empty(out: Path, *, resume: bool, overwrite: bool) -> list[str]:
+    """Refuse a non-empty folder unless resuming or overwriting (read only: every rank runs it).
+
+    Returns:
+        The folder's entries.
+    """
     if out.exists() and not out.is_dir():
         raise ObertTrainError(f"--output-dir {str(out)!r} exists and is not a folder")
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
@@ -133,6 +137,14 @@ def _check_output_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
             f"--output-dir {str(out)!r} is not empty ({shown}); pass --resume to continue the "
             "run it holds, --overwrite to replace this tool's outputs there, or a new folder"
         )
+    return entries
+
+
+def _prepare_output_dir(out: Path, entries: list[str], *, resume: bool, overwrite: bool) -> None:
+    """Remove this tool's earlier outputs with ``overwrite``; check the folder is writable.
+
+    Only the main process runs it (after every rank has checked the folder).
+    """
     if overwrite and not resume:
         for name in entries:
             path = out / name
@@ -186,6 +198,11 @@ def check_teacher(
                 f"teacher output {key!r} has shape {tuple(t.shape)}, the student's "
                 f"{tuple(s.shape)}; the teacher needs the student's head (same task and labels)"
             )
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def _run_info(recipe: Recipe, model_name: str, task: Task, opts: RunOptions) -> dict[str, Any]:
@@ -261,7 +278,11 @@ def run_recipe(
     opts = options or RunOptions()
     out = Path(output_dir)
     emit = log or _print
-    _check_output_dir(out, resume=resume, overwrite=overwrite)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    entries = _refuse_non_empty(out, resume=resume, overwrite=overwrite)
+    _barrier()
+    if is_main:
+        _prepare_output_dir(out, entries, resume=resume, overwrite=overwrite)
     info = _run_info(recipe, model_name, task, opts)
     checkpoint: Path | None = None
     if resume:
@@ -313,7 +334,6 @@ def run_recipe(
         log=emit,
         model_name=model_name,
     )
-    is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         atomic_write_text(out / RUN_FILE, json.dumps(info, indent=2) + "\n")
     trainer = ObertTrainer(

@@ -71,6 +71,7 @@ class ObertTrainer(Trainer):
         """The recipe's LR functions (the base LR is ``args.learning_rate``)."""
         if self.lr_scheduler is None and self.recipe.learning_rate:
             opt = optimizer if optimizer is not None else self.optimizer
+            assert opt is not None, "create_optimizer runs before create_scheduler"
             spe = steps_per_epoch(self.get_train_dataloader(), self.args)
             self.lr_scheduler = recipe_lr_scheduler(opt, self.recipe, spe)
             return self.lr_scheduler

@@ -122,7 +122,7 @@ class MaskState:
         if self._hooks:
             return
         for name, p in self.params.items():
-            self._hooks.append(p.register_hook(self._grad_hook(name)))
+            self._hooks.append(p.register_hook(self._grad_hook(name)))  # type: ignore[no-untyped-call]
 
     def _grad_hook(self, name: str) -> Any:
         def hook(grad: torch.Tensor) -> torch.Tensor:
