@@ -153,12 +153,11 @@ def calibration(tokenizer: Any, batch: int, n: int = 128) -> list[dict[str, np.n
     return [{k: v[i : i + batch] for k, v in feeds.items()} for i in range(0, n, batch)]
 
 
-PRUNE_SETTINGS: dict[str, Any] = {
-    "method": "obert",
+PRUNE_SETTINGS: dict[str, Any] = {  # oBERT settings (obert_train.ObertSettings)
     "mode": "joint",
     "num_grads": 256,
     "grad_batch_size": 16,
-    "block_size": 50,
+    "fisher_block_size": 50,
     "damp": 1e-7,
     "seed": 0,
 }
@@ -167,8 +166,8 @@ GRAD_SEQ = 64  # tokens per training sentence for the pruning gradients (SST-2 i
 
 def prune_variants(variants: list[str]) -> dict[str, dict[str, Any]]:
     """oBERT one-shot pruning of the fine-tuned model; one dense Fisher serves every variant."""
-    from obert_train import ClassificationTask, OneShotConfig, oneshot_prune, save_checkpoint
-    from obert_train import read_glue_tsv as read_train
+    from obert_train import ClassificationTask, oneshot_prune, save_checkpoint
+    from obert_train.tasks.data import read_glue_tsv as read_train
 
     torch.set_num_threads(2)
     tokenizer = load_tokenizer(FT_DIR)
@@ -179,9 +178,14 @@ def prune_variants(variants: list[str]) -> dict[str, dict[str, Any]]:
         kind, target = VARIANTS[variant]
         assert kind is not None
         model = task.load_model(str(FT_DIR)).eval()
-        settings = {**PRUNE_SETTINGS, "block_size": 32 if kind == "block4" else 50}
-        cfg = OneShotConfig(sparsity=target, mask_type=kind, **settings)
-        result = oneshot_prune(model, cfg, task=task, fisher_cache=cache, log=print)
+        settings = {
+            **PRUNE_SETTINGS,
+            "fisher_block_size": 32 if kind == "block4" else 50,
+            "mask_type": kind,
+        }
+        result = oneshot_prune(
+            model, "obert", target, settings=settings, task=task, fisher_cache=cache, log=print
+        )
         save_checkpoint(model, OUT / f"ckpt-{variant}", tokenizer=tokenizer)
         info[variant] = {"sparsity": result.sparsity, "timings": result.timings}
         print(f"{variant}: oBERT {kind} to {result.sparsity:.4f}", flush=True)

@@ -34,16 +34,10 @@ import psutil
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from obert_train import (
-    ClassificationTask,
-    OneShotConfig,
-    atomic_write_text,
-    format_bytes,
-    oneshot_prune,
-    parse_memory,
-    read_glue_tsv,
-    resolve_target_params,
-)
+from obert_train import ClassificationTask, oneshot_prune, resolve_target_params
+from obert_train.checkpoint import atomic_write_text
+from obert_train.fisher.memory import format_bytes, parse_memory
+from obert_train.tasks.data import read_glue_tsv
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "memory_bert_base.json"
@@ -81,6 +75,12 @@ def tokenizer_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
+def block_size_of(report: dict[str, Any]) -> int:
+    """B of a saved report (``fisher_block_size``; ``block_size`` before obert-train 0.2)."""
+    settings = report["settings"]
+    return int(settings.get("fisher_block_size", settings.get("block_size")))
+
+
 def plot(report: dict[str, Any], path: Path = PLOT) -> Path:
     """RSS over time with the budget and the process peak (PNG, written atomically)."""
     import matplotlib
@@ -96,14 +96,15 @@ def plot(report: dict[str, Any], path: Path = PLOT) -> Path:
         budget += report["rss_after_model_bytes"]
         ax.axhline(budget / 2**30, color="tab:red", ls="--", label="model + --max-memory")
     ax.axhline(report["peak_rss_bytes"] / 2**30, color="tab:gray", ls=":", label="peak RSS")
-    total = report["target_weights"] * report["settings"]["block_size"] * 4 / 2**30
+    block_size = block_size_of(report)
+    total = report["target_weights"] * block_size * 4 / 2**30
     ax.axhline(total, color="tab:orange", ls="-.", label="whole fp32 inverse Fisher")
     ax.set_ylim(0, 1.08 * max(total, report["peak_rss_bytes"] / 2**30, (budget or 0) / 2**30))
     ax.set_xlabel("minutes")
     ax.set_ylabel("GiB")
     ax.set_title(
         f"One oBERT step, BERT-base geometry ({report['target_weights'] / 1e6:.1f} M weights), "
-        f"B = {report['settings']['block_size']}"
+        f"B = {block_size}"
     )
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
@@ -149,17 +150,21 @@ def main() -> None:
     targets = resolve_target_params(model)
     numel = sum(p.numel() for p in targets.values())
     rss_model = psutil.Process().memory_info().rss
-    cfg = OneShotConfig(
-        sparsity=args.sparsity,
-        num_grads=args.num_grads,
-        grad_batch_size=args.grad_batch_size,
-        block_size=args.block_size,
-        max_memory=parse_memory(args.max_memory) if args.max_memory else None,
-    )
+    settings = {
+        "num_grads": args.num_grads,
+        "grad_batch_size": args.grad_batch_size,
+        "fisher_block_size": args.block_size,
+        "max_memory": parse_memory(args.max_memory) if args.max_memory else None,
+    }
     lines: list[str] = []
     t0 = time.perf_counter()
     result = oneshot_prune(
-        model, cfg, task=task, log=lambda line: (lines.append(line), print(line))
+        model,
+        "obert",
+        args.sparsity,
+        settings=settings,
+        task=task,
+        log=lambda line: (lines.append(line), print(line)),
     )
     seconds = time.perf_counter() - t0
     sampler.stop()
@@ -169,7 +174,11 @@ def main() -> None:
         f"{format_bytes(psutil.virtual_memory().total)} RAM, torch {torch.__version__}",
         "target_tensors": len(targets),
         "target_weights": numel,
-        "settings": json.loads(cfg.model_dump_json()),
+        "settings": {
+            "method": result.method,
+            "sparsity": result.target_sparsity,
+            **json.loads(result.settings.model_dump_json()),
+        },
         "max_seq_length": args.max_seq_length,
         "plan": lines,
         "rss_after_model_bytes": rss_model,

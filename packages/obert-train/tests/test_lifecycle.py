@@ -156,7 +156,7 @@ def test_gradient_hooks_zero_the_gradients_of_pruned_weights() -> None:
     p.grad = None
     (x @ p.T).square().sum().backward()
     assert p.grad is not None
-    assert torch.all(p.grad.reshape(-1)[~later] == 0)
+    assert torch.all(p.grad.reshape(-1)[~later] == 0)  # type: ignore[unreachable]
     state.remove_hooks()
     with torch.no_grad():
         p.add_(1.0)  # make the pruned weights' gradients non-zero again
@@ -197,13 +197,17 @@ def test_state_dict_round_trip() -> None:
 
 
 def test_magnitude_prunes_the_smallest_weights_and_groups() -> None:
-    params = {"w": torch.nn.Parameter(torch.tensor([[0.5, -0.1, 2.0, -3.0], [0.2, 0.3, -0.05, 1.0]]))}
+    params = {
+        "w": torch.nn.Parameter(torch.tensor([[0.5, -0.1, 2.0, -3.0], [0.2, 0.3, -0.05, 1.0]]))
+    }
     state = MaskState(params)
     MagnitudePruning().prune(params, state, 0.5, StepContext())
     assert state["w"].tolist() == [True, False, True, True, False, False, False, True]
     assert params["w"].detach().tolist() == [[0.5, 0.0, 2.0, -3.0], [0.0, 0.0, 0.0, 1.0]]
     # block4: one score per 4 consecutive weights, the smaller squared norm goes.
-    params = {"w": torch.nn.Parameter(torch.tensor([[0.5, -0.1, 2.0, -3.0], [0.2, 0.3, -0.05, 1.0]]))}
+    params = {
+        "w": torch.nn.Parameter(torch.tensor([[0.5, -0.1, 2.0, -3.0], [0.2, 0.3, -0.05, 1.0]]))
+    }
     state = MaskState(params)
     MagnitudePruning(mask_type="block4").prune(params, state, 0.5, StepContext())
     assert state["w"].tolist() == [True] * 4 + [False] * 4
@@ -310,7 +314,10 @@ def _method(
         params = resolve_target_params(model)
         method.prepare(params, MaskState(params), StepContext())
         model.train()
-        for batch in (task.collate(task.train_features[:6]), task.collate(task.train_features[6:12])):
+        for batch in (
+            task.collate(task.train_features[:6]),
+            task.collate(task.train_features[6:12]),
+        ):
             model.zero_grad()
             model(**batch).loss.backward()
             method.after_backward(params, MaskState(params))
@@ -482,6 +489,6 @@ def test_create_method_errors_name_the_method_and_the_allowed_settings() -> None
         create_method("movement", damp=1e-7)
     method = create_method("obert", fisher_block_size=32, mask_type="block4")
     assert isinstance(method, ObertPruning)
-    assert method.settings.fisher_block_size == 32  # type: ignore[attr-defined]
+    assert method.settings.fisher_block_size == 32
     assert isinstance(method.settings, MethodSettings)
     assert create_method("obert") is not create_method("obert")  # a fresh instance each time

@@ -4,6 +4,7 @@ import ast
 import dataclasses
 import importlib
 import inspect
+import itertools
 
 from typer.testing import CliRunner
 
@@ -63,7 +64,7 @@ def test_the_exports_are_what_users_need() -> None:
 def _attribute_docstring(module: str, name: str) -> str | None:
     source = inspect.getsource(importlib.import_module(module))
     body = ast.parse(source).body
-    for node, after in zip(body, body[1:], strict=False):
+    for node, after in itertools.pairwise(body):
         targets = (
             [node.target]
             if isinstance(node, ast.AnnAssign)
