@@ -35,7 +35,8 @@ from obert_train.errors import ResumeError, TrainingError
 from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.sampler import GradientSampler, LossFn
 from obert_train.pruning.masks import MaskState
-from obert_train.pruning.method import PruningMethod, StepContext
+from obert_train.pruning.method import PruningMethod, StepContext, check_nm_sparsity
+from obert_train.pruning.obert import check_block_shapes
 from obert_train.pruning.targets import resolve_target_params
 from obert_train.recipe import PruningEvent, Recipe, load_recipe
 
@@ -181,9 +182,12 @@ class ObertPruningCallback(TrainerCallback):
                 if method.needs_gradients
                 else None
             )
+        for event in self.events:
+            check_nm_sparsity(self.methods[event.modifier].settings, event.sparsity)
         for method, group, view, sampler in zip(
             self.methods, self.params, self.views, self.samplers, strict=True
         ):
+            check_block_shapes(group, method.settings)
             method.prepare(group, view, self._context(sampler, 0))
         if state.global_step > 0:
             self._restore(Path(str(args.output_dir)) / f"checkpoint-{state.global_step}")

@@ -31,19 +31,27 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 
 import obert_core as oc
+from obert_train.errors import RecipeError
 from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.sampler import GradientSampler
 
 if TYPE_CHECKING:
     from obert_train.pruning.masks import MaskState
 
-__all__ = ["MethodSettings", "PruningMethod", "StepContext", "parse_nm", "select_masks"]
+__all__ = [
+    "MethodSettings",
+    "PruningMethod",
+    "StepContext",
+    "check_nm_sparsity",
+    "parse_nm",
+    "select_masks",
+]
 
 logger = logging.getLogger("obert_train")
 
 
 def parse_nm(mask_type: str) -> tuple[int, int] | None:
-    """``"2:4"`` -> ``(2, 4)`` (N of every M consecutive weights pruned); other types -> None.
+    """``"2:4"`` -> ``(2, 4)`` (N of every M consecutive weights kept); other types -> None.
 
     Args:
         mask_type: A mask type such as ``"unstructured"``, ``"block4"`` or ``"N:M"``.
@@ -62,7 +70,8 @@ class MethodSettings(BaseModel):
 
     Attributes:
         mask_type: ``"unstructured"``, ``"block4"`` (groups of 4 consecutive weights of a row)
-            or ``"N:M"`` (e.g. ``"2:4"``: N of every M consecutive weights pruned).
+            or ``"N:M"`` (e.g. ``"2:4"``: N of every M consecutive weights kept, so the
+            sparsity is ``1 - N/M``).
         global_sparsity: One threshold over all target tensors (True, the oBERT recipes) or
             one per tensor (False).
         targets: Regexes (``re.search``) of the tensors to prune; None = the six BERT encoder
@@ -136,6 +145,24 @@ class StepContext:
         self.timings[key] = self.timings.get(key, 0.0) + seconds
 
 
+def check_nm_sparsity(settings: MethodSettings, sparsity: float) -> None:
+    """An N:M mask fixes the sparsity at ``1 - N/M``; any other target is refused.
+
+    Raises:
+        RecipeError: Naming the mask type, the sparsity it implies and the requested one.
+    """
+    nm = settings.nm
+    if nm is None:
+        return
+    implied = 1.0 - nm[0] / nm[1]
+    if abs(sparsity - implied) > 1e-9:
+        raise RecipeError(
+            f"mask_type {settings.mask_type!r} keeps {nm[0]} of every {nm[1]} weights, i.e. "
+            f"sparsity {implied:.4g}, but a step asks for {sparsity:.4g}; use that sparsity "
+            f"(init_sparsity = final_sparsity = {implied:.4g}, or --sparsity {implied:.4g})"
+        )
+
+
 def select_masks(
     scores: Mapping[str, torch.Tensor],
     sparsity: float,
@@ -154,6 +181,7 @@ def select_masks(
     Returns:
         ``{name: flat bool keep-mask}`` for every name in ``scores``.
     """
+    check_nm_sparsity(settings, sparsity)
     chosen = oc.select_mask(
         dict(scores),
         sparsity,

@@ -18,7 +18,13 @@ import torch
 from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.sampler import GradientSampler, LossFn
 from obert_train.pruning.masks import MaskState
-from obert_train.pruning.method import MethodSettings, PruningMethod, StepContext, logger
+from obert_train.pruning.method import (
+    MethodSettings,
+    PruningMethod,
+    StepContext,
+    check_nm_sparsity,
+    logger,
+)
 from obert_train.pruning.obert import check_block_shapes
 from obert_train.pruning.registry import create_method
 from obert_train.pruning.targets import resolve_target_params
@@ -182,6 +188,7 @@ def oneshot_prune(
     # Shape errors (every method's group / N:M size, oBERT's block size) before gradients are
     # needed; a magnitude or movement step would otherwise fail on a bare reshape.
     check_block_shapes(params, cfg)
+    check_nm_sparsity(cfg, sparsity)
     ctx = StepContext(
         sampler=make_sampler(
             model,
