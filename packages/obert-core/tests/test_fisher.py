@@ -190,3 +190,30 @@ def test_fast_backends_agree_with_reference_property(
             # float32 Sherman–Morrison (the reference's update) cancels in F⁻¹ − uuᵀ/α: looser
             tol = 1e-10 if not f32 else (1e-5 if method == "batched" else 1e-3)
             assert _rel(out.astype(np.float64), ref) < tol, (backend, method)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch")
+def test_torch_cpu_cholesky_inverse_over_many_chunks_matches_reference() -> None:
+    import torch
+
+    from obert_core.backends import _torch
+
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal((12, 4 * (_torch._CPU_CHUNK + 3) + 2))  # > 4 chunks, padded tail
+    g[:, ::5] = 0.0  # masked coordinates at tiny damp
+    ref = oracle_blocks(g, 4, 1e-7)
+    out = oc.block_fisher_inverse(torch.from_numpy(g), 4, 1e-7, backend="torch")
+    assert out.dtype == torch.float64
+    assert _rel(to_np(out), ref) < 1e-9
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch")
+def test_torch_cpu_inverse_names_the_first_block_that_is_not_positive_definite() -> None:
+    import torch
+
+    from obert_core.backends import _torch
+
+    acc = torch.zeros((_torch._CPU_CHUNK + 5, 3, 3), dtype=torch.float64)
+    acc[_torch._CPU_CHUNK + 2] = -torch.eye(3)
+    with pytest.raises(oc.ObertError, match=rf"block {_torch._CPU_CHUNK + 2}\)"):
+        _torch._cpu_block_inverse(acc, 1e-3, 1, torch.float32)

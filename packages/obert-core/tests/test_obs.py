@@ -204,3 +204,33 @@ def test_nm_mask_by_joint_saliency_is_the_brute_force_best() -> None:
     assert (keep2.reshape(-1, 4).sum(1) <= 2).all()
     with pytest.raises(oc.ObertError, match="must divide the Fisher block size"):
         oc.obs_nm_mask(w, finv, "1:3")
+
+
+@pytest.mark.parametrize("framework", ["numpy", "torch"])
+def test_compressed_joint_update_equals_padded_solve_and_brute_force(framework: str) -> None:
+    """Blocks with no, some and all weights selected, and a padded tail block."""
+    from obert_core._operators import DenseBlocks
+
+    if framework == "torch" and not HAS_TORCH:
+        pytest.skip("needs torch")
+    rng, _, w, finv, f = _problem(5, d=45, block=8, m=30)
+    sel = rng.random((6, 8)) < 0.5
+    sel[0] = False
+    sel[1] = True
+    sel[5, 5:] = False  # the padded coordinates are never selected
+    w_pad = np.concatenate([w, np.zeros(3)]).reshape(6, 8)
+    dw_true = _constrained_optimum(f, w, sel.reshape(-1)[:45])
+    if framework == "torch":
+        import torch
+
+        op = DenseBlocks(torch.from_numpy(finv), 45)
+        sel_x, w_x = torch.from_numpy(sel), torch.from_numpy(w_pad)
+    else:
+        op, sel_x, w_x = DenseBlocks(finv, 45), sel, w_pad
+    fused = to_np(op.restricted_update(sel_x, w_x))
+    padded = to_np(op.matvec_blocks(op.restricted_solve(sel_x, w_x)))
+    np.testing.assert_allclose(fused, padded, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(fused[0], 0.0)
+    np.testing.assert_allclose(-fused.reshape(-1)[:45], dw_true, rtol=1e-8, atol=1e-10)
+    new = to_np(oc.obs_update(w_x.reshape(-1)[:45], op.finv, sel_x.reshape(-1)[:45]))
+    np.testing.assert_allclose(new, w + dw_true, rtol=1e-8, atol=1e-10)

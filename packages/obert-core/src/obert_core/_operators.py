@@ -91,6 +91,54 @@ class DenseBlocks:
             out.append(xp.where(m, xp.solve(a, r), 0.0 * r))
         return _cat(xp, out)
 
+    def restricted_update(self, sel: Any, rhs: Any) -> Any:
+        """``F̂⁻¹ z`` for ``z = restricted_solve(sel, rhs)``, by compressed solves.
+
+        Per block only the ``|S|×|S|`` system ``[F̂⁻¹]_SS z_S = rhs_S`` is solved and only the
+        ``|S|`` columns ``[F̂⁻¹]_{:,S}`` are multiplied, instead of a padded ``B×B`` solve and a full
+        ``B×B`` product: blocks are grouped by ``|S|`` so each group is one batched solve. The same
+        linear algebra as :meth:`restricted_solve` followed by :meth:`matvec_blocks` (equal up to
+        float64 rounding), about ``(B/|S|)³`` fewer flops in the solve.
+        """
+        xp = self.xp
+        nb, bs = self.num_blocks, self.block_size
+        out = xp.zeros((nb, bs))
+        if xp.torch:
+            t = xp._t
+            counts = sel.sum(-1)
+            # selected coordinates first, each block's in ascending order (a stable sort)
+            order = t.argsort((~sel).to(t.int8), dim=-1, stable=True)
+            for k in t.unique(counts).tolist():
+                if k == 0:
+                    continue
+                members = t.nonzero(counts == k).flatten()
+                for s in range(0, members.shape[0], _CHUNK):
+                    blk = members[s : s + _CHUNK]
+                    idx = order[blk, :k]
+                    n = blk.shape[0]
+                    # gather the S columns first (exact), then widen only those to float64
+                    cols = xp.f64(t.gather(self.finv[blk], 2, idx[:, None, :].expand(n, bs, k)))
+                    sub = t.gather(cols, 1, idx[:, :, None].expand(n, k, k))
+                    x = xp.solve(sub, t.gather(rhs[blk], 1, idx))
+                    out[blk] = t.bmm(cols, x.unsqueeze(-1)).squeeze(-1)
+            return out
+        import numpy as np
+
+        counts = sel.sum(axis=-1)
+        order = np.argsort(~sel, axis=-1, kind="stable")
+        for k in np.unique(counts).tolist():
+            if k == 0:
+                continue
+            members = np.flatnonzero(counts == k)
+            for s in range(0, members.shape[0], _CHUNK):
+                blk = members[s : s + _CHUNK]
+                idx = order[blk, :k]
+                cols = xp.f64(np.take_along_axis(self.finv[blk], idx[:, None, :], axis=2))
+                sub = np.take_along_axis(cols, idx[:, :, None], axis=1)
+                x = xp.solve(sub, np.take_along_axis(rhs[blk], idx, axis=1))
+                out[blk] = np.einsum("nik,nk->ni", cols, x)
+        return out
+
 
 def _cat(xp: Xp, parts: list[Any]) -> Any:
     if xp.torch:

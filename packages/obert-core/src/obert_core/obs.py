@@ -137,6 +137,10 @@ def obs_update(
     wb = _blocks(op, w)
     if mode == "joint":
         sel = _pad_bool(xp, zero, total).reshape(op.num_blocks, op.block_size)
+        fused = getattr(op, "restricted_update", None)
+        if fused is not None:  # dense blocks: compressed |S|×|S| solves, only the S columns
+            new = (wb - fused(sel, wb)).reshape(-1)[:d]
+            return xp.astype(xp.where(zero, 0 * new, new), w)
         z = op.restricted_solve(sel, wb)
     else:
         newly = _pad_bool(xp, p & keep, total)

@@ -1,22 +1,23 @@
 """torch backend (CPU and CUDA).
 
-Batched GEMM Gram accumulation and batched float64 inversion, or the SparseML-style batched
+Batched GEMM Gram accumulation and batched float64 Cholesky inversion, or the SparseML-style batched
 Sherman–Morrison updates with ``baddbmm_``.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-import numpy as np
 
 from .._arrays import require_torch
 from .._errors import ObertError
-from ._linalg import damped_block_inverse
+from ._linalg import _threads
 
 __all__ = ["TorchBackend"]
 
 torch = require_torch()
+
+_CPU_CHUNK = 256  # blocks per Cholesky call on CPU (~5 MB of float64 at B = 50)
 
 
 def _blocks_of(grads: Any, num_weights: int, block_size: int) -> Any:
@@ -26,6 +27,45 @@ def _blocks_of(grads: Any, num_weights: int, block_size: int) -> Any:
     if pad:
         grads = torch.nn.functional.pad(grads, (0, pad))
     return grads.reshape(grads.shape[0], nb, block_size).transpose(0, 1)
+
+
+def _raise_if_not_pd(info: Any, damp: float, offset: int = 0) -> None:
+    bad = torch.nonzero(info).flatten()
+    if bad.numel():
+        raise ObertError(
+            f"{bad.numel()} Fisher block(s) (first: block {offset + int(bad[0])}) are not positive "
+            f"definite with damp={damp!r}; increase damp."
+        )
+
+
+def _cpu_block_inverse(acc: Any, damp: float, num_grads: int, out_dtype: Any) -> Any:
+    """``inv(damp·I + acc/num_grads)`` on CPU: float64 Cholesky + ``cholesky_inverse`` per chunk.
+
+    Twice as fast as the LU inverse of NumPy's gufunc (``potrf``/``potri`` of MKL, half the flops
+    of ``getrf``/``getri``); chunks of :data:`_CPU_CHUNK` blocks are converted to float64 one at a
+    time (bounded temporaries) and run on all cores (torch releases the GIL). Each block is
+    factorised on its own, so the result does not depend on the chunking or the thread count.
+    """
+    nb = acc.shape[0]
+    out = torch.empty(acc.shape, dtype=out_dtype)
+
+    def work(start: int) -> None:
+        a = acc[start : start + _CPU_CHUNK].to(torch.float64, copy=True)
+        a.mul_(1.0 / num_grads)
+        a.diagonal(dim1=-2, dim2=-1).add_(damp)
+        chol, info = torch.linalg.cholesky_ex(a)
+        _raise_if_not_pd(info, damp, start)
+        out[start : start + _CPU_CHUNK] = torch.cholesky_inverse(chol)
+
+    starts = range(0, nb, _CPU_CHUNK)
+    workers = min(_threads(), len(starts))
+    if workers <= 1:
+        for start in starts:
+            work(start)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(work, starts))
+    return out
 
 
 class TorchBackend:
@@ -56,19 +96,13 @@ class TorchBackend:
     def gram_to_inverse(
         self, acc: Any, damp: float, num_grads: int, num_weights: int, out_dtype: Any
     ) -> Any:
-        if acc.device.type == "cpu":  # batched float64 LAPACK beats torch's batched Cholesky on CPU
-            np_out = np.dtype(str(out_dtype).removeprefix("torch."))
-            return torch.from_numpy(damped_block_inverse(acc.numpy(), damp, num_grads, np_out))
+        if acc.device.type == "cpu":
+            return _cpu_block_inverse(acc, damp, num_grads, out_dtype)
         acc = acc.to(torch.float64)
         acc.div_(num_grads)
         acc.diagonal(dim1=-2, dim2=-1).add_(damp)
         chol, info = torch.linalg.cholesky_ex(acc)
-        bad = torch.nonzero(info).flatten()
-        if bad.numel():
-            raise ObertError(
-                f"{bad.numel()} Fisher block(s) (first: block {int(bad[0])}) are not positive "
-                f"definite with damp={damp!r}; increase damp."
-            )
+        _raise_if_not_pd(info, damp)
         return torch.cholesky_inverse(chol).to(out_dtype)
 
     def identity_inverse(

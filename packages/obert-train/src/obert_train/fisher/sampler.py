@@ -155,6 +155,7 @@ class GradientSampler:
         chunk_size: int = 32,
         round_seed: int = 0,
         desc: str = "gradients",
+        buffers: int = 1,
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Yield the m flattened gradients in chunks, per parameter.
 
@@ -167,14 +168,20 @@ class GradientSampler:
             chunk_size: Gradients per yielded chunk (memory: ``chunk_size * d * 4`` bytes).
             round_seed: Offsets the batch order (new batches for each recomputation).
             desc: Progress-bar label.
+            buffers: Sets of chunk buffers used in turn (memory: ``buffers * chunk_size * d * 4``
+                bytes).  With 2, a yielded chunk stays valid while the next one is computed, so a
+                consumer may process chunk i in another thread until it asks for chunk i + 2.
 
         Yields:
             ``{name: float32 tensor (k, numel)}`` for the names owned by this rank, k <= chunk_size;
             the chunks together hold exactly ``num_grads`` gradients per name.  The tensors are
-            views of reused buffers: consume (or copy) them before advancing the iterator.
+            views of reused buffers: consume (or copy) them before the iterator comes back to the
+            same buffer (the next chunk with ``buffers=1``, the one after with ``buffers=2``).
         """
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if buffers < 1:
+            raise ValueError(f"buffers must be >= 1, got {buffers}")
         names = list(params)
         mine = [n for n in names if owners is None or owners[n] == self.dist.rank]
         flat_masks = {n: masks[n].reshape(-1) for n in names} if masks is not None else {}
@@ -182,7 +189,12 @@ class GradientSampler:
         self.model.eval()
         cap = min(chunk_size, self.num_grads)
         device = next(iter(params.values())).device
-        buffers = {n: torch.empty(cap, params[n].numel(), device=params[n].device) for n in mine}
+        sets = [
+            {n: torch.empty(cap, params[n].numel(), device=params[n].device) for n in mine}
+            for _ in range(min(buffers, -(-self.num_grads // cap)))
+        ]
+        current = 0
+        bufs = sets[current]
         filled = 0
         batches = self._index_batches(round_seed)
         bar = tqdm(
@@ -206,18 +218,20 @@ class GradientSampler:
                             self.dist.all_reduce_sum(g)
                         else:
                             self.dist.reduce_sum(g, owner)
-                    if name in buffers:
+                    if name in bufs:
                         if flat_masks:
                             g = g * flat_masks[name]
-                        buffers[name][filled] = g
+                        bufs[name][filled] = g
                 filled += 1
                 bar.update(1)
                 if filled == cap:
-                    if buffers:
-                        yield {n: b[:filled] for n, b in buffers.items()}
+                    if bufs:
+                        yield {n: b[:filled] for n, b in bufs.items()}
                     filled = 0
-            if filled and buffers:
-                yield {n: b[:filled] for n, b in buffers.items()}
+                    current = (current + 1) % len(sets)
+                    bufs = sets[current]
+            if filled and bufs:
+                yield {n: b[:filled] for n, b in bufs.items()}
         finally:
             bar.close()
             self.model.train(was_training)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
@@ -141,6 +142,7 @@ def build_inverse_fishers(
     owners: Mapping[str, int] | None = None,
     *,
     chunk_size: int | None = None,
+    overlap: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Blocked inverse Fisher of each tensor in ``names`` owned by this rank.
 
@@ -154,7 +156,9 @@ def build_inverse_fishers(
         settings: The Fisher settings (B, damp, m, construction, chunk size).
         ctx: Step context (sampler, process group, timings).
         owners: ``{name: rank}``; None builds every tensor on this rank.
-        chunk_size: Gradients per chunk (default ``settings.chunk_size``).
+        chunk_size: Gradients buffered per tensor (default ``settings.chunk_size``).
+        overlap: Accumulate each chunk in a worker thread while the next chunk's gradients are
+            computed (two buffers of ``chunk_size // 2`` gradients); False: one buffer, in turn.
 
     Returns:
         ``{name: (ceil(d/B), B, B) float32 tensor}`` for this rank's tensors.
@@ -180,26 +184,54 @@ def build_inverse_fishers(
     }
     subset = {n: params[n] for n in names}
     sub_masks = {n: masks[n] for n in names} if masks is not None else None
+    chunk = chunk_size or cfg.chunk_size
+    # Overlap: the Gram (or Sherman-Morrison) work of chunk i runs in a worker thread (torch
+    # releases the GIL) while the sampler computes the gradients of chunk i + 1 into a second
+    # buffer.  Two buffers of half the chunk keep the planned chunk memory.  Chunks are added in
+    # order by one worker, so the result is the same as without overlap.
+    overlap = overlap and chunk >= 2 and bool(builders)
     chunks = ctx.sampler.chunks(
         subset,
         masks=sub_masks,
         owners=owners,
-        chunk_size=chunk_size or cfg.chunk_size,
+        chunk_size=chunk // 2 if overlap else chunk,
         round_seed=ctx.round_index,
         desc=f"gradients ({len(names)} tensors)",
+        buffers=2 if overlap else 1,
     )
+
+    def add(grads: Mapping[str, torch.Tensor]) -> None:
+        for name, g in grads.items():
+            builders[name].add(g)
+
     start = time.perf_counter()
-    fisher_s = 0.0
-    for chunk in chunks:
-        t0 = time.perf_counter()
-        for name, grads in chunk.items():
-            builders[name].add(grads)
-        fisher_s += time.perf_counter() - t0
+    fisher_s = 0.0  # Fisher time the step waits for (not hidden behind the gradients)
+    if overlap:
+        pending: Future[None] | None = None
+        # leaving the ``with`` (also on an error) waits for the worker
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="obert-gram") as worker:
+            for grads in chunks:
+                if pending is not None:  # chunk i - 1's buffer is refilled next: wait for it
+                    t0 = time.perf_counter()
+                    pending.result()
+                    fisher_s += time.perf_counter() - t0
+                pending = worker.submit(add, grads)
+            if pending is not None:
+                t0 = time.perf_counter()
+                pending.result()
+                fisher_s += time.perf_counter() - t0
+    else:
+        for grads in chunks:
+            t0 = time.perf_counter()
+            add(grads)
+            fisher_s += time.perf_counter() - t0
     t0 = time.perf_counter()
     finvs = {name: builder.finalize() for name, builder in builders.items()}
     fisher_s += time.perf_counter() - t0
     ctx.add_time("fisher_s", fisher_s)
     ctx.add_time("gradients_s", time.perf_counter() - start - fisher_s)
+    ctx.add_time("gram_s", sum(b.timings["accumulate_s"] for b in builders.values()))
+    ctx.add_time("invert_s", sum(b.timings["invert_s"] for b in builders.values()))
     return finvs
 
 

