@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformers import (
     AutoModelForSequenceClassification,
+    BertConfig,
     BertForSequenceClassification,
     BertTokenizer,
     Trainer,
@@ -23,6 +24,7 @@ from transformers import (
 
 from obert_train import (
     ObertPruningCallback,
+    ObertTrainer,
     ResumeError,
     RunOptions,
     TrainingError,
@@ -375,3 +377,39 @@ def test_run_under_torchrun_with_two_gloo_ranks(
     params = resolve_target_params(model, recipe_obj.pruning[0].settings.targets)
     zeros = sum(int((p == 0).sum()) for p in params.values())
     assert zeros == round(0.6 * sum(p.numel() for p in params.values()))
+
+
+def test_gradient_accumulation_equals_the_larger_batch(
+    tokenizer: BertTokenizer, sst2_dir: Path, tmp_path: Path
+) -> None:
+    """Batch 2 x 2 accumulation steps trains like batch 4 (loss divided by the steps), and the
+    pruning steps land on the same optimizer steps."""
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128, num_labels=2,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    finals = []
+    for batch, accum in ((4, 1), (2, 2)):
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(config)
+        callback = ObertPruningCallback(
+            GMP, train_dataset=task.train_features, data_collator=task.collate, progress=False,
+            log=lambda _line: None,
+        )  # fmt: skip
+        args = TrainingArguments(
+            output_dir=str(tmp_path / f"ga{accum}"), num_train_epochs=3,
+            per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
+            learning_rate=1e-3, save_strategy="no", report_to="none", disable_tqdm=True,
+            use_cpu=True, seed=1, remove_unused_columns=False,
+        )  # fmt: skip
+        trainer = ObertTrainer(
+            model=model, args=args, train_dataset=task.train_features,
+            data_collator=task.collate, callbacks=[callback], recipe=load_recipe(GMP),
+        )  # fmt: skip
+        trainer.train()
+        assert [r["step"] for r in callback.history] == [5, 9, 14, 18]
+        finals.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    for name, value in finals[0].items():
+        torch.testing.assert_close(finals[1][name], value, rtol=1e-4, atol=1e-5, msg=name)

@@ -64,6 +64,9 @@ class ObertTrainer(Trainer):
                 p.requires_grad_(False)
         self._parts: dict[str, float] = {}
         self._parts_count = 0
+        # compute_loss returns the mean loss of one micro-batch (it ignores num_items_in_batch),
+        # so the Trainer must divide it by the gradient-accumulation steps.
+        self.loss_is_scaled_for_ga = False
 
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
