@@ -189,6 +189,10 @@ def test_obert_trainer_prunes_distils_and_follows_the_recipe_lr(
     for step, lr in lrs.items():  # the LR logged at step g is the one used by step g - 1
         assert lr == pytest.approx(recipe.lr_at(step - 1, 9), rel=1e-6)
     assert lrs[10] == pytest.approx(2e-3)  # cyclic rewind at epoch 1 (optimizer step 9)
+    pruned = [e for e in history if "pruning_step" in e]
+    assert [e["pruning_step"] for e in pruned] == [1.0, 2.0, 3.0]
+    assert all(e["pruning_seconds"] > 0 and "pruning_gradients_s" in e for e in pruned)
+    assert "pruning_seconds" in (out / "train_log.csv").read_text().splitlines()[0].split(",")
     parts = [e for e in history if "kd_loss" in e]
     assert parts and all("task_loss" in e and "sparsity" in e for e in parts)
     assert {"model.safetensors", "recipe.yaml", "sparsity.json", "metrics.json"} <= {

@@ -109,6 +109,8 @@ class ObertPruningCallback(TrainerCallback):
         self.history: list[dict[str, Any]] = []
         self.timings: dict[str, float] = {}
         self.output_dir: Path | None = None
+        self.pending_log: dict[str, float] = {}
+        """Facts of the last pruning step for the next Trainer log entry (``ObertTrainer.log``)."""
 
     # ------------------------------------------------------------------ helpers
     def log(self, line: str) -> None:
@@ -253,6 +255,12 @@ class ObertPruningCallback(TrainerCallback):
             "timings": {k: round(v, 4) for k, v in ctx.timings.items()},
         }
         self.history.append(record)
+        self.pending_log = {
+            "pruning_step": float(event.index + 1),
+            "pruning_target_sparsity": event.sparsity,
+            "pruning_seconds": round(seconds, 3),
+            **{f"pruning_{k}": round(v, 3) for k, v in ctx.timings.items()},
+        }
         self._check_ranks_agree(event)
         if self.dist.rank == 0 and self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,8 @@ works in plain transformers), ``recipe.yaml`` (the recipe as run, loadable again
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -43,6 +45,7 @@ _OWN_FILES = (
     "pruning_log.jsonl",
     "train_log.jsonl",
     "log_history.json",
+    "train_log.csv",
 )
 
 
@@ -198,6 +201,18 @@ def check_teacher(
                 f"teacher output {key!r} has shape {tuple(t.shape)}, the student's "
                 f"{tuple(s.shape)}; the teacher needs the student's head (same task and labels)"
             )
+
+
+def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The Trainer's log history as CSV (one column per key that appears in any row)."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def _barrier() -> None:
@@ -381,6 +396,7 @@ def run_recipe(
             extra_files={
                 "recipe.yaml": recipe.to_yaml(),
                 "log_history.json": json.dumps(trainer.state.log_history, indent=2) + "\n",
+                "train_log.csv": _csv(trainer.state.log_history),
                 "metrics.json": json.dumps(metrics_doc, indent=2, allow_nan=False) + "\n",
             },
         )

@@ -137,4 +137,6 @@ class ObertTrainer(Trainer):
         for callback in self.callback_handler.callbacks:
             if isinstance(callback, ObertPruningCallback) and callback.masks is not None:
                 logs["sparsity"] = round(callback.sparsity(), 6)
+                logs.update(callback.pending_log)
+                callback.pending_log = {}
         super().log(logs, start_time)
