@@ -140,3 +140,27 @@ def test_oneshot_recipe_reads_back_and_reproduces_the_checkpoint(
     b = AutoModelForSequenceClassification.from_pretrained(tmp_path / "b" / "sparsity-0.50")
     for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         assert torch.equal(pa, pb), name
+
+
+def test_run_refuses_a_model_whose_head_does_not_fit_the_task(
+    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "three"
+    data.mkdir()
+    rows = (sst2_dir / "train.tsv").read_text().splitlines()
+    relabelled = [rows[0]] + [
+        r if i % 3 else r.rsplit("\t", 1)[0] + "\t2" for i, r in enumerate(rows[1:])
+    ]
+    for name in ("train.tsv", "dev.tsv"):
+        (data / name).write_text("\n".join(relabelled) + "\n")
+    recipe = tmp_path / "gmp.yaml"
+    recipe.write_text(GMP)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["run", str(recipe), "--model", str(tiny_model_dir), "--task", "glue-tsv",
+         "--data-dir", str(data), "--output-dir", str(out), "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "does not fit task 'glue-tsv' (3 labels)" in _text(result)
+    assert not out.exists()

@@ -40,7 +40,18 @@ def load_model(the_task: Any, name_or_path: str, seed: int, *, warn: bool) -> An
     With ``warn``, names the weights that were not in the checkpoint (newly initialised).
     """
     torch.manual_seed(seed)
-    loaded = cast(Any, the_task.load_model(name_or_path, output_loading_info=True))
+    try:
+        loaded = cast(Any, the_task.load_model(name_or_path, output_loading_info=True))
+    except RuntimeError as exc:
+        if "mismatched" not in str(exc):
+            raise
+        labels = getattr(the_task, "num_labels", None)
+        need = f" ({labels} labels)" if labels is not None else ""
+        raise ObertTrainError(
+            f"the head of {name_or_path} does not fit task {the_task.name!r}{need}: its weights "
+            "have other shapes; start from a model without that head (a base checkpoint) or one "
+            "fine-tuned on the same labels"
+        ) from None
     model, info = loaded if isinstance(loaded, tuple) else (loaded, {})
     missing = sorted(info.get("missing_keys", []))
     if missing and warn:
