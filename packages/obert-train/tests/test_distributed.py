@@ -135,6 +135,9 @@ def test_two_gloo_ranks_match_one_process(
         for name, p in params.items():
             assert torch.equal(ranks[0][key][name], ranks[1][key][name])  # ranks agree exactly
             assert torch.equal(ranks[0][key][name] != 0, p != 0)  # same masks as one process
-            torch.testing.assert_close(ranks[0][key][name], p.detach(), rtol=1e-4, atol=1e-6)
+            # Shard gradients reduced over ranks differ from the global-batch gradient in the last
+            # float32 bits; the OBS update (through F^-1 at a damp of 1 % of the Fisher scale)
+            # amplifies that to a few 1e-6 on single weights, far below the 1e-3 moves above.
+            torch.testing.assert_close(ranks[0][key][name], p.detach(), rtol=1e-4, atol=1e-5)
     for key in ("grouped-layer", "grouped-global"):
         assert any("groups processed" in line for line in ranks[0][f"{key}-log"])
