@@ -25,6 +25,7 @@ from transformers import (
 from obert_train import (
     ObertPruningCallback,
     ObertTrainer,
+    RecipeError,
     ResumeError,
     RunOptions,
     TrainingError,
@@ -417,3 +418,78 @@ def test_gradient_accumulation_equals_the_larger_batch(
         finals.append({n: p.detach().clone() for n, p in model.named_parameters()})
     for name, value in finals[0].items():
         torch.testing.assert_close(finals[1][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_review_cases_resume_options_overwrite_order_short_trainer_and_zero_lr(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    tmp_path: Path,
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    out = tmp_path / "done"
+    opts = RunOptions(batch_size=4, progress=False, evaluate=False, logging_steps=1)
+    warmup = GMP.replace(
+        "pruning_modifiers:",
+        "training_modifiers:\n  - !LearningRateFunctionModifier\n    start_epoch: 0\n"
+        "    end_epoch: 3\n    lr_func: linear\n    init_lr: 0.0\n    final_lr: 1e-3\n"
+        "pruning_modifiers:",
+    )
+    recipe = load_recipe(warmup)
+    run_recipe(recipe, tiny_bert, task, out, options=opts, model_name="tiny", log=lambda _l: None)
+    history = json.loads((out / "log_history.json").read_text())
+    lrs = {e["step"]: e["learning_rate"] for e in history if "learning_rate" in e}
+    assert lrs[27] == pytest.approx(1e-3) and lrs[1] == pytest.approx(0.0)  # warm-up from 0
+    for step, lr in lrs.items():
+        assert lr == pytest.approx(recipe.lr_at(step - 1, 9), abs=1e-12)
+    # Resuming with another batch size would move every pruning step: refused.
+    with pytest.raises(ResumeError, match="batch_size 4, this one 2"):
+        run_recipe(
+            recipe, tiny_bert, task, out, options=RunOptions(batch_size=2, progress=False),
+            resume=True, model_name="tiny", log=lambda _l: None,
+        )  # fmt: skip
+    # --overwrite with a teacher that does not fit: refused before anything is deleted.
+    before = sorted(p.name for p in out.iterdir())
+    config = tiny_bert.config.__class__(**{**tiny_bert.config.to_dict(), "num_labels": 3})
+    with pytest.raises(TrainingError, match="teacher output"):
+        run_recipe(
+            load_recipe(OBS), tiny_bert, task, out, teacher=BertForSequenceClassification(config),
+            options=opts, overwrite=True, model_name="tiny", log=lambda _l: None,
+        )  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_a_trainer_shorter_than_the_recipe_is_refused_and_moments_of_pruned_weights_are_zero(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    tmp_path: Path,
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+
+    def trainer(epochs: int) -> tuple[Trainer, ObertPruningCallback]:
+        callback = ObertPruningCallback(
+            GMP, train_dataset=task.train_features, data_collator=task.collate, progress=False,
+            log=lambda _line: None,
+        )  # fmt: skip
+        args = TrainingArguments(
+            output_dir=str(tmp_path / f"e{epochs}"), num_train_epochs=epochs,
+            per_device_train_batch_size=4, learning_rate=5e-3, save_strategy="no",
+            report_to="none", disable_tqdm=True, use_cpu=True, remove_unused_columns=False,
+        )  # fmt: skip
+        return Trainer(
+            model=tiny_bert, args=args, train_dataset=task.train_features,
+            data_collator=task.collate, callbacks=[callback],
+        ), callback  # fmt: skip
+
+    short, _ = trainer(2)
+    with pytest.raises(RecipeError, match="runs 18 optimizer steps.*until step 18"):
+        short.train()
+    full, callback = trainer(3)
+    full.train()
+    assert callback.masks is not None
+    for name, p in callback.masks.params.items():
+        state = full.optimizer.state[p]
+        pruned = ~callback.masks[name].view(p.shape)
+        assert bool((state["exp_avg"][pruned] == 0).all()), name
+        assert bool((state["exp_avg_sq"][pruned] == 0).all()), name

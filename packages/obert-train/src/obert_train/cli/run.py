@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -12,9 +13,10 @@ import typer
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from obert_train.cli.common import USER_ERRORS, fail, init_distributed, load_model, parse_sets
+from obert_train.cli.common import USER_ERRORS, fail, load_model, parse_sets
 from obert_train.cli.oneshot import TaskName
 from obert_train.errors import TrainingError
+from obert_train.fisher.distributed import DistContext
 from obert_train.hf.run import RunOptions, run_recipe
 from obert_train.recipe import load_recipe
 from obert_train.tasks.load import load_task
@@ -92,7 +94,8 @@ def run(
         torch.set_num_threads(threads)
     try:
         parsed = load_recipe(recipe, parse_sets(set_))
-        dist = init_distributed()
+        # The Trainer joins the torchrun process group itself (gloo on CPU, nccl on GPUs).
+        dist = DistContext(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
         tokenizer = AutoTokenizer.from_pretrained(model)
         the_task = load_task(
             task.value,

@@ -31,7 +31,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from obert_train.checkpoint import atomic_write_text
-from obert_train.errors import ResumeError, TrainingError
+from obert_train.errors import RecipeError, ResumeError, TrainingError
 from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.sampler import GradientSampler, LossFn
 from obert_train.pruning.masks import MaskState
@@ -109,6 +109,10 @@ class ObertPruningCallback(TrainerCallback):
         self.history: list[dict[str, Any]] = []
         self.timings: dict[str, float] = {}
         self.output_dir: Path | None = None
+        self.resume_dir: Path | None = None
+        """The checkpoint the Trainer resumes from (default: ``output_dir/checkpoint-N``)."""
+        self.managed = False
+        """Set by :class:`ObertTrainer`, which applies the recipe's LR and KD modifiers."""
         self.pending_log: dict[str, float] = {}
         """Facts of the last pruning step for the next Trainer log entry (``ObertTrainer.log``)."""
 
@@ -191,8 +195,25 @@ class ObertPruningCallback(TrainerCallback):
         ):
             check_block_shapes(group, method.settings)
             method.prepare(group, view, self._context(sampler, 0))
+        last = max((e.step for e in self.events), default=-1)
+        if state.max_steps and last >= state.max_steps:
+            raise RecipeError(
+                f"the Trainer runs {state.max_steps} optimizer steps, but the recipe "
+                f"{recipe.path or '(text)'} prunes until step {last} (epoch "
+                f"{self.events[-1].epoch:g}) and runs {recipe.num_epochs:g} epochs; set "
+                f"num_train_epochs={recipe.num_epochs:g} (ObertTrainer / run_recipe do)"
+            )
+        if not self.managed and (recipe.learning_rate or recipe.distillation is not None):
+            self.log(
+                "note: the recipe's learning-rate and distillation modifiers are applied by "
+                "ObertTrainer; this Trainer only runs its pruning (see recipe_lr_scheduler and "
+                "distillation_loss to add them)"
+            )
         if state.global_step > 0:
-            self._restore(Path(str(args.output_dir)) / f"checkpoint-{state.global_step}")
+            folder = (
+                self.resume_dir or Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
+            )
+            self._restore(Path(folder))
         else:
             self.next_event = 0
         self.masks.mask_gradients()
@@ -223,10 +244,23 @@ class ObertPruningCallback(TrainerCallback):
         while self.next_event < len(self.events) and (
             self.events[self.next_event].step <= state.global_step
         ):
-            self._prune(self.events[self.next_event], state)
+            self._prune(self.events[self.next_event], state, kwargs.get("optimizer"))
             self.next_event += 1
 
-    def _prune(self, event: PruningEvent, state: TrainerState) -> None:
+    def _clear_optimizer_state(self, optimizer: Any, names: list[str]) -> None:
+        """Zero the optimizer's per-weight state (Adam moments) of the pruned weights."""
+        if optimizer is None or self.masks is None:
+            return
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the optimizer
+        state = getattr(inner, "state", {})
+        with torch.no_grad():
+            for name in names:
+                p = self.masks.params[name]
+                for value in state.get(p, {}).values():
+                    if isinstance(value, torch.Tensor) and value.shape == p.shape:
+                        value.mul_(self.masks[name].view(p.shape).to(value.dtype))
+
+    def _prune(self, event: PruningEvent, state: TrainerState, optimizer: Any = None) -> None:
         assert self.masks is not None
         index = event.modifier
         method, group, view = self.methods[index], self.params[index], self.views[index]
@@ -243,6 +277,7 @@ class ObertPruningCallback(TrainerCallback):
         for key, value in ctx.timings.items():
             self.timings[key] = self.timings.get(key, 0.0) + value
         self.timings["prune_s"] = self.timings.get("prune_s", 0.0) + seconds
+        self._clear_optimizer_state(optimizer, list(group))
         record = {
             "index": event.index,
             "epoch": event.epoch,
@@ -271,11 +306,13 @@ class ObertPruningCallback(TrainerCallback):
         """Under torch.distributed every rank must hold the same masks after a pruning step."""
         if not self.dist.active or self.masks is None:
             return
-        digest = torch.zeros(2 * len(self.masks), dtype=torch.float64)
+        device = next(iter(self.masks.params.values())).device  # NCCL needs device tensors
+        digest = torch.zeros(2 * len(self.masks), dtype=torch.float64, device=device)
         for i, (_, mask) in enumerate(self.masks.items()):
-            kept = mask.to(torch.float64).cpu()
+            kept = mask.to(torch.float64)
             digest[2 * i] = kept.sum()
-            digest[2 * i + 1] = (kept * torch.arange(kept.numel(), dtype=torch.float64)).sum()
+            positions = torch.arange(kept.numel(), dtype=torch.float64, device=device)
+            digest[2 * i + 1] = (kept * positions).sum()
         low, high = digest.clone(), digest.clone()
         torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
         torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
@@ -346,7 +383,8 @@ class ObertPruningCallback(TrainerCallback):
         if not file.is_file():
             raise ResumeError(
                 f"cannot resume: {folder} has no {STATE_FILE} (the checkpoint was not written by "
-                "a run with ObertPruningCallback, or it is incomplete)"
+                "a run with ObertPruningCallback, or it is incomplete); if the Trainer resumes "
+                "from another folder, set the callback's resume_dir to it"
             )
         payload = torch.load(file, map_location="cpu", weights_only=False)
         check_resumable(payload, self.recipe, self.model_name, folder)
@@ -356,6 +394,10 @@ class ObertPruningCallback(TrainerCallback):
             method.load_state_dict(state)
         self.next_event = int(payload["next_event"])
         self.history = list(payload.get("history", []))
+        if self.dist.rank == 0 and self.output_dir is not None:
+            # Steps replayed after this checkpoint must not appear twice in the log.
+            lines = "".join(json.dumps(record) + "\n" for record in self.history)
+            atomic_write_text(self.output_dir / "pruning_log.jsonl", lines)
         self.timings = dict(payload.get("timings", {}))
         self.log(
             f"resumed from {folder}: sparsity {self.sparsity():.4f}, "

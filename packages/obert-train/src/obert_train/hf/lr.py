@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from obert_train.errors import RecipeError
+
 if TYPE_CHECKING:
     from obert_train.recipe import Recipe
 
@@ -34,10 +36,16 @@ def recipe_lr_scheduler(
     """
     bases = [float(group["lr"]) for group in optimizer.param_groups]
 
+    if any(b == 0 for b in bases) and recipe.learning_rate:
+        raise RecipeError(
+            "the optimizer's learning rate is 0, so the recipe's LR functions cannot scale it; "
+            "give the optimizer the recipe's peak LR (run_recipe does) or any positive LR"
+        )
+
     def factor_for(base: float):  # type: ignore[no-untyped-def]
         def factor(step: int) -> float:
             lr = recipe.lr_at(step, steps_per_epoch)
-            return 1.0 if lr is None or base == 0 else lr / base
+            return 1.0 if lr is None else lr / base
 
         return factor
 

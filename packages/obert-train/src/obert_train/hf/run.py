@@ -28,7 +28,11 @@ from transformers import TrainerCallback, TrainingArguments
 
 from obert_train.checkpoint import atomic_write_text, save_into
 from obert_train.errors import ObertTrainError, ResumeError, TrainingError
-from obert_train.hf.callback import ObertPruningCallback, latest_complete_checkpoint
+from obert_train.hf.callback import (
+    STATE_FILE,
+    ObertPruningCallback,
+    latest_complete_checkpoint,
+)
 from obert_train.hf.trainer import ObertTrainer
 from obert_train.recipe import Recipe
 from obert_train.tasks.base import Task
@@ -46,6 +50,16 @@ _OWN_FILES = (
     "train_log.jsonl",
     "log_history.json",
     "train_log.csv",
+)
+# The final model's files, removed by --overwrite only in a folder that holds a run.json.
+_MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
 )
 
 
@@ -112,6 +126,17 @@ class _LogFile(TrainerCallback):
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """On a resumed run drop the entries after the checkpoint (they are logged again)."""
+        if not state.is_world_process_zero or not self.path.is_file():
+            return
+        kept = [
+            line
+            for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= state.global_step
+        ]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs:
             return
@@ -149,11 +174,16 @@ def _prepare_output_dir(out: Path, entries: list[str], *, resume: bool, overwrit
     Only the main process runs it (after every rank has checked the folder).
     """
     if overwrite and not resume:
+        ours = (out / RUN_FILE).is_file()  # a run folder of this tool: its model files are ours
         for name in entries:
             path = out / name
-            if path.is_dir() and name.startswith("checkpoint-"):
-                shutil.rmtree(path)
-            elif name in _OWN_FILES:
+            if path.is_dir():
+                written = (path / "trainer_state.json").is_file() or (path / STATE_FILE).is_file()
+                checkpoint = name.startswith("checkpoint-") and written
+                leftover = name.startswith(".final.") and name.endswith(".tmp")
+                if checkpoint or leftover:
+                    shutil.rmtree(path)
+            elif name in _OWN_FILES or (ours and name in _MODEL_FILES):
                 path.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -245,6 +275,20 @@ def _check_same_run(out: Path, info: Mapping[str, Any]) -> None:
             f"this one is {info['recipe']!r} (a different recipe or different overrides); use "
             "the same recipe and overrides, or a new --output-dir"
         )
+    for key, label in (("task", "task"), ("train_examples", "training examples")):
+        if old.get(key) != info[key]:
+            raise ResumeError(
+                f"cannot resume in {str(out)!r}: its run used {label} {old.get(key)!r}, this one "
+                f"{info[key]!r}; resume with the same data options, or use a new --output-dir"
+            )
+    old_opts, new_opts = old.get("options", {}), info["options"]
+    for key in ("batch_size", "seed", "learning_rate", "weight_decay", "max_grad_norm"):
+        if key in old_opts and old_opts[key] != new_opts[key]:
+            raise ResumeError(
+                f"cannot resume in {str(out)!r}: its run used {key} {old_opts[key]!r}, this one "
+                f"{new_opts[key]!r} (the schedule and the result would change); resume with the "
+                "same options, or use a new --output-dir"
+            )
     if old.get("model") != info["model"]:
         raise ResumeError(
             f"cannot resume in {str(out)!r}: it holds a run of model {old.get('model')!r}, this "
@@ -294,17 +338,11 @@ def run_recipe(
     out = Path(output_dir)
     emit = log or _print
     is_main = int(os.environ.get("RANK", "0")) == 0
+    # Every check that can fail comes before the folder is touched (nothing half-written).
     entries = _refuse_non_empty(out, resume=resume, overwrite=overwrite)
-    _barrier()
-    if is_main:
-        _prepare_output_dir(out, entries, resume=resume, overwrite=overwrite)
     info = _run_info(recipe, model_name, task, opts)
-    checkpoint: Path | None = None
     if resume:
         _check_same_run(out, info)
-        checkpoint = latest_complete_checkpoint(out)
-        if checkpoint is None:
-            emit(f"no complete checkpoint in {out}; starting from the beginning")
     recipe.check_targets([n for n, _ in model.named_parameters()])
     kd = recipe.distillation
     if kd is not None:
@@ -315,7 +353,17 @@ def run_recipe(
         check_teacher(
             model, teacher, task.collate(task.train_features[:2]), list(kd.distill_output_keys)
         )
-    base_lr = recipe.learning_rate[0].init_lr if recipe.learning_rate else opts.learning_rate
+    _barrier()
+    if is_main:
+        _prepare_output_dir(out, entries, resume=resume, overwrite=overwrite)
+    checkpoint: Path | None = None
+    if resume:
+        checkpoint = latest_complete_checkpoint(out)
+        if checkpoint is None:
+            emit(f"no complete checkpoint in {out}; starting from the beginning")
+    # The scheduler scales the optimizer's LR by lr_at(step) / base: the base must not be 0.
+    peaks = [max(m.init_lr, m.final_lr) for m in recipe.learning_rate]
+    base_lr = max(peaks) if peaks and max(peaks) > 0 else opts.learning_rate
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     args = TrainingArguments(
         output_dir=str(out),
@@ -349,6 +397,7 @@ def run_recipe(
         log=emit,
         model_name=model_name,
     )
+    pruning.resume_dir = checkpoint
     if is_main:
         atomic_write_text(out / RUN_FILE, json.dumps(info, indent=2) + "\n")
     trainer = ObertTrainer(

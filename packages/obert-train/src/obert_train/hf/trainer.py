@@ -62,6 +62,9 @@ class ObertTrainer(Trainer):
             teacher.eval()
             for p in teacher.parameters():
                 p.requires_grad_(False)
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, ObertPruningCallback):
+                callback.managed = True
         self._parts: dict[str, float] = {}
         self._parts_count = 0
         # compute_loss returns the mean loss of one micro-batch (it ignores num_items_in_batch),

@@ -2,8 +2,9 @@
 
 The driver of a run (one-shot or the Trainer callback) owns one :class:`MaskState`.  Pruned
 weights are held at exactly zero: the state masks every gradient as it is computed (tensor hooks,
-so gradient clipping, optimizer moments and weight decay never see pruned coordinates) and
-re-zeroes the weights after every optimizer step (:meth:`MaskState.apply`).
+so gradient clipping and the optimizer get zero gradients for pruned coordinates; the callback
+also zeroes their optimizer moments when it prunes them) and re-zeroes the weights after every
+optimizer step (:meth:`MaskState.apply`), whatever the optimizer or weight decay did.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ loop (:func:`~obert_train.oneshot_prune`) or inside a Hugging Face ``Trainer``
 (:class:`~obert_train.ObertPruningCallback`)::
 
     prepare(params, masks, ctx)             once, before anything else
-    after_backward(params, masks)           after every backward pass (movement scores)
+    after_backward(params, masks)           once per optimizer step, with the accumulated (and
+                                            clipped) gradients in ``.grad`` (movement scores)
     prune(params, masks, sparsity, ctx)     at each scheduled step: new masks, weights updated
     masks.apply()                           after every optimizer step (done by the driver)
     finalize(params, masks)                 once, at the end
@@ -241,7 +242,7 @@ class PruningMethod(abc.ABC):
         del params, masks, ctx
 
     def after_backward(self, params: Mapping[str, torch.nn.Parameter], masks: MaskState) -> None:
-        """Called after every backward pass, with ``.grad`` filled (default: nothing)."""
+        """Called at every optimizer step with the accumulated, clipped ``.grad`` (no-op here)."""
         del params, masks
 
     @abc.abstractmethod

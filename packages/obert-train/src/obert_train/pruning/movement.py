@@ -1,6 +1,7 @@
 """Movement pruning (Sanh, Wolf & Rush 2020, "Movement Pruning", hard variant).
 
-During fine-tuning each weight accumulates the score ``S_i = -sum_t w_i(t) * dL/dw_i(t)`` (Sec. 4,
+During fine-tuning each weight accumulates the score ``S_i = -sum_t w_i(t) * dL/dw_i(t)`` over the
+optimizer steps t (the gradient accumulated over the step's micro-batches, after clipping) (Sec. 4,
 Eq. 4 with the straight-through estimator of the top-k mask: the gradient of the loss with
 respect to the score is ``dL/dw * w``); at a pruning step the weights with the lowest
 accumulated score are removed.  Weights moving away from zero (``w`` and ``-grad`` of the same
@@ -24,7 +25,7 @@ __all__ = ["MovementPruning"]
 
 @register_method
 class MovementPruning(PruningMethod):
-    """Hard movement pruning: scores ``-w * dL/dw`` accumulated after every backward pass."""
+    """Hard movement pruning: scores ``-w * dL/dw`` accumulated at every optimizer step."""
 
     name: ClassVar[str] = "movement"
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
