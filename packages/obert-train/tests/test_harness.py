@@ -483,7 +483,7 @@ def test_a_trainer_shorter_than_the_recipe_is_refused_and_moments_of_pruned_weig
         ), callback  # fmt: skip
 
     short, _ = trainer(2)
-    with pytest.raises(RecipeError, match="runs 18 optimizer steps.*until step 18"):
+    with pytest.raises(RecipeError, match=r"runs 18 optimizer steps.*until step 18"):
         short.train()
     full, callback = trainer(3)
     full.train()
