@@ -98,7 +98,7 @@ def test_magnitude_without_eval(tiny_model_dir: Path, sst2_dir: Path, tmp_path: 
             ["--sparsity", "0.5", "--method", "magnitude", "--set", "damp=1e-4"],
             "method 'magnitude': unknown setting 'damp'",
         ),
-        (["--sparsity", "0.5", "--method", "movement"], "no training step has run yet"),
+        (["--recipe", "minilm-sst2-movement90"], "method 'movement' needs training"),
         (["--sparsity", "0.5", "--recipe", "minilm-sst2-dense"], "no pruning modifier"),
     ],
 )

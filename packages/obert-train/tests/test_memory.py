@@ -2,9 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from obert_train import MemoryPlanError, plan_memory
+from obert_train import MemoryPlanError
 from obert_train.fisher import memory as _memory
-from obert_train.fisher.memory import fisher_bytes, format_bytes, gram_precision, group_peak_bytes
+from obert_train.fisher.memory import (
+    fisher_bytes,
+    format_bytes,
+    gram_precision,
+    group_peak_bytes,
+    plan_memory,
+)
 
 BERT_BASE = {
     f"layer{i}.{kind}": d

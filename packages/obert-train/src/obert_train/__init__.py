@@ -21,7 +21,6 @@ from obert_train.errors import (
     TargetError,
     TrainingError,
 )
-from obert_train.fisher.memory import MemoryPlan, plan_memory
 from obert_train.fisher.sampler import GradientSampler
 from obert_train.hf.callback import ObertPruningCallback
 from obert_train.hf.distillation import distillation_loss
@@ -39,7 +38,7 @@ from obert_train.pruning.registry import METHODS, create_method, register_method
 from obert_train.pruning.targets import BERT_ENCODER_PATTERNS, resolve_target_params
 from obert_train.recipe import Recipe, load_recipe
 from obert_train.tasks.base import ClassificationTask, Task
-from obert_train.tasks.load import TASK_NAMES, load_task
+from obert_train.tasks.load import load_task
 from obert_train.tasks.mlm import MaskedLMTask
 from obert_train.tasks.squad import SquadTask
 
@@ -48,7 +47,6 @@ __version__ = "0.2.0"
 __all__ = [
     "BERT_ENCODER_PATTERNS",
     "METHODS",
-    "TASK_NAMES",
     "ClassificationTask",
     "ConstantPruning",
     "DataError",
@@ -56,7 +54,6 @@ __all__ = [
     "MagnitudePruning",
     "MaskState",
     "MaskedLMTask",
-    "MemoryPlan",
     "MemoryPlanError",
     "MethodSettings",
     "MissingDependencyError",
@@ -84,7 +81,6 @@ __all__ = [
     "load_recipe",
     "load_task",
     "oneshot_prune",
-    "plan_memory",
     "recipe_lr_scheduler",
     "register_method",
     "resolve_target_params",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -15,7 +16,14 @@ from pydantic import ValidationError
 from obert_train.errors import ObertTrainError
 from obert_train.fisher.distributed import DistContext
 
-__all__ = ["USER_ERRORS", "fail", "init_distributed", "load_model", "parse_sets"]
+__all__ = [
+    "USER_ERRORS",
+    "check_model_source",
+    "fail",
+    "init_distributed",
+    "load_model",
+    "parse_sets",
+]
 
 USER_ERRORS = (ObertTrainError, ValidationError, ValueError, OSError)
 """Errors shown as one ``error: ...`` line (exit code 2) instead of a traceback."""
@@ -32,6 +40,26 @@ def init_distributed() -> DistContext:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="gloo")
     return DistContext.current()
+
+
+def check_model_source(name_or_path: str, option: str = "--model") -> None:
+    """A value that looks like a path must be an existing folder (else: hub id, checked online).
+
+    Raises:
+        ObertTrainError: Naming the option and the missing folder.
+    """
+    looks_like_path = name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path.strip("/")
+    path = Path(name_or_path).expanduser()
+    if looks_like_path and not path.exists() and name_or_path.count("/") != 1:
+        raise ObertTrainError(
+            f"{option} {name_or_path!r}: no such model folder; give a folder with config.json "
+            "and weights, or a hub id such as 'bert-base-uncased'"
+        )
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ObertTrainError(
+            f"{option} {name_or_path!r} is a folder without config.json; point it at a saved "
+            "Hugging Face model (save_pretrained output)"
+        )
 
 
 def load_model(the_task: Any, name_or_path: str, seed: int, *, warn: bool) -> Any:

@@ -21,7 +21,14 @@ from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from obert_train.checkpoint import atomic_write_text, save_checkpoint, sparsity_report
-from obert_train.cli.common import USER_ERRORS, fail, init_distributed, load_model, parse_sets
+from obert_train.cli.common import (
+    USER_ERRORS,
+    check_model_source,
+    fail,
+    init_distributed,
+    load_model,
+    parse_sets,
+)
 from obert_train.errors import ObertTrainError
 from obert_train.pruning.obert import ObertSettings
 from obert_train.pruning.oneshot import PruneResult, oneshot_prune
@@ -38,9 +45,15 @@ TaskName = Enum(  # type: ignore[misc]
 )
 """Tasks with loaders (from :data:`obert_train.TASK_NAMES`)."""
 MethodName = Enum(  # type: ignore[misc]
-    "MethodName", {n: n for n in sorted(METHODS) if METHODS[n].schedules_pruning}, type=str
+    "MethodName",
+    {
+        n: n
+        for n in sorted(METHODS)
+        if METHODS[n].schedules_pruning and not METHODS[n].needs_training
+    },
+    type=str,
 )
-"""Registered methods that prune (from the registry)."""
+"""Registered methods that prune without training (from the registry)."""
 
 
 def _default(field: str) -> str:
@@ -92,6 +105,11 @@ def _settings(
         target = first.final_sparsity
     chosen.update({k: v for k, v in explicit.items() if v is not None})
     chosen.update(sets)
+    if METHODS[method].needs_training:
+        raise ObertTrainError(
+            f"method {method!r} needs training (its scores accumulate during fine-tuning), so "
+            "it cannot prune one-shot; use `obert-train run` with its recipe"
+        )
     fields = METHODS[method].Settings.model_fields
     chosen = {k: v for k, v in chosen.items() if k in fields or k in sets}
     return method, chosen, target
@@ -240,6 +258,7 @@ def oneshot(
                 f"{output_dir} already holds {', '.join(existing)}; pass --overwrite to replace "
                 "them or choose another --output-dir"
             )
+        check_model_source(model)
         dist = init_distributed()
         tokenizer = AutoTokenizer.from_pretrained(model)
         the_task = load_task(

@@ -13,7 +13,13 @@ import typer
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from obert_train.cli.common import USER_ERRORS, fail, load_model, parse_sets
+from obert_train.cli.common import (
+    USER_ERRORS,
+    check_model_source,
+    fail,
+    load_model,
+    parse_sets,
+)
 from obert_train.cli.oneshot import TaskName
 from obert_train.errors import TrainingError
 from obert_train.fisher.distributed import DistContext
@@ -94,6 +100,9 @@ def run(
         torch.set_num_threads(threads)
     try:
         parsed = load_recipe(recipe, parse_sets(set_))
+        check_model_source(model)
+        if teacher is not None:
+            check_model_source(teacher, "--teacher")
         # The Trainer joins the torchrun process group itself (gloo on CPU, nccl on GPUs).
         dist = DistContext(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
         tokenizer = AutoTokenizer.from_pretrained(model)

@@ -213,6 +213,8 @@ class PruningMethod(abc.ABC):
     """Whether :meth:`prune` needs ``ctx.sampler`` (loss gradients of the training data)."""
     schedules_pruning: ClassVar[bool] = True
     """False for methods that only keep the masks they start with (sparse transfer)."""
+    needs_training: ClassVar[bool] = False
+    """True for methods whose scores come from training (movement): no one-shot use."""
 
     def __init__(self, settings: MethodSettings | None = None, **kwargs: Any) -> None:
         if settings is not None and kwargs:

@@ -30,6 +30,7 @@ class MovementPruning(PruningMethod):
     name: ClassVar[str] = "movement"
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
     recipe_tags: ClassVar[tuple[str, ...]] = ("MovementPruningModifier",)
+    needs_training: ClassVar[bool] = True
 
     def __init__(self, settings: MethodSettings | None = None, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
