@@ -312,7 +312,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(IMG / "gradual_sst2_accuracy.png", dpi=120)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.0), sharex=True)
+    fig, (top, bottom, acc) = plt.subplots(3, 1, figsize=(6.4, 8.0), sharex=True)
     for name in runs:
         log = REPO / runs[name]["output_dir"] / "train_log.jsonl"
         if name == "teacher" or not log.is_file():
@@ -324,10 +324,17 @@ def cmd_report(args: argparse.Namespace) -> None:
             top.plot(*zip(*loss, strict=True), label=_label(name), linewidth=1)
         if spars:
             bottom.plot(*zip(*spars, strict=True), label=_label(name), linewidth=1)
+        points = [(e["epoch"], 100 * e["accuracy"]) for e in runs[name].get("epoch_eval", [])]
+        if points:
+            acc.plot(*zip(*points, strict=True), marker="o", label=_label(name), linewidth=1)
     top.set_ylabel("training loss (KD)")
     top.set_yscale("log")
     bottom.set_ylabel("sparsity")
-    bottom.set_xlabel("epoch")
+    if dense is not None:
+        acc.axhline(100 * dense, color="grey", linestyle=":", label="dense teacher")
+    acc.set_ylabel("dev accuracy at epoch end (%)")
+    acc.set_xlabel("epoch")
+    acc.legend(fontsize=8)
     top.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(IMG / "gradual_sst2_training.png", dpi=120)

@@ -31,7 +31,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from obert_train.checkpoint import atomic_write_text
-from obert_train.errors import RecipeError, ResumeError, TrainingError
+from obert_train.errors import ObertTrainError, RecipeError, ResumeError, TrainingError
 from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.sampler import GradientSampler, LossFn
 from obert_train.pruning.masks import MaskState
@@ -139,7 +139,7 @@ class ObertPruningCallback(TrainerCallback):
         if collate is None:
             collate = getattr(train_dataloader, "collate_fn", None)
         if dataset is None or collate is None:
-            raise ValueError(
+            raise ObertTrainError(
                 "ObertPruningCallback needs the training examples and collator for the Fisher "
                 "gradients: pass train_dataset= and data_collator="
             )
