@@ -352,6 +352,15 @@ def test_sigkill_then_resume_gives_the_uninterrupted_masks_and_weights(
         assert torch.equal(want[name], got[name]), f"{name} differs after resume ({label})"
     resumed = json.loads((out / "metrics.json").read_text())["resumed_from"]
     assert resumed is not None and "checkpoint-" in resumed
+    # Steps replayed after the checkpoint are not logged twice.
+    pruning = [json.loads(x) for x in (out / "pruning_log.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in pruning] == [0, 1, 2]
+
+    def logged(folder: Path) -> list[int]:
+        lines = (folder / "train_log.jsonl").read_text().splitlines()
+        return [json.loads(x)["step"] for x in lines]
+
+    assert logged(out) == logged(reference), "train_log.jsonl differs after the resume"
 
 
 @pytest.mark.slow
