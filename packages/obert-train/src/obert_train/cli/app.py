@@ -12,7 +12,7 @@ import typer
 from obert_train.cli.oneshot import oneshot
 from obert_train.cli.recipe_cmd import recipe_app
 from obert_train.cli.run import run
-from obert_train.pruning.registry import METHODS, _load_builtins
+from obert_train.pruning.registry import METHODS
 
 __all__ = ["app", "main"]
 
@@ -25,7 +25,6 @@ app.add_typer(recipe_app, name="recipe")
 @app.command("methods")
 def methods() -> None:
     """List the registered pruning methods, their recipe tags and settings with defaults."""
-    _load_builtins()
     for name in sorted(METHODS):
         cls = METHODS[name]
         tags = ", ".join(f"!{t}" for t in cls.recipe_tags)

@@ -32,14 +32,13 @@ from obert_train.cli.common import (
 from obert_train.errors import ObertTrainError
 from obert_train.pruning.obert import ObertSettings
 from obert_train.pruning.oneshot import PruneResult, oneshot_prune
-from obert_train.pruning.registry import METHODS, _load_builtins, create_method
+from obert_train.pruning.registry import METHODS, create_method
 from obert_train.pruning.targets import BERT_ENCODER_PATTERNS
 from obert_train.recipe import load_recipe
 from obert_train.tasks.load import TASK_NAMES, load_task
 
 __all__ = ["TaskName", "oneshot"]
 
-_load_builtins()
 TaskName = Enum(  # type: ignore[misc]
     "TaskName", {n.replace("-", "_"): n for n in TASK_NAMES}, type=str
 )

@@ -1,1 +1,9 @@
-"""Pruning methods and their shared lifecycle: masks, registry, one-shot driver, methods."""
+"""Pruning methods and their shared lifecycle: masks, registry, one-shot driver, methods.
+
+Importing the package imports the built-in methods, which register themselves with the
+registry (:mod:`obert_train.pruning.registry`), so every import of a pruning module sees them.
+"""
+
+from obert_train.pruning import constant, magnitude, movement, obert
+
+__all__ = ["constant", "magnitude", "movement", "obert"]

@@ -1,7 +1,9 @@
 """The one registry of pruning methods: name -> method class (with its settings model).
 
-Methods register themselves where they are defined (``@register_method``); recipes find a
-method by its recipe tag (``!OBSPruningModifier`` -> ``obert``), the CLI lists what is here.
+Methods register themselves where they are defined (``@register_method``).  The built-in ones
+are imported by the ``obert_train.pruning`` package, so they are registered before this module is
+used, without the registry importing them.  Recipes find a method by its recipe tag
+(``!OBSPruningModifier`` -> ``obert``), the CLI lists what is here.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ def register_method(cls: _M) -> _M:
 
 def method_for_tag(tag: str) -> type[PruningMethod] | None:
     """The method a recipe modifier tag selects (e.g. ``"OBSPruningModifier"``), or None."""
-    _load_builtins()
     for cls in METHODS.values():
         if tag in cls.recipe_tags:
             return cls
@@ -52,7 +53,6 @@ def create_method(name: str, **settings: Any) -> PruningMethod:
         RecipeError: If the name is not registered or a setting is unknown or invalid (the
             message names the method, the setting and the value).
     """
-    _load_builtins()
     if name not in METHODS:
         raise RecipeError(f"pruning method {name!r} unknown; registered: {sorted(METHODS)}")
     cls = METHODS[name]
@@ -76,11 +76,3 @@ def describe_validation_error(exc: Any, where: str, cls: type[PruningMethod] | N
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{where}: {loc} = {err.get('input')!r}: {msg}")
     return "; ".join(lines)
-
-
-def _load_builtins() -> None:
-    """Import the built-in methods (they register themselves on import)."""
-    import obert_train.pruning.constant
-    import obert_train.pruning.magnitude
-    import obert_train.pruning.movement
-    import obert_train.pruning.obert  # noqa: F401

@@ -7,16 +7,41 @@ settings, the learning-rate phases with their restarts, distillation and constan
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from obert_train.recipe._messages import fmt
-from obert_train.recipe.modifiers import LearningRateFunctionModifier, step_of_epoch
-
-if TYPE_CHECKING:
-    from obert_train.recipe.pruning_modifier import PruningModifier
-    from obert_train.recipe.recipe import Recipe
+from obert_train.recipe.modifiers import (
+    DistillationModifier,
+    EpochRangeModifier,
+    LearningRateFunctionModifier,
+    step_of_epoch,
+)
+from obert_train.recipe.pruning_modifier import PruningEvent, PruningModifier
 
 __all__ = ["describe_recipe"]
+
+
+class _Plan(Protocol):
+    """What the description reads of a ``Recipe``.
+
+    A protocol, so this module (which ``Recipe.describe`` imports) does not import ``Recipe``.
+    """
+
+    @property
+    def where(self) -> str: ...
+    @property
+    def num_epochs(self) -> float: ...
+    @property
+    def learning_rate(self) -> tuple[LearningRateFunctionModifier, ...]: ...
+    @property
+    def pruning(self) -> tuple[PruningModifier, ...]: ...
+    @property
+    def distillation(self) -> DistillationModifier | None: ...
+    @property
+    def epoch_range(self) -> EpochRangeModifier | None: ...
+    def fingerprint(self) -> str: ...
+    def total_steps(self, steps_per_epoch: int) -> int: ...
+    def pruning_events(self, steps_per_epoch: int) -> list[PruningEvent]: ...
 
 
 def _epochs(values: list[float], limit: int = 12) -> str:
@@ -50,7 +75,7 @@ def _settings(modifier: PruningModifier) -> str:
     return " ".join(parts)
 
 
-def _lr_lines(recipe: Recipe, spe: int | None, pruning_epochs: set[float]) -> list[str]:
+def _lr_lines(recipe: _Plan, spe: int | None, pruning_epochs: set[float]) -> list[str]:
     if not recipe.learning_rate:
         return ["Learning rate: not set by the recipe (the trainer's own schedule)"]
     lines = ["Learning rate:"]
@@ -88,7 +113,7 @@ def _lr_lines(recipe: Recipe, spe: int | None, pruning_epochs: set[float]) -> li
     return lines
 
 
-def _pruning_lines(recipe: Recipe, spe: int | None) -> list[str]:
+def _pruning_lines(recipe: _Plan, spe: int | None) -> list[str]:
     scheduled = [m for m in recipe.pruning if m.scheduled]
     if not scheduled:
         return ["Pruning: no pruning steps"]
@@ -129,7 +154,7 @@ def _pruning_lines(recipe: Recipe, spe: int | None) -> list[str]:
     return lines
 
 
-def describe_recipe(recipe: Recipe, steps_per_epoch: int | None = None) -> str:
+def describe_recipe(recipe: _Plan, steps_per_epoch: int | None = None) -> str:
     """The plan of ``recipe`` as text (see :meth:`Recipe.describe`)."""
     spe = steps_per_epoch
     lines = [f"Recipe: {recipe.where}", f"Fingerprint: {recipe.fingerprint()[:16]}"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from obert_train.errors import RecipeError
+from obert_train.pruning.registry import method_for_tag
 from obert_train.recipe._messages import suggest
 from obert_train.recipe._yaml import RawModifier, parse_recipe_text, parse_value
 from obert_train.recipe.modifiers import CORE_MODIFIERS
@@ -78,8 +79,6 @@ def _source(source: str | os.PathLike[str]) -> tuple[str, str | None, str]:
 
 def _fields_of(tag: str) -> list[str] | None:
     """Recipe fields a modifier with this tag takes (None for an unknown tag)."""
-    from obert_train.pruning.registry import method_for_tag
-
     if tag in CORE_MODIFIERS:
         return CORE_MODIFIERS[tag].recipe_fields()
     cls = method_for_tag(tag)

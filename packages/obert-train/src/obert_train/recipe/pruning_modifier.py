@@ -29,13 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from obert_core.schedules import cubic_sparsity, linear_sparsity, pruning_steps
 from obert_train.errors import RecipeError
+from obert_train.pruning.registry import method_for_tag
 from obert_train.recipe._messages import check_known_keys, explain_errors, fmt
 from obert_train.recipe._yaml import RawModifier
 
 if TYPE_CHECKING:
     from obert_train.pruning.method import MethodSettings, PruningMethod
 
-__all__ = ["PruningModifier", "build_pruning_modifier", "pruning_fields"]
+__all__ = ["PruningEvent", "PruningModifier", "build_pruning_modifier", "pruning_fields"]
 
 SCHEDULE_FIELDS = (
     "init_sparsity",
@@ -122,6 +123,26 @@ class _ConstantRange(BaseModel):
 
 
 @dataclass(frozen=True)
+class PruningEvent:
+    """One pruning step of the run.
+
+    Attributes:
+        step: The optimizer step before which the pruning happens,
+            ``step_of_epoch(epoch, steps_per_epoch)`` (``epoch·spe`` rounded half up).
+        epoch: The scheduled epoch.
+        modifier: Index of the modifier in ``Recipe.pruning``.
+        sparsity: Target sparsity over the modifier's tensors.
+        index: Running number of the event over the run (0, 1, ...).
+    """
+
+    step: int
+    epoch: float
+    modifier: int
+    sparsity: float
+    index: int
+
+
+@dataclass(frozen=True)
 class PruningModifier:
     """One validated pruning modifier.
 
@@ -167,8 +188,6 @@ class PruningModifier:
 
     def method_class(self) -> type[PruningMethod]:
         """The registered method class the tag selects."""
-        from obert_train.pruning.registry import method_for_tag
-
         cls = method_for_tag(self.tag)
         if cls is None:  # pragma: no cover - validated on load
             raise RecipeError(f"{self.label()}: no pruning method is registered for this tag")

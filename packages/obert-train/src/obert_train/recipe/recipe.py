@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from obert_train.errors import RecipeError
+from obert_train.pruning.registry import METHODS, method_for_tag
 from obert_train.recipe._messages import fmt, suggest
 from obert_train.recipe._yaml import RawModifier, dump_groups
+from obert_train.recipe.describe import describe_recipe
 from obert_train.recipe.modifiers import (
     CORE_MODIFIERS,
     DistillationModifier,
@@ -30,7 +32,11 @@ from obert_train.recipe.modifiers import (
     step_of_epoch,
     validate_core,
 )
-from obert_train.recipe.pruning_modifier import PruningModifier, build_pruning_modifier
+from obert_train.recipe.pruning_modifier import (
+    PruningEvent,
+    PruningModifier,
+    build_pruning_modifier,
+)
 
 __all__ = ["PruningEvent", "Recipe", "build_recipe", "known_tags"]
 
@@ -38,31 +44,8 @@ _FORMAT = 1
 """Version of the canonical content behind :meth:`Recipe.fingerprint`."""
 
 
-@dataclass(frozen=True)
-class PruningEvent:
-    """One pruning step of the run.
-
-    Attributes:
-        step: The optimizer step before which the pruning happens,
-            ``step_of_epoch(epoch, steps_per_epoch)`` (``epoch·spe`` rounded half up).
-        epoch: The scheduled epoch.
-        modifier: Index of the modifier in ``Recipe.pruning``.
-        sparsity: Target sparsity over the modifier's tensors.
-        index: Running number of the event over the run (0, 1, ...).
-    """
-
-    step: int
-    epoch: float
-    modifier: int
-    sparsity: float
-    index: int
-
-
 def known_tags() -> list[str]:
     """Every modifier tag a recipe may use (core modifiers and registered pruning methods)."""
-    from obert_train.pruning.registry import METHODS, method_for_tag
-
-    method_for_tag("EpochRangeModifier")  # loads the built-in methods
     tags = set(CORE_MODIFIERS)
     for cls in METHODS.values():
         tags.update(cls.recipe_tags)
@@ -258,8 +241,6 @@ class Recipe:
         Args:
             steps_per_epoch: If given, optimizer steps are shown next to epochs.
         """
-        from obert_train.recipe.describe import describe_recipe
-
         return describe_recipe(self, steps_per_epoch)
 
 
@@ -292,8 +273,6 @@ def build_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -> R
     Raises:
         RecipeError: Naming the file, the modifier, the field and the value.
     """
-    from obert_train.pruning.registry import method_for_tag
-
     ranges: list[EpochRangeModifier] = []
     rates: list[LearningRateFunctionModifier] = []
     kds: list[DistillationModifier] = []
