@@ -36,7 +36,6 @@ from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.sampler import GradientSampler, LossFn
 from obert_train.pruning.masks import MaskState
 from obert_train.pruning.method import PruningMethod, StepContext, check_nm_sparsity
-from obert_train.pruning.obert import check_block_shapes
 from obert_train.pruning.targets import resolve_target_params
 from obert_train.recipe import PruningEvent, Recipe, load_recipe
 
@@ -170,30 +169,23 @@ class ObertPruningCallback(TrainerCallback):
         self.masks = MaskState(union)
         self.views = [self.masks.view(list(group)) for group in self.params]
         dataset, collate = self._data(kwargs["train_dataloader"])
-        self.samplers = []
-        for method in self.methods:
-            settings: Any = method.settings
-            self.samplers.append(
-                GradientSampler(
-                    model,
-                    dataset,
-                    collate,
-                    batch_size=settings.grad_batch_size,
-                    num_grads=settings.num_grads,
-                    seed=settings.seed,
-                    loss_fn=self.loss_fn,
-                    progress=self.progress,
-                    dist_ctx=self.dist,
-                )
-                if method.needs_gradients
-                else None
+        self.samplers = [
+            m.gradient_sampler(
+                model,
+                dataset,
+                collate,
+                loss_fn=self.loss_fn,
+                progress=self.progress,
+                dist_ctx=self.dist,
             )
+            for m in self.methods
+        ]
         for event in self.events:
             check_nm_sparsity(self.methods[event.modifier].settings, event.sparsity)
         for method, group, view, sampler in zip(
             self.methods, self.params, self.views, self.samplers, strict=True
         ):
-            check_block_shapes(group, method.settings)
+            method.check(group)
             method.prepare(group, view, self._context(sampler, 0))
         last = max((e.step for e in self.events), default=-1)
         if state.max_steps and last >= state.max_steps:

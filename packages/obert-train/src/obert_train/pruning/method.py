@@ -4,7 +4,9 @@ A :class:`PruningMethod` goes through the same phases whether it runs once outsi
 loop (:func:`~obert_train.oneshot_prune`) or inside a Hugging Face ``Trainer``
 (:class:`~obert_train.ObertPruningCallback`)::
 
-    prepare(params, masks, ctx)             once, before anything else
+    check(params)                           first: tensors the mask type cannot split refused
+    gradient_sampler(model, data, ...)      the loss-gradient sampler ``prune`` needs, or None
+    prepare(params, masks, ctx)             once, before training or the one-shot step
     after_backward(params, masks)           once per optimizer step, with the accumulated (and
                                             clipped) gradients in ``.grad`` (movement scores)
     prune(params, masks, sparsity, ctx)     at each scheduled step: new masks, weights updated
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,9 +34,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 
 import obert_core as oc
-from obert_train.errors import RecipeError
+from obert_train.errors import RecipeError, TargetError
 from obert_train.fisher.distributed import DistContext
-from obert_train.fisher.sampler import GradientSampler
+from obert_train.fisher.sampler import GradientSampler, LossFn
 
 if TYPE_CHECKING:
     from obert_train.pruning.masks import MaskState
@@ -227,6 +229,47 @@ class PruningMethod(abc.ABC):
                 f"{type(settings).__name__}"
             )
         self.settings = settings
+
+    def check(self, params: Mapping[str, torch.nn.Parameter]) -> None:
+        """Refuse tensors the mask type cannot split; drivers call it before anything else.
+
+        Every tensor must hold whole groups (4 for block4) and whole N:M runs of M; methods with
+        further needs (oBERT: whole Fisher blocks) extend it.
+
+        Raises:
+            TargetError: Naming the tensor, its size and the setting to change.
+        """
+        cfg = self.settings
+        for name, p in params.items():
+            d = p.numel()
+            if d % cfg.group_size:
+                raise TargetError(
+                    f"tensor {name!r} has {d} weights, not divisible by the group size "
+                    f"{cfg.group_size} of mask_type {cfg.mask_type!r}"
+                )
+            nm = cfg.nm
+            if nm is not None and d % nm[1]:
+                raise TargetError(
+                    f"tensor {name!r} has {d} weights, not divisible by M={nm[1]} of mask_type "
+                    f"{cfg.mask_type!r}"
+                )
+
+    def gradient_sampler(
+        self,
+        model: torch.nn.Module,
+        features: Sequence[Any],
+        collate: Callable[[Sequence[Any]], dict[str, torch.Tensor]],
+        *,
+        loss_fn: LossFn | None = None,
+        progress: bool = True,
+        dist_ctx: DistContext | None = None,
+    ) -> GradientSampler | None:
+        """The sampler of the loss gradients ``prune`` needs (None: this method needs none).
+
+        Methods with ``needs_gradients`` build it from their settings.
+        """
+        del model, features, collate, loss_fn, progress, dist_ctx
+        return None
 
     def prepare(
         self,

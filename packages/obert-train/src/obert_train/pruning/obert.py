@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
@@ -30,8 +30,9 @@ from pydantic import Field, field_validator, model_validator
 
 import obert_core as oc
 from obert_train.errors import TargetError
-from obert_train.fisher.distributed import shard_by_size
+from obert_train.fisher.distributed import DistContext, shard_by_size
 from obert_train.fisher.memory import MemoryPlan, gram_precision, parse_memory, plan_memory
+from obert_train.fisher.sampler import GradientSampler, LossFn
 from obert_train.pruning.masks import MaskState
 from obert_train.pruning.method import MethodSettings, PruningMethod, StepContext, select_masks
 from obert_train.pruning.registry import register_method
@@ -89,39 +90,6 @@ class ObertSettings(MethodSettings):
                 f"{self.fisher_block_size} (the paper uses 32)"
             )
         return self
-
-
-def check_block_shapes(params: Mapping[str, torch.nn.Parameter], cfg: MethodSettings) -> None:
-    """Every tensor must split into whole groups (block4, N:M) and, for oBERT, Fisher blocks.
-
-    Raises:
-        TargetError: Naming the tensor, its size and the setting to change.
-    """
-    for name, p in params.items():
-        d = p.numel()
-        if d % cfg.group_size:
-            raise TargetError(
-                f"tensor {name!r} has {d} weights, not divisible by the group size "
-                f"{cfg.group_size} of mask_type {cfg.mask_type!r}"
-            )
-        nm = cfg.nm
-        if nm is not None and d % nm[1]:
-            raise TargetError(
-                f"tensor {name!r} has {d} weights, not divisible by M={nm[1]} of mask_type "
-                f"{cfg.mask_type!r}"
-            )
-        if not isinstance(cfg, ObertSettings):
-            continue
-        if cfg.fisher_block_size > d:
-            raise TargetError(
-                f"fisher_block_size {cfg.fisher_block_size} exceeds the {d} weights of tensor "
-                f"{name!r}; use a smaller fisher_block_size"
-            )
-        if cfg.mask_type == "block4" and d % cfg.fisher_block_size:
-            raise TargetError(
-                f"fisher_block_size {cfg.fisher_block_size} does not divide the {d} weights of "
-                f"tensor {name!r} (block4 needs whole Fisher blocks); pick a divisor such as 32"
-            )
 
 
 @contextmanager
@@ -304,14 +272,51 @@ class ObertPruning(PruningMethod):
     needs_gradients: ClassVar[bool] = True
     settings: ObertSettings
 
-    def prepare(
+    def check(self, params: Mapping[str, torch.nn.Parameter]) -> None:
+        """Whole groups (see :meth:`PruningMethod.check`) and whole Fisher blocks for block4.
+
+        Raises:
+            TargetError: Naming the tensor, its size and the setting to change.
+        """
+        super().check(params)
+        cfg = self.settings
+        for name, p in params.items():
+            d = p.numel()
+            if cfg.fisher_block_size > d:
+                raise TargetError(
+                    f"fisher_block_size {cfg.fisher_block_size} exceeds the {d} weights of tensor "
+                    f"{name!r}; use a smaller fisher_block_size"
+                )
+            if cfg.mask_type == "block4" and d % cfg.fisher_block_size:
+                raise TargetError(
+                    f"fisher_block_size {cfg.fisher_block_size} does not divide the {d} weights "
+                    f"of tensor {name!r} (block4 needs whole Fisher blocks); pick a divisor such "
+                    "as 32"
+                )
+
+    def gradient_sampler(
         self,
-        params: Mapping[str, torch.nn.Parameter],
-        masks: MaskState,
-        ctx: StepContext,
-    ) -> None:
-        """Check that every tensor fits the block size and mask type."""
-        check_block_shapes(params, self.settings)
+        model: torch.nn.Module,
+        features: Sequence[Any],
+        collate: Callable[[Sequence[Any]], dict[str, torch.Tensor]],
+        *,
+        loss_fn: LossFn | None = None,
+        progress: bool = True,
+        dist_ctx: DistContext | None = None,
+    ) -> GradientSampler:
+        """M gradients of ``grad_batch_size`` examples each, batches seeded by ``seed``."""
+        cfg = self.settings
+        return GradientSampler(
+            model,
+            features,
+            collate,
+            batch_size=cfg.grad_batch_size,
+            num_grads=cfg.num_grads,
+            seed=cfg.seed,
+            loss_fn=loss_fn,
+            progress=progress,
+            dist_ctx=dist_ctx,
+        )
 
     def prune(
         self,

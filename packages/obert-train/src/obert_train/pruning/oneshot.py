@@ -25,7 +25,6 @@ from obert_train.pruning.method import (
     check_nm_sparsity,
     logger,
 )
-from obert_train.pruning.obert import check_block_shapes
 from obert_train.pruning.registry import create_method
 from obert_train.pruning.targets import resolve_target_params
 
@@ -98,13 +97,10 @@ def make_sampler(
         return sampler
     if task is None:
         raise ValueError(f"method {method.name!r} needs gradients: pass task or sampler")
-    settings: Any = method.settings
-    return GradientSampler.from_task(
+    return method.gradient_sampler(
         model,
-        task,
-        batch_size=settings.grad_batch_size,
-        num_grads=settings.num_grads,
-        seed=settings.seed,
+        task.train_features,
+        task.collate,
         loss_fn=loss_fn,
         progress=progress,
         dist_ctx=dist_ctx,
@@ -187,7 +183,7 @@ def oneshot_prune(
         )
     # Shape errors (every method's group / N:M size, oBERT's block size) before gradients are
     # needed; a magnitude or movement step would otherwise fail on a bare reshape.
-    check_block_shapes(params, cfg)
+    method.check(params)
     check_nm_sparsity(cfg, sparsity)
     ctx = StepContext(
         sampler=make_sampler(
