@@ -15,6 +15,7 @@ import numpy as np
 from ._errors import BackendUnavailableError, ObertError
 
 __all__ = [
+    "all_finite",
     "check_finite",
     "framework_of",
     "is_torch",
@@ -71,8 +72,8 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def check_finite(x: Any, name: str) -> None:
-    """Raise :class:`ObertError` if ``x`` contains NaN or inf.
+def all_finite(x: Any) -> bool:
+    """Whether every entry of a NumPy array or torch tensor is finite (no NaN, no inf).
 
     One sum reduction (NaN and inf propagate through it) is the fast path; only when the sum is not
     finite does the exact element-wise check run (a huge but finite sum may overflow to inf).
@@ -81,15 +82,18 @@ def check_finite(x: Any, name: str) -> None:
         import torch
 
         if x.numel() == 0 or bool(torch.isfinite(x.sum())):
-            return
-        ok = bool(torch.isfinite(x).all())
-    else:
-        arr = np.asarray(x)
-        with np.errstate(over="ignore", invalid="ignore"):
-            if arr.size == 0 or np.isfinite(arr.sum()):
-                return
-        ok = bool(np.isfinite(arr).all())
-    if not ok:
+            return True
+        return bool(torch.isfinite(x).all())
+    arr = np.asarray(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if arr.size == 0 or np.isfinite(arr.sum()):
+            return True
+    return bool(np.isfinite(arr).all())
+
+
+def check_finite(x: Any, name: str) -> None:
+    """Raise :class:`ObertError` if ``x`` contains NaN or inf (see :func:`all_finite`)."""
+    if not all_finite(x):
         raise ObertError(
             f"{name} contains NaN or inf values; check the loss (e.g. fp16 overflow or a diverged "
             "model) and drop or recompute the non-finite entries before calling obert-core."

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import framework_of, is_torch, to_numpy
+from ._arrays import check_finite, framework_of, is_torch, to_numpy
 from ._errors import ObertError
 from ._operators import as_operator
 from .masks import parse_nm
+from .obs import check_mask_shape
 
 __all__ = ["obs_nm_mask"]
 
@@ -35,12 +36,15 @@ def obs_nm_mask(
             pruned, and are part of every candidate set of their group.
 
     Returns:
-        Boolean keep-mask of ``d`` entries (framework of ``weights``); pass ``~mask`` to
+        Boolean keep-mask in the shape (and framework) of ``weights``; pass ``~mask`` to
         :func:`~obert_core.obs_update` to prune.
     """
     n, m = parse_nm(nm)
     framework_of(weights, current_mask, names=("weights", "current_mask"))
     w = weights.reshape(-1)
+    if w.shape[0] == 0:
+        raise ObertError("weights is empty; pass the tensor to prune.")
+    check_finite(w, "weights")
     op = as_operator(finv, w)
     d = int(w.shape[0])
     if op.block_size % m or d % m:
@@ -50,9 +54,15 @@ def obs_nm_mask(
         )
     sub = to_numpy(op.group_blocks(m))[: d // m]  # (groups, M, M) float64
     wg = to_numpy(op.xp.f64(w)).reshape(-1, m)
-    keep0 = (wg != 0) if current_mask is None else to_numpy(current_mask).reshape(-1, m)
+    if current_mask is not None:
+        check_mask_shape(current_mask, tuple(weights.shape), "current_mask")
+    keep0 = (wg != 0) if current_mask is None else to_numpy(current_mask)
     if keep0.dtype != bool or keep0.size != d:
-        raise ObertError(f"current_mask must be a boolean keep-mask with {d} entries.")
+        raise ObertError(
+            f"current_mask must be a boolean keep-mask with {d} entries (one per weight), got "
+            f"dtype {keep0.dtype} and {keep0.size} entries."
+        )
+    keep0 = keep0.reshape(-1, m)
     k = m - n
     best = np.full(wg.shape[0], np.inf)
     choice = np.zeros(wg.shape[0], dtype=np.int64)
@@ -74,7 +84,7 @@ def obs_nm_mask(
         rows = choice == idx
         pruned[np.ix_(rows, list(p))] = True
     pruned |= ~keep0  # groups with more than M−N earlier-pruned weights keep all of them pruned
-    keep = ~pruned.reshape(-1)
+    keep = ~pruned.reshape(tuple(weights.shape))
     if is_torch(weights):
         import torch
 

@@ -7,7 +7,13 @@ import numbers
 
 from ._errors import ObertError
 
-__all__ = ["check_choice", "check_damp", "check_positive_int", "check_sparsity"]
+__all__ = [
+    "check_choice",
+    "check_damp",
+    "check_finite_real",
+    "check_positive_int",
+    "check_sparsity",
+]
 
 
 def check_positive_int(value: object, name: str) -> int:
@@ -49,3 +55,13 @@ def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
             f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}."
         )
     return str(value)
+
+
+def check_finite_real(value: object, name: str) -> float:
+    """Return ``value`` as a float if it is a finite real number (not a bool or a string)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ObertError(f"{name} must be a number, got {type(value).__name__} {value!r}.")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ObertError(f"{name} must be finite, got {value!r}.")
+    return number

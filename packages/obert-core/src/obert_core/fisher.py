@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import check_finite, framework_of, is_torch
+from ._arrays import all_finite, check_finite, framework_of, is_torch
 from ._errors import ObertError
 from ._validate import check_choice, check_damp, check_positive_int
 from .backends import BACKENDS, FisherBackend, default_backend_for, get_backend
@@ -54,6 +54,7 @@ def fisher_memory_bytes(
     """
     d = check_positive_int(num_weights, "num_weights")
     b = check_positive_int(block_size, "block_size")
+    itemsize = check_positive_int(itemsize, "itemsize")
     stored = -(-d // b) * b * b * itemsize
     if method is None or method == "streaming":
         return stored
@@ -77,7 +78,9 @@ class BlockFisherBuilder:
             installed else NumPy for arrays). Inputs of the other framework are converted, and the
             result is returned in the framework of the gradients.
         device: torch device for the inverse (torch backend only; default: the gradients' device).
-        dtype: dtype of the returned inverse (default: the gradients' floating dtype).
+        dtype: dtype of the returned inverse, float32 or float64 (default: the gradients' dtype;
+            float32 for float16/bfloat16 gradients, which are accepted and accumulated in float32
+            or float64 — half precision cannot hold the inverse, whose entries reach ``1/damp``).
         gram_precision: torch backend only: dtype of the batched Gram GEMM, ``"float32"``,
             ``"float64"`` or ``"auto"`` (float64 when ``num_grads < block_size`` — a rank-deficient
             Gram whose null space float32 products would pollute at small ``damp`` — on CUDA, or for
@@ -112,6 +115,8 @@ class BlockFisherBuilder:
         self.damp = check_damp(damp)
         self.num_grads = check_positive_int(num_grads, "num_grads")
         self.method = check_choice(method, "method", METHODS)
+        if dtype is not None:
+            check_output_dtype(dtype, self.damp)
         if backend is not None:
             check_choice(backend, "backend", BACKENDS)
         self.gram_precision = check_choice(
@@ -255,6 +260,11 @@ class BlockFisherBuilder:
             finv = self._state
         self._timings["invert_s"] += time.perf_counter() - t0
         self._state = None
+        if not all_finite(finv):
+            raise ObertError(
+                f"the inverse Fisher has NaN or inf entries (damp={self.damp!r}, dtype "
+                f"{finv.dtype}, method={self.method!r}); increase damp or pass dtype=float64."
+            )
         return self._from_backend(finv)
 
     def _from_backend(self, finv: Any) -> Any:
@@ -268,12 +278,53 @@ class BlockFisherBuilder:
         return finv
 
 
+#: dtypes the inverse Fisher is returned in; half precision cannot hold it.
+OUTPUT_DTYPES = ("float32", "float64")
+_HALF_DTYPES = ("float16", "bfloat16")
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``"float32"`` for ``numpy.float32``, ``torch.float32``, ``"float32"``, ..."""
+    if type(dtype).__module__.startswith("torch"):
+        return str(dtype).removeprefix("torch.")
+    try:
+        return str(np.dtype(dtype).name)
+    except TypeError:
+        return str(dtype)
+
+
+def check_output_dtype(dtype: Any, damp: float) -> None:
+    """Raise :class:`ObertError` unless ``dtype`` is float32 or float64.
+
+    Args:
+        dtype: A NumPy or torch dtype (or its name).
+        damp: The dampening, for the message (the inverse reaches ``1/damp``).
+    """
+    name = _dtype_name(dtype)
+    if name in _HALF_DTYPES:
+        raise ObertError(
+            f"dtype={name} cannot hold the inverse Fisher: its entries reach 1/damp = "
+            f"{1.0 / damp:.3g} (float16 overflows above 65504, bfloat16 keeps 3 significant "
+            "digits); pass dtype=float32 or float64 — or leave dtype out: half-precision "
+            "gradients are accepted and give a float32 inverse."
+        )
+    if name not in OUTPUT_DTYPES:
+        raise ObertError(
+            f"dtype={dtype!r} is not a dtype the inverse Fisher can be returned in; pass "
+            "float32 or float64 (numpy or torch), or leave dtype out."
+        )
+
+
 def _floating_dtype_of(x: Any) -> Any:
-    """The dtype of ``x`` if it is floating point, else float64."""
+    """The dtype of ``x`` if it is float32/float64; float32 for half precision; else float64."""
     if is_torch(x):
         import torch
 
+        if x.dtype in (torch.float16, torch.bfloat16):
+            return torch.float32
         return x.dtype if x.dtype.is_floating_point else torch.float64
+    if x.dtype == np.float16:
+        return np.dtype(np.float32)
     return x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
 
 
@@ -307,13 +358,18 @@ def block_fisher_inverse(
     """Inverse of each ``B×B`` diagonal block of the empirical Fisher (Eq. F).
 
     Args:
-        grads: ``(k, d)`` gradients, one flattened (row-major) gradient per row.
+        grads: ``(k, d)`` gradients, one flattened (row-major) gradient per row (any float dtype;
+            half precision is accumulated in float32 or float64). The API is flat by nature:
+            flatten a 2-D weight's gradients with ``g.reshape(k, -1)``; scores and updates from
+            :func:`~obert_core.obs_saliency` / :func:`~obert_core.obs_update` come back in the
+            weight's shape.
         block_size: ``B``; blocks are consecutive flattened coordinates, the tail zero-padded.
         damp: dampening ``λ`` > 0 (the paper uses 1e-7).
         num_grads: normaliser ``m`` (default ``k``).
         backend: ``"numpy"`` (float64 reference), ``"numba"``, ``"torch"`` or ``None`` (by type).
         method: ``"batched"`` (Gram + Cholesky, default) or ``"streaming"`` (Sherman–Morrison).
-        dtype: dtype of the result (default: the dtype of ``grads``).
+        dtype: dtype of the result, float32 or float64 (default: the dtype of ``grads``; float32
+            for float16/bfloat16 gradients, see :class:`BlockFisherBuilder`).
         chunk_size: gradients processed per backend call (bounds temporary memory).
         gram_precision: see :class:`BlockFisherBuilder`.
 

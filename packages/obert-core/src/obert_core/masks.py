@@ -8,6 +8,7 @@ broken by position (tensor order, then flattened index): equal scores give the s
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,10 @@ __all__ = ["parse_nm", "select_mask", "sparsity_of"]
 SCOPES = ("global", "layer")
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def parse_nm(pattern: str | tuple[int, int]) -> tuple[int, int]:
     """Parse an N:M pattern (``"2:4"`` or ``(2, 4)``: keep N of every M consecutive weights)."""
     try:
@@ -29,6 +34,9 @@ def parse_nm(pattern: str | tuple[int, int]) -> tuple[int, int]:
             n_s, m_s = pattern.split(":")
             n, m = int(n_s), int(m_s)
         else:
+            values: tuple[object, ...] = tuple(pattern)
+            if len(values) != 2 or not all(_is_int(v) for v in values):
+                raise TypeError("need two integers")
             n, m = (int(v) for v in pattern)
     except (ValueError, TypeError) as exc:
         raise ObertError(f"N:M pattern must look like '2:4' or (2, 4), got {pattern!r}.") from exc
@@ -37,8 +45,31 @@ def parse_nm(pattern: str | tuple[int, int]) -> tuple[int, int]:
     return n, m
 
 
+def _check_mapping(value: object, name: str, what: str, example: str) -> None:
+    """Raise :class:`ObertError` unless ``value`` is a mapping (name → array)."""
+    if not isinstance(value, Mapping):
+        raise ObertError(
+            f"{name} must be a mapping of parameter name → {what}, got {type(value).__name__}; "
+            f"for a single tensor wrap it in a dict, e.g. {example}."
+        )
+
+
 def sparsity_of(masks: Mapping[str, Any]) -> float:
-    """Fraction of pruned (False) entries over all masks."""
+    """Fraction of pruned (False) entries over all masks.
+
+    Args:
+        masks: name → boolean keep-mask (NumPy or torch, any shape).
+
+    Raises:
+        ObertError: ``masks`` is not a mapping, or a mask is not boolean.
+    """
+    _check_mapping(masks, "masks", "boolean keep-mask", "sparsity_of({'w': mask})")
+    for name, m in masks.items():
+        if str(getattr(m, "dtype", None)) not in ("bool", "torch.bool"):
+            raise ObertError(
+                f"masks[{name!r}] must be a boolean keep-mask (True = kept), got "
+                f"{getattr(m, 'dtype', type(m).__name__)}; pass e.g. weight != 0."
+            )
     total = sum(int(m.reshape(-1).shape[0]) for m in masks.values())
     pruned = sum(int((~m.reshape(-1)).sum()) for m in masks.values())
     return pruned / total if total else 0.0
@@ -95,13 +126,20 @@ def select_mask(
         nm: an N:M pattern such as ``"2:4"``: in every M consecutive groups keep the N best-scored.
 
     Returns:
-        name → boolean keep-mask with one entry per weight (flattened), in the framework of the
-        scores.
+        name → boolean keep-mask with one entry per weight, in the framework of the scores and
+        in their shape (with ``group_size > 1`` the last axis is multiplied by ``group_size``:
+        scores ``(r, c // g)`` from :func:`~obert_core.obs_saliency` give a ``(r, c)`` mask;
+        flat scores give a flat mask).
 
     Raises:
         ObertError: on bad sparsity/scope/pattern, mismatched shapes, NaN scores, or a target
             sparsity below what ``current_masks`` already prune (masks never regrow).
     """
+    _check_mapping(scores, "scores", "scores", "select_mask({'w': scores}, 0.5)['w']")
+    if current_masks is not None:
+        _check_mapping(
+            current_masks, "current_masks", "boolean keep-mask", "current_masks={'w': mask}"
+        )
     if not scores:
         raise ObertError("scores is empty; pass a mapping of parameter name → scores.")
     check_choice(scope, "scope", SCOPES)
@@ -126,6 +164,14 @@ def select_mask(
         sc = _np(scores[name]).reshape(-1).astype(np.float64)
         key = sc.copy()
         if current_masks is not None and name in current_masks:
+            cm_shape = tuple(getattr(current_masks[name], "shape", ()))
+            want = _mask_shape(scores[name], g)
+            if len(cm_shape) > 1 and len(want) > 1 and cm_shape != want:
+                raise ObertError(
+                    f"current_masks[{name!r}] has shape {cm_shape} but the scores give masks of "
+                    f"shape {want}; pass the mask in that shape or flattened (a transposed mask "
+                    "selects the wrong weights)."
+                )
             cm = _np(current_masks[name]).reshape(-1)
             if cm.dtype != bool or cm.shape[0] != sc.shape[0] * g:
                 raise ObertError(
@@ -152,7 +198,18 @@ def select_mask(
         for n in names:
             pruned[n] = flat[start : start + keys[n].shape[0]]
             start += keys[n].shape[0]
-    return {n: _back(np.repeat(~pruned[n], g), scores[n]) for n in names}
+    return {
+        n: _back(np.repeat(~pruned[n], g).reshape(_mask_shape(scores[n], g)), scores[n])
+        for n in names
+    }
+
+
+def _mask_shape(scores: Any, group_size: int) -> tuple[int, ...]:
+    """Shape of the keep-mask for ``scores``: theirs, the last axis times ``group_size``."""
+    shape = tuple(int(d) for d in scores.shape)
+    if len(shape) == 0:
+        return () if group_size == 1 else (group_size,)
+    return (*shape[:-1], shape[-1] * group_size)
 
 
 def _count(keys: np.ndarray, s: float, where: str) -> int:

@@ -33,7 +33,8 @@ class MFACInverse:
     dense ``(num_blocks, B, B)`` array.
 
     Args:
-        grads: ``(k, d)`` flattened gradients (NumPy or torch).
+        grads: ``(k, d)`` flattened gradients (NumPy or torch); flat by nature: flatten a 2-D
+            weight's gradients with ``g.reshape(k, -1)``.
         damp: ``λ`` > 0.
         num_grads: ``m`` of Eq. M (default ``k``).
         block_size: ``B`` (default ``d``: the full, unblocked inverse).
@@ -87,21 +88,28 @@ class MFACInverse:
         return self._v[sl] / self.xp.sqrt(self._dd[sl])[:, :, None]
 
     def diag(self) -> Any:
-        """``diag(F̂⁻¹)``, shape ``(d,)``, float64."""
+        """``diag(F̂⁻¹)``, float64, **flat** ``(d,)`` like the gradients it was built from.
+
+        Reshape it to the weight's shape with ``mf.diag().reshape(weight.shape)``.
+        """
         return self._as_operator().diag_blocks().reshape(-1)[: self.num_weights]
 
     def matvec(self, v: Any) -> Any:
-        """``F̂⁻¹ v`` for a length-``d`` vector, float64."""
+        """``F̂⁻¹ v`` for ``v`` with ``d`` entries (any shape, flattened row-major), float64.
+
+        Returns:
+            The product in the shape of ``v``.
+        """
         framework_of(v, self.xp_like, names=("v", "MFACInverse"))
         if v.reshape(-1).shape[0] != self.num_weights:
             raise ObertError(
                 f"v must have {self.num_weights} entries, got {v.reshape(-1).shape[0]}."
             )
+        check_finite(v, "v")
         op = self._as_operator()
         z = self.xp.pad(self.xp.f64(v.reshape(-1)), self.num_blocks * self.block_size)
-        return op.matvec_blocks(z.reshape(self.num_blocks, self.block_size)).reshape(-1)[
-            : self.num_weights
-        ]
+        out = op.matvec_blocks(z.reshape(self.num_blocks, self.block_size)).reshape(-1)
+        return out[: self.num_weights].reshape(tuple(v.shape))
 
     def dense_blocks(self) -> Any:
         """The explicit ``(num_blocks, B, B)`` blocks (O(d·B) memory; for small problems/tests)."""

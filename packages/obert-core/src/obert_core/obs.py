@@ -21,13 +21,29 @@ from ._errors import ObertError
 from ._operators import InverseOperator, as_operator
 from ._validate import check_choice, check_positive_int
 
-__all__ = ["obs_saliency", "obs_update"]
+__all__ = ["check_mask_shape", "group_shape", "obs_saliency", "obs_update"]
 
 MODES = ("joint", "superpose")
 
 
 def _flat(x: Any) -> Any:
     return x.reshape(-1)
+
+
+def group_shape(shape: tuple[int, ...], group_size: int) -> tuple[int, ...]:
+    """Shape of one score per group of ``group_size`` consecutive weights of a ``shape`` tensor.
+
+    Groups run along the last axis: ``(r, c)`` gives ``(r, c // g)``. When the last axis is not a
+    multiple of ``g`` (groups would straddle rows) the scores are flat, ``(size // g,)``.
+    """
+    if group_size == 1:
+        return tuple(shape)
+    if len(shape) >= 1 and shape[-1] % group_size == 0:
+        return (*shape[:-1], shape[-1] // group_size)
+    size = 1
+    for dim in shape:
+        size *= int(dim)
+    return (size // group_size,)
 
 
 def _prepare(weights: Any, finv: Any, group_size: int) -> tuple[Any, InverseOperator, int]:
@@ -68,20 +84,23 @@ def obs_saliency(weights: Any, finv: Any, *, group_size: int = 1) -> Any:
             weights of a Linear row). Must divide the Fisher block size.
 
     Returns:
-        float64 scores of shape ``(d // group_size,)``: the predicted loss increase of removing
-        each group alone. Already-zero groups score 0.
+        float64 scores, one per group, in the weights' shape with the last axis divided by
+        ``group_size`` (``(r, c)`` → ``(r, c // g)``; flat weights give ``(d // g,)``; see
+        :func:`group_shape`): the predicted loss increase of removing each group alone.
+        Already-zero groups score 0.
     """
     w, op, g = _prepare(weights, finv, group_size)
     xp = op.xp
     d = w.shape[0]
+    shape = group_shape(tuple(weights.shape), g)
     wb = _blocks(op, w)
     if g == 1:
         rho = 0.5 * wb * wb / op.diag_blocks()
-        return rho.reshape(-1)[:d]
+        return rho.reshape(-1)[:d].reshape(shape)
     wq = wb.reshape(-1, g)
     x = xp.solve(op.group_blocks(g), wq)  # ([F⁻¹]_QQ)⁻¹ w_Q, one g×g solve per group
     rho = 0.5 * (wq * x).sum(-1)
-    return rho[: d // g]
+    return rho[: d // g].reshape(shape)
 
 
 def obs_update(
@@ -99,25 +118,51 @@ def obs_update(
         weights: the tensor (any shape; flattened row-major), NumPy or torch.
         finv: inverse-Fisher blocks or an :class:`~obert_core.MFACInverse` (as in
             :func:`obs_saliency`).
-        prune: boolean, ``d`` entries (any shape): True where a weight is removed *now*. With
-            ``group_size > 1`` it must be constant over each group.
+        prune: boolean, the shape of ``weights`` or flat ``(d,)``: True where a weight is removed
+            *now*. With ``group_size > 1`` it must be constant over each group.
         group_size: the group of the superposed solve (``mode="superpose"``): each group of
             ``group_size`` weights is solved jointly, groups are summed (SparseML's block4).
         mode: ``"joint"`` — the exact OBS optimum for all removed weights of each Fisher block at
             once, keeping earlier-pruned weights at zero as constraints too; ``"superpose"`` — the
             reference behaviour: sum of single-group updates, then zero the pruned entries.
-        current_mask: boolean keep-mask of earlier pruning (True = kept); default ``weights != 0``.
-            Entries it marks as pruned stay exactly 0.
+        current_mask: boolean keep-mask of earlier pruning (True = kept; the shape of ``weights``
+            or flat); default ``weights != 0``. Entries it marks as pruned stay exactly 0.
 
     Returns:
-        The new flattened weights, shape ``(d,)``, dtype and framework of ``weights``; every pruned
-        entry is exactly 0.
+        The new weights, in the shape, dtype and framework of ``weights``; every pruned entry is
+        exactly 0.
     """
+    new = _obs_update_flat(weights, finv, prune, group_size, mode, current_mask)
+    return new.reshape(tuple(weights.shape))  # weights was validated by _obs_update_flat
+
+
+def check_mask_shape(mask: Any, shape: tuple[int, ...], name: str) -> None:
+    """Raise :class:`ObertError` unless ``mask`` is flat or has exactly ``shape``.
+
+    A mask with the right number of entries in another shape (typically a transposed weight)
+    would silently select the wrong weights.
+    """
+    got = tuple(mask.shape)
+    if len(got) > 1 and got != shape:
+        raise ObertError(
+            f"{name} has shape {got} but the weights have shape {shape}; pass a mask of the "
+            f"weights' shape (or flattened with .reshape(-1)); a transposed mask (e.g. of "
+            "weight.T) selects the wrong weights."
+        )
+
+
+def _obs_update_flat(
+    weights: Any, finv: Any, prune: Any, group_size: int, mode: str, current_mask: Any
+) -> Any:
+    """:func:`obs_update` on the flattened weights; returns the flat ``(d,)`` result."""
     w, op, g = _prepare(weights, finv, group_size)
     check_choice(mode, "mode", MODES)
     xp = op.xp
     d = w.shape[0]
     framework_of(w, prune, current_mask, names=("weights", "prune", "current_mask"))
+    check_mask_shape(prune, tuple(weights.shape), "prune")
+    if current_mask is not None:
+        check_mask_shape(current_mask, tuple(weights.shape), "current_mask")
     p = _flat(prune)
     if p.shape[0] != d or str(p.dtype) not in ("bool", "torch.bool"):
         raise ObertError(

@@ -13,14 +13,19 @@ from __future__ import annotations
 import math
 
 from ._errors import ObertError
-from ._validate import check_positive_int, check_sparsity
+from ._validate import check_finite_real, check_positive_int, check_sparsity
 
 __all__ = ["cubic_sparsity", "linear_sparsity", "pruning_steps", "recomputation_sparsities"]
 
+_MAX_STEPS = 1_000_000  # more pruning steps than this is a unit mistake (steps vs epochs)
+
 
 def _progress(step: float, start: float, end: float) -> float:
-    if not (math.isfinite(start) and math.isfinite(end)) or end < start:
-        raise ObertError(f"need finite start <= end, got start={start!r}, end={end!r}.")
+    step = check_finite_real(step, "step")
+    start = check_finite_real(start, "start")
+    end = check_finite_real(end, "end")
+    if end < start:
+        raise ObertError(f"need start <= end, got start={start!r}, end={end!r}.")
     if end == start:
         return 1.0 if step >= start else 0.0
     return min(max((step - start) / (end - start), 0.0), 1.0)
@@ -60,10 +65,15 @@ def pruning_steps(start: float, end: float, frequency: float) -> list[float]:
 
     Example: ``pruning_steps(2, 26, 4)`` → ``[2, 6, 10, 14, 18, 22, 26]`` (the oBERT recipes).
     """
-    if not (frequency > 0 and math.isfinite(frequency)):
+    if check_finite_real(frequency, "frequency") <= 0:
         raise ObertError(f"frequency must be a positive number, got {frequency!r}.")
     _progress(start, start, end)
     n = math.floor((end - start) / frequency + 1e-9)
+    if n >= _MAX_STEPS:
+        raise ObertError(
+            f"frequency={frequency!r} gives {n + 1} pruning steps between start={start!r} and "
+            f"end={end!r}; pass a larger frequency (in the units of start and end)."
+        )
     return [start + i * frequency for i in range(n + 1)]
 
 
