@@ -28,7 +28,8 @@ PUBLIC = {
     "save_checkpoint", "sparsity_report",
     # errors
     "ObertTrainError", "DataError", "TargetError", "RecipeError", "MemoryPlanError",
-    "MissingDependencyError", "ResumeError", "TrainingError",
+    "MissingDependencyError", "ResumeError", "TrainingError", "ModelError", "OptionError",
+    "OutputDirError",
     "__version__",
 }  # fmt: skip
 

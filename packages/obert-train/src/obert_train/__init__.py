@@ -10,37 +10,94 @@ sharding, task loaders with dev metrics, and plain Hugging Face checkpoints with
 report.  The math lives in ``obert_core``.
 """
 
-from obert_train.checkpoint import save_checkpoint, sparsity_report
-from obert_train.errors import (
-    DataError,
-    MemoryPlanError,
-    MissingDependencyError,
-    ObertTrainError,
-    RecipeError,
-    ResumeError,
-    TargetError,
-    TrainingError,
-)
-from obert_train.fisher.sampler import GradientSampler
-from obert_train.hf.callback import ObertPruningCallback
-from obert_train.hf.distillation import distillation_loss
-from obert_train.hf.lr import recipe_lr_scheduler
-from obert_train.hf.run import RunOptions, RunResult, run_recipe
-from obert_train.hf.trainer import ObertTrainer
-from obert_train.pruning.constant import ConstantPruning
-from obert_train.pruning.magnitude import MagnitudePruning
-from obert_train.pruning.masks import MaskState
-from obert_train.pruning.method import MethodSettings, PruningMethod, StepContext
-from obert_train.pruning.movement import MovementPruning
-from obert_train.pruning.obert import ObertPruning, ObertSettings
-from obert_train.pruning.oneshot import PruneResult, oneshot_prune
-from obert_train.pruning.registry import METHODS, create_method, register_method
-from obert_train.pruning.targets import BERT_ENCODER_PATTERNS, resolve_target_params
-from obert_train.recipe import Recipe, load_recipe
-from obert_train.tasks.base import ClassificationTask, Task
-from obert_train.tasks.load import load_task
-from obert_train.tasks.mlm import MaskedLMTask
-from obert_train.tasks.squad import SquadTask
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from obert_train.checkpoint import save_checkpoint, sparsity_report
+    from obert_train.errors import (
+        DataError,
+        MemoryPlanError,
+        MissingDependencyError,
+        ModelError,
+        ObertTrainError,
+        OptionError,
+        OutputDirError,
+        RecipeError,
+        ResumeError,
+        TargetError,
+        TrainingError,
+    )
+    from obert_train.fisher.sampler import GradientSampler
+    from obert_train.hf.callback import ObertPruningCallback
+    from obert_train.hf.distillation import distillation_loss
+    from obert_train.hf.lr import recipe_lr_scheduler
+    from obert_train.hf.run import RunOptions, RunResult, run_recipe
+    from obert_train.hf.trainer import ObertTrainer
+    from obert_train.pruning.constant import ConstantPruning
+    from obert_train.pruning.magnitude import MagnitudePruning
+    from obert_train.pruning.masks import MaskState
+    from obert_train.pruning.method import MethodSettings, PruningMethod, StepContext
+    from obert_train.pruning.movement import MovementPruning
+    from obert_train.pruning.obert import ObertPruning, ObertSettings
+    from obert_train.pruning.oneshot import PruneResult, oneshot_prune
+    from obert_train.pruning.registry import METHODS, create_method, register_method
+    from obert_train.pruning.targets import BERT_ENCODER_PATTERNS, resolve_target_params
+    from obert_train.recipe import Recipe, load_recipe
+    from obert_train.tasks.base import ClassificationTask, Task
+    from obert_train.tasks.load import load_task
+    from obert_train.tasks.mlm import MaskedLMTask
+    from obert_train.tasks.squad import SquadTask
+
+_EXPORTS: dict[str, str] = {
+    "BERT_ENCODER_PATTERNS": "obert_train.pruning.targets",
+    "ClassificationTask": "obert_train.tasks.base",
+    "ConstantPruning": "obert_train.pruning.constant",
+    "DataError": "obert_train.errors",
+    "GradientSampler": "obert_train.fisher.sampler",
+    "METHODS": "obert_train.pruning.registry",
+    "MagnitudePruning": "obert_train.pruning.magnitude",
+    "MaskState": "obert_train.pruning.masks",
+    "MaskedLMTask": "obert_train.tasks.mlm",
+    "MemoryPlanError": "obert_train.errors",
+    "MethodSettings": "obert_train.pruning.method",
+    "MissingDependencyError": "obert_train.errors",
+    "ModelError": "obert_train.errors",
+    "MovementPruning": "obert_train.pruning.movement",
+    "ObertPruning": "obert_train.pruning.obert",
+    "ObertPruningCallback": "obert_train.hf.callback",
+    "ObertSettings": "obert_train.pruning.obert",
+    "ObertTrainError": "obert_train.errors",
+    "ObertTrainer": "obert_train.hf.trainer",
+    "OptionError": "obert_train.errors",
+    "OutputDirError": "obert_train.errors",
+    "PruneResult": "obert_train.pruning.oneshot",
+    "PruningMethod": "obert_train.pruning.method",
+    "Recipe": "obert_train.recipe",
+    "RecipeError": "obert_train.errors",
+    "ResumeError": "obert_train.errors",
+    "RunOptions": "obert_train.hf.run",
+    "RunResult": "obert_train.hf.run",
+    "SquadTask": "obert_train.tasks.squad",
+    "StepContext": "obert_train.pruning.method",
+    "TargetError": "obert_train.errors",
+    "Task": "obert_train.tasks.base",
+    "TrainingError": "obert_train.errors",
+    "create_method": "obert_train.pruning.registry",
+    "distillation_loss": "obert_train.hf.distillation",
+    "load_recipe": "obert_train.recipe",
+    "load_task": "obert_train.tasks.load",
+    "oneshot_prune": "obert_train.pruning.oneshot",
+    "recipe_lr_scheduler": "obert_train.hf.lr",
+    "register_method": "obert_train.pruning.registry",
+    "resolve_target_params": "obert_train.pruning.targets",
+    "run_recipe": "obert_train.hf.run",
+    "save_checkpoint": "obert_train.checkpoint",
+    "sparsity_report": "obert_train.checkpoint",
+}
+"""Public name -> the module defining it (imported on first use: ``--help`` stays fast)."""
 
 __version__ = "0.2.0"
 
@@ -57,12 +114,15 @@ __all__ = [
     "MemoryPlanError",
     "MethodSettings",
     "MissingDependencyError",
+    "ModelError",
     "MovementPruning",
     "ObertPruning",
     "ObertPruningCallback",
     "ObertSettings",
     "ObertTrainError",
     "ObertTrainer",
+    "OptionError",
+    "OutputDirError",
     "PruneResult",
     "PruningMethod",
     "Recipe",
@@ -88,3 +148,17 @@ __all__ = [
     "save_checkpoint",
     "sparsity_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'obert_train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

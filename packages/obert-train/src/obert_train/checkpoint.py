@@ -7,7 +7,9 @@ that produced it) and ``sparsity.json`` (per-tensor and global sparsity of the t
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -19,11 +21,14 @@ from typing import Any
 import torch
 import yaml
 
+from obert_train.errors import OutputDirError
 from obert_train.pruning.targets import resolve_target_params
 
 __all__ = [
     "atomic_directory",
     "atomic_write_text",
+    "check_output_dir",
+    "json_text",
     "save_checkpoint",
     "save_into",
     "sparsity_report",
@@ -35,6 +40,55 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_text(value: Any, *, indent: int | None = 2) -> str:
+    """Valid JSON (RFC 8259) for ``value``: NaN and infinities become ``null``.
+
+    Python's ``json.dumps`` writes bare ``NaN``, which JSON readers reject; a log of a loss that
+    went non-finite must still be readable.
+    """
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def check_output_dir(path: str | os.PathLike[str], option: str = "--output-dir") -> Path:
+    """Check, without writing anything, that ``path`` is or can become a writable folder.
+
+    Run before any long stage, so a bad folder fails in a second, not after the work.
+
+    Returns:
+        The path.
+
+    Raises:
+        OutputDirError: If ``path`` is a file, lies under a file, or the folder (or its nearest
+            existing parent) is not writable.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"{option} {str(out)!r} exists and is not a folder; give a folder")
+    existing = out.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputDirError(
+            f"{option} {str(out)!r} cannot be created: {str(existing)!r} is a file"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputDirError(
+            f"{option} {str(out)!r} is not writable ({str(existing)!r} does not allow writing); "
+            "choose another folder"
+        )
+    return out
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -85,10 +139,22 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
     tmp.chmod(0o777 & ~_umask())
     old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-        target.replace(old / "previous")
-    tmp.replace(target)
+    try:
+        if target.exists():
+            old = Path(
+                tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
+            )
+            target.replace(old / "previous")
+        tmp.replace(target)
+    except OSError as exc:
+        if old is not None and (old / "previous").exists() and not target.exists():
+            with contextlib.suppress(OSError):  # put the earlier folder back
+                (old / "previous").replace(target)
+                shutil.rmtree(old, ignore_errors=True)
+        raise OutputDirError(
+            f"could not move the finished result into {str(target)!r} ({exc.strerror or exc}); "
+            f"it is complete in {str(tmp)!r}: move that folder there by hand"
+        ) from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -149,7 +215,7 @@ def save_checkpoint(
             (tmp / "recipe.yaml").write_text(
                 yaml.safe_dump(dict(recipe), sort_keys=False), encoding="utf-8"
             )
-        (tmp / "sparsity.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (tmp / "sparsity.json").write_text(json_text(report) + "\n", encoding="utf-8")
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
     return report
@@ -188,12 +254,22 @@ def save_into(
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        last = {"sparsity.json": json.dumps(report, indent=2) + "\n", **(extra_files or {})}
+        last = {"sparsity.json": json_text(report) + "\n", **(extra_files or {})}
         for name, text in last.items():
             (tmp / name).write_text(text, encoding="utf-8")
-        mode = 0o666 & ~_umask()
-        order = sorted(p for p in tmp.iterdir() if p.name not in last)
-        order += [tmp / name for name in last]
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputDirError(
+            f"writing the final model into {str(target)!r} failed ({exc.strerror or exc}); "
+            "free space or choose another --output-dir, then run again with --resume"
+        ) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    mode = 0o666 & ~_umask()
+    order = sorted(p for p in tmp.iterdir() if p.name not in last)
+    order += [tmp / name for name in last]
+    try:
         for path in order:
             if path.is_dir():
                 dest = target / path.name
@@ -203,6 +279,10 @@ def save_into(
                 continue
             path.chmod(mode)
             path.replace(target / path.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:
+        raise OutputDirError(
+            f"could not move the final model into {str(target)!r} ({exc.strerror or exc}); the "
+            f"files not yet moved are complete in {str(tmp)!r}: move them there by hand"
+        ) from None
+    shutil.rmtree(tmp, ignore_errors=True)
     return report

@@ -13,7 +13,10 @@ __all__ = [
     "DataError",
     "MemoryPlanError",
     "MissingDependencyError",
+    "ModelError",
     "ObertTrainError",
+    "OptionError",
+    "OutputDirError",
     "RecipeError",
     "ResumeError",
     "TargetError",
@@ -27,6 +30,18 @@ class ObertTrainError(Exception):
 
 class DataError(ObertTrainError, ValueError):
     """A data file is missing, malformed or does not fit the task."""
+
+
+class ModelError(ObertTrainError, ValueError):
+    """A model cannot be used: unreadable, without tokenizer, non-finite, too short for the data."""
+
+
+class OptionError(ObertTrainError, ValueError):
+    """An option (a CLI flag or its Python argument) has a value outside its range."""
+
+
+class OutputDirError(ObertTrainError, OSError):
+    """The output folder cannot take the results (not a folder, not writable, not empty)."""
 
 
 class TargetError(ObertTrainError, ValueError):

@@ -12,11 +12,11 @@ import typer
 from obert_train.cli.oneshot import oneshot
 from obert_train.cli.recipe_cmd import recipe_app
 from obert_train.cli.run import run
-from obert_train.pruning.registry import METHODS
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# Plain click help (no rich panels): option names stay whole at 80 columns.
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 app.command("run")(run)
 app.command("oneshot")(oneshot)
 app.add_typer(recipe_app, name="recipe")
@@ -25,6 +25,8 @@ app.add_typer(recipe_app, name="recipe")
 @app.command("methods")
 def methods() -> None:
     """List the registered pruning methods, their recipe tags and settings with defaults."""
+    from obert_train.pruning.registry import METHODS
+
     for name in sorted(METHODS):
         cls = METHODS[name]
         tags = ", ".join(f"!{t}" for t in cls.recipe_tags)

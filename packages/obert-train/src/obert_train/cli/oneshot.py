@@ -10,54 +10,44 @@ from __future__ import annotations
 import json
 import logging
 import time
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 import yaml
-from transformers import AutoTokenizer
-from transformers.utils import logging as hf_logging
 
-from obert_train.checkpoint import atomic_write_text, save_checkpoint, sparsity_report
 from obert_train.cli.common import (
     USER_ERRORS,
+    DataDirOpt,
+    DatasetOpt,
+    DevFileOpt,
+    DocStrideOpt,
+    LabelColumnOpt,
+    MaxEvalOpt,
+    MaxQueryOpt,
+    MaxSeqOpt,
+    MaxTrainOpt,
+    ProgressOpt,
+    TaskName,
+    TextColumnOpt,
+    ThreadsOpt,
+    TrainFileOpt,
     check_model_source,
     fail,
     init_distributed,
     load_model,
+    load_tokenizer,
     parse_sets,
+    task_from_options,
 )
-from obert_train.errors import ObertTrainError
-from obert_train.pruning.obert import ObertSettings
-from obert_train.pruning.oneshot import PruneResult, oneshot_prune
-from obert_train.pruning.registry import METHODS, create_method
-from obert_train.pruning.targets import BERT_ENCODER_PATTERNS
-from obert_train.recipe import load_recipe
-from obert_train.tasks.load import TASK_NAMES, load_task
+from obert_train.errors import ObertTrainError, RecipeError
 
-__all__ = ["TaskName", "oneshot"]
+if TYPE_CHECKING:
+    from obert_train.pruning.oneshot import PruneResult
 
-TaskName = Enum(  # type: ignore[misc]
-    "TaskName", {n.replace("-", "_"): n for n in TASK_NAMES}, type=str
-)
-"""Tasks with loaders (from :data:`obert_train.TASK_NAMES`)."""
-MethodName = Enum(  # type: ignore[misc]
-    "MethodName",
-    {
-        n: n
-        for n in sorted(METHODS)
-        if METHODS[n].schedules_pruning and not METHODS[n].needs_training
-    },
-    type=str,
-)
-"""Registered methods that prune without training (from the registry)."""
+__all__ = ["oneshot"]
 
-
-def _default(field: str) -> str:
-    value = ObertSettings.model_fields[field].default
-    return f"(oBERT default {value!r})"
+_DEFAULTS = "default: see obert-train methods"
 
 
 def _output_names(sparsities: list[float]) -> list[str]:
@@ -66,7 +56,7 @@ def _output_names(sparsities: list[float]) -> list[str]:
     seen: dict[str, float] = {}
     for s, name in zip(sparsities, names, strict=True):
         if name in seen:
-            raise ValueError(
+            raise RecipeError(
                 f"--sparsity {seen[name]!r} and --sparsity {s!r} would both write {name}; "
                 "give each target once, at least 0.01 apart"
             )
@@ -81,7 +71,7 @@ def _table(rows: list[dict[str, Any]], metric: str | None) -> str:
         cells = [f"{r['target_sparsity']:.2f}", f"{r['achieved_sparsity']:.4f}"]
         if metric:
             value = r.get("metrics", {}).get(metric)
-            cells.append("-" if value is None else f"{value:.4f}")
+            cells.append("-" if value is None else f"{100 * value:.2f} %")
         cells += [f"{r['timings'].get('total_s', 0.0):.1f}", r.get("output_dir", "-")]
         lines.append(" | ".join(f"{c:>10}" for c in cells))
     return "\n".join(lines)
@@ -91,6 +81,11 @@ def _settings(
     method: str, recipe: str | None, sets: dict[str, Any], explicit: dict[str, Any]
 ) -> tuple[str, dict[str, Any], float | None]:
     """Method name, settings and the recipe's target sparsity (explicit options win)."""
+    from obert_train.pruning.registry import METHODS
+    from obert_train.recipe import load_recipe
+
+    if method not in METHODS:
+        raise RecipeError(f"--method {method!r} unknown; registered: {sorted(METHODS)}")
     chosen: dict[str, Any] = {}
     target: float | None = None
     if recipe is not None:
@@ -104,6 +99,11 @@ def _settings(
         target = first.final_sparsity
     chosen.update({k: v for k, v in explicit.items() if v is not None})
     chosen.update(sets)
+    if not METHODS[method].schedules_pruning:
+        usable = sorted(n for n, c in METHODS.items() if c.schedules_pruning)
+        raise RecipeError(
+            f"method {method!r} does not prune (it keeps existing masks); choose one of {usable}"
+        )
     if METHODS[method].needs_training:
         raise ObertTrainError(
             f"method {method!r} needs training (its scores accumulate during fine-tuning), so "
@@ -120,6 +120,10 @@ def oneshot_recipe_yaml(result: PruneResult, model: str, task: str) -> str:
     One pruning modifier from 0 to the target at epoch 0 with the method's settings; run as a
     training recipe it prunes at the first step and fine-tunes one epoch with the masks fixed.
     """
+    from obert_train.pruning.registry import METHODS
+    from obert_train.pruning.targets import BERT_ENCODER_PATTERNS
+    from obert_train.recipe import load_recipe
+
     cls = METHODS[result.method]
     settings = result.settings.model_dump(exclude_defaults=True, exclude={"targets"})
     targets = result.settings.targets or list(BERT_ENCODER_PATTERNS)
@@ -148,7 +152,7 @@ def oneshot_recipe_yaml(result: PruneResult, model: str, task: str) -> str:
         "# at the first step and fine-tunes one epoch with the masks fixed.\n"
     )
     loaded = load_recipe(header + text)  # validates what is written
-    return header + loaded.to_yaml()
+    return header + str(loaded.to_yaml())
 
 
 def oneshot(
@@ -159,7 +163,9 @@ def oneshot(
         list[float] | None,
         typer.Option(help="Target sparsity in [0, 1); repeat for several (default: the recipe's)."),
     ] = None,
-    method: Annotated[MethodName, typer.Option(help="Pruning method (registry).")] = "obert",  # type: ignore[assignment]
+    method: Annotated[
+        str, typer.Option(help="Pruning method: obert, magnitude, ... (obert-train methods).")
+    ] = "obert",
     recipe: Annotated[
         str | None,
         typer.Option(help="Take method and settings from a recipe's first pruning modifier."),
@@ -170,30 +176,28 @@ def oneshot(
             "--set", help="Method setting KEY=VALUE (any field of `obert-train methods`)."
         ),
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Folder with the task files.")] = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="Hub dataset 'path[:config]' (needs internet).")
+    data_dir: DataDirOpt = None,
+    dataset: DatasetOpt = None,
+    train_file: TrainFileOpt = None,
+    dev_file: DevFileOpt = None,
+    num_grads: Annotated[
+        int | None, typer.Option(help=f"Gradients m in the Fisher ({_DEFAULTS}).")
     ] = None,
-    train_file: Annotated[Path | None, typer.Option(help="Explicit training file.")] = None,
-    dev_file: Annotated[Path | None, typer.Option(help="Explicit dev file.")] = None,
-    num_grads: Annotated[int | None, typer.Option(help=f"m {_default('num_grads')}.")] = None,
-    grad_batch_size: Annotated[
-        int | None, typer.Option(help=f"Examples per gradient {_default('grad_batch_size')}.")
-    ] = None,
+    grad_batch_size: Annotated[int | None, typer.Option(help="Examples per gradient.")] = None,
     fisher_block_size: Annotated[
         int | None,
         typer.Option(
             "--fisher-block-size",
             "--block-size",
-            help=f"Fisher block size B {_default('fisher_block_size')}.",
+            help="Fisher block size B.",
         ),
     ] = None,
-    damp: Annotated[float | None, typer.Option(help=f"Dampening {_default('damp')}.")] = None,
+    damp: Annotated[float | None, typer.Option(help="Dampening lambda of the Fisher.")] = None,
     mask_type: Annotated[
         str | None, typer.Option(help="'unstructured' (default), 'block4' or 'N:M' (e.g. '2:4').")
     ] = None,
     num_recomputations: Annotated[
-        int | None, typer.Option(help=f"Fisher recomputations {_default('num_recomputations')}.")
+        int | None, typer.Option(help="Fisher recomputations per step.")
     ] = None,
     global_sparsity: Annotated[
         bool | None,
@@ -207,22 +211,42 @@ def oneshot(
     target: Annotated[
         list[str] | None, typer.Option(help="Regex of tensors to prune (repeatable).")
     ] = None,
-    max_seq_length: Annotated[int | None, typer.Option(help="Token limit.")] = None,
-    max_train_samples: Annotated[int | None, typer.Option(help="Training subset.")] = None,
-    max_eval_samples: Annotated[int | None, typer.Option(help="Dev subset.")] = None,
+    max_seq_length: MaxSeqOpt = None,
+    max_train_samples: MaxTrainOpt = None,
+    max_eval_samples: MaxEvalOpt = None,
+    text_column: TextColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    doc_stride: DocStrideOpt = None,
+    max_query_length: MaxQueryOpt = None,
     evaluate: Annotated[
         bool, typer.Option("--eval/--no-eval", help="Evaluate each pruned model on dev.")
     ] = False,
-    eval_batch_size: Annotated[int, typer.Option(help="Dev batch size.")] = 64,
+    eval_batch_size: Annotated[int, typer.Option(min=1, help="Dev batch size.")] = 64,
     overwrite: Annotated[
         bool, typer.Option(help="Replace existing sparsity-* folders of the same targets.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of batches, subsets and new heads.")] = 0,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    threads: ThreadsOpt = None,
+    progress: ProgressOpt = True,
 ) -> None:
-    """Prune MODEL one-shot to each --sparsity; write checkpoints and OUT/metrics.json."""
+    """Prune MODEL one-shot to each --sparsity; write checkpoints and OUT/metrics.json.
+
+    Method settings left out keep the method's defaults (obert-train methods lists them).
+    """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import torch  # here, not at the top: --help stays fast
+    from transformers.utils import logging as hf_logging
+
+    from obert_train.checkpoint import (
+        atomic_write_text,
+        check_output_dir,
+        save_checkpoint,
+        sparsity_report,
+    )
+    from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
+    from obert_train.pruning.oneshot import oneshot_prune
+    from obert_train.pruning.registry import create_method
+
     if not progress:
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     if threads:
@@ -241,7 +265,7 @@ def oneshot(
             "seed": seed if seed else None,
         }
         name, settings, recipe_target = _settings(
-            method.value if recipe is None else "obert", recipe, parse_sets(set_), explicit
+            method if recipe is None else "obert", recipe, parse_sets(set_), explicit
         )
         targets = sorted(sparsity) if sparsity else ([recipe_target] if recipe_target else [])
         if not targets:
@@ -251,6 +275,7 @@ def oneshot(
                 raise ObertTrainError(f"--sparsity {s!r} is outside [0, 1); use e.g. 0.9")
         create_method(name, **settings)  # validate before loading anything
         out_names = _output_names(targets)
+        check_output_dir(output_dir)
         existing = [n for n in out_names if (output_dir / n).exists()]
         if existing and not overwrite:
             raise ObertTrainError(
@@ -259,10 +284,12 @@ def oneshot(
             )
         check_model_source(model)
         dist = init_distributed()
-        tokenizer = AutoTokenizer.from_pretrained(model)
-        the_task = load_task(
+        tokenizer = load_tokenizer(model)
+        the_task = task_from_options(
             task.value,
             tokenizer,
+            seed=seed,
+            need_dev=evaluate,
             data_dir=data_dir,
             dataset=dataset,
             train_file=train_file,
@@ -270,8 +297,10 @@ def oneshot(
             max_seq_length=max_seq_length,
             max_train_samples=max_train_samples,
             max_eval_samples=max_eval_samples,
-            need_dev=evaluate,
-            seed=seed,
+            text_column=text_column,
+            label_column=label_column,
+            doc_stride=doc_stride,
+            max_query_length=max_query_length,
         )
         main = dist.rank == 0
         cache: dict[str, dict[str, torch.Tensor]] | None = (
@@ -288,6 +317,9 @@ def oneshot(
         metric = the_task.primary_metric if evaluate else None
         if evaluate and main:
             dense = load_model(the_task, model, seed, warn=True)
+            check_finite_weights(dense)
+            check_model_fits_task(dense, the_task)
+            check_tokens_known(the_task)
             t0 = time.perf_counter()
             rows.append(
                 {

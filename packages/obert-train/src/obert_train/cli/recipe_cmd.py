@@ -7,11 +7,12 @@ from typing import Annotated
 import typer
 
 from obert_train.cli.common import USER_ERRORS, fail, parse_sets
-from obert_train.recipe import list_shipped_recipes, load_recipe
 
 __all__ = ["recipe_app"]
 
-recipe_app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+recipe_app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None
+)
 
 
 @recipe_app.command("show")
@@ -29,6 +30,8 @@ def show(
     batch_size: Annotated[int, typer.Option(min=1, help="Examples per optimizer step.")] = 32,
 ) -> None:
     """Print the resolved plan: every pruning step, LR phases, KD; exit 2 if invalid."""
+    from obert_train.recipe import load_recipe
+
     try:
         parsed = load_recipe(recipe, parse_sets(set_))
         spe = steps_per_epoch
@@ -42,5 +45,7 @@ def show(
 @recipe_app.command("list")
 def list_() -> None:
     """List the recipes shipped with obert-train."""
+    from obert_train.recipe import list_shipped_recipes
+
     for name in list_shipped_recipes():
         typer.echo(name)

@@ -8,24 +8,32 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
-from transformers import AutoTokenizer
-from transformers.utils import logging as hf_logging
 
 from obert_train.cli.common import (
     USER_ERRORS,
+    DataDirOpt,
+    DatasetOpt,
+    DevFileOpt,
+    DocStrideOpt,
+    LabelColumnOpt,
+    MaxEvalOpt,
+    MaxQueryOpt,
+    MaxSeqOpt,
+    MaxTrainOpt,
+    ProgressOpt,
+    TaskName,
+    TextColumnOpt,
+    ThreadsOpt,
+    TrainFileOpt,
     check_model_source,
     fail,
     load_model,
+    load_tokenizer,
     parse_sets,
+    task_from_options,
 )
-from obert_train.cli.oneshot import TaskName
 from obert_train.errors import TrainingError
-from obert_train.fisher.distributed import DistContext
-from obert_train.hf.run import RunOptions, run_recipe
-from obert_train.recipe import load_recipe
-from obert_train.tasks.load import load_task
 
 __all__ = ["run"]
 
@@ -55,15 +63,17 @@ def run(
             "OBSPruningModifier.damp=1e-6 (repeatable).",
         ),
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Folder with the task files.")] = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="Hub dataset 'path[:config]' (needs internet).")
-    ] = None,
-    train_file: Annotated[Path | None, typer.Option(help="Explicit training file.")] = None,
-    dev_file: Annotated[Path | None, typer.Option(help="Explicit dev file.")] = None,
-    max_seq_length: Annotated[int | None, typer.Option(help="Token limit.")] = None,
-    max_train_samples: Annotated[int | None, typer.Option(help="Seeded training subset.")] = None,
-    max_eval_samples: Annotated[int | None, typer.Option(help="Seeded dev subset.")] = None,
+    data_dir: DataDirOpt = None,
+    dataset: DatasetOpt = None,
+    train_file: TrainFileOpt = None,
+    dev_file: DevFileOpt = None,
+    max_seq_length: MaxSeqOpt = None,
+    max_train_samples: MaxTrainOpt = None,
+    max_eval_samples: MaxEvalOpt = None,
+    text_column: TextColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    doc_stride: DocStrideOpt = None,
+    max_query_length: MaxQueryOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Examples per optimizer step.")] = 32,
     learning_rate: Annotated[
         float, typer.Option(help="Base LR when the recipe has no LR modifier.")
@@ -83,8 +93,8 @@ def run(
     seed: Annotated[
         int, typer.Option(help="Seed of data order, dropout, subsets, new heads.")
     ] = 42,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    threads: ThreadsOpt = None,
+    progress: ProgressOpt = True,
 ) -> None:
     """Train MODEL on a task following RECIPE: pruning steps, LR schedule and distillation.
 
@@ -94,21 +104,42 @@ def run(
     command with --resume.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import torch  # here, not at the top: --help stays fast
+    from transformers.utils import logging as hf_logging
+
+    from obert_train.fisher.distributed import DistContext
+    from obert_train.hf.run import RunOptions, run_recipe
+    from obert_train.recipe import load_recipe
+
     if not progress:
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     if threads:
         torch.set_num_threads(threads)
     try:
         parsed = load_recipe(recipe, parse_sets(set_))
+        options = RunOptions(
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            seed=seed,
+            save_steps=save_steps,
+            logging_steps=logging_steps,
+            report_to=tuple(report_to or ()),
+            eval_batch_size=eval_batch_size,
+            evaluate=evaluate,
+            progress=progress,
+        )
         check_model_source(model)
         if teacher is not None:
             check_model_source(teacher, "--teacher")
         # The Trainer joins the torchrun process group itself (gloo on CPU, nccl on GPUs).
         dist = DistContext(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
-        tokenizer = AutoTokenizer.from_pretrained(model)
-        the_task = load_task(
+        tokenizer = load_tokenizer(model)
+        the_task = task_from_options(
             task.value,
             tokenizer,
+            seed=seed,
+            need_dev=evaluate,
             data_dir=data_dir,
             dataset=dataset,
             train_file=train_file,
@@ -116,8 +147,10 @@ def run(
             max_seq_length=max_seq_length,
             max_train_samples=max_train_samples,
             max_eval_samples=max_eval_samples,
-            need_dev=evaluate,
-            seed=seed,
+            text_column=text_column,
+            label_column=label_column,
+            doc_stride=doc_stride,
+            max_query_length=max_query_length,
         )
         if parsed.distillation is not None and teacher is None:
             raise TrainingError(
@@ -125,7 +158,9 @@ def run(
                 "pass a dense fine-tuned model of the same task"
             )
         student = load_model(the_task, model, seed, warn=dist.rank == 0)
-        teacher_model = load_model(the_task, teacher, seed, warn=False) if teacher else None
+        teacher_model = (
+            load_model(the_task, teacher, seed, warn=False, option="--teacher") if teacher else None
+        )
         result = run_recipe(
             parsed,
             student,
@@ -134,18 +169,7 @@ def run(
             model_name=model,
             tokenizer=tokenizer,
             teacher=teacher_model,
-            options=RunOptions(
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                weight_decay=weight_decay,
-                seed=seed,
-                save_steps=save_steps,
-                logging_steps=logging_steps,
-                report_to=tuple(report_to or ()),
-                eval_batch_size=eval_batch_size,
-                evaluate=evaluate,
-                progress=progress,
-            ),
+            options=options,
             resume=resume,
             overwrite=overwrite,
             log=typer.echo if dist.rank == 0 else (lambda _line: None),

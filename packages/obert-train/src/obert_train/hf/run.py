@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -26,8 +27,9 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
-from obert_train.checkpoint import atomic_write_text, save_into
-from obert_train.errors import ObertTrainError, ResumeError, TrainingError
+from obert_train.checkpoint import atomic_write_text, check_output_dir, json_text, save_into
+from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
+from obert_train.errors import OptionError, OutputDirError, ResumeError, TrainingError
 from obert_train.hf.callback import (
     STATE_FILE,
     ObertPruningCallback,
@@ -98,6 +100,29 @@ class RunOptions:
     evaluate: bool = True
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Refuse values the Trainer would fail on late (or silently misuse).
+
+        Raises:
+            OptionError: Naming the field, its CLI flag and the value.
+        """
+        at_least_one = {
+            "batch_size": self.batch_size,
+            "eval_batch_size": self.eval_batch_size,
+            "logging_steps": self.logging_steps,
+            "save_total_limit": self.save_total_limit,
+            "save_steps": 1 if self.save_steps is None else self.save_steps,
+        }
+        for name, value in at_least_one.items():
+            if value < 1:
+                raise OptionError(f"{name} (--{name.replace('_', '-')}) {value}: must be >= 1")
+        positive = {"learning_rate": self.learning_rate, "max_grad_norm": self.max_grad_norm}
+        for name, number in positive.items():
+            if not math.isfinite(number) or number <= 0:
+                raise OptionError(f"{name} (--{name.replace('_', '-')}) {number}: must be > 0")
+        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise OptionError(f"weight_decay (--weight-decay) {self.weight_decay}: must be >= 0")
+
 
 @dataclass
 class RunResult:
@@ -142,7 +167,7 @@ class _LogFile(TrainerCallback):
             return
         entry = {"step": state.global_step, "epoch": state.epoch, **logs}
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
+            handle.write(json_text(entry, indent=None) + "\n")
 
 
 def _print(line: str) -> None:
@@ -156,12 +181,11 @@ def _refuse_non_empty(out: Path, *, resume: bool, overwrite: bool) -> list[str]:
     Returns:
         The folder's entries.
     """
-    if out.exists() and not out.is_dir():
-        raise ObertTrainError(f"--output-dir {str(out)!r} exists and is not a folder")
+    check_output_dir(out)
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if entries and not resume and not overwrite:
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-        raise ObertTrainError(
+        raise OutputDirError(
             f"--output-dir {str(out)!r} is not empty ({shown}); pass --resume to continue the "
             "run it holds, --overwrite to replace this tool's outputs there, or a new folder"
         )
@@ -191,7 +215,7 @@ def _prepare_output_dir(out: Path, entries: list[str], *, resume: bool, overwrit
         os.close(fd)
         Path(probe).unlink()
     except OSError as exc:
-        raise ObertTrainError(
+        raise OutputDirError(
             f"--output-dir {str(out)!r} is not writable ({exc.strerror}); choose another folder"
         ) from None
 
@@ -264,7 +288,10 @@ def _run_info(recipe: Recipe, model_name: str, task: Task, opts: RunOptions) -> 
 def _check_same_run(out: Path, info: Mapping[str, Any]) -> None:
     file = out / RUN_FILE
     if not file.is_file():
-        return
+        raise ResumeError(
+            f"--resume: nothing to resume in {str(out)!r} (no {RUN_FILE} of an earlier run); "
+            "check the folder, or drop --resume to start a new run"
+        )
     try:
         old = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -331,7 +358,9 @@ def run_recipe(
         Metrics, sparsity and the pruning steps.
 
     Raises:
-        ObertTrainError: For a non-empty or unwritable output folder, a teacher that does not fit
+        OutputDirError: For a non-empty or unwritable output folder.
+        ModelError: For non-finite weights or sequences longer than the model takes.
+        ObertTrainError: For a teacher that does not fit
             the student, a resume of another run, or a non-finite loss (TrainingError).
     """
     opts = options or RunOptions()
@@ -343,6 +372,9 @@ def run_recipe(
     info = _run_info(recipe, model_name, task, opts)
     if resume:
         _check_same_run(out, info)
+    check_finite_weights(model, "the student")
+    check_model_fits_task(model, task, "the student")
+    check_tokens_known(task)
     recipe.check_targets([n for n, _ in model.named_parameters()])
     kd = recipe.distillation
     if kd is not None:
@@ -350,6 +382,8 @@ def run_recipe(
             raise TrainingError(
                 "the recipe has a !DistillationModifier but no teacher was given (--teacher)"
             )
+        check_finite_weights(teacher, "the teacher")
+        check_model_fits_task(teacher, task, "the teacher")
         check_teacher(
             model, teacher, task.collate(task.train_features[:2]), list(kd.distill_output_keys)
         )
@@ -399,7 +433,7 @@ def run_recipe(
     )
     pruning.resume_dir = checkpoint
     if is_main:
-        atomic_write_text(out / RUN_FILE, json.dumps(info, indent=2) + "\n")
+        atomic_write_text(out / RUN_FILE, json_text(info) + "\n")
     trainer = ObertTrainer(
         model=model,
         args=args,
@@ -444,9 +478,9 @@ def run_recipe(
             patterns=patterns,
             extra_files={
                 "recipe.yaml": recipe.to_yaml(),
-                "log_history.json": json.dumps(trainer.state.log_history, indent=2) + "\n",
+                "log_history.json": json_text(trainer.state.log_history) + "\n",
                 "train_log.csv": _csv(trainer.state.log_history),
-                "metrics.json": json.dumps(metrics_doc, indent=2, allow_nan=False) + "\n",
+                "metrics.json": json_text(metrics_doc) + "\n",
             },
         )
     return result

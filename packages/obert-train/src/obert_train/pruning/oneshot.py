@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
+from obert_train.errors import DataError, RecipeError
 from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.sampler import GradientSampler, LossFn
 from obert_train.pruning.masks import MaskState
@@ -67,7 +69,7 @@ def _check_sampler(sampler: GradientSampler, settings: MethodSettings) -> None:
     num_grads = getattr(settings, "num_grads", sampler.num_grads)
     batch = getattr(settings, "grad_batch_size", sampler.batch_size)
     if sampler.num_grads != num_grads or sampler.batch_size != batch:
-        raise ValueError(
+        raise RecipeError(
             f"the sampler draws num_grads={sampler.num_grads} gradients of batch_size="
             f"{sampler.batch_size}, but the settings say num_grads={num_grads}, "
             f"grad_batch_size={batch}; build the sampler with the settings' values"
@@ -87,8 +89,8 @@ def make_sampler(
     """The gradient sampler a method needs (None for methods without gradients).
 
     Raises:
-        ValueError: If gradients are needed and neither ``task`` nor ``sampler`` is given, or
-            ``sampler`` draws another number or size of batches than the settings say.
+        DataError: If gradients are needed and neither ``task`` nor ``sampler`` is given.
+        RecipeError: If ``sampler`` draws another number or size of batches than the settings say.
     """
     if not method.needs_gradients:
         return None
@@ -96,7 +98,10 @@ def make_sampler(
         _check_sampler(sampler, method.settings)
         return sampler
     if task is None:
-        raise ValueError(f"method {method.name!r} needs gradients: pass task or sampler")
+        raise DataError(
+            f"method {method.name!r} needs gradients: pass task= or sampler= (its loss defines "
+            "the Fisher)"
+        )
     return method.gradient_sampler(
         model,
         task.train_features,
@@ -153,8 +158,9 @@ def oneshot_prune(
         RecipeError: If the method is unknown or a setting invalid.
         TargetError: If no tensor matches the target patterns or a tensor does not fit the
             mask type / block size.
-        ValueError: If ``sparsity`` is outside [0, 1) or below the model's current sparsity,
-            or gradients are needed but neither ``task`` nor ``sampler`` is given.
+        RecipeError: If ``sparsity`` is outside [0, 1) or below the model's current sparsity.
+        DataError: If gradients are needed but neither ``task`` nor ``sampler`` is given.
+        ModelError: If the model has non-finite weights or the task's sequences do not fit it.
         MemoryPlanError: If the Fisher of one tensor cannot fit in memory.
     """
     start = time.perf_counter()
@@ -163,7 +169,7 @@ def oneshot_prune(
     elif settings:
         raise TypeError("settings apply to a method given by name; pass the instance's settings")
     if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+        raise RecipeError(f"sparsity {sparsity!r} is outside [0, 1); use e.g. 0.9")
     lines: list[str] = []
     dist = dist_ctx if dist_ctx is not None else DistContext.current()
     sink = log if log is not None else (_print if dist.rank == 0 else logger.debug)
@@ -172,12 +178,16 @@ def oneshot_prune(
         lines.append(line)
         sink(line)
 
+    check_finite_weights(model)
+    if task is not None:
+        check_model_fits_task(model, task)
+        check_tokens_known(task)
     cfg = method.settings
     params = resolve_target_params(model, cfg.targets)
     masks = MaskState(params)
     floor = masks.sparsity() if cfg.global_sparsity else masks.max_tensor_sparsity()
     if sparsity < floor - 1e-9:
-        raise ValueError(
+        raise RecipeError(
             f"target sparsity {sparsity} is below the model's current {cfg.scope} sparsity "
             f"{floor:.4f}; pruned weights never regrow, so use a sparsity >= {floor:.4f}"
         )

@@ -69,8 +69,13 @@ def _source(source: str | os.PathLike[str]) -> tuple[str, str | None, str]:
     if name in shipped and os.sep not in source and "/" not in source:
         entry = _shipped_dir().joinpath(name + _SUFFIX)
         return entry.read_text(encoding="utf-8"), str(entry), f"shipped recipe {name!r}"
+    if path.is_dir():
+        raise RecipeError(f"recipe {source!r} is a folder; give a recipe file (.yaml) in it")
     if source.endswith((".yaml", ".yml")) or "/" in source or os.sep in source:
-        raise RecipeError(f"recipe file {source!r} not found")
+        raise RecipeError(
+            f"recipe file {source!r} not found; give a file, YAML text or a shipped name "
+            "(obert-train recipe list)"
+        )
     raise RecipeError(
         f"no recipe file or shipped recipe named {source!r}{suggest(name, shipped)} "
         f"shipped recipes: {shipped}"

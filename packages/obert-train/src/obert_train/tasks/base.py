@@ -138,7 +138,9 @@ class ClassificationTask(Task):
     ) -> None:
         self.name = name
         if max_seq_length < 8:
-            raise ValueError(f"max_seq_length must be >= 8, got {max_seq_length}")
+            raise DataError(
+                f"max_seq_length (--max-seq-length) {max_seq_length}: must be at least 8 tokens"
+            )
         if not train:
             raise DataError("classification task: no training examples")
         self.labels = list(labels) if labels is not None else _sorted_labels(train)

@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from obert_train.errors import DataError
 
@@ -140,7 +141,9 @@ def _glue_text_indices(
 ) -> list[int]:
     if text_columns is not None:
         if not 1 <= len(text_columns) <= 2:
-            raise DataError(f"text_columns must name 1 or 2 columns, got {list(text_columns)}")
+            raise DataError(
+                f"text_columns (--text-column) must name 1 or 2 columns, got {list(text_columns)}"
+            )
         missing = [c for c in text_columns if c not in columns]
         if missing:
             raise DataError(f"{file}: column(s) {missing} not in header {sorted(columns)}")
@@ -150,7 +153,7 @@ def _glue_text_indices(
             return [columns[first]] if second is None else [columns[first], columns[second]]
     raise DataError(
         f"{file}: no known text column in header {sorted(columns)}; expected one of "
-        f"{list(_GLUE_TEXT_COLUMNS)} or pass text_columns"
+        f"{list(_GLUE_TEXT_COLUMNS)}, or name one or two with --text-column (text_columns=)"
     )
 
 
@@ -161,8 +164,43 @@ def _glue_label_index(file: Path, columns: dict[str, int], label_column: str | N
             return columns[name]
     raise DataError(
         f"{file}: no label column {list(candidates)} in header {sorted(columns)}; "
-        "pass label_column (unlabelled test files cannot be used for pruning or evaluation)"
+        "name it with --label-column (label_column= in Python); unlabelled test files cannot "
+        "be used for pruning or evaluation"
     )
+
+
+def _squad_example(file: Path, title: str, context: str, qa: dict[str, Any]) -> SquadExample:
+    """One question, checked: answers present, ``answer_start`` an integer where the text is.
+
+    Raises:
+        DataError: Naming the file, the question id and the bad field.
+    """
+    qid = str(qa["id"])
+    answers = qa["answers"]
+    if not answers:
+        raise DataError(
+            f"{file}: question {qid!r} has no answers (SQuAD v2 unanswerable questions are "
+            "not supported)"
+        )
+    texts: list[str] = []
+    starts: list[int] = []
+    for answer in answers:
+        text, start = str(answer["text"]), answer["answer_start"]
+        if isinstance(start, bool) or not isinstance(start, int | str) or not str(start).isdigit():
+            raise DataError(
+                f"{file}: question {qid!r}: answer_start {start!r} is not a character offset "
+                "(a non-negative integer)"
+            )
+        start = int(start)
+        if context[start : start + len(text)] != text:
+            found = context[start : start + len(text)]
+            raise DataError(
+                f"{file}: question {qid!r}: the answer {text!r} is not at its answer_start "
+                f"{start} (the context has {found!r} there); fix the offset or the text"
+            )
+        texts.append(text)
+        starts.append(start)
+    return SquadExample(qid, title, str(qa["question"]), context, tuple(texts), tuple(starts))
 
 
 def read_squad_json(path: str | os.PathLike[str]) -> list[SquadExample]:
@@ -176,7 +214,8 @@ def read_squad_json(path: str | os.PathLike[str]) -> list[SquadExample]:
 
     Raises:
         DataError: If the file is missing, is not JSON, lacks the SQuAD structure, has a
-            question without answers, or an ``answer_start`` outside its context.
+            question without answers, or an ``answer_start`` that is not an integer or does
+            not point at its answer text.
     """
     file = _require_file(Path(path))
     try:
@@ -192,22 +231,7 @@ def read_squad_json(path: str | os.PathLike[str]) -> list[SquadExample]:
             for paragraph in article["paragraphs"]:
                 context = paragraph["context"]
                 for qa in paragraph["qas"]:
-                    answers = tuple(str(a["text"]) for a in qa["answers"])
-                    starts = tuple(int(a["answer_start"]) for a in qa["answers"])
-                    if not answers:
-                        raise DataError(
-                            f"{file}: question {qa['id']!r} has no answers (SQuAD v2 "
-                            "unanswerable questions are not supported)"
-                        )
-                    for text, start in zip(answers, starts, strict=True):
-                        if not 0 <= start <= len(context) - len(text):
-                            raise DataError(
-                                f"{file}: question {qa['id']!r}: answer_start {start} does not "
-                                f"fit the context of length {len(context)}"
-                            )
-                    examples.append(
-                        SquadExample(str(qa["id"]), title, qa["question"], context, answers, starts)
-                    )
+                    examples.append(_squad_example(file, title, context, qa))
     except (KeyError, TypeError) as exc:
         raise DataError(
             f"{file}: malformed SQuAD record (missing or wrong-typed field {exc}); expected "

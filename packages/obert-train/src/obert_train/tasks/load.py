@@ -14,12 +14,11 @@ from obert_train.tasks.base import ClassificationTask, Task
 from obert_train.tasks.data import DataError, read_glue_tsv, read_raw_text, read_squad_json
 from obert_train.tasks.hub import load_hub_split
 from obert_train.tasks.mlm import MaskedLMTask
+from obert_train.tasks.names import TASK_NAMES
 from obert_train.tasks.squad import SquadTask
 
 __all__ = ["TASK_NAMES", "load_task"]
 
-TASK_NAMES = ("sst2", "glue-tsv", "squad", "mlm")
-"""Task names accepted by :func:`load_task` and the CLI."""
 
 # Files looked for in --data-dir, first match wins.
 _TRAIN_FILES: dict[str, tuple[str, ...]] = {
@@ -48,9 +47,9 @@ def _find(data_dir: Path, names: Sequence[str], split: str, task: str) -> Path:
     )
 
 
-def _read(task: str, path: Path) -> list[Any]:
+def _read(task: str, path: Path, columns: dict[str, Any]) -> list[Any]:
     if task in ("sst2", "glue-tsv"):
-        return list(read_glue_tsv(path))
+        return list(read_glue_tsv(path, **columns))
     if task == "squad":
         return list(read_squad_json(path))
     return list(read_raw_text(path))
@@ -59,9 +58,19 @@ def _read(task: str, path: Path) -> list[Any]:
 def _subsample(records: list[Any], limit: int | None, seed: int) -> list[Any]:
     if limit is None or limit >= len(records):
         return records
-    if limit < 1:
-        raise ValueError(f"sample limits must be >= 1, got {limit}")
     return random.Random(seed).sample(records, limit)
+
+
+def _check_limits(max_seq_length: int | None, samples: dict[str, int | None]) -> None:
+    """Numeric options, checked before any file is read (names as in Python and the CLI)."""
+    if max_seq_length is not None and max_seq_length < 8:
+        raise DataError(
+            f"max_seq_length (--max-seq-length) {max_seq_length}: must be at least 8 tokens"
+        )
+    for name, value in samples.items():
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise DataError(f"{name} ({flag}) {value}: must be at least 1 (or left out: all)")
 
 
 def load_task(
@@ -77,6 +86,8 @@ def load_task(
     max_eval_samples: int | None = None,
     need_dev: bool = True,
     seed: int = 0,
+    text_columns: Sequence[str] | None = None,
+    label_column: str | None = None,
     **task_kwargs: Any,
 ) -> Task:
     """Load task data and tokenise it.
@@ -96,8 +107,11 @@ def load_task(
         max_seq_length: Token limit (default 128; SQuAD 384).
         max_train_samples: Use a seeded random subset of the training records.
         max_eval_samples: Use a seeded random subset of the dev records.
-        need_dev: If False, a missing dev file is allowed (pruning without ``--eval``).
+        need_dev: If False, no dev data are needed (training or pruning without ``--eval``):
+            a dev file is read only if given or present in ``data_dir``.
         seed: Seed of the subsets.
+        text_columns: GLUE TSV: one or two text columns instead of the automatic choice.
+        label_column: GLUE TSV: the label column instead of ``label``.
         **task_kwargs: Passed to the task class (e.g. ``doc_stride`` for SQuAD).
 
     Returns:
@@ -108,22 +122,35 @@ def load_task(
     """
     if task not in TASK_NAMES:
         raise DataError(f"unknown task {task!r}; expected one of {list(TASK_NAMES)}")
+    limits = {"max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples}
+    _check_limits(max_seq_length, limits)
+    if task not in ("sst2", "glue-tsv") and (text_columns is not None or label_column is not None):
+        raise DataError(
+            f"text_columns / label_column (--text-column / --label-column) apply to GLUE TSV "
+            f"files, not to task {task!r}"
+        )
+    columns = {"text_columns": text_columns, "label_column": label_column}
     records: dict[str, list[Any]] = {}
     explicit = {"train": train_file, "dev": dev_file}
     for split, names in (("train", _TRAIN_FILES[task]), ("dev", _DEV_FILES[task])):
         given = explicit[split]
+        optional = split == "dev" and not need_dev
         if given is not None:
-            records[split] = _read(task, Path(given))
+            records[split] = _read(task, Path(given), columns)
         elif data_dir is not None:
-            if split == "dev" and not need_dev:
-                present = [n for n in names if (Path(data_dir) / n).is_file()]
-                records[split] = _read(task, Path(data_dir) / present[0]) if present else []
+            present = [n for n in names if (Path(data_dir) / n).is_file()]
+            if optional and not present:
+                records[split] = []
             else:
-                records[split] = _read(task, _find(Path(data_dir), names, split, task))
+                records[split] = _read(task, _find(Path(data_dir), names, split, task), columns)
         elif dataset is not None:
-            records[split] = load_hub_split(task, dataset, _HUB_SPLITS[split])
+            records[split] = [] if optional else load_hub_split(task, dataset, _HUB_SPLITS[split])
+        elif optional:
+            records[split] = []
         else:
-            raise DataError(f"task {task!r}: give data_dir, dataset or a {split} file")
+            raise DataError(
+                f"task {task!r}: no {split} data; give --data-dir, --dataset or --{split}-file"
+            )
     train = _subsample(records["train"], max_train_samples, seed)
     dev = _subsample(records["dev"], max_eval_samples, seed)
     seq = max_seq_length or _DEFAULT_SEQ[task]

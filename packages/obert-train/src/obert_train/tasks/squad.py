@@ -103,11 +103,15 @@ class SquadTask(Task):
         n_best: int = 20,
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
-            raise ValueError(f"SQuAD needs a fast tokenizer (offsets); got {type(tokenizer)}")
+            raise DataError(
+                f"SQuAD needs a fast tokenizer (character offsets); got {type(tokenizer).__name__}"
+                ": save the model with its tokenizer.json"
+            )
         if doc_stride >= max_seq_length - max_query_length - 3:
-            raise ValueError(
-                f"doc_stride ({doc_stride}) must be < max_seq_length ({max_seq_length}) - "
-                f"max_query_length ({max_query_length}) - 3; lower doc_stride or max_query_length"
+            raise DataError(
+                f"doc_stride {doc_stride} must be < max_seq_length {max_seq_length} - "
+                f"max_query_length {max_query_length} - 3; lower --doc-stride or "
+                "--max-query-length, or raise --max-seq-length"
             )
         self.max_seq_length, self.doc_stride = max_seq_length, doc_stride
         self.max_query_length, self.max_answer_length, self.n_best = (
