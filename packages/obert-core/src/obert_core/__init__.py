@@ -10,6 +10,9 @@ Public API:
     obs_nm_mask                                                    — N:M by joint OBS saliency
     cubic_sparsity, linear_sparsity, pruning_steps, recomputation_sparsities — schedules
     MFACInverse                                                    — M-FAC O(d·m) inverse Fisher
+    StructuredStats, output_saliency                               — atoms' output-space saliency
+    obs_group_saliency, obs_group_correction, obs_group_prune      — structured OBS correction
+    select_atoms, StructuredPruneResult                            — atoms to remove, rounded sizes
 """
 
 from __future__ import annotations
@@ -21,6 +24,15 @@ from .masks import parse_nm, select_mask, sparsity_of
 from .mfac import MFACInverse
 from .obs import obs_saliency, obs_update
 from .schedules import cubic_sparsity, linear_sparsity, pruning_steps, recomputation_sparsities
+from .structured import (
+    StructuredPruneResult,
+    StructuredStats,
+    obs_group_correction,
+    obs_group_prune,
+    obs_group_saliency,
+    output_saliency,
+    select_atoms,
+)
 
 __version__ = "0.1.0"
 
@@ -29,17 +41,24 @@ __all__ = [
     "BlockFisherBuilder",
     "MFACInverse",
     "ObertError",
+    "StructuredPruneResult",
+    "StructuredStats",
     "__version__",
     "block_fisher_inverse",
     "cubic_sparsity",
     "fisher_memory_bytes",
     "linear_sparsity",
+    "obs_group_correction",
+    "obs_group_prune",
+    "obs_group_saliency",
     "obs_nm_mask",
     "obs_saliency",
     "obs_update",
+    "output_saliency",
     "parse_nm",
     "pruning_steps",
     "recomputation_sparsities",
+    "select_atoms",
     "select_mask",
     "sparsity_of",
 ]

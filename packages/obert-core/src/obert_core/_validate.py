@@ -9,6 +9,7 @@ from ._errors import ObertError
 
 __all__ = [
     "check_choice",
+    "check_count",
     "check_damp",
     "check_finite_real",
     "check_positive_int",
@@ -20,6 +21,13 @@ def check_positive_int(value: object, name: str) -> int:
     """Return ``value`` as an int if it is an integer ≥ 1, else raise :class:`ObertError`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
         raise ObertError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def check_count(value: object, name: str) -> int:
+    """Return ``value`` as an int if it is an integer ≥ 0, else raise :class:`ObertError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 0:
+        raise ObertError(f"{name} must be an integer ≥ 0, got {value!r}.")
     return int(value)
 
 
