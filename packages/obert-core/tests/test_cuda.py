@@ -53,3 +53,28 @@ def test_cuda_obs_and_masks_match_numpy() -> None:
     np.testing.assert_allclose(
         oc.obs_saliency(tw, mf).cpu().numpy(), oc.obs_saliency(w, finv), rtol=1e-8
     )
+
+
+def test_cuda_structured_matches_numpy() -> None:
+    rng = np.random.default_rng(2)
+    w, a, g = (
+        rng.standard_normal((16, 48)),
+        rng.standard_normal((200, 48)),
+        rng.standard_normal((200, 16)),
+    )
+    for gs in (1, 8):
+        s_np = oc.StructuredStats(w, group_size=gs)
+        s_np.add(a, g)
+        s_t = oc.StructuredStats(torch.from_numpy(w).cuda(), group_size=gs)
+        s_t.add(torch.from_numpy(a).cuda(), torch.from_numpy(g).cuda())
+        for kind in ("factorised", "unfactorised"):
+            out = s_t.saliency(kind)
+            assert out.device.type == "cuda"
+            np.testing.assert_allclose(out.cpu().numpy(), s_np.saliency(kind), rtol=1e-9)
+        h = s_np.input_hessian()
+        ref = oc.obs_group_prune(w, h, 40 // gs, group_size=gs)
+        got = oc.obs_group_prune(
+            torch.from_numpy(w).cuda(), s_t.input_hessian(), 40 // gs, group_size=gs
+        )
+        assert got.weight.device.type == "cuda" and got.removed.tolist() == ref.removed.tolist()
+        np.testing.assert_allclose(got.weight.cpu().numpy(), ref.weight, atol=1e-8)

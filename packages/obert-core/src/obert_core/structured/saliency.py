@@ -25,6 +25,12 @@ directly comparable; HEAPr's published score is exactly 2× (S-F) (the ranking i
 
 Tokens are weighted (``token_weight``: a padding mask, or a routing indicator/count for an MoE
 expert, so that ``N`` counts only the tokens routed to it); ``N = Σ_t token_weight_t``.
+
+Tokens are the samples of the empirical Fisher, as in HEAPr: for a loss per sequence the exact
+per-sample form would square ``Σ_{t∈seq} g_tᵀ Δy_t`` instead (cross-token terms are dropped). Scale:
+``g_t`` is the gradient of the *summed* loss; autograd of a batch-mean loss gives ``g_t / B`` and
+scales every score of that batch by ``1/B²`` — harmless for rankings when all batches have the same
+``B``, otherwise multiply the gradients by ``B`` (or use ``reduction="sum"``).
 """
 
 from __future__ import annotations
