@@ -453,6 +453,7 @@ def _check(env: Env, case: Case) -> None:
     )
     assert result.exit_code == 2, output
     assert "Traceback" not in output, output
+    assert "pydantic.dev" not in output and "For further information" not in output, output
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     if not errors:  # click's own usage errors (option out of range) are boxed
         assert "Invalid value" in output or "Error" in output, output
