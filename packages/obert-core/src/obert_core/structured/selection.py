@@ -43,6 +43,11 @@ def _per_layer(value: Any, names: list[str], name: str) -> dict[str, int]:
     return dict.fromkeys(names, c)
 
 
+def _describe(mins: dict[str, int]) -> str:
+    values = set(mins.values())
+    return str(values.pop()) if len(values) == 1 else str(mins)
+
+
 def _back(mask: np.ndarray, like: Any) -> Any:
     if is_torch(like):
         import torch
@@ -211,8 +216,8 @@ def _global_sizes(
     most = sum(keys[n].shape[0] - sizes[n][-1] for n in names)
     if target > most:
         raise ObertError(
-            f"cannot remove {target} of {total} atoms: with min_keep={mins} and multiple={mult} at "
-            f"most {most} can go; lower the target or min_keep."
+            f"cannot remove {target} of {total} atoms: with min_keep={_describe(mins)} and "
+            f"multiple={mult} at most {most} can go; lower the target or min_keep."
         )
     if sum(forced.values()) > target:
         raise ObertError(
