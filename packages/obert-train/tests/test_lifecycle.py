@@ -297,12 +297,17 @@ def test_movement_state_dict_round_trip() -> None:
 
 # --------------------------------------------------------------------------- one-shot, all methods
 
-PRUNING = sorted(name for name, cls in METHODS.items() if cls.schedules_pruning)
+# Methods whose sparsity is the fraction of zero weights (structured pruning counts atoms:
+# tests/test_structured.py).
+PRUNING = sorted(
+    name for name, cls in METHODS.items() if cls.schedules_pruning and name != "structured"
+)
 
 
 def test_every_builtin_method_is_registered() -> None:
     assert set(PRUNING) >= {"obert", "magnitude", "movement"}
     assert not METHODS["constant"].schedules_pruning
+    assert "structured" in METHODS
 
 
 def _method(

@@ -56,7 +56,9 @@ def test_load_task_errors(tokenizer: BertTokenizer, tmp_path: Path) -> None:
         load_task("cola", tokenizer, data_dir=tmp_path)
     with pytest.raises(DataError, match=r"looked for \['train-v1.1.json', 'train.json'\]"):
         load_task("squad", tokenizer, data_dir=tmp_path)
-    with pytest.raises(DataError, match="no train data; give --data-dir, --dataset or --train-file"):
+    with pytest.raises(
+        DataError, match="no train data; give --data-dir, --dataset or --train-file"
+    ):
         load_task("mlm", tokenizer)
 
 

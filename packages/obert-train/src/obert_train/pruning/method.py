@@ -123,7 +123,8 @@ class StepContext:
     """Everything a pruning step may need besides the tensors and masks.
 
     Attributes:
-        sampler: Gradient sampler (required by methods with ``needs_gradients``).
+        sampler: What the method's ``gradient_sampler`` returned: a :class:`GradientSampler`
+            (oBERT, movement) or the calibration data of structured pruning.
         dist: Process group (Fisher work is sharded by tensor across ranks).
         round_index: Seed offset of the gradient batches; every pruning step (and every
             recomputation within it) uses its own, so each one sees fresh batches.
@@ -135,7 +136,7 @@ class StepContext:
         progress: Whether methods may show progress bars.
     """
 
-    sampler: GradientSampler | None = None
+    sampler: Any = None
     dist: DistContext = field(default_factory=DistContext)
     round_index: int = 0
     timings: dict[str, float] = field(default_factory=dict)
@@ -285,6 +286,14 @@ class PruningMethod(abc.ABC):
             ctx: Step context.
         """
         del params, masks, ctx
+
+    def current_sparsity(self, masks: MaskState) -> float:
+        """The sparsity already reached, in this method's units (drivers refuse lower targets).
+
+        Default: the fraction of zeros over the target tensors (global, or the largest per
+        tensor without ``global_sparsity``).
+        """
+        return masks.sparsity() if self.settings.global_sparsity else masks.max_tensor_sparsity()
 
     def after_backward(self, params: Mapping[str, torch.nn.Parameter], masks: MaskState) -> None:
         """Called at every optimizer step with the accumulated, clipped ``.grad`` (no-op here)."""

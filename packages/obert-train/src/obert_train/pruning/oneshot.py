@@ -185,7 +185,7 @@ def oneshot_prune(
     cfg = method.settings
     params = resolve_target_params(model, cfg.targets)
     masks = MaskState(params)
-    floor = masks.sparsity() if cfg.global_sparsity else masks.max_tensor_sparsity()
+    floor = method.current_sparsity(masks)
     if sparsity < floor - 1e-9:
         raise RecipeError(
             f"target sparsity {sparsity} is below the model's current {cfg.scope} sparsity "
@@ -211,8 +211,8 @@ def oneshot_prune(
         progress=progress,
     )
     method.prepare(params, masks, ctx)
-    if cfg.global_sparsity and sparsity <= masks.sparsity():
-        emit(f"already at sparsity {masks.sparsity():.4f}; nothing to prune")
+    if cfg.global_sparsity and sparsity <= floor:
+        emit(f"already at sparsity {floor:.4f}; nothing to prune")
     else:
         emit(f"{method.name} to sparsity {sparsity:.4f}")
         method.prune(params, masks, sparsity, ctx)

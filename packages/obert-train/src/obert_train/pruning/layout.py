@@ -1,0 +1,209 @@
+"""Where the structural atoms of a model are: FFN neurons and attention heads per layer.
+
+An *FFN atom* k is intermediate neuron k: row k of the up (and gate) projections, its bias, and
+column k of the down projection.  A *head* h is rows ``[h·dh, (h+1)·dh)`` of the query, key and
+value projections (and their biases) and the same columns of the attention output projection.
+Removing an atom zeroes all of those; the layer's output then no longer depends on it, which is
+what ``obert-deploy export`` detects to shrink the matrices (a zero down-projection column, a
+zero block of output-projection columns).
+
+Known layouts (module names inside each encoder/decoder layer):
+
+==========================  ==========================================  ============================
+family                      FFN (up / gate → down)                      attention (q, k, v → o)
+==========================  ==========================================  ============================
+BERT, RoBERTa, ELECTRA, …   ``intermediate.dense`` → ``output.dense``   ``attention.self.{query,key,
+                                                                        value}`` → ``attention.
+                                                                        output.dense``
+DistilBERT                  ``ffn.lin1`` → ``ffn.lin2``                 ``attention.{q,k,v}_lin`` →
+                                                                        ``attention.out_lin``
+LLaMA, Qwen2, Mistral, …    ``mlp.{up_proj,gate_proj}`` →               ``self_attn.{q,k,v}_proj``
+                            ``mlp.down_proj``                           → ``self_attn.o_proj``
+==========================  ==========================================  ============================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from obert_train.errors import TargetError
+
+__all__ = ["AttentionAtoms", "FfnAtoms", "find_attention", "find_ffns"]
+
+
+@dataclass(frozen=True)
+class FfnAtoms:
+    """One FFN whose intermediate neurons are atoms.
+
+    Attributes:
+        name: The FFN's layer prefix (e.g. ``bert.encoder.layer.3``).
+        ups: Modules whose output rows are the atoms (up, and gate where there is one).
+        down: Module whose input columns are the atoms (``weight`` of shape ``(d, m)``).
+        up_names: Qualified names of ``ups``.
+        down_name: Qualified name of ``down``.
+    """
+
+    name: str
+    ups: tuple[torch.nn.Linear, ...]
+    down: torch.nn.Linear
+    up_names: tuple[str, ...]
+    down_name: str
+
+    @property
+    def width(self) -> int:
+        """Number of atoms (intermediate size)."""
+        return int(self.down.weight.shape[1])
+
+
+@dataclass(frozen=True)
+class AttentionAtoms:
+    """One attention block whose heads are atoms.
+
+    Attributes:
+        name: The layer prefix.
+        qkv: Query, key and value projections (rows ``[h·dh, (h+1)·dh)`` belong to head h).
+        out: Output projection (columns of head h likewise).
+        qkv_names: Qualified names of ``qkv``.
+        out_name: Qualified name of ``out``.
+        num_heads: Heads of the block.
+        head_dim: ``dh``.
+    """
+
+    name: str
+    qkv: tuple[torch.nn.Linear, ...]
+    out: torch.nn.Linear
+    qkv_names: tuple[str, ...]
+    out_name: str
+    num_heads: int
+    head_dim: int
+
+
+# (up names, down name) and (q, k, v, o) relative to a layer prefix, per family.
+_FFN_LAYOUTS = (
+    (("intermediate.dense",), "output.dense"),
+    (("ffn.lin1",), "ffn.lin2"),
+    (("mlp.up_proj", "mlp.gate_proj"), "mlp.down_proj"),
+)
+_ATTN_LAYOUTS = (
+    (
+        ("attention.self.query", "attention.self.key", "attention.self.value"),
+        "attention.output.dense",
+    ),
+    (("attention.q_lin", "attention.k_lin", "attention.v_lin"), "attention.out_lin"),
+    (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.o_proj"),
+)
+_LAYER = re.compile(r"^(.*\.(?:layer|layers|h|block|blocks)\.\d+)$")
+
+
+def _layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if _LAYER.match(n)]
+
+
+def _linear(layer: torch.nn.Module, path: str) -> torch.nn.Linear | None:
+    try:
+        module = layer.get_submodule(path)
+    except AttributeError:
+        return None
+    return module if isinstance(module, torch.nn.Linear) else None
+
+
+def _expected() -> str:
+    ffn = "; ".join(f"{' + '.join(u)} -> {d}" for u, d in _FFN_LAYOUTS)
+    return f"expected FFN modules per layer like: {ffn}"
+
+
+def find_ffns(model: torch.nn.Module) -> list[FfnAtoms]:
+    """Every FFN of a known layout, in layer order.
+
+    Raises:
+        TargetError: If the model has no layer of a known FFN layout (naming what was expected).
+    """
+    found: list[FfnAtoms] = []
+    for prefix, layer in _layers(model):
+        for up_paths, down_path in _FFN_LAYOUTS:
+            down = _linear(layer, down_path)
+            ups = [(p, _linear(layer, p)) for p in up_paths]
+            present = [(p, u) for p, u in ups if u is not None]
+            if down is None or not present or present[0][0] != up_paths[0]:
+                continue
+            if down_path == "output.dense" and _linear(layer, "intermediate.dense") is None:
+                continue
+            width = int(down.weight.shape[1])
+            if any(int(u.weight.shape[0]) != width for _, u in present):
+                continue
+            found.append(
+                FfnAtoms(
+                    prefix,
+                    tuple(u for _, u in present),
+                    down,
+                    tuple(f"{prefix}.{p}" for p, _ in present),
+                    f"{prefix}.{down_path}",
+                )
+            )
+            break
+    if not found:
+        raise TargetError(
+            f"{type(model).__name__} has no FFN of a known layout; {_expected()} (inside "
+            "modules named '...layer.N' / '...layers.N')"
+        )
+    return found
+
+
+def find_attention(model: torch.nn.Module) -> list[AttentionAtoms]:
+    """Every attention block of a known layout whose heads can be removed, in layer order.
+
+    Raises:
+        TargetError: If none is found, if the head count does not divide the projection width,
+            or for grouped-query attention (key/value heads shared by several query heads).
+    """
+    config = getattr(model, "config", None)
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", None)
+    kv_heads = getattr(config, "num_key_value_heads", None)
+    found: list[AttentionAtoms] = []
+    for prefix, layer in _layers(model):
+        for qkv_paths, out_path in _ATTN_LAYOUTS:
+            mods = [_linear(layer, p) for p in qkv_paths]
+            out = _linear(layer, out_path)
+            if out is None or any(m is None for m in mods):
+                continue
+            if not isinstance(heads, int) or heads < 1:
+                raise TargetError(
+                    f"{type(model).__name__}: config.num_attention_heads is {heads!r}; "
+                    "head pruning needs the head count"
+                )
+            if kv_heads is not None and kv_heads != heads:
+                raise TargetError(
+                    f"{type(model).__name__} uses grouped-query attention ({heads} query heads, "
+                    f"{kv_heads} key/value heads): removing one head would change the shared "
+                    "key/value heads; prune FFN neurons only (structure='neurons')"
+                )
+            width = int(out.weight.shape[1])
+            parent = layer.get_submodule(qkv_paths[0].rsplit(".", 1)[0])
+            live = getattr(parent, "num_attention_heads", None)  # fewer after prune_heads
+            n = live if isinstance(live, int) and live > 0 else heads
+            if width % n:
+                raise TargetError(
+                    f"{prefix}.{out_path}: width {width} is not divisible by {n} heads"
+                )
+            found.append(
+                AttentionAtoms(
+                    prefix,
+                    tuple(m for m in mods if m is not None),
+                    out,
+                    tuple(f"{prefix}.{p}" for p in qkv_paths),
+                    f"{prefix}.{out_path}",
+                    n,
+                    width // n,
+                )
+            )
+            break
+    if not found:
+        att = "; ".join(f"{', '.join(q)} -> {o}" for q, o in _ATTN_LAYOUTS)
+        raise TargetError(
+            f"{type(model).__name__} has no attention block of a known layout; expected per "
+            f"layer: {att}"
+        )
+    return found

@@ -1,0 +1,139 @@
+"""Structured pruning (FFN neurons, heads) through the shared lifecycle, on tiny models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from transformers import (
+    BertForSequenceClassification,
+    BertTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
+
+from obert_train import ObertTrainError, create_method, load_task, oneshot_prune
+from obert_train.pruning.layout import find_attention, find_ffns
+
+from .conftest import tiny_config
+
+
+def _model(tokenizer: BertTokenizer, heads: int = 4) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = tiny_config(len(tokenizer), num_labels=2, num_attention_heads=heads)
+    return BertForSequenceClassification(config).eval()
+
+
+def _prune(model: Any, task: Any, sparsity: float, **settings: Any) -> Any:
+    base = {"num_batches": 3, "grad_batch_size": 4, "min_keep": 8, "multiple": 8}
+    return oneshot_prune(
+        model, "structured", sparsity, settings={**base, **settings}, task=task,
+        progress=False, log=lambda _l: None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("score", ["heapr", "heapr-full", "magnitude", "activation", "random"])
+@pytest.mark.parametrize("correct", [True, False])
+def test_neurons_are_removed_whole_and_stay_masked(
+    tokenizer: BertTokenizer, sst2_dir: Any, score: str, correct: bool
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    model = _model(tokenizer)
+    result = _prune(model, task, 0.5, score=score, correct=correct)
+    removed = 0
+    for layer in model.bert.encoder.layer:
+        down = layer.output.dense.weight
+        dead = (down == 0).all(0)
+        removed += int(dead.sum())
+        # a removed neuron is zero everywhere: its up row, up bias and down column
+        assert bool((layer.intermediate.dense.weight[dead] == 0).all())
+        assert bool((layer.intermediate.dense.bias[dead] == 0).all())
+        kept = int((~dead).sum())
+        assert kept % 8 == 0 and kept >= 8  # multiple and min_keep
+    assert removed == 64  # half of 2 x 64 neurons
+    down_name = "bert.encoder.layer.0.output.dense.weight"
+    mask = result.masks[down_name].reshape(model.bert.encoder.layer[0].output.dense.weight.shape)
+    assert bool(
+        (~mask).all(0).sum() == (model.bert.encoder.layer[0].output.dense.weight == 0).all(0).sum()
+    )
+
+
+def test_heads_are_removed_as_blocks(tokenizer: BertTokenizer, sst2_dir: Any) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    model = _model(tokenizer)
+    _prune(model, task, 0.5, structure="heads")
+    dh, gone = 8, 0
+    for layer in model.bert.encoder.layer:
+        out = layer.attention.output.dense.weight.reshape(32, 4, dh)
+        dead = (out == 0).all(0).all(-1)
+        assert int((~dead).sum()) >= 1  # a layer keeps at least one head
+        for h in dead.nonzero().flatten().tolist():
+            rows = slice(h * dh, (h + 1) * dh)
+            for proj in (layer.attention.self.query, layer.attention.self.key):
+                assert bool((proj.weight[rows] == 0).all()) and bool((proj.bias[rows] == 0).all())
+        gone += int(dead.sum())
+    assert gone == 4
+
+
+def test_removing_neurons_with_the_correction_keeps_outputs_closer(
+    tokenizer: BertTokenizer, sst2_dir: Any
+) -> None:
+    """The OBS re-fit (least squares on E[a aᵀ]) reduces the change of the layer outputs."""
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    batch = task.collate(task.train_features[:12])
+    reference = _model(tokenizer)
+    with torch.no_grad():
+        ref = reference(**batch, output_hidden_states=True).hidden_states[1]
+    errors = {}
+    for correct in (False, True):
+        model = _model(tokenizer)
+        _prune(
+            model, task, 0.5, score="magnitude", correct=correct, num_batches=6, grad_batch_size=6
+        )
+        with torch.no_grad():
+            out = model(**batch, output_hidden_states=True).hidden_states[1]
+        errors[correct] = float((out - ref).square().mean())
+    assert errors[True] < errors[False]
+
+
+def test_a_second_step_never_regrows_and_counts_atoms(
+    tokenizer: BertTokenizer, sst2_dir: Any
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    model = _model(tokenizer)
+    _prune(model, task, 0.25)
+    first = [(layer.output.dense.weight == 0).all(0).clone() for layer in model.bert.encoder.layer]
+    _prune(model, task, 0.5)
+    for layer, before in zip(model.bert.encoder.layer, first, strict=True):
+        now = (layer.output.dense.weight == 0).all(0)
+        assert bool(now[before].all())
+    with pytest.raises(ValueError, match=r"regrow|beyond|removed"):
+        _prune(model, task, 0.25)
+
+
+def test_llama_mlp_layout_and_gqa_refusal() -> None:
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    ffns = find_ffns(model)
+    assert len(ffns) == 2 and ffns[0].down_name.endswith("mlp.down_proj")
+    assert {n.rsplit(".", 1)[-1] for n in ffns[0].up_names} == {"up_proj", "gate_proj"}
+    with pytest.raises(ObertTrainError, match="grouped-query attention"):
+        find_attention(model)
+
+
+def test_bad_settings_and_layouts(tokenizer: BertTokenizer, sst2_dir: Any) -> None:
+    with pytest.raises(ValueError, match="structure"):
+        create_method("structured", structure="experts")
+    with pytest.raises(ValueError, match="score"):
+        create_method("structured", score="taylor")
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    with pytest.raises(ObertTrainError, match="mask_type"):
+        _prune(_model(tokenizer), task, 0.5, mask_type="block4")
+    with pytest.raises(ObertTrainError, match="at least one batch of 64"):
+        _prune(_model(tokenizer), task, 0.5, grad_batch_size=64)
+    with pytest.raises(ObertTrainError, match="no FFN of a known layout"):
+        find_ffns(torch.nn.Sequential(torch.nn.Linear(4, 4)))
