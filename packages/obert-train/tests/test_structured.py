@@ -137,3 +137,35 @@ def test_bad_settings_and_layouts(tokenizer: BertTokenizer, sst2_dir: Any) -> No
         _prune(_model(tokenizer), task, 0.5, grad_batch_size=64)
     with pytest.raises(ObertTrainError, match="no FFN of a known layout"):
         find_ffns(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+
+
+def test_the_cli_prunes_heads_then_neurons(
+    tiny_model_dir: Any, sst2_dir: Any, tmp_path: Any
+) -> None:
+    from transformers import AutoModelForSequenceClassification
+    from typer.testing import CliRunner
+
+    from obert_train.cli.app import app
+
+    def oneshot(model: Any, out: Any, *extra: str) -> None:
+        args = [
+            "oneshot", "--model", str(model), "--task", "sst2", "--data-dir", str(sst2_dir),
+            "--method", "structured", "--sparsity", "0.5", "--output-dir", str(out),
+            "--no-progress", "--set", "num_batches=2", "--set", "grad_batch_size=4",
+            "--set", "min_keep=8", "--set", "multiple=8", *extra,
+        ]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+
+    oneshot(tiny_model_dir, tmp_path / "heads", "--set", "structure=heads")
+    oneshot(tmp_path / "heads" / "sparsity-0.50", tmp_path / "both", "--eval")
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "both" / "sparsity-0.50")
+    layer = model.bert.encoder.layer
+    assert sum(int((m.output.dense.weight == 0).all(0).sum()) for m in layer) == 64
+    assert (
+        sum(
+            int((m.attention.output.dense.weight.reshape(32, 2, 16) == 0).all(0).all(-1).sum())
+            for m in layer
+        )
+        == 2
+    )
