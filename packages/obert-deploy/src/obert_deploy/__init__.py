@@ -43,6 +43,10 @@ _EXPORTS: dict[str, str] = {
     "decompose_layer_norm": "_onnx_compat",
     "fold_dequantize_transpose": "_onnx_compat",
     "reorder_gelu": "_onnx_compat",
+    "ShrinkReport": "_shrink",
+    "ShrinkRow": "_shrink",
+    "remove_heads": "_shrink",
+    "shrink_model": "_shrink",
     # sparsity and size
     "OnnxWeightSparsity": "_sparsity",
     "SparsityRow": "_sparsity",
@@ -124,6 +128,8 @@ __all__ = [
     "QATWeightRow",
     "QuantizeReport",
     "ShapeMismatchError",
+    "ShrinkReport",
+    "ShrinkRow",
     "SizeReport",
     "SparsityRow",
     "StaticInt8Config",
@@ -161,8 +167,10 @@ __all__ = [
     "read_results_json",
     "read_squad",
     "register_quantize_handler",
+    "remove_heads",
     "reorder_gelu",
     "results_to_markdown",
+    "shrink_model",
     "size_report",
     "size_table_markdown",
     "sparsity_table_markdown",
@@ -235,6 +243,7 @@ if TYPE_CHECKING:
         quantize_onnx,
         register_quantize_handler,
     )
+    from ._shrink import ShrinkReport, ShrinkRow, remove_heads, shrink_model
     from ._size import SizeReport, size_report, size_table_markdown
     from ._sparsity import (
         OnnxWeightSparsity,

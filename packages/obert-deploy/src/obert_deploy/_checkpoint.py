@@ -145,11 +145,16 @@ def load_checkpoint(
     require("loading a checkpoint")
     import transformers
 
+    from ._shrink import from_pretrained_with_pruned_heads
+
     auto_class: Any = getattr(transformers, spec.auto_class)
     try:
-        model, info = auto_class.from_pretrained(
-            source, output_loading_info=True, attn_implementation=attn_implementation
+        # Like from_pretrained, and also for heads config.pruned_heads says are absent.
+        model, info = from_pretrained_with_pruned_heads(
+            auto_class, source, attn_implementation=attn_implementation
         )
+    except CheckpointError:
+        raise
     except Exception as exc:  # transformers raises OSError, ValueError, SafetensorError, ...
         raise CheckpointError(
             f"could not load checkpoint {source!r} for task {task!r} "

@@ -18,6 +18,7 @@ Choices (measured on torch 2.13 / transformers 5.23, see docs/deploy.md):
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import io
 import logging
@@ -42,6 +43,7 @@ from ._onnx_compat import (
     convert_for_deepsparse,
     set_opset,
 )
+from ._shrink import ShrinkReport, shrink_model
 from ._sparsity import SparsityRow, linear_weights, match_sparsity, sparsity_table_markdown
 from ._tasks import get_task
 
@@ -87,6 +89,10 @@ class ExportConfig:
         atol: Absolute tolerance of the output comparison.
         rtol: Relative tolerance of the output comparison.
         seed: Seed of the random sample inputs.
+        shrink: Physically remove structurally pruned parts before exporting (FFN neurons
+            whose down-projection column is all zero, heads whose output-projection block is
+            all zero; :func:`obert_deploy.shrink_model`). The parity check compares the ONNX
+            file with the model as loaded, before shrinking. ``False`` keeps every shape.
     """
 
     task: str = "sequence-classification"
@@ -100,6 +106,7 @@ class ExportConfig:
     atol: float = 1e-4
     rtol: float = 1e-3
     seed: int = 0
+    shrink: bool = True
 
     def __post_init__(self) -> None:
         get_task(self.task)
@@ -160,9 +167,11 @@ class ExportReport:
         input_shapes: Input name -> shape (``"batch"``/``"sequence"`` for dynamic axes).
         output_names: Graph output names.
         max_abs_diff: Output name -> largest |ONNX Runtime - PyTorch| over the checked inputs.
-        sparsity: One row per ``nn.Linear`` weight.
+        sparsity: One row per ``nn.Linear`` weight of the exported (shrunk) model: the sparsity
+            of what remains after structured zeros were removed.
         missing_keys: Parameters that were newly initialised when loading the checkpoint.
         seconds: Wall time of export plus verification.
+        shrink: What shrinking removed (``None`` with ``shrink=False``).
     """
 
     path: Path
@@ -176,6 +185,7 @@ class ExportReport:
     sparsity: list[SparsityRow] = field(default_factory=list)
     missing_keys: tuple[str, ...] = ()
     seconds: float = 0.0
+    shrink: ShrinkReport | None = None
 
     @property
     def pruned_weights(self) -> list[SparsityRow]:
@@ -196,6 +206,7 @@ class ExportReport:
             "sparsity": [row.to_dict() for row in self.sparsity],
             "missing_keys": list(self.missing_keys),
             "seconds": self.seconds,
+            "shrink": None if self.shrink is None else self.shrink.to_dict(),
         }
 
     def to_markdown(self) -> str:
@@ -208,9 +219,12 @@ class ExportReport:
             f"Max |ONNX Runtime - PyTorch|: {diffs}.",
             f"Pruned Linear weights: {len(pruned)} of {len(self.sparsity)}; zeros kept in ONNX: "
             f"{sum(row.same_zeros for row in pruned)} of {len(pruned)}.",
-            "",
-            sparsity_table_markdown(self.sparsity),
         ]
+        if self.shrink is None:
+            lines.append("Structured zeros: kept at their shapes (--no-shrink).")
+        else:
+            lines.append(self.shrink.to_markdown())
+        lines += ["", sparsity_table_markdown(self.sparsity)]
         return "\n".join(lines)
 
 
@@ -424,6 +438,11 @@ def export_onnx(
     zeros survive. A failed check raises
     and leaves nothing at ``output``.
 
+    With ``config.shrink`` (the default), structurally pruned FFN neurons and attention heads
+    are first removed from a copy of the model (:func:`obert_deploy.shrink_model`); the parity
+    check then compares the smaller ONNX graph with the model as loaded, the sparsity check
+    covers the weights that remain, and :attr:`ExportReport.shrink` says what was removed.
+
     Args:
         model: Checkpoint directory, Hub id, or an already loaded model (left in eval mode).
         output: Destination ``.onnx`` file; written atomically.
@@ -469,6 +488,13 @@ def _export_loaded(
     spec = get_task(config.task)
     input_names = model_input_names(hf_model)
     output_names = list(spec.output_names)
+    # The parity check compares with the model as loaded (``reference``), before shrinking.
+    reference = _OutputsAsTuple.wrap(hf_model, input_names, spec.output_names)
+    shrink: ShrinkReport | None = None
+    if config.shrink:
+        if shrink_model(hf_model, dry_run=True).changed:
+            hf_model = copy.deepcopy(hf_model)  # never change the caller's model
+        shrink = shrink_model(hf_model)
     wrapper = _OutputsAsTuple.wrap(hf_model, input_names, spec.output_names)
     static = config.resolved_static_shapes
     feed = sample_inputs(hf_model, config.batch_size, config.seq_len, seed=config.seed)
@@ -500,7 +526,7 @@ def _export_loaded(
                         seed=config.seed + 2,
                     )
                 )
-            diffs = _check_parity(tmp, wrapper, checks, output_names, config)
+            diffs = _check_parity(tmp, reference, checks, output_names, config)
             lost = [row.name for row in rows if row.pruned and not row.same_zeros]
             if lost:
                 raise VerificationError(
@@ -526,6 +552,7 @@ def _export_loaded(
         sparsity=rows,
         missing_keys=missing,
         seconds=time.perf_counter() - start,
+        shrink=shrink,
     )
     _LOG.info("exported %s in %.1f s", out, report.seconds)
     return report

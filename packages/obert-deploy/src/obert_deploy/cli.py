@@ -190,6 +190,14 @@ def export(
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Check parity and sparsity.")
     ] = True,
+    shrink: Annotated[
+        bool,
+        typer.Option(
+            "--shrink/--no-shrink",
+            help="Remove FFN neurons and attention heads that are entirely zero (structured "
+            "pruning) before exporting; --no-shrink keeps every shape.",
+        ),
+    ] = True,
     json_path: JsonOpt = None,
 ) -> None:
     """Export a checkpoint to ONNX and verify outputs and per-weight sparsity."""
@@ -206,6 +214,7 @@ def export(
             verify=verify,
             atol=atol,
             rtol=rtol,
+            shrink=shrink,
         )
         # The ONNX file and the JSON report appear together or not at all.
         with atomic_outputs(output, json_path) as (staged, staged_json):
