@@ -38,7 +38,8 @@ def test_classification_parity(
     torch_result, static, dynamic, int8 = report.results
     assert report.num_examples == 40
     assert torch_result.engine == "pytorch" and torch_result.agreement is None
-    assert torch_result.metrics["accuracy"] > 60  # the fixture model was trained a little
+    # Metrics are fractions in [0, 1] (printed as percent): the fixture model was trained a little.
+    assert 0.6 < torch_result.metrics["accuracy"] <= 1.0
     for fp32 in (static, dynamic):  # 40 rows, static batch 2 / dynamic batch 8: same predictions
         assert fp32.agreement == 1.0
         assert fp32.metrics["accuracy"] == torch_result.metrics["accuracy"]
@@ -46,6 +47,7 @@ def test_classification_parity(
     assert int8.agreement is not None and int8.agreement >= 0.9
     table = report.to_markdown()
     assert "tiny_static_int8.onnx" in table and "accuracy" in table
+    assert f"{100 * torch_result.metrics['accuracy']:.2f} %" in table
 
 
 def test_odd_number_of_examples_with_static_batch(
@@ -109,6 +111,7 @@ def test_squad(tmp_path: Path, tiny_qa_checkpoint: Path, squad_file: Path) -> No
     assert report.num_examples == 2
     torch_result, onnx_result = report.results
     assert set(torch_result.metrics) == {"exact_match", "f1"}
+    assert all(0.0 <= v <= 1.0 for v in torch_result.metrics.values())  # fractions
     assert onnx_result.metrics == torch_result.metrics
     assert onnx_result.agreement == 1.0
     assert len(read_squad(squad_file)) == 2

@@ -92,7 +92,7 @@ def test_size_report_measures_bitmask_storage(tmp_path: Path) -> None:
     assert sparse.compression_ratio > 4
     assert dense.compression_ratio < 1.2
     table = size_table_markdown([dense, sparse])
-    assert "sparse.onnx" in table and "90%" in table
+    assert "sparse.onnx" in table and "| 90 % |" in table
 
 
 def test_size_report_splits_embeddings(tmp_path: Path) -> None:
@@ -125,3 +125,32 @@ def test_size_report_splits_embeddings(tmp_path: Path) -> None:
     assert report.non_embedding_ratio > 4  # 90 % zeros: ~7x before gzip
     assert report.weight_sparsity == pytest.approx(0.9, abs=1e-3)  # the table is not a "weight"
     assert report.to_dict()["non_embedding_ratio"] == report.non_embedding_ratio
+
+
+def test_size_report_counts_4bit_embeddings(tmp_path: Path, dynamic_onnx: Path) -> None:
+    """Regression: 4-bit (GatherBlockQuantized) tables are embeddings, stored 2 values a byte."""
+    from obert_deploy import DynamicInt8Config, quantize_onnx
+
+    e8, e4 = tmp_path / "e8.onnx", tmp_path / "e4.onnx"
+    quantize_onnx(dynamic_onnx, e8, DynamicInt8Config())
+    quantize_onnx(dynamic_onnx, e4, DynamicInt8Config(embedding_bits=4))
+    fp32, int8, four = size_report(dynamic_onnx), size_report(e8), size_report(e4)
+    assert fp32.embedding_fp32_bytes > 0
+    # The same tables (plus their fp32 scales), not 0 as before.
+    assert fp32.embedding_fp32_bytes <= four.embedding_fp32_bytes < 1.1 * fp32.embedding_fp32_bytes
+    # The non-embedding weights are the same int8 ones in both files.
+    assert four.non_embedding_fp32_bytes == pytest.approx(int8.non_embedding_fp32_bytes, rel=0.01)
+    assert four.non_embedding_ratio == pytest.approx(int8.non_embedding_ratio, rel=0.02)
+    # Packed 4-bit storage: the bitmask form of the 4-bit file is smaller than the int8 one.
+    assert four.bitmask_bytes < int8.bitmask_bytes
+    assert four.bitmask_bytes <= four.file_bytes
+
+
+def test_4bit_tables_are_measured_packed() -> None:
+    from obert_deploy._size import _stored_bytes
+
+    values = np.array([1, -2, 3, 0, -8], dtype=np.int8)
+    packed = _stored_bytes(values, TensorProto.INT4)
+    assert len(packed) == 3  # 5 nibbles -> 3 bytes
+    assert packed[0] == (1 | ((-2 & 0xF) << 4))
+    assert len(_stored_bytes(values, TensorProto.INT8)) == 5

@@ -23,10 +23,19 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._checks import check_seq_len, onnx_max_positions
 from ._cpu import available_cores, cpu_info
-from ._engines import ENGINE_NAMES, Runner, create_runner, engine_version
-from ._errors import ObertDeployError
-from ._inputs import infer_vocab_size, is_static, load_onnx, make_inputs, onnx_inputs
+from ._engines import ENGINE_NAMES, Runner, create_runner, engine_version, require_engine
+from ._errors import ObertDeployError, OnnxModelError, brief
+from ._format import percent
+from ._inputs import (
+    check_input_shapes,
+    infer_vocab_size,
+    is_static,
+    load_onnx,
+    make_inputs,
+    onnx_inputs,
+)
 from ._io import atomic_write_text
 from ._sparsity import onnx_weight_sparsity
 
@@ -35,6 +44,7 @@ __all__ = [
     "BenchConfig",
     "BenchResult",
     "benchmark",
+    "check_models",
     "read_results_json",
     "results_to_markdown",
     "write_results_json",
@@ -216,6 +226,27 @@ def _run_throughput(
     return samples, wall
 
 
+def _check_model(proto: Any, path: Path, config: BenchConfig) -> None:
+    """Shape and length checks of one model against ``config`` (no engine involved)."""
+    check_input_shapes(
+        onnx_inputs(proto), config.batch_size, config.seq_len, model_name=os.fspath(path)
+    )
+    check_seq_len(config.seq_len, onnx_max_positions(proto), f"ONNX model {str(path)!r}")
+
+
+def check_models(models: Sequence[str | os.PathLike[str]], config: BenchConfig) -> None:
+    """Check every model loads and fits ``config`` before any of them is timed.
+
+    Raises:
+        EngineNotInstalledError: ``config.engine`` is not installed here.
+        OnnxModelError: A model is missing, a directory or corrupt.
+        ShapeMismatchError: A static shape or the position limit does not fit the request.
+    """
+    require_engine(config.engine)
+    for model in models:
+        _check_model(load_onnx(model, load_weights=False), Path(model), config)
+
+
 def benchmark(
     model: str | os.PathLike[str], config: BenchConfig | None = None, *, name: str | None = None
 ) -> BenchResult:
@@ -231,12 +262,14 @@ def benchmark(
 
     Raises:
         EngineNotInstalledError: The engine is not installed (the message says how to get it).
-        OnnxModelError: Missing/corrupt file.
-        ShapeMismatchError: ``batch_size``/``seq_len`` do not fit the model's static shapes.
+        OnnxModelError: Missing/corrupt file, or one the engine cannot run.
+        ShapeMismatchError: ``batch_size``/``seq_len`` do not fit the model's static shapes or
+            ``seq_len`` exceeds its position embeddings.
     """
     config = config or BenchConfig()
     path = Path(model)
     proto = load_onnx(path)
+    _check_model(proto, path, config)
     inputs = onnx_inputs(proto)
     vocab = infer_vocab_size(proto)
     weights = [w for w in onnx_weight_sparsity(proto) if not w.is_embedding]
@@ -273,10 +306,17 @@ def benchmark(
     feeds = make_inputs(
         inputs, config.batch_size, config.seq_len, vocab_size=vocab, seed=config.seed
     )
-    if config.scenario == "latency":
-        samples, wall = _run_latency(runners[0], feeds, config, label)
-    else:
-        samples, wall = _run_throughput(runners, feeds, config, label)
+    try:
+        if config.scenario == "latency":
+            samples, wall = _run_latency(runners[0], feeds, config, label)
+        else:
+            samples, wall = _run_throughput(runners, feeds, config, label)
+    except Exception as exc:  # the engine's own error, e.g. a shape it cannot broadcast
+        raise OnnxModelError(
+            f"{config.engine} cannot run {str(path)!r} on {config.batch_size} x "
+            f"{config.seq_len} token inputs ({brief(exc)}); check --batch-size/--seq-len "
+            "against the model, or re-create it with `obert-deploy export`"
+        ) from exc
     return BenchResult(
         model=str(path),
         name=label,
@@ -327,7 +367,7 @@ def results_to_markdown(results: Sequence[BenchResult], *, baseline: str | None 
         speedup = f"{ref / r.latency_ms['p50']:.2f}x" if ref else "-"
         lines.append(
             f"| {r.name} | {r.engine} | {r.scenario} | {r.batch_size} | {r.seq_len} | "
-            f"{r.threads} | {r.weight_sparsity:.0%} | {r.latency_ms['p50']:.2f} | "
+            f"{r.threads} | {percent(r.weight_sparsity, 0)} | {r.latency_ms['p50']:.2f} | "
             f"{r.latency_ms['p90']:.2f} | {r.latency_ms['p99']:.2f} | {r.items_per_s:.1f} | "
             f"{speedup} |"
         )
@@ -358,9 +398,24 @@ def read_results_json(path: str | os.PathLike[str]) -> list[BenchResult]:
         The results, in file order.
 
     Raises:
-        ObertDeployError: The file does not hold a JSON list.
+        ObertDeployError: The file is missing, not JSON, or not a list of results.
     """
-    data = json.loads(Path(path).read_text())
+    file = Path(path)
+    if not file.is_file():
+        raise ObertDeployError(
+            f"results file {os.fspath(path)!r} does not exist; write it with "
+            "`obert-deploy bench ... --json FILE`"
+        )
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ObertDeployError(f"{os.fspath(path)!r} is not JSON ({brief(exc)})") from None
     if not isinstance(data, list):
         raise ObertDeployError(f"{os.fspath(path)!r} does not hold a JSON list of results")
-    return [BenchResult.from_dict(item) for item in data]
+    try:
+        return [BenchResult.from_dict(item) for item in data]
+    except TypeError as exc:
+        raise ObertDeployError(
+            f"{os.fspath(path)!r} holds a list, but not of `obert-deploy bench` results "
+            f"({brief(exc)})"
+        ) from None

@@ -108,7 +108,7 @@ def _resolve_source(checkpoint: str | os.PathLike[str]) -> str:
         _check_local_dir(path)
         return str(path)
     name = os.fspath(checkpoint)
-    if _looks_like_hub_id(name):
+    if _looks_like_hub_id(name) and not Path(name.split("/")[0]).expanduser().is_dir():
         return name
     raise CheckpointError(
         f"checkpoint {name!r} does not exist; pass a directory written by save_pretrained() "

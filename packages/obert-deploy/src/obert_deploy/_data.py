@@ -110,6 +110,96 @@ def default_dataset(task: str, split: str = "dev") -> Path:
     return root / files[task]
 
 
+def _data_file(path: str | os.PathLike[str], kind: str) -> Path:
+    """``path`` as a :class:`Path` if it is an existing file, else a clear error."""
+    file = Path(path)
+    if file.is_dir():
+        raise ObertDeployError(
+            f"data file {str(file)!r} is a directory; pass the {kind} file itself "
+            f"(e.g. {str(file / ('dev.tsv' if kind == 'TSV' else 'dev-v1.1.json'))!r})"
+        )
+    if not file.is_file():
+        raise ObertDeployError(f"data file {str(file)!r} does not exist; pass an existing {kind}")
+    return file
+
+
+def _short(values: Sequence[str], limit: int = 80) -> str:
+    """A header (or any list of cells) cut to ``limit`` characters for a message."""
+    text = repr(list(values))
+    return text if len(text) <= limit else text[: limit - 5] + " ...]"
+
+
+def _read_header(reader: Any, file: Path) -> list[str]:
+    header: list[str] | None = next(reader, None)
+    if not header:
+        raise ObertDeployError(f"data file {str(file)!r} is empty; pass a TSV with a header row")
+    if header[0].lstrip().startswith(("{", "[")):
+        raise ObertDeployError(
+            f"data file {str(file)!r} looks like JSON (SQuAD?), not a GLUE-style TSV; for "
+            "question answering pass --task question-answering, else a tab-separated file "
+            "with a header row such as 'sentence<TAB>label'"
+        )
+    return header
+
+
+def _resolve_columns(
+    header: list[str], text_columns: Sequence[str] | None, label_column: str | None, file: Path
+) -> tuple[list[int], int | None]:
+    if text_columns is None:
+        text_columns = next((c for c in _KNOWN_TEXT_COLUMNS if set(c) <= set(header)), None)
+        if text_columns is None:
+            raise ObertDeployError(
+                f"cannot tell the text columns of {str(file)!r} (header {_short(header)}); pass "
+                "--text-columns NAME[,NAME2]"
+            )
+    missing = [c for c in text_columns if c not in header]
+    if missing:
+        raise ObertDeployError(
+            f"text columns {missing} not in the header {_short(header)} of {str(file)!r}; pass "
+            "--text-columns with names from the header"
+        )
+    if label_column and label_column not in header:
+        raise ObertDeployError(
+            f"label column {label_column!r} not in the header {_short(header)} of "
+            f"{str(file)!r}; this needs labelled data: pass a TSV with a {label_column!r} column "
+            "(e.g. SST-2 dev.tsv, not test.tsv)"
+        )
+    label_idx = header.index(label_column) if label_column else None
+    return [header.index(c) for c in text_columns], label_idx
+
+
+def _read_rows(
+    reader: Any,
+    file: Path,
+    width: int,
+    text_idx: list[int],
+    label_idx: int | None,
+    max_samples: int | None,
+) -> tuple[list[tuple[str, ...]], list[int]]:
+    texts: list[tuple[str, ...]] = []
+    labels: list[int] = []
+    for line_no, row in enumerate(reader, start=2):
+        if max_samples is not None and len(texts) >= max_samples:
+            break
+        if not row:
+            continue
+        if len(row) < width:
+            raise ObertDeployError(
+                f"{str(file)!r} line {line_no} has {len(row)} tab-separated fields, the header "
+                f"{width}; fix the line (a missing tab, or a quote/tab inside the text)"
+            )
+        texts.append(tuple(row[i].strip() for i in text_idx))
+        if label_idx is not None:
+            try:
+                labels.append(int(row[label_idx]))
+            except ValueError:
+                raise ObertDeployError(
+                    f"{str(file)!r} line {line_no}: label {row[label_idx]!r} is not an integer; "
+                    "labels must be class indices such as 0 and 1"
+                ) from None
+    return texts, labels
+
+
 def read_glue_tsv(
     path: str | os.PathLike[str],
     *,
@@ -127,50 +217,60 @@ def read_glue_tsv(
         max_samples: Keep only the first rows.
 
     Raises:
-        ObertDeployError: Missing file, unknown columns or non-integer labels.
+        ObertDeployError: Missing file, a directory, not UTF-8 text, JSON instead of TSV,
+            unknown columns, short rows or non-integer labels.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ObertDeployError(f"data file {str(file)!r} does not exist")
+    file = _data_file(path, "TSV")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with file.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if not header:
-            raise ObertDeployError(f"data file {str(file)!r} is empty")
-        if text_columns is None:
-            text_columns = next((c for c in _KNOWN_TEXT_COLUMNS if set(c) <= set(header)), None)
-            if text_columns is None:
-                raise ObertDeployError(
-                    f"cannot tell the text columns of {str(file)!r} (header {header}); pass "
-                    "--text-columns"
-                )
-        missing = [
-            c for c in [*text_columns, *([label_column] if label_column else [])] if c not in header
-        ]
-        if missing:
-            raise ObertDeployError(f"columns {missing} not in the header {header} of {str(file)!r}")
-        text_idx = [header.index(c) for c in text_columns]
-        label_idx = header.index(label_column) if label_column else None
-        texts: list[tuple[str, ...]] = []
-        labels: list[int] = []
-        for line_no, row in enumerate(reader, start=2):
-            if max_samples is not None and len(texts) >= max_samples:
-                break
-            if not row:
-                continue
-            texts.append(tuple(row[i].strip() for i in text_idx))
-            if label_idx is not None:
-                try:
-                    labels.append(int(row[label_idx]))
-                except (ValueError, IndexError):
-                    raise ObertDeployError(
-                        f"{str(file)!r} line {line_no}: label {row[label_idx : label_idx + 1]} is "
-                        "not an integer"
-                    ) from None
+    try:
+        with file.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+            header = _read_header(reader, file)
+            text_idx, label_idx = _resolve_columns(header, text_columns, label_column, file)
+            texts, labels = _read_rows(reader, file, len(header), text_idx, label_idx, max_samples)
+    except UnicodeDecodeError as exc:
+        raise ObertDeployError(
+            f"data file {str(file)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+            "pass a GLUE-style TSV file"
+        ) from None
     return TextDataset(
         texts=texts, labels=labels if label_idx is not None else None, path=str(file)
     )
+
+
+def _squad_json(file: Path) -> list[Any]:
+    remedy = (
+        "pass SQuAD v1.1 JSON such as dev-v1.1.json (for a TSV use --task sequence-classification)"
+    )
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ObertDeployError(
+            f"{str(file)!r} is not UTF-8 text ({exc.reason}); {remedy}"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ObertDeployError(f"{str(file)!r} is not JSON ({exc}); {remedy}") from None
+    articles = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(articles, list):
+        raise ObertDeployError(f"{str(file)!r} has no 'data' list of articles; {remedy}")
+    return articles
+
+
+def _qa_example(qa: Any, context: Any, file: Path, where: str) -> QAExample:
+    try:
+        qid = str(qa.get("id", where))
+        question, answers = qa["question"], qa["answers"]
+        texts = tuple(a["text"] for a in answers)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ObertDeployError(
+            f"{str(file)!r} {where}: a question lacks {exc} (each needs 'id', 'question' and "
+            "'answers' with 'text'); pass SQuAD v1.1 JSON"
+        ) from None
+    if not all(isinstance(t, str) for t in (question, context, *texts)):
+        raise ObertDeployError(
+            f"{str(file)!r} question {qid!r}: question, context and answer texts must be strings"
+        )
+    return QAExample(id=qid, question=question, context=context, answers=texts)
 
 
 def read_squad(path: str | os.PathLike[str], *, max_samples: int | None = None) -> list[QAExample]:
@@ -184,27 +284,25 @@ def read_squad(path: str | os.PathLike[str], *, max_samples: int | None = None) 
         The questions with their contexts and accepted answers.
 
     Raises:
-        ObertDeployError: Missing file or not SQuAD JSON.
+        ObertDeployError: Missing file, a directory, not JSON, or not SQuAD's structure (the
+            message names the article/paragraph or question id).
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ObertDeployError(f"data file {str(file)!r} does not exist")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))["data"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ObertDeployError(f"{str(file)!r} is not a SQuAD JSON file ({exc})") from exc
+    file = _data_file(path, "SQuAD JSON")
     examples = []
-    for article in data:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                examples.append(
-                    QAExample(
-                        id=str(qa["id"]),
-                        question=qa["question"],
-                        context=paragraph["context"],
-                        answers=tuple(a["text"] for a in qa["answers"]),
-                    )
+    for a, article in enumerate(_squad_json(file)):
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise ObertDeployError(
+                f"{str(file)!r} article {a}: no 'paragraphs' list; pass SQuAD v1.1 JSON"
+            )
+        for p, paragraph in enumerate(paragraphs):
+            where = f"article {a} paragraph {p}"
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("qas"), list):
+                raise ObertDeployError(
+                    f"{str(file)!r} {where}: no 'context' and 'qas' list; pass SQuAD v1.1 JSON"
                 )
+            for qa in paragraph["qas"]:
+                examples.append(_qa_example(qa, paragraph.get("context"), file, where))
                 if max_samples is not None and len(examples) >= max_samples:
                     return examples
     return examples

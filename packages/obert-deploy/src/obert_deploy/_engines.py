@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._errors import EngineNotInstalledError, ObertDeployError, OnnxModelError
+from ._errors import EngineNotInstalledError, ObertDeployError, OnnxModelError, brief
 from ._inputs import OnnxInput, is_static, load_onnx, onnx_inputs
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "create_runner",
     "engine_available",
     "engine_version",
+    "require_engine",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -37,15 +38,15 @@ _DEEPSPARSE_MAX_IR = 9
 _DYNAMIC_QUANT_OPS = frozenset({"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"})
 
 DEEPSPARSE_INSTALL_HINT = (
-    "DeepSparse is not installed in this Python environment ({python}, Python {version}). "
+    "DeepSparse is not installed in this Python environment ({python}, Python {version}); "
     "deepsparse==1.8.0 (end-of-life, evaluation licence) needs Python 3.11 (< 3.12), onnx<1.15 "
-    "and numpy<2, so give it its own virtual environment, from the repository root:\n"
-    "  python3.11 -m venv .venv-deepsparse\n"
-    "  .venv-deepsparse/bin/pip install -e 'packages/obert-deploy[deepsparse]'\n"
-    "(outside the repository: pip install 'obert-deploy[deepsparse]'; the extra pins "
-    "'deepsparse==1.8.0', 'onnx>=1.14,<1.15' and 'numpy<2'). Export the model with "
-    "`obert-deploy export ... --engine deepsparse` in your main environment, then run\n"
-    "  .venv-deepsparse/bin/obert-deploy bench MODEL.onnx --engine deepsparse"
+    "and numpy<2, so give it its own virtual environment, from the repository root: "
+    "`python3.11 -m venv .venv-deepsparse && .venv-deepsparse/bin/pip install -e "
+    "'packages/obert-deploy[deepsparse]'` (outside the repository: pip install "
+    "'obert-deploy[deepsparse]'; the extra pins 'deepsparse==1.8.0', 'onnx>=1.14,<1.15' and "
+    "'numpy<2'); export the model with `obert-deploy export ... --engine deepsparse` in your "
+    "main environment, then run `.venv-deepsparse/bin/obert-deploy bench MODEL.onnx --engine "
+    "deepsparse`"
 )
 
 
@@ -82,7 +83,13 @@ def engine_version(engine: str) -> str:
         return "not installed"
 
 
-def _require(engine: str) -> None:
+def require_engine(engine: str) -> None:
+    """Raise a clear error unless ``engine`` is known and importable here.
+
+    Raises:
+        ObertDeployError: Unknown engine name.
+        EngineNotInstalledError: The engine is not installed (the message says how to get it).
+    """
     if engine not in ENGINE_NAMES:
         raise ObertDeployError(
             f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_NAMES)}"
@@ -142,7 +149,7 @@ def _ort_runner(path: str, inputs: list[OnnxInput], threads: int, **_: Any) -> R
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise OnnxModelError(
-            f"ONNX Runtime cannot load {path!r} ({type(exc).__name__}: {exc}); re-create it with "
+            f"ONNX Runtime cannot load {path!r} ({brief(exc)}); re-create it with "
             "`obert-deploy export`"
         ) from exc
     return _OrtRunner("onnxruntime", inputs, session)
@@ -192,7 +199,7 @@ def _deepsparse_runner(
         compiled = Engine(model=path, **kwargs)
     except Exception as exc:
         raise OnnxModelError(
-            f"DeepSparse cannot compile {path!r} ({type(exc).__name__}: {exc}); export it with "
+            f"DeepSparse cannot compile {path!r} ({brief(exc)}); export it with "
             "`obert-deploy export ... --engine deepsparse`"
         ) from exc
     return _DeepSparseRunner("deepsparse", inputs, compiled)
@@ -233,7 +240,7 @@ def create_runner(
     """
     from ._inputs import check_input_shapes
 
-    _require(engine)
+    require_engine(engine)
     model = load_onnx(path, load_weights=False)
     inputs = onnx_inputs(model)
     check_input_shapes(inputs, batch_size, seq_len, model_name=os.fspath(path))

@@ -15,7 +15,10 @@ __all__ = [
     "ShapeMismatchError",
     "UnsupportedTaskError",
     "VerificationError",
+    "brief",
 ]
+
+_BRIEF_LIMIT = 300
 
 
 class ObertDeployError(ValueError):
@@ -48,3 +51,15 @@ class ShapeMismatchError(ObertDeployError):
 
 class VerificationError(ObertDeployError):
     """An exported model failed its post-export check (output parity or sparsity survival)."""
+
+
+def brief(exc: BaseException, limit: int = _BRIEF_LIMIT) -> str:
+    """``"Type: message"`` of a foreign exception on one line, cut to ``limit`` characters.
+
+    Third-party errors (transformers, protobuf, ONNX Runtime) can span many lines or quote whole
+    files; our messages embed them as a short cause inside one line.
+    """
+    text = " ".join(str(exc).split()) or "no message"
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}"

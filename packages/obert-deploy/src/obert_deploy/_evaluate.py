@@ -24,6 +24,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._checkpoint import load_checkpoint, load_tokenizer, require
+from ._checks import (
+    check_finite_initializers,
+    check_finite_outputs,
+    check_finite_parameters,
+    check_seq_len,
+    config_max_positions,
+    onnx_max_positions,
+)
 from ._data import default_dataset, iter_batches, read_glue_tsv, read_squad, tokenize
 from ._engines import create_runner, engine_available
 from ._errors import (
@@ -33,6 +41,7 @@ from ._errors import (
     UnsupportedTaskError,
 )
 from ._export import model_input_names
+from ._format import percent
 from ._inputs import load_onnx, onnx_inputs
 from ._tasks import get_task
 
@@ -52,7 +61,9 @@ class EvalResult:
     Attributes:
         model: ``"pytorch"`` or the ONNX file path.
         engine: ``"pytorch"`` or the inference engine.
-        metrics: ``accuracy`` (classification) or ``exact_match``/``f1`` (QA), in percent.
+        metrics: ``accuracy`` (classification) or ``exact_match``/``f1`` (QA), as fractions in
+            ``[0, 1]`` (like Hugging Face ``evaluate``; :meth:`EvalReport.to_markdown` prints
+            them as percentages).
         agreement: Fraction of examples with the same prediction as PyTorch (``None`` for
             PyTorch itself).
         max_abs_diff: Largest output difference from PyTorch over the dev set.
@@ -90,7 +101,7 @@ class EvalReport:
         return asdict(self)
 
     def to_markdown(self) -> str:
-        """Render a markdown table, one row per model."""
+        """Render a markdown table, one row per model (metrics in percent, e.g. ``48.44 %``)."""
         names = list(self.results[0].metrics) if self.results else []
         header = " | ".join(names)
         lines = [
@@ -101,8 +112,8 @@ class EvalReport:
             "|---|---|" + "---:|" * (len(names) + 2),
         ]
         for r in self.results:
-            values = " | ".join(f"{r.metrics[n]:.2f}" for n in names)
-            agree = "-" if r.agreement is None else f"{r.agreement:.2%}"
+            values = " | ".join(percent(r.metrics[n]) for n in names)
+            agree = "-" if r.agreement is None else percent(r.agreement)
             diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.3g}"
             lines.append(f"| {Path(r.model).name} | {r.engine} | {values} | {agree} | {diff} |")
         return "\n".join(lines)
@@ -178,7 +189,11 @@ def _onnx_predictor(
 ) -> tuple[_Predict, int, bool]:
     from ._cpu import available_cores
 
-    inputs = onnx_inputs(load_onnx(path, load_weights=False))
+    proto = load_onnx(path)
+    check_finite_initializers(proto, path)
+    check_seq_len(seq_len, onnx_max_positions(proto), f"ONNX model {path!r}")
+    inputs = onnx_inputs(proto)
+    del proto
     static_batch = inputs[0].shape[0] if inputs and isinstance(inputs[0].shape[0], int) else None
     run_batch = static_batch or batch_size
     runner = create_runner(
@@ -192,6 +207,18 @@ def _onnx_predictor(
     # DeepSparse compiles even a dynamic-shape model for one fixed batch size, so the last
     # partial batch must be padded there too.
     return predict, run_batch, static_batch is not None or engine == "deepsparse"
+
+
+def _check_labels(labels: np.ndarray, num_labels: int, data: Path, checkpoint: str) -> None:
+    """Refuse labels outside the model's classes (a dev file of another task)."""
+    bad = np.flatnonzero((labels < 0) | (labels >= num_labels))
+    if bad.size:
+        first = int(bad[0])
+        raise ObertDeployError(
+            f"{str(data)!r}: label {int(labels[first])} of example {first + 1} is not one of the "
+            f"{num_labels} classes (0..{num_labels - 1}) of {checkpoint!r}; pass the dev file of "
+            "the task the checkpoint was fine-tuned on"
+        )
 
 
 def _check_environment(engine: str) -> None:
@@ -221,7 +248,7 @@ def _classification_metrics(
 ) -> tuple[dict[str, float], float | None, float | None]:
     logits = outputs[0]
     predictions = logits.argmax(-1)
-    metrics = {"accuracy": float(np.mean(predictions == labels) * 100)}
+    metrics = {"accuracy": float(np.mean(predictions == labels))}
     if reference is None:
         return metrics, None, None
     ref = reference[0]
@@ -331,8 +358,12 @@ def evaluate(
         UnsupportedTaskError: ``task`` has no metric here.
         EngineNotInstalledError: ``engine`` is not importable.
         MissingDependencyError: PyTorch or Transformers is not installed.
-        OnnxModelError: A model is missing, corrupt or cannot be compiled by ``engine``.
-        ShapeMismatchError: A static-shape model does not take ``seq_len`` tokens.
+        OnnxModelError: A model is missing, corrupt, has NaN/inf weights or cannot be compiled
+            by ``engine``.
+        CheckpointError: The checkpoint is missing, unreadable or has NaN/inf weights.
+        ShapeMismatchError: A static-shape model does not take ``seq_len`` tokens, or
+            ``seq_len`` exceeds the model's position embeddings.
+        VerificationError: A model's outputs are NaN or inf.
     """
     if task not in EVAL_TASKS:
         get_task(task)
@@ -347,28 +378,34 @@ def evaluate(
         _onnx_predictor(os.fspath(path), engine, seq_len, batch_size, threads) for path in models
     ]
     data_path = Path(data) if data is not None else default_dataset(task)
-    loaded = load_checkpoint(checkpoint, task)
-    tok = load_tokenizer(tokenizer if tokenizer is not None else checkpoint)
-    names = model_input_names(loaded.model)
-    spec = get_task(task)
     labels: np.ndarray | None = None
     if task == "sequence-classification":
         dataset = read_glue_tsv(
             data_path, text_columns=text_columns, label_column=label_column, max_samples=max_samples
         )
         if not dataset.texts:
-            raise ObertDeployError(f"no examples in {str(data_path)!r}")
-        feeds = tokenize(tok, dataset.texts, seq_len, names)
+            raise ObertDeployError(f"no examples in {str(data_path)!r}; pass a non-empty --data")
         labels = np.asarray(dataset.labels)
         num_examples = len(dataset)
     else:
         examples = read_squad(data_path, max_samples=max_samples)
         if not examples:
-            raise ObertDeployError(f"no examples in {str(data_path)!r}")
+            raise ObertDeployError(f"no examples in {str(data_path)!r}; pass a non-empty --data")
+        num_examples = len(examples)
+    loaded = load_checkpoint(checkpoint, task)
+    check_finite_parameters(loaded.model, loaded.source)
+    check_seq_len(seq_len, config_max_positions(loaded.model.config), f"{loaded.source!r}")
+    if labels is not None:
+        _check_labels(labels, int(loaded.model.config.num_labels or 0), data_path, loaded.source)
+    tok = load_tokenizer(tokenizer if tokenizer is not None else checkpoint)
+    names = model_input_names(loaded.model)
+    spec = get_task(task)
+    if task == "sequence-classification":
+        feeds = tokenize(tok, dataset.texts, seq_len, names)
+    else:
         feeds, sample_map, offsets, seq_ids = _squad_features(
             tok, examples, seq_len, min(doc_stride, seq_len // 2), names
         )
-        num_examples = len(examples)
 
     def score(
         outputs: list[np.ndarray], reference: list[np.ndarray] | None
@@ -378,8 +415,8 @@ def evaluate(
         texts = _squad_predictions(outputs, examples, sample_map, offsets, seq_ids)
         pairs = [squad_scores(t, e.answers) for t, e in zip(texts, examples, strict=True)]
         metrics = {
-            "exact_match": 100 * float(np.mean([p[0] for p in pairs])),
-            "f1": 100 * float(np.mean([p[1] for p in pairs])),
+            "exact_match": float(np.mean([p[0] for p in pairs])),
+            "f1": float(np.mean([p[1] for p in pairs])),
         }
         if reference is None:
             return metrics, None, None
@@ -393,6 +430,12 @@ def evaluate(
     torch_out = _run_all(
         _torch_predict(loaded.model, spec.output_names), feeds, batch_size, False, "pytorch"
     )
+    check_finite_outputs(
+        torch_out,
+        spec.output_names,
+        f"PyTorch ({loaded.source!r})",
+        "the checkpoint's weights are finite but its activations overflow: check the model",
+    )
     metrics, _, _ = score(torch_out, None)
     report.results.append(
         EvalResult("pytorch", "pytorch", metrics, seconds=time.perf_counter() - start)
@@ -400,6 +443,13 @@ def evaluate(
     for model_path, (predict, run_batch, pad) in zip(models, predictors, strict=True):
         start = time.perf_counter()
         outputs = _run_all(predict, feeds, run_batch, pad, Path(model_path).name)
+        check_finite_outputs(
+            outputs,
+            spec.output_names,
+            f"ONNX model {os.fspath(model_path)!r} ({engine})",
+            "PyTorch's outputs are finite, so the file is broken: re-export it with "
+            "`obert-deploy export` (or re-quantize it)",
+        )
         metrics, agreement, diff = score(outputs, torch_out)
         report.results.append(
             EvalResult(

@@ -22,6 +22,7 @@ import copy
 import inspect
 import io
 import logging
+import math
 import os
 import time
 import warnings
@@ -34,6 +35,12 @@ import numpy as np
 import onnx
 
 from ._checkpoint import load_checkpoint, require
+from ._checks import (
+    check_finite_outputs,
+    check_finite_parameters,
+    check_seq_len,
+    config_max_positions,
+)
 from ._errors import ObertDeployError, VerificationError
 from ._io import atomic_output
 from ._onnx_compat import (
@@ -69,6 +76,9 @@ _MAX_OPSET = 21
 #: onnx 1.14 (pinned by DeepSparse 1.8) reads at most opset 19 with IR 8; 18 is the newest
 #: opset the exporter emits natively and the one tested with DeepSparse.
 _MAX_DEEPSPARSE_OPSET = 18
+#: Ranges of the dynamic batch and sequence axes (the sample batch + 1 is checked too).
+_MAX_DYNAMIC_BATCH = 1024
+_MAX_DYNAMIC_SEQ = 4096
 
 
 @dataclass(frozen=True)
@@ -134,9 +144,21 @@ class ExportConfig:
                 f"{MIN_OPSET}..{_MAX_DEEPSPARSE_OPSET} or leave --opset out (default "
                 f"{DEEPSPARSE_OPSET})"
             )
-        if self.atol <= 0 or self.rtol < 0:
+        if not (math.isfinite(self.atol) and math.isfinite(self.rtol)) or (
+            self.atol <= 0 or self.rtol < 0
+        ):
             raise ObertDeployError(
-                f"tolerances must be positive, got atol={self.atol}, rtol={self.rtol}"
+                f"tolerances must be finite, atol > 0 and rtol >= 0, got atol={self.atol}, "
+                f"rtol={self.rtol}; pass e.g. --atol 1e-4 --rtol 1e-3"
+            )
+        if not self.resolved_static_shapes and (
+            self.batch_size >= _MAX_DYNAMIC_BATCH or self.seq_len > _MAX_DYNAMIC_SEQ
+        ):
+            raise ObertDeployError(
+                f"with dynamic shapes the sample batch must be < {_MAX_DYNAMIC_BATCH} and the "
+                f"sequence <= {_MAX_DYNAMIC_SEQ}, got --batch-size {self.batch_size} --seq-len "
+                f"{self.seq_len}; the exported file serves every shape up to those limits, so "
+                "pass a smaller --batch-size/--seq-len (or --static-shapes)"
             )
 
     @property
@@ -339,8 +361,8 @@ def _export_graph(
 
     dynamic_shapes = None
     if not static_shapes:
-        batch = torch.export.Dim("batch", min=1, max=1024)
-        sequence = torch.export.Dim("sequence", min=2, max=4096)
+        batch = torch.export.Dim("batch", min=1, max=_MAX_DYNAMIC_BATCH)
+        sequence = torch.export.Dim("sequence", min=2, max=_MAX_DYNAMIC_SEQ)
         dynamic_shapes = {name: {0: batch, 1: sequence} for name in input_names}
     with quiet_torch_export():
         program = torch.onnx.export(
@@ -409,7 +431,16 @@ def _check_parity(
     for feed in feeds:
         with torch.no_grad():
             expected = [t.numpy() for t in wrapper(*feed.values())]
+        check_finite_outputs(
+            expected, output_names, "PyTorch", "the model overflows on random inputs: check it"
+        )
         got = session.run(output_names, {k: v.numpy() for k, v in feed.items()})
+        check_finite_outputs(
+            got,
+            output_names,
+            "ONNX Runtime",
+            "PyTorch's is finite: re-export with another --opset (the file was not written)",
+        )
         shape = list(next(iter(feed.values())).shape)
         for name, want, have in zip(output_names, expected, got, strict=True):
             diff = float(np.max(np.abs(want - have))) if want.size else 0.0
@@ -452,8 +483,9 @@ def export_onnx(
         The :class:`ExportReport`, including the per-weight sparsity table.
 
     Raises:
-        CheckpointError: The checkpoint cannot be loaded.
-        VerificationError: Output mismatch or lost sparsity.
+        CheckpointError: The checkpoint cannot be loaded, or has NaN/inf weights (named).
+        ShapeMismatchError: ``config.seq_len`` exceeds the model's position embeddings.
+        VerificationError: Output mismatch, NaN/inf outputs, or lost sparsity.
         MissingDependencyError: PyTorch, Transformers or onnxscript is not installed.
     """
     config = config or ExportConfig()
@@ -466,6 +498,9 @@ def export_onnx(
     else:
         hf_model = model
     cast("torch.nn.Module", hf_model).eval()
+    source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    check_finite_parameters(hf_model, source)
+    check_seq_len(config.seq_len, config_max_positions(hf_model.config), repr(source))
     previous_attn = getattr(hf_model.config, "_attn_implementation", None)
     if previous_attn is not None and previous_attn != config.attn_implementation:
         hf_model.set_attn_implementation(config.attn_implementation)

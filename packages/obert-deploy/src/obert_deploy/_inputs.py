@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ._errors import OnnxModelError, ShapeMismatchError
+from ._errors import OnnxModelError, ShapeMismatchError, brief
 
 __all__ = [
     "OnnxInput",
@@ -58,6 +58,13 @@ def load_onnx(path: str | os.PathLike[str], *, load_weights: bool = True) -> onn
         load_weights: Also load external tensor data (if any).
     """
     file = Path(path)
+    if file.is_dir():
+        found = sorted(p.name for p in file.glob("*.onnx"))[:3]
+        hint = f" (it holds {', '.join(found)})" if found else ""
+        raise OnnxModelError(
+            f"ONNX model {str(file)!r} is a directory{hint}; pass the .onnx file itself "
+            "(a checkpoint directory is exported with `obert-deploy export`)"
+        )
     if not file.is_file():
         raise OnnxModelError(
             f"ONNX model {str(file)!r} does not exist; create it with `obert-deploy export`"
@@ -66,8 +73,8 @@ def load_onnx(path: str | os.PathLike[str], *, load_weights: bool = True) -> onn
         model = onnx.load(str(file), load_external_data=load_weights)
     except Exception as exc:  # protobuf DecodeError and friends
         raise OnnxModelError(
-            f"ONNX model {str(file)!r} cannot be parsed ({type(exc).__name__}: {exc}); the file "
-            "is corrupt or not ONNX: re-create it with `obert-deploy export`"
+            f"ONNX model {str(file)!r} cannot be parsed ({brief(exc)}); the file is corrupt or "
+            "not ONNX: re-create it with `obert-deploy export`"
         ) from exc
     if not model.graph.node:
         raise OnnxModelError(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._bench import BenchResult
+from ._errors import ObertDeployError
 from ._io import atomic_output
 
 __all__ = ["plot_results"]
@@ -37,7 +38,7 @@ def plot_results(
     import matplotlib.pyplot as plt
 
     if not results:
-        raise ValueError("no benchmark results to plot")
+        raise ObertDeployError("no benchmark results to plot; pass at least one BenchResult")
     groups: dict[tuple[int, str, int], list[BenchResult]] = {}
     for result in results:
         groups.setdefault((result.batch_size, result.scenario, result.seq_len), []).append(result)

@@ -15,6 +15,7 @@ survive fake quantization, conversion and export; :func:`qat_export` checks all 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,7 @@ import numpy as np
 import onnx
 
 from ._checkpoint import load_checkpoint, require
+from ._checks import check_finite_parameters, check_seq_len, config_max_positions
 from ._errors import ObertDeployError, UnsupportedTaskError, VerificationError
 from ._export import (
     ENGINES,
@@ -33,6 +35,7 @@ from ._export import (
     model_input_names,
     quiet_torch_export,
 )
+from ._format import percent
 from ._io import atomic_output
 from ._onnx_compat import (
     DEEPSPARSE_IR_VERSION,
@@ -96,10 +99,13 @@ class QATConfig:
             )
         if self.engine not in ENGINES:
             raise ObertDeployError(f"unknown engine {self.engine!r}; choose one of {ENGINES}")
-        if self.steps < 0 or self.learning_rate < 0:
+        if self.steps < 0 or not (math.isfinite(self.learning_rate) and self.learning_rate >= 0):
             raise ObertDeployError(
-                f"steps ({self.steps}) and learning_rate ({self.learning_rate}) must be >= 0"
+                f"steps ({self.steps}) and learning_rate ({self.learning_rate}) must be finite "
+                "and >= 0; pass e.g. --steps 200 --lr 2e-5"
             )
+        if not (math.isfinite(self.atol) and self.atol > 0):
+            raise ObertDeployError(f"atol must be finite and > 0, got {self.atol}")
         if self.export_batch_size < 1 or self.seq_len < 2:
             raise ObertDeployError(
                 f"export_batch_size ({self.export_batch_size}) must be >= 1 and seq_len "
@@ -192,9 +198,9 @@ class QATReport:
             "|---|---:|:---:|:---:|---|---:|",
         ]
         for row in self.weights:
-            onnx_sparsity = "-" if row.onnx_sparsity is None else f"{row.onnx_sparsity:.2%}"
+            onnx_sparsity = "-" if row.onnx_sparsity is None else percent(row.onnx_sparsity)
             lines.append(
-                f"| {row.name} | {row.mask_sparsity:.2%} | "
+                f"| {row.name} | {percent(row.mask_sparsity)} | "
                 f"{'yes' if row.zeros_after_training else 'NO'} | "
                 f"{'yes' if row.zeros_after_fake_quant else 'NO'} | "
                 f"{row.onnx_initializer or '-'} | {onnx_sparsity} |"
@@ -301,7 +307,10 @@ def qat_export(
         A :class:`QATReport` with losses, parity and per-weight mask checks.
 
     Raises:
-        VerificationError: A mask did not survive, or ONNX Runtime disagrees with PyTorch.
+        VerificationError: A mask did not survive, the loss became NaN/inf, or ONNX Runtime
+            disagrees with PyTorch.
+        CheckpointError: The model has NaN/inf weights.
+        ShapeMismatchError: ``config.seq_len`` exceeds the model's position embeddings.
     """
     import copy
 
@@ -312,12 +321,16 @@ def qat_export(
     start = time.perf_counter()
     if not train_batches:
         raise ObertDeployError("QAT needs at least one training batch (--train-data)")
-    pt2e, quantizer, prepare_qat_pt2e, convert_pt2e = _import_pt2e()
     if isinstance(model, (str, os.PathLike)):
-        hf_model = load_checkpoint(model, config.task).model
+        loaded = load_checkpoint(model, config.task)
+        hf_model, source = loaded.model, loaded.source
     else:
         hf_model = copy.deepcopy(model)
         hf_model.set_attn_implementation("eager")
+        source = type(model).__name__
+    check_finite_parameters(hf_model, source)
+    check_seq_len(config.seq_len, config_max_positions(hf_model.config), repr(source))
+    pt2e, quantizer, prepare_qat_pt2e, convert_pt2e = _import_pt2e()
     torch.manual_seed(config.seed)
     masks = pruning_masks(hf_model)
     input_names = model_input_names(hf_model)
@@ -365,10 +378,16 @@ def qat_export(
     from tqdm.auto import tqdm
 
     batches = _cycle(train_batches)
-    for _ in tqdm(range(config.steps), desc="QAT", disable=None):
+    for step in tqdm(range(config.steps), desc="QAT", disable=None):
         feeds, labels = next(batches)
         logits = prepared(*_to_torch(feeds, input_names))[0]
         loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels, dtype=torch.long))
+        if not bool(torch.isfinite(loss)):
+            raise VerificationError(
+                f"QAT loss is {float(loss)} at step {step + 1} of {config.steps}; training "
+                f"diverged (learning rate {config.learning_rate}): lower --lr; the file was not "
+                "written"
+            )
         optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(loss)
         optimizer.step()

@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ._checks import check_finite_initializers
 from ._cpu import cpu_info
-from ._errors import ObertDeployError
+from ._errors import ObertDeployError, brief
 from ._inputs import load_onnx
 from ._io import atomic_output
 from ._onnx_compat import opset_version
@@ -369,6 +370,32 @@ def _static(
     return reader.count
 
 
+#: Ops that only appear in an already quantized graph.
+_QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "QLinearMatMul",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "GatherBlockQuantized",
+    }
+)
+
+
+def _check_source(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse an already quantized source or one with NaN/inf weights."""
+    quantized = sorted({node.op_type for node in model.graph.node} & _QUANTIZED_OPS)
+    if quantized:
+        raise ObertDeployError(
+            f"{str(path)!r} is already quantized ({', '.join(quantized[:3])}); quantize the fp32 "
+            "export (`obert-deploy export`) instead"
+        )
+    check_finite_initializers(model, path)
+
+
 def _weight_sparsity(model: onnx.ModelProto) -> dict[str, float]:
     return {w.name: w.sparsity for w in onnx_weight_sparsity(model) if not w.is_embedding}
 
@@ -395,8 +422,9 @@ def quantize_onnx(
         A :class:`QuantizeReport` with sizes and per-weight sparsity before/after.
 
     Raises:
-        OnnxModelError: Missing or corrupt source.
-        ObertDeployError: Unknown config type or missing calibration data.
+        OnnxModelError: Missing or corrupt source, or one with NaN/inf weights.
+        ObertDeployError: Unknown config type, missing calibration data, an already quantized
+            source, or ``output`` equal to ``model``.
     """
     config = config or DynamicInt8Config()
     handler = _HANDLERS.get(type(config))
@@ -408,8 +436,14 @@ def quantize_onnx(
     start = time.perf_counter()
     source = Path(model)
     source_proto = load_onnx(source)
+    _check_source(source_proto, source)
     before = _weight_sparsity(source_proto)
     out = Path(output)
+    if out.resolve() == source.resolve():
+        raise ObertDeployError(
+            f"output {str(out)!r} is the source model; pass another file, e.g. "
+            f"{str(source.with_name(source.stem + '-int8.onnx'))!r}"
+        )
     with atomic_output(out) as tmp:
         try:
             batches = handler(source, tmp, config, calibration)
@@ -417,7 +451,8 @@ def quantize_onnx(
             raise
         except Exception as exc:
             raise ObertDeployError(
-                f"ONNX Runtime could not quantize {str(source)!r} ({type(exc).__name__}: {exc})"
+                f"ONNX Runtime could not quantize {str(source)!r} ({brief(exc)}); check that it "
+                "is an fp32 model written by `obert-deploy export`"
             ) from exc
         quantized = onnx.load(str(tmp))
         changed = False

@@ -21,8 +21,9 @@ import onnx
 from onnx import numpy_helper
 
 from ._errors import OnnxModelError
+from ._format import percent
 from ._inputs import load_onnx
-from ._sparsity import _zero_points, onnx_weight_sparsity
+from ._sparsity import _zero_points, embedding_initializers, onnx_weight_sparsity
 
 __all__ = ["SizeReport", "size_report", "size_table_markdown"]
 
@@ -42,7 +43,8 @@ class SizeReport:
             4 bytes per entry) plus the graph: the "uncompressed fp32" baseline of this model.
         weight_sparsity: Fraction of zeros over non-embedding 2-D weights.
         embedding_fp32_bytes: Dense fp32 size of the embedding tables (initializers read only by
-            ``Gather``, directly or through ``DequantizeLinear``); encoder pruning leaves them.
+            ``Gather`` or the 4-bit ``GatherBlockQuantized``, directly or through
+            ``DequantizeLinear``, with their scales and zero points); encoder pruning leaves them.
         non_embedding_fp32_bytes: Dense fp32 size of all other initializers.
         non_embedding_bitmask_gzip_bytes: Bitmask form of those other initializers after gzip.
         reference_bytes: ``file_bytes`` of the reference model (dense fp32 export), if given.
@@ -100,31 +102,44 @@ class _Payload:
     other_fp32: int = 0
 
 
-def _embedding_names(model: onnx.ModelProto) -> set[str]:
-    """Initializers read only by ``Gather`` (directly or through ``DequantizeLinear``)."""
-    consumers: dict[str, set[str]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, set()).add(node.op_type)
-    for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and node.input:
-            consumers[node.input[0]] = consumers.get(node.output[0], set()) or {"DequantizeLinear"}
-    return {name for name, ops in consumers.items() if ops == {"Gather"}}
+#: 4-bit tensor types (UINT4 = 21, INT4 = 22; onnx < 1.16, as in the DeepSparse environment, has
+#: no names for them): NumPy holds one value per byte, the file two.
+_UINT4 = int(getattr(onnx.TensorProto, "UINT4", 21))
+_FOUR_BIT = {_UINT4, int(getattr(onnx.TensorProto, "INT4", 22))}
+
+
+def _stored_bytes(values: np.ndarray, data_type: int) -> bytes:
+    """``values`` as the file stores them: two 4-bit values per byte for INT4/UINT4."""
+    if data_type not in _FOUR_BIT:
+        return np.ascontiguousarray(values).tobytes()
+    nibbles = values.reshape(-1).astype(np.int16).astype(np.uint8) & 0x0F
+    if nibbles.size % 2:
+        nibbles = np.concatenate([nibbles, np.zeros(1, dtype=np.uint8)])
+    return (nibbles[0::2] | (nibbles[1::2] << 4)).tobytes()
+
+
+def _default_zero(init: onnx.TensorProto, array: np.ndarray) -> np.ndarray:
+    """The stored value of 0.0 when no zero point is given (8 for ONNX Runtime's UINT4)."""
+    if init.data_type == _UINT4:
+        return np.full((), 8, dtype=array.dtype)
+    return np.zeros((), dtype=array.dtype)
 
 
 def _tensor_payloads(model: onnx.ModelProto) -> _Payload:
     """Serialise every initializer densely or as bitmask + non-zeros, whichever is smaller."""
     zero_points = _zero_points(model)
-    embeddings = _embedding_names(model)
+    embeddings = embedding_initializers(model)
     payload = _Payload(embedding=[], other=[])
     for init in model.graph.initializer:
         array = numpy_helper.to_array(init)
-        dense = np.ascontiguousarray(array).tobytes()
+        dense = _stored_bytes(array, init.data_type)
         fp32 = 4 * array.size if array.dtype != np.float64 else 8 * array.size
-        zero = zero_points.get(init.name, np.zeros((), dtype=array.dtype))
+        zero = zero_points.get(init.name, _default_zero(init, array))
         nonzero = array != zero if array.size else np.zeros(0, dtype=bool)
         nnz = int(nonzero.sum())
-        bitmask = np.packbits(nonzero.reshape(-1)).tobytes() + array[nonzero].tobytes()
+        bitmask = np.packbits(nonzero.reshape(-1)).tobytes() + _stored_bytes(
+            array[nonzero], init.data_type
+        )
         chunk = bitmask if len(bitmask) < len(dense) else dense
         if init.name in embeddings:
             payload.embedding.append(chunk)
@@ -134,7 +149,8 @@ def _tensor_payloads(model: onnx.ModelProto) -> _Payload:
             payload.other_fp32 += fp32
         if array.ndim == 2:
             index_bytes = 2 if array.shape[1] < 65536 else 4
-            csr = nnz * (array.itemsize + index_bytes) + (array.shape[0] + 1) * 4
+            value_bytes = 0.5 if init.data_type in _FOUR_BIT else array.itemsize
+            csr = int(nnz * (value_bytes + index_bytes)) + (array.shape[0] + 1) * 4
             payload.csr_bytes += min(csr, len(dense))
         else:
             payload.csr_bytes += len(dense)
@@ -160,14 +176,16 @@ def size_report(
         The :class:`SizeReport` of ``path``.
 
     Raises:
-        OnnxModelError: ``path`` or ``reference`` is missing or not an ONNX file.
+        OnnxModelError: ``path`` or ``reference`` is missing, a directory or not an ONNX file.
     """
-    if reference is not None and not Path(reference).is_file():
-        raise OnnxModelError(
-            f"reference model {os.fspath(reference)!r} does not exist; pass the dense fp32 "
-            "export with --reference (create it with `obert-deploy export`) or leave "
-            "--reference out to compare with the model's own dense fp32 size"
-        )
+    if reference is not None:
+        if not Path(reference).exists():
+            raise OnnxModelError(
+                f"reference model {os.fspath(reference)!r} does not exist; pass the dense fp32 "
+                "export with --reference (create it with `obert-deploy export`) or leave "
+                "--reference out to compare with the model's own dense fp32 size"
+            )
+        load_onnx(reference, load_weights=False)  # a directory or a corrupt file: clear error
     file = Path(path)
     model = load_onnx(file)
     raw = file.read_bytes()
@@ -214,7 +232,7 @@ def size_table_markdown(reports: list[SizeReport]) -> str:
     ]
     for r in reports:
         lines.append(
-            f"| {Path(r.path).name} | {r.weight_sparsity:.0%} | {_mb(r.file_bytes)} | "
+            f"| {Path(r.path).name} | {percent(r.weight_sparsity, 0)} | {_mb(r.file_bytes)} | "
             f"{_mb(r.gzip_bytes)} | {_mb(r.bitmask_bytes)} | {_mb(r.bitmask_gzip_bytes)} | "
             f"{_mb(r.csr_bytes)} | {r.compression_ratio:.1f}x | {r.non_embedding_ratio:.1f}x |"
         )

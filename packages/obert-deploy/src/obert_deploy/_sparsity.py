@@ -17,12 +17,16 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ._format import percent
+
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "EMBEDDING_INPUTS",
     "OnnxWeightSparsity",
     "SparsityRow",
+    "embedding_initializers",
     "linear_weights",
     "match_sparsity",
     "onnx_weight_sparsity",
@@ -36,6 +40,13 @@ _QUANT_CONSUMERS = {
     "DynamicQuantizeMatMul": {1: 3},
     "MatMulIntegerToFloat": {1: 5},
     "QLinearMatMul": {0: 2, 3: 5},
+}
+#: Embedding lookups and the input positions that hold (parts of) the table: ``Gather`` reads
+#: the table at input 0; ONNX Runtime's 4-bit ``GatherBlockQuantized`` reads the packed table at
+#: 0, its scales at 2 and its zero points at 3.
+EMBEDDING_INPUTS: dict[str, tuple[int, ...]] = {
+    "Gather": (0,),
+    "GatherBlockQuantized": (0, 2, 3),
 }
 
 
@@ -90,8 +101,37 @@ class OnnxWeightSparsity:
 
     @property
     def is_embedding(self) -> bool:
-        """True when the initializer is only read by ``Gather`` (an embedding table)."""
-        return bool(self.consumers) and set(self.consumers) == {"Gather"}
+        """True when only embedding lookups (``Gather``, 4-bit ``GatherBlockQuantized``) read it."""
+        return bool(self.consumers) and set(self.consumers) <= set(EMBEDDING_INPUTS)
+
+
+def embedding_initializers(model: onnx.ModelProto) -> set[str]:
+    """Names of the initializers that belong to embedding tables.
+
+    An initializer belongs to one when every use is a table input of an embedding lookup
+    (:data:`EMBEDDING_INPUTS`), directly or through a ``DequantizeLinear`` whose output only
+    feeds such lookups (then its scale and zero point belong to the table too).
+    """
+    uses: dict[str, list[tuple[str, int]]] = {}
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            if name:
+                uses.setdefault(name, []).append((node.op_type, index))
+
+    def lookup_only(name: str) -> bool:
+        found = uses.get(name, [])
+        return bool(found) and all(index in EMBEDDING_INPUTS.get(op, ()) for op, index in found)
+
+    through_dq: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.output and lookup_only(node.output[0]):
+            through_dq.update(name for name in node.input if name)
+    initializers = {init.name for init in model.graph.initializer}
+    embedding = {name for name in initializers if lookup_only(name)}
+    for name in through_dq & initializers:
+        if all(op == "DequantizeLinear" for op, _ in uses.get(name, [])):
+            embedding.add(name)
+    return embedding
 
 
 def linear_weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -219,10 +259,10 @@ def sparsity_table_markdown(rows: list[SparsityRow]) -> str:
         "|---|---|---:|---|---:|:---:|",
     ]
     for row in rows:
-        onnx_sparsity = "-" if row.onnx_sparsity is None else f"{row.onnx_sparsity:.2%}"
+        onnx_sparsity = "-" if row.onnx_sparsity is None else percent(row.onnx_sparsity)
         kept = "yes" if row.same_zeros else ("NO" if row.pruned else "n/a")
         lines.append(
-            f"| {row.name} | {'x'.join(map(str, row.shape))} | {row.torch_sparsity:.2%} | "
+            f"| {row.name} | {'x'.join(map(str, row.shape))} | {percent(row.torch_sparsity)} | "
             f"{row.onnx_initializer or '-'} | {onnx_sparsity} | {kept} |"
         )
     return "\n".join(lines)

@@ -1,18 +1,27 @@
-"""Command line interface: ``obert-deploy export | quantize | qat | evaluate | bench | size``."""
+"""Command line interface: ``obert-deploy export | quantize | qat | evaluate | bench | size``.
+
+Every failure is one line on stderr (``error: ...``, naming the bad value and the remedy) with a
+non-zero exit code, and happens before any expensive work: option values, output paths (no
+existing file is replaced without ``--overwrite``), input files and model limits are checked
+first. Heavy modules (torch, transformers, ONNX Runtime) are imported inside the commands, so
+``--help`` is instant.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
-from ._errors import ObertDeployError
-from ._io import atomic_outputs, atomic_write_text
+from ._errors import ObertDeployError, brief
+from ._io import OutputSpec, atomic_outputs, atomic_write_text, check_outputs
 
 __all__ = [
     "CalibrationMethod",
@@ -27,12 +36,90 @@ __all__ = [
     "main",
 ]
 
+#: click's base class of usage errors, whether typer vendors click or depends on it.
+_CLICK_EXCEPTION: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _verbose(args: Sequence[str] | None) -> bool:
+    words = sys.argv[1:] if args is None else list(args)
+    return "--verbose" in words or "-v" in words
+
+
+def _given_value(exc: Exception, args: Sequence[str] | None, message: str) -> str:
+    """``" (got 'abc')"`` for a bad option value whose message does not quote it."""
+    opts = getattr(getattr(exc, "param", None), "opts", None) or []
+    words = sys.argv[1:] if args is None else list(args)
+    for index, word in enumerate(words):
+        for opt in opts:
+            value = None
+            if word == opt and index + 1 < len(words):
+                value = words[index + 1]
+            elif word.startswith(opt + "="):
+                value = word[len(opt) + 1 :]
+            if value is not None and value not in message:
+                return f" (got {value!r})"
+    return ""
+
+
+class _OneLineErrors(TyperGroup):
+    """A command group whose usage errors are one ``error: ...`` line, not a usage block."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            code = super().main(
+                args=args,
+                prog_name=prog_name,
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        except _CLICK_EXCEPTION as exc:
+            message = exc.format_message().replace("Value error, ", "")  # type: ignore[attr-defined]
+            message += _given_value(exc, args, message)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            typer.echo(f"error: {_one_line(message)}{hint}", err=True)
+            sys.exit(int(getattr(exc, "exit_code", 2)))
+        except Exception as exc:  # a bug: one line, the traceback only with --verbose
+            if _verbose(args):
+                raise
+            typer.echo(
+                f"error: unexpected {brief(exc)}; this is a bug in obert-deploy: rerun with "
+                "--verbose for the traceback and report it",
+                err=True,
+            )
+            sys.exit(1)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="obert-deploy",
     help="Export (sparse) Hugging Face models to ONNX, quantize to int8, benchmark on CPU.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: it wraps to the terminal instead of cutting option names at 80 columns.
+    rich_markup_mode=None,
+    cls=_OneLineErrors,
+    context_settings={"max_content_width": 100, "help_option_names": ["-h", "--help"]},
 )
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -96,11 +183,45 @@ class CalibrationMethod(str, Enum):
     percentile = "percentile"
 
 
+def _at_least(low: int) -> Callable[[int | None], int | None]:
+    """Option callback: an integer ``>= low`` (the message names the value)."""
+
+    def check(value: int | None) -> int | None:
+        if value is not None and value < low:
+            raise typer.BadParameter(f"{value} is below {low}; pass {low} or more")
+        return value
+
+    return check
+
+
+def _non_negative_float(value: float) -> float:
+    """Option callback: a finite float ``>= 0``."""
+    if not (value >= 0 and value != float("inf")):
+        raise typer.BadParameter(f"{value} is not a finite number >= 0")
+    return value
+
+
+def _positive_float(value: float) -> float:
+    """Option callback: a finite float ``> 0``."""
+    if not (value > 0 and value != float("inf")):
+        raise typer.BadParameter(f"{value} is not a finite number > 0")
+    return value
+
+
 EngineOpt = Annotated[Engine, typer.Option("--engine", help="Inference engine.")]
-SeqLenOpt = Annotated[int, typer.Option("--seq-len", min=1, help="Tokens per sequence.")]
+SeqLenOpt = Annotated[
+    int,
+    typer.Option(
+        "--seq-len",
+        callback=_at_least(2),
+        help="Tokens per sequence (2 .. the model's max_position_embeddings).",
+    ),
+]
 ThreadsOpt = Annotated[
     int | None,
-    typer.Option("--threads", min=1, help="Engine threads/cores (default: all available)."),
+    typer.Option(
+        "--threads", callback=_at_least(1), help="Engine threads/cores (default: all available)."
+    ),
 ]
 TokenizerOpt = Annotated[
     str | None,
@@ -116,10 +237,14 @@ TextColumnsOpt = Annotated[
 JsonOpt = Annotated[
     Path | None, typer.Option("--json", help="Also write the full report as JSON here.")
 ]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace output files that already exist (default: refuse)."),
+]
 
 
 def _fail(exc: Exception) -> NoReturn:
-    typer.echo(f"error: {exc}", err=True)
+    typer.echo(f"error: {_one_line(str(exc))}", err=True)
     raise typer.Exit(code=2)
 
 
@@ -132,8 +257,24 @@ def _write_failed(exc: OSError) -> NoReturn:
     )
 
 
+def _check_outputs(
+    outputs: Sequence[OutputSpec], inputs: Sequence[Any] = (), *, overwrite: bool
+) -> None:
+    """Check every output path up front; exit with one error line on the first bad one."""
+    try:
+        check_outputs(outputs, inputs=[i for i in inputs if i is not None], overwrite=overwrite)
+    except ObertDeployError as exc:
+        _fail(exc)
+
+
 def _dump(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str) + "\n"
+    try:
+        return json.dumps(data, indent=2, default=str, allow_nan=False) + "\n"
+    except ValueError as exc:  # NaN/inf would make the file invalid JSON
+        raise ObertDeployError(
+            f"the report holds a NaN or inf value ({exc}), which JSON cannot store; nothing was "
+            "written. This is a bug: please report it with the command line"
+        ) from exc
 
 
 def _write_json(path: Path | None, data: Any) -> None:
@@ -147,6 +288,16 @@ def _write_json(path: Path | None, data: Any) -> None:
 
 def _columns(value: str | None) -> list[str] | None:
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
+
+
+def _given(ctx: typer.Context, flags: dict[str, str]) -> list[str]:
+    """The options of ``flags`` (parameter name -> flag) that were set on the command line."""
+    given = []
+    for name, flag in flags.items():
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given.append(flag)
+    return given
 
 
 @app.callback()
@@ -169,7 +320,7 @@ def export(
     engine: EngineOpt = Engine.onnxruntime,
     seq_len: SeqLenOpt = 128,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Sample/static batch.")
+        int, typer.Option("--batch-size", callback=_at_least(1), help="Sample/static batch.")
     ] = 1,
     static_shapes: Annotated[
         bool | None,
@@ -185,8 +336,12 @@ def export(
             help="ONNX opset (default 18; 14-17 via version conversion; deepsparse: at most 18).",
         ),
     ] = None,
-    atol: Annotated[float, typer.Option("--atol", help="Parity check tolerance.")] = 1e-4,
-    rtol: Annotated[float, typer.Option("--rtol", help="Parity check tolerance.")] = 1e-3,
+    atol: Annotated[
+        float, typer.Option("--atol", callback=_positive_float, help="Parity check tolerance.")
+    ] = 1e-4,
+    rtol: Annotated[
+        float, typer.Option("--rtol", callback=_non_negative_float, help="Parity check tolerance.")
+    ] = 1e-3,
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Check parity and sparsity.")
     ] = True,
@@ -199,10 +354,14 @@ def export(
         ),
     ] = True,
     json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Export a checkpoint to ONNX and verify outputs and per-weight sparsity."""
     from ._export import ExportConfig, export_onnx
 
+    _check_outputs(
+        [("--output", output, ".onnx"), ("--json", json_path, None)], overwrite=overwrite
+    )
     try:
         config = ExportConfig(
             task=task.value,
@@ -241,22 +400,57 @@ def _calibration_batches(
     text_columns: list[str] | None,
 ) -> list[dict[str, Any]]:
     from ._checkpoint import load_tokenizer
+    from ._checks import check_seq_len, onnx_max_positions
     from ._data import iter_batches, read_glue_tsv, tokenize
     from ._inputs import load_onnx, onnx_inputs
 
-    inputs = onnx_inputs(load_onnx(model, load_weights=False))
+    proto = load_onnx(model, load_weights=False)
+    inputs = onnx_inputs(proto)
     shape = inputs[0].shape if inputs else ()
     batch = shape[0] if len(shape) == 2 and isinstance(shape[0], int) else 1
     length = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else seq_len
+    check_seq_len(length, onnx_max_positions(proto), f"ONNX model {str(model)!r}")
     dataset = read_glue_tsv(
         data, text_columns=text_columns, label_column=None, max_samples=num_samples
     )
+    if not dataset.texts:
+        raise ObertDeployError(f"no sentences in {str(data)!r}; pass a non-empty TSV")
     feeds = tokenize(load_tokenizer(tokenizer), dataset.texts, length, [i.name for i in inputs])
     return [b for b, _ in iter_batches(feeds, batch, pad_last=True)]
 
 
+#: Options of ``quantize`` that only static quantization reads (parameter name -> flag).
+_STATIC_ONLY = {
+    "calibration_data": "--calibration-data",
+    "tokenizer": "--tokenizer",
+    "num_calibration": "--num-calibration",
+    "calibration_method": "--calibration-method",
+    "quant_format": "--format",
+    "seq_len": "--seq-len",
+    "text_columns": "--text-columns",
+}
+
+
+def _check_quantize_options(ctx: typer.Context, method: Method, engine: Engine) -> None:
+    """Refuse options that do not apply to the chosen --method (they would be ignored)."""
+    if method is Method.dynamic:
+        ignored = _given(ctx, _STATIC_ONLY)
+        if ignored:
+            raise ObertDeployError(
+                f"{', '.join(ignored)} only apply to --method static; add --method static or "
+                "leave them out"
+            )
+        if engine is Engine.deepsparse:
+            raise ObertDeployError(
+                "--engine deepsparse needs --method static: DeepSparse 1.8 cannot run dynamic "
+                "quantization (MatMulInteger); pass --method static --calibration-data FILE.tsv "
+                "--tokenizer CHECKPOINT_DIR"
+            )
+
+
 @app.command()
 def quantize(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Argument(help="fp32 ONNX model.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Destination .onnx file.")],
     method: Annotated[
@@ -275,7 +469,8 @@ def quantize(
         str | None, typer.Option("--tokenizer", help="Checkpoint dir holding the tokenizer.")
     ] = None,
     num_calibration: Annotated[
-        int, typer.Option("--num-calibration", min=1, help="Calibration sentences.")
+        int,
+        typer.Option("--num-calibration", callback=_at_least(1), help="Calibration sentences."),
     ] = 128,
     calibration_method: Annotated[
         CalibrationMethod,
@@ -308,19 +503,24 @@ def quantize(
         int,
         typer.Option(
             "--embedding-bits",
-            min=4,
-            max=8,
             help="Dynamic only: 8 (int8 embeddings) or 4 (4-bit blocks of 32, ONNX Runtime).",
         ),
     ] = 8,
     seq_len: SeqLenOpt = 128,
     text_columns: TextColumnsOpt = None,
     json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Post-training int8 quantization with ONNX Runtime (dynamic, or static with calibration)."""
     from ._quantize import DynamicInt8Config, StaticInt8Config, quantize_onnx
 
+    _check_outputs(
+        [("--output", output, ".onnx"), ("--json", json_path, None)],
+        [model, calibration_data],
+        overwrite=overwrite,
+    )
     try:
+        _check_quantize_options(ctx, method, engine)
         calibration = None
         config: DynamicInt8Config | StaticInt8Config
         if method is Method.dynamic:
@@ -384,29 +584,41 @@ def qat(
         QATTask, typer.Option("--task", help="Task to fine-tune (QAT supports classification).")
     ] = QATTask.sequence_classification,
     engine: EngineOpt = Engine.onnxruntime,
-    steps: Annotated[int, typer.Option("--steps", min=0, help="QAT optimizer steps.")] = 200,
+    steps: Annotated[
+        int, typer.Option("--steps", callback=_at_least(0), help="QAT optimizer steps.")
+    ] = 200,
     learning_rate: Annotated[
-        float, typer.Option("--lr", min=0.0, help="Peak learning rate.")
+        float, typer.Option("--lr", callback=_non_negative_float, help="Peak learning rate.")
     ] = 2e-5,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Training batch size.")
+        int, typer.Option("--batch-size", callback=_at_least(1), help="Training batch size.")
     ] = 16,
     export_batch_size: Annotated[
-        int, typer.Option("--export-batch-size", min=1, help="Batch size of the exported graph.")
+        int,
+        typer.Option(
+            "--export-batch-size", callback=_at_least(1), help="Batch size of the exported graph."
+        ),
     ] = 1,
     seq_len: SeqLenOpt = 128,
     max_train_samples: Annotated[
-        int | None, typer.Option("--max-train-samples", min=1, help="Use only the first rows.")
+        int | None,
+        typer.Option("--max-train-samples", callback=_at_least(1), help="Use only the first rows."),
     ] = None,
     tokenizer: TokenizerOpt = None,
     text_columns: TextColumnsOpt = None,
     json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Quantization-aware fine-tuning that keeps pruning masks, exported to QDQ ONNX."""
     from ._checkpoint import load_tokenizer
     from ._data import default_dataset, read_glue_tsv, tokenize
     from ._qat import QATConfig, qat_export
 
+    _check_outputs(
+        [("--output", output, ".onnx"), ("--json", json_path, None)],
+        [train_data],
+        overwrite=overwrite,
+    )
     try:
         config = QATConfig(
             task=task.value,
@@ -419,6 +631,12 @@ def qat(
         data = train_data or default_dataset(task.value, "train")
         needed = max_train_samples or steps * batch_size
         dataset = read_glue_tsv(data, text_columns=_columns(text_columns), max_samples=needed)
+        labels = dataset.labels or []
+        if len(labels) < batch_size:
+            raise ObertDeployError(
+                f"{str(data)!r} has {len(labels)} labelled rows, fewer than --batch-size "
+                f"{batch_size}; pass more training data or a smaller --batch-size"
+            )
         from ._checkpoint import load_checkpoint
         from ._export import model_input_names
 
@@ -429,12 +647,6 @@ def qat(
             seq_len,
             model_input_names(loaded.model),
         )
-        labels = dataset.labels or []
-        if len(labels) < batch_size:
-            raise ObertDeployError(
-                f"{str(data)!r} has {len(labels)} labelled rows, fewer than --batch-size "
-                f"{batch_size}; pass more training data or a smaller --batch-size"
-            )
         batches = [
             (
                 {k: v[i : i + batch_size] for k, v in feeds.items()},
@@ -482,21 +694,27 @@ def evaluate(
     batch_size: Annotated[
         int,
         typer.Option(
-            "--batch-size", min=1, help="Batch for PyTorch and dynamic-shape ONNX models."
+            "--batch-size",
+            callback=_at_least(1),
+            help="Batch for PyTorch and dynamic-shape ONNX models.",
         ),
     ] = 32,
     max_samples: Annotated[
         int | None,
-        typer.Option("--max-samples", min=1, help="Evaluate only the first examples."),
+        typer.Option(
+            "--max-samples", callback=_at_least(1), help="Evaluate only the first examples."
+        ),
     ] = None,
     engine: EngineOpt = Engine.onnxruntime,
     threads: ThreadsOpt = None,
     text_columns: TextColumnsOpt = None,
     json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Accuracy of each ONNX model and of the PyTorch checkpoint on the dev set."""
     from ._evaluate import evaluate as run_evaluate
 
+    _check_outputs([("--json", json_path, None)], [*models, data], overwrite=overwrite)
     try:
         report = run_evaluate(
             checkpoint,
@@ -522,7 +740,7 @@ def bench(
     models: Annotated[list[Path], typer.Argument(help="ONNX models to benchmark.")],
     engine: EngineOpt = Engine.onnxruntime,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Items per inference call.")
+        int, typer.Option("--batch-size", callback=_at_least(1), help="Items per inference call.")
     ] = 1,
     seq_len: SeqLenOpt = 128,
     threads: ThreadsOpt = None,
@@ -533,25 +751,48 @@ def bench(
         ),
     ] = Scenario.latency,
     iterations: Annotated[
-        int, typer.Option("--iterations", min=1, help="Timed inference calls per model.")
+        int,
+        typer.Option(
+            "--iterations", callback=_at_least(1), help="Timed inference calls per model."
+        ),
     ] = 100,
     warmup: Annotated[
-        int, typer.Option("--warmup", min=0, help="Untimed calls before timing.")
+        int, typer.Option("--warmup", callback=_at_least(0), help="Untimed calls before timing.")
     ] = 10,
     streams: Annotated[
-        int | None, typer.Option("--streams", min=1, help="Throughput streams.")
+        int | None,
+        typer.Option(
+            "--streams", callback=_at_least(1), help="Concurrent streams (--scenario throughput)."
+        ),
     ] = None,
     json_path: JsonOpt = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the table here.")] = (
         None
     ),
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG bar plot here.")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Latency percentiles and items/s of each model (with CPU flags)."""
-    from ._bench import BenchConfig, benchmark, results_to_markdown, write_results_json
+    from ._bench import (
+        BenchConfig,
+        benchmark,
+        check_models,
+        results_to_markdown,
+        write_results_json,
+    )
     from ._cpu import cpu_info
 
+    _check_outputs(
+        [("--json", json_path, None), ("--markdown", markdown, None), ("--plot", plot, ".png")],
+        models,
+        overwrite=overwrite,
+    )
     try:
+        if streams is not None and scenario is Scenario.latency:
+            raise ObertDeployError(
+                f"--streams {streams} applies to --scenario throughput (latency runs one request "
+                "at a time); add --scenario throughput or leave --streams out"
+            )
         config = BenchConfig(
             engine=engine.value,
             batch_size=batch_size,
@@ -562,6 +803,7 @@ def bench(
             warmup=warmup,
             streams=streams,
         )
+        check_models(models, config)  # every model, before the first one is timed
         results = [benchmark(model, config) for model in models]
     except ObertDeployError as exc:
         _fail(exc)
@@ -599,10 +841,12 @@ def size(
         Path | None, typer.Option("--reference", help="Dense fp32 ONNX model for the ratio.")
     ] = None,
     json_path: JsonOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """File, gzip, sparse-bitmask and CSR sizes, and the ratio vs dense fp32."""
     from ._size import size_report, size_table_markdown
 
+    _check_outputs([("--json", json_path, None)], [*models, reference], overwrite=overwrite)
     try:
         reports = [size_report(model, reference=reference) for model in models]
     except ObertDeployError as exc:
