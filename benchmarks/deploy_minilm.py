@@ -339,6 +339,7 @@ def _run_deepsparse(path: str, label: str, batch: int) -> BenchResult:
         str(warmup),
         "--json",
         str(out),
+        "--overwrite",  # this script's own result file of an earlier run
     ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     (result,) = read_results_json(out)
