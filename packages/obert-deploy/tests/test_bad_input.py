@@ -609,3 +609,22 @@ def test_quantize_refuses_to_overwrite_its_source(dynamic_onnx: Path, tmp_path: 
     with pytest.raises(ObertDeployError, match="is the source model"):
         quantize_onnx(copy, copy)
     assert copy.read_bytes() == dynamic_onnx.read_bytes()
+
+
+def test_an_unexpected_error_is_one_line_and_the_traceback_needs_verbose(
+    dynamic_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import obert_deploy._size as size_module
+
+    def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something nobody anticipated\nsecond line")
+
+    monkeypatch.setattr(size_module, "size_report", bug)
+    result = runner.invoke(app, ["size", str(dynamic_onnx)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: unexpected RuntimeError: something nobody anticipated second line; this is a "
+        "bug in obert-deploy: rerun with --verbose for the traceback and report it"
+    ]
+    verbose = runner.invoke(app, ["--verbose", "size", str(dynamic_onnx)])
+    assert isinstance(verbose.exception, RuntimeError)

@@ -314,9 +314,15 @@ def _main(
 def export(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint directory or Hub id.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Destination .onnx file.")],
-    task: Annotated[Task, typer.Option("--task", help="Task head to export.")] = (
-        Task.sequence_classification
-    ),
+    task: Annotated[
+        Task,
+        typer.Option(
+            "--task",
+            metavar="<task>",
+            help="Task head to export: sequence-classification, question-answering, masked-lm "
+            "or feature-extraction.",
+        ),
+    ] = Task.sequence_classification,
     engine: EngineOpt = Engine.onnxruntime,
     seq_len: SeqLenOpt = 128,
     batch_size: Annotated[
