@@ -127,7 +127,7 @@ def test_llama_mlp_layout_and_gqa_refusal() -> None:
 
 def test_bad_settings_and_layouts(tokenizer: BertTokenizer, sst2_dir: Any) -> None:
     with pytest.raises(ValueError, match="structure"):
-        create_method("structured", structure="experts")
+        create_method("structured", structure="layers")
     with pytest.raises(ValueError, match="score"):
         create_method("structured", score="taylor")
     task = load_task("sst2", tokenizer, data_dir=sst2_dir)
@@ -169,3 +169,80 @@ def test_the_cli_prunes_heads_then_neurons(
         )
         == 2
     )
+
+
+def _tiny_moe() -> Any:
+    from transformers import OlmoeConfig, OlmoeForCausalLM
+
+    torch.manual_seed(0)
+    config = OlmoeConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, num_experts=4, num_experts_per_tok=2,
+        max_position_embeddings=64,
+    )  # fmt: skip
+    return OlmoeForCausalLM(config).eval()
+
+
+class _LMTask:
+    """A causal-LM task in the shape oneshot_prune reads: features, collate."""
+
+    def __init__(self, n: int = 24, seq: int = 12) -> None:
+        gen = torch.Generator().manual_seed(1)
+        ids = torch.randint(0, 64, (n, seq), generator=gen)
+        self.train_features = [{"input_ids": row, "labels": row} for row in ids]
+
+    @staticmethod
+    def collate(features: Any) -> dict[str, torch.Tensor]:
+        ids = torch.stack([f["input_ids"] for f in features])
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+def test_the_experts_wrapper_computes_what_transformers_computes() -> None:
+    """Calibration wraps the fused-experts forward: the model's outputs must not change."""
+    from obert_core import StructuredStats
+    from obert_train.pruning.structured import _wrap_experts
+
+    model, task = _tiny_moe(), _LMTask()
+    batch = task.collate(task.train_features[:4])
+    with torch.no_grad():
+        reference = model(**batch).logits
+    block = model.model.layers[0].mlp.experts
+    stats = {
+        f"model.layers.{i}.mlp.experts.{e}": StructuredStats(block.down_proj.detach()[e])
+        for i in range(2)
+        for e in range(4)
+    }
+    wrapped = _wrap_experts(model, stats, {"mask": None}, need_grads=True)
+    model(**batch).loss.backward()
+    for module in wrapped:
+        del module.forward
+    with torch.no_grad():
+        again = model(**batch).logits
+    assert torch.allclose(reference, again)
+    routed = sum(s.num_tokens for s in stats.values())
+    assert routed == 2 * 2 * 4 * 12  # every token goes to top-2 experts in each of 2 layers
+    assert all(s.num_grad_tokens == s.num_tokens for s in stats.values())
+
+
+@pytest.mark.parametrize("score", ["heapr", "heapr-full", "frequency", "magnitude", "random"])
+def test_atomic_experts_are_removed_from_fused_tensors(score: str) -> None:
+    model, task = _tiny_moe(), _LMTask()
+    result = oneshot_prune(
+        model, "structured", 0.5,
+        settings={"structure": "experts", "score": score, "num_batches": 3, "grad_batch_size": 8,
+                  "min_keep": 0, "multiple": 1,
+                  "targets": [r"mlp\.experts\.(gate_up|down)_proj$"]},
+        task=task, progress=False, log=lambda _l: None,
+    )  # fmt: skip
+    gone = 0
+    for layer in model.model.layers:
+        experts = layer.mlp.experts
+        for e in range(4):
+            dead = (experts.down_proj[e] == 0).all(0)
+            gone += int(dead.sum())
+            assert bool((experts.gate_up_proj[e][:32][dead] == 0).all())  # gate rows
+            assert bool((experts.gate_up_proj[e][32:][dead] == 0).all())  # up rows
+    assert gone == 128  # half of 2 layers x 4 experts x 32 neurons
+    assert result.sparsity > 0.4
+    with torch.no_grad():
+        assert torch.isfinite(model(**task.collate(task.train_features[:4])).logits).all()

@@ -31,7 +31,14 @@ import torch
 
 from obert_train.errors import TargetError
 
-__all__ = ["AttentionAtoms", "FfnAtoms", "find_attention", "find_ffns"]
+__all__ = [
+    "AttentionAtoms",
+    "ExpertAtoms",
+    "FfnAtoms",
+    "find_attention",
+    "find_experts",
+    "find_ffns",
+]
 
 
 @dataclass(frozen=True)
@@ -205,5 +212,53 @@ def find_attention(model: torch.nn.Module) -> list[AttentionAtoms]:
         raise TargetError(
             f"{type(model).__name__} has no attention block of a known layout; expected per "
             f"layer: {att}"
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class ExpertAtoms:
+    """The fused experts of one MoE layer (transformers 5: 3-D ``gate_up_proj`` / ``down_proj``).
+
+    Expert e's atom k (an *atomic expert*, HEAPr) is row k (gate) and row ``I + k`` (up) of
+    ``gate_up_proj[e]`` (``(E, 2I, d)``) and column k of ``down_proj[e]`` (``(E, d, I)``).
+
+    Attributes:
+        name: Qualified name of the experts module.
+        module: The module (its ``forward(hidden, top_k_index, top_k_weights)`` is wrapped
+            during calibration).
+        num_experts: E.
+        width: I, the neurons of each expert.
+    """
+
+    name: str
+    module: torch.nn.Module
+    num_experts: int
+    width: int
+
+
+def find_experts(model: torch.nn.Module) -> list[ExpertAtoms]:
+    """Every fused-experts module (Qwen2-MoE, OLMoE, Mixtral, ... in transformers 5).
+
+    Raises:
+        TargetError: If the model has none (naming the parameters that were expected).
+    """
+    found: list[ExpertAtoms] = []
+    for name, module in model.named_modules():
+        gate_up = getattr(module, "gate_up_proj", None)
+        down = getattr(module, "down_proj", None)
+        if not isinstance(gate_up, torch.nn.Parameter) or not isinstance(down, torch.nn.Parameter):
+            continue
+        if gate_up.dim() != 3 or down.dim() != 3 or not hasattr(module, "act_fn"):
+            continue
+        experts, width = int(down.shape[0]), int(down.shape[2])
+        if tuple(gate_up.shape[:2]) != (experts, 2 * width):
+            continue
+        found.append(ExpertAtoms(name, module, experts, width))
+    if not found:
+        raise TargetError(
+            f"{type(model).__name__} has no fused MoE experts; expected modules with 3-D "
+            "parameters gate_up_proj (E, 2I, d) and down_proj (E, d, I) and an act_fn "
+            "(Qwen2-MoE, OLMoE, Mixtral in transformers 5)"
         )
     return found

@@ -36,33 +36,46 @@ from obert_core.structured import DEFAULT_DAMP
 from obert_train.errors import RecipeError, TargetError
 from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.sampler import LossFn
-from obert_train.pruning.layout import AttentionAtoms, FfnAtoms, find_attention, find_ffns
+from obert_train.pruning.layout import (
+    AttentionAtoms,
+    ExpertAtoms,
+    FfnAtoms,
+    find_attention,
+    find_experts,
+    find_ffns,
+)
 from obert_train.pruning.masks import MaskState
 from obert_train.pruning.method import MethodSettings, PruningMethod, StepContext
 from obert_train.pruning.registry import register_method
 
 __all__ = ["StructuredPruning", "StructuredSettings"]
 
-Score = Literal["heapr", "heapr-full", "magnitude", "activation", "random"]
+Score = Literal["heapr", "heapr-full", "magnitude", "activation", "frequency", "random"]
 
 
 class StructuredSettings(MethodSettings):
     """Settings of structured pruning (the sparsity is the fraction of atoms removed).
 
     Attributes:
-        structure: ``"neurons"`` (FFN intermediate neurons) or ``"heads"``.
+        structure: ``"neurons"`` (FFN intermediate neurons), ``"heads"``, or ``"experts"``
+            (the neurons of every expert of fused MoE layers: HEAPr's atomic experts).
         score: ``"heapr"`` (factorised output-space saliency), ``"heapr-full"`` (unfactorised),
-            ``"magnitude"``, ``"activation"`` or ``"random"``.
+            ``"magnitude"``, ``"activation"``, ``"frequency"`` (tokens routed to the atom's
+            expert; MoE) or ``"random"``.
         correct: Re-fit the remaining down / output projection columns by OBS (C-1).
         num_batches: Calibration batches.
         grad_batch_size: Examples per calibration batch.
         min_keep: Atoms every layer keeps (neurons; heads: at least one is always kept).
         multiple: Layer sizes kept at multiples of this (neurons; heads use 1).
         damp_fraction: OBS dampening, a fraction of the mean diagonal of ``E[a aᵀ]``.
+        weight_by_routing: Experts: scale an atom's score by the tokens routed to its expert
+            (``N_e``), so scores are loss increases over all tokens and comparable across
+            experts; False keeps HEAPr's per-expert normalisation (``N`` = tokens routed to
+            that expert, so a rarely used expert's atoms score like a busy one's).
         seed: Seed of the calibration batches (and of ``score="random"``).
     """
 
-    structure: Literal["neurons", "heads"] = "neurons"
+    structure: Literal["neurons", "heads", "experts"] = "neurons"
     score: Score = "heapr"
     correct: bool = True
     num_batches: int = Field(default=16, ge=1)
@@ -70,6 +83,7 @@ class StructuredSettings(MethodSettings):
     min_keep: int = Field(default=16, ge=0)
     multiple: int = Field(default=16, ge=1)
     damp_fraction: float = Field(default=DEFAULT_DAMP, gt=0)
+    weight_by_routing: bool = True
     seed: int = 0
 
 
@@ -111,24 +125,61 @@ class Calibration:
 
 @dataclass
 class _Unit:
-    """One layer's atoms: the projection whose input columns they are, and what else to zero."""
+    """One layer's (or one expert's) atoms: the weight whose columns they are, and their rows.
+
+    ``weight`` is the ``(d, m)`` output-projection weight (a Linear's, or ``down_proj[e]``) and
+    ``rows`` lists ``(weight, bias, offset)``: rows ``offset + j`` of ``weight`` (and of
+    ``bias``) belong to column ``j`` (up/gate or q/k/v; for fused experts gate and up are
+    halves of ``gate_up_proj[e]``).  ``linear`` is the module hooked during calibration (None
+    for experts, whose statistics come from the wrapped experts forward).
+    """
 
     name: str
-    out: torch.nn.Linear  # down projection / attention output projection
-    rows: tuple[torch.nn.Linear, ...]  # up/gate or q/k/v: rows of each atom
-    group: int  # columns per atom
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    rows: tuple[tuple[torch.Tensor, torch.Tensor | None, int], ...]
+    group: int
+    linear: torch.nn.Linear | None = None
 
     @property
     def count(self) -> int:
-        return int(self.out.weight.shape[1]) // self.group
+        return int(self.weight.shape[1]) // self.group
+
+
+def _linear_unit(name: str, out: torch.nn.Linear, ins: Sequence[torch.nn.Linear], g: int) -> _Unit:
+    bias: torch.Tensor | None = getattr(out, "bias", None)
+    rows = tuple((m.weight.detach(), _bias(m), 0) for m in ins)
+    return _Unit(name, out.weight.detach(), None if bias is None else bias.detach(), rows, g, out)
+
+
+def _bias(module: torch.nn.Module) -> torch.Tensor | None:
+    bias = getattr(module, "bias", None)
+    return None if bias is None else bias.detach()
+
+
+def _expert_units(block: ExpertAtoms) -> list[_Unit]:
+    module: Any = block.module
+    gate_up, down = module.gate_up_proj.detach(), module.down_proj.detach()
+    return [
+        _Unit(
+            f"{block.name}.{e}",
+            down[e],
+            None,
+            ((gate_up[e], None, 0), (gate_up[e], None, block.width)),
+            1,
+        )
+        for e in range(block.num_experts)
+    ]
 
 
 def _units(model: torch.nn.Module, structure: str) -> list[_Unit]:
     if structure == "neurons":
         ffns: list[FfnAtoms] = find_ffns(model)
-        return [_Unit(f.down_name, f.down, f.ups, 1) for f in ffns]
+        return [_linear_unit(f.down_name, f.down, f.ups, 1) for f in ffns]
+    if structure == "experts":
+        return [u for block in find_experts(model) for u in _expert_units(block)]
     blocks: list[AttentionAtoms] = find_attention(model)
-    return [_Unit(a.out_name, a.out, a.qkv, a.head_dim) for a in blocks]
+    return [_linear_unit(a.out_name, a.out, a.qkv, a.head_dim) for a in blocks]
 
 
 def _token_mask(batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
@@ -199,7 +250,7 @@ class StructuredPruning(PruningMethod):
         need_grads = self.cfg.score in ("heapr", "heapr-full")
         stats = {
             u.name: oc.StructuredStats(
-                u.out.weight.detach(),
+                u.weight,
                 group_size=u.group,
                 input_hessian=self.cfg.correct,
                 output_fisher=self.cfg.score == "heapr",
@@ -226,7 +277,10 @@ class StructuredPruning(PruningMethod):
             return forward
 
         for unit in units:
-            handles.append(unit.out.register_forward_hook(hook(unit)))
+            if unit.linear is not None:
+                handles.append(unit.linear.register_forward_hook(hook(unit)))
+        experts = self.cfg.structure == "experts"
+        wrapped = _wrap_experts(model, stats, current, need_grads) if experts else []
         was_training = model.training
         model.eval()
         start = time.perf_counter()
@@ -245,6 +299,8 @@ class StructuredPruning(PruningMethod):
         finally:
             for handle in handles:
                 handle.remove()
+            for module in wrapped:
+                del module.forward  # back to the class's forward
             model.zero_grad(set_to_none=True)
             model.train(was_training)
         ctx.add_time("calibration_s", time.perf_counter() - start)
@@ -257,6 +313,10 @@ class StructuredPruning(PruningMethod):
         out: dict[str, Any] = {}
         gen = torch.Generator().manual_seed(self.cfg.seed)
         for unit in units:
+            unused = unit.name in stats and stats[unit.name].num_tokens <= 0
+            if unused and score not in ("magnitude", "random"):  # an expert no token reached
+                out[unit.name] = torch.zeros(unit.count, dtype=torch.float64)
+                continue
             if score == "heapr":
                 out[unit.name] = stats[unit.name].saliency("factorised")
             elif score == "heapr-full":
@@ -264,21 +324,29 @@ class StructuredPruning(PruningMethod):
             elif score == "activation":
                 blocks = stats[unit.name].input_blocks()
                 out[unit.name] = torch.diagonal(blocks, dim1=-2, dim2=-1).sum(-1)
+            elif score == "frequency":
+                out[unit.name] = torch.full(
+                    (unit.count,), stats[unit.name].num_tokens, dtype=torch.float64
+                )
             elif score == "magnitude":
-                w = unit.out.weight.detach().double()
+                w = unit.weight.double()
                 cols = w.square().sum(0).reshape(unit.count, unit.group).sum(-1)
                 rows = sum(
-                    m.weight.detach()
+                    m[off : off + unit.count * unit.group]
                     .double()
                     .square()
                     .sum(1)
                     .reshape(unit.count, unit.group)
                     .sum(-1)
-                    for m in unit.rows
+                    for m, _, off in unit.rows
                 )
                 out[unit.name] = (cols * rows).sqrt()
             else:
                 out[unit.name] = torch.rand(unit.count, generator=gen, dtype=torch.float64)
+        weighted = ("heapr", "heapr-full", "activation")
+        if self.cfg.structure == "experts" and self.cfg.weight_by_routing and score in weighted:
+            for unit in units:
+                out[unit.name] = out[unit.name] * stats[unit.name].num_tokens
         return out
 
     def prune(
@@ -327,26 +395,25 @@ class StructuredPruning(PruningMethod):
         self.last_removed = removed
 
     def _correct(self, unit: _Unit, stats: oc.StructuredStats, gone: torch.Tensor) -> None:
-        layer = unit.out
-        bias: torch.Tensor | None = getattr(layer, "bias", None)
-        hessian = stats.input_hessian(bias=bias is not None)
+        if stats.num_tokens <= 0:  # an expert no token was routed to: nothing to re-fit
+            return
+        hessian = stats.input_hessian(bias=unit.bias is not None)
         result = oc.obs_group_correction(
-            layer.weight.detach().double(),
+            unit.weight.double(),
             hessian,
             gone.cpu().numpy(),
             group_size=unit.group,
             damp=self.cfg.damp_fraction,
-            bias=None if bias is None else bias.detach().double(),
+            bias=None if unit.bias is None else unit.bias.double(),
         )
-        layer.weight.copy_(torch.as_tensor(result.weight).to(layer.weight.dtype))
-        if bias is not None and result.bias is not None:
-            bias.copy_(torch.as_tensor(result.bias).to(bias.dtype))
+        unit.weight.copy_(torch.as_tensor(result.weight).to(unit.weight.dtype))
+        if unit.bias is not None and result.bias is not None:
+            unit.bias.copy_(torch.as_tensor(result.bias).to(unit.bias.dtype))
 
 
 def _alive(unit: _Unit) -> torch.Tensor:
     """Atoms whose output-projection columns are not all zero (earlier steps removed the rest)."""
-    w = unit.out.weight.detach()
-    return w.ne(0).any(0).reshape(unit.count, unit.group).any(-1).cpu()
+    return unit.weight.ne(0).any(0).reshape(unit.count, unit.group).any(-1).cpu()
 
 
 def _zero(unit: _Unit, gone: torch.Tensor) -> None:
@@ -355,11 +422,67 @@ def _zero(unit: _Unit, gone: torch.Tensor) -> None:
         return
     g = unit.group
     cols = (gone[:, None] * g + torch.arange(g)[None, :]).flatten()
-    unit.out.weight[:, cols] = 0
-    for module in unit.rows:
-        module.weight[cols, :] = 0
-        if module.bias is not None:
-            module.bias[cols] = 0
+    unit.weight[:, cols] = 0
+    for weight, bias, offset in unit.rows:
+        weight[offset + cols, :] = 0
+        if bias is not None:
+            bias[offset + cols] = 0
+
+
+def _wrap_experts(
+    model: torch.nn.Module,
+    stats: Mapping[str, oc.StructuredStats],
+    current: Mapping[str, Any],
+    need_grads: bool,
+) -> list[torch.nn.Module]:
+    """Wrap each fused-experts forward to feed expert e's stats with its routed tokens only.
+
+    The wrapper computes what transformers' eager experts loop computes (``act(gate) * up``,
+    the down projection, the routing weight) and sees ``a`` (the down projection's input) and
+    the gradient of the down projection's output before the routing weight scales it.
+    """
+    wrapped = []
+    for block in find_experts(model):
+        module = block.module
+
+        def forward(
+            hidden: torch.Tensor,
+            top_k_index: torch.Tensor,
+            top_k_weights: torch.Tensor,
+            _m: Any = module,
+            _name: str = block.name,
+        ) -> torch.Tensor:
+            out = torch.zeros_like(hidden)
+            mask = current.get("mask")
+            weight = None if mask is None else mask.reshape(-1)
+            for e in range(int(_m.down_proj.shape[0])):
+                token_idx, pos = torch.where(top_k_index == e)
+                if token_idx.numel() == 0:
+                    continue
+                gate, up = torch.nn.functional.linear(hidden[token_idx], _m.gate_up_proj[e]).chunk(
+                    2, dim=-1
+                )
+                a = _m.act_fn(gate) * up
+                y = torch.nn.functional.linear(a, _m.down_proj[e])
+                unit = stats[f"{_name}.{e}"]
+                tw = None if weight is None else weight[token_idx]
+                if need_grads and y.requires_grad:
+                    a_det = a.detach()
+                    y.register_hook(  # type: ignore[no-untyped-call]
+                        lambda grad, a_det=a_det, tw=tw, unit=unit: unit.add(
+                            a_det, grad.detach(), token_weight=tw
+                        )
+                    )
+                elif not need_grads:
+                    unit.add(a.detach(), token_weight=tw)
+                out.index_add_(
+                    0, token_idx, (y * top_k_weights[token_idx, pos, None]).to(out.dtype)
+                )
+            return out
+
+        module.forward = forward
+        wrapped.append(module)
+    return wrapped
 
 
 def _keep_masks(
