@@ -349,6 +349,22 @@ class StructuredPruning(PruningMethod):
                 out[unit.name] = out[unit.name] * stats[unit.name].num_tokens
         return out
 
+    def score_atoms(self, calibration: Calibration, round_index: int = 0) -> dict[str, Any]:
+        """Each layer's (each expert's) atom scores, without pruning (to inspect or compare).
+
+        Args:
+            calibration: From :meth:`gradient_sampler`.
+            round_index: Seed offset of the calibration batches.
+
+        Returns:
+            Unit name (the down / output projection, or ``<experts module>.<e>``) → ``(n,)``
+            float64 scores, lowest removed first.
+        """
+        units = _units(calibration.model, self.cfg.structure)
+        ctx = StepContext(sampler=calibration, round_index=round_index)
+        stats = self._statistics(units, calibration, ctx) if self.cfg.score != "random" else {}
+        return self._scores(units, stats)
+
     def prune(
         self,
         params: Mapping[str, torch.nn.Parameter],
