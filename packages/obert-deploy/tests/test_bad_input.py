@@ -143,7 +143,11 @@ QUANTIZE += [
     ("calib-columns", [*_STATIC, "{CKPT}", "--calibration-data", "{BAD}/cols.tsv"], "--text-col"),
     ("calib-empty", [*_STATIC, "{CKPT}", "--calibration-data", "{BAD}/header.tsv"], "no sentences"),
     ("tokenizer-missing", [*_STATIC, "{BAD}/nothing", "--calibration-data", "{TRAIN}"], "exist"),
-    ("tokenizer-empty", [*_STATIC, "{BAD}/empty_dir", "--calibration-data", "{TRAIN}"], "config"),
+    (
+        "tokenizer-empty",
+        [*_STATIC, "{BAD}/empty_dir", "--calibration-data", "{TRAIN}"],
+        "no tokenizer files",
+    ),
     (
         "calib-seq-too-long",
         [*_STATIC, "{CKPT}", "--calibration-data", "{TRAIN}", "--seq-len", "100"],
@@ -221,6 +225,24 @@ EVALUATE = [
     ("json-dir", [*_EVAL, "--json", "{OUT}"], "is a directory"),
     ("json-is-data", [*_EVAL, "--data", "{DEV}", "--json", "{DEV}"], "is also an input"),
     ("json-no-suffix", [*_EVAL, "--json", "{OUT}/report"], "has no file extension"),
+    (
+        "onnx-other-task",
+        ["evaluate", "{CKPT}", "{BAD}/qa_outputs.onnx", *_DEV16],
+        "needs ['logits']",
+    ),
+    (
+        "onnx-other-classes",
+        ["evaluate", "{CKPT}", "{BAD}/three.onnx", *_DEV16],
+        "predicts 3 classes",
+    ),
+    (
+        "onnx-other-inputs",
+        ["evaluate", "{CKPT}", "{BAD}/extra_input.onnx", *_DEV16],
+        "['pixel_mask']",
+    ),
+    ("tokenizer-other-model", [*_EVAL, "--tokenizer", "{BAD}/big_tok"], "vocabulary has 81 tokens"),
+    ("tokenizer-is-file", [*_EVAL, "--tokenizer", "{DEV}"], "is a file, not a directory"),
+    ("text-columns-3", [*_EVAL, "--text-columns", "a,b,c"], "3 text columns"),
 ]
 
 BENCH = [
@@ -339,7 +361,40 @@ def bad_files(
     (bad / "short.tsv").write_text(f"sentence\tlabel\njust text\n{rows}", encoding="utf-8")
     (bad / "label5.tsv").write_text("sentence\tlabel\nw1 good\t1\nw2 bad\t5\n", encoding="utf-8")
     (bad / "sq.json").write_text(json.dumps({"data": [{"title": "t"}]}), encoding="utf-8")
+    _broken_exports(bad, dynamic_onnx)
+    big_tok = bad / "big_tok"  # a tokenizer-only folder whose ids exceed the model's vocabulary
+    big_tok.mkdir()
+    vocab = [line for line in (tiny_checkpoint / "vocab.txt").read_text().splitlines() if line]
+    (big_tok / "vocab.txt").write_text(
+        "\n".join(vocab[:5] + [f"junk{i}" for i in range(200)] + vocab[5:]) + "\n"
+    )
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_checkpoint / name).is_file():
+            shutil.copy(tiny_checkpoint / name, big_tok / name)
     return {"BAD": bad, "NAN_CKPT": nan_ckpt, "NAN_ONNX": bad / "nan.onnx", "SQUAD": squad_file}
+
+
+def _broken_exports(bad: Path, dynamic_onnx: Path) -> None:
+    """Copies of a valid export that do not fit the tiny classifier (outputs, classes, inputs)."""
+    proto = onnx.load(str(dynamic_onnx))
+    renamed = onnx.ModelProto()
+    renamed.CopyFrom(proto)
+    for node in renamed.graph.node:
+        node.output[:] = ["start_logits" if o == "logits" else o for o in node.output]
+    renamed.graph.output[0].name = "start_logits"
+    onnx.save(renamed, str(bad / "qa_outputs.onnx"))
+    three = onnx.ModelProto()
+    three.CopyFrom(proto)
+    three.graph.output[0].type.tensor_type.shape.dim[-1].dim_value = 3
+    onnx.save(three, str(bad / "three.onnx"))
+    extra = onnx.ModelProto()
+    extra.CopyFrom(proto)
+    extra.graph.input.append(
+        onnx.helper.make_tensor_value_info(
+            "pixel_mask", onnx.TensorProto.INT64, ["batch", "sequence"]
+        )
+    )
+    onnx.save(extra, str(bad / "extra_input.onnx"))
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:

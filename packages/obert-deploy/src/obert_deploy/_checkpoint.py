@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import CheckpointError, MissingDependencyError
+from ._errors import CheckpointError, MissingDependencyError, brief
 from ._tasks import get_task
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def load_checkpoint(
     except Exception as exc:  # transformers raises OSError, ValueError, SafetensorError, ...
         raise CheckpointError(
             f"could not load checkpoint {source!r} for task {task!r} "
-            f"({type(exc).__name__}: {exc}); check that the directory is complete and was "
+            f"({brief(exc)}); check that the directory is complete and was "
             "written by save_pretrained(), and that the task matches the model"
         ) from exc
     missing = tuple(sorted(info.get("missing_keys", ())))
@@ -186,13 +186,18 @@ def load_tokenizer(checkpoint: str | os.PathLike[str]) -> PreTrainedTokenizerBas
         CheckpointError: No tokenizer files, or they cannot be read.
         MissingDependencyError: Transformers is not installed.
     """
-    source = _resolve_source(checkpoint)
-    path = Path(source)
+    path = Path(checkpoint).expanduser()
+    if path.is_file():
+        raise CheckpointError(
+            f"tokenizer {str(path)!r} is a file, not a directory; pass the directory that "
+            "tokenizer.save_pretrained() wrote (usually the checkpoint directory)"
+        )
+    # A tokenizer-only directory is fine: no config.json or weights needed here.
+    source = str(path) if path.is_dir() else _resolve_source(checkpoint)
     if path.is_dir() and not any((path / name).is_file() for name in _TOKENIZER_FILES):
         raise CheckpointError(
-            f"checkpoint directory {source!r} has no tokenizer files ({', '.join(_TOKENIZER_FILES)}"
-            "); save it with tokenizer.save_pretrained() into that directory or pass "
-            "--tokenizer DIR"
+            f"directory {source!r} has no tokenizer files ({', '.join(_TOKENIZER_FILES)}); save "
+            "it with tokenizer.save_pretrained() into that directory or pass --tokenizer DIR"
         )
     require("loading a tokenizer", "transformers")
     from transformers import AutoTokenizer
@@ -201,6 +206,6 @@ def load_tokenizer(checkpoint: str | os.PathLike[str]) -> PreTrainedTokenizerBas
         return AutoTokenizer.from_pretrained(source)
     except Exception as exc:
         raise CheckpointError(
-            f"could not load the tokenizer of {source!r} ({type(exc).__name__}: {exc}); "
-            "re-save it with tokenizer.save_pretrained()"
+            f"could not load the tokenizer of {source!r} ({brief(exc)}); re-save it with "
+            "tokenizer.save_pretrained()"
         ) from exc

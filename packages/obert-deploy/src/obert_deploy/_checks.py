@@ -29,6 +29,7 @@ __all__ = [
     "check_finite_outputs",
     "check_finite_parameters",
     "check_seq_len",
+    "check_token_ids",
     "config_max_positions",
     "nonfinite_summary",
     "onnx_max_positions",
@@ -241,4 +242,24 @@ def check_seq_len(seq_len: int, maximum: int | None, what: str) -> None:
         raise ShapeMismatchError(
             f"sequence length {seq_len} (--seq-len) exceeds the {maximum} positions of {what} "
             f"(its max_position_embeddings); pass --seq-len {maximum} or less"
+        )
+
+
+def check_token_ids(feeds: dict[str, np.ndarray], vocab_size: int | None, tokenizer: str) -> None:
+    """Refuse token ids beyond the model's vocabulary (the tokenizer of another model).
+
+    Args:
+        feeds: Tokenised inputs (``input_ids`` is checked).
+        vocab_size: Rows of the model's word embeddings (``None`` or 0: unknown, not checked).
+        tokenizer: Where the tokenizer came from, for the message.
+
+    Raises:
+        CheckpointError: An id is ``>= vocab_size``.
+    """
+    ids = feeds.get("input_ids")
+    if ids is not None and ids.size and vocab_size and int(ids.max()) >= vocab_size:
+        raise CheckpointError(
+            f"the tokenizer of {tokenizer!r} produces token id {int(ids.max())}, but the model's "
+            f"vocabulary has {vocab_size} tokens; pass the tokenizer the model was trained with "
+            "(--tokenizer CHECKPOINT_DIR)"
         )

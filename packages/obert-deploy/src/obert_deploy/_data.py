@@ -152,6 +152,11 @@ def _resolve_columns(
                 f"cannot tell the text columns of {str(file)!r} (header {_short(header)}); pass "
                 "--text-columns NAME[,NAME2]"
             )
+    if not 1 <= len(text_columns) <= 2:
+        raise ObertDeployError(
+            f"{len(text_columns)} text columns {list(text_columns)} given for {str(file)!r}; pass "
+            "one or two (a sentence, or a sentence pair) with --text-columns"
+        )
     missing = [c for c in text_columns if c not in header]
     if missing:
         raise ObertDeployError(

@@ -29,6 +29,7 @@ from ._checks import (
     check_finite_outputs,
     check_finite_parameters,
     check_seq_len,
+    check_token_ids,
     config_max_positions,
     onnx_max_positions,
 )
@@ -38,7 +39,9 @@ from ._errors import (
     EngineNotInstalledError,
     MissingDependencyError,
     ObertDeployError,
+    OnnxModelError,
     UnsupportedTaskError,
+    brief,
 )
 from ._export import model_input_names
 from ._format import percent
@@ -209,6 +212,39 @@ def _onnx_predictor(
     return predict, run_batch, static_batch is not None or engine == "deepsparse"
 
 
+def _check_onnx_io(
+    path: str, feeds: dict[str, np.ndarray], task: str, num_labels: int | None
+) -> None:
+    """Refuse an ONNX model whose inputs, outputs or classes do not fit this evaluation.
+
+    Raises:
+        OnnxModelError: It needs an input the tokenizer does not give, it was exported for
+            another task, or it has another number of classes than the checkpoint.
+    """
+    proto = load_onnx(path, load_weights=False)
+    missing = [i.name for i in onnx_inputs(proto) if i.name not in feeds]
+    if missing:
+        raise OnnxModelError(
+            f"ONNX model {path!r} needs inputs {missing}, which the checkpoint's model and "
+            f"tokenizer do not give (they give {sorted(feeds)}); evaluate it with the checkpoint "
+            "it was exported from"
+        )
+    outputs = [o.name for o in proto.graph.output]
+    wanted = list(get_task(task).output_names)
+    if outputs[: len(wanted)] != wanted:
+        raise OnnxModelError(
+            f"ONNX model {path!r} has outputs {outputs}, but task {task} needs {wanted}; pass the "
+            "--task it was exported for (or export it with `obert-deploy export --task`)"
+        )
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    classes = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else 0
+    if num_labels and task == "sequence-classification" and classes and classes != num_labels:
+        raise OnnxModelError(
+            f"ONNX model {path!r} predicts {classes} classes, the checkpoint {num_labels}; it was "
+            "exported from another checkpoint: evaluate it with that one (or re-export)"
+        )
+
+
 def _check_labels(labels: np.ndarray, num_labels: int, data: Path, checkpoint: str) -> None:
     """Refuse labels outside the model's classes (a dev file of another task)."""
     bad = np.flatnonzero((labels < 0) | (labels >= num_labels))
@@ -262,16 +298,22 @@ def _classification_metrics(
 def _squad_features(
     tokenizer: Any, examples: Sequence[Any], seq_len: int, stride: int, names: list[str]
 ) -> tuple[dict[str, np.ndarray], np.ndarray, list[Any], list[list[int | None]]]:
-    encoded = tokenizer(
-        [e.question for e in examples],
-        [e.context for e in examples],
-        truncation="only_second",
-        max_length=seq_len,
-        stride=stride,
-        padding="max_length",
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-    )
+    try:
+        encoded = tokenizer(
+            [e.question for e in examples],
+            [e.context for e in examples],
+            truncation="only_second",
+            max_length=seq_len,
+            stride=stride,
+            padding="max_length",
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
+    except Exception as exc:  # e.g. a question longer than --seq-len
+        raise ObertDeployError(
+            f"cannot split the SQuAD questions and contexts into windows of {seq_len} tokens "
+            f"({brief(exc)}); raise --seq-len (384 is usual for SQuAD)"
+        ) from exc
     feeds = {}
     for name in names:
         if name in encoded:
@@ -406,6 +448,11 @@ def evaluate(
         feeds, sample_map, offsets, seq_ids = _squad_features(
             tok, examples, seq_len, min(doc_stride, seq_len // 2), names
         )
+    tokenizer_source = os.fspath(tokenizer if tokenizer is not None else checkpoint)
+    check_token_ids(feeds, int(loaded.model.config.vocab_size or 0), tokenizer_source)
+    num_labels = int(loaded.model.config.num_labels or 0)
+    for path in models:
+        _check_onnx_io(os.fspath(path), feeds, task, num_labels)
 
     def score(
         outputs: list[np.ndarray], reference: list[np.ndarray] | None

@@ -406,9 +406,9 @@ def _calibration_batches(
     text_columns: list[str] | None,
 ) -> list[dict[str, Any]]:
     from ._checkpoint import load_tokenizer
-    from ._checks import check_seq_len, onnx_max_positions
+    from ._checks import check_seq_len, check_token_ids, onnx_max_positions
     from ._data import iter_batches, read_glue_tsv, tokenize
-    from ._inputs import load_onnx, onnx_inputs
+    from ._inputs import infer_vocab_size, load_onnx, onnx_inputs
 
     proto = load_onnx(model, load_weights=False)
     inputs = onnx_inputs(proto)
@@ -422,6 +422,7 @@ def _calibration_batches(
     if not dataset.texts:
         raise ObertDeployError(f"no sentences in {str(data)!r}; pass a non-empty TSV")
     feeds = tokenize(load_tokenizer(tokenizer), dataset.texts, length, [i.name for i in inputs])
+    check_token_ids(feeds, infer_vocab_size(proto), tokenizer)
     return [b for b, _ in iter_batches(feeds, batch, pad_last=True)]
 
 
@@ -644,6 +645,7 @@ def qat(
                 f"{batch_size}; pass more training data or a smaller --batch-size"
             )
         from ._checkpoint import load_checkpoint
+        from ._checks import check_token_ids
         from ._export import model_input_names
 
         loaded = load_checkpoint(checkpoint, task.value)
@@ -653,6 +655,7 @@ def qat(
             seq_len,
             model_input_names(loaded.model),
         )
+        check_token_ids(feeds, loaded.model.config.vocab_size, tokenizer or checkpoint)
         batches = [
             (
                 {k: v[i : i + batch_size] for k, v in feeds.items()},
