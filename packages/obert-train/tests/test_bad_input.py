@@ -627,3 +627,13 @@ def test_json_outputs_stay_valid_with_a_non_finite_value(tmp_path: Path) -> None
 
     text = json_text({"loss": float("nan"), "rows": [1.0, float("inf")]})
     assert json.loads(text) == {"loss": None, "rows": [1.0, None]}
+
+
+def test_a_typo_under_an_existing_folder_is_not_sent_to_the_hub(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``runs/tecaher`` has the shape of a hub id, but ``runs/`` exists here: a local typo."""
+    monkeypatch.chdir(env.tmp)
+    result = runner.invoke(app, _run(env, model=Path(f"{env.model.name}/typo")))
+    assert result.exit_code == 2
+    assert "no such model folder" in result.output

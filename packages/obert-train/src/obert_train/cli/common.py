@@ -29,6 +29,7 @@ __all__ = [
     "load_model",
     "load_tokenizer",
     "parse_sets",
+    "parse_split_articles",
     "task_from_options",
 ]
 
@@ -60,6 +61,17 @@ DocStrideOpt = Annotated[
     int | None, typer.Option(min=1, help="SQuAD: overlap of long-context windows (128).")
 ]
 MaxQueryOpt = Annotated[int | None, typer.Option(min=1, help="SQuAD: question tokens kept (64).")]
+SplitArticlesOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="TRAIN:EVAL",
+        help="SQuAD: split ONE file by article (e.g. 40:8): shuffle its articles with "
+        "--split-seed, train on the first TRAIN, evaluate on the next EVAL.",
+    ),
+]
+SplitSeedOpt = Annotated[
+    int | None, typer.Option(help="SQuAD: seed of the --split-articles shuffle (0).")
+]
 ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
 
@@ -117,7 +129,11 @@ def check_model_source(name_or_path: str, option: str = "--model") -> None:
         return
     if path.exists():
         raise ModelError(f"{option} {name_or_path!r} is a file; give the model's folder")
-    looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    looks_like_path = (
+        name_or_path.startswith((".", "/", "~"))
+        or name_or_path.count("/") > 1
+        or (name_or_path.count("/") == 1 and path.parent.is_dir())  # 'runs/typo': not a hub id
+    )
     if looks_like_path:
         raise ModelError(
             f"{option} {name_or_path!r}: no such model folder; give a folder with config.json "
@@ -234,6 +250,23 @@ def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+def parse_split_articles(value: str) -> tuple[int, int]:
+    """``"40:8"`` -> ``(40, 8)``: article counts of ``--split-articles``.
+
+    Raises:
+        DataError: Naming the value if it is not two whole numbers joined by ':'.
+    """
+    from obert_train.errors import DataError
+
+    parts = value.split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise DataError(
+            f"--split-articles {value!r}: expected TRAIN:EVAL, two whole numbers of articles "
+            "such as 40:8"
+        )
+    return int(parts[0]), int(parts[1])
+
+
 def task_from_options(
     task: str,
     tokenizer: Any,
@@ -251,6 +284,8 @@ def task_from_options(
     label_column: str | None,
     doc_stride: int | None,
     max_query_length: int | None,
+    split_articles: str | None = None,
+    split_seed: int | None = None,
 ) -> Any:
     """:func:`~obert_train.load_task` from the shared data options of ``run`` and ``oneshot``.
 
@@ -259,6 +294,10 @@ def task_from_options(
     """
     from obert_train.errors import DataError
     from obert_train.tasks.load import load_task
+
+    if split_seed is not None and split_articles is None:
+        raise DataError(f"--split-seed {split_seed} applies only together with --split-articles")
+    counts = parse_split_articles(split_articles) if split_articles is not None else None
 
     squad = {"doc_stride": doc_stride, "max_query_length": max_query_length}
     extra = {k: v for k, v in squad.items() if v is not None}
@@ -279,5 +318,7 @@ def task_from_options(
         seed=seed,
         text_columns=text_column or None,
         label_column=label_column,
+        split_articles=counts,
+        split_seed=split_seed or 0,
         **extra,
     )
