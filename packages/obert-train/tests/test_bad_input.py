@@ -193,6 +193,63 @@ def _other_vocab_teacher(env: Env) -> None:
     env.scratch("kd.yaml").write_text(TINY_RECIPE + kd)
 
 
+def _other_tokenizer_teacher(env: Env) -> None:
+    """A teacher of the student's vocabulary size whose tokenizer maps two words the other way."""
+    from transformers import AutoTokenizer, BertTokenizer
+
+    target = _copy_model(env, "othertok")
+    vocab = AutoTokenizer.from_pretrained(env.model).get_vocab()
+    words = sorted(vocab, key=vocab.__getitem__)
+    words[-1], words[-2] = words[-2], words[-1]
+    swapped = env.scratch("swapped")
+    swapped.mkdir()
+    (swapped / "vocab.txt").write_text("\n".join(words) + "\n")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (target / name).unlink(missing_ok=True)
+    BertTokenizer.from_pretrained(swapped).save_pretrained(target)
+    kd = "distillation_modifiers:\n  - !DistillationModifier {hardness: 0.5, temperature: 2.0}\n"
+    env.scratch("kd.yaml").write_text(TINY_RECIPE + kd)
+
+
+TRANSFER_RECIPE = """
+modifiers:
+  - !EpochRangeModifier {start_epoch: 0.0, end_epoch: 1.0}
+pruning_modifiers:
+  - !ConstantPruningModifier
+    params: [PARAMS]
+"""
+
+
+def _transfer_recipes(env: Env) -> None:
+    dense = TRANSFER_RECIPE.replace("PARAMS", '"re:.*encoder.*dense.weight"')
+    env.scratch("transfer.yaml").write_text(dense)
+    nothing = TRANSFER_RECIPE.replace("PARAMS", '"re:.*no_such_layer.weight"')
+    env.scratch("transfer-nothing.yaml").write_text(nothing)
+
+
+def _gpt2_model(env: Env) -> None:
+    """A model without a known layer list (GPT-2 keeps its blocks in transformer.h)."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(env.model)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    GPT2LMHeadModel(config).save_pretrained(env.scratch("gpt2"))
+    tokenizer.save_pretrained(env.scratch("gpt2"))
+
+
+def _earlier_checkpoint(env: Env) -> None:
+    env.out.mkdir()
+    (env.out / "config.json").write_text("{}\n")
+
+
+def _articles(env: Env) -> None:
+    """A SQuAD file of two articles (titles A and B)."""
+    payload: Any = squad_payload(QUESTIONS)
+    article = payload["data"][0]
+    payload["data"] = [{**article, "title": "A"}, {**article, "title": "B"}]
+    env.scratch("articles.json").write_text(json.dumps(payload))
+
+
 def _yaml_broken(env: Env) -> None:
     env.scratch("broken.yaml").write_text("modifiers: [\n")
 
@@ -305,6 +362,40 @@ RUN_CASES = [
         "vocabulary|tokens",
         _other_vocab_teacher,
     ),
+    Case(
+        "teacher-other-tokenizer",
+        lambda e: _run(
+            e, "--teacher", str(e.scratch("othertok")), recipe=str(e.scratch("kd.yaml"))
+        ),
+        r"--teacher '.*othertok': its tokenizer differs from the student's: 50 vs 50 tokens, "
+        r"2 with other ids",
+        _other_tokenizer_teacher,
+    ),
+    Case(
+        "transfer-dense-model",
+        lambda e: _run(e, recipe=str(e.scratch("transfer.yaml"))),
+        r"!ConstantPruningModifier keeps the zeros .* have no zeros: the model is dense",
+        _transfer_recipes,
+    ),
+    Case(
+        "transfer-params-match-nothing",
+        lambda e: _run(e, recipe=str(e.scratch("transfer-nothing.yaml"))),
+        r"params 're:\.\*no_such_layer\.weight' match no parameter",
+        _transfer_recipes,
+    ),
+    Case(
+        "split-articles-too-many",
+        lambda e: _squad(
+            e,
+            "--split-articles",
+            "40:8",
+            "--train-file",
+            str(e.scratch("articles.json")),
+            cmd="run",
+        ),
+        r"--split-articles\) 40:8 asks for 48 articles, but .*articles\.json has only 2",
+        _articles,
+    ),
 ]
 
 ONESHOT_CASES = [
@@ -402,6 +493,32 @@ ONESHOT_CASES = [
         lambda e: _oneshot(e, "--sparsity", "0.5", "--eval", "--eval-batch-size", "0"),
         "'--eval-batch-size'",
     ),
+    Case(
+        "split-articles-on-sst2",
+        lambda e: _oneshot(e, "--sparsity", "0.5", "--split-articles", "1:1"),
+        r"--split-articles\) 1:1 splits SQuAD articles; it applies to task 'squad', not to "
+        r"task 'sst2'",
+    ),
+    Case(
+        "split-articles-malformed",
+        lambda e: _squad(e, "--split-articles", "40-8"),
+        r"--split-articles '40-8': expected TRAIN:EVAL",
+    ),
+    Case(
+        "split-articles-zero",
+        lambda e: _squad(e, "--split-articles", "0:1"),
+        r"--split-articles\) 0:1: both counts must be whole numbers of articles >= 1",
+    ),
+    Case(
+        "split-articles-two-files-in-folder",
+        lambda e: _squad(e, "--split-articles", "1:1"),
+        r"holds train-v1\.1\.json, dev-v1\.1\.json; .* splits ONE file",
+    ),
+    Case(
+        "split-seed-without-split",
+        lambda e: _squad(e, "--split-seed", "3"),
+        "--split-seed 3 applies only together with --split-articles",
+    ),
 ]
 
 RECIPE_CASES = [
@@ -418,6 +535,103 @@ RECIPE_CASES = [
         lambda e: ["recipe", "show", "minilm-sst2-obert80", "--set", "final_sparsity=2"],
         "final_sparsity",
     ),
+]
+
+
+def _drop(env: Env, *extra: str, model: Path | None = None) -> list[str]:
+    return ["drop-layers", str(model or env.model), "--output-dir", str(env.out), *extra]
+
+
+DROP_CASES = [
+    Case(
+        "keep-out-of-range",
+        lambda e: _drop(e, "--keep", "0,2"),
+        r"keep \(--keep\) 0,2: layer\(s\) \[2\] out of range; the model has 2 layers, "
+        r"numbered 0 to 1",
+    ),
+    Case("keep-negative", lambda e: _drop(e, "--keep", "-1"), r"layer\(s\) \[-1\] out of range"),
+    Case(
+        "keep-unsorted",
+        lambda e: _drop(e, "--keep", "1,0"),
+        r"keep \(--keep\) 1,0: give the layers in increasing order \(0,1\)",
+    ),
+    Case(
+        "keep-duplicates",
+        lambda e: _drop(e, "--keep", "1,1"),
+        r"keep \(--keep\) 1,1: layer\(s\) \[1\] given twice",
+    ),
+    Case("keep-empty", lambda e: _drop(e, "--keep", ""), "--keep is empty"),
+    Case(
+        "keep-malformed",
+        lambda e: _drop(e, "--keep", "0;1"),
+        r"--keep '0;1': expected comma-separated layer numbers",
+    ),
+    Case(
+        "keep-and-num-layers",
+        lambda e: _drop(e, "--keep", "0", "--num-layers", "1"),
+        "--keep and --num-layers both given",
+    ),
+    Case("neither-keep-nor-num-layers", lambda e: _drop(e), "give --keep 0,2,4"),
+    Case(
+        "num-layers-zero",
+        lambda e: _drop(e, "--num-layers", "0"),
+        r"num_layers \(--num-layers\) 0: the model has 2 layers; keep between 1 and 2",
+    ),
+    Case(
+        "num-layers-above-the-model",
+        lambda e: _drop(e, "--num-layers", "3"),
+        r"num_layers \(--num-layers\) 3: the model has 2 layers",
+    ),
+    Case(
+        "model-without-a-known-layer-list",
+        lambda e: _drop(e, "--keep", "0", model=e.scratch("gpt2")),
+        r"GPT2LMHeadModel has no known list of transformer layers: expected a ModuleList "
+        r"named \.\.\.encoder\.layer .*transformer\.layer .*model\.layers.*transformer\.h",
+        _gpt2_model,
+    ),
+    Case("model-missing", lambda e: _drop(e, "--keep", "0", model=e.tmp / "nope"), "nope"),
+    Case(
+        "model-no-tokenizer",
+        lambda e: _drop(e, "--keep", "0", model=e.scratch("notok")),
+        "no usable tokenizer",
+        _no_tokenizer,
+    ),
+    Case(
+        "model-corrupt-weights",
+        lambda e: _drop(e, "--keep", "0", model=e.scratch("corrupt")),
+        r"model\.safetensors.*cannot be read",
+        _corrupt_weights,
+    ),
+    Case(
+        "output-not-empty",
+        lambda e: _drop(e, "--keep", "0"),
+        r"not empty \(NOTES\.txt\); pass --overwrite",
+        _foreign_file,
+    ),
+    Case(
+        "overwrite-a-folder-that-is-no-checkpoint",
+        lambda e: _drop(e, "--keep", "0", "--overwrite"),
+        r"holds files but no checkpoint \(NOTES\.txt\)",
+        _foreign_file,
+    ),
+    Case(
+        "output-is-the-input-model",
+        lambda e: _drop(e, "--keep", "0", "--overwrite", "--output-dir", str(e.model)),
+        "is the input model's folder",
+    ),
+    Case(
+        "output-checkpoint-without-overwrite",
+        lambda e: _drop(e, "--keep", "0"),
+        r"not empty \(config\.json\)",
+        _earlier_checkpoint,
+    ),
+    Case(
+        "output-is-file",
+        lambda e: _drop(e, "--keep", "0"),
+        "exists and is not a folder",
+        _file_as_output,
+    ),
+    Case("read-only-output", lambda e: _drop(e, "--keep", "0"), "not writable", _read_only_output),
 ]
 
 
@@ -475,6 +689,11 @@ def test_oneshot_refuses_bad_input(env: Env, case: Case) -> None:
 
 @pytest.mark.parametrize("case", RECIPE_CASES, ids=lambda c: c.id)
 def test_recipe_refuses_bad_input(env: Env, case: Case) -> None:
+    _check(env, case)
+
+
+@pytest.mark.parametrize("case", DROP_CASES, ids=lambda c: c.id)
+def test_drop_layers_refuses_bad_input(env: Env, case: Case) -> None:
     _check(env, case)
 
 

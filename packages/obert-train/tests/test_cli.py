@@ -299,3 +299,34 @@ def test_missing_datasets_package_is_a_clean_error(
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert "pip install datasets" in result.output.replace("\n", " ")
+
+
+def test_oneshot_on_a_squad_file_split_by_article(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """--split-articles reaches load_task: the dev set is the held-out articles' questions."""
+    from obert_train.tasks.data import read_squad_json, split_squad_articles
+
+    from .conftest import QUESTIONS, squad_payload
+
+    payload: Any = squad_payload(QUESTIONS)
+    article = payload["data"][0]
+    payload["data"] = [{**article, "title": f"A{i}"} for i in range(5)]
+    for i, entry in enumerate(payload["data"]):
+        entry["paragraphs"] = [
+            {**p, "qas": [{**q, "id": f"{q['id']}-{i}"} for q in p["qas"][: 1 + i % 4]]}
+            for p in entry["paragraphs"]
+        ]
+    file = tmp_path / "articles.json"
+    file.write_text(json.dumps(payload))
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["oneshot", "--model", str(tiny_model_dir), "--task", "squad", "--train-file",
+         str(file), "--split-articles", "3:2", "--split-seed", "1", "--method", "magnitude",
+         "--sparsity", "0.5", "--eval", "--max-seq-length", "32", "--doc-stride", "8",
+         "--max-query-length", "12", "--output-dir", str(out), "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    _, dev = split_squad_articles(read_squad_json(file), 3, 2, seed=1)
+    assert len(dev) != len(split_squad_articles(read_squad_json(file), 3, 2, seed=0)[1])
+    runs = json.loads((out / "metrics.json").read_text())["runs"]
+    assert [r["metrics"]["num_examples"] for r in runs] == [len(dev), len(dev)]

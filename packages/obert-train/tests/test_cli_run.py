@@ -164,3 +164,43 @@ def test_run_refuses_a_model_whose_head_does_not_fit_the_task(
     assert result.exit_code == 2
     assert "does not fit task 'glue-tsv' (3 labels)" in _text(result)
     assert not out.exists()
+
+
+TRANSFER = """
+modifiers:
+  - !EpochRangeModifier {start_epoch: 0, end_epoch: 1}
+pruning_modifiers:
+  - !ConstantPruningModifier
+    params: ["re:bert.encoder.layer.*.intermediate.dense.weight"]
+"""
+
+
+def test_sparse_transfer_keeps_the_zeros_of_a_pruned_model(
+    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path
+) -> None:
+    """!ConstantPruningModifier on a pruned model trains with its zeros fixed (a dense one is
+    refused: tests/test_bad_input.py)."""
+    pruned = tmp_path / "pruned"
+    first = runner.invoke(
+        app,
+        ["oneshot", "--model", str(tiny_model_dir), "--task", "sst2", "--data-dir",
+         str(sst2_dir), "--output-dir", str(pruned), "--method", "magnitude", "--sparsity",
+         "0.5", "--target", "intermediate\\.dense\\.weight$", "--no-progress"],
+    )  # fmt: skip
+    assert first.exit_code == 0, first.output
+    start = AutoModelForSequenceClassification.from_pretrained(pruned / "sparsity-0.50")
+    recipe = tmp_path / "transfer.yaml"
+    recipe.write_text(TRANSFER)
+    out = tmp_path / "transfer"
+    result = runner.invoke(
+        app,
+        ["run", str(recipe), "--model", str(pruned / "sparsity-0.50"), "--task", "sst2",
+         "--data-dir", str(sst2_dir), "--output-dir", str(out), "--batch-size", "6",
+         "--no-progress", "--learning-rate", "1e-2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    end = AutoModelForSequenceClassification.from_pretrained(out)
+    name = "bert.encoder.layer.0.intermediate.dense.weight"
+    before, after = start.get_parameter(name), end.get_parameter(name)
+    assert torch.equal(before == 0, after == 0)  # the same zeros, no more, no fewer
+    assert not torch.equal(before, after)  # and the kept weights trained

@@ -26,6 +26,8 @@ PUBLIC = {
     # tasks and checkpoints
     "Task", "ClassificationTask", "SquadTask", "MaskedLMTask", "load_task",
     "save_checkpoint", "sparsity_report",
+    # model operations
+    "drop_layers",
     # errors
     "ObertTrainError", "DataError", "TargetError", "RecipeError", "MemoryPlanError",
     "MissingDependencyError", "ResumeError", "TrainingError", "ModelError", "OptionError",
@@ -108,7 +110,7 @@ def test_cli_help_lists_the_commands_and_options() -> None:
     env = {"COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}
     top = CliRunner().invoke(app, ["--help"], env=env)
     assert top.exit_code == 0
-    for command in ("run", "oneshot", "recipe", "methods"):
+    for command in ("run", "oneshot", "drop-layers", "recipe", "methods"):
         assert command in top.output
     assert "finetune" not in top.output
     result = CliRunner().invoke(app, ["oneshot", "--help"], env=env)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
 import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -151,6 +153,83 @@ def test_squad_postprocess_picks_the_best_valid_span(
     metrics = task.evaluate(model, progress=False)
     assert 0.0 <= metrics["f1"] <= 100.0
     assert metrics["num_examples"] == 4
+
+
+def _articles_file(tmp_path: Path, count: int = 10) -> Path:
+    """A SQuAD file of ``count`` articles (titles A0, A1, ...), one to three questions each."""
+    from .conftest import QUESTIONS, squad_payload
+
+    data = []
+    for a in range(count):
+        article: Any = squad_payload(
+            [(f"a{a}-{qid}", q, ans, s) for qid, q, ans, s in QUESTIONS[: 1 + a % 3]]
+        )["data"][0]
+        data.append({**article, "title": f"A{a}"})
+    file = tmp_path / "articles.json"
+    file.write_text(json.dumps({"version": "1.1", "data": data}))
+    return file
+
+
+def test_squad_split_by_article_is_disjoint_and_deterministic(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    from obert_train.tasks.data import read_squad_json, split_squad_articles
+
+    file = _articles_file(tmp_path)
+    examples = read_squad_json(file)
+    train, dev = split_squad_articles(examples, 6, 3, seed=0)
+    train_titles, dev_titles = {e.title for e in train}, {e.title for e in dev}
+    assert len(train_titles) == 6 and len(dev_titles) == 3
+    assert not train_titles & dev_titles  # never a question of one article on both sides
+    by_title = {t: [e for e in examples if e.title == t] for t in train_titles | dev_titles}
+    assert len(train) == sum(len(by_title[t]) for t in train_titles)  # whole articles
+    assert split_squad_articles(examples, 6, 3, seed=0) == (train, dev)
+    assert {e.title for e in split_squad_articles(examples, 6, 3, seed=1)[1]} != dev_titles
+    kw = {"max_seq_length": 32, "doc_stride": 8, "max_query_length": 12}
+    task = load_task("squad", tokenizer, train_file=file, split_articles=(6, 3), **kw)
+    assert isinstance(task, SquadTask)
+    assert task.dev_examples == dev
+    assert len(task.train_features) == len(SquadTask(tokenizer, train, [], **kw).train_features)
+    again = load_task("squad", tokenizer, dev_file=file, split_articles=[6, 3], **kw)
+    assert isinstance(again, SquadTask) and again.dev_examples == dev
+    folder = tmp_path / "only"
+    folder.mkdir()
+    (folder / "dev-v1.1.json").write_text(file.read_text())
+    third = load_task("squad", tokenizer, data_dir=folder, split_articles=(6, 3), **kw)
+    assert isinstance(third, SquadTask) and third.dev_examples == dev
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"split_articles": (8, 3)}, r"8:3 asks for 11 articles, but .*articles\.json has only 10"),
+        ({"split_articles": (0, 3)}, r"0:3: both counts must be whole numbers of articles >= 1"),
+        ({"split_articles": (6,)}, r"split_articles \(--split-articles\) 6: expected two"),
+        ({"split_articles": "6:3"}, r"'6:3': expected two article counts"),
+        ({"split_articles": (6, 3), "task": "sst2"}, "applies to task 'squad', not to task 'sst2'"),
+        ({"split_articles": (6, 3), "dev_file": "x.json"}, "splits ONE SQuAD file"),
+    ],
+)
+def test_squad_split_errors_name_the_value(
+    tokenizer: BertTokenizer, tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    kwargs = {"task": "squad", "train_file": _articles_file(tmp_path), **kwargs}
+    with pytest.raises(DataError, match=message):
+        load_task(kwargs.pop("task"), tokenizer, **kwargs)
+
+
+def test_real_squad_dev_split_40_8(real_file: Callable[[str], Path]) -> None:
+    """The split of docs/train.md: 40 training and 8 evaluation articles of SQuAD dev, seed 0."""
+    from obert_train.tasks.data import read_squad_json, split_squad_articles
+
+    examples = read_squad_json(real_file("SQuAD/dev-v1.1.json"))
+    train, dev = split_squad_articles(examples, 40, 8, seed=0)
+    assert (len(train), len(dev)) == (9132, 1438)
+    assert not {e.title for e in train} & {e.title for e in dev}
+    assert sorted({e.title for e in dev}) == [
+        "Amazon_rainforest", "Civil_disobedience", "Construction", "Ctenophora", "Huguenot",
+        "Newcastle_upon_Tyne", "Packet_switching", "United_Methodist_Church",
+    ]  # fmt: skip
 
 
 def test_squad_rejects_a_stride_that_cannot_fit(tokenizer: BertTokenizer, squad_dir: Path) -> None:

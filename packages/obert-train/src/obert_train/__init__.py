@@ -6,8 +6,9 @@ one-shot pruning (:func:`oneshot_prune`, CLI ``obert-train oneshot``), both thro
 lifecycle shared by every method: the second-order oBERT method (Kurtic et al. 2022, arXiv
 2203.07259), gradual magnitude pruning and movement pruning.  SparseML-compatible recipes
 (:func:`load_recipe`), memory-planned inverse-Fisher construction, ``torch.distributed``
-sharding, task loaders with dev metrics, and plain Hugging Face checkpoints with a sparsity
-report.  The math lives in ``obert_core``.
+sharding, task loaders with dev metrics, layer dropping (:func:`drop_layers`, CLI ``obert-train
+drop-layers``), and plain Hugging Face checkpoints with a sparsity report.  The math lives in
+``obert_core``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from obert_train.hf.lr import recipe_lr_scheduler
     from obert_train.hf.run import RunOptions, RunResult, run_recipe
     from obert_train.hf.trainer import ObertTrainer
+    from obert_train.layers import drop_layers
     from obert_train.pruning.constant import ConstantPruning
     from obert_train.pruning.magnitude import MagnitudePruning
     from obert_train.pruning.masks import MaskState
@@ -87,6 +89,7 @@ _EXPORTS: dict[str, str] = {
     "TrainingError": "obert_train.errors",
     "create_method": "obert_train.pruning.registry",
     "distillation_loss": "obert_train.hf.distillation",
+    "drop_layers": "obert_train.layers",
     "load_recipe": "obert_train.recipe",
     "load_task": "obert_train.tasks.load",
     "oneshot_prune": "obert_train.pruning.oneshot",
@@ -138,6 +141,7 @@ __all__ = [
     "__version__",
     "create_method",
     "distillation_loss",
+    "drop_layers",
     "load_recipe",
     "load_task",
     "oneshot_prune",

@@ -1,14 +1,16 @@
 """Command line of obert-train.
 
 ``run`` trains with a recipe (gradual pruning + distillation, dense or sparse transfer);
-``oneshot`` prunes one-shot; ``recipe show`` prints what a recipe will do; ``methods`` lists
-the registered pruning methods and their settings.
+``oneshot`` prunes one-shot; ``drop-layers`` writes a checkpoint with fewer layers; ``recipe
+show`` prints what a recipe will do; ``methods`` lists the registered pruning methods and their
+settings.
 """
 
 from __future__ import annotations
 
 import typer
 
+from obert_train.cli.drop_layers import drop_layers_command
 from obert_train.cli.oneshot import oneshot
 from obert_train.cli.recipe_cmd import recipe_app
 from obert_train.cli.run import run
@@ -19,6 +21,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 app.command("run")(run)
 app.command("oneshot")(oneshot)
+app.command("drop-layers")(drop_layers_command)
 app.add_typer(recipe_app, name="recipe")
 
 

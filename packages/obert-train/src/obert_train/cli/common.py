@@ -65,8 +65,8 @@ SplitArticlesOpt = Annotated[
     str | None,
     typer.Option(
         metavar="TRAIN:EVAL",
-        help="SQuAD: split ONE file by article (e.g. 40:8): shuffle its articles with "
-        "--split-seed, train on the first TRAIN, evaluate on the next EVAL.",
+        help="SQuAD: split ONE file by article, e.g. 40:8: train on TRAIN articles, "
+        "evaluate on the next EVAL, after a shuffle by --split-seed.",
     ),
 ]
 SplitSeedOpt = Annotated[

@@ -28,6 +28,8 @@ from obert_train.cli.common import (
     MaxSeqOpt,
     MaxTrainOpt,
     ProgressOpt,
+    SplitArticlesOpt,
+    SplitSeedOpt,
     TaskName,
     TextColumnOpt,
     ThreadsOpt,
@@ -218,6 +220,8 @@ def oneshot(
     label_column: LabelColumnOpt = None,
     doc_stride: DocStrideOpt = None,
     max_query_length: MaxQueryOpt = None,
+    split_articles: SplitArticlesOpt = None,
+    split_seed: SplitSeedOpt = None,
     evaluate: Annotated[
         bool, typer.Option("--eval/--no-eval", help="Evaluate each pruned model on dev.")
     ] = False,
@@ -301,6 +305,8 @@ def oneshot(
             label_column=label_column,
             doc_stride=doc_stride,
             max_query_length=max_query_length,
+            split_articles=split_articles,
+            split_seed=split_seed,
         )
         main = dist.rank == 0
         cache: dict[str, dict[str, torch.Tensor]] | None = (

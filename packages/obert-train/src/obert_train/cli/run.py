@@ -22,6 +22,8 @@ from obert_train.cli.common import (
     MaxSeqOpt,
     MaxTrainOpt,
     ProgressOpt,
+    SplitArticlesOpt,
+    SplitSeedOpt,
     TaskName,
     TextColumnOpt,
     ThreadsOpt,
@@ -74,6 +76,8 @@ def run(
     label_column: LabelColumnOpt = None,
     doc_stride: DocStrideOpt = None,
     max_query_length: MaxQueryOpt = None,
+    split_articles: SplitArticlesOpt = None,
+    split_seed: SplitSeedOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Examples per optimizer step.")] = 32,
     learning_rate: Annotated[
         float, typer.Option(help="Base LR when the recipe has no LR modifier.")
@@ -108,7 +112,7 @@ def run(
     from transformers.utils import logging as hf_logging
 
     from obert_train.fisher.distributed import DistContext
-    from obert_train.hf.run import RunOptions, run_recipe
+    from obert_train.hf.run import RunOptions, check_teacher_tokenizer, run_recipe
     from obert_train.recipe import load_recipe
 
     if not progress:
@@ -135,6 +139,11 @@ def run(
         # The Trainer joins the torchrun process group itself (gloo on CPU, nccl on GPUs).
         dist = DistContext(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
         tokenizer = load_tokenizer(model)
+        if teacher is not None and Path(teacher).expanduser().is_dir():
+            # A teacher folder has its own tokenizer (check_model_source): it must be the student's.
+            check_teacher_tokenizer(
+                tokenizer, load_tokenizer(teacher, "--teacher"), f"--teacher {teacher!r}"
+            )
         the_task = task_from_options(
             task.value,
             tokenizer,
@@ -151,6 +160,8 @@ def run(
             label_column=label_column,
             doc_stride=doc_stride,
             max_query_length=max_query_length,
+            split_articles=split_articles,
+            split_seed=split_seed,
         )
         if parsed.distillation is not None and teacher is None:
             raise TrainingError(

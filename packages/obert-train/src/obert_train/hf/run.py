@@ -36,6 +36,7 @@ from obert_train.hf.callback import (
     latest_complete_checkpoint,
 )
 from obert_train.hf.trainer import ObertTrainer
+from obert_train.pruning.targets import resolve_target_params
 from obert_train.recipe import Recipe
 from obert_train.tasks.base import Task
 
@@ -257,6 +258,34 @@ def check_teacher(
             )
 
 
+def check_teacher_tokenizer(student: Any, teacher: Any, who: str = "the teacher") -> None:
+    """The teacher's tokenizer must map every token to the student's id (``get_vocab()``).
+
+    Distillation compares outputs position by position on the student's token ids; a teacher
+    trained with another vocabulary reads those ids as other tokens (even at the same size).
+
+    Raises:
+        TrainingError: Naming the sizes and a few tokens whose ids differ.
+    """
+    s_vocab, t_vocab = dict(student.get_vocab()), dict(teacher.get_vocab())
+    if s_vocab == t_vocab:
+        return
+    differ = sorted(
+        (tok for tok in s_vocab.keys() | t_vocab.keys() if s_vocab.get(tok) != t_vocab.get(tok)),
+        key=lambda tok: min(s_vocab.get(tok, 1 << 62), t_vocab.get(tok, 1 << 62)),
+    )
+    shown = ", ".join(
+        f"{tok!r} is {t_vocab.get(tok, 'absent')} for the teacher and "
+        f"{s_vocab.get(tok, 'absent')} for the student"
+        for tok in differ[:2]
+    )
+    raise TrainingError(
+        f"{who}: its tokenizer differs from the student's: {len(t_vocab)} vs {len(s_vocab)} "
+        f"tokens, {len(differ)} with other ids, e.g. {shown}; distillation needs a teacher "
+        "with the student's tokenizer (fine-tuned from the same base model)"
+    )
+
+
 def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """The Trainer's log history as CSV (one column per key that appears in any row)."""
     keys: list[str] = []
@@ -376,6 +405,9 @@ def run_recipe(
     check_model_fits_task(model, task, "the student")
     check_tokens_known(task)
     recipe.check_targets([n for n, _ in model.named_parameters()])
+    for modifier in recipe.pruning:  # the methods' own checks (shapes, constant masks' zeros)
+        method = modifier.create_method()
+        method.check(resolve_target_params(model, method.settings.targets))
     kd = recipe.distillation
     if kd is not None:
         if teacher is None:

@@ -28,6 +28,26 @@ class ConstantPruning(PruningMethod):
     recipe_tags: ClassVar[tuple[str, ...]] = ("ConstantPruningModifier",)
     schedules_pruning: ClassVar[bool] = False
 
+    def check(self, params: Mapping[str, torch.nn.Parameter]) -> None:
+        """Refuse tensors without a single zero: there is no pattern to keep (a dense model).
+
+        Sparse transfer starts from a pruned checkpoint; run on a dense one, constant masks
+        would silently train a dense model.
+
+        Raises:
+            RecipeError: Naming the tensors and what to start from instead.
+        """
+        super().check(params)
+        if params and not any(bool((p.detach() == 0).any()) for p in params.values()):
+            names = list(params)
+            more = f", ... ({len(names)} in all)" if len(names) > 3 else ""
+            shown = ", ".join(names[:3]) + more
+            raise RecipeError(
+                f"!ConstantPruningModifier keeps the zeros the model starts with, but its "
+                f"tensors ({shown}) have no zeros: the model is dense; start from a pruned "
+                "(e.g. upstream-pruned) checkpoint, or prune with a pruning modifier"
+            )
+
     def prune(
         self,
         params: Mapping[str, torch.nn.Parameter],

@@ -191,6 +191,11 @@ def oneshot_prune(
             f"target sparsity {sparsity} is below the model's current {cfg.scope} sparsity "
             f"{floor:.4f}; pruned weights never regrow, so use a sparsity >= {floor:.4f}"
         )
+    if not method.schedules_pruning:  # before check: constant masks also refuse a dense model
+        raise RecipeError(
+            f"method {method.name!r} keeps the masks it starts with and has no pruning step; "
+            "prune one-shot with a method that prunes (obert, magnitude, structured)"
+        )
     # Shape errors (every method's group / N:M size, oBERT's block size) before gradients are
     # needed; a magnitude or movement step would otherwise fail on a bare reshape.
     method.check(params)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "read_glue_tsv",
     "read_raw_text",
     "read_squad_json",
+    "split_squad_articles",
 ]
 
 # GLUE column names, most specific first: (first text column, optional second text column).
@@ -240,6 +242,62 @@ def read_squad_json(path: str | os.PathLike[str]) -> list[SquadExample]:
     if not examples:
         raise DataError(f"{file}: no questions found")
     return examples
+
+
+def split_squad_articles(
+    examples: Sequence[SquadExample],
+    train_articles: int,
+    eval_articles: int,
+    *,
+    seed: int = 0,
+    source: str = "the SQuAD file",
+) -> tuple[list[SquadExample], list[SquadExample]]:
+    """Split SQuAD questions by article: no article has questions on both sides.
+
+    Articles are identified by their title (``data[].title``; entries sharing a title count as
+    one article).  Each title, in file order, draws a key from ``random.Random(seed).random()``
+    and the articles are sorted by it (a shuffle built on the one generator output Python
+    guarantees across versions); the questions of the first ``train_articles`` go to training,
+    those of the next ``eval_articles`` to evaluation, each side in file order.  The same file,
+    counts and seed give the same split on every machine.
+
+    Args:
+        examples: The questions of one SQuAD file (:func:`read_squad_json`).
+        train_articles: Articles for training (at least 1).
+        eval_articles: Articles for evaluation (at least 1).
+        seed: Seed of the shuffle.
+        source: Name of the file, for messages.
+
+    Returns:
+        ``(train questions, eval questions)``.
+
+    Raises:
+        DataError: If a count is below 1 or the two together exceed the file's articles.
+    """
+    asked = f"{train_articles}:{eval_articles}"
+    counts: tuple[object, ...] = (train_articles, eval_articles)
+    for value in counts:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataError(
+                f"split_articles (--split-articles) {asked}: both counts must be whole numbers "
+                "of articles >= 1, e.g. 40:8"
+            )
+    titles = list(dict.fromkeys(e.title for e in examples))
+    if train_articles + eval_articles > len(titles):
+        raise DataError(
+            f"split_articles (--split-articles) {asked} asks for "
+            f"{train_articles + eval_articles} articles, but {source} has only {len(titles)}; "
+            f"give counts that sum to at most {len(titles)}"
+        )
+    rng = random.Random(seed)
+    keys = {title: rng.random() for title in titles}
+    order = sorted(titles, key=keys.__getitem__)
+    train_titles = set(order[:train_articles])
+    eval_titles = set(order[train_articles : train_articles + eval_articles])
+    return (
+        [e for e in examples if e.title in train_titles],
+        [e for e in examples if e.title in eval_titles],
+    )
 
 
 def read_raw_text(path: str | os.PathLike[str]) -> list[str]:

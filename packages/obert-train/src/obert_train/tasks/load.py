@@ -11,7 +11,13 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from obert_train.tasks.base import ClassificationTask, Task
-from obert_train.tasks.data import DataError, read_glue_tsv, read_raw_text, read_squad_json
+from obert_train.tasks.data import (
+    DataError,
+    read_glue_tsv,
+    read_raw_text,
+    read_squad_json,
+    split_squad_articles,
+)
 from obert_train.tasks.hub import load_hub_split
 from obert_train.tasks.mlm import MaskedLMTask
 from obert_train.tasks.names import TASK_NAMES
@@ -73,6 +79,72 @@ def _check_limits(max_seq_length: int | None, samples: dict[str, int | None]) ->
             raise DataError(f"{name} ({flag}) {value}: must be at least 1 (or left out: all)")
 
 
+def _split_source(
+    data_dir: str | os.PathLike[str] | None,
+    dataset: str | None,
+    train_file: str | os.PathLike[str] | None,
+    dev_file: str | os.PathLike[str] | None,
+) -> Path:
+    """The one SQuAD file that ``split_articles`` splits (an explicit file, or the only one)."""
+    explicit = [Path(f) for f in (train_file, dev_file) if f is not None]
+    if len(explicit) == 2:
+        raise DataError(
+            "split_articles (--split-articles) splits ONE SQuAD file into training and "
+            f"evaluation articles; got both {str(explicit[0])!r} and {str(explicit[1])!r}: give "
+            "only --train-file (or only --dev-file)"
+        )
+    if explicit:
+        return explicit[0]
+    if data_dir is not None:
+        names = (*_TRAIN_FILES["squad"], *_DEV_FILES["squad"])
+        present = [Path(data_dir) / n for n in names if (Path(data_dir) / n).is_file()]
+        if len(present) == 1:
+            return present[0]
+        if not present:
+            raise DataError(
+                f"no SQuAD file in {str(data_dir)!r} to split by article: looked for "
+                f"{list(names)}; pass --train-file explicitly"
+            )
+        raise DataError(
+            f"{str(data_dir)!r} holds {', '.join(p.name for p in present)}; "
+            "split_articles (--split-articles) splits ONE file: name it with --train-file"
+        )
+    if dataset is not None:
+        raise DataError(
+            f"split_articles (--split-articles) splits a local SQuAD file, not the hub dataset "
+            f"{dataset!r} (which has its own train/validation splits); give --train-file"
+        )
+    raise DataError("split_articles (--split-articles) needs a SQuAD file: give --train-file")
+
+
+def _article_counts(split_articles: Any, task: str) -> tuple[int, int]:
+    """``(train, eval)`` article counts from a pair of whole numbers."""
+    if isinstance(split_articles, str) or not isinstance(split_articles, Sequence):
+        raise DataError(
+            f"split_articles (--split-articles) {split_articles!r}: expected two article "
+            "counts (TRAIN, EVAL), e.g. (40, 8) in Python or 40:8 on the command line"
+        )
+    shown = ":".join(str(v) for v in split_articles)
+    if task != "squad":
+        raise DataError(
+            f"split_articles (--split-articles) {shown} splits SQuAD articles; it applies to "
+            f"task 'squad', not to task {task!r}"
+        )
+    if len(split_articles) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in split_articles
+    ):
+        raise DataError(
+            f"split_articles (--split-articles) {shown}: expected two whole article counts "
+            "TRAIN:EVAL, e.g. 40:8"
+        )
+    if min(split_articles) < 1:
+        raise DataError(
+            f"split_articles (--split-articles) {shown}: both counts must be whole numbers of "
+            "articles >= 1, e.g. 40:8"
+        )
+    return int(split_articles[0]), int(split_articles[1])
+
+
 def load_task(
     task: str,
     tokenizer: PreTrainedTokenizerBase,
@@ -88,6 +160,8 @@ def load_task(
     seed: int = 0,
     text_columns: Sequence[str] | None = None,
     label_column: str | None = None,
+    split_articles: tuple[int, int] | None = None,
+    split_seed: int = 0,
     **task_kwargs: Any,
 ) -> Task:
     """Load task data and tokenise it.
@@ -112,6 +186,13 @@ def load_task(
         seed: Seed of the subsets.
         text_columns: GLUE TSV: one or two text columns instead of the automatic choice.
         label_column: GLUE TSV: the label column instead of ``label``.
+        split_articles: SQuAD: ``(N, M)`` splits ONE file (``train_file``, else ``dev_file``,
+            else the only SQuAD file in ``data_dir``) by article: the articles are shuffled
+            with ``split_seed`` and the questions of the first N train, those of the next M
+            are the dev set; no article is on both sides
+            (:func:`~obert_train.tasks.data.split_squad_articles`).
+        split_seed: Seed of the article shuffle (default 0; independent of ``seed``, so
+            runs with other seeds see the same split).
         **task_kwargs: Passed to the task class (e.g. ``doc_stride`` for SQuAD).
 
     Returns:
@@ -132,7 +213,18 @@ def load_task(
     columns = {"text_columns": text_columns, "label_column": label_column}
     records: dict[str, list[Any]] = {}
     explicit = {"train": train_file, "dev": dev_file}
-    for split, names in (("train", _TRAIN_FILES[task]), ("dev", _DEV_FILES[task])):
+    splits: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("train", _TRAIN_FILES[task]),
+        ("dev", _DEV_FILES[task]),
+    )
+    if split_articles is not None:
+        counts = _article_counts(split_articles, task)
+        source = _split_source(data_dir, dataset, train_file, dev_file)
+        records["train"], records["dev"] = split_squad_articles(
+            read_squad_json(source), *counts, seed=split_seed, source=str(source)
+        )
+        splits = ()
+    for split, names in splits:
         given = explicit[split]
         optional = split == "dev" and not need_dev
         if given is not None:
