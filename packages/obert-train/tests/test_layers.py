@@ -229,3 +229,31 @@ def test_drop_layers_help_imports_no_torch() -> None:
     for option in ("--keep", "--num-layers", "--output-dir", "--overwrite"):
         assert option in done.stdout
     assert max(len(line) for line in done.stdout.splitlines()) <= 80
+
+
+def test_a_dropped_model_distils_from_the_full_one(
+    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path
+) -> None:
+    """docs/train.md 2c: drop-layers, then run with a !DistillationModifier and --teacher."""
+    small = tmp_path / "small"
+    dropped = runner.invoke(
+        app, ["drop-layers", str(tiny_model_dir), "--num-layers", "1", "--output-dir", str(small)]
+    )
+    assert dropped.exit_code == 0, dropped.output
+    recipe = tmp_path / "distil.yaml"
+    recipe.write_text(
+        "modifiers:\n  - !EpochRangeModifier {start_epoch: 0, end_epoch: 1}\n"
+        "distillation_modifiers:\n  - !DistillationModifier\n"
+        "    {hardness: 1.0, temperature: 2.0, distill_output_keys: [logits]}\n"
+    )
+    out = tmp_path / "kd"
+    result = runner.invoke(
+        app,
+        ["run", str(recipe), "--model", str(small), "--teacher", str(tiny_model_dir),
+         "--task", "sst2", "--data-dir", str(sst2_dir), "--output-dir", str(out),
+         "--batch-size", "6", "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert any("kd_loss" in entry for entry in log)
+    assert AutoModelForSequenceClassification.from_pretrained(out).config.num_hidden_layers == 1

@@ -21,10 +21,10 @@ module name                        families
 
 ``num_layers=K`` keeps evenly spaced layers: the last layer of each of ``K`` consecutive groups
 of ``n/K`` layers, ``ceil((i+1)·n/K) - 1`` for ``i = 0 .. K-1`` (6 → 3: layers 1, 3, 5;
-12 → 6: 1, 3, ..., 11; 12 → 3: 3, 7, 11), i.e. every other layer for 6 → 3 as in the paper,
-always ending with the top layer, whose output the task head was trained on (MiniLM-L6
-fine-tuned on SST-2, 83.0 % dev accuracy, cut to 3 layers without retraining: 74.3 % with layers
-1, 3, 5, 50.9 % with 0, 2, 4; docs/train.md).
+12 → 6: 1, 3, ..., 11; 12 → 3: 3, 7, 11), i.e. every other layer for 6 → 3, always ending
+with the top layer, whose output the task head was trained on (MiniLM-L6 fine-tuned on SST-2,
+83.0 % dev accuracy, cut to 3 layers without retraining: 74.3 % with layers 1, 3, 5, 50.9 % with
+0, 2, 4; docs/train.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -160,7 +159,9 @@ def _run(
         "num_layers": len(kept),
         "kept_layers": kept,
         "dropped_layers": [i for i in range(original) if i not in kept],
-        "rule": "--keep" if num_layers is None else f"--num-layers {num_layers}: evenly spaced",
+        "rule": "--keep"
+        if num_layers is None
+        else f"--num-layers {num_layers}: evenly spaced, ceil((i+1)*{original}/{num_layers}) - 1",
     }
     save_checkpoint(
         net,
@@ -169,4 +170,7 @@ def _run(
         patterns=weights,
         extra_files={REPORT_FILE: json_text(report) + "\n"},
     )
-    typer.echo(json.dumps({"output_dir": str(out), **report}, indent=2))
+    typer.echo(
+        f"kept layers {kept} of {original} ({name}), dropped {report['dropped_layers']}: "
+        f"{len(kept)}-layer checkpoint in {out}"
+    )
