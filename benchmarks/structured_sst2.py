@@ -135,10 +135,11 @@ def cmd_recover(args: argparse.Namespace) -> None:
     tokenizer = AutoTokenizer.from_pretrained(TEACHER)
     task = task_for(tokenizer, train_samples=2000)
     eval_task = task_for(tokenizer)
-    recipe = load_recipe(RECOVERY)
+    recipe = load_recipe(RECOVERY.replace("init_lr: 1.0e-4", f"init_lr: {args.lr}"))
+    tag = "" if args.lr == 1e-4 else f"@lr{args.lr:g}"
     for variant in ("heapr+obs", "magnitude"):
-        for ffn, heads in DIAGONAL:
-            key = key_of(variant, ffn, heads)
+        for ffn, heads in DIAGONAL if not tag else DIAGONAL[1:]:
+            key = key_of(variant, ffn, heads) + tag
             if key in load_results().get("recover", {}):
                 continue
             model, info = prune(task, variant, ffn, heads)
@@ -156,8 +157,10 @@ def cmd_recover(args: argparse.Namespace) -> None:
             info["output_dir"] = str(out.relative_to(REPO))
             save("recover", key, info)
             print(f"{key} + KD: {100 * info['accuracy']:.2f} %", flush=True)
-            if variant != "heapr+obs":
+            if variant != "heapr+obs" or tag:
                 break  # the baseline only at the first config (the CPU budget)
+        if tag:
+            break
 
 
 def cmd_latency(args: argparse.Namespace) -> None:
@@ -221,12 +224,14 @@ def cmd_report(args: argparse.Namespace) -> None:
         entry = lat.get(name, {})
         acc = dense if name == "dense" else one.get(name, {}).get("accuracy")
         kd = None if name == "dense" else rec.get(name, {}).get("accuracy")
+        low = rec.get(name + "@lr2e-05", {}).get("accuracy")
+        kd_cell = _pct(kd) + ("" if low is None else f" ({_pct(low)} at LR 2e-5)")
         ms = [entry.get(f"{p}_b{b}_ms") for p in ("fp32", "int8") for b in (1, 16)]
         keys = ("fp32_b1_ms", "int8_b1_ms")
         sizes = ("fp32_mb", "int8_mb")
         up = [base / entry[k] if base and entry.get(k) else None for k in keys]
         print(
-            f"| {name} | {_pct(acc)} | {_pct(kd)} | "
+            f"| {name} | {_pct(acc)} | {kd_cell} | "
             + " | ".join("–" if entry.get(k) is None else f"{entry[k]:.1f}" for k in sizes)
             + " | "
             + " | ".join("–" if m is None else f"{m:.2f}" for m in ms)
@@ -269,6 +274,7 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--iterations", type=int, default=50)
+        p.add_argument("--lr", type=float, default=1e-4, help="recover: initial LR")
     args = parser.parse_args()
     {"oneshot": cmd_oneshot, "recover": cmd_recover, "latency": cmd_latency, "report": cmd_report}[
         args.cmd

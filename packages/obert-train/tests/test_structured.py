@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -159,6 +160,8 @@ def test_the_cli_prunes_heads_then_neurons(
 
     oneshot(tiny_model_dir, tmp_path / "heads", "--set", "structure=heads")
     oneshot(tmp_path / "heads" / "sparsity-0.50", tmp_path / "both", "--eval")
+    report = json.loads((tmp_path / "both" / "sparsity-0.50" / "structure.json").read_text())
+    assert report["structure"] == "neurons" and sum(map(len, report["removed"].values())) == 64
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "both" / "sparsity-0.50")
     layer = model.bert.encoder.layer
     assert sum(int((m.output.dense.weight == 0).all(0).sum()) for m in layer) == 64

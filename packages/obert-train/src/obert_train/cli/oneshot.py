@@ -116,6 +116,20 @@ def _settings(
     return method, chosen, target
 
 
+def _structure_report(method: Any) -> dict[str, str]:
+    """``structure.json`` (atoms removed per layer) for structured pruning, else nothing."""
+    removed = getattr(method, "last_removed", None)
+    if removed is None:
+        return {}
+    body = {
+        "structure": method.settings.structure,
+        "score": method.settings.score,
+        "correct": method.settings.correct,
+        "removed": removed,
+    }
+    return {"structure.json": json.dumps(body, indent=1) + "\n"}
+
+
 def oneshot_recipe_yaml(result: PruneResult, model: str, task: str) -> str:
     """The recipe of a one-shot result, loadable by ``load_recipe`` and ``oneshot --recipe``.
 
@@ -343,9 +357,10 @@ def oneshot(
             del dense
         for index, (target_sparsity, out_name) in enumerate(zip(targets, out_names, strict=True)):
             net = load_model(the_task, model, seed, warn=main and index == 0 and not evaluate)
+            pruner = create_method(name, **settings)
             result = oneshot_prune(
                 net,
-                create_method(name, **settings),
+                pruner,
                 target_sparsity,
                 task=the_task,
                 progress=progress and main,
@@ -373,7 +388,10 @@ def oneshot(
                 out,
                 tokenizer=tokenizer,
                 patterns=result.settings.targets,
-                extra_files={"recipe.yaml": oneshot_recipe_yaml(result, model, task.value)},
+                extra_files={
+                    "recipe.yaml": oneshot_recipe_yaml(result, model, task.value),
+                    **_structure_report(pruner),
+                },
             )
             row["output_dir"] = str(out)
             rows.append(row)
