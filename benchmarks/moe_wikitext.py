@@ -4,12 +4,12 @@ An OLMoE-style model built from a ``transformers`` config (4 layers, 8 experts o
 top-2 routing, hidden 128; the MiniLM WordPiece tokenizer, its 8,191 most frequent tokens in the
 training text kept and the rest mapped to one "rare" id, so the vocabulary is 8,192) is trained
 from scratch as a causal LM on ``wiki.valid.raw`` and evaluated on ``wiki.test.raw``
-(perplexity per token). Then, through
-``oneshot_prune(model, "structured", s, settings={"structure": "experts", ...})``, 25 % and 50 %
-of all experts' neurons are removed with HEAPr's score as published (per-expert normalisation,
-no weight update), HEAPr weighted by routed tokens, the same plus the OBS re-fit (ours), and the
-expert-frequency and random baselines. ``fidelity`` checks the saliency against the truth: for
-a random sample of atoms, the loss increase measured when that atom alone is removed, against
+(perplexity per token). Then, through ``oneshot_prune(model, "structured", s,
+settings={"structure": "experts", ...})``, 25 / 50 / 75 / 90 % of all experts' neurons are
+removed with HEAPr's score as published (per-expert normalisation, no weight update), HEAPr
+weighted by routed tokens, the same plus the OBS re-fit (ours), and the expert-frequency and
+random baselines. ``fidelity`` checks the saliency against the truth: for a random sample of
+atoms, the loss increase measured when that atom alone is removed, against
 the predicted score (Spearman rank correlation).  Results go to
 ``benchmarks/results/moe_wikitext.json`` (finished parts are skipped on a re-run)::
 
@@ -43,6 +43,7 @@ SEQ = 128
 VOCAB = 8192
 WIDTH = 128
 CALIBRATION = {"num_batches": 16, "grad_batch_size": 8, "seed": 0, "min_keep": 0, "multiple": 1}
+LEVELS = (0.25, 0.5, 0.75, 0.9)
 TARGETS = [r"mlp\.experts\.(gate_up|down)_proj$"]
 VARIANTS: dict[str, dict[str, Any]] = {
     "heapr": {"score": "heapr", "weight_by_routing": False, "correct": False},
@@ -72,7 +73,6 @@ class LMTask:
         ids = [vocab.get(i, 0) for i in _ids(tokenizer, split)]
         blocks = torch.tensor(ids[: len(ids) // SEQ * SEQ]).reshape(-1, SEQ)
         self.train_features = [{"input_ids": row} for row in blocks]
-        self.tokenizer = tokenizer
 
     @staticmethod
     def collate(features: Any) -> dict[str, torch.Tensor]:
@@ -178,7 +178,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         done["dense"] = perplexity(_load()[0], test)
         save("prune", done)
     for variant, settings in VARIANTS.items():
-        for sparsity in (0.25, 0.5):
+        for sparsity in LEVELS:
             key = f"{variant}/{sparsity:.2f}"
             if key in done:
                 continue
@@ -265,7 +265,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     )
     print("|---|---|---|")
     for variant in VARIANTS:
-        cells = [prune.get(f"{variant}/{s:.2f}", {}).get("test_ppl") for s in (0.25, 0.5)]
+        cells = [prune.get(f"{variant}/{s:.2f}", {}).get("test_ppl") for s in LEVELS]
         print(
             f"| {variant} | " + " | ".join("–" if c is None else f"{c:.1f}" for c in cells) + " |"
         )

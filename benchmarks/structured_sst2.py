@@ -11,6 +11,7 @@ entries are skipped on a re-run)::
     .venv/bin/python benchmarks/structured_sst2.py oneshot     # the accuracy grid
     .venv/bin/python benchmarks/structured_sst2.py recover     # short KD recovery, 3 configs
     .venv/bin/python benchmarks/structured_sst2.py latency     # export + ORT fp32/int8, b=1/16
+    .venv/bin/python benchmarks/structured_sst2.py onnx-eval   # dev accuracy of those files
     .venv/bin/python benchmarks/structured_sst2.py report
 """
 
@@ -157,7 +158,7 @@ def cmd_recover(args: argparse.Namespace) -> None:
             info["output_dir"] = str(out.relative_to(REPO))
             save("recover", key, info)
             print(f"{key} + KD: {100 * info['accuracy']:.2f} %", flush=True)
-            if variant != "heapr+obs" or tag:
+            if variant != "heapr+obs":
                 break  # the baseline only at the first config (the CPU budget)
         if tag:
             break
@@ -201,6 +202,33 @@ def cmd_latency(args: argparse.Namespace) -> None:
         print(name, json.dumps(entry), flush=True)
 
 
+def cmd_onnx_eval(args: argparse.Namespace) -> None:
+    """Dev accuracy of the exported fp32 and int8 ONNX models (ONNX Runtime), as benchmarked."""
+    from obert_deploy import evaluate
+
+    models = {"dense": TEACHER}
+    for ffn, heads in DIAGONAL:
+        key = key_of("heapr+obs", ffn, heads)
+        models[key] = RUNS / "oneshot" / key.replace("/", "-")
+    for name, folder in models.items():
+        if name in load_results().get("onnx_accuracy", {}):
+            continue
+        onnx = RUNS / "onnx" / (name.replace("/", "-") + ".onnx")
+        report = evaluate(
+            folder, [onnx, onnx.with_suffix(".int8.onnx")], data=data_dir() / "dev.tsv",
+            seq_len=128, threads=args.threads,
+        )  # fmt: skip
+        pytorch, fp32, int8 = report.results
+        entry = {
+            "pytorch": pytorch.metrics["accuracy"],
+            "fp32": fp32.metrics["accuracy"],
+            "int8": int8.metrics["accuracy"],
+            "int8_agreement": int8.agreement,
+        }
+        save("onnx_accuracy", name, entry)
+        print(name, entry, flush=True)
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
 
@@ -239,6 +267,21 @@ def cmd_report(args: argparse.Namespace) -> None:
             + " | ".join("–" if u is None else f"{u:.2f}×" for u in up)
             + " |"
         )
+    _onnx_table(results)
+
+
+def _onnx_table(results: dict[str, Any]) -> None:
+    acc = results.get("onnx_accuracy", {})
+    if not acc:
+        return
+    print("\n| model | PyTorch | ONNX fp32 | ONNX int8 (dynamic) | int8 agreement |")
+    print("|---|---|---|---|---|")
+    for name, e in acc.items():
+        agree = e.get("int8_agreement")
+        print(
+            f"| {name} | {_pct(e['pytorch'])} | {_pct(e['fp32'])} | {_pct(e['int8'])} | "
+            f"{'–' if agree is None else _pct(agree)} |"
+        )
 
 
 def plot(results: dict[str, Any]) -> Path:
@@ -270,15 +313,20 @@ def plot(results: dict[str, Any]) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("oneshot", "recover", "latency", "report"):
+    for name in ("oneshot", "recover", "latency", "onnx-eval", "report"):
         p = sub.add_parser(name)
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--iterations", type=int, default=50)
         p.add_argument("--lr", type=float, default=1e-4, help="recover: initial LR")
     args = parser.parse_args()
-    {"oneshot": cmd_oneshot, "recover": cmd_recover, "latency": cmd_latency, "report": cmd_report}[
-        args.cmd
-    ](args)
+    commands = {
+        "oneshot": cmd_oneshot,
+        "recover": cmd_recover,
+        "latency": cmd_latency,
+        "onnx-eval": cmd_onnx_eval,
+        "report": cmd_report,
+    }
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":
