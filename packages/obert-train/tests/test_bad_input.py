@@ -451,6 +451,47 @@ ONESHOT_CASES = [
     ),
     Case("method-unknown", lambda e: _oneshot(e, "--sparsity", "0.5", "--method", "obs"), "'obs'"),
     Case(
+        "structured-below-min-keep",
+        lambda e: _oneshot(
+            e,
+            "--sparsity",
+            "0.9",
+            "--method",
+            "structured",
+            "--set",
+            "min_keep=32",
+            "--set",
+            "num_batches=1",
+            "--set",
+            "grad_batch_size=4",
+        ),
+        "min_keep",
+    ),
+    Case(
+        "structured-calibration-too-short",
+        lambda e: _oneshot(
+            e, "--sparsity", "0.5", "--method", "structured", "--set", "grad_batch_size=500"
+        ),
+        "at least one batch of 500 examples",
+    ),
+    Case(
+        "structured-heads-on-gqa-or-unknown-layout",
+        lambda e: _oneshot(
+            e,
+            "--sparsity",
+            "0.5",
+            "--method",
+            "structured",
+            "--set",
+            "structure=experts",
+            "--set",
+            "num_batches=1",
+            "--set",
+            "grad_batch_size=4",
+        ),
+        "no fused MoE experts; expected .*gate_up_proj",
+    ),
+    Case(
         "output-under-a-file",
         lambda e: _oneshot(e, "--sparsity", "0.5", "--output-dir", str(e.out / "sub")),
         "cannot be created: .* is a file",
