@@ -260,10 +260,9 @@ def cmd_report(args: argparse.Namespace) -> None:
           f"{hist[0]['test_ppl']:.0f} (untrained) -> {hist[-1]['test_ppl']:.1f} after "
           f"{len(hist) - 1} epochs ({r['train']['seconds'] / 60:.0f} min)\n")  # fmt: skip
     prune = r.get("prune", {})
-    print(
-        f"| method | 25 % of expert neurons removed | 50 % |  (dense: {prune.get('dense', 0):.1f})"
-    )
-    print("|---|---|---|")
+    cols = " | ".join(f"{s:.0%} removed" for s in LEVELS)
+    print(f"| method (dense {prune.get('dense', 0):.1f}) | {cols} |")
+    print("|---|" + "---|" * len(LEVELS))
     for variant in VARIANTS:
         cells = [prune.get(f"{variant}/{s:.2f}", {}).get("test_ppl") for s in LEVELS]
         print(
