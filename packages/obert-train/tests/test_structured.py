@@ -249,3 +249,42 @@ def test_atomic_experts_are_removed_from_fused_tensors(score: str) -> None:
     assert result.sparsity > 0.4
     with torch.no_grad():
         assert torch.isfinite(model(**task.collate(task.train_features[:4])).logits).all()
+
+
+GRADUAL = """
+modifiers:
+  - !EpochRangeModifier {start_epoch: 0.0, end_epoch: 3.0}
+pruning_modifiers:
+  - !StructuredPruningModifier
+    params: ["re:.*encoder.*dense.weight"]
+    init_sparsity: 0.25
+    final_sparsity: 0.5
+    start_epoch: 0.0
+    end_epoch: 2.0
+    update_frequency: 1.0
+    structure: neurons
+    num_batches: 2
+    grad_sampler_kwargs: {batch_size: 4}
+    min_keep: 8
+    multiple: 8
+"""
+
+
+def test_gradual_structured_pruning_in_the_trainer(
+    tokenizer: BertTokenizer, sst2_dir: Any, tmp_path: Any
+) -> None:
+    """The recipe tag runs through the HF callback: steps at epochs 0, 1, 2, atoms stay removed."""
+    from obert_train import RunOptions, load_recipe, run_recipe
+
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    model = _model(tokenizer)
+    result = run_recipe(
+        load_recipe(GRADUAL), model, task, tmp_path / "run",
+        options=RunOptions(batch_size=4, progress=False), log=lambda _l: None,
+    )  # fmt: skip
+    assert [s["epoch"] for s in result.pruning_steps] == [0.0, 1.0, 2.0]
+    dead = [int((m.output.dense.weight == 0).all(0).sum()) for m in model.bert.encoder.layer]
+    assert sum(dead) == 64  # half of 2 x 64 neurons at the end, after training in between
+    for layer in model.bert.encoder.layer:
+        gone = (layer.output.dense.weight == 0).all(0)
+        assert bool((layer.intermediate.dense.weight[gone] == 0).all())
