@@ -16,6 +16,7 @@ PUBLIC = {
     # pruning lifecycle and methods
     "METHODS", "PruningMethod", "MethodSettings", "StepContext", "MaskState", "register_method",
     "create_method", "ObertPruning", "ObertSettings", "MagnitudePruning", "MovementPruning",
+    "StructuredPruning", "StructuredSettings",
     "ConstantPruning", "oneshot_prune", "PruneResult", "BERT_ENCODER_PATTERNS",
     "resolve_target_params",
     # gradual pruning in Hugging Face training

@@ -288,3 +288,27 @@ def test_gradual_structured_pruning_in_the_trainer(
     for layer in model.bert.encoder.layer:
         gone = (layer.output.dense.weight == 0).all(0)
         assert bool((layer.intermediate.dense.weight[gone] == 0).all())
+
+
+def test_only_targeted_layers_are_pruned_and_frequency_needs_experts(
+    tokenizer: BertTokenizer, sst2_dir: Any
+) -> None:
+    """Atoms of a layer whose output projection is not a target would not stay masked."""
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    model = _model(tokenizer)
+    _prune(model, task, 0.5, targets=[r"encoder\.layer\.0\..*dense\.weight$"])
+    dead = [int((m.output.dense.weight == 0).all(0).sum()) for m in model.bert.encoder.layer]
+    assert dead[0] == 32 and dead[1] == 0
+    with pytest.raises(ObertTrainError, match="no target tensor is an output projection"):
+        _prune(_model(tokenizer), task, 0.5, targets=[r"intermediate\.dense\.weight$"])
+    with pytest.raises(ObertTrainError, match="score 'frequency'"):
+        _prune(_model(tokenizer), task, 0.5, score="frequency")
+
+
+def test_experts_computed_another_way_are_refused() -> None:
+    from obert_train.pruning.layout import find_experts
+
+    model = _tiny_moe()
+    model.model.layers[1].mlp.experts.has_post_expert_norm = True
+    with pytest.raises(ObertTrainError, match=r"layers\.1\.mlp\.experts .*has_post_expert_norm"):
+        find_experts(model)

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from obert_train.pruning.obert import ObertPruning, ObertSettings
     from obert_train.pruning.oneshot import PruneResult, oneshot_prune
     from obert_train.pruning.registry import METHODS, create_method, register_method
+    from obert_train.pruning.structured import StructuredPruning, StructuredSettings
     from obert_train.pruning.targets import BERT_ENCODER_PATTERNS, resolve_target_params
     from obert_train.recipe import Recipe, load_recipe
     from obert_train.tasks.base import ClassificationTask, Task
@@ -84,6 +85,8 @@ _EXPORTS: dict[str, str] = {
     "RunResult": "obert_train.hf.run",
     "SquadTask": "obert_train.tasks.squad",
     "StepContext": "obert_train.pruning.method",
+    "StructuredPruning": "obert_train.pruning.structured",
+    "StructuredSettings": "obert_train.pruning.structured",
     "TargetError": "obert_train.errors",
     "Task": "obert_train.tasks.base",
     "TrainingError": "obert_train.errors",
@@ -135,6 +138,8 @@ __all__ = [
     "RunResult",
     "SquadTask",
     "StepContext",
+    "StructuredPruning",
+    "StructuredSettings",
     "TargetError",
     "Task",
     "TrainingError",

@@ -251,6 +251,20 @@ def find_experts(model: torch.nn.Module) -> list[ExpertAtoms]:
             continue
         if gate_up.dim() != 3 or down.dim() != 3 or not hasattr(module, "act_fn"):
             continue
+        flags = {
+            "has_bias": False,
+            "has_gate": True,
+            "has_post_expert_norm": False,
+            "is_concatenated": True,
+            "is_transposed": False,
+        }
+        odd = [f for f, want in flags.items() if getattr(module, f, want) != want]
+        if odd:
+            raise TargetError(
+                f"{name} ({type(module).__name__}) computes its experts differently from the "
+                f"gate/up/down form structured pruning supports ({', '.join(odd)}); prune "
+                "FFN neurons of another layer type, or open an issue for this architecture"
+            )
         experts, width = int(down.shape[0]), int(down.shape[2])
         if tuple(gate_up.shape[:2]) != (experts, 2 * width):
             continue

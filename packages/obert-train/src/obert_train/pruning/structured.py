@@ -140,6 +140,7 @@ class _Unit:
     rows: tuple[tuple[torch.Tensor, torch.Tensor | None, int], ...]
     group: int
     linear: torch.nn.Linear | None = None
+    owner: torch.Tensor | None = None  # the parameter ``weight`` is (a slice of)
 
     @property
     def count(self) -> int:
@@ -149,7 +150,8 @@ class _Unit:
 def _linear_unit(name: str, out: torch.nn.Linear, ins: Sequence[torch.nn.Linear], g: int) -> _Unit:
     bias: torch.Tensor | None = getattr(out, "bias", None)
     rows = tuple((m.weight.detach(), _bias(m), 0) for m in ins)
-    return _Unit(name, out.weight.detach(), None if bias is None else bias.detach(), rows, g, out)
+    detached = None if bias is None else bias.detach()
+    return _Unit(name, out.weight.detach(), detached, rows, g, out, out.weight)
 
 
 def _bias(module: torch.nn.Module) -> torch.Tensor | None:
@@ -167,9 +169,31 @@ def _expert_units(block: ExpertAtoms) -> list[_Unit]:
             None,
             ((gate_up[e], None, 0), (gate_up[e], None, block.width)),
             1,
+            None,
+            module.down_proj,
         )
         for e in range(block.num_experts)
     ]
+
+
+def _targeted(
+    units: list[_Unit], params: Mapping[str, torch.nn.Parameter], what: str
+) -> list[_Unit]:
+    """The units whose output-projection weight is a target (masked, so it stays removed).
+
+    Raises:
+        TargetError: If none is (the recipe's ``params`` / ``--target`` miss them).
+    """
+    ids = {id(p) for p in params.values()}
+    kept = [u for u in units if u.owner is not None and id(u.owner) in ids]
+    if not kept:
+        names = ", ".join(u.name for u in units[:3])
+        raise TargetError(
+            f"structured pruning of {what}: no target tensor is an output projection whose "
+            f"columns are the atoms (e.g. {names}); add them to params / --target so the removed "
+            "atoms are masked"
+        )
+    return kept
 
 
 def _units(model: torch.nn.Module, structure: str) -> list[_Unit]:
@@ -208,6 +232,11 @@ class StructuredPruning(PruningMethod):
         Raises:
             RecipeError: For another mask type.
         """
+        if self.cfg.score == "frequency" and self.cfg.structure != "experts":
+            raise RecipeError(
+                f"score 'frequency' ranks the atoms of MoE experts by their routed tokens; with "
+                f"structure {self.cfg.structure!r} every atom ties: choose another score"
+            )
         if self.settings.mask_type != "unstructured":
             raise RecipeError(
                 f"structured pruning removes whole neurons or heads; mask_type "
@@ -285,7 +314,9 @@ class StructuredPruning(PruningMethod):
         model.eval()
         start = time.perf_counter()
         try:
-            for batch in calib.batches(ctx.round_index):
+            device = next(model.parameters()).device
+            for cpu_batch in calib.batches(ctx.round_index):
+                batch = {k: v.to(device) for k, v in cpu_batch.items()}
                 current["mask"] = _token_mask(batch)
                 if need_grads:
                     model.zero_grad(set_to_none=True)
@@ -377,7 +408,7 @@ class StructuredPruning(PruningMethod):
         if not isinstance(calib, Calibration):
             raise TargetError("structured pruning needs task data: pass task= (or use run)")
         cfg = self.cfg
-        units = _units(calib.model, cfg.structure)
+        units = _targeted(_units(calib.model, cfg.structure), params, cfg.structure)
         heads = cfg.structure == "heads"
         alive = {u.name: _alive(u) for u in units}
         needs_stats = cfg.score not in ("magnitude", "random") or cfg.correct
