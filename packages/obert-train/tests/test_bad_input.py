@@ -85,10 +85,12 @@ def _run(env: Env, *extra: str, recipe: str | None = None, model: Path | None = 
 
 
 def _oneshot(env: Env, *extra: str, model: Path | None = None) -> list[str]:
+    small = [] if "--method" in extra else ["--num-grads", "4", "--grad-batch-size", "2"]
+    small += [] if "--method" in extra else ["--fisher-block-size", "8"]
     return [
         "oneshot", "--model", str(model or env.model), "--task", "sst2",
         "--data-dir", str(env.data), "--output-dir", str(env.out), "--no-progress",
-        "--num-grads", "4", "--grad-batch-size", "2", "--fisher-block-size", "8", *extra,
+        *small, *extra,
     ]  # fmt: skip
 
 
@@ -450,6 +452,11 @@ ONESHOT_CASES = [
         "method 'constant' does not prune",
     ),
     Case("method-unknown", lambda e: _oneshot(e, "--sparsity", "0.5", "--method", "obs"), "'obs'"),
+    Case(
+        "flag-of-another-method",
+        lambda e: _oneshot(e, "--sparsity", "0.5", "--method", "structured", "--damp", "1e-4"),
+        "--damp does not apply to method 'structured'; its settings are",
+    ),
     Case(
         "structured-below-min-keep",
         lambda e: _oneshot(

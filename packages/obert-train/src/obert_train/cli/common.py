@@ -82,6 +82,8 @@ _TOKENIZER_FILES = (
     "spiece.model",
     "sentencepiece.bpe.model",
     "tokenizer.model",
+    "spm.model",
+    "sentencepiece.model",
     "tiktoken.model",
 )
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")

@@ -112,6 +112,13 @@ def _settings(
             "it cannot prune one-shot; use `obert-train run` with its recipe"
         )
     fields = METHODS[method].Settings.model_fields
+    stray = [k for k, v in explicit.items() if v is not None and k != "seed" and k not in fields]
+    if stray:
+        flags = ", ".join("--" + k.replace("_", "-") for k in stray)
+        raise RecipeError(
+            f"{flags} does not apply to method {method!r}; its settings are {sorted(fields)} "
+            "(set them with --set KEY=VALUE)"
+        )
     chosen = {k: v for k, v in chosen.items() if k in fields or k in sets}
     return method, chosen, target
 

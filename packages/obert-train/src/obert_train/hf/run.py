@@ -323,8 +323,11 @@ def _check_same_run(out: Path, info: Mapping[str, Any]) -> None:
         )
     try:
         old = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
+    except (OSError, ValueError) as exc:
+        raise ResumeError(
+            f"--resume: {str(file)!r} cannot be read ({exc}); it is not a run of this tool, or "
+            "it was damaged: use a new --output-dir"
+        ) from None
     if old.get("recipe_fingerprint") != info["recipe_fingerprint"]:
         raise ResumeError(
             f"cannot resume in {str(out)!r}: it holds a run of recipe {old.get('recipe')!r}, "
