@@ -312,3 +312,20 @@ def test_experts_computed_another_way_are_refused() -> None:
     model.model.layers[1].mlp.experts.has_post_expert_norm = True
     with pytest.raises(ObertTrainError, match=r"layers\.1\.mlp\.experts .*has_post_expert_norm"):
         find_experts(model)
+
+
+def test_a_run_with_targets_off_the_layout_writes_nothing(
+    tokenizer: BertTokenizer, sst2_dir: Any, tmp_path: Any
+) -> None:
+    """Layout / target errors of structured pruning come before the run folder is touched."""
+    from obert_train import RunOptions, load_recipe, run_recipe
+
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    recipe = load_recipe(GRADUAL.replace("re:.*encoder.*dense.weight", "re:.*intermediate.*weight"))
+    out = tmp_path / "run"
+    with pytest.raises(ObertTrainError, match="no target tensor is an output projection"):
+        run_recipe(
+            recipe, _model(tokenizer), task, out,
+            options=RunOptions(batch_size=4, progress=False), log=lambda _l: None,
+        )  # fmt: skip
+    assert not out.exists()

@@ -410,7 +410,9 @@ def run_recipe(
     recipe.check_targets([n for n, _ in model.named_parameters()])
     for modifier in recipe.pruning:  # the methods' own checks (shapes, constant masks' zeros)
         method = modifier.create_method()
-        method.check(resolve_target_params(model, method.settings.targets))
+        targets = resolve_target_params(model, method.settings.targets)
+        method.check(targets)
+        method.check_model(model, targets)
     kd = recipe.distillation
     if kd is not None:
         if teacher is None:

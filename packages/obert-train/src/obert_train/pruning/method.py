@@ -255,6 +255,16 @@ class PruningMethod(abc.ABC):
                     f"{cfg.mask_type!r}"
                 )
 
+    def check_model(self, model: torch.nn.Module, params: Mapping[str, torch.nn.Parameter]) -> None:
+        """Refuse a model this method cannot prune (e.g. an unknown layout), before any work.
+
+        Drivers call it right after :meth:`check` (default: nothing to check).
+
+        Raises:
+            TargetError: Naming what the method expected.
+        """
+        del model, params
+
     def gradient_sampler(
         self,
         model: torch.nn.Module,

@@ -199,6 +199,7 @@ def oneshot_prune(
     # Shape errors (every method's group / N:M size, oBERT's block size) before gradients are
     # needed; a magnitude or movement step would otherwise fail on a bare reshape.
     method.check(params)
+    method.check_model(model, params)
     check_nm_sparsity(cfg, sparsity)
     ctx = StepContext(
         sampler=make_sampler(

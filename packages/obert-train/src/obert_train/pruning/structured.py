@@ -243,6 +243,14 @@ class StructuredPruning(PruningMethod):
                 f"{self.settings.mask_type!r} does not apply (leave it 'unstructured')"
             )
 
+    def check_model(self, model: torch.nn.Module, params: Mapping[str, torch.nn.Parameter]) -> None:
+        """The model has a known layout and its output projections are among the targets.
+
+        Raises:
+            TargetError: Naming the expected modules, or the missing targets.
+        """
+        _targeted(_units(model, self.cfg.structure), params, self.cfg.structure)
+
     def current_sparsity(self, masks: MaskState) -> float:
         """Atoms are counted by :func:`obert_core.select_atoms` (which refuses regrowth): 0."""
         del masks
