@@ -5,6 +5,7 @@ loop (:func:`~obert_train.oneshot_prune`) or inside a Hugging Face ``Trainer``
 (:class:`~obert_train.ObertPruningCallback`)::
 
     check(params)                           first: tensors the mask type cannot split refused
+    check_model(model, params)              then: a model layout the method cannot prune refused
     gradient_sampler(model, data, ...)      the loss-gradient sampler ``prune`` needs, or None
     prepare(params, masks, ctx)             once, before training or the one-shot step
     after_backward(params, masks)           once per optimizer step, with the accumulated (and
