@@ -327,7 +327,7 @@ class ObertPruning(PruningMethod):
     ) -> None:
         """Prune to ``sparsity`` in ``num_recomputations`` sub-steps (fresh Fisher each)."""
         cfg = self.settings
-        floor = masks.sparsity() if cfg.global_sparsity else masks.max_tensor_sparsity()
+        floor = self.current_sparsity(masks)
         steps = [
             float(s) for s in oc.recomputation_sparsities(floor, sparsity, cfg.num_recomputations)
         ]
