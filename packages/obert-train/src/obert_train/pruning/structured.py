@@ -295,21 +295,12 @@ class StructuredPruning(PruningMethod):
             for u in units
         }
         current: dict[str, Any] = {}
-        captured: dict[str, torch.Tensor] = {}
         handles = []
 
         def hook(unit: _Unit) -> Callable[..., None]:
             def forward(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
                 del module
-                captured[unit.name] = args[0].detach()
-                if need_grads and output.requires_grad:
-                    output.register_hook(  # type: ignore[no-untyped-call]
-                        lambda grad: stats[unit.name].add(
-                            captured[unit.name], grad.detach(), token_weight=current["mask"]
-                        )
-                    )
-                elif not need_grads:
-                    stats[unit.name].add(captured[unit.name], token_weight=current["mask"])
+                _feed(stats[unit.name], args[0], output, current["mask"], need_grads)
 
             return forward
 
@@ -401,8 +392,12 @@ class StructuredPruning(PruningMethod):
         """
         units = _units(calibration.model, self.cfg.structure)
         ctx = StepContext(sampler=calibration, round_index=round_index)
-        stats = self._statistics(units, calibration, ctx) if self.cfg.score != "random" else {}
+        stats = self._statistics(units, calibration, ctx) if self._needs_stats(False) else {}
         return self._scores(units, stats)
+
+    def _needs_stats(self, correcting: bool) -> bool:
+        """Calibration is needed for every score but the weight-only ones, and to correct."""
+        return self.cfg.score not in ("magnitude", "random") or correcting
 
     def prune(
         self,
@@ -419,8 +414,7 @@ class StructuredPruning(PruningMethod):
         units = _targeted(_units(calib.model, cfg.structure), params, cfg.structure)
         heads = cfg.structure == "heads"
         alive = {u.name: _alive(u) for u in units}
-        needs_stats = cfg.score not in ("magnitude", "random") or cfg.correct
-        stats = self._statistics(units, calib, ctx) if needs_stats else {}
+        stats = self._statistics(units, calib, ctx) if self._needs_stats(cfg.correct) else {}
         start = time.perf_counter()
         scores = self._scores(units, stats)
         keep = oc.select_atoms(
@@ -484,6 +478,27 @@ def _zero(unit: _Unit, gone: torch.Tensor) -> None:
             bias[offset + cols] = 0
 
 
+def _feed(
+    stats: oc.StructuredStats,
+    inputs: torch.Tensor,
+    output: torch.Tensor,
+    token_weight: torch.Tensor | None,
+    need_grads: bool,
+) -> None:
+    """Feed one layer's (expert's) tokens: ``a`` now, the output gradient when backward runs.
+
+    The inputs and token weights are bound here, at forward time, so the backward hook adds the
+    statistics of exactly the batch that produced the gradient.
+    """
+    a = inputs.detach()
+    if not need_grads:
+        stats.add(a, token_weight=token_weight)
+    elif output.requires_grad:
+        output.register_hook(  # type: ignore[no-untyped-call]
+            lambda grad: stats.add(a, grad.detach(), token_weight=token_weight)
+        )
+
+
 def _wrap_experts(
     model: torch.nn.Module,
     stats: Mapping[str, oc.StructuredStats],
@@ -492,9 +507,10 @@ def _wrap_experts(
 ) -> list[torch.nn.Module]:
     """Wrap each fused-experts forward to feed expert e's stats with its routed tokens only.
 
-    The wrapper computes what transformers' eager experts loop computes (``act(gate) * up``,
-    the down projection, the routing weight) and sees ``a`` (the down projection's input) and
-    the gradient of the down projection's output before the routing weight scales it.
+    The wrapper computes what transformers' eager experts loop computes (the class's
+    ``_apply_gate``, else ``act(gate) * up``; the down projection; the routing weight) and sees
+    ``a`` (the down projection's input) and the gradient of the down projection's output before
+    the routing weight scales it.
     """
     wrapped = []
     for block in find_experts(model):
@@ -514,22 +530,15 @@ def _wrap_experts(
                 token_idx, pos = torch.where(top_k_index == e)
                 if token_idx.numel() == 0:
                     continue
-                gate, up = torch.nn.functional.linear(hidden[token_idx], _m.gate_up_proj[e]).chunk(
-                    2, dim=-1
-                )
-                a = _m.act_fn(gate) * up
+                gate_up = torch.nn.functional.linear(hidden[token_idx], _m.gate_up_proj[e])
+                if hasattr(_m, "_apply_gate"):  # transformers' own gating of this class
+                    a = _m._apply_gate(gate_up)
+                else:
+                    gate, up = gate_up.chunk(2, dim=-1)
+                    a = _m.act_fn(gate) * up
                 y = torch.nn.functional.linear(a, _m.down_proj[e])
-                unit = stats[f"{_name}.{e}"]
                 tw = None if weight is None else weight[token_idx]
-                if need_grads and y.requires_grad:
-                    a_det = a.detach()
-                    y.register_hook(  # type: ignore[no-untyped-call]
-                        lambda grad, a_det=a_det, tw=tw, unit=unit: unit.add(
-                            a_det, grad.detach(), token_weight=tw
-                        )
-                    )
-                elif not need_grads:
-                    unit.add(a.detach(), token_weight=tw)
+                _feed(stats[f"{_name}.{e}"], a, y, tw, need_grads)
                 out.index_add_(
                     0, token_idx, (y * top_k_weights[token_idx, pos, None]).to(out.dtype)
                 )
