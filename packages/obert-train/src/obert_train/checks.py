@@ -76,8 +76,9 @@ def check_tokens_known(task: Any, who: str = "the tokenizer", limit: int = 64) -
         return
     special = set(getattr(tokenizer, "all_special_ids", [])) - {unk}
     ids = [int(i) for f in features for i in f.get("input_ids", []) if int(i) not in special]
-    if ids and sum(i == unk for i in ids) > len(ids) / 2:
-        share = sum(i == unk for i in ids) / len(ids)
+    unknown = sum(i == unk for i in ids)
+    if ids and unknown > len(ids) / 2:
+        share = unknown / len(ids)
         raise ModelError(
             f"{who} maps {share:.0%} of the training tokens to its unknown token "
             f"{tokenizer.unk_token!r} (vocabulary of {len(tokenizer)}): it is not the model's "
