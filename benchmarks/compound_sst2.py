@@ -1,0 +1,208 @@
+"""Compound compression on SST-2 (the paper's §2.4 at CPU scale): fewer layers + 4-block + int8.
+
+MiniLM-L6 fine-tuned on SST-2 (``gradual_sst2.py teacher``, 6 layers) → 3 layers
+(``obert_train.drop_layers``, ``num_layers=3`` keeps layers 1, 3, 5) → gradual oBERT 4-block
+pruning to 80 % / 90 % with KD from the 6-layer model (shipped recipe
+``minilm-sst2-obert-block4-80``, its first epoch dense distillation; the same 2,000 sentences,
+6 epochs, as ``gradual_sst2.py``) → int8 (QAT with obert-deploy, masks kept; and ONNX Runtime's
+dynamic int8 for comparison) → ONNX → latency on ONNX Runtime and DeepSparse (batch 1 and 16,
+128 tokens, 2 threads) and size.  Speed-ups are over the dense fp32 6-layer model on ONNX Runtime
+measured in the same run.  Sub-commands::
+
+    .venv/bin/python benchmarks/compound_sst2.py layers          # 6 -> 3 layers, no training
+    .venv/bin/python benchmarks/compound_sst2.py prune b4-80     # or b4-90; resumable
+    .venv/bin/python benchmarks/compound_sst2.py deploy          # exports, QAT, accuracy, size
+    .venv/bin/python benchmarks/compound_sst2.py bench           # latency (wants a quiet CPU)
+    .venv/bin/python benchmarks/compound_sst2.py report
+
+The deployment half uses only obert-deploy (a 3-layer checkpoint is just a config), and
+DeepSparse runs in its own environment ``.venv-deepsparse``, which has no obert-train.
+Results: ``benchmarks/results/compound_sst2.json``; files in ``runs/compound/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import REPO, data_dir
+from _runs import done, load_results, save_entry, train
+from transformers import AutoTokenizer
+
+from obert_train import drop_layers, load_task
+
+RUNS_DIR = REPO / "runs" / "compound"
+RESULTS = REPO / "benchmarks" / "results" / "compound_sst2.json"
+TEACHER = REPO / "runs" / "gradual-sst2" / "teacher"
+PRUNE = {"b4-80": 0.8, "b4-90": 0.9}
+SEQ = 128
+TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense",
+           "output.dense")  # fmt: skip
+
+
+def sst2_task(tokenizer: Any, seed: int = 42) -> Any:
+    return load_task("sst2", tokenizer, data_dir=data_dir("SST-2"), max_seq_length=64,
+                     max_train_samples=2000, seed=seed)  # fmt: skip
+
+
+def cmd_layers(args: argparse.Namespace) -> None:
+    if done(RESULTS, "l3-dense", args.force):
+        return
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(TEACHER)
+    task = sst2_task(tokenizer)
+    model = task.load_model(str(TEACHER)).eval()
+    drop_layers(model, num_layers=3)
+    out = RUNS_DIR / "l3-dense"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    metrics = task.evaluate(model, progress=False)
+    print(f"3 layers (1, 3, 5), no training: accuracy {metrics['accuracy']:.4f}")
+    entry = {"metrics": metrics, "sparsity": 0.0, "layers": [1, 3, 5], "train_seconds": 0.0}
+    save_entry(RESULTS, "l3-dense", {**entry, "output_dir": str(out.relative_to(REPO))})
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    name = f"l3-{args.name}"
+    if done(RESULTS, name, args.force):
+        return
+    start = RUNS_DIR / "l3-dense"
+    if not (start / "model.safetensors").is_file():
+        sys.exit(f"{start} missing: run `compound_sst2.py layers` first")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gradual_sst2 import EpochEval
+
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(start)
+    task = sst2_task(tokenizer)
+    torch.manual_seed(42)
+    evaluator = EpochEval(task)
+    train(
+        name=name, results=RESULTS, recipe="minilm-sst2-obert-block4-80", task=task,
+        model=task.load_model(str(start)), model_name=str(start), tokenizer=tokenizer,
+        out=RUNS_DIR / name, teacher=task.load_model(str(TEACHER)), batch_size=32,
+        overrides={"final_sparsity": PRUNE[args.name]}, callbacks=[evaluator],
+        progress=not args.no_progress,
+        before_save=lambda e: e.update(epoch_eval=evaluator.points, layers=[1, 3, 5]),
+    )  # fmt: skip
+
+
+MODELS = {"dense-6l": TEACHER, "l3-b4-80": RUNS_DIR / "l3-b4-80", "l3-b4-90": RUNS_DIR / "l3-b4-90"}
+
+
+def _qat_batches(tokenizer: Any, steps: int) -> list[Any]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import deploy_minilm
+
+    return deploy_minilm.qat_batches(tokenizer, steps, seed=1)  # type: ignore[no-any-return]
+
+
+def cmd_deploy(args: argparse.Namespace) -> None:
+    """ONNX exports (fp32, dynamic int8, QAT int8) with their SST-2 dev accuracy and sizes."""
+    from obert_deploy import (
+        DynamicInt8Config,
+        ExportConfig,
+        QATConfig,
+        evaluate,
+        export_onnx,
+        load_tokenizer,  # fmt: skip
+        qat_export,
+        quantize_onnx,
+        size_report,
+    )
+
+    torch.set_num_threads(args.threads)
+    files: dict[str, dict[str, str]] = {}
+    reference = RUNS_DIR / "dense-6l-ort-fp32.onnx"
+    for label, checkpoint in MODELS.items():
+        if not (checkpoint / "model.safetensors").is_file():
+            sys.exit(f"{checkpoint} missing: run its step first")
+        tokenizer = load_tokenizer(checkpoint)
+        batches = _qat_batches(tokenizer, args.qat_steps)
+        f: dict[str, str] = {}
+        fp32 = RUNS_DIR / f"{label}-ort-fp32.onnx"
+        if not fp32.exists():
+            export_onnx(checkpoint, fp32, ExportConfig(engine="onnxruntime", seq_len=SEQ))
+        dyn = RUNS_DIR / f"{label}-ort-int8.onnx"
+        if not dyn.exists():
+            quantize_onnx(fp32, dyn, DynamicInt8Config())
+        qat = RUNS_DIR / f"{label}-ort-qat.onnx"
+        if not qat.exists():
+            config = QATConfig(engine="onnxruntime", steps=args.qat_steps, seq_len=SEQ)
+            qat_export(checkpoint, qat, batches, config)
+        f |= {"ort fp32": str(fp32), "ort int8 dynamic": str(dyn), "ort int8 QAT": str(qat)}
+        for batch in (1, 16):
+            ds = RUNS_DIR / f"{label}-ds-fp32-b{batch}.onnx"
+            if not ds.exists():
+                export_onnx(checkpoint, ds, ExportConfig(engine="deepsparse", batch_size=batch,
+                                                         seq_len=SEQ))  # fmt: skip
+            ds_qat = RUNS_DIR / f"{label}-ds-qat-b{batch}.onnx"
+            if not ds_qat.exists():  # the same seeded QAT run, exported with static shapes
+                config = QATConfig(engine="deepsparse", steps=args.qat_steps, seq_len=SEQ,
+                                   export_batch_size=batch)  # fmt: skip
+                qat_export(checkpoint, ds_qat, batches, config)
+            f |= {f"ds fp32 b{batch}": str(ds), f"ds int8 QAT b{batch}": str(ds_qat)}
+        files[label] = f
+        models = [f["ort fp32"], f["ort int8 dynamic"], f["ort int8 QAT"]]
+        result = evaluate(checkpoint, models, data=data_dir("SST-2") / "dev.tsv", seq_len=SEQ,
+                          batch_size=32, threads=args.threads)  # fmt: skip
+        sizes = {k: size_report(v, reference=reference).to_dict() for k, v in f.items()
+                 if "b16" not in k}  # fmt: skip
+        save_entry(RESULTS, label, {"checkpoint": str(checkpoint.relative_to(REPO)), "files": f,
+                                    "evaluate": result.to_dict(), "sizes": sizes,
+                                    "qat_steps": args.qat_steps}, section="deploy")  # fmt: skip
+        print(f"{label}:\n{result.to_markdown()}", flush=True)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Latency of every export (best of --repeats), waiting for a quiet CPU if --quiet < 1."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import deploy_minilm as dm
+
+    from obert_deploy import write_results_json
+
+    dm.OUT = RUNS_DIR
+    dm.CACHE = RUNS_DIR / "bench-cache.jsonl"
+    dm.QUIET = args.quiet
+    deploy = load_results(RESULTS).get("deploy", {})
+    results = []
+    for batch in (1, 16):
+        ort = {f"{m} {k[4:]}": (v, "") for m, e in deploy.items() for k, v in e["files"].items()
+               if k.startswith("ort ")}  # fmt: skip
+        ds = {f"{m} {k[3:-4]}": (v, "") for m, e in deploy.items() for k, v in e["files"].items()
+              if k.startswith("ds ") and k.endswith(f"b{batch}")}  # fmt: skip
+        results += dm._bench_ort(ort, batch, args.repeats)
+        results += dm._bench_deepsparse(ds, batch, args.repeats)
+    write_results_json(results, RUNS_DIR / "bench.json")
+    save_entry(RESULTS, "latency", {"results": [r.to_dict() for r in results]}, section="bench")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    data = load_results(RESULTS)
+    print(json.dumps({k: v for k, v in data.items() if k != "bench"}, indent=1)[:4000])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("layers", "prune", "deploy", "bench", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--force", action="store_true")
+        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--qat-steps", type=int, default=100)
+        p.add_argument("--repeats", type=int, default=2)
+        p.add_argument("--quiet", type=float, default=1.0)
+        if name == "prune":
+            p.add_argument("name", choices=sorted(PRUNE))
+    args = parser.parse_args()
+    {"layers": cmd_layers, "prune": cmd_prune, "deploy": cmd_deploy, "bench": cmd_bench,
+     "report": cmd_report}[args.cmd](args)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""SQuAD v1.1 question answering at CPU scale: dense MiniLM-L6, then gradual oBERT vs GMP to 80 %.
+
+Only the SQuAD dev file is local, so it is split by article (``split_articles=(40, 8)``,
+``split_seed=0``: 40 articles / 9,132 questions to train on, 8 held-out articles / 1,438
+questions to evaluate on; no article on both sides).  Features: 384 tokens, doc stride 128, query
+at most 64 tokens; F1 / exact match are the official SQuAD v1.1 metrics on the 1,438 held-out
+questions (all of them).  Budget (2-core CPU, one thread per run): the dense model trains on a
+seeded subset of the training questions; the pruning runs on a smaller one, with KD from the dense
+model (start/end logits).  Sub-commands::
+
+    .venv/bin/python benchmarks/squad_minilm.py teacher          # dense fine-tune of MiniLM-L6
+    .venv/bin/python benchmarks/squad_minilm.py prune obert80    # or gmp80; resumable
+    .venv/bin/python benchmarks/squad_minilm.py report
+
+Results: ``benchmarks/results/squad_minilm.json``; runs in ``runs/squad-minilm/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import REPO, data_dir, minilm_dir
+from _runs import done, load_results, train
+from transformers import AutoTokenizer
+
+from obert_train import load_task
+
+RUNS_DIR = REPO / "runs" / "squad-minilm"
+RESULTS = REPO / "benchmarks" / "results" / "squad_minilm.json"
+RUNS = {"obert80": "squad-obert-80", "gmp80": "squad-gmp-80"}
+SPLIT = (40, 8)
+PRUNE_QUESTIONS = 600
+"""Training questions of the pruning and sparse-transfer runs (a seeded subset)."""
+
+
+def make_task(tokenizer: Any, train_samples: int, seed: int) -> Any:
+    """The article-split SQuAD task (384 tokens, stride 128) with a seeded training subset."""
+    return load_task(
+        "squad",
+        tokenizer,
+        data_dir=data_dir("SQuAD"),
+        split_articles=SPLIT,
+        split_seed=0,
+        max_seq_length=384,
+        doc_stride=128,
+        max_train_samples=train_samples,
+        seed=seed,
+    )
+
+
+def _go(name: str, recipe: str, model_dir: Path, teacher_dir: Path | None, args: Any) -> None:
+    if done(RESULTS, name, args.force):
+        return
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    task = make_task(tokenizer, args.train_samples, args.seed)
+    torch.manual_seed(args.seed)
+    model = task.load_model(str(model_dir))
+    teacher = task.load_model(str(teacher_dir)) if teacher_dir is not None else None
+    train(
+        name=name,
+        results=RESULTS,
+        recipe=recipe,
+        task=task,
+        model=model,
+        model_name=str(model_dir),
+        tokenizer=tokenizer,
+        out=RUNS_DIR / name,
+        teacher=teacher,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        save_steps=25,
+        progress=not args.no_progress,
+        extra={
+            "train_questions": args.train_samples,
+            "eval_questions": len(task.dev_examples) if hasattr(task, "dev_examples") else None,
+            "split_articles": list(SPLIT),
+            "max_seq_length": 384,
+            "doc_stride": 128,
+        },
+    )
+
+
+def cmd_teacher(args: argparse.Namespace) -> None:
+    _go("dense", "squad-dense", minilm_dir(), None, args)
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    teacher = RUNS_DIR / "dense"
+    if not (teacher / "model.safetensors").is_file():
+        sys.exit(f"no dense model at {teacher}; run `squad_minilm.py teacher` first")
+    _go(args.name, RUNS[args.name], teacher, teacher, args)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    runs = load_results(RESULTS)["runs"]
+    dense = runs.get("dense", {}).get("metrics", {})
+    print("| model | sparsity | F1 | EM | ΔF1 vs dense | train questions | train time |")
+    print("|---|---|---|---|---|---|---|")
+    for name, e in runs.items():
+        m = e["metrics"]
+        delta = "" if name == "dense" or not dense else f"{m['f1'] - dense['f1']:+.2f}"
+        print(
+            f"| {name} | {e['sparsity']:.4f} | {m['f1']:.2f} | {m['exact_match']:.2f} | {delta} "
+            f"| {e['train_questions']} | {e['train_seconds'] / 60:.1f} min |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name, samples in (("teacher", 1600), ("prune", PRUNE_QUESTIONS), ("report", 0)):
+        p = sub.add_parser(name)
+        p.add_argument("--train-samples", type=int, default=samples)
+        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--seed", type=int, default=42)
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--force", action="store_true")
+        p.add_argument("--no-progress", action="store_true")
+        if name == "prune":
+            p.add_argument("name", choices=sorted(RUNS))
+    args = parser.parse_args()
+    {"teacher": cmd_teacher, "prune": cmd_prune, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
