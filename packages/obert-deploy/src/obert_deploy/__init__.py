@@ -4,7 +4,7 @@ Public API (everything else is private). Names are imported lazily (PEP 562), so
 ``import obert_deploy`` loads neither torch nor an inference engine; the benchmark and size
 tools work in a torch-free environment such as the DeepSparse one.
 
-Example:
+Examples:
     >>> import obert_deploy
     >>> obert_deploy.get_task("sequence-classification").output_names
     ('logits',)

@@ -7,7 +7,7 @@ A recipe is YAML in the format of SparseML's oBERT recipes (Kurtic et al. 2022; 
 ``!ConstantPruningModifier``) and ``!DistillationModifier``. The published oBERT recipes load
 unchanged. See ``docs/recipes.md``.
 
-Example:
+Examples:
     >>> from obert_train.recipe import load_recipe
     >>> recipe = load_recipe("minilm-sst2-obert80")
     >>> [round(s, 4) for _, s in recipe.pruning[0].schedule()]
