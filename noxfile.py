@@ -1,10 +1,13 @@
-"""Developer sessions: `nox -l` lists them, `nox -s NAME` runs one.
+"""Developer sessions: `nox -l` lists them, `nox -s NAME` runs one (`-- ARGS` go to the tool).
 
 Every session installs with constraints.txt (torch==2.13.0, CPU build) so no CUDA wheels are pulled.
-Each package is tested in an environment holding only it and its declared dependencies.
+Each package is tested in an environment holding only it and its declared dependencies. The GitHub
+workflows (.github/workflows/) run these same sessions.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -14,6 +17,8 @@ nox.options.default_venv_backend = "venv"
 PYTHON = "3.11"
 CONSTRAINTS = ("-c", "constraints.txt")
 TEST_TOOLS = ("pytest>=8", "hypothesis>=6.100", "pytest-benchmark>=4")
+# Release tags are <package>-v<version>, e.g. obert-core-v0.1.0 (docs/release.md).
+RELEASE_PREFIXES = ("obert-core-v", "obert-train-v", "obert-deploy-v", "obert-v")
 
 
 def _install(session: nox.Session, *args: str) -> None:
@@ -94,3 +99,41 @@ def demo(session: nox.Session) -> None:
     """The core demo (OBS vs magnitude on a quadratic), as run by scripts/main.sh."""
     _install(session, "matplotlib", "-e", "packages/obert-core[numba]")
     session.run("python", "scripts/core_demo.py", *session.posargs)
+
+
+@nox.session(python=False)
+def wheels(session: nox.Session) -> None:
+    """Build every wheel + sdist, twine check, test each wheel installed alone in a fresh venv.
+
+    Runs scripts/test_wheels.sh (targets core, core-numba, core-torch, train, deploy; default core
+    train deploy), e.g. `nox -s wheels -- core deploy`; `-- --build-only` only builds and checks.
+    """
+    session.run("bash", "scripts/test_wheels.sh", *session.posargs)
+
+
+@nox.session(python=False)
+def release(session: nox.Session) -> None:
+    """Release check for one tag: `nox -s release -- obert-core-v0.1.0`.
+
+    Builds that package, checks tag == version, a dated CHANGELOG section and twine, and tests its
+    wheel installed alone; publishing is done only by the release workflow (trusted publishing).
+    """
+    if len(session.posargs) != 1 or not session.posargs[0].startswith(RELEASE_PREFIXES):
+        session.error("give one release tag, e.g. nox -s release -- obert-core-v0.1.0")
+    session.run("bash", "scripts/test_wheels.sh", "--tag", session.posargs[0])
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with `mkdocs build --strict` (into build/site).
+
+    Installs docs/requirements.txt and the packages editable (mkdocstrings reads their docstrings).
+    """
+    if not Path("mkdocs.yml").is_file() or not Path("docs/requirements.txt").is_file():
+        session.error("mkdocs.yml and docs/requirements.txt are needed for the docs build")
+    packages = ["packages/obert-core", "packages/obert-train", "packages/obert-deploy"]
+    if Path("packages/obert/pyproject.toml").is_file():
+        packages.append("packages/obert")
+    editable = [arg for package in packages for arg in ("-e", package)]
+    _install(session, "-r", "docs/requirements.txt", *editable)
+    session.run("mkdocs", "build", "--strict", "--site-dir", "build/site", *session.posargs)

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Build each package's wheel and sdist, check them, and test each wheel installed ALONE.
+#
+#   1. `python -m build` for every packages/*/pyproject.toml into dist/<package>/ (the wheel is
+#      built from the sdist, so an incomplete sdist fails here), `twine check --strict`, and
+#      scripts/check_dists.py (license file, URLs, classifiers, versions vs CHANGELOG, no junk).
+#   2. For each TARGET: a fresh virtual environment gets that wheel plus its declared dependencies
+#      from the package registry (always `-c constraints.txt`: torch==2.13.0, CPU build), the
+#      package's tests are copied to a scratch folder and run there with pytest against the
+#      installed wheel; a conftest written beside them fails the run if any obert module was
+#      imported from anywhere but the environment's site-packages.
+#
+# Usage: scripts/test_wheels.sh [--build-only] [--tag TAG] [TARGET...] [-- PYTEST_ARGS...]
+#   TARGET   core        obert-core alone with NumPy only (numba and torch must be absent:
+#                        the backend tests skip)
+#            core-numba  obert-core[numba]       core-torch  obert-core[torch]
+#            train       obert-train with the locally built obert-core wheel (not on the registry
+#                        before its first release), fast tests only (-m "not slow")
+#            deploy      obert-deploy[all] without obert-train or obert-core installed
+#            obert       the meta package with the three local wheels (when packages/obert exists)
+#            default: core train deploy, and obert when present
+#   --tag T  release check for tag T (obert-core-v0.1.0, obert-train-v0.2.0, ...): builds only
+#            that package (and obert-core for obert-train, the meta package's dependencies for
+#            obert), requires tag == version and a dated CHANGELOG section, tests its target
+#   --build-only  build and check only
+# Environment: PYTHON (interpreter for the environments, default python3), DIST (default dist),
+#   OBERT_WHEELS_WORK (scratch folder, default a new temporary one, removed at the end),
+#   OBERT_DATA_DIR (real data for the tests that use it; default ../shared/data when present).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+PYTHON="${PYTHON:-python3}"
+DIST="${DIST:-dist}"
+case "$DIST" in /*) ;; *) DIST="$ROOT/$DIST" ;; esac
+
+build_only=0
+tag=""
+targets=()
+pytest_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build-only) build_only=1 ;;
+    --tag) tag="${2:?--tag needs a value such as obert-core-v0.1.0}"; shift ;;
+    --tag=*) tag="${1#--tag=}" ;;
+    --) shift; pytest_args=("$@"); break ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    core|core-numba|core-torch|train|deploy|obert) targets+=("$1") ;;
+    *) echo "test_wheels: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+all_packages=(obert-core obert-train obert-deploy)
+[ -f packages/obert/pyproject.toml ] && all_packages+=(obert)
+
+if [ -n "$tag" ]; then
+  tagged="${tag%-v*}"
+  case "$tagged" in
+    obert-core) packages=(obert-core); default_targets=(core) ;;
+    obert-train) packages=(obert-core obert-train); default_targets=(train) ;;
+    obert-deploy) packages=(obert-deploy); default_targets=(deploy) ;;
+    obert) packages=("${all_packages[@]}"); default_targets=(obert) ;;
+    *) echo "test_wheels: tag '$tag' is not <package>-v<version> for a package here" >&2; exit 2 ;;
+  esac
+  if [ ! -f "packages/$tagged/pyproject.toml" ]; then
+    echo "test_wheels: tag '$tag' names packages/$tagged, which has no pyproject.toml" >&2
+    exit 2
+  fi
+else
+  packages=("${all_packages[@]}")
+  default_targets=(core train deploy)
+  [ -f packages/obert/pyproject.toml ] && default_targets+=(obert)
+fi
+[ ${#targets[@]} -eq 0 ] && targets=("${default_targets[@]}")
+
+if [ -n "${OBERT_WHEELS_WORK:-}" ]; then
+  WORK="$OBERT_WHEELS_WORK"
+  mkdir -p "$WORK"
+else
+  WORK="$(mktemp -d "${TMPDIR:-/tmp}/obert-wheels.XXXXXX")"
+  trap 'rm -rf "$WORK"' EXIT
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+unset PYTHONPATH
+seconds() { echo $(( $(date +%s) - $1 )); }
+
+pip_install() {  # pip_install VENV ARGS...: constrained, quiet (this machine's index notes dropped)
+  local venv="$1"
+  shift
+  "$venv/bin/python" -m pip install -q -c "$ROOT/constraints.txt" "$@" \
+    2> >(grep -v "^WARNING: Location 'file:" >&2)
+}
+
+new_venv() {  # new_venv DIR: a fresh environment with an up-to-date pip
+  rm -rf "$1"
+  "$PYTHON" -m venv "$1"
+  pip_install "$1" --upgrade pip
+}
+
+# ---- 1. build and check -------------------------------------------------------------------------
+t0=$(date +%s)
+new_venv "$WORK/venv-build"
+pip_install "$WORK/venv-build" build twine
+for package in "${packages[@]}"; do
+  rm -rf "${DIST:?}/$package"
+  "$WORK/venv-build/bin/python" -m build -q --outdir "$DIST/$package" "packages/$package" \
+    >"$WORK/build-$package.log" 2>&1 || { cat "$WORK/build-$package.log" >&2; exit 1; }
+done
+files=()
+for package in "${packages[@]}"; do files+=("$DIST/$package"/*); done
+"$WORK/venv-build/bin/twine" check --strict "${files[@]}"
+check_args=()
+[ -n "$tag" ] && check_args=(--tag "$tag")
+dirs=()
+for package in "${packages[@]}"; do dirs+=("packages/$package"); done
+"$WORK/venv-build/bin/python" scripts/check_dists.py "$DIST" "${dirs[@]}" "${check_args[@]}"
+echo "test_wheels: built and checked ${packages[*]} in $(seconds "$t0") s (dists in $DIST)"
+[ "$build_only" -eq 1 ] && exit 0
+
+# ---- 2. each wheel alone ------------------------------------------------------------------------
+wheel() {  # wheel PACKAGE: path of its built wheel
+  local found=("$DIST/$1"/*.whl)
+  if [ ! -f "${found[0]}" ]; then
+    echo "test_wheels: no wheel for $1 in $DIST/$1 (was it built?)" >&2
+    exit 1
+  fi
+  echo "${found[0]}"
+}
+
+if [ -z "${OBERT_DATA_DIR:-}" ] && [ -d "$ROOT/../shared/data" ]; then
+  OBERT_DATA_DIR="$(cd "$ROOT/../shared/data" && pwd)"
+  export OBERT_DATA_DIR
+fi
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+
+# What the scratch test folder's conftest checks: every obert module comes from site-packages.
+read -r -d '' GUARD <<'EOF' || true
+"""Written by scripts/test_wheels.sh: the tests must run against the installed wheel."""
+
+import sys
+import sysconfig
+from pathlib import Path
+
+SITE = Path(sysconfig.get_paths()["purelib"]).resolve()
+OURS = {"obert", "obert_core", "obert_train", "obert_deploy"}
+
+
+def _foreign() -> list[str]:
+    found = []
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if name.split(".")[0] in OURS and file and SITE not in Path(file).resolve().parents:
+            found.append(f"{name} from {file}")
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    foreign = _foreign()
+    if foreign:
+        print(f"\ntest_wheels: imported outside {SITE}: {foreign}", file=sys.stderr)
+        session.exitstatus = 1
+EOF
+
+for target in "${targets[@]}"; do
+  t0=$(date +%s)
+  extra_pytest=()
+  case "$target" in
+    core) package=obert-core; module=obert_core
+      specs=("$(wheel obert-core)[test]"); absent=(numba torch obert_train obert_deploy) ;;
+    core-numba) package=obert-core; module=obert_core
+      specs=("$(wheel obert-core)[numba,test]"); absent=(torch obert_train obert_deploy) ;;
+    core-torch) package=obert-core; module=obert_core
+      specs=("$(wheel obert-core)[torch,test]"); absent=(numba obert_train obert_deploy) ;;
+    train) package=obert-train; module=obert_train
+      specs=("$(wheel obert-train)[test]" "$(wheel obert-core)[torch]"); absent=(obert_deploy)
+      extra_pytest=(-m "not slow") ;;
+    deploy) package=obert-deploy; module=obert_deploy
+      specs=("$(wheel obert-deploy)[all,test]" "pytest-benchmark>=4")
+      absent=(obert_train obert_core) ;;
+    obert) package=obert; module=obert
+      if [ ! -f packages/obert/pyproject.toml ]; then
+        echo "test_wheels: packages/obert does not exist; no 'obert' target" >&2
+        exit 2
+      fi
+      specs=("$(wheel obert)[test]" "$(wheel obert-core)" "$(wheel obert-train)" "$(wheel obert-deploy)")
+      absent=(); extra_pytest=(-m "not slow") ;;
+  esac
+  venv="$WORK/venv-$target"
+  new_venv "$venv"
+  pip_install "$venv" "${specs[@]}" "pytest>=8"
+  installed=$(seconds "$t0")
+
+  run="$WORK/run-$target"
+  rm -rf "$run"
+  mkdir -p "$run"
+  if [ -d "packages/$package/tests" ]; then
+    cp -r "packages/$package/tests" "$run/tests"
+    find "$run/tests" -name __pycache__ -prune -exec rm -rf {} +
+  fi
+  # The repository's pytest configuration (markers, strict mode, warnings as errors, importlib).
+  cp pyproject.toml "$run/pyproject.toml"
+  printf '%s\n' "$GUARD" >"$run/conftest.py"
+
+  (
+    cd "$run"
+    "$venv/bin/python" - "$module" "${absent[@]}" <<'EOF'
+import importlib
+import importlib.util
+import sys
+import sysconfig
+from pathlib import Path
+
+module, absent = sys.argv[1], sys.argv[2:]
+site = Path(sysconfig.get_paths()["purelib"]).resolve()
+where = Path(importlib.import_module(module).__file__).resolve()
+assert site in where.parents, f"{module} imported from {where}, not from {site}"
+present = [name for name in absent if importlib.util.find_spec(name) is not None]
+assert not present, f"must not be installed in this environment: {present}"
+print(f"test_wheels: {module} from {where.parent}; absent: {', '.join(absent) or '-'}")
+EOF
+    if [ -d tests ]; then
+      "$venv/bin/python" -m pytest tests -p no:cacheprovider "${extra_pytest[@]}" "${pytest_args[@]}"
+    else
+      echo "test_wheels: packages/$package has no tests folder; import check only"
+    fi
+  )
+  echo "test_wheels: $target passed (install $installed s, total $(seconds "$t0") s)"
+done
