@@ -8,8 +8,8 @@ For each package folder given, the wheel and sdist in DIST/<package>/ must:
   3.10-3.12, Development Status, Topic and ``Typing :: Typed`` classifiers; keywords; ``py.typed``;
 - agree on the version, and the package's CHANGELOG.md must have a section for it: the first
   ``## `` heading names the version (``## Unreleased — 0.1.0`` before a release, ``## 0.1.0 —
-  2027-01-31`` in a release); with ``--tag`` the tag must name the same package and version and
-  that heading must be dated, not "Unreleased";
+  2027-01-31`` in a release); with ``--tag`` the tag must name one of the packages and its version,
+  and that package's heading must be dated, not "Unreleased";
 - hold no junk: no caches, bytecode, ONNX/weight files, nothing over 512 KiB and at most 2 MiB in
   all (tests may be in the sdist, data may not).
 
@@ -113,15 +113,16 @@ def _check_package(dist: Path, package_dir: Path, tag: str | None) -> list[str]:
             if sdist_version != wheel_version:
                 _fail(problems, sdist.name, f"version {sdist_version} != wheel {wheel_version}")
 
-    changelog = (package_dir / "CHANGELOG.md").read_text(encoding="utf-8")
+    changelog_file = package_dir / "CHANGELOG.md"
+    changelog = changelog_file.read_text(encoding="utf-8")
     heading = next((line for line in changelog.splitlines() if line.startswith("## ")), "")
     if not re.search(rf"(?<![\d.]){re.escape(wheel_version)}(?![\d.])", heading):
-        _fail(problems, "CHANGELOG.md", f"first section {heading!r} does not name {wheel_version}")
-    if tag is not None:
+        _fail(problems, str(changelog_file), f"first section {heading!r} lacks {wheel_version}")
+    if tag is not None and tag.startswith(f"{name}-v"):
         if tag != f"{name}-v{wheel_version}":
             _fail(problems, tag, f"tag does not match the built {name} {wheel_version}")
         if "unreleased" in heading.lower() or not re.search(r"\d{4}-\d{2}-\d{2}", heading):
-            _fail(problems, "CHANGELOG.md", f"release heading {heading!r} must be dated")
+            _fail(problems, str(changelog_file), f"release heading {heading!r} must be dated")
     if not problems:
         print(f"check_dists: {wheel.name} and {sdist.name} ok")
     return problems
@@ -139,6 +140,8 @@ def main() -> int:
         for package in args.packages
         for problem in _check_package(args.dist, package, args.tag)
     ]
+    if args.tag is not None and not any(args.tag.startswith(f"{p.name}-v") for p in args.packages):
+        problems.append(f"{args.tag}: names none of {[p.name for p in args.packages]}")
     for problem in problems:
         print(f"check_dists: {problem}", file=sys.stderr)
     return 1 if problems else 0
