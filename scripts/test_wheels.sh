@@ -18,14 +18,15 @@
 #                        before its first release), fast tests only (-m "not slow")
 #            deploy      obert-deploy[all] without obert-train or obert-core installed
 #            obert       the meta package with the three local wheels (when packages/obert exists)
-#            default: core train deploy, and obert when present
+#            default: core train deploy, and obert when present (those whose wheels are built)
 #   --tag T  release check for tag T (obert-core-v0.1.0, obert-train-v0.2.0, ...): builds only
 #            that package (and obert-core for obert-train, the meta package's dependencies for
 #            obert), requires tag == version and a dated CHANGELOG section, tests its target
 #   --build-only  build and check only
 # Environment: PYTHON (interpreter for the environments, default python3), DIST (default dist),
 #   OBERT_WHEELS_WORK (scratch folder, default a new temporary one, removed at the end),
-#   OBERT_DATA_DIR (real data for the tests that use it; default ../shared/data when present).
+#   OBERT_DATA_DIR (real data for the tests that use it; default ../shared/data when present),
+#   OBERT_WHEEL_PACKAGES (the package folders to build, e.g. "obert-core obert-train"; default all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -67,9 +68,17 @@ if [ -n "$tag" ]; then
     exit 2
   fi
 else
-  packages=("${all_packages[@]}")
-  default_targets=(core train deploy)
-  [ -f packages/obert/pyproject.toml ] && default_targets+=(obert)
+  if [ -n "${OBERT_WHEEL_PACKAGES:-}" ]; then
+    read -r -a packages <<<"$OBERT_WHEEL_PACKAGES"
+  else
+    packages=("${all_packages[@]}")
+  fi
+  default_targets=()
+  built=" ${packages[*]} "
+  [[ "$built" == *" obert-core "* ]] && default_targets+=(core)
+  [[ "$built" == *" obert-core "* && "$built" == *" obert-train "* ]] && default_targets+=(train)
+  [[ "$built" == *" obert-deploy "* ]] && default_targets+=(deploy)
+  [[ "$built" == *" obert "* ]] && default_targets+=(obert)
 fi
 [ ${#targets[@]} -eq 0 ] && targets=("${default_targets[@]}")
 
@@ -103,7 +112,7 @@ new_venv "$WORK/venv-build"
 pip_install "$WORK/venv-build" build twine
 for package in "${packages[@]}"; do
   rm -rf "${DIST:?}/$package"
-  "$WORK/venv-build/bin/python" -m build -q --outdir "$DIST/$package" "packages/$package" \
+  "$WORK/venv-build/bin/python" -m build --outdir "$DIST/$package" "packages/$package" \
     >"$WORK/build-$package.log" 2>&1 || { cat "$WORK/build-$package.log" >&2; exit 1; }
 done
 files=()
