@@ -35,6 +35,9 @@ RUNS = {"obert80": "squad-obert-80", "gmp80": "squad-gmp-80"}
 SPLIT = (40, 8)
 PRUNE_QUESTIONS = 600
 """Training questions of the pruning and sparse-transfer runs (a seeded subset)."""
+EVAL_QUESTIONS = 500
+"""Held-out questions scored (a seeded subset of the 1,438, the same for every model)."""
+"""Training questions of the pruning and sparse-transfer runs (a seeded subset)."""
 
 
 def make_task(tokenizer: Any, train_samples: int, seed: int) -> Any:
@@ -48,6 +51,7 @@ def make_task(tokenizer: Any, train_samples: int, seed: int) -> Any:
         max_seq_length=384,
         doc_stride=128,
         max_train_samples=train_samples,
+        max_eval_samples=EVAL_QUESTIONS,
         seed=seed,
     )
 

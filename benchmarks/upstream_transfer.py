@@ -44,6 +44,8 @@ RESULTS = REPO / "benchmarks" / "results" / "upstream_transfer.json"
 SST2_TEACHER = REPO / "runs" / "gradual-sst2" / "teacher"
 SQUAD_TEACHER = REPO / "runs" / "squad-minilm" / "dense"
 UPSTREAM = {"obert80": 0.8, "obert90": 0.9}
+EVAL_LINES = 1000
+"""Lines of wiki.test.raw scored (a seeded subset, the same for every model)."""
 
 
 def mlm_task(tokenizer: Any) -> Any:
@@ -54,6 +56,7 @@ def mlm_task(tokenizer: Any) -> Any:
         train_file=wiki / "wiki.valid.raw",
         dev_file=wiki / "wiki.test.raw",
         max_seq_length=128,
+        max_eval_samples=EVAL_LINES,
         seed=0,
     )
 
