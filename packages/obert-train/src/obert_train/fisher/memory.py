@@ -302,7 +302,10 @@ def plan_memory(
             fisher_method == "batched"
             and _MARGIN * group_peak_bytes([d_big], block_size, 1, "streaming") <= room
         ):
-            hints.append("use --fisher-method streaming (no Gram accumulator)")
+            hints.append(
+                "use fisher_method=streaming (recipe field or --set fisher_method=streaming; "
+                "no Gram accumulator)"
+            )
         hint = " or ".join(hints) if hints else "free memory or use a machine with more RAM"
         raise MemoryPlanError(
             f"tensor {largest!r} ({d_big} weights) needs about {format_bytes(need + resident)} "
