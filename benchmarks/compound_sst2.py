@@ -25,7 +25,6 @@ Results: ``benchmarks/results/compound_sst2.json``; files in ``runs/compound/``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -189,9 +188,108 @@ def cmd_bench(args: argparse.Namespace) -> None:
     save_entry(RESULTS, "latency", {"results": [r.to_dict() for r in results]}, section="bench")
 
 
+ROWS = (  # (file key in the deploy entry, engine, precision)
+    ("ort fp32", "onnxruntime", "fp32"),
+    ("ort int8 dynamic", "onnxruntime", "int8 dynamic (PTQ)"),
+    ("ort int8 QAT", "onnxruntime", "int8 QAT"),
+    ("ds fp32", "deepsparse", "fp32"),
+    ("ds int8 QAT", "deepsparse", "int8 QAT"),
+)
+
+
+def _accuracy(entry: dict[str, Any], path: str) -> float | None:
+    for result in entry["evaluate"]["results"]:
+        if result["model"] == path:
+            return float(result["metrics"]["accuracy"])
+    return None
+
+
+def report_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (model, engine, precision): accuracy, size, p50 latency, speed-up."""
+    runs, deploy = data.get("runs", {}), data.get("deploy", {})
+    bench = data.get("bench", {}).get("latency", {}).get("results", [])
+    p50 = {(r["name"], r["engine"], r["batch_size"]): r["latency_ms"]["p50"] for r in bench}
+    base = {b: p50.get(("dense-6l fp32", "onnxruntime", b)) for b in (1, 16)}
+    rows = []
+    for label, entry in deploy.items():
+        layers = 6 if label == "dense-6l" else 3
+        sparsity = runs.get(label, {}).get("sparsity", 0.0)
+        for key, engine, precision in ROWS:
+            name = f"{label} {key[4:] if engine == 'onnxruntime' else key[3:]}"
+            if engine == "onnxruntime":
+                path = entry["files"][key]
+                accuracy = _accuracy(entry, path)
+                size = entry["sizes"][key]
+            else:  # DeepSparse: the same weights as the matching ONNX Runtime export
+                twin = "ort fp32" if precision == "fp32" else "ort int8 QAT"
+                accuracy = _accuracy(entry, entry["files"][twin])
+                size = entry["sizes"][f"{key} b1"]
+            row = {"model": label, "layers": layers, "sparsity": sparsity,
+                   "pattern": "dense" if label == "dense-6l" else "4-block",
+                   "engine": engine, "precision": precision, "accuracy": accuracy,
+                   "file_mb": size["file_bytes"] / 1e6,
+                   "gzip_mb": size["gzip_bytes"] / 1e6}  # fmt: skip
+            for batch in (1, 16):
+                latency = p50.get((name, engine, batch))
+                row[f"b{batch}_ms"] = latency
+                row[f"b{batch}_speedup"] = (
+                    base[batch] / latency if latency and base[batch] else None
+                )
+            rows.append(row)
+    return rows
+
+
 def cmd_report(args: argparse.Namespace) -> None:
+    """The compound table (markdown) and docs/img/compound_sst2.png."""
     data = load_results(RESULTS)
-    print(json.dumps({k: v for k, v in data.items() if k != "bench"}, indent=1)[:4000])
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "–" if value is None else format(value, spec)
+
+    print("| layers | sparsity | pattern | engine | precision | SST-2 acc. | size (gzip) | "
+          "batch 1 | batch 16 | speed-up b1 | speed-up b16 |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = report_rows(data)
+    for r in rows:
+        acc = None if r["accuracy"] is None else 100 * r["accuracy"]
+        print(
+            f"| {r['layers']} | {r['sparsity']:.2f} | {r['pattern']} | {r['engine']} | "
+            f"{r['precision']} | {fmt(acc, '.2f')} | {r['file_mb']:.1f} MB "
+            f"({r['gzip_mb']:.1f} MB) | {fmt(r['b1_ms'], '.2f')} ms | {fmt(r['b16_ms'], '.1f')} ms "
+            f"| {fmt(r['b1_speedup'], '.2f')}× | {fmt(r['b16_speedup'], '.2f')}× |"
+        )
+    for name, entry in data.get("runs", {}).items():
+        points = ", ".join(f"{p['epoch']:.0f}: {100 * p['accuracy']:.2f}"
+                           for p in entry.get("epoch_eval", []))  # fmt: skip
+        minutes = entry["train_seconds"] / 60
+        print(f"{name}: accuracy {100 * entry['metrics']['accuracy']:.2f}, sparsity "
+              f"{entry['sparsity']:.4f}, {minutes:.1f} min; epochs {points}")  # fmt: skip
+    timed = [r for r in rows if r["b1_speedup"] is not None and r["accuracy"] is not None]
+    if not timed:
+        return
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for engine, marker in (("onnxruntime", "o"), ("deepsparse", "s")):
+        pts = [r for r in timed if r["engine"] == engine]
+        ax.scatter([r["b1_speedup"] for r in pts], [100 * r["accuracy"] for r in pts],
+                   marker=marker, label=engine)  # fmt: skip
+        for r in pts:
+            ax.annotate(f"{r['layers']}L {r['sparsity']:.0%} {r['precision'].split(' ')[0]}",
+                        (r["b1_speedup"], 100 * r["accuracy"]), fontsize=6)  # fmt: skip
+    dense = next((r for r in timed if r["model"] == "dense-6l" and r["precision"] == "fp32"), None)
+    if dense is not None:
+        ax.axhline(100 * dense["accuracy"] - 3, color="grey", linestyle=":",
+                   label="dense − 3 points")  # fmt: skip
+    ax.axvline(6, color="grey", linestyle="--", label="6× target")
+    ax.set_xlabel("batch-1 speed-up over dense fp32 6-layer on ONNX Runtime")
+    ax.set_ylabel("SST-2 dev accuracy (%)")
+    ax.set_title("MiniLM-L6 compound compression (layers + 4-block + int8)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = REPO / "docs" / "img" / "compound_sst2.png"
+    fig.savefig(out, dpi=120)
+    print(f"plot: {out}")
 
 
 def main() -> None:
