@@ -146,11 +146,47 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    """Upstream perplexities, and sparse transfer next to downstream pruning with their costs."""
+    import json
+
     runs = load_results(RESULTS)["runs"]
-    for name, e in runs.items():
-        m = e["metrics"]
-        metric = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if k != "num_examples")
-        print(f"| {name} | {e['sparsity']:.4f} | {metric} | {e['train_seconds'] / 60:.1f} min |")
+    downstream_file = REPO / "benchmarks" / "results" / "gradual_sst2.json"
+    downstream = (
+        json.loads(downstream_file.read_text())["runs"] if downstream_file.is_file() else {}
+    )
+    squad_file = REPO / "benchmarks" / "results" / "squad_minilm.json"
+    squad = json.loads(squad_file.read_text())["runs"] if squad_file.is_file() else {}
+    print("| MLM model (WikiText-2) | sparsity | test perplexity | train time |")
+    print("|---|---|---|---|")
+    if "mlm-dense" in runs:
+        head = runs["mlm-dense"]["untrained_head"]["perplexity"]
+        print(f"| MiniLM-L6 + new MLM head, untrained | 0 | {head:,.1f} | – |")
+    for name in ("mlm-dense", "upstream-obert80", "upstream-obert90"):
+        if name in runs:
+            e = runs[name]
+            print(f"| {name} | {e['sparsity']:.4f} | {e['metrics']['perplexity']:.2f} | "
+                  f"{e['train_seconds'] / 60:.1f} min |")  # fmt: skip
+    mlm_cost = runs.get("mlm-dense", {}).get("train_seconds", 0.0)
+    print("\n| task | sparsity | downstream pruning (metric, cost) | sparse transfer "
+          "(metric, per-task cost) | one-time upstream cost |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for source, target in (("obert80", 0.8), ("obert90", 0.9)):
+        for task, ref, key in (("sst2", downstream.get(source), "accuracy"),
+                               ("squad", squad.get(source), "f1")):  # fmt: skip
+            name = f"transfer-{source}-{task}"
+            if name not in runs:
+                continue
+            e = runs[name]
+            up = runs.get(f"upstream-{source}", {}).get("train_seconds", 0.0)
+            scale = 100 if key == "accuracy" else 1
+            if ref is None:
+                ref_text = "not run"
+            else:
+                value = ref.get("dev_accuracy") if key == "accuracy" else ref["metrics"][key]
+                ref_text = f"{key} {scale * value:.2f}, {ref['train_seconds'] / 60:.1f} min"
+            print(f"| {task} | {target:.0%} | {ref_text} | {key} "
+                  f"{scale * e['metrics'][key]:.2f}, {e['train_seconds'] / 60:.1f} min | "
+                  f"{(mlm_cost + up) / 60:.1f} min (MLM head + upstream pruning) |")  # fmt: skip
 
 
 def main() -> None:
