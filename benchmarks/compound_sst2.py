@@ -55,20 +55,26 @@ def sst2_task(tokenizer: Any, seed: int = 42) -> Any:
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
-    if done(RESULTS, "l3-dense", args.force):
-        return
+    """6 -> 3 layers: keep 1, 3, 5 (``num_layers=3``); 0, 2, 4 is scored too, not kept."""
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(TEACHER)
     task = sst2_task(tokenizer)
-    model = task.load_model(str(TEACHER)).eval()
-    drop_layers(model, num_layers=3)
-    out = RUNS_DIR / "l3-dense"
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    metrics = task.evaluate(model, progress=False)
-    print(f"3 layers (1, 3, 5), no training: accuracy {metrics['accuracy']:.4f}")
-    entry = {"metrics": metrics, "sparsity": 0.0, "layers": [1, 3, 5], "train_seconds": 0.0}
-    save_entry(RESULTS, "l3-dense", {**entry, "output_dir": str(out.relative_to(REPO))})
+    if not done(RESULTS, "l3-dense", args.force):
+        model = task.load_model(str(TEACHER)).eval()
+        drop_layers(model, num_layers=3)
+        out = RUNS_DIR / "l3-dense"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        metrics = task.evaluate(model, progress=False)
+        print(f"3 layers (1, 3, 5), no training: accuracy {metrics['accuracy']:.4f}")
+        entry = {"metrics": metrics, "sparsity": 0.0, "layers": [1, 3, 5], "train_seconds": 0.0}
+        save_entry(RESULTS, "l3-dense", {**entry, "output_dir": str(out.relative_to(REPO))})
+    if "keep-0-2-4" not in load_results(RESULTS).get("layer_choice", {}) or args.force:
+        model = task.load_model(str(TEACHER)).eval()
+        drop_layers(model, keep=[0, 2, 4])
+        metrics = task.evaluate(model, progress=False)
+        print(f"3 layers (0, 2, 4), no training: accuracy {metrics['accuracy']:.4f}")
+        save_entry(RESULTS, "keep-0-2-4", {"metrics": metrics}, section="layer_choice")
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
