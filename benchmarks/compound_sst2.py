@@ -104,7 +104,14 @@ def cmd_prune(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
-MODELS = {"dense-6l": TEACHER, "l3-b4-80": RUNS_DIR / "l3-b4-80", "l3-b4-90": RUNS_DIR / "l3-b4-90"}
+MODELS = {
+    "dense-6l": TEACHER,
+    "6l-b4-80": REPO / "runs" / "gradual-sst2" / "block4-80",  # gradual_sst2.py prune block4-80
+    "l3-b4-80": RUNS_DIR / "l3-b4-80",
+    "l3-b4-90": RUNS_DIR / "l3-b4-90",
+}
+"""Deployed models: the dense 6-layer baseline, 6 layers at 80 % 4-block (no layer dropping), and
+the two compound models."""
 
 
 def _qat_batches(tokenizer: Any, steps: int) -> list[Any]:
@@ -218,8 +225,10 @@ def report_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     base = {b: p50.get(("dense-6l fp32", "onnxruntime", b)) for b in (1, 16)}
     rows = []
     for label, entry in deploy.items():
-        layers = 6 if label == "dense-6l" else 3
+        layers = 6 if label.startswith(("dense-6l", "6l-")) else 3
         sparsity = runs.get(label, {}).get("sparsity", 0.0)
+        if label == "6l-b4-80":
+            sparsity = 0.8
         for key, engine, precision in ROWS:
             name = f"{label} {key[4:] if engine == 'onnxruntime' else key[3:]}"
             if engine == "onnxruntime":
