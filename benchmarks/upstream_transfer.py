@@ -5,7 +5,8 @@ first trains a new head (transform + LayerNorm, decoder tied to the word embeddi
 with the encoder on WikiText-2 ``wiki.valid.raw`` (dense; the KD teacher of the upstream runs).
 We chose a trained head over distilling hidden states because it keeps the paper's setup (MLM
 loss + KD on the MLM logits) and gives a perplexity to report.  ``upstream NAME`` prunes that
-model with gradual oBERT and KD to 80 % / 90 %; perplexity is measured on ``wiki.test.raw``
+model with gradual oBERT and KD to 80 % (1 epoch), then on from 80 % to 90 % (0.5 epoch more);
+perplexity is measured on ``wiki.test.raw``
 (fixed masks, every model scored on the same masked tokens).  ``transfer SOURCE TASK``
 fine-tunes an upstream-pruned model on SST-2 (recipe ``minilm-sst2-transfer``: 3 epochs,
 ConstantPruningModifier, KD from the dense SST-2 teacher of ``gradual_sst2.py``) or on the SQuAD
@@ -43,7 +44,11 @@ RUNS_DIR = REPO / "runs" / "upstream"
 RESULTS = REPO / "benchmarks" / "results" / "upstream_transfer.json"
 SST2_TEACHER = REPO / "runs" / "gradual-sst2" / "teacher"
 SQUAD_TEACHER = REPO / "runs" / "squad-minilm" / "dense"
-UPSTREAM = {"obert80": 0.8, "obert90": 0.9}
+UPSTREAM = {
+    "obert80": ("mlm-dense", "mlm-obert-80"),
+    "obert90": ("upstream-obert80", "mlm-obert-90-cont"),
+}
+"""Upstream run -> (the model it starts from, its recipe); 90 % continues from 80 % (CPU budget)."""
 EVAL_LINES = 1000
 """Lines of wiki.test.raw scored (a seeded subset, the same for every model)."""
 
@@ -86,18 +91,19 @@ def cmd_upstream(args: argparse.Namespace) -> None:
     if done(RESULTS, name, args.force):
         return
     dense = RUNS_DIR / "mlm-dense"
-    if not (dense / "model.safetensors").is_file():
-        sys.exit(f"no dense MLM model at {dense}; run `upstream_transfer.py mlm` first")
+    source, recipe = UPSTREAM[args.name]
+    start = RUNS_DIR / source
+    if not (start / "model.safetensors").is_file():
+        sys.exit(f"no model at {start}; run the step that makes it first (mlm, upstream obert80)")
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(dense)
     task = mlm_task(tokenizer)
     torch.manual_seed(args.seed)
     train(
-        name=name, results=RESULTS, recipe="mlm-obert-80", task=task,
-        model=task.load_model(str(dense)), model_name=str(dense), tokenizer=tokenizer,
+        name=name, results=RESULTS, recipe=recipe, task=task,
+        model=task.load_model(str(start)), model_name=str(start), tokenizer=tokenizer,
         out=RUNS_DIR / name, teacher=task.load_model(str(dense)), batch_size=32,
         seed=args.seed, save_steps=20, progress=not args.no_progress,
-        overrides={"final_sparsity": UPSTREAM[args.name]},
         extra={"train_file": "wiki.valid.raw", "eval_file": "wiki.test.raw",
                "max_seq_length": 128},
     )  # fmt: skip
