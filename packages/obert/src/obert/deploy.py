@@ -1,0 +1,261 @@
+"""The deployment stages, all through obert-deploy: export, int8, accuracy, latency, size.
+
+* :func:`export_stage`: ONNX export for ONNX Runtime (dynamic batch and sequence axes) with
+  obert-deploy's checks: ONNX Runtime must reproduce PyTorch (parity at two shapes) and every
+  pruned weight must keep its zeros in the ONNX initializers (a failed check is an error and
+  leaves no file).
+* :func:`quantize_stage`: dynamic int8 for ONNX Runtime (symmetric weights, so pruned weights
+  stay exactly 0; checked).
+* :func:`onnx_eval_stage`: dev metric of the ONNX files next to PyTorch (local dev files only).
+* :func:`bench_stage`: latency on ONNX Runtime; on DeepSparse through its own environment's
+  ``obert-deploy`` (a subprocess) on static-shape exports, when that environment exists.
+* :func:`size_stage`: size on disk, gzip and the sparse (bitmask) form.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+__all__ = [
+    "BenchPlan",
+    "bench_stage",
+    "deepsparse_stage",
+    "export_stage",
+    "onnx_eval_stage",
+    "quantize_stage",
+    "size_stage",
+]
+
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model-int8.onnx"
+
+
+def export_stage(
+    folder: Path, checkpoint: Path, *, task: str, seq_len: int, seed: int = 0
+) -> dict[str, Any]:
+    """Export ``checkpoint`` to ``folder/model.onnx`` for ONNX Runtime, with the checks.
+
+    Returns:
+        File name, output differences, the sparsity of the pruned weights in ONNX, seconds.
+
+    Raises:
+        VerificationError: If ONNX Runtime does not reproduce PyTorch or zeros were lost.
+    """
+    from obert_deploy import ExportConfig, export_onnx
+
+    report = export_onnx(
+        checkpoint, folder / ONNX_FILE, ExportConfig(task=task, seq_len=seq_len, seed=seed)
+    )
+    pruned = report.pruned_weights
+    numel = sum(_numel(row.shape) for row in pruned)
+    zeros = sum((row.onnx_sparsity or 0.0) * _numel(row.shape) for row in pruned)
+    (folder / "export.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return {
+        "onnx": ONNX_FILE,
+        "max_abs_diff": report.max_abs_diff,
+        "pruned_weights": len(pruned),
+        "zeros_kept": all(row.same_zeros for row in pruned),
+        "onnx_sparsity": zeros / numel if numel else 0.0,
+        "opset": report.opset,
+        "input_shapes": report.input_shapes,
+        "seconds": report.seconds,
+    }
+
+
+def _numel(shape: Sequence[int]) -> int:
+    total = 1
+    for dim in shape:
+        total *= int(dim)
+    return total
+
+
+def quantize_stage(folder: Path, source: Path) -> dict[str, Any]:
+    """Dynamic int8 of ``source`` into ``folder/model-int8.onnx`` (ONNX Runtime).
+
+    Raises:
+        StageError: If a quantized weight lost zeros of its fp32 source.
+    """
+    from obert.errors import StageError
+    from obert_deploy import DynamicInt8Config, quantize_onnx
+
+    report = quantize_onnx(source, folder / INT8_FILE, DynamicInt8Config())
+    if not report.sparsity_kept:
+        raise StageError(f"int8 quantization of {source} lost zeros of pruned weights")
+    return {
+        "onnx": INT8_FILE,
+        "input_bytes": report.input_bytes,
+        "output_bytes": report.output_bytes,
+        "weights_quantized": len(report.sparsity_after),
+        "zeros_kept": report.sparsity_kept,
+        "seconds": report.seconds,
+    }
+
+
+def onnx_eval_stage(
+    checkpoint: Path,
+    models: Mapping[str, Path],
+    *,
+    task: str,
+    dev_file: Path,
+    tokenizer: Path,
+    seq_len: int,
+    max_samples: int | None,
+    text_columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """The dev metric of PyTorch and of each ONNX file in ``models`` (label -> file).
+
+    Returns:
+        ``{"examples": n, "pytorch": metrics, "models": {label: {metrics, agreement}}}``.
+    """
+    from obert_deploy import evaluate
+
+    report = evaluate(
+        checkpoint,
+        list(models.values()),
+        task=task,
+        data=dev_file,
+        tokenizer=tokenizer,
+        text_columns=text_columns,
+        label_column=label_column or "label",
+        seq_len=seq_len,
+        max_samples=max_samples,
+        threads=threads,
+    )
+    torch_result, *onnx_results = report.results
+    return {
+        "examples": report.num_examples,
+        "pytorch": torch_result.metrics,
+        "models": {
+            label: {
+                "metrics": result.metrics,
+                "agreement": result.agreement,
+                "max_abs_diff": result.max_abs_diff,
+            }
+            for label, result in zip(models, onnx_results, strict=True)
+        },
+    }
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """How latency is measured.
+
+    Attributes:
+        batch_sizes: Batch sizes to time (one request at a time).
+        seq_len: Tokens per sequence.
+        threads: Engine threads (None: all available cores).
+        iterations: Timed requests at batch size 1 (larger batches: scaled down, at least 10).
+        warmup: Untimed requests before timing.
+    """
+
+    batch_sizes: tuple[int, ...] = (1, 16)
+    seq_len: int = 64
+    threads: int | None = None
+    iterations: int = 100
+    warmup: int = 5
+
+    def iterations_for(self, batch: int) -> int:
+        """Timed requests at ``batch``: about the same number of sequences as at batch 1 / 4."""
+        return max(10, self.iterations // max(1, batch // 4)) if batch > 1 else self.iterations
+
+
+def bench_stage(
+    models: Mapping[str, Path],
+    plan: BenchPlan,
+    *,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """ONNX Runtime latency of every model (label -> file) at every batch size.
+
+    Returns:
+        One :class:`obert_deploy.BenchResult` dict per (model, batch size).
+    """
+    from obert_deploy import BenchConfig, benchmark
+
+    jobs = [(label, path, batch) for batch in plan.batch_sizes for label, path in models.items()]
+    results: list[dict[str, Any]] = []
+    for label, path, batch in tqdm(jobs, desc="latency (onnxruntime)", disable=not progress):
+        config = BenchConfig(
+            engine="onnxruntime",
+            batch_size=batch,
+            seq_len=plan.seq_len,
+            threads=plan.threads,
+            iterations=plan.iterations_for(batch),
+            warmup=plan.warmup,
+        )
+        results.append(benchmark(path, config, name=label).to_dict())
+    return results
+
+
+def deepsparse_stage(
+    folder: Path,
+    checkpoints: Mapping[str, Path],
+    plan: BenchPlan,
+    *,
+    cli: Path,
+    task: str,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """DeepSparse latency of static-shape fp32 exports, through ``cli`` (its own environment).
+
+    DeepSparse's sparse kernels need every input shape fixed, so each checkpoint is exported
+    once per batch size (``--engine deepsparse``: static shapes, LayerNorm decomposed, GELU
+    reordered) here, and ``cli bench`` times the file in DeepSparse's environment. These
+    exports skip obert-deploy's checks: the same weights passed them in the export stage, and
+    ONNX Runtime, which runs the checks, is not the engine these files are for.
+
+    Returns:
+        One benchmark result dict per (model, batch size).
+
+    Raises:
+        StageError: If the DeepSparse command fails (its last output line is shown).
+    """
+    from obert.errors import StageError
+    from obert_deploy import ExportConfig, export_onnx, read_results_json
+
+    emit = log or print
+    results: list[dict[str, Any]] = []
+    jobs = [(label, ckpt, b) for b in plan.batch_sizes for label, ckpt in checkpoints.items()]
+    for label, checkpoint, batch in tqdm(jobs, desc="latency (deepsparse)", disable=not progress):
+        onnx_file = folder / f"{label}-b{batch}.onnx"
+        config = ExportConfig(
+            task=task, engine="deepsparse", batch_size=batch, seq_len=plan.seq_len, verify=False
+        )
+        export_onnx(checkpoint, onnx_file, config)
+        out = folder / f"{label}-b{batch}.json"
+        command = [
+            str(cli), "bench", str(onnx_file), "--engine", "deepsparse",
+            "--batch-size", str(batch), "--seq-len", str(plan.seq_len),
+            "--iterations", str(plan.iterations_for(batch)), "--warmup", str(plan.warmup),
+            "--json", str(out),
+        ]  # fmt: skip
+        if plan.threads:
+            command += ["--threads", str(plan.threads)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
+            raise StageError(f"DeepSparse benchmark of {label} (batch {batch}) failed: {lines[-1]}")
+        (result,) = read_results_json(out)
+        result.name = label
+        results.append(result.to_dict())
+        emit(f"  deepsparse {label} batch {batch}: p50 {result.latency_ms['p50']:.2f} ms")
+    return results
+
+
+def size_stage(models: Mapping[str, Path], reference: Path) -> dict[str, dict[str, Any]]:
+    """Size report of every model (label -> file) against the dense fp32 ``reference``."""
+    from obert_deploy import size_report
+
+    return {
+        label: size_report(path, reference=reference).to_dict() for label, path in models.items()
+    }

@@ -1,0 +1,271 @@
+"""Everything checked before the first long stage, and the inputs the stages share.
+
+Bad input stops here with one error naming the value and the remedy, in seconds: obert-train's
+own checks and error classes (a model folder without config or tokenizer files, a tokenizer
+that maps the data to ``[UNK]``, data files that are missing or have no label column, a recipe
+whose ``params`` match no tensor of the model or whose pruning steps do not fit the data, NaN
+weights, sequences longer than the model takes) plus what only the pipeline knows: training data
+with a single class, a recipe without pruning, and too little free disk space for the outputs
+of the stages that will run (:func:`check_disk_space`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from obert.cache import fingerprint_path
+from obert.config import DEPLOY_TASKS, QuickstartConfig
+from obert.defaults import default_model, shipped_data_dir
+from obert.errors import DiskSpaceError, PipelineInputError
+from obert.recipes import baseline_recipe, load_stage_recipe
+
+__all__ = [
+    "Prepared",
+    "check_disk_space",
+    "check_recipe_fits",
+    "data_fingerprint",
+    "method_label",
+    "prepare",
+]
+
+
+@dataclass
+class Prepared:
+    """The checked inputs of a quickstart run.
+
+    Attributes:
+        model_source: The model folder or hub id the dense stage starts from.
+        tokenizer: Its tokenizer.
+        task: The obert-train task (tokenised training and dev data, metric).
+        data_description: Where the data came from (for the report).
+        data_fingerprint: Hash of the tokenised data and of the local data files.
+        model_fingerprint: Hash of the model folder (or the hub id).
+        dense_recipe: The dense fine-tuning recipe.
+        pruning_recipe: The gradual pruning recipe.
+        baseline_recipe: The same-budget comparison recipe, or None.
+        pruned_label: Short name of the pruning method (``obert``).
+        baseline_label: Short name of the baseline (``gmp``), or None.
+        param_count: Parameters of the model with its task head.
+        targets: Names of the pruned tensors.
+        deploy_task: obert-deploy task of the exports.
+        dev_file: Local dev file (ONNX accuracy needs one), or None.
+        student: The model loaded for the checks (reused by the dense stage when it runs).
+        notes: Remarks for the log and the report.
+    """
+
+    model_source: str
+    tokenizer: Any
+    task: Any
+    data_description: str
+    data_fingerprint: str
+    model_fingerprint: str
+    dense_recipe: Any
+    pruning_recipe: Any
+    baseline_recipe: Any | None
+    pruned_label: str
+    baseline_label: str | None
+    param_count: int
+    targets: list[str]
+    deploy_task: str
+    dev_file: Path | None
+    student: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+_LABELS = {"magnitude": "gmp"}
+
+
+def method_label(recipe: Any) -> str:
+    """Short name of a pruning recipe's method (``obert``, ``gmp``, ``movement``)."""
+    methods = [m.method_name for m in recipe.pruning if m.scheduled]
+    name = methods[0] if methods else "pruned"
+    return _LABELS.get(name, name)
+
+
+def data_fingerprint(task: Any, files: list[Path]) -> str:
+    """Hash of the tokenised training and dev features and of the data files they came from."""
+    digest = hashlib.sha256()
+    for split in ("train_features", "dev_features"):
+        for feature in getattr(task, split, None) or []:
+            digest.update(json.dumps(feature, sort_keys=True, default=str).encode())
+        digest.update(f"|{split}|".encode())
+    for file in files:
+        digest.update(fingerprint_path(file).encode())
+    answers = getattr(task, "dev_examples", None)  # SQuAD keeps the answers beside the features
+    if answers:
+        digest.update(json.dumps(answers, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def check_recipe_fits(recipe: Any, model: Any, steps_per_epoch: int, role: str) -> list[str]:
+    """The recipe's tensors exist and its pruning steps fit the run (obert-train's checks).
+
+    Returns:
+        The names of the tensors it prunes.
+
+    Raises:
+        RecipeError: If ``params`` match no tensor, two steps share an optimizer step, a step
+            lands at or after the end of the run, or a method refuses the tensors.
+    """
+    from obert_train.pruning.targets import resolve_target_params
+
+    names = [n for n, _ in model.named_parameters()]
+    selected = recipe.check_targets(names)
+    for modifier in recipe.pruning:
+        method = modifier.create_method()
+        targets = resolve_target_params(model, method.settings.targets)
+        method.check(targets)
+        method.check_model(model, targets)
+    recipe.pruning_events(steps_per_epoch)
+    if recipe.total_steps(steps_per_epoch) < 1:
+        raise PipelineInputError(f"{role} recipe {recipe.where} runs no optimizer step")
+    chosen = {n for group in selected for n in group}
+    return [n for n in names if n in chosen]
+
+
+def _data_files(config: QuickstartConfig, data_dir: Path | None) -> list[Path]:
+    files = [f for f in (config.data.train_file, config.data.dev_file) if f is not None]
+    if data_dir is not None and data_dir.is_dir():
+        files += sorted(p for p in data_dir.iterdir() if p.is_file())
+    return files
+
+
+def _dev_file(config: QuickstartConfig, data_dir: Path | None) -> Path | None:
+    data = config.data
+    if data.dev_file is not None:
+        return data.dev_file
+    if data.split_articles is not None or data_dir is None:
+        return None
+    names = {
+        "sst2": ("dev.tsv",),
+        "glue-tsv": ("dev.tsv", "dev_matched.tsv", "validation.tsv"),
+        "squad": ("dev-v1.1.json", "dev.json"),
+    }[data.task]
+    return next((data_dir / n for n in names if (data_dir / n).is_file()), None)
+
+
+def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Prepared:
+    """Resolve and check the model, data and recipes (see the module docstring).
+
+    Raises:
+        ObertTrainError: obert-train's checks (ModelError, DataError, RecipeError, ...).
+        PipelineInputError: For input only the pipeline refuses.
+    """
+    from obert_train.checkpoint import check_output_dir
+    from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
+    from obert_train.cli.common import (
+        check_model_source,
+        load_model,
+        load_tokenizer,
+        task_from_options,
+    )
+
+    check_output_dir(config.output_dir)
+    source = str(config.model) if config.model is not None else str(default_model())
+    check_model_source(source)
+    tokenizer = load_tokenizer(source)
+    data = config.data
+    data_dir = shipped_data_dir() if data.uses_shipped_data else data.data_dir
+    task = task_from_options(
+        data.task,
+        tokenizer,
+        seed=config.seed,
+        need_dev=True,
+        data_dir=data_dir,
+        dataset=data.dataset,
+        train_file=data.train_file,
+        dev_file=data.dev_file,
+        max_seq_length=data.seq_len,
+        max_train_samples=data.max_train_samples,
+        max_eval_samples=data.max_eval_samples,
+        text_column=list(data.text_column) if data.text_column else None,
+        label_column=data.label_column,
+        doc_stride=data.doc_stride,
+        max_query_length=data.max_query_length,
+        split_articles=data.split_articles,
+        split_seed=data.split_seed,
+    )
+    check_tokens_known(task, f"the tokenizer of --model {source!r}")
+    labels = getattr(task, "labels", None)
+    if labels is not None and len(labels) < 2:
+        raise PipelineInputError(
+            f"the training data have a single label ({labels[0]!r}) in "
+            f"{len(task.train_features)} examples; a classifier needs at least two classes: "
+            "check --label-column and the data"
+        )
+    if data.uses_shipped_data:
+        description = f"synthetic sentiment data shipped with obert ({shipped_data_dir()})"
+    elif data.dataset is not None:
+        description = f"hub dataset {data.dataset!r}"
+    else:
+        description = ", ".join(str(p) for p in (data_dir, data.train_file, data.dev_file) if p)
+    dense = load_stage_recipe(config.dense_recipe, dense=True)
+    pruning = load_stage_recipe(config.recipe, dense=False, overrides=config.overrides)
+    baseline = baseline_recipe(pruning, config.baseline) if config.baseline else None
+    pruned_label = method_label(pruning)
+    baseline_label = method_label(baseline) if baseline is not None else None
+    if baseline_label == pruned_label:
+        baseline_label = f"{baseline_label}-baseline"
+    student = load_model(task, source, config.seed, warn=True)
+    check_finite_weights(student, f"--model {source!r}")
+    check_model_fits_task(student, task, f"--model {source!r}")
+    spe = math.ceil(len(task.train_features) / config.batch_size)
+    check_recipe_fits(dense, student, spe, "dense")
+    targets = check_recipe_fits(pruning, student, spe, "pruning")
+    if baseline is not None:
+        check_recipe_fits(baseline, student, spe, "baseline")
+    files = _data_files(config, data_dir)
+    notes: list[str] = []
+    dev_file = _dev_file(config, data_dir)
+    if config.onnx_eval and dev_file is None:
+        notes.append("ONNX accuracy skipped: it needs a local dev file (--data-dir or --dev-file)")
+    return Prepared(
+        model_source=source,
+        tokenizer=tokenizer,
+        task=task,
+        data_description=description,
+        data_fingerprint=data_fingerprint(task, files),
+        model_fingerprint=fingerprint_path(source),
+        dense_recipe=dense,
+        pruning_recipe=pruning,
+        baseline_recipe=baseline,
+        pruned_label=pruned_label,
+        baseline_label=baseline_label,
+        param_count=sum(p.numel() for p in student.parameters()),
+        targets=targets,
+        deploy_task=DEPLOY_TASKS[data.task],
+        dev_file=dev_file,
+        student=student,
+        notes=notes,
+    )
+
+
+def check_disk_space(folder: Path, needed: int, log: Callable[[str], None] = print) -> int:
+    """Refuse to start when ``folder``'s file system has less than ``needed`` bytes free.
+
+    Returns:
+        The free bytes.
+
+    Raises:
+        DiskSpaceError: Naming the folder, the estimate and what is free.
+    """
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise DiskSpaceError(
+            f"--output-dir {str(folder)!r}: the stages to run need about {needed / 1e9:.2f} GB "
+            f"(checkpoints and ONNX files, estimated from the model size) but only "
+            f"{free / 1e9:.2f} GB are free on {str(existing)!r}; free space or choose another "
+            "--output-dir"
+        )
+    log(f"disk: about {needed / 1e6:.0f} MB needed, {free / 1e9:.1f} GB free")
+    return free

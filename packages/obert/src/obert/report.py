@@ -1,0 +1,516 @@
+"""The quickstart report: ``report.md``, ``report.json`` and three PNG plots.
+
+* ``quickstart_accuracy.png``: dev metric against sparsity, one line per pruning method (the
+  points after each pruning step's recovery and the final model), the dense model as a line;
+* ``quickstart_latency.png``: p50 latency and items/s per model, engine and batch size
+  (:func:`obert_deploy.plot_results`);
+* ``quickstart_size.png``: file size and best compressed size per model.
+
+The report names the machine (CPU model, AVX2 / AVX-512 / VNNI / AMX flags, cores, load
+average), the package versions, every stage with its time (and whether it was reused), and the
+commands that reproduce the run: the ``obert quickstart`` command itself and the same stages
+with the ``obert-train`` / ``obert-deploy`` command lines.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from obert.cache import StageRecord
+from obert.config import QuickstartConfig
+from obert.machine import machine_info
+from obert.preflight import Prepared
+
+__all__ = [
+    "ACCURACY_PLOT",
+    "LATENCY_PLOT",
+    "SIZE_PLOT",
+    "build_report",
+    "render_markdown",
+    "summary_table",
+    "write_report",
+]
+
+ACCURACY_PLOT = "quickstart_accuracy.png"
+LATENCY_PLOT = "quickstart_latency.png"
+SIZE_PLOT = "quickstart_size.png"
+
+
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _mb(value: float | None) -> str:
+    return "–" if value is None else f"{value / 1e6:.2f}"
+
+
+def _quote(value: Any) -> str:
+    return shlex.quote(str(value))
+
+
+def _data_args(config: QuickstartConfig, prepared: Prepared) -> list[str]:
+    from obert.defaults import shipped_data_dir
+
+    data = config.data
+    args = ["--task", data.task]
+    if data.uses_shipped_data:
+        args += ["--data-dir", str(shipped_data_dir())]
+    for flag, value in (
+        ("--data-dir", data.data_dir),
+        ("--dataset", data.dataset),
+        ("--train-file", data.train_file),
+        ("--dev-file", data.dev_file),
+        ("--max-train-samples", data.max_train_samples),
+        ("--max-eval-samples", data.max_eval_samples),
+        ("--label-column", data.label_column),
+        ("--doc-stride", data.doc_stride),
+        ("--max-query-length", data.max_query_length),
+        ("--split-articles", data.split_articles),
+        ("--split-seed", data.split_seed),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    for column in data.text_column or ():
+        args += ["--text-column", column]
+    return [*args, "--max-seq-length", str(data.seq_len)]
+
+
+def stage_commands(
+    config: QuickstartConfig, prepared: Prepared, stages: dict[str, StageRecord]
+) -> list[str]:
+    """The stages as ``obert-train`` / ``obert-deploy`` command lines (without the curve evals)."""
+    data = " ".join(_quote(a) for a in _data_args(config, prepared))
+    train = f"--batch-size {config.batch_size} --seed {config.seed}"
+    lines: list[str] = []
+    dense = stages["dense"].folder / "model"
+    lines.append(
+        f"obert-train run {_quote(dense / 'recipe.yaml')} --model "
+        f"{_quote(prepared.model_source)} {data} {train} --output-dir DENSE"
+    )
+    for label in (prepared.pruned_label, prepared.baseline_label):
+        if label is None or label not in stages:
+            continue
+        recipe = stages[label].folder / "model" / "recipe.yaml"
+        lines.append(
+            f"obert-train run {_quote(recipe)} --model DENSE --teacher DENSE {data} {train} "
+            f"--output-dir {label.upper()}"
+        )
+    seq = config.data.seq_len
+    for label in ("dense", prepared.pruned_label, prepared.baseline_label):
+        if label is None or label not in stages:
+            continue
+        ckpt = "DENSE" if label == "dense" else label.upper()
+        lines.append(
+            f"obert-deploy export {ckpt} -o {label}.onnx --task {prepared.deploy_task} "
+            f"--seq-len {seq}"
+        )
+        lines.append(f"obert-deploy quantize {label}.onnx -o {label}-int8.onnx")
+        if prepared.dev_file is not None and config.onnx_eval:
+            lines.append(
+                f"obert-deploy evaluate {ckpt} {label}.onnx {label}-int8.onnx --task "
+                f"{prepared.deploy_task} --data {_quote(prepared.dev_file)} --seq-len {seq}"
+            )
+    files = [
+        f"{label}{suffix}.onnx"
+        for label in ("dense", prepared.pruned_label, prepared.baseline_label)
+        if label is not None
+        for suffix in ("", "-int8")
+    ]
+    for batch in config.bench_batch_sizes:
+        lines.append(
+            f"obert-deploy bench {' '.join(files)} --engine onnxruntime --batch-size {batch} "
+            f"--seq-len {seq}"
+        )
+    lines.append(f"obert-deploy size {' '.join(files)} --reference dense.onnx")
+    return lines
+
+
+def build_report(
+    config: QuickstartConfig,
+    prepared: Prepared,
+    stages: Sequence[StageRecord],
+    *,
+    seconds: float,
+) -> dict[str, Any]:
+    """The report's content (what ``report.json`` holds)."""
+    by_name = {s.name: s for s in stages}
+    labels = [
+        label
+        for label in ("dense", prepared.pruned_label, prepared.baseline_label)
+        if label is not None and label in by_name
+    ]
+    task = prepared.task
+    models: dict[str, Any] = {}
+    for label in labels:
+        trained = by_name[label].outputs
+        entry: dict[str, Any] = {
+            "sparsity": trained.get("sparsity"),
+            "metric": trained.get("metric"),
+            "pytorch": trained.get("metrics", {}),
+            "curve": trained.get("curve", []),
+            "pruning_steps": trained.get("pruning_steps", []),
+            "train_seconds": trained.get("train_seconds"),
+            "checkpoint": str(by_name[label].folder / "model"),
+        }
+        export = by_name.get(f"export-{label}")
+        if export is not None:
+            entry["export"] = {**export.outputs, "onnx": str(export.path("onnx"))}
+        int8 = by_name.get(f"int8-{label}")
+        if int8 is not None:
+            entry["int8"] = {**int8.outputs, "onnx": str(int8.path("onnx"))}
+        evaluation = by_name.get(f"eval-{label}")
+        if evaluation is not None:
+            entry["onnx_eval"] = evaluation.outputs
+        models[label] = entry
+    bench = list(by_name["bench"].outputs.get("results", [])) if "bench" in by_name else []
+    if "deepsparse" in by_name:
+        bench += list(by_name["deepsparse"].outputs.get("results", []))
+    sizes = by_name["size"].outputs.get("sizes", {}) if "size" in by_name else {}
+    command = config.command or "obert quickstart"
+    return {
+        "command": command,
+        "stage_commands": stage_commands(config, prepared, by_name),
+        "config": config.to_dict(),
+        "model": prepared.model_source,
+        "data": prepared.data_description,
+        "task": task.name,
+        "metric": task.primary_metric,
+        "train_examples": len(task.train_features),
+        "dev_examples": len(getattr(task, "dev_features", []) or []),
+        "max_seq_length": config.data.seq_len,
+        "pruned_tensors": len(prepared.targets),
+        "pruned_weights": _pruned_weights(prepared),
+        "recipes": {
+            "dense": prepared.dense_recipe.to_yaml(),
+            prepared.pruned_label: prepared.pruning_recipe.to_yaml(),
+            **(
+                {prepared.baseline_label: prepared.baseline_recipe.to_yaml()}
+                if prepared.baseline_recipe is not None and prepared.baseline_label
+                else {}
+            ),
+        },
+        "models": models,
+        "latency": bench,
+        "size": sizes,
+        "stages": [
+            {"name": s.name, "cached": s.cached, "seconds": s.seconds, "key": s.key} for s in stages
+        ],
+        "wall_seconds": seconds,
+        "machine": machine_info(),
+        "notes": list(prepared.notes),
+    }
+
+
+def _pruned_weights(prepared: Prepared) -> int | None:
+    model = prepared.student
+    if model is None:
+        return None
+    params = dict(model.named_parameters())
+    return int(sum(params[n].numel() for n in prepared.targets if n in params))
+
+
+def _latency(report: dict[str, Any], name: str, engine: str, batch: int) -> float | None:
+    for row in report["latency"]:
+        if (row["name"], row["engine"], row["batch_size"]) == (name, engine, batch):
+            return float(row["latency_ms"]["p50"])
+    return None
+
+
+def _onnx_metric(report: dict[str, Any], label: str, name: str) -> float | None:
+    evaluation = report["models"].get(label, {}).get("onnx_eval")
+    if not evaluation:
+        return None
+    metric = report["metric"]
+    value = evaluation["models"].get(name, {}).get("metrics", {}).get(metric)
+    return None if value is None else float(value)
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """The summary: one row per model (fp32 and int8) with accuracy, latency and size."""
+    metric = report["metric"]
+    batches = sorted({int(r["batch_size"]) for r in report["latency"]})
+    engines = sorted({str(r["engine"]) for r in report["latency"]})
+    head = [
+        "model",
+        "sparsity %",
+        f"dev {metric} % (PyTorch)",
+        f"dev {metric} % (ONNX)",
+        *[f"{e} b{b} p50 ms" for e in engines for b in batches],
+        "file MB",
+        "gzip MB",
+    ]
+    rows: list[list[str]] = []
+    for label, entry in report["models"].items():
+        for name in (label, f"{label}-int8"):
+            size = report["size"].get(name, {})
+            rows.append(
+                [
+                    name,
+                    _pct(entry.get("sparsity"), 1),
+                    _pct(entry["pytorch"].get(metric)) if name == label else "",
+                    _pct(_onnx_metric(report, label, name)),
+                    *[
+                        _ms(_latency(report, name, engine, batch))
+                        for engine in engines
+                        for batch in batches
+                    ],
+                    _mb(size.get("file_bytes")),
+                    _mb(size.get("best_compressed_bytes")),
+                ]
+            )
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _curve_table(report: dict[str, Any]) -> str:
+    metric = report["metric"]
+    lines = [
+        f"| method | point | sparsity % | dev {metric} % |",
+        "|---|---|---:|---:|",
+    ]
+    dense = report["models"].get("dense", {}).get("pytorch", {}).get(metric)
+    lines.append(f"| dense | fine-tuned | 0.0 | {_pct(dense)} |")
+    for label, entry in report["models"].items():
+        curve = entry.get("curve", [])
+        for index, point in enumerate(curve):
+            where = "final model" if index == len(curve) - 1 else f"before step {index + 2}"
+            lines.append(
+                f"| {label} | {where} | {_pct(point['sparsity'], 1)} | {_pct(point['metric'])} |"
+            )
+    return "\n".join(lines)
+
+
+def _latency_table(report: dict[str, Any]) -> str:
+    lines = [
+        "| model | engine | batch | seq | threads | p50 ms | p90 ms | items/s "
+        "| speed-up vs dense |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["latency"]:
+        dense = _latency(report, "dense", row["engine"], row["batch_size"])
+        p50 = float(row["latency_ms"]["p50"])
+        speedup = f"{dense / p50:.2f}x" if dense else "–"
+        lines.append(
+            f"| {row['name']} | {row['engine']} {row['engine_version']} | {row['batch_size']} | "
+            f"{row['seq_len']} | {row['threads']} | {p50:.2f} | {row['latency_ms']['p90']:.2f} "
+            f"| {row['items_per_s']:.1f} | {speedup} |"
+        )
+    return "\n".join(lines)
+
+
+def _size_table(report: dict[str, Any]) -> str:
+    lines = [
+        "| model | weight sparsity % | file MB | gzip MB | sparse (bitmask) + gzip MB | "
+        "smaller than dense fp32 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, size in report["size"].items():
+        lines.append(
+            f"| {name} | {_pct(size['weight_sparsity'], 1)} | {_mb(size['file_bytes'])} | "
+            f"{_mb(size['gzip_bytes'])} | {_mb(size['bitmask_gzip_bytes'])} | "
+            f"{size['compression_ratio']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def _machine_lines(report: dict[str, Any]) -> list[str]:
+    machine = report["machine"]
+    cpu = machine["cpu"]
+    load = machine.get("load_average")
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
+    memory = machine.get("memory_bytes")
+    return [
+        f"- CPU: {cpu['brand']} ({cpu['arch']}), {cpu['available_cores']} of "
+        f"{cpu['logical_cores']} logical cores usable; AVX2 {cpu['avx2']}, AVX-512 "
+        f"{cpu['avx512']}, VNNI {cpu['vnni']}, AMX {cpu['amx']}",
+        f"- CPU flags: {' '.join(machine['flags']) or 'unknown'}",
+        f"- memory: {memory / 2**30:.1f} GiB" if memory else "- memory: unknown",
+        f"- load average (1, 5, 15 min) when the report was written: {load}",
+        f"- platform: {machine['platform']}",
+        f"- versions: {versions}",
+    ]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """``report.md``."""
+    metric = report["metric"]
+    ran = [s for s in report["stages"] if not s["cached"]]
+    lines = [
+        "# obert quickstart report",
+        "",
+        f"- model: `{report['model']}`",
+        f"- data: {report['data']}; task `{report['task']}`, {report['train_examples']} "
+        f"training and {report['dev_examples']} dev examples, at most "
+        f"{report['max_seq_length']} tokens",
+        f"- pruned: {report['pruned_tensors']} tensors"
+        + (f" ({report['pruned_weights']:,} weights)" if report.get("pruned_weights") else ""),
+        f"- wall time: {report['wall_seconds']:.0f} s ({len(ran)} of {len(report['stages'])} "
+        "stages ran, the others were reused)",
+        "",
+        "## Summary",
+        "",
+        summary_table(report),
+        "",
+        f"Dev {metric} in percent; latency p50 in milliseconds (sequence length "
+        f"{report['max_seq_length']}); sizes in MB (gzip: the smaller of gzip of the file "
+        "and gzip of the sparse bitmask form). ONNX Runtime multiplies zeros like any other "
+        "number, so unstructured sparsity alone does not make it faster (int8 does); DeepSparse "
+        "runs sparse kernels.",
+        "",
+        "## Accuracy vs sparsity (one gradual run per method)",
+        "",
+        _curve_table(report),
+        "",
+        f"![accuracy vs sparsity]({ACCURACY_PLOT})",
+        "",
+        "## Latency",
+        "",
+        _latency_table(report),
+        "",
+        f"![latency]({LATENCY_PLOT})",
+        "",
+        "## Size",
+        "",
+        _size_table(report),
+        "",
+        f"![size]({SIZE_PLOT})",
+        "",
+        "## Machine",
+        "",
+        *_machine_lines(report),
+        "",
+        "## Stages",
+        "",
+        "| stage | this run | seconds |",
+        "|---|---|---:|",
+        *[
+            f"| {s['name']} | {'reused' if s['cached'] else 'ran'} | {s['seconds']:.1f} |"
+            for s in report["stages"]
+        ],
+        "",
+        "Reused stages show the time of the run that computed them.",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        report["command"],
+        "```",
+        "",
+        "The same stages with the package command lines (DENSE, "
+        + ", ".join(k.upper() for k in report["models"] if k != "dense")
+        + ": output folders; the quickstart also evaluates the dev set after each pruning "
+        "step's recovery):",
+        "",
+        "```bash",
+        *report["stage_commands"],
+        "```",
+    ]
+    if report["notes"]:
+        lines += ["", "## Notes", "", *[f"- {note}" for note in report["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_accuracy(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = report["metric"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, entry in report["models"].items():
+        curve = entry.get("curve", [])
+        if not curve:
+            continue
+        xs = [100 * p["sparsity"] for p in curve]
+        ys = [100 * p["metric"] for p in curve]
+        ax.plot(xs, ys, marker="o", label=f"{label} (gradual + KD)")
+    dense = report["models"].get("dense", {}).get("pytorch", {}).get(metric)
+    if dense is not None:
+        ax.axhline(100 * dense, color="grey", linestyle=":", label="dense")
+    ax.set_xlabel("sparsity of the pruned weights (%)")
+    ax.set_ylabel(f"dev {metric} (%)")
+    ax.set_title(f"{Path(report['model']).name}: {metric} vs sparsity", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_size(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["size"])
+    files = [report["size"][n]["file_bytes"] / 1e6 for n in names]
+    packed = [report["size"][n]["best_compressed_bytes"] / 1e6 for n in names]
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(names) + 1.4))
+    ys = list(range(len(names)))[::-1]
+    ax.barh([y + 0.2 for y in ys], files, height=0.4, label="file")
+    ax.barh([y - 0.2 for y in ys], packed, height=0.4, label="compressed (best of gzip, bitmask)")
+    for y, a, b in zip(ys, files, packed, strict=True):
+        ax.text(a, y + 0.2, f" {a:.1f}", va="center", fontsize=7)
+        ax.text(b, y - 0.2, f" {b:.1f}", va="center", fontsize=7)
+    ax.set_yticks(ys, names, fontsize=8)
+    ax.set_xlabel("MB")
+    ax.set_title("model size", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_latency(report: dict[str, Any], path: Path) -> None:
+    from obert_deploy import BenchResult, plot_results
+
+    results = [BenchResult.from_dict(dict(row)) for row in report["latency"]]
+    if results:
+        plot_results(results, path, title="latency per model, engine and batch size")
+
+
+def write_report(
+    folder: Path,
+    config: QuickstartConfig,
+    prepared: Prepared,
+    stages: Sequence[StageRecord],
+    *,
+    seconds: float,
+) -> tuple[Path, Path, dict[str, Any]]:
+    """Write ``report.json``, ``report.md`` and the plots into ``folder``.
+
+    Returns:
+        The markdown and JSON paths and the report's content.
+    """
+    report = build_report(config, prepared, stages, seconds=seconds)
+    folder.mkdir(parents=True, exist_ok=True)
+    writers: list[tuple[str, Callable[[dict[str, Any], Path], None]]] = [
+        (ACCURACY_PLOT, _plot_accuracy),
+        (LATENCY_PLOT, _plot_latency),
+        (SIZE_PLOT, _plot_size),
+    ]
+    for name, writer in writers:
+        tmp = folder / f".{name}.tmp.png"
+        writer(report, tmp)
+        if tmp.exists():
+            tmp.replace(folder / name)
+    json_path, md_path = folder / "report.json", folder / "report.md"
+    for path, text in (
+        (json_path, json.dumps(report, indent=2, default=str) + "\n"),
+        (md_path, render_markdown(report)),
+    ):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return md_path, json_path, report

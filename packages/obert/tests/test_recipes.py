@@ -1,0 +1,55 @@
+"""The shipped recipes and the same-budget baseline derived from a pruning recipe."""
+
+from __future__ import annotations
+
+import pytest
+
+from obert.errors import PipelineInputError
+from obert.recipes import baseline_recipe, load_stage_recipe
+from obert_train.errors import RecipeError
+
+
+def test_shipped_recipes_load_and_the_pruning_schedule_is_50_to_90() -> None:
+    dense = load_stage_recipe(None, dense=True)
+    pruning = load_stage_recipe(None, dense=False)
+    assert not dense.pruning and dense.num_epochs == 1
+    (modifier,) = pruning.pruning
+    assert modifier.method_name == "obert"
+    assert [round(s, 4) for _, s in modifier.schedule()] == [0.5, 0.6333, 0.7667, 0.9]
+    assert pruning.distillation is not None
+    assert load_stage_recipe("quickstart-obert", dense=False) == pruning
+
+
+def test_baseline_keeps_tensors_schedule_lr_and_distillation() -> None:
+    pruning = load_stage_recipe(None, dense=False, overrides={"final_sparsity": 0.8})
+    baseline = baseline_recipe(pruning, "GMPruningModifier")
+    (ours,), (theirs,) = pruning.pruning, baseline.pruning
+    assert theirs.method_name == "magnitude" and theirs.tag == "GMPruningModifier"
+    assert theirs.params == ours.params
+    assert theirs.schedule() == ours.schedule()
+    assert [e.step for e in baseline.pruning_events(50)] == [
+        e.step for e in pruning.pruning_events(50)
+    ]
+    assert baseline.learning_rate == pruning.learning_rate
+    assert baseline.distillation == pruning.distillation
+    assert baseline.num_epochs == pruning.num_epochs
+    assert theirs.settings.mask_type == ours.settings.mask_type
+
+
+def test_overrides_reach_the_pruning_recipe() -> None:
+    recipe = load_stage_recipe(
+        None, dense=False, overrides={"num_grads": 64, "final_sparsity": 0.8}
+    )
+    assert recipe.pruning[0].settings.num_grads == 64  # type: ignore[attr-defined]
+    assert recipe.pruning[0].final_sparsity == 0.8
+
+
+def test_wrong_kinds_of_recipe_are_refused() -> None:
+    with pytest.raises(PipelineInputError, match="has pruning modifiers"):
+        load_stage_recipe("quickstart-obert", dense=True)
+    with pytest.raises(PipelineInputError, match="no scheduled pruning modifier"):
+        load_stage_recipe("quickstart-dense", dense=False)
+    with pytest.raises(PipelineInputError, match="not the tag of a gradual pruning method"):
+        baseline_recipe(load_stage_recipe(None, dense=False), "ConstantPruningModifier")
+    with pytest.raises(RecipeError, match="no recipe file or shipped recipe"):
+        load_stage_recipe("no-such-recipe", dense=False)
