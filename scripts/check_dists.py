@@ -114,6 +114,9 @@ def _check_package(dist: Path, package_dir: Path, tag: str | None) -> list[str]:
                 _fail(problems, sdist.name, f"version {sdist_version} != wheel {wheel_version}")
 
     changelog_file = package_dir / "CHANGELOG.md"
+    if not changelog_file.is_file():
+        _fail(problems, str(changelog_file), "missing")
+        return problems
     changelog = changelog_file.read_text(encoding="utf-8")
     heading = next((line for line in changelog.splitlines() if line.startswith("## ")), "")
     if not re.search(rf"(?<![\d.]){re.escape(wheel_version)}(?![\d.])", heading):

@@ -166,7 +166,8 @@ def _foreign() -> list[str]:
 def pytest_sessionfinish(session, exitstatus):
     foreign = _foreign()
     if foreign:
-        print(f"\ntest_wheels: imported outside {SITE}: {foreign}", file=sys.stderr)
+        shown = "; ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")
+        print(f"\ntest_wheels: imported outside {SITE}: {shown}", file=sys.stderr)
         session.exitstatus = 1
 EOF
 
