@@ -11,7 +11,6 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests_core", "tests_train", "tests_deploy"]
 nox.options.default_venv_backend = "venv"
 
 PYTHON = "3.11"
@@ -19,6 +18,12 @@ CONSTRAINTS = ("-c", "constraints.txt")
 TEST_TOOLS = ("pytest>=8", "hypothesis>=6.100", "pytest-benchmark>=4")
 # Release tags are <package>-v<version>, e.g. obert-core-v0.1.0 (docs/release.md).
 RELEASE_PREFIXES = ("obert-core-v", "obert-train-v", "obert-deploy-v", "obert-v")
+# The `obert` application package (the quickstart main job), on top of the three libraries.
+META = Path("packages/obert/pyproject.toml")
+
+nox.options.sessions = ["lint", "typecheck", "tests_core", "tests_train", "tests_deploy"]
+if META.is_file():
+    nox.options.sessions.append("tests_obert")
 
 
 def _install(session: nox.Session, *args: str) -> None:
@@ -43,6 +48,9 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "packages/obert-train/src")
     _install(session, "-e", "packages/obert-deploy[all]")
     session.run("mypy", "packages/obert-deploy/src")
+    if META.is_file():
+        _install(session, "-e", "packages/obert")
+        session.run("mypy", "packages/obert/src")
 
 
 @nox.session(python=PYTHON)
@@ -71,6 +79,26 @@ def tests_deploy(session: nox.Session) -> None:
         "python", "-c", "import importlib.util as u; assert u.find_spec('obert_train') is None"
     )
     session.run("pytest", "packages/obert-deploy/tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests_obert(session: nox.Session) -> None:
+    """The `obert` application (quickstart) on the three packages; its end-to-end run is slow."""
+    if not META.is_file():
+        session.error("packages/obert does not exist")
+    _install(
+        session,
+        *TEST_TOOLS,
+        "-e",
+        "packages/obert-core[torch]",
+        "-e",
+        "packages/obert-train",
+        "-e",
+        "packages/obert-deploy[export]",
+        "-e",
+        "packages/obert[minilm,test]",
+    )
+    session.run("pytest", "packages/obert/tests", *session.posargs)
 
 
 @nox.session(python=False)
@@ -105,8 +133,8 @@ def demo(session: nox.Session) -> None:
 def wheels(session: nox.Session) -> None:
     """Build every wheel + sdist, twine check, test each wheel installed alone in a fresh venv.
 
-    Runs scripts/test_wheels.sh (targets core, core-numba, core-torch, train, deploy; default core
-    train deploy), e.g. `nox -s wheels -- core deploy`; `-- --build-only` only builds and checks.
+    Runs scripts/test_wheels.sh (targets core, core-numba, core-torch, train, deploy, obert; default
+    core train deploy obert), e.g. `nox -s wheels -- core deploy`; `-- --build-only` only builds.
     """
     session.run("bash", "scripts/test_wheels.sh", *session.posargs)
 
@@ -132,7 +160,7 @@ def docs(session: nox.Session) -> None:
     if not Path("mkdocs.yml").is_file() or not Path("docs/requirements.txt").is_file():
         session.error("mkdocs.yml and docs/requirements.txt are needed for the docs build")
     packages = ["packages/obert-core", "packages/obert-train", "packages/obert-deploy"]
-    if Path("packages/obert/pyproject.toml").is_file():
+    if META.is_file():
         packages.append("packages/obert")
     editable = [arg for package in packages for arg in ("-e", package)]
     _install(session, "-r", "docs/requirements.txt", *editable)
