@@ -24,7 +24,7 @@
 #            obert), requires tag == version and a dated CHANGELOG section, tests its target
 #   --build-only  build and check only
 # Environment: PYTHON (interpreter for the environments, default python3), DIST (default dist),
-#   OBERT_WHEELS_WORK (scratch folder, default a new temporary one, removed at the end),
+#   OBERT_WHEELS_WORK (scratch folder, kept; default a new temporary one, removed as it goes),
 #   OBERT_DATA_DIR (real data for the tests that use it; default ../shared/data when present),
 #   OBERT_WHEEL_PACKAGES (the package folders to build, e.g. "obert-core obert-train"; default all).
 set -euo pipefail
@@ -82,8 +82,10 @@ else
 fi
 [ ${#targets[@]} -eq 0 ] && targets=("${default_targets[@]}")
 
+keep=0
 if [ -n "${OBERT_WHEELS_WORK:-}" ]; then
   WORK="$OBERT_WHEELS_WORK"
+  keep=1
   mkdir -p "$WORK"
 else
   WORK="$(mktemp -d "${TMPDIR:-/tmp}/obert-wheels.XXXXXX")"
@@ -185,7 +187,7 @@ for target in "${targets[@]}"; do
       specs=("$(wheel obert-train)[test]" "$(wheel obert-core)[torch]"); absent=(obert_deploy)
       extra_pytest=(-m "not slow") ;;
     deploy) package=obert-deploy; module=obert_deploy
-      specs=("$(wheel obert-deploy)[all,test]" "pytest-benchmark>=4")
+      specs=("$(wheel obert-deploy)[all,test]")
       absent=(obert_train obert_core) ;;
     obert) package=obert; module=obert
       if [ ! -f packages/obert/pyproject.toml ]; then
@@ -235,4 +237,5 @@ EOF
     fi
   )
   echo "test_wheels: $target passed (install $installed s, total $(seconds "$t0") s)"
+  [ "$keep" -eq 1 ] || rm -rf "$venv" "$run"  # a torch environment is ~2 GB
 done
