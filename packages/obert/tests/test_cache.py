@@ -89,6 +89,7 @@ def _stages(out: Path) -> dict[str, bool]:
     return {s["name"]: s["cached"] for s in report["stages"]}
 
 
+@pytest.mark.slow  # three pipeline runs with ONNX exports: about a minute, longer under load
 def test_quickstart_reuses_stages_and_reruns_what_changed(
     tmp_path: Path, model_dir: Path, data_dir: Path, recipes: dict[str, Path]
 ) -> None:

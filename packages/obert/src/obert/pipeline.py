@@ -24,6 +24,7 @@ from typing import Any
 
 from obert.cache import StageCache, StageRecord, stage_key
 from obert.config import QuickstartConfig
+from obert.machine import load_average
 from obert.preflight import Prepared, check_disk_space, prepare
 
 __all__ = ["QuickstartResult", "StageSpec", "plan_stages", "run_quickstart"]
@@ -277,11 +278,12 @@ def plan_stages(
                     task=prepared.deploy_task,
                     dev_file=dev_file,
                     tokenizer=records[model].path("model"),
-                    seq_len=seq_len,
+                    seq_len=prepared.dev_tokens,
                     max_samples=config.data.max_eval_samples,
                     text_columns=config.data.text_column,
                     label_column=config.data.label_column,
                     threads=config.threads,
+                    doc_stride=config.data.doc_stride,
                 )
 
             specs.append(
@@ -293,7 +295,7 @@ def plan_stages(
                         "onnx": [onnx_keys[model], onnx_keys[f"{model}-int8"]],
                         "dev": fingerprint_dev(dev_file),
                         "max_samples": config.data.max_eval_samples,
-                        "seq_len": seq_len,
+                        "seq_len": prepared.dev_tokens,
                         "versions": versions,
                     },
                     eval_work,
@@ -412,6 +414,7 @@ def run_quickstart(
     from obert.report import write_report
 
     start = time.perf_counter()
+    load_at_start = load_average()
     if config.threads:
         torch.set_num_threads(config.threads)
     log("checking the model, data and recipes ...")
@@ -440,7 +443,12 @@ def run_quickstart(
         records[spec.name] = cache.run(spec.name, spec.inputs, spec.work)
     seconds = time.perf_counter() - start
     report_md, report_json, report = write_report(
-        out, config, prepared, [records[s.name] for s in specs], seconds=seconds
+        out,
+        config,
+        prepared,
+        [records[s.name] for s in specs],
+        seconds=seconds,
+        load_at_start=load_at_start,
     )
     return QuickstartResult(
         output_dir=out,

@@ -54,8 +54,11 @@ class Prepared:
         baseline_label: Short name of the baseline (``gmp``), or None.
         param_count: Parameters of the model with its task head.
         targets: Names of the pruned tensors.
+        pruned_weights: Number of weights in them.
         deploy_task: obert-deploy task of the exports.
         dev_file: Local dev file (ONNX accuracy needs one), or None.
+        dev_tokens: Tokens of the longest dev example (at most the task's limit): the ONNX
+            accuracy pads to it, which changes no result and saves the padding's compute.
         student: The model loaded for the checks (reused by the dense stage when it runs).
         notes: Remarks for the log and the report.
     """
@@ -73,8 +76,10 @@ class Prepared:
     baseline_label: str | None
     param_count: int
     targets: list[str]
+    pruned_weights: int
     deploy_task: str
     dev_file: Path | None
+    dev_tokens: int
     student: Any = None
     notes: list[str] = field(default_factory=list)
 
@@ -221,11 +226,18 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
     targets = check_recipe_fits(pruning, student, spe, "pruning")
     if baseline is not None:
         check_recipe_fits(baseline, student, spe, "baseline")
+    chosen = set(targets)
     files = _data_files(config, data_dir)
     notes: list[str] = []
     dev_file = _dev_file(config, data_dir)
     if config.onnx_eval and dev_file is None:
         notes.append("ONNX accuracy skipped: it needs a local dev file (--data-dir or --dev-file)")
+    elif config.onnx_eval and data.max_eval_samples is not None:
+        notes.append(
+            f"with --max-eval-samples the ONNX accuracy uses the first {data.max_eval_samples} "
+            "dev examples (obert-deploy evaluate), the PyTorch dev accuracy of the training "
+            "stages a seeded random subset of that size"
+        )
     return Prepared(
         model_source=source,
         tokenizer=tokenizer,
@@ -240,8 +252,13 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
         baseline_label=baseline_label,
         param_count=sum(p.numel() for p in student.parameters()),
         targets=targets,
+        pruned_weights=sum(p.numel() for n, p in student.named_parameters() if n in chosen),
         deploy_task=DEPLOY_TASKS[data.task],
         dev_file=dev_file,
+        dev_tokens=min(
+            data.seq_len,
+            max((len(f["input_ids"]) for f in getattr(task, "dev_features", [])), default=8),
+        ),
         student=student,
         notes=notes,
     )

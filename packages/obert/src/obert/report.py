@@ -30,6 +30,7 @@ __all__ = [
     "LATENCY_PLOT",
     "SIZE_PLOT",
     "build_report",
+    "model_name",
     "render_markdown",
     "summary_table",
     "write_report",
@@ -38,6 +39,12 @@ __all__ = [
 ACCURACY_PLOT = "quickstart_accuracy.png"
 LATENCY_PLOT = "quickstart_latency.png"
 SIZE_PLOT = "quickstart_size.png"
+
+
+def model_name(source: str) -> str:
+    """A short name of a model folder or hub id (a folder called ``model``: its parent's)."""
+    path = Path(source)
+    return path.parent.name if path.name == "model" and path.parent.name else path.name
 
 
 def _pct(value: float | None, digits: int = 2) -> str:
@@ -116,7 +123,8 @@ def stage_commands(
         if prepared.dev_file is not None and config.onnx_eval:
             lines.append(
                 f"obert-deploy evaluate {ckpt} {label}.onnx {label}-int8.onnx --task "
-                f"{prepared.deploy_task} --data {_quote(prepared.dev_file)} --seq-len {seq}"
+                f"{prepared.deploy_task} --data {_quote(prepared.dev_file)} --seq-len "
+                f"{prepared.dev_tokens}"
             )
     files = [
         f"{label}{suffix}.onnx"
@@ -129,7 +137,7 @@ def stage_commands(
             f"obert-deploy bench {' '.join(files)} --engine onnxruntime --batch-size {batch} "
             f"--seq-len {seq}"
         )
-    lines.append(f"obert-deploy size {' '.join(files)} --reference dense.onnx")
+    lines.append(f"obert-deploy size {' '.join(files)} --reference dense.onnx  # gzip -9, here -6")
     return lines
 
 
@@ -139,6 +147,7 @@ def build_report(
     stages: Sequence[StageRecord],
     *,
     seconds: float,
+    load_at_start: list[float] | None = None,
 ) -> dict[str, Any]:
     """The report's content (what ``report.json`` holds)."""
     by_name = {s.name: s for s in stages}
@@ -187,7 +196,7 @@ def build_report(
         "dev_examples": len(getattr(task, "dev_features", []) or []),
         "max_seq_length": config.data.seq_len,
         "pruned_tensors": len(prepared.targets),
-        "pruned_weights": _pruned_weights(prepared),
+        "pruned_weights": prepared.pruned_weights,
         "recipes": {
             "dense": prepared.dense_recipe.to_yaml(),
             prepared.pruned_label: prepared.pruning_recipe.to_yaml(),
@@ -204,17 +213,10 @@ def build_report(
             {"name": s.name, "cached": s.cached, "seconds": s.seconds, "key": s.key} for s in stages
         ],
         "wall_seconds": seconds,
+        "load_average_at_start": load_at_start,
         "machine": machine_info(),
         "notes": list(prepared.notes),
     }
-
-
-def _pruned_weights(prepared: Prepared) -> int | None:
-    model = prepared.student
-    if model is None:
-        return None
-    params = dict(model.named_parameters())
-    return int(sum(params[n].numel() for n in prepared.targets if n in params))
 
 
 def _latency(report: dict[str, Any], name: str, engine: str, batch: int) -> float | None:
@@ -334,7 +336,9 @@ def _machine_lines(report: dict[str, Any]) -> list[str]:
         f"{cpu['avx512']}, VNNI {cpu['vnni']}, AMX {cpu['amx']}",
         f"- CPU flags: {' '.join(machine['flags']) or 'unknown'}",
         f"- memory: {memory / 2**30:.1f} GiB" if memory else "- memory: unknown",
-        f"- load average (1, 5, 15 min) when the report was written: {load}",
+        f"- load average (1, 5, 15 min) at the start: {report.get('load_average_at_start')}, "
+        f"when the report was written: {load} (other jobs on the machine slow every stage and "
+        "make latencies noisy)",
         f"- platform: {machine['platform']}",
         f"- versions: {versions}",
     ]
@@ -361,8 +365,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         summary_table(report),
         "",
         f"Dev {metric} in percent; latency p50 in milliseconds (sequence length "
-        f"{report['max_seq_length']}); sizes in MB (gzip: the smaller of gzip of the file "
-        "and gzip of the sparse bitmask form). ONNX Runtime multiplies zeros like any other "
+        f"{report['max_seq_length']}); sizes in MB (gzip: the smaller of gzip -6 of the file "
+        "and of its sparse bitmask form). ONNX Runtime multiplies zeros like any other "
         "number, so unstructured sparsity alone does not make it faster (int8 does); DeepSparse "
         "runs sparse kernels.",
         "",
@@ -439,7 +443,11 @@ def _plot_accuracy(report: dict[str, Any], path: Path) -> None:
         ax.axhline(100 * dense, color="grey", linestyle=":", label="dense")
     ax.set_xlabel("sparsity of the pruned weights (%)")
     ax.set_ylabel(f"dev {metric} (%)")
-    ax.set_title(f"{Path(report['model']).name}: {metric} vs sparsity", fontsize=10)
+    ax.set_title(
+        f"{model_name(report['model'])} on {report['task']} ({report['train_examples']} "
+        f"training examples): dev {metric} vs sparsity",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -487,13 +495,14 @@ def write_report(
     stages: Sequence[StageRecord],
     *,
     seconds: float,
+    load_at_start: list[float] | None = None,
 ) -> tuple[Path, Path, dict[str, Any]]:
     """Write ``report.json``, ``report.md`` and the plots into ``folder``.
 
     Returns:
         The markdown and JSON paths and the report's content.
     """
-    report = build_report(config, prepared, stages, seconds=seconds)
+    report = build_report(config, prepared, stages, seconds=seconds, load_at_start=load_at_start)
     folder.mkdir(parents=True, exist_ok=True)
     writers: list[tuple[str, Callable[[dict[str, Any], Path], None]]] = [
         (ACCURACY_PLOT, _plot_accuracy),
