@@ -125,7 +125,7 @@ def plan_stages(
         quantize_stage,
         size_stage,
     )
-    from obert.training import train_stage
+    from obert.training import train_stage, zero_fraction
 
     versions = _versions()
     task = prepared.task
@@ -157,8 +157,6 @@ def plan_stages(
             options=options,
             log=log,
         )
-        from obert.training import zero_fraction
-
         out["sparsity"] = zero_fraction(student, prepared.targets)
         return out
 
