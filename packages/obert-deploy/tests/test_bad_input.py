@@ -240,9 +240,18 @@ EVALUATE = [
         ["evaluate", "{CKPT}", "{BAD}/extra_input.onnx", *_DEV16],
         "['pixel_mask']",
     ),
-    ("tokenizer-other-model", [*_EVAL, "--tokenizer", "{BAD}/big_tok"], "vocabulary has 81 tokens"),
-    ("tokenizer-is-file", [*_EVAL, "--tokenizer", "{DEV}"], "is a file, not a directory"),
-    ("text-columns-3", [*_EVAL, "--text-columns", "a,b,c"], "3 text columns"),
+    # --data given: these checks must not depend on the default SST-2 dev file being there.
+    (
+        "tokenizer-other-model",
+        [*_EVAL, "--data", "{DEV}", "--tokenizer", "{BAD}/big_tok"],
+        "vocabulary has 81 tokens",
+    ),
+    (
+        "tokenizer-is-file",
+        [*_EVAL, "--data", "{DEV}", "--tokenizer", "{DEV}"],
+        "is a file, not a directory",
+    ),
+    ("text-columns-3", [*_EVAL, "--data", "{DEV}", "--text-columns", "a,b,c"], "3 text columns"),
 ]
 
 BENCH = [
