@@ -12,7 +12,7 @@ from obert_train.errors import RecipeError
 def test_shipped_recipes_load_and_the_pruning_schedule_is_50_to_90() -> None:
     dense = load_stage_recipe(None, dense=True)
     pruning = load_stage_recipe(None, dense=False)
-    assert not dense.pruning and dense.num_epochs == 1
+    assert not dense.pruning and dense.num_epochs == 2
     (modifier,) = pruning.pruning
     assert modifier.method_name == "obert"
     assert [round(s, 4) for _, s in modifier.schedule()] == [0.5, 0.6333, 0.7667, 0.9]

@@ -131,7 +131,7 @@ def quickstart(
     ] = None,
     bench_iterations: Annotated[
         int, typer.Option(min=1, help="Timed requests at batch 1 (fewer for larger batches).")
-    ] = 50,
+    ] = 30,
     onnx_eval: Annotated[
         bool, typer.Option(help="Evaluate the ONNX files on the dev set next to PyTorch.")
     ] = True,

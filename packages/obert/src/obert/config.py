@@ -112,7 +112,7 @@ class QuickstartConfig:
     seed: int = 42
     threads: int | None = None
     bench_batch_sizes: tuple[int, ...] = (1, 16)
-    bench_iterations: int = 50
+    bench_iterations: int = 30
     onnx_eval: bool = True
     deepsparse_cli: Path | None = DEEPSPARSE_CLI
     use_cache: bool = True
