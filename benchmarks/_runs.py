@@ -2,13 +2,15 @@
 
 Every run is ``obert_train.run_recipe`` (the HF Trainer, the pruning callback, the recipe's LR
 schedule and KD) with a recipe file from ``benchmarks/recipes``; a killed run resumes from its
-newest checkpoint when the same command is run again, and a finished run (its name already in the
+newest checkpoint when the same command is run again (one killed before its first checkpoint
+starts again), and a finished run (its name already in the
 results file) is skipped unless ``force``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -71,6 +73,9 @@ def train(
     loaded = load_recipe(spec, overrides or {})
     steps_per_epoch = -(-len(task.train_features) // batch_size)
     print(loaded.describe(steps_per_epoch), flush=True)
+    resume = any(out.glob("checkpoint-*"))
+    if (out / "run.json").is_file() and not resume:  # killed before its first checkpoint
+        shutil.rmtree(out)
     start = time.perf_counter()
     result = run_recipe(
         loaded,
@@ -87,7 +92,7 @@ def train(
             save_steps=save_steps,
             progress=progress,
         ),
-        resume=(out / "run.json").is_file(),
+        resume=resume,
         callbacks=list(callbacks),
     )
     entry: dict[str, Any] = {
