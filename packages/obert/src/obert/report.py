@@ -235,11 +235,15 @@ def _onnx_metric(report: dict[str, Any], label: str, name: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _engine_order(engine: str) -> tuple[int, str]:
+    return (0 if engine == "onnxruntime" else 1, engine)
+
+
 def summary_table(report: dict[str, Any]) -> str:
     """The summary: one row per model (fp32 and int8) with accuracy, latency and size."""
     metric = report["metric"]
     batches = sorted({int(r["batch_size"]) for r in report["latency"]})
-    engines = sorted({str(r["engine"]) for r in report["latency"]})
+    engines = sorted({str(r["engine"]) for r in report["latency"]}, key=_engine_order)
     head = [
         "model",
         "sparsity %",
