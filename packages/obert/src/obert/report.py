@@ -47,6 +47,16 @@ def model_name(source: str) -> str:
     return path.parent.name if path.name == "model" and path.parent.name else path.name
 
 
+def _data_name(config: QuickstartConfig) -> str:
+    data = config.data
+    if data.uses_shipped_data:
+        return "synthetic sentiment data"
+    for source in (data.dataset, data.data_dir, data.train_file):
+        if source is not None:
+            return Path(source).name if isinstance(source, Path) else str(source)
+    return data.task
+
+
 def _pct(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{100 * value:.{digits}f}"
 
@@ -190,6 +200,7 @@ def build_report(
         "config": config.to_dict(),
         "model": prepared.model_source,
         "data": prepared.data_description,
+        "data_name": _data_name(config),
         "task": task.name,
         "metric": task.primary_metric,
         "train_examples": len(task.train_features),
@@ -448,7 +459,7 @@ def _plot_accuracy(report: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("sparsity of the pruned weights (%)")
     ax.set_ylabel(f"dev {metric} (%)")
     ax.set_title(
-        f"{model_name(report['model'])} on {report['task']} ({report['train_examples']} "
+        f"{model_name(report['model'])} on {report['data_name']} ({report['train_examples']} "
         f"training examples): dev {metric} vs sparsity",
         fontsize=9,
     )
