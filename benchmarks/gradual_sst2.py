@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _runs
 import torch
 from _common import REPO, cpu_info, data_dir, minilm_dir
 from transformers import AutoTokenizer, TrainerCallback
@@ -57,15 +58,11 @@ RUNS: dict[str, str] = {
 
 
 def load_results() -> dict[str, Any]:
-    if RESULTS.is_file():
-        return json.loads(RESULTS.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-    return {"runs": {}}
+    return _runs.load_results(RESULTS)
 
 
 def save_result(name: str, entry: dict[str, Any]) -> None:
-    data = load_results()
-    data["runs"][name] = entry
-    atomic_write_text(RESULTS, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    _runs.save_entry(RESULTS, name, entry)
 
 
 class EpochEval(TrainerCallback):
