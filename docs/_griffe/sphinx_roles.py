@@ -19,7 +19,7 @@ import griffe
 _ROLE = re.compile(
     r":(?:py:)?(?:func|class|meth|mod|data|attr|exc|obj|const):`(?P<tilde>~)?(?P<target>[^`<>]+)`"
 )
-_PACKAGES = ("obert_core", "obert_train", "obert_deploy")
+_PACKAGES = ("obert_core", "obert_train", "obert_deploy", "obert")
 
 
 def _identifier(obj: griffe.Object | griffe.Alias, target: str) -> str:

@@ -12,7 +12,7 @@ The documentation (README.md and docs/*.md) is read as text:
   every other command run as subprocesses, with the test interpreter's ``bin`` folder first on
   ``PATH``. A command whose program is not installed is skipped (obert-deploy next to
   obert-train alone, the ``obert`` main job before it is installed).
-* Every ``obert-train`` / ``obert-deploy`` invocation in any fenced shell block or inline code
+* Every ``obert-train`` / ``obert-deploy`` / ``obert`` invocation in any fenced shell block or inline code
   span, marked or not, is checked against the command line itself (its click command tree):
   the sub-command path must exist and every flag written after it must be one of that
   sub-command's options. Inline ``--flags`` of train.md, recipes.md and deploy.md that name no
@@ -40,14 +40,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 DOCS = REPO / "docs"
 MARKER = "<!-- test-command -->"
-CLIS = ("obert-train", "obert-deploy")
+CLIS = ("obert-train", "obert-deploy", "obert")
 
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>```+|~~~+)(?P<info>[^\n`]*)$")
 _INLINE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 # A program name at a word start: obert-train, .venv/bin/obert-train, python -m obert_train, ...
+# The application ``obert`` counts only before one of its words (``obert`` alone is the name).
 _PROGRAM = re.compile(
     r"(?:(?<=\s)|^|(?<=bin/)|(?<=\())"
-    r"(?:obert-(?P<a>train|deploy)(?![\w.\[-])|-m\s+obert_(?P<b>train|deploy)\b)"
+    r"(?:obert-(?P<a>train|deploy)(?![\w.\[-])|-m\s+obert_(?P<b>train|deploy)\b"
+    r"|(?:-m\s+)?(?P<app>obert)(?=\s+(?:quickstart|--help|--version)\b))"
 )
 _FLAG = re.compile(r"(?:(?<=[\s\[|(/{,])|^)(--?[A-Za-z][\w-]*)")
 
@@ -171,21 +173,21 @@ class Invocation:
     """One use of an oBERT command line in the docs: the program and the words after it."""
 
     where: str
-    program: str  # "obert-train" or "obert-deploy"
+    program: str  # "obert-train", "obert-deploy" or "obert"
     text: str  # everything after the program name, up to a shell separator
 
 
 def invocations(text: str, where: str) -> list[Invocation]:
-    """Every ``obert-train`` / ``obert-deploy`` call in a command or code span."""
+    """Every ``obert-train`` / ``obert-deploy`` / ``obert`` call in a command or code span."""
     out: list[Invocation] = []
     for part in re.split(r"&&|\|\||;|\$\(|`", text):
         for m in _PROGRAM.finditer(part):
-            name = m["a"] or m["b"]
+            name = "obert" if m["app"] else f"obert-{m['a'] or m['b']}"
             rest = part[m.end() :]
             nxt = _PROGRAM.search(rest)
             if nxt:
                 rest = rest[: nxt.start()]
-            out.append(Invocation(where, f"obert-{name}", rest))
+            out.append(Invocation(where, name, rest))
     return out
 
 
@@ -345,7 +347,11 @@ def test_marked_command_runs(item: Runnable, monkeypatch: pytest.MonkeyPatch) ->
 # Sub-commands and flags named in the docs
 # ---------------------------------------------------------------------------------------------
 
-_APPS = {"obert-train": "obert_train.cli.app", "obert-deploy": "obert_deploy.cli"}
+_APPS = {
+    "obert-train": "obert_train.cli.app",
+    "obert-deploy": "obert_deploy.cli",
+    "obert": "obert.cli",
+}
 
 
 def _typer_app(program: str) -> Any:
