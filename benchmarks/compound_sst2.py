@@ -6,7 +6,8 @@ pruning to 80 % with KD from the 6-layer model (shipped recipe ``minilm-sst2-obe
 its first epoch dense distillation; the same 2,000 sentences, 6 epochs, as ``gradual_sst2.py``)
 → on to 90 % from that model (``benchmarks/recipes/compound-b4-90.yaml``: 3 more epochs, steps
 at 0.85 and 0.9; a continuation, cheaper on this CPU than a second 6-epoch run) → int8 (QAT
-with obert-deploy, masks kept; and ONNX Runtime's dynamic int8 for comparison) → ONNX →
+with obert-deploy, masks kept; static PTQ in the QOperator form DeepSparse accelerates, as its
+QAT/QDQ files run slower than fp32 there; and ONNX Runtime's dynamic int8) → ONNX →
 latency on ONNX Runtime and DeepSparse (batch 1 and 16, 128 tokens, 2 threads) and size.
 Speed-ups are over the dense fp32 6-layer model on ONNX Runtime measured in the same run.
 Sub-commands::
@@ -14,6 +15,7 @@ Sub-commands::
     .venv/bin/python benchmarks/compound_sst2.py layers          # 6 -> 3 layers, no training
     .venv/bin/python benchmarks/compound_sst2.py prune b4-80     # or b4-90; resumable
     .venv/bin/python benchmarks/compound_sst2.py deploy          # exports, QAT, accuracy, size
+    .venv/bin/python benchmarks/compound_sst2.py static          # DeepSparse's int8 form (PTQ)
     .venv/bin/python benchmarks/compound_sst2.py bench           # latency (wants a quiet CPU)
     .venv/bin/python benchmarks/compound_sst2.py report
 
@@ -203,16 +205,63 @@ def cmd_bench(args: argparse.Namespace) -> None:
     save_entry(RESULTS, "latency", {"results": [r.to_dict() for r in results]}, section="bench")
 
 
+def cmd_static(args: argparse.Namespace) -> None:
+    """Static int8 in the form DeepSparse accelerates (PTQ, QOperator, per-tensor MatMuls).
+
+    The QAT files of ``deploy`` are QDQ graphs, which DeepSparse 1.8 runs slower than fp32
+    (docs/deploy.md, int8 forms); this adds, per model and batch size, the static QOperator
+    file calibrated on 128 SST-2 training sentences (``StaticInt8Config.for_engine``), its
+    accuracy through ONNX Runtime on the batch-1 file and its size, to the ``deploy`` entry.
+    """
+    sys.path.insert(0, str(Path(__file__).parent))
+    import deploy_minilm as dm
+
+    from obert_deploy import StaticInt8Config, evaluate, load_tokenizer, quantize_onnx, size_report
+
+    deploy = load_results(RESULTS).get("deploy", {})
+    reference = RUNS_DIR / "dense-6l-ort-fp32.onnx"
+    dev = data_dir("SST-2") / "dev.tsv"
+    for label, checkpoint in MODELS.items():
+        entry = deploy.get(label)
+        if entry is None:
+            print(f"skipping {label}: run `deploy` first", flush=True)
+            continue
+        if "evaluate_static" in entry and not args.force:
+            continue
+        tokenizer = load_tokenizer(checkpoint)
+        files = dict(entry["files"])
+        for batch in (1, 16):
+            source = Path(files[f"ds fp32 b{batch}"])
+            target = RUNS_DIR / f"{label}-ds-int8-static-b{batch}.onnx"
+            if not target.exists() or args.force:
+                config = StaticInt8Config.for_engine("deepsparse")
+                q = quantize_onnx(
+                    source, target, config, calibration=dm.calibration(tokenizer, batch)
+                )
+                if not q.sparsity_kept:
+                    sys.exit(f"{target}: int8 lost the sparsity of {source}")
+            files[f"ds int8 static b{batch}"] = str(target)
+        static_b1 = Path(files["ds int8 static b1"])
+        result = evaluate(checkpoint, [static_b1], data=dev, seq_len=SEQ, batch_size=1,
+                          threads=args.threads)  # fmt: skip
+        sizes = dict(entry["sizes"])
+        sizes["ds int8 static b1"] = size_report(static_b1, reference=reference).to_dict()
+        update = {"files": files, "sizes": sizes, "evaluate_static": result.to_dict()}
+        save_entry(RESULTS, label, {**entry, **update}, section="deploy")
+        print(f"{label}:\n{result.to_markdown()}", flush=True)
+
+
 ROWS = (  # (file key in the deploy entry, engine, precision)
     ("ort fp32", "onnxruntime", "fp32"),
     ("ort int8 dynamic", "onnxruntime", "int8 dynamic (PTQ)"),
     ("ds fp32", "deepsparse", "fp32"),
     ("ds int8 QAT", "deepsparse", "int8 QAT"),
+    ("ds int8 static", "deepsparse", "int8 static (PTQ)"),
 )
 
 
 def _accuracy(entry: dict[str, Any], path: str) -> float | None:
-    for section in ("evaluate", "evaluate_qat"):
+    for section in ("evaluate", "evaluate_qat", "evaluate_static"):
         for result in entry.get(section, {}).get("results", []):
             if result["model"] == path:
                 return float(result["metrics"]["accuracy"])
@@ -240,9 +289,11 @@ def report_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             elif precision == "fp32":  # the same weights as the ONNX Runtime fp32 export
                 accuracy = _accuracy(entry, entry["files"]["ort fp32"])
                 size = entry["sizes"]["ds fp32 b1"]
-            else:  # measured through ONNX Runtime on the DeepSparse QAT file itself
-                accuracy = _accuracy(entry, entry["files"]["ds int8 QAT b1"])
-                size = entry["sizes"]["ds int8 QAT b1"]
+            elif f"{key} b1" not in entry["files"]:
+                continue  # `static` not run for this model yet
+            else:  # measured through ONNX Runtime on the DeepSparse int8 file itself
+                accuracy = _accuracy(entry, entry["files"][f"{key} b1"])
+                size = entry["sizes"][f"{key} b1"]
             row = {"model": label, "layers": layers, "sparsity": sparsity,
                    "pattern": "dense" if label == "dense-6l" else "4-block",
                    "engine": engine, "precision": precision, "accuracy": accuracy,
@@ -314,7 +365,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("layers", "prune", "deploy", "bench", "report"):
+    for name in ("layers", "prune", "deploy", "static", "bench", "report"):
         p = sub.add_parser(name)
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--force", action="store_true")
@@ -325,8 +376,8 @@ def main() -> None:
         if name == "prune":
             p.add_argument("name", choices=sorted(PRUNE))
     args = parser.parse_args()
-    {"layers": cmd_layers, "prune": cmd_prune, "deploy": cmd_deploy, "bench": cmd_bench,
-     "report": cmd_report}[args.cmd](args)  # fmt: skip
+    {"layers": cmd_layers, "prune": cmd_prune, "deploy": cmd_deploy, "static": cmd_static,
+     "bench": cmd_bench, "report": cmd_report}[args.cmd](args)  # fmt: skip
 
 
 if __name__ == "__main__":
