@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -272,6 +273,29 @@ def test_output_dir_is_refused_when_not_empty_and_resume_of_another_recipe(
             load_recipe(GMP), tiny_bert, task, out, options=opts, resume=True,
             model_name="other", log=lambda _l: None,
         )  # fmt: skip
+
+
+def test_save_checkpoints_false_writes_no_checkpoint_even_at_the_last_step(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    tmp_path: Path,
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    short = {"num_epochs": 1, "GMPruningModifier.start_epoch": 0.0}
+    recipe = load_recipe(GMP, {**short, "GMPruningModifier.end_epoch": 0.5})
+    fresh = copy.deepcopy(tiny_bert)
+    kept = tmp_path / "kept"
+    opts = RunOptions(batch_size=4, progress=False, evaluate=False, save_steps=10**9)
+    run_recipe(recipe, tiny_bert, task, kept, options=opts, log=lambda _l: None)
+    # A save_steps that never comes still saves at the final step (the Trainer's default flow).
+    assert [p.name for p in kept.glob("checkpoint-*")] == ["checkpoint-9"]
+    none = tmp_path / "none"
+    opts = RunOptions(batch_size=4, progress=False, evaluate=False, save_checkpoints=False)
+    run_recipe(recipe, fresh, task, none, options=opts, log=lambda _l: None)
+    assert not list(none.glob("checkpoint-*"))
+    assert (none / "model.safetensors").is_file() and (none / "sparsity.json").is_file()
+    assert json.loads((none / "run.json").read_text())["options"]["save_checkpoints"] is False
 
 
 def test_teacher_with_another_head_is_refused_before_training(

@@ -78,6 +78,9 @@ class RunOptions:
         max_grad_norm: Gradient clipping norm.
         seed: Seed of the data order, dropout and new heads.
         save_steps: Checkpoint every N optimizer steps; None = once per epoch.
+        save_checkpoints: False writes no ``checkpoint-N`` at all (the Trainer's
+            ``save_strategy="no"``; ``save_steps`` is then unused): the run cannot be resumed,
+            and its disk use is the final model alone, for callers that resume by other means.
         save_total_limit: Checkpoints kept (the newest); at least 2, so a complete one survives
             while the next is being written.
         logging_steps: Log every N optimizer steps.
@@ -94,6 +97,7 @@ class RunOptions:
     max_grad_norm: float = 1.0
     seed: int = 42
     save_steps: int | None = None
+    save_checkpoints: bool = True
     save_total_limit: int = 2
     logging_steps: int = 25
     report_to: tuple[str, ...] = ()
@@ -447,7 +451,9 @@ def run_recipe(
         lr_scheduler_type="linear",
         seed=opts.seed,
         data_seed=opts.seed,
-        save_strategy="steps" if opts.save_steps else "epoch",
+        save_strategy=(
+            "no" if not opts.save_checkpoints else "steps" if opts.save_steps else "epoch"
+        ),
         save_steps=opts.save_steps or 500,
         save_total_limit=max(2, opts.save_total_limit),
         logging_strategy="steps",
