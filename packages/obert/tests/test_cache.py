@@ -8,6 +8,8 @@ dense stage and its exports and reruns the pruning stage and everything downstre
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from typer.testing import CliRunner
 
 from obert.cache import STAGE_FILE, StageCache, fingerprint_path, stage_key
 from obert.cli import app
+from obert.errors import PipelineInputError
 
 from .conftest import quick_args
 
@@ -72,6 +75,31 @@ def test_leftover_of_a_killed_stage_is_removed(tmp_path: Path) -> None:
     (tmp_path / ".s.tmp-12345").mkdir(parents=True)
     StageCache(tmp_path).run("s", {}, _writer([], "one"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_a_second_lock_on_the_stages_folder_is_refused_until_the_first_ends(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "out" / "stages"
+    with StageCache(root).lock():
+        assert root.is_dir()
+        with (
+            pytest.raises(PipelineInputError, match=r"--output-dir .*out' is in use"),
+            StageCache(root).lock(),
+        ):
+            pass
+        code = (
+            "import sys; from obert.cache import StageCache\n"
+            "try:\n    with StageCache(sys.argv[1]).lock(): print('locked')\n"
+            "except Exception as exc: print(type(exc).__name__)"
+        )
+        other = subprocess.run(
+            [sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True
+        )
+        assert other.stdout.strip() == "PipelineInputError", other.stderr
+    with StageCache(root).lock():  # released at the end of the block
+        pass
+    assert sorted(p.name for p in root.iterdir()) == []  # no lock file left behind
 
 
 def test_fingerprints_see_content_and_names(tmp_path: Path) -> None:

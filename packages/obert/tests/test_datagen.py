@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from obert.cache import atomic_write_bytes
 from obert.datagen import (
     DEFAULT_DEV_SIZE,
     DEFAULT_TRAIN_SIZE,
@@ -19,6 +20,7 @@ from obert.datagen import (
     write_dataset,
 )
 from obert.defaults import shipped_data_dir
+from obert.errors import PipelineInputError
 
 
 def test_regenerating_gives_the_shipped_bytes(tmp_path: Path) -> None:
@@ -96,5 +98,27 @@ def test_tsv_format(tmp_path: Path) -> None:
 
 
 def test_bad_sizes_are_refused() -> None:
-    with pytest.raises(ValueError, match="sizes must be >= 1"):
+    with pytest.raises(PipelineInputError, match="sizes must be >= 1"):
         generate(0, 5)
+
+
+def test_the_command_refuses_bad_sizes_in_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "out"), "--train", "0"])
+    assert stop.value.code == 2
+    assert "error: sizes must be >= 1, got train 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_files_are_replaced_whole_or_not_at_all(tmp_path: Path) -> None:
+    train, _ = write_dataset(tmp_path, 5, 3, seed=3)
+    before = train.read_bytes()
+    with pytest.raises(TypeError):
+        atomic_write_bytes(train, "not bytes")  # type: ignore[arg-type]  # fails mid-write
+    assert train.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.tsv", "train.tsv"]
+    write_dataset(tmp_path, 6, 3, seed=3)
+    assert len(train.read_text().splitlines()) == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.tsv", "train.tsv"]

@@ -7,27 +7,32 @@ stage depends on (its options, the fingerprints of the model and data files, the
 the keys of the stages it reads, the package versions). A later run computes the key again and
 reuses the folder when it matches; a changed input gives another key, and the stage (and every
 stage downstream of it, whose key contains this one) runs again. An interrupted stage leaves
-only its temporary folder, which the next run removes.
+only its temporary folder, which the next run removes. A run holds an exclusive lock on the
+stages folder (:meth:`StageCache.lock`), so a second run on the same folder is refused instead
+of removing the first one's temporary folders.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from obert.errors import StageError
+from obert.errors import PipelineInputError, StageError
 
 __all__ = [
     "STAGE_FILE",
     "StageCache",
     "StageRecord",
+    "atomic_write_bytes",
     "canonical_json",
     "fingerprint_files",
     "fingerprint_path",
@@ -39,6 +44,29 @@ STAGE_FILE = "stage.json"
 _FORMAT = 1
 """Version of the key's content (bumped when a stage's meaning changes)."""
 _CHUNK = 1 << 20
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file beside it, then ``os.replace``.
+
+    A reader sees the old file or the whole new one, never a part; a failed write leaves no
+    temporary file.
+
+    Returns:
+        The path.
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # the umask's file mode
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
 
 
 def canonical_json(value: Any) -> str:
@@ -136,6 +164,32 @@ class StageCache:
     def folder(self, name: str) -> Path:
         """The folder of stage ``name``."""
         return self.root / name
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on the stages folder (created if missing) for a run.
+
+        The lock is on the folder itself (no lock file) and ends with the block, or with the
+        process if it is killed, so a crashed run never leaves a stale lock.
+
+        Raises:
+            PipelineInputError: If another run (another process, or another lock in this one)
+                holds it.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise PipelineInputError(
+                    f"--output-dir {str(self.root.parent)!r} is in use: another obert "
+                    f"quickstart run holds the lock on {str(self.root)!r}; wait for it to "
+                    "finish, or choose another --output-dir"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
 
     def lookup(self, name: str, key: str) -> StageRecord | None:
         """The finished stage ``name`` if its recorded key is ``key``, else None."""

@@ -33,6 +33,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from obert.cache import atomic_write_bytes
+from obert.errors import PipelineInputError
+
 __all__ = [
     "DEFAULT_DEV_SIZE",
     "DEFAULT_SEED",
@@ -367,11 +370,14 @@ def generate(
         ``(train, dev)``.
 
     Raises:
-        ValueError: If a size is below 1, or the grammar cannot produce that many distinct
-            sentences.
+        PipelineInputError: If a size is below 1, or the grammar cannot produce that many
+            distinct sentences.
     """
     if train_size < 1 or dev_size < 1:
-        raise ValueError(f"sizes must be >= 1, got train {train_size} and dev {dev_size}")
+        raise PipelineInputError(
+            f"sizes must be >= 1, got train {train_size} and dev {dev_size}: ask for at least "
+            "one training and one dev sentence (--train, --dev)"
+        )
     rng = random.Random(seed)
     seen: set[str] = set()
     splits: list[list[Example]] = []
@@ -381,8 +387,9 @@ def generate(
         while len(drawn) < size:
             attempts += 1
             if attempts > 50 * size:
-                raise ValueError(
-                    f"only {len(drawn)} distinct sentences after {attempts} draws; ask for fewer"
+                raise PipelineInputError(
+                    f"only {len(drawn)} distinct sentences after {attempts} draws for a split "
+                    f"of {size}; ask for fewer (--train {train_size}, --dev {dev_size})"
                 )
             example = _sentence(rng, lexicon)
             if example.sentence not in seen:
@@ -404,17 +411,23 @@ def write_dataset(
     dev_size: int = DEFAULT_DEV_SIZE,
     seed: int = DEFAULT_SEED,
 ) -> tuple[Path, Path]:
-    """Write ``train.tsv`` and ``dev.tsv`` into ``folder`` (created if missing).
+    """Write ``train.tsv`` and ``dev.tsv`` into ``folder`` (created if missing), atomically.
+
+    Each file is written beside its final name and moved into place: an interrupted run leaves
+    the earlier files whole.
 
     Returns:
         The two paths.
+
+    Raises:
+        PipelineInputError: As :func:`generate`.
     """
+    train, dev = generate(train_size, dev_size, seed)
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    train, dev = generate(train_size, dev_size, seed)
     paths = (out / "train.tsv", out / "dev.tsv")
     for path, examples in zip(paths, (train, dev), strict=True):
-        path.write_bytes(to_tsv(examples).encode("utf-8"))
+        atomic_write_bytes(path, to_tsv(examples).encode("utf-8"))
     return paths
 
 
@@ -426,7 +439,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dev", type=int, default=DEFAULT_DEV_SIZE, help="Dev sentences.")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="Seed of the grammar.")
     args = parser.parse_args(argv)
-    for path in write_dataset(args.folder, args.train, args.dev, args.seed):
+    try:
+        paths = write_dataset(args.folder, args.train, args.dev, args.seed)
+    except PipelineInputError as exc:
+        parser.error(str(exc))  # one usage line and the message, exit code 2
+    for path in paths:
         print(f"wrote {path}")  # noqa: T201
 
 
