@@ -1,19 +1,22 @@
 """Shared fixtures: a tiny BERT built in-process, its word-level tokenizer, data and recipes.
 
 Everything is made here (no network): a 2-layer BERT with hidden size 32 whose vocabulary is
-the words of a small draw of the package's own sentiment grammar, and recipes with the
-shipped ones' structure on a budget of a few optimizer steps.
+the words of a small draw of the package's own sentiment grammar, SQuAD-format questions on the
+same sentences, and recipes with the shipped ones' structure on a budget of a few optimizer
+steps.
 """
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-from obert.datagen import generate, to_tsv
+from obert.datagen import Example, generate, to_tsv
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TRAIN, DEV = generate(64, 32, seed=7)
@@ -65,6 +68,42 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (path / "train.tsv").write_text(to_tsv(TRAIN), encoding="utf-8")
     (path / "dev.tsv").write_text(to_tsv(DEV), encoding="utf-8")
     return path
+
+
+def squad_json(examples: list[Example], seed: int) -> str:
+    """SQuAD v1.1 JSON: one question per sentence, whose answer is one of its words.
+
+    The question is the two words around the answer; every word is in :func:`vocabulary`.
+    """
+    rng = random.Random(seed)
+    articles = []
+    for number, example in enumerate(examples):
+        words = example.sentence.split()
+        at = rng.randrange(1, len(words) - 1)
+        start = len(" ".join(words[:at])) + 1
+        assert example.sentence[start : start + len(words[at])] == words[at]
+        qa = {
+            "id": f"q{number}",
+            "question": f"{words[at - 1]} {words[at + 1]}",
+            "answers": [{"text": words[at], "answer_start": start}],
+        }
+        paragraph = {"context": example.sentence, "qas": [qa]}
+        articles.append({"title": f"article {number // 8}", "paragraphs": [paragraph]})
+    return json.dumps({"version": "1.1", "data": articles})
+
+
+@pytest.fixture(scope="session")
+def squad_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``train-v1.1.json`` (64 questions) and ``dev-v1.1.json`` (16) on the tiny sentences."""
+    path = tmp_path_factory.mktemp("squad")
+    (path / "train-v1.1.json").write_text(squad_json(TRAIN, seed=1), encoding="utf-8")
+    (path / "dev-v1.1.json").write_text(squad_json(DEV[:16], seed=2), encoding="utf-8")
+    return path
+
+
+SQUAD_ARGS = ["--task", "squad", "--max-seq-length", "64", "--doc-stride", "16",
+              "--max-query-length", "16"]  # fmt: skip
+"""Window options of SQuAD on the tiny BERT (64 positions)."""
 
 
 def tiny_model(vocab_size: int) -> BertForSequenceClassification:

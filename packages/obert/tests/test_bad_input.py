@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from obert.cache import StageCache
 from obert.cli import app
 
-from .conftest import quick_args
+from .conftest import SQUAD_ARGS, quick_args
 
 runner = CliRunner()
 
@@ -34,6 +35,7 @@ class Env:
     data: Path
     recipes: dict[str, Path]
     out: Path
+    squad: Path
 
     def args(self, *extra: str) -> list[str]:
         return [*quick_args(self.model, self.data, self.recipes, self.out), *extra]
@@ -98,6 +100,37 @@ def _empty_data(env: Env) -> list[str]:
     return []
 
 
+def _distill_missing_output(env: Env) -> list[str]:
+    text = env.recipes["pruning"].read_text().replace("[logits]", "[logits, hidden]")
+    path = env.tmp / "hidden.yaml"
+    path.write_text(text)
+    return ["--recipe", str(path)]
+
+
+def _squad_with_classifier_keys(env: Env) -> list[str]:
+    return [*SQUAD_ARGS, "--data-dir", str(env.squad)]  # the tiny recipe distils [logits]
+
+
+def _dense_recipe_with_distillation(env: Env) -> list[str]:
+    kd = env.recipes["pruning"].read_text().split("distillation_modifiers:")[1]
+    path = env.tmp / "dense-kd.yaml"
+    path.write_text(env.recipes["dense"].read_text() + "distillation_modifiers:" + kd)
+    return ["--dense-recipe", str(path)]
+
+
+def _dev_label_not_in_training(env: Env) -> list[str]:
+    dev = env.data / "dev.tsv"
+    rows = dev.read_text().splitlines()
+    rows[-1] = rows[-1].rsplit("\t", 1)[0] + "\t7"
+    dev.write_text("\n".join(rows) + "\n")
+    return ["--max-eval-samples", "1"]  # obert-train's seeded dev subset misses that line
+
+
+def _bad_recipe_and_no_data(env: Env) -> list[str]:
+    _empty_data(env)
+    return ["--set", "no_such_field=3"]
+
+
 def _out_is_file(env: Env) -> list[str]:
     env.out.write_text("not a folder")
     return []
@@ -131,16 +164,35 @@ CASES = [
     Case("output-dir-is-a-file", r"--output-dir .* exists and is not a folder", _out_is_file),
     Case("bad-override", r"override 'no_such_field' applies to no modifier",
          lambda env: ["--set", "no_such_field=3"]),
+    Case("recipes-checked-before-the-data", r"override 'no_such_field' applies to no modifier",
+         _bad_recipe_and_no_data),
+    Case("distill-key-the-model-lacks",
+         r"pruning recipe .*: distill_output_keys \['logits', 'hidden'\] include \['hidden'\], "
+         r"which --model .* does not output for task 'sst2' \(its outputs: \['logits'\]\)"
+         r"; .* --set distill_output_keys=\[logits\]", _distill_missing_output),
+    Case("squad-with-a-classifier-distillation-recipe",
+         r"distill_output_keys \['logits'\] include \['logits'\], which --model .* does not "
+         r"output for task 'squad' \(its outputs: \['start_logits', 'end_logits'\]\); "
+         r".* --set distill_output_keys=\[start_logits,end_logits\]",
+         _squad_with_classifier_keys),
+    Case("dense-recipe-with-distillation", r"--dense-recipe .* has a !DistillationModifier",
+         _dense_recipe_with_distillation),
+    Case("dev-label-not-in-training",
+         r"dev file .*dev.tsv': example 32 has label '7', which is not among the training "
+         r"labels \['0', '1'\]", _dev_label_not_in_training),
 ]  # fmt: skip
 
 
 @pytest.fixture
-def env(tmp_path: Path, model_dir: Path, data_dir: Path, recipes: dict[str, Path]) -> Env:
-    model, data = tmp_path / "model", tmp_path / "data"
+def env(
+    tmp_path: Path, model_dir: Path, data_dir: Path, recipes: dict[str, Path], squad_dir: Path
+) -> Env:
+    model, data, squad = tmp_path / "model", tmp_path / "data", tmp_path / "squad"
     shutil.copytree(model_dir, model)
     shutil.copytree(data_dir, data)
+    shutil.copytree(squad_dir, squad)
     (tmp_path / "empty").mkdir()
-    return Env(tmp_path, model, data, recipes, tmp_path / "out")
+    return Env(tmp_path, model, data, recipes, tmp_path / "out", squad)
 
 
 def _snapshot(root: Path) -> dict[str, float]:
@@ -173,3 +225,8 @@ def test_quickstart_refuses_when_the_disk_is_too_full(
 ) -> None:
     extra = _no_disk_space(env, monkeypatch)
     _check(env, extra, r"need about [\d.]+ GB .* but only 0.00 GB are free")
+
+
+def test_quickstart_refuses_an_output_dir_another_run_is_using(env: Env) -> None:
+    with StageCache(env.out / "stages").lock():  # as a run in progress holds it
+        _check(env, [], r"--output-dir .*out' is in use: another obert quickstart run")

@@ -35,7 +35,13 @@ def test_quickstart_on_minilm_writes_a_complete_report(tmp_path: Path) -> None:
     for label in ("dense", "obert", "gmp"):
         entry = report["models"][label]
         assert entry["export"]["zeros_kept"] and entry["int8"]["zeros_kept"]
-        assert entry["onnx_eval"]["models"][f"{label}-int8"]["metrics"]["accuracy"] >= 0
+        # fp32 ONNX predicts as PyTorch (agreement 1.0 on the 400 shipped and 872 SST-2 dev
+        # sentences in outputs/quickstart*); int8 accuracy is a fraction like the others.
+        evaluation = entry["onnx_eval"]
+        fp32, int8 = evaluation["models"][label], evaluation["models"][f"{label}-int8"]
+        assert evaluation["examples"] == 48 and fp32["agreement"] >= 0.95, fp32
+        assert abs(fp32["metrics"]["accuracy"] - evaluation["pytorch"]["accuracy"]) <= 0.02
+        assert 0 <= int8["metrics"]["accuracy"] <= 1 and int8["agreement"] is not None
     assert {(r["name"], r["batch_size"]) for r in report["latency"]} >= {("obert-int8", 4)}
     assert report["size"]["obert-int8"]["weight_sparsity"] > 0.85
     assert report["machine"]["cpu"]["brand"] and "torch" in report["machine"]["versions"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from obert.defaults import shipped_recipe
 from obert.errors import PipelineInputError
 from obert.recipes import baseline_recipe, load_stage_recipe
 from obert_train.errors import RecipeError
+from obert_train.recipe import Recipe
 
 
 def test_shipped_recipes_load_and_the_pruning_schedule_is_50_to_90() -> None:
@@ -53,3 +55,21 @@ def test_wrong_kinds_of_recipe_are_refused() -> None:
         baseline_recipe(load_stage_recipe(None, dense=False), "ConstantPruningModifier")
     with pytest.raises(RecipeError, match="no recipe file or shipped recipe"):
         load_stage_recipe("no-such-recipe", dense=False)
+
+
+def test_squad_distils_start_and_end_logits_with_the_shipped_recipe_only() -> None:
+    def keys(recipe: Recipe) -> tuple[str, ...]:
+        assert recipe.distillation is not None
+        return tuple(recipe.distillation.distill_output_keys)
+
+    squad = load_stage_recipe(None, dense=False, task="squad")
+    assert keys(squad) == ("start_logits", "end_logits")
+    assert keys(baseline_recipe(squad, "GMPruningModifier")) == ("start_logits", "end_logits")
+    assert keys(load_stage_recipe("quickstart-obert", dense=False, task="squad")) == keys(squad)
+    assert keys(load_stage_recipe(None, dense=False, task="sst2")) == ("logits",)
+    mine = load_stage_recipe(
+        None, dense=False, task="squad", overrides={"distill_output_keys": ["start_logits"]}
+    )
+    assert keys(mine) == ("start_logits",)  # --set wins
+    text = shipped_recipe("quickstart-obert").read_text()
+    assert keys(load_stage_recipe(text, dense=False, task="squad")) == ("logits",)  # the user's

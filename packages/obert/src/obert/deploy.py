@@ -6,7 +6,9 @@
   leaves no file).
 * :func:`quantize_stage`: dynamic int8 for ONNX Runtime (symmetric weights, so pruned weights
   stay exactly 0; checked).
-* :func:`onnx_eval_stage`: dev metric of the ONNX files next to PyTorch (local dev files only).
+* :func:`onnx_eval_stage`: dev metric of the ONNX files next to PyTorch (local dev files only);
+  a GLUE dev file is read as training read it (:func:`glue_dev_tsv`: its text and label columns,
+  each label as the id training gave it), since obert-deploy wants integer labels ``0..k-1``.
 * :func:`bench_stage`: latency on ONNX Runtime; on DeepSparse through its own environment's
   ``obert-deploy`` (a subprocess) on static-shape exports, when that environment exists.
 * :func:`size_stage`: size on disk, gzip and the sparse (bitmask) form.
@@ -29,6 +31,7 @@ __all__ = [
     "bench_stage",
     "deepsparse_stage",
     "export_stage",
+    "glue_dev_tsv",
     "onnx_eval_stage",
     "quantize_stage",
     "size_stage",
@@ -36,6 +39,8 @@ __all__ = [
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model-int8.onnx"
+DEV_FILE = "dev.tsv"
+"""The normalised GLUE dev file inside an eval stage's folder (:func:`glue_dev_tsv`)."""
 
 
 def export_stage(
@@ -99,7 +104,58 @@ def quantize_stage(folder: Path, source: Path) -> dict[str, Any]:
     }
 
 
+def glue_dev_tsv(
+    dev_file: Path,
+    *,
+    text_columns: Sequence[str] | None,
+    label_column: str | None,
+    label_to_id: Mapping[str, int],
+) -> str:
+    """``dev_file`` read as obert-train reads it, as a TSV obert-deploy reads the same way.
+
+    The text columns and the label column are resolved by obert-train's reader (the same
+    options as training); the output has the columns ``sentence`` (or ``sentence1`` and
+    ``sentence2``) and ``label``, each label the id training gave it (``label_to_id``), so
+    string labels, a label column of another name and integer labels other than ``0..k-1``
+    score as in training.
+
+    Args:
+        dev_file: The GLUE-style dev TSV.
+        text_columns: ``--text-column`` (None: obert-train's automatic choice).
+        label_column: ``--label-column`` (None: obert-train's automatic choice).
+        label_to_id: The training task's label -> id.
+
+    Returns:
+        The TSV text (header, one example per line, LF line ends).
+
+    Raises:
+        DataError: If obert-train cannot read the file with these columns.
+        PipelineInputError: If a dev label is not one of the training labels.
+    """
+    from obert.errors import PipelineInputError
+    from obert_train.tasks.data import read_glue_tsv
+
+    examples = read_glue_tsv(
+        dev_file,
+        text_columns=list(text_columns) if text_columns else None,
+        label_column=label_column,
+    )
+    pair = examples[0].text_b is not None
+    lines = ["sentence1\tsentence2\tlabel" if pair else "sentence\tlabel"]
+    for number, example in enumerate(examples, 1):
+        if example.label not in label_to_id:
+            raise PipelineInputError(
+                f"dev file {str(dev_file)!r}: example {number} has label {example.label!r}, "
+                f"which is not among the training labels {sorted(label_to_id)}; the ONNX "
+                "accuracy needs the dev file of the training data's task (or --no-onnx-eval)"
+            )
+        texts = [example.text_a, example.text_b or ""] if pair else [example.text_a]
+        lines.append("\t".join([*texts, str(label_to_id[example.label])]))
+    return "\n".join(lines) + "\n"
+
+
 def onnx_eval_stage(
+    folder: Path,
     checkpoint: Path,
     models: Mapping[str, Path],
     *,
@@ -108,26 +164,45 @@ def onnx_eval_stage(
     tokenizer: Path,
     seq_len: int,
     max_samples: int | None,
-    text_columns: Sequence[str] | None = None,
-    label_column: str | None = None,
+    dev_tsv: str | None = None,
     threads: int | None = None,
     doc_stride: int | None = None,
 ) -> dict[str, Any]:
     """The dev metric of PyTorch and of each ONNX file in ``models`` (label -> file).
 
+    Args:
+        folder: The stage folder (the normalised dev TSV is written there).
+        checkpoint: The PyTorch checkpoint the ONNX files were exported from.
+        models: Label -> ONNX file.
+        task: obert-deploy task.
+        dev_file: The dev file (SQuAD JSON is read as it is).
+        tokenizer: The tokenizer folder.
+        seq_len: Tokens per example.
+        max_samples: Only the first examples.
+        dev_tsv: For classification: the dev data as :func:`glue_dev_tsv` made them (written to
+            ``folder/dev.tsv`` and read instead of ``dev_file``).
+        threads: Engine threads.
+        doc_stride: SQuAD window overlap.
+
     Returns:
-        ``{"examples": n, "pytorch": metrics, "models": {label: {metrics, agreement}}}``.
+        ``{"examples": n, "pytorch": metrics, "models": {label: {metrics, agreement}},
+        "dev_file": name}`` (``dev_file``: the normalised TSV in ``folder``, if written).
     """
+    from obert.cache import atomic_write_bytes
     from obert_deploy import evaluate
 
+    data, written = dev_file, None
+    if dev_tsv is not None:
+        data = folder / DEV_FILE
+        atomic_write_bytes(data, dev_tsv.encode("utf-8"))
+        written = DEV_FILE
     report = evaluate(
         checkpoint,
         list(models.values()),
         task=task,
-        data=dev_file,
+        data=data,
         tokenizer=tokenizer,
-        text_columns=text_columns,
-        label_column=label_column or "label",
+        label_column="label",
         seq_len=seq_len,
         max_samples=max_samples,
         threads=threads,
@@ -135,6 +210,7 @@ def onnx_eval_stage(
     )
     torch_result, *onnx_results = report.results
     return {
+        **({"dev_file": written} if written is not None else {}),
         "examples": report.num_examples,
         "pytorch": torch_result.metrics,
         "models": {

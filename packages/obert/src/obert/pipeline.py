@@ -30,8 +30,6 @@ from obert.preflight import Prepared, check_disk_space, prepare
 __all__ = ["QuickstartResult", "StageSpec", "plan_stages", "run_quickstart"]
 
 STAGES_DIR = "stages"
-_NO_CHECKPOINTS = 10**9
-"""``save_steps`` that never comes: the stage cache, not Trainer checkpoints, is the resume unit."""
 
 
 @dataclass
@@ -95,7 +93,7 @@ def _run_options(config: QuickstartConfig) -> Any:
     return RunOptions(
         batch_size=config.batch_size,
         seed=config.seed,
-        save_steps=_NO_CHECKPOINTS,
+        save_checkpoints=False,  # the stage cache, not Trainer checkpoints, is the resume unit
         logging_steps=10,
         eval_batch_size=config.eval_batch_size,
         progress=config.progress,
@@ -125,7 +123,7 @@ def plan_stages(
         quantize_stage,
         size_stage,
     )
-    from obert.training import train_stage, zero_fraction
+    from obert.training import PERCENT_METRICS, train_stage, zero_fraction
 
     versions = _versions()
     task = prepared.task
@@ -136,6 +134,9 @@ def plan_stages(
         "eval_batch_size": config.eval_batch_size,
         "versions": versions,
     }
+    if task.name in PERCENT_METRICS:
+        # Stages of earlier versions recorded these metrics in percent: never reuse them.
+        common["metric_scale"] = "fraction"
     fp32_bytes = 4 * prepared.param_count
     seq_len = config.data.seq_len
     specs: list[StageSpec] = []
@@ -271,6 +272,7 @@ def plan_stages(
             def eval_work(folder: Path, model: str = model) -> Mapping[str, Any]:
                 files = onnx_files()
                 return onnx_eval_stage(
+                    folder,
                     records[model].path("model"),
                     {model: files[model], f"{model}-int8": files[f"{model}-int8"]},
                     task=prepared.deploy_task,
@@ -278,8 +280,7 @@ def plan_stages(
                     tokenizer=records[model].path("model"),
                     seq_len=prepared.dev_tokens,
                     max_samples=config.data.max_eval_samples,
-                    text_columns=config.data.text_column,
-                    label_column=config.data.label_column,
+                    dev_tsv=prepared.dev_tsv,
                     threads=config.threads,
                     doc_stride=config.data.doc_stride,
                 )
@@ -291,7 +292,7 @@ def plan_stages(
                     {
                         "checkpoint": keys[model],
                         "onnx": [onnx_keys[model], onnx_keys[f"{model}-int8"]],
-                        "dev": fingerprint_dev(dev_file),
+                        "dev": fingerprint_dev(dev_file, prepared.dev_tsv),
                         "max_samples": config.data.max_eval_samples,
                         "seq_len": prepared.dev_tokens,
                         "versions": versions,
@@ -367,10 +368,21 @@ def plan_stages(
     return specs
 
 
-def fingerprint_dev(path: Path) -> str:
-    """Fingerprint of the dev file the ONNX accuracy is measured on."""
+def fingerprint_dev(path: Path, normalised: str | None = None) -> str:
+    """Fingerprint of the dev data the ONNX accuracy is measured on.
+
+    Args:
+        path: The dev file.
+        normalised: The dev file as the eval stage reads it (:func:`obert.deploy.glue_dev_tsv`:
+            it depends on the columns and the label ids too), if there is one.
+    """
+    import hashlib
+
     from obert.cache import fingerprint_path
 
+    data = None if normalised is None else normalised.encode("utf-8")
+    if data is not None and data != path.read_bytes():  # an SST-2 file is its own normal form
+        return "tsv:" + hashlib.sha256(data).hexdigest()
     return fingerprint_path(path)
 
 
@@ -402,8 +414,8 @@ def run_quickstart(
         Where the report is, and its content.
 
     Raises:
-        ObertPipelineError: For bad input or too little disk space (before any long stage),
-            or a stage that failed.
+        ObertPipelineError: For bad input, too little disk space or an ``output_dir`` another
+            run is using (before any stage), or a stage that failed.
         ObertTrainError: obert-train's input checks (model, tokenizer, data, recipe).
         ObertDeployError: obert-deploy's checks (export parity, lost zeros).
     """
@@ -432,22 +444,23 @@ def run_quickstart(
             "with packages/obert-deploy/scripts/test_deepsparse.sh)"
         )
         log(f"note: {prepared.notes[-1]}")
-    log(
-        f"{len(specs)} stages, {len(todo)} to run, {len(specs) - len(todo)} reused from "
-        f"{out / STAGES_DIR}"
-    )
-    for index, spec in enumerate(specs, 1):
-        log(f"[{index}/{len(specs)}] {spec.name}: {spec.title}")
-        records[spec.name] = cache.run(spec.name, spec.inputs, spec.work)
-    seconds = time.perf_counter() - start
-    report_md, report_json, report = write_report(
-        out,
-        config,
-        prepared,
-        [records[s.name] for s in specs],
-        seconds=seconds,
-        load_at_start=load_at_start,
-    )
+    with cache.lock():  # a second run on this --output-dir is refused until this one ends
+        log(
+            f"{len(specs)} stages, {len(todo)} to run, {len(specs) - len(todo)} reused from "
+            f"{out / STAGES_DIR}"
+        )
+        for index, spec in enumerate(specs, 1):
+            log(f"[{index}/{len(specs)}] {spec.name}: {spec.title}")
+            records[spec.name] = cache.run(spec.name, spec.inputs, spec.work)
+        seconds = time.perf_counter() - start
+        report_md, report_json, report = write_report(
+            out,
+            config,
+            prepared,
+            [records[s.name] for s in specs],
+            seconds=seconds,
+            load_at_start=load_at_start,
+        )
     return QuickstartResult(
         output_dir=out,
         report_md=report_md,

@@ -5,8 +5,11 @@ own checks and error classes (a model folder without config or tokenizer files, 
 that maps the data to ``[UNK]``, data files that are missing or have no label column, a recipe
 whose ``params`` match no tensor of the model or whose pruning steps do not fit the data, NaN
 weights, sequences longer than the model takes) plus what only the pipeline knows: training data
-with a single class, a recipe without pruning, and too little free disk space for the outputs
-of the stages that will run (:func:`check_disk_space`).
+with a single class, a recipe without pruning, a distilling recipe whose ``distill_output_keys``
+the model does not output (:func:`check_distill_keys`), a GLUE dev file the ONNX accuracy cannot
+read the way training did (:func:`obert.deploy.glue_dev_tsv`), and too little free disk space
+for the outputs of the stages that will run (:func:`check_disk_space`). The recipes are loaded
+and checked first, before the data are read and tokenised.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import hashlib
 import json
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from obert.recipes import baseline_recipe, load_stage_recipe
 __all__ = [
     "Prepared",
     "check_disk_space",
+    "check_distill_keys",
     "check_recipe_fits",
     "data_fingerprint",
     "method_label",
@@ -57,6 +61,9 @@ class Prepared:
         pruned_weights: Number of weights in them.
         deploy_task: obert-deploy task of the exports.
         dev_file: Local dev file (ONNX accuracy needs one), or None.
+        dev_tsv: For classification: the dev file as the ONNX accuracy reads it (text columns
+            ``sentence`` or ``sentence1``/``sentence2``, integer ``label`` = the training
+            label's id; :func:`obert.deploy.glue_dev_tsv`), or None.
         dev_tokens: Tokens of the longest dev example (at most the task's limit): the ONNX
             accuracy pads to it, which changes no result and saves the padding's compute.
         student: The model loaded for the checks (reused by the dense stage when it runs).
@@ -80,6 +87,7 @@ class Prepared:
     deploy_task: str
     dev_file: Path | None
     dev_tokens: int
+    dev_tsv: str | None = None
     student: Any = None
     notes: list[str] = field(default_factory=list)
 
@@ -135,6 +143,48 @@ def check_recipe_fits(recipe: Any, model: Any, steps_per_epoch: int, role: str) 
     return [n for n in names if n in chosen]
 
 
+def check_distill_keys(recipes: Mapping[str, Any], model: Any, task: Any, model_name: str) -> None:
+    """Every distilling recipe's ``distill_output_keys`` are outputs of ``model`` on ``task``.
+
+    The student and the teacher of the pruning stages have the model's head, so one forward
+    pass on two collated training features shows which outputs distillation can compare.
+
+    Args:
+        recipes: Role (``pruning``, ``baseline``) -> recipe; recipes without a
+            ``!DistillationModifier`` are skipped.
+        model: The model with the task's head.
+        task: The obert-train task (its training features).
+        model_name: ``--model`` as given (for the message).
+
+    Raises:
+        PipelineInputError: Naming the recipe, the missing keys, the outputs the model has and
+            the ``--set`` that fixes it.
+    """
+    import torch
+
+    distilling = {role: r for role, r in recipes.items() if r.distillation is not None}
+    if not distilling:
+        return
+    batch = task.collate(task.train_features[:2])
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        outputs = model(**batch)  # with the labels, as in training
+    model.train(was)
+    found = [k for k, v in outputs.items() if isinstance(v, torch.Tensor)]
+    usable = [k for k in found if k != "loss"]  # the loss is no output to distil
+    for role, recipe in distilling.items():
+        keys = list(recipe.distillation.distill_output_keys)
+        missing = [k for k in keys if k not in usable]
+        if missing:
+            raise PipelineInputError(
+                f"{role} recipe {recipe.where}: distill_output_keys {keys} include {missing}, "
+                f"which --model {model_name!r} does not output for task {task.name!r} (its "
+                f"outputs: {usable}); set the keys to outputs it has, e.g. --set "
+                f"distill_output_keys=[{','.join(usable)}]"
+            )
+
+
 def _data_files(config: QuickstartConfig, data_dir: Path | None) -> list[Path]:
     files = [f for f in (config.data.train_file, config.data.dev_file) if f is not None]
     if data_dir is not None and data_dir.is_dir():
@@ -163,6 +213,7 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
         ObertTrainError: obert-train's checks (ModelError, DataError, RecipeError, ...).
         PipelineInputError: For input only the pipeline refuses.
     """
+    from obert.deploy import glue_dev_tsv
     from obert_train.checkpoint import check_output_dir
     from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
     from obert_train.cli.common import (
@@ -173,10 +224,20 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
     )
 
     check_output_dir(config.output_dir)
+    data = config.data
+    # The recipes first: a recipe error is found in a second, before the data are tokenised.
+    dense = load_stage_recipe(config.dense_recipe, dense=True, task=data.task)
+    pruning = load_stage_recipe(
+        config.recipe, dense=False, overrides=config.overrides, task=data.task
+    )
+    baseline = baseline_recipe(pruning, config.baseline) if config.baseline else None
+    pruned_label = method_label(pruning)
+    baseline_label = method_label(baseline) if baseline is not None else None
+    if baseline_label == pruned_label:
+        baseline_label = f"{baseline_label}-baseline"
     source = str(config.model) if config.model is not None else str(default_model())
     check_model_source(source)
     tokenizer = load_tokenizer(source)
-    data = config.data
     data_dir = shipped_data_dir() if data.uses_shipped_data else data.data_dir
     task = task_from_options(
         data.task,
@@ -211,13 +272,6 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
         description = f"hub dataset {data.dataset!r}"
     else:
         description = ", ".join(str(p) for p in (data_dir, data.train_file, data.dev_file) if p)
-    dense = load_stage_recipe(config.dense_recipe, dense=True)
-    pruning = load_stage_recipe(config.recipe, dense=False, overrides=config.overrides)
-    baseline = baseline_recipe(pruning, config.baseline) if config.baseline else None
-    pruned_label = method_label(pruning)
-    baseline_label = method_label(baseline) if baseline is not None else None
-    if baseline_label == pruned_label:
-        baseline_label = f"{baseline_label}-baseline"
     student = load_model(task, source, config.seed, warn=True)
     check_finite_weights(student, f"--model {source!r}")
     check_model_fits_task(student, task, f"--model {source!r}")
@@ -226,10 +280,21 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
     targets = check_recipe_fits(pruning, student, spe, "pruning")
     if baseline is not None:
         check_recipe_fits(baseline, student, spe, "baseline")
+    distilling = {"pruning": pruning, **({"baseline": baseline} if baseline is not None else {})}
+    check_distill_keys(distilling, student, task, source)
     chosen = set(targets)
     files = _data_files(config, data_dir)
     notes: list[str] = []
     dev_file = _dev_file(config, data_dir)
+    dev_tsv = None
+    if config.onnx_eval and dev_file is not None and labels is not None:
+        # The ONNX accuracy reads the dev file with training's columns and label ids.
+        dev_tsv = glue_dev_tsv(
+            dev_file,
+            text_columns=data.text_column,
+            label_column=data.label_column,
+            label_to_id=task.label_to_id,
+        )
     if config.onnx_eval and dev_file is None:
         notes.append("ONNX accuracy skipped: it needs a local dev file (--data-dir or --dev-file)")
     elif config.onnx_eval and data.max_eval_samples is not None:
@@ -259,6 +324,7 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
             data.seq_len,
             max((len(f["input_ids"]) for f in getattr(task, "dev_features", [])), default=8),
         ),
+        dev_tsv=dev_tsv,
         student=student,
         notes=notes,
     )

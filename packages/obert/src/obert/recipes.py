@@ -6,6 +6,11 @@ the baseline's tag (``!GMPruningModifier``: gradual magnitude pruning) keeping i
 schedule, mask type and global ranking, and the run length, learning-rate modifiers and
 distillation stay as they are, so both methods get the same budget and the same pruning steps.
 Method-specific settings (oBERT's ``num_grads``, ``damp``, ...) are dropped.
+
+The shipped pruning recipe distils the ``logits`` of a classifier; for ``--task squad`` it is
+loaded with :data:`TASK_DISTILL_KEYS` (``start_logits``, ``end_logits``) instead, through the
+same override mechanism as ``--set`` (which still wins). A recipe given by the user keeps its
+keys: the preflight checks them against the model's outputs.
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ from obert_train.pruning.registry import method_for_tag
 from obert_train.recipe import Recipe, load_recipe
 from obert_train.recipe.pruning_modifier import pruning_fields
 
-__all__ = ["baseline_recipe", "load_stage_recipe", "recipe_text"]
+__all__ = ["TASK_DISTILL_KEYS", "baseline_recipe", "load_stage_recipe", "recipe_text"]
+
+TASK_DISTILL_KEYS: dict[str, tuple[str, ...]] = {"squad": ("start_logits", "end_logits")}
+"""Model outputs the shipped pruning recipe distils for a task other than classification."""
+_DISTILL_KEYS_FIELD = "DistillationModifier.distill_output_keys"
 
 _KEEP_SETTINGS = ("mask_type", "global_sparsity")
 """Settings every pruning method shares; the baseline keeps them."""
@@ -43,26 +52,46 @@ def load_stage_recipe(
     *,
     dense: bool,
     overrides: Mapping[str, Any] | None = None,
+    task: str = "sst2",
 ) -> Recipe:
     """The dense or pruning recipe: ``source`` (file, YAML text, shipped name) or the default.
 
     ``source`` may also name a recipe shipped with ``obert`` (``quickstart-obert``) besides
-    obert-train's shipped names.
+    obert-train's shipped names. A pruning recipe shipped with ``obert`` distils the outputs
+    of ``task`` (:data:`TASK_DISTILL_KEYS`) unless ``overrides`` set ``distill_output_keys``.
+
+    Args:
+        source: Recipe file, YAML text or shipped name; None = the shipped default.
+        dense: The dense stage's recipe (no pruning, no distillation) or the pruning one.
+        overrides: ``--set`` style field overrides.
+        task: The obert-train task the recipe is run on.
 
     Raises:
         RecipeError: If the recipe or an override is invalid (names the file and the field).
-        PipelineInputError: If a pruning recipe has no pruning modifier, or a dense recipe has.
+        PipelineInputError: If a pruning recipe has no pruning modifier, or a dense recipe has
+            pruning or distillation modifiers.
     """
+    ours = source is None or (
+        isinstance(source, str) and "\n" not in source and shipped_recipe(source).is_file()
+    )
     if source is None:
         source = shipped_recipe(DENSE_RECIPE if dense else PRUNING_RECIPE)
-    elif isinstance(source, str) and "\n" not in source and shipped_recipe(source).is_file():
-        source = shipped_recipe(source)
+    elif ours:
+        source = shipped_recipe(str(source))
+    keys = TASK_DISTILL_KEYS.get(task)
+    if ours and not dense and keys is not None:
+        overrides = {_DISTILL_KEYS_FIELD: list(keys), **(overrides or {})}
     recipe = load_recipe(source, overrides or None)
     scheduled = [m for m in recipe.pruning if m.scheduled]
     if dense and recipe.pruning:
         raise PipelineInputError(
             f"--dense-recipe {recipe.where} has pruning modifiers; the dense stage only "
             "fine-tunes: give a recipe without pruning_modifiers"
+        )
+    if dense and recipe.distillation is not None:
+        raise PipelineInputError(
+            f"--dense-recipe {recipe.where} has a !DistillationModifier; the dense stage has "
+            "no teacher (it makes the pruning stages' teacher): remove distillation_modifiers"
         )
     if not dense and not scheduled:
         raise PipelineInputError(

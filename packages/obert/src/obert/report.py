@@ -131,9 +131,15 @@ def stage_commands(
         )
         lines.append(f"obert-deploy quantize {label}.onnx -o {label}-int8.onnx")
         if prepared.dev_file is not None and config.onnx_eval:
+            evaluation = stages.get(f"eval-{label}")
+            dev = (  # a GLUE dev file as the eval stage read it (training's label ids)
+                evaluation.path("dev_file")
+                if evaluation is not None and "dev_file" in evaluation.outputs
+                else prepared.dev_file
+            )
             lines.append(
                 f"obert-deploy evaluate {ckpt} {label}.onnx {label}-int8.onnx --task "
-                f"{prepared.deploy_task} --data {_quote(prepared.dev_file)} --seq-len "
+                f"{prepared.deploy_task} --data {_quote(dev)} --seq-len "
                 f"{prepared.dev_tokens}"
             )
     files = [

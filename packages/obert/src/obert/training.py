@@ -6,13 +6,15 @@ A gradual-pruning run also carries :class:`AccuracyCurve`, a ``TrainerCallback``
 the model on the dev set right before each pruning step after the first, i.e. after the
 previous step's recovery; with the final evaluation this gives one accuracy-vs-sparsity point
 per pruning step from ONE run.
+
+Metrics are fractions here, for every task: obert-train gives SQuAD's F1 and exact match in
+percent (the official script's scale), obert-deploy in fractions; :func:`as_fractions` rescales
+obert-train's wherever this module reads them (the final metrics and the curve points).
 """
 
 from __future__ import annotations
 
-import re
-import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,34 @@ from obert_train.hf.callback import steps_per_epoch
 from obert_train.recipe import Recipe
 from obert_train.tasks.base import Task
 
-__all__ = ["AccuracyCurve", "CurvePoint", "target_names", "train_stage", "zero_fraction"]
+__all__ = [
+    "PERCENT_METRICS",
+    "AccuracyCurve",
+    "CurvePoint",
+    "as_fractions",
+    "target_names",
+    "train_stage",
+    "zero_fraction",
+]
 
 MODEL_DIR = "model"
 """The trained checkpoint inside a training stage's folder."""
+PERCENT_METRICS: dict[str, tuple[str, ...]] = {"squad": ("exact_match", "f1")}
+"""obert-train task name -> the metrics its ``evaluate`` gives in percent."""
+
+
+def as_fractions(task: Task, metrics: Mapping[str, float]) -> dict[str, float]:
+    """``metrics`` of ``task`` (from obert-train) with every percentage as a fraction.
+
+    Args:
+        task: The task that computed them (its name selects :data:`PERCENT_METRICS`).
+        metrics: Metric name -> value.
+
+    Returns:
+        A new dict; metrics that are not percentages (accuracy, loss, counts) as they are.
+    """
+    percent = PERCENT_METRICS.get(task.name, ())
+    return {k: float(v) / 100 if k in percent else v for k, v in metrics.items()}
 
 
 @dataclass(frozen=True)
@@ -127,7 +153,9 @@ class AccuracyCurve(TrainerCallback):
             return
         model = kwargs["model"]
         was_training = model.training
-        metrics = self.task.evaluate(model, batch_size=self.batch_size, progress=False)
+        metrics = as_fractions(
+            self.task, self.task.evaluate(model, batch_size=self.batch_size, progress=False)
+        )
         model.train(was_training)
         point = CurvePoint(
             step=state.global_step,
@@ -170,8 +198,8 @@ def train_stage(
         log: Progress lines.
 
     Returns:
-        The stage outputs: model folder (relative), dev metrics, sparsity, pruning steps, curve
-        points, training seconds.
+        The stage outputs: model folder (relative), dev metrics (fractions,
+        :func:`as_fractions`), sparsity, pruning steps, curve points, training seconds.
     """
     emit = log or print
     names = target_names(recipe, student)
@@ -200,23 +228,21 @@ def train_stage(
         callbacks=callbacks,
         log=emit,
     )
-    for leftover in out.glob("checkpoint-*"):  # the stage cache replaces resuming
-        if leftover.is_dir() and re.fullmatch(r"checkpoint-\d+", leftover.name):
-            shutil.rmtree(leftover)
     metric = task.primary_metric
+    metrics = as_fractions(task, result.metrics)
     points = [p.to_dict() for p in tracker.points] if tracker is not None else []
-    if recipe.pruning and metric in result.metrics:
+    if recipe.pruning and metric in metrics:
         final = CurvePoint(
             step=-1,
             epoch=recipe.num_epochs,
             sparsity=zero_fraction(student, names),
-            metric=float(result.metrics[metric]),
+            metric=float(metrics[metric]),
         )
         points.append(final.to_dict())
     return {
         "model": MODEL_DIR,
         "metric": metric,
-        "metrics": dict(result.metrics),
+        "metrics": metrics,
         "sparsity": zero_fraction(student, names) if names else 0.0,
         "pruned_tensors": len(names),
         "pruning_steps": [
