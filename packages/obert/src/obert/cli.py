@@ -157,7 +157,9 @@ def quickstart(
     OUTPUT_DIR/stages by a hash of its inputs (model, data, recipe, options, upstream stages)
     and reused when run again; --force runs everything again. Bad input (a model without a
     usable tokenizer, data without labels, a recipe the model cannot run, too little disk
-    space) stops with one error line before any long stage.
+    space) stops with one error line before any long stage. Hub names (--model, --dataset)
+    need the network: scripts/main.sh sets HF_HUB_OFFLINE=1 unless it is set, so run it
+    with HF_HUB_OFFLINE=0 to let the wrapper reach the hub.
 
     \b
     Examples:
