@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from obert.cache import StageRecord
+from obert.cache import StageRecord, atomic_write_bytes
 from obert.config import QuickstartConfig
 from obert.machine import machine_info
 from obert.preflight import Prepared
@@ -540,7 +540,5 @@ def write_report(
         (json_path, json.dumps(report, indent=2, default=str) + "\n"),
         (md_path, render_markdown(report)),
     ):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_bytes(path, text.encode("utf-8"))
     return md_path, json_path, report
