@@ -13,7 +13,7 @@ Speed-ups are over the dense fp32 6-layer model on ONNX Runtime measured in the 
 Sub-commands::
 
     .venv/bin/python benchmarks/compound_sst2.py layers          # 6 -> 3 layers, no training
-    .venv/bin/python benchmarks/compound_sst2.py prune b4-80     # or b4-90; resumable
+    .venv/bin/python benchmarks/compound_sst2.py prune b4-80     # or b4-90, kd-16k; resumable
     .venv/bin/python benchmarks/compound_sst2.py deploy          # exports, QAT, accuracy, size
     .venv/bin/python benchmarks/compound_sst2.py static          # DeepSparse's int8 form (PTQ)
     .venv/bin/python benchmarks/compound_sst2.py bench           # latency (wants a quiet CPU)
@@ -42,18 +42,21 @@ RUNS_DIR = REPO / "runs" / "compound"
 RESULTS = REPO / "benchmarks" / "results" / "compound_sst2.json"
 TEACHER = REPO / "runs" / "gradual-sst2" / "teacher"
 PRUNE = {
-    "b4-80": ("l3-dense", "minilm-sst2-obert-block4-80"),
-    "b4-90": ("l3-b4-80", "compound-b4-90"),
+    "b4-80": ("l3-dense", "minilm-sst2-obert-block4-80", 2000),
+    "b4-90": ("l3-b4-80", "compound-b4-90", 2000),
+    "kd-16k": ("l3-dense", "compound-l3-kd", 16000),
 }
-"""Run -> (the model it starts from, its recipe)."""
+"""Run -> (the model it starts from, its recipe, SST-2 training sentences). ``kd-16k`` asks
+whether the 3-layer model's gap to 6 layers is the distillation budget: dense KD from the
+6-layer model on 8x the sentences (1 epoch), no pruning."""
 SEQ = 128
 TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense",
            "output.dense")  # fmt: skip
 
 
-def sst2_task(tokenizer: Any, seed: int = 42) -> Any:
+def sst2_task(tokenizer: Any, seed: int = 42, samples: int = 2000) -> Any:
     return load_task("sst2", tokenizer, data_dir=data_dir("SST-2"), max_seq_length=64,
-                     max_train_samples=2000, seed=seed)  # fmt: skip
+                     max_train_samples=samples, seed=seed)  # fmt: skip
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
@@ -83,7 +86,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
     name = f"l3-{args.name}"
     if done(RESULTS, name, args.force):
         return
-    source, recipe = PRUNE[args.name]
+    source, recipe, samples = PRUNE[args.name]
     start = RUNS_DIR / source
     if not (start / "model.safetensors").is_file():
         sys.exit(f"{start} missing: run the step that makes it first (layers, prune b4-80)")
@@ -92,7 +95,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(start)
-    task = sst2_task(tokenizer)
+    task = sst2_task(tokenizer, samples=samples)
     torch.manual_seed(42)
     evaluator = EpochEval(task)
     train(
@@ -102,7 +105,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         callbacks=[evaluator],
         progress=not args.no_progress,
         before_save=lambda e: e.update(epoch_eval=evaluator.points, layers=[1, 3, 5],
-                                       starts_from=source),
+                                       starts_from=source, train_sentences=samples),
     )  # fmt: skip
 
 

@@ -213,6 +213,16 @@ def _other_tokenizer_teacher(env: Env) -> None:
     env.scratch("kd.yaml").write_text(TINY_RECIPE + kd)
 
 
+def _teacher_without_key(env: Env) -> None:
+    """A teacher copy of the student and a recipe distilling an output neither model has."""
+    _copy_model(env, "sameteacher")
+    kd = (
+        "distillation_modifiers:\n  - !DistillationModifier {hardness: 0.5, temperature: 2.0, "
+        "distill_output_keys: [logits, hidden]}\n"
+    )
+    env.scratch("kd-hidden.yaml").write_text(TINY_RECIPE + kd)
+
+
 TRANSFER_RECIPE = """
 modifiers:
   - !EpochRangeModifier {start_epoch: 0.0, end_epoch: 1.0}
@@ -372,6 +382,15 @@ RUN_CASES = [
         r"--teacher '.*othertok': its tokenizer differs from the student's: 50 vs 50 tokens, "
         r"2 with other ids",
         _other_tokenizer_teacher,
+    ),
+    Case(
+        "teacher-lacks-distilled-output",
+        lambda e: _run(
+            e, "--teacher", str(e.scratch("sameteacher")), recipe=str(e.scratch("kd-hidden.yaml"))
+        ),
+        r"the student model has no output 'hidden' to distill \(its outputs: \['logits'\]\); "
+        r"set distill_output_keys",
+        _teacher_without_key,
     ),
     Case(
         "transfer-dense-model",

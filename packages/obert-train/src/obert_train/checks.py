@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from obert_train.errors import ModelError
 
-__all__ = ["check_finite_weights", "check_model_fits_task", "check_tokens_known"]
+__all__ = [
+    "check_finite_weights",
+    "check_model_fits_task",
+    "check_tokens_known",
+    "distillable_outputs",
+]
 
 
 def check_finite_weights(model: torch.nn.Module, who: str = "the model") -> None:
@@ -84,3 +90,29 @@ def check_tokens_known(task: Any, who: str = "the tokenizer", limit: int = 64) -
             f"{tokenizer.unk_token!r} (vocabulary of {len(tokenizer)}): it is not the model's "
             "tokenizer; save the model folder with its tokenizer files"
         )
+
+
+def distillable_outputs(
+    model: torch.nn.Module, batch: Mapping[str, Any]
+) -> dict[str, torch.Tensor]:
+    """The outputs distillation can compare: one forward pass on ``batch``, the loss left out.
+
+    The pass runs in eval mode without gradients (the model's training mode is restored), with
+    ``labels`` removed, so it is the same for a student and its teacher.
+
+    Args:
+        model: A Hugging Face model (its forward returns a ``ModelOutput`` or a mapping).
+        batch: A collated batch of the task's features.
+
+    Returns:
+        Output name -> tensor, in the model's output order, for every tensor output but ``loss``.
+    """
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = model(**inputs)
+    finally:
+        model.train(was)
+    return {k: v for k, v in outputs.items() if isinstance(v, torch.Tensor) and k != "loss"}

@@ -160,19 +160,12 @@ def check_distill_keys(recipes: Mapping[str, Any], model: Any, task: Any, model_
         PipelineInputError: Naming the recipe, the missing keys, the outputs the model has and
             the ``--set`` that fixes it.
     """
-    import torch
+    from obert_train.checks import distillable_outputs
 
     distilling = {role: r for role, r in recipes.items() if r.distillation is not None}
     if not distilling:
         return
-    batch = task.collate(task.train_features[:2])
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        outputs = model(**batch)  # with the labels, as in training
-    model.train(was)
-    found = [k for k, v in outputs.items() if isinstance(v, torch.Tensor)]
-    usable = [k for k in found if k != "loss"]  # the loss is no output to distil
+    usable = list(distillable_outputs(model, task.collate(task.train_features[:2])))
     for role, recipe in distilling.items():
         keys = list(recipe.distillation.distill_output_keys)
         missing = [k for k in keys if k not in usable]

@@ -28,7 +28,12 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from obert_train.checkpoint import atomic_write_text, check_output_dir, json_text, save_into
-from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
+from obert_train.checks import (
+    check_finite_weights,
+    check_model_fits_task,
+    check_tokens_known,
+    distillable_outputs,
+)
 from obert_train.errors import OptionError, OutputDirError, ResumeError, TrainingError
 from obert_train.hf.callback import (
     STATE_FILE,
@@ -243,18 +248,15 @@ def check_teacher(
             f"teacher vocabulary ({t_vocab} tokens) differs from the student's ({s_vocab}); "
             "distillation needs a teacher with the student's tokenizer"
         )
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    was = student.training
-    student.eval()
-    teacher.eval()
-    with torch.no_grad():
-        s_out, t_out = student(**inputs), teacher(**inputs)
-    student.train(was)
+    s_out, t_out = distillable_outputs(student, batch), distillable_outputs(teacher, batch)
     for key in keys:
         s, t = s_out.get(key), t_out.get(key)
         if s is None or t is None:
-            who = "student" if s is None else "teacher"
-            raise TrainingError(f"the {who} model has no output {key!r} to distill")
+            who, have = ("student", s_out) if s is None else ("teacher", t_out)
+            raise TrainingError(
+                f"the {who} model has no output {key!r} to distill (its outputs: {list(have)}); "
+                "set distill_output_keys to outputs both models have"
+            )
         if s.shape != t.shape:
             raise TrainingError(
                 f"teacher output {key!r} has shape {tuple(t.shape)}, the student's "
