@@ -9,10 +9,7 @@ VENV="${VENV:-.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
-# --no-compile: Python compiles what is imported on first use; compiling every installed file
-# up front (torch, transformers) doubled the install time here (88 s vs 42 s for torch,
-# transformers, onnx, onnxruntime into a fresh venv).
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-compile -c constraints.txt)
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q -c constraints.txt)
 "${PIP[@]}" --upgrade pip
 "${PIP[@]}" "torch==2.13.0"
 "${PIP[@]}" \

@@ -98,7 +98,7 @@ seconds() { echo $(( $(date +%s) - $1 )); }
 pip_install() {  # pip_install VENV ARGS...: constrained, quiet (this machine's index notes dropped)
   local venv="$1"
   shift
-  "$venv/bin/python" -m pip install -q --no-compile -c "$ROOT/constraints.txt" "$@" \
+  "$venv/bin/python" -m pip install -q -c "$ROOT/constraints.txt" "$@" \
     2> >(grep -v "^WARNING: Location 'file:" >&2)
 }
 
