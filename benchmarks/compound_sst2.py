@@ -45,10 +45,14 @@ PRUNE = {
     "b4-80": ("l3-dense", "minilm-sst2-obert-block4-80", 2000),
     "b4-90": ("l3-b4-80", "compound-b4-90", 2000),
     "kd-16k": ("l3-dense", "compound-l3-kd", 16000),
+    "kd-b4-90": ("l3-kd-16k", "compound-kd-b4-90", 4000),
+    "kd-b4-90-8k": ("l3-kd-16k", "compound-kd-b4-90-8k", 8000),
 }
 """Run -> (the model it starts from, its recipe, SST-2 training sentences). ``kd-16k`` asks
 whether the 3-layer model's gap to 6 layers is the distillation budget: dense KD from the
-6-layer model on 8x the sentences (1 epoch), no pruning."""
+6-layer model on 8x the sentences (1 epoch), no pruning; ``kd-b4-90`` prunes that model to 90 %
+4-block on 4,000 sentences (4 epochs), ``kd-b4-90-8k`` on 8,000 (3 epochs, a step every half
+epoch)."""
 SEQ = 128
 TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense",
            "output.dense")  # fmt: skip
@@ -114,9 +118,22 @@ MODELS = {
     "6l-b4-80": REPO / "runs" / "gradual-sst2" / "block4-80",  # gradual_sst2.py prune block4-80
     "l3-b4-80": RUNS_DIR / "l3-b4-80",
     "l3-b4-90": RUNS_DIR / "l3-b4-90",
+    "l3-kd-b4-90": RUNS_DIR / "l3-kd-b4-90",  # prune kd-16k, then prune kd-b4-90
+    "l3-kd-b4-90-8k": RUNS_DIR / "l3-kd-b4-90-8k",  # prune kd-16k, then prune kd-b4-90-8k
 }
 """Deployed models: the dense 6-layer baseline, 6 layers at 80 % 4-block (no layer dropping), and
-the two compound models."""
+the compound models (``--models`` picks some)."""
+
+
+def _chosen(args: argparse.Namespace) -> dict[str, Path]:
+    """The ``MODELS`` named by ``--models`` (comma-separated labels; all when not given)."""
+    if not args.models:
+        return dict(MODELS)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        sys.exit(f"--models {args.models!r}: {unknown} not among {sorted(MODELS)}")
+    return {n: MODELS[n] for n in names}
 
 
 def _qat_batches(tokenizer: Any, steps: int) -> list[Any]:
@@ -147,7 +164,7 @@ def cmd_deploy(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     reference = RUNS_DIR / "dense-6l-ort-fp32.onnx"
     dev = data_dir("SST-2") / "dev.tsv"
-    for label, checkpoint in MODELS.items():
+    for label, checkpoint in _chosen(args).items():
         if not (checkpoint / "model.safetensors").is_file():
             print(f"skipping {label}: {checkpoint} missing (run its step first)", flush=True)
             continue
@@ -192,9 +209,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from obert_deploy import write_results_json
 
     dm.OUT = RUNS_DIR
-    dm.CACHE = RUNS_DIR / "bench-cache.jsonl"
+    section = args.section
+    suffix = "" if section == "latency" else f"-{section}"
+    dm.CACHE = RUNS_DIR / f"bench-cache{suffix}.jsonl"
     dm.QUIET = args.quiet
     deploy = load_results(RESULTS).get("deploy", {})
+    if args.models:  # the chosen models and the dense 6-layer baseline, measured in this run
+        keep = {*_chosen(args), "dense-6l"}
+        deploy = {m: e for m, e in deploy.items() if m in keep}
     results = []
     for batch in (1, 16):
         ort = {f"{m} {k[4:]}": (v, "") for m, e in deploy.items() for k, v in e["files"].items()
@@ -204,8 +226,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
               if k.startswith("ds ") and k.endswith(f" b{batch}")}  # fmt: skip
         results += dm._bench_ort(ort, batch, args.repeats)
         results += dm._bench_deepsparse(ds, batch, args.repeats)
-    write_results_json(results, RUNS_DIR / "bench.json")
-    save_entry(RESULTS, "latency", {"results": [r.to_dict() for r in results]}, section="bench")
+    write_results_json(results, RUNS_DIR / f"bench{suffix}.json")
+    save_entry(RESULTS, section, {"results": [r.to_dict() for r in results]}, section="bench")
 
 
 def cmd_static(args: argparse.Namespace) -> None:
@@ -224,7 +246,7 @@ def cmd_static(args: argparse.Namespace) -> None:
     deploy = load_results(RESULTS).get("deploy", {})
     reference = RUNS_DIR / "dense-6l-ort-fp32.onnx"
     dev = data_dir("SST-2") / "dev.tsv"
-    for label, checkpoint in MODELS.items():
+    for label, checkpoint in _chosen(args).items():
         entry = deploy.get(label)
         if entry is None:
             print(f"skipping {label}: run `deploy` first", flush=True)
@@ -271,10 +293,14 @@ def _accuracy(entry: dict[str, Any], path: str) -> float | None:
     return None
 
 
-def report_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (model, engine, precision): accuracy, size, p50 latency, speed-up."""
+def report_rows(data: dict[str, Any], section: str = "latency") -> list[dict[str, Any]]:
+    """One row per (model, engine, precision): accuracy, size, p50 latency, speed-up.
+
+    Latencies and speed-ups come from one bench run (``section``); speed-ups are over that
+    run's own dense fp32 6-layer ONNX Runtime measurement.
+    """
     runs, deploy = data.get("runs", {}), data.get("deploy", {})
-    bench = data.get("bench", {}).get("latency", {}).get("results", [])
+    bench = data.get("bench", {}).get(section, {}).get("results", [])
     p50 = {(r["name"], r["engine"], r["batch_size"]): r["latency_ms"]["p50"] for r in bench}
     base = {b: p50.get(("dense-6l fp32", "onnxruntime", b)) for b in (1, 16)}
     rows = []
@@ -319,25 +345,33 @@ def cmd_report(args: argparse.Namespace) -> None:
     def fmt(value: float | None, spec: str) -> str:
         return "–" if value is None else format(value, spec)
 
-    print("| layers | sparsity | pattern | engine | precision | SST-2 acc. | size (gzip) | "
-          "batch 1 | batch 16 | speed-up b1 | speed-up b16 |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    rows = report_rows(data)
-    for r in rows:
-        acc = None if r["accuracy"] is None else 100 * r["accuracy"]
-        print(
-            f"| {r['layers']} | {r['sparsity']:.2f} | {r['pattern']} | {r['engine']} | "
-            f"{r['precision']} | {fmt(acc, '.2f')} | {r['file_mb']:.1f} MB "
-            f"({r['gzip_mb']:.1f} MB) | {fmt(r['b1_ms'], '.2f')} ms | {fmt(r['b16_ms'], '.1f')} ms "
-            f"| {fmt(r['b1_speedup'], '.2f')}× | {fmt(r['b16_speedup'], '.2f')}× |"
-        )
+    timed = []
+    for section in data.get("bench", {}) or {"latency": {}}:
+        rows = report_rows(data, section)
+        if section != "latency":  # a later run of some models: only what it measured
+            rows = [r for r in rows if r["b1_ms"] is not None or r["b16_ms"] is not None]
+        print(f"\nbench run {section!r} (speed-ups over its own dense fp32 6-layer ORT):")
+        print("| layers | sparsity | pattern | engine | precision | SST-2 acc. | size (gzip) | "
+              "batch 1 | batch 16 | speed-up b1 | speed-up b16 |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            acc = None if r["accuracy"] is None else 100 * r["accuracy"]
+            print(
+                f"| {r['layers']} | {r['sparsity']:.2f} | {r['pattern']} | {r['engine']} | "
+                f"{r['precision']} | {fmt(acc, '.2f')} | {r['file_mb']:.1f} MB "
+                f"({r['gzip_mb']:.1f} MB) | {fmt(r['b1_ms'], '.2f')} ms | "
+                f"{fmt(r['b16_ms'], '.1f')} ms | {fmt(r['b1_speedup'], '.2f')}× | "
+                f"{fmt(r['b16_speedup'], '.2f')}× |"
+            )
+        seen = {(t["model"], t["engine"], t["precision"]) for t in timed}
+        timed += [r for r in rows if r["b1_speedup"] is not None and r["accuracy"] is not None
+                  and (r["model"], r["engine"], r["precision"]) not in seen]  # fmt: skip
     for name, entry in data.get("runs", {}).items():
         points = ", ".join(f"{p['epoch']:.0f}: {100 * p['accuracy']:.2f}"
                            for p in entry.get("epoch_eval", []))  # fmt: skip
         minutes = entry["train_seconds"] / 60
         print(f"{name}: accuracy {100 * entry['metrics']['accuracy']:.2f}, sparsity "
               f"{entry['sparsity']:.4f}, {minutes:.1f} min; epochs {points}")  # fmt: skip
-    timed = [r for r in rows if r["b1_speedup"] is not None and r["accuracy"] is not None]
     if not timed:
         return
     import matplotlib.pyplot as plt
@@ -376,6 +410,9 @@ def main() -> None:
         p.add_argument("--qat-steps", type=int, default=60)
         p.add_argument("--repeats", type=int, default=2)
         p.add_argument("--quiet", type=float, default=1.0)
+        p.add_argument("--models", default="", help=f"comma-separated, of {sorted(MODELS)}")
+        p.add_argument("--section", default="latency",
+                       help="bench: the results entry (and cache) of this run")  # fmt: skip
         if name == "prune":
             p.add_argument("name", choices=sorted(PRUNE))
     args = parser.parse_args()
