@@ -9,10 +9,15 @@ VENV="${VENV:-.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q -c constraints.txt)
-"${PIP[@]}" --upgrade pip
-"${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" \
+# Quiet, constrained installs; the "Location 'file:...' is ignored" notes some machines' index
+# settings print for every package are dropped (as in scripts/test_wheels.sh).
+pip_install() {
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -c constraints.txt "$@" \
+    2> >(grep -v "^WARNING: Location 'file:" >&2)
+}
+pip_install --upgrade pip
+pip_install "torch==2.13.0"
+pip_install \
   -e "packages/obert-core[numba,torch,test]" \
   -e "packages/obert-train[test]" \
   -e "packages/obert-deploy[all,test]" \

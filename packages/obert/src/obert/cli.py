@@ -6,6 +6,7 @@ Heavy modules (torch, transformers, ONNX Runtime) are imported inside the comman
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 from enum import Enum
@@ -178,6 +179,12 @@ def quickstart(
     from obert.report import summary_table
 
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    # Third-party noise that says nothing about this run: transformers imports torchao when it
+    # is installed (obert-deploy's QAT), which on a CPU-only machine logs "Failed to load ..."
+    # per CUDA kernel library and registers Enum constants torch calls deprecated; the ONNX
+    # exporter logs each torchvision operator it skips when torchvision is absent.
+    for name in ("torchao", "torch.utils._pytree", "torch.onnx._internal.exporter._registration"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     if not progress:
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
