@@ -13,7 +13,8 @@ Speed-ups are over the dense fp32 6-layer model on ONNX Runtime measured in the 
 Sub-commands::
 
     .venv/bin/python benchmarks/compound_sst2.py layers          # 6 -> 3 layers, no training
-    .venv/bin/python benchmarks/compound_sst2.py prune b4-80     # or b4-90, kd-16k; resumable
+    .venv/bin/python benchmarks/compound_sst2.py prune b4-80     # or b4-90; resumable
+    .venv/bin/python benchmarks/compound_sst2.py prune kd-16k    # then kd-b4-90 or kd-b4-90-8k
     .venv/bin/python benchmarks/compound_sst2.py deploy          # exports, QAT, accuracy, size
     .venv/bin/python benchmarks/compound_sst2.py static          # DeepSparse's int8 form (PTQ)
     .venv/bin/python benchmarks/compound_sst2.py bench           # latency (wants a quiet CPU)
@@ -93,7 +94,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
     source, recipe, samples = PRUNE[args.name]
     start = RUNS_DIR / source
     if not (start / "model.safetensors").is_file():
-        sys.exit(f"{start} missing: run the step that makes it first (layers, prune b4-80)")
+        maker = "layers" if source == "l3-dense" else f"prune {source.removeprefix('l3-')}"
+        sys.exit(f"{start} missing: run `{maker}` first")
     sys.path.insert(0, str(Path(__file__).parent))
     from gradual_sst2 import EpochEval
 
@@ -215,6 +217,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
     dm.QUIET = args.quiet
     deploy = load_results(RESULTS).get("deploy", {})
     if args.models:  # the chosen models and the dense 6-layer baseline, measured in this run
+        if section == "latency":
+            sys.exit("--models measures some models again: give them their own --section")
+        missing = [m for m in _chosen(args) if m not in deploy]
+        if missing:
+            sys.exit(f"--models {missing}: no `deploy` entry yet; run deploy --models first")
         keep = {*_chosen(args), "dense-6l"}
         deploy = {m: e for m, e in deploy.items() if m in keep}
     results = []

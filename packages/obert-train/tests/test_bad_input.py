@@ -384,12 +384,13 @@ RUN_CASES = [
         _other_tokenizer_teacher,
     ),
     Case(
-        "teacher-lacks-distilled-output",
+        "distilled-output-missing",
         lambda e: _run(
             e, "--teacher", str(e.scratch("sameteacher")), recipe=str(e.scratch("kd-hidden.yaml"))
         ),
         r"the student model has no output 'hidden' to distill \(its outputs: \['logits'\]\); "
-        r"set distill_output_keys",
+        r"set distill_output_keys to outputs both models have, e.g. --set "
+        r"distill_output_keys=\[logits\]",
         _teacher_without_key,
     ),
     Case(

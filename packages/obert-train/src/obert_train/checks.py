@@ -97,8 +97,9 @@ def distillable_outputs(
 ) -> dict[str, torch.Tensor]:
     """The outputs distillation can compare: one forward pass on ``batch``, the loss left out.
 
-    The pass runs in eval mode without gradients (the model's training mode is restored), with
-    ``labels`` removed, so it is the same for a student and its teacher.
+    The pass runs in eval mode without gradients (the model's training mode is restored) on the
+    inputs the Trainer gives the teacher: ``labels`` removed; other label keys (SQuAD's
+    ``start_positions``/``end_positions``) only add a ``loss``, which is left out.
 
     Args:
         model: A Hugging Face model (its forward returns a ``ModelOutput`` or a mapping).
@@ -106,6 +107,10 @@ def distillable_outputs(
 
     Returns:
         Output name -> tensor, in the model's output order, for every tensor output but ``loss``.
+
+    Raises:
+        ModelError: If the forward returns a tuple (``return_dict=False``): distillation needs
+            named outputs.
     """
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     was = model.training
@@ -115,4 +120,9 @@ def distillable_outputs(
             outputs = model(**inputs)
     finally:
         model.train(was)
+    if not isinstance(outputs, Mapping):
+        raise ModelError(
+            f"the model's forward returned a {type(outputs).__name__}, not named outputs; "
+            "distillation compares outputs by name: load it with return_dict=True"
+        )
     return {k: v for k, v in outputs.items() if isinstance(v, torch.Tensor) and k != "loss"}

@@ -170,11 +170,16 @@ def check_distill_keys(recipes: Mapping[str, Any], model: Any, task: Any, model_
         keys = list(recipe.distillation.distill_output_keys)
         missing = [k for k in keys if k not in usable]
         if missing:
+            fix = (
+                "set the keys to outputs it has, e.g. --set "
+                f"distill_output_keys=[{','.join(usable)}]"
+                if usable
+                else "it has no output to distill: use a recipe without a !DistillationModifier"
+            )
             raise PipelineInputError(
                 f"{role} recipe {recipe.where}: distill_output_keys {keys} include {missing}, "
                 f"which --model {model_name!r} does not output for task {task.name!r} (its "
-                f"outputs: {usable}); set the keys to outputs it has, e.g. --set "
-                f"distill_output_keys=[{','.join(usable)}]"
+                f"outputs: {usable}); {fix}"
             )
 
 

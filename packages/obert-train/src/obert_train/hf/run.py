@@ -238,8 +238,17 @@ def check_teacher(
 ) -> None:
     """The teacher must share the student's vocabulary and the shape of every distilled output.
 
+    Args:
+        student: The model being trained.
+        teacher: The distillation teacher.
+        batch: A collated batch of the task's training features.
+        keys: The recipe's ``distill_output_keys``.
+
     Raises:
-        TrainingError: Naming the mismatch (vocabulary sizes, or the output and both shapes).
+        TrainingError: Naming the mismatch: vocabulary sizes, an output one model lacks (with
+            the outputs it has and the ``--set`` that uses the shared ones), or the output and
+            both shapes.
+        ModelError: If a model returns a tuple instead of named outputs.
     """
     s_vocab = getattr(getattr(student, "config", None), "vocab_size", None)
     t_vocab = getattr(getattr(teacher, "config", None), "vocab_size", None)
@@ -253,9 +262,17 @@ def check_teacher(
         s, t = s_out.get(key), t_out.get(key)
         if s is None or t is None:
             who, have = ("student", s_out) if s is None else ("teacher", t_out)
+            shared = [k for k in s_out if k in t_out]
+            fix = (
+                f"set distill_output_keys to outputs both models have, e.g. --set "
+                f"distill_output_keys=[{','.join(shared)}]"
+                if shared
+                else "the two models share no output to distill: give a teacher with the "
+                "student's head"
+            )
             raise TrainingError(
                 f"the {who} model has no output {key!r} to distill (its outputs: {list(have)}); "
-                "set distill_output_keys to outputs both models have"
+                + fix
             )
         if s.shape != t.shape:
             raise TrainingError(
