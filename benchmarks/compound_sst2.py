@@ -14,7 +14,7 @@ Sub-commands::
 
     .venv/bin/python benchmarks/compound_sst2.py layers          # 6 -> 3 layers, no training
     .venv/bin/python benchmarks/compound_sst2.py prune b4-80     # or b4-90; resumable
-    .venv/bin/python benchmarks/compound_sst2.py prune kd-16k    # then kd-b4-90 or kd-b4-90-8k
+    .venv/bin/python benchmarks/compound_sst2.py prune kd-16k    # then kd-b4-90, -8k or -16k
     .venv/bin/python benchmarks/compound_sst2.py deploy          # exports, QAT, accuracy, size
     .venv/bin/python benchmarks/compound_sst2.py static          # DeepSparse's int8 form (PTQ)
     .venv/bin/python benchmarks/compound_sst2.py bench           # latency (wants a quiet CPU)
@@ -48,12 +48,13 @@ PRUNE = {
     "kd-16k": ("l3-dense", "compound-l3-kd", 16000),
     "kd-b4-90": ("l3-kd-16k", "compound-kd-b4-90", 4000),
     "kd-b4-90-8k": ("l3-kd-16k", "compound-kd-b4-90-8k", 8000),
+    "kd-b4-90-16k": ("l3-kd-16k", "compound-kd-b4-90-16k", 16000),
 }
 """Run -> (the model it starts from, its recipe, SST-2 training sentences). ``kd-16k`` asks
 whether the 3-layer model's gap to 6 layers is the distillation budget: dense KD from the
 6-layer model on 8x the sentences (1 epoch), no pruning; ``kd-b4-90`` prunes that model to 90 %
 4-block on 4,000 sentences (4 epochs), ``kd-b4-90-8k`` on 8,000 (3 epochs, a step every half
-epoch)."""
+epoch), ``kd-b4-90-16k`` on 16,000 (2 epochs, a step every quarter epoch)."""
 SEQ = 128
 TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense",
            "output.dense")  # fmt: skip
@@ -122,6 +123,7 @@ MODELS = {
     "l3-b4-90": RUNS_DIR / "l3-b4-90",
     "l3-kd-b4-90": RUNS_DIR / "l3-kd-b4-90",  # prune kd-16k, then prune kd-b4-90
     "l3-kd-b4-90-8k": RUNS_DIR / "l3-kd-b4-90-8k",  # prune kd-16k, then prune kd-b4-90-8k
+    "l3-kd-b4-90-16k": RUNS_DIR / "l3-kd-b4-90-16k",  # prune kd-16k, then prune kd-b4-90-16k
 }
 """Deployed models: the dense 6-layer baseline, 6 layers at 80 % 4-block (no layer dropping), and
 the compound models (``--models`` picks some)."""
