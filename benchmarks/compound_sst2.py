@@ -112,7 +112,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         callbacks=[evaluator],
         progress=not args.no_progress,
         before_save=lambda e: e.update(epoch_eval=evaluator.points, layers=[1, 3, 5],
-                                       starts_from=source, train_sentences=samples),
+                                       starts_from=source),
     )  # fmt: skip
 
 
@@ -221,10 +221,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.models:  # the chosen models and the dense 6-layer baseline, measured in this run
         if section == "latency":
             sys.exit("--models measures some models again: give them their own --section")
-        missing = [m for m in _chosen(args) if m not in deploy]
+        chosen = _chosen(args)
+        missing = [m for m in chosen if m not in deploy]
         if missing:
             sys.exit(f"--models {missing}: no `deploy` entry yet; run deploy --models first")
-        keep = {*_chosen(args), "dense-6l"}
+        keep = {*chosen, "dense-6l"}
         deploy = {m: e for m, e in deploy.items() if m in keep}
     results = []
     for batch in (1, 16):
