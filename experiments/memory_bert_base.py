@@ -8,8 +8,8 @@ each group's Fisher for the OBS update) and the script samples the process RSS e
 
 Run from the repository root (takes tens of minutes on 2 cores)::
 
-    .venv/bin/python benchmarks/memory_bert_base.py --max-memory 14GB
-    .venv/bin/python benchmarks/memory_bert_base.py --plot-only   # redraw the RSS plot
+    .venv/bin/python experiments/memory_bert_base.py --max-memory 14GB
+    .venv/bin/python experiments/memory_bert_base.py --plot-only   # redraw the RSS plot
 
 The weights are random (the point is memory and feasibility, not accuracy); the gradients are real
 task-loss gradients on SST-2 sentences tokenised with the bert-base-uncased vocabulary of MiniLM.
@@ -40,7 +40,7 @@ from obert_train.fisher.memory import format_bytes, parse_memory
 from obert_train.tasks.data import read_glue_tsv
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "memory_bert_base.json"
+RESULTS = REPO / "experiments" / "results" / "memory_bert_base.json"
 PLOT = REPO / "docs" / "img" / "memory_bert_base_rss.png"
 
 

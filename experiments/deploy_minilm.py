@@ -17,14 +17,14 @@ accuracy of every exported model through ONNX Runtime.
 Run from the repository root (steps can be run one by one; ``all`` runs prepare, size, bench,
 report)::
 
-    .venv/bin/python benchmarks/deploy_minilm.py all
-    .venv/bin/python benchmarks/deploy_minilm.py finetune      # ~10 min CPU
-    .venv/bin/python benchmarks/deploy_minilm.py prepare       # oBERT pruning + exports
-    .venv/bin/python benchmarks/deploy_minilm.py evaluate-variants
-    .venv/bin/python benchmarks/deploy_minilm.py parity        # DeepSparse == ONNX Runtime?
-    .venv/bin/python benchmarks/deploy_minilm.py evaluate      # PTQ vs QAT of the dense model
-    .venv/bin/python benchmarks/deploy_minilm.py int8-forms    # DeepSparse vs int8 graph form
-    .venv/bin/python benchmarks/deploy_minilm.py qat-sparse    # QAT of a 90 %-pruned model
+    .venv/bin/python experiments/deploy_minilm.py all
+    .venv/bin/python experiments/deploy_minilm.py finetune      # ~10 min CPU
+    .venv/bin/python experiments/deploy_minilm.py prepare       # oBERT pruning + exports
+    .venv/bin/python experiments/deploy_minilm.py evaluate-variants
+    .venv/bin/python experiments/deploy_minilm.py parity        # DeepSparse == ONNX Runtime?
+    .venv/bin/python experiments/deploy_minilm.py evaluate      # PTQ vs QAT of the dense model
+    .venv/bin/python experiments/deploy_minilm.py int8-forms    # DeepSparse vs int8 graph form
+    .venv/bin/python experiments/deploy_minilm.py qat-sparse    # QAT of a 90 %-pruned model
 
 DeepSparse runs in ``.venv-deepsparse`` (``packages/obert-deploy/scripts/test_deepsparse.sh``
 creates it) through ``python -m obert_deploy bench``. Timings are noisy on a shared machine:
@@ -643,7 +643,7 @@ def cmd_parity(args: argparse.Namespace) -> None:
         for p in ("fp32", "int8")
         for b in BATCHES
     ]
-    script = REPO / "benchmarks" / "ds_parity.py"
+    script = REPO / "experiments" / "ds_parity.py"
     out = OUT / "parity.json"
     subprocess.run([str(DS_PYTHON), str(script), str(inputs), str(out), *models], check=True)
 

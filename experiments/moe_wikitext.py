@@ -11,12 +11,12 @@ weighted by routed tokens, the same plus the OBS re-fit (ours), and the expert-f
 random baselines. ``fidelity`` checks the saliency against the truth: for a random sample of
 atoms, the loss increase measured when that atom alone is removed, against
 the predicted score (Spearman rank correlation).  Results go to
-``benchmarks/results/moe_wikitext.json`` (finished parts are skipped on a re-run)::
+``experiments/results/moe_wikitext.json`` (finished parts are skipped on a re-run)::
 
-    .venv/bin/python benchmarks/moe_wikitext.py train
-    .venv/bin/python benchmarks/moe_wikitext.py prune
-    .venv/bin/python benchmarks/moe_wikitext.py fidelity
-    .venv/bin/python benchmarks/moe_wikitext.py report
+    .venv/bin/python experiments/moe_wikitext.py train
+    .venv/bin/python experiments/moe_wikitext.py prune
+    .venv/bin/python experiments/moe_wikitext.py fidelity
+    .venv/bin/python experiments/moe_wikitext.py report
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from obert_train.checkpoint import atomic_write_text
 from obert_train.tasks.data import read_raw_text
 
 RUN = REPO / "runs" / "moe-wikitext"
-RESULTS = REPO / "benchmarks" / "results" / "moe_wikitext.json"
+RESULTS = REPO / "experiments" / "results" / "moe_wikitext.json"
 SEQ = 128
 VOCAB = 8192
 WIDTH = 128

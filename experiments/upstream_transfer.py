@@ -17,12 +17,12 @@ The MLM checkpoint has no pooler (``BertForMaskedLM``); for SST-2 the pooler of 
 MiniLM-L6 (the same weights the upstream run started from, not pruned) is put back before
 fine-tuning, as the downstream runs start from a model that has it.  Sub-commands::
 
-    .venv/bin/python benchmarks/upstream_transfer.py mlm
-    .venv/bin/python benchmarks/upstream_transfer.py upstream obert80     # or obert90
-    .venv/bin/python benchmarks/upstream_transfer.py transfer obert80 sst2  # or squad
-    .venv/bin/python benchmarks/upstream_transfer.py report
+    .venv/bin/python experiments/upstream_transfer.py mlm
+    .venv/bin/python experiments/upstream_transfer.py upstream obert80     # or obert90
+    .venv/bin/python experiments/upstream_transfer.py transfer obert80 sst2  # or squad
+    .venv/bin/python experiments/upstream_transfer.py report
 
-Results: ``benchmarks/results/upstream_transfer.json``; runs in ``runs/upstream/``.
+Results: ``experiments/results/upstream_transfer.json``; runs in ``runs/upstream/``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from transformers import AutoTokenizer
 from obert_train import load_task
 
 RUNS_DIR = REPO / "runs" / "upstream"
-RESULTS = REPO / "benchmarks" / "results" / "upstream_transfer.json"
+RESULTS = REPO / "experiments" / "results" / "upstream_transfer.json"
 SST2_TEACHER = REPO / "runs" / "gradual-sst2" / "teacher"
 SQUAD_TEACHER = REPO / "runs" / "squad-minilm" / "dense"
 UPSTREAM = {
@@ -156,11 +156,11 @@ def cmd_report(args: argparse.Namespace) -> None:
     import json
 
     runs = load_results(RESULTS)["runs"]
-    downstream_file = REPO / "benchmarks" / "results" / "gradual_sst2.json"
+    downstream_file = REPO / "experiments" / "results" / "gradual_sst2.json"
     downstream = (
         json.loads(downstream_file.read_text())["runs"] if downstream_file.is_file() else {}
     )
-    squad_file = REPO / "benchmarks" / "results" / "squad_minilm.json"
+    squad_file = REPO / "experiments" / "results" / "squad_minilm.json"
     squad = json.loads(squad_file.read_text())["runs"] if squad_file.is_file() else {}
     print("| MLM model (WikiText-2) | sparsity | test perplexity | train time |")
     print("|---|---|---|---|")

@@ -1,6 +1,6 @@
 """Turn bench_fisher.py pytest-benchmark JSON files into the table of docs/benchmarks.md.
 
-    python benchmarks/report.py RUN1.json [RUN2.json ...]
+    python experiments/report.py RUN1.json [RUN2.json ...]
 
 Prints one row per (d, B, m, backend, method): wall seconds, accumulate/invert split, peak RSS
 growth, the speed-up over the torch streaming update, and the batched build relative to the time

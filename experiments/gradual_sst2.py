@@ -17,12 +17,12 @@ dev accuracy on all 872 dev sentences.  Sub-commands (one at a time, the CPU is 
 ``report``
     Markdown tables and ``docs/img/gradual_sst2_{accuracy,training}.png``.
 
-Results are merged into ``benchmarks/results/gradual_sst2.json`` (finished entries are skipped
+Results are merged into ``experiments/results/gradual_sst2.json`` (finished entries are skipped
 on a re-run)::
 
-    .venv/bin/python benchmarks/gradual_sst2.py teacher
-    .venv/bin/python benchmarks/gradual_sst2.py prune obert90
-    .venv/bin/python benchmarks/gradual_sst2.py report
+    .venv/bin/python experiments/gradual_sst2.py teacher
+    .venv/bin/python experiments/gradual_sst2.py prune obert90
+    .venv/bin/python experiments/gradual_sst2.py report
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from obert_train import RunOptions, load_recipe, load_task, oneshot_prune, run_r
 from obert_train.checkpoint import atomic_write_text
 
 RUNS_DIR = REPO / "runs" / "gradual-sst2"
-RESULTS = REPO / "benchmarks" / "results" / "gradual_sst2.json"
+RESULTS = REPO / "experiments" / "results" / "gradual_sst2.json"
 IMG = REPO / "docs" / "img"
 
 RUNS: dict[str, str] = {

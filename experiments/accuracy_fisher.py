@@ -1,6 +1,6 @@
 """Accuracy of every backend × method × dtype against the float64 inverse, in the hard regime.
 
-    python benchmarks/accuracy_fisher.py
+    python experiments/accuracy_fisher.py
 
 damp = 1e-7 (the paper's), m = 40 gradients < B = 50, 30 % masked (all-zero) coordinates, d = 1003
 (a padded tail block). Prints the max relative Frobenius error per block and the max relative error

@@ -1,6 +1,6 @@
 """Time the torch backend on CUDA: batched vs streaming build of one BERT-base layer's Fisher.
 
-    python benchmarks/cuda_fisher.py [--d 7077888] [--block-size 50] [--num-grads 1024]
+    python experiments/cuda_fisher.py [--d 7077888] [--block-size 50] [--num-grads 1024]
 
 Prints one JSON line per case (seconds, peak GPU memory) and the batched-vs-streaming speed-up.
 """

@@ -1,12 +1,12 @@
 """DeepSparse vs ONNX Runtime on the same ONNX files and real inputs (run in .venv-deepsparse).
 
-``benchmarks/deploy_minilm.py parity`` writes tokenised SST-2 dev sentences to an ``.npz`` file
+``experiments/deploy_minilm.py parity`` writes tokenised SST-2 dev sentences to an ``.npz`` file
 and calls this script with the DeepSparse environment's Python; it needs only numpy,
 onnxruntime and deepsparse, so it runs where torch is not installed.
 
 Usage::
 
-    .venv-deepsparse/bin/python benchmarks/ds_parity.py INPUTS.npz OUT.json MODEL.onnx [...]
+    .venv-deepsparse/bin/python experiments/ds_parity.py INPUTS.npz OUT.json MODEL.onnx [...]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ MiniLM-L6 fine-tuned on SST-2 (``gradual_sst2.py teacher``, 6 layers) → 3 laye
 (``obert_train.drop_layers``, ``num_layers=3`` keeps layers 1, 3, 5) → gradual oBERT 4-block
 pruning to 80 % with KD from the 6-layer model (shipped recipe ``minilm-sst2-obert-block4-80``,
 its first epoch dense distillation; the same 2,000 sentences, 6 epochs, as ``gradual_sst2.py``)
-→ on to 90 % from that model (``benchmarks/recipes/compound-b4-90.yaml``: 3 more epochs, steps
+→ on to 90 % from that model (``experiments/recipes/compound-b4-90.yaml``: 3 more epochs, steps
 at 0.85 and 0.9; a continuation, cheaper on this CPU than a second 6-epoch run) → int8 (QAT
 with obert-deploy, masks kept; static PTQ in the QOperator form DeepSparse accelerates, as its
 QAT/QDQ files run slower than fp32 there; and ONNX Runtime's dynamic int8) → ONNX →
@@ -12,17 +12,17 @@ latency on ONNX Runtime and DeepSparse (batch 1 and 16, 128 tokens, 2 threads) a
 Speed-ups are over the dense fp32 6-layer model on ONNX Runtime measured in the same run.
 Sub-commands::
 
-    .venv/bin/python benchmarks/compound_sst2.py layers          # 6 -> 3 layers, no training
-    .venv/bin/python benchmarks/compound_sst2.py prune b4-80     # or b4-90; resumable
-    .venv/bin/python benchmarks/compound_sst2.py prune kd-16k    # then kd-b4-90, -8k or -16k
-    .venv/bin/python benchmarks/compound_sst2.py deploy          # exports, QAT, accuracy, size
-    .venv/bin/python benchmarks/compound_sst2.py static          # DeepSparse's int8 form (PTQ)
-    .venv/bin/python benchmarks/compound_sst2.py bench           # latency (wants a quiet CPU)
-    .venv/bin/python benchmarks/compound_sst2.py report
+    .venv/bin/python experiments/compound_sst2.py layers          # 6 -> 3 layers, no training
+    .venv/bin/python experiments/compound_sst2.py prune b4-80     # or b4-90; resumable
+    .venv/bin/python experiments/compound_sst2.py prune kd-16k    # then kd-b4-90, -8k or -16k
+    .venv/bin/python experiments/compound_sst2.py deploy          # exports, QAT, accuracy, size
+    .venv/bin/python experiments/compound_sst2.py static          # DeepSparse's int8 form (PTQ)
+    .venv/bin/python experiments/compound_sst2.py bench           # latency (wants a quiet CPU)
+    .venv/bin/python experiments/compound_sst2.py report
 
 The deployment half uses only obert-deploy (a 3-layer checkpoint is just a config), and
 DeepSparse runs in its own environment ``.venv-deepsparse``, which has no obert-train.
-Results: ``benchmarks/results/compound_sst2.json``; files in ``runs/compound/``.
+Results: ``experiments/results/compound_sst2.json``; files in ``runs/compound/``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from transformers import AutoTokenizer
 from obert_train import drop_layers, load_task
 
 RUNS_DIR = REPO / "runs" / "compound"
-RESULTS = REPO / "benchmarks" / "results" / "compound_sst2.json"
+RESULTS = REPO / "experiments" / "results" / "compound_sst2.json"
 TEACHER = REPO / "runs" / "gradual-sst2" / "teacher"
 PRUNE = {
     "b4-80": ("l3-dense", "minilm-sst2-obert-block4-80", 2000),

@@ -1,18 +1,18 @@
 """Structured pruning of MiniLM-L6 on SST-2: FFN neurons and heads removed, ONNX Runtime latency.
 
-Starts from the dense SST-2 teacher of ``benchmarks/gradual_sst2.py teacher`` (83.03 % dev).
+Starts from the dense SST-2 teacher of ``experiments/gradual_sst2.py teacher`` (83.03 % dev).
 Every prune goes through the library (``oneshot_prune(model, "structured", ...)``; heads first,
 then FFN neurons), every recovery through ``run_recipe`` (masks kept by
 ``!ConstantPruningModifier``, KD from the dense teacher), every export through
 ``obert_deploy.export_onnx`` (which removes the zero rows/columns) and ``benchmark``.
-Sub-commands (results merged into ``benchmarks/results/structured_sst2.json``; finished
+Sub-commands (results merged into ``experiments/results/structured_sst2.json``; finished
 entries are skipped on a re-run)::
 
-    .venv/bin/python benchmarks/structured_sst2.py oneshot     # the accuracy grid
-    .venv/bin/python benchmarks/structured_sst2.py recover     # short KD recovery, 3 configs
-    .venv/bin/python benchmarks/structured_sst2.py latency     # export + ORT fp32/int8, b=1/16
-    .venv/bin/python benchmarks/structured_sst2.py onnx-eval   # dev accuracy of those files
-    .venv/bin/python benchmarks/structured_sst2.py report
+    .venv/bin/python experiments/structured_sst2.py oneshot     # the accuracy grid
+    .venv/bin/python experiments/structured_sst2.py recover     # short KD recovery, 3 configs
+    .venv/bin/python experiments/structured_sst2.py latency     # export + ORT fp32/int8, b=1/16
+    .venv/bin/python experiments/structured_sst2.py onnx-eval   # dev accuracy of those files
+    .venv/bin/python experiments/structured_sst2.py report
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from obert_train.checkpoint import atomic_write_text, save_checkpoint
 
 TEACHER = REPO / "runs" / "gradual-sst2" / "teacher"
 RUNS = REPO / "runs" / "structured-sst2"
-RESULTS = REPO / "benchmarks" / "results" / "structured_sst2.json"
+RESULTS = REPO / "experiments" / "results" / "structured_sst2.json"
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "heapr": {"score": "heapr", "correct": False},

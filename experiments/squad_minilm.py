@@ -8,11 +8,11 @@ questions (all of them).  Budget (2-core CPU, one thread per run): the dense mod
 seeded subset of the training questions; the pruning runs on a smaller one, with KD from the dense
 model (start/end logits).  Sub-commands::
 
-    .venv/bin/python benchmarks/squad_minilm.py teacher          # dense fine-tune of MiniLM-L6
-    .venv/bin/python benchmarks/squad_minilm.py prune obert80    # or gmp80; resumable
-    .venv/bin/python benchmarks/squad_minilm.py report
+    .venv/bin/python experiments/squad_minilm.py teacher          # dense fine-tune of MiniLM-L6
+    .venv/bin/python experiments/squad_minilm.py prune obert80    # or gmp80; resumable
+    .venv/bin/python experiments/squad_minilm.py report
 
-Results: ``benchmarks/results/squad_minilm.json``; runs in ``runs/squad-minilm/``.
+Results: ``experiments/results/squad_minilm.json``; runs in ``runs/squad-minilm/``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from transformers import AutoTokenizer
 from obert_train import load_task
 
 RUNS_DIR = REPO / "runs" / "squad-minilm"
-RESULTS = REPO / "benchmarks" / "results" / "squad_minilm.json"
+RESULTS = REPO / "experiments" / "results" / "squad_minilm.json"
 RUNS = {"obert80": "squad-obert-80", "gmp80": "squad-gmp-80"}
 SPLIT = (40, 8)
 PRUNE_QUESTIONS = 600

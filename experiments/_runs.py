@@ -1,7 +1,7 @@
 """One training run through the user-facing harness, recorded in a results JSON (issue 11 scripts).
 
 Every run is ``obert_train.run_recipe`` (the HF Trainer, the pruning callback, the recipe's LR
-schedule and KD) with a recipe file from ``benchmarks/recipes``; a killed run resumes from its
+schedule and KD) with a recipe file from ``experiments/recipes``; a killed run resumes from its
 newest checkpoint when the same command is run again (one killed before its first checkpoint
 starts again), and a finished run (its name already in the
 results file) is skipped unless ``force``.
@@ -67,7 +67,7 @@ def train(
     progress: bool = True,
     before_save: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``recipe`` (a file under ``benchmarks/recipes`` or a shipped name) and record it."""
+    """Run ``recipe`` (a file under ``experiments/recipes`` or a shipped name) and record it."""
     path = RECIPES / f"{recipe}.yaml"
     spec = str(path) if path.is_file() else recipe
     loaded = load_recipe(spec, overrides or {})

@@ -13,7 +13,7 @@ Sub-commands (run from the repository root, one at a time; the CPU is shared):
     Fisher recomputed every 10 points (0 -> 50 -> 60 -> ... -> 90 %, ``chain``) and oBERT with
     ``num_recomputations = k`` at the ``--recompute-sparsities``; evaluate every model on all
     dev sentences.  Results are appended to
-    ``benchmarks/results/oneshot_sst2.json`` (finished entries are skipped on a re-run).
+    ``experiments/results/oneshot_sst2.json`` (finished entries are skipped on a re-run).
 ``damp-grid``
     Dev accuracy of oBERT (joint and superpose) at 70 % and 80 % for damp in 1e-4 ... 1e-8
     (the grid the oBERT README recommends), and for several numbers of gradients m.
@@ -22,9 +22,9 @@ Sub-commands (run from the repository root, one at a time; the CPU is shared):
 
 Example::
 
-    .venv/bin/python benchmarks/oneshot_sst2.py finetune --train-samples 12000
-    .venv/bin/python benchmarks/oneshot_sst2.py prune --num-grads 256
-    .venv/bin/python benchmarks/oneshot_sst2.py report
+    .venv/bin/python experiments/oneshot_sst2.py finetune --train-samples 12000
+    .venv/bin/python experiments/oneshot_sst2.py prune --num-grads 256
+    .venv/bin/python experiments/oneshot_sst2.py report
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from obert_train.tasks.data import read_glue_tsv
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs"
 DENSE_DIR = RUNS / "minilm-sst2-dense"
-RESULTS = REPO / "benchmarks" / "results" / "oneshot_sst2.json"
+RESULTS = REPO / "experiments" / "results" / "oneshot_sst2.json"
 PLOT = REPO / "docs" / "img" / "oneshot_sst2_accuracy.png"
 DAMP_PLOT = REPO / "docs" / "img" / "oneshot_sst2_damp.png"
 SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
