@@ -1,0 +1,51 @@
+"""What obert-train and obert-deploy both need, kept once: pure Python, no NumPy math.
+
+obert-deploy depends on obert-core for these and nothing else of it; obert-train and the
+``obert`` application use them too.  The rule (``docs/architecture.md``): a fact two packages
+need lives here, and nowhere else.
+
+- atomic file output: :func:`atomic_write_bytes`, :func:`atomic_write_text`,
+  :func:`atomic_output`, :func:`atomic_outputs`;
+- the CPU a measurement ran on: :class:`CpuInfo`, :func:`cpu_info`, :func:`cpu_flags`,
+  :func:`available_cores`, :func:`load_average`;
+- where FFN neurons and attention heads are, per model family: :data:`FFN_LAYOUTS`,
+  :data:`ATTENTION_LAYOUTS`;
+- GLUE TSV column names: :data:`GLUE_TEXT_COLUMNS`, :data:`GLUE_LABEL_COLUMNS`;
+- the official SQuAD v1.1 metric: :func:`squad_scores`, :func:`squad_normalize_answer`.
+"""
+
+from __future__ import annotations
+
+from ._glue import GLUE_LABEL_COLUMNS, GLUE_TEXT_COLUMNS, glue_text_columns
+from ._io import atomic_output, atomic_outputs, atomic_write_bytes, atomic_write_text
+from ._layouts import (
+    ATTENTION_LAYOUTS,
+    FFN_LAYOUTS,
+    AttentionLayout,
+    FfnLayout,
+    describe_layouts,
+)
+from ._machine import CpuInfo, available_cores, cpu_flags, cpu_info, load_average
+from ._squad import squad_normalize_answer, squad_scores
+
+__all__ = [
+    "ATTENTION_LAYOUTS",
+    "FFN_LAYOUTS",
+    "GLUE_LABEL_COLUMNS",
+    "GLUE_TEXT_COLUMNS",
+    "AttentionLayout",
+    "CpuInfo",
+    "FfnLayout",
+    "atomic_output",
+    "atomic_outputs",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "available_cores",
+    "cpu_flags",
+    "cpu_info",
+    "describe_layouts",
+    "glue_text_columns",
+    "load_average",
+    "squad_normalize_answer",
+    "squad_scores",
+]
