@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import yaml
 
+from obert_core.shared import atomic_write_text
 from obert_train.errors import OutputDirError
 from obert_train.pruning.targets import resolve_target_params
 
@@ -89,29 +90,6 @@ def check_output_dir(path: str | os.PathLike[str], option: str = "--output-dir")
             "choose another folder"
         )
     return out
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    The file gets the mode a plain ``open(path, "w")`` would give (``0o666`` minus the umask),
-    not ``mkstemp``'s private ``0o600``.
-
-    Args:
-        path: Destination file; its folder is created if needed.
-        text: Content, written as UTF-8.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(tmp).chmod(0o666 & ~_umask())
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from obert_core.shared import ATTENTION_LAYOUTS, FFN_LAYOUTS
 from obert_train.errors import TargetError
 
 __all__ = [
@@ -88,20 +89,11 @@ class AttentionAtoms:
     head_dim: int
 
 
-# (up names, down name) and (q, k, v, o) relative to a layer prefix, per family.
-_FFN_LAYOUTS = (
-    (("intermediate.dense",), "output.dense"),
-    (("ffn.lin1",), "ffn.lin2"),
-    (("mlp.up_proj", "mlp.gate_proj"), "mlp.down_proj"),
-)
-_ATTN_LAYOUTS = (
-    (
-        ("attention.self.query", "attention.self.key", "attention.self.value"),
-        "attention.output.dense",
-    ),
-    (("attention.q_lin", "attention.k_lin", "attention.v_lin"), "attention.out_lin"),
-    (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.o_proj"),
-)
+# (up names, down name) and (q, k, v, o) relative to a layer prefix, per family: the one table
+# obert-deploy's shrinking reads too (obert_core.shared). The plain "mlp" layout is the gated one
+# without its gate, which the gated entry already matches (the gate is optional below).
+_FFN_LAYOUTS = tuple(f.layer_paths() for f in FFN_LAYOUTS if f.family != "mlp")
+_ATTN_LAYOUTS = tuple(a.layer_paths() for a in ATTENTION_LAYOUTS)
 _LAYER = re.compile(r"^(.*\.(?:layer|layers|h|block|blocks)\.\d+)$")
 
 

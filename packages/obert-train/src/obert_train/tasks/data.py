@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from obert_core.shared import GLUE_LABEL_COLUMNS, GLUE_TEXT_COLUMNS, glue_text_columns
 from obert_train.errors import DataError
 
 __all__ = [
@@ -27,18 +28,6 @@ __all__ = [
     "read_squad_json",
     "split_squad_articles",
 ]
-
-# GLUE column names, most specific first: (first text column, optional second text column).
-_GLUE_TEXT_COLUMNS: tuple[tuple[str, str | None], ...] = (
-    ("sentence1", "sentence2"),
-    ("question1", "question2"),
-    ("question", "sentence"),
-    ("#1 String", "#2 String"),
-    ("premise", "hypothesis"),
-    ("sentence", None),
-    ("text", None),
-)
-_GLUE_LABEL_COLUMNS = ("label", "gold_label", "Quality")
 
 
 @dataclass(frozen=True)
@@ -150,17 +139,17 @@ def _glue_text_indices(
         if missing:
             raise DataError(f"{file}: column(s) {missing} not in header {sorted(columns)}")
         return [columns[c] for c in text_columns]
-    for first, second in _GLUE_TEXT_COLUMNS:
-        if first in columns and (second is None or second in columns):
-            return [columns[first]] if second is None else [columns[first], columns[second]]
+    found = glue_text_columns(list(columns))
+    if found is not None:
+        return [columns[name] for name in found]
     raise DataError(
         f"{file}: no known text column in header {sorted(columns)}; expected one of "
-        f"{list(_GLUE_TEXT_COLUMNS)}, or name one or two with --text-column (text_columns=)"
+        f"{list(GLUE_TEXT_COLUMNS)}, or name one or two with --text-column (text_columns=)"
     )
 
 
 def _glue_label_index(file: Path, columns: dict[str, int], label_column: str | None) -> int:
-    candidates = (label_column,) if label_column is not None else _GLUE_LABEL_COLUMNS
+    candidates = (label_column,) if label_column is not None else GLUE_LABEL_COLUMNS
     for name in candidates:
         if name in columns:
             return columns[name]

@@ -8,9 +8,6 @@ questions, reported in percent.
 
 from __future__ import annotations
 
-import collections
-import re
-import string
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -18,29 +15,11 @@ import numpy as np
 import torch
 from transformers import AutoModelForQuestionAnswering, PreTrainedModel, PreTrainedTokenizerBase
 
+from obert_core.shared import squad_normalize_answer, squad_scores
 from obert_train.tasks.base import Feature, Task, _batches
 from obert_train.tasks.data import DataError, SquadExample
 
 __all__ = ["SquadTask", "squad_metrics", "squad_normalize_answer"]
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = set(string.punctuation)
-
-
-def squad_normalize_answer(text: str) -> str:
-    """Lower-case, drop punctuation and articles, collapse whitespace (official v1.1)."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def _f1(prediction: str, truth: str) -> float:
-    pred, gold = squad_normalize_answer(prediction).split(), squad_normalize_answer(truth).split()
-    common = collections.Counter(pred) & collections.Counter(gold)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred), same / len(gold)
-    return 2 * precision * recall / (precision + recall)
 
 
 def squad_metrics(
@@ -65,10 +44,9 @@ def squad_metrics(
         raise DataError(f"{len(missing)} questions have no prediction, e.g. {missing[:3]}")
     em = f1 = 0.0
     for example in examples:
-        pred = predictions[example.qid]
-        norm = squad_normalize_answer(pred)
-        em += max(float(norm == squad_normalize_answer(a)) for a in example.answers)
-        f1 += max(_f1(pred, a) for a in example.answers)
+        exact, overlap = squad_scores(predictions[example.qid], example.answers)
+        em += exact
+        f1 += overlap
     n = len(examples)
     return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n}
 
