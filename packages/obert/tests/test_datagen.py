@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from obert.cache import atomic_write_bytes
 from obert.datagen import (
     DEFAULT_DEV_SIZE,
     DEFAULT_TRAIN_SIZE,
@@ -21,6 +20,7 @@ from obert.datagen import (
 )
 from obert.defaults import shipped_data_dir
 from obert.errors import PipelineInputError
+from obert_core.shared import atomic_write_bytes
 
 
 def test_regenerating_gives_the_shipped_bytes(tmp_path: Path) -> None:

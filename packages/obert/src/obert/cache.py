@@ -32,7 +32,6 @@ __all__ = [
     "STAGE_FILE",
     "StageCache",
     "StageRecord",
-    "atomic_write_bytes",
     "canonical_json",
     "fingerprint_files",
     "fingerprint_path",
@@ -44,29 +43,6 @@ STAGE_FILE = "stage.json"
 _FORMAT = 1
 """Version of the key's content (bumped when a stage's meaning changes)."""
 _CHUNK = 1 << 20
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: a temporary file beside it, then ``os.replace``.
-
-    A reader sees the old file or the whole new one, never a part; a failed write leaves no
-    temporary file.
-
-    Returns:
-        The path.
-    """
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # the umask's file mode
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
 
 
 def canonical_json(value: Any) -> str:

@@ -33,8 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from obert.cache import atomic_write_bytes
 from obert.errors import PipelineInputError
+from obert_core.shared import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_DEV_SIZE",

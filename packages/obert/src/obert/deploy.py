@@ -188,7 +188,7 @@ def onnx_eval_stage(
         ``{"examples": n, "pytorch": metrics, "models": {label: {metrics, agreement}},
         "dev_file": name}`` (``dev_file``: the normalised TSV in ``folder``, if written).
     """
-    from obert.cache import atomic_write_bytes
+    from obert_core.shared import atomic_write_bytes
     from obert_deploy import evaluate
 
     data, written = dev_file, None

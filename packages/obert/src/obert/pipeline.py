@@ -24,8 +24,8 @@ from typing import Any
 
 from obert.cache import StageCache, StageRecord, stage_key
 from obert.config import QuickstartConfig
-from obert.machine import load_average
 from obert.preflight import Prepared, check_disk_space, prepare
+from obert_core.shared import cpu_info, load_average
 
 __all__ = ["QuickstartResult", "StageSpec", "plan_stages", "run_quickstart"]
 
@@ -387,7 +387,6 @@ def fingerprint_dev(path: Path, normalised: str | None = None) -> str:
 
 
 def _machine_key() -> dict[str, Any]:
-    from obert_deploy import cpu_info
 
     cpu = cpu_info()
     return {"cpu": cpu.brand, "cores": cpu.available_cores, "isa": cpu.isa}

@@ -20,10 +20,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from obert.cache import StageRecord, atomic_write_bytes
+from obert.cache import StageRecord
 from obert.config import QuickstartConfig
 from obert.machine import machine_info
 from obert.preflight import Prepared
+from obert_core.shared import atomic_write_bytes
 
 __all__ = [
     "ACCURACY_PLOT",
