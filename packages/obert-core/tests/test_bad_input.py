@@ -263,3 +263,14 @@ def test_non_finite_inverse_is_an_error_not_a_silent_inf(monkeypatch: pytest.Mon
     monkeypatch.setattr(_numpy.NumpyBackend, "gram_to_inverse", overflowing)
     with pytest.raises(oc.ObertError, match=r"inverse Fisher has NaN or inf entries.*damp"):
         oc.block_fisher_inverse(G, 8, 1e-4, backend="numpy")
+
+
+def test_one_error_root() -> None:
+    """Every obert-core error is an ObertError; bad values stay ValueErrors, a missing backend is
+    an ImportError too (``except ValueError`` and ``except ImportError`` code keeps working)."""
+    assert issubclass(oc.ObertError, ValueError)
+    assert issubclass(oc.BackendUnavailableError, oc.ObertError)
+    assert issubclass(oc.BackendUnavailableError, ImportError)
+    exported = [getattr(oc, name) for name in oc.__all__]
+    errors = [e for e in exported if isinstance(e, type) and issubclass(e, BaseException)]
+    assert errors and all(issubclass(e, oc.ObertError) for e in errors), errors
