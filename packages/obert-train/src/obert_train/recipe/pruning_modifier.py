@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from obert_core.schedules import cubic_sparsity, linear_sparsity, pruning_steps
+from obert_core import cubic_sparsity, linear_sparsity, pruning_steps
 from obert_train.errors import RecipeError
 from obert_train.pruning.registry import method_for_tag
 from obert_train.recipe._messages import check_known_keys, explain_errors, fmt
