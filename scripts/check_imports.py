@@ -24,10 +24,11 @@ import argparse
 import ast
 import re
 import sys
-import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 #: Folder under ``packages/`` -> import name.
 PACKAGES: dict[str, str] = {
@@ -154,9 +155,7 @@ def _imports(tree: ast.AST) -> Iterator[tuple[int, str, list[str] | None]]:
             yield node.lineno, node.module, [alias.name for alias in node.names]
 
 
-def check_file(
-    root: Path, path: Path, allowed: dict[str, frozenset[str]]
-) -> Iterator[Violation]:
+def check_file(root: Path, path: Path, allowed: dict[str, frozenset[str]]) -> Iterator[Violation]:
     """The violations of one Python file."""
     me = owner(root, path)
     consumer = _consumer(root, path)
