@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import griffe
@@ -47,10 +48,32 @@ def _reference(obj: griffe.Object | griffe.Alias, match: re.Match[str]) -> str:
     return f'<autoref identifier="{identifier}" optional>{code}</autoref>'
 
 
+def _objects(obj: griffe.Object) -> Iterator[griffe.Object]:
+    """``obj`` and every object defined under it (aliases, i.e. re-exports, are skipped)."""
+    yield obj
+    for member in obj.members.values():
+        if not member.is_alias and isinstance(member, griffe.Object):
+            yield from _objects(member)
+
+
+def rewrite(obj: griffe.Object) -> None:
+    """Rewrite the roles of ``obj``'s own docstring (idempotent: a rewritten one has none)."""
+    if obj.docstring is not None and ":`" in obj.docstring.value:
+        obj.docstring.value = _ROLE.sub(lambda m: _reference(obj, m), obj.docstring.value)
+
+
 class SphinxRoles(griffe.Extension):
     """Rewrite ``:role:`target``` in every docstring into an optional cross-reference."""
 
-    def on_object(self, *, obj: griffe.Object, loader: griffe.GriffeLoader, **kwargs: Any) -> None:
+    def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        """Rewrite every docstring of a loaded package, the package's own included.
+
+        (``on_object`` is not called for a top-level package, whose docstring is shown on its
+        API page.)
+        """
+        for obj in _objects(pkg):
+            rewrite(obj)
+
+    def on_object(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         """Rewrite the docstring of ``obj`` once the object tree is complete."""
-        if obj.docstring is not None and ":`" in obj.docstring.value:
-            obj.docstring.value = _ROLE.sub(lambda m: _reference(obj, m), obj.docstring.value)
+        rewrite(obj)
