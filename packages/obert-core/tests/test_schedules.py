@@ -2,7 +2,7 @@ import pytest
 
 import obert_core as oc
 
-# reference brief §2.1 (derived from the cubic schedule), steps at epochs 2, 6, …, 26
+# the authors' recipes, docs/recipes.md (derived from the cubic schedule), steps at epochs 2, 6, …, 26
 CASES = {
     (0.7, 0.9): [0.7000, 0.7843, 0.8407, 0.8750, 0.8926, 0.8991, 0.9000],
     (0.7, 0.8): [0.700, 0.742, 0.770, 0.788, 0.796, 0.800, 0.800],

@@ -1,4 +1,4 @@
-"""Blocked empirical-Fisher inverse (oBERT paper §3; reference brief §1.2).
+"""Blocked empirical-Fisher inverse (oBERT paper §3; docs/math.md §2).
 
 The empirical Fisher of ``m`` gradients ``g_i ∈ R^d`` with dampening ``λ`` is
 
@@ -45,8 +45,8 @@ def fisher_memory_bytes(
         num_weights: ``d``, the number of weights of the tensor.
         block_size: ``B``.
         itemsize: bytes per stored element (4 for float32, 8 for float64).
-        method: ``None`` for the stored inverse, ``4·ceil(d/B)·B²`` in float32 (reference brief
-            §1.2); ``"streaming"`` or ``"batched"`` for the peak while building it (the batched
+        method: ``None`` for the stored inverse, ``4·ceil(d/B)·B²`` in float32 (docs/math.md
+            §2); ``"streaming"`` or ``"batched"`` for the peak while building it (the batched
             build also holds a float64 Gram accumulator).
 
     Returns:

@@ -1,4 +1,4 @@
-"""Mask selection: global or per-tensor thresholds on saliency scores (reference brief §1.5).
+"""Mask selection: global or per-tensor thresholds on saliency scores (docs/math.md §4).
 
 Masks are boolean *keep*-masks (True = kept), as in ``torch.nn.utils.prune``. Selection is exact and
 deterministic: exactly ``round(s·N)`` weights are pruned (globally over all tensors, or per tensor),

@@ -1,7 +1,7 @@
 """M-FAC static inverse Fisher (Frantar, Kurtic, Alistarh, NeurIPS 2021, arXiv 2107.03356).
 
 The same damped empirical Fisher ``F̂ = λI + (1/m) Σ g_i g_iᵀ`` as oBERT, but its inverse is never
-stored as a matrix. Unrolling the Sherman–Morrison recursion gives (reference brief §4)
+stored as a matrix. Unrolling the Sherman–Morrison recursion gives (docs/math.md §6)
 
     F̂⁻¹ = λ⁻¹ I − Σ_{i=1..m} v_i v_iᵀ / D_i,
     v_i = λ⁻¹ g_i − Σ_{j<i} (v_jᵀ g_i / D_j) v_j,     D_i = m + g_iᵀ v_i,             (Eq. M)

@@ -1,4 +1,4 @@
-"""OBS saliency and weight update (oBERT paper §3.1–3.2; reference brief §1.1, §1.3–1.4).
+"""OBS saliency and weight update (oBERT paper §3.1–3.2; docs/math.md §1, §3).
 
 For a set ``Q`` of weights to remove, the quadratic model ``δL ≈ ½ δwᵀ F̂ δw`` under the constraint
 ``(w + δw)_Q = 0`` has the closed-form optimum

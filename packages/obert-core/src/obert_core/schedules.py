@@ -1,4 +1,4 @@
-"""Sparsity schedules as pure functions (reference brief §1.7).
+"""Sparsity schedules as pure functions (docs/math.md §5).
 
 The gradual schedule of the paper (SparseML ``inter_func: cubic``) is
 

@@ -1,7 +1,7 @@
 """Fisher-inverse backends: the NumPy float64 reference, Numba (parallel CPU) and torch (CPU/CUDA).
 
-A backend builds the blocked inverse ``(ceil(d/B), B, B)`` of ``λI + (1/m) Σ g gᵀ`` (reference brief
-§1.2) in two ways:
+A backend builds the blocked inverse ``(ceil(d/B), B, B)`` of ``λI + (1/m) Σ g gᵀ`` (docs/math.md
+§2) in two ways:
 
 * ``gram`` + ``gram_to_inverse`` — the batched build: accumulate each block's Gram matrix
   ``G_bᵀG_b`` in float64 (products of float32 inputs are exact in float64, so masked,

@@ -5,7 +5,7 @@
 
     KD_key = T^2 * sum_rows KL( softmax(t / T) || softmax(s / T) ) / rows,
 
-rows = ``numel / size(-1)``; KD is the mean over the keys (reference brief Sec. 2.1).
+rows = ``numel / size(-1)``; KD is the mean over the keys (the authors' recipes, docs/recipes.md).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The recipe's learning-rate functions as a scheduler the Hugging Face ``Trainer`` uses.
 
 ``!LearningRateFunctionModifier`` phases (``linear``, ``cyclic_linear`` with a rewind to
-``init_lr`` at every cycle boundary, reference brief Sec. 2.1) become one ``LambdaLR`` whose
-factor at optimizer step k is ``recipe.lr_at(k, steps_per_epoch) / base_lr``; steps that no phase
-covers keep the base learning rate.  The scheduler's state (its step count) is checkpointed by the
+``init_lr`` at every cycle boundary; docs/recipes.md) become one ``LambdaLR`` whose factor at
+optimizer step k is ``recipe.lr_at(k, steps_per_epoch) / base_lr``; steps that no phase covers
+keep the base learning rate.  The scheduler's state (its step count) is checkpointed by the
 Trainer, so a resumed run continues on the same curve.
 """
 

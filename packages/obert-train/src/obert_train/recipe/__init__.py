@@ -1,7 +1,8 @@
 """SparseML-compatible training recipes: gradual pruning with distillation.
 
-A recipe is YAML in the format of SparseML's oBERT recipes (Kurtic et al. 2022; reference brief
-§1.7 and §2): ``!EpochRangeModifier`` (run length), ``!LearningRateFunctionModifier``
+A recipe is YAML in the format of SparseML's oBERT recipes (Kurtic et al. 2022; docs/math.md
+§5; the authors' recipes,
+docs/recipes.md): ``!EpochRangeModifier`` (run length), ``!LearningRateFunctionModifier``
 (``linear`` / ``cyclic_linear``), pruning modifiers (``!OBSPruningModifier``,
 ``!GMPruningModifier``, ``!MagnitudePruningModifier``, ``!MovementPruningModifier``,
 ``!ConstantPruningModifier``) and ``!DistillationModifier``. The published oBERT recipes load

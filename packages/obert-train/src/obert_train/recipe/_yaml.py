@@ -1,4 +1,4 @@
-"""Reading and writing SparseML-format recipe YAML (reference brief §2).
+"""Reading and writing SparseML-format recipe YAML (the authors' recipes, docs/recipes.md).
 
 A recipe is a YAML mapping whose keys are modifier groups (``modifiers``,
 ``training_modifiers``, ``pruning_modifiers``, ``distillation_modifiers``: ``modifiers`` or any

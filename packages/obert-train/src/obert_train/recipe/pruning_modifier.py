@@ -9,7 +9,7 @@ is a setting of the method and is validated by the method's ``Settings`` model, 
 where method defaults live (``params`` become its ``targets``,
 ``grad_sampler_kwargs.batch_size`` its ``grad_batch_size``).
 
-**Schedule** (reference brief §1.7). Pruning steps are at ``start, start + f, …`` up to
+**Schedule** (docs/math.md §5). Pruning steps are at ``start, start + f, …`` up to
 ``end_epoch`` (``obert_core.pruning_steps``), and at ``end_epoch`` itself when it is not on
 that grid, as SparseML prunes once more at ``end_epoch``. The target sparsity at epoch ``t`` is
 ``s_f + (s_i − s_f)(1 − x)³`` (``cubic``) or ``s_i + (s_f − s_i)·x`` (``linear``) with

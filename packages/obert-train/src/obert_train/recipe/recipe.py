@@ -1,7 +1,7 @@
 """The validated recipe: run length, learning-rate phases, pruning schedules and distillation.
 
-Recipe-level rules (reference brief §1.7, §2): at most one ``!EpochRangeModifier`` (without one
-the run length is the largest ``end_epoch`` of all modifiers) and at most one
+Recipe-level rules (docs/math.md §5; docs/recipes.md): at most one ``!EpochRangeModifier``
+(without one the run length is the largest ``end_epoch`` of all modifiers) and at most one
 ``!DistillationModifier``; learning-rate modifiers do not overlap and end by the run end;
 every pruning step comes before the run end (at least one optimizer step follows it); constant
 masks cover the whole run. Which tensors each pruning modifier selects can only be checked
