@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import importlib.util
 
-import numpy as np
-
-import obert_core as oc
+from _common import make_parser
 
 
 def main() -> None:
     """Print the error table."""
+    make_parser(__doc__).parse_args()
+    import numpy as np
+
+    import obert_core as oc
+
     rng = np.random.default_rng(0)
     d, bsz, m, damp = 1003, 50, 40, 1e-7
     g = rng.standard_normal((m, d)).astype(np.float32)

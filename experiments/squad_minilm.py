@@ -22,15 +22,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-from _common import REPO, data_dir, minilm_dir
-from _runs import done, load_results, train
-from transformers import AutoTokenizer
+from _common import (
+    RESULTS_DIR,
+    RUNS_ROOT,
+    add_run_options,
+    data_dir,
+    done,
+    load_results,
+    make_parser,
+    minilm_dir,
+    train,
+)
 
-from obert_train import load_task
-
-RUNS_DIR = REPO / "runs" / "squad-minilm"
-RESULTS = REPO / "experiments" / "results" / "squad_minilm.json"
+RUNS_DIR = RUNS_ROOT / "squad-minilm"
+RESULTS = RESULTS_DIR / "squad_minilm.json"
 RUNS = {"obert80": "squad-obert-80", "gmp80": "squad-gmp-80"}
 SPLIT = (40, 8)
 PRUNE_QUESTIONS = 600
@@ -42,6 +47,8 @@ EVAL_QUESTIONS = 500
 
 def make_task(tokenizer: Any, train_samples: int, seed: int) -> Any:
     """The article-split SQuAD task (384 tokens, stride 128) with a seeded training subset."""
+    from obert_train import load_task
+
     return load_task(
         "squad",
         tokenizer,
@@ -59,6 +66,9 @@ def make_task(tokenizer: Any, train_samples: int, seed: int) -> Any:
 def _go(name: str, recipe: str, model_dir: Path, teacher_dir: Path | None, args: Any) -> None:
     if done(RESULTS, name, args.force):
         return
+    import torch
+    from transformers import AutoTokenizer
+
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     task = make_task(tokenizer, args.train_samples, args.seed)
@@ -115,16 +125,13 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name, samples in (("teacher", 1600), ("prune", PRUNE_QUESTIONS), ("report", 0)):
         p = sub.add_parser(name)
         p.add_argument("--train-samples", type=int, default=samples)
         p.add_argument("--batch-size", type=int, default=16)
-        p.add_argument("--seed", type=int, default=42)
-        p.add_argument("--threads", type=int, default=1)
-        p.add_argument("--force", action="store_true")
-        p.add_argument("--no-progress", action="store_true")
+        add_run_options(p, threads=1, seed=42, force=True, no_progress=True)
         if name == "prune":
             p.add_argument("name", choices=sorted(RUNS))
     args = parser.parse_args()

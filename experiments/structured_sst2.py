@@ -23,16 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from _common import REPO, cpu_info, data_dir
-from transformers import AutoTokenizer
+from _common import IMG, REPO, RESULTS_DIR, RUNS_ROOT, add_run_options, data_dir, make_parser
+from _common import load_results as _load_results
+from _common import save_entry as _save_entry
 
-from obert_train import RunOptions, load_recipe, load_task, oneshot_prune, run_recipe
-from obert_train.checkpoint import atomic_write_text, save_checkpoint
-
-TEACHER = REPO / "runs" / "gradual-sst2" / "teacher"
-RUNS = REPO / "runs" / "structured-sst2"
-RESULTS = REPO / "experiments" / "results" / "structured_sst2.json"
+TEACHER = RUNS_ROOT / "gradual-sst2" / "teacher"
+RUNS = RUNS_ROOT / "structured-sst2"
+RESULTS = RESULTS_DIR / "structured_sst2.json"
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "heapr": {"score": "heapr", "correct": False},
@@ -62,17 +59,18 @@ distillation_modifiers:
 """
 
 
+EMPTY: dict[str, Any] = {"oneshot": {}, "recover": {}, "latency": {}}
+"""What a missing results file starts as."""
+
+
 def load_results() -> dict[str, Any]:
-    if RESULTS.is_file():
-        return dict(json.loads(RESULTS.read_text()))
-    return {"oneshot": {}, "recover": {}, "latency": {}}
+    """This script's results file (or :data:`EMPTY`)."""
+    return _load_results(RESULTS, EMPTY)
 
 
 def save(section: str, key: str, entry: dict[str, Any]) -> None:
-    results = load_results()
-    results.setdefault(section, {})[key] = entry
-    results["machine"] = cpu_info()
-    atomic_write_text(RESULTS, json.dumps(results, indent=2) + "\n")
+    """Merge one entry into ``section`` of the results (and set its ``machine``)."""
+    _save_entry(RESULTS, key, entry, section, default=EMPTY, machine=True, allow_nan=True)
 
 
 def key_of(variant: str, ffn: float, heads: float) -> str:
@@ -80,6 +78,8 @@ def key_of(variant: str, ffn: float, heads: float) -> str:
 
 
 def task_for(tokenizer: Any, train_samples: int | None = None) -> Any:
+    from obert_train import load_task
+
     return load_task(
         "sst2", tokenizer, data_dir=data_dir(), max_train_samples=train_samples, seed=42
     )
@@ -87,6 +87,8 @@ def task_for(tokenizer: Any, train_samples: int | None = None) -> Any:
 
 def prune(task: Any, variant: str, ffn: float, heads: float) -> tuple[Any, dict[str, Any]]:
     """The teacher with ``heads`` of its heads and ``ffn`` of its FFN neurons removed."""
+    from obert_train import oneshot_prune
+
     model = task.load_model(str(TEACHER)).eval()
     settings = {**VARIANTS[variant], **CALIBRATION}
     info: dict[str, Any] = {"seconds": 0.0}
@@ -111,6 +113,9 @@ def prune(task: Any, variant: str, ffn: float, heads: float) -> tuple[Any, dict[
 
 
 def cmd_oneshot(args: argparse.Namespace) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(TEACHER)
     task = task_for(tokenizer)
@@ -132,6 +137,11 @@ def cmd_oneshot(args: argparse.Namespace) -> None:
 
 
 def cmd_recover(args: argparse.Namespace) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    from obert_train import RunOptions, load_recipe, run_recipe
+
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(TEACHER)
     task = task_for(tokenizer, train_samples=2000)
@@ -165,7 +175,10 @@ def cmd_recover(args: argparse.Namespace) -> None:
 
 
 def cmd_latency(args: argparse.Namespace) -> None:
+    from transformers import AutoTokenizer
+
     from obert_deploy import BenchConfig, ExportConfig, benchmark, export_onnx, quantize_onnx
+    from obert_train import save_checkpoint
 
     tokenizer = AutoTokenizer.from_pretrained(TEACHER)
     task = task_for(tokenizer)
@@ -293,29 +306,30 @@ def plot(results: dict[str, Any]) -> Path:
 
     one, rec = results["oneshot"], results.get("recover", {})
     labels = [f"FFN {f:.0%}\nheads {h:.0%}" for f, h in DIAGONAL]
+    nan = float("nan")  # a point not measured yet: a gap in the line
     fig, ax = plt.subplots(figsize=(7, 4))
     for variant in VARIANTS:
         ys = [one.get(key_of(variant, f, h), {}).get("accuracy") for f, h in DIAGONAL]
-        ax.plot(labels, [None if y is None else 100 * y for y in ys], marker="o", label=variant)
+        ax.plot(labels, [nan if y is None else 100 * y for y in ys], marker="o", label=variant)
     ys = [rec.get(key_of("heapr+obs", f, h), {}).get("accuracy") for f, h in DIAGONAL]
-    ax.plot(labels, [None if y is None else 100 * y for y in ys], "k--", marker="s",
+    ax.plot(labels, [nan if y is None else 100 * y for y in ys], "k--", marker="s",
             label="heapr+obs, then 1 epoch KD")  # fmt: skip
     ax.axhline(100 * one["dense"]["accuracy"], color="grey", lw=1, label="dense")
     ax.set_ylabel("SST-2 dev accuracy (%)")
     ax.set_title("MiniLM-L6: structured pruning, one-shot")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = REPO / "docs" / "img" / "structured_sst2.png"
+    out = IMG / "structured_sst2.png"
     fig.savefig(out, dpi=120)
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("oneshot", "recover", "latency", "onnx-eval", "report"):
         p = sub.add_parser(name)
-        p.add_argument("--threads", type=int, default=1)
+        add_run_options(p, threads=1)
         p.add_argument("--iterations", type=int, default=50)
         p.add_argument("--lr", type=float, default=1e-4, help="recover: initial LR")
     args = parser.parse_args()

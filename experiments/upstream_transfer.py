@@ -30,20 +30,28 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from _common import REPO, data_dir, minilm_dir
-from _runs import done, load_results, train
-from safetensors.torch import load_file
-from transformers import AutoTokenizer
+from _common import (
+    REPO,
+    RESULTS_DIR,
+    RUNS_ROOT,
+    add_run_options,
+    data_dir,
+    done,
+    load_results,
+    make_parser,
+    minilm_dir,
+    train,
+)
 
-from obert_train import load_task
+if TYPE_CHECKING:
+    import torch
 
-RUNS_DIR = REPO / "runs" / "upstream"
-RESULTS = REPO / "experiments" / "results" / "upstream_transfer.json"
-SST2_TEACHER = REPO / "runs" / "gradual-sst2" / "teacher"
-SQUAD_TEACHER = REPO / "runs" / "squad-minilm" / "dense"
+RUNS_DIR = RUNS_ROOT / "upstream"
+RESULTS = RESULTS_DIR / "upstream_transfer.json"
+SST2_TEACHER = RUNS_ROOT / "gradual-sst2" / "teacher"
+SQUAD_TEACHER = RUNS_ROOT / "squad-minilm" / "dense"
 UPSTREAM = {
     "obert80": ("mlm-dense", "mlm-obert-80"),
     "obert90": ("upstream-obert80", "mlm-obert-90-cont"),
@@ -54,6 +62,8 @@ EVAL_LINES = 1000
 
 
 def mlm_task(tokenizer: Any) -> Any:
+    from obert_train import load_task
+
     wiki = data_dir("wikitext-2-raw")
     return load_task(
         "mlm",
@@ -69,6 +79,9 @@ def mlm_task(tokenizer: Any) -> Any:
 def cmd_mlm(args: argparse.Namespace) -> None:
     if done(RESULTS, "mlm-dense", args.force):
         return
+    import torch
+    from transformers import AutoTokenizer
+
     torch.set_num_threads(args.threads)
     source = minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -95,6 +108,9 @@ def cmd_upstream(args: argparse.Namespace) -> None:
     start = RUNS_DIR / source
     if not (start / "model.safetensors").is_file():
         sys.exit(f"no model at {start}; run the step that makes it first (mlm, upstream obert80)")
+    import torch
+    from transformers import AutoTokenizer
+
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(dense)
     task = mlm_task(tokenizer)
@@ -110,6 +126,8 @@ def cmd_upstream(args: argparse.Namespace) -> None:
 
 
 def _pooler_from(source: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     state = load_file(str(source / "model.safetensors"))
     return {key.split("pooler.", 1)[1]: value for key, value in state.items() if "pooler." in key}
 
@@ -123,6 +141,11 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     for need in (source, teacher_dir):
         if not (need / "model.safetensors").is_file():
             sys.exit(f"{need} has no model; run its step first")
+    import torch
+    from transformers import AutoTokenizer
+
+    from obert_train import load_task
+
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(source)
     if args.task == "sst2":
@@ -130,7 +153,6 @@ def cmd_transfer(args: argparse.Namespace) -> None:
                          max_train_samples=2000, seed=args.seed)  # fmt: skip
         recipe, batch, save_steps = "minilm-sst2-transfer", 32, None
     else:
-        sys.path.insert(0, str(Path(__file__).parent))
         from squad_minilm import PRUNE_QUESTIONS, make_task
 
         task = make_task(tokenizer, PRUNE_QUESTIONS, args.seed)
@@ -153,15 +175,9 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     """Upstream perplexities, and sparse transfer next to downstream pruning with their costs."""
-    import json
-
     runs = load_results(RESULTS)["runs"]
-    downstream_file = REPO / "experiments" / "results" / "gradual_sst2.json"
-    downstream = (
-        json.loads(downstream_file.read_text())["runs"] if downstream_file.is_file() else {}
-    )
-    squad_file = REPO / "experiments" / "results" / "squad_minilm.json"
-    squad = json.loads(squad_file.read_text())["runs"] if squad_file.is_file() else {}
+    downstream = load_results(RESULTS_DIR / "gradual_sst2.json")["runs"]
+    squad = load_results(RESULTS_DIR / "squad_minilm.json")["runs"]
     print("| MLM model (WikiText-2) | sparsity | test perplexity | train time |")
     print("|---|---|---|---|")
     if "mlm-dense" in runs:
@@ -196,14 +212,11 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("mlm", "upstream", "transfer", "report"):
         p = sub.add_parser(name)
-        p.add_argument("--seed", type=int, default=42)
-        p.add_argument("--threads", type=int, default=1)
-        p.add_argument("--force", action="store_true")
-        p.add_argument("--no-progress", action="store_true")
+        add_run_options(p, threads=1, seed=42, force=True, no_progress=True)
         if name == "upstream":
             p.add_argument("name", choices=sorted(UPSTREAM))
         if name == "transfer":

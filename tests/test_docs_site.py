@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 SRC = {
     "obert_core": REPO / "packages/obert-core/src/obert_core",
     "obert_train": REPO / "packages/obert-train/src/obert_train",

@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 MARKER = "<!-- test-command -->"
 CLIS = ("obert-train", "obert-deploy", "obert")
