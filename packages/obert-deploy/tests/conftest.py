@@ -105,6 +105,20 @@ def _train_briefly(model: torch.nn.Module, tsv: Path, tokenizer_dir: Path, steps
 
 
 @pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The real datasets (SST-2/, SQuAD/): $OBERT_DATA_DIR, else ../shared/data beside the repo.
+
+    The library has no default location (a library does not know the repository's layout), so
+    the tests that read the real data pass this directory explicitly; they skip without it.
+    """
+    env = os.environ.get("OBERT_DATA_DIR")
+    root = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    if not root.is_dir():
+        pytest.skip(f"shared data directory {root} not present (set OBERT_DATA_DIR)")
+    return root
+
+
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_tsv(root / "train.tsv", 256, seed=1)

@@ -495,7 +495,7 @@ def test_read_only_output_directory(tmp_path: Path, dynamic_onnx: Path) -> None:
 def test_bench_checks_every_model_before_timing_any(
     dynamic_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import obert_deploy._bench as bench_module
+    import obert_deploy.bench._bench as bench_module
 
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was timed before every model was checked")
@@ -511,7 +511,7 @@ def test_export_with_nan_weights_names_the_tensor_before_exporting(
     bad_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Regression: a NaN model was exported and then blamed on --opset/--atol."""
-    import obert_deploy._export as export_module
+    import obert_deploy.export._export as export_module
 
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("the exporter ran on a NaN model")
@@ -532,7 +532,7 @@ def test_non_finite_onnx_output_is_not_a_tolerance_problem(
     import onnxruntime as ort
 
     from obert_deploy import ExportConfig, VerificationError
-    from obert_deploy._export import (
+    from obert_deploy.export._export import (
         _check_parity,
         _OutputsAsTuple,
         model_input_names,
@@ -569,7 +569,8 @@ def test_bench_seq_len_above_positions_is_checked_before_the_engine(
 def test_engine_run_failure_is_one_clear_error(
     dynamic_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from obert_deploy import BenchConfig, OnnxModelError, _engines, benchmark
+    from obert_deploy import BenchConfig, OnnxModelError, benchmark
+    from obert_deploy.bench import _engines
 
     def broken(self: object, feeds: object) -> list[np.ndarray]:
         raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : broadcast\nline 2")
@@ -597,7 +598,7 @@ def test_evaluate_data_file_of_another_task_names_the_file_briefly(
 
 def _api_cases() -> list[tuple[str, Any, str]]:
     import obert_deploy as od
-    from obert_deploy._data import iter_batches
+    from obert_deploy.evaluation._tokenize import iter_batches
 
     return [
         ("export-task", lambda f: od.ExportConfig(task="ner"), "'ner'"),
@@ -678,7 +679,7 @@ def test_quantize_refuses_to_overwrite_its_source(dynamic_onnx: Path, tmp_path: 
 def test_an_unexpected_error_is_one_line_and_the_traceback_needs_verbose(
     dynamic_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import obert_deploy._size as size_module
+    import obert_deploy.size._size as size_module
 
     def bug(*args: object, **kwargs: object) -> None:
         raise RuntimeError("something nobody anticipated\nsecond line")

@@ -73,7 +73,7 @@ def test_checkpoint_file_instead_of_directory(tiny_checkpoint: Path) -> None:
 def test_failed_export_leaves_no_file(
     tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from obert_deploy import _export
+    from obert_deploy.export import _export
 
     def lose_everything(weights: object, model: object) -> list[object]:
         rows = _real_match(weights, model)

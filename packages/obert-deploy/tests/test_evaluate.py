@@ -62,7 +62,7 @@ def test_odd_number_of_examples_with_static_batch(
 def test_bad_model_fails_before_the_pytorch_pass(
     tiny_checkpoint: Path, data_dir: Path, static_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import obert_deploy._evaluate as evaluate_module
+    import obert_deploy.evaluation._evaluate as evaluate_module
 
     def no_torch_pass(*args: object, **kwargs: object) -> None:
         raise AssertionError("the PyTorch pass ran before the ONNX models were checked")
@@ -89,7 +89,7 @@ def test_deepsparse_evaluate_explains_the_environment(
 def test_padding_for_deepsparse_dynamic_models(
     dynamic_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import obert_deploy._evaluate as evaluate_module
+    import obert_deploy.evaluation._evaluate as evaluate_module
 
     class FakeRunner:
         def run(self, feeds: dict[str, object]) -> list[object]:
@@ -129,12 +129,49 @@ def test_unsupported_task(tiny_checkpoint: Path) -> None:
         evaluate(tiny_checkpoint, [], task="masked-lm")
 
 
-def test_default_dataset_is_sst2(tiny_checkpoint: Path, dynamic_onnx: Path) -> None:
-    from obert_deploy import data_dir
+def test_default_dataset_is_sst2(
+    tiny_checkpoint: Path,
+    dynamic_onnx: Path,
+    shared_data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from obert_deploy.evaluation import data_dir
 
-    root = data_dir()
-    if root is None or not (root / "SST-2" / "dev.tsv").is_file():
+    root = data_dir(shared_data_dir)
+    if not (root / "SST-2" / "dev.tsv").is_file():
         pytest.skip("shared SST-2 data not available (set OBERT_DATA_DIR)")
+    monkeypatch.setenv("OBERT_DATA_DIR", str(root))  # the default dataset comes from here
     report = evaluate(tiny_checkpoint, [dynamic_onnx], seq_len=16, max_samples=24)
     assert report.data.endswith("SST-2/dev.tsv") and report.num_examples == 24
     assert report.results[1].agreement == 1.0
+
+
+def test_data_dir_is_an_argument_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library knows no repository layout: no argument and no $OBERT_DATA_DIR is an error."""
+    from obert_deploy.evaluation import data_dir, default_dataset
+
+    monkeypatch.delenv("OBERT_DATA_DIR", raising=False)
+    with pytest.raises(ObertDeployError, match="OBERT_DATA_DIR is not set"):
+        data_dir()
+    with pytest.raises(ObertDeployError, match=r"pass a data file explicitly \(--data\)"):
+        default_dataset("sequence-classification")
+    assert data_dir(tmp_path) == tmp_path
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\nok\t1\n", encoding="utf-8")
+    assert (
+        default_dataset("sequence-classification", root=tmp_path) == tmp_path / "SST-2" / "dev.tsv"
+    )
+    monkeypatch.setenv("OBERT_DATA_DIR", str(tmp_path))
+    assert data_dir() == tmp_path
+    with pytest.raises(ObertDeployError, match=r"default dataset SQuAD/dev-v1.1.json .* not found"):
+        default_dataset("question-answering")
+
+
+def test_evaluate_without_data_or_data_dir_says_what_to_pass(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OBERT_DATA_DIR", raising=False)
+    with pytest.raises(ObertDeployError, match=r"--data\), or set OBERT_DATA_DIR"):
+        evaluate(tiny_checkpoint, [], seq_len=16)

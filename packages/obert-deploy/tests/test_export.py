@@ -182,7 +182,7 @@ def test_onnx_sparsity_is_measured_from_the_initializer() -> None:
 def test_dynamic_export_checks_a_second_batch_size(
     tmp_path: Path, tiny_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import obert_deploy._export as export_module
+    import obert_deploy.export._export as export_module
 
     shapes: list[tuple[int, int]] = []
     original = export_module._check_parity

@@ -147,7 +147,7 @@ def test_size_report_counts_4bit_embeddings(tmp_path: Path, dynamic_onnx: Path) 
 
 
 def test_4bit_tables_are_measured_packed() -> None:
-    from obert_deploy._size import _stored_bytes
+    from obert_deploy.size._size import _stored_bytes
 
     values = np.array([1, -2, 3, 0, -8], dtype=np.int8)
     packed = _stored_bytes(values, TensorProto.INT4)

@@ -1,8 +1,20 @@
 """obert-deploy: export (sparse) Transformers to ONNX, quantize to int8, benchmark on CPU.
 
-Public API (everything else is private). Names are imported lazily (PEP 562), so
-``import obert_deploy`` loads neither torch nor an inference engine; the benchmark and size
-tools work in a torch-free environment such as the DeepSparse one.
+The package is split by topic, each subpackage with its own ``__all__``:
+
+* :mod:`obert_deploy.export`: ONNX export, removal of structurally pruned neurons and heads,
+  the DeepSparse graph rewrites, tasks and checkpoint loading;
+* :mod:`obert_deploy.quantize`: post-training int8 (dynamic, static) and QAT;
+* :mod:`obert_deploy.bench`: engines, model inputs, the CPU report, latency and throughput;
+* :mod:`obert_deploy.evaluation`: data readers and dev-set accuracy;
+* :mod:`obert_deploy.size`: per-weight sparsity and size on disk.
+
+The names users need are importable from ``obert_deploy`` itself (its ``__all__``); the
+lower-level helpers from their subpackage.
+
+Names are imported lazily (PEP 562), so ``import obert_deploy`` loads neither torch nor an
+inference engine; the benchmark and size tools work in a torch-free environment such as the
+DeepSparse one.
 
 Examples:
     >>> import obert_deploy
@@ -12,97 +24,103 @@ Examples:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
+#: Public name -> the module that provides it (relative to this package).
 _EXPORTS: dict[str, str] = {
     # errors
-    "CheckpointError": "_errors",
-    "EngineNotInstalledError": "_errors",
-    "MissingDependencyError": "_errors",
-    "ObertDeployError": "_errors",
-    "OnnxModelError": "_errors",
-    "ShapeMismatchError": "_errors",
-    "UnsupportedTaskError": "_errors",
-    "VerificationError": "_errors",
-    # tasks and checkpoints
-    "TASKS": "_tasks",
-    "TaskSpec": "_tasks",
-    "get_task": "_tasks",
-    "LoadedCheckpoint": "_checkpoint",
-    "load_checkpoint": "_checkpoint",
-    "load_tokenizer": "_checkpoint",
-    # export
-    "ENGINES": "_export",
-    "ExportConfig": "_export",
-    "ExportReport": "_export",
-    "export_onnx": "_export",
-    "convert_for_deepsparse": "_onnx_compat",
-    "decompose_layer_norm": "_onnx_compat",
-    "fold_dequantize_transpose": "_onnx_compat",
-    "reorder_gelu": "_onnx_compat",
-    "ShrinkReport": "_shrink",
-    "ShrinkRow": "_shrink",
-    "remove_heads": "_shrink",
-    "shrink_model": "_shrink",
-    # sparsity and size
-    "OnnxWeightSparsity": "_sparsity",
-    "SparsityRow": "_sparsity",
-    "linear_weights": "_sparsity",
-    "match_sparsity": "_sparsity",
-    "onnx_weight_sparsity": "_sparsity",
-    "sparsity_table_markdown": "_sparsity",
-    "SizeReport": "_size",
-    "size_report": "_size",
-    "size_table_markdown": "_size",
-    # quantization
-    "DynamicInt8Config": "_quantize",
-    "QuantizeReport": "_quantize",
-    "StaticInt8Config": "_quantize",
-    "quantize_onnx": "_quantize",
-    "register_quantize_handler": "_quantize",
-    "QATConfig": "_qat",
-    "QATReport": "_qat",
-    "QATWeightRow": "_qat",
-    "pruning_masks": "_qat",
-    "qat_export": "_qat",
-    # inputs, engines, benchmark
-    "OnnxInput": "_inputs",
-    "check_input_shapes": "_inputs",
-    "load_onnx": "_inputs",
-    "make_inputs": "_inputs",
-    "onnx_inputs": "_inputs",
-    "DEEPSPARSE_INSTALL_HINT": "_engines",
-    "create_runner": "_engines",
-    "engine_available": "_engines",
-    "CpuInfo": "_cpu",
-    "cpu_info": "_cpu",
-    "SCENARIOS": "_bench",
-    "BenchConfig": "_bench",
-    "BenchResult": "_bench",
-    "benchmark": "_bench",
-    "read_results_json": "_bench",
-    "results_to_markdown": "_bench",
-    "write_results_json": "_bench",
-    "plot_results": "_plot",
-    # data and evaluation
-    "QAExample": "_data",
-    "TextDataset": "_data",
-    "data_dir": "_data",
-    "default_dataset": "_data",
-    "read_glue_tsv": "_data",
-    "read_squad": "_data",
-    "tokenize": "_data",
-    "EvalReport": "_evaluate",
-    "EvalResult": "_evaluate",
-    "evaluate": "_evaluate",
-    "squad_scores": "_evaluate",
+    "CheckpointError": "._errors",
+    "EngineNotInstalledError": "._errors",
+    "MissingDependencyError": "._errors",
+    "ObertDeployError": "._errors",
+    "OnnxModelError": "._errors",
+    "ShapeMismatchError": "._errors",
+    "UnsupportedTaskError": "._errors",
+    "VerificationError": "._errors",
+    # export: tasks, checkpoints, ONNX export, structured zeros, DeepSparse rewrites
+    "TASKS": ".export",
+    "TaskSpec": ".export",
+    "get_task": ".export",
+    "LoadedCheckpoint": ".export",
+    "load_checkpoint": ".export",
+    "load_tokenizer": ".export",
+    "ExportConfig": ".export",
+    "ExportReport": ".export",
+    "export_onnx": ".export",
+    "convert_for_deepsparse": ".export",
+    "ShrinkReport": ".export",
+    "ShrinkRow": ".export",
+    "remove_heads": ".export",
+    "shrink_model": ".export",
+    # size: sparsity and size
+    "OnnxWeightSparsity": ".size",
+    "SparsityRow": ".size",
+    "onnx_weight_sparsity": ".size",
+    "SizeReport": ".size",
+    "size_report": ".size",
+    "size_table_markdown": ".size",
+    # quantize: post-training int8 and QAT
+    "DynamicInt8Config": ".quantize",
+    "QuantizeReport": ".quantize",
+    "StaticInt8Config": ".quantize",
+    "quantize_onnx": ".quantize",
+    "register_quantize_handler": ".quantize",
+    "QATConfig": ".quantize",
+    "QATReport": ".quantize",
+    "QATWeightRow": ".quantize",
+    "pruning_masks": ".quantize",
+    "qat_export": ".quantize",
+    # bench: engines, model inputs, CPU, benchmark
+    "ENGINES": ".bench",
+    "SCENARIOS": ".bench",
+    "BenchConfig": ".bench",
+    "BenchResult": ".bench",
+    "benchmark": ".bench",
+    "read_results_json": ".bench",
+    "results_to_markdown": ".bench",
+    "write_results_json": ".bench",
+    "plot_results": ".bench",
+    "create_runner": ".bench",
+    "load_onnx": ".bench",
+    "CpuInfo": ".bench",
+    "cpu_info": ".bench",
+    # evaluation: data and evaluation
+    "TextDataset": ".evaluation",
+    "read_glue_tsv": ".evaluation",
+    "tokenize": ".evaluation",
+    "EvalReport": ".evaluation",
+    "EvalResult": ".evaluation",
+    "evaluate": ".evaluation",
+}
+
+#: Helpers that were in ``__all__`` before the topic subpackages: still importable from here so
+#: that existing code keeps working, but not part of the top-level API (import them from their
+#: subpackage, e.g. ``from obert_deploy.bench import make_inputs``).
+_HELPERS: dict[str, str] = {
+    "decompose_layer_norm": ".export",
+    "fold_dequantize_transpose": ".export",
+    "reorder_gelu": ".export",
+    "linear_weights": ".size",
+    "match_sparsity": ".size",
+    "sparsity_table_markdown": ".size",
+    "DEEPSPARSE_INSTALL_HINT": ".bench",
+    "OnnxInput": ".bench",
+    "check_input_shapes": ".bench",
+    "engine_available": ".bench",
+    "make_inputs": ".bench",
+    "onnx_inputs": ".bench",
+    "QAExample": ".evaluation",
+    "data_dir": ".evaluation",
+    "default_dataset": ".evaluation",
+    "read_squad": ".evaluation",
+    "squad_scores": ".evaluation",
 }
 
 __all__ = [
-    "DEEPSPARSE_INSTALL_HINT",
     "ENGINES",
     "SCENARIOS",
     "TASKS",
@@ -119,10 +137,8 @@ __all__ = [
     "LoadedCheckpoint",
     "MissingDependencyError",
     "ObertDeployError",
-    "OnnxInput",
     "OnnxModelError",
     "OnnxWeightSparsity",
-    "QAExample",
     "QATConfig",
     "QATReport",
     "QATWeightRow",
@@ -139,25 +155,15 @@ __all__ = [
     "VerificationError",
     "__version__",
     "benchmark",
-    "check_input_shapes",
     "convert_for_deepsparse",
     "cpu_info",
     "create_runner",
-    "data_dir",
-    "decompose_layer_norm",
-    "default_dataset",
-    "engine_available",
     "evaluate",
     "export_onnx",
-    "fold_dequantize_transpose",
     "get_task",
-    "linear_weights",
     "load_checkpoint",
     "load_onnx",
     "load_tokenizer",
-    "make_inputs",
-    "match_sparsity",
-    "onnx_inputs",
     "onnx_weight_sparsity",
     "plot_results",
     "pruning_masks",
@@ -165,28 +171,17 @@ __all__ = [
     "quantize_onnx",
     "read_glue_tsv",
     "read_results_json",
-    "read_squad",
     "register_quantize_handler",
     "remove_heads",
-    "reorder_gelu",
     "results_to_markdown",
     "shrink_model",
     "size_report",
     "size_table_markdown",
-    "sparsity_table_markdown",
-    "squad_scores",
     "tokenize",
     "write_results_json",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, _dir = lazy_attributes(__name__, {**_EXPORTS, **_HELPERS})
 
 
 def __dir__() -> list[str]:
@@ -194,27 +189,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from ._bench import (
-        SCENARIOS,
-        BenchConfig,
-        BenchResult,
-        benchmark,
-        read_results_json,
-        results_to_markdown,
-        write_results_json,
-    )
-    from ._checkpoint import LoadedCheckpoint, load_checkpoint, load_tokenizer
-    from ._cpu import CpuInfo, cpu_info
-    from ._data import (
-        QAExample,
-        TextDataset,
-        data_dir,
-        default_dataset,
-        read_glue_tsv,
-        read_squad,
-        tokenize,
-    )
-    from ._engines import DEEPSPARSE_INSTALL_HINT, create_runner, engine_available
     from ._errors import (
         CheckpointError,
         EngineNotInstalledError,
@@ -225,32 +199,62 @@ if TYPE_CHECKING:
         UnsupportedTaskError,
         VerificationError,
     )
-    from ._evaluate import EvalReport, EvalResult, evaluate, squad_scores
-    from ._export import ENGINES, ExportConfig, ExportReport, export_onnx
-    from ._inputs import OnnxInput, check_input_shapes, load_onnx, make_inputs, onnx_inputs
-    from ._onnx_compat import (
-        convert_for_deepsparse,
-        decompose_layer_norm,
-        fold_dequantize_transpose,
-        reorder_gelu,
+    from .bench import (
+        ENGINES,
+        SCENARIOS,
+        BenchConfig,
+        BenchResult,
+        CpuInfo,
+        benchmark,
+        cpu_info,
+        create_runner,
+        load_onnx,
+        plot_results,
+        read_results_json,
+        results_to_markdown,
+        write_results_json,
     )
-    from ._plot import plot_results
-    from ._qat import QATConfig, QATReport, QATWeightRow, pruning_masks, qat_export
-    from ._quantize import (
+    from .evaluation import (
+        EvalReport,
+        EvalResult,
+        TextDataset,
+        evaluate,
+        read_glue_tsv,
+        tokenize,
+    )
+    from .export import (
+        TASKS,
+        ExportConfig,
+        ExportReport,
+        LoadedCheckpoint,
+        ShrinkReport,
+        ShrinkRow,
+        TaskSpec,
+        convert_for_deepsparse,
+        export_onnx,
+        get_task,
+        load_checkpoint,
+        load_tokenizer,
+        remove_heads,
+        shrink_model,
+    )
+    from .quantize import (
         DynamicInt8Config,
+        QATConfig,
+        QATReport,
+        QATWeightRow,
         QuantizeReport,
         StaticInt8Config,
+        pruning_masks,
+        qat_export,
         quantize_onnx,
         register_quantize_handler,
     )
-    from ._shrink import ShrinkReport, ShrinkRow, remove_heads, shrink_model
-    from ._size import SizeReport, size_report, size_table_markdown
-    from ._sparsity import (
+    from .size import (
         OnnxWeightSparsity,
+        SizeReport,
         SparsityRow,
-        linear_weights,
-        match_sparsity,
         onnx_weight_sparsity,
-        sparsity_table_markdown,
+        size_report,
+        size_table_markdown,
     )
-    from ._tasks import TASKS, TaskSpec, get_task

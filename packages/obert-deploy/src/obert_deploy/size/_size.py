@@ -20,9 +20,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ._errors import OnnxModelError
-from ._format import percent
-from ._inputs import load_onnx
+from .._errors import OnnxModelError
+from .._format import percent
+from ..bench._inputs import load_onnx
 from ._sparsity import _zero_points, embedding_initializers, onnx_weight_sparsity
 
 __all__ = ["SizeReport", "size_report", "size_table_markdown"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._errors import UnsupportedTaskError
+from .._errors import UnsupportedTaskError
 
 __all__ = ["TASKS", "TaskSpec", "get_task"]
 

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ._format import percent
+from .._format import percent
 
 if TYPE_CHECKING:
     import torch

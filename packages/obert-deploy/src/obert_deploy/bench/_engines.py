@@ -17,12 +17,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._errors import EngineNotInstalledError, ObertDeployError, OnnxModelError, brief
+from .._choices import ENGINES
+from .._errors import EngineNotInstalledError, ObertDeployError, OnnxModelError, brief
 from ._inputs import OnnxInput, is_static, load_onnx, onnx_inputs
 
 __all__ = [
     "DEEPSPARSE_INSTALL_HINT",
-    "ENGINE_NAMES",
+    "ENGINES",
     "Runner",
     "create_runner",
     "engine_available",
@@ -31,7 +32,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-ENGINE_NAMES = ("onnxruntime", "deepsparse")
 #: Highest ONNX IR version DeepSparse 1.8.0's bundled ONNX Runtime can load.
 _DEEPSPARSE_MAX_IR = 9
 #: Ops of ONNX Runtime's dynamic quantization; DeepSparse 1.8 aborts the process on them.
@@ -90,10 +90,8 @@ def require_engine(engine: str) -> None:
         ObertDeployError: Unknown engine name.
         EngineNotInstalledError: The engine is not installed (the message says how to get it).
     """
-    if engine not in ENGINE_NAMES:
-        raise ObertDeployError(
-            f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_NAMES)}"
-        )
+    if engine not in ENGINES:
+        raise ObertDeployError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine_available(engine):
         return
     if engine == "deepsparse":

@@ -31,13 +31,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ._checks import check_finite_initializers
-from ._cpu import cpu_info
-from ._errors import ObertDeployError, brief
-from ._inputs import load_onnx
-from ._io import atomic_output
-from ._onnx_compat import opset_version
-from ._sparsity import onnx_weight_sparsity
+from .._checks import check_finite_initializers
+from .._choices import CALIBRATION_METHODS, QUANT_FORMATS
+from .._errors import ObertDeployError, brief
+from .._io import atomic_output
+from ..bench._cpu import cpu_info
+from ..bench._inputs import load_onnx
+from ..export._onnx_compat import opset_version
+from ..size._sparsity import onnx_weight_sparsity
 
 __all__ = [
     "DynamicInt8Config",
@@ -48,8 +49,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-_CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-_FORMATS = ("qdq", "qoperator")
 
 
 @dataclass(frozen=True)
@@ -129,16 +128,16 @@ class StaticInt8Config:
         return replace(base, **overrides)
 
     def __post_init__(self) -> None:
-        if self.calibration_method not in _CALIBRATION_METHODS:
+        if self.calibration_method not in CALIBRATION_METHODS:
             raise ObertDeployError(
                 f"unknown calibration method {self.calibration_method!r}; choose one of "
-                f"{', '.join(_CALIBRATION_METHODS)}"
+                f"{', '.join(CALIBRATION_METHODS)}"
             )
         if self.activation_type not in ("uint8", "int8"):
             raise ObertDeployError(
                 f"activation_type must be 'uint8' or 'int8', got {self.activation_type!r}"
             )
-        if self.quant_format not in _FORMATS:
+        if self.quant_format not in QUANT_FORMATS:
             raise ObertDeployError(
                 f"unknown quantization format {self.quant_format!r}; choose qdq or qoperator"
             )

@@ -6,9 +6,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._errors import ObertDeployError
+from .._io import atomic_output
 from ._bench import BenchResult
-from ._errors import ObertDeployError
-from ._io import atomic_output
 
 __all__ = ["plot_results"]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import CheckpointError, MissingDependencyError, brief
+from .._errors import CheckpointError, MissingDependencyError, brief
 from ._tasks import get_task
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ def load_checkpoint(
     require("loading a checkpoint")
     import transformers
 
-    from ._shrink import from_pretrained_with_pruned_heads
+    from ._pruned_heads import from_pretrained_with_pruned_heads
 
     auto_class: Any = getattr(transformers, spec.auto_class)
     try:

@@ -26,35 +26,47 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from ._checkpoint import load_checkpoint, require
-from ._checks import check_finite_parameters, check_seq_len, config_max_positions
-from ._errors import ObertDeployError, UnsupportedTaskError, VerificationError
-from ._export import (
-    ENGINES,
+from .._checks import check_finite_parameters, check_seq_len, config_max_positions
+from .._choices import ENGINES, QAT_TASKS
+from .._errors import (
+    MissingDependencyError,
+    ObertDeployError,
+    UnsupportedTaskError,
+    VerificationError,
+)
+from .._format import percent
+from .._io import atomic_output
+from ..export._checkpoint import load_checkpoint, require
+from ..export._export import (
     _OutputsAsTuple,
     model_input_names,
     quiet_torch_export,
 )
-from ._format import percent
-from ._io import atomic_output
-from ._onnx_compat import (
+from ..export._onnx_compat import (
     DEEPSPARSE_IR_VERSION,
     DEEPSPARSE_OPSET,
     convert_for_deepsparse,
     fold_dequantize_transpose,
     opset_version,
 )
-from ._sparsity import _zero_points
-from ._tasks import get_task
+from ..export._tasks import get_task
+from ..size._sparsity import _zero_points
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
-__all__ = ["QATConfig", "QATReport", "QATWeightRow", "TrainBatch", "pruning_masks", "qat_export"]
+__all__ = [
+    "QAT_TASKS",
+    "QATConfig",
+    "QATReport",
+    "QATWeightRow",
+    "TrainBatch",
+    "pruning_masks",
+    "qat_export",
+]
 
 _LOG = logging.getLogger(__name__)
-_QAT_TASKS = ("sequence-classification",)
 #: One training batch: model inputs (name -> int64 array) and integer class labels.
 TrainBatch = tuple[dict[str, np.ndarray], np.ndarray]
 
@@ -92,9 +104,9 @@ class QATConfig:
 
     def __post_init__(self) -> None:
         get_task(self.task)
-        if self.task not in _QAT_TASKS:
+        if self.task not in QAT_TASKS:
             raise UnsupportedTaskError(
-                f"QAT fine-tuning supports {', '.join(_QAT_TASKS)}, not {self.task!r}; use "
+                f"QAT fine-tuning supports {', '.join(QAT_TASKS)}, not {self.task!r}; use "
                 "post-training quantization (`obert-deploy quantize`) for this task"
             )
         if self.engine not in ENGINES:
@@ -230,7 +242,7 @@ def _import_pt2e() -> tuple[Any, Any, Any, Any]:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
     except ImportError as exc:
-        raise ObertDeployError(
+        raise MissingDependencyError(
             "QAT needs torchao: pip install 'obert-deploy[qat]' (torchao==0.18.0, with torch "
             "pinned, e.g. `pip install torchao==0.18.0 torch==2.13.0`)"
         ) from exc

@@ -9,10 +9,7 @@
 
 from __future__ import annotations
 
-import collections
 import os
-import re
-import string
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._checkpoint import load_checkpoint, load_tokenizer, require
-from ._checks import (
+from .._checks import (
     check_finite_initializers,
     check_finite_outputs,
     check_finite_parameters,
@@ -33,9 +29,8 @@ from ._checks import (
     config_max_positions,
     onnx_max_positions,
 )
-from ._data import default_dataset, iter_batches, read_glue_tsv, read_squad, tokenize
-from ._engines import create_runner, engine_available
-from ._errors import (
+from .._choices import EVAL_TASKS
+from .._errors import (
     EngineNotInstalledError,
     MissingDependencyError,
     ObertDeployError,
@@ -43,17 +38,22 @@ from ._errors import (
     UnsupportedTaskError,
     brief,
 )
-from ._export import model_input_names
-from ._format import percent
-from ._inputs import load_onnx, onnx_inputs
-from ._tasks import get_task
+from .._format import percent
+from ..bench._engines import create_runner, engine_available
+from ..bench._inputs import load_onnx, onnx_inputs
+from ..export._checkpoint import load_checkpoint, load_tokenizer, require
+from ..export._export import model_input_names
+from ..export._tasks import get_task
+from ._datasets import default_dataset
+from ._readers import read_glue_tsv, read_squad
+from ._squad_metric import squad_scores
+from ._tokenize import iter_batches, tokenize
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["EVAL_TASKS", "EvalReport", "EvalResult", "evaluate", "squad_scores"]
+__all__ = ["EVAL_TASKS", "EvalReport", "EvalResult", "evaluate"]
 
-EVAL_TASKS = ("sequence-classification", "question-answering")
 _Predict = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 
@@ -122,44 +122,6 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def _normalize(text: str) -> str:
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def squad_scores(prediction: str, answers: Sequence[str]) -> tuple[float, float]:
-    """Exact match and F1 (0/1 scale) of one prediction against the accepted answers.
-
-    Both use the official SQuAD v1.1 normalisation (lower case, no punctuation, articles or
-    extra whitespace) and take the best score over the answers.
-
-    Args:
-        prediction: Predicted answer text.
-        answers: Accepted answer strings.
-
-    Returns:
-        ``(exact_match, f1)``, each in ``[0, 1]``; ``(0, 0)`` when ``answers`` is empty.
-    """
-    if not answers:
-        return 0.0, 0.0
-    pred = _normalize(prediction)
-    pred_tokens = pred.split()
-    best_em, best_f1 = 0.0, 0.0
-    for answer in answers:
-        gold = _normalize(answer)
-        best_em = max(best_em, float(pred == gold))
-        gold_tokens = gold.split()
-        common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
-        same = sum(common.values())
-        if same:
-            precision = same / len(pred_tokens)
-            recall = same / len(gold_tokens)
-            best_f1 = max(best_f1, 2 * precision * recall / (precision + recall))
-    return best_em, best_f1
-
-
 def _torch_predict(model: PreTrainedModel, outputs: tuple[str, ...]) -> _Predict:
     import torch
 
@@ -190,7 +152,7 @@ def _run_all(
 def _onnx_predictor(
     path: str, engine: str, seq_len: int, batch_size: int, threads: int | None
 ) -> tuple[_Predict, int, bool]:
-    from ._cpu import available_cores
+    from ..bench._cpu import available_cores
 
     proto = load_onnx(path)
     check_finite_initializers(proto, path)

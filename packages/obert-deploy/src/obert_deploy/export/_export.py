@@ -34,15 +34,17 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import onnx
 
-from ._checkpoint import load_checkpoint, require
-from ._checks import (
+from .._checks import (
     check_finite_outputs,
     check_finite_parameters,
     check_seq_len,
     config_max_positions,
 )
-from ._errors import ObertDeployError, VerificationError
-from ._io import atomic_output
+from .._choices import ENGINES
+from .._errors import ObertDeployError, VerificationError
+from .._io import atomic_output
+from ..size._sparsity import SparsityRow, linear_weights, match_sparsity, sparsity_table_markdown
+from ._checkpoint import load_checkpoint, require
 from ._onnx_compat import (
     DEEPSPARSE_IR_VERSION,
     DEEPSPARSE_OPSET,
@@ -51,7 +53,6 @@ from ._onnx_compat import (
     set_opset,
 )
 from ._shrink import ShrinkReport, shrink_model
-from ._sparsity import SparsityRow, linear_weights, match_sparsity, sparsity_table_markdown
 from ._tasks import get_task
 
 if TYPE_CHECKING:
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 __all__ = [
-    "ENGINES",
     "ExportConfig",
     "ExportReport",
     "export_onnx",
@@ -69,8 +69,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-#: Inference engines obert-deploy targets.
-ENGINES = ("onnxruntime", "deepsparse")
 _EXPORT_OPSET = 18
 _MAX_OPSET = 21
 #: onnx 1.14 (pinned by DeepSparse 1.8) reads at most opset 19 with IR 8; 18 is the newest

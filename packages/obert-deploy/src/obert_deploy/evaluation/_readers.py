@@ -1,7 +1,6 @@
-"""Task data: GLUE-style TSV files, SQuAD JSON, tokenisation to fixed-shape NumPy batches.
+"""GLUE-style TSV and SQuAD v1.1 JSON readers, with clear errors for malformed files.
 
-The shared datasets are looked up in ``$OBERT_DATA_DIR`` or in ``../shared/data`` next to the
-repository root; nothing is downloaded.
+Nothing is downloaded: the files are passed explicitly (or found by :mod:`._datasets`).
 """
 
 from __future__ import annotations
@@ -10,28 +9,14 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
+from .._errors import ObertDeployError
 
-from ._errors import ObertDeployError
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
-
-__all__ = [
-    "QAExample",
-    "TextDataset",
-    "data_dir",
-    "default_dataset",
-    "iter_batches",
-    "read_glue_tsv",
-    "read_squad",
-    "tokenize",
-]
+__all__ = ["QAExample", "TextDataset", "read_glue_tsv", "read_squad"]
 
 _KNOWN_TEXT_COLUMNS: tuple[tuple[str, ...], ...] = (
     ("sentence1", "sentence2"),
@@ -76,38 +61,6 @@ class QAExample:
     question: str
     context: str
     answers: tuple[str, ...]
-
-
-def data_dir() -> Path | None:
-    """Directory of the shared datasets: ``$OBERT_DATA_DIR`` or ``<repo>/../shared/data``."""
-    env = os.environ.get("OBERT_DATA_DIR")
-    if env:
-        return Path(env)
-    candidate = Path(__file__).resolve().parents[4] / ".." / "shared" / "data"
-    return candidate.resolve() if candidate.is_dir() else None
-
-
-def default_dataset(task: str, split: str = "dev") -> Path:
-    """Default data file of ``task``: SST-2 (sequence classification) or SQuAD v1.1.
-
-    Raises:
-        ObertDeployError: The task has no default dataset or the file is absent.
-    """
-    root = data_dir()
-    files = {
-        "sequence-classification": Path("SST-2") / f"{split}.tsv",
-        "question-answering": Path("SQuAD") / f"{split}-v1.1.json",
-    }
-    if task not in files:
-        raise ObertDeployError(
-            f"task {task!r} has no default dataset; pass a data file explicitly (--data)"
-        )
-    if root is None or not (root / files[task]).is_file():
-        raise ObertDeployError(
-            f"default dataset {files[task]} for task {task!r} not found (data dir: {root}); "
-            "set OBERT_DATA_DIR or pass a data file explicitly (--data)"
-        )
-    return root / files[task]
 
 
 def _data_file(path: str | os.PathLike[str], kind: str) -> Path:
@@ -311,78 +264,3 @@ def read_squad(path: str | os.PathLike[str], *, max_samples: int | None = None) 
                 if max_samples is not None and len(examples) >= max_samples:
                     return examples
     return examples
-
-
-def tokenize(
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[tuple[str, ...]],
-    seq_len: int,
-    input_names: Sequence[str],
-) -> dict[str, np.ndarray]:
-    """Tokenise texts to int64 arrays of shape ``(len(texts), seq_len)`` (padded, truncated).
-
-    Args:
-        tokenizer: A ``transformers`` tokenizer.
-        texts: One tuple of 1 or 2 segments per example.
-        seq_len: Tokens per example (padding to and truncation at this length).
-        input_names: Model inputs to return; ``token_type_ids`` is zero-filled when the
-            tokenizer does not produce it.
-
-    Returns:
-        Input name -> int64 array of shape ``(len(texts), seq_len)``.
-
-    Raises:
-        ObertDeployError: The tokenizer does not produce a required input.
-    """
-    first = [t[0] for t in texts]
-    second = [t[1] for t in texts] if texts and len(texts[0]) > 1 else None
-    encoded: Any = tokenizer(
-        first,
-        second,
-        padding="max_length",
-        truncation=True,
-        max_length=seq_len,
-        return_tensors="np",
-    )
-    feeds = {}
-    for name in input_names:
-        if name in encoded:
-            feeds[name] = np.asarray(encoded[name], dtype=np.int64)
-        elif name == "token_type_ids":
-            feeds[name] = np.zeros((len(texts), seq_len), dtype=np.int64)
-        else:
-            raise ObertDeployError(f"the tokenizer does not produce model input {name!r}")
-    return feeds
-
-
-def iter_batches(
-    feeds: dict[str, np.ndarray], batch_size: int, *, pad_last: bool = False
-) -> Iterator[tuple[dict[str, np.ndarray], int]]:
-    """Yield ``(batch, n_real)`` slices of ``feeds``.
-
-    With ``pad_last`` the final partial batch is padded to ``batch_size`` by repeating its last
-    row (for static-shape models); ``n_real`` says how many rows are real.
-
-    Args:
-        feeds: Input name -> array with the examples on axis 0.
-        batch_size: Rows per batch (>= 1).
-        pad_last: Pad the final partial batch to ``batch_size``.
-
-    Yields:
-        ``(batch, n_real)`` pairs.
-
-    Raises:
-        ObertDeployError: ``batch_size`` < 1.
-    """
-    if batch_size < 1:
-        raise ObertDeployError(f"batch size {batch_size} must be >= 1; pass --batch-size 1 or more")
-    total = len(next(iter(feeds.values())))
-    for start in range(0, total, batch_size):
-        batch = {k: v[start : start + batch_size] for k, v in feeds.items()}
-        real = len(next(iter(batch.values())))
-        if pad_last and real < batch_size:
-            batch = {
-                k: np.concatenate([v, np.repeat(v[-1:], batch_size - real, axis=0)])
-                for k, v in batch.items()
-            }
-        yield batch, real

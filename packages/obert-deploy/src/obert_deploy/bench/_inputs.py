@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ._errors import OnnxModelError, ShapeMismatchError, brief
+from .._errors import OnnxModelError, ShapeMismatchError, brief
 
 __all__ = [
     "OnnxInput",

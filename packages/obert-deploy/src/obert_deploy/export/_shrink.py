@@ -18,36 +18,33 @@ is decided from the weights alone, so it works however the model was pruned:
 At least one neuron and one head are kept per layer (zero-width ``Linear`` layers would make
 zero-sized ONNX initializers); a kept all-zero neuron or head still contributes exactly zero.
 
-Layouts recognised, by module names (so every architecture that reuses them is covered):
+The layouts recognised, by module names, are those of :mod:`._layouts` (BERT family,
+DistilBERT, gated and plain MLPs). Fused 3-D MoE expert tensors and other families are left
+alone with a note in the report.
 
-* ``bert``: FFN ``<layer>.intermediate.dense`` (up) / ``<layer>.output.dense`` (down); heads
-  ``attention.self.{query,key,value}`` / ``attention.output.dense``.
-* ``distilbert``: FFN ``ffn.lin1`` / ``ffn.lin2``; heads ``attention.{q,k,v}_lin`` /
-  ``attention.out_lin``.
-* ``gated-mlp``: FFN ``mlp.gate_proj`` + ``mlp.up_proj`` / ``mlp.down_proj``; heads are not
-  removed (grouped key/value heads).
-* ``mlp``: FFN ``mlp.up_proj`` / ``mlp.down_proj`` without a gate; heads are not removed.
-
-BERT covers its relatives with the same module names (RoBERTa, XLM-R, ELECTRA, MiniLM, ...);
-``gated-mlp`` covers LLaMA, Qwen2/3, Mistral and the shared experts of Qwen2-MoE. Fused 3-D MoE
-expert tensors and other families are left alone with a note in the report.
-
-transformers 5 dropped ``PreTrainedModel.prune_heads`` and ignores ``config.pruned_heads``;
-:func:`remove_heads` does the same job, and :func:`restore_pruned_heads` loads a checkpoint
-whose ``config.pruned_heads`` says some heads were already cut out (transformers 4 format).
+transformers 5 dropped ``PreTrainedModel.prune_heads``; :func:`remove_heads` does the same job
+(:mod:`._pruned_heads` loads transformers-4 checkpoints whose heads are already cut out).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import CheckpointError, ObertDeployError
+from .._errors import ObertDeployError
+from ._layouts import (
+    EXPECTED_LAYOUTS,
+    LAYER_COUNT_ATTRS,
+    AttentionBlock,
+    FfnBlock,
+    find_blocks,
+    layer_index,
+    linear_at,
+    replace_submodule,
+    submodule,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -55,41 +52,13 @@ if TYPE_CHECKING:
 __all__ = [
     "ShrinkReport",
     "ShrinkRow",
-    "checkpoint_pruned_heads",
-    "from_pretrained_with_pruned_heads",
+    "config_pruned_heads",
+    "normalise_pruned_heads",
     "remove_heads",
-    "restore_pruned_heads",
     "shrink_model",
 ]
 
 _LOG = logging.getLogger(__name__)
-
-#: family -> (up/gate projection paths, down projection path, config attribute of the width)
-_FFN_LAYOUTS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
-    ("bert", ("intermediate.dense",), "output.dense", "intermediate_size"),
-    ("distilbert", ("lin1",), "lin2", "hidden_dim"),
-    ("gated-mlp", ("gate_proj", "up_proj"), "down_proj", "intermediate_size"),
-    ("mlp", ("up_proj",), "down_proj", "intermediate_size"),
-)
-#: family -> (module holding the head count, q/k/v paths, output projection, head-count attr)
-_ATTENTION_LAYOUTS: tuple[tuple[str, str, tuple[str, str, str], str, str], ...] = (
-    (
-        "bert",
-        "self",
-        ("self.query", "self.key", "self.value"),
-        "output.dense",
-        "num_attention_heads",
-    ),
-    ("distilbert", "", ("q_lin", "k_lin", "v_lin"), "out_lin", "n_heads"),
-)
-#: Config attributes holding the number of layers, for the "one FFN per layer" test.
-_LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers")
-_EXPECTED = (
-    "BERT-style '<layer>.intermediate.dense' + '<layer>.output.dense' and "
-    "'attention.self.{query,key,value}' + 'attention.output.dense'; DistilBERT 'ffn.lin1' + "
-    "'ffn.lin2' and 'attention.{q,k,v}_lin' + 'attention.out_lin'; LLaMA/Qwen-style "
-    "'mlp.gate_proj' + 'mlp.up_proj' + 'mlp.down_proj'"
-)
 
 
 @dataclass(frozen=True)
@@ -256,89 +225,6 @@ class ShrinkReport:
         return "\n".join(lines)
 
 
-@dataclass
-class _Ffn:
-    name: str
-    family: str
-    owner: torch.nn.Module
-    ups: tuple[str, ...]
-    down: str
-    config_attr: str
-
-
-@dataclass
-class _Attention:
-    name: str
-    family: str
-    owner: torch.nn.Module
-    heads_path: str
-    qkv: tuple[str, ...]
-    out: str
-    heads_attr: str
-
-
-def _get(module: torch.nn.Module, path: str) -> torch.nn.Module | None:
-    try:
-        return module.get_submodule(path) if path else module
-    except AttributeError:
-        return None
-
-
-def _linear(module: torch.nn.Module, path: str) -> torch.nn.Linear | None:
-    import torch
-
-    found = _get(module, path)
-    return found if isinstance(found, torch.nn.Linear) else None
-
-
-def _set(module: torch.nn.Module, path: str, new: torch.nn.Module) -> None:
-    parent_path, _, attr = path.rpartition(".")
-    parent = _get(module, parent_path)
-    assert parent is not None
-    setattr(parent, attr, new)
-
-
-def _layer_index(name: str) -> int | None:
-    numbers = [part for part in name.split(".") if re.fullmatch(r"\d+", part)]
-    return int(numbers[-1]) if numbers else None
-
-
-def _find(model: torch.nn.Module) -> tuple[list[_Ffn], list[_Attention]]:
-    ffns: list[_Ffn] = []
-    attentions: list[_Attention] = []
-    for name, module in model.named_modules():
-        for family, ups, down, attr in _FFN_LAYOUTS:
-            if family == "mlp" and _get(module, "gate_proj") is not None:
-                continue
-            up_layers = [_linear(module, path) for path in ups]
-            down_layer = _linear(module, down)
-            if down_layer is None or any(layer is None for layer in up_layers):
-                continue
-            widths = {layer.out_features for layer in up_layers if layer is not None}
-            if widths == {down_layer.in_features}:
-                ffns.append(_Ffn(name, family, module, ups, down, attr))
-                break
-        for family, heads_path, qkv, out, heads_attr in _ATTENTION_LAYOUTS:
-            holder = _get(module, heads_path)
-            projections = [_linear(module, path) for path in qkv]
-            out_layer = _linear(module, out)
-            if holder is None or out_layer is None or any(p is None for p in projections):
-                continue
-            heads = getattr(holder, heads_attr, None)
-            head_size = getattr(holder, "attention_head_size", None)
-            if not isinstance(heads, int) or not isinstance(head_size, int) or heads < 1:
-                continue
-            width = heads * head_size
-            if out_layer.in_features == width and all(
-                p is not None and p.out_features == width for p in projections
-            ):
-                attentions.append(
-                    _Attention(name, family, module, heads_path, qkv, out, heads_attr)
-                )
-                break
-    return ffns, attentions
-
-
 def _select(layer: torch.nn.Linear, index: torch.Tensor, dim: int) -> torch.nn.Linear:
     """A new ``Linear`` keeping ``index`` along ``dim`` (0: outputs/rows, 1: inputs/columns)."""
     import torch
@@ -367,11 +253,12 @@ def _count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _config_pruned_heads(config: Any) -> dict[int, list[int]]:
-    return _normalise_pruned_heads(getattr(config, "pruned_heads", None))
+def config_pruned_heads(config: Any) -> dict[int, list[int]]:
+    """``config.pruned_heads`` normalised (layer -> sorted heads), or ``{}``."""
+    return normalise_pruned_heads(getattr(config, "pruned_heads", None))
 
 
-def _normalise_pruned_heads(raw: Any) -> dict[int, list[int]]:
+def normalise_pruned_heads(raw: Any) -> dict[int, list[int]]:
     """``{"0": [1, 3]}`` (JSON) or ``{0: [1, 3]}`` -> ``{0: [1, 3]}``; anything else -> ``{}``."""
     if not isinstance(raw, Mapping):
         return {}
@@ -393,13 +280,13 @@ def _shared_linears(model: torch.nn.Module) -> set[int]:
 
 
 def _is_shared(owner: torch.nn.Module, paths: Sequence[str], shared: set[int]) -> bool:
-    return any(id(_get(owner, path)) in shared for path in paths)
+    return any(id(submodule(owner, path)) in shared for path in paths)
 
 
-def _shrink_ffn(ffn: _Ffn, apply: bool, notes: list[str]) -> ShrinkRow:
+def _shrink_ffn(ffn: FfnBlock, apply: bool, notes: list[str]) -> ShrinkRow:
     import torch
 
-    down = _linear(ffn.owner, ffn.down)
+    down = linear_at(ffn.owner, ffn.down)
     assert down is not None
     width = down.in_features
     alive = (down.weight.detach() != 0).any(dim=0)
@@ -415,7 +302,7 @@ def _shrink_ffn(ffn: _Ffn, apply: bool, notes: list[str]) -> ShrinkRow:
     removed = width - keep.numel()
     params = 0
     if removed:
-        ups = [_linear(ffn.owner, path) for path in ffn.ups]
+        ups = [linear_at(ffn.owner, path) for path in ffn.ups]
         for up in ups:
             assert up is not None
             params += removed * (up.in_features + (up.bias is not None))
@@ -423,15 +310,15 @@ def _shrink_ffn(ffn: _Ffn, apply: bool, notes: list[str]) -> ShrinkRow:
         if apply:
             for path, up in zip(ffn.ups, ups, strict=True):
                 assert up is not None
-                _set(ffn.owner, path, _select(up, keep, 0))
-            _set(ffn.owner, ffn.down, _select(down, keep, 1))
+                replace_submodule(ffn.owner, path, _select(up, keep, 0))
+            replace_submodule(ffn.owner, ffn.down, _select(down, keep, 1))
             if isinstance(getattr(ffn.owner, "intermediate_size", None), int):
                 setattr(ffn.owner, "intermediate_size", int(keep.numel()))  # noqa: B010
     return ShrinkRow(
         module=ffn.name,
         kind="ffn",
         family=ffn.family,
-        layer=_layer_index(ffn.name),
+        layer=layer_index(ffn.name),
         before=width,
         kept=int(keep.numel()),
         parameters_removed=params,
@@ -443,29 +330,29 @@ def _head_rows(heads: Sequence[int], head_size: int) -> list[int]:
     return [i for h in heads for i in range(h * head_size, (h + 1) * head_size)]
 
 
-def _cut_heads(attention: _Attention, keep_heads: Sequence[int]) -> None:
+def _cut_heads(attention: AttentionBlock, keep_heads: Sequence[int]) -> None:
     """Keep only ``keep_heads`` (current numbering) of one attention module."""
     import torch
 
-    holder = _get(attention.owner, attention.heads_path)
+    holder = submodule(attention.owner, attention.heads_path)
     assert holder is not None
     head_size = int(getattr(holder, "attention_head_size"))  # noqa: B009
     index = torch.tensor(_head_rows(keep_heads, head_size), dtype=torch.long)
     for path in attention.qkv:
-        layer = _linear(attention.owner, path)
+        layer = linear_at(attention.owner, path)
         assert layer is not None
-        _set(attention.owner, path, _select(layer, index, 0))
-    out = _linear(attention.owner, attention.out)
+        replace_submodule(attention.owner, path, _select(layer, index, 0))
+    out = linear_at(attention.owner, attention.out)
     assert out is not None
-    _set(attention.owner, attention.out, _select(out, index, 1))
+    replace_submodule(attention.owner, attention.out, _select(out, index, 1))
     setattr(holder, attention.heads_attr, len(keep_heads))
     if isinstance(getattr(holder, "all_head_size", None), int):
         setattr(holder, "all_head_size", len(keep_heads) * head_size)  # noqa: B010
 
 
-def _shrink_heads(attention: _Attention, apply: bool, notes: list[str]) -> ShrinkRow:
-    holder = _get(attention.owner, attention.heads_path)
-    out = _linear(attention.owner, attention.out)
+def _shrink_heads(attention: AttentionBlock, apply: bool, notes: list[str]) -> ShrinkRow:
+    holder = submodule(attention.owner, attention.heads_path)
+    out = linear_at(attention.owner, attention.out)
     assert holder is not None
     assert out is not None
     heads = int(getattr(holder, attention.heads_attr))
@@ -485,7 +372,7 @@ def _shrink_heads(attention: _Attention, apply: bool, notes: list[str]) -> Shrin
     if removed:
         rows = len(removed) * head_size
         for path in attention.qkv:
-            layer = _linear(attention.owner, path)
+            layer = linear_at(attention.owner, path)
             assert layer is not None
             params += rows * (layer.in_features + (layer.bias is not None))
         params += rows * out.out_features
@@ -495,7 +382,7 @@ def _shrink_heads(attention: _Attention, apply: bool, notes: list[str]) -> Shrin
         module=attention.name,
         kind="heads",
         family=attention.family,
-        layer=_layer_index(attention.name),
+        layer=layer_index(attention.name),
         before=heads,
         kept=len(keep),
         removed_indices=removed,
@@ -505,7 +392,7 @@ def _shrink_heads(attention: _Attention, apply: bool, notes: list[str]) -> Shrin
 
 
 def _update_config(
-    model: torch.nn.Module, ffns: list[_Ffn], rows: list[ShrinkRow], notes: list[str]
+    model: torch.nn.Module, ffns: list[FfnBlock], rows: list[ShrinkRow], notes: list[str]
 ) -> dict[str, int]:
     """Set the config's FFN width when every FFN is the model's one FFN and they agree."""
     config = getattr(model, "config", None)
@@ -513,7 +400,7 @@ def _update_config(
     if config is None or not ffn_rows or not any(row.removed for row in ffn_rows):
         return {}
     attrs = {ffn.config_attr for ffn in ffns}
-    layers = next((getattr(config, a) for a in _LAYER_COUNT_ATTRS if hasattr(config, a)), None)
+    layers = next((getattr(config, a) for a in LAYER_COUNT_ATTRS if hasattr(config, a)), None)
     kept = {row.kept for row in ffn_rows}
     attr = next(iter(attrs))
     has_experts = any("expert" in ffn.name for ffn in ffns)
@@ -537,14 +424,14 @@ def _update_config(
 
 
 def _record_pruned_heads(
-    model: torch.nn.Module, attentions: list[_Attention], rows: list[ShrinkRow]
+    model: torch.nn.Module, attentions: list[AttentionBlock], rows: list[ShrinkRow]
 ) -> None:
     """Merge removed heads into ``config.pruned_heads`` in the original model's numbering."""
     config = getattr(model, "config", None)
     total = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", None)
     if config is None or not isinstance(total, int):
         return
-    pruned = _config_pruned_heads(config)
+    pruned = config_pruned_heads(config)
     changed = False
     for attention, row in zip(attentions, rows, strict=True):
         layer = row.layer
@@ -587,9 +474,9 @@ def shrink_model(model: torch.nn.Module, *, dry_run: bool = False) -> ShrinkRepo
             "checkpoint first (obert_deploy.load_checkpoint)"
         )
     report = ShrinkReport(applied=not dry_run)
-    report.pruned_heads_on_load = _config_pruned_heads(getattr(model, "config", None))
+    report.pruned_heads_on_load = config_pruned_heads(getattr(model, "config", None))
     report.parameters_before = _count(model)
-    ffns, attentions = _find(model)
+    ffns, attentions = find_blocks(model)
     shared = _shared_linears(model)
     kept_ffns = []
     for ffn in ffns:
@@ -605,7 +492,7 @@ def shrink_model(model: torch.nn.Module, *, dry_run: bool = False) -> ShrinkRepo
             kept_attentions.append(attention)
     if not ffns and not attentions:
         report.notes.append(
-            f"no FFN or attention layout of a known family found (expected {_EXPECTED}); "
+            f"no FFN or attention layout of a known family found (expected {EXPECTED_LAYOUTS}); "
             f"{type(model).__name__} is not shrunk"
         )
         if any(p.ndim == 3 for p in model.parameters()):
@@ -646,9 +533,9 @@ def remove_heads(model: torch.nn.Module, heads: Mapping[int, Sequence[int]]) -> 
         ObertDeployError: No self-attention module for a listed layer, a head index out of
             range, or every head of a layer listed.
     """
-    _, attentions = _find(model)
+    _, attentions = find_blocks(model)
     by_layer = {
-        _layer_index(a.name): a
+        layer_index(a.name): a
         for a in attentions
         if a.name.endswith("attention") and not a.name.endswith("crossattention")
     }
@@ -661,9 +548,9 @@ def remove_heads(model: torch.nn.Module, heads: Mapping[int, Sequence[int]]) -> 
             raise ObertDeployError(
                 f"cannot remove heads {remove} of layer {layer}: no self-attention module for "
                 f"that layer (layers found: {sorted(k for k in by_layer if k is not None)}; "
-                f"expected {_EXPECTED})"
+                f"expected {EXPECTED_LAYOUTS})"
             )
-        holder = _get(attention.owner, attention.heads_path)
+        holder = submodule(attention.owner, attention.heads_path)
         assert holder is not None
         count = int(getattr(holder, attention.heads_attr))
         bad = [h for h in remove if not 0 <= h < count]
@@ -681,175 +568,3 @@ def remove_heads(model: torch.nn.Module, heads: Mapping[int, Sequence[int]]) -> 
 
         with torch.no_grad():
             _cut_heads(attention, [h for h in range(count) if h not in remove])
-
-
-def checkpoint_pruned_heads(source: str) -> dict[int, list[int]]:
-    """``pruned_heads`` of the checkpoint's config.json (layer -> heads), or ``{}``."""
-    config_file = Path(source) / "config.json"
-    if config_file.is_file():
-        try:
-            data = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return _normalise_pruned_heads(data.get("pruned_heads"))
-    try:
-        from transformers import AutoConfig
-
-        return _config_pruned_heads(AutoConfig.from_pretrained(source))
-    except Exception:  # the model loader reports unreadable configs itself
-        return {}
-
-
-def _weight_files(source: str) -> list[str]:
-    """Local paths of the checkpoint's weight files (resolving sharded indexes)."""
-    from transformers.utils.hub import cached_file
-
-    def resolve(name: str) -> str | None:
-        local = Path(source) / name
-        if local.is_file():
-            return str(local)
-        try:
-            found = cached_file(source, name, _raise_exceptions_for_missing_entries=False)
-        except Exception:
-            return None
-        return str(found) if found else None
-
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = resolve(index_name)
-        if index is not None:
-            weight_map = json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"]
-            shards = sorted(set(weight_map.values()))
-            return [path for path in (resolve(s) for s in shards) if path is not None]
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        path = resolve(name)
-        if path is not None:
-            return [path]
-    return []
-
-
-def _read_tensors(source: str, names: set[str], prefix: str) -> dict[str, torch.Tensor]:
-    """Read the checkpoint tensors for model parameter ``names`` (with/without ``prefix.``)."""
-    import torch
-
-    def candidates(name: str) -> list[str]:
-        out = [name]
-        if prefix and name.startswith(prefix + "."):
-            out.append(name[len(prefix) + 1 :])
-        if prefix:
-            out.append(f"{prefix}.{name}")
-        return out
-
-    found: dict[str, torch.Tensor] = {}
-    for path in _weight_files(source):
-        if path.endswith(".safetensors"):
-            from safetensors import safe_open
-
-            with safe_open(path, framework="pt") as handle:
-                keys = set(handle.keys())
-                for name in names - set(found):
-                    key = next((k for k in candidates(name) if k in keys), None)
-                    if key is not None:
-                        found[name] = handle.get_tensor(key)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            for name in names - set(found):
-                key = next((k for k in candidates(name) if k in state), None)
-                if key is not None:
-                    found[name] = state[key]
-    return found
-
-
-def restore_pruned_heads(
-    model: torch.nn.Module,
-    source: str,
-    pruned_heads: Mapping[int, Sequence[int]],
-    mismatched: Sequence[str],
-) -> None:
-    """Finish loading a checkpoint whose ``config.pruned_heads`` heads are physically absent.
-
-    transformers 5 builds every layer with all heads and (with ``ignore_mismatched_sizes``)
-    re-initialises the smaller query/key/value/output weights. This removes the listed heads
-    from the freshly built model (original numbering) and then loads those weights from the
-    checkpoint files.
-
-    Args:
-        model: The model as ``from_pretrained(..., ignore_mismatched_sizes=True)`` returned it.
-        source: The checkpoint directory (or Hub id in the local cache).
-        pruned_heads: Layer -> heads removed, from the checkpoint's config.
-        mismatched: Names of the parameters transformers reported as mismatched.
-
-    Raises:
-        CheckpointError: A mismatched weight is not explained by the pruned heads, or cannot
-            be read from the checkpoint.
-    """
-    import torch
-
-    try:
-        remove_heads(model, pruned_heads)
-    except ObertDeployError as exc:
-        raise CheckpointError(
-            f"checkpoint {source!r} lists pruned_heads {dict(pruned_heads)} in its config, "
-            f"which do not fit the model: {exc}"
-        ) from exc
-    names = set(mismatched)
-    tensors = _read_tensors(source, names, str(getattr(model, "base_model_prefix", "")))
-    params = dict(model.named_parameters())
-    bad = []
-    for name in sorted(names):
-        tensor, param = tensors.get(name), params.get(name)
-        if tensor is None or param is None or tuple(tensor.shape) != tuple(param.shape):
-            bad.append(
-                f"{name} (checkpoint {None if tensor is None else list(tensor.shape)}, model "
-                f"{None if param is None else list(param.shape)})"
-            )
-            continue
-        with torch.no_grad():
-            param.copy_(tensor.to(param.dtype))
-    if bad:
-        raise CheckpointError(
-            f"checkpoint {source!r}: weights whose shapes do not match the model even after "
-            f"removing config.pruned_heads {dict(pruned_heads)}: {'; '.join(bad[:4])}"
-            f"{' ...' if len(bad) > 4 else ''}; the checkpoint does not fit its config.json"
-        )
-
-
-class _DropLoadReport(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "LOAD REPORT" not in record.getMessage()
-
-
-def from_pretrained_with_pruned_heads(
-    auto_class: Any, source: str, **kwargs: Any
-) -> tuple[Any, dict[str, Any]]:
-    """Load like ``from_pretrained``, also when ``config.pruned_heads`` heads are absent.
-
-    Without ``pruned_heads`` this is exactly ``auto_class.from_pretrained(source,
-    output_loading_info=True, **kwargs)``. With them, the smaller attention weights are loaded
-    with ``ignore_mismatched_sizes`` (transformers' report of those expected mismatches is
-    silenced), and :func:`restore_pruned_heads` cuts the heads out and loads the real weights;
-    the returned loading info then lists no mismatched keys.
-
-    Raises:
-        CheckpointError: From :func:`restore_pruned_heads`.
-    """
-    pruned = checkpoint_pruned_heads(source)
-    if not pruned:
-        model, info = auto_class.from_pretrained(source, output_loading_info=True, **kwargs)
-        return model, dict(info)
-    # transformers logs its load report (a table of the expected "MISMATCH, reinit" rows) as
-    # a warning of this logger; missing keys are still reported by load_checkpoint itself.
-    report_logger = logging.getLogger("transformers.modeling_utils")
-    drop_report = _DropLoadReport()
-    report_logger.addFilter(drop_report)
-    try:
-        model, info = auto_class.from_pretrained(
-            source, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-        )
-    finally:
-        report_logger.removeFilter(drop_report)
-    info = dict(info)
-    mismatched = [str(item[0]) for item in info.get("mismatched_keys", ())]
-    restore_pruned_heads(model, source, pruned, mismatched)
-    info["mismatched_keys"] = []
-    _LOG.info("%s: heads %s of config.pruned_heads are physically absent", source, pruned)
-    return model, info

@@ -1,0 +1,72 @@
+"""Latency and throughput on ONNX Runtime and DeepSparse, and what they need.
+
+* :func:`benchmark` with :class:`BenchConfig` / :class:`BenchResult` (``_bench.py``), results
+  as a table and JSON (``_results.py``) and a plot (``_plot.py``);
+* the engines (:func:`create_runner`, :data:`ENGINES`, ``_engines.py``);
+* the model inputs (:func:`load_onnx`, :func:`make_inputs`, ``_inputs.py``);
+* the CPU report (:func:`cpu_info`, ``_cpu.py``).
+
+Names load lazily: importing this package imports neither torch nor an inference engine, so it
+works in the torch-free DeepSparse environment.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+_EXPORTS: dict[str, str] = {
+    "SCENARIOS": ".._choices",
+    "BenchConfig": "._bench",
+    "BenchResult": "._bench",
+    "benchmark": "._bench",
+    "read_results_json": "._results",
+    "results_to_markdown": "._results",
+    "write_results_json": "._results",
+    "plot_results": "._plot",
+    "DEEPSPARSE_INSTALL_HINT": "._engines",
+    "ENGINES": ".._choices",
+    "create_runner": "._engines",
+    "engine_available": "._engines",
+    "OnnxInput": "._inputs",
+    "check_input_shapes": "._inputs",
+    "load_onnx": "._inputs",
+    "make_inputs": "._inputs",
+    "onnx_inputs": "._inputs",
+    "CpuInfo": "._cpu",
+    "cpu_info": "._cpu",
+}
+
+__all__ = [
+    "DEEPSPARSE_INSTALL_HINT",
+    "ENGINES",
+    "SCENARIOS",
+    "BenchConfig",
+    "BenchResult",
+    "CpuInfo",
+    "OnnxInput",
+    "benchmark",
+    "check_input_shapes",
+    "cpu_info",
+    "create_runner",
+    "engine_available",
+    "load_onnx",
+    "make_inputs",
+    "onnx_inputs",
+    "plot_results",
+    "read_results_json",
+    "results_to_markdown",
+    "write_results_json",
+]
+
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .._choices import ENGINES, SCENARIOS
+    from ._bench import BenchConfig, BenchResult, benchmark
+    from ._cpu import CpuInfo, cpu_info
+    from ._engines import DEEPSPARSE_INSTALL_HINT, create_runner, engine_available
+    from ._inputs import OnnxInput, check_input_shapes, load_onnx, make_inputs, onnx_inputs
+    from ._plot import plot_results
+    from ._results import read_results_json, results_to_markdown, write_results_json

@@ -1,0 +1,58 @@
+"""Dev-set accuracy of ONNX models next to the PyTorch checkpoint, and the data behind it.
+
+* :func:`evaluate` with :class:`EvalReport` / :class:`EvalResult` (``_evaluate.py``) and the
+  SQuAD v1.1 metric (:func:`squad_scores`, ``_squad_metric.py``);
+* the GLUE-TSV and SQuAD readers (:func:`read_glue_tsv`, :func:`read_squad`, ``_readers.py``),
+  tokenisation (:func:`tokenize`, ``_tokenize.py``) and the default datasets under a data
+  directory or ``$OBERT_DATA_DIR`` (:func:`default_dataset`, ``_datasets.py``).
+
+Names load lazily: importing this package imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+_EXPORTS: dict[str, str] = {
+    "EVAL_TASKS": ".._choices",
+    "EvalReport": "._evaluate",
+    "EvalResult": "._evaluate",
+    "evaluate": "._evaluate",
+    "squad_scores": "._squad_metric",
+    "QAExample": "._readers",
+    "TextDataset": "._readers",
+    "read_glue_tsv": "._readers",
+    "read_squad": "._readers",
+    "tokenize": "._tokenize",
+    "DATA_DIR_ENV": "._datasets",
+    "data_dir": "._datasets",
+    "default_dataset": "._datasets",
+}
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "EVAL_TASKS",
+    "EvalReport",
+    "EvalResult",
+    "QAExample",
+    "TextDataset",
+    "data_dir",
+    "default_dataset",
+    "evaluate",
+    "read_glue_tsv",
+    "read_squad",
+    "squad_scores",
+    "tokenize",
+]
+
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .._choices import EVAL_TASKS
+    from ._datasets import DATA_DIR_ENV, data_dir, default_dataset
+    from ._evaluate import EvalReport, EvalResult, evaluate
+    from ._readers import QAExample, TextDataset, read_glue_tsv, read_squad
+    from ._squad_metric import squad_scores
+    from ._tokenize import tokenize
