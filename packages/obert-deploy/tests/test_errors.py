@@ -42,6 +42,25 @@ def test_all_errors_are_value_errors() -> None:
     assert issubclass(ObertDeployError, ValueError)
 
 
+def test_one_root_and_missing_dependencies_are_import_errors() -> None:
+    from obert_deploy import MissingDependencyError
+
+    for cls in (
+        CheckpointError,
+        EngineNotInstalledError,
+        MissingDependencyError,
+        OnnxModelError,
+        ShapeMismatchError,
+        UnsupportedTaskError,
+        VerificationError,
+    ):
+        assert issubclass(cls, ObertDeployError), cls
+    for cls in (MissingDependencyError, EngineNotInstalledError):
+        assert issubclass(cls, ImportError), cls
+    with pytest.raises(ImportError, match="needs 'x'"):
+        raise MissingDependencyError("export needs 'x'")
+
+
 def test_missing_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"does not exist.*save_pretrained"):
         load_checkpoint(tmp_path / "nope", "sequence-classification")

@@ -1,7 +1,11 @@
 """Exceptions raised by obert-deploy.
 
-Every error names the offending value and says how to fix it. All of them derive from
-:class:`ObertDeployError`, itself a :class:`ValueError`, so callers can catch one type.
+Every error names the offending value and says how to fix it. All of them derive from the one
+root :class:`ObertDeployError`, so callers can catch one type; the library raises no bare
+``ValueError`` or ``TypeError`` for a user's mistake. The root is a :class:`ValueError` (code
+written as ``except ValueError`` keeps working), and the missing-dependency errors
+(:class:`MissingDependencyError`, :class:`EngineNotInstalledError`) are also
+:class:`ImportError` subclasses, as in obert-core and obert-train.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ _BRIEF_LIMIT = 300
 
 
 class ObertDeployError(ValueError):
-    """Base class of all obert-deploy errors (bad input or a failed check)."""
+    """Base class of all obert-deploy errors (bad input, a failed check, a missing dependency)."""
 
 
 class CheckpointError(ObertDeployError):
@@ -37,12 +41,12 @@ class UnsupportedTaskError(ObertDeployError):
     """The requested task name is not one obert-deploy knows how to export or evaluate."""
 
 
-class EngineNotInstalledError(ObertDeployError):
-    """The requested inference engine is not importable in this Python environment."""
-
-
-class MissingDependencyError(ObertDeployError):
+class MissingDependencyError(ObertDeployError, ImportError):
     """An optional dependency (PyTorch, Transformers, onnxscript, torchao) is not installed."""
+
+
+class EngineNotInstalledError(MissingDependencyError):
+    """The requested inference engine is not importable in this Python environment."""
 
 
 class ShapeMismatchError(ObertDeployError):

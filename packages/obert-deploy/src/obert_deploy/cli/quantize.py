@@ -96,8 +96,8 @@ def quantize(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Post-training int8 quantization with ONNX Runtime (dynamic, or static with calibration)."""
-    from ..quantize._quantize import quantize_onnx
     from ..quantize._calibration import calibration_batches
+    from ..quantize._quantize import quantize_onnx
     from ..quantize._rules import STATIC_ONLY_OPTIONS, ptq_config
 
     check_outputs(

@@ -270,7 +270,10 @@ class _OutputsAsTuple:
                 if token_type_ids is not None:
                     feeds["token_type_ids"] = token_type_ids
                 if set(feeds) != set(input_names):
-                    raise ValueError(f"expected inputs {input_names}, got {sorted(feeds)}")
+                    raise ObertDeployError(
+                        f"the export wrapper expected inputs {input_names}, got {sorted(feeds)}; "
+                        "this is a bug in obert-deploy: please report it"
+                    )
                 result = self.model(**feeds, return_dict=True)
                 return tuple(result[key] for key in outputs)
 
@@ -394,8 +397,6 @@ def _finalize_graph(proto: onnx.ModelProto, config: ExportConfig) -> onnx.ModelP
         if config.engine == "deepsparse":
             return convert_for_deepsparse(proto, opset=opset, ir_version=DEEPSPARSE_IR_VERSION)
         return set_opset(proto, opset)
-    except ObertDeployError:
-        raise
     except ValueError as exc:  # set_opset: no version adapter; the message has the remedy
         raise ObertDeployError(f"{exc} (task {config.task}, engine {config.engine})") from exc
     except (RuntimeError, onnx.checker.ValidationError) as exc:

@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, version_converter
 
+from .._errors import ObertDeployError, OnnxModelError
+
 __all__ = [
     "DEEPSPARSE_IR_VERSION",
     "DEEPSPARSE_OPSET",
@@ -39,11 +41,18 @@ MIN_OPSET = 14
 
 
 def opset_version(model: onnx.ModelProto) -> int:
-    """Return the default-domain (``ai.onnx``) opset of ``model``."""
+    """Return the default-domain (``ai.onnx``) opset of ``model``.
+
+    Raises:
+        OnnxModelError: ``model`` imports no default-domain opset.
+    """
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
             return int(entry.version)
-    raise ValueError("model has no default-domain opset import")
+    raise OnnxModelError(
+        "ONNX model has no default-domain (ai.onnx) opset import; it was not written by an ONNX "
+        "exporter: re-export it with `obert-deploy export`"
+    )
 
 
 def _const(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:
@@ -166,7 +175,7 @@ def set_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     exist. Returns a new model (or ``model`` itself when already at ``opset``).
 
     Raises:
-        ValueError: The converter cannot reach ``opset``; the message names it.
+        ObertDeployError: The converter cannot reach ``opset``; the message names it.
     """
     if opset_version(model) == opset:
         return model
@@ -175,7 +184,7 @@ def set_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     try:
         converted = version_converter.convert_version(model, opset)
     except Exception as exc:  # the C++ converter raises RuntimeError/IndexError
-        raise ValueError(
+        raise ObertDeployError(
             f"cannot convert the exported graph to opset {opset} ({exc}); use a higher "
             f"--opset (18 needs no conversion)"
         ) from exc
