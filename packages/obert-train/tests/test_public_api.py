@@ -21,16 +21,20 @@ PUBLIC = {
     "resolve_target_params",
     # gradual pruning in Hugging Face training
     "ObertPruningCallback", "ObertTrainer", "run_recipe", "RunOptions", "RunResult",
-    "distillation_loss", "recipe_lr_scheduler", "Recipe", "load_recipe",
+    "distillation_loss", "recipe_lr_scheduler", "Recipe", "load_recipe", "steps_per_epoch",
+    "method_for_tag",
     # Fisher machinery a caller may drive itself
     "GradientSampler",
     # tasks and checkpoints
-    "Task", "ClassificationTask", "SquadTask", "MaskedLMTask", "load_task",
-    "save_checkpoint", "sparsity_report",
+    "Task", "ClassificationTask", "SquadTask", "MaskedLMTask", "load_task", "DataOptions",
+    "read_glue_tsv", "read_squad_json", "read_raw_text",
+    "save_checkpoint", "sparsity_report", "check_output_dir",
+    # models and command-line building blocks (obert quickstart reuses them)
+    "check_model_source", "load_tokenizer", "load_model", "with_data_options", "parse_sets",
     # model operations
     "drop_layers",
     # errors
-    "ObertTrainError", "DataError", "TargetError", "RecipeError", "MemoryPlanError",
+    "ObertTrainError", "ArgumentError", "DataError", "TargetError", "RecipeError", "MemoryPlanError",
     "MissingDependencyError", "ResumeError", "TrainingError", "ModelError", "OptionError",
     "OutputDirError",
     "__version__",

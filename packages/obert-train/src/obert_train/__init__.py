@@ -17,8 +17,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from obert_train.checkpoint import save_checkpoint, sparsity_report
+    from obert_train.checkpoint import check_output_dir, save_checkpoint, sparsity_report
+    from obert_train.cli.common import parse_sets
+    from obert_train.cli.data_options import with_data_options
+    from obert_train.cli.models import check_model_source, load_model, load_tokenizer
     from obert_train.errors import (
+        ArgumentError,
         DataError,
         MemoryPlanError,
         MissingDependencyError,
@@ -32,7 +36,7 @@ if TYPE_CHECKING:
         TrainingError,
     )
     from obert_train.fisher.sampler import GradientSampler
-    from obert_train.hf.callback import ObertPruningCallback
+    from obert_train.hf.callback import ObertPruningCallback, steps_per_epoch
     from obert_train.hf.distillation import distillation_loss
     from obert_train.hf.lr import recipe_lr_scheduler
     from obert_train.hf.run import RunOptions, RunResult, run_recipe
@@ -45,20 +49,24 @@ if TYPE_CHECKING:
     from obert_train.pruning.movement import MovementPruning
     from obert_train.pruning.obert import ObertPruning, ObertSettings
     from obert_train.pruning.oneshot import PruneResult, oneshot_prune
-    from obert_train.pruning.registry import METHODS, create_method, register_method
+    from obert_train.pruning.registry import METHODS, create_method, method_for_tag, register_method
     from obert_train.pruning.structured import StructuredPruning, StructuredSettings
     from obert_train.pruning.targets import BERT_ENCODER_PATTERNS, resolve_target_params
     from obert_train.recipe import Recipe, load_recipe
     from obert_train.tasks.base import ClassificationTask, Task
+    from obert_train.tasks.data import read_glue_tsv, read_raw_text, read_squad_json
     from obert_train.tasks.load import load_task
     from obert_train.tasks.mlm import MaskedLMTask
+    from obert_train.tasks.options import DataOptions
     from obert_train.tasks.squad import SquadTask
 
 _EXPORTS: dict[str, str] = {
+    "ArgumentError": "obert_train.errors",
     "BERT_ENCODER_PATTERNS": "obert_train.pruning.targets",
     "ClassificationTask": "obert_train.tasks.base",
     "ConstantPruning": "obert_train.pruning.constant",
     "DataError": "obert_train.errors",
+    "DataOptions": "obert_train.tasks.options",
     "GradientSampler": "obert_train.fisher.sampler",
     "METHODS": "obert_train.pruning.registry",
     "MagnitudePruning": "obert_train.pruning.magnitude",
@@ -90,18 +98,29 @@ _EXPORTS: dict[str, str] = {
     "TargetError": "obert_train.errors",
     "Task": "obert_train.tasks.base",
     "TrainingError": "obert_train.errors",
+    "check_model_source": "obert_train.cli.models",
+    "check_output_dir": "obert_train.checkpoint",
     "create_method": "obert_train.pruning.registry",
     "distillation_loss": "obert_train.hf.distillation",
     "drop_layers": "obert_train.layers",
+    "load_model": "obert_train.cli.models",
     "load_recipe": "obert_train.recipe",
     "load_task": "obert_train.tasks.load",
+    "load_tokenizer": "obert_train.cli.models",
+    "method_for_tag": "obert_train.pruning.registry",
     "oneshot_prune": "obert_train.pruning.oneshot",
+    "parse_sets": "obert_train.cli.common",
+    "read_glue_tsv": "obert_train.tasks.data",
+    "read_raw_text": "obert_train.tasks.data",
+    "read_squad_json": "obert_train.tasks.data",
     "recipe_lr_scheduler": "obert_train.hf.lr",
     "register_method": "obert_train.pruning.registry",
     "resolve_target_params": "obert_train.pruning.targets",
     "run_recipe": "obert_train.hf.run",
     "save_checkpoint": "obert_train.checkpoint",
     "sparsity_report": "obert_train.checkpoint",
+    "steps_per_epoch": "obert_train.hf.callback",
+    "with_data_options": "obert_train.cli.data_options",
 }
 """Public name -> the module defining it (imported on first use: ``--help`` stays fast)."""
 
@@ -110,9 +129,11 @@ __version__ = "0.2.0"
 __all__ = [
     "BERT_ENCODER_PATTERNS",
     "METHODS",
+    "ArgumentError",
     "ClassificationTask",
     "ConstantPruning",
     "DataError",
+    "DataOptions",
     "GradientSampler",
     "MagnitudePruning",
     "MaskState",
@@ -144,18 +165,29 @@ __all__ = [
     "Task",
     "TrainingError",
     "__version__",
+    "check_model_source",
+    "check_output_dir",
     "create_method",
     "distillation_loss",
     "drop_layers",
+    "load_model",
     "load_recipe",
     "load_task",
+    "load_tokenizer",
+    "method_for_tag",
     "oneshot_prune",
+    "parse_sets",
+    "read_glue_tsv",
+    "read_raw_text",
+    "read_squad_json",
     "recipe_lr_scheduler",
     "register_method",
     "resolve_target_params",
     "run_recipe",
     "save_checkpoint",
     "sparsity_report",
+    "steps_per_epoch",
+    "with_data_options",
 ]
 
 

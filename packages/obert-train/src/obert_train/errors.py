@@ -2,14 +2,21 @@
 
 Every error the package raises on purpose derives from :class:`ObertTrainError`, so a caller
 (or the CLI) can catch them all with one ``except``.  Each subclass also derives from the builtin
-exception a caller would expect (``ValueError`` for bad values, ``MemoryError`` for a plan that
-cannot fit, ``ImportError`` for a missing extra), so existing ``except ValueError`` code keeps
-working.
+exception a caller would expect (``ValueError`` for bad values, ``TypeError`` for arguments that
+cannot go together, ``MemoryError`` for a plan that cannot fit, ``ImportError`` for a missing
+extra), so existing ``except ValueError`` code keeps working.
+
+Two kinds of exceptions still leave the package without this base: pydantic's
+``ValidationError`` from constructing a settings model directly (``ObertSettings(damp=-1)``;
+:func:`obert_train.create_method` and :func:`obert_train.load_recipe` turn it into a
+:class:`RecipeError`), and errors of the libraries underneath (torch, transformers, obert-core's
+:class:`~obert_core.ObertError`) that no check of obert-train anticipates.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
     "DataError",
     "MemoryPlanError",
     "MissingDependencyError",
@@ -26,6 +33,14 @@ __all__ = [
 
 class ObertTrainError(Exception):
     """Base class of every error obert-train raises on purpose."""
+
+
+class ArgumentError(ObertTrainError, TypeError):
+    """A function got arguments that cannot go together or have the wrong type.
+
+    A mistake in the calling code (both ``settings`` and keyword settings, a settings model of
+    another method), not in data or options: the message says which call to make instead.
+    """
 
 
 class DataError(ObertTrainError, ValueError):
@@ -57,7 +72,10 @@ class MemoryPlanError(ObertTrainError, MemoryError):
 
 
 class MissingDependencyError(ObertTrainError, ImportError):
-    """An optional dependency is not installed; the message names the pip command."""
+    """An optional dependency is not installed; the message names the pip command.
+
+    An ``ImportError`` as in every package of the project, so ``except ImportError`` works.
+    """
 
 
 class ResumeError(ObertTrainError, ValueError):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from obert.cache import StageCache, StageRecord
-    from obert.config import DataOptions, QuickstartConfig
+    from obert.config import QuickstartConfig
     from obert.errors import DiskSpaceError, ObertPipelineError, PipelineInputError, StageError
     from obert.pipeline import QuickstartResult, run_quickstart
     from obert.training import AccuracyCurve
@@ -23,7 +23,6 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "AccuracyCurve": "obert.training",
-    "DataOptions": "obert.config",
     "DiskSpaceError": "obert.errors",
     "ObertPipelineError": "obert.errors",
     "PipelineInputError": "obert.errors",
@@ -38,7 +37,6 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "AccuracyCurve",
-    "DataOptions",
     "DiskSpaceError",
     "ObertPipelineError",
     "PipelineInputError",

@@ -17,26 +17,15 @@ import typer
 
 from obert.defaults import DEEPSPARSE_CLI, DEFAULT_BASELINE_TAG
 from obert.errors import ObertPipelineError
-from obert_train.cli.common import (
-    USER_ERRORS,
-    DataDirOpt,
-    DatasetOpt,
-    DevFileOpt,
-    DocStrideOpt,
-    LabelColumnOpt,
-    MaxEvalOpt,
-    MaxQueryOpt,
-    ProgressOpt,
-    SplitArticlesOpt,
-    SplitSeedOpt,
-    TextColumnOpt,
-    ThreadsOpt,
-    TrainFileOpt,
-    fail,
-    parse_sets,
-)
+from obert_core import ObertError
+from obert_train import DataOptions, ObertTrainError, parse_sets, with_data_options
 
 __all__ = ["QuickstartTask", "app", "main", "quickstart"]
+
+USER_ERRORS = (ObertPipelineError, ObertTrainError, ObertError, OSError)
+"""Shown as one ``error: ...`` line (exit code 2): the pipeline's and the libraries' errors
+(obert-deploy's :class:`~obert_deploy.ObertDeployError` too, imported with the command) and a file
+or folder that cannot be read or written. Anything else is a bug and keeps its traceback."""
 
 
 class QuickstartTask(str, Enum):
@@ -62,6 +51,12 @@ def _group() -> None:
 
 
 @app.command("quickstart")
+@with_data_options(
+    help_texts={
+        "max_seq_length": "Token limit of training and export (64; SQuAD 384).",
+        "max_train_samples": "Seeded random training subset (default: all).",
+    }
+)
 def quickstart(
     model: Annotated[
         str | None,
@@ -71,23 +66,7 @@ def quickstart(
         ),
     ] = None,
     task: Annotated[QuickstartTask, typer.Option(help="Task.")] = QuickstartTask.sst2,
-    data_dir: DataDirOpt = None,
-    dataset: DatasetOpt = None,
-    train_file: TrainFileOpt = None,
-    dev_file: DevFileOpt = None,
-    max_seq_length: Annotated[
-        int | None, typer.Option(help="Token limit of training and export (64; SQuAD 384).")
-    ] = None,
-    max_train_samples: Annotated[
-        int | None, typer.Option(help="Seeded random training subset (default: all).")
-    ] = None,
-    max_eval_samples: MaxEvalOpt = None,
-    text_column: TextColumnOpt = None,
-    label_column: LabelColumnOpt = None,
-    doc_stride: DocStrideOpt = None,
-    max_query_length: MaxQueryOpt = None,
-    split_articles: SplitArticlesOpt = None,
-    split_seed: SplitSeedOpt = None,
+    data: DataOptions | None = None,
     recipe: Annotated[
         str | None,
         typer.Option(
@@ -125,7 +104,7 @@ def quickstart(
     ] = Path("outputs/quickstart"),
     batch_size: Annotated[int, typer.Option(min=1, help="Training batch size.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of data order, subsets, new heads.")] = 42,
-    threads: ThreadsOpt = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")] = None,
     bench_batch_size: Annotated[
         list[int] | None,
         typer.Option(min=1, help="Latency batch size (repeatable; default 1 and 16)."),
@@ -149,7 +128,7 @@ def quickstart(
             "--force", "--no-cache", help="Run every stage again (ignore finished stages)."
         ),
     ] = False,
-    progress: ProgressOpt = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     r"""Dense fine-tune -> gradual oBERT + KD (and GMP) -> ONNX -> int8 -> latency, size, report.
 
@@ -174,9 +153,10 @@ def quickstart(
     from tqdm.auto import tqdm
     from transformers.utils import logging as hf_logging
 
-    from obert.config import DataOptions, QuickstartConfig
+    from obert.config import QuickstartConfig
     from obert.pipeline import run_quickstart
     from obert.report import summary_table
+    from obert_deploy import ObertDeployError
 
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     # Third-party noise that says nothing about this run: transformers imports torchao when it
@@ -194,22 +174,8 @@ def quickstart(
                 overrides[key] = value
         config = QuickstartConfig(
             model=model,
-            data=DataOptions(
-                task=task.value,
-                data_dir=data_dir,
-                dataset=dataset,
-                train_file=train_file,
-                dev_file=dev_file,
-                max_seq_length=max_seq_length,
-                max_train_samples=max_train_samples,
-                max_eval_samples=max_eval_samples,
-                text_column=tuple(text_column) if text_column else None,
-                label_column=label_column,
-                doc_stride=doc_stride,
-                max_query_length=max_query_length,
-                split_articles=split_articles,
-                split_seed=split_seed,
-            ),
+            task=task.value,
+            data=data or DataOptions(),
             recipe=recipe,
             dense_recipe=dense_recipe,
             baseline=None if baseline.lower() == "none" else baseline,
@@ -227,8 +193,9 @@ def quickstart(
             command=shlex.join(["obert", *sys.argv[1:]]),
         )
         result = run_quickstart(config, log=tqdm.write)  # lines above the progress bars
-    except (ObertPipelineError, *USER_ERRORS) as exc:
-        raise fail(exc) from exc
+    except (*USER_ERRORS, ObertDeployError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from exc
     typer.echo("")
     typer.echo(summary_table(result.report))
     typer.echo("")

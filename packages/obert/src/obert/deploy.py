@@ -133,7 +133,7 @@ def glue_dev_tsv(
         PipelineInputError: If a dev label is not one of the training labels.
     """
     from obert.errors import PipelineInputError
-    from obert_train.tasks.data import read_glue_tsv
+    from obert_train import read_glue_tsv
 
     examples = read_glue_tsv(
         dev_file,

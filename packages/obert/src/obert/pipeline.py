@@ -138,11 +138,11 @@ def plan_stages(
         # Stages of earlier versions recorded these metrics in percent: never reuse them.
         common["metric_scale"] = "fraction"
     fp32_bytes = 4 * prepared.param_count
-    seq_len = config.data.seq_len
+    seq_len = config.seq_len
     specs: list[StageSpec] = []
 
     def dense_work(folder: Path) -> Mapping[str, Any]:
-        from obert_train.cli.common import load_model
+        from obert_train import load_model
 
         student = prepared.student
         prepared.student = None  # trained in place: a later use must load afresh
@@ -177,7 +177,7 @@ def plan_stages(
 
     def pruning_work(recipe: Any) -> Callable[[Path], Mapping[str, Any]]:
         def work(folder: Path) -> Mapping[str, Any]:
-            from obert_train.cli.common import load_model
+            from obert_train import load_model
 
             checkpoint = str(records["dense"].path("model"))
             student = load_model(task, checkpoint, config.seed, warn=False)

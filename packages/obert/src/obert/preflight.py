@@ -19,7 +19,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,7 @@ def check_recipe_fits(recipe: Any, model: Any, steps_per_epoch: int, role: str) 
         RecipeError: If ``params`` match no tensor, two steps share an optimizer step, a step
             lands at or after the end of the run, or a method refuses the tensors.
     """
-    from obert_train.pruning.targets import resolve_target_params
+    from obert_train import resolve_target_params
 
     names = [n for n, _ in model.named_parameters()]
     selected = recipe.check_targets(names)
@@ -200,7 +200,7 @@ def _dev_file(config: QuickstartConfig, data_dir: Path | None) -> Path | None:
         "sst2": ("dev.tsv",),
         "glue-tsv": ("dev.tsv", "dev_matched.tsv", "validation.tsv"),
         "squad": ("dev-v1.1.json", "dev.json"),
-    }[data.task]
+    }[config.task]
     return next((data_dir / n for n in names if (data_dir / n).is_file()), None)
 
 
@@ -212,21 +212,21 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
         PipelineInputError: For input only the pipeline refuses.
     """
     from obert.deploy import glue_dev_tsv
-    from obert_train.checkpoint import check_output_dir
-    from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
-    from obert_train.cli.common import (
+    from obert_train import (
         check_model_source,
+        check_output_dir,
         load_model,
+        load_task,
         load_tokenizer,
-        task_from_options,
     )
+    from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
 
     check_output_dir(config.output_dir)
     data = config.data
     # The recipes first: a recipe error is found in a second, before the data are tokenised.
-    dense = load_stage_recipe(config.dense_recipe, dense=True, task=data.task)
+    dense = load_stage_recipe(config.dense_recipe, dense=True, task=config.task)
     pruning = load_stage_recipe(
-        config.recipe, dense=False, overrides=config.overrides, task=data.task
+        config.recipe, dense=False, overrides=config.overrides, task=config.task
     )
     baseline = baseline_recipe(pruning, config.baseline) if config.baseline else None
     pruned_label = method_label(pruning)
@@ -236,26 +236,9 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
     source = str(config.model) if config.model is not None else str(default_model())
     check_model_source(source)
     tokenizer = load_tokenizer(source)
-    data_dir = shipped_data_dir() if data.uses_shipped_data else data.data_dir
-    task = task_from_options(
-        data.task,
-        tokenizer,
-        seed=config.seed,
-        need_dev=True,
-        data_dir=data_dir,
-        dataset=data.dataset,
-        train_file=data.train_file,
-        dev_file=data.dev_file,
-        max_seq_length=data.seq_len,
-        max_train_samples=data.max_train_samples,
-        max_eval_samples=data.max_eval_samples,
-        text_column=list(data.text_column) if data.text_column else None,
-        label_column=data.label_column,
-        doc_stride=data.doc_stride,
-        max_query_length=data.max_query_length,
-        split_articles=data.split_articles,
-        split_seed=data.split_seed,
-    )
+    data_dir = shipped_data_dir() if config.uses_shipped_data else data.data_dir
+    options = replace(data, data_dir=data_dir, max_seq_length=config.seq_len)
+    task: Any = load_task(config.task, tokenizer, options, seed=config.seed, need_dev=True)
     check_tokens_known(task, f"the tokenizer of --model {source!r}")
     labels = getattr(task, "labels", None)
     if labels is not None and len(labels) < 2:
@@ -264,7 +247,7 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
             f"{len(task.train_features)} examples; a classifier needs at least two classes: "
             "check --label-column and the data"
         )
-    if data.uses_shipped_data:
+    if config.uses_shipped_data:
         description = f"synthetic sentiment data shipped with obert ({shipped_data_dir()})"
     elif data.dataset is not None:
         description = f"hub dataset {data.dataset!r}"
@@ -289,7 +272,7 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
         # The ONNX accuracy reads the dev file with training's columns and label ids.
         dev_tsv = glue_dev_tsv(
             dev_file,
-            text_columns=data.text_column,
+            text_columns=data.text_columns,
             label_column=data.label_column,
             label_to_id=task.label_to_id,
         )
@@ -316,10 +299,10 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
         param_count=sum(p.numel() for p in student.parameters()),
         targets=targets,
         pruned_weights=sum(p.numel() for n, p in student.named_parameters() if n in chosen),
-        deploy_task=DEPLOY_TASKS[data.task],
+        deploy_task=DEPLOY_TASKS[config.task],
         dev_file=dev_file,
         dev_tokens=min(
-            data.seq_len,
+            config.seq_len,
             max((len(f["input_ids"]) for f in getattr(task, "dev_features", [])), default=8),
         ),
         dev_tsv=dev_tsv,

@@ -50,12 +50,12 @@ def model_name(source: str) -> str:
 
 def _data_name(config: QuickstartConfig) -> str:
     data = config.data
-    if data.uses_shipped_data:
+    if config.uses_shipped_data:
         return "synthetic sentiment data"
     for source in (data.dataset, data.data_dir, data.train_file):
         if source is not None:
             return Path(source).name if isinstance(source, Path) else str(source)
-    return data.task
+    return config.task
 
 
 def _pct(value: float | None, digits: int = 2) -> str:
@@ -78,8 +78,9 @@ def _data_args(config: QuickstartConfig, prepared: Prepared) -> list[str]:
     from obert.defaults import shipped_data_dir
 
     data = config.data
-    args = ["--task", data.task]
-    if data.uses_shipped_data:
+    split = ":".join(str(n) for n in data.split_articles) if data.split_articles else None
+    args = ["--task", config.task]
+    if config.uses_shipped_data:
         args += ["--data-dir", str(shipped_data_dir())]
     for flag, value in (
         ("--data-dir", data.data_dir),
@@ -91,14 +92,14 @@ def _data_args(config: QuickstartConfig, prepared: Prepared) -> list[str]:
         ("--label-column", data.label_column),
         ("--doc-stride", data.doc_stride),
         ("--max-query-length", data.max_query_length),
-        ("--split-articles", data.split_articles),
+        ("--split-articles", split),
         ("--split-seed", data.split_seed),
     ):
         if value is not None:
             args += [flag, str(value)]
-    for column in data.text_column or ():
+    for column in data.text_columns or ():
         args += ["--text-column", column]
-    return [*args, "--max-seq-length", str(data.seq_len)]
+    return [*args, "--max-seq-length", str(config.seq_len)]
 
 
 def stage_commands(
@@ -121,7 +122,7 @@ def stage_commands(
             f"obert-train run {_quote(recipe)} --model DENSE --teacher DENSE {data} {train} "
             f"--output-dir {label.upper()}"
         )
-    seq = config.data.seq_len
+    seq = config.seq_len
     for label in ("dense", prepared.pruned_label, prepared.baseline_label):
         if label is None or label not in stages:
             continue
@@ -212,7 +213,7 @@ def build_report(
         "metric": task.primary_metric,
         "train_examples": len(task.train_features),
         "dev_examples": len(getattr(task, "dev_features", []) or []),
-        "max_seq_length": config.data.seq_len,
+        "max_seq_length": config.seq_len,
         "pruned_tensors": len(prepared.targets),
         "pruned_weights": prepared.pruned_weights,
         "recipes": {

@@ -22,10 +22,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from obert_train import RunOptions, run_recipe
-from obert_train.hf.callback import steps_per_epoch
-from obert_train.recipe import Recipe
-from obert_train.tasks.base import Task
+from obert_train import Recipe, RunOptions, Task, run_recipe, steps_per_epoch
 
 __all__ = [
     "PERCENT_METRICS",

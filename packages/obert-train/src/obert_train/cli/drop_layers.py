@@ -7,13 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from obert_train.cli.common import (
-    USER_ERRORS,
-    ProgressOpt,
-    check_model_source,
-    fail,
-    load_tokenizer,
-)
+from obert_train.cli.common import USER_ERRORS, ProgressOpt, fail
+from obert_train.cli.models import check_model_source, load_tokenizer
 from obert_train.errors import ModelError, OptionError, OutputDirError
 
 __all__ = ["drop_layers_command", "parse_keep"]
@@ -66,7 +61,7 @@ def _load(model: str) -> Any:
     """The model with its own head class (``config.architectures``), else the base model."""
     import transformers
 
-    from obert_train.cli.common import _load_error
+    from obert_train.cli.models import _load_error
 
     try:
         config = transformers.AutoConfig.from_pretrained(model)

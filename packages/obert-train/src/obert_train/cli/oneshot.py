@@ -18,31 +18,17 @@ import yaml
 
 from obert_train.cli.common import (
     USER_ERRORS,
-    DataDirOpt,
-    DatasetOpt,
-    DevFileOpt,
-    DocStrideOpt,
-    LabelColumnOpt,
-    MaxEvalOpt,
-    MaxQueryOpt,
-    MaxSeqOpt,
-    MaxTrainOpt,
     ProgressOpt,
-    SplitArticlesOpt,
-    SplitSeedOpt,
     TaskName,
-    TextColumnOpt,
     ThreadsOpt,
-    TrainFileOpt,
-    check_model_source,
     fail,
     init_distributed,
-    load_model,
-    load_tokenizer,
     parse_sets,
-    task_from_options,
 )
+from obert_train.cli.data_options import with_data_options
+from obert_train.cli.models import check_model_source, load_model, load_tokenizer
 from obert_train.errors import ObertTrainError, RecipeError
+from obert_train.tasks.options import DataOptions
 
 if TYPE_CHECKING:
     from obert_train.pruning.oneshot import PruneResult
@@ -178,6 +164,7 @@ def oneshot_recipe_yaml(result: PruneResult, model: str, task: str) -> str:
     return header + str(loaded.to_yaml())
 
 
+@with_data_options()
 def oneshot(
     model: Annotated[str, typer.Option(help="Model folder or hub id to prune.")],
     task: Annotated[TaskName, typer.Option(help="Task whose loss defines the Fisher.")],
@@ -199,10 +186,7 @@ def oneshot(
             "--set", help="Method setting KEY=VALUE (any field of `obert-train methods`)."
         ),
     ] = None,
-    data_dir: DataDirOpt = None,
-    dataset: DatasetOpt = None,
-    train_file: TrainFileOpt = None,
-    dev_file: DevFileOpt = None,
+    data: DataOptions | None = None,
     num_grads: Annotated[
         int | None, typer.Option(help=f"Gradients m in the Fisher ({_DEFAULTS}).")
     ] = None,
@@ -234,15 +218,6 @@ def oneshot(
     target: Annotated[
         list[str] | None, typer.Option(help="Regex of tensors to prune (repeatable).")
     ] = None,
-    max_seq_length: MaxSeqOpt = None,
-    max_train_samples: MaxTrainOpt = None,
-    max_eval_samples: MaxEvalOpt = None,
-    text_column: TextColumnOpt = None,
-    label_column: LabelColumnOpt = None,
-    doc_stride: DocStrideOpt = None,
-    max_query_length: MaxQueryOpt = None,
-    split_articles: SplitArticlesOpt = None,
-    split_seed: SplitSeedOpt = None,
     evaluate: Annotated[
         bool, typer.Option("--eval/--no-eval", help="Evaluate each pruned model on dev.")
     ] = False,
@@ -271,6 +246,7 @@ def oneshot(
     from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
     from obert_train.pruning.oneshot import oneshot_prune
     from obert_train.pruning.registry import create_method
+    from obert_train.tasks.load import load_task
 
     if not progress:
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -310,25 +286,7 @@ def oneshot(
         check_model_source(model)
         dist = init_distributed()
         tokenizer = load_tokenizer(model)
-        the_task = task_from_options(
-            task.value,
-            tokenizer,
-            seed=seed,
-            need_dev=evaluate,
-            data_dir=data_dir,
-            dataset=dataset,
-            train_file=train_file,
-            dev_file=dev_file,
-            max_seq_length=max_seq_length,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-            text_column=text_column,
-            label_column=label_column,
-            doc_stride=doc_stride,
-            max_query_length=max_query_length,
-            split_articles=split_articles,
-            split_seed=split_seed,
-        )
+        the_task = load_task(task.value, tokenizer, data, seed=seed, need_dev=evaluate)
         main = dist.rank == 0
         cache: dict[str, dict[str, torch.Tensor]] | None = (
             {} if name == "obert" and settings.get("num_recomputations", 1) == 1 else None

@@ -10,36 +10,16 @@ from typing import Annotated
 
 import typer
 
-from obert_train.cli.common import (
-    USER_ERRORS,
-    DataDirOpt,
-    DatasetOpt,
-    DevFileOpt,
-    DocStrideOpt,
-    LabelColumnOpt,
-    MaxEvalOpt,
-    MaxQueryOpt,
-    MaxSeqOpt,
-    MaxTrainOpt,
-    ProgressOpt,
-    SplitArticlesOpt,
-    SplitSeedOpt,
-    TaskName,
-    TextColumnOpt,
-    ThreadsOpt,
-    TrainFileOpt,
-    check_model_source,
-    fail,
-    load_model,
-    load_tokenizer,
-    parse_sets,
-    task_from_options,
-)
+from obert_train.cli.common import USER_ERRORS, ProgressOpt, TaskName, ThreadsOpt, fail, parse_sets
+from obert_train.cli.data_options import with_data_options
+from obert_train.cli.models import check_model_source, load_model, load_tokenizer
 from obert_train.errors import TrainingError
+from obert_train.tasks.options import DataOptions
 
 __all__ = ["run"]
 
 
+@with_data_options()
 def run(
     recipe: Annotated[
         str,
@@ -65,19 +45,7 @@ def run(
             "OBSPruningModifier.damp=1e-6 (repeatable).",
         ),
     ] = None,
-    data_dir: DataDirOpt = None,
-    dataset: DatasetOpt = None,
-    train_file: TrainFileOpt = None,
-    dev_file: DevFileOpt = None,
-    max_seq_length: MaxSeqOpt = None,
-    max_train_samples: MaxTrainOpt = None,
-    max_eval_samples: MaxEvalOpt = None,
-    text_column: TextColumnOpt = None,
-    label_column: LabelColumnOpt = None,
-    doc_stride: DocStrideOpt = None,
-    max_query_length: MaxQueryOpt = None,
-    split_articles: SplitArticlesOpt = None,
-    split_seed: SplitSeedOpt = None,
+    data: DataOptions | None = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Examples per optimizer step.")] = 32,
     learning_rate: Annotated[
         float, typer.Option(help="Base LR when the recipe has no LR modifier.")
@@ -114,6 +82,7 @@ def run(
     from obert_train.fisher.distributed import DistContext
     from obert_train.hf.run import RunOptions, check_teacher_tokenizer, run_recipe
     from obert_train.recipe import load_recipe
+    from obert_train.tasks.load import load_task
 
     if not progress:
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -144,25 +113,7 @@ def run(
             check_teacher_tokenizer(
                 tokenizer, load_tokenizer(teacher, "--teacher"), f"--teacher {teacher!r}"
             )
-        the_task = task_from_options(
-            task.value,
-            tokenizer,
-            seed=seed,
-            need_dev=evaluate,
-            data_dir=data_dir,
-            dataset=dataset,
-            train_file=train_file,
-            dev_file=dev_file,
-            max_seq_length=max_seq_length,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-            text_column=text_column,
-            label_column=label_column,
-            doc_stride=doc_stride,
-            max_query_length=max_query_length,
-            split_articles=split_articles,
-            split_seed=split_seed,
-        )
+        the_task = load_task(task.value, tokenizer, data, seed=seed, need_dev=evaluate)
         if parsed.distillation is not None and teacher is None:
             raise TrainingError(
                 f"recipe {recipe!r} distils (!DistillationModifier) but no --teacher was given; "

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from obert_train.errors import OptionError
+
 __all__ = ["DistContext", "shard_by_size"]
 
 
@@ -75,7 +77,7 @@ def shard_by_size(numels: Mapping[str, int], world_size: int) -> dict[str, int]:
         ``{name: owner rank}``.
     """
     if world_size < 1:
-        raise ValueError(f"world_size must be >= 1, got {world_size}")
+        raise OptionError(f"world_size must be >= 1, got {world_size}")
     load = [0] * world_size
     owners: dict[str, int] = {}
     for name in sorted(numels, key=lambda n: (-numels[n], n)):

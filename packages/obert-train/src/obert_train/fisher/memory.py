@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import psutil
 
 import obert_core as oc
-from obert_train.errors import MemoryPlanError
+from obert_train.errors import MemoryPlanError, OptionError
 
 __all__ = [
     "MemoryPlan",
@@ -48,13 +48,13 @@ def parse_memory(text: str | int) -> int:
     """Parse ``"20GB"``, ``"512MiB"``, ``"1.5G"`` or a byte count into bytes (powers of 1024).
 
     Raises:
-        ValueError: If the text is not a size.
+        OptionError: If the text is not a size (a ``ValueError``).
     """
     if isinstance(text, int):
         return text
     match = _MEM.match(text)
     if match is None:
-        raise ValueError(f"cannot parse memory size {text!r}; use e.g. '20GB' or '512MiB'")
+        raise OptionError(f"cannot parse memory size {text!r}; use e.g. '20GB' or '512MiB'")
     unit = (match.group(2) or "B").upper()[0]
     scale = {"B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[unit]
     return int(float(match.group(1)) * scale)
@@ -137,7 +137,7 @@ def default_budget_bytes() -> int:
     the 80 % is divided by ``LOCAL_WORLD_SIZE`` (the number of ranks on this host; 1 if unset).
 
     Raises:
-        ValueError: If ``LOCAL_WORLD_SIZE`` is set but not a positive integer.
+        OptionError: If ``LOCAL_WORLD_SIZE`` is set but not a positive integer.
     """
     raw = os.environ.get("LOCAL_WORLD_SIZE", "1")
     try:
@@ -145,7 +145,7 @@ def default_budget_bytes() -> int:
     except ValueError:
         local = 0
     if local < 1:
-        raise ValueError(
+        raise OptionError(
             f"LOCAL_WORLD_SIZE={raw!r} is not a positive integer; unset it or launch with torchrun"
         )
     return available_bytes() // local
@@ -186,7 +186,7 @@ def group_peak_bytes(
         num_grads: m (decides the Gram dtype; None assumes float64, the upper bound).
     """
     if fisher_method not in _METHODS:
-        raise ValueError(f"fisher_method must be one of {_METHODS}, got {fisher_method!r}")
+        raise OptionError(f"fisher_method must be one of {_METHODS}, got {fisher_method!r}")
     if not numels:
         return 0
     stored = [fisher_bytes(d, block_size) for d in numels]

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from obert_train.errors import DataError, OptionError
 from obert_train.fisher.distributed import DistContext
 
 __all__ = ["GradientSampler", "LossFn", "to_device"]
@@ -34,7 +35,7 @@ def _hf_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch
     out = model(**batch)
     loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
     if loss is None:
-        raise ValueError(
+        raise DataError(
             f"{type(model).__name__} returned no loss; the batches need labels "
             f"(keys given: {sorted(batch)}) or pass loss_fn"
         )
@@ -73,8 +74,9 @@ class GradientSampler:
         dist_ctx: Process group; default :meth:`DistContext.current`.
 
     Raises:
-        ValueError: On a non-positive ``batch_size``/``num_grads``, fewer examples than one
-            batch, or a batch size not divisible by the world size.
+        OptionError: On a non-positive ``batch_size``/``num_grads``, or a batch size not
+            divisible by the world size.
+        DataError: If there are fewer examples than one batch.
     """
 
     def __init__(
@@ -91,15 +93,15 @@ class GradientSampler:
         dist_ctx: DistContext | None = None,
     ) -> None:
         if batch_size < 1 or num_grads < 1:
-            raise ValueError(f"batch_size ({batch_size}) and num_grads ({num_grads}) must be >= 1")
+            raise OptionError(f"batch_size ({batch_size}) and num_grads ({num_grads}) must be >= 1")
         if len(features) < batch_size:
-            raise ValueError(
+            raise DataError(
                 f"gradient batch size {batch_size} exceeds the {len(features)} training "
                 "examples; lower --grad-batch-size or provide more data"
             )
         self.dist = dist_ctx if dist_ctx is not None else DistContext.current()
         if batch_size % self.dist.world_size:
-            raise ValueError(
+            raise OptionError(
                 f"gradient batch size {batch_size} is not divisible by the world size "
                 f"{self.dist.world_size}; every rank needs an equal shard"
             )
@@ -138,7 +140,7 @@ class GradientSampler:
         out = {}
         for key, value in batch.items():
             if value.ndim == 0 or value.shape[0] != len(indices):
-                raise ValueError(
+                raise DataError(
                     f"collate returned {key!r} with shape {tuple(value.shape)}; under "
                     f"torch.distributed every batch tensor needs the {len(indices)} examples "
                     "as its first dimension (the rows are split between ranks)"
@@ -179,9 +181,9 @@ class GradientSampler:
             same buffer (the next chunk with ``buffers=1``, the one after with ``buffers=2``).
         """
         if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+            raise OptionError(f"chunk_size must be >= 1, got {chunk_size}")
         if buffers < 1:
-            raise ValueError(f"buffers must be >= 1, got {buffers}")
+            raise OptionError(f"buffers must be >= 1, got {buffers}")
         names = list(params)
         mine = [n for n in names if owners is None or owners[n] == self.dist.rank]
         flat_masks = {n: masks[n].reshape(-1) for n in names} if masks is not None else {}

@@ -35,7 +35,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 
 import obert_core as oc
-from obert_train.errors import RecipeError, TargetError
+from obert_train.errors import ArgumentError, RecipeError, TargetError
 from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.sampler import GradientSampler, LossFn
 
@@ -222,11 +222,11 @@ class PruningMethod(abc.ABC):
 
     def __init__(self, settings: MethodSettings | None = None, **kwargs: Any) -> None:
         if settings is not None and kwargs:
-            raise TypeError("pass either settings or keyword settings, not both")
+            raise ArgumentError("pass either settings or keyword settings, not both")
         if settings is None:
             settings = self.Settings(**kwargs)
         elif not isinstance(settings, self.Settings):
-            raise TypeError(
+            raise ArgumentError(
                 f"{type(self).__name__} needs {self.Settings.__name__}, got "
                 f"{type(settings).__name__}"
             )

@@ -29,7 +29,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 import obert_core as oc
-from obert_train.errors import TargetError
+from obert_train.errors import DataError, TargetError
 from obert_train.fisher.distributed import DistContext, shard_by_size
 from obert_train.fisher.memory import MemoryPlan, gram_precision, parse_memory, plan_memory
 from obert_train.fisher.sampler import GradientSampler, LossFn
@@ -132,10 +132,10 @@ def build_inverse_fishers(
         ``{name: (ceil(d/B), B, B) float32 tensor}`` for this rank's tensors.
 
     Raises:
-        ValueError: If ``ctx`` has no gradient sampler.
+        DataError: If ``ctx`` has no gradient sampler.
     """
     if ctx.sampler is None:
-        raise ValueError("oBERT needs a GradientSampler (StepContext.sampler) for the Fisher")
+        raise DataError("oBERT needs a GradientSampler (StepContext.sampler) for the Fisher")
     cfg = settings
     mine = [n for n in names if owners is None or owners[n] == ctx.dist.rank]
     builders = {

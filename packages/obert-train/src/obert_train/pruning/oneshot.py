@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
-from obert_train.errors import DataError, RecipeError
+from obert_train.errors import ArgumentError, DataError, RecipeError
 from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.sampler import GradientSampler, LossFn
 from obert_train.pruning.masks import MaskState
@@ -167,7 +167,9 @@ def oneshot_prune(
     if isinstance(method, str):
         method = create_method(method, **dict(settings or {}))
     elif settings:
-        raise TypeError("settings apply to a method given by name; pass the instance's settings")
+        raise ArgumentError(
+            "settings apply to a method given by name; pass the instance's settings"
+        )
     if not 0.0 <= sparsity < 1.0:
         raise RecipeError(f"sparsity {sparsity!r} is outside [0, 1); use e.g. 0.9")
     lines: list[str] = []

@@ -25,15 +25,15 @@ def register_method(cls: _M) -> _M:
     """Class decorator adding a :class:`PruningMethod` subclass to :data:`METHODS`.
 
     Raises:
-        ValueError: If its name or one of its recipe tags is taken.
+        RecipeError: If its name or one of its recipe tags is taken (a ``ValueError``).
     """
     name = cls.name
     if name in METHODS and METHODS[name] is not cls:
-        raise ValueError(f"pruning method {name!r} is already registered")
+        raise RecipeError(f"pruning method {name!r} is already registered")
     for tag in cls.recipe_tags:
         other = method_for_tag(tag)
         if other is not None and other is not cls:
-            raise ValueError(f"recipe tag {tag!r} already selects method {other.name!r}")
+            raise RecipeError(f"recipe tag {tag!r} already selects method {other.name!r}")
     METHODS[name] = cls
     return cls
 

@@ -20,7 +20,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from obert_train.tasks.data import ClassificationExample, DataError
+from obert_train.errors import DataError, OptionError
+from obert_train.tasks.data import ClassificationExample
 
 __all__ = ["ClassificationTask", "Feature", "Task"]
 
@@ -69,7 +70,7 @@ class Task(abc.ABC):
     ) -> DataLoader[Feature]:
         """A loader over the training features yielding padded batches with labels."""
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise OptionError(f"batch_size must be >= 1, got {batch_size}")
         if drop_last and batch_size > len(self.train_features):
             raise DataError(
                 f"batch_size {batch_size} exceeds the {len(self.train_features)} training "

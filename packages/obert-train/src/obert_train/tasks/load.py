@@ -10,9 +10,9 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from obert_train.errors import ArgumentError, DataError
 from obert_train.tasks.base import ClassificationTask, Task
 from obert_train.tasks.data import (
-    DataError,
     read_glue_tsv,
     read_raw_text,
     read_squad_json,
@@ -21,6 +21,7 @@ from obert_train.tasks.data import (
 from obert_train.tasks.hub import load_hub_split
 from obert_train.tasks.mlm import MaskedLMTask
 from obert_train.tasks.names import TASK_NAMES
+from obert_train.tasks.options import DataOptions
 from obert_train.tasks.squad import SquadTask
 
 __all__ = ["TASK_NAMES", "load_task"]
@@ -148,6 +149,7 @@ def _article_counts(split_articles: Any, task: str) -> tuple[int, int]:
 def load_task(
     task: str,
     tokenizer: PreTrainedTokenizerBase,
+    options: DataOptions | None = None,
     *,
     data_dir: str | os.PathLike[str] | None = None,
     dataset: str | None = None,
@@ -171,9 +173,13 @@ def load_task(
     ``dev-v1.1.json``; MLM: ``wiki.train.raw``/``train.txt``, ``wiki.valid.raw``/``valid.txt``),
     else from the hub dataset ``dataset`` (``"glue:sst2"``, ``"squad"``, ...).
 
+    The data options are given either as one :class:`~obert_train.DataOptions` (``options``)
+    or as the keywords below, not both.
+
     Args:
         task: One of :data:`TASK_NAMES`.
         tokenizer: The model's tokenizer.
+        options: Every data option at once (the type the command lines build).
         data_dir: Folder with the task files.
         dataset: Hub dataset name, used when no local folder or file is given.
         train_file: Explicit training file.
@@ -200,15 +206,71 @@ def load_task(
 
     Raises:
         DataError: If the task is unknown or files are missing or malformed.
+        ArgumentError: If ``options`` and data keywords are both given.
     """
+    keywords = {
+        "data_dir": data_dir,
+        "dataset": dataset,
+        "train_file": train_file,
+        "dev_file": dev_file,
+        "max_seq_length": max_seq_length,
+        "max_train_samples": max_train_samples,
+        "max_eval_samples": max_eval_samples,
+        "text_columns": text_columns,
+        "label_column": label_column,
+        "split_articles": split_articles,
+        "doc_stride": task_kwargs.pop("doc_stride", None),
+        "max_query_length": task_kwargs.pop("max_query_length", None),
+    }
+    if options is None:
+        # split_seed without split_articles is ignored here, as it always was.
+        seed_of_split = split_seed if split_articles is not None else None
+        options = DataOptions(**keywords, split_seed=seed_of_split)
+    else:
+        given = [name for name, value in keywords.items() if value is not None]
+        given += ["split_seed"] if split_seed else []
+        if given:
+            raise ArgumentError(
+                f"load_task: the data options are given as options= and as keywords "
+                f"({', '.join(given)}); give them in one place"
+            )
+    return _load(task, tokenizer, options, need_dev=need_dev, seed=seed, task_kwargs=task_kwargs)
+
+
+def _load(
+    task: str,
+    tokenizer: PreTrainedTokenizerBase,
+    options: DataOptions,
+    *,
+    need_dev: bool,
+    seed: int,
+    task_kwargs: dict[str, Any],
+) -> Task:
+    """:func:`load_task` with the data options in one place."""
     if task not in TASK_NAMES:
         raise DataError(f"unknown task {task!r}; expected one of {list(TASK_NAMES)}")
-    limits = {"max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples}
-    _check_limits(max_seq_length, limits)
+    data_dir, dataset = options.data_dir, options.dataset
+    train_file, dev_file = options.train_file, options.dev_file
+    text_columns, label_column = options.text_columns, options.label_column
+    limits = {
+        "max_train_samples": options.max_train_samples,
+        "max_eval_samples": options.max_eval_samples,
+    }
+    _check_limits(options.max_seq_length, limits)
     if task not in ("sst2", "glue-tsv") and (text_columns is not None or label_column is not None):
         raise DataError(
             f"text_columns / label_column (--text-column / --label-column) apply to GLUE TSV "
             f"files, not to task {task!r}"
+        )
+    squad = options.squad_options
+    if squad and task != "squad":
+        fields = " / ".join(squad)
+        flags = " / ".join("--" + field.replace("_", "-") for field in squad)
+        raise DataError(f"{fields} ({flags}) apply to task 'squad', not to task {task!r}")
+    if options.split_seed is not None and options.split_articles is None:
+        raise DataError(
+            f"split_seed (--split-seed) {options.split_seed} applies only together with "
+            "split_articles (--split-articles)"
         )
     columns = {"text_columns": text_columns, "label_column": label_column}
     records: dict[str, list[Any]] = {}
@@ -217,11 +279,11 @@ def load_task(
         ("train", _TRAIN_FILES[task]),
         ("dev", _DEV_FILES[task]),
     )
-    if split_articles is not None:
-        counts = _article_counts(split_articles, task)
+    if options.split_articles is not None:
+        counts = _article_counts(options.split_articles, task)
         source = _split_source(data_dir, dataset, train_file, dev_file)
         records["train"], records["dev"] = split_squad_articles(
-            read_squad_json(source), *counts, seed=split_seed, source=str(source)
+            read_squad_json(source), *counts, seed=options.split_seed or 0, source=str(source)
         )
         splits = ()
     for split, names in splits:
@@ -243,13 +305,13 @@ def load_task(
             raise DataError(
                 f"task {task!r}: no {split} data; give --data-dir, --dataset or --{split}-file"
             )
-    train = _subsample(records["train"], max_train_samples, seed)
-    dev = _subsample(records["dev"], max_eval_samples, seed)
-    seq = max_seq_length or _DEFAULT_SEQ[task]
+    train = _subsample(records["train"], options.max_train_samples, seed)
+    dev = _subsample(records["dev"], options.max_eval_samples, seed)
+    seq = options.max_seq_length or _DEFAULT_SEQ[task]
     if task in ("sst2", "glue-tsv"):
         return ClassificationTask(
             tokenizer, train, dev, max_seq_length=seq, name=task, **task_kwargs
         )
     if task == "squad":
-        return SquadTask(tokenizer, train, dev, max_seq_length=seq, **task_kwargs)
+        return SquadTask(tokenizer, train, dev, max_seq_length=seq, **squad, **task_kwargs)
     return MaskedLMTask(tokenizer, train, dev, max_seq_length=seq, seed=seed, **task_kwargs)

@@ -21,8 +21,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from obert_train.errors import DataError, ModelError, OptionError
 from obert_train.tasks.base import Feature, Task, _batches
-from obert_train.tasks.data import DataError
 
 __all__ = ["MaskedLMTask"]
 
@@ -56,11 +56,11 @@ class MaskedLMTask(Task):
         seed: int = 0,
     ) -> None:
         if tokenizer.mask_token is None:
-            raise ValueError(
+            raise ModelError(
                 f"tokenizer {type(tokenizer).__name__} has no mask token; MLM needs one"
             )
         if not 0 < mlm_probability < 1:
-            raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
+            raise OptionError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
         self.max_seq_length = max_seq_length
         self._tok = tokenizer
         self._collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
@@ -77,7 +77,7 @@ class MaskedLMTask(Task):
         prefix, suffix = _specials(self._tok)
         body = self.max_seq_length - len(prefix) - len(suffix)
         if body < 1:
-            raise ValueError(f"max_seq_length {self.max_seq_length} leaves no room for text")
+            raise DataError(f"max_seq_length {self.max_seq_length} leaves no room for text")
         if len(ids) < body:
             raise DataError(
                 f"MLM {split} text has {len(ids)} tokens, fewer than one block of {body}; "
