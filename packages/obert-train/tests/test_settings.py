@@ -18,7 +18,7 @@ from obert_train import (
     create_method,
 )
 from obert_train.fisher.memory import parse_memory
-from obert_train.pruning.method import parse_nm
+from obert_train.pruning.method import nm_pattern
 
 
 def test_defaults_follow_the_paper() -> None:
@@ -131,10 +131,10 @@ def test_yaml_round_trip_and_string_numbers() -> None:
 
 
 def test_parsers() -> None:
-    assert parse_nm("2:4") == (2, 4)
-    assert parse_nm("unstructured") is None
-    assert parse_nm("block4") is None
-    assert parse_nm("2:x") is None
+    assert nm_pattern("2:4") == (2, 4)
+    assert nm_pattern("unstructured") is None
+    assert nm_pattern("block4") is None
+    assert nm_pattern("2:x") is None
     assert parse_memory("512MiB") == 512 * 2**20
     assert parse_memory("1.5G") == int(1.5 * 2**30)
     assert parse_memory("2GB") == 2 * 2**30

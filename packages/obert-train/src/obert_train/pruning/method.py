@@ -47,26 +47,33 @@ __all__ = [
     "PruningMethod",
     "StepContext",
     "check_nm_sparsity",
-    "parse_nm",
+    "nm_pattern",
     "select_masks",
 ]
 
 logger = logging.getLogger("obert_train")
 
 
-def parse_nm(mask_type: str) -> tuple[int, int] | None:
-    """``"2:4"`` -> ``(2, 4)`` (N of every M consecutive weights kept); other types -> None.
+def nm_pattern(mask_type: str) -> tuple[int, int] | None:
+    """The N:M pattern of a mask type, or None for the other mask types.
+
+    ``"2:4"`` -> ``(2, 4)`` (N of every M consecutive weights kept), parsed by
+    :func:`obert_core.parse_nm`; ``"unstructured"``, ``"block4"`` and anything else that is not
+    two whole numbers joined by ``:`` -> None.
 
     Args:
         mask_type: A mask type such as ``"unstructured"``, ``"block4"`` or ``"N:M"``.
 
     Returns:
         ``(N, M)`` for an ``"N:M"`` type, else None.
+
+    Raises:
+        ObertError: For an ``"N:M"`` type without ``0 < N < M`` (obert-core's error).
     """
     head, sep, tail = mask_type.partition(":")
     if not sep or not head.isdigit() or not tail.isdigit():
         return None
-    return int(head), int(tail)
+    return oc.parse_nm(mask_type)
 
 
 class MethodSettings(BaseModel):
@@ -93,14 +100,14 @@ class MethodSettings(BaseModel):
     def _check_mask_type(cls, value: str) -> str:
         if value in ("unstructured", "block4"):
             return value
-        nm = parse_nm(value)
+        try:
+            nm = nm_pattern(value)
+        except oc.ObertError:
+            raise ValueError(f"mask_type {value!r}: need 1 <= N < M") from None
         if nm is None:
             raise ValueError(
                 f"mask_type {value!r} unknown; use 'unstructured', 'block4' or 'N:M' like '2:4'"
             )
-        n, m = nm
-        if not 1 <= n < m:
-            raise ValueError(f"mask_type {value!r}: need 1 <= N < M")
         return value
 
     @property
@@ -111,7 +118,7 @@ class MethodSettings(BaseModel):
     @property
     def nm(self) -> tuple[int, int] | None:
         """``(N, M)`` for N:M masks, else None."""
-        return parse_nm(self.mask_type)
+        return nm_pattern(self.mask_type)
 
     @property
     def scope(self) -> str:
