@@ -1,13 +1,10 @@
 """Latency and throughput on ONNX Runtime and DeepSparse, and what they need.
 
-* :func:`benchmark` with :class:`BenchConfig` / :class:`BenchResult` (``_bench.py``), results
-  as a table and JSON (``_results.py``) and a plot (``_plot.py``);
-* the engines (:func:`create_runner`, :data:`ENGINES`, ``_engines.py``);
-* the model inputs (:func:`load_onnx`, :func:`make_inputs`, ``_inputs.py``);
-* the CPU report (:func:`cpu_info`, ``_cpu.py``).
-
-Names load lazily: importing this package imports neither torch nor an inference engine, so it
-works in the torch-free DeepSparse environment.
+:func:`benchmark` (:class:`BenchConfig`, :class:`BenchResult`) with its results as a table, JSON
+and a plot; the engines (:data:`ENGINES`, :func:`create_runner`); the model inputs
+(:func:`load_onnx`, :func:`make_inputs`); the CPU report (:func:`cpu_info`). Names load lazily:
+importing this package imports neither torch nor an inference engine, so it works in the
+torch-free DeepSparse environment.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """Dev-set accuracy of ONNX models next to the PyTorch checkpoint, and the data behind it.
 
-* :func:`evaluate` with :class:`EvalReport` / :class:`EvalResult` (``_evaluate.py``) and the
-  SQuAD v1.1 metric (:func:`squad_scores`, ``_squad_metric.py``);
-* the GLUE-TSV and SQuAD readers (:func:`read_glue_tsv`, :func:`read_squad`, ``_readers.py``),
-  tokenisation (:func:`tokenize`, ``_tokenize.py``) and the default datasets under a data
-  directory or ``$OBERT_DATA_DIR`` (:func:`default_dataset`, ``_datasets.py``).
-
-Names load lazily: importing this package imports neither torch nor transformers.
+:func:`evaluate` (:class:`EvalReport`, :class:`EvalResult`; SQuAD v1.1 EM/F1 by
+:func:`squad_scores`), the GLUE-TSV and SQuAD readers (:func:`read_glue_tsv`,
+:func:`read_squad`), tokenisation to fixed-shape feeds (:func:`tokenize`) and the default
+datasets (:func:`default_dataset`: a data directory passed explicitly, else
+``$OBERT_DATA_DIR``). Names load lazily: importing this package imports neither torch nor
+transformers.
 """
 
 from __future__ import annotations

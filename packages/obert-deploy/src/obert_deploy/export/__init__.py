@@ -1,14 +1,11 @@
 """ONNX export with parity and sparsity checks, and what it needs.
 
-* :func:`export_onnx` with :class:`ExportConfig` / :class:`ExportReport` (``_export.py``);
-* the tasks (:data:`TASKS`, ``_tasks.py``) and checkpoint loading (:func:`load_checkpoint`,
-  ``_checkpoint.py``; transformers-4 checkpoints with ``config.pruned_heads`` in
-  ``_pruned_heads.py``);
-* removal of structurally pruned FFN neurons and attention heads (:func:`shrink_model`,
-  ``_shrink.py``; the per-family module layouts in ``_layouts.py``);
-* the graph rewrites for DeepSparse (:func:`convert_for_deepsparse`, ``_onnx_compat.py``).
-
-Names load lazily: importing this package imports neither torch nor transformers.
+:func:`export_onnx` (:class:`ExportConfig`, :class:`ExportReport`) loads a checkpoint for one
+of the :data:`TASKS` (:func:`load_checkpoint`, also transformers-4 checkpoints whose
+``config.pruned_heads`` heads are absent), removes structurally pruned FFN neurons and attention
+heads (:func:`shrink_model`, :func:`remove_heads`), exports with the dynamo exporter and, for
+DeepSparse, rewrites the graph (:func:`convert_for_deepsparse` and its steps). Names load
+lazily: importing this package imports neither torch nor transformers.
 """
 
 from __future__ import annotations

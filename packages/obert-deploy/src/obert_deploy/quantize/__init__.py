@@ -1,12 +1,10 @@
 """Int8 quantization: post-training (dynamic, static) with ONNX Runtime, and QAT.
 
-* :func:`quantize_onnx` with :class:`DynamicInt8Config` / :class:`StaticInt8Config`
-  (``_quantize.py``), the calibration batches of static quantization
-  (:func:`calibration_batches`, ``_calibration.py``) and which options fit which method
-  (``_rules.py``);
-* quantization-aware training that keeps the pruning masks (:func:`qat_export`, ``_qat.py``).
-
-Names load lazily: importing this package imports neither torch nor ONNX Runtime.
+:func:`quantize_onnx` with :class:`DynamicInt8Config` or :class:`StaticInt8Config` (the
+calibration feeds from a TSV: :func:`calibration_batches`), and quantization-aware training
+that keeps the pruning masks (:func:`qat_export`). The accepted methods, formats and calibration
+methods are :data:`PTQ_METHODS`, :data:`QUANT_FORMATS` and :data:`CALIBRATION_METHODS`. Names
+load lazily: importing this package imports neither torch nor ONNX Runtime.
 """
 
 from __future__ import annotations

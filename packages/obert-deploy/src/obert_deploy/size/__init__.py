@@ -1,9 +1,7 @@
 """Per-weight sparsity of ONNX files and their size on disk, compressed and in sparse forms.
 
-* :func:`size_report` with :class:`SizeReport` (``_size.py``);
-* the sparsity of ONNX initializers and its match with the PyTorch weights
-  (:func:`onnx_weight_sparsity`, :func:`match_sparsity`, ``_sparsity.py``).
-
+:func:`size_report` (:class:`SizeReport`), the sparsity of ONNX initializers
+(:func:`onnx_weight_sparsity`) and its match with the PyTorch weights (:func:`match_sparsity`).
 Names load lazily (NumPy and onnx only; no torch, no inference engine).
 """
 
