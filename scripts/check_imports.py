@@ -50,7 +50,7 @@ PUBLIC_MODULES: dict[str, frozenset[str]] = {
             "obert_deploy.export",
             "obert_deploy.quantize",
             "obert_deploy.bench",
-            "obert_deploy.evaluate",
+            "obert_deploy.evaluation",
             "obert_deploy.size",
         }
     ),
