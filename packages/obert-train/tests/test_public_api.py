@@ -22,6 +22,7 @@ PUBLIC = {
     # gradual pruning in Hugging Face training
     "ObertPruningCallback", "ObertTrainer", "run_recipe", "RunOptions", "RunResult",
     "distillation_loss", "recipe_lr_scheduler", "Recipe", "load_recipe", "steps_per_epoch",
+    "ModifierSpec", "build_recipe",
     "method_for_tag",
     # Fisher machinery a caller may drive itself
     "GradientSampler",

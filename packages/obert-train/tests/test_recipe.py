@@ -1005,9 +1005,11 @@ def test_public_surface() -> None:
             "DistillationModifier",
             "EpochRangeModifier",
             "LearningRateFunctionModifier",
+            "ModifierSpec",
             "PruningEvent",
             "PruningModifier",
             "Recipe",
+            "build_recipe",
             "list_shipped_recipes",
             "load_recipe",
         ]
@@ -1099,3 +1101,102 @@ def test_to_yaml_round_trip(text: str) -> None:
         math.isclose(events[0].sparsity, mod.init_sparsity or 0.0, abs_tol=1e-12)
         or mod.start_epoch == mod.end_epoch
     )
+
+
+# --- recipes built in Python (ModifierSpec, build_recipe) ---------------------------------------
+
+# The recipe of a one-shot result as `obert-train oneshot` wrote it by hand (yaml.safe_dump of
+# untagged modifiers) before the builder: a built recipe must have the same fingerprint.
+ONESHOT_HAND_BUILT = """\
+modifiers:
+- EpochRangeModifier:
+    start_epoch: 0.0
+    end_epoch: 1.0
+pruning_modifiers:
+- OBSPruningModifier:
+    params:
+    - re:attention
+    init_sparsity: 0.5
+    final_sparsity: 0.5
+    start_epoch: 0.0
+    end_epoch: 0.0
+    update_frequency: 1.0
+    grad_sampler_kwargs:
+      batch_size: 4
+    mask_type: '2:4'
+    num_grads: 64
+    damp: 1.0e-06
+"""
+
+
+def test_a_built_recipe_has_the_fingerprint_of_the_hand_built_yaml() -> None:
+    from obert_train import ModifierSpec, build_recipe
+
+    built = build_recipe(
+        [
+            ModifierSpec.epoch_range(1.0),
+            ModifierSpec.pruning(
+                "obert", params=["re:attention"], init_sparsity=0.5, final_sparsity=0.5,
+                start_epoch=0.0, end_epoch=0.0, update_frequency=1.0, mask_type="2:4",
+                num_grads=64, grad_batch_size=4, damp=1e-6,
+            ),
+        ]
+    )  # fmt: skip
+    assert built.fingerprint() == load_recipe(ONESHOT_HAND_BUILT).fingerprint()
+    again = load_recipe(built.to_yaml())
+    assert again == built
+    assert again.fingerprint() == built.fingerprint()
+    (modifier,) = built.pruning
+    assert modifier.tag == "OBSPruningModifier"
+    assert modifier.settings.grad_batch_size == 4  # type: ignore[attr-defined]
+    assert built.where == "built recipe"
+
+
+def test_oneshot_writes_the_recipe_it_wrote_by_hand() -> None:
+    from obert_train.cli.oneshot import oneshot_recipe_yaml
+    from obert_train.pruning.oneshot import PruneResult
+    from obert_train.pruning.registry import create_method
+
+    settings = create_method(
+        "obert", num_grads=64, grad_batch_size=4, damp=1e-6, mask_type="2:4", targets=["attention"]
+    ).settings
+    result = PruneResult("obert", settings, 0.5, 0.5, {}, {}, {}, [])
+    text = oneshot_recipe_yaml(result, "tiny", "sst2")
+    assert text.startswith("# one-shot obert pruning of tiny (task sst2) to sparsity 0.5000")
+    assert load_recipe(text).fingerprint() == load_recipe(ONESHOT_HAND_BUILT).fingerprint()
+
+
+@pytest.mark.parametrize("name", list_shipped_recipes())
+def test_every_shipped_recipe_rebuilds_from_its_modifiers(name: str) -> None:
+    from obert_train import build_recipe
+
+    recipe = load_recipe(name)
+    rebuilt = build_recipe(recipe.modifiers(), source=recipe.where)
+    assert rebuilt == recipe
+    assert rebuilt.fingerprint() == recipe.fingerprint()
+    assert rebuilt.to_yaml() == recipe.to_yaml().replace(f" (resolved from {recipe.path})", "")
+
+
+def test_a_built_recipe_is_checked_like_a_file() -> None:
+    from obert_train import ModifierSpec, build_recipe
+
+    pruning = ModifierSpec.pruning(
+        "magnitude", init_sparsity=0.5, final_sparsity=0.9, start_epoch=0.0, end_epoch=1.0,
+        update_frequency=0.5, damp=1e-6,
+    )  # fmt: skip
+    with pytest.raises(
+        RecipeError, match=r"modifier 2 \(!GMPruningModifier\) in built recipe.*damp"
+    ):
+        build_recipe([ModifierSpec.epoch_range(2.0), pruning])
+    with pytest.raises(RecipeError, match="unknown modifier tag !Nope"):
+        build_recipe([ModifierSpec.epoch_range(2.0), ModifierSpec("Nope")], source="mine")
+    kd = ModifierSpec.distillation(distill_output_keys=("start_logits", "end_logits"))
+    lr = ModifierSpec.learning_rate(
+        lr_func="cyclic_linear", init_lr=1e-4, final_lr=1e-5, start_epoch=0.0, end_epoch=2.0,
+        cycle_epochs=0.5,
+    )  # fmt: skip
+    recipe = build_recipe([kd, ModifierSpec.epoch_range(2.0), lr])
+    assert recipe.distillation is not None
+    assert recipe.distillation.distill_output_keys == ("start_logits", "end_logits")
+    assert recipe.learning_rate[0].cycle_epochs == 0.5
+    assert recipe.to_yaml().index("modifiers:") < recipe.to_yaml().index("distillation_modifiers")

@@ -73,3 +73,57 @@ def test_squad_distils_start_and_end_logits_with_the_shipped_recipe_only() -> No
     assert keys(mine) == ("start_logits",)  # --set wins
     text = shipped_recipe("quickstart-obert").read_text()
     assert keys(load_stage_recipe(text, dense=False, task="squad")) == ("logits",)  # the user's
+
+
+# The GMP baseline of quickstart-obert as obert wrote it by hand before the recipe builder (the
+# YAML text it loaded): the stage cache keys the baseline stage by the recipe's fingerprint, so a
+# baseline built with obert-train's builder must have the same one.
+HAND_BUILT_GMP_BASELINE = """\
+modifiers:
+  - !EpochRangeModifier
+    start_epoch: 0.0
+    end_epoch: 1.0
+
+training_modifiers:
+  - !LearningRateFunctionModifier
+    start_epoch: 0.0
+    end_epoch: 1.0
+    lr_func: cyclic_linear
+    init_lr: 0.0001
+    final_lr: 1.0e-05
+    cycle_epochs: 0.25
+
+pruning_modifiers:
+  - !GMPruningModifier
+    params:
+    - re:encoder\\.layer\\.\\d+\\.attention\\.self\\.query\\.weight$
+    - re:encoder\\.layer\\.\\d+\\.attention\\.self\\.key\\.weight$
+    - re:encoder\\.layer\\.\\d+\\.attention\\.self\\.value\\.weight$
+    - re:encoder\\.layer\\.\\d+\\.attention\\.output\\.dense\\.weight$
+    - re:encoder\\.layer\\.\\d+\\.intermediate\\.dense\\.weight$
+    - re:encoder\\.layer\\.\\d+\\.output\\.dense\\.weight$
+    init_sparsity: 0.5
+    final_sparsity: 0.9
+    start_epoch: 0.0
+    end_epoch: 0.75
+    update_frequency: 0.25
+    inter_func: linear
+    mask_type: unstructured
+    global_sparsity: true
+
+distillation_modifiers:
+  - !DistillationModifier
+    hardness: 1.0
+    temperature: 2.0
+    distill_output_keys:
+    - logits
+"""
+
+
+def test_the_built_baseline_has_the_fingerprint_of_the_hand_built_one() -> None:
+    from obert_train import load_recipe
+
+    baseline = baseline_recipe(load_stage_recipe(None, dense=False), "GMPruningModifier")
+    assert baseline.fingerprint() == load_recipe(HAND_BUILT_GMP_BASELINE).fingerprint()
+    assert load_recipe(baseline.to_yaml()).fingerprint() == baseline.fingerprint()
+    assert "with !GMPruningModifier" in baseline.where

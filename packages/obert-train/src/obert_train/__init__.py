@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from obert_train.pruning.registry import METHODS, create_method, method_for_tag, register_method
     from obert_train.pruning.structured import StructuredPruning, StructuredSettings
     from obert_train.pruning.targets import BERT_ENCODER_PATTERNS, resolve_target_params
-    from obert_train.recipe import Recipe, load_recipe
+    from obert_train.recipe import ModifierSpec, Recipe, build_recipe, load_recipe
     from obert_train.tasks.base import ClassificationTask, Task
     from obert_train.tasks.data import read_glue_tsv, read_raw_text, read_squad_json
     from obert_train.tasks.load import load_task
@@ -76,6 +76,7 @@ _EXPORTS: dict[str, str] = {
     "MethodSettings": "obert_train.pruning.method",
     "MissingDependencyError": "obert_train.errors",
     "ModelError": "obert_train.errors",
+    "ModifierSpec": "obert_train.recipe",
     "MovementPruning": "obert_train.pruning.movement",
     "ObertPruning": "obert_train.pruning.obert",
     "ObertPruningCallback": "obert_train.hf.callback",
@@ -98,6 +99,7 @@ _EXPORTS: dict[str, str] = {
     "TargetError": "obert_train.errors",
     "Task": "obert_train.tasks.base",
     "TrainingError": "obert_train.errors",
+    "build_recipe": "obert_train.recipe",
     "check_model_source": "obert_train.cli.models",
     "check_output_dir": "obert_train.checkpoint",
     "create_method": "obert_train.pruning.registry",
@@ -142,6 +144,7 @@ __all__ = [
     "MethodSettings",
     "MissingDependencyError",
     "ModelError",
+    "ModifierSpec",
     "MovementPruning",
     "ObertPruning",
     "ObertPruningCallback",
@@ -165,6 +168,7 @@ __all__ = [
     "Task",
     "TrainingError",
     "__version__",
+    "build_recipe",
     "check_model_source",
     "check_output_dir",
     "create_method",

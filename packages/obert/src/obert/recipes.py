@@ -19,15 +19,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
 from obert.defaults import DENSE_RECIPE, PRUNING_RECIPE, shipped_recipe
 from obert.errors import PipelineInputError
-from obert_train.pruning.registry import method_for_tag
-from obert_train.recipe import Recipe, load_recipe
-from obert_train.recipe.pruning_modifier import pruning_fields
+from obert_train import ModifierSpec, Recipe, build_recipe, load_recipe, method_for_tag
 
-__all__ = ["TASK_DISTILL_KEYS", "baseline_recipe", "load_stage_recipe", "recipe_text"]
+__all__ = ["TASK_DISTILL_KEYS", "baseline_recipe", "load_stage_recipe"]
 
 TASK_DISTILL_KEYS: dict[str, tuple[str, ...]] = {"squad": ("start_logits", "end_logits")}
 """Model outputs the shipped pruning recipe distils for a task other than classification."""
@@ -35,16 +31,6 @@ _DISTILL_KEYS_FIELD = "DistillationModifier.distill_output_keys"
 
 _KEEP_SETTINGS = ("mask_type", "global_sparsity")
 """Settings every pruning method shares; the baseline keeps them."""
-_SCHEDULE = (
-    "params",
-    "init_sparsity",
-    "final_sparsity",
-    "start_epoch",
-    "end_epoch",
-    "update_frequency",
-    "inter_func",
-)
-"""The schedule fields of a pruning modifier (and its tensors)."""
 
 
 def load_stage_recipe(
@@ -101,36 +87,6 @@ def load_stage_recipe(
     return recipe
 
 
-def _tagged(tag: str, fields: Mapping[str, Any]) -> str:
-    body = yaml.safe_dump(dict(fields), sort_keys=False, default_flow_style=False).rstrip()
-    indented = "\n".join(f"    {line}" for line in body.splitlines())
-    return f"  - !{tag}\n{indented}"
-
-
-def recipe_text(
-    recipe: Recipe, pruning: list[tuple[str, Mapping[str, Any]]], header: str = ""
-) -> str:
-    """YAML text of ``recipe`` with its pruning modifiers replaced by ``pruning``."""
-    groups: list[tuple[str, list[str]]] = []
-    epoch = recipe.epoch_range
-    groups.append(
-        (
-            "modifiers",
-            [_tagged("EpochRangeModifier", {"start_epoch": 0.0, "end_epoch": recipe.num_epochs})]
-            if epoch is None
-            else [_tagged(epoch.tag, epoch.recipe_dict())],
-        )
-    )
-    rates = [_tagged(m.tag, m.recipe_dict()) for m in recipe.learning_rate]
-    groups.append(("training_modifiers", rates))
-    groups.append(("pruning_modifiers", [_tagged(tag, fields) for tag, fields in pruning]))
-    if recipe.distillation is not None:
-        kd = recipe.distillation
-        groups.append(("distillation_modifiers", [_tagged(kd.tag, kd.recipe_dict())]))
-    body = "\n\n".join(f"{name}:\n" + "\n".join(items) for name, items in groups if items)
-    return header + body + "\n"
-
-
 def baseline_recipe(recipe: Recipe, tag: str) -> Recipe:
     """``recipe`` with every scheduled pruning modifier's method replaced by ``tag``'s.
 
@@ -150,21 +106,32 @@ def baseline_recipe(recipe: Recipe, tag: str) -> Recipe:
             f"--baseline {tag!r} is not the tag of a gradual pruning method; use "
             "GMPruningModifier (magnitude), MovementPruningModifier, or none"
         )
-    allowed = set(pruning_fields(cls))
-    modifiers: list[tuple[str, Mapping[str, Any]]] = []
+    name = tag.removeprefix("!")
+    shared = [k for k in _KEEP_SETTINGS if k in cls.Settings.model_fields]
+    pruning: list[ModifierSpec] = []
     for modifier in recipe.pruning:
-        fields = modifier.recipe_dict()
         if not modifier.scheduled:
-            modifiers.append((modifier.tag, fields))
+            pruning.append(ModifierSpec(modifier.tag, modifier.recipe_dict()))
             continue
-        kept = {k: v for k, v in fields.items() if k in allowed and k in _SCHEDULE}
-        settings = modifier.settings.model_dump(mode="json")
-        kept.update({k: settings[k] for k in _KEEP_SETTINGS if k in allowed and k in settings})
-        modifiers.append((tag.removeprefix("!"), kept))
-    source = recipe.where
-    header = (
-        f"# Baseline of {source}: the same tensors, schedule, LR and distillation, with "
-        f"!{tag.removeprefix('!')} pruning.\n\n"
-    )
-    text = recipe_text(recipe, modifiers, header)
-    return load_recipe(text)
+        si, sf = modifier.init_sparsity, modifier.final_sparsity
+        end, frequency = modifier.end_epoch, modifier.update_frequency
+        if si is None or sf is None or end is None or frequency is None:  # pragma: no cover
+            raise AssertionError("a scheduled modifier has every schedule field")
+        pruning.append(
+            ModifierSpec.pruning(
+                name,
+                params=modifier.params,
+                init_sparsity=si,
+                final_sparsity=sf,
+                start_epoch=modifier.start_epoch,
+                end_epoch=end,
+                update_frequency=frequency,
+                inter_func=modifier.inter_func or "cubic",
+                **{k: getattr(modifier.settings, k) for k in shared},
+            )
+        )
+    replaced = iter(pruning)
+    modifiers = [
+        next(replaced) if m.group == "pruning_modifiers" else m for m in recipe.modifiers()
+    ]
+    return build_recipe(modifiers, source=f"{recipe.where} with !{name}")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 
 from obert_train.cli.common import (
     USER_ERRORS,
@@ -129,30 +128,23 @@ def oneshot_recipe_yaml(result: PruneResult, model: str, task: str) -> str:
     One pruning modifier from 0 to the target at epoch 0 with the method's settings; run as a
     training recipe it prunes at the first step and fine-tunes one epoch with the masks fixed.
     """
-    from obert_train.pruning.registry import METHODS
     from obert_train.pruning.targets import BERT_ENCODER_PATTERNS
-    from obert_train.recipe import load_recipe
+    from obert_train.recipe import ModifierSpec, build_recipe
 
-    cls = METHODS[result.method]
     settings = result.settings.model_dump(exclude_defaults=True, exclude={"targets"})
     targets = result.settings.targets or list(BERT_ENCODER_PATTERNS)
-    body: dict[str, Any] = {
-        "params": [f"re:{t}" for t in targets],
-        "init_sparsity": result.target_sparsity,
-        "final_sparsity": result.target_sparsity,
-        "start_epoch": 0.0,
-        "end_epoch": 0.0,
-        "update_frequency": 1.0,
-    }
-    if "grad_batch_size" in settings:
-        body["grad_sampler_kwargs"] = {"batch_size": settings.pop("grad_batch_size")}
-    body.update(settings)
-    text = yaml.safe_dump(
-        {
-            "modifiers": [{"EpochRangeModifier": {"start_epoch": 0.0, "end_epoch": 1.0}}],
-            "pruning_modifiers": [{cls.recipe_tags[0]: body}],
-        },
-        sort_keys=False,
+    pruning = ModifierSpec.pruning(
+        result.method,
+        params=[f"re:{t}" for t in targets],
+        init_sparsity=result.target_sparsity,
+        final_sparsity=result.target_sparsity,
+        start_epoch=0.0,
+        end_epoch=0.0,
+        update_frequency=1.0,
+        **settings,
+    )
+    recipe = build_recipe(  # validates what is written
+        [ModifierSpec.epoch_range(1.0), pruning], source=f"one-shot {result.method} recipe"
     )
     header = (
         f"# one-shot {result.method} pruning of {model} (task {task}) to sparsity "
@@ -160,8 +152,7 @@ def oneshot_recipe_yaml(result: PruneResult, model: str, task: str) -> str:
         "# Reproduce: obert-train oneshot --recipe THIS_FILE ...; as a training recipe it prunes\n"
         "# at the first step and fine-tunes one epoch with the masks fixed.\n"
     )
-    loaded = load_recipe(header + text)  # validates what is written
-    return header + str(loaded.to_yaml())
+    return header + recipe.to_yaml()
 
 
 @with_data_options()

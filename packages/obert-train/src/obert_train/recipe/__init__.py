@@ -17,7 +17,7 @@ Examples:
 
 from __future__ import annotations
 
-from obert_train.recipe.load import list_shipped_recipes, load_recipe
+from obert_train.recipe.load import build_recipe, list_shipped_recipes, load_recipe
 from obert_train.recipe.modifiers import (
     DistillationModifier,
     EpochRangeModifier,
@@ -25,14 +25,17 @@ from obert_train.recipe.modifiers import (
 )
 from obert_train.recipe.pruning_modifier import PruningModifier
 from obert_train.recipe.recipe import PruningEvent, Recipe
+from obert_train.recipe.spec import ModifierSpec
 
 __all__ = [
     "DistillationModifier",
     "EpochRangeModifier",
     "LearningRateFunctionModifier",
+    "ModifierSpec",
     "PruningEvent",
     "PruningModifier",
     "Recipe",
+    "build_recipe",
     "list_shipped_recipes",
     "load_recipe",
 ]

@@ -8,7 +8,7 @@ the recipe before it is validated, so overridden values get the same checks as w
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,12 +19,13 @@ from obert_train.recipe._messages import suggest
 from obert_train.recipe._yaml import RawModifier, parse_recipe_text, parse_value
 from obert_train.recipe.modifiers import CORE_MODIFIERS
 from obert_train.recipe.pruning_modifier import pruning_fields
-from obert_train.recipe.recipe import Recipe, build_recipe, known_tags
+from obert_train.recipe.recipe import Recipe, known_tags, validate_recipe
+from obert_train.recipe.spec import ModifierSpec
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-__all__ = ["apply_overrides", "list_shipped_recipes", "load_recipe"]
+__all__ = ["apply_overrides", "build_recipe", "list_shipped_recipes", "load_recipe"]
 
 _SUFFIX = ".yaml"
 
@@ -175,4 +176,33 @@ def load_recipe(
     raws = parse_recipe_text(text, where)
     if overrides:
         raws = apply_overrides(raws, overrides, where)
-    return build_recipe(raws, path, where)
+    return validate_recipe(raws, path, where)
+
+
+def build_recipe(modifiers: Sequence[ModifierSpec], *, source: str | None = None) -> Recipe:
+    """A recipe from modifiers built in Python, validated as :func:`load_recipe` validates a file.
+
+    Example::
+
+        recipe = build_recipe([
+            ModifierSpec.epoch_range(3.0),
+            ModifierSpec.pruning("obert", init_sparsity=0.5, final_sparsity=0.9,
+                                 start_epoch=0.0, end_epoch=2.0, update_frequency=0.5,
+                                 num_grads=64),
+            ModifierSpec.distillation(hardness=1.0, temperature=2.0),
+        ])
+        text = recipe.to_yaml()  # a recipe file that load_recipe reads back equal
+
+    Args:
+        modifiers: The modifiers (:class:`~obert_train.ModifierSpec`), any order of groups.
+        source: How messages name the recipe (default ``"built recipe"``).
+
+    Returns:
+        The validated recipe (no file: ``path`` is None).
+
+    Raises:
+        RecipeError: Naming the modifier, the field and the value, as for a file.
+    """
+    where = source or "built recipe"
+    raws = [spec.raw(position) for position, spec in enumerate(modifiers, start=1)]
+    return validate_recipe(raws, None, where)

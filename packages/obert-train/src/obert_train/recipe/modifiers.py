@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from obert_train.errors import OptionError
 from obert_train.recipe._messages import check_known_keys, explain_errors, fmt
 from obert_train.recipe._yaml import RawModifier
 
@@ -42,11 +43,11 @@ def step_of_epoch(epoch: float, steps_per_epoch: int) -> int:
 
 
 def check_steps_per_epoch(steps_per_epoch: int) -> int:
-    """``steps_per_epoch`` if it is an int >= 1, else ValueError."""
+    """``steps_per_epoch`` if it is an int >= 1, else :class:`~obert_train.OptionError`."""
     if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int):
-        raise ValueError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
+        raise OptionError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
     if steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        raise OptionError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     return steps_per_epoch
 
 
@@ -106,7 +107,7 @@ class LearningRateFunctionModifier(_Modifier):
     last. The segments are
 
     * ``linear``: the whole modifier, ``[a, b)``;
-    * ``cyclic_linear`` (reference brief §2.1): the cycles ``[c_j, c_{j+1})`` with
+    * ``cyclic_linear`` (the authors' recipes, docs/recipes.md): the cycles ``[c_j, c_{j+1})`` with
       ``c_j = step_of_epoch(start_epoch + j·cycle_epochs)``; the last one ends at ``b`` and may
       be partial. The rate rewinds to ``init_lr`` at every cycle boundary.
 
@@ -187,7 +188,9 @@ class LearningRateFunctionModifier(_Modifier):
 
 
 class DistillationModifier(_Modifier):
-    """Knowledge distillation from a teacher over the whole run (reference brief §2.1).
+    """Knowledge distillation from a teacher over the whole run.
+
+    As in the authors' recipes (``docs/recipes.md``).
 
     Loss: ``(1 − hardness)·task_loss + hardness·KD`` with ``KD`` the mean over
     ``distill_output_keys`` of ``KL(softmax(teacher/T) ‖ softmax(student/T))·T²``.

@@ -21,7 +21,7 @@ from typing import Any
 from obert_train.errors import RecipeError
 from obert_train.pruning.registry import METHODS, method_for_tag
 from obert_train.recipe._messages import fmt, suggest
-from obert_train.recipe._yaml import RawModifier, dump_groups
+from obert_train.recipe._yaml import RawModifier
 from obert_train.recipe.describe import describe_recipe
 from obert_train.recipe.modifiers import (
     CORE_MODIFIERS,
@@ -37,8 +37,9 @@ from obert_train.recipe.pruning_modifier import (
     PruningModifier,
     build_pruning_modifier,
 )
+from obert_train.recipe.spec import ModifierSpec, recipe_yaml
 
-__all__ = ["PruningEvent", "Recipe", "build_recipe", "known_tags"]
+__all__ = ["PruningEvent", "Recipe", "known_tags", "validate_recipe"]
 
 _FORMAT = 1
 """Version of the canonical content behind :meth:`Recipe.fingerprint`."""
@@ -220,20 +221,27 @@ class Recipe:
     def __hash__(self) -> int:
         return hash(self.fingerprint())
 
+    def modifiers(self) -> list[ModifierSpec]:
+        """The resolved modifiers as specs: run length, learning rate, pruning, distillation.
+
+        Each has the fields a recipe file needs to give the same modifier (method settings:
+        those given and those that differ from the method's defaults), so
+        ``build_recipe(recipe.modifiers()) == recipe``; replace some to derive another recipe.
+        """
+        epoch_range = self.epoch_range or EpochRangeModifier(end_epoch=self.num_epochs)
+        core = [epoch_range, *self.learning_rate]
+        kd = [self.distillation] if self.distillation is not None else []
+        return [
+            *(ModifierSpec(m.tag, m.recipe_dict()) for m in core),
+            *(ModifierSpec(m.tag, m.recipe_dict()) for m in self.pruning),
+            *(ModifierSpec(m.tag, m.recipe_dict()) for m in kd),
+        ]
+
     def to_yaml(self) -> str:
         """The recipe as SparseML-format YAML (same tags and groups) that loads back equal."""
-        epoch_range = self.epoch_range or EpochRangeModifier(end_epoch=self.num_epochs)
-        groups = {
-            "modifiers": [(epoch_range.tag, epoch_range.recipe_dict())],
-            "training_modifiers": [(m.tag, m.recipe_dict()) for m in self.learning_rate],
-            "pruning_modifiers": [(m.tag, m.recipe_dict()) for m in self.pruning],
-            "distillation_modifiers": [
-                (m.tag, m.recipe_dict()) for m in [self.distillation] if m is not None
-            ],
-        }
         source = f" (resolved from {self.path})" if self.path else ""
         header = f"# obert-train recipe{source}\n# fingerprint {self.fingerprint()}\n\n"
-        return header + dump_groups(groups)
+        return header + recipe_yaml(self.modifiers())
 
     def describe(self, steps_per_epoch: int | None = None) -> str:
         """The resolved plan as text (run length, pruning steps, LR phases, distillation).
@@ -262,7 +270,7 @@ def _single(
         )
 
 
-def build_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -> Recipe:
+def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -> Recipe:
     """Validate the modifiers of a recipe and the rules between them (module docstring).
 
     Args:
