@@ -99,6 +99,7 @@ def test_scaling_gradients_scales_the_data_term() -> None:
     np.testing.assert_allclose(a, ref, rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_masked_coordinates_at_tiny_damp_float32(backend: str) -> None:
     """The numerically hard case of the issue: damp=1e-7, zero-gradient (masked) columns, m < B,
     float32 gradients. A naive float32 Gram + Cholesky fails here; we must match float64."""

@@ -72,6 +72,7 @@ def _fisher_scale(model: torch.nn.Module, task: Task) -> float:
     return float(torch.stack(squares).mean())
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_gloo_ranks_match_one_process(
     tiny_bert: BertForSequenceClassification,

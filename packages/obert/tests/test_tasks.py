@@ -100,6 +100,7 @@ def test_quickstart_on_squad_distils_start_and_end_logits(
     assert 0 < float(rows[0][2]) <= 100, rows  # dev f1 % (PyTorch)
 
 
+@pytest.mark.slow
 def test_quickstart_on_glue_tsv_with_string_labels_in_another_column(
     tmp_path: Path, model_dir: Path, recipes: dict[str, Path]
 ) -> None:
