@@ -5,10 +5,14 @@ Gradual pruning with distillation during fine-tuning (:class:`ObertPruningCallba
 one-shot pruning (:func:`oneshot_prune`, CLI ``obert-train oneshot``), both through one pruning
 lifecycle shared by every method: the second-order oBERT method (Kurtic et al. 2022, arXiv
 2203.07259), gradual magnitude pruning and movement pruning.  SparseML-compatible recipes
-(:func:`load_recipe`), memory-planned inverse-Fisher construction, ``torch.distributed``
-sharding, task loaders with dev metrics, layer dropping (:func:`drop_layers`, CLI ``obert-train
-drop-layers``), and plain Hugging Face checkpoints with a sparsity report.  The math lives in
-``obert_core``.
+(:func:`load_recipe`, or built in Python with :func:`build_recipe`), memory-planned
+inverse-Fisher construction, ``torch.distributed`` sharding, task loaders with dev metrics
+(:func:`load_task` with one :class:`DataOptions`), layer dropping (:func:`drop_layers`, CLI
+``obert-train drop-layers``), and plain Hugging Face checkpoints with a sparsity report.  The
+math lives in ``obert_core``.
+
+``__all__`` is the public surface (plus the module :mod:`obert_train.checks`); every other
+module is internal.  Every error raised on purpose is an :class:`ObertTrainError`.
 """
 
 from __future__ import annotations

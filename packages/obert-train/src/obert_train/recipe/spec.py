@@ -4,7 +4,7 @@ A :class:`ModifierSpec` is what a recipe file writes for one modifier (``!OBSPru
 and its fields), before validation; its constructors take the fields by name and the pruning
 method's settings by their ``Settings`` names. :func:`obert_train.build_recipe` validates a list
 of them into a :class:`~obert_train.Recipe` as :func:`obert_train.load_recipe` validates a
-file, and :meth:`Recipe.to_yaml <obert_train.Recipe.to_yaml>` writes one back
+file, and :meth:`~obert_train.Recipe.to_yaml` writes one back
 (:func:`recipe_yaml`, the one writer of recipe YAML).
 """
 
