@@ -21,7 +21,14 @@ RELEASE_PREFIXES = ("obert-core-v", "obert-train-v", "obert-deploy-v", "obert-v"
 # The `obert` application package (the quickstart main job), on top of the three libraries.
 META = Path("packages/obert/pyproject.toml")
 
-nox.options.sessions = ["lint", "typecheck", "tests_core", "tests_train", "tests_deploy"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "tests_core",
+    "tests_train",
+    "tests_deploy",
+    "tests_repo",
+]
 if META.is_file():
     nox.options.sessions.append("tests_obert")
 
@@ -32,10 +39,12 @@ def _install(session: nox.Session, *args: str) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """Ruff lint + format check over the whole repository."""
+    """Ruff lint + format check over the whole repository, and the import rules."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # The import rules (dependency direction, public surface only): docs/architecture.md.
+    session.run("python", "scripts/check_imports.py")
 
 
 @nox.session(python=PYTHON)
@@ -51,6 +60,8 @@ def typecheck(session: nox.Session) -> None:
     if META.is_file():
         _install(session, "-e", "packages/obert")
         session.run("mypy", "packages/obert/src")
+    # The experiment scripts (the libraries' public names only; every package is installed now).
+    session.run("mypy", "experiments")
 
 
 @nox.session(python=PYTHON)
@@ -74,7 +85,9 @@ def tests_train(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests_deploy(session: nox.Session) -> None:
     """obert-deploy alone: obert-train must NOT be installed here."""
-    _install(session, *TEST_TOOLS, "-e", "packages/obert-deploy[all,test]")
+    _install(
+        session, *TEST_TOOLS, "-e", "packages/obert-core", "-e", "packages/obert-deploy[all,test]"
+    )
     session.run(
         "python", "-c", "import importlib.util as u; assert u.find_spec('obert_train') is None"
     )
@@ -99,6 +112,21 @@ def tests_obert(session: nox.Session) -> None:
         "packages/obert[minilm,test]",
     )
     session.run("pytest", "packages/obert/tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests_repo(session: nox.Session) -> None:
+    """The repository-wide tests (tests/): docs commands and site, import rules, experiments.
+
+    Every package is installed (the docs name all command lines), with the doc tools; the
+    experiments' ``--help`` smoke test runs here.
+    """
+    packages = ["packages/obert-core[torch]", "packages/obert-train", "packages/obert-deploy[all]"]
+    if META.is_file():
+        packages.append("packages/obert")
+    editable = [arg for package in packages for arg in ("-e", package)]
+    _install(session, *TEST_TOOLS, "-r", "docs/requirements.txt", *editable)
+    session.run("pytest", "tests", *session.posargs)
 
 
 @nox.session(python=False)

@@ -16,12 +16,13 @@
 #            core-numba  obert-core[numba]       core-torch  obert-core[torch]
 #            train       obert-train with the locally built obert-core wheel (not on the registry
 #                        before its first release), fast tests only (-m "not slow")
-#            deploy      obert-deploy[all] without obert-train or obert-core installed
+#            deploy      obert-deploy[all] with the locally built obert-core wheel (its one obert
+#                        dependency, NumPy only) and without obert-train installed
 #            obert       the meta package with the three local wheels (when packages/obert exists)
 #            default: core train deploy, and obert when present (those whose wheels are built)
 #   --tag T  release check for tag T (obert-core-v0.1.0, obert-train-v0.2.0, ...): builds only
-#            that package (and obert-core for obert-train, the meta package's dependencies for
-#            obert), requires tag == version and a dated CHANGELOG section, tests its target
+#            that package (and obert-core for obert-train and obert-deploy, the meta package's
+#            dependencies for obert), requires tag == version and a dated CHANGELOG section, tests its target
 #   --build-only  build and check only
 # Environment: PYTHON (interpreter for the environments, default python3), DIST (default dist),
 #   OBERT_WHEELS_WORK (scratch folder, kept; default a new temporary one, removed as it goes),
@@ -59,7 +60,7 @@ if [ -n "$tag" ]; then
   case "$tagged" in
     obert-core) packages=(obert-core); default_targets=(core) ;;
     obert-train) packages=(obert-core obert-train); default_targets=(train) ;;
-    obert-deploy) packages=(obert-deploy); default_targets=(deploy) ;;
+    obert-deploy) packages=(obert-core obert-deploy); default_targets=(deploy) ;;
     obert) packages=("${all_packages[@]}"); default_targets=(obert) ;;
     *) echo "test_wheels: tag '$tag' is not <package>-v<version> for a package here" >&2; exit 2 ;;
   esac
@@ -77,7 +78,7 @@ else
   built=" ${packages[*]} "
   [[ "$built" == *" obert-core "* ]] && default_targets+=(core)
   [[ "$built" == *" obert-core "* && "$built" == *" obert-train "* ]] && default_targets+=(train)
-  [[ "$built" == *" obert-deploy "* ]] && default_targets+=(deploy)
+  [[ "$built" == *" obert-core "* && "$built" == *" obert-deploy "* ]] && default_targets+=(deploy)
   [[ "$built" == *" obert "* ]] && default_targets+=(obert)
 fi
 [ ${#targets[@]} -eq 0 ] && targets=("${default_targets[@]}")
@@ -187,8 +188,8 @@ for target in "${targets[@]}"; do
       specs=("$(wheel obert-train)[test]" "$(wheel obert-core)[torch]"); absent=(obert_deploy)
       extra_pytest=(-m "not slow") ;;
     deploy) package=obert-deploy; module=obert_deploy
-      specs=("$(wheel obert-deploy)[all,test]")
-      absent=(obert_train obert_core) ;;
+      specs=("$(wheel obert-deploy)[all,test]" "$(wheel obert-core)")
+      absent=(obert_train) ;;
     obert) package=obert; module=obert
       if [ ! -f packages/obert/pyproject.toml ]; then
         echo "test_wheels: packages/obert does not exist; no 'obert' target" >&2

@@ -26,7 +26,9 @@ fi
 # The [deepsparse] extra pins deepsparse==1.8.0, onnx>=1.14,<1.15 and numpy<2; the base
 # dependencies of obert-deploy (onnxruntime, typer, tqdm, matplotlib, py-cpuinfo2) resolve with
 # them. torch/transformers are not installed there: export happens in the main environment.
-"$VENV/bin/pip" install --quiet -e "$ROOT/packages/obert-deploy[deepsparse]"
+# obert-core (NumPy only) is obert-deploy's one obert dependency; installed from source beside it.
+"$VENV/bin/pip" install --quiet -e "$ROOT/packages/obert-core" \
+  -e "$ROOT/packages/obert-deploy[deepsparse]"
 
 cd "$ROOT"
 OBERT_DEEPSPARSE_PYTHON="$VENV/bin/python" exec "$MAIN_PY" -m pytest \

@@ -31,8 +31,8 @@ _EXPORTS: dict[str, str] = {
     "load_onnx": "._inputs",
     "make_inputs": "._inputs",
     "onnx_inputs": "._inputs",
-    "CpuInfo": "._cpu",
-    "cpu_info": "._cpu",
+    "CpuInfo": "obert_core.shared",
+    "cpu_info": "obert_core.shared",
 }
 
 __all__ = [
@@ -60,9 +60,10 @@ __all__ = [
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from obert_core.shared import CpuInfo, cpu_info
+
     from .._choices import ENGINES, SCENARIOS
     from ._bench import BenchConfig, BenchResult, benchmark
-    from ._cpu import CpuInfo, cpu_info
     from ._engines import DEEPSPARSE_INSTALL_HINT, create_runner, engine_available
     from ._inputs import OnnxInput, check_input_shapes, load_onnx, make_inputs, onnx_inputs
     from ._plot import plot_results

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from obert_core.shared import available_cores, cpu_info
+
 from .._checks import check_seq_len, onnx_max_positions
 from .._choices import ENGINES, SCENARIOS
 from .._errors import ObertDeployError, OnnxModelError, brief
 from ..size._sparsity import onnx_weight_sparsity
-from ._cpu import available_cores, cpu_info
 from ._engines import Runner, create_runner, engine_version, require_engine
 from ._inputs import (
     check_input_shapes,

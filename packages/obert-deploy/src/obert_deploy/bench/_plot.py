@@ -6,8 +6,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from obert_core.shared import atomic_output
+
 from .._errors import ObertDeployError
-from .._io import atomic_output
 from ._bench import BenchResult
 
 __all__ = ["plot_results"]

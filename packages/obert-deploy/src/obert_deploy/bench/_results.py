@@ -7,9 +7,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from obert_core.shared import atomic_write_text
+
 from .._errors import ObertDeployError, brief
 from .._format import percent
-from .._io import atomic_write_text
 from ._bench import BenchResult
 
 __all__ = ["read_results_json", "results_to_markdown", "write_results_json"]

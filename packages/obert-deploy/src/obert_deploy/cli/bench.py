@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
+from obert_core.shared import atomic_outputs
+
 from .._errors import ObertDeployError
-from .._io import atomic_outputs
 from .common import (
     DEFAULT_ENGINE,
     DEFAULT_SCENARIO,
@@ -62,8 +63,9 @@ def bench(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Latency percentiles and items/s of each model (with CPU flags)."""
+    from obert_core.shared import cpu_info
+
     from ..bench._bench import BenchConfig, benchmark, check_models
-    from ..bench._cpu import cpu_info
     from ..bench._results import results_to_markdown, write_results_json
 
     check_outputs(

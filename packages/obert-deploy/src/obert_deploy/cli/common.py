@@ -16,6 +16,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from obert_core.shared import atomic_write_text
+
 from .._choices import (
     CALIBRATION_METHODS,
     ENGINES,
@@ -26,8 +28,8 @@ from .._choices import (
     SCENARIOS,
 )
 from .._errors import ObertDeployError
-from .._io import OutputSpec, atomic_write_text
-from .._io import check_outputs as _check_outputs_or_raise
+from .._outputs import OutputSpec
+from .._outputs import check_outputs as _check_outputs_or_raise
 from ..export._tasks import TASKS
 
 __all__ = [

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
+from obert_core.shared import atomic_outputs
+
 from .._errors import ObertDeployError
-from .._io import atomic_outputs
 from .common import (
     DEFAULT_ENGINE,
     DEFAULT_QAT_TASK,

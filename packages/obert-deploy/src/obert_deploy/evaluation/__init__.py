@@ -19,7 +19,7 @@ _EXPORTS: dict[str, str] = {
     "EvalReport": "._evaluate",
     "EvalResult": "._evaluate",
     "evaluate": "._evaluate",
-    "squad_scores": "._squad_metric",
+    "squad_scores": "obert_core.shared",  # the one SQuAD metric of every package
     "QAExample": "._readers",
     "TextDataset": "._readers",
     "read_glue_tsv": "._readers",
@@ -49,9 +49,10 @@ __all__ = [
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from obert_core.shared import squad_scores
+
     from .._choices import EVAL_TASKS
     from ._datasets import DATA_DIR_ENV, data_dir, default_dataset
     from ._evaluate import EvalReport, EvalResult, evaluate
     from ._readers import QAExample, TextDataset, read_glue_tsv, read_squad
-    from ._squad_metric import squad_scores
     from ._tokenize import tokenize

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from obert_core.shared import squad_scores
+
 from .._checks import (
     check_finite_initializers,
     check_finite_outputs,
@@ -46,7 +48,6 @@ from ..export._export import model_input_names
 from ..export._tasks import get_task
 from ._datasets import default_dataset
 from ._readers import read_glue_tsv, read_squad
-from ._squad_metric import squad_scores
 from ._tokenize import iter_batches, tokenize
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ def _run_all(
 def _onnx_predictor(
     path: str, engine: str, seq_len: int, batch_size: int, threads: int | None
 ) -> tuple[_Predict, int, bool]:
-    from ..bench._cpu import available_cores
+    from obert_core.shared import available_cores
 
     proto = load_onnx(path)
     check_finite_initializers(proto, path)

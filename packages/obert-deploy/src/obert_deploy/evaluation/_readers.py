@@ -14,18 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from obert_core.shared import glue_text_columns
+
 from .._errors import ObertDeployError
 
 __all__ = ["QAExample", "TextDataset", "read_glue_tsv", "read_squad"]
-
-_KNOWN_TEXT_COLUMNS: tuple[tuple[str, ...], ...] = (
-    ("sentence1", "sentence2"),
-    ("question1", "question2"),
-    ("question", "sentence"),
-    ("premise", "hypothesis"),
-    ("sentence",),
-    ("text",),
-)
 
 
 @dataclass(frozen=True)
@@ -99,7 +92,7 @@ def _resolve_columns(
     header: list[str], text_columns: Sequence[str] | None, label_column: str | None, file: Path
 ) -> tuple[list[int], int | None]:
     if text_columns is None:
-        text_columns = next((c for c in _KNOWN_TEXT_COLUMNS if set(c) <= set(header)), None)
+        text_columns = glue_text_columns(header)
         if text_columns is None:
             raise ObertDeployError(
                 f"cannot tell the text columns of {str(file)!r} (header {_short(header)}); pass "

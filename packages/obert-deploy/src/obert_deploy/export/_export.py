@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import onnx
 
+from obert_core.shared import atomic_output
+
 from .._checks import (
     check_finite_outputs,
     check_finite_parameters,
@@ -42,7 +44,6 @@ from .._checks import (
 )
 from .._choices import ENGINES
 from .._errors import ObertDeployError, VerificationError
-from .._io import atomic_output
 from ..size._sparsity import SparsityRow, linear_weights, match_sparsity, sparsity_table_markdown
 from ._checkpoint import load_checkpoint, require
 from ._onnx_compat import (

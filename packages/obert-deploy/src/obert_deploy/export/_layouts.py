@@ -1,6 +1,8 @@
 """Per-family module layouts of Transformer FFNs and attention blocks, and finding them.
 
-The one place that knows the module names of each family (used by :mod:`._shrink`):
+Finding each family's FFN and attention modules in a model (used by :mod:`._shrink`); the
+module names are :data:`obert_core.shared.FFN_LAYOUTS` and
+:data:`~obert_core.shared.ATTENTION_LAYOUTS`:
 
 * ``bert``: FFN ``<layer>.intermediate.dense`` (up) / ``<layer>.output.dense`` (down); heads
   ``attention.self.{query,key,value}`` / ``attention.output.dense``.
@@ -20,6 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from obert_core.shared import ATTENTION_LAYOUTS, FFN_LAYOUTS
+
 if TYPE_CHECKING:
     import torch
 
@@ -35,23 +39,17 @@ __all__ = [
     "submodule",
 ]
 
+# The module names per family come from obert_core.shared (the one table obert-train prunes by).
 #: family -> (up/gate projection paths, down projection path, config attribute of the width)
-_FFN_LAYOUTS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
-    ("bert", ("intermediate.dense",), "output.dense", "intermediate_size"),
-    ("distilbert", ("lin1",), "lin2", "hidden_dim"),
-    ("gated-mlp", ("gate_proj", "up_proj"), "down_proj", "intermediate_size"),
-    ("mlp", ("up_proj",), "down_proj", "intermediate_size"),
+_FFN_LAYOUTS: tuple[tuple[str, tuple[str, ...], str, str], ...] = tuple(
+    (f.family, f.ups, f.down, f.width_attr) for f in FFN_LAYOUTS
 )
-#: family -> (module holding the head count, q/k/v paths, output projection, head-count attr)
-_ATTENTION_LAYOUTS: tuple[tuple[str, str, tuple[str, str, str], str, str], ...] = (
-    (
-        "bert",
-        "self",
-        ("self.query", "self.key", "self.value"),
-        "output.dense",
-        "num_attention_heads",
-    ),
-    ("distilbert", "", ("q_lin", "k_lin", "v_lin"), "out_lin", "n_heads"),
+#: family -> (module holding the head count, q/k/v paths, output projection, head-count attr);
+#: only the families whose heads can be removed (grouped-query attention cannot).
+_ATTENTION_LAYOUTS: tuple[tuple[str, str, tuple[str, str, str], str, str], ...] = tuple(
+    (a.family, a.holder, a.qkv, a.out, a.heads_attr)
+    for a in ATTENTION_LAYOUTS
+    if a.holder is not None and a.heads_attr is not None
 )
 #: Config attributes holding the number of layers, for the "one FFN per layer" test.
 LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers")

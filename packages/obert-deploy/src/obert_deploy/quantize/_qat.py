@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
+from obert_core.shared import atomic_output
+
 from .._checks import check_finite_parameters, check_seq_len, config_max_positions
 from .._choices import ENGINES, QAT_TASKS
 from .._errors import (
@@ -35,7 +37,6 @@ from .._errors import (
     VerificationError,
 )
 from .._format import percent
-from .._io import atomic_output
 from ..export._checkpoint import load_checkpoint, require
 from ..export._export import (
     _OutputsAsTuple,

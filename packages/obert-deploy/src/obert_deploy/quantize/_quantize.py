@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from obert_core.shared import atomic_output, cpu_info
+
 from .._checks import check_finite_initializers
 from .._choices import CALIBRATION_METHODS, QUANT_FORMATS
 from .._errors import ObertDeployError, brief
-from .._io import atomic_output
-from ..bench._cpu import cpu_info
 from ..bench._inputs import load_onnx
 from ..export._onnx_compat import opset_version
 from ..size._sparsity import onnx_weight_sparsity
