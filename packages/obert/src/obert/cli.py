@@ -23,9 +23,12 @@ from obert_train import DataOptions, ObertTrainError, parse_sets, with_data_opti
 __all__ = ["QuickstartTask", "app", "main", "quickstart"]
 
 USER_ERRORS = (ObertPipelineError, ObertTrainError, ObertError, OSError)
-"""Shown as one ``error: ...`` line (exit code 2): the pipeline's and the libraries' errors
-(obert-deploy's :class:`~obert_deploy.ObertDeployError` too, imported with the command) and a file
-or folder that cannot be read or written. Anything else is a bug and keeps its traceback."""
+"""Errors shown as one ``error: ...`` line (exit code 2) instead of a traceback.
+
+The pipeline's and the libraries' errors (obert-deploy's
+:class:`~obert_deploy.ObertDeployError` too, imported with the command) and ``OSError`` (a file
+or folder that cannot be read or written). Anything else is a bug and keeps its traceback.
+"""
 
 
 class QuickstartTask(str, Enum):
