@@ -215,7 +215,8 @@ class PruningModifier:
         else:
             epochs.append(end)
         curve = cubic_sparsity if self.inter_func == "cubic" else linear_sparsity
-        return [(epoch, curve(epoch, si, sf, start, end)) for epoch in epochs]
+        steps = [(epoch, curve(epoch, si, sf, start, end)) for epoch in epochs[:-1]]
+        return [*steps, (end, sf)]  # the last step reaches final_sparsity exactly (no rounding)
 
     def recipe_dict(self) -> dict[str, Any]:
         """The fields to write back to a recipe (SparseML names).
