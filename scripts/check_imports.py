@@ -43,7 +43,7 @@ PUBLIC_MODULES: dict[str, frozenset[str]] = {
     "obert_core": frozenset(
         {"obert_core", "obert_core.shared", "obert_core.structured", "obert_core.backends"}
     ),
-    "obert_train": frozenset({"obert_train", "obert_train.checks"}),
+    "obert_train": frozenset({"obert_train", "obert_train.checks", "obert_train.recipe"}),
     "obert_deploy": frozenset(
         {
             "obert_deploy",

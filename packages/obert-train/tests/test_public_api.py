@@ -5,9 +5,7 @@ import dataclasses
 import importlib
 import inspect
 import itertools
-from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 import obert_train
@@ -131,42 +129,3 @@ def test_cli_help_lists_the_commands_and_options() -> None:
     ):  # fmt: skip
         assert option in result.output, option
     assert callable(main)  # the console-script entry point
-
-
-# Modules of obert-train that other code may import, with their contract (``__all__``): the top
-# level and the documented public module ``obert_train.checks``.
-PUBLIC_MODULES = {"obert_train": "obert_train", "obert_train.checks": "obert_train.checks"}
-REPO = Path(__file__).resolve().parents[3]
-APP = REPO / "packages" / "obert" / "src"
-
-
-def _imports_of_obert_train(path: Path) -> list[tuple[int, str, list[str]]]:
-    """``(line, module, names)`` of every import of obert_train in a file."""
-    found: list[tuple[int, str, list[str]]] = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found += [
-                (node.lineno, a.name, []) for a in node.names if a.name.startswith("obert_train")
-            ]
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("obert_train"):
-            found.append((node.lineno, node.module or "", [a.name for a in node.names]))
-    return found
-
-
-def test_the_app_imports_only_the_public_surface() -> None:
-    if not APP.is_dir():
-        pytest.skip("the obert app is not in this checkout")
-    docs = (REPO / "docs" / "api" / "obert_train.misc.md").read_text(encoding="utf-8")
-    assert "::: obert_train.checks" in docs  # a public module must be documented
-    bad: list[str] = []
-    files = sorted(APP.rglob("*.py"))
-    for path in files:
-        for line, module, names in _imports_of_obert_train(path):
-            where = f"{path.relative_to(REPO)}:{line}"
-            if module not in PUBLIC_MODULES:
-                bad.append(f"{where}: {module} is below the top level")
-                continue
-            exported = set(importlib.import_module(PUBLIC_MODULES[module]).__all__)
-            bad += [f"{where}: {module}.{n} is not in __all__" for n in names if n not in exported]
-    assert files
-    assert not bad, "\n".join(bad)
