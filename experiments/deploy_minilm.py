@@ -140,7 +140,7 @@ def prune_variants(variants: list[str]) -> dict[str, dict[str, Any]]:
 
     from obert_deploy import load_tokenizer
     from obert_train import ClassificationTask, oneshot_prune, save_checkpoint
-    from obert_train.tasks.data import read_glue_tsv as read_train
+    from obert_train import read_glue_tsv as read_train
 
     torch.set_num_threads(2)
     tokenizer = load_tokenizer(FT_DIR)

@@ -131,9 +131,13 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from obert_train import ClassificationTask, oneshot_prune, resolve_target_params
-    from obert_train.fisher.memory import format_bytes, parse_memory
-    from obert_train.tasks.data import read_glue_tsv
+    from obert_train import (
+        ClassificationTask,
+        oneshot_prune,
+        read_glue_tsv,
+        resolve_target_params,
+    )
+    from obert_train.fisher.memory import format_bytes
 
     torch.set_num_threads(args.threads)
 
@@ -153,7 +157,7 @@ def main() -> None:
         "num_grads": args.num_grads,
         "grad_batch_size": args.grad_batch_size,
         "fisher_block_size": args.block_size,
-        "max_memory": parse_memory(args.max_memory) if args.max_memory else None,
+        "max_memory": args.max_memory or None,  # "14GB" is parsed by the oBERT settings
     }
     lines: list[str] = []
 

@@ -60,7 +60,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def _ids(tokenizer: Any, split: str) -> list[int]:
-    from obert_train.tasks.data import read_raw_text
+    from obert_train import read_raw_text
 
     text = "\n".join(read_raw_text(data_dir("wikitext-2-raw") / f"wiki.{split}.raw"))
     return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])

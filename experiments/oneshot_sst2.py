@@ -58,8 +58,7 @@ DENSE_RECIPE = "minilm-sst2-dense"
 
 
 def make_task(tokenizer: Any, train_samples: int | None, max_seq_length: int, seed: int) -> Any:
-    from obert_train import ClassificationTask
-    from obert_train.tasks.data import read_glue_tsv
+    from obert_train import ClassificationTask, read_glue_tsv
 
     train = read_glue_tsv(data_dir() / "train.tsv")
     dev = read_glue_tsv(data_dir() / "dev.tsv")
