@@ -210,3 +210,53 @@ def test_squad_scores_bounds(prediction: str, answers: list[str]) -> None:
     if em == 1.0 and squad_normalize_answer(prediction):
         assert f1 == pytest.approx(1.0)
     assert squad_scores(prediction, [*answers, prediction]) >= (1.0, 0.0)
+
+
+# --- the output-folder lock and the output-is-an-input check (docs/train.md) ------------------
+
+
+def test_folder_lock_refuses_a_second_holder_naming_its_pid(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from obert_core.shared import FolderInUseError, folder_lock, folder_lock_holder
+
+    out = tmp_path / "out"
+    with folder_lock(out, tool="obert-train run"):
+        assert folder_lock_holder(out) == os.getpid()
+        with pytest.raises(FolderInUseError, match=rf"in use by this process \(PID {os.getpid()}"):
+            with folder_lock(out):
+                pass
+        code = (
+            "import sys\nfrom obert_core.shared import folder_lock, FolderInUseError\n"
+            "try:\n    with folder_lock(sys.argv[1]): print('locked')\n"
+            "except FolderInUseError as e: print(e)\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(out)], capture_output=True, text=True, check=True
+        )
+        assert f"is in use by PID {os.getpid()}" in proc.stdout
+        assert isinstance(FolderInUseError("x"), OSError)
+    with folder_lock(out):  # released with the block
+        pass
+    assert list(out.iterdir()) == []  # no lock file left in the user's folder
+    assert folder_lock_holder(out) is None
+
+
+@pytest.mark.parametrize(
+    ("output", "how"),
+    [("model", "is"), (".", "contains"), ("model/sub", "is inside"), ("data/train.tsv", "is")],
+)
+def test_an_output_that_is_contains_or_is_inside_an_input_is_refused(
+    tmp_path: Path, output: str, how: str
+) -> None:
+    from obert_core.shared import OutputOverlapError, check_output_not_input
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.tsv").write_text("x")
+    inputs = {"--model": tmp_path / "model", "--train-file": tmp_path / "data" / "train.tsv"}
+    with pytest.raises(OutputOverlapError, match=f"{how} the input"):
+        check_output_not_input(tmp_path / output, inputs)
+    check_output_not_input(tmp_path / "new", {**inputs, "--teacher": "bert-base-uncased"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]

@@ -15,7 +15,6 @@ of removing the first one's temporary folders.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from obert.errors import PipelineInputError, StageError
+from obert_core.shared import FolderInUseError, folder_lock, folder_lock_holder
 
 __all__ = [
     "STAGE_FILE",
@@ -152,20 +152,19 @@ class StageCache:
             PipelineInputError: If another run (another process, or another lock in this one)
                 holds it.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        held = contextlib.ExitStack()
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise PipelineInputError(
-                    f"--output-dir {str(self.root.parent)!r} is in use: another obert "
-                    f"quickstart run holds the lock on {str(self.root)!r}; wait for it to "
-                    "finish, or choose another --output-dir"
-                ) from None
+            held.enter_context(folder_lock(self.root, tool="obert quickstart run"))
+        except FolderInUseError as exc:
+            pid = folder_lock_holder(self.root)
+            holder = "" if pid is None else f" (PID {pid})"
+            raise PipelineInputError(
+                f"--output-dir {str(self.root.parent)!r} is in use: another obert "
+                f"quickstart run{holder} holds the lock on {str(self.root)!r}; wait for it to "
+                "finish, or choose another --output-dir"
+            ) from exc
+        with held:
             yield
-        finally:
-            os.close(fd)
 
     def lookup(self, name: str, key: str) -> StageRecord | None:
         """The finished stage ``name`` if its recorded key is ``key``, else None."""

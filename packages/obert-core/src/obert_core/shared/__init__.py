@@ -11,7 +11,10 @@ need lives here, and nowhere else.
 - where FFN neurons and attention heads are, per model family: :data:`FFN_LAYOUTS`,
   :data:`ATTENTION_LAYOUTS`;
 - GLUE TSV column names: :data:`GLUE_TEXT_COLUMNS`, :data:`GLUE_LABEL_COLUMNS`;
-- the official SQuAD v1.1 metric: :func:`squad_scores`, :func:`squad_normalize_answer`.
+- the official SQuAD v1.1 metric: :func:`squad_scores`, :func:`squad_normalize_answer`;
+- the output-folder policy (``docs/train.md``): one lock on an output folder,
+  :func:`folder_lock` (:class:`FolderInUseError`, :func:`folder_lock_holder`), and
+  :func:`check_output_not_input` (:class:`OutputOverlapError`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from ._layouts import (
     FfnLayout,
     describe_layouts,
 )
+from ._lock import FolderInUseError, folder_lock, folder_lock_holder
 from ._machine import CpuInfo, available_cores, cpu_flags, cpu_info, load_average
+from ._overlap import OutputOverlapError, check_output_not_input
 from ._squad import squad_normalize_answer, squad_scores
 
 __all__ = [
@@ -36,14 +41,19 @@ __all__ = [
     "AttentionLayout",
     "CpuInfo",
     "FfnLayout",
+    "FolderInUseError",
+    "OutputOverlapError",
     "atomic_output",
     "atomic_outputs",
     "atomic_write_bytes",
     "atomic_write_text",
     "available_cores",
+    "check_output_not_input",
     "cpu_flags",
     "cpu_info",
     "describe_layouts",
+    "folder_lock",
+    "folder_lock_holder",
     "glue_text_columns",
     "load_average",
     "squad_normalize_answer",
