@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -22,6 +23,7 @@ from transformers import (
 
 from obert_train.errors import DataError, OptionError
 from obert_train.tasks.data import ClassificationExample
+from obert_train.tasks.names import SST2_LABELS
 
 __all__ = ["ClassificationTask", "Feature", "Task"]
 
@@ -119,9 +121,19 @@ class ClassificationTask(Task):
         train: Training examples.
         dev: Dev examples (may be empty if only pruning without evaluation).
         max_seq_length: Truncation length in tokens.
-        labels: Label strings in id order; default: sorted labels of ``train`` (GLUE ``0``/``1``
-            stay in numeric order).
+        labels: The allowed label strings in id order (SST-2: ``("0", "1")``); default: the
+            sorted labels of ``train`` (GLUE ``0``/``1`` stay in numeric order); task ``sst2``:
+            ``("0", "1")``.
         name: Task name (``"sst2"``, ``"glue-tsv"``, ...).
+
+    The label policy (``docs/train.md``, "Labels"): every training and dev row's label must be
+    one of ``labels`` (dev rows: one of the training file's labels), else a
+    :class:`~obert_train.DataError` names the file, the line and the allowed set; the label
+    names are saved in the model config's ``id2label`` / ``label2id`` by :meth:`load_model`,
+    which adopts the ids of a checkpoint whose head already names them.
+
+    Raises:
+        DataError: If a row's label is outside the allowed set.
     """
 
     name: str = "glue-tsv"
@@ -144,24 +156,38 @@ class ClassificationTask(Task):
             )
         if not train:
             raise DataError("classification task: no training examples")
+        if labels is None and name == "sst2":
+            labels = SST2_LABELS
+        self._fixed = labels is not None
         self.labels = list(labels) if labels is not None else _sorted_labels(train)
         self.label_to_id = {label: i for i, label in enumerate(self.labels)}
         self.max_seq_length = max_seq_length
         self._tokenizer = tokenizer
-        super().__init__(tokenizer, self._encode(train))
-        self.dev_features = self._encode(dev)
+        self._first_row = {e.label: e.where for e in reversed(train)}
+        super().__init__(tokenizer, self._encode(train, "training"))
+        self.dev_features = self._encode(dev, "dev")
 
     @property
     def num_labels(self) -> int:
         """Number of classes."""
         return len(self.labels)
 
-    def _encode(self, examples: Sequence[ClassificationExample]) -> list[Feature]:
+    def _encode(self, examples: Sequence[ClassificationExample], split: str) -> list[Feature]:
         if not examples:
             return []
-        unknown = sorted({e.label for e in examples} - set(self.label_to_id))
-        if unknown:
-            raise DataError(f"labels {unknown} are not among the task labels {self.labels}")
+        bad = next((e for e in examples if e.label not in self.label_to_id), None)
+        if bad is not None:
+            count = sum(e.label not in self.label_to_id for e in examples)
+            allowed = (
+                f"task {self.name!r} allows only the labels {self.labels}"
+                if self._fixed
+                else f"the training file's labels are {self.labels}; dev labels must be among them"
+            )
+            raise DataError(
+                f"{bad.where}: label {bad.label!r} is not allowed: {allowed} "
+                f"({count} {split} row(s) outside the set); fix or remove the row"
+                + ("" if self._fixed else ", or pass the matching training file")
+            )
         pair = examples[0].text_b is not None
         enc = self._tokenizer(
             [e.text_a for e in examples],
@@ -177,11 +203,65 @@ class ClassificationTask(Task):
         return features
 
     def load_model(self, name_or_path: str, **kwargs: Any) -> PreTrainedModel:
-        """Load ``AutoModelForSequenceClassification`` with this task's number of labels."""
+        """Load ``AutoModelForSequenceClassification`` with this task's labels in its config.
+
+        A checkpoint with a classification head whose ``label2id`` names every task label
+        keeps its ids (the features are relabelled to them); one with other (or default
+        ``LABEL_i``) names must have as many classes as the task, matched by position; a
+        checkpoint without a head gets a new one whose ``id2label`` / ``label2id`` are the
+        task's labels (``docs/train.md``, "Labels").
+
+        Raises:
+            DataError: If the head has another number of classes than the task's labels,
+                naming the first row of each label the head cannot hold.
+        """
+        config = kwargs.pop("config", None)
+        if config is None:
+            config = AutoConfig.from_pretrained(name_or_path)
+        if _has_head(config):
+            self._adopt_head(config, name_or_path)
+        else:
+            config.num_labels = self.num_labels
+            config.id2label = dict(enumerate(self.labels))
+            config.label2id = dict(self.label_to_id)
         model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, num_labels=self.num_labels, **kwargs
+            name_or_path, config=config, **kwargs
         )
         return model
+
+    def _adopt_head(self, config: Any, name_or_path: str) -> None:
+        """Match the task's labels to an existing head (ids, names), or refuse naming rows."""
+        names = {int(i): str(n) for i, n in config.id2label.items()}
+        by_name = {n: i for i, n in names.items()}
+        if set(self.labels) <= set(by_name) and len(by_name) == len(names):
+            old = list(self.labels)
+            mapping = {i: by_name[label] for i, label in enumerate(old)}
+            self.labels = [names[i] for i in range(len(names))]
+            self.label_to_id = {label: i for i, label in enumerate(self.labels)}
+            for features in (self.train_features, self.dev_features):
+                for feature in features:
+                    feature["labels"] = mapping[feature["labels"]]
+            return
+        if len(names) != self.num_labels:
+            outside = [
+                label
+                for label in self.labels
+                if not (_is_int(label) and 0 <= int(label) < len(names))
+            ] or self.labels
+            rows = "; ".join(
+                f"{label!r} first at {self._first_row[label]}"
+                for label in outside
+                if label in self._first_row
+            )
+            raise DataError(
+                f"the head of {name_or_path} has {len(names)} classes "
+                f"({sorted(names.values())}), but the training data have {self.num_labels} labels "
+                f"{self.labels}: {rows}; fix those rows, or start from a model without a head "
+                "(a base checkpoint)"
+            )
+        if all(n == f"LABEL_{i}" for i, n in names.items()):
+            config.id2label = dict(enumerate(self.labels))
+            config.label2id = dict(self.label_to_id)
 
     @torch.no_grad()
     def evaluate(
@@ -198,6 +278,12 @@ class ClassificationTask(Task):
             loss_sum += float(out.loss) * len(batch["labels"])
         n = len(self.dev_features)
         return {"accuracy": correct / n, "loss": loss_sum / n, "num_examples": float(n)}
+
+
+def _has_head(config: Any) -> bool:
+    """Whether a checkpoint's config says it was saved with a sequence-classification head."""
+    architectures = getattr(config, "architectures", None) or []
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures)
 
 
 def _sorted_labels(examples: Sequence[ClassificationExample]) -> list[str]:

@@ -12,11 +12,12 @@ import json
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from obert_core.shared import GLUE_LABEL_COLUMNS, GLUE_TEXT_COLUMNS, glue_text_columns
+from obert_train._validate import check_path, check_str_sequence
 from obert_train.errors import DataError
 
 __all__ = [
@@ -38,11 +39,24 @@ class ClassificationExample:
         text_a: First sentence.
         text_b: Second sentence for pair tasks, else ``None``.
         label: Label string exactly as in the file (mapped to ids by the task).
+        source: Where the example comes from (the file, or the hub dataset and split), for
+            messages; not part of equality.
+        line: Its line in ``source`` (1-based; the record number for hub data), for
+            messages; not part of equality.
     """
 
     text_a: str
     text_b: str | None
     label: str
+    source: str = field(default="", compare=False, repr=False)
+    line: int = field(default=0, compare=False, repr=False)
+
+    @property
+    def where(self) -> str:
+        """``file:line`` of the example (or ``record N`` when the source is unknown)."""
+        if self.source:
+            return f"{self.source}:{self.line}"
+        return f"record {self.line}"
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,8 @@ def read_glue_tsv(
         DataError: If the file is missing, has no header with known columns, a row has too few
             fields, or a label is empty.
     """
+    check_str_sequence(text_columns, "text_columns", "read_glue_tsv")
+    check_path(path, "path", "read_glue_tsv")
     file = _require_file(Path(path))
     with file.open(encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -121,7 +137,11 @@ def read_glue_tsv(
             if not label:
                 raise DataError(f"{file}:{line_no}: empty label in column {header[label_idx]!r}")
             text_b = row[text_idx[1]].strip() if len(text_idx) > 1 else None
-            examples.append(ClassificationExample(row[text_idx[0]].strip(), text_b, label))
+            examples.append(
+                ClassificationExample(
+                    row[text_idx[0]].strip(), text_b, label, source=str(file), line=line_no
+                )
+            )
     if not examples:
         raise DataError(f"{file}: no examples after the header")
     return examples
@@ -208,6 +228,7 @@ def read_squad_json(path: str | os.PathLike[str]) -> list[SquadExample]:
             question without answers, or an ``answer_start`` that is not an integer or does
             not point at its answer text.
     """
+    check_path(path, "path", "read_squad_json")
     file = _require_file(Path(path))
     try:
         payload = json.loads(file.read_text(encoding="utf-8"))
@@ -304,6 +325,7 @@ def read_raw_text(path: str | os.PathLike[str]) -> list[str]:
     Raises:
         DataError: If the file is missing, is not UTF-8, or holds no text.
     """
+    check_path(path, "path", "read_raw_text")
     file = _require_file(Path(path))
     try:
         text = file.read_text(encoding="utf-8")

@@ -69,9 +69,13 @@ def convert_rows(task: str, rows: Iterable[Mapping[str, Any]], source: str) -> l
             if first in columns and (second is None or second in columns) and "label" in columns:
                 return [
                     ClassificationExample(
-                        str(r[first]), None if second is None else str(r[second]), str(r["label"])
+                        str(r[first]),
+                        None if second is None else str(r[second]),
+                        str(r["label"]),
+                        source=f"{source} row",
+                        line=index,
                     )
-                    for r in rows
+                    for index, r in enumerate(rows)
                 ]
         raise DataError(f"{source}: no text/label columns for classification in {sorted(columns)}")
     if task == "squad":
