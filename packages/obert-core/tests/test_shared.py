@@ -222,11 +222,12 @@ def test_folder_lock_refuses_a_second_holder_naming_its_pid(tmp_path: Path) -> N
     from obert_core.shared import FolderInUseError, folder_lock, folder_lock_holder
 
     out = tmp_path / "out"
+    out.mkdir()  # an existing folder stays, empty or not
     with folder_lock(out, tool="obert-train run"):
         assert folder_lock_holder(out) == os.getpid()
-        with pytest.raises(FolderInUseError, match=rf"in use by this process \(PID {os.getpid()}"):
-            with folder_lock(out):
-                pass
+        busy = rf"in use by this process \(PID {os.getpid()}"
+        with pytest.raises(FolderInUseError, match=busy), folder_lock(out):
+            pass
         code = (
             "import sys\nfrom obert_core.shared import folder_lock, FolderInUseError\n"
             "try:\n    with folder_lock(sys.argv[1]): print('locked')\n"
@@ -260,3 +261,14 @@ def test_an_output_that_is_contains_or_is_inside_an_input_is_refused(
         check_output_not_input(tmp_path / output, inputs)
     check_output_not_input(tmp_path / "new", {**inputs, "--teacher": "bert-base-uncased"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]
+
+
+def test_folder_lock_removes_the_folders_it_made_when_nothing_was_written(tmp_path: Path) -> None:
+    from obert_core.shared import folder_lock
+
+    with pytest.raises(RuntimeError), folder_lock(tmp_path / "a" / "b"):
+        raise RuntimeError("refused after the lock")
+    assert list(tmp_path.iterdir()) == []
+    with folder_lock(tmp_path / "a" / "b") as out:
+        (out / "kept.txt").write_text("x")
+    assert (tmp_path / "a" / "b" / "kept.txt").read_text() == "x"

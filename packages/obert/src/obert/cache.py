@@ -152,6 +152,7 @@ class StageCache:
             PipelineInputError: If another run (another process, or another lock in this one)
                 holds it.
         """
+        self.root.mkdir(parents=True, exist_ok=True)  # kept after the run (the cache lives there)
         held = contextlib.ExitStack()
         try:
             held.enter_context(folder_lock(self.root, tool="obert quickstart run"))

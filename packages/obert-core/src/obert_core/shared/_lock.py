@@ -59,7 +59,8 @@ def folder_lock(
 ) -> Iterator[Path]:
     """Hold an exclusive lock on folder ``path`` (created if missing) for the block.
 
-    Call it only after every check of the invocation passed: it creates the folder.
+    Call it only after every check of the invocation passed: it creates the folder (and
+    removes it again at the end if it made it and nothing was written into it).
 
     Args:
         path: The output folder.
@@ -74,6 +75,11 @@ def folder_lock(
             message names the holder's PID where the system tells it.
     """
     folder = Path(path)
+    created: list[Path] = []  # folders made here, deepest first: removed again if left empty
+    current = folder.absolute()
+    while not current.exists() and current.parent != current:
+        created.append(current)
+        current = current.parent
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -91,3 +97,6 @@ def folder_lock(
         yield folder
     finally:
         os.close(fd)
+        for made in created:  # a run that wrote nothing leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                made.rmdir()

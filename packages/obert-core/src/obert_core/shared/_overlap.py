@@ -51,10 +51,13 @@ def check_output_not_input(
     for name, value in inputs.items():
         if value is None or str(value) == "":
             continue
-        source = Path(value).expanduser()
-        if not source.exists():
+        try:  # a hub id, or recipe YAML text, is no local path (or too long a name for one)
+            source = Path(value).expanduser()
+            if not source.exists():
+                continue
+            src = source.resolve()
+        except (OSError, ValueError):
             continue
-        src = source.resolve()
         if out == src:
             how = "is"
         elif src.is_relative_to(out):
