@@ -37,7 +37,8 @@ from typing import Any
 
 import torch
 
-from obert_train.errors import ModelError, OptionError
+from obert_train._validate import check_int
+from obert_train.errors import ArgumentError, ModelError, OptionError
 
 __all__ = ["LAYER_LISTS", "drop_layers", "evenly_spaced_layers", "find_layers"]
 
@@ -211,6 +212,13 @@ def drop_layers(
         ModelError: If the model has no known layer list, or its config cannot describe the
             kept layers (nothing is changed).
     """
+    if num_layers is not None:
+        check_int(num_layers, "num_layers", "drop_layers")
+    if isinstance(keep, str | bytes):
+        raise ArgumentError(
+            f"drop_layers: keep={keep!r} must be a list of layer indices such as [0, 2, 4], "
+            f"got {type(keep).__name__}"
+        )
     if keep is not None and num_layers is not None:
         raise OptionError(
             "give either keep (--keep, the layers kept) or num_layers (--num-layers, how many "

@@ -16,6 +16,7 @@ import typer
 import yaml
 
 from obert_core import ObertError
+from obert_train._validate import check_str_sequence
 from obert_train.errors import ObertTrainError, OptionError
 from obert_train.tasks.names import TASK_NAMES
 
@@ -83,6 +84,7 @@ def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
     Raises:
         OptionError: If an item has no ``=``.
     """
+    check_str_sequence(items, "items", "parse_sets")
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")

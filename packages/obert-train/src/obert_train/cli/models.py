@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import typer
 
+from obert_train._validate import check_str
 from obert_train.errors import ModelError, ObertTrainError
 
 __all__ = ["check_model_source", "load_model", "load_tokenizer"]
@@ -39,6 +40,7 @@ def check_model_source(name_or_path: str, option: str = "--model") -> None:
     Raises:
         ModelError: Naming the option, the value and what is missing.
     """
+    check_str(name_or_path, "name_or_path", "check_model_source")
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -103,6 +105,7 @@ def load_tokenizer(name_or_path: str, option: str = "--model") -> Any:
     Raises:
         ModelError: If the tokenizer cannot be loaded.
     """
+    check_str(name_or_path, "name_or_path", "load_tokenizer")
     from transformers import AutoTokenizer
 
     try:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from obert_train._validate import check_bool, check_mapping, check_number
 from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
 from obert_train.errors import ArgumentError, DataError, RecipeError
 from obert_train.fisher.distributed import DistContext
@@ -164,6 +165,15 @@ def oneshot_prune(
         MemoryPlanError: If the Fisher of one tensor cannot fit in memory.
     """
     start = time.perf_counter()
+    if not isinstance(method, str | PruningMethod):
+        raise ArgumentError(
+            f"oneshot_prune: method={method!r} must be a method name such as 'obert' or a "
+            f"PruningMethod, got {type(method).__name__}"
+        )
+    check_number(sparsity, "sparsity", "oneshot_prune", "a number in [0, 1)")
+    check_mapping(settings, "settings", "oneshot_prune")
+    check_bool(progress, "progress", "oneshot_prune")
+    check_mapping(fisher_cache, "fisher_cache", "oneshot_prune")
     if isinstance(method, str):
         method = create_method(method, **dict(settings or {}))
     elif settings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from obert_train._validate import check_str
 from obert_train.errors import RecipeError
 from obert_train.pruning.method import PruningMethod
 
@@ -40,6 +41,7 @@ def register_method(cls: _M) -> _M:
 
 def method_for_tag(tag: str) -> type[PruningMethod] | None:
     """The method a recipe modifier tag selects (e.g. ``"OBSPruningModifier"``), or None."""
+    check_str(tag, "tag", "method_for_tag")
     for cls in METHODS.values():
         if tag in cls.recipe_tags:
             return cls
@@ -53,6 +55,7 @@ def create_method(name: str, **settings: Any) -> PruningMethod:
         RecipeError: If the name is not registered or a setting is unknown or invalid (the
             message names the method, the setting and the value).
     """
+    check_str(name, "name", "create_method")
     if name not in METHODS:
         raise RecipeError(f"pruning method {name!r} unknown; registered: {sorted(METHODS)}")
     cls = METHODS[name]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from obert_train._validate import check_str_sequence
 from obert_train.errors import TargetError
 
 __all__ = ["BERT_ENCODER_PATTERNS", "TargetError", "resolve_target_params"]
@@ -47,6 +48,7 @@ def resolve_target_params(
             such patterns are listed, with a sample of the model's parameter names), or if a match
             is not a floating-point tensor.
     """
+    check_str_sequence(patterns, "patterns", "resolve_target_params")
     pats = list(BERT_ENCODER_PATTERNS if patterns is None else patterns)
     if not pats:
         raise TargetError("no target patterns given; pass at least one regular expression")
