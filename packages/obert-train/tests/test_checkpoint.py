@@ -90,3 +90,38 @@ def test_atomic_outputs_get_the_umask_modes(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
+
+
+# --- the output-folder policy (docs/train.md, "Output folders") ------------------------------
+
+
+def test_save_checkpoint_keeps_a_folders_other_contents(
+    tiny_bert: BertForSequenceClassification, tmp_path: Path
+) -> None:
+    """Issue 18: save_checkpoint deleted notes.txt and sub/ of an existing folder."""
+    out = tmp_path / "mine"
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("my notes")
+    (out / "sub" / "data.csv").write_text("1,2")
+    save_checkpoint(tiny_bert, out, recipe={"method": "dense"}, extra_files={"x.json": "{}\n"})
+    assert (out / "notes.txt").read_text() == "my notes"
+    assert (out / "sub" / "data.csv").read_text() == "1,2"
+    for name in ("model.safetensors", "config.json", "sparsity.json", "recipe.yaml", "x.json"):
+        assert (out / name).is_file(), name
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    loaded = AutoModelForSequenceClassification.from_pretrained(out)
+    assert torch.equal(loaded.classifier.weight, tiny_bert.classifier.weight)
+
+
+def test_save_checkpoint_refuses_an_existing_file(
+    tiny_bert: BertForSequenceClassification, tmp_path: Path
+) -> None:
+    """Issue 18: an existing regular file was turned into a folder."""
+    from obert_train import OutputDirError
+
+    file = tmp_path / "model.bin"
+    file.write_bytes(b"user data")
+    with pytest.raises(OutputDirError, match=r"model\.bin' exists and is not a folder"):
+        save_checkpoint(tiny_bert, file)
+    assert file.read_bytes() == b"user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]

@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from obert_core.shared import atomic_write_text
+from obert_train._validate import check_path, check_str_sequence
 from obert_train.errors import OutputDirError
 from obert_train.pruning.targets import resolve_target_params
 
@@ -74,6 +75,7 @@ def check_output_dir(path: str | os.PathLike[str], option: str = "--output-dir")
         OutputDirError: If ``path`` is a file, lies under a file, or the folder (or its nearest
             existing parent) is not writable.
     """
+    check_path(path, "path", "check_output_dir")
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"{option} {str(out)!r} exists and is not a folder; give a folder")
@@ -149,6 +151,7 @@ def sparsity_report(
     Returns:
         ``{"global": {"numel", "zeros", "sparsity"}, "tensors": {name: {...}}}``.
     """
+    check_str_sequence(patterns, "patterns", "sparsity_report")
     params = resolve_target_params(model, patterns)
     tensors: dict[str, dict[str, float | int]] = {}
     total = zeros = 0
@@ -162,6 +165,10 @@ def sparsity_report(
     }
 
 
+def _recipe_text(recipe: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(recipe), sort_keys=False)
+
+
 def save_checkpoint(
     model: Any,
     output_dir: str | os.PathLike[str],
@@ -173,9 +180,14 @@ def save_checkpoint(
 ) -> dict[str, Any]:
     """Save ``model`` as a standard HF checkpoint folder, atomically.
 
+    The output-folder policy (``docs/train.md``, "Output folders"): a new or empty folder is
+    built beside its place and renamed into it as a whole; into a folder that holds other files
+    the checkpoint's files are moved one by one (:func:`save_into`), and everything else there
+    (notes, sub-folders) is left as it was.  An existing regular file is refused, never replaced.
+
     Args:
         model: A ``transformers`` ``PreTrainedModel``.
-        output_dir: Destination folder (replaced as a whole if it exists).
+        output_dir: Destination folder (created if missing; other contents are kept).
         tokenizer: Saved next to the weights if given.
         recipe: Settings that produced the model, written to ``recipe.yaml``.
         patterns: Target patterns for ``sparsity.json``.
@@ -183,16 +195,30 @@ def save_checkpoint(
 
     Returns:
         The sparsity report written to ``sparsity.json``.
+
+    Raises:
+        OutputDirError: If ``output_dir`` is an existing file (or lies under one), or is not
+            writable.
     """
+    check_path(output_dir, "output_dir", "save_checkpoint")
+    check_str_sequence(patterns, "patterns", "save_checkpoint")
+    target = check_output_dir(output_dir, "save_checkpoint: output_dir")
+    if target.is_dir() and any(target.iterdir()):
+        recipe_file = {} if recipe is None else {"recipe.yaml": _recipe_text(recipe)}
+        return save_into(
+            model,
+            target,
+            tokenizer=tokenizer,
+            patterns=patterns,
+            extra_files={**recipe_file, **(extra_files or {})},
+        )
     report = sparsity_report(model, patterns)
     with atomic_directory(output_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if recipe is not None:
-            (tmp / "recipe.yaml").write_text(
-                yaml.safe_dump(dict(recipe), sort_keys=False), encoding="utf-8"
-            )
+            (tmp / "recipe.yaml").write_text(_recipe_text(recipe), encoding="utf-8")
         (tmp / "sparsity.json").write_text(json_text(report) + "\n", encoding="utf-8")
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")

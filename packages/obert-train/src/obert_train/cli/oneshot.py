@@ -7,6 +7,7 @@ settings of a recipe's first pruning modifier (and its ``final_sparsity`` as the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -25,8 +26,10 @@ from obert_train.cli.common import (
     parse_sets,
 )
 from obert_train.cli.data_options import with_data_options
+from obert_train.cli.interrupt import interrupted
 from obert_train.cli.models import check_model_source, load_model, load_tokenizer
 from obert_train.errors import ObertTrainError, RecipeError
+from obert_train.outputs import check_not_input, data_inputs, locked_output
 from obert_train.tasks.options import DataOptions
 
 if TYPE_CHECKING:
@@ -52,13 +55,15 @@ def _output_names(sparsities: list[float]) -> list[str]:
 
 
 def _table(rows: list[dict[str, Any]], metric: str | None) -> str:
+    from obert_core.shared import format_metric
+
     header = ["sparsity", "achieved", *([metric] if metric else []), "prune s", "dir"]
     lines = [" | ".join(f"{h:>10}" for h in header)]
     for r in rows:
         cells = [f"{r['target_sparsity']:.2f}", f"{r['achieved_sparsity']:.4f}"]
         if metric:
             value = r.get("metrics", {}).get(metric)
-            cells.append("-" if value is None else f"{100 * value:.2f} %")
+            cells.append(format_metric(metric, value))
         cells += [f"{r['timings'].get('total_s', 0.0):.1f}", r.get("output_dir", "-")]
         lines.append(" | ".join(f"{c:>10}" for c in cells))
     return "\n".join(lines)
@@ -228,14 +233,7 @@ def oneshot(
     import torch  # here, not at the top: --help stays fast
     from transformers.utils import logging as hf_logging
 
-    from obert_train.checkpoint import (
-        atomic_write_text,
-        check_output_dir,
-        save_checkpoint,
-        sparsity_report,
-    )
-    from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
-    from obert_train.pruning.oneshot import oneshot_prune
+    from obert_train.checkpoint import check_output_dir
     from obert_train.pruning.registry import create_method
     from obert_train.tasks.load import load_task
 
@@ -268,104 +266,165 @@ def oneshot(
         create_method(name, **settings)  # validate before loading anything
         out_names = _output_names(targets)
         check_output_dir(output_dir)
-        existing = [n for n in out_names if (output_dir / n).exists()]
-        if existing and not overwrite:
-            raise ObertTrainError(
-                f"{output_dir} already holds {', '.join(existing)}; pass --overwrite to replace "
-                "them or choose another --output-dir"
-            )
+        check_not_input(output_dir, {"--model": model, "--recipe": recipe, **data_inputs(data)})
+        _refuse_existing(output_dir, out_names, overwrite)
         check_model_source(model)
         dist = init_distributed()
         tokenizer = load_tokenizer(model)
         the_task = load_task(task.value, tokenizer, data, seed=seed, need_dev=evaluate)
         main = dist.rank == 0
-        cache: dict[str, dict[str, torch.Tensor]] | None = (
-            {} if name == "obert" and settings.get("num_recomputations", 1) == 1 else None
-        )
-        metrics_file = output_dir / "metrics.json"
-        old_rows: list[dict[str, Any]] = []
-        if metrics_file.is_file():
-            try:
-                old_rows = json.loads(metrics_file.read_text(encoding="utf-8")).get("runs", [])
-            except ValueError:
-                old_rows = []
-        rows: list[dict[str, Any]] = []
-        metric = the_task.primary_metric if evaluate else None
-        if evaluate and main:
-            dense = load_model(the_task, model, seed, warn=True)
-            check_finite_weights(dense)
-            check_model_fits_task(dense, the_task)
-            check_tokens_known(the_task)
-            t0 = time.perf_counter()
-            rows.append(
-                {
-                    "target_sparsity": 0.0,
-                    "achieved_sparsity": float(
-                        sparsity_report(dense, settings.get("targets"))["global"]["sparsity"]
-                    ),
-                    "metrics": the_task.evaluate(
-                        dense, batch_size=eval_batch_size, progress=progress
-                    ),
-                    "timings": {"eval_s": time.perf_counter() - t0},
-                    "output_dir": "(input model)",
-                }
+        held = contextlib.ExitStack()
+        if main:  # a second oneshot into this folder is refused while this one writes there
+            held.enter_context(locked_output(output_dir, "obert-train oneshot"))
+            _refuse_existing(output_dir, out_names, overwrite)  # again, now that we hold it
+        with held:
+            _prune_all(
+                model,
+                task.value,
+                output_dir,
+                targets,
+                out_names,
+                name,
+                settings,
+                the_task,
+                tokenizer,
+                dist,
+                evaluate,
+                eval_batch_size,
+                seed,
+                progress,
             )
-            del dense
-        for index, (target_sparsity, out_name) in enumerate(zip(targets, out_names, strict=True)):
-            net = load_model(the_task, model, seed, warn=main and index == 0 and not evaluate)
-            pruner = create_method(name, **settings)
-            result = oneshot_prune(
-                net,
-                pruner,
-                target_sparsity,
-                task=the_task,
-                progress=progress and main,
-                log=typer.echo if main else (lambda _line: None),
-                dist_ctx=dist,
-                fisher_cache=cache,
-            )
-            if not main:
-                continue
-            row: dict[str, Any] = {
-                "method": name,
-                "target_sparsity": target_sparsity,
-                "achieved_sparsity": result.sparsity,
-                "timings": dict(result.timings),
-            }
-            if evaluate:
-                t0 = time.perf_counter()
-                row["metrics"] = the_task.evaluate(
-                    net, batch_size=eval_batch_size, progress=progress
-                )
-                row["timings"]["eval_s"] = time.perf_counter() - t0
-            out = output_dir / out_name
-            save_checkpoint(
-                net,
-                out,
-                tokenizer=tokenizer,
-                patterns=result.settings.targets,
-                extra_files={
-                    "recipe.yaml": oneshot_recipe_yaml(result, model, task.value),
-                    **_structure_report(pruner),
-                },
-            )
-            row["output_dir"] = str(out)
-            rows.append(row)
-            kept = [
-                r
-                for r in old_rows
-                if r.get("output_dir") not in {x.get("output_dir") for x in rows}
-            ]
-            atomic_write_text(
-                metrics_file,
-                json.dumps(
-                    {"model": model, "task": task.value, "runs": kept + rows},
-                    indent=2,
-                    allow_nan=False,
-                )
-                + "\n",
-            )
-        if main:
-            typer.echo(_table(rows, metric))
     except USER_ERRORS as exc:
         raise fail(exc) from exc
+    except KeyboardInterrupt:
+        raise interrupted(
+            "the sparsity-* folders listed in metrics.json are complete; rerun the same command "
+            "with --overwrite to redo every target (or with the missing --sparsity values only)"
+        ) from None
+
+
+def _refuse_existing(output_dir: Path, out_names: list[str], overwrite: bool) -> None:
+    """Refuse targets whose folders exist, unless ``overwrite``.
+
+    Raises:
+        ObertTrainError: Naming the folders and what to do.
+    """
+    existing = [n for n in out_names if (output_dir / n).exists()]
+    if existing and not overwrite:
+        raise ObertTrainError(
+            f"{output_dir} already holds {', '.join(existing)}; pass --overwrite to replace "
+            "them or choose another --output-dir"
+        )
+
+
+def _merge_rows(metrics_file: Path, model: str, task: str, rows: list[dict[str, Any]]) -> str:
+    """``metrics.json`` with ``rows`` replacing the earlier rows of the same folders.
+
+    Read again at each write (under the folder's lock), so no earlier run's row is lost.
+    """
+    old_rows: Any = []
+    if metrics_file.is_file():
+        try:
+            old_rows = json.loads(metrics_file.read_text(encoding="utf-8")).get("runs", [])
+        except (ValueError, AttributeError):
+            old_rows = []
+    mine = {x.get("output_dir") for x in rows}
+    kept = [
+        r
+        for r in (old_rows if isinstance(old_rows, list) else [])
+        if isinstance(r, dict) and r.get("output_dir") not in mine
+    ]
+    doc = {"model": model, "task": task, "runs": kept + rows}
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+def _prune_all(
+    model: str,
+    task: str,
+    output_dir: Path,
+    targets: list[float],
+    out_names: list[str],
+    name: str,
+    settings: dict[str, Any],
+    the_task: Any,
+    tokenizer: Any,
+    dist: Any,
+    evaluate: bool,
+    eval_batch_size: int,
+    seed: int,
+    progress: bool,
+) -> None:
+    """Prune to each target, save each folder and ``metrics.json`` (the folder is locked)."""
+    import torch
+
+    from obert_train.checkpoint import atomic_write_text, save_checkpoint, sparsity_report
+    from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
+    from obert_train.pruning.oneshot import oneshot_prune
+    from obert_train.pruning.registry import create_method
+
+    main = dist.rank == 0
+    cache: dict[str, dict[str, torch.Tensor]] | None = (
+        {} if name == "obert" and settings.get("num_recomputations", 1) == 1 else None
+    )
+    metrics_file = output_dir / "metrics.json"
+    rows: list[dict[str, Any]] = []
+    metric = the_task.primary_metric if evaluate else None
+    if evaluate and main:
+        dense = load_model(the_task, model, seed, warn=True)
+        check_finite_weights(dense)
+        check_model_fits_task(dense, the_task)
+        check_tokens_known(the_task)
+        t0 = time.perf_counter()
+        rows.append(
+            {
+                "target_sparsity": 0.0,
+                "achieved_sparsity": float(
+                    sparsity_report(dense, settings.get("targets"))["global"]["sparsity"]
+                ),
+                "metrics": the_task.evaluate(dense, batch_size=eval_batch_size, progress=progress),
+                "timings": {"eval_s": time.perf_counter() - t0},
+                "output_dir": "(input model)",
+            }
+        )
+        del dense
+    for index, (target_sparsity, out_name) in enumerate(zip(targets, out_names, strict=True)):
+        net = load_model(the_task, model, seed, warn=main and index == 0 and not evaluate)
+        pruner = create_method(name, **settings)
+        result = oneshot_prune(
+            net,
+            pruner,
+            target_sparsity,
+            task=the_task,
+            progress=progress and main,
+            log=typer.echo if main else (lambda _line: None),
+            dist_ctx=dist,
+            fisher_cache=cache,
+        )
+        if not main:
+            continue
+        row: dict[str, Any] = {
+            "method": name,
+            "target_sparsity": target_sparsity,
+            "achieved_sparsity": result.sparsity,
+            "timings": dict(result.timings),
+        }
+        if evaluate:
+            t0 = time.perf_counter()
+            row["metrics"] = the_task.evaluate(net, batch_size=eval_batch_size, progress=progress)
+            row["timings"]["eval_s"] = time.perf_counter() - t0
+        out = output_dir / out_name
+        save_checkpoint(
+            net,
+            out,
+            tokenizer=tokenizer,
+            patterns=result.settings.targets,
+            extra_files={
+                "recipe.yaml": oneshot_recipe_yaml(result, model, task),
+                **_structure_report(pruner),
+            },
+        )
+        row["output_dir"] = str(out)
+        rows.append(row)
+        atomic_write_text(metrics_file, _merge_rows(metrics_file, model, task, rows))
+    if main:
+        typer.echo(_table(rows, metric))

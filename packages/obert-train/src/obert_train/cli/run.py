@@ -10,10 +10,19 @@ from typing import Annotated
 
 import typer
 
-from obert_train.cli.common import USER_ERRORS, ProgressOpt, TaskName, ThreadsOpt, fail, parse_sets
+from obert_train.cli.common import (
+    USER_ERRORS,
+    ProgressOpt,
+    TaskName,
+    ThreadsOpt,
+    fail,
+    parse_sets,
+)
 from obert_train.cli.data_options import with_data_options
+from obert_train.cli.interrupt import interrupted
 from obert_train.cli.models import check_model_source, load_model, load_tokenizer
 from obert_train.errors import TrainingError
+from obert_train.outputs import check_not_input, data_inputs
 from obert_train.tasks.options import DataOptions
 
 __all__ = ["run"]
@@ -102,6 +111,11 @@ def run(
             evaluate=evaluate,
             progress=progress,
         )
+        # An output folder that is (or holds, or lies in) an input is refused before any work.
+        check_not_input(
+            output_dir,
+            {"--model": model, "--teacher": teacher, "RECIPE": recipe, **data_inputs(data)},
+        )
         check_model_source(model)
         if teacher is not None:
             check_model_source(teacher, "--teacher")
@@ -151,3 +165,8 @@ def run(
             typer.echo(json.dumps(summary, indent=2))
     except USER_ERRORS as exc:
         raise fail(exc) from exc
+    except KeyboardInterrupt:
+        raise interrupted(
+            "rerun the same command with --resume to continue from the newest complete "
+            "checkpoint in --output-dir"
+        ) from None

@@ -10,6 +10,7 @@ works in plain transformers), ``recipe.yaml`` (the recipe as run, loadable again
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
+from obert_train._validate import check_bool, check_int, check_number, check_path, check_str
 from obert_train.checkpoint import atomic_write_text, check_output_dir, json_text, save_into
 from obert_train.checks import (
     check_finite_weights,
@@ -34,13 +36,21 @@ from obert_train.checks import (
     check_tokens_known,
     distillable_outputs,
 )
-from obert_train.errors import OptionError, OutputDirError, ResumeError, TrainingError
+from obert_train.errors import (
+    ArgumentError,
+    OptionError,
+    OutputDirError,
+    ResumeError,
+    TrainingError,
+)
 from obert_train.hf.callback import (
     STATE_FILE,
     ObertPruningCallback,
     latest_complete_checkpoint,
 )
 from obert_train.hf.trainer import ObertTrainer
+from obert_train.outputs import check_not_input, locked_output
+from obert_train.pruning.method import check_nm_sparsity
 from obert_train.pruning.targets import resolve_target_params
 from obert_train.recipe import Recipe
 from obert_train.tasks.base import Task
@@ -115,7 +125,16 @@ class RunOptions:
 
         Raises:
             OptionError: Naming the field, its CLI flag and the value.
+            ArgumentError: For a field of the wrong type (``batch_size="32"``).
         """
+        for name in ("batch_size", "eval_batch_size", "logging_steps", "save_total_limit", "seed"):
+            check_int(getattr(self, name), name, "RunOptions")
+        if self.save_steps is not None:
+            check_int(self.save_steps, "save_steps", "RunOptions")
+        for name in ("learning_rate", "max_grad_norm", "weight_decay"):
+            check_number(getattr(self, name), name, "RunOptions")
+        for name in ("save_checkpoints", "evaluate", "progress"):
+            check_bool(getattr(self, name), name, "RunOptions")
         at_least_one = {
             "batch_size": self.batch_size,
             "eval_batch_size": self.eval_batch_size,
@@ -378,6 +397,58 @@ def _check_same_run(out: Path, info: Mapping[str, Any]) -> None:
         )
 
 
+def _check_run_arguments(
+    recipe: object,
+    model: object,
+    task: object,
+    output_dir: object,
+    model_name: object,
+    options: object,
+    resume: object,
+    overwrite: object,
+) -> None:
+    """The argument types of :func:`run_recipe`, before anything is read or written."""
+    expected = {
+        "recipe": (recipe, Recipe, "a Recipe (load_recipe or build_recipe)"),
+        "model": (model, torch.nn.Module, "a torch.nn.Module"),
+        "task": (task, Task, "a Task (load_task)"),
+    }
+    for name, (value, kind, what) in expected.items():
+        if not isinstance(value, kind):
+            raise ArgumentError(
+                f"run_recipe: {name}={value!r} must be {what}, got {type(value).__name__}"
+            )
+    if options is not None and not isinstance(options, RunOptions):
+        raise ArgumentError(
+            f"run_recipe: options={options!r} must be a RunOptions (or None), got "
+            f"{type(options).__name__}"
+        )
+    check_path(output_dir, "output_dir", "run_recipe")
+    check_str(model_name, "model_name", "run_recipe")
+    check_bool(resume, "resume", "run_recipe")
+    check_bool(overwrite, "overwrite", "run_recipe")
+
+
+def _check_schedule(recipe: Recipe, task: Task, opts: RunOptions) -> None:
+    """The pruning steps the callback will run, checked before the folder is touched.
+
+    Colliding steps (``update_frequency`` below one optimizer step) and N:M masks asked for a
+    sparsity they cannot have are refused here, not after ``run.json`` is written.
+
+    Raises:
+        RecipeError: As :meth:`Recipe.pruning_events` and :func:`check_nm_sparsity`.
+    """
+    if not recipe.pruning:
+        return
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    per_step = opts.batch_size * world
+    steps = max(1, -(-len(task.train_features) // per_step))
+    events = recipe.pruning_events(steps)
+    methods = [modifier.create_method() for modifier in recipe.pruning]
+    for event in events:
+        check_nm_sparsity(methods[event.modifier].settings, event.sparsity)
+
+
 def run_recipe(
     recipe: Recipe,
     model: torch.nn.Module,
@@ -418,11 +489,14 @@ def run_recipe(
         ObertTrainError: For a teacher that does not fit
             the student, a resume of another run, or a non-finite loss (TrainingError).
     """
+    _check_run_arguments(recipe, model, task, output_dir, model_name, options, resume, overwrite)
     opts = options or RunOptions()
     out = Path(output_dir)
     emit = log or _print
     is_main = int(os.environ.get("RANK", "0")) == 0
-    # Every check that can fail comes before the folder is touched (nothing half-written).
+    # Every check that can fail comes before the folder is touched (nothing half-written; a
+    # refused run leaves the folder exactly as it was: docs/train.md, "Output folders").
+    check_not_input(out, {"the model": model_name})
     entries = _refuse_non_empty(out, resume=resume, overwrite=overwrite)
     info = _run_info(recipe, model_name, task, opts)
     if resume:
@@ -436,6 +510,7 @@ def run_recipe(
         targets = resolve_target_params(model, method.settings.targets)
         method.check(targets)
         method.check_model(model, targets)
+    _check_schedule(recipe, task, opts)
     kd = recipe.distillation
     if kd is not None:
         if teacher is None:
@@ -448,8 +523,44 @@ def run_recipe(
             model, teacher, task.collate(task.train_features[:2]), list(kd.distill_output_keys)
         )
     _barrier()
-    if is_main:
-        _prepare_output_dir(out, entries, resume=resume, overwrite=overwrite)
+    with contextlib.ExitStack() as held:
+        if is_main:  # a second run into this folder is refused while this one writes there
+            held.enter_context(locked_output(out, "obert-train run"))
+            entries = _refuse_non_empty(out, resume=resume, overwrite=overwrite)
+            _prepare_output_dir(out, entries, resume=resume, overwrite=overwrite)
+        return _train(
+            recipe,
+            model,
+            task,
+            out,
+            opts,
+            model_name,
+            tokenizer,
+            teacher,
+            info,
+            resume,
+            callbacks,
+            emit,
+            is_main,
+        )
+
+
+def _train(
+    recipe: Recipe,
+    model: torch.nn.Module,
+    task: Task,
+    out: Path,
+    opts: RunOptions,
+    model_name: str,
+    tokenizer: Any,
+    teacher: torch.nn.Module | None,
+    info: Mapping[str, Any],
+    resume: bool,
+    callbacks: Sequence[TrainerCallback],
+    emit: Callable[[str], None],
+    is_main: bool,
+) -> RunResult:
+    """Train into the prepared (and, on the main process, locked) folder ``out``."""
     checkpoint: Path | None = None
     if resume:
         checkpoint = latest_complete_checkpoint(out)
