@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 #: Public name -> the module that provides it (relative to this package).
 _EXPORTS: dict[str, str] = {
     # errors
+    "ArgumentError": "._errors",
     "CheckpointError": "._errors",
     "EngineNotInstalledError": "._errors",
     "MissingDependencyError": "._errors",
@@ -124,6 +125,7 @@ __all__ = [
     "ENGINES",
     "SCENARIOS",
     "TASKS",
+    "ArgumentError",
     "BenchConfig",
     "BenchResult",
     "CheckpointError",
@@ -190,6 +192,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from ._errors import (
+        ArgumentError,
         CheckpointError,
         EngineNotInstalledError,
         MissingDependencyError,

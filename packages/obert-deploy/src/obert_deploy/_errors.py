@@ -11,6 +11,7 @@ written as ``except ValueError`` keeps working), and the missing-dependency erro
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
     "CheckpointError",
     "EngineNotInstalledError",
     "MissingDependencyError",
@@ -27,6 +28,14 @@ _BRIEF_LIMIT = 300
 
 class ObertDeployError(ValueError):
     """Base class of all obert-deploy errors (bad input, a failed check, a missing dependency)."""
+
+
+class ArgumentError(ObertDeployError, TypeError):
+    """A public function or config got an argument of the wrong type (``seq_len="128"``).
+
+    Also a ``TypeError``: a mistake in the calling code; the message names the function or
+    config, the argument and the value.
+    """
 
 
 class CheckpointError(ObertDeployError):

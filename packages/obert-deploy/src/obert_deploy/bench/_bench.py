@@ -27,6 +27,7 @@ from obert_core.shared import available_cores, cpu_info
 from .._checks import check_seq_len, onnx_max_positions
 from .._choices import ENGINES, SCENARIOS
 from .._errors import ObertDeployError, OnnxModelError, brief
+from .._validate import check_fields, check_path
 from ..size._sparsity import onnx_weight_sparsity
 from ._engines import Runner, create_runner, engine_version, require_engine
 from ._inputs import (
@@ -75,6 +76,7 @@ class BenchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.engine not in ENGINES:
             raise ObertDeployError(
                 f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}"
@@ -260,6 +262,7 @@ def benchmark(
         ShapeMismatchError: ``batch_size``/``seq_len`` do not fit the model's static shapes or
             ``seq_len`` exceeds its position embeddings.
     """
+    check_path(model, "model", "benchmark")
     config = config or BenchConfig()
     path = Path(model)
     proto = load_onnx(path)

@@ -17,6 +17,7 @@ from typing import Any
 from obert_core.shared import glue_text_columns
 
 from .._errors import ObertDeployError
+from .._validate import check_path, check_type
 
 __all__ = ["QAExample", "TextDataset", "read_glue_tsv", "read_squad"]
 
@@ -171,6 +172,8 @@ def read_glue_tsv(
         ObertDeployError: Missing file, a directory, not UTF-8 text, JSON instead of TSV,
             unknown columns, short rows or non-integer labels.
     """
+    check_path(path, "path", "read_glue_tsv")
+    check_type(max_samples, "max_samples", "read_glue_tsv", "int", optional=True)
     file = _data_file(path, "TSV")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import CheckpointError, MissingDependencyError, brief
+from .._validate import check_path, check_type
 from ._tasks import get_task
 
 if TYPE_CHECKING:
@@ -140,6 +141,8 @@ def load_checkpoint(
         CheckpointError: Missing, incomplete or unreadable checkpoint.
         MissingDependencyError: PyTorch or Transformers is not installed.
     """
+    check_path(checkpoint, "checkpoint", "load_checkpoint")
+    check_type(task, "task", "load_checkpoint", "str")
     spec = get_task(task)
     source = _resolve_source(checkpoint)
     require("loading a checkpoint")

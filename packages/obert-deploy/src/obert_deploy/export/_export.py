@@ -44,6 +44,7 @@ from .._checks import (
 )
 from .._choices import ENGINES
 from .._errors import ObertDeployError, VerificationError
+from .._validate import check_fields, check_path
 from ..size._sparsity import SparsityRow, linear_weights, match_sparsity, sparsity_table_markdown
 from ._checkpoint import load_checkpoint, require
 from ._onnx_compat import (
@@ -118,6 +119,7 @@ class ExportConfig:
     shrink: bool = True
 
     def __post_init__(self) -> None:
+        check_fields(self)
         get_task(self.task)
         if self.engine not in ENGINES:
             raise ObertDeployError(
@@ -488,6 +490,7 @@ def export_onnx(
         VerificationError: Output mismatch, NaN/inf outputs, or lost sparsity.
         MissingDependencyError: PyTorch, Transformers or onnxscript is not installed.
     """
+    check_path(output, "output", "export_onnx")
     config = config or ExportConfig()
     require("export", "torch", "transformers", "onnxscript")
     start = time.perf_counter()

@@ -37,6 +37,7 @@ from .._errors import (
     VerificationError,
 )
 from .._format import percent
+from .._validate import check_fields, check_path
 from ..export._checkpoint import load_checkpoint, require
 from ..export._export import (
     _OutputsAsTuple,
@@ -104,6 +105,7 @@ class QATConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         get_task(self.task)
         if self.task not in QAT_TASKS:
             raise UnsupportedTaskError(
@@ -325,6 +327,7 @@ def qat_export(
         CheckpointError: The model has NaN/inf weights.
         ShapeMismatchError: ``config.seq_len`` exceeds the model's position embeddings.
     """
+    check_path(output, "output", "qat_export")
     import copy
 
     config = config or QATConfig()

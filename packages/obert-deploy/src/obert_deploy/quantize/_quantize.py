@@ -36,6 +36,7 @@ from obert_core.shared import atomic_output, cpu_info
 from .._checks import check_finite_initializers
 from .._choices import CALIBRATION_METHODS, QUANT_FORMATS
 from .._errors import ObertDeployError, brief
+from .._validate import check_fields, check_path
 from ..bench._inputs import load_onnx
 from ..export._onnx_compat import opset_version
 from ..size._sparsity import onnx_weight_sparsity
@@ -77,6 +78,7 @@ class DynamicInt8Config:
     embedding_block_size: int = 32
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.embedding_bits not in (4, 8):
             raise ObertDeployError(
                 f"embedding_bits {self.embedding_bits} is not supported; use 8 (int8) or 4"
@@ -128,6 +130,7 @@ class StaticInt8Config:
         return replace(base, **overrides)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.calibration_method not in CALIBRATION_METHODS:
             raise ObertDeployError(
                 f"unknown calibration method {self.calibration_method!r}; choose one of "
@@ -425,6 +428,8 @@ def quantize_onnx(
         ObertDeployError: Unknown config type, missing calibration data, an already quantized
             source, or ``output`` equal to ``model``.
     """
+    check_path(model, "model", "quantize_onnx")
+    check_path(output, "output", "quantize_onnx")
     config = config or DynamicInt8Config()
     handler = _HANDLERS.get(type(config))
     if handler is None:

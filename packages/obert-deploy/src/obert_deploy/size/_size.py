@@ -22,6 +22,7 @@ from onnx import numpy_helper
 
 from .._errors import OnnxModelError
 from .._format import percent
+from .._validate import check_path, check_type
 from ..bench._inputs import load_onnx
 from ._sparsity import _zero_points, embedding_initializers, onnx_weight_sparsity
 
@@ -178,6 +179,9 @@ def size_report(
     Raises:
         OnnxModelError: ``path`` or ``reference`` is missing, a directory or not an ONNX file.
     """
+    check_path(path, "path", "size_report")
+    check_path(reference, "reference", "size_report", optional=True)
+    check_type(gzip_level, "gzip_level", "size_report", "int")
     if reference is not None:
         if not Path(reference).exists():
             raise OnnxModelError(
