@@ -82,8 +82,8 @@ def test_squad_normalisation_and_metric() -> None:
         SquadExample("2", "", "q", "ctx", ("Paris",), (0,)),
     ]
     metrics = squad_metrics({"1": "cat", "2": "Paris France"}, examples)
-    assert metrics["exact_match"] == pytest.approx(50.0)
-    assert metrics["f1"] == pytest.approx(100 * (1.0 + 2 / 3) / 2)
+    assert metrics["exact_match"] == pytest.approx(0.5)  # fractions, as every metric (issue 18)
+    assert metrics["f1"] == pytest.approx((1.0 + 2 / 3) / 2)
     with pytest.raises(DataError, match="no prediction"):
         squad_metrics({"1": "cat"}, examples)
 
@@ -151,7 +151,7 @@ def test_squad_postprocess_picks_the_best_valid_span(
     assert predictions == {e.qid: e.answers[0] for e in task.dev_examples}
     model = _tiny(BertForQuestionAnswering, tokenizer)
     metrics = task.evaluate(model, progress=False)
-    assert 0.0 <= metrics["f1"] <= 100.0
+    assert 0.0 <= metrics["f1"] <= 1.0
     assert metrics["num_examples"] == 4
 
 
@@ -341,5 +341,5 @@ def test_real_squad_pipeline_scores_oracle_spans_near_100(
     for example in dev:
         assert example.answers[0] in predictions[example.qid]
     metrics = squad_metrics(predictions, dev)
-    assert metrics["exact_match"] > 95.0
-    assert metrics["f1"] > 95.0
+    assert metrics["exact_match"] > 0.95
+    assert metrics["f1"] > 0.95

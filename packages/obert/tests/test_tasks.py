@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,7 +20,6 @@ from obert.defaults import shipped_data_dir
 from obert.deploy import glue_dev_tsv
 from obert.errors import PipelineInputError
 from obert.pipeline import fingerprint_dev
-from obert.training import as_fractions
 from obert_train.recipe import load_recipe
 
 from .conftest import DEV, SQUAD_ARGS, TRAIN, quick_args
@@ -43,13 +41,6 @@ def _fp32_matches_pytorch(entry: dict[str, Any], label: str, metric: str) -> Non
     fp32 = evaluation["models"][label]
     assert fp32["agreement"] >= 0.95, (label, fp32)
     assert abs(fp32["metrics"][metric] - evaluation["pytorch"][metric]) <= 0.02, (label, fp32)
-
-
-def test_metrics_in_percent_become_fractions() -> None:
-    squad = SimpleNamespace(name="squad")
-    metrics = {"f1": 62.5, "exact_match": 50.0, "num_examples": 16.0}
-    assert as_fractions(squad, metrics) == {"f1": 0.625, "exact_match": 0.5, "num_examples": 16.0}  # type: ignore[arg-type]
-    assert as_fractions(SimpleNamespace(name="sst2"), {"accuracy": 0.75}) == {"accuracy": 0.75}  # type: ignore[arg-type]
 
 
 def test_glue_dev_tsv_gives_training_label_ids(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from obert.cache import StageRecord
 from obert.config import QuickstartConfig
 from obert.machine import machine_info
 from obert.preflight import Prepared
-from obert_core.shared import atomic_write_bytes
+from obert_core.shared import atomic_write_bytes, format_metric, metric_unit
 
 __all__ = [
     "ACCURACY_PLOT",
@@ -60,6 +60,15 @@ def _data_name(config: QuickstartConfig) -> str:
 
 def _pct(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{100 * value:.{digits}f}"
+
+
+def _metric(metric: str, value: float | None) -> str:
+    """A metric cell by its unit (the header carries it: :func:`_metric_head`)."""
+    return "–" if value is None else format_metric(metric, value, with_unit=False)
+
+
+def _metric_head(metric: str) -> str:
+    return f"{metric} %" if metric_unit(metric) == "percent" else metric
 
 
 def _ms(value: float | None) -> str:
@@ -266,8 +275,8 @@ def summary_table(report: dict[str, Any]) -> str:
     head = [
         "model",
         "sparsity %",
-        f"dev {metric} % (PyTorch)",
-        f"dev {metric} % (ONNX)",
+        f"dev {_metric_head(metric)} (PyTorch)",
+        f"dev {_metric_head(metric)} (ONNX)",
         *[f"{e} b{b} p50 ms" for e in engines for b in batches],
         "file MB",
         "gzip MB",
@@ -280,8 +289,8 @@ def summary_table(report: dict[str, Any]) -> str:
                 [
                     name,
                     _pct(entry.get("sparsity"), 1),
-                    _pct(entry["pytorch"].get(metric)) if name == label else "",
-                    _pct(_onnx_metric(report, label, name)),
+                    _metric(metric, entry["pytorch"].get(metric)) if name == label else "",
+                    _metric(metric, _onnx_metric(report, label, name)),
                     *[
                         _ms(_latency(report, name, engine, batch))
                         for engine in engines
@@ -299,17 +308,18 @@ def summary_table(report: dict[str, Any]) -> str:
 def _curve_table(report: dict[str, Any]) -> str:
     metric = report["metric"]
     lines = [
-        f"| method | point | sparsity % | dev {metric} % |",
+        f"| method | point | sparsity % | dev {_metric_head(metric)} |",
         "|---|---|---:|---:|",
     ]
     dense = report["models"].get("dense", {}).get("pytorch", {}).get(metric)
-    lines.append(f"| dense | fine-tuned | 0.0 | {_pct(dense)} |")
+    lines.append(f"| dense | fine-tuned | 0.0 | {_metric(metric, dense)} |")
     for label, entry in report["models"].items():
         curve = entry.get("curve", [])
         for index, point in enumerate(curve):
             where = "final model" if index == len(curve) - 1 else f"before step {index + 2}"
             lines.append(
-                f"| {label} | {where} | {_pct(point['sparsity'], 1)} | {_pct(point['metric'])} |"
+                f"| {label} | {where} | {_pct(point['sparsity'], 1)} "
+                f"| {_metric(metric, point['metric'])} |"
             )
     return "\n".join(lines)
 

@@ -7,14 +7,14 @@ the model on the dev set right before each pruning step after the first, i.e. af
 previous step's recovery; with the final evaluation this gives one accuracy-vs-sparsity point
 per pruning step from ONE run.
 
-Metrics are fractions here, for every task: obert-train gives SQuAD's F1 and exact match in
-percent (the official script's scale), obert-deploy in fractions; :func:`as_fractions` rescales
-obert-train's wherever this module reads them (the final metrics and the curve points).
+Metrics are fractions here, for every task, as obert-train and obert-deploy both compute them
+(accuracy, SQuAD F1 / exact match in ``[0, 1]``), printed by
+:func:`obert_core.shared.format_metric`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ __all__ = [
     "PERCENT_METRICS",
     "AccuracyCurve",
     "CurvePoint",
-    "as_fractions",
     "target_names",
     "train_stage",
     "zero_fraction",
@@ -37,21 +36,8 @@ __all__ = [
 MODEL_DIR = "model"
 """The trained checkpoint inside a training stage's folder."""
 PERCENT_METRICS: dict[str, tuple[str, ...]] = {"squad": ("exact_match", "f1")}
-"""obert-train task name -> the metrics its ``evaluate`` gives in percent."""
-
-
-def as_fractions(task: Task, metrics: Mapping[str, float]) -> dict[str, float]:
-    """``metrics`` of ``task`` (from obert-train) with every percentage as a fraction.
-
-    Args:
-        task: The task that computed them (its name selects :data:`PERCENT_METRICS`).
-        metrics: Metric name -> value.
-
-    Returns:
-        A new dict; metrics that are not percentages (accuracy, loss, counts) as they are.
-    """
-    percent = PERCENT_METRICS.get(task.name, ())
-    return {k: float(v) / 100 if k in percent else v for k, v in metrics.items()}
+"""obert-train task name -> the metrics that obert-train versions before issue 18 gave in percent
+(a stage cached with them is never reused: the pipeline's ``metric_scale`` key)."""
 
 
 @dataclass(frozen=True)
@@ -150,9 +136,7 @@ class AccuracyCurve(TrainerCallback):
             return
         model = kwargs["model"]
         was_training = model.training
-        metrics = as_fractions(
-            self.task, self.task.evaluate(model, batch_size=self.batch_size, progress=False)
-        )
+        metrics = self.task.evaluate(model, batch_size=self.batch_size, progress=False)
         model.train(was_training)
         point = CurvePoint(
             step=state.global_step,
@@ -196,7 +180,7 @@ def train_stage(
 
     Returns:
         The stage outputs: model folder (relative), dev metrics (fractions,
-        :func:`as_fractions`), sparsity, pruning steps, curve points, training seconds.
+        fractions), sparsity, pruning steps, curve points, training seconds.
     """
     emit = log or print
     names = target_names(recipe, student)
@@ -226,7 +210,7 @@ def train_stage(
         log=emit,
     )
     metric = task.primary_metric
-    metrics = as_fractions(task, result.metrics)
+    metrics = dict(result.metrics)
     points = [p.to_dict() for p in tracker.points] if tracker is not None else []
     if recipe.pruning and metric in metrics:
         final = CurvePoint(

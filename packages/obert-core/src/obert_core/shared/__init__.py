@@ -12,6 +12,8 @@ need lives here, and nowhere else.
   :data:`ATTENTION_LAYOUTS`;
 - GLUE TSV column names: :data:`GLUE_TEXT_COLUMNS`, :data:`GLUE_LABEL_COLUMNS`;
 - the official SQuAD v1.1 metric: :func:`squad_scores`, :func:`squad_normalize_answer`;
+- each metric's unit and the one number formatter: :func:`format_metric`,
+  :func:`metric_unit`, :data:`PERCENT_METRICS`;
 - the output-folder policy (``docs/train.md``): one lock on an output folder,
   :func:`folder_lock` (:class:`FolderInUseError`, :func:`folder_lock_holder`), and
   :func:`check_output_not_input` (:class:`OutputOverlapError`).
@@ -30,6 +32,7 @@ from ._layouts import (
 )
 from ._lock import FolderInUseError, folder_lock, folder_lock_holder
 from ._machine import CpuInfo, available_cores, cpu_flags, cpu_info, load_average
+from ._metrics import PERCENT_METRICS, format_metric, metric_unit
 from ._overlap import OutputOverlapError, check_output_not_input
 from ._squad import squad_normalize_answer, squad_scores
 
@@ -38,6 +41,7 @@ __all__ = [
     "FFN_LAYOUTS",
     "GLUE_LABEL_COLUMNS",
     "GLUE_TEXT_COLUMNS",
+    "PERCENT_METRICS",
     "AttentionLayout",
     "CpuInfo",
     "FfnLayout",
@@ -54,8 +58,10 @@ __all__ = [
     "describe_layouts",
     "folder_lock",
     "folder_lock_holder",
+    "format_metric",
     "glue_text_columns",
     "load_average",
+    "metric_unit",
     "squad_normalize_answer",
     "squad_scores",
 ]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from obert_core.shared import squad_scores
+from obert_core.shared import format_metric, squad_scores
 
 from .._checks import (
     check_finite_initializers,
@@ -41,6 +41,7 @@ from .._errors import (
     brief,
 )
 from .._format import percent
+from .._validate import check_path, check_paths, check_type
 from ..bench._engines import create_runner, engine_available
 from ..bench._inputs import load_onnx, onnx_inputs
 from ..export._checkpoint import load_checkpoint, load_tokenizer, require
@@ -116,7 +117,7 @@ class EvalReport:
             "|---|---|" + "---:|" * (len(names) + 2),
         ]
         for r in self.results:
-            values = " | ".join(percent(r.metrics[n]) for n in names)
+            values = " | ".join(format_metric(n, r.metrics[n]) for n in names)
             agree = "-" if r.agreement is None else percent(r.agreement)
             diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.3g}"
             lines.append(f"| {Path(r.model).name} | {r.engine} | {values} | {agree} | {diff} |")
@@ -370,6 +371,19 @@ def evaluate(
             ``seq_len`` exceeds the model's position embeddings.
         VerificationError: A model's outputs are NaN or inf.
     """
+    check_path(checkpoint, "checkpoint", "evaluate")
+    check_paths(models, "models", "evaluate")
+    check_type(task, "task", "evaluate", "str")
+    check_path(data, "data", "evaluate", optional=True)
+    check_path(tokenizer, "tokenizer", "evaluate", optional=True)
+    for name, number in (
+        ("seq_len", seq_len),
+        ("batch_size", batch_size),
+        ("doc_stride", doc_stride),
+    ):
+        check_type(number, name, "evaluate", "int")
+    check_type(max_samples, "max_samples", "evaluate", "int", optional=True)
+    check_type(threads, "threads", "evaluate", "int", optional=True)
     if task not in EVAL_TASKS:
         get_task(task)
         raise UnsupportedTaskError(f"evaluate supports {', '.join(EVAL_TASKS)}, not {task!r}")

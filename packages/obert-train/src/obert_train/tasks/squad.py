@@ -3,7 +3,8 @@
 The metric is the official SQuAD v1.1 evaluation (Rajpurkar et al. 2016, ``evaluate-v1.1.py``):
 answers are normalised (lower case, punctuation and the articles a/an/the removed, whitespace
 collapsed); EM and token-overlap F1 take the maximum over the gold answers and are averaged over
-questions, reported in percent.
+questions, reported as fractions in ``[0, 1]`` like every metric of the project (printed in
+percent by :func:`obert_core.shared.format_metric`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ __all__ = ["SquadTask", "squad_metrics", "squad_normalize_answer"]
 def squad_metrics(
     predictions: Mapping[str, str], examples: Sequence[SquadExample]
 ) -> dict[str, float]:
-    """Official SQuAD v1.1 exact match and F1 (in percent) of ``predictions``.
+    """Official SQuAD v1.1 exact match and F1 (fractions in ``[0, 1]``) of ``predictions``.
 
     Args:
         predictions: ``{question id: predicted answer text}``.
@@ -48,7 +49,7 @@ def squad_metrics(
         em += exact
         f1 += overlap
     n = len(examples)
-    return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n}
+    return {"exact_match": em / n, "f1": f1 / n}
 
 
 class SquadTask(Task):
