@@ -78,3 +78,47 @@ def test_squad_readers_agree(tmp_path: Path) -> None:
     assert len(ours) == len(theirs) > 100
     for a, b in zip(ours, theirs, strict=True):
         assert (a.qid, a.question, a.context, a.answers) == (b.id, b.question, b.context, b.answers)
+
+
+@pytest.mark.parametrize("first", ["label", "sentence"])
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path: Path, first: str) -> None:
+    """A TSV saved by a spreadsheet program starts with a UTF-8 BOM: both readers just work."""
+    header = (first, "label" if first == "sentence" else "sentence")
+    rows = [
+        "\t".join(str(i % 2) if h == "label" else f"text {i}" for h in header) for i in range(4)
+    ]
+    path = tmp_path / "bom.tsv"
+    path.write_text("\t".join(header) + "\n" + "\n".join(rows) + "\n", encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert _same_tsv(path) == 4
+    assert [e.text_a for e in train.read_glue_tsv(path)] == [f"text {i}" for i in range(4)]
+
+
+def test_a_bom_squad_file_reads_in_both(tmp_path: Path) -> None:
+    """A SQuAD JSON file with a BOM reads the same in both libraries."""
+    context = "Paris is the capital of France."
+    qa = {
+        "id": "q1",
+        "question": "What is the capital?",
+        "answers": [{"text": "Paris", "answer_start": 0}],
+    }
+    payload = {"data": [{"title": "t", "paragraphs": [{"context": context, "qas": [qa]}]}]}
+    path = tmp_path / "bom.json"
+    path.write_text(json.dumps(payload), encoding="utf-8-sig")
+    from obert_deploy.evaluation import read_squad
+
+    ours, theirs = train.read_squad_json(path), read_squad(path)
+    assert [(a.qid, a.answers) for a in ours] == [(b.id, b.answers) for b in theirs]
+
+
+@pytest.mark.parametrize("reader", ["train", "deploy"])
+def test_a_binary_tsv_names_the_file(tmp_path: Path, reader: str) -> None:
+    """A binary file given as a TSV: one package error naming the file, not a raw decode error."""
+    path = tmp_path / "train.tsv"
+    path.write_bytes(b"sentence\tlabel\n\x89PNG\r\n\x1a\n\x00\xff\xfe\x80\tx\n")
+    read = train.read_glue_tsv if reader == "train" else deploy.read_glue_tsv
+    error = train.ObertTrainError if reader == "train" else deploy.ObertDeployError
+    with pytest.raises(error, match="not UTF-8") as info:
+        read(path)
+    assert str(path) in str(info.value)
+    assert isinstance(info.value, ValueError)

@@ -177,7 +177,7 @@ def read_glue_tsv(
     file = _data_file(path, "TSV")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     try:
-        with file.open(newline="", encoding="utf-8") as handle:
+        with file.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
             header = _read_header(reader, file)
             text_idx, label_idx = _resolve_columns(header, text_columns, label_column, file)
@@ -197,7 +197,7 @@ def _squad_json(file: Path) -> list[Any]:
         "pass SQuAD v1.1 JSON such as dev-v1.1.json (for a TSV use --task sequence-classification)"
     )
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = json.loads(file.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise ObertDeployError(
             f"{str(file)!r} is not UTF-8 text ({exc.reason}); {remedy}"

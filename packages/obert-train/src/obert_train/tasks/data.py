@@ -114,37 +114,51 @@ def read_glue_tsv(
     check_str_sequence(text_columns, "text_columns", "read_glue_tsv")
     check_path(path, "path", "read_glue_tsv")
     file = _require_file(Path(path))
-    with file.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise DataError(f"{file}: the file is empty; expected a GLUE TSV header") from None
-        columns = {name.strip(): i for i, name in enumerate(header)}
-        text_idx = _glue_text_indices(file, columns, text_columns)
-        label_idx = _glue_label_index(file, columns, label_column)
-        needed = max([*text_idx, label_idx]) + 1
-        examples: list[ClassificationExample] = []
-        for line_no, row in enumerate(reader, start=2):
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) < needed:
-                raise DataError(
-                    f"{file}:{line_no}: expected at least {needed} tab-separated fields "
-                    f"(header {header}), got {len(row)}: {row!r}"
+    # utf-8-sig: a byte-order mark (spreadsheet programs write one) is not part of the header.
+    try:
+        with file.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise DataError(f"{file}: the file is empty; expected a GLUE TSV header") from None
+            columns = {name.strip(): i for i, name in enumerate(header)}
+            text_idx = _glue_text_indices(file, columns, text_columns)
+            label_idx = _glue_label_index(file, columns, label_column)
+            needed = max([*text_idx, label_idx]) + 1
+            examples: list[ClassificationExample] = []
+            for line_no, row in enumerate(reader, start=2):
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if len(row) < needed:
+                    raise DataError(
+                        f"{file}:{line_no}: expected at least {needed} tab-separated fields "
+                        f"(header {header}), got {len(row)}: {row!r}"
+                    )
+                label = row[label_idx].strip()
+                if not label:
+                    raise DataError(
+                        f"{file}:{line_no}: empty label in column {header[label_idx]!r}"
+                    )
+                text_b = row[text_idx[1]].strip() if len(text_idx) > 1 else None
+                examples.append(
+                    ClassificationExample(
+                        row[text_idx[0]].strip(), text_b, label, source=str(file), line=line_no
+                    )
                 )
-            label = row[label_idx].strip()
-            if not label:
-                raise DataError(f"{file}:{line_no}: empty label in column {header[label_idx]!r}")
-            text_b = row[text_idx[1]].strip() if len(text_idx) > 1 else None
-            examples.append(
-                ClassificationExample(
-                    row[text_idx[0]].strip(), text_b, label, source=str(file), line=line_no
-                )
-            )
+    except UnicodeDecodeError as exc:
+        raise DataError(_not_utf8(file, exc, "a GLUE-style TSV file")) from None
     if not examples:
         raise DataError(f"{file}: no examples after the header")
     return examples
+
+
+def _not_utf8(file: Path, exc: UnicodeDecodeError, expected: str) -> str:
+    """The message for a file that is not UTF-8 text (a binary file, another encoding)."""
+    return (
+        f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start}); pass {expected} "
+        "(save it as UTF-8)"
+    )
 
 
 def _glue_text_indices(
@@ -231,7 +245,9 @@ def read_squad_json(path: str | os.PathLike[str]) -> list[SquadExample]:
     check_path(path, "path", "read_squad_json")
     file = _require_file(Path(path))
     try:
-        payload = json.loads(file.read_text(encoding="utf-8"))
+        payload = json.loads(file.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DataError(_not_utf8(file, exc, "a SQuAD v1.1 JSON file")) from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{file}: not valid JSON ({exc}); expected a SQuAD v1.1 file") from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
@@ -328,9 +344,9 @@ def read_raw_text(path: str | os.PathLike[str]) -> list[str]:
     check_path(path, "path", "read_raw_text")
     file = _require_file(Path(path))
     try:
-        text = file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{file}: not UTF-8 text ({exc})") from exc
+        raise DataError(_not_utf8(file, exc, "a raw text corpus")) from None
     lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
     if not lines:
