@@ -6,14 +6,12 @@ The data flags are in :mod:`obert_train.cli.data_options`, model loading in
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 
 from obert_core import ObertError
 from obert_train._validate import check_str_sequence
@@ -72,8 +70,10 @@ def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
     """``--set KEY=VALUE`` items as recipe overrides (``{"final_sparsity": 0.9, ...}``).
 
     ``["final_sparsity=0.9", "damp=1e-6"]`` -> ``{"final_sparsity": 0.9, "damp": 1e-6}``.
-    Values are read as YAML scalars (numbers, booleans, lists); the result is what
-    :func:`obert_train.load_recipe` takes as ``overrides``.
+    Values are read as the recipe reader reads a value (numbers, booleans, lists; YAML 1.2
+    numbers, so ``mask_type=2:4`` is the text ``"2:4"``, never YAML 1.1's base-60 int 124, and
+    ``1e-6`` a float); the result is what :func:`obert_train.load_recipe` takes as
+    ``overrides`` (which reads a text field's override as text).
 
     Args:
         items: ``KEY=VALUE`` strings (None: no override).
@@ -83,16 +83,15 @@ def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
 
     Raises:
         OptionError: If an item has no ``=``.
+        RecipeError: If a value is not valid YAML (``damp=[1e-7``).
     """
+    from obert_train.recipe._yaml import parse_value  # here: --help stays fast
+
     check_str_sequence(items, "items", "parse_sets")
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise OptionError(f"--set {item!r}: expected KEY=VALUE, e.g. --set final_sparsity=0.9")
-        parsed = yaml.safe_load(value) if value.strip() else ""
-        if isinstance(parsed, str):
-            with contextlib.suppress(ValueError):
-                parsed = float(parsed)
-        out[key.strip()] = parsed
+        out[key.strip()] = parse_value(value, f"--set {item!r}") if value.strip() else ""
     return out

@@ -18,7 +18,13 @@ The group a modifier sits in has no meaning. Compared with ``yaml.safe_load`` th
   YAML 1.2 does;
 * refuses a key given twice in one mapping (PyYAML would silently keep the last one);
 * also takes the untagged form ``- OBSPruningModifier: {...}`` (one key, the tag name), so a
-  recipe can be written as JSON.
+  recipe can be written as JSON;
+* reads every ``eval(...)`` string as an :class:`~obert_train.recipe._eval.Expr` that knows its
+  line, and YAML anchors, aliases and merge keys (``<<: *common``; keys written next to the
+  merge win) as YAML does.
+
+Besides modifier groups a recipe may have SparseML's top-level ``version`` (recorded) and
+top-level variables (``num_epochs: 30``), which :mod:`obert_train.recipe._variables` evaluates.
 """
 
 from __future__ import annotations
@@ -33,8 +39,17 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from obert_train.errors import RecipeError
+from obert_train.recipe._eval import Expr, is_expr_text
 
-__all__ = ["RawModifier", "dump_groups", "is_group", "parse_recipe_text", "parse_value"]
+__all__ = [
+    "RawModifier",
+    "RecipeDocument",
+    "Variable",
+    "dump_groups",
+    "is_group",
+    "parse_recipe_text",
+    "parse_value",
+]
 
 # YAML 1.1 numbers without the base-60 forms (``2:4`` would be the int 124) and with exponents
 # that need no dot (``1e-7`` would be a string), as in YAML 1.2.
@@ -88,9 +103,10 @@ class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         """Build a mapping, refusing a key that appears twice."""
         if isinstance(node, MappingNode):
-            self.flatten_mapping(node)
             seen: set[Any] = set()
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # merged keys may be overridden by keys written next to them
                 key = self.construct_object(key_node, deep=deep)
                 if isinstance(key, Hashable):
                     if key in seen:
@@ -101,6 +117,7 @@ class _Loader(yaml.SafeLoader):
                             key_node.start_mark,
                         )
                     seen.add(key)
+            self.flatten_mapping(node)
         return super().construct_mapping(node, deep=deep)
 
 
@@ -117,6 +134,13 @@ def _construct_tagged(loader: _Loader, suffix: str, node: Node) -> _Tagged:
     return _Tagged(suffix, {str(k): v for k, v in value.items()}, line)
 
 
+def _construct_str(loader: _Loader, node: Node) -> str:
+    value = loader.construct_scalar(node)  # type: ignore[arg-type]
+    if is_expr_text(value):
+        return Expr(str(value).strip(), node.start_mark.line + 1)
+    return str(value)
+
+
 _INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, regex) for tag, regex in resolvers if tag not in (_INT, _FLOAT)]
@@ -125,6 +149,7 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver(_INT, _INT_RE, list("-+0123456789"))
 _Loader.add_implicit_resolver(_FLOAT, _FLOAT_RE, list("-+0123456789."))
 _Loader.add_multi_constructor("!", _construct_tagged)
+_Loader.add_constructor("tag:yaml.org,2002:str", _construct_str)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -140,6 +165,7 @@ def _represent_tagged(dumper: _Dumper, data: _Tagged) -> Node:
 
 
 _Dumper.add_representer(_Tagged, _represent_tagged)
+_Dumper.add_representer(Expr, lambda dumper, data: dumper.represent_str(str(data)))
 
 
 def _yaml_error(exc: yaml.YAMLError, where: str) -> RecipeError:
@@ -186,24 +212,81 @@ def _modifier_item(item: object, group: str, number: int, position: int, where: 
     )
 
 
-def parse_recipe_text(text: str, where: str) -> list[RawModifier]:
-    """All modifiers of a recipe, in file order.
+@dataclass(frozen=True)
+class Variable:
+    """A top-level recipe variable as written (SparseML's ``num_epochs: 30``).
+
+    Attributes:
+        name: Its name.
+        value: Its value as read: a number, an ``eval(...)`` :class:`Expr`, or any other YAML
+            value (a list of params, a mask type).
+        line: 1-based line of its key in the file.
+    """
+
+    name: str
+    value: Any
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class RecipeDocument:
+    """A recipe file as read, before variables are evaluated and modifiers validated.
+
+    Attributes:
+        modifiers: The modifiers in file order (fields may hold ``eval(...)`` expressions).
+        variables: The top-level variables in file order.
+        version: SparseML's top-level ``version`` (``"1.1.0"``), if given.
+    """
+
+    modifiers: list[RawModifier]
+    variables: list[Variable] = field(default_factory=list)
+    version: str | None = None
+
+
+def _load_root(text: str, where: str) -> tuple[Any, dict[str, int]]:
+    """The YAML data and the line of every top-level key."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[str, int] = {}
+        if isinstance(node, MappingNode):
+            for key_node, _ in node.value:
+                if isinstance(key_node, ScalarNode):
+                    lines.setdefault(str(key_node.value), key_node.start_mark.line + 1)
+        data = loader.construct_document(node) if node is not None else None
+        return data, lines
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, where) from None
+    finally:
+        loader.dispose()
+
+
+def _version(value: Any, where: str, line: int | None) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        at = f", line {line}" if line is not None else ""
+        raise RecipeError(
+            f"{where}{at}: version = {value!r} must be a version such as 1.1.0 (SparseML's "
+            "recipe version); fix or remove it"
+        )
+    return str(value)
+
+
+def parse_recipe_text(text: str, where: str) -> RecipeDocument:
+    """The modifiers, variables and version of a recipe's YAML.
 
     Args:
-        text: The recipe YAML.
+        text: The recipe YAML (a Markdown recipe's front matter already extracted).
         where: The file (or ``"recipe text"``) for error messages.
 
     Returns:
-        The modifiers, unvalidated, numbered 1, 2, ... in file order.
+        The modifiers, unvalidated, numbered 1, 2, ... in file order; the top-level variables;
+        the version.
 
     Raises:
-        RecipeError: If the text is not YAML, not a mapping of modifier groups, or a group is
-            not a list of modifiers.
+        RecipeError: If the text is not YAML, not a mapping of modifier groups and variables,
+            a staged recipe, or a group is not a list of modifiers.
     """
-    try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise _yaml_error(exc, where) from None
+    data, lines = _load_root(text, where)
     if data is None:
         raise RecipeError(f"{where}: the recipe is empty; add an EpochRangeModifier and others")
     if not isinstance(data, Mapping):
@@ -212,14 +295,28 @@ def parse_recipe_text(text: str, where: str) -> list[RawModifier]:
             f"or 'training_modifiers:', got {type(data).__name__}"
         )
     raws: list[RawModifier] = []
+    variables: list[Variable] = []
+    version: str | None = None
     for key, items in data.items():
+        line = lines.get(str(key))
+        if key == "version":
+            version = _version(items, where, line)
+            continue
         if not is_group(key):
-            raise RecipeError(
-                f"{where}: top-level key {key!r} is not a modifier group; groups are "
-                "'modifiers' or keys ending in '_modifiers' (training_modifiers, "
-                "pruning_modifiers, distillation_modifiers). Recipe variables (SparseML "
-                "'eval(...)') are not supported: write the values into the modifiers"
-            )
+            if isinstance(items, Mapping) and any(is_group(k) for k in items):
+                raise RecipeError(
+                    f"{where}, line {line}: {key!r} is a stage of a staged recipe (its own "
+                    "modifier groups); staged recipes are not supported: run each stage as its "
+                    "own recipe"
+                )
+            if not isinstance(key, str) or not key.isidentifier():
+                raise RecipeError(
+                    f"{where}, line {line}: top-level key {key!r} is neither a modifier group "
+                    "('modifiers' or a key ending in '_modifiers') nor a recipe variable (a "
+                    "name such as num_epochs); rename it"
+                )
+            variables.append(Variable(key, items, line))
+            continue
         if items is None:
             continue
         if not isinstance(items, list):
@@ -229,7 +326,7 @@ def parse_recipe_text(text: str, where: str) -> list[RawModifier]:
             )
         for number, item in enumerate(items, start=1):
             raws.append(_modifier_item(item, str(key), number, len(raws) + 1, where))
-    return raws
+    return RecipeDocument(raws, variables, version)
 
 
 def dump_groups(groups: Mapping[str, Sequence[tuple[str, Mapping[str, Any]]]]) -> str:

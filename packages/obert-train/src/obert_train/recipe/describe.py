@@ -2,12 +2,15 @@
 
 ``obert-train recipe show RECIPE`` prints :meth:`Recipe.describe`: the run length, every
 pruning step (epoch, optimizer step, method, target sparsity, mask type) with each method's
-settings, the learning-rate phases with their restarts, distillation and constant masks.
+settings, the learning-rate phases with their restarts (a ``!SetLearningRateModifier`` as a
+constant phase), the weight decay, frozen parameters, distillation and constant masks, and a
+SparseML file's version and evaluated variables.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from obert_train.recipe._messages import fmt
 from obert_train.recipe.modifiers import (
@@ -17,6 +20,7 @@ from obert_train.recipe.modifiers import (
     step_of_epoch,
 )
 from obert_train.recipe.pruning_modifier import PruningEvent, PruningModifier
+from obert_train.recipe.training_modifiers import TrainableParamsModifier
 
 __all__ = ["describe_recipe"]
 
@@ -39,6 +43,14 @@ class _Plan(Protocol):
     def distillation(self) -> DistillationModifier | None: ...
     @property
     def epoch_range(self) -> EpochRangeModifier | None: ...
+    @property
+    def weight_decay(self) -> float | None: ...
+    @property
+    def trainable(self) -> tuple[TrainableParamsModifier, ...]: ...
+    @property
+    def version(self) -> str | None: ...
+    @property
+    def variables(self) -> Mapping[str, Any]: ...
     def fingerprint(self) -> str: ...
     def total_steps(self, steps_per_epoch: int) -> int: ...
     def pruning_events(self, steps_per_epoch: int) -> list[PruningEvent]: ...
@@ -92,6 +104,8 @@ def _lr_lines(recipe: _Plan, spe: int | None, pruning_epochs: set[float]) -> lis
             f"  epochs {fmt(m.start_epoch)}-{fmt(m.end_epoch)}: {m.lr_func} "
             f"{_lr(m.init_lr)} -> {_lr(m.final_lr)}"
         )
+        if m.lr_func == "linear" and m.init_lr == m.final_lr:
+            text = f"  epochs {fmt(m.start_epoch)}-{fmt(m.end_epoch)}: constant {_lr(m.init_lr)}"
         if m.cycle_epochs is not None:
             starts = m.cycle_starts()
             text += (
@@ -154,10 +168,39 @@ def _pruning_lines(recipe: _Plan, spe: int | None) -> list[str]:
     return lines
 
 
+def _value(value: object) -> str:
+    if isinstance(value, float):
+        return _lr(value)
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _training_lines(recipe: _Plan) -> list[str]:
+    decay = recipe.weight_decay
+    lines = [
+        "Weight decay: the trainer's (--weight-decay)"
+        if decay is None
+        else f"Weight decay: {fmt(decay)} for the whole run (!SetWeightDecayModifier; "
+        "replaces --weight-decay)"
+    ]
+    for m in recipe.trainable:
+        state = "trainable" if m.trainable else "frozen (requires_grad false)"
+        strict = "" if m.params_strict else ", patterns matching nothing allowed"
+        lines.append(
+            f"Parameters {state} for the whole run ({m.label()}{strict}): {', '.join(m.params)}"
+        )
+    return lines
+
+
 def describe_recipe(recipe: _Plan, steps_per_epoch: int | None = None) -> str:
     """The plan of ``recipe`` as text (see :meth:`Recipe.describe`)."""
     spe = steps_per_epoch
     lines = [f"Recipe: {recipe.where}", f"Fingerprint: {recipe.fingerprint()[:16]}"]
+    if recipe.version is not None:
+        lines.append(f"SparseML recipe version: {recipe.version}")
+    if recipe.variables:
+        shown = ", ".join(f"{k} = {_value(v)}" for k, v in recipe.variables.items())
+        lines.append(f"Variables (evaluated): {shown}")
     origin = "EpochRangeModifier" if recipe.epoch_range else "largest end_epoch of the modifiers"
     run = f"Run: {_plural(recipe.num_epochs, 'epoch')} ({origin})"
     if spe:
@@ -171,7 +214,7 @@ def describe_recipe(recipe: _Plan, steps_per_epoch: int | None = None) -> str:
         for m in constant:
             lines.append(f"  {m.label()}, params:")
             lines += [f"    {p}" for p in m.params]
-    lines += ["", *_lr_lines(recipe, spe, pruning_epochs), ""]
+    lines += ["", *_lr_lines(recipe, spe, pruning_epochs), *_training_lines(recipe), ""]
     kd = recipe.distillation
     if kd is None:
         lines.append("Distillation: none (task loss only)")

@@ -1,26 +1,50 @@
-"""Finding, reading and overriding recipes.
+"""Finding, reading and overriding recipes: the one parser of every entry point.
 
-A recipe source is a file path, YAML text (any string with a newline), or the name of a recipe
-shipped in ``obert_train/recipes/`` (``"minilm-sst2-obert80"``). Overrides change fields of
-the recipe before it is validated, so overridden values get the same checks as written ones.
+A recipe source is a file path (``.yaml``, or a SparseZoo-style ``.md`` with YAML front
+matter), YAML text (any string with a newline), or the name of a recipe shipped in
+``obert_train/recipes/`` (``"minilm-sst2-obert80"``). ``obert-train run``, ``oneshot``,
+``recipe show``, ``recipe convert``, the Python API and ``obert quickstart`` all read recipes
+through :func:`load_recipe`:
+
+1. the text (a Markdown recipe's front matter, :mod:`obert_train.recipe._markdown`) is read as
+   YAML: modifier groups, SparseML's ``version`` and top-level variables;
+2. overrides of a variable's name replace it, then the variables are evaluated in file order
+   (:mod:`obert_train.recipe._variables`, the safe arithmetic of
+   :mod:`obert_train.recipe._eval`);
+3. the other overrides change fields of the modifiers, then every ``eval(...)`` of a field is
+   evaluated;
+4. the modifiers and the rules between them are validated (:func:`validate_recipe`), so
+   overridden values get the same checks as written ones.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
-from obert_train.errors import RecipeError
+from pydantic import BaseModel
+
+from obert_train._validate import check_mapping, check_path
+from obert_train.errors import ArgumentError, RecipeError
 from obert_train.pruning.registry import method_for_tag
+from obert_train.recipe._markdown import front_matter, has_front_matter
 from obert_train.recipe._messages import suggest
+from obert_train.recipe._variables import (
+    check_shadowing,
+    evaluate_variables,
+    split_overrides,
+    substitute,
+)
 from obert_train.recipe._yaml import RawModifier, parse_recipe_text, parse_value
 from obert_train.recipe.modifiers import CORE_MODIFIERS
-from obert_train.recipe.pruning_modifier import pruning_fields
+from obert_train.recipe.pruning_modifier import ScheduleFields, pruning_fields
 from obert_train.recipe.recipe import Recipe, known_tags, validate_recipe
 from obert_train.recipe.spec import ModifierSpec
+from obert_train.recipe.training_modifiers import TRAINING_MODIFIERS
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -55,6 +79,15 @@ def _read(path: Path) -> str:
         raise RecipeError(f"cannot read recipe file {str(path)!r}: {exc}") from None
 
 
+def _markdown(text: str, path: str | None, where: str) -> str:
+    """The recipe YAML of a source: a ``.md`` file's front matter, text's if it has one."""
+    if path is not None and path.lower().endswith(".md"):
+        return front_matter(text, where)
+    if path is None and has_front_matter(text):
+        return front_matter(text, where)
+    return text
+
+
 def _source(source: str | os.PathLike[str]) -> tuple[str, str | None, str]:
     """``(text, path, where)`` of a recipe source."""
     if not isinstance(source, str):
@@ -72,7 +105,7 @@ def _source(source: str | os.PathLike[str]) -> tuple[str, str | None, str]:
         return entry.read_text(encoding="utf-8"), str(entry), f"shipped recipe {name!r}"
     if path.is_dir():
         raise RecipeError(f"recipe {source!r} is a folder; give a recipe file (.yaml) in it")
-    if source.endswith((".yaml", ".yml")) or "/" in source or os.sep in source:
+    if source.endswith((".yaml", ".yml", ".md")) or "/" in source or os.sep in source:
         raise RecipeError(
             f"recipe file {source!r} not found; give a file, YAML text or a shipped name "
             "(obert-train recipe list)"
@@ -87,8 +120,40 @@ def _fields_of(tag: str) -> list[str] | None:
     """Recipe fields a modifier with this tag takes (None for an unknown tag)."""
     if tag in CORE_MODIFIERS:
         return CORE_MODIFIERS[tag].recipe_fields()
+    if tag in TRAINING_MODIFIERS:
+        return TRAINING_MODIFIERS[tag].recipe_fields()
     cls = method_for_tag(tag)
     return None if cls is None else pruning_fields(cls)
+
+
+def _wants_text(tag: str, field: str) -> bool:
+    """Whether the field's schema type is text (``mask_type``, ``lr_func``, ``inter_func``)."""
+    cls = method_for_tag(tag)
+    models: list[type[BaseModel]] = [CORE_MODIFIERS[tag]] if tag in CORE_MODIFIERS else []
+    models += [TRAINING_MODIFIERS[tag]] if tag in TRAINING_MODIFIERS else []
+    models += [] if cls is None else [ScheduleFields, cls.Settings]
+    info = next((m.model_fields[field] for m in models if field in m.model_fields), None)
+    if info is None:
+        return False
+    annotation = info.annotation
+    if annotation is str:
+        return True
+    args = get_args(annotation)
+    return get_origin(annotation) is Literal and all(isinstance(a, str) for a in args)
+
+
+def _typed(given: Any, key: str, raws: Sequence[RawModifier], hits: Sequence[int]) -> Any:
+    """An override's value as the field's schema type: text stays text, other text is YAML.
+
+    ``mask_type=2:4`` stays ``"2:4"`` (never YAML 1.1's base-60 int 124), ``damp=1e-7`` is the
+    float, ``params=[re:a, re:b]`` a list.
+    """
+    if not isinstance(given, str):
+        return given
+    field = key.partition(".")[2] or key
+    if hits and all(_wants_text(raws[i].tag, field) for i in hits):
+        return given.strip()
+    return parse_value(given, f"override {key!r}")
 
 
 def _with(raw: RawModifier, field: str, value: Any) -> RawModifier:
@@ -113,8 +178,8 @@ def apply_overrides(
     """
     raws = list(raws)
     for key, given in overrides.items():
-        value = parse_value(given, f"override {key!r}") if isinstance(given, str) else given
         if key == "num_epochs":
+            value = _typed(given, key, raws, [])
             ranges = [i for i, raw in enumerate(raws) if raw.tag == "EpochRangeModifier"]
             if not ranges:
                 position = len(raws) + 1
@@ -146,6 +211,7 @@ def apply_overrides(
                 f"{suggest(field, fields)} use a field of one of them, 'Tag.field' to pick one "
                 "kind, or num_epochs"
             )
+        value = _typed(given, key, raws, hits)
         for i in hits:
             raws[i] = _with(raws[i], field, value)
     return raws
@@ -162,8 +228,12 @@ def load_recipe(
         overrides: Fields to change before validation. ``{"final_sparsity": 0.9}`` sets the
             field on every modifier that takes it; ``{"OBSPruningModifier.damp": 1e-6}``
             only on modifiers with that tag; ``{"num_epochs": 3}`` sets the
-            ``!EpochRangeModifier`` end (adding one if there is none). String values (from a
-            command line: ``"0.9"``, ``"true"``, ``"1e-7"``) are read as YAML.
+            ``!EpochRangeModifier`` end (adding one if there is none), unless the recipe has a
+            variable of that name: a key naming a top-level variable overrides the variable
+            before the ``eval(...)`` fields are evaluated (SparseML's ``recipe_args``). String
+            values (from a command line) are read as the field's type: text fields keep the
+            text (``"2:4"``), others are read as YAML (``"0.9"``, ``"true"``, ``"1e-7"``,
+            ``"eval(num_epochs - 2)"``).
 
     Returns:
         The validated :class:`Recipe`.
@@ -171,12 +241,20 @@ def load_recipe(
     Raises:
         RecipeError: If the source is not found or the recipe (or an override) is invalid; the
             message names the file, the modifier, the field and the value.
+        ArgumentError: If ``source`` is not a string or path, or ``overrides`` not a dict.
     """
+    check_path(source, "source", "load_recipe")
+    check_mapping(overrides, "overrides", "load_recipe")
     text, path, where = _source(source)
-    raws = parse_recipe_text(text, where)
-    if overrides:
-        raws = apply_overrides(raws, overrides, where)
-    return validate_recipe(raws, path, where)
+    doc = parse_recipe_text(_markdown(text, path, where), where)
+    check_shadowing(doc, _fields_of, where)
+    to_variables, to_fields = split_overrides(doc, overrides or {})
+    variables = evaluate_variables(doc.variables, to_variables, where)
+    raws = doc.modifiers
+    if to_fields:
+        raws = apply_overrides(raws, to_fields, where)
+    recipe = validate_recipe(substitute(raws, variables, where), path, where)
+    return dataclasses.replace(recipe, version=doc.version, variables=variables)
 
 
 def build_recipe(modifiers: Sequence[ModifierSpec], *, source: str | None = None) -> Recipe:
@@ -202,7 +280,19 @@ def build_recipe(modifiers: Sequence[ModifierSpec], *, source: str | None = None
 
     Raises:
         RecipeError: Naming the modifier, the field and the value, as for a file.
+        ArgumentError: If ``modifiers`` is not a list of :class:`~obert_train.ModifierSpec`.
     """
+    if isinstance(modifiers, str | bytes) or not isinstance(modifiers, Sequence):
+        raise ArgumentError(
+            f"build_recipe: modifiers={modifiers!r} must be a list of ModifierSpec, "
+            f"got {type(modifiers).__name__}"
+        )
+    for spec in modifiers:
+        if not isinstance(spec, ModifierSpec):
+            raise ArgumentError(
+                f"build_recipe: modifier {spec!r} must be a ModifierSpec (ModifierSpec.pruning, "
+                f"ModifierSpec.epoch_range, ...), got {type(spec).__name__}"
+            )
     where = source or "built recipe"
     raws = [spec.raw(position) for position, spec in enumerate(modifiers, start=1)]
     return validate_recipe(raws, None, where)

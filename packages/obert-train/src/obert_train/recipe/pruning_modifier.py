@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from obert_core import cubic_sparsity, linear_sparsity, pruning_steps
 from obert_train.errors import RecipeError
+from obert_train.pruning.method import check_nm_sparsity
 from obert_train.pruning.registry import method_for_tag
 from obert_train.recipe._messages import check_known_keys, explain_errors, fmt
 from obert_train.recipe._yaml import RawModifier
@@ -57,6 +58,8 @@ _REFUSED = {
 
 
 class _Schedule(BaseModel):
+    """The schedule fields of a pruning modifier (the recipe's, not the method's)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     init_sparsity: float = Field(ge=0, lt=1)
@@ -120,6 +123,10 @@ class _ConstantRange(BaseModel):
         if value is not None and value <= 0:
             raise ValueError("must be > 0 (or -1: the end of the run)")
         return value
+
+
+ScheduleFields = _Schedule
+"""The schema of the schedule fields (their types, for overrides read from text)."""
 
 
 @dataclass(frozen=True)
@@ -379,7 +386,7 @@ def build_pruning_modifier(
         "settings": settings,
     }
     if isinstance(spec, _Schedule):
-        return PruningModifier(
+        modifier = PruningModifier(
             **common,
             init_sparsity=spec.init_sparsity,
             final_sparsity=spec.final_sparsity,
@@ -388,12 +395,36 @@ def build_pruning_modifier(
             update_frequency=spec.update_frequency,
             inter_func=spec.inter_func,
         )
-    return PruningModifier(
-        **common,
-        init_sparsity=None,
-        final_sparsity=None,
-        start_epoch=spec.start_epoch,
-        end_epoch=spec.end_epoch,
-        update_frequency=None,
-        inter_func=None,
-    )
+    else:
+        modifier = PruningModifier(
+            **common,
+            init_sparsity=None,
+            final_sparsity=None,
+            start_epoch=spec.start_epoch,
+            end_epoch=spec.end_epoch,
+            update_frequency=None,
+            inter_func=None,
+        )
+    _check_method(modifier, prefix)
+    return modifier
+
+
+def _check_method(modifier: PruningModifier, prefix: str) -> None:
+    """The method's checks that need no model, as every driver runs them before work.
+
+    The method's own :meth:`~obert_train.PruningMethod.check` with no tensors (its settings:
+    structured pruning refuses a mask type other than ``unstructured``), and every scheduled
+    sparsity against an N:M mask type (which fixes the sparsity at ``1 - N/M``). So a recipe
+    ``obert-train run`` would refuse fails on loading: in ``recipe show``, ``oneshot`` and the
+    Python API alike, with the same message.
+
+    Raises:
+        RecipeError: Naming the modifier and the file.
+    """
+    method = modifier.create_method()
+    try:
+        method.check({})
+        for _, sparsity in modifier.schedule():
+            check_nm_sparsity(method.settings, sparsity)
+    except RecipeError as exc:
+        raise RecipeError(f"{prefix}: {exc}") from None

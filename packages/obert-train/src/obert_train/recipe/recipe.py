@@ -14,13 +14,15 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
 
 from obert_train.errors import RecipeError
 from obert_train.pruning.registry import METHODS, method_for_tag
-from obert_train.recipe._messages import fmt, suggest
+from obert_train.recipe._messages import explain_errors, fmt, suggest
 from obert_train.recipe._yaml import RawModifier
 from obert_train.recipe.describe import describe_recipe
 from obert_train.recipe.modifiers import (
@@ -38,6 +40,15 @@ from obert_train.recipe.pruning_modifier import (
     build_pruning_modifier,
 )
 from obert_train.recipe.spec import ModifierSpec, recipe_yaml
+from obert_train.recipe.training_modifiers import (
+    REFUSED_MODIFIERS,
+    TRAINING_MODIFIERS,
+    SetLearningRateModifier,
+    SetWeightDecayModifier,
+    TrainableParamsModifier,
+    refuse_modifier,
+    validate_training,
+)
 
 __all__ = ["PruningEvent", "Recipe", "known_tags", "validate_recipe"]
 
@@ -45,9 +56,17 @@ _FORMAT = 1
 """Version of the canonical content behind :meth:`Recipe.fingerprint`."""
 
 
+class _Parameter(Protocol):
+    def requires_grad_(self, requires_grad: bool = True) -> Any: ...
+
+
+class _Model(Protocol):
+    def named_parameters(self) -> Any: ...
+
+
 def known_tags() -> list[str]:
     """Every modifier tag a recipe may use (core modifiers and registered pruning methods)."""
-    tags = set(CORE_MODIFIERS)
+    tags = set(CORE_MODIFIERS) | set(TRAINING_MODIFIERS)
     for cls in METHODS.values():
         tags.update(cls.recipe_tags)
     return sorted(tags)
@@ -71,6 +90,14 @@ class Recipe:
             other modifiers.
         source: How messages name the recipe (``"shipped recipe 'minilm-sst2-obert80'"``);
             None: the path, or ``"recipe text"``.
+        weight_decay: The AdamW weight decay of a ``!SetWeightDecayModifier`` (None: the
+            trainer's, ``--weight-decay``).
+        trainable: The ``!TrainableParamsModifier`` s (frozen or unfrozen parameters), in file
+            order; :meth:`apply_trainable` applies them.
+        version: SparseML's top-level ``version`` of the file, if it had one (not part of the
+            content).
+        variables: The evaluated top-level variables of the file (not part of the content:
+            what they set is in the modifiers).
     """
 
     path: str | None
@@ -80,6 +107,10 @@ class Recipe:
     distillation: DistillationModifier | None = None
     epoch_range: EpochRangeModifier | None = None
     source: str | None = None
+    weight_decay: float | None = None
+    trainable: tuple[TrainableParamsModifier, ...] = ()
+    version: str | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def where(self) -> str:
@@ -185,8 +216,64 @@ class Recipe:
             selected.append(ordered)
         return selected
 
+    def trainable_plan(self, names: Sequence[str]) -> dict[str, bool]:
+        """Parameter name -> ``requires_grad`` for the parameters ``trainable`` selects.
+
+        Later modifiers win for a parameter two of them select.
+
+        Raises:
+            RecipeError: If a strict entry matches no parameter, or a frozen parameter is one a
+                scheduled pruning modifier prunes (its scores need gradients).
+        """
+        names = list(names)
+        plan: dict[str, bool] = {}
+        for modifier in self.trainable:
+            for name in modifier.select(names, self.where):
+                plan[name] = modifier.trainable
+        if not plan:
+            return plan
+        for pruner, selected in zip(self.pruning, self.check_targets(names), strict=True):
+            frozen = [n for n in selected if plan.get(n) is False]
+            if pruner.scheduled and frozen:
+                raise RecipeError(
+                    f"{pruner.label()} in {self.where} prunes {frozen[0]!r}, which a "
+                    f"!TrainableParamsModifier freezes ({len(frozen)} such tensor(s)); a pruned "
+                    "tensor must stay trainable: narrow the frozen params"
+                )
+        return plan
+
+    def apply_trainable(self, model: _Model) -> dict[str, bool]:
+        """Freeze or unfreeze ``model``'s parameters as the ``!TrainableParamsModifier`` s say.
+
+        Call it before the optimizer is built (``run_recipe`` does).
+
+        Returns:
+            :meth:`trainable_plan` of the model (what was set).
+
+        Raises:
+            RecipeError: As :meth:`trainable_plan`, before any parameter is changed.
+        """
+        named = dict(model.named_parameters())
+        plan = self.trainable_plan(list(named))
+        for name, trainable in plan.items():
+            parameter: _Parameter = named[name]
+            parameter.requires_grad_(trainable)
+        return plan
+
     def content(self) -> dict[str, Any]:
-        """The resolved content: what :meth:`fingerprint` hashes and equality compares."""
+        """The resolved content: what :meth:`fingerprint` hashes and equality compares.
+
+        The weight decay and trainable parameters are included only when the recipe sets
+        them, so the fingerprints of recipes without them did not change.
+        """
+        extra: dict[str, Any] = {}
+        if self.weight_decay is not None:
+            extra["weight_decay"] = self.weight_decay
+        if self.trainable:
+            extra["trainable"] = [m.recipe_dict() for m in self.trainable]
+        return {**self._content(), **extra}
+
+    def _content(self) -> dict[str, Any]:
         kd = self.distillation
         return {
             "format": _FORMAT,
@@ -229,7 +316,10 @@ class Recipe:
         ``build_recipe(recipe.modifiers()) == recipe``; replace some to derive another recipe.
         """
         epoch_range = self.epoch_range or EpochRangeModifier(end_epoch=self.num_epochs)
-        core = [epoch_range, *self.learning_rate]
+        core: list[Any] = [epoch_range, *self.learning_rate]
+        if self.weight_decay is not None:
+            core.append(SetWeightDecayModifier(weight_decay=self.weight_decay, start_epoch=0))
+        core += self.trainable
         kd = [self.distillation] if self.distillation is not None else []
         return [
             *(ModifierSpec(m.tag, m.recipe_dict()) for m in core),
@@ -261,7 +351,9 @@ def _unknown_tag(raw: RawModifier, where: str) -> RecipeError:
 
 
 def _single(
-    found: Sequence[EpochRangeModifier | DistillationModifier], kind: str, where: str
+    found: Sequence[EpochRangeModifier | DistillationModifier | SetWeightDecayModifier],
+    kind: str,
+    where: str,
 ) -> None:
     if len(found) > 1:
         raise RecipeError(
@@ -285,7 +377,21 @@ def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -
     rates: list[LearningRateFunctionModifier] = []
     kds: list[DistillationModifier] = []
     pruning: list[PruningModifier] = []
+    set_rates: list[SetLearningRateModifier] = []
+    decays: list[SetWeightDecayModifier] = []
+    trainable: list[TrainableParamsModifier] = []
     for raw in raws:
+        if raw.tag in REFUSED_MODIFIERS:
+            raise refuse_modifier(raw, where)
+        if raw.tag in TRAINING_MODIFIERS:
+            extra = validate_training(raw, where)
+            if isinstance(extra, SetLearningRateModifier):
+                set_rates.append(extra)
+            elif isinstance(extra, SetWeightDecayModifier):
+                decays.append(extra)
+            else:
+                trainable.append(extra)
+            continue
         if raw.tag in CORE_MODIFIERS:
             modifier = validate_core(raw, where)
             if isinstance(modifier, EpochRangeModifier):
@@ -301,12 +407,13 @@ def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -
         pruning.append(build_pruning_modifier(raw, cls, len(pruning), where))
     _single(ranges, "EpochRangeModifier", where)
     _single(kds, "DistillationModifier", where)
+    _single(decays, "SetWeightDecayModifier", where)
     if ranges:
         num_epochs = ranges[0].end_epoch
         source = f"{ranges[0].label()}"
     else:
         ends = [m.end_epoch for m in rates] + [m.end_epoch or 0.0 for m in pruning]
-        ends += [m.end_epoch or 0.0 for m in kds]
+        ends += [m.end_epoch or 0.0 for m in kds] + [m.end_epoch for m in set_rates]
         num_epochs = max(ends, default=0.0)
         source = "the largest end_epoch of the modifiers (no EpochRangeModifier)"
         if num_epochs <= 0:
@@ -314,6 +421,8 @@ def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -
                 f"{where}: the run length is unknown; add '- !EpochRangeModifier' with "
                 "start_epoch: 0 and end_epoch: <epochs>"
             )
+    rates += _constant_rates(set_rates, rates, num_epochs, where)
+    rates.sort(key=lambda m: m.position)
     _check_run(num_epochs, source, rates, pruning, kds[0] if kds else None, where)
     return Recipe(
         path=path,
@@ -323,7 +432,49 @@ def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -
         distillation=kds[0] if kds else None,
         epoch_range=ranges[0] if ranges else None,
         source=where,
+        weight_decay=decays[0].weight_decay if decays else None,
+        trainable=tuple(trainable),
     )
+
+
+def _constant_rates(
+    set_rates: Sequence[SetLearningRateModifier],
+    rates: Sequence[LearningRateFunctionModifier],
+    num_epochs: float,
+    where: str,
+) -> list[LearningRateFunctionModifier]:
+    """Each ``!SetLearningRateModifier`` as a constant learning-rate phase.
+
+    It lasts until its ``end_epoch``, else until the next learning-rate modifier starts, else
+    to the end of the run (SparseML sets the rate once and it holds until changed).
+    """
+    starts = [m.start_epoch for m in rates] + [max(m.start_epoch, 0.0) for m in set_rates]
+    out = []
+    for m in set_rates:
+        start = max(m.start_epoch, 0.0)
+        later = [s for s in starts if s > start + 1e-9]
+        end = m.end_epoch if m.end_epoch >= 0 else min(later, default=num_epochs)
+        label = f"modifier {m.position} (!SetLearningRateModifier) in {where}"
+        if end <= start + 1e-9:
+            raise RecipeError(
+                f"{label}: it would set the learning rate from epoch {fmt(start)} to "
+                f"{fmt(end)}, an empty phase; start it before the end of the run and of "
+                "its end_epoch"
+            )
+        try:
+            out.append(
+                LearningRateFunctionModifier(
+                    start_epoch=start,
+                    end_epoch=end,
+                    lr_func="linear",
+                    init_lr=m.learning_rate,
+                    final_lr=m.learning_rate,
+                    position=m.position,
+                )
+            )
+        except ValidationError as exc:
+            raise explain_errors(exc, label) from None
+    return out
 
 
 def _check_run(

@@ -23,6 +23,9 @@ __all__ = ["GROUPS", "ModifierSpec", "recipe_yaml"]
 GROUPS: dict[str, str] = {
     "EpochRangeModifier": "modifiers",
     "LearningRateFunctionModifier": "training_modifiers",
+    "SetLearningRateModifier": "training_modifiers",
+    "SetWeightDecayModifier": "training_modifiers",
+    "TrainableParamsModifier": "training_modifiers",
     "DistillationModifier": "distillation_modifiers",
 }
 """The group a recipe file lists a modifier under, by tag (any other tag: ``pruning_modifiers``)."""

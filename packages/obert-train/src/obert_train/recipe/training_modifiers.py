@@ -1,0 +1,252 @@
+"""SparseML's other training modifiers: what runs here, and what another command does.
+
+SparseML BERT recipes carry, besides pruning, distillation, the learning-rate function and the
+epoch range (docs/recipes.md, "Compatibility"):
+
+* ``!SetLearningRateModifier``: a constant learning rate from ``start_epoch`` until the next
+  learning-rate modifier (or ``end_epoch``, or the end of the run). It runs as a constant
+  phase of the recipe's learning-rate schedule (a ``linear`` phase from ``learning_rate`` to
+  itself).
+* ``!SetWeightDecayModifier``: the optimizer's weight decay from the start of the run (it
+  replaces ``--weight-decay``). A change in the middle of the run is refused.
+* ``!TrainableParamsModifier``: freezes (``trainable: false``) or unfreezes the parameters its
+  ``params`` select for the whole run (e.g. the embeddings). A change in the middle of the run
+  is refused.
+* ``!LayerPruningModifier``, ``!QuantizationModifier`` and a few others are refused up front
+  with the command that does their job (:data:`REFUSED_MODIFIERS`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from pydantic import Field, ValidationError, field_validator
+
+from obert_train.errors import RecipeError
+from obert_train.recipe._messages import check_known_keys, explain_errors
+from obert_train.recipe._yaml import RawModifier
+from obert_train.recipe.modifiers import _Modifier
+
+__all__ = [
+    "REFUSED_MODIFIERS",
+    "TRAINING_MODIFIERS",
+    "SetLearningRateModifier",
+    "SetWeightDecayModifier",
+    "TrainableParamsModifier",
+    "refuse_modifier",
+    "validate_training",
+]
+
+_ALL = "__ALL__"
+_LOGGING = "logging is configured by the trainer (--report-to, --logging-steps); remove it"
+_WHOLE_RUN = "must be -1 or 0: the setting applies to the whole run here"
+
+REFUSED_MODIFIERS: dict[str, str] = {
+    "QuantizationModifier": (
+        "quantization-aware training is obert-deploy's job: run this recipe without the "
+        "modifier, then `obert-deploy qat CHECKPOINT -o model.onnx` on the pruned checkpoint "
+        "(docs/deploy.md)"
+    ),
+    "LegacyQuantizationModifier": (
+        "quantization-aware training is obert-deploy's job: run this recipe without the "
+        "modifier, then `obert-deploy qat CHECKPOINT -o model.onnx` on the pruned checkpoint"
+    ),
+    "LayerPruningModifier": (
+        "layers are dropped before training here: run `obert-train drop-layers MODEL "
+        "--output-dir SMALLER --keep 0,2,4` (the layers to keep), then this recipe without the "
+        "modifier with --model SMALLER"
+    ),
+    "LearningRateModifier": (
+        "step learning-rate schedules are not supported; use !LearningRateFunctionModifier "
+        "(linear or cyclic_linear) or !SetLearningRateModifier"
+    ),
+    "SetParamModifier": "setting parameter values is not supported; remove the modifier",
+    "GradualParamModifier": "setting parameter values is not supported; remove the modifier",
+    "PerLayerDistillationModifier": (
+        "per-layer distillation is not supported; use !DistillationModifier (output logits)"
+    ),
+}
+"""SparseML modifiers refused up front -> which command does their job (or what to use)."""
+
+
+class SetLearningRateModifier(_Modifier):
+    """A constant learning rate from ``start_epoch`` (SparseML's ``SetLearningRateModifier``).
+
+    It holds until ``end_epoch`` if given, else until the next learning-rate modifier starts,
+    else to the end of the run; it runs as a ``linear`` phase from ``learning_rate`` to itself.
+
+    Attributes:
+        learning_rate: The learning rate (>= 0).
+        start_epoch: First epoch (-1: the start of the run).
+        end_epoch: -1 (see above) or the end epoch.
+    """
+
+    tag: ClassVar[str] = "SetLearningRateModifier"
+    refused: ClassVar[dict[str, str]] = {
+        "param_groups": "the learning rate applies to every parameter group; remove it",
+        "log_types": _LOGGING,
+        "constant_logging": _LOGGING,
+    }
+    learning_rate: float = Field(ge=0)
+    start_epoch: float = -1.0
+    end_epoch: float = -1.0
+
+    @field_validator("start_epoch", "end_epoch")
+    @classmethod
+    def _epoch(cls, value: float) -> float:
+        if value < 0 and value != -1:
+            raise ValueError("must be >= 0 or -1")
+        return value
+
+
+class SetWeightDecayModifier(_Modifier):
+    """The optimizer's weight decay for the whole run (SparseML's ``SetWeightDecayModifier``).
+
+    Attributes:
+        weight_decay: The AdamW weight decay (>= 0); it replaces ``--weight-decay``.
+        start_epoch: -1 or 0 (a change in the middle of the run is not supported).
+        end_epoch: -1 (SparseML: unused).
+    """
+
+    tag: ClassVar[str] = "SetWeightDecayModifier"
+    refused: ClassVar[dict[str, str]] = {
+        "param_groups": "the weight decay applies to every parameter group; remove it",
+        "log_types": _LOGGING,
+        "constant_logging": _LOGGING,
+    }
+    weight_decay: float = Field(ge=0)
+    start_epoch: float = -1.0
+    end_epoch: float = -1.0
+
+    @field_validator("start_epoch")
+    @classmethod
+    def _start(cls, value: float) -> float:
+        if value not in (-1, 0):
+            raise ValueError(
+                "changing the weight decay in the middle of the run is not supported; use -1 "
+                "or 0 (the whole run)"
+            )
+        return value
+
+    @field_validator("end_epoch")
+    @classmethod
+    def _end(cls, value: float) -> float:
+        if value != -1:
+            raise ValueError("must be -1 (SparseML does not use it)")
+        return value
+
+
+class TrainableParamsModifier(_Modifier):
+    """Freeze or unfreeze parameters for the whole run (SparseML's ``TrainableParamsModifier``).
+
+    Attributes:
+        params: Exact parameter names or ``re:<regex>`` patterns (``re.search``); ``__ALL__``:
+            every parameter.
+        trainable: False freezes them (``requires_grad = False``), True unfreezes them.
+        params_strict: True: every entry must match a parameter of the model.
+        start_epoch: -1 or 0.
+        end_epoch: -1 (the whole run).
+    """
+
+    tag: ClassVar[str] = "TrainableParamsModifier"
+    params: tuple[str, ...] = Field(min_length=1)
+    trainable: bool
+    params_strict: bool = True
+    start_epoch: float = -1.0
+    end_epoch: float = -1.0
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("params")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if not entry.strip():
+                raise ValueError("entries must be parameter names or 're:<regex>' patterns")
+            if entry.startswith("re:"):
+                try:
+                    re.compile(entry[3:])
+                except re.error as exc:
+                    raise ValueError(
+                        f"{entry!r} is not a valid regular expression ({exc})"
+                    ) from None
+        return value
+
+    @field_validator("start_epoch")
+    @classmethod
+    def _start(cls, value: float) -> float:
+        if value not in (-1, 0):
+            raise ValueError(_WHOLE_RUN + " (freezing in the middle of the run is not supported)")
+        return value
+
+    @field_validator("end_epoch")
+    @classmethod
+    def _end(cls, value: float) -> float:
+        if value != -1:
+            raise ValueError(
+                "must be -1: parameters stay frozen (or trainable) for the whole run here"
+            )
+        return value
+
+    def regexes(self) -> list[str]:
+        """The ``re.search`` pattern of every entry (``__ALL__``: every name)."""
+        out = []
+        for entry in self.params:
+            if entry == _ALL:
+                out.append(".*")
+            elif entry.startswith("re:"):
+                out.append(entry[3:])
+            else:
+                out.append("^" + re.escape(entry) + "$")
+        return out
+
+    def select(self, names: list[str], where: str) -> list[str]:
+        """The parameter names the modifier selects, in model order.
+
+        Raises:
+            RecipeError: With ``params_strict``, for an entry that matches no parameter.
+        """
+        chosen: set[str] = set()
+        for entry, regex in zip(self.params, self.regexes(), strict=True):
+            hits = [n for n in names if re.search(regex, n)]
+            if not hits and self.params_strict:
+                raise RecipeError(
+                    f"{self.label()} in {where}: params {entry!r} match no parameter of the "
+                    f"model (e.g. {names[:3]}); fix the pattern or set params_strict: false"
+                )
+            chosen.update(hits)
+        return [n for n in names if n in chosen]
+
+
+TrainingModifier = SetLearningRateModifier | SetWeightDecayModifier | TrainableParamsModifier
+TRAINING_MODIFIERS: dict[str, type[TrainingModifier]] = {
+    cls.tag: cls
+    for cls in (SetLearningRateModifier, SetWeightDecayModifier, TrainableParamsModifier)
+}
+"""The SparseML training modifiers that run here, by tag."""
+
+
+def validate_training(raw: RawModifier, where: str) -> TrainingModifier:
+    """Validate a modifier of :data:`TRAINING_MODIFIERS`.
+
+    Raises:
+        RecipeError: For an unknown or refused field or an invalid value.
+    """
+    cls = TRAINING_MODIFIERS[raw.tag]
+    prefix = f"{raw.label()} in {where}"
+    check_known_keys(raw.fields, cls.recipe_fields(), prefix, cls.refused)
+    try:
+        return cls(**raw.fields, position=raw.position)
+    except ValidationError as exc:
+        raise explain_errors(exc, prefix, overridden=raw.overridden) from None
+
+
+def refuse_modifier(raw: RawModifier, where: str) -> RecipeError:
+    """The error for a modifier of :data:`REFUSED_MODIFIERS` (its label, line and the command)."""
+    return RecipeError(
+        f"{raw.label()} in {where}: !{raw.tag} does not run here: {REFUSED_MODIFIERS[raw.tag]}"
+    )
