@@ -180,10 +180,10 @@ def save_checkpoint(
 ) -> dict[str, Any]:
     """Save ``model`` as a standard HF checkpoint folder, atomically.
 
-    The output-folder policy (``docs/train.md``, "Output folders"): a new or empty folder is
-    built beside its place and renamed into it as a whole; into a folder that holds other files
-    the checkpoint's files are moved one by one (:func:`save_into`), and everything else there
-    (notes, sub-folders) is left as it was.  An existing regular file is refused, never replaced.
+    The output-folder policy (``docs/train.md``, "Output folders"): a new folder is built
+    beside its place and renamed into it as a whole; into an existing folder the checkpoint's
+    files are moved one by one (:func:`save_into`), and everything else there (notes,
+    sub-folders) is left as it was.  An existing regular file is refused, never replaced.
 
     Args:
         model: A ``transformers`` ``PreTrainedModel``.
@@ -203,7 +203,7 @@ def save_checkpoint(
     check_path(output_dir, "output_dir", "save_checkpoint")
     check_str_sequence(patterns, "patterns", "save_checkpoint")
     target = check_output_dir(output_dir, "save_checkpoint: output_dir")
-    if target.is_dir() and any(target.iterdir()):
+    if target.is_dir():  # an existing folder stays (its other files, its lock, its mode)
         recipe_file = {} if recipe is None else {"recipe.yaml": _recipe_text(recipe)}
         return save_into(
             model,

@@ -31,9 +31,9 @@ def data_inputs(data: DataOptions | None) -> dict[str, Path | None]:
     if data is None:
         return {}
     return {
-        "--data-dir": data.data_dir,
-        "--train-file": data.train_file,
-        "--dev-file": data.dev_file,
+        "data (--data-dir)": data.data_dir,
+        "training data (--train-file)": data.train_file,
+        "dev data (--dev-file)": data.dev_file,
     }
 
 

@@ -41,7 +41,8 @@ def check_output_not_input(
 
     Args:
         output: The output folder (need not exist).
-        inputs: What named each input (``"--model"``, ``"--data-dir"``) → its path.
+        inputs: What each input is, with the option that named it (``"model's folder
+            (--model)"``, ``"data (--data-dir)"``) → its path.
         option: The option that named the output folder, for the message.
 
     Raises:
@@ -68,5 +69,5 @@ def check_output_not_input(
             continue
         raise OutputOverlapError(
             f"{option} {str(output)!r} {how} the input {name} {str(value)!r}; writing there "
-            f"would replace or mix the {name} files: choose a folder outside every input"
+            "would replace or mix the input's files: choose a folder outside every input"
         )

@@ -10,6 +10,7 @@ import typer
 from obert_train.cli.common import USER_ERRORS, ProgressOpt, fail
 from obert_train.cli.models import check_model_source, load_tokenizer
 from obert_train.errors import ModelError, OptionError, OutputDirError
+from obert_train.outputs import locked_output
 
 __all__ = ["drop_layers_command", "parse_keep"]
 
@@ -33,14 +34,11 @@ def parse_keep(value: str) -> list[int]:
 def _check_output(out: Path, model: str, overwrite: bool) -> None:
     """A new or empty folder; with ``overwrite`` an earlier checkpoint, never the input model."""
     from obert_train.checkpoint import check_output_dir
+    from obert_train.outputs import check_not_input
 
     check_output_dir(out)
-    source = Path(model).expanduser()
-    if source.is_dir() and out.exists() and out.resolve() == source.resolve():
-        raise OutputDirError(
-            f"--output-dir {str(out)!r} is the input model's folder; write the smaller model "
-            "to a new folder"
-        )
+    # An output that is, holds or lies inside the input model is refused (docs/train.md).
+    check_not_input(out, {"model's folder (MODEL)": model})
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if not entries:
         return
@@ -122,7 +120,9 @@ def drop_layers_command(
         _check_output(output_dir, model, overwrite)
         check_model_source(model, "MODEL")
         tokenizer = load_tokenizer(model, "MODEL")
-        _run(model, output_dir, indices, num_layers, tokenizer)
+        with locked_output(output_dir, "obert-train drop-layers"):
+            _check_output(output_dir, model, overwrite)  # again, now that this run holds it
+            _run(model, output_dir, indices, num_layers, tokenizer)
     except USER_ERRORS as exc:
         raise fail(exc) from exc
 

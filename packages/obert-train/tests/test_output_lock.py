@@ -1,0 +1,53 @@
+"""The output-folder lock across processes (docs/train.md, "Output folders"; issue 18).
+
+Two ``oneshot`` runs into one folder lost a ``metrics.json`` row; a second ``run --overwrite``
+replaced a running run's result.  Now the second command is refused at once, naming the PID that
+holds the folder, and every finished target keeps its row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def _oneshot(model: Path, data: Path, out: Path, sparsity: str) -> subprocess.Popen[str]:
+    args = [
+        sys.executable, "-m", "obert_train", "oneshot", "--model", str(model), "--task", "sst2",
+        "--data-dir", str(data), "--output-dir", str(out), "--no-progress", "--method",
+        "magnitude", "--sparsity", sparsity,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_ENV
+    )
+
+
+@pytest.mark.slow
+def test_two_oneshot_runs_into_one_folder_never_lose_a_metrics_row(
+    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    first = _oneshot(tiny_model_dir, sst2_dir, out, "0.5")
+    second = _oneshot(tiny_model_dir, sst2_dir, out, "0.7")
+    done = {"0.50": first.communicate(timeout=300), "0.70": second.communicate(timeout=300)}
+    codes = {"0.50": first.returncode, "0.70": second.returncode}
+    for key, (_, err) in done.items():
+        assert codes[key] in (0, 2), err
+        if codes[key] == 2:  # refused at once: the other one held the folder
+            assert "is in use by PID" in err and "Traceback" not in err, err
+    ran = sorted(k for k, c in codes.items() if c == 0)
+    assert ran, done
+    if len(ran) == 1:  # the refused one, run again now that the folder is free
+        again = "0.70" if ran == ["0.50"] else "0.50"
+        proc = _oneshot(tiny_model_dir, sst2_dir, out, again)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    rows = json.loads((out / "metrics.json").read_text())["runs"]
+    assert sorted(Path(r["output_dir"]).name for r in rows) == ["sparsity-0.50", "sparsity-0.70"]
