@@ -32,6 +32,17 @@ from .common import (
 __all__ = ["qat"]
 
 
+def _check_labels(path: str, labels: list[int], lines: list[int], num_labels: int) -> None:
+    """Every label of the training file is a class of the checkpoint's head (named by line)."""
+    for label, line in zip(labels, lines, strict=True):
+        if not 0 <= label < num_labels:
+            raise ObertDeployError(
+                f"{path!r} line {line}: label {label} is not a class of the checkpoint "
+                f"(num_labels={num_labels}: labels 0..{num_labels - 1}); fix the row or pass "
+                "a checkpoint whose head has that many classes"
+            )
+
+
 def qat(
     checkpoint: Annotated[str, typer.Argument(help="Fine-tuned (pruned) checkpoint directory.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Destination QDQ .onnx file.")],
@@ -44,7 +55,7 @@ def qat(
     ] = DEFAULT_QAT_TASK,
     engine: EngineOpt = DEFAULT_ENGINE,
     steps: Annotated[
-        int, typer.Option("--steps", callback=at_least(0), help="QAT optimizer steps.")
+        int, typer.Option("--steps", callback=at_least(1), help="QAT optimizer steps (>= 1).")
     ] = 200,
     learning_rate: Annotated[
         float, typer.Option("--lr", callback=non_negative_float, help="Peak learning rate.")
@@ -103,6 +114,7 @@ def qat(
         from ..export._export import model_input_names
 
         loaded = load_checkpoint(checkpoint, task.value)
+        _check_labels(dataset.path, labels, dataset.lines, int(loaded.model.config.num_labels or 2))
         feeds = tokenize(
             load_tokenizer(tokenizer or checkpoint),
             dataset.texts,

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,14 @@ class TextDataset:
         texts: One tuple of 1 or 2 strings per example.
         labels: Integer label per example (``None`` for unlabelled files).
         path: Source file.
+        lines: The line of each example in ``path`` (1-based, the header is line 1), for
+            messages naming a bad row.
     """
 
     texts: list[tuple[str, ...]]
     labels: list[int] | None
     path: str
+    lines: list[int] = field(default_factory=list, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -127,9 +130,10 @@ def _read_rows(
     text_idx: list[int],
     label_idx: int | None,
     max_samples: int | None,
-) -> tuple[list[tuple[str, ...]], list[int]]:
+) -> tuple[list[tuple[str, ...]], list[int], list[int]]:
     texts: list[tuple[str, ...]] = []
     labels: list[int] = []
+    lines: list[int] = []
     for line_no, row in enumerate(reader, start=2):
         if max_samples is not None and len(texts) >= max_samples:
             break
@@ -141,6 +145,7 @@ def _read_rows(
                 f"{width}; fix the line (a missing tab, or a quote/tab inside the text)"
             )
         texts.append(tuple(row[i].strip() for i in text_idx))
+        lines.append(line_no)
         if label_idx is not None:
             try:
                 labels.append(int(row[label_idx]))
@@ -149,7 +154,7 @@ def _read_rows(
                     f"{str(file)!r} line {line_no}: label {row[label_idx]!r} is not an integer; "
                     "labels must be class indices such as 0 and 1"
                 ) from None
-    return texts, labels
+    return texts, labels, lines
 
 
 def read_glue_tsv(
@@ -181,14 +186,16 @@ def read_glue_tsv(
             reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
             header = _read_header(reader, file)
             text_idx, label_idx = _resolve_columns(header, text_columns, label_column, file)
-            texts, labels = _read_rows(reader, file, len(header), text_idx, label_idx, max_samples)
+            texts, labels, lines = _read_rows(
+                reader, file, len(header), text_idx, label_idx, max_samples
+            )
     except UnicodeDecodeError as exc:
         raise ObertDeployError(
             f"data file {str(file)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
             "pass a GLUE-style TSV file"
         ) from None
     return TextDataset(
-        texts=texts, labels=labels if label_idx is not None else None, path=str(file)
+        texts=texts, labels=labels if label_idx is not None else None, path=str(file), lines=lines
     )
 
 

@@ -303,6 +303,21 @@ def _onnx_mask_rows(
     return found
 
 
+def _check_labels(batches: Sequence[TrainBatch], num_labels: int, source: object) -> None:
+    """Every training label is a class of the model (else cross-entropy fails with IndexError)."""
+    import numpy as np
+
+    for index, (_, labels) in enumerate(batches):
+        values = np.asarray(labels).reshape(-1)
+        bad = [int(v) for v in values if not 0 <= int(v) < num_labels]
+        if bad:
+            raise ObertDeployError(
+                f"training batch {index}: label {bad[0]} is not a class of {source!s} "
+                f"(num_labels={num_labels}, classes 0..{num_labels - 1}); fix the labels or "
+                "use a checkpoint with a head of that many classes"
+            )
+
+
 def qat_export(
     model: str | os.PathLike[str] | PreTrainedModel,
     output: str | os.PathLike[str],
@@ -326,6 +341,7 @@ def qat_export(
             disagrees with PyTorch.
         CheckpointError: The model has NaN/inf weights.
         ShapeMismatchError: ``config.seq_len`` exceeds the model's position embeddings.
+        ObertDeployError: A training label is not one of the model's ``num_labels`` classes.
     """
     check_path(output, "output", "qat_export")
     import copy
@@ -346,6 +362,7 @@ def qat_export(
         source = type(model).__name__
     check_finite_parameters(hf_model, source)
     check_seq_len(config.seq_len, config_max_positions(hf_model.config), repr(source))
+    _check_labels(train_batches, int(hf_model.config.num_labels or 2), source)
     pt2e, quantizer, prepare_qat_pt2e, convert_pt2e = _import_pt2e()
     torch.manual_seed(config.seed)
     masks = pruning_masks(hf_model)
