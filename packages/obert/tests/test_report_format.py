@@ -29,3 +29,18 @@ def test_perplexity_is_a_plain_number() -> None:
 def test_an_f1_in_percent_is_refused_not_printed_as_724() -> None:
     with pytest.raises(ObertError, match=r"'f1' = 7\.24 is not a fraction"):
         _curve_table(_report("f1", 7.24, 0.06))
+
+
+def test_structured_sparsity_states_the_atoms_then_the_weights() -> None:
+    from obert.report import _sparsity
+
+    assert _sparsity({"sparsity": 0.4, "atom_sparsity": 0.5}) == "50.0 of atoms (40.0 of weights)"
+    assert _sparsity({"sparsity": 0.9}) == "90.0"
+
+
+def test_quickstart_training_keeps_the_last_atom_fraction() -> None:
+    from obert.training import _atom_sparsity
+
+    steps = [{"sparsity": 0.2, "atom_sparsity": 0.25}, {"sparsity": 0.4, "atom_sparsity": 0.5}]
+    assert _atom_sparsity(steps) == {"atom_sparsity": 0.5}
+    assert _atom_sparsity([{"sparsity": 0.5}]) == {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,10 @@ from obert_core.shared import atomic_write_bytes, format_metric, metric_unit
 __all__ = [
     "ACCURACY_PLOT",
     "LATENCY_PLOT",
+    "REPORT_FILES",
     "SIZE_PLOT",
     "build_report",
+    "foreign_report_files",
     "model_name",
     "render_markdown",
     "summary_table",
@@ -60,6 +62,14 @@ def _data_name(config: QuickstartConfig) -> str:
 
 def _pct(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{100 * value:.{digits}f}"
+
+
+def _sparsity(entry: dict[str, Any]) -> str:
+    """Weight sparsity in percent; structured pruning: the atoms removed first (issue 18)."""
+    if "atom_sparsity" not in entry:
+        return _pct(entry.get("sparsity"), 1)
+    atoms, weights = _pct(entry["atom_sparsity"], 1), _pct(entry.get("sparsity"), 1)
+    return f"{atoms} of atoms ({weights} of weights)"
 
 
 def _metric(metric: str, value: float | None) -> str:
@@ -189,6 +199,7 @@ def build_report(
         trained = by_name[label].outputs
         entry: dict[str, Any] = {
             "sparsity": trained.get("sparsity"),
+            **({"atom_sparsity": trained["atom_sparsity"]} if "atom_sparsity" in trained else {}),
             "metric": trained.get("metric"),
             "pytorch": trained.get("metrics", {}),
             "curve": trained.get("curve", []),
@@ -288,7 +299,7 @@ def summary_table(report: dict[str, Any]) -> str:
             rows.append(
                 [
                     name,
-                    _pct(entry.get("sparsity"), 1),
+                    _sparsity(entry),
                     _metric(metric, entry["pytorch"].get(metric)) if name == label else "",
                     _metric(metric, _onnx_metric(report, label, name)),
                     *[
@@ -392,6 +403,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         + (f" ({report['pruned_weights']:,} weights)" if report.get("pruned_weights") else ""),
         f"- wall time: {report['wall_seconds']:.0f} s ({len(ran)} of {len(report['stages'])} "
         "stages ran, the others were reused)",
+        *_failed_lines(report),
         "",
         "## Summary",
         "",
@@ -521,6 +533,53 @@ def _plot_latency(report: dict[str, Any], path: Path) -> None:
         plot_results(results, path, title="latency per model, engine and batch size")
 
 
+REPORT_FILES = ("report.json", "report.md", ACCURACY_PLOT, LATENCY_PLOT, SIZE_PLOT)
+"""The files the quickstart writes into ``--output-dir`` itself (besides ``stages/``)."""
+_MD_TITLE = "# obert quickstart report"
+
+
+def _ours(path: Path, report_json_is_ours: bool) -> bool:
+    """Whether an existing report file was written by the quickstart (its known content)."""
+    try:
+        if path.name == "report.md":
+            with path.open(encoding="utf-8", errors="replace") as handle:
+                return handle.readline().rstrip("\n") == _MD_TITLE
+        if path.name == "report.json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(data, dict) and "stage_commands" in data and "command" in data
+    except (OSError, ValueError):
+        return False
+    return report_json_is_ours  # a plot: ours when the report next to it is
+
+
+def foreign_report_files(folder: Path) -> list[str]:
+    """The report file names in ``folder`` that the quickstart did not write (never overwritten).
+
+    ``report.md`` is the quickstart's if it starts with its title, ``report.json`` if it holds
+    the quickstart's keys, a plot if the ``report.json`` beside it is the quickstart's
+    (``docs/quickstart.md``; the output-folder policy of ``docs/train.md``).
+    """
+    json_file = folder / "report.json"
+    json_ours = json_file.is_file() and _ours(json_file, False)
+    return [
+        name
+        for name in REPORT_FILES
+        if (folder / name).exists()
+        and (not (folder / name).is_file() or not _ours(folder / name, json_ours))
+    ]
+
+
+def _failed_lines(report: dict[str, Any]) -> list[str]:
+    failed = report.get("failed_stage")
+    if not failed:
+        return []
+    skipped = ", ".join(failed.get("not_run", [])) or "none"
+    return [
+        f"- **stage {failed['stage']} failed**: {failed['error']} (not run after it: "
+        f"{skipped}); this report shows the stages that finished"
+    ]
+
+
 def write_report(
     folder: Path,
     config: QuickstartConfig,
@@ -529,13 +588,26 @@ def write_report(
     *,
     seconds: float,
     load_at_start: list[float] | None = None,
+    failed: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path, dict[str, Any]]:
     """Write ``report.json``, ``report.md`` and the plots into ``folder``.
+
+    Args:
+        folder: The quickstart's ``--output-dir``.
+        config: The options.
+        prepared: The checked inputs.
+        stages: The finished stages.
+        seconds: Wall time.
+        load_at_start: The load average when the run began.
+        failed: ``{"stage", "error", "not_run"}`` when a late stage failed: the report of what
+            finished says which stage failed and why.
 
     Returns:
         The markdown and JSON paths and the report's content.
     """
     report = build_report(config, prepared, stages, seconds=seconds, load_at_start=load_at_start)
+    if failed:
+        report["failed_stage"] = dict(failed)
     folder.mkdir(parents=True, exist_ok=True)
     writers: list[tuple[str, Callable[[dict[str, Any], Path], None]]] = [
         (ACCURACY_PLOT, _plot_accuracy),

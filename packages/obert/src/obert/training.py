@@ -14,7 +14,7 @@ Metrics are fractions here, for every task, as obert-train and obert-deploy both
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,18 @@ def target_names(recipe: Recipe, model: torch.nn.Module) -> list[str]:
     names = [n for n, _ in model.named_parameters()]
     chosen = {n for group in recipe.check_targets(names) for n in group}
     return [n for n in names if n in chosen]
+
+
+_STEP_KEYS = ("epoch", "step", "target_sparsity", "atom_sparsity", "sparsity", "seconds")
+"""A pruning step's record: ``sparsity`` is the weight sparsity over the pruned tensors; a
+structured step adds ``atom_sparsity``, the fraction of neurons/heads removed (its target's
+unit)."""
+
+
+def _atom_sparsity(steps: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """``{"atom_sparsity": ...}`` of the last structured pruning step, else nothing."""
+    atoms = [float(step["atom_sparsity"]) for step in steps if "atom_sparsity" in step]
+    return {"atom_sparsity": atoms[-1]} if atoms else {}
 
 
 def zero_fraction(model: torch.nn.Module, names: Sequence[str]) -> float:
@@ -226,9 +238,9 @@ def train_stage(
         "metrics": metrics,
         "sparsity": zero_fraction(student, names) if names else 0.0,
         "pruned_tensors": len(names),
+        **_atom_sparsity(result.pruning_steps),
         "pruning_steps": [
-            {k: step.get(k) for k in ("epoch", "step", "target_sparsity", "sparsity", "seconds")}
-            for step in result.pruning_steps
+            {k: step.get(k) for k in _STEP_KEYS if k in step} for step in result.pruning_steps
         ],
         "curve": points,
         "train_seconds": result.train_seconds,

@@ -57,10 +57,17 @@ def _output_names(sparsities: list[float]) -> list[str]:
 def _table(rows: list[dict[str, Any]], metric: str | None) -> str:
     from obert_core.shared import format_metric
 
-    header = ["sparsity", "achieved", *([metric] if metric else []), "prune s", "dir"]
+    # Structured rows: "achieved" is the atom fraction removed (the target's unit), the weight
+    # sparsity over the pruned tensors gets its own column (issue 18).
+    atoms = any("atom_sparsity" in r for r in rows)
+    achieved = ["atoms", "weights"] if atoms else ["achieved"]
+    header = ["sparsity", *achieved, *([metric] if metric else []), "prune s", "dir"]
     lines = [" | ".join(f"{h:>10}" for h in header)]
     for r in rows:
-        cells = [f"{r['target_sparsity']:.2f}", f"{r['achieved_sparsity']:.4f}"]
+        cells = [f"{r['target_sparsity']:.2f}"]
+        if atoms:
+            cells += [format_metric("atom_sparsity", r.get("atom_sparsity"))]
+        cells += [f"{r.get('weight_sparsity', r['achieved_sparsity']):.4f}"]
         if metric:
             value = r.get("metrics", {}).get(metric)
             cells.append(format_metric(metric, value))
@@ -123,6 +130,7 @@ def _structure_report(method: Any) -> dict[str, str]:
         "score": method.settings.score,
         "correct": method.settings.correct,
         "removed": removed,
+        "atom_sparsity": method.atom_sparsity,
     }
     return {"structure.json": json.dumps(body, indent=1) + "\n"}
 
@@ -266,7 +274,14 @@ def oneshot(
         create_method(name, **settings)  # validate before loading anything
         out_names = _output_names(targets)
         check_output_dir(output_dir)
-        check_not_input(output_dir, {"--model": model, "--recipe": recipe, **data_inputs(data)})
+        check_not_input(
+            output_dir,
+            {
+                "model's folder (--model)": model,
+                "recipe (--recipe)": recipe,
+                **data_inputs(data),
+            },
+        )
         _refuse_existing(output_dir, out_names, overwrite)
         check_model_source(model)
         dist = init_distributed()
@@ -405,7 +420,11 @@ def _prune_all(
         row: dict[str, Any] = {
             "method": name,
             "target_sparsity": target_sparsity,
-            "achieved_sparsity": result.sparsity,
+            "achieved_sparsity": (
+                result.sparsity if result.atom_sparsity is None else result.atom_sparsity
+            ),
+            "weight_sparsity": result.sparsity,
+            **({} if result.atom_sparsity is None else {"atom_sparsity": result.atom_sparsity}),
             "timings": dict(result.timings),
         }
         if evaluate:

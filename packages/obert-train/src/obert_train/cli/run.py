@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -26,6 +26,16 @@ from obert_train.outputs import check_not_input, data_inputs
 from obert_train.tasks.options import DataOptions
 
 __all__ = ["run"]
+
+# "sparsity" is the weight sparsity over the pruned tensors; a structured step also states the
+# fraction of atoms it removed, the unit of its target (issue 18).
+_STEP_KEYS = ("epoch", "target_sparsity", "atom_sparsity", "sparsity", "seconds")
+
+
+def _atom_sparsity(steps: list[dict[str, Any]]) -> dict[str, float]:
+    """``{"atom_sparsity": ...}`` of the last structured step, else nothing."""
+    atoms = [step["atom_sparsity"] for step in steps if "atom_sparsity" in step]
+    return {"atom_sparsity": round(atoms[-1], 6)} if atoms else {}
 
 
 @with_data_options()
@@ -114,7 +124,12 @@ def run(
         # An output folder that is (or holds, or lies in) an input is refused before any work.
         check_not_input(
             output_dir,
-            {"--model": model, "--teacher": teacher, "RECIPE": recipe, **data_inputs(data)},
+            {
+                "model's folder (--model)": model,
+                "teacher's folder (--teacher)": teacher,
+                "recipe (RECIPE)": recipe,
+                **data_inputs(data),
+            },
         )
         check_model_source(model)
         if teacher is not None:
@@ -155,9 +170,9 @@ def run(
                 "output_dir": str(result.output_dir),
                 "sparsity": round(result.sparsity, 6),
                 "metrics": result.metrics,
+                **_atom_sparsity(result.pruning_steps),
                 "pruning_steps": [
-                    {k: r[k] for k in ("epoch", "target_sparsity", "sparsity", "seconds")}
-                    for r in result.pruning_steps
+                    {k: r[k] for k in _STEP_KEYS if k in r} for r in result.pruning_steps
                 ],
                 "train_seconds": round(result.train_seconds, 1),
                 "resumed_from": result.resumed_from,

@@ -201,6 +201,12 @@ class ObertPruningCallback(TrainerCallback):
                 "ObertTrainer; this Trainer only runs its pruning (see recipe_lr_scheduler and "
                 "distillation_loss to add them)"
             )
+        if not self.managed and (recipe.weight_decay is not None or recipe.trainable):
+            self.log(
+                "note: the recipe's !SetWeightDecayModifier / !TrainableParamsModifier are "
+                "applied by run_recipe; with your own Trainer set TrainingArguments.weight_decay "
+                "and call recipe.apply_trainable(model) before training"
+            )
         if state.global_step > 0:
             folder = (
                 self.resume_dir or Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
@@ -279,6 +285,8 @@ class ObertPruningCallback(TrainerCallback):
             "sparsity": view.sparsity(),
             "total_sparsity": self.masks.sparsity(),
             "seconds": seconds,
+            # structured: the fraction of atoms removed, the target's unit (issue 18)
+            **_atoms(method),
             "timings": {k: round(v, 4) for k, v in ctx.timings.items()},
         }
         self.history.append(record)
@@ -450,3 +458,9 @@ def latest_complete_checkpoint(output_dir: Path) -> Path | None:
         if best is None or step > best[0]:
             best = (step, child)
     return None if best is None else best[1]
+
+
+def _atoms(method: PruningMethod) -> dict[str, float]:
+    """``{"atom_sparsity": ...}`` for a structured method after a step, else nothing."""
+    atoms = getattr(method, "atom_sparsity", None)
+    return {} if atoms is None else {"atom_sparsity": float(atoms)}

@@ -48,6 +48,9 @@ class PruneResult:
         timings: Seconds per phase (``gradients_s``, ``fisher_s``, ``scores_s``, ``masks_s``,
             ``update_s``, ``total_s``).
         log: Lines printed during the run (memory plans).
+        atom_sparsity: Structured pruning: the fraction of atoms (neurons, heads) removed, the
+            unit of ``target_sparsity``; ``sparsity`` is then the weight sparsity over the
+            pruned tensors.  ``None`` for unstructured methods.
     """
 
     method: str
@@ -58,6 +61,7 @@ class PruneResult:
     masks: dict[str, torch.Tensor] = field(repr=False)
     timings: dict[str, float]
     log: list[str]
+    atom_sparsity: float | None = None
 
 
 def _print(line: str) -> None:
@@ -246,4 +250,5 @@ def oneshot_prune(
         masks=masks.as_dict(),
         timings=dict(ctx.timings),
         log=lines,
+        atom_sparsity=getattr(method, "atom_sparsity", None),
     )

@@ -213,8 +213,16 @@ def _token_mask(batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
 
 @register_method
 class StructuredPruning(PruningMethod):
-    """Remove whole FFN neurons or attention heads (HEAPr scores, optional OBS correction)."""
+    """Remove whole FFN neurons or attention heads (HEAPr scores, optional OBS correction).
 
+    Attributes:
+        atom_sparsity: After a pruning step, the fraction of the targeted atoms (neurons, heads)
+            removed, the unit of the target sparsity; the weight sparsity over the pruned
+            tensors (``MaskState.sparsity``) is lower, as the tensors hold other weights too.
+            ``None`` before the first step.
+    """
+
+    atom_sparsity: float | None = None
     name: ClassVar[str] = "structured"
     Settings: ClassVar[type[MethodSettings]] = StructuredSettings
     recipe_tags: ClassVar[tuple[str, ...]] = ("StructuredPruningModifier",)
@@ -247,9 +255,23 @@ class StructuredPruning(PruningMethod):
         """The model has a known layout and its output projections are among the targets.
 
         Raises:
-            TargetError: Naming the expected modules, or the missing targets.
+            TargetError: Naming the expected modules, or the missing targets; or settings that
+                leave nothing to remove (``min_keep`` at or above every layer's size, after
+                rounding to ``multiple``), so a run fails here, not at its first pruning step.
         """
-        _targeted(_units(model, self.cfg.structure), params, self.cfg.structure)
+        units = _targeted(_units(model, self.cfg.structure), params, self.cfg.structure)
+        heads = self.cfg.structure == "heads"
+        low, mult = (1, 1) if heads else (self.cfg.min_keep, self.cfg.multiple)
+        if units and all(
+            not any(low <= k < unit.count for k in range(0, unit.count, mult)) for unit in units
+        ):
+            sizes = sorted({unit.count for unit in units})
+            raise TargetError(
+                f"structured {self.cfg.structure}: min_keep={low} with multiple={mult} leaves "
+                f"nothing to remove from layers of {sizes} atoms (every layer keeps all of "
+                f"them); lower min_keep below {max(sizes)} (e.g. --set min_keep="
+                f"{max(0, max(sizes) - mult)})"
+            )
 
     def current_sparsity(self, masks: MaskState) -> float:
         """Atoms are counted by :func:`obert_core.select_atoms` (which refuses regrowth): 0."""
@@ -437,9 +459,11 @@ class StructuredPruning(PruningMethod):
         ctx.add_time("select_s", time.perf_counter() - start)
         total = sum(u.count for u in units)
         cut = sum(len(v) for v in removed.values())
+        self.atom_sparsity = cut / total if total else 0.0
         ctx.log(
             f"structured {cfg.structure} ({cfg.score}{' + OBS correction' if cfg.correct else ''})"
-            f": {cut} of {total} removed ({cut / total:.1%})"
+            f": {cut} of {total} {cfg.structure} removed (atom fraction {self.atom_sparsity:.4f}; "
+            f"weight sparsity over the pruned tensors {masks.sparsity():.4f})"
         )
         self.last_removed = removed
 
