@@ -1009,7 +1009,11 @@ def test_public_surface() -> None:
             "PruningEvent",
             "PruningModifier",
             "Recipe",
+            "SetLearningRateModifier",
+            "SetWeightDecayModifier",
+            "TrainableParamsModifier",
             "build_recipe",
+            "convert_recipe",
             "list_shipped_recipes",
             "load_recipe",
         ]

@@ -1,7 +1,13 @@
-"""``obert-train recipe show|list``: what a recipe will do, before a long run."""
+"""``obert-train recipe show|list|convert``: what a recipe will do, before a long run.
+
+``show`` reads the recipe with the same :func:`~obert_train.recipe.load_recipe` as ``run``
+(every check that needs no model, so a recipe ``run`` refuses up front fails here with the same
+message and exit code 2); ``convert`` writes a SparseML recipe as a plain, evaluated one.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -38,6 +44,28 @@ def show(
         if spe is None and train_examples is not None:
             spe = max(1, -(-train_examples // batch_size))
         typer.echo(parsed.describe(spe))
+    except USER_ERRORS as exc:
+        raise fail(exc) from exc
+
+
+@recipe_app.command("convert")
+def convert(
+    recipe: Annotated[
+        str, typer.Argument(help="SparseML recipe (.yaml or recipe.md), YAML text or shipped name.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .yaml file to write.")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override KEY=VALUE: a variable (before eval) or a field."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUTPUT.")] = False,
+) -> None:
+    """Write RECIPE as a plain recipe: variables and eval(...) evaluated, modifiers resolved."""
+    from obert_train.recipe import convert_recipe
+
+    try:
+        parsed = convert_recipe(recipe, output, parse_sets(set_), overwrite=overwrite)
+        typer.echo(f"wrote {output} (fingerprint {parsed.fingerprint()[:16]})")
     except USER_ERRORS as exc:
         raise fail(exc) from exc
 

@@ -496,7 +496,7 @@ def run_recipe(
     is_main = int(os.environ.get("RANK", "0")) == 0
     # Every check that can fail comes before the folder is touched (nothing half-written; a
     # refused run leaves the folder exactly as it was: docs/train.md, "Output folders").
-    check_not_input(out, {"the model": model_name})
+    check_not_input(out, {"model's folder (model_name)": model_name})
     entries = _refuse_non_empty(out, resume=resume, overwrite=overwrite)
     info = _run_info(recipe, model_name, task, opts)
     if resume:
@@ -505,6 +505,7 @@ def run_recipe(
     check_model_fits_task(model, task, "the student")
     check_tokens_known(task)
     recipe.check_targets([n for n, _ in model.named_parameters()])
+    recipe.apply_trainable(model)  # !TrainableParamsModifier: checked first, then applied
     for modifier in recipe.pruning:  # the methods' own checks (shapes, constant masks' zeros)
         method = modifier.create_method()
         targets = resolve_target_params(model, method.settings.targets)
@@ -575,7 +576,7 @@ def _train(
         num_train_epochs=recipe.num_epochs,
         per_device_train_batch_size=opts.batch_size,
         learning_rate=base_lr,
-        weight_decay=opts.weight_decay,
+        weight_decay=opts.weight_decay if recipe.weight_decay is None else recipe.weight_decay,
         max_grad_norm=opts.max_grad_norm,
         warmup_steps=0,
         lr_scheduler_type="linear",

@@ -6,7 +6,11 @@ docs/recipes.md): ``!EpochRangeModifier`` (run length), ``!LearningRateFunctionM
 (``linear`` / ``cyclic_linear``), pruning modifiers (``!OBSPruningModifier``,
 ``!GMPruningModifier``, ``!MagnitudePruningModifier``, ``!MovementPruningModifier``,
 ``!ConstantPruningModifier``) and ``!DistillationModifier``. The published oBERT recipes load
-unchanged. See ``docs/recipes.md``.
+unchanged, and so do SparseML/SparseZoo recipes: a top-level ``version``, Markdown recipes with
+YAML front matter, YAML anchors, top-level variables used as ``eval(...)`` (a safe arithmetic
+evaluator), ``!SetLearningRateModifier``, ``!SetWeightDecayModifier`` and
+``!TrainableParamsModifier``; :func:`convert_recipe` writes one as a plain, evaluated recipe.
+See ``docs/recipes.md``.
 
 Examples:
     >>> from obert_train.recipe import load_recipe
@@ -17,6 +21,7 @@ Examples:
 
 from __future__ import annotations
 
+from obert_train.recipe.convert import convert_recipe
 from obert_train.recipe.load import build_recipe, list_shipped_recipes, load_recipe
 from obert_train.recipe.modifiers import (
     DistillationModifier,
@@ -26,6 +31,11 @@ from obert_train.recipe.modifiers import (
 from obert_train.recipe.pruning_modifier import PruningModifier
 from obert_train.recipe.recipe import PruningEvent, Recipe
 from obert_train.recipe.spec import ModifierSpec
+from obert_train.recipe.training_modifiers import (
+    SetLearningRateModifier,
+    SetWeightDecayModifier,
+    TrainableParamsModifier,
+)
 
 __all__ = [
     "DistillationModifier",
@@ -35,7 +45,11 @@ __all__ = [
     "PruningEvent",
     "PruningModifier",
     "Recipe",
+    "SetLearningRateModifier",
+    "SetWeightDecayModifier",
+    "TrainableParamsModifier",
     "build_recipe",
+    "convert_recipe",
     "list_shipped_recipes",
     "load_recipe",
 ]

@@ -282,7 +282,8 @@ def build_recipe(modifiers: Sequence[ModifierSpec], *, source: str | None = None
         RecipeError: Naming the modifier, the field and the value, as for a file.
         ArgumentError: If ``modifiers`` is not a list of :class:`~obert_train.ModifierSpec`.
     """
-    if isinstance(modifiers, str | bytes) or not isinstance(modifiers, Sequence):
+    given: object = modifiers  # checked as any object: callers may pass anything
+    if isinstance(given, str | bytes) or not isinstance(given, Sequence):
         raise ArgumentError(
             f"build_recipe: modifiers={modifiers!r} must be a list of ModifierSpec, "
             f"got {type(modifiers).__name__}"
