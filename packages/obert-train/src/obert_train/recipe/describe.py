@@ -177,12 +177,12 @@ def _value(value: object) -> str:
 
 def _training_lines(recipe: _Plan) -> list[str]:
     decay = recipe.weight_decay
-    lines = [
-        "Weight decay: the trainer's (--weight-decay)"
-        if decay is None
-        else f"Weight decay: {fmt(decay)} for the whole run (!SetWeightDecayModifier; "
-        "replaces --weight-decay)"
-    ]
+    lines = []
+    if decay is not None:
+        lines.append(
+            f"Weight decay: {fmt(decay)} for the whole run (!SetWeightDecayModifier; replaces "
+            "--weight-decay)"
+        )
     for m in recipe.trainable:
         state = "trainable" if m.trainable else "frozen (requires_grad false)"
         strict = "" if m.params_strict else ", patterns matching nothing allowed"
