@@ -128,6 +128,12 @@ def test_set_overrides_a_variable_before_evaluation(tmp_path: Path) -> None:
     assert again.pruning[0].end_epoch == 3
     field = load_recipe(path, {"GMPruningModifier.end_epoch": "eval(num_epochs - 4)"})
     assert field.pruning[0].end_epoch == 2  # a field override may use the variables too
+    nm = SPARSEML.replace("qkv: &qkv", 'mask: "2:4"\nqkv: &qkv').replace(
+        "final_sparsity: eval(round(0.9 - 0.1, 2))", "final_sparsity: 0.5"
+    )
+    for sets in (["mask_type=eval(mask)"], []):
+        text_field = load_recipe(nm, {"mask_type": "eval(mask)"} if not sets else parse_sets(sets))
+        assert text_field.pruning[0].settings.mask_type == "2:4"
 
 
 def test_evaluator_grammar() -> None:

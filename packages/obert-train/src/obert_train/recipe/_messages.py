@@ -69,7 +69,10 @@ def _reason(err: Mapping[str, Any]) -> str:
         text = _TYPE_TEXT[kind]
         value = err.get("input")
         if isinstance(value, str) and value.strip().startswith("eval("):
-            text += " (recipe variables, SparseML 'eval(...)', are not supported)"
+            text += (
+                " ('eval(...)' is evaluated in recipe files and their overrides, with the "
+                "recipe's variables, not in a method's settings)"
+            )
         return text
     return str(err.get("msg", "invalid value")).removeprefix("Value error, ")
 

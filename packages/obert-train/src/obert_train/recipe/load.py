@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from obert_train._validate import check_mapping, check_path
 from obert_train.errors import ArgumentError, RecipeError
 from obert_train.pruning.registry import method_for_tag
+from obert_train.recipe._eval import Expr, is_expr_text
 from obert_train.recipe._markdown import front_matter, has_front_matter
 from obert_train.recipe._messages import suggest
 from obert_train.recipe._variables import (
@@ -148,10 +149,11 @@ def _typed(given: Any, key: str, raws: Sequence[RawModifier], hits: Sequence[int
     ``mask_type=2:4`` stays ``"2:4"`` (never YAML 1.1's base-60 int 124), ``damp=1e-7`` is the
     float, ``params=[re:a, re:b]`` a list.
     """
-    if not isinstance(given, str):
+    if not isinstance(given, str) or isinstance(given, Expr):
         return given
     field = key.partition(".")[2] or key
-    if hits and all(_wants_text(raws[i].tag, field) for i in hits):
+    text = hits and all(_wants_text(raws[i].tag, field) for i in hits)
+    if text and not is_expr_text(given):
         return given.strip()
     return parse_value(given, f"override {key!r}")
 
