@@ -12,6 +12,8 @@ need lives here, and nowhere else.
   :data:`ATTENTION_LAYOUTS`;
 - GLUE TSV column names: :data:`GLUE_TEXT_COLUMNS`, :data:`GLUE_LABEL_COLUMNS`;
 - the official SQuAD v1.1 metric: :func:`squad_scores`, :func:`squad_normalize_answer`;
+- SQuAD span post-processing (:func:`squad_predictions`, :func:`squad_best_span`) and the
+  one evaluation subset rule (:func:`eval_subset`: the first N);
 - each metric's unit and the one number formatter: :func:`format_metric`,
   :func:`metric_unit`, :data:`PERCENT_METRICS`;
 - the output-folder policy (``docs/train.md``): one lock on an output folder,
@@ -35,6 +37,13 @@ from ._machine import CpuInfo, available_cores, cpu_flags, cpu_info, load_averag
 from ._metrics import PERCENT_METRICS, format_metric, metric_unit
 from ._overlap import OutputOverlapError, check_output_not_input
 from ._squad import squad_normalize_answer, squad_scores
+from ._squad_spans import (
+    SQUAD_MAX_ANSWER_LENGTH,
+    SQUAD_N_BEST,
+    eval_subset,
+    squad_best_span,
+    squad_predictions,
+)
 
 __all__ = [
     "ATTENTION_LAYOUTS",
@@ -42,6 +51,8 @@ __all__ = [
     "GLUE_LABEL_COLUMNS",
     "GLUE_TEXT_COLUMNS",
     "PERCENT_METRICS",
+    "SQUAD_MAX_ANSWER_LENGTH",
+    "SQUAD_N_BEST",
     "AttentionLayout",
     "CpuInfo",
     "FfnLayout",
@@ -56,12 +67,15 @@ __all__ = [
     "cpu_flags",
     "cpu_info",
     "describe_layouts",
+    "eval_subset",
     "folder_lock",
     "folder_lock_holder",
     "format_metric",
     "glue_text_columns",
     "load_average",
     "metric_unit",
+    "squad_best_span",
     "squad_normalize_answer",
+    "squad_predictions",
     "squad_scores",
 ]

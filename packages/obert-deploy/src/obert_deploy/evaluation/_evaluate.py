@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from obert_core.shared import format_metric, squad_scores
+from obert_core.shared import format_metric, squad_predictions, squad_scores
 
 from .._checks import (
     check_finite_initializers,
@@ -296,25 +296,26 @@ def _squad_predictions(
     sample_map: np.ndarray,
     offsets: list[Any],
     sequence_ids: list[list[int | None]],
-    max_answer_len: int = 30,
-    top_k: int = 20,
 ) -> list[str]:
+    """Answer texts by the one SQuAD post-processing (:func:`obert_core.shared.squad_predictions`).
+
+    Context tokens are those of sequence 1; question, special and padding tokens are never
+    part of an answer, so the padded windows give the answers obert-train's unpadded ones do.
+    """
     start_logits, end_logits = outputs
-    best: dict[int, tuple[float, str]] = {}
-    for feature, example_index in enumerate(sample_map):
-        context = examples[int(example_index)].context
-        in_context = np.asarray([s == 1 for s in sequence_ids[feature]])
-        starts = np.argsort(start_logits[feature])[::-1][:top_k]
-        ends = np.argsort(end_logits[feature])[::-1][:top_k]
-        for s in starts:
-            for e in ends:
-                if not (in_context[s] and in_context[e]) or e < s or e - s + 1 > max_answer_len:
-                    continue
-                score = float(start_logits[feature][s] + end_logits[feature][e])
-                if int(example_index) not in best or score > best[int(example_index)][0]:
-                    text = context[offsets[feature][s][0] : offsets[feature][e][1]]
-                    best[int(example_index)] = (score, text)
-    return [best.get(i, (0.0, ""))[1] for i in range(len(examples))]
+    windows = (
+        (
+            int(sample_map[f]),
+            start_logits[f],
+            end_logits[f],
+            [
+                (int(o[0]), int(o[1])) if s == 1 else None
+                for o, s in zip(offsets[f], sequence_ids[f], strict=True)
+            ],
+        )
+        for f in range(len(sample_map))
+    )
+    return squad_predictions(windows, [e.context for e in examples])
 
 
 def evaluate(

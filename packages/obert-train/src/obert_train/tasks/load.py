@@ -10,6 +10,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from obert_core.shared import eval_subset
+from obert_train._validate import check_bool, check_int, check_path, check_str, check_str_sequence
 from obert_train.errors import ArgumentError, DataError
 from obert_train.tasks.base import ClassificationTask, Task
 from obert_train.tasks.data import (
@@ -78,6 +80,38 @@ def _check_limits(max_seq_length: int | None, samples: dict[str, int | None]) ->
         if value is not None and value < 1:
             flag = "--" + name.replace("_", "-")
             raise DataError(f"{name} ({flag}) {value}: must be at least 1 (or left out: all)")
+
+
+def _check_types(task: object, options: object, need_dev: object, seed: object) -> None:
+    """The argument types of :func:`load_task`, before any value is compared or read."""
+    check_str(task, "task", "load_task")
+    check_bool(need_dev, "need_dev", "load_task")
+    check_int(seed, "seed", "load_task")
+    if not isinstance(options, DataOptions):
+        raise ArgumentError(
+            f"load_task: options={options!r} must be a DataOptions (or None), got "
+            f"{type(options).__name__}"
+        )
+    for name in ("data_dir", "train_file", "dev_file"):
+        value = getattr(options, name)
+        if value is not None:
+            check_path(value, name, "load_task")
+    for name in (
+        "max_seq_length",
+        "max_train_samples",
+        "max_eval_samples",
+        "doc_stride",
+        "max_query_length",
+        "split_seed",
+    ):
+        value = getattr(options, name)
+        if value is not None:
+            check_int(value, name, "load_task")
+    for name in ("dataset", "label_column"):
+        value = getattr(options, name)
+        if value is not None:
+            check_str(value, name, "load_task")
+    check_str_sequence(options.text_columns, "text_columns", "load_task")
 
 
 def _split_source(
@@ -186,7 +220,8 @@ def load_task(
         dev_file: Explicit dev file.
         max_seq_length: Token limit (default 128; SQuAD 384).
         max_train_samples: Use a seeded random subset of the training records.
-        max_eval_samples: Use a seeded random subset of the dev records.
+        max_eval_samples: Use the first N dev records (the one subset rule of every
+            evaluation, :func:`obert_core.shared.eval_subset`; obert-deploy's ``max_samples``).
         need_dev: If False, no dev data are needed (training or pruning without ``--eval``):
             a dev file is read only if given or present in ``data_dir``.
         seed: Seed of the subsets.
@@ -247,6 +282,7 @@ def _load(
     task_kwargs: dict[str, Any],
 ) -> Task:
     """:func:`load_task` with the data options in one place."""
+    _check_types(task, options, need_dev, seed)
     if task not in TASK_NAMES:
         raise DataError(f"unknown task {task!r}; expected one of {list(TASK_NAMES)}")
     data_dir, dataset = options.data_dir, options.dataset
@@ -306,7 +342,7 @@ def _load(
                 f"task {task!r}: no {split} data; give --data-dir, --dataset or --{split}-file"
             )
     train = _subsample(records["train"], options.max_train_samples, seed)
-    dev = _subsample(records["dev"], options.max_eval_samples, seed)
+    dev = eval_subset(records["dev"], options.max_eval_samples)  # the first N, as obert-deploy
     seq = options.max_seq_length or _DEFAULT_SEQ[task]
     if task in ("sst2", "glue-tsv"):
         return ClassificationTask(

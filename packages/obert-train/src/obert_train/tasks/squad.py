@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from transformers import AutoModelForQuestionAnswering, PreTrainedModel, PreTrainedTokenizerBase
 
-from obert_core.shared import squad_normalize_answer, squad_scores
+from obert_core.shared import (
+    SQUAD_MAX_ANSWER_LENGTH,
+    SQUAD_N_BEST,
+    squad_normalize_answer,
+    squad_predictions,
+    squad_scores,
+)
 from obert_train.tasks.base import Feature, Task, _batches
 from obert_train.tasks.data import DataError, SquadExample
 
@@ -78,8 +84,8 @@ class SquadTask(Task):
         max_seq_length: int = 384,
         doc_stride: int = 128,
         max_query_length: int = 64,
-        max_answer_length: int = 30,
-        n_best: int = 20,
+        max_answer_length: int = SQUAD_MAX_ANSWER_LENGTH,
+        n_best: int = SQUAD_N_BEST,
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise DataError(
@@ -181,31 +187,23 @@ class SquadTask(Task):
     ) -> dict[str, str]:
         """Best answer text per dev question from per-window start/end logits.
 
-        For each window the ``n_best`` highest start and end logits are paired; spans outside
-        the context, reversed, or longer than ``max_answer_length`` are skipped; the span with
-        the largest ``start + end`` logit over all windows of a question wins.
+        The one SQuAD post-processing of the project (:func:`obert_core.shared.squad_predictions`,
+        also obert-deploy's): per window the ``n_best`` highest start and end logits among the
+        context tokens are paired; reversed spans and spans longer than ``max_answer_length``
+        are skipped; the span with the largest ``start + end`` logit over all windows of a
+        question wins.
         """
-        best: dict[int, tuple[float, str]] = {}
-        for f, (s_log, e_log) in enumerate(zip(start_logits, end_logits, strict=True)):
-            offsets = self._dev_offsets[f]
-            ex = self._dev_example[f]
-            context = self.dev_examples[ex].context
-            starts = np.argsort(s_log)[::-1][: self.n_best]
-            ends = np.argsort(e_log)[::-1][: self.n_best]
-            for s in starts:
-                for e in ends:
-                    if s >= len(offsets) or e >= len(offsets):
-                        continue
-                    so, eo = offsets[s], offsets[e]
-                    if so is None or eo is None or e < s or e - s + 1 > self.max_answer_length:
-                        continue
-                    score = float(s_log[s] + e_log[e])
-                    if ex not in best or score > best[ex][0]:
-                        best[ex] = (score, context[so[0] : eo[1]])
-        return {
-            example.qid: best[i][1] if i in best else ""
-            for i, example in enumerate(self.dev_examples)
-        }
+        windows = (
+            (self._dev_example[f], s_log, e_log, self._dev_offsets[f])
+            for f, (s_log, e_log) in enumerate(zip(start_logits, end_logits, strict=True))
+        )
+        texts = squad_predictions(
+            windows,
+            [example.context for example in self.dev_examples],
+            n_best=self.n_best,
+            max_answer_length=self.max_answer_length,
+        )
+        return {example.qid: text for example, text in zip(self.dev_examples, texts, strict=True)}
 
     @torch.no_grad()
     def evaluate(
