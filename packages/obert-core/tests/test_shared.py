@@ -272,3 +272,15 @@ def test_folder_lock_removes_the_folders_it_made_when_nothing_was_written(tmp_pa
     with folder_lock(tmp_path / "a" / "b") as out:
         (out / "kept.txt").write_text("x")
     assert (tmp_path / "a" / "b" / "kept.txt").read_text() == "x"
+
+
+def test_a_failed_atomic_output_leaves_its_folder_mtime_as_it_was(tmp_path: Path) -> None:
+    """Issue 18: a refused invocation leaves its output folder exactly as it was."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    os.utime(folder, ns=(1_000_000_000, 1_000_000_000))
+    with pytest.raises(RuntimeError), atomic_output(folder / "model.onnx"):
+        raise RuntimeError("the export failed")
+    assert folder.stat().st_mtime_ns == 1_000_000_000
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]

@@ -7,6 +7,7 @@ prints no traceback, and leaves every folder as it was (nothing written, nothing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -711,9 +712,14 @@ def env(tmp_path: Path, tiny_model_dir: Path, sst2_dir: Path, squad_dir: Path) -
     return Env(tmp_path, tiny_model_dir, sst2_dir, squad_dir, tmp_path / "out", recipe)
 
 
-def _snapshot(root: Path) -> dict[str, float]:
+def _snapshot(root: Path) -> dict[str, tuple[float, int, str]]:
+    """Every path under ``root``: mtime, size and content hash (folders: -1, 0, "")."""
     return {
-        str(p.relative_to(root)): p.stat().st_mtime if p.is_file() else -1.0
+        str(p.relative_to(root)): (
+            (p.stat().st_mtime, p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+            if p.is_file()
+            else (-1.0, 0, "")
+        )
         for p in sorted(root.rglob("*"))
         if not p.name.startswith("cache-")
     }
@@ -924,3 +930,141 @@ def test_a_typo_under_an_existing_folder_is_not_sent_to_the_hub(
     result = runner.invoke(app, _run(env, model=Path(f"{env.model.name}/typo")))
     assert result.exit_code == 2
     assert "no such model folder" in result.output
+
+
+# ---------------------------------------------------------------- the output-folder policy
+# docs/train.md, "Output folders": an output folder that is, holds or lies inside an input is
+# refused before any work; a refused run leaves no run.json; a folder another run holds is
+# refused at once (issue 18, data loss and failing late).
+
+COLLIDING = TINY_RECIPE.replace("end_epoch: 0.0", "end_epoch: 0.5").replace(
+    "init_sparsity: 0.5", "init_sparsity: 0.1"
+)
+NM_UNREACHABLE = """
+modifiers:
+  - !EpochRangeModifier {start_epoch: 0.0, end_epoch: 1.0}
+pruning_modifiers:
+  - !OBSPruningModifier
+    params: ["re:.*encoder.*dense.weight"]
+    init_sparsity: 0.5
+    final_sparsity: 0.8
+    start_epoch: 0.0
+    end_epoch: 0.5
+    update_frequency: 0.5
+    mask_type: "2:4"
+    num_grads: 4
+    fisher_block_size: 8
+"""
+STRUCTURED_KEEP_ALL = """
+modifiers:
+  - !EpochRangeModifier {start_epoch: 0.0, end_epoch: 1.0}
+pruning_modifiers:
+  - !StructuredPruningModifier
+    params: ["re:.*encoder.*dense.weight"]
+    init_sparsity: 0.5
+    final_sparsity: 0.5
+    start_epoch: 0.0
+    end_epoch: 0.0
+    update_frequency: 1.0
+    structure: neurons
+    min_keep: 64
+"""
+
+
+def _recipe_file(text: str, name: str) -> Callable[[Env], None]:
+    def setup(env: Env) -> None:
+        env.scratch(name).write_text(text)
+
+    return setup
+
+
+def _earlier_run_output(env: Env) -> None:
+    env.out.mkdir()
+    (env.out / "NOTES.txt").write_text("mine\n")
+
+
+OUTPUT_CASES = [
+    Case(
+        "run-output-is-the-model-with-overwrite",
+        lambda e: _run(e, "--overwrite", "--output-dir", str(e.model)),
+        r"is the input model's folder \(--model\)",
+    ),
+    Case(
+        "run-output-is-the-teacher",
+        lambda e: _run(e, "--teacher", str(e.model), "--output-dir", str(e.model), "--overwrite"),
+        r"is the input model's folder \(--model\)",
+    ),
+    Case(
+        "run-output-holds-the-data",
+        lambda e: _run(e, "--output-dir", str(e.tmp), "--overwrite"),
+        r"contains the input model's folder \(--model\)",
+    ),
+    Case(
+        "run-output-inside-the-data",
+        lambda e: _run(e, "--output-dir", str(e.data / "out")),
+        r"is inside the input data \(--data-dir\)",
+    ),
+    Case(
+        "run-colliding-pruning-steps",
+        lambda e: _run(e, "--set", "update_frequency=0.01", recipe=str(e.scratch("collide.yaml"))),
+        r"both land on optimizer step",
+        _recipe_file(COLLIDING, "collide.yaml"),
+    ),
+    Case(
+        "run-nm-sparsity-unreachable",
+        lambda e: _run(e, recipe=str(e.scratch("nm.yaml"))),
+        r"2:4",
+        _recipe_file(NM_UNREACHABLE, "nm.yaml"),
+    ),
+    Case(
+        "run-structured-min-keep-leaves-nothing",
+        lambda e: _run(e, recipe=str(e.scratch("keep.yaml"))),
+        r"min_keep=64 with multiple=16 leaves nothing to remove",
+        _recipe_file(STRUCTURED_KEEP_ALL, "keep.yaml"),
+    ),
+    Case(
+        "oneshot-output-is-the-model",
+        lambda e: _oneshot(e, "--sparsity", "0.5", "--output-dir", str(e.model)),
+        r"is the input model's folder \(--model\)",
+    ),
+    Case(
+        "oneshot-output-inside-the-model",
+        lambda e: _oneshot(e, "--sparsity", "0.5", "--output-dir", str(e.model / "pruned")),
+        r"is inside the input model's folder \(--model\)",
+    ),
+    Case(
+        "drop-layers-output-inside-the-model",
+        lambda e: _drop(e, "--keep", "0", "--output-dir", str(e.model / "small")),
+        r"is inside the input model's folder \(MODEL\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", OUTPUT_CASES, ids=lambda c: c.id)
+def test_an_output_folder_that_is_an_input_or_a_late_failure_is_refused_up_front(
+    env: Env, case: Case
+) -> None:
+    _check(env, case)
+    assert not env.out.exists() or sorted(p.name for p in env.out.iterdir()) == []
+
+
+LOCKED_CASES = [
+    Case("run", lambda e: _run(e, "--overwrite"), r"is in use by this process \(PID \d+\)"),
+    Case("oneshot", lambda e: _oneshot(e, "--sparsity", "0.5"), r"is in use by this process"),
+    Case("drop-layers", lambda e: _drop(e, "--keep", "0", "--overwrite"), r"is in use by"),
+]
+
+
+@pytest.mark.parametrize("case", LOCKED_CASES, ids=lambda c: c.id)
+def test_a_folder_another_run_holds_is_refused_at_once_naming_the_holder(
+    env: Env, case: Case
+) -> None:
+    """Issue 18: a second `run --overwrite` silently replaced a running run's result."""
+    from obert_core.shared import folder_lock
+
+    env.out.mkdir()
+    (env.out / "run.json").write_text("{}\n")  # the running run's files
+    (env.out / "config.json").write_text("{}\n")
+    with folder_lock(env.out):  # as the running run holds it
+        _check(env, case)
+    assert sorted(p.name for p in env.out.iterdir()) == ["config.json", "run.json"]

@@ -8,6 +8,7 @@ started).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from collections import namedtuple
@@ -195,8 +196,16 @@ def env(
     return Env(tmp_path, model, data, recipes, tmp_path / "out", squad)
 
 
-def _snapshot(root: Path) -> dict[str, float]:
-    return {str(p.relative_to(root)): p.stat().st_mtime for p in sorted(root.rglob("*"))}
+def _snapshot(root: Path) -> dict[str, tuple[float, int, str]]:
+    """Every path under ``root``: mtime, size and content hash (folders: their mtime only)."""
+    return {
+        str(p.relative_to(root)): (
+            p.stat().st_mtime,
+            p.stat().st_size if p.is_file() else 0,
+            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "",
+        )
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def _check(env: Env, extra: list[str], message: str) -> None:
@@ -230,3 +239,86 @@ def test_quickstart_refuses_when_the_disk_is_too_full(
 def test_quickstart_refuses_an_output_dir_another_run_is_using(env: Env) -> None:
     with StageCache(env.out / "stages").lock():  # as a run in progress holds it
         _check(env, [], r"--output-dir .*out' is in use: another obert quickstart run")
+
+
+# ---------------------------------------------------------------- the output-folder policy
+# docs/train.md, "Output folders"; issue 18 (data loss, failing late).
+
+
+def _users_report(name: str, text: str) -> Callable[[Env], list[str]]:
+    def setup(env: Env) -> list[str]:
+        env.out.mkdir()
+        (env.out / name).write_text(text)
+        return []
+
+    return setup
+
+
+def _broken_deepsparse(env: Env) -> list[str]:
+    cli = env.tmp / "ds" / "obert-deploy"
+    cli.parent.mkdir()
+    cli.write_text("#!/bin/sh\necho 'ImportError: libdeepsparse.so not found' >&2\nexit 1\n")
+    cli.chmod(0o755)
+    return ["--deepsparse", str(cli)]
+
+
+STRUCTURED_KEEP_ALL = """
+modifiers:
+  - !EpochRangeModifier {start_epoch: 0.0, end_epoch: 1.0}
+pruning_modifiers:
+  - !StructuredPruningModifier
+    params: ["re:.*encoder.*dense.weight"]
+    init_sparsity: 0.5
+    final_sparsity: 0.5
+    start_epoch: 0.0
+    end_epoch: 0.0
+    update_frequency: 1.0
+    structure: neurons
+    min_keep: 4096
+"""
+
+
+def _structured_keep_all(env: Env) -> list[str]:
+    recipe = env.tmp / "keep-all.yaml"
+    recipe.write_text(STRUCTURED_KEEP_ALL)
+    return ["--recipe", str(recipe), "--baseline", ""]
+
+
+OUTPUT_CASES = [
+    Case(
+        "output-is-the-model",
+        r"--output-dir .* is the input model's folder \(--model\)",
+        lambda env: ["--output-dir", str(env.model)],
+    ),
+    Case(
+        "output-holds-the-data",
+        r"--output-dir .* contains the input",
+        lambda env: ["--output-dir", str(env.tmp)],
+    ),
+    Case(
+        "users-own-report-md",
+        r"holds report\.md, which obert quickstart did not write",
+        _users_report("report.md", "# my own notes\n"),
+    ),
+    Case(
+        "users-own-report-json",
+        r"holds report\.json, which obert quickstart did not write",
+        _users_report("report.json", '{"mine": true}\n'),
+    ),
+    Case(
+        "broken-deepsparse-checked-first",
+        r"--deepsparse .*obert-deploy' does not run: .* exited with 1: ImportError: "
+        r"libdeepsparse\.so not found",
+        _broken_deepsparse,
+    ),
+    Case(
+        "structured-min-keep-leaves-nothing",
+        r"min_keep=4096 with multiple=16 leaves nothing to remove",
+        _structured_keep_all,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", OUTPUT_CASES, ids=lambda c: c.id)
+def test_quickstart_refuses_an_output_folder_it_must_not_write(env: Env, case: Case) -> None:
+    _check(env, case.setup(env), case.message)

@@ -6,6 +6,7 @@ failed check never leaves a half-written file at the requested path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Sequence
@@ -27,12 +28,17 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def _probe_writable(directory: Path, flag: str, raw: str) -> None:
-    """Create and remove a temporary file in ``directory`` (the only way to be sure)."""
+    """Create and remove a temporary file in ``directory`` (the only way to be sure).
+
+    The folder's modification time is put back afterwards: a refused invocation leaves its
+    output folder exactly as it was (``docs/train.md``, "Output folders").
+    """
     if not directory.is_dir():
         raise ObertDeployError(
             f"{flag} {raw!r}: {str(directory)!r} is a file, not a directory; pass a path in a "
             "directory"
         )
+    times = directory.stat()
     try:
         fd, name = tempfile.mkstemp(dir=directory, prefix=".obert-deploy-probe-")
     except OSError as exc:
@@ -42,6 +48,8 @@ def _probe_writable(directory: Path, flag: str, raw: str) -> None:
         ) from None
     os.close(fd)
     Path(name).unlink()
+    with contextlib.suppress(OSError):  # a folder the user does not own keeps the new time
+        os.utime(directory, ns=(times.st_atime_ns, times.st_mtime_ns))
 
 
 def _check_one(

@@ -29,6 +29,7 @@ __all__ = [
     "SIZE_GZIP_LEVEL",
     "BenchPlan",
     "bench_stage",
+    "check_deepsparse_cli",
     "deepsparse_stage",
     "export_stage",
     "glue_dev_tsv",
@@ -329,6 +330,46 @@ def deepsparse_stage(
         results.append(result.to_dict())
         emit(f"  deepsparse {label} batch {batch}: p50 {result.latency_ms['p50']:.2f} ms")
     return results
+
+
+def check_deepsparse_cli(cli: Path, *, timeout: float = 120.0) -> None:
+    """Run ``cli bench --help`` once in preflight: a broken DeepSparse environment fails here.
+
+    Without this check a broken executable failed at the DeepSparse stage, after every other
+    stage (issue 18, failing late).
+
+    Args:
+        cli: ``obert-deploy`` of the DeepSparse environment (an existing executable file).
+        timeout: Seconds the command may take.
+
+    Raises:
+        PipelineInputError: Naming the executable, its exit status and last output line, and
+            how to fix or skip it.
+    """
+    from obert.errors import PipelineInputError
+
+    skip = (
+        "fix that environment (packages/obert-deploy/scripts/test_deepsparse.sh), or give "
+        "--deepsparse a path that does not exist to skip DeepSparse"
+    )
+    try:
+        done = subprocess.run(
+            [str(cli), "bench", "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PipelineInputError(
+            f"--deepsparse {str(cli)!r} cannot be run ({exc}); {skip}"
+        ) from None
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
+        raise PipelineInputError(
+            f"--deepsparse {str(cli)!r} does not run: `{cli} bench --help` exited with "
+            f"{done.returncode}: {lines[-1]}; {skip}"
+        )
 
 
 SIZE_GZIP_LEVEL = 6

@@ -24,8 +24,14 @@ from typing import Any
 
 from obert.cache import StageCache, StageRecord, stage_key
 from obert.config import QuickstartConfig
+from obert.deploy import check_deepsparse_cli
 from obert.preflight import Prepared, check_disk_space, prepare
-from obert_core.shared import cpu_info, load_average
+from obert_core.shared import (
+    OutputOverlapError,
+    check_output_not_input,
+    cpu_info,
+    load_average,
+)
 
 __all__ = ["QuickstartResult", "StageSpec", "plan_stages", "run_quickstart"]
 
@@ -400,6 +406,39 @@ def _deepsparse_cli(config: QuickstartConfig) -> Path | None:
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
+def check_output_folder(config: QuickstartConfig) -> None:
+    """The output-folder policy (``docs/train.md``), before any work.
+
+    Raises:
+        PipelineInputError: If ``--output-dir`` is, contains or lies inside an input (model,
+            data, recipe), or holds a ``report.md`` / ``report.json`` / plot the quickstart did
+            not write (it never overwrites a user's file).
+    """
+    from obert.errors import PipelineInputError
+    from obert.report import foreign_report_files
+
+    out = Path(config.output_dir)
+    data = config.data
+    inputs = {
+        "model's folder (--model)": config.model,
+        "data (--data-dir)": data.data_dir,
+        "training data (--train-file)": data.train_file,
+        "dev data (--dev-file)": data.dev_file,
+        "recipe (--recipe)": config.recipe,
+        "dense recipe (--dense-recipe)": config.dense_recipe,
+    }
+    try:
+        check_output_not_input(out, {k: v for k, v in inputs.items() if isinstance(v, str | Path)})
+    except OutputOverlapError as exc:
+        raise PipelineInputError(str(exc)) from None
+    foreign = foreign_report_files(out) if out.is_dir() else []
+    if foreign:
+        raise PipelineInputError(
+            f"--output-dir {str(out)!r} holds {', '.join(foreign)}, which obert quickstart did "
+            "not write; it never overwrites them: move them, or choose another --output-dir"
+        )
+
+
 def run_quickstart(
     config: QuickstartConfig, *, log: Callable[[str], None] = print
 ) -> QuickstartResult:
@@ -426,6 +465,7 @@ def run_quickstart(
     load_at_start = load_average()
     if config.threads:
         torch.set_num_threads(config.threads)
+    check_output_folder(config)
     log("checking the model, data and recipes ...")
     prepared = prepare(config, log)
     for note in prepared.notes:
@@ -437,7 +477,10 @@ def run_quickstart(
     todo = [spec for spec in specs if cache.will_run(spec.name, spec.inputs)]
     needed = int(1.2 * sum(spec.disk_bytes for spec in todo)) + 50_000_000
     check_disk_space(out, needed, log)
-    if config.deepsparse_cli is not None and _deepsparse_cli(config) is None:
+    cli = _deepsparse_cli(config)
+    if cli is not None:
+        check_deepsparse_cli(cli)  # a broken environment fails now, not at the last stages
+    if config.deepsparse_cli is not None and cli is None:
         prepared.notes.append(
             f"DeepSparse skipped: {config.deepsparse_cli} not found (create its environment "
             "with packages/obert-deploy/scripts/test_deepsparse.sh)"
@@ -448,18 +491,34 @@ def run_quickstart(
             f"{len(specs)} stages, {len(todo)} to run, {len(specs) - len(todo)} reused from "
             f"{out / STAGES_DIR}"
         )
+        training = {"dense", prepared.pruned_label, prepared.baseline_label}
+        failed: dict[str, Any] | None = None
+        error: BaseException | None = None
         for index, spec in enumerate(specs, 1):
             log(f"[{index}/{len(specs)}] {spec.name}: {spec.title}")
-            records[spec.name] = cache.run(spec.name, spec.inputs, spec.work)
+            try:
+                records[spec.name] = cache.run(spec.name, spec.inputs, spec.work)
+            except Exception as exc:
+                if spec.name in training:  # nothing to report without the trained models
+                    raise
+                not_run = [later.name for later in specs[index:]]
+                failed = {"stage": spec.name, "error": str(exc), "not_run": not_run}
+                error = exc
+                break
         seconds = time.perf_counter() - start
         report_md, report_json, report = write_report(
             out,
             config,
             prepared,
-            [records[s.name] for s in specs],
+            [records[s.name] for s in specs if s.name in records],
             seconds=seconds,
             load_at_start=load_at_start,
+            failed=failed,
         )
+        if error is not None:  # the report of what finished is written; then the error
+            stage = failed["stage"] if failed else "?"
+            log(f"stage {stage} failed; the report of what finished: {report_md}")
+            raise error
     return QuickstartResult(
         output_dir=out,
         report_md=report_md,

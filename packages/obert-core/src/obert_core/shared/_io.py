@@ -42,7 +42,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     The temporary name keeps the target's suffix (tools such as ONNX Runtime's quantizer look at
     it) and does not exist yet, so whatever writes it creates it with the mode a plain ``open``
     gives (``0o666`` minus the umask).  If the ``with`` block raises, or writes nothing, the
-    temporary file is removed and ``path`` is untouched.
+    temporary file is removed and ``path`` is untouched (its folder keeps its modification
+    time too).
 
     Args:
         path: Final destination. Its parent folder is created if missing (and removed again, if
@@ -58,6 +59,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(f"output {str(target)!r} is a directory; pass a file path")
+    times = target.parent.stat() if target.parent.is_dir() else None
     created = _make_parents(target.parent)
     succeeded = False
     try:
@@ -79,6 +81,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if not succeeded:
             _remove_empty(created)
+            if times is not None:  # a failed write leaves the folder exactly as it was
+                with contextlib.suppress(OSError):
+                    os.utime(target.parent, ns=(times.st_atime_ns, times.st_mtime_ns))
 
 
 @contextlib.contextmanager
