@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import yaml
 
-from obert_core.shared import atomic_write_text
+from obert_core.shared import atomic_write_text, disk_full_errors, is_disk_full, no_space_error
 from obert_train._validate import check_path, check_str_sequence
 from obert_train.errors import OutputDirError
 from obert_train.pruning.targets import resolve_target_params
@@ -213,7 +213,7 @@ def save_checkpoint(
             extra_files={**recipe_file, **(extra_files or {})},
         )
     report = sparsity_report(model, patterns)
-    with atomic_directory(output_dir) as tmp:
+    with atomic_directory(output_dir) as tmp, disk_full_errors(target):
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -255,14 +255,19 @@ def save_into(
     report = sparsity_report(model, patterns)
     tmp = Path(tempfile.mkdtemp(prefix=".final.", suffix=".tmp", dir=target))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        last = {"sparsity.json": json_text(report) + "\n", **(extra_files or {})}
-        for name, text in last.items():
-            (tmp / name).write_text(text, encoding="utf-8")
+        with disk_full_errors(target):
+            model.save_pretrained(tmp, safe_serialization=True)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            last = {"sparsity.json": json_text(report) + "\n", **(extra_files or {})}
+            for name, text in last.items():
+                (tmp / name).write_text(text, encoding="utf-8")
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            raise OutputDirError(
+                f"{no_space_error(target).strerror}, then run again with --resume"
+            ) from None
         raise OutputDirError(
             f"writing the final model into {str(target)!r} failed ({exc.strerror or exc}); "
             "free space or choose another --output-dir, then run again with --resume"

@@ -18,11 +18,16 @@ need lives here, and nowhere else.
   :func:`metric_unit`, :data:`PERCENT_METRICS`;
 - the output-folder policy (``docs/train.md``): one lock on an output folder,
   :func:`folder_lock` (:class:`FolderInUseError`, :func:`folder_lock_holder`), and
-  :func:`check_output_not_input` (:class:`OutputOverlapError`).
+  :func:`check_output_not_input` (:class:`OutputOverlapError`);
+- a full disk as one ``OSError`` naming the folder: :func:`disk_full_errors`,
+  :func:`is_disk_full`, :func:`no_space_error`;
+- quiet command lines: :func:`quiet_third_party` (third-party warnings and load reports,
+  the loggers in :data:`NOISY_LOGGERS`).
 """
 
 from __future__ import annotations
 
+from ._disk import disk_full_errors, is_disk_full, no_space_error
 from ._glue import GLUE_LABEL_COLUMNS, GLUE_TEXT_COLUMNS, glue_text_columns
 from ._io import atomic_output, atomic_outputs, atomic_write_bytes, atomic_write_text
 from ._layouts import (
@@ -36,6 +41,7 @@ from ._lock import FolderInUseError, folder_lock, folder_lock_holder
 from ._machine import CpuInfo, available_cores, cpu_flags, cpu_info, load_average
 from ._metrics import PERCENT_METRICS, format_metric, metric_unit
 from ._overlap import OutputOverlapError, check_output_not_input
+from ._quiet import NOISY_LOGGERS, quiet_third_party
 from ._squad import squad_normalize_answer, squad_scores
 from ._squad_spans import (
     SQUAD_MAX_ANSWER_LENGTH,
@@ -50,6 +56,7 @@ __all__ = [
     "FFN_LAYOUTS",
     "GLUE_LABEL_COLUMNS",
     "GLUE_TEXT_COLUMNS",
+    "NOISY_LOGGERS",
     "PERCENT_METRICS",
     "SQUAD_MAX_ANSWER_LENGTH",
     "SQUAD_N_BEST",
@@ -67,13 +74,17 @@ __all__ = [
     "cpu_flags",
     "cpu_info",
     "describe_layouts",
+    "disk_full_errors",
     "eval_subset",
     "folder_lock",
     "folder_lock_holder",
     "format_metric",
     "glue_text_columns",
+    "is_disk_full",
     "load_average",
     "metric_unit",
+    "no_space_error",
+    "quiet_third_party",
     "squad_best_span",
     "squad_normalize_answer",
     "squad_predictions",

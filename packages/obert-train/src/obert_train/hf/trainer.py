@@ -7,18 +7,23 @@ On top of :class:`~obert_train.ObertPruningCallback` (which works in any Trainer
 * the recipe's learning-rate functions as the Trainer's scheduler (``create_scheduler``);
 * a stop at the first non-finite loss, naming the optimizer step (the checkpoints written so far
   stay; nothing is saved from the broken state);
-* log entries for the sparsity and the task / KD parts of the loss.
+* log entries for the sparsity and the task / KD parts of the loss;
+* a full disk as one ``OSError`` naming the run folder (torch reports it as ``RuntimeError:
+  ... unexpected pos``), the checkpoint it left half-written removed.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer
 
+from obert_core.shared import is_disk_full, no_space_error
 from obert_train.errors import TrainingError
-from obert_train.hf.callback import ObertPruningCallback, steps_per_epoch
+from obert_train.hf.callback import COMPLETE_FILE, ObertPruningCallback, steps_per_epoch
 from obert_train.hf.distillation import distillation_loss
 from obert_train.hf.lr import recipe_lr_scheduler
 from obert_train.recipe import Recipe
@@ -70,6 +75,27 @@ class ObertTrainer(Trainer):
         # compute_loss returns the mean loss of one micro-batch (it ignores num_items_in_batch),
         # so the Trainer must divide it by the gradient-accumulation steps.
         self.loss_is_scaled_for_ga = False
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train``; a full disk is ``OSError(ENOSPC)`` naming the run folder.
+
+        A ``checkpoint-N`` this call began but could not complete (no completion marker) is
+        removed, so nothing half-written stays; the complete ones stay for ``--resume``.
+
+        Raises:
+            OSError: ``no space left on device in DIR`` when the disk (or quota) is full.
+        """
+        out = Path(self.args.output_dir or ".")
+        before = {p.name for p in out.glob("checkpoint-*")} if out.is_dir() else set()
+        try:
+            return super().train(*args, **kwargs)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            for folder in out.glob("checkpoint-*"):
+                if folder.name not in before and not (folder / COMPLETE_FILE).is_file():
+                    shutil.rmtree(folder, ignore_errors=True)
+            raise no_space_error(out) from exc
 
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
