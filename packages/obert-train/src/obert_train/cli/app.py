@@ -8,8 +8,11 @@ settings.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from obert_core.shared import quiet_third_party
 from obert_train.cli.drop_layers import drop_layers_command
 from obert_train.cli.oneshot import oneshot
 from obert_train.cli.recipe_cmd import recipe_app
@@ -18,7 +21,36 @@ from obert_train.cli.run import run
 __all__ = ["app", "main"]
 
 # Plain click help (no rich panels): option names stay whole at 80 columns.
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help=__doc__,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from obert_train import __version__
+
+        typer.echo(f"obert-train {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Command line of obert-train (``obert-train COMMAND -h`` for a command's options)."""
+    quiet_third_party()
+
+
 app.command("run")(run)
 app.command("oneshot")(oneshot)
 app.command("drop-layers")(drop_layers_command)
