@@ -393,6 +393,12 @@ BAD: list[tuple[str, str, str, list[str]]] = [
         ["line 1", "variable 'inter_func' shadows the field 'inter_func'", "!GMPruningModifier"],
     ),
     (
+        "num_epochs not used by the run length",
+        "recipe.yaml",
+        SPARSEML.replace("end_epoch: eval(num_epochs)", "end_epoch: *num_epochs"),
+        ["line 4", "variable 'num_epochs' shadows the field 'end_epoch'", "eval(num_epochs)"],
+    ),
+    (
         "a modifier SparseML never had",
         "recipe.yaml",
         SPARSEML + "  - !MagicPruningModifier\n    start_epoch: 0\n",

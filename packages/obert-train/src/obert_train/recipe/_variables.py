@@ -38,7 +38,10 @@ def _deep(value: Any, variables: Mapping[str, Any], where: str, context: str) ->
 
 
 def check_shadowing(
-    doc: RecipeDocument, fields_of: Callable[[str], Sequence[str] | None], where: str
+    doc: RecipeDocument,
+    fields_of: Callable[[str], Sequence[str] | None],
+    where: str,
+    special: Mapping[str, tuple[str, str]] | None = None,
 ) -> None:
     """Refuse a variable named like a field of a modifier that does not use it for that field.
 
@@ -46,6 +49,9 @@ def check_shadowing(
         doc: The recipe as read.
         fields_of: The fields a modifier tag takes (None for an unknown tag).
         where: The recipe, for messages.
+        special: Override keys that set a field of another name: key -> (tag, field)
+            (``num_epochs`` -> the ``!EpochRangeModifier``'s ``end_epoch``); a variable of that
+            name must be what the field is computed from.
 
     Raises:
         RecipeError: Naming the variable, its line, the modifier and what to do.
@@ -53,17 +59,21 @@ def check_shadowing(
     for variable in doc.variables:
         name = variable.name
         for raw in doc.modifiers:
-            if name not in (fields_of(raw.tag) or []):
+            field = name
+            tag, target = (special or {}).get(name, ("", ""))
+            if raw.tag == tag:
+                field = target
+            elif name not in (fields_of(raw.tag) or []):
                 continue
-            value = raw.fields.get(name)
+            value = raw.fields.get(field)
             if isinstance(value, Expr) and name in names_in(value):
                 continue
-            written = "does not set it" if name not in raw.fields else f"sets it to {value!r}"
+            written = "does not set it" if field not in raw.fields else f"sets it to {value!r}"
             at = f", line {variable.line}" if variable.line is not None else ""
             raise RecipeError(
-                f"{where}{at}: variable {name!r} shadows the field {name!r} of {raw.label()}, "
+                f"{where}{at}: variable {name!r} shadows the field {field!r} of {raw.label()}, "
                 f"which {written}: an override of {name!r} would change the variable, not the "
-                f"modifier; rename the variable, or write '{name}: eval({name})' in the modifier"
+                f"modifier; rename the variable, or write '{field}: eval({name})' in the modifier"
             )
 
 

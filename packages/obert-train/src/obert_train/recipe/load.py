@@ -249,7 +249,7 @@ def load_recipe(
     check_mapping(overrides, "overrides", "load_recipe")
     text, path, where = _source(source)
     doc = parse_recipe_text(_markdown(text, path, where), where)
-    check_shadowing(doc, _fields_of, where)
+    check_shadowing(doc, _fields_of, where, {"num_epochs": ("EpochRangeModifier", "end_epoch")})
     to_variables, to_fields = split_overrides(doc, overrides or {})
     variables = evaluate_variables(doc.variables, to_variables, where)
     raws = doc.modifiers
