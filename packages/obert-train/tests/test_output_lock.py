@@ -51,3 +51,27 @@ def test_two_oneshot_runs_into_one_folder_never_lose_a_metrics_row(
         assert proc.returncode == 0, err
     rows = json.loads((out / "metrics.json").read_text())["runs"]
     assert sorted(Path(r["output_dir"]).name for r in rows) == ["sparsity-0.50", "sparsity-0.70"]
+
+
+def test_ctrl_c_in_run_exits_130_with_the_resume_hint(
+    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: Ctrl-C exited 130 with no "rerun with --resume" hint."""
+    from typer.testing import CliRunner
+
+    import obert_train.hf.run
+    from obert_train.cli.app import app
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(obert_train.hf.run, "run_recipe", interrupted)
+    args = [
+        "run", "minilm-sst2-obert90", "--model", str(tiny_model_dir), "--task", "sst2",
+        "--data-dir", str(sst2_dir), "--output-dir", str(tmp_path / "out"), "--no-progress",
+        "--teacher", str(tiny_model_dir),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert "interrupted; rerun the same command with --resume" in result.output
+    assert "Traceback" not in result.output

@@ -212,6 +212,14 @@ def quickstart(
     except (*USER_ERRORS, ObertDeployError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from exc
+    except KeyboardInterrupt:  # exit 130 (128 + SIGINT), and what to run next
+        typer.secho(
+            f"interrupted; rerun the same command: the finished stages in {output_dir}/stages "
+            "are reused, the interrupted one runs again",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        raise typer.Exit(code=130) from None
     typer.echo("")
     typer.echo(summary_table(result.report))
     typer.echo("")
