@@ -57,6 +57,14 @@ def quantize(
         int,
         typer.Option("--num-calibration", callback=at_least(1), help="Calibration sentences."),
     ] = 128,
+    allow_fewer_calibration: Annotated[
+        bool,
+        typer.Option(
+            "--allow-fewer-calibration",
+            help="Calibrate on the sentences there are when --calibration-data holds fewer "
+            "than --num-calibration (default: an error).",
+        ),
+    ] = False,
     calibration_method: Annotated[
         CalibrationMethod,
         typer.Option("--calibration-method", help="Static calibration method."),
@@ -125,7 +133,14 @@ def quantize(
                     "CHECKPOINT_DIR (e.g. SST-2 train.tsv and the fine-tuned checkpoint)"
                 )
             calibration = calibration_batches(
-                model, calibration_data, tokenizer, num_calibration, seq_len, columns(text_columns)
+                model,
+                calibration_data,
+                tokenizer,
+                num_calibration,
+                seq_len,
+                columns(text_columns),
+                allow_fewer=allow_fewer_calibration,
+                log=lambda line: typer.secho(line, fg=typer.colors.YELLOW, err=True),
             )
         with atomic_outputs(output, json_path) as (staged, staged_json):
             assert staged is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -24,6 +24,9 @@ def calibration_batches(
     num_samples: int,
     seq_len: int,
     text_columns: Sequence[str] | None = None,
+    *,
+    allow_fewer: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Tokenise the first sentences of ``data`` into batches shaped for ``model``'s inputs.
 
@@ -37,13 +40,18 @@ def calibration_batches(
         num_samples: Sentences to read.
         seq_len: Tokens per sentence for a dynamic-shape model.
         text_columns: TSV text columns; detected from the header when ``None``.
+        allow_fewer: Calibrate on the sentences there are when ``data`` holds fewer than
+            ``num_samples`` (``log`` is told how many); by default that is an error, as a
+            calibration on a handful of sentences gives poor int8 ranges.
+        log: Receives a line when fewer sentences than asked are used.
 
     Returns:
         The feed dicts to pass as ``calibration`` to :func:`~obert_deploy.quantize_onnx`.
 
     Raises:
-        ObertDeployError: No sentences in ``data``, a bad TSV, a sequence length above the
-            model's positions, or token ids outside its vocabulary.
+        ObertDeployError: No sentences in ``data``, fewer than ``num_samples`` without
+            ``allow_fewer``, a bad TSV, a sequence length above the model's positions, or token
+            ids outside its vocabulary.
         CheckpointError: The tokenizer cannot be loaded.
         OnnxModelError: ``model`` is missing or corrupt.
     """
@@ -58,6 +66,20 @@ def calibration_batches(
     )
     if not dataset.texts:
         raise ObertDeployError(f"no sentences in {str(data)!r}; pass a non-empty TSV")
+    found = len(dataset.texts)
+    if found < num_samples:
+        if not allow_fewer:
+            raise ObertDeployError(
+                f"{str(data)!r} holds {found} sentence(s), fewer than the {num_samples} "
+                f"calibration sentences asked (--num-calibration); pass a larger TSV, "
+                f"--num-calibration {found}, or --allow-fewer-calibration to calibrate on "
+                f"{found} anyway"
+            )
+        if log is not None:
+            log(
+                f"warning: calibrating on {found} sentence(s) of {str(data)!r}, fewer than the "
+                f"{num_samples} asked (--allow-fewer-calibration)"
+            )
     feeds = tokenize(load_tokenizer(tokenizer), dataset.texts, length, [i.name for i in inputs])
     check_token_ids(feeds, infer_vocab_size(proto), tokenizer)
     return [b for b, _ in iter_batches(feeds, batch, pad_last=True)]

@@ -20,6 +20,7 @@ STATIC_ONLY_OPTIONS = {
     "calibration_data": "--calibration-data",
     "tokenizer": "--tokenizer",
     "num_calibration": "--num-calibration",
+    "allow_fewer_calibration": "--allow-fewer-calibration",
     "calibration_method": "--calibration-method",
     "quant_format": "--format",
     "seq_len": "--seq-len",

@@ -114,6 +114,33 @@ def _check_types(task: object, options: object, need_dev: object, seed: object) 
     check_str_sequence(options.text_columns, "text_columns", "load_task")
 
 
+def _check_dataset_used(
+    data_dir: object, dataset: str | None, train_file: object, dev_file: object, need_dev: bool
+) -> None:
+    """A hub ``dataset`` that no split would read is refused, not silently ignored.
+
+    Local files win over the hub: ``data_dir`` serves both splits, an explicit file its own.
+
+    Raises:
+        ArgumentError: If ``dataset`` is given with ``data_dir``, or with a file for every
+            split that is read.
+    """
+    if dataset is None:
+        return
+    if data_dir is not None:
+        raise ArgumentError(
+            f"dataset (--dataset) {dataset!r} and data_dir (--data-dir) {str(data_dir)!r} "
+            "both name the task data, and the local folder would be used for every split: "
+            "give one of them"
+        )
+    if train_file is not None and (dev_file is not None or not need_dev):
+        raise ArgumentError(
+            f"dataset (--dataset) {dataset!r} would not be read: --train-file"
+            + (" and --dev-file give" if dev_file is not None else " gives")
+            + " the data; drop --dataset, or drop the file(s) to use the hub dataset"
+        )
+
+
 def _split_source(
     data_dir: str | os.PathLike[str] | None,
     dataset: str | None,
@@ -315,6 +342,7 @@ def _load(
         ("train", _TRAIN_FILES[task]),
         ("dev", _DEV_FILES[task]),
     )
+    _check_dataset_used(data_dir, dataset, train_file, dev_file, need_dev)
     if options.split_articles is not None:
         counts = _article_counts(options.split_articles, task)
         source = _split_source(data_dir, dataset, train_file, dev_file)
