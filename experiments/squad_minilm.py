@@ -34,6 +34,8 @@ from _common import (
     train,
 )
 
+from obert_core.shared import format_metric
+
 RUNS_DIR = RUNS_ROOT / "squad-minilm"
 RESULTS = RESULTS_DIR / "squad_minilm.json"
 RUNS = {"obert80": "squad-obert-80", "gmp80": "squad-gmp-80"}
@@ -117,9 +119,11 @@ def cmd_report(args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|---|---|")
     for name, e in runs.items():
         m = e["metrics"]
-        delta = "" if name == "dense" or not dense else f"{m['f1'] - dense['f1']:+.2f}"
+        # F1 / EM are fractions (obert_core.shared.format_metric prints them in percent)
+        delta = "" if name == "dense" or not dense else f"{100 * (m['f1'] - dense['f1']):+.2f}"
+        f1, em = (format_metric(k, m[k], with_unit=False) for k in ("f1", "exact_match"))
         print(
-            f"| {name} | {e['sparsity']:.4f} | {m['f1']:.2f} | {m['exact_match']:.2f} | {delta} "
+            f"| {name} | {e['sparsity']:.4f} | {f1} | {em} | {delta} "
             f"| {e['train_questions']} | {e['train_seconds'] / 60:.1f} min |"
         )
 

@@ -45,6 +45,8 @@ from _common import (
     train,
 )
 
+from obert_core.shared import format_metric
+
 if TYPE_CHECKING:
     import torch
 
@@ -200,14 +202,15 @@ def cmd_report(args: argparse.Namespace) -> None:
                 continue
             e = runs[name]
             up = runs.get(f"upstream-{source}", {}).get("train_seconds", 0.0)
-            scale = 100 if key == "accuracy" else 1
             if ref is None:
                 ref_text = "not run"
             else:
                 value = ref.get("dev_accuracy") if key == "accuracy" else ref["metrics"][key]
-                ref_text = f"{key} {scale * value:.2f}, {ref['train_seconds'] / 60:.1f} min"
+                shown = format_metric(key, value, with_unit=False)
+                ref_text = f"{key} {shown}, {ref['train_seconds'] / 60:.1f} min"
             print(f"| {task} | {target:.0%} | {ref_text} | {key} "
-                  f"{scale * e['metrics'][key]:.2f}, {e['train_seconds'] / 60:.1f} min | "
+                  f"{format_metric(key, e['metrics'][key], with_unit=False)}, "
+                  f"{e['train_seconds'] / 60:.1f} min | "
                   f"{(mlm_cost + up) / 60:.1f} min (MLM head + upstream pruning) |")  # fmt: skip
 
 
