@@ -507,11 +507,35 @@ def export_onnx(
     previous_attn = getattr(hf_model.config, "_attn_implementation", None)
     if previous_attn is not None and previous_attn != config.attn_implementation:
         hf_model.set_attn_implementation(config.attn_implementation)
+    previous_experts = _exportable_experts(hf_model)
     try:
         return _export_loaded(hf_model, Path(output), config, missing, start)
     finally:
         if previous_attn is not None and previous_attn != config.attn_implementation:
             hf_model.set_attn_implementation(previous_attn)
+        if previous_experts is not None:
+            hf_model.set_experts_implementation(previous_experts)
+
+
+#: Fused-experts forwards (transformers 5 MoE blocks) the ONNX exporter converts: ``batched_mm``
+#: is plain batched matrix products; the default ``grouped_mm`` calls a custom op
+#: (``transformers::grouped_mm_fallback`` on CPU) that has no ONNX conversion.
+_EXPORTABLE_EXPERTS = ("batched_mm", "eager")
+
+
+def _exportable_experts(model: Any) -> str | None:
+    """Switch a MoE model's experts to an exportable forward; return the one to restore.
+
+    Same outputs (the implementations compute the same products), so the parity check still
+    compares with the model as loaded. None when the model has no fused experts or already
+    uses an exportable forward.
+    """
+    current = getattr(getattr(model, "config", None), "_experts_implementation", None)
+    can_set = getattr(model, "_can_set_experts_implementation", None)
+    if current is None or current in _EXPORTABLE_EXPERTS or can_set is None or not can_set():
+        return None
+    model.set_experts_implementation(_EXPORTABLE_EXPERTS[0])
+    return str(current)
 
 
 def _export_loaded(
