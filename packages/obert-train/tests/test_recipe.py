@@ -858,7 +858,11 @@ BAD: list[tuple[str, Any, list[str]]] = [
     (
         "top-level variable shadowing a field",
         lambda t: "damp: 1.0e-06\n" + t,
-        ["line 1", "variable 'damp' shadows the field 'damp'", "modifier 4 (!OBSPruningModifier"],
+        [
+            "line 1",
+            "variable 'damp' = 1e-06 shadows the field 'damp'",
+            "modifier 4 (!OBSPruningModifier",
+        ],
     ),
     (
         "eval() of an unknown variable",

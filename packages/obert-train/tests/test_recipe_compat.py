@@ -390,13 +390,17 @@ BAD: list[tuple[str, str, str, list[str]]] = [
         "a variable shadowing a modifier field",
         "recipe.yaml",
         "inter_func: linear\n" + SPARSEML,
-        ["line 1", "variable 'inter_func' shadows the field 'inter_func'", "!GMPruningModifier"],
+        [
+            "line 1",
+            "shadows the field 'inter_func' of modifier 3 (!GMPruningModifier",
+            "!GMPruningModifier",
+        ],
     ),
     (
         "num_epochs not used by the run length",
         "recipe.yaml",
-        SPARSEML.replace("end_epoch: eval(num_epochs)", "end_epoch: *num_epochs"),
-        ["line 4", "variable 'num_epochs' shadows the field 'end_epoch'", "eval(num_epochs)"],
+        SPARSEML.replace("end_epoch: eval(num_epochs)", "end_epoch: 5"),
+        ["line 4", "variable 'num_epochs' = 6 shadows the field 'end_epoch'", "eval(num_epochs)"],
     ),
     (
         "a modifier SparseML never had",
@@ -439,3 +443,70 @@ def test_bad_override_of_a_variable_names_it(tmp_path: Path) -> None:
     path = write(tmp_path, SPARSEML)
     with pytest.raises(RecipeError, match=r"'eval\(nope \+ 1\)' \(variable 'num_epochs' \(set by"):
         load_recipe(path, {"num_epochs": "eval(nope + 1)"})
+
+
+ZOO_CARD = """\
+<!--
+Copyright and license header, as the SparseML recipe cards have.
+-->
+
+---
+# General Variables
+num_epochs: &num_epochs 6
+init_lr: &init_lr 0.00005
+
+# Pruning Hyperparameters
+init_sparsity: &init_sparsity 0.00
+final_sparsity: &final_sparsity 0.9
+update_frequency: &pruning_update_frequency 0.5
+
+training_modifiers:
+  - !EpochRangeModifier
+    end_epoch: *num_epochs
+    start_epoch: 0.0
+
+  - !LearningRateFunctionModifier
+    start_epoch: 0.0
+    end_epoch: *num_epochs
+    lr_func: linear
+    init_lr: *init_lr
+    final_lr: 0.0
+
+pruning_modifiers:
+  - !GMPruningModifier
+    params:
+      - re:bert.encoder.layer.*.attention.self.query.weight
+    start_epoch: 1
+    end_epoch: 4
+    init_sparsity: *init_sparsity
+    final_sparsity: *final_sparsity
+    inter_func: cubic
+    update_frequency: *pruning_update_frequency
+    leave_enabled: True
+    mask_type: [1,4]
+---
+
+# A BERT recipe card
+
+Prose.
+"""
+
+
+def test_sparsezoo_card_with_aliased_variables(tmp_path: Path) -> None:
+    """A SparseML recipe card: license comment first, fields written as aliases of variables
+    of the same name; an override of such a variable sets the field too (recipe_args)."""
+    card = write(tmp_path, ZOO_CARD, "recipe.md")
+    recipe = load_recipe(card)
+    (gmp,) = recipe.pruning
+    assert (gmp.init_sparsity, gmp.final_sparsity, gmp.update_frequency) == (0.0, 0.9, 0.5)
+    assert gmp.settings.mask_type == "block4"  # SparseML's [1, 4]
+    changed = load_recipe(card, parse_sets(["final_sparsity=0.8", "num_epochs=8", "init_lr=1e-4"]))
+    assert changed.pruning[0].final_sparsity == 0.8
+    assert changed.num_epochs == 8 and changed.learning_rate[0].end_epoch == 8
+    assert changed.learning_rate[0].init_lr == 1e-4
+    quant = ZOO_CARD.replace(
+        "pruning_modifiers:", "quantization_modifiers:\n  - !QuantizationModifier\n"
+        "    start_epoch: 5\n\npruning_modifiers:"
+    )  # fmt: skip
+    with pytest.raises(RecipeError, match="obert-deploy qat"):
+        load_recipe(write(tmp_path, quant, "quant.md"))

@@ -1,7 +1,8 @@
 """Markdown recipes (SparseZoo's ``recipe.md``): the YAML front matter between ``---`` lines.
 
 SparseZoo ships recipes as Markdown "recipe cards": the recipe YAML between a first line
-``---`` and the next line ``---``, then prose (docs/recipes.md, "Compatibility"). The YAML is
+``---`` (after blank lines and HTML comments, such as a license header) and the next line
+``---``, then prose (docs/recipes.md, "Compatibility"). The YAML is
 handed to the recipe reader with blank lines in place of the lines before it, so the line
 numbers of its messages are those of the ``.md`` file.
 """
@@ -26,10 +27,21 @@ def _first_content(lines: list[str], start: int) -> int | None:
     return None
 
 
+def _opening(lines: list[str]) -> int | None:
+    """The first line that is not blank or inside a leading HTML comment (a license header)."""
+    number = _first_content(lines, 0)
+    while number is not None and lines[number].lstrip().startswith("<!--"):
+        end = next((n for n in range(number, len(lines)) if "-->" in lines[n]), None)
+        if end is None:
+            return number
+        number = _first_content(lines, end + 1)
+    return number
+
+
 def has_front_matter(text: str) -> bool:
     """Whether ``text`` starts (after blank lines) with a ``---`` block that is closed."""
     lines = text.splitlines()
-    first = _first_content(lines, 0)
+    first = _opening(lines)
     if first is None or not _is_delimiter(lines[first]):
         return False
     return any(_is_delimiter(line) for line in lines[first + 1 :])
@@ -50,11 +62,12 @@ def front_matter(text: str, where: str) -> str:
             front matter is not closed, or a second front-matter block follows the first.
     """
     lines = text.splitlines()
-    first = _first_content(lines, 0)
+    first = _opening(lines)
     if first is None or not _is_delimiter(lines[first]):
         shown = "" if first is None else f" (line {first + 1} is {lines[first].strip()[:40]!r})"
         raise RecipeError(
-            f"{where}: a Markdown recipe must start with YAML front matter: a line '---', the "
+            f"{where}: a Markdown recipe must start with YAML front matter (after blank lines "
+            "and HTML comments): a line '---', the "
             f"recipe, a line '---', then any text{shown}; add the front matter or give the "
             "recipe as a .yaml file"
         )

@@ -9,8 +9,9 @@ Here:
   ``params``, a mask type) that a field takes whole as ``eval(name)``;
 * an override of a variable's name replaces its value before anything is evaluated;
 * a variable may not shadow a modifier field: a variable ``damp`` next to a pruning modifier
-  that takes ``damp`` but does not set it to an expression of ``damp`` would make
-  ``--set damp=...`` change the variable and not the modifier;
+  that takes ``damp`` must be what the field is: ``damp: eval(damp)``, or the same value
+  (``damp: *damp``, an alias, as SparseML recipes write it), and an override of ``damp`` then
+  sets both; otherwise ``--set damp=...`` would change the variable and not the modifier;
 * every expression is evaluated by :func:`obert_train.recipe._eval.evaluate`, whose messages
   name the expression, the file and the line.
 """
@@ -24,7 +25,13 @@ from obert_train.errors import RecipeError
 from obert_train.recipe._eval import Expr, evaluate, names_in
 from obert_train.recipe._yaml import RawModifier, RecipeDocument, Variable, parse_value
 
-__all__ = ["check_shadowing", "evaluate_variables", "split_overrides", "substitute"]
+__all__ = [
+    "check_shadowing",
+    "evaluate_variables",
+    "follow_variables",
+    "split_overrides",
+    "substitute",
+]
 
 
 def _deep(value: Any, variables: Mapping[str, Any], where: str, context: str) -> Any:
@@ -37,44 +44,118 @@ def _deep(value: Any, variables: Mapping[str, Any], where: str, context: str) ->
     return value
 
 
+def _fields_named(
+    name: str,
+    raw: RawModifier,
+    fields_of: Callable[[str], Sequence[str] | None],
+    special: Mapping[str, tuple[str, str]],
+) -> str | None:
+    """The field of ``raw`` a variable ``name`` stands for (None: none)."""
+    tag, target = special.get(name, ("", ""))
+    if raw.tag == tag:
+        return target
+    return name if name in (fields_of(raw.tag) or []) else None
+
+
+def _depends(doc: RecipeDocument) -> dict[str, set[str]]:
+    """Variable -> every variable its value is computed from (transitively)."""
+    out: dict[str, set[str]] = {}
+    for variable in doc.variables:
+        direct = names_in(variable.value) if isinstance(variable.value, Expr) else set()
+        out[variable.name] = set(direct).union(*(out.get(n, set()) for n in direct))
+    return out
+
+
+def _uses(value: Any, name: str, depends: Mapping[str, set[str]]) -> bool:
+    if not isinstance(value, Expr):
+        return False
+    used = names_in(value)
+    return name in used or any(name in depends.get(n, set()) for n in used)
+
+
 def check_shadowing(
     doc: RecipeDocument,
+    variables: Mapping[str, Any],
     fields_of: Callable[[str], Sequence[str] | None],
     where: str,
     special: Mapping[str, tuple[str, str]] | None = None,
 ) -> None:
-    """Refuse a variable named like a field of a modifier that does not use it for that field.
+    """Refuse a variable named like a modifier field that the field does not follow.
+
+    A variable ``X`` next to a modifier that takes a field ``X`` is fine when the field is an
+    ``eval(...)`` computed from ``X``, or written with the variable's value (SparseML recipes
+    write ``init_lr: *init_lr``); an override of ``X`` then changes both (as SparseML's
+    ``recipe_args`` did). A field with another value, an expression not computed from ``X``,
+    or no value (the method's default) would not follow: refused.
 
     Args:
         doc: The recipe as read.
+        variables: The variables evaluated without overrides.
         fields_of: The fields a modifier tag takes (None for an unknown tag).
         where: The recipe, for messages.
         special: Override keys that set a field of another name: key -> (tag, field)
-            (``num_epochs`` -> the ``!EpochRangeModifier``'s ``end_epoch``); a variable of that
-            name must be what the field is computed from.
+            (``num_epochs`` -> the ``!EpochRangeModifier``'s ``end_epoch``).
 
     Raises:
         RecipeError: Naming the variable, its line, the modifier and what to do.
     """
+    depends = _depends(doc)
     for variable in doc.variables:
         name = variable.name
         for raw in doc.modifiers:
-            field = name
-            tag, target = (special or {}).get(name, ("", ""))
-            if raw.tag == tag:
-                field = target
-            elif name not in (fields_of(raw.tag) or []):
+            field = _fields_named(name, raw, fields_of, special or {})
+            if field is None:
                 continue
             value = raw.fields.get(field)
-            if isinstance(value, Expr) and name in names_in(value):
+            if _uses(value, name, depends):
+                continue
+            if field in raw.fields and not isinstance(value, Expr) and value == variables[name]:
                 continue
             written = "does not set it" if field not in raw.fields else f"sets it to {value!r}"
             at = f", line {variable.line}" if variable.line is not None else ""
             raise RecipeError(
-                f"{where}{at}: variable {name!r} shadows the field {field!r} of {raw.label()}, "
-                f"which {written}: an override of {name!r} would change the variable, not the "
-                f"modifier; rename the variable, or write '{field}: eval({name})' in the modifier"
+                f"{where}{at}: variable {name!r} = {variables[name]!r} shadows the field "
+                f"{field!r} of {raw.label()}, which {written}: an override of {name!r} would "
+                f"change the variable, not the modifier; rename the variable, or write "
+                f"'{field}: eval({name})' in the modifier"
             )
+
+
+def follow_variables(
+    raws: Sequence[RawModifier],
+    doc: RecipeDocument,
+    overridden: Mapping[str, Any],
+    fields_of: Callable[[str], Sequence[str] | None],
+    special: Mapping[str, tuple[str, str]] | None = None,
+) -> list[RawModifier]:
+    """The modifiers with each field written as an overridden variable's value set to its new value.
+
+    (:func:`check_shadowing` made sure such a field had the variable's value.) Fields computed
+    from the variable by ``eval(...)`` follow by evaluation and are left alone.
+
+    Args:
+        raws: The modifiers.
+        doc: The recipe as read.
+        overridden: Overridden variable -> its new evaluated value.
+        fields_of: The fields a modifier tag takes.
+        special: As for :func:`check_shadowing`.
+    """
+    depends = _depends(doc)
+    out = []
+    for raw in raws:
+        fields = dict(raw.fields)
+        changed = set()
+        for name, value in overridden.items():
+            field = _fields_named(name, raw, fields_of, special or {})
+            if field is not None and field in fields and not _uses(fields[field], name, depends):
+                fields[field] = value
+                changed.add(field)
+        out.append(
+            RawModifier(
+                raw.tag, fields, raw.position, raw.line, raw.group, raw.overridden | changed
+            )
+        )
+    return out
 
 
 def split_overrides(

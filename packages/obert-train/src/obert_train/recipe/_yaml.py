@@ -21,7 +21,9 @@ The group a modifier sits in has no meaning. Compared with ``yaml.safe_load`` th
   recipe can be written as JSON;
 * reads every ``eval(...)`` string as an :class:`~obert_train.recipe._eval.Expr` that knows its
   line, and YAML anchors, aliases and merge keys (``<<: *common``; keys written next to the
-  merge win) as YAML does.
+  merge win) as YAML does; a modifier field written as an alias of a top-level variable
+  (``init_lr: *init_lr``, as SparseML recipe cards write them) is read as ``eval(init_lr)``, so
+  an override of the variable reaches it.
 
 Besides modifier groups a recipe may have SparseML's top-level ``version`` (recorded) and
 top-level variables (``num_epochs: 30``), which :mod:`obert_train.recipe._variables` evaluates.
@@ -100,6 +102,9 @@ class _Tagged:
 class _Loader(yaml.SafeLoader):
     """Safe loader with modifier tags, dot-less exponent floats and duplicate-key errors."""
 
+    variable_nodes: dict[int, str] = {}  # noqa: RUF012 - replaced per instance in _load_root
+    """``id`` of the value node of each top-level variable -> its name (aliases share it)."""
+
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         """Build a mapping, refusing a key that appears twice."""
         if isinstance(node, MappingNode):
@@ -125,6 +130,10 @@ def _construct_tagged(loader: _Loader, suffix: str, node: Node) -> _Tagged:
     line = node.start_mark.line + 1
     if isinstance(node, MappingNode):
         value = loader.construct_mapping(node, deep=True)
+        for key_node, value_node in node.value:  # a field written as an alias of a variable
+            name = loader.variable_nodes.get(id(value_node))
+            if name is not None and isinstance(key_node, ScalarNode):
+                value[key_node.value] = Expr(f"eval({name})", key_node.start_mark.line + 1)
     elif isinstance(node, ScalarNode) and node.value == "":
         value = {}
     else:
@@ -249,10 +258,13 @@ def _load_root(text: str, where: str) -> tuple[Any, dict[str, int]]:
     try:
         node = loader.get_single_node()
         lines: dict[str, int] = {}
+        loader.variable_nodes = {}
         if isinstance(node, MappingNode):
-            for key_node, _ in node.value:
+            for key_node, value_node in node.value:
                 if isinstance(key_node, ScalarNode):
                     lines.setdefault(str(key_node.value), key_node.start_mark.line + 1)
+                    if not is_group(key_node.value) and key_node.value != "version":
+                        loader.variable_nodes[id(value_node)] = str(key_node.value)
         data = loader.construct_document(node) if node is not None else None
         return data, lines
     except yaml.YAMLError as exc:

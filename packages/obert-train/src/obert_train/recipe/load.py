@@ -37,6 +37,7 @@ from obert_train.recipe._messages import suggest
 from obert_train.recipe._variables import (
     check_shadowing,
     evaluate_variables,
+    follow_variables,
     split_overrides,
     substitute,
 )
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 __all__ = ["apply_overrides", "build_recipe", "list_shipped_recipes", "load_recipe"]
 
 _SUFFIX = ".yaml"
+_SPECIAL = {"num_epochs": ("EpochRangeModifier", "end_epoch")}
+"""Override keys that set a field of another name (``num_epochs``: the run length)."""
 
 
 def _shipped_dir() -> Traversable:
@@ -249,10 +252,14 @@ def load_recipe(
     check_mapping(overrides, "overrides", "load_recipe")
     text, path, where = _source(source)
     doc = parse_recipe_text(_markdown(text, path, where), where)
-    check_shadowing(doc, _fields_of, where, {"num_epochs": ("EpochRangeModifier", "end_epoch")})
+    variables = evaluate_variables(doc.variables, {}, where)
+    check_shadowing(doc, variables, _fields_of, where, _SPECIAL)
     to_variables, to_fields = split_overrides(doc, overrides or {})
-    variables = evaluate_variables(doc.variables, to_variables, where)
     raws = doc.modifiers
+    if to_variables:
+        variables = evaluate_variables(doc.variables, to_variables, where)
+        changed = {name: variables[name] for name in to_variables}
+        raws = follow_variables(raws, doc, changed, _fields_of, _SPECIAL)
     if to_fields:
         raws = apply_overrides(raws, to_fields, where)
     recipe = validate_recipe(substitute(raws, variables, where), path, where)

@@ -51,6 +51,8 @@ SCHEDULE_FIELDS = (
 CONSTANT_FIELDS = ("params", "start_epoch", "end_epoch")
 _RENAMED = {"targets": "params", "grad_batch_size": "grad_sampler_kwargs.batch_size"}
 _ALL_PARAMS = ("__ALL__", "__ALL_PRUNABLE__")
+_BLOCK4 = ([1, 4], "block")
+"""SparseML's spellings of groups of 4 consecutive weights (``mask_type: [1, 4]``, ``block``)."""
 _REFUSED = {
     "log_types": "logging is configured by the trainer; remove it",
     "mask_creator": "use mask_type: unstructured, block4 or N:M",
@@ -369,6 +371,8 @@ def build_pruning_modifier(
     timing = {key: fields.pop(key) for key in names if key in fields}
     if "grad_sampler_kwargs" in fields:
         fields["grad_batch_size"] = _grad_batch_size(fields.pop("grad_sampler_kwargs"), prefix)
+    if fields.get("mask_type") in _BLOCK4:  # SparseML's names of 1x4 blocks
+        fields["mask_type"] = "block4"
     try:
         spec: _Schedule | _ConstantRange = (
             _Schedule(**timing) if cls.schedules_pruning else _ConstantRange(**timing)
