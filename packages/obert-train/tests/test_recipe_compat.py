@@ -484,6 +484,7 @@ pruning_modifiers:
     update_frequency: *pruning_update_frequency
     leave_enabled: True
     mask_type: [1,4]
+    log_types: __ALL__
 ---
 
 # A BERT recipe card
@@ -500,6 +501,7 @@ def test_sparsezoo_card_with_aliased_variables(tmp_path: Path) -> None:
     (gmp,) = recipe.pruning
     assert (gmp.init_sparsity, gmp.final_sparsity, gmp.update_frequency) == (0.0, 0.9, 0.5)
     assert gmp.settings.mask_type == "block4"  # SparseML's [1, 4]
+    assert "log_types not used (logging is the trainer's" in recipe.describe()  # said, not silent
     changed = load_recipe(card, parse_sets(["final_sparsity=0.8", "num_epochs=8", "init_lr=1e-4"]))
     assert changed.pruning[0].final_sparsity == 0.8
     assert changed.num_epochs == 8 and changed.learning_rate[0].end_epoch == 8

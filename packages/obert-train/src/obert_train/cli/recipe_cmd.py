@@ -53,7 +53,15 @@ def convert(
     recipe: Annotated[
         str, typer.Argument(help="SparseML recipe (.yaml or recipe.md), YAML text or shipped name.")
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .yaml file to write.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            "--output-dir",  # obert-train reads -o as --output-dir (the CLIs' one vocabulary)
+            help="The .yaml file to write.",
+        ),
+    ],
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override KEY=VALUE: a variable (before eval) or a field."),

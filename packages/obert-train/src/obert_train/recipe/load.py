@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 __all__ = ["apply_overrides", "build_recipe", "list_shipped_recipes", "load_recipe"]
 
 _SUFFIX = ".yaml"
+_LOGGING = ("log_types", "constant_logging")
+"""SparseML's logging fields (any modifier): dropped with a note, see :func:`_logging_fields`."""
 _SPECIAL = {"num_epochs": ("EpochRangeModifier", "end_epoch")}
 """Override keys that set a field of another name (``num_epochs``: the run length)."""
 
@@ -128,6 +130,28 @@ def _fields_of(tag: str) -> list[str] | None:
         return TRAINING_MODIFIERS[tag].recipe_fields()
     cls = method_for_tag(tag)
     return None if cls is None else pruning_fields(cls)
+
+
+def _logging_fields(raws: Sequence[RawModifier]) -> tuple[list[RawModifier], tuple[str, ...]]:
+    """The modifiers without SparseML's logging fields, and a note for each one removed.
+
+    ``log_types`` and ``constant_logging`` only choose SparseML's loggers; here logging is the
+    trainer's (``--report-to``, ``--logging-steps``), so they are dropped, and ``recipe show``
+    says so.
+    """
+    out, notes = [], []
+    for raw in raws:
+        dropped = [key for key in _LOGGING if key in raw.fields]
+        if not dropped:
+            out.append(raw)
+            continue
+        fields = {k: v for k, v in raw.fields.items() if k not in _LOGGING}
+        out.append(RawModifier(raw.tag, fields, raw.position, raw.line, raw.group, raw.overridden))
+        notes.append(
+            f"{raw.label()}: {', '.join(dropped)} not used (logging is the trainer's: "
+            "--report-to, --logging-steps)"
+        )
+    return out, tuple(notes)
 
 
 def _wants_text(tag: str, field: str) -> bool:
@@ -262,8 +286,9 @@ def load_recipe(
         raws = follow_variables(raws, doc, changed, _fields_of, _SPECIAL)
     if to_fields:
         raws = apply_overrides(raws, to_fields, where)
-    recipe = validate_recipe(substitute(raws, variables, where), path, where)
-    return dataclasses.replace(recipe, version=doc.version, variables=variables)
+    raws, notes = _logging_fields(substitute(raws, variables, where))
+    recipe = validate_recipe(raws, path, where)
+    return dataclasses.replace(recipe, version=doc.version, variables=variables, notes=notes)
 
 
 def build_recipe(modifiers: Sequence[ModifierSpec], *, source: str | None = None) -> Recipe:

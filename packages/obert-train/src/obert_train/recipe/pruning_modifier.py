@@ -54,7 +54,6 @@ _ALL_PARAMS = ("__ALL__", "__ALL_PRUNABLE__")
 _BLOCK4 = ([1, 4], "block")
 """SparseML's spellings of groups of 4 consecutive weights (``mask_type: [1, 4]``, ``block``)."""
 _REFUSED = {
-    "log_types": "logging is configured by the trainer; remove it",
     "mask_creator": "use mask_type: unstructured, block4 or N:M",
 }
 

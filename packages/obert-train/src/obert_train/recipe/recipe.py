@@ -98,6 +98,8 @@ class Recipe:
             content).
         variables: The evaluated top-level variables of the file (not part of the content:
             what they set is in the modifiers).
+        notes: What the file had that does not run here and changes nothing (SparseML's
+            ``log_types``), one line each; :meth:`describe` prints them.
     """
 
     path: str | None
@@ -111,6 +113,7 @@ class Recipe:
     trainable: tuple[TrainableParamsModifier, ...] = ()
     version: str | None = None
     variables: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:

@@ -39,7 +39,6 @@ __all__ = [
 ]
 
 _ALL = "__ALL__"
-_LOGGING = "logging is configured by the trainer (--report-to, --logging-steps); remove it"
 _WHOLE_RUN = "must be -1 or 0: the setting applies to the whole run here"
 
 REFUSED_MODIFIERS: dict[str, str] = {
@@ -85,8 +84,6 @@ class SetLearningRateModifier(_Modifier):
     tag: ClassVar[str] = "SetLearningRateModifier"
     refused: ClassVar[dict[str, str]] = {
         "param_groups": "the learning rate applies to every parameter group; remove it",
-        "log_types": _LOGGING,
-        "constant_logging": _LOGGING,
     }
     learning_rate: float = Field(ge=0)
     start_epoch: float = -1.0
@@ -112,8 +109,6 @@ class SetWeightDecayModifier(_Modifier):
     tag: ClassVar[str] = "SetWeightDecayModifier"
     refused: ClassVar[dict[str, str]] = {
         "param_groups": "the weight decay applies to every parameter group; remove it",
-        "log_types": _LOGGING,
-        "constant_logging": _LOGGING,
     }
     weight_decay: float = Field(ge=0)
     start_epoch: float = -1.0
