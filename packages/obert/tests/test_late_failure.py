@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -65,3 +66,62 @@ def test_ctrl_c_exits_130_saying_what_to_rerun(
     assert f"interrupted; rerun the same command: the finished stages in {out}/stages" in " ".join(
         result.output.split()
     )
+
+
+@pytest.mark.slow
+def test_an_interrupted_training_stage_resumes_from_its_last_checkpoint(
+    tmp_path: Path,
+    model_dir: Path,
+    data_dir: Path,
+    recipes: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 18: quickstart restarted an interrupted stage from zero; now from its checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+
+    from obert.training import AccuracyCurve
+
+    two_epochs = tmp_path / "two-epochs.yaml"
+    text = recipes["pruning"].read_text()
+    two_epochs.write_text(
+        text.replace(
+            "!EpochRangeModifier {start_epoch: 0, end_epoch: 1}",
+            "!EpochRangeModifier {start_epoch: 0, end_epoch: 2}",
+        )
+    )
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+
+    def args(out: Path) -> list[str]:
+        return [*quick_args(model_dir, data_dir, {**recipes, "pruning": two_epochs}, out),
+                "--baseline", "none", "--no-onnx-eval"]  # fmt: skip
+
+    first = runner.invoke(app, args(whole))
+    assert first.exit_code == 0, first.output
+    original = AccuracyCurve.on_step_end
+
+    def ctrl_c_at_step_6(self: AccuracyCurve, args: object, state: Any, *a: Any, **k: Any) -> None:
+        if state.global_step == 6:  # 4 steps per epoch: after checkpoint-4, before the end
+            raise KeyboardInterrupt
+        original(self, args, state, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(AccuracyCurve, "on_step_end", ctrl_c_at_step_6)
+    stopped = runner.invoke(app, args(resumed))
+    assert stopped.exit_code == 130, stopped.output
+    partial = list((resumed / "stages").glob(".obert.partial-*"))
+    assert len(partial) == 1 and (partial[0] / "model" / "checkpoint-4").is_dir(), stopped.output
+    monkeypatch.setattr(AccuracyCurve, "on_step_end", original)
+    again = runner.invoke(app, args(resumed))
+    assert again.exit_code == 0, again.output
+    assert "[obert] continuing the interrupted run of this stage" in again.output
+    stage = json.loads((resumed / "stages" / "obert" / "stage.json").read_text())
+    assert stage["outputs"]["resumed_from"] == "checkpoint-4"
+    assert not list((resumed / "stages").glob(".obert.*"))
+    assert not list((resumed / "stages" / "obert" / "model").glob("checkpoint-*"))
+    a = load_file(whole / "stages" / "obert" / "model" / "model.safetensors")
+    b = load_file(resumed / "stages" / "obert" / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    curve = json.loads((whole / "stages" / "obert" / "stage.json").read_text())["outputs"]["curve"]
+    assert stage["outputs"]["curve"] == curve  # the points before the interruption are kept

@@ -194,6 +194,8 @@ class StageCache:
         name: str,
         inputs: Mapping[str, Any],
         work: Callable[[Path], Mapping[str, Any]],
+        *,
+        resumable: bool = False,
     ) -> StageRecord:
         """Reuse stage ``name`` if finished with these inputs, else run ``work`` atomically.
 
@@ -202,6 +204,10 @@ class StageCache:
             inputs: Everything the stage depends on (JSON-serialisable).
             work: Writes the stage's files into the folder it is given and returns its
                 outputs (file names relative to that folder).
+            resumable: The stage can continue from what an interrupted run of it left
+                (a training stage's checkpoints): its temporary folder is named by the key
+                and kept after Ctrl-C (or a kill), so the next run with the same inputs gives
+                ``work`` that folder again instead of an empty one.
 
         Returns:
             The stage record.
@@ -216,10 +222,14 @@ class StageCache:
                 self._log(f"[{name}] reused (inputs unchanged, key {key[:12]})")
                 return found
         self.root.mkdir(parents=True, exist_ok=True)
+        partial = self.root / f".{name}.partial-{key[:16]}"
         for stale in self.root.glob(f".{name}.*"):  # an earlier run killed mid-stage
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = self.root / f".{name}.tmp-{os.getpid()}"
-        tmp.mkdir()
+            if not (resumable and stale == partial):
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = partial if resumable else self.root / f".{name}.tmp-{os.getpid()}"
+        if resumable and tmp.is_dir():
+            self._log(f"[{name}] continuing the interrupted run of this stage ({tmp.name})")
+        tmp.mkdir(exist_ok=resumable)
         start = time.perf_counter()
         try:
             outputs = dict(work(tmp))
@@ -235,6 +245,10 @@ class StageCache:
             (tmp / STAGE_FILE).write_text(
                 json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8"
             )
+        except KeyboardInterrupt:
+            if not resumable:  # a resumable stage keeps its checkpoints for the next run
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

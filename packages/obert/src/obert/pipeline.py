@@ -48,6 +48,8 @@ class StageSpec:
         inputs: What its key is computed from.
         work: Writes the stage's files into the folder it gets; returns its outputs.
         disk_bytes: Estimated bytes it writes.
+        resumable: A training stage: after Ctrl-C (or a kill) the next run with the same
+            inputs continues it from its last checkpoint (:meth:`StageCache.run`).
     """
 
     name: str
@@ -55,6 +57,7 @@ class StageSpec:
     inputs: dict[str, Any]
     work: Callable[[Path], Mapping[str, Any]]
     disk_bytes: int = 0
+    resumable: bool = False
 
     @property
     def key(self) -> str:
@@ -93,13 +96,20 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
+_TRAIN_DISK = 8
+"""A training stage's disk use in model sizes: two checkpoints (weights and the two Adam
+moments each) while it runs, and the final model."""
+
+
 def _run_options(config: QuickstartConfig) -> Any:
     from obert_train import RunOptions
 
     return RunOptions(
         batch_size=config.batch_size,
         seed=config.seed,
-        save_checkpoints=False,  # the stage cache, not Trainer checkpoints, is the resume unit
+        # A checkpoint per epoch (the newest two kept): an interrupted training stage
+        # continues from its last one on the next run; train_stage removes them at the end.
+        save_checkpoints=True,
         logging_steps=10,
         eval_batch_size=config.eval_batch_size,
         progress=config.progress,
@@ -177,7 +187,8 @@ def plan_stages(
             **common,
         },
         dense_work,
-        fp32_bytes,
+        _TRAIN_DISK * fp32_bytes,
+        resumable=True,
     )
     specs.append(dense)
 
@@ -214,7 +225,8 @@ def plan_stages(
                 f"gradual pruning ({tags}) of the dense model with distillation from it",
                 {"dense": dense.key, "recipe": recipe.fingerprint(), **common},
                 pruning_work(recipe),
-                fp32_bytes,
+                _TRAIN_DISK * fp32_bytes,
+                resumable=True,
             )
         )
     models = ["dense", *(label for label, _ in trained)]
@@ -497,7 +509,9 @@ def run_quickstart(
         for index, spec in enumerate(specs, 1):
             log(f"[{index}/{len(specs)}] {spec.name}: {spec.title}")
             try:
-                records[spec.name] = cache.run(spec.name, spec.inputs, spec.work)
+                records[spec.name] = cache.run(
+                    spec.name, spec.inputs, spec.work, resumable=spec.resumable
+                )
             except Exception as exc:
                 if spec.name in training:  # nothing to report without the trained models
                     raise

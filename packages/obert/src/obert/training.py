@@ -14,6 +14,8 @@ Metrics are fractions here, for every task, as obert-train and obert-deploy both
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from obert_core.shared import atomic_write_text
 from obert_train import Recipe, RunOptions, Task, run_recipe, steps_per_epoch
 
 __all__ = [
@@ -35,6 +38,8 @@ __all__ = [
 
 MODEL_DIR = "model"
 """The trained checkpoint inside a training stage's folder."""
+CURVE_FILE = "curve.jsonl"
+"""The accuracy-curve points so far, one JSON line each (read back when a stage resumes)."""
 PERCENT_METRICS: dict[str, tuple[str, ...]] = {"squad": ("exact_match", "f1")}
 """obert-train task name -> the metrics that obert-train versions before issue 18 gave in percent
 (a stage cached with them is never reused: the pipeline's ``metric_scale`` key)."""
@@ -64,6 +69,10 @@ class CurvePoint:
             "sparsity": self.sparsity,
             "metric": self.metric,
         }
+
+
+def _line(point: CurvePoint) -> str:
+    return json.dumps(point.to_dict()) + "\n"
 
 
 def target_names(recipe: Recipe, model: torch.nn.Module) -> list[str]:
@@ -114,7 +123,9 @@ class AccuracyCurve(TrainerCallback):
         batch_size: int = 64,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
+        file: Path | None = None,
     ) -> None:
+        self.file = file
         self.recipe = recipe
         self.task = task
         self.names = list(names)
@@ -135,6 +146,10 @@ class AccuracyCurve(TrainerCallback):
         spe = steps_per_epoch(kwargs["train_dataloader"], args)
         steps = sorted({event.step for event in self.recipe.pruning_events(spe)})
         self.eval_steps = set(steps[1:])
+        if self.file is not None and self.file.is_file():  # a resumed run: the points so far
+            rows = [json.loads(line) for line in self.file.read_text().splitlines() if line]
+            self.points = [CurvePoint(**r) for r in rows if r["step"] <= state.global_step]
+            atomic_write_text(self.file, "".join(_line(p) for p in self.points))
 
     def on_step_end(
         self,
@@ -157,6 +172,9 @@ class AccuracyCurve(TrainerCallback):
             metric=float(metrics[self.task.primary_metric]),
         )
         self.points.append(point)
+        if self.file is not None:
+            with self.file.open("a", encoding="utf-8") as handle:
+                handle.write(_line(point))
         self._log(
             f"  after recovery at sparsity {point.sparsity:.4f}: dev "
             f"{self.task.primary_metric} {point.metric:.4f} (step {point.step})"
@@ -206,9 +224,11 @@ def train_stage(
             batch_size=options.eval_batch_size,
             progress=options.progress,
             log=emit,
+            file=folder / CURVE_FILE,
         )
         callbacks.append(tracker)
     out = folder / MODEL_DIR
+    resume = (out / "run.json").is_file()  # an interrupted run of this stage: continue it
     result = run_recipe(
         recipe,
         student,
@@ -220,7 +240,13 @@ def train_stage(
         options=options,
         callbacks=callbacks,
         log=emit,
+        resume=resume,
     )
+    for checkpoint in out.glob("checkpoint-*"):  # the resume points, not the result
+        if checkpoint.is_dir():
+            shutil.rmtree(checkpoint)
+    if tracker is not None and tracker.file is not None:
+        tracker.file.unlink(missing_ok=True)
     metric = task.primary_metric
     metrics = dict(result.metrics)
     points = [p.to_dict() for p in tracker.points] if tracker is not None else []
@@ -244,5 +270,6 @@ def train_stage(
         ],
         "curve": points,
         "train_seconds": result.train_seconds,
+        "resumed_from": (None if result.resumed_from is None else Path(result.resumed_from).name),
         "recipe_fingerprint": recipe.fingerprint(),
     }
