@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import BertForSequenceClassification, BertTokenizer
 from typer.testing import CliRunner
 
@@ -512,3 +514,28 @@ def test_sparsezoo_card_with_aliased_variables(tmp_path: Path) -> None:
     )  # fmt: skip
     with pytest.raises(RecipeError, match="obert-deploy qat"):
         load_recipe(write(tmp_path, quant, "quant.md"))
+
+
+@st.composite
+def _arithmetic(draw: st.DrawFn, depth: int = 3) -> str:
+    if depth == 0 or draw(st.booleans()):
+        leaf = draw(st.one_of(st.integers(0, 50).map(str), st.sampled_from(["a", "b", "c"])))
+        return str(leaf)
+    op = draw(st.sampled_from(["+", "-", "*", "/", "//", "%"]))
+    left, right = draw(_arithmetic(depth - 1)), draw(_arithmetic(depth - 1))
+    return f"({left} {op} {right})" if draw(st.booleans()) else f"-({left}) {op} {right}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(_arithmetic())
+def test_evaluator_agrees_with_python_arithmetic(text: str) -> None:
+    """The safe evaluator gives Python's value for the arithmetic it allows (or refuses the
+    division by zero Python raises)."""
+    env = {"a": 6, "b": 0.5, "c": 3}
+    try:
+        expected = eval(text, {"__builtins__": {}}, dict(env))  # the test's reference only
+    except ZeroDivisionError:
+        with pytest.raises(RecipeError, match="divides by zero"):
+            evaluate(Expr(f"eval({text})", 1), env, "r.yaml")
+        return
+    assert evaluate(Expr(f"eval({text})", 1), env, "r.yaml") == pytest.approx(expected)
