@@ -75,3 +75,55 @@ def test_ctrl_c_in_run_exits_130_with_the_resume_hint(
     assert result.exit_code == 130, result.output
     assert "interrupted; rerun the same command with --resume" in result.output
     assert "Traceback" not in result.output
+
+
+def test_run_recipe_refuses_the_model_folder_as_its_output(
+    tiny_model_dir: Path, sst2_dir: Path
+) -> None:
+    """Issue 18: `run --model M --teacher M --output-dir M --overwrite` replaced M's weights."""
+    import hashlib
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from obert_train import OutputDirError, load_recipe, load_task, run_recipe
+
+    def snapshot() -> dict[str, str]:
+        return {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tiny_model_dir.iterdir()
+        }
+
+    before = snapshot()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    recipe = load_recipe("modifiers:\n  - !EpochRangeModifier {start_epoch: 0, end_epoch: 1}\n")
+    with pytest.raises(OutputDirError, match=r"is the input model's folder \(model_name\)"):
+        run_recipe(
+            recipe, model, task, tiny_model_dir, model_name=str(tiny_model_dir), overwrite=True
+        )
+    assert snapshot() == before
+
+
+def test_ctrl_c_in_oneshot_exits_130_saying_what_is_complete(
+    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import obert_train.pruning.oneshot
+    from obert_train.cli.app import app
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(obert_train.pruning.oneshot, "oneshot_prune", interrupted)
+    out = tmp_path / "out"
+    args = [
+        "oneshot", "--model", str(tiny_model_dir), "--task", "sst2", "--data-dir", str(sst2_dir),
+        "--output-dir", str(out), "--no-progress", "--method", "magnitude", "--sparsity", "0.5",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert "interrupted; the sparsity-* folders listed in metrics.json are complete" in " ".join(
+        result.output.split()
+    )
+    assert not out.exists()  # nothing was written: the folder made for the lock is gone again
