@@ -99,3 +99,21 @@ def test_the_cli_refuses_a_bad_row_before_any_work(
     assert result.exit_code == 2, result.output
     assert f"train.tsv:{line}: label 'positive'" in result.output
     assert not (out / "metrics.json").exists() and not (out / "pytorch_model.bin").exists()
+
+
+def test_a_teacher_with_other_label_ids_than_the_student_is_refused(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.tsv").write_text("sentence\tlabel\ngood film\tpos\nbad film\tneg\n")
+    BertModel(tiny_config(len(tokenizer))).save_pretrained(tmp_path / "base")
+    config = tiny_config(len(tokenizer), num_labels=2)
+    config.id2label, config.label2id = {0: "pos", 1: "neg"}, {"pos": 0, "neg": 1}
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "teacher")
+    task = load_task("glue-tsv", tokenizer, data_dir=data, need_dev=False)
+    student = task.load_model(str(tmp_path / "base"))
+    assert student.config.label2id == {"neg": 0, "pos": 1}
+    with pytest.raises(DataError, match="must use the same label ids"):
+        task.load_model(str(tmp_path / "teacher"))
+    assert [f["labels"] for f in task.train_features] == [1, 0]  # unchanged: pos=1, neg=0

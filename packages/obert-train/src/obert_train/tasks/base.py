@@ -159,6 +159,7 @@ class ClassificationTask(Task):
         if labels is None and name == "sst2":
             labels = SST2_LABELS
         self._fixed = labels is not None
+        self._bound = False
         self.labels = list(labels) if labels is not None else _sorted_labels(train)
         self.label_to_id = {label: i for i, label in enumerate(self.labels)}
         self.max_seq_length = max_seq_length
@@ -213,7 +214,8 @@ class ClassificationTask(Task):
 
         Raises:
             DataError: If the head has another number of classes than the task's labels,
-                naming the first row of each label the head cannot hold.
+                naming the first row of each label the head cannot hold; or names them with
+                other ids than the model loaded before it (a student and its teacher).
         """
         config = kwargs.pop("config", None)
         if config is None:
@@ -227,6 +229,7 @@ class ClassificationTask(Task):
         model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
             name_or_path, config=config, **kwargs
         )
+        self._bound = True  # the label ids are fixed: a later model (a teacher) must share them
         return model
 
     def _adopt_head(self, config: Any, name_or_path: str) -> None:
@@ -236,6 +239,13 @@ class ClassificationTask(Task):
         if set(self.labels) <= set(by_name) and len(by_name) == len(names):
             old = list(self.labels)
             mapping = {i: by_name[label] for i, label in enumerate(old)}
+            if self._bound and any(i != j for i, j in mapping.items()):
+                raise DataError(
+                    f"the head of {name_or_path} gives the labels other ids ({by_name}) than "
+                    f"the model loaded first for this task ({self.label_to_id}); a student and "
+                    "its teacher must use the same label ids: start both from checkpoints "
+                    "trained on the same labels"
+                )
             self.labels = [names[i] for i in range(len(names))]
             self.label_to_id = {label: i for i, label in enumerate(self.labels)}
             for features in (self.train_features, self.dev_features):
