@@ -76,3 +76,47 @@ def test_quickstart_help_has_no_literal_backslash_b_nor_split_names() -> None:
     assert result.exit_code == 0
     assert "\\b" not in result.output and "\b" not in result.output
     assert "--model bert-base-uncased --dataset glue:sst2" in result.output
+
+
+# One vocabulary: each idea has one option name in every CLI; old spellings are hidden aliases.
+
+
+@pytest.mark.parametrize(
+    ("program", "args", "shown"),
+    [
+        ("obert-deploy", ["export", "ck", "-o", "m.onnx", "--seq-len", "1"], "'--max-seq-length'"),
+        ("obert-deploy", ["export", "ck", "-o", "m.onnx", "--seq-len=1"], "'--max-seq-length'"),
+        ("obert-deploy", ["evaluate", "ck", "m.onnx", "--max-samples", "0"], "--max-eval-samples"),
+        ("obert-deploy", ["qat", "ck", "-o", "q.onnx", "--lr", "-1"], "'--learning-rate'"),
+        (
+            "obert-deploy",
+            ["export", "ck", "-o", "m.onnx", "--task", "squad", "--seq-len", "1"],
+            "'--max-seq-length'",
+        ),
+        ("obert-train", ["drop-layers", "no/such/model", "-o", "out", "--keep", "0"], "no/such"),
+    ],
+)
+def test_old_spellings_still_work(program: str, args: list[str], shown: str) -> None:
+    """An alias is parsed as the one name: the error is about the value, never the option."""
+    result = runner.invoke(APPS[program], args, prog_name=program)
+    assert result.exit_code == 2, result.output
+    assert shown in result.output
+    assert "No such option" not in result.output and "Missing option" not in result.output
+    assert "is not one of" not in result.output  # --task squad read as question-answering
+
+
+@pytest.mark.parametrize(
+    ("program", "path", "name", "old"),
+    [
+        ("obert-deploy", ["export"], "--max-seq-length", "--seq-len"),
+        ("obert-deploy", ["evaluate"], "--max-eval-samples", "--max-samples"),
+        ("obert-deploy", ["evaluate"], "--text-column", "--text-columns"),
+        ("obert-deploy", ["qat"], "--train-file", "--train-data"),
+        ("obert-deploy", ["qat"], "--learning-rate", "--lr "),
+        ("obert-train", ["run"], "--max-seq-length", "--seq-len"),
+        ("obert", ["quickstart"], "--max-seq-length", "--seq-len"),
+    ],
+)
+def test_help_shows_one_name_per_idea(program: str, path: list[str], name: str, old: str) -> None:
+    result = runner.invoke(APPS[program], [*path, "-h"], prog_name=program, terminal_width=200)
+    assert name in result.output and old not in result.output

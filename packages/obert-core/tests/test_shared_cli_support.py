@@ -83,3 +83,21 @@ def test_quiet_third_party_keeps_everything_when_verbose(monkeypatch: pytest.Mon
     quiet_third_party(verbose=True)
     assert logging.getLogger("torchao").level == logging.NOTSET
     assert "TRANSFORMERS_VERBOSITY" not in os.environ
+
+
+def test_canonical_args_rewrites_aliases_only() -> None:
+    from obert_core.shared import TASK_ALIASES, canonical_args
+
+    args = ["export", "ck", "--seq-len", "64", "--text-columns=a,b", "--task", "squad"]
+    assert canonical_args(args, values={"--task": TASK_ALIASES}) == [
+        *("export", "ck", "--max-seq-length", "64", "--text-column=a,b"),
+        *("--task", "question-answering"),
+    ]
+    assert canonical_args(["--model", "--lr-model", "--", "--seq-len"]) == [
+        *("--model", "--lr-model", "--", "--seq-len"),
+    ]
+    assert canonical_args(["run", "-o", "x"], {"-o": "--output-dir"}) == [
+        "run",
+        "--output-dir",
+        "x",
+    ]

@@ -72,7 +72,7 @@ EXPORT = [
     (
         "seq-too-long",
         ["export", "{CKPT}", "-o", "{OUT}/m.onnx", "--seq-len", "65"],
-        "sequence length 65 (--seq-len) exceeds the 64 positions",
+        "sequence length 65 (--max-seq-length) exceeds the 64 positions",
     ),
     ("atol-0", ["export", "{CKPT}", "-o", "{OUT}/m.onnx", "--atol", "0"], "0.0 is not a finite"),
     ("atol-nan", ["export", "{CKPT}", "-o", "{OUT}/m.onnx", "--atol", "nan"], "nan is not"),
@@ -175,7 +175,7 @@ QAT = [
         [*_QAT, "--train-data", "{TRAIN}", "--max-train-samples", "2"],
         "fewer than --batch-size 4",
     ),
-    ("steps-neg", [*_QAT, "--train-data", "{TRAIN}", "--steps", "-1"], "-1 is below 0"),
+    ("steps-neg", [*_QAT, "--train-data", "{TRAIN}", "--steps", "-1"], "-1 is below 1"),
     ("lr-neg", [*_QAT, "--train-data", "{TRAIN}", "--lr", "-0.1"], "-0.1 is not a finite"),
     ("lr-inf", [*_QAT, "--train-data", "{TRAIN}", "--lr", "inf"], "inf is not a finite"),
     ("export-batch-0", [*_QAT, "--train-data", "{TRAIN}", "--export-batch-size", "0"], "below 1"),
@@ -561,7 +561,7 @@ def test_bench_seq_len_above_positions_is_checked_before_the_engine(
     """Regression: an ORT broadcast traceback for --seq-len above max_position_embeddings."""
     from obert_deploy import BenchConfig, ShapeMismatchError, benchmark
 
-    with pytest.raises(ShapeMismatchError, match=r"exceeds the 64 positions.*--seq-len 64"):
+    with pytest.raises(ShapeMismatchError, match=r"exceeds the 64 positions.*--max-seq-length 64"):
         benchmark(dynamic_onnx, BenchConfig(seq_len=65, iterations=1, warmup=0))
     assert benchmark(dynamic_onnx, BenchConfig(seq_len=64, iterations=1, warmup=0)).seq_len == 64
 

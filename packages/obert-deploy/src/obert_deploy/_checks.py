@@ -240,8 +240,8 @@ def check_seq_len(seq_len: int, maximum: int | None, what: str) -> None:
     """
     if maximum is not None and seq_len > maximum:
         raise ShapeMismatchError(
-            f"sequence length {seq_len} (--seq-len) exceeds the {maximum} positions of {what} "
-            f"(its max_position_embeddings); pass --seq-len {maximum} or less"
+            f"sequence length {seq_len} (--max-seq-length) exceeds the {maximum} positions of "
+            f"{what} (its max_position_embeddings); pass --max-seq-length {maximum} or less"
         )
 
 

@@ -22,7 +22,9 @@ need lives here, and nowhere else.
 - a full disk as one ``OSError`` naming the folder: :func:`disk_full_errors`,
   :func:`is_disk_full`, :func:`no_space_error`;
 - quiet command lines: :func:`quiet_third_party` (third-party warnings and load reports,
-  the loggers in :data:`NOISY_LOGGERS`).
+  the loggers in :data:`NOISY_LOGGERS`);
+- one vocabulary across the command lines: :func:`canonical_args` with
+  :data:`OPTION_ALIASES` and :data:`TASK_ALIASES` (old spellings as hidden aliases).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from ._squad_spans import (
     squad_best_span,
     squad_predictions,
 )
+from ._vocabulary import OPTION_ALIASES, TASK_ALIASES, canonical_args
 
 __all__ = [
     "ATTENTION_LAYOUTS",
@@ -57,9 +60,11 @@ __all__ = [
     "GLUE_LABEL_COLUMNS",
     "GLUE_TEXT_COLUMNS",
     "NOISY_LOGGERS",
+    "OPTION_ALIASES",
     "PERCENT_METRICS",
     "SQUAD_MAX_ANSWER_LENGTH",
     "SQUAD_N_BEST",
+    "TASK_ALIASES",
     "AttentionLayout",
     "CpuInfo",
     "FfnLayout",
@@ -70,6 +75,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "available_cores",
+    "canonical_args",
     "check_output_not_input",
     "cpu_flags",
     "cpu_info",

@@ -311,7 +311,7 @@ def benchmark(
     except Exception as exc:  # the engine's own error, e.g. a shape it cannot broadcast
         raise OnnxModelError(
             f"{config.engine} cannot run {str(path)!r} on {config.batch_size} x "
-            f"{config.seq_len} token inputs ({brief(exc)}); check --batch-size/--seq-len "
+            f"{config.seq_len} token inputs ({brief(exc)}); check --batch-size/--max-seq-length "
             "against the model, or re-create it with `obert-deploy export`"
         ) from exc
     return BenchResult(

@@ -135,14 +135,16 @@ def check_input_shapes(
                 what = "batch size" if axis == 0 else "sequence length"
                 fixed = [
                     f"{flag} {value}"
-                    for flag, value in zip(("--batch-size", "--seq-len"), spec.shape, strict=True)
+                    for flag, value in zip(
+                        ("--batch-size", "--max-seq-length"), spec.shape, strict=True
+                    )
                     if isinstance(value, int)
                 ]
                 raise ShapeMismatchError(
                     f"{model_name}: input {spec.name!r} has static shape {list(spec.shape)} but "
                     f"{what} {want} was requested; use {' '.join(fixed)}, or re-export with "
-                    f"`obert-deploy export --batch-size {batch_size} --seq-len {seq_len}` (or "
-                    "--dynamic-shapes for ONNX Runtime)"
+                    f"`obert-deploy export --batch-size {batch_size} --max-seq-length {seq_len}` "
+                    "(or --dynamic-shapes for ONNX Runtime)"
                 )
 
 

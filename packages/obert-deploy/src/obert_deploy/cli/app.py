@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from obert_core.shared import quiet_third_party
+from obert_core.shared import TASK_ALIASES, canonical_args, quiet_third_party
 
 from .._errors import brief
 from .bench import bench
@@ -32,6 +32,9 @@ from .quantize import quantize
 from .size import size
 
 __all__ = ["app", "main"]
+
+#: Option values with aliases: obert-train's task names for ``--task``.
+_VALUES = {"--task": TASK_ALIASES}
 
 #: click's base class of usage errors, whether typer vendors click or depends on it.
 _CLICK_EXCEPTION: type[Exception] = next(
@@ -47,7 +50,7 @@ def _verbose(args: Sequence[str] | None) -> bool:
 def _given_value(exc: Exception, args: Sequence[str] | None, message: str) -> str:
     """``" (got 'abc')"`` for a bad option value whose message does not quote it."""
     opts = getattr(getattr(exc, "param", None), "opts", None) or []
-    words = sys.argv[1:] if args is None else list(args)
+    words = canonical_args(sys.argv[1:] if args is None else list(args), values=_VALUES)
     for index, word in enumerate(words):
         for opt in opts:
             value = None
@@ -61,7 +64,16 @@ def _given_value(exc: Exception, args: Sequence[str] | None, message: str) -> st
 
 
 class _OneLineErrors(TyperGroup):
-    """A command group whose usage errors are one ``error: ...`` line, not a usage block."""
+    """A command group whose usage errors are one ``error: ...`` line, not a usage block.
+
+    It also reads the project's one option vocabulary: old or other-CLI spellings
+    (``--seq-len``, ``--text-columns``, ``--task sst2``, ...) are hidden aliases
+    (:func:`obert_core.shared.canonical_args`).
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Parse ``args`` with every aliased option written in its one spelling."""
+        return super().parse_args(ctx, canonical_args(args, values=_VALUES))
 
     def main(  # type: ignore[override]
         self,

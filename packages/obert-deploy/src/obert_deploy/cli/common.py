@@ -143,7 +143,7 @@ EngineOpt = Annotated[Engine, typer.Option("--engine", help="Inference engine.")
 SeqLenOpt = Annotated[
     int,
     typer.Option(
-        "--seq-len",
+        "--max-seq-length",
         callback=at_least(2),
         help="Tokens per sequence (2 .. the model's max_position_embeddings).",
     ),
@@ -159,10 +159,11 @@ TokenizerOpt = Annotated[
     typer.Option("--tokenizer", help="Directory holding the tokenizer (default: CHECKPOINT)."),
 ]
 TextColumnsOpt = Annotated[
-    str | None,
+    list[str] | None,
     typer.Option(
-        "--text-columns",
-        help="Comma-separated TSV text columns (default: detected from the header).",
+        "--text-column",
+        help="TSV text column; repeat (or comma-separate) for a sentence pair (default: "
+        "detected from the header).",
     ),
 ]
 JsonOpt = Annotated[
@@ -223,9 +224,11 @@ def write_json(path: Path | None, data: Any) -> None:
         typer.echo(f"wrote {path}")
 
 
-def columns(value: str | None) -> list[str] | None:
-    """``"a, b"`` -> ``["a", "b"]``; ``None`` or empty -> ``None`` (detect from the header)."""
-    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+def columns(value: str | Sequence[str] | None) -> list[str] | None:
+    """``"a, b"`` or ``["a", "b"]`` -> ``["a", "b"]``; ``None`` or empty -> ``None`` (detect)."""
+    items = [value] if isinstance(value, str) else list(value or [])
+    names = [c.strip() for item in items for c in item.split(",") if c.strip()]
+    return names or None
 
 
 def given(ctx: typer.Context, flags: dict[str, str]) -> list[str]:

@@ -54,7 +54,7 @@ def evaluate(
     max_samples: Annotated[
         int | None,
         typer.Option(
-            "--max-samples", callback=at_least(1), help="Evaluate only the first examples."
+            "--max-eval-samples", callback=at_least(1), help="Evaluate only the first examples."
         ),
     ] = None,
     engine: EngineOpt = DEFAULT_ENGINE,

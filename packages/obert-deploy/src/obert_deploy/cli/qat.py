@@ -48,7 +48,7 @@ def qat(
     output: Annotated[Path, typer.Option("--output", "-o", help="Destination QDQ .onnx file.")],
     train_data: Annotated[
         Path | None,
-        typer.Option("--train-data", help="GLUE-style TSV (default: SST-2 train)."),
+        typer.Option("--train-file", help="GLUE-style TSV (default: SST-2 train)."),
     ] = None,
     task: Annotated[
         QATTask, typer.Option("--task", help="Task to fine-tune (QAT supports classification).")
@@ -58,7 +58,8 @@ def qat(
         int, typer.Option("--steps", callback=at_least(1), help="QAT optimizer steps (>= 1).")
     ] = 200,
     learning_rate: Annotated[
-        float, typer.Option("--lr", callback=non_negative_float, help="Peak learning rate.")
+        float,
+        typer.Option("--learning-rate", callback=non_negative_float, help="Peak learning rate."),
     ] = 2e-5,
     batch_size: Annotated[
         int, typer.Option("--batch-size", callback=at_least(1), help="Training batch size.")

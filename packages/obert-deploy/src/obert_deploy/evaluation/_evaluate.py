@@ -273,10 +273,10 @@ def _squad_features(
             return_overflowing_tokens=True,
             return_offsets_mapping=True,
         )
-    except Exception as exc:  # e.g. a question longer than --seq-len
+    except Exception as exc:  # e.g. a question longer than --max-seq-length
         raise ObertDeployError(
             f"cannot split the SQuAD questions and contexts into windows of {seq_len} tokens "
-            f"({brief(exc)}); raise --seq-len (384 is usual for SQuAD)"
+            f"({brief(exc)}); raise --max-seq-length (384 is usual for SQuAD)"
         ) from exc
     feeds = {}
     for name in names:
@@ -391,7 +391,7 @@ def evaluate(
     if batch_size < 1 or seq_len < 2:
         raise ObertDeployError(
             f"batch_size ({batch_size}) must be >= 1 and seq_len ({seq_len}) >= 2; pass "
-            "--batch-size 1 or more and --seq-len 2 or more"
+            "--batch-size 1 or more and --max-seq-length 2 or more"
         )
     _check_environment(engine)
     predictors = [

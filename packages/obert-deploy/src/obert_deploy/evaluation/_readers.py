@@ -100,18 +100,18 @@ def _resolve_columns(
         if text_columns is None:
             raise ObertDeployError(
                 f"cannot tell the text columns of {str(file)!r} (header {_short(header)}); pass "
-                "--text-columns NAME[,NAME2]"
+                "--text-column NAME[,NAME2]"
             )
     if not 1 <= len(text_columns) <= 2:
         raise ObertDeployError(
             f"{len(text_columns)} text columns {list(text_columns)} given for {str(file)!r}; pass "
-            "one or two (a sentence, or a sentence pair) with --text-columns"
+            "one or two (a sentence, or a sentence pair) with --text-column"
         )
     missing = [c for c in text_columns if c not in header]
     if missing:
         raise ObertDeployError(
             f"text columns {missing} not in the header {_short(header)} of {str(file)!r}; pass "
-            "--text-columns with names from the header"
+            "--text-column with names from the header"
         )
     if label_column and label_column not in header:
         raise ObertDeployError(

@@ -157,9 +157,9 @@ class ExportConfig:
         ):
             raise ObertDeployError(
                 f"with dynamic shapes the sample batch must be < {_MAX_DYNAMIC_BATCH} and the "
-                f"sequence <= {_MAX_DYNAMIC_SEQ}, got --batch-size {self.batch_size} --seq-len "
-                f"{self.seq_len}; the exported file serves every shape up to those limits, so "
-                "pass a smaller --batch-size/--seq-len (or --static-shapes)"
+                f"sequence <= {_MAX_DYNAMIC_SEQ}, got --batch-size {self.batch_size} "
+                f"--max-seq-length {self.seq_len}; the exported file serves every shape up to "
+                "those limits, so pass a smaller --batch-size/--max-seq-length (or --static-shapes)"
             )
 
     @property

@@ -117,7 +117,7 @@ class QATConfig:
         if self.steps < 0 or not (math.isfinite(self.learning_rate) and self.learning_rate >= 0):
             raise ObertDeployError(
                 f"steps ({self.steps}) and learning_rate ({self.learning_rate}) must be finite "
-                "and >= 0; pass e.g. --steps 200 --lr 2e-5"
+                "and >= 0; pass e.g. --steps 200 --learning-rate 2e-5"
             )
         if not (math.isfinite(self.atol) and self.atol > 0):
             raise ObertDeployError(f"atol must be finite and > 0, got {self.atol}")
@@ -352,7 +352,7 @@ def qat_export(
 
     start = time.perf_counter()
     if not train_batches:
-        raise ObertDeployError("QAT needs at least one training batch (--train-data)")
+        raise ObertDeployError("QAT needs at least one training batch (--train-file)")
     if isinstance(model, (str, os.PathLike)):
         loaded = load_checkpoint(model, config.task)
         hf_model, source = loaded.model, loaded.source
@@ -384,7 +384,7 @@ def qat_export(
         if config.seq_len > max_len:
             raise ObertDeployError(
                 f"seq_len {config.seq_len} exceeds the model's max_position_embeddings "
-                f"{max_len}; pass --seq-len {max_len} or less"
+                f"{max_len}; pass --max-seq-length {max_len} or less"
             )
         axes[1] = torch.export.Dim("sequence", min=2, max=max_len)
     with quiet_torch_export():
@@ -418,8 +418,8 @@ def qat_export(
         if not bool(torch.isfinite(loss)):
             raise VerificationError(
                 f"QAT loss is {float(loss)} at step {step + 1} of {config.steps}; training "
-                f"diverged (learning rate {config.learning_rate}): lower --lr; the file was not "
-                "written"
+                f"diverged (learning rate {config.learning_rate}): lower --learning-rate; the file "
+                "was not written"
             )
         optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(loss)

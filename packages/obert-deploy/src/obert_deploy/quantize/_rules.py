@@ -23,8 +23,8 @@ STATIC_ONLY_OPTIONS = {
     "allow_fewer_calibration": "--allow-fewer-calibration",
     "calibration_method": "--calibration-method",
     "quant_format": "--format",
-    "seq_len": "--seq-len",
-    "text_columns": "--text-columns",
+    "seq_len": "--max-seq-length",
+    "text_columns": "--text-column",
 }
 
 
