@@ -274,6 +274,12 @@ def oneshot(
         create_method(name, **settings)  # validate before loading anything
         out_names = _output_names(targets)
         check_output_dir(output_dir)
+        _refuse_existing(output_dir, out_names, overwrite)
+        check_model_source(model)
+        dist = init_distributed()
+        tokenizer = load_tokenizer(model)
+        the_task = load_task(task.value, tokenizer, data, seed=seed, need_dev=evaluate)
+        # The data are checked (a missing file named) before the output is compared with them.
         check_not_input(
             output_dir,
             {
@@ -282,11 +288,6 @@ def oneshot(
                 **data_inputs(data),
             },
         )
-        _refuse_existing(output_dir, out_names, overwrite)
-        check_model_source(model)
-        dist = init_distributed()
-        tokenizer = load_tokenizer(model)
-        the_task = load_task(task.value, tokenizer, data, seed=seed, need_dev=evaluate)
         main = dist.rank == 0
         held = contextlib.ExitStack()
         if main:  # a second oneshot into this folder is refused while this one writes there
