@@ -122,3 +122,18 @@ def test_a_binary_tsv_names_the_file(tmp_path: Path, reader: str) -> None:
         read(path)
     assert str(path) in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_max_train_samples_is_one_subset_in_both(tmp_path: Path) -> None:
+    """``--max-train-samples N`` keeps the same rows in obert-train and obert-deploy ``qat``."""
+    from obert_core.shared import train_subset
+    from obert_deploy.cli.qat import _subset
+
+    path = tmp_path / "train.tsv"
+    rows = [f"row {i}\t{i % 2}" for i in range(40)]
+    path.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    ours = [e.text_a for e in train_subset(train.read_glue_tsv(path), 7, 42)]
+    theirs = _subset(deploy.read_glue_tsv(path), 7, 42)
+    assert [t[0] for t in theirs.texts] == ours
+    assert ours != [f"row {i}" for i in range(7)]  # a random sample, not the first rows
+    assert theirs.lines == [int(t.split()[1]) + 2 for t in ours]

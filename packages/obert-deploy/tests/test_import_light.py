@@ -92,5 +92,7 @@ def test_help_is_fast_and_readable_at_80_columns() -> None:
         lines = out.splitlines()[:-1]
         assert max(len(line) for line in lines) <= 80, command
         assert "…" not in out and "--help" in out
-        for flag in ("--json", "--overwrite") if command != "qat" else ("--lr", "--overwrite"):
+        for flag in (
+            ("--json", "--overwrite") if command != "qat" else ("--learning-rate", "--overwrite")
+        ):
             assert flag in out, (command, flag)

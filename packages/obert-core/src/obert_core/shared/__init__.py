@@ -24,7 +24,8 @@ need lives here, and nowhere else.
 - quiet command lines: :func:`quiet_third_party` (third-party warnings and load reports,
   the loggers in :data:`NOISY_LOGGERS`);
 - one vocabulary across the command lines: :func:`canonical_args` with
-  :data:`OPTION_ALIASES` and :data:`TASK_ALIASES` (old spellings as hidden aliases).
+  :data:`OPTION_ALIASES` and :data:`TASK_ALIASES` (old spellings as hidden aliases), and the
+  one training-subset rule :func:`train_subset` (``--max-train-samples``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from ._squad_spans import (
     squad_best_span,
     squad_predictions,
 )
+from ._subset import train_subset
 from ._vocabulary import OPTION_ALIASES, TASK_ALIASES, canonical_args
 
 __all__ = [
@@ -95,4 +97,5 @@ __all__ = [
     "squad_normalize_answer",
     "squad_predictions",
     "squad_scores",
+    "train_subset",
 ]

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from obert_core.shared import atomic_outputs
+from obert_core.shared import atomic_outputs, train_subset
 
 from .._errors import ObertDeployError
+from ..evaluation._readers import TextDataset
 from .common import (
     DEFAULT_ENGINE,
     DEFAULT_QAT_TASK,
@@ -30,6 +31,18 @@ from .common import (
 )
 
 __all__ = ["qat"]
+
+
+def _subset(dataset: TextDataset, limit: int, seed: int) -> TextDataset:
+    """The rows ``--max-train-samples`` keeps: :func:`obert_core.shared.train_subset`."""
+    keep = train_subset(range(len(dataset)), limit, seed)
+    labels = dataset.labels
+    return TextDataset(
+        texts=[dataset.texts[i] for i in keep],
+        labels=None if labels is None else [labels[i] for i in keep],
+        path=dataset.path,
+        lines=[dataset.lines[i] for i in keep],
+    )
 
 
 def _check_labels(path: str, labels: list[int], lines: list[int], num_labels: int) -> None:
@@ -73,8 +86,16 @@ def qat(
     seq_len: SeqLenOpt = 128,
     max_train_samples: Annotated[
         int | None,
-        typer.Option("--max-train-samples", callback=at_least(1), help="Use only the first rows."),
+        typer.Option(
+            "--max-train-samples",
+            callback=at_least(1),
+            help="Seeded random subset of the training rows, as in obert-train (default: the "
+            "first --steps x --batch-size rows).",
+        ),
     ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of QAT and of the --max-train-samples subset.")
+    ] = 0,
     tokenizer: TokenizerOpt = None,
     text_columns: TextColumnsOpt = None,
     json_path: JsonOpt = None,
@@ -100,10 +121,13 @@ def qat(
             learning_rate=learning_rate,
             export_batch_size=export_batch_size,
             seq_len=seq_len,
+            seed=seed,
         )
         data = train_data or default_dataset(task.value, "train")
-        needed = max_train_samples or steps * batch_size
+        needed = None if max_train_samples else steps * batch_size
         dataset = read_glue_tsv(data, text_columns=columns(text_columns), max_samples=needed)
+        if max_train_samples is not None:  # the one rule: obert_core.shared.train_subset
+            dataset = _subset(dataset, max_train_samples, seed)
         labels = dataset.labels or []
         if len(labels) < batch_size:
             raise ObertDeployError(

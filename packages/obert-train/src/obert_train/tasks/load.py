@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from obert_core.shared import eval_subset
+from obert_core.shared import eval_subset, train_subset
 from obert_train._validate import check_bool, check_int, check_path, check_str, check_str_sequence
 from obert_train.errors import ArgumentError, DataError
 from obert_train.tasks.base import ClassificationTask, Task
@@ -65,9 +64,8 @@ def _read(task: str, path: Path, columns: dict[str, Any]) -> list[Any]:
 
 
 def _subsample(records: list[Any], limit: int | None, seed: int) -> list[Any]:
-    if limit is None or limit >= len(records):
-        return records
-    return random.Random(seed).sample(records, limit)
+    """The one training-subset rule (obert-deploy ``qat --max-train-samples`` uses it too)."""
+    return train_subset(records, limit, seed)
 
 
 def _check_limits(max_seq_length: int | None, samples: dict[str, int | None]) -> None:
