@@ -44,6 +44,11 @@ def test_a_failed_late_stage_writes_the_report_of_what_finished(
     markdown = (out / "report.md").read_text()
     assert markdown.startswith("# obert quickstart report")
     assert "**stage size failed**: size report failed: the disk is on fire" in markdown
+    from obert.report import foreign_report_files
+
+    assert foreign_report_files(out) == []  # its own report: a rerun may replace it
+    (out / "report.md").write_text("# my notes\n")
+    assert foreign_report_files(out) == ["report.md"]
 
 
 def test_ctrl_c_exits_130_saying_what_to_rerun(
