@@ -125,3 +125,16 @@ def test_save_checkpoint_refuses_an_existing_file(
         save_checkpoint(tiny_bert, file)
     assert file.read_bytes() == b"user data"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+
+
+def test_a_second_save_into_the_same_folder_drops_the_first_ones_own_reports(
+    tiny_bert: BertForSequenceClassification, tmp_path: Path
+) -> None:
+    """oneshot --overwrite: an unstructured result must not keep a structured run's report."""
+    out = tmp_path / "sparsity-0.50"
+    save_checkpoint(tiny_bert, out, extra_files={"structure.json": "{}\n"})
+    (out / "notes.txt").write_text("mine")
+    save_checkpoint(tiny_bert, out, extra_files={"other.json": "{}\n"})
+    names = sorted(p.name for p in out.iterdir())
+    assert "structure.json" not in names  # the earlier checkpoint's own report
+    assert {"notes.txt", "other.json", "model.safetensors", "sparsity.json"} <= set(names)

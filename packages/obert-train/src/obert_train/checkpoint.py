@@ -8,6 +8,7 @@ that produced it) and ``sparsity.json`` (per-tensor and global sparsity of the t
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import math
 import os
@@ -169,6 +170,19 @@ def _recipe_text(recipe: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(recipe), sort_keys=False)
 
 
+_STALE_PATTERNS = (
+    "structure.json",
+    "drop_layers.json",
+    "model.safetensors.index.json",
+    "model-*-of-*.safetensors",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+)
+"""Files of an earlier :func:`save_checkpoint` that a new save into the same folder may not
+write again (another method's report, another sharding); removed then, so the folder never
+mixes two checkpoints.  Only in a folder that holds this function's ``sparsity.json``."""
+
+
 def save_checkpoint(
     model: Any,
     output_dir: str | os.PathLike[str],
@@ -205,13 +219,27 @@ def save_checkpoint(
     target = check_output_dir(output_dir, "save_checkpoint: output_dir")
     if target.is_dir():  # an existing folder stays (its other files, its lock, its mode)
         recipe_file = {} if recipe is None else {"recipe.yaml": _recipe_text(recipe)}
-        return save_into(
+        earlier = (target / "sparsity.json").is_file()  # a checkpoint this function wrote
+        before = [p.name for p in target.iterdir() if p.is_file()]
+        written: list[str] = []
+        report = save_into(
             model,
             target,
             tokenizer=tokenizer,
             patterns=patterns,
             extra_files={**recipe_file, **(extra_files or {})},
+            written=written,
         )
+        stale = [
+            name
+            for name in before
+            if earlier
+            and name not in written
+            and any(fnmatch.fnmatch(name, pattern) for pattern in _STALE_PATTERNS)
+        ]
+        for name in stale:
+            (target / name).unlink(missing_ok=True)
+        return report
     report = sparsity_report(model, patterns)
     with atomic_directory(output_dir) as tmp, disk_full_errors(target):
         model.save_pretrained(tmp, safe_serialization=True)
@@ -232,11 +260,12 @@ def save_into(
     tokenizer: Any = None,
     patterns: Sequence[str] | None = None,
     extra_files: Mapping[str, str] | None = None,
+    written: list[str] | None = None,
 ) -> dict[str, Any]:
     """Save ``model`` as a standard HF checkpoint into an existing run folder, file by file.
 
-    Unlike :func:`save_checkpoint` the folder is not replaced (it holds the run's
-    ``checkpoint-*`` folders and logs): everything is written into a hidden temporary folder
+    The folder is not replaced (it holds the run's ``checkpoint-*`` folders and logs, or a
+    user's files next to a checkpoint): everything is written into a hidden temporary folder
     inside it first, then each file is moved into place with ``os.replace`` (atomic per file);
     ``sparsity.json`` and ``extra_files`` move last.
 
@@ -246,6 +275,7 @@ def save_into(
         tokenizer: Saved next to the weights if given.
         patterns: Target patterns for ``sparsity.json``.
         extra_files: ``{file name: text}`` written as well.
+        written: If given, receives the name of every file moved into the folder.
 
     Returns:
         The sparsity report written to ``sparsity.json``.
@@ -288,6 +318,8 @@ def save_into(
                 continue
             path.chmod(mode)
             path.replace(target / path.name)
+            if written is not None:
+                written.append(path.name)
     except OSError as exc:
         raise OutputDirError(
             f"could not move the final model into {str(target)!r} ({exc.strerror or exc}); the "
