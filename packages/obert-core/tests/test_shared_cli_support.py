@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,20 @@ def test_canonical_args_rewrites_aliases_only() -> None:
         "--output-dir",
         "x",
     ]
+
+
+def test_an_atomic_write_on_a_full_disk_names_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every atomic write (metrics.json, reports, ONNX files) says which folder is full."""
+    from obert_core.shared import atomic_write_text
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    target = tmp_path / "out" / "metrics.json"
+    with pytest.raises(OSError, match="no space left on device in") as info:
+        atomic_write_text(target, "{}")
+    assert info.value.errno == errno.ENOSPC and str(target.parent) in str(info.value)
+    assert not target.parent.exists()  # the folder it made is gone, nothing half-written

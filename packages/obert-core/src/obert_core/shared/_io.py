@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ._disk import is_disk_full, no_space_error
+
 __all__ = ["atomic_output", "atomic_outputs", "atomic_write_bytes", "atomic_write_text"]
 
 
@@ -55,6 +57,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     Raises:
         IsADirectoryError: If ``path`` is an existing folder.
         FileNotFoundError: If the block wrote nothing to the temporary path.
+        OSError: ``no space left on device in FOLDER`` (``ENOSPC``) when the block failed on a
+            full disk (:func:`obert_core.shared.disk_full_errors`).
     """
     target = Path(path)
     if target.is_dir():
@@ -70,7 +74,12 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp = Path(tmp_name)
         tmp.unlink()
         try:
-            yield tmp
+            try:
+                yield tmp
+            except Exception as exc:  # a full disk, however the writer says it, names the folder
+                if is_disk_full(exc) and "no space left on device in" not in str(exc):
+                    raise no_space_error(target.parent) from exc
+                raise
             if not tmp.exists():
                 raise FileNotFoundError(f"nothing was written to the temporary file {tmp}")
             tmp.replace(target)
