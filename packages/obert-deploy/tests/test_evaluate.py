@@ -68,7 +68,7 @@ def test_bad_model_fails_before_the_pytorch_pass(
         raise AssertionError("the PyTorch pass ran before the ONNX models were checked")
 
     monkeypatch.setattr(evaluate_module, "_torch_predict", no_torch_pass)
-    with pytest.raises(ShapeMismatchError, match=r"sequence length 32.*--seq-len 16"):
+    with pytest.raises(ShapeMismatchError, match=r"sequence length 32.*--max-seq-length 16"):
         evaluate(tiny_checkpoint, [static_onnx], data=data_dir / "dev.tsv", seq_len=32)
     with pytest.raises(OnnxModelError, match="does not exist"):
         evaluate(tiny_checkpoint, [data_dir / "missing.onnx"], data=data_dir / "dev.tsv")

@@ -56,3 +56,21 @@ def test_values_of_the_right_type_keep_their_checks() -> None:
     """A right type out of range is still the ValueError it was."""
     with pytest.raises(od.ObertDeployError, match=r"batch_size \(0\) must be >= 1"):
         od.ExportConfig(batch_size=0)
+
+
+RANGES: list[tuple[str, Callable[[], Any], str]] = [
+    ("size_report gzip_level 0", lambda: od.size_report("m.onnx", gzip_level=0), "gzip_level=0"),
+    ("size_report gzip_level 10", lambda: od.size_report("m.onnx", gzip_level=10), "in 1..9"),
+    ("evaluate max_samples 0", lambda: od.evaluate("ck", ["m.onnx"], max_samples=0), ">= 1"),
+    ("evaluate threads 0", lambda: od.evaluate("ck", ["m.onnx"], threads=0), "threads=0"),
+    ("read_glue_tsv max_samples 0", lambda: od.read_glue_tsv("x.tsv", max_samples=0), ">= 1"),
+]
+
+
+@pytest.mark.parametrize(("call", "named"), [c[1:] for c in RANGES], ids=[c[0] for c in RANGES])
+def test_out_of_range_scalars_are_named_first(call: Callable[[], Any], named: str) -> None:
+    """An integer out of range is a ValueError naming it, before any file is looked at."""
+    with pytest.raises(od.ObertDeployError, match=r"^\w+: \w+=") as info:
+        call()
+    assert not isinstance(info.value, TypeError)
+    assert named in str(info.value)

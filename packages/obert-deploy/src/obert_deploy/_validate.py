@@ -15,9 +15,9 @@ import numbers
 import os
 from collections.abc import Callable, Sequence
 
-from ._errors import ArgumentError
+from ._errors import ArgumentError, ObertDeployError
 
-__all__ = ["check_fields", "check_path", "check_paths", "check_type"]
+__all__ = ["check_at_least", "check_fields", "check_path", "check_paths", "check_type"]
 
 
 def _is_int(value: object) -> bool:
@@ -60,6 +60,24 @@ def check_type(value: object, name: str, where: str, kind: str, *, optional: boo
     accepts, expected = _KINDS[kind]
     if not accepts(value):
         raise _wrong(where, name, value, expected + (" (or None)" if optional else ""))
+
+
+def check_at_least(
+    value: object, name: str, where: str, low: int, *, high: int | None = None
+) -> None:
+    """Check an integer argument's type and range (None passes: "not given").
+
+    Raises:
+        ArgumentError: If ``value`` is not an integer.
+        ObertDeployError: If it is below ``low`` (or above ``high``); a ``ValueError``.
+    """
+    if value is None:
+        return
+    check_type(value, name, where, "int")
+    number = int(value)  # type: ignore[call-overload]
+    if number < low or (high is not None and number > high):
+        span = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ObertDeployError(f"{where}: {name}={value!r} must be {span}")
 
 
 def check_path(value: object, name: str, where: str, *, optional: bool = False) -> None:

@@ -41,7 +41,7 @@ from .._errors import (
     brief,
 )
 from .._format import percent
-from .._validate import check_path, check_paths, check_type
+from .._validate import check_at_least, check_path, check_paths, check_type
 from ..bench._engines import create_runner, engine_available
 from ..bench._inputs import load_onnx, onnx_inputs
 from ..export._checkpoint import load_checkpoint, load_tokenizer, require
@@ -383,8 +383,9 @@ def evaluate(
         ("doc_stride", doc_stride),
     ):
         check_type(number, name, "evaluate", "int")
-    check_type(max_samples, "max_samples", "evaluate", "int", optional=True)
-    check_type(threads, "threads", "evaluate", "int", optional=True)
+    check_at_least(max_samples, "max_samples", "evaluate", 1)
+    check_at_least(threads, "threads", "evaluate", 1)
+    check_at_least(doc_stride, "doc_stride", "evaluate", 1)
     if task not in EVAL_TASKS:
         get_task(task)
         raise UnsupportedTaskError(f"evaluate supports {', '.join(EVAL_TASKS)}, not {task!r}")

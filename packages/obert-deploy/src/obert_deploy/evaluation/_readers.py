@@ -17,7 +17,7 @@ from typing import Any
 from obert_core.shared import glue_text_columns
 
 from .._errors import ObertDeployError
-from .._validate import check_path, check_type
+from .._validate import check_at_least, check_path
 
 __all__ = ["QAExample", "TextDataset", "read_glue_tsv", "read_squad"]
 
@@ -178,7 +178,7 @@ def read_glue_tsv(
             unknown columns, short rows or non-integer labels.
     """
     check_path(path, "path", "read_glue_tsv")
-    check_type(max_samples, "max_samples", "read_glue_tsv", "int", optional=True)
+    check_at_least(max_samples, "max_samples", "read_glue_tsv", 1)
     file = _data_file(path, "TSV")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     try:

@@ -22,7 +22,7 @@ from onnx import numpy_helper
 
 from .._errors import OnnxModelError
 from .._format import percent
-from .._validate import check_path, check_type
+from .._validate import check_at_least, check_path
 from ..bench._inputs import load_onnx
 from ._sparsity import _zero_points, embedding_initializers, onnx_weight_sparsity
 
@@ -181,7 +181,7 @@ def size_report(
     """
     check_path(path, "path", "size_report")
     check_path(reference, "reference", "size_report", optional=True)
-    check_type(gzip_level, "gzip_level", "size_report", "int")
+    check_at_least(gzip_level, "gzip_level", "size_report", 1, high=9)
     if reference is not None:
         if not Path(reference).exists():
             raise OnnxModelError(
