@@ -41,7 +41,8 @@ def test_two_oneshot_runs_into_one_folder_never_lose_a_metrics_row(
     for key, (_, err) in done.items():
         assert codes[key] in (0, 2), err
         if codes[key] == 2:  # refused at once: the other one held the folder
-            assert "is in use by PID" in err and "Traceback" not in err, err
+            # the PID, or "another process" when the holder ended between the two looks
+            assert "is in use by" in err and "Traceback" not in err, err
     ran = sorted(k for k, c in codes.items() if c == 0)
     assert ran, done
     if len(ran) == 1:  # the refused one, run again now that the folder is free

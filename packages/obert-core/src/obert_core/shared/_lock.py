@@ -82,9 +82,11 @@ def folder_lock(
         current = current.parent
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    acquired = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            acquired = True
         except BlockingIOError:
             pid = folder_lock_holder(folder)
             holder = "another process" if pid is None else f"PID {pid}"
@@ -96,7 +98,9 @@ def folder_lock(
             ) from None
         yield folder
     finally:
-        os.close(fd)
-        for made in created:  # a run that wrote nothing leaves no empty folder behind
+        # A run that wrote nothing leaves no empty folder behind; a refused one removes
+        # nothing (the holder may have created the folder and not written into it yet).
+        for made in created if acquired else []:
             with contextlib.suppress(OSError):
                 made.rmdir()
+        os.close(fd)  # after the removal: no other process can take the lock in between
