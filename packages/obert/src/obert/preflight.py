@@ -241,6 +241,9 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
     task: Any = load_task(config.task, tokenizer, options, seed=config.seed, need_dev=True)
     check_tokens_known(task, f"the tokenizer of --model {source!r}")
     labels = getattr(task, "labels", None)
+    if labels is not None:  # the labels the training rows use (the task may allow more)
+        used = sorted({int(f["labels"]) for f in task.train_features if "labels" in f})
+        labels = [labels[i] for i in used] if used else labels
     if labels is not None and len(labels) < 2:
         raise PipelineInputError(
             f"the training data have a single label ({labels[0]!r}) in "
