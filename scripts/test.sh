@@ -1,15 +1,31 @@
 #!/usr/bin/env bash
-# The test command of the README: install everything, then run every package's tests and the
-# benchmark suite (benchmarks only checked for correctness, not timed: --benchmark-disable).
+# The test command of the README: install everything, then run every package's tests, the
+# repository-wide tests (tests/: docs commands and site, import rules, the experiments' --help)
+# and the benchmark suite (benchmarks only checked for correctness, not timed: --benchmark-disable).
+# Slow tests run too (`-m "not slow"` among the arguments leaves them out).
 # The DeepSparse engine tests run first, in their own Python 3.11 environment (.venv-deepsparse:
 # deepsparse==1.8.0 needs onnx<1.15 and numpy<2, which the main environment must not get);
 # set OBERT_SKIP_DEEPSPARSE=1 to leave them out.
+# The main tests run in OBERT_TEST_WORKERS pytest-xdist processes (default 2; 1 = one process,
+# no xdist), each with OMP_NUM_THREADS=1 unless set. OMP_WAIT_POLICY=PASSIVE (unless set): idle
+# OpenMP threads sleep instead of spinning, which on a 2-core machine otherwise steals the CPU
+# from the other worker and from the processes tests start (torchrun ranks, CLIs, engines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+workers="${OBERT_TEST_WORKERS:-2}"
 if [ "${OBERT_SKIP_DEEPSPARSE:-0}" != "1" ]; then
-  bash packages/obert-deploy/scripts/test_deepsparse.sh -p no:cacheprovider "$@"
+  OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" \
+    bash packages/obert-deploy/scripts/test_deepsparse.sh -p no:cacheprovider "$@"
 fi
-.venv/bin/python -m pytest packages/obert-core/tests packages/obert-train/tests \
-  packages/obert-deploy/tests packages/obert/tests benchmarks --benchmark-disable -p no:cacheprovider "$@"
+parallel=()
+threads="${OMP_NUM_THREADS:-2}"
+if [ "$workers" -gt 1 ]; then
+  parallel=(-n "$workers" --dist loadgroup)
+  threads="${OMP_NUM_THREADS:-1}"
+fi
+OMP_NUM_THREADS="$threads" .venv/bin/python -m pytest packages/obert-core/tests \
+  packages/obert-train/tests packages/obert-deploy/tests packages/obert/tests tests benchmarks \
+  --benchmark-disable -p no:cacheprovider ${parallel[@]+"${parallel[@]}"} "$@"
