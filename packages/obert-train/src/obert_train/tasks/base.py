@@ -265,9 +265,9 @@ class ClassificationTask(Task):
             )
             raise DataError(
                 f"the head of {name_or_path} has {len(names)} classes "
-                f"({sorted(names.values())}), but the training data have {self.num_labels} labels "
-                f"{self.labels}: {rows}; fix those rows, or start from a model without a head "
-                "(a base checkpoint)"
+                f"({sorted(names.values())}) and does not fit task {self.name!r} "
+                f"({self.num_labels} labels): the training data have the labels {self.labels}: "
+                f"{rows}; fix those rows, or start from a model without a head (a base checkpoint)"
             )
         if all(n == f"LABEL_{i}" for i, n in names.items()):
             config.id2label = dict(enumerate(self.labels))
