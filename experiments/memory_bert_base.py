@@ -131,13 +131,13 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
+    from obert_core.shared import format_bytes
     from obert_train import (
         ClassificationTask,
         oneshot_prune,
         read_glue_tsv,
         resolve_target_params,
     )
-    from obert_train.fisher.memory import format_bytes
 
     torch.set_num_threads(args.threads)
 

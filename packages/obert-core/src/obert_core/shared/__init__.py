@@ -42,7 +42,7 @@ from ._layouts import (
 )
 from ._lock import FolderInUseError, folder_lock, folder_lock_holder
 from ._machine import CpuInfo, available_cores, cpu_flags, cpu_info, load_average
-from ._metrics import PERCENT_METRICS, format_metric, metric_unit
+from ._metrics import PERCENT_METRICS, format_bytes, format_metric, metric_unit
 from ._overlap import OutputOverlapError, check_output_not_input
 from ._quiet import NOISY_LOGGERS, quiet_third_party
 from ._squad import squad_normalize_answer, squad_scores
@@ -86,6 +86,7 @@ __all__ = [
     "eval_subset",
     "folder_lock",
     "folder_lock_holder",
+    "format_bytes",
     "format_metric",
     "glue_text_columns",
     "is_disk_full",

@@ -15,7 +15,7 @@ from typing import Literal
 
 from obert_core._errors import ObertError
 
-__all__ = ["PERCENT_METRICS", "format_metric", "metric_unit"]
+__all__ = ["PERCENT_METRICS", "format_bytes", "format_metric", "metric_unit"]
 
 MetricUnit = Literal["percent", "fraction", "plain"]
 
@@ -92,3 +92,19 @@ def format_metric(
         text = f"{100 * value:.{2 if digits is None else digits}f}"
         return f"{text} %" if with_unit else text
     return f"{value:.{(4 if unit == 'fraction' else 2) if digits is None else digits}f}"
+
+
+def format_bytes(n: float) -> str:
+    """A size in bytes with binary prefixes, as every memory plan and report prints it.
+
+    Args:
+        n: Bytes.
+
+    Returns:
+        ``"512 B"``, ``"1.50 KiB"``, ..., up to TiB.
+    """
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.2f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover

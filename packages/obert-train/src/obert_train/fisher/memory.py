@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import psutil
 
 import obert_core as oc
+from obert_core.shared import format_bytes
 from obert_train.errors import MemoryPlanError, OptionError
 
 __all__ = [
@@ -63,15 +64,6 @@ def parse_memory(text: str | int) -> int:
 def fisher_bytes(numel: int, block_size: int) -> int:
     """Bytes of the ``ceil(d/B)`` fp32 inverse-Fisher blocks (B x B) of one tensor."""
     return int(oc.fisher_memory_bytes(numel, block_size, itemsize=_FLOAT))
-
-
-def format_bytes(n: float) -> str:
-    """Human-readable size with binary prefixes (``1.50 GiB``)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.2f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass(frozen=True)
