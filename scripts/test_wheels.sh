@@ -96,22 +96,29 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 unset PYTHONPATH
 seconds() { echo $(( $(date +%s) - $1 )); }
 
+# One pip (the build environment's, upgraded once) installs into every environment through
+# `pip --python`: the test environments are made without pip, which saves an ensurepip and a pip
+# upgrade (~20 s) per environment.
+PIP_HOST="$WORK/venv-build/bin/python"
+
 pip_install() {  # pip_install VENV ARGS...: constrained, quiet (this machine's index notes dropped)
   local venv="$1"
   shift
-  "$venv/bin/python" -m pip install -q -c "$ROOT/constraints.txt" "$@" \
+  "$PIP_HOST" -m pip --python "$venv/bin/python" install -q -c "$ROOT/constraints.txt" "$@" \
     2> >(grep -v "^WARNING: Location 'file:" >&2)
 }
 
-new_venv() {  # new_venv DIR: a fresh environment with an up-to-date pip
+new_venv() {  # new_venv DIR: a fresh environment without pip (pip_install fills it)
   rm -rf "$1"
-  "$PYTHON" -m venv "$1"
-  pip_install "$1" --upgrade pip
+  "$PYTHON" -m venv --without-pip "$1"
 }
 
 # ---- 1. build and check -------------------------------------------------------------------------
 t0=$(date +%s)
-new_venv "$WORK/venv-build"
+rm -rf "$WORK/venv-build"
+"$PYTHON" -m venv "$WORK/venv-build"
+"$PIP_HOST" -m pip install -q -c "$ROOT/constraints.txt" --upgrade pip \
+  2> >(grep -v "^WARNING: Location 'file:" >&2)
 pip_install "$WORK/venv-build" build twine
 for package in "${packages[@]}"; do
   rm -rf "${DIST:?}/$package"
@@ -144,6 +151,7 @@ if [ -z "${OBERT_DATA_DIR:-}" ] && [ -d "$ROOT/../shared/data" ]; then
   export OBERT_DATA_DIR
 fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # idle OpenMP threads sleep, not spin
 
 # What the scratch test folder's conftest checks: every obert module comes from site-packages.
 read -r -d '' GUARD <<'EOF' || true
