@@ -59,7 +59,9 @@ def test_same_logits_give_the_same_answers_and_f1(tmp_path: Path) -> None:
         tok, examples, examples, max_seq_length=seq, doc_stride=stride, max_query_length=8
     )
     qa = read_squad(path)
-    feeds, sample_map, offsets, seq_ids = _squad_features(tok, qa, seq, stride, ["input_ids"])
+    feeds, sample_map, offsets, seq_ids = _squad_features(
+        tok, qa, seq, stride, ["input_ids"], max_query_length=8
+    )
     assert len(task.dev_features) == len(sample_map) > len(examples)  # several windows each
     rng = np.random.default_rng(0)
     starts, ends = [], []
@@ -101,3 +103,29 @@ def test_the_same_eval_limit_selects_the_same_examples(tmp_path: Path) -> None:
     assert [e.qid for e in task.dev_examples] == [
         e.qid for e in eval_subset(read_squad_json(path), 2)
     ]
+
+
+def test_the_same_windows_with_default_stride_and_long_questions(tmp_path: Path) -> None:
+    """One windowing rule (obert_core.shared.squad_windows): the default overlap for short
+    windows and questions cut to max_query_length give the same features in both packages."""
+    tok = _tokenizer(tmp_path)
+    long_question = " ".join(["who built the tower"] * 6)  # 24 words, cut to 8 tokens
+    qas = [
+        {"id": "long", "question": long_question,
+         "answers": [{"text": "gustave eiffel", "answer_start": CONTEXT.index("gustave eiffel")}]},
+    ]  # fmt: skip
+    payload = {"data": [{"title": "T", "paragraphs": [{"context": CONTEXT, "qas": qas}]}]}
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(payload))
+    seq, query = 40, 8
+    examples = read_squad_json(path)
+    task = SquadTask(tok, examples, examples, max_seq_length=seq, max_query_length=query)
+    assert task.doc_stride == (seq - query - 3) // 2  # the default where 128 does not fit
+    feeds, sample_map, _, _ = _squad_features(
+        tok, read_squad(path), seq, None, ["input_ids"], query
+    )
+    assert len(task.dev_features) == len(sample_map) > 1
+    for f, feature in enumerate(task.dev_features):
+        n = len(feature["input_ids"])
+        assert list(feeds["input_ids"][f][:n]) == feature["input_ids"]
+        assert feature["input_ids"].index(3) <= query + 1  # [SEP] after at most 8 question tokens

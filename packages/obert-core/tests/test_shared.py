@@ -284,3 +284,16 @@ def test_a_failed_atomic_output_leaves_its_folder_mtime_as_it_was(tmp_path: Path
         raise RuntimeError("the export failed")
     assert folder.stat().st_mtime_ns == 1_000_000_000
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
+def test_squad_doc_stride_default_and_checks() -> None:
+    from obert_core import ObertError
+    from obert_core.shared import squad_doc_stride
+
+    assert squad_doc_stride(384) == 128  # run_qa.py's defaults fit
+    assert squad_doc_stride(128) == (128 - 64 - 3) // 2
+    assert squad_doc_stride(128, 60) == 60
+    with pytest.raises(ObertError, match="doc_stride 61 must be < max_seq_length 128"):
+        squad_doc_stride(128, 61)
+    with pytest.raises(ObertError, match="leaves no room"):
+        squad_doc_stride(64, None, 60)

@@ -168,6 +168,7 @@ def onnx_eval_stage(
     dev_tsv: str | None = None,
     threads: int | None = None,
     doc_stride: int | None = None,
+    max_query_length: int | None = None,
 ) -> dict[str, Any]:
     """The dev metric of PyTorch and of each ONNX file in ``models`` (label -> file).
 
@@ -184,6 +185,7 @@ def onnx_eval_stage(
             ``folder/dev.tsv`` and read instead of ``dev_file``).
         threads: Engine threads.
         doc_stride: SQuAD window overlap.
+        max_query_length: SQuAD questions are cut to this many tokens.
 
     Returns:
         ``{"examples": n, "pytorch": metrics, "models": {label: {metrics, agreement}},
@@ -207,7 +209,8 @@ def onnx_eval_stage(
         seq_len=seq_len,
         max_samples=max_samples,
         threads=threads,
-        doc_stride=doc_stride or 128,
+        doc_stride=doc_stride,
+        max_query_length=max_query_length,
     )
     torch_result, *onnx_results = report.results
     return {

@@ -301,6 +301,7 @@ def plan_stages(
                     dev_tsv=prepared.dev_tsv,
                     threads=config.threads,
                     doc_stride=config.data.doc_stride,
+                    max_query_length=config.data.max_query_length,
                 )
 
             specs.append(

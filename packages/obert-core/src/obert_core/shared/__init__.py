@@ -12,7 +12,8 @@ need lives here, and nowhere else.
   :data:`ATTENTION_LAYOUTS`;
 - GLUE TSV column names: :data:`GLUE_TEXT_COLUMNS`, :data:`GLUE_LABEL_COLUMNS`;
 - the official SQuAD v1.1 metric: :func:`squad_scores`, :func:`squad_normalize_answer`;
-- SQuAD span post-processing (:func:`squad_predictions`, :func:`squad_best_span`) and the
+- SQuAD context windows (:func:`squad_windows`, :func:`squad_doc_stride`), span post-processing
+  (:func:`squad_predictions`, :func:`squad_best_span`) and the
   one evaluation subset rule (:func:`eval_subset`: the first N);
 - each metric's unit and the one number formatter: :func:`format_metric`,
   :func:`metric_unit`, :data:`PERCENT_METRICS`;
@@ -53,6 +54,12 @@ from ._squad_spans import (
     squad_best_span,
     squad_predictions,
 )
+from ._squad_windows import (
+    SQUAD_DOC_STRIDE,
+    SQUAD_MAX_QUERY_LENGTH,
+    squad_doc_stride,
+    squad_windows,
+)
 from ._subset import train_subset
 from ._vocabulary import OPTION_ALIASES, TASK_ALIASES, canonical_args
 
@@ -64,7 +71,9 @@ __all__ = [
     "NOISY_LOGGERS",
     "OPTION_ALIASES",
     "PERCENT_METRICS",
+    "SQUAD_DOC_STRIDE",
     "SQUAD_MAX_ANSWER_LENGTH",
+    "SQUAD_MAX_QUERY_LENGTH",
     "SQUAD_N_BEST",
     "TASK_ALIASES",
     "AttentionLayout",
@@ -95,8 +104,10 @@ __all__ = [
     "no_space_error",
     "quiet_third_party",
     "squad_best_span",
+    "squad_doc_stride",
     "squad_normalize_answer",
     "squad_predictions",
     "squad_scores",
+    "squad_windows",
     "train_subset",
 ]

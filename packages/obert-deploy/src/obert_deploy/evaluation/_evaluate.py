@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from obert_core.shared import format_metric, squad_predictions, squad_scores
+from obert_core import ObertError
+from obert_core.shared import (
+    SQUAD_MAX_QUERY_LENGTH,
+    format_metric,
+    squad_predictions,
+    squad_scores,
+    squad_windows,
+)
 
 from .._checks import (
     check_finite_initializers,
@@ -260,20 +267,27 @@ def _classification_metrics(
 
 
 def _squad_features(
-    tokenizer: Any, examples: Sequence[Any], seq_len: int, stride: int, names: list[str]
+    tokenizer: Any,
+    examples: Sequence[Any],
+    seq_len: int,
+    stride: int | None,
+    names: list[str],
+    max_query_length: int | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, list[Any], list[list[int | None]]]:
+    """Padded SQuAD windows by the one rule of :func:`obert_core.shared.squad_windows`."""
     try:
-        encoded = tokenizer(
+        encoded = squad_windows(
+            tokenizer,
             [e.question for e in examples],
             [e.context for e in examples],
-            truncation="only_second",
-            max_length=seq_len,
-            stride=stride,
-            padding="max_length",
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
+            max_seq_length=seq_len,
+            doc_stride=stride,
+            max_query_length=max_query_length or SQUAD_MAX_QUERY_LENGTH,
+            pad=True,
         )
-    except Exception as exc:  # e.g. a question longer than --max-seq-length
+    except ObertError as exc:  # the window has no room, or the overlap does not fit
+        raise ObertDeployError(str(exc)) from None
+    except Exception as exc:  # the tokenizer refuses (e.g. not a fast tokenizer)
         raise ObertDeployError(
             f"cannot split the SQuAD questions and contexts into windows of {seq_len} tokens "
             f"({brief(exc)}); raise --max-seq-length (384 is usual for SQuAD)"
@@ -332,7 +346,8 @@ def evaluate(
     max_samples: int | None = None,
     engine: str = "onnxruntime",
     threads: int | None = None,
-    doc_stride: int = 128,
+    doc_stride: int | None = None,
+    max_query_length: int | None = None,
 ) -> EvalReport:
     """Evaluate the PyTorch checkpoint and each ONNX model on the same tokenised dev set.
 
@@ -356,7 +371,10 @@ def evaluate(
         max_samples: Evaluate only the first examples.
         engine: Engine of the ONNX models.
         threads: Engine threads (default: all available cores).
-        doc_stride: Overlap of SQuAD context windows.
+        doc_stride: Overlap of SQuAD context windows (``None``: 128, or half the context room
+            of shorter windows; the rule of :func:`obert_core.shared.squad_windows`, which
+            obert-train's evaluation follows too).
+        max_query_length: SQuAD questions are cut to this many tokens (``None``: 64).
 
     Returns:
         An :class:`EvalReport` whose first result is PyTorch.
@@ -377,12 +395,11 @@ def evaluate(
     check_type(task, "task", "evaluate", "str")
     check_path(data, "data", "evaluate", optional=True)
     check_path(tokenizer, "tokenizer", "evaluate", optional=True)
-    for name, number in (
-        ("seq_len", seq_len),
-        ("batch_size", batch_size),
-        ("doc_stride", doc_stride),
-    ):
+    for name, number in (("seq_len", seq_len), ("batch_size", batch_size)):
         check_type(number, name, "evaluate", "int")
+    for name, optional in (("doc_stride", doc_stride), ("max_query_length", max_query_length)):
+        if optional is not None:
+            check_type(optional, name, "evaluate", "int")
     check_at_least(max_samples, "max_samples", "evaluate", 1)
     check_at_least(threads, "threads", "evaluate", 1)
     check_at_least(doc_stride, "doc_stride", "evaluate", 1)
@@ -425,7 +442,7 @@ def evaluate(
         feeds = tokenize(tok, dataset.texts, seq_len, names)
     else:
         feeds, sample_map, offsets, seq_ids = _squad_features(
-            tok, examples, seq_len, min(doc_stride, seq_len // 2), names
+            tok, examples, seq_len, doc_stride, names, max_query_length
         )
     tokenizer_source = os.fspath(tokenizer if tokenizer is not None else checkpoint)
     check_token_ids(feeds, int(loaded.model.config.vocab_size or 0), tokenizer_source)

@@ -16,12 +16,16 @@ import numpy as np
 import torch
 from transformers import AutoModelForQuestionAnswering, PreTrainedModel, PreTrainedTokenizerBase
 
+from obert_core import ObertError
 from obert_core.shared import (
     SQUAD_MAX_ANSWER_LENGTH,
+    SQUAD_MAX_QUERY_LENGTH,
     SQUAD_N_BEST,
+    squad_doc_stride,
     squad_normalize_answer,
     squad_predictions,
     squad_scores,
+    squad_windows,
 )
 from obert_train.tasks.base import Feature, Task, _batches
 from obert_train.tasks.data import DataError, SquadExample
@@ -66,7 +70,9 @@ class SquadTask(Task):
         train: Training questions.
         dev: Dev questions.
         max_seq_length: Tokens per window (question + context + special tokens).
-        doc_stride: Overlap, in tokens, between consecutive context windows.
+        doc_stride: Overlap, in tokens, between consecutive context windows (``None``: 128,
+            or half the context room of shorter windows;
+            :func:`obert_core.shared.squad_doc_stride`).
         max_query_length: Questions are cut to this many tokens.
         max_answer_length: Longest predicted answer span in tokens.
         n_best: Start/end candidates considered per window in post-processing.
@@ -82,8 +88,8 @@ class SquadTask(Task):
         dev: Sequence[SquadExample],
         *,
         max_seq_length: int = 384,
-        doc_stride: int = 128,
-        max_query_length: int = 64,
+        doc_stride: int | None = None,
+        max_query_length: int = SQUAD_MAX_QUERY_LENGTH,
         max_answer_length: int = SQUAD_MAX_ANSWER_LENGTH,
         n_best: int = SQUAD_N_BEST,
     ) -> None:
@@ -92,12 +98,10 @@ class SquadTask(Task):
                 f"SQuAD needs a fast tokenizer (character offsets); got {type(tokenizer).__name__}"
                 ": save the model with its tokenizer.json"
             )
-        if doc_stride >= max_seq_length - max_query_length - 3:
-            raise DataError(
-                f"doc_stride {doc_stride} must be < max_seq_length {max_seq_length} - "
-                f"max_query_length {max_query_length} - 3; lower --doc-stride or "
-                "--max-query-length, or raise --max-seq-length"
-            )
+        try:  # the one windowing rule of obert-train and obert-deploy (obert_core.shared)
+            doc_stride = squad_doc_stride(max_seq_length, doc_stride, max_query_length)
+        except ObertError as exc:
+            raise DataError(str(exc)) from None
         self.max_seq_length, self.doc_stride = max_seq_length, doc_stride
         self.max_query_length, self.max_answer_length, self.n_best = (
             max_query_length,
@@ -109,30 +113,14 @@ class SquadTask(Task):
         super().__init__(tokenizer, self._train_features(train))
         self.dev_features, self._dev_offsets, self._dev_example = self._dev_features(dev)
 
-    def _questions(self, examples: Sequence[SquadExample]) -> list[str]:
-        """Questions stripped and cut to ``max_query_length`` tokens (at a token boundary)."""
-        questions = [e.question.lstrip() for e in examples]
-        enc = self._tok(
-            questions,
-            add_special_tokens=False,
-            truncation=True,
-            max_length=self.max_query_length,
-            return_offsets_mapping=True,
-        )
-        return [
-            q[: offsets[-1][1]] if offsets else q
-            for q, offsets in zip(questions, enc["offset_mapping"], strict=True)
-        ]
-
     def _encode(self, examples: Sequence[SquadExample]) -> Any:
-        return self._tok(
-            self._questions(examples),
+        return squad_windows(
+            self._tok,
+            [e.question for e in examples],
             [e.context for e in examples],
-            truncation="only_second",
-            max_length=self.max_seq_length,
-            stride=self.doc_stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
+            max_seq_length=self.max_seq_length,
+            doc_stride=self.doc_stride,
+            max_query_length=self.max_query_length,
         )
 
     def _input_keys(self, enc: Any) -> list[str]:
