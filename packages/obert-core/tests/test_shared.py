@@ -291,7 +291,8 @@ def test_squad_doc_stride_default_and_checks() -> None:
     from obert_core.shared import squad_doc_stride
 
     assert squad_doc_stride(384) == 128  # run_qa.py's defaults fit
-    assert squad_doc_stride(128) == (128 - 64 - 3) // 2
+    assert squad_doc_stride(128) == (128 - 64 - 3) // 2  # half the room of a shorter window
+    assert squad_doc_stride(128, None, 10) == 57  # the room the longest question leaves
     assert squad_doc_stride(128, 60) == 60
     with pytest.raises(ObertError, match="doc_stride 61 must be < max_seq_length 128"):
         squad_doc_stride(128, 61)

@@ -65,7 +65,8 @@ class Prepared:
             ``sentence`` or ``sentence1``/``sentence2``, integer ``label`` = the training
             label's id; :func:`obert.deploy.glue_dev_tsv`), or None.
         dev_tokens: Tokens of the longest dev example (at most the task's limit): the ONNX
-            accuracy pads to it, which changes no result and saves the padding's compute.
+            accuracy pads to it, which changes no result and saves the padding's compute; for
+            SQuAD the training's window length (the same windows as obert-train's evaluation).
         student: The model loaded for the checks (reused by the dense stage when it runs).
         notes: Remarks for the log and the report.
     """
@@ -304,7 +305,11 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
         pruned_weights=sum(p.numel() for n, p in student.named_parameters() if n in chosen),
         deploy_task=DEPLOY_TASKS[config.task],
         dev_file=dev_file,
-        dev_tokens=min(
+        # SQuAD is evaluated in the training's windows (the same windows give the same F1 in
+        # both evaluations); a classification dev set is padded only to its longest example.
+        dev_tokens=config.seq_len
+        if DEPLOY_TASKS[config.task] == "question-answering"
+        else min(
             config.seq_len,
             max((len(f["input_ids"]) for f in getattr(task, "dev_features", [])), default=8),
         ),

@@ -28,19 +28,20 @@ SQUAD_MAX_QUERY_LENGTH = 64
 def squad_doc_stride(
     max_seq_length: int,
     doc_stride: int | None = None,
-    max_query_length: int = SQUAD_MAX_QUERY_LENGTH,
+    question_tokens: int = SQUAD_MAX_QUERY_LENGTH,
 ) -> int:
     """The overlap of context windows: ``doc_stride`` checked, or the default for the length.
 
-    A window holds the question (at most ``max_query_length`` tokens), three special tokens and
-    at least ``room = max_seq_length - max_query_length - 3`` context tokens; the overlap must be
-    smaller than ``room``.  The default is :data:`SQUAD_DOC_STRIDE` where that fits (384-token
-    windows), else ``room // 2`` (each window then advances by half its context).
+    A window holds the question (``question_tokens``: the longest question after the cut to
+    ``max_query_length``), three special tokens and ``room = max_seq_length - question_tokens -
+    3`` context tokens; the overlap must be smaller than ``room``.  The default is
+    :data:`SQUAD_DOC_STRIDE` where that fits (384-token windows), else ``room // 2`` (each
+    window then advances by half its context).
 
     Args:
         max_seq_length: Tokens per window.
         doc_stride: The overlap asked for, or ``None`` for the default.
-        max_query_length: Tokens a question is cut to.
+        question_tokens: Tokens of the longest (cut) question.
 
     Returns:
         The overlap.
@@ -48,11 +49,11 @@ def squad_doc_stride(
     Raises:
         ObertError: If the window has no room for context, or ``doc_stride`` does not fit.
     """
-    room = max_seq_length - max_query_length - 3
+    room = max_seq_length - question_tokens - 3
     if room < 2:
         raise ObertError(
             f"max_seq_length {max_seq_length} leaves no room for SQuAD context after a "
-            f"{max_query_length}-token question and 3 special tokens; raise --max-seq-length "
+            f"{question_tokens}-token question and 3 special tokens; raise --max-seq-length "
             "(384 is usual) or lower --max-query-length"
         )
     if doc_stride is None:
@@ -60,7 +61,7 @@ def squad_doc_stride(
     if doc_stride < 1 or doc_stride >= room:
         raise ObertError(
             f"doc_stride {doc_stride} must be < max_seq_length {max_seq_length} - "
-            f"max_query_length {max_query_length} - 3; lower --doc-stride or "
+            f"{question_tokens} question tokens - 3 = {room}; lower --doc-stride or "
             "--max-query-length, or raise --max-seq-length"
         )
     return doc_stride
@@ -80,7 +81,8 @@ def squad_windows(
 
     Questions are stripped on the left and cut to ``max_query_length`` tokens at a token
     boundary; each context is split into windows of ``max_seq_length`` tokens overlapping by
-    :func:`squad_doc_stride` tokens (only the context is truncated).
+    :func:`squad_doc_stride` tokens for the longest cut question (only the context is
+    truncated).  The same questions give the same windows in every package.
 
     Args:
         tokenizer: A fast Hugging Face tokenizer (offset mappings are needed).
@@ -98,7 +100,6 @@ def squad_windows(
     Raises:
         ObertError: As :func:`squad_doc_stride`.
     """
-    stride = squad_doc_stride(max_seq_length, doc_stride, max_query_length)
     stripped = [q.lstrip() for q in questions]
     cut = tokenizer(
         stripped,
@@ -111,6 +112,8 @@ def squad_windows(
         q[: offsets[-1][1]] if offsets else q
         for q, offsets in zip(stripped, cut["offset_mapping"], strict=True)
     ]
+    longest = max((len(ids) for ids in cut["input_ids"]), default=0)
+    stride = squad_doc_stride(max_seq_length, doc_stride, longest)
     return tokenizer(
         short,
         list(contexts),

@@ -21,7 +21,6 @@ from obert_core.shared import (
     SQUAD_MAX_ANSWER_LENGTH,
     SQUAD_MAX_QUERY_LENGTH,
     SQUAD_N_BEST,
-    squad_doc_stride,
     squad_normalize_answer,
     squad_predictions,
     squad_scores,
@@ -98,10 +97,6 @@ class SquadTask(Task):
                 f"SQuAD needs a fast tokenizer (character offsets); got {type(tokenizer).__name__}"
                 ": save the model with its tokenizer.json"
             )
-        try:  # the one windowing rule of obert-train and obert-deploy (obert_core.shared)
-            doc_stride = squad_doc_stride(max_seq_length, doc_stride, max_query_length)
-        except ObertError as exc:
-            raise DataError(str(exc)) from None
         self.max_seq_length, self.doc_stride = max_seq_length, doc_stride
         self.max_query_length, self.max_answer_length, self.n_best = (
             max_query_length,
@@ -114,6 +109,12 @@ class SquadTask(Task):
         self.dev_features, self._dev_offsets, self._dev_example = self._dev_features(dev)
 
     def _encode(self, examples: Sequence[SquadExample]) -> Any:
+        try:  # the one windowing rule of obert-train and obert-deploy (obert_core.shared)
+            return self._windows(examples)
+        except ObertError as exc:
+            raise DataError(str(exc)) from None
+
+    def _windows(self, examples: Sequence[SquadExample]) -> Any:
         return squad_windows(
             self._tok,
             [e.question for e in examples],
