@@ -196,12 +196,17 @@ def save_checkpoint(
 
     The output-folder policy (``docs/train.md``, "Output folders"): a new folder is built
     beside its place and renamed into it as a whole; into an existing folder the checkpoint's
-    files are moved one by one (:func:`save_into`), and everything else there (notes,
-    sub-folders) is left as it was.  An existing regular file is refused, never replaced.
+    files are moved one by one (:func:`save_into`), replacing files of the same name.  In a
+    folder that holds an earlier save's ``sparsity.json``, that save's files the new one does
+    not write again (``structure.json``, ``drop_layers.json``, weight shards
+    ``model-*-of-*.safetensors`` with their index, ``pytorch_model*.bin`` with its index:
+    ``_STALE_PATTERNS``) are deleted; every other file and sub-folder there (notes, a lock,
+    ``checkpoint-*``) is left as it was.  An existing regular file is refused, never replaced.
 
     Args:
         model: A ``transformers`` ``PreTrainedModel``.
-        output_dir: Destination folder (created if missing; other contents are kept).
+        output_dir: Destination folder (created if missing; other contents are kept, except
+            an earlier save's stale files, above).
         tokenizer: Saved next to the weights if given.
         recipe: Settings that produced the model, written to ``recipe.yaml``.
         patterns: Target patterns for ``sparsity.json``.

@@ -36,11 +36,12 @@ class DataOptions:
         max_seq_length: Token limit (``--max-seq-length``); None: the task's default (128;
             SQuAD 384).
         max_train_samples: Seeded random subset of the training records; None: all.
-        max_eval_samples: Seeded random subset of the dev records; None: all.
+        max_eval_samples: The first N dev records (``eval_subset``); None: all.
         text_columns: GLUE TSV: one or two text columns instead of the automatic choice
             (``--text-column``, repeatable).
         label_column: GLUE TSV: the label column instead of ``label``.
-        doc_stride: SQuAD: overlap of long-context windows (default 128).
+        doc_stride: SQuAD: overlap of long-context windows; None: 128, or half the context
+            room of shorter windows (``squad_doc_stride``).
         max_query_length: SQuAD: question tokens kept (default 64).
         split_articles: SQuAD: ``(N, M)`` splits ONE file by article: the first N shuffled
             articles train, the next M are the dev set (``--split-articles N:M``).
