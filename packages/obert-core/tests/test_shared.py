@@ -291,6 +291,9 @@ def test_squad_doc_stride_default_and_checks() -> None:
     from obert_core.shared import squad_doc_stride
 
     assert squad_doc_stride(384) == 128  # run_qa.py's defaults fit
+    assert squad_doc_stride(256) == 128  # 128 wherever it fits
+    assert squad_doc_stride(196) == 128  # room 129: 128 fits
+    assert squad_doc_stride(195) == 64  # room 128: half of it
     assert squad_doc_stride(128) == (128 - 64 - 3) // 2  # half the room of a shorter window
     assert squad_doc_stride(128, None, 10) == 57  # the room the longest question leaves
     assert squad_doc_stride(128, 60) == 60

@@ -35,8 +35,8 @@ def squad_doc_stride(
     A window holds the question (``question_tokens``: the longest question after the cut to
     ``max_query_length``), three special tokens and ``room = max_seq_length - question_tokens -
     3`` context tokens; the overlap must be smaller than ``room``.  The default is
-    :data:`SQUAD_DOC_STRIDE` where that fits (384-token windows), else ``room // 2`` (each
-    window then advances by half its context).
+    :data:`SQUAD_DOC_STRIDE` wherever it fits (``128 < room``: 256- and 384-token windows),
+    else ``room // 2`` (each window then advances by half its context).
 
     Args:
         max_seq_length: Tokens per window.
@@ -56,8 +56,8 @@ def squad_doc_stride(
             f"{question_tokens}-token question and 3 special tokens; raise --max-seq-length "
             "(384 is usual) or lower --max-query-length"
         )
-    if doc_stride is None:
-        return min(SQUAD_DOC_STRIDE, room // 2)
+    if doc_stride is None:  # 128 wherever it fits (as before), else half the room
+        return SQUAD_DOC_STRIDE if SQUAD_DOC_STRIDE < room else room // 2
     if doc_stride < 1 or doc_stride >= room:
         raise ObertError(
             f"doc_stride {doc_stride} must be < max_seq_length {max_seq_length} - "
