@@ -104,6 +104,18 @@ def test_canonical_args_rewrites_aliases_only() -> None:
     ]
 
 
+def test_split_columns_splits_on_commas() -> None:
+    """Regression: obert-train read ``--text-column a,b`` as one column named ``"a,b"``."""
+    from obert_core.shared import split_columns
+
+    assert split_columns("sentence1,sentence2") == ["sentence1", "sentence2"]
+    assert split_columns(["sentence1, sentence2"]) == ["sentence1", "sentence2"]
+    assert split_columns(["a", "b"]) == ["a", "b"]
+    assert split_columns([" , "]) is None
+    assert split_columns(None) is None
+    assert split_columns([]) is None
+
+
 def test_an_atomic_write_on_a_full_disk_names_the_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -330,3 +330,14 @@ def test_oneshot_on_a_squad_file_split_by_article(tiny_model_dir: Path, tmp_path
     assert len(dev) != len(split_squad_articles(read_squad_json(file), 3, 2, seed=0)[1])
     runs = json.loads((out / "metrics.json").read_text())["runs"]
     assert [r["metrics"]["num_examples"] for r in runs] == [len(dev), len(dev)]
+
+
+def test_text_column_is_split_on_commas() -> None:
+    """Regression: ``--text-column sentence1,sentence2`` was one column named with a comma."""
+    from obert_train.cli.data_options import data_options_from_flags
+
+    split = data_options_from_flags("glue", text_column=["sentence1,sentence2"])
+    assert split.text_columns == ("sentence1", "sentence2")
+    repeated = data_options_from_flags("glue", text_column=["sentence1", "sentence2"])
+    assert repeated.text_columns == ("sentence1", "sentence2")
+    assert data_options_from_flags("glue", text_column=None).text_columns is None

@@ -25,7 +25,8 @@ need lives here, and nowhere else.
 - quiet command lines: :func:`quiet_third_party` (third-party warnings and load reports,
   the loggers in :data:`NOISY_LOGGERS`);
 - one vocabulary across the command lines: :func:`canonical_args` with
-  :data:`OPTION_ALIASES` and :data:`TASK_ALIASES` (old spellings as hidden aliases), and the
+  :data:`OPTION_ALIASES` and :data:`TASK_ALIASES` (old spellings as hidden aliases),
+  comma-separated ``--text-column`` values (:func:`split_columns`), and the
   one training-subset rule :func:`train_subset` (``--max-train-samples``).
 """
 
@@ -61,7 +62,7 @@ from ._squad_windows import (
     squad_windows,
 )
 from ._subset import train_subset
-from ._vocabulary import OPTION_ALIASES, TASK_ALIASES, canonical_args
+from ._vocabulary import OPTION_ALIASES, TASK_ALIASES, canonical_args, split_columns
 
 __all__ = [
     "ATTENTION_LAYOUTS",
@@ -103,6 +104,7 @@ __all__ = [
     "metric_unit",
     "no_space_error",
     "quiet_third_party",
+    "split_columns",
     "squad_best_span",
     "squad_doc_stride",
     "squad_normalize_answer",

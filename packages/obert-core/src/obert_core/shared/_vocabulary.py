@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-__all__ = ["OPTION_ALIASES", "TASK_ALIASES", "canonical_args"]
+__all__ = ["OPTION_ALIASES", "TASK_ALIASES", "canonical_args", "split_columns"]
 
 OPTION_ALIASES: Mapping[str, str] = {
     "--seq-len": "--max-seq-length",
@@ -70,3 +70,14 @@ def canonical_args(
             out.append(name)
         index += 1
     return out
+
+
+def split_columns(value: str | Sequence[str] | None) -> list[str] | None:
+    """The column names of ``--text-column``, split on commas (every command line).
+
+    ``"a, b"``, ``["a,b"]`` and ``["a", "b"]`` (the flag given twice) all give ``["a", "b"]``;
+    blanks are dropped, and ``None``, empty or only blanks give ``None`` (detect the columns).
+    """
+    items = [value] if isinstance(value, str) else list(value or [])
+    names = [c.strip() for item in items for c in item.split(",") if c.strip()]
+    return names or None

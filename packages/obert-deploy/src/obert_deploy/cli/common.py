@@ -16,7 +16,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from obert_core.shared import atomic_write_text
+from obert_core.shared import atomic_write_text, split_columns
 
 from .._choices import (
     CALIBRATION_METHODS,
@@ -224,11 +224,8 @@ def write_json(path: Path | None, data: Any) -> None:
         typer.echo(f"wrote {path}")
 
 
-def columns(value: str | Sequence[str] | None) -> list[str] | None:
-    """``"a, b"`` or ``["a", "b"]`` -> ``["a", "b"]``; ``None`` or empty -> ``None`` (detect)."""
-    items = [value] if isinstance(value, str) else list(value or [])
-    names = [c.strip() for item in items for c in item.split(",") if c.strip()]
-    return names or None
+columns = split_columns
+"""``--text-column`` split on commas: the one rule of every command line (obert-core's)."""
 
 
 def given(ctx: typer.Context, flags: dict[str, str]) -> list[str]:

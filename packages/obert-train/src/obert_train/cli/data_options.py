@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from obert_core.shared import split_columns
 from obert_train.cli.common import USER_ERRORS, fail
 from obert_train.errors import ArgumentError, DataError
 from obert_train.tasks.options import DataOptions
@@ -38,16 +39,24 @@ DATA_FLAGS: dict[str, Any] = {
         typer.Option(help="Token limit (default 128; SQuAD 384), at most the model's."),
     ],
     "max_train_samples": Annotated[int | None, typer.Option(help="Seeded random training subset.")],
-    "max_eval_samples": Annotated[int | None, typer.Option(help="Seeded random dev subset.")],
+    "max_eval_samples": Annotated[int | None, typer.Option(help="The first N dev examples.")],
     "text_column": Annotated[
         list[str] | None,
-        typer.Option("--text-column", help="GLUE TSV text column (give 1 or 2; default: by name)."),
+        typer.Option(
+            "--text-column",
+            help="GLUE TSV text column(s): 1 or 2, comma-separated or repeated (default: by name).",
+        ),
     ],
     "label_column": Annotated[
         str | None, typer.Option(help="GLUE TSV label column (default 'label').")
     ],
     "doc_stride": Annotated[
-        int | None, typer.Option(min=1, help="SQuAD: overlap of long-context windows (128).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="SQuAD: overlap of long-context windows (default 128, or half the context "
+            "room of shorter windows).",
+        ),
     ],
     "max_query_length": Annotated[
         int | None, typer.Option(min=1, help="SQuAD: question tokens kept (64).")
@@ -124,7 +133,7 @@ def data_options_from_flags(
         max_seq_length=max_seq_length,
         max_train_samples=max_train_samples,
         max_eval_samples=max_eval_samples,
-        text_columns=tuple(text_column) if text_column else None,
+        text_columns=tuple(names) if (names := split_columns(text_column)) else None,
         label_column=label_column,
         doc_stride=doc_stride,
         max_query_length=max_query_length,
