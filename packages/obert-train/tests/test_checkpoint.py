@@ -138,3 +138,26 @@ def test_a_second_save_into_the_same_folder_drops_the_first_ones_own_reports(
     names = sorted(p.name for p in out.iterdir())
     assert "structure.json" not in names  # the earlier checkpoint's own report
     assert {"notes.txt", "other.json", "model.safetensors", "sparsity.json"} <= set(names)
+
+
+def test_a_sharded_save_over_a_single_file_save_loads_the_new_weights(
+    tiny_bert: BertForSequenceClassification, tmp_path: Path
+) -> None:
+    """Review: the earlier model.safetensors stayed beside the new shards (and was loaded),
+    and the earlier recipe.yaml stayed beside a model it no longer describes."""
+    import functools
+
+    out = tmp_path / "ckpt"
+    save_checkpoint(tiny_bert, out, recipe={"method": "magnitude"})
+    assert (out / "model.safetensors").is_file()
+    with torch.no_grad():
+        tiny_bert.classifier.weight.add_(1.0)
+    sharded = functools.partial(tiny_bert.save_pretrained, max_shard_size="20KB")
+    tiny_bert.save_pretrained = sharded  # type: ignore[method-assign]
+    save_checkpoint(tiny_bert, out)
+    names = {p.name for p in out.iterdir()}
+    assert "model.safetensors.index.json" in names
+    assert "model.safetensors" not in names  # the earlier single file is gone
+    assert "recipe.yaml" not in names  # recipe=None: the earlier recipe no longer applies
+    loaded = AutoModelForSequenceClassification.from_pretrained(out)
+    assert torch.equal(loaded.classifier.weight, tiny_bert.classifier.weight)

@@ -173,6 +173,8 @@ def _recipe_text(recipe: Mapping[str, Any]) -> str:
 _STALE_PATTERNS = (
     "structure.json",
     "drop_layers.json",
+    "recipe.yaml",
+    "model.safetensors",
     "model.safetensors.index.json",
     "model-*-of-*.safetensors",
     "pytorch_model*.bin",
@@ -180,7 +182,9 @@ _STALE_PATTERNS = (
 )
 """Files of an earlier :func:`save_checkpoint` that a new save into the same folder may not
 write again (another method's report, another sharding); removed then, so the folder never
-mixes two checkpoints.  Only in a folder that holds this function's ``sparsity.json``."""
+mixes two checkpoints: an earlier single ``model.safetensors`` beside new shards would be the
+file ``from_pretrained`` loads (the old weights), and an earlier ``recipe.yaml`` would describe a
+model the folder no longer holds.  Only in a folder that holds this function's ``sparsity.json``."""
 
 
 def save_checkpoint(
