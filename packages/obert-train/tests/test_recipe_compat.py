@@ -422,6 +422,30 @@ BAD: list[tuple[str, str, str, list[str]]] = [
         SPARSEML.replace("eval(num_epochs - 2)", "eval(10 ** 10 ** 10)"),
         ["line 8", "exponent", "too large"],
     ),
+    (  # review: a ValueError traceback (the int str digit limit)
+        "a power too large to print",
+        "recipe.yaml",
+        SPARSEML.replace("eval(num_epochs - 2)", "eval((9**1024)**1024)"),
+        ["line 8", "'eval((9**1024)**1024)'", "larger than 2**1024"],
+    ),
+    (  # review: never finished
+        "a power too large to compute",
+        "recipe.yaml",
+        SPARSEML.replace("eval(num_epochs - 2)", "eval(((9**1024)**1024)**1024)"),
+        ["line 8", "'eval(((9**1024)**1024)**1024)'", "larger than 2**1024"],
+    ),
+    (
+        "a product too large",
+        "recipe.yaml",
+        SPARSEML.replace("eval(num_epochs - 2)", "eval((2**1000) * (2**1000))"),
+        ["line 8", "larger than 2**1024"],
+    ),
+    (
+        "an infinite float",
+        "recipe.yaml",
+        SPARSEML.replace("eval(num_epochs - 2)", "eval(1e308 * 10 - 1e308 * 10)"),
+        ["line 8", "inf, not a finite number"],
+    ),
 ]
 
 

@@ -10,9 +10,10 @@ SparseML recipes are parameterised by top-level variables used in modifier field
   (positional arguments only).
 
 Anything else (a string, an attribute, a subscript, another call, a comparison, a lambda) is
-refused, as are a division by zero and a result that is not a finite number. ``eval(name)`` of
-a variable that is not a number (a list of ``params``, a mask type ``"2:4"``) gives that value
-unchanged, as in SparseML.
+refused, as are a division by zero and a number (constant, variable, intermediate or final
+result) that is not finite or is larger than ``2 ** 1024``, checked before a power computes it.
+``eval(name)`` of a variable that is not a number (a list of ``params``, a mask type ``"2:4"``)
+gives that value unchanged, as in SparseML.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
 }
 _MAX_EXPONENT = 1024
 """Larger integer powers are refused (``10 ** 10 ** 10`` would never finish)."""
+_MAX_BITS = 1024
+"""A number of magnitude above ``2 ** 1024`` (beyond every float) is refused, before a power
+computes it: ``(9 ** 1024) ** 1024`` would not print, one more ``** 1024`` never finish."""
 
 
 class Expr(str):
@@ -112,7 +116,25 @@ def names_in(expr: Expr) -> set[str]:
 def _number(value: Any, what: str) -> float | int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Refused(f"{what} is {value!r}, not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Refused(f"{what} is {value}, not a finite number")
+    if isinstance(value, int) and abs(value).bit_length() > _MAX_BITS:
+        raise _Refused(f"{what} is larger than 2**{_MAX_BITS}")
     return value
+
+
+def _check_power(left: float | int, right: float | int) -> None:
+    """Refuse a power whose exponent, or (for integers) whose result, would be too large."""
+    if abs(right) > _MAX_EXPONENT:
+        raise _Refused(f"the exponent {right!r} is too large")
+    # |left| >= 2 ** (bits - 1), so an integer power is at least 2 ** ((bits - 1) * right)
+    if (
+        isinstance(left, int)
+        and isinstance(right, int)
+        and right > 0
+        and (abs(left).bit_length() - 1) * right > _MAX_BITS
+    ):
+        raise _Refused(f"the result is larger than 2**{_MAX_BITS}")
 
 
 def _walk(node: ast.expr, variables: Mapping[str, Any]) -> float | int:
@@ -125,8 +147,8 @@ def _walk(node: ast.expr, variables: Mapping[str, Any]) -> float | int:
         return _number(variables[node.id], f"variable {node.id!r}")
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _walk(node.left, variables), _walk(node.right, variables)
-        if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
-            raise _Refused(f"the exponent {right!r} is too large")
+        if isinstance(node.op, ast.Pow):
+            _check_power(left, right)
         try:
             return _number(_BINARY[type(node.op)](left, right), "the result")
         except ZeroDivisionError:
