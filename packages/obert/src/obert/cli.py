@@ -232,7 +232,8 @@ def quickstart(
     except KeyboardInterrupt:  # exit 130 (128 + SIGINT), and what to run next
         typer.secho(
             f"interrupted; rerun the same command: the finished stages in {output_dir}/stages "
-            "are reused, the interrupted one runs again",
+            "are reused, an interrupted training stage continues from its last checkpoint "
+            "(one per epoch), any other interrupted stage runs again",
             fg=typer.colors.YELLOW,
             err=True,
         )
