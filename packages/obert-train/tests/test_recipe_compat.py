@@ -471,6 +471,16 @@ def test_bad_override_of_a_variable_names_it(tmp_path: Path) -> None:
         load_recipe(path, {"num_epochs": "eval(nope + 1)"})
 
 
+def test_bad_override_of_a_field_names_no_line_of_the_file(tmp_path: Path) -> None:
+    """Review: a field override's failing eval() was reported at "<file>, line 1"."""
+    path = write(tmp_path, SPARSEML)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, {"final_sparsity": "eval(nope + 1)"})
+    message = str(info.value)
+    assert message.startswith(f"{path}: 'eval(nope + 1)' (field 'final_sparsity'"), message
+    assert "unknown variable 'nope'" in message
+
+
 ZOO_CARD = """\
 <!--
 Copyright and license header, as the SparseML recipe cards have.

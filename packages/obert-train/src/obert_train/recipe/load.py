@@ -182,7 +182,21 @@ def _typed(given: Any, key: str, raws: Sequence[RawModifier], hits: Sequence[int
     text = hits and all(_wants_text(raws[i].tag, field) for i in hits)
     if text and not is_expr_text(given):
         return given.strip()
-    return parse_value(given, f"override {key!r}")
+    return _no_line(parse_value(given, f"override {key!r}"))
+
+
+def _no_line(value: Any) -> Any:
+    """``value`` with every ``eval(...)`` in it lineless.
+
+    An override's text is not on a line of the recipe file (its line 1 would name the file's).
+    """
+    if isinstance(value, Expr):
+        return Expr(str(value))
+    if isinstance(value, list):
+        return [_no_line(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _no_line(item) for name, item in value.items()}
+    return value
 
 
 def _with(raw: RawModifier, field: str, value: Any) -> RawModifier:
