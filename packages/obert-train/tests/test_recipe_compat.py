@@ -296,6 +296,31 @@ def test_run_applies_weight_decay_and_frozen_params(
     assert seen == [0.01]  # the recipe's weight decay, not RunOptions' 0.0
 
 
+def test_a_refused_run_leaves_requires_grad_as_it_was(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Review: the recipe froze the caller's parameters before a check refused the run."""
+    from obert_train import ObertTrainError
+
+    kd = "distillation_modifiers:\n  - !DistillationModifier {hardness: 0.5, temperature: 2.0}\n"
+    recipe = load_recipe(WD_FREEZE + kd)
+    assert recipe.trainable and recipe.distillation is not None
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    tiny_bert.classifier.weight.requires_grad_(False)  # the caller's own choice stays too
+    before = {n: p.requires_grad for n, p in tiny_bert.named_parameters()}
+    with pytest.raises(ObertTrainError, match="no teacher was given"):
+        run_recipe(
+            recipe, tiny_bert, task, tmp_path / "run", model_name="tiny",
+            options=RunOptions(batch_size=8, progress=False, evaluate=False),
+            log=lambda _line: None,
+        )  # fmt: skip
+    assert {n: p.requires_grad for n, p in tiny_bert.named_parameters()} == before
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     ("tag", "part"),
     [

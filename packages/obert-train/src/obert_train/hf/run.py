@@ -505,7 +505,9 @@ def run_recipe(
     check_model_fits_task(model, task, "the student")
     check_tokens_known(task)
     recipe.check_targets([n for n, _ in model.named_parameters()])
-    recipe.apply_trainable(model)  # !TrainableParamsModifier: checked first, then applied
+    # !TrainableParamsModifier: checked here, applied only once every check has passed (a
+    # refused run leaves the caller's requires_grad as they were)
+    recipe.trainable_plan([n for n, _ in model.named_parameters()])
     for modifier in recipe.pruning:  # the methods' own checks (shapes, constant masks' zeros)
         method = modifier.create_method()
         targets = resolve_target_params(model, method.settings.targets)
@@ -529,6 +531,7 @@ def run_recipe(
             held.enter_context(locked_output(out, "obert-train run"))
             entries = _refuse_non_empty(out, resume=resume, overwrite=overwrite)
             _prepare_output_dir(out, entries, resume=resume, overwrite=overwrite)
+        recipe.apply_trainable(model)  # before the optimizer is built
         return _train(
             recipe,
             model,
