@@ -202,9 +202,9 @@ def save_checkpoint(
     beside its place and renamed into it as a whole; into an existing folder the checkpoint's
     files are moved one by one (:func:`save_into`), replacing files of the same name.  In a
     folder that holds an earlier save's ``sparsity.json``, that save's files the new one does
-    not write again (``structure.json``, ``drop_layers.json``, weight shards
-    ``model-*-of-*.safetensors`` with their index, ``pytorch_model*.bin`` with its index:
-    ``_STALE_PATTERNS``) are deleted; every other file and sub-folder there (notes, a lock,
+    not write again (``structure.json``, ``drop_layers.json``, ``recipe.yaml``,
+    ``model.safetensors``, weight shards ``model-*-of-*.safetensors`` with their index,
+    ``pytorch_model*.bin`` with its index: ``_STALE_PATTERNS``) are deleted; every other file and sub-folder there (notes, a lock,
     ``checkpoint-*``) is left as it was.  An existing regular file is refused, never replaced.
 
     Args:
