@@ -336,7 +336,11 @@ def deepsparse_stage(
 
 
 def check_deepsparse_cli(cli: Path, *, timeout: float = 120.0) -> None:
-    """Run ``cli bench --help`` once in preflight: a broken DeepSparse environment fails here.
+    """Check the DeepSparse environment once in preflight: a broken one fails here.
+
+    Its interpreter (``python`` beside ``cli``) must import ``deepsparse`` and ``obert_deploy``
+    (``cli bench --help`` alone imports no engine); without an interpreter beside it, ``cli bench
+    --help`` must run.
 
     Without this check a broken executable failed at the DeepSparse stage, after every other
     stage (issue 18, failing late).
@@ -355,9 +359,15 @@ def check_deepsparse_cli(cli: Path, *, timeout: float = 120.0) -> None:
         "fix that environment (packages/obert-deploy/scripts/test_deepsparse.sh), or give "
         "--deepsparse a path that does not exist to skip DeepSparse"
     )
+    python = Path(cli).parent / "python"  # the environment's interpreter: it must load the engine
+    command = (
+        [str(python), "-c", "import deepsparse, obert_deploy"]
+        if python.is_file()
+        else [str(cli), "bench", "--help"]
+    )
     try:
         done = subprocess.run(
-            [str(cli), "bench", "--help"],
+            command,
             capture_output=True,
             text=True,
             check=False,
@@ -370,7 +380,7 @@ def check_deepsparse_cli(cli: Path, *, timeout: float = 120.0) -> None:
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
         raise PipelineInputError(
-            f"--deepsparse {str(cli)!r} does not run: `{cli} bench --help` exited with "
+            f"--deepsparse {str(cli)!r} does not run: `{' '.join(command)}` exited with "
             f"{done.returncode}: {lines[-1]}; {skip}"
         )
 

@@ -148,7 +148,7 @@ def stage_commands(
         ckpt = "DENSE" if label == "dense" else label.upper()
         lines.append(
             f"obert-deploy export {ckpt} -o {label}.onnx --task {prepared.deploy_task} "
-            f"--seq-len {seq}"
+            f"--max-seq-length {seq}"
         )
         lines.append(f"obert-deploy quantize {label}.onnx -o {label}-int8.onnx")
         if prepared.dev_file is not None and config.onnx_eval:
@@ -158,10 +158,20 @@ def stage_commands(
                 if evaluation is not None and "dev_file" in evaluation.outputs
                 else prepared.dev_file
             )
+            squad = [
+                f"{flag} {value}"
+                for flag, value in (
+                    ("--doc-stride", config.data.doc_stride),
+                    ("--max-query-length", config.data.max_query_length),
+                )
+                if value is not None and prepared.deploy_task == "question-answering"
+            ]
+            limit = config.data.max_eval_samples
+            extra = [*squad, *([f"--max-eval-samples {limit}"] if limit is not None else [])]
             lines.append(
                 f"obert-deploy evaluate {ckpt} {label}.onnx {label}-int8.onnx --task "
-                f"{prepared.deploy_task} --data {_quote(dev)} --seq-len "
-                f"{prepared.dev_tokens}"
+                f"{prepared.deploy_task} --data {_quote(dev)} --max-seq-length "
+                f"{prepared.dev_tokens}" + "".join(f" {e}" for e in extra)
             )
     files = [
         f"{label}{suffix}.onnx"
@@ -172,7 +182,7 @@ def stage_commands(
     for batch in config.bench_batch_sizes:
         lines.append(
             f"obert-deploy bench {' '.join(files)} --engine onnxruntime --batch-size {batch} "
-            f"--seq-len {seq}"
+            f"--max-seq-length {seq}"
         )
     lines.append(f"obert-deploy size {' '.join(files)} --reference dense.onnx  # gzip -9, here -6")
     return lines

@@ -60,6 +60,23 @@ def evaluate(
     engine: EngineOpt = DEFAULT_ENGINE,
     threads: ThreadsOpt = None,
     text_columns: TextColumnsOpt = None,
+    doc_stride: Annotated[
+        int | None,
+        typer.Option(
+            "--doc-stride",
+            callback=at_least(1),
+            help="SQuAD: overlap of context windows (default 128, or half the context room of "
+            "shorter windows; obert-train's rule).",
+        ),
+    ] = None,
+    max_query_length: Annotated[
+        int | None,
+        typer.Option(
+            "--max-query-length",
+            callback=at_least(1),
+            help="SQuAD: questions are cut to this many tokens (default 64).",
+        ),
+    ] = None,
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -80,6 +97,8 @@ def evaluate(
             max_samples=max_samples,
             engine=engine.value,
             threads=threads,
+            doc_stride=doc_stride,
+            max_query_length=max_query_length,
         )
     except ObertDeployError as exc:
         fail(exc)
