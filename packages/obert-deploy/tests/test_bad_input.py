@@ -693,3 +693,18 @@ def test_an_unexpected_error_is_one_line_and_the_traceback_needs_verbose(
     ]
     verbose = runner.invoke(app, ["--verbose", "size", str(dynamic_onnx)])
     assert isinstance(verbose.exception, RuntimeError)
+
+
+def test_ctrl_c_exits_130_with_one_interrupted_line(
+    dynamic_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: Ctrl-C printed "error: aborted" and exited 1 (obert-train's CLI exits 130)."""
+    import obert_deploy.size._size as size_module
+
+    def ctrl_c(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(size_module, "size_report", ctrl_c)
+    result = runner.invoke(app, ["size", str(dynamic_onnx)])
+    assert result.exit_code == 130, result.output
+    assert result.output.strip().splitlines() == ["interrupted; run the command again to finish"]

@@ -63,6 +63,10 @@ def _given_value(exc: Exception, args: Sequence[str] | None, message: str) -> st
     return ""
 
 
+EXIT_INTERRUPTED = 130
+"""Exit code after Ctrl-C (128 + SIGINT), as a shell reports an interrupted program."""
+
+
 class _OneLineErrors(TyperGroup):
     """A command group whose usage errors are one ``error: ...`` line, not a usage block.
 
@@ -74,6 +78,16 @@ class _OneLineErrors(TyperGroup):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         """Parse ``args`` with every aliased option written in its one spelling."""
         return super().parse_args(ctx, canonical_args(args, values=_VALUES))
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; Ctrl-C is one ``interrupted`` line and exit 130 (as obert-train)."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            typer.secho(
+                "interrupted; run the command again to finish", fg=typer.colors.YELLOW, err=True
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     def main(  # type: ignore[override]
         self,
