@@ -83,6 +83,21 @@ def test_directory_target_is_refused(tmp_path: Path) -> None:
         pass
 
 
+def test_atomic_output_errors_are_obert_errors_and_the_builtins(tmp_path: Path) -> None:
+    """Review: plain IsADirectoryError / FileNotFoundError, outside obert-core's error tree."""
+    from obert_core import ObertError
+    from obert_core.shared import NothingWrittenError, OutputIsFolderError
+
+    with pytest.raises(OutputIsFolderError) as folder, atomic_output(tmp_path):
+        pass
+    assert isinstance(folder.value, ObertError) and isinstance(folder.value, IsADirectoryError)
+    with pytest.raises(NothingWrittenError) as nothing, atomic_output(tmp_path / "out.txt"):
+        pass
+    assert isinstance(nothing.value, ObertError) and isinstance(nothing.value, FileNotFoundError)
+    with pytest.raises(OSError, match="is a directory"):  # `except OSError` callers still work
+        atomic_write_text(tmp_path, "x")
+
+
 def test_atomic_outputs_all_or_nothing(tmp_path: Path) -> None:
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
 

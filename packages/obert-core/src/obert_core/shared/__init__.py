@@ -5,7 +5,8 @@ obert-deploy depends on obert-core for these and nothing else of it; obert-train
 need lives here, and nowhere else.
 
 - atomic file output: :func:`atomic_write_bytes`, :func:`atomic_write_text`,
-  :func:`atomic_output`, :func:`atomic_outputs`;
+  :func:`atomic_output`, :func:`atomic_outputs` (:class:`OutputIsFolderError`,
+  :class:`NothingWrittenError`);
 - the CPU a measurement ran on: :class:`CpuInfo`, :func:`cpu_info`, :func:`cpu_flags`,
   :func:`available_cores`, :func:`load_average`;
 - where FFN neurons and attention heads are, per model family: :data:`FFN_LAYOUTS`,
@@ -34,7 +35,14 @@ from __future__ import annotations
 
 from ._disk import disk_full_errors, is_disk_full, no_space_error
 from ._glue import GLUE_LABEL_COLUMNS, GLUE_TEXT_COLUMNS, glue_text_columns
-from ._io import atomic_output, atomic_outputs, atomic_write_bytes, atomic_write_text
+from ._io import (
+    NothingWrittenError,
+    OutputIsFolderError,
+    atomic_output,
+    atomic_outputs,
+    atomic_write_bytes,
+    atomic_write_text,
+)
 from ._layouts import (
     ATTENTION_LAYOUTS,
     FFN_LAYOUTS,
@@ -81,6 +89,8 @@ __all__ = [
     "CpuInfo",
     "FfnLayout",
     "FolderInUseError",
+    "NothingWrittenError",
+    "OutputIsFolderError",
     "OutputOverlapError",
     "atomic_output",
     "atomic_outputs",

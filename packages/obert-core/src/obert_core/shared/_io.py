@@ -13,9 +13,35 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from obert_core._errors import ObertError
+
 from ._disk import is_disk_full, no_space_error
 
-__all__ = ["atomic_output", "atomic_outputs", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "NothingWrittenError",
+    "OutputIsFolderError",
+    "atomic_output",
+    "atomic_outputs",
+    "atomic_write_bytes",
+    "atomic_write_text",
+]
+
+
+class OutputIsFolderError(ObertError, IsADirectoryError):
+    """An output file's path is an existing folder.
+
+    An :class:`~obert_core.ObertError` and also the ``IsADirectoryError`` (an ``OSError``) it
+    always was, so ``except OSError`` callers and the command lines' one ``error:`` line still
+    see it.
+    """
+
+
+class NothingWrittenError(ObertError, FileNotFoundError):
+    """The block of :func:`atomic_output` wrote nothing to its temporary path.
+
+    An :class:`~obert_core.ObertError` and also the ``FileNotFoundError`` (an ``OSError``) it
+    always was.
+    """
 
 
 def _make_parents(directory: Path) -> list[Path]:
@@ -55,14 +81,15 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         A path in the same folder (so ``os.replace`` is atomic) that does not exist yet.
 
     Raises:
-        IsADirectoryError: If ``path`` is an existing folder.
-        FileNotFoundError: If the block wrote nothing to the temporary path.
+        OutputIsFolderError: If ``path`` is an existing folder (an ``IsADirectoryError``).
+        NothingWrittenError: If the block wrote nothing to the temporary path (a
+            ``FileNotFoundError``).
         OSError: ``no space left on device in FOLDER`` (``ENOSPC``) when the block failed on a
             full disk (:func:`obert_core.shared.disk_full_errors`).
     """
     target = Path(path)
     if target.is_dir():
-        raise IsADirectoryError(f"output {str(target)!r} is a directory; pass a file path")
+        raise OutputIsFolderError(f"output {str(target)!r} is a directory; pass a file path")
     times = target.parent.stat() if target.parent.is_dir() else None
     created = _make_parents(target.parent)
     succeeded = False
@@ -81,7 +108,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
                     raise no_space_error(target.parent) from exc
                 raise
             if not tmp.exists():
-                raise FileNotFoundError(f"nothing was written to the temporary file {tmp}")
+                raise NothingWrittenError(f"nothing was written to the temporary file {tmp}")
             tmp.replace(target)
             succeeded = True
         finally:
