@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from obert_train import RunOptions, load_recipe, load_task, run_recipe
 from obert_train.cli.app import app
-from obert_train.cli.run import _atom_sparsity
 
 from .test_structured import GRADUAL, _model
 
@@ -55,4 +54,4 @@ def test_run_records_the_atom_fraction_of_each_structured_step(
     assert atoms == pytest.approx([0.25, 0.4375, 0.5], abs=0.07)  # cubic, multiples of 8
     assert atoms[-1] == pytest.approx(0.5)
     assert all(step["sparsity"] < step["atom_sparsity"] for step in result.pruning_steps)
-    assert _atom_sparsity(result.pruning_steps) == {"atom_sparsity": pytest.approx(0.5)}
+    assert result.atom_sparsity == pytest.approx(0.5)

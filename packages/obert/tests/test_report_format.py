@@ -39,8 +39,11 @@ def test_structured_sparsity_states_the_atoms_then_the_weights() -> None:
 
 
 def test_quickstart_training_keeps_the_last_atom_fraction() -> None:
-    from obert.training import _atom_sparsity
+    from obert_train import RunResult
 
     steps = [{"sparsity": 0.2, "atom_sparsity": 0.25}, {"sparsity": 0.4, "atom_sparsity": 0.5}]
-    assert _atom_sparsity(steps) == {"atom_sparsity": 0.5}
-    assert _atom_sparsity([{"sparsity": 0.5}]) == {}
+    result = RunResult.__new__(RunResult)
+    object.__setattr__(result, "pruning_steps", steps)
+    assert result.atom_sparsity == 0.5
+    object.__setattr__(result, "pruning_steps", [{"sparsity": 0.5}])
+    assert result.atom_sparsity is None

@@ -139,7 +139,7 @@ def plan_stages(
         quantize_stage,
         size_stage,
     )
-    from obert.training import PERCENT_METRICS, train_stage, zero_fraction
+    from obert.training import PERCENT_SCALE_BEFORE_ISSUE_18, train_stage, zero_fraction
 
     versions = _versions()
     task = prepared.task
@@ -150,7 +150,7 @@ def plan_stages(
         "eval_batch_size": config.eval_batch_size,
         "versions": versions,
     }
-    if task.name in PERCENT_METRICS:
+    if task.name in PERCENT_SCALE_BEFORE_ISSUE_18:
         # Stages of earlier versions recorded these metrics in percent: never reuse them.
         common["metric_scale"] = "fraction"
     fp32_bytes = 4 * prepared.param_count

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from obert_core.shared import atomic_write_text
 from obert_train import Recipe, RunOptions, Task, run_recipe, steps_per_epoch
 
 __all__ = [
-    "PERCENT_METRICS",
+    "PERCENT_SCALE_BEFORE_ISSUE_18",
     "AccuracyCurve",
     "CurvePoint",
     "target_names",
@@ -40,7 +40,7 @@ MODEL_DIR = "model"
 """The trained checkpoint inside a training stage's folder."""
 CURVE_FILE = "curve.jsonl"
 """The accuracy-curve points so far, one JSON line each (read back when a stage resumes)."""
-PERCENT_METRICS: dict[str, tuple[str, ...]] = {"squad": ("exact_match", "f1")}
+PERCENT_SCALE_BEFORE_ISSUE_18: dict[str, tuple[str, ...]] = {"squad": ("exact_match", "f1")}
 """obert-train task name -> the metrics that obert-train versions before issue 18 gave in percent
 (a stage cached with them is never reused: the pipeline's ``metric_scale`` key)."""
 
@@ -86,12 +86,6 @@ _STEP_KEYS = ("epoch", "step", "target_sparsity", "atom_sparsity", "sparsity", "
 """A pruning step's record: ``sparsity`` is the weight sparsity over the pruned tensors; a
 structured step adds ``atom_sparsity``, the fraction of neurons/heads removed (its target's
 unit)."""
-
-
-def _atom_sparsity(steps: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """``{"atom_sparsity": ...}`` of the last structured pruning step, else nothing."""
-    atoms = [float(step["atom_sparsity"]) for step in steps if "atom_sparsity" in step]
-    return {"atom_sparsity": atoms[-1]} if atoms else {}
 
 
 def zero_fraction(model: torch.nn.Module, names: Sequence[str]) -> float:
@@ -264,7 +258,7 @@ def train_stage(
         "metrics": metrics,
         "sparsity": zero_fraction(student, names) if names else 0.0,
         "pruned_tensors": len(names),
-        **_atom_sparsity(result.pruning_steps),
+        **({"atom_sparsity": result.atom_sparsity} if result.atom_sparsity is not None else {}),
         "pruning_steps": [
             {k: step.get(k) for k in _STEP_KEYS if k in step} for step in result.pruning_steps
         ],

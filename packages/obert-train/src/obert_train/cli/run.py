@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -30,12 +30,6 @@ __all__ = ["run"]
 # "sparsity" is the weight sparsity over the pruned tensors; a structured step also states the
 # fraction of atoms it removed, the unit of its target (issue 18).
 _STEP_KEYS = ("epoch", "target_sparsity", "atom_sparsity", "sparsity", "seconds")
-
-
-def _atom_sparsity(steps: list[dict[str, Any]]) -> dict[str, float]:
-    """``{"atom_sparsity": ...}`` of the last structured step, else nothing."""
-    atoms = [step["atom_sparsity"] for step in steps if "atom_sparsity" in step]
-    return {"atom_sparsity": round(atoms[-1], 6)} if atoms else {}
 
 
 @with_data_options()
@@ -170,7 +164,11 @@ def run(
                 "output_dir": str(result.output_dir),
                 "sparsity": round(result.sparsity, 6),
                 "metrics": result.metrics,
-                **_atom_sparsity(result.pruning_steps),
+                **(
+                    {"atom_sparsity": round(result.atom_sparsity, 6)}
+                    if result.atom_sparsity is not None
+                    else {}
+                ),
                 "pruning_steps": [
                     {k: r[k] for k in _STEP_KEYS if k in r} for r in result.pruning_steps
                 ],

@@ -170,6 +170,17 @@ class RunResult:
     metrics: dict[str, float]
     sparsity: float
     pruning_steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def atom_sparsity(self) -> float | None:
+        """Fraction of neurons/heads removed by the last structured pruning step, else ``None``.
+
+        A structured step's target is a fraction of atoms; its ``sparsity`` record is the weight
+        sparsity over the pruned tensors, which is smaller (biases and other shapes count too).
+        """
+        atoms = [float(s["atom_sparsity"]) for s in self.pruning_steps if "atom_sparsity" in s]
+        return atoms[-1] if atoms else None
+
     train_seconds: float = 0.0
     resumed_from: str | None = None
 
