@@ -10,16 +10,14 @@ from typing import Any
 
 from obert.defaults import DEEPSPARSE_CLI, DEFAULT_BASELINE_TAG
 from obert.errors import PipelineInputError
+from obert_core.shared import TASK_ALIASES
 from obert_train import DataOptions
 
 __all__ = ["DEPLOY_TASKS", "QuickstartConfig"]
 
-DEPLOY_TASKS: dict[str, str] = {
-    "sst2": "sequence-classification",
-    "glue-tsv": "sequence-classification",
-    "squad": "question-answering",
-}
-"""obert-train task -> the obert-deploy task of its exports."""
+DEPLOY_TASKS: dict[str, str] = {task: TASK_ALIASES[task] for task in ("sst2", "glue-tsv", "squad")}
+"""The quickstart's obert-train tasks -> the obert-deploy task of their exports (the names of
+:data:`obert_core.shared.TASK_ALIASES`)."""
 
 
 @dataclass(frozen=True)
