@@ -204,8 +204,9 @@ def save_checkpoint(
     folder that holds an earlier save's ``sparsity.json``, that save's files the new one does
     not write again (``structure.json``, ``drop_layers.json``, ``recipe.yaml``,
     ``model.safetensors``, weight shards ``model-*-of-*.safetensors`` with their index,
-    ``pytorch_model*.bin`` with its index: ``_STALE_PATTERNS``) are deleted; every other file and sub-folder there (notes, a lock,
-    ``checkpoint-*``) is left as it was.  An existing regular file is refused, never replaced.
+    ``pytorch_model*.bin`` with its index: ``_STALE_PATTERNS``) are deleted; every other file
+    and sub-folder there (notes, a lock, ``checkpoint-*``) is left as it was.  An existing
+    regular file is refused, never replaced.
 
     Args:
         model: A ``transformers`` ``PreTrainedModel``.

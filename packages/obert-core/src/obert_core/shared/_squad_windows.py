@@ -57,7 +57,7 @@ def squad_doc_stride(
             "(384 is usual) or lower --max-query-length"
         )
     if doc_stride is None:  # 128 wherever it fits (as before), else half the room
-        return SQUAD_DOC_STRIDE if SQUAD_DOC_STRIDE < room else room // 2
+        return SQUAD_DOC_STRIDE if room > SQUAD_DOC_STRIDE else room // 2
     if doc_stride < 1 or doc_stride >= room:
         raise ObertError(
             f"doc_stride {doc_stride} must be < max_seq_length {max_seq_length} - "
