@@ -32,6 +32,7 @@ PUBLIC = {
     "save_checkpoint", "sparsity_report", "check_output_dir",
     # models and command-line building blocks (obert quickstart reuses them)
     "check_model_source", "load_tokenizer", "load_model", "with_data_options", "parse_sets",
+    "VocabularyGroup", "version_callback",
     # model operations
     "drop_layers",
     # errors

@@ -7,8 +7,7 @@ import pytest
 from obert.defaults import shipped_recipe
 from obert.errors import PipelineInputError
 from obert.recipes import baseline_recipe, load_stage_recipe
-from obert_train.errors import RecipeError
-from obert_train.recipe import Recipe
+from obert_train import Recipe, RecipeError
 
 
 def test_shipped_recipes_load_and_the_pruning_schedule_is_50_to_90() -> None:

@@ -20,7 +20,7 @@ from obert.defaults import shipped_data_dir
 from obert.deploy import glue_dev_tsv
 from obert.errors import PipelineInputError
 from obert.pipeline import fingerprint_dev
-from obert_train.recipe import load_recipe
+from obert_train import load_recipe
 
 from .conftest import DEV, SQUAD_ARGS, TRAIN, quick_args
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from obert_train.checkpoint import check_output_dir, save_checkpoint, sparsity_report
     from obert_train.cli.common import parse_sets
     from obert_train.cli.data_options import with_data_options
+    from obert_train.cli.group import VocabularyGroup, version_callback
     from obert_train.cli.models import check_model_source, load_model, load_tokenizer
     from obert_train.errors import (
         ArgumentError,
@@ -127,6 +128,8 @@ _EXPORTS: dict[str, str] = {
     "sparsity_report": "obert_train.checkpoint",
     "steps_per_epoch": "obert_train.hf.callback",
     "with_data_options": "obert_train.cli.data_options",
+    "VocabularyGroup": "obert_train.cli.group",
+    "version_callback": "obert_train.cli.group",
 }
 """Public name -> the module defining it (imported on first use: ``--help`` stays fast)."""
 
@@ -171,6 +174,7 @@ __all__ = [
     "TargetError",
     "Task",
     "TrainingError",
+    "VocabularyGroup",
     "__version__",
     "build_recipe",
     "check_model_source",
@@ -195,6 +199,7 @@ __all__ = [
     "save_checkpoint",
     "sparsity_report",
     "steps_per_epoch",
+    "version_callback",
     "with_data_options",
 ]
 

@@ -10,16 +10,22 @@ import shlex
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
 
 from obert.defaults import DEEPSPARSE_CLI, DEFAULT_BASELINE_TAG
 from obert.errors import ObertPipelineError
 from obert_core import ObertError
-from obert_core.shared import OPTION_ALIASES, canonical_args, quiet_third_party
-from obert_train import DataOptions, ObertTrainError, parse_sets, with_data_options
+from obert_core.shared import quiet_third_party
+from obert_train import (
+    DataOptions,
+    ObertTrainError,
+    VocabularyGroup,
+    parse_sets,
+    version_callback,
+    with_data_options,
+)
 
 __all__ = ["QuickstartTask", "app", "main", "quickstart"]
 
@@ -40,21 +46,6 @@ class QuickstartTask(str, Enum):
     squad = "squad"
 
 
-class _Vocabulary(TyperGroup):
-    """The command group, reading old or other-CLI option spellings as hidden aliases.
-
-    ``--seq-len``, ``--text-columns``, ``--max-samples``, ``--lr``, ``--train-data`` and ``-o``
-    (``--output-dir``) are read as the one name of each idea
-    (:func:`obert_core.shared.canonical_args`; the table is in ``docs/concepts.md``).
-    """
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        """Parse ``args`` with every aliased option written in its one spelling."""
-        return super().parse_args(ctx, canonical_args(args, _ALIASES))
-
-
-_ALIASES = {**OPTION_ALIASES, "-o": "--output-dir"}
-
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -62,16 +53,8 @@ app = typer.Typer(
     help="oBERT: second-order pruning of Transformers, from a pretrained model to a pruned, "
     "exported and benchmarked one (obert quickstart).",
     context_settings={"help_option_names": ["-h", "--help"]},
-    cls=_Vocabulary,
+    cls=VocabularyGroup,
 )
-
-
-def _version(value: bool) -> None:
-    if value:
-        from obert import __version__
-
-        typer.echo(f"obert {__version__}")
-        raise typer.Exit()
 
 
 @app.callback()
@@ -79,7 +62,10 @@ def _group(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+            "--version",
+            callback=version_callback("obert", "obert"),
+            is_eager=True,
+            help="Print the version and exit.",
         ),
     ] = False,
 ) -> None:

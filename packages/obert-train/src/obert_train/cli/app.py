@@ -8,13 +8,13 @@ settings.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
 
-from obert_core.shared import OPTION_ALIASES, canonical_args, quiet_third_party
+from obert_core.shared import quiet_third_party
 from obert_train.cli.drop_layers import drop_layers_command
+from obert_train.cli.group import VocabularyGroup, version_callback
 from obert_train.cli.oneshot import oneshot
 from obert_train.cli.recipe_cmd import recipe_app
 from obert_train.cli.run import run
@@ -24,37 +24,14 @@ __all__ = ["app", "main"]
 # Plain click help (no rich panels): option names stay whole at 80 columns.
 
 
-class _Vocabulary(TyperGroup):
-    """The command group, reading old or other-CLI option spellings as hidden aliases.
-
-    ``--seq-len``, ``--text-columns``, ``--max-samples``, ``--lr``, ``--train-data`` and ``-o``
-    (``--output-dir``) are read as the one name of each idea
-    (:func:`obert_core.shared.canonical_args`; the table is in ``docs/concepts.md``).
-    """
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        """Parse ``args`` with every aliased option written in its one spelling."""
-        return super().parse_args(ctx, canonical_args(args, _ALIASES))
-
-
-_ALIASES = {**OPTION_ALIASES, "-o": "--output-dir"}
-
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help=__doc__,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
-    cls=_Vocabulary,
+    cls=VocabularyGroup,
 )
-
-
-def _version(value: bool) -> None:
-    if value:
-        from obert_train import __version__
-
-        typer.echo(f"obert-train {__version__}")
-        raise typer.Exit()
 
 
 @app.callback()
@@ -62,7 +39,10 @@ def _main(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+            "--version",
+            callback=version_callback("obert-train", "obert_train"),
+            is_eager=True,
+            help="Print the version and exit.",
         ),
     ] = False,
 ) -> None:
