@@ -33,6 +33,7 @@ PUBLIC = {
     # models and command-line building blocks (obert quickstart reuses them)
     "check_model_source", "load_tokenizer", "load_model", "with_data_options", "parse_sets",
     "VocabularyGroup", "version_callback",
+    "check_finite_weights", "check_model_fits_task", "check_tokens_known", "distillable_outputs",
     # model operations
     "drop_layers",
     # errors

@@ -22,6 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from obert_train.checkpoint import check_output_dir, save_checkpoint, sparsity_report
+    from obert_train.checks import (
+        check_finite_weights,
+        check_model_fits_task,
+        check_tokens_known,
+        distillable_outputs,
+    )
     from obert_train.cli.common import parse_sets
     from obert_train.cli.data_options import with_data_options
     from obert_train.cli.group import VocabularyGroup, version_callback
@@ -129,6 +135,10 @@ _EXPORTS: dict[str, str] = {
     "steps_per_epoch": "obert_train.hf.callback",
     "with_data_options": "obert_train.cli.data_options",
     "VocabularyGroup": "obert_train.cli.group",
+    "check_finite_weights": "obert_train.checks",
+    "check_model_fits_task": "obert_train.checks",
+    "check_tokens_known": "obert_train.checks",
+    "distillable_outputs": "obert_train.checks",
     "version_callback": "obert_train.cli.group",
 }
 """Public name -> the module defining it (imported on first use: ``--help`` stays fast)."""
@@ -177,9 +187,13 @@ __all__ = [
     "VocabularyGroup",
     "__version__",
     "build_recipe",
+    "check_finite_weights",
+    "check_model_fits_task",
     "check_model_source",
     "check_output_dir",
+    "check_tokens_known",
     "create_method",
+    "distillable_outputs",
     "distillation_loss",
     "drop_layers",
     "load_model",

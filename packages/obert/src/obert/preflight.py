@@ -161,7 +161,7 @@ def check_distill_keys(recipes: Mapping[str, Any], model: Any, task: Any, model_
         PipelineInputError: Naming the recipe, the missing keys, the outputs the model has and
             the ``--set`` that fixes it.
     """
-    from obert_train.checks import distillable_outputs
+    from obert_train import distillable_outputs
 
     distilling = {role: r for role, r in recipes.items() if r.distillation is not None}
     if not distilling:
@@ -214,13 +214,15 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
     """
     from obert.deploy import glue_dev_tsv
     from obert_train import (
+        check_finite_weights,
+        check_model_fits_task,
         check_model_source,
         check_output_dir,
+        check_tokens_known,
         load_model,
         load_task,
         load_tokenizer,
     )
-    from obert_train.checks import check_finite_weights, check_model_fits_task, check_tokens_known
 
     check_output_dir(config.output_dir)
     data = config.data
