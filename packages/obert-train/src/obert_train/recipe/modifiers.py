@@ -14,7 +14,7 @@ modifier over epochs ``[start, end)`` covers the optimizer steps ``a <= step < b
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -255,7 +255,23 @@ def validate_core(raw: RawModifier, where: str) -> CoreModifier:
     Raises:
         RecipeError: For an unknown or refused field or an invalid value.
     """
-    cls = CORE_MODIFIERS[raw.tag]
+    return validate_as(CORE_MODIFIERS[raw.tag], raw, where)
+
+
+M = TypeVar("M", bound=_Modifier)
+
+
+def validate_as(cls: type[M], raw: RawModifier, where: str) -> M:
+    """``raw`` validated as the modifier class ``cls`` (the one way every modifier is built).
+
+    Args:
+        cls: The modifier's class.
+        raw: The modifier as read.
+        where: The file (or ``"recipe text"``).
+
+    Raises:
+        RecipeError: For an unknown or refused field or an invalid value, naming the modifier.
+    """
     prefix = f"{raw.label()} in {where}"
     check_known_keys(raw.fields, cls.recipe_fields(), prefix, cls.refused)
     try:

@@ -21,12 +21,11 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from obert_train.errors import RecipeError
-from obert_train.recipe._messages import check_known_keys, explain_errors
 from obert_train.recipe._yaml import RawModifier
-from obert_train.recipe.modifiers import _Modifier
+from obert_train.recipe.modifiers import _Modifier, validate_as
 
 __all__ = [
     "REFUSED_MODIFIERS",
@@ -231,13 +230,7 @@ def validate_training(raw: RawModifier, where: str) -> TrainingModifier:
     Raises:
         RecipeError: For an unknown or refused field or an invalid value.
     """
-    cls = TRAINING_MODIFIERS[raw.tag]
-    prefix = f"{raw.label()} in {where}"
-    check_known_keys(raw.fields, cls.recipe_fields(), prefix, cls.refused)
-    try:
-        return cls(**raw.fields, position=raw.position)
-    except ValidationError as exc:
-        raise explain_errors(exc, prefix, overridden=raw.overridden) from None
+    return validate_as(TRAINING_MODIFIERS[raw.tag], raw, where)
 
 
 def refuse_modifier(raw: RawModifier, where: str) -> RecipeError:
