@@ -31,6 +31,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +85,19 @@ def _run(
     teacher_dir: Path | None,
     args: argparse.Namespace,
     overrides: dict[str, Any],
+    *,
+    results: Path = RESULTS,
+    runs_dir: Path = RUNS_DIR,
+    extra_callbacks: Callable[[Any], tuple[list[Any], dict[str, Any]]] | None = None,
 ) -> None:
+    """Run ``recipe_name`` (with ``overrides``) from ``model_dir``; save the entry ``name``."""
     import torch
     from transformers import AutoTokenizer
 
     from obert_train import RunOptions, load_recipe, run_recipe
 
-    if name in load_results(RESULTS)["runs"] and not args.force:
-        print(f"{name}: already in {RESULTS}; --force to redo")
+    if name in load_results(results)["runs"] and not args.force:
+        print(f"{name}: already in {results}; --force to redo")
         return
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -100,9 +106,11 @@ def _run(
     model = task.load_model(str(model_dir))
     teacher = task.load_model(str(teacher_dir)) if teacher_dir is not None else None
     recipe = load_recipe(recipe_name, overrides)
-    out = RUNS_DIR / name
+    out = runs_dir / name
     print(recipe.describe(-(-len(task.train_features) // args.batch_size)), flush=True)
     evaluator, points = epoch_eval(task)
+    # extra_callbacks(task) -> (callbacks, a dict they fill, saved with the entry)
+    extras, extra_entry = extra_callbacks(task) if extra_callbacks is not None else ([], {})
     start = time.perf_counter()
     result = run_recipe(
         recipe,
@@ -119,10 +127,10 @@ def _run(
             progress=not args.no_progress,
         ),
         resume=out.exists(),
-        callbacks=[evaluator],
+        callbacks=[evaluator, *extras],
     )
     save_entry(
-        RESULTS,
+        results,
         name,
         {
             "recipe": recipe_name,
@@ -141,6 +149,7 @@ def _run(
             "seed": args.seed,
             "machine": cpu_info(),
             "output_dir": str(out.relative_to(REPO)),
+            **extra_entry,
         },
     )
     print(

@@ -267,7 +267,7 @@ def cmd_damp_grid(args: argparse.Namespace) -> None:
     for m in args.grid_num_grads:
         for damp in args.damps:
             cache: dict[str, Any] = {}
-            for mode in ("joint", "superpose"):
+            for mode in args.modes:
                 for s in args.grid_sparsities:
                     key = f"obert-{mode}-m{m}-d{damp:g}@{s}"
                     settings = obert_settings(args, mode=mode, num_grads=m, damp=damp)
@@ -413,6 +413,12 @@ def main() -> None:
         p.add_argument("--damps", type=float, nargs="*", default=[1e-4, 1e-5, 1e-6, 1e-7, 1e-8])
         p.add_argument("--grid-num-grads", type=int, nargs="*", default=[256])
         p.add_argument("--grid-sparsities", type=float, nargs="*", default=[0.7, 0.8])
+        p.add_argument(
+            "--modes",
+            nargs="*",
+            default=["joint", "superpose"],
+            choices=["joint", "superpose", "auto"],
+        )
         p.set_defaults(func=func)
     args = parser.parse_args()
     args.func(args)

@@ -234,3 +234,92 @@ def test_compressed_joint_update_equals_padded_solve_and_brute_force(framework: 
     np.testing.assert_allclose(-fused.reshape(-1)[:45], dw_true, rtol=1e-8, atol=1e-10)
     new = to_np(oc.obs_update(w_x.reshape(-1)[:45], op.finv, sel_x.reshape(-1)[:45]))
     np.testing.assert_allclose(new, w + dw_true, rtol=1e-8, atol=1e-10)
+
+
+def _rank_deficient(seed: int, d: int = 40, block: int = 10, m: int = 4, damp: float = 1e-4):
+    """Weights and the inverse Fisher of ``m < B`` gradients (every block has rank ≤ m)."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(d)
+    g = rng.standard_normal((m, d))
+    return w, dense_block_fisher(g, block, damp), oc.block_fisher_inverse(g, block, damp)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_auto_equals_joint_when_m_at_least_block(seed: int) -> None:
+    rng, _, w, finv, _ = _problem(seed)  # m = 30 ≥ B = 8
+    prune = rng.random(w.shape) < 0.6
+    joint = oc.obs_update(w, finv, prune, mode="joint")
+    auto = oc.obs_update(w, finv, prune, mode="auto", num_grads=30)
+    np.testing.assert_array_equal(auto, joint)
+
+
+@given(seed=st.integers(0, 10_000), frac=st.floats(0.1, 0.95))
+@settings(max_examples=30, deadline=None)
+def test_auto_is_joint_or_superpose_block_by_block(seed: int, frac: float) -> None:
+    m, block = 4, 10
+    w, _, finv = _rank_deficient(seed, block=block, m=m)
+    prune = np.random.default_rng(seed + 1).random(w.shape) < frac
+    joint = oc.obs_update(w, finv, prune, mode="joint")
+    sup = oc.obs_update(w, finv, prune, mode="superpose")
+    auto = oc.obs_update(w, finv, prune, mode="auto", num_grads=m)
+    kept = (~prune).reshape(-1, block).sum(-1)
+    well = oc.joint_well_posed(kept, m, block)
+    np.testing.assert_array_equal(well, kept <= m // 2)
+    for b in range(w.size // block):
+        ref = joint if well[b] else sup
+        np.testing.assert_allclose(
+            auto.reshape(-1, block)[b], ref.reshape(-1, block)[b], rtol=1e-10, atol=1e-12
+        )
+
+
+def test_auto_needs_num_grads_and_well_posed_checks_m() -> None:
+    _, _, w, finv, _ = _problem(0)
+    with pytest.raises(oc.ObertError, match="num_grads"):
+        oc.obs_update(w, finv, w > 0, mode="auto")
+    with pytest.raises(oc.ObertError, match="num_grads"):
+        oc.joint_well_posed(np.array([3]), 0, 8)
+
+
+def test_quadratic_increase_is_half_delta_f_delta_and_the_joint_saliency() -> None:
+    w, f, finv = _rank_deficient(3, d=37, block=10, m=6)  # last block padded
+    prune = np.random.default_rng(0).random(w.shape) < 0.5
+    for mode in ("joint", "superpose"):
+        delta = oc.obs_update(w, finv, prune, mode=mode) - w
+        expected = 0.5 * delta @ f @ delta
+        got = oc.obs_quadratic_increase(delta, finv)
+        assert got == pytest.approx(expected, rel=1e-8)
+    # the joint update attains the summed joint saliency rho_Q of Eq. 4 (its minimum)
+    joint = oc.obs_update(w, finv, prune, mode="joint") - w
+    wp = np.where(prune, w, 0.0)
+    pad = np.zeros(finv.shape[0] * finv.shape[1])
+    pad[: w.size] = wp
+    sel = np.zeros(pad.size, bool)
+    sel[: w.size] = prune
+    rho = 0.0
+    for b, (wb, sb) in enumerate(zip(pad.reshape(-1, 10), sel.reshape(-1, 10), strict=True)):
+        if sb.any():
+            sub = finv[b][np.ix_(sb, sb)]
+            rho += 0.5 * wb[sb] @ np.linalg.solve(sub, wb[sb])
+    assert oc.obs_quadratic_increase(joint, finv) == pytest.approx(rho, rel=1e-8)
+    sup = oc.obs_update(w, finv, prune, mode="superpose") - w
+    assert oc.obs_quadratic_increase(sup, finv) >= rho * (1 - 1e-9)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_auto_and_quadratic_increase_torch_match_numpy() -> None:
+    import torch
+
+    w, _, finv = _rank_deficient(5, d=60, block=10, m=6)
+    prune = np.random.default_rng(2).random(w.shape) < 0.7
+    ref = oc.obs_update(w, finv, prune, mode="auto", num_grads=6)
+    got = oc.obs_update(
+        torch.from_numpy(w),
+        torch.from_numpy(finv),
+        torch.from_numpy(prune),
+        mode="auto",
+        num_grads=6,
+    )
+    np.testing.assert_allclose(to_np(got), ref, rtol=1e-10, atol=1e-12)
+    assert oc.obs_quadratic_increase(
+        torch.from_numpy(ref - w), torch.from_numpy(finv)
+    ) == pytest.approx(oc.obs_quadratic_increase(ref - w, finv), rel=1e-10)

@@ -71,7 +71,7 @@ def _train(
     model.eval()
 
 
-@pytest.mark.parametrize("mode", ["joint", "superpose"])
+@pytest.mark.parametrize("mode", ["joint", "superpose", "auto"])
 def test_obert_step_equals_the_core_reference(
     tiny_bert: BertForSequenceClassification, task: ClassificationTask, mode: str
 ) -> None:
@@ -103,7 +103,9 @@ def test_obert_step_equals_the_core_reference(
     scores = {n: oc.obs_saliency(params[n].detach().reshape(-1), finvs[n]) for n in params}
     masks = oc.select_mask(scores, 0.6)
     for name, p in params.items():
-        new = oc.obs_update(p.detach().reshape(-1), finvs[name], ~masks[name], mode=mode)
+        new = oc.obs_update(
+            p.detach().reshape(-1), finvs[name], ~masks[name], mode=mode, num_grads=8
+        )
         torch.testing.assert_close(
             dict(model.named_parameters())[name].detach().reshape(-1), new, rtol=1e-4, atol=1e-6
         )
@@ -370,3 +372,31 @@ def test_a_method_instance_is_used_as_given(
     result = oneshot_prune(tiny_bert, method, 0.4, task=task, progress=False)
     assert result.settings is method.settings
     assert result.sparsity == pytest.approx(0.4, abs=1 / _numel(tiny_bert))
+
+
+def test_diagnostics_record_the_quadratic_model_and_auto_is_joint_at_m_ge_b(
+    tiny_bert: BertForSequenceClassification, task: ClassificationTask
+) -> None:
+    """``diagnostics`` records ½δwᵀF̂δw and the update size; with m ≥ B auto == joint exactly."""
+    settings = {"num_grads": 16, "grad_batch_size": 4, "fisher_block_size": 16}
+    out: dict[str, BertForSequenceClassification] = {}
+    results = {}
+    for mode in ("joint", "auto"):
+        out[mode] = _copy(tiny_bert)
+        results[mode] = oneshot_prune(
+            out[mode],
+            "obert",
+            0.7,
+            settings={**settings, "mode": mode, "diagnostics": mode == "auto"},
+            task=task,
+            progress=False,
+        )
+    for (name, a), b in zip(
+        out["joint"].state_dict().items(), out["auto"].state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert results["joint"].diagnostics == {}
+    diag = results["auto"].diagnostics
+    assert set(diag) == {"predicted_increase", "update_sq", "kept_sq", "removed_sq"}
+    assert diag["predicted_increase"] > 0 and diag["update_sq"] > 0
+    assert 0 < diag["removed_sq"] < diag["kept_sq"] + diag["removed_sq"]

@@ -6,6 +6,7 @@ only — Numba and torch are optional backends imported on first use.
 Public API:
     block_fisher_inverse, BlockFisherBuilder, fisher_memory_bytes  — blocked inverse Fisher
     obs_saliency, obs_update                                       — OBS scores and weight update
+    obs_quadratic_increase, joint_well_posed                       — the quadratic model's check
     select_mask, parse_nm, sparsity_of                             — global / layer-wise / N:M masks
     obs_nm_mask                                                    — N:M by joint OBS saliency
     cubic_sparsity, linear_sparsity, pruning_steps, recomputation_sparsities — schedules
@@ -22,7 +23,7 @@ from ._nm import obs_nm_mask
 from .fisher import BlockFisherBuilder, block_fisher_inverse, fisher_memory_bytes
 from .masks import parse_nm, select_mask, sparsity_of
 from .mfac import MFACInverse
-from .obs import obs_saliency, obs_update
+from .obs import joint_well_posed, obs_quadratic_increase, obs_saliency, obs_update
 from .schedules import cubic_sparsity, linear_sparsity, pruning_steps, recomputation_sparsities
 from .structured import (
     StructuredPruneResult,
@@ -47,11 +48,13 @@ __all__ = [
     "block_fisher_inverse",
     "cubic_sparsity",
     "fisher_memory_bytes",
+    "joint_well_posed",
     "linear_sparsity",
     "obs_group_correction",
     "obs_group_prune",
     "obs_group_saliency",
     "obs_nm_mask",
+    "obs_quadratic_increase",
     "obs_saliency",
     "obs_update",
     "output_saliency",

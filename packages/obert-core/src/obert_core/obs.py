@@ -9,7 +9,12 @@ For a set ``Q`` of weights to remove, the quadratic model ``δL ≈ ½ δwᵀ F�
 With the block-diagonal ``F̂⁻¹`` this decouples per Fisher block. :func:`obs_update` solves Eq. 3
 exactly for *all* weights removed inside each block (``mode="joint"``), or reproduces the reference
 implementation, which sums the single-group updates and then zeroes the pruned entries
-(``mode="superpose"``).
+(``mode="superpose"``), or chooses per block between the two by whether the joint system is
+well-posed (``mode="auto"``, docs/math.md §1.1): with m gradients the data part of a block's Fisher
+has rank ≤ m, so the joint solve for the kept weights R, ``F_RR δw_R = F_RS w_S``, is a
+least-squares fit of |R| unknowns to m per-gradient equations; it is well-posed when m ≥ B (the
+whole block has full rank) or |R| ≤ m/2, and near |R| ≈ m it interpolates the m gradients with an
+update of unbounded size (the double-descent peak of ridge regression at λ → 0).
 """
 
 from __future__ import annotations
@@ -21,9 +26,18 @@ from ._errors import ObertError
 from ._operators import InverseOperator, as_operator
 from ._validate import check_choice, check_positive_int
 
-__all__ = ["check_mask_shape", "group_shape", "obs_saliency", "obs_update"]
+__all__ = [
+    "check_mask_shape",
+    "group_shape",
+    "joint_well_posed",
+    "obs_quadratic_increase",
+    "obs_saliency",
+    "obs_update",
+]
 
-MODES = ("joint", "superpose")
+MODES = ("joint", "superpose", "auto")
+AUTO_RATIO = 0.5
+"""``mode="auto"`` solves a block jointly when it keeps at most ``AUTO_RATIO · m`` weights."""
 
 
 def _flat(x: Any) -> Any:
@@ -111,6 +125,7 @@ def obs_update(
     group_size: int = 1,
     mode: str = "joint",
     current_mask: Any = None,
+    num_grads: int | None = None,
 ) -> Any:
     """Remove the weights where ``prune`` is True and update the rest optimally (Eq. 3).
 
@@ -124,15 +139,22 @@ def obs_update(
             ``group_size`` weights is solved jointly, groups are summed (SparseML's block4).
         mode: ``"joint"`` — the exact OBS optimum for all removed weights of each Fisher block at
             once, keeping earlier-pruned weights at zero as constraints too; ``"superpose"`` — the
-            reference behaviour: sum of single-group updates, then zero the pruned entries.
+            reference behaviour: sum of single-group updates, then zero the pruned entries;
+            ``"auto"`` — ``"joint"`` in every block where :func:`joint_well_posed` holds,
+            ``"superpose"`` in the others (identical to ``"joint"`` when ``num_grads >= B``).
         current_mask: boolean keep-mask of earlier pruning (True = kept; the shape of ``weights``
             or flat); default ``weights != 0``. Entries it marks as pruned stay exactly 0.
+        num_grads: m, the number of gradients behind ``finv``; required by ``mode="auto"``.
 
     Returns:
         The new weights, in the shape, dtype and framework of ``weights``; every pruned entry is
         exactly 0.
+
+    Raises:
+        ObertError: on a mode outside ``("joint", "superpose", "auto")``, ``"auto"`` without
+            ``num_grads``, or masks of the wrong shape or dtype.
     """
-    new = _obs_update_flat(weights, finv, prune, group_size, mode, current_mask)
+    new = _obs_update_flat(weights, finv, prune, group_size, mode, current_mask, num_grads)
     return new.reshape(tuple(weights.shape))  # weights was validated by _obs_update_flat
 
 
@@ -151,12 +173,76 @@ def check_mask_shape(mask: Any, shape: tuple[int, ...], name: str) -> None:
         )
 
 
+def joint_well_posed(kept: Any, num_grads: int, block_size: int) -> Any:
+    """Whether the joint OBS solve of a block is well-posed (``mode="auto"``, docs/math.md §1.1).
+
+    Args:
+        kept: the number of weights each block keeps after the step (array of ints).
+        num_grads: m, the gradients behind the empirical Fisher ``λI + (1/m) Σ gᵢgᵢᵀ``.
+        block_size: B.
+
+    Returns:
+        Boolean array: True where ``m ≥ B`` (every block's Fisher has full rank) or
+        ``kept ≤ AUTO_RATIO · m`` (the joint fit of the kept weights to the m gradients is
+        overdetermined by a factor of at least 2).
+    """
+    m = check_positive_int(num_grads, "num_grads")
+    if m >= block_size:
+        return kept >= 0
+    return kept <= AUTO_RATIO * m
+
+
+def obs_quadratic_increase(delta: Any, finv: Any) -> float:
+    """The quadratic model's loss increase ``½ δwᵀ F̂ δw`` of a weight change (oBERT Eq. 2).
+
+    The prediction OBS minimises: for the update of :func:`obs_update` with ``mode="joint"`` it
+    equals the summed saliency ``ρ_Q`` of Eq. 4 over the blocks. Comparing it with the measured
+    loss change tells how far the quadratic model can be trusted (docs/math.md §1.1).
+
+    Args:
+        delta: the change ``new − old`` of one tensor (any shape; NumPy or torch).
+        finv: its inverse-Fisher blocks ``(ceil(d/B), B, B)`` (explicit blocks only; an
+            M-FAC inverse has no cheap ``F̂``).
+
+    Returns:
+        The predicted increase, a Python float (float64 arithmetic).
+
+    Raises:
+        ObertError: on an M-FAC inverse, a shape mismatch or non-finite input.
+    """
+    if hasattr(finv, "_as_operator"):
+        raise ObertError(
+            "obs_quadratic_increase needs explicit inverse-Fisher blocks (block_fisher_inverse); "
+            "an M-FAC inverse does not store F̂."
+        )
+    w, op, _ = _prepare(delta, finv, 1)
+    xp = op.xp
+    db = _blocks(op, w)
+    total = 0.0
+    step = 4096
+    for s in range(0, op.num_blocks, step):
+        x = xp.solve(xp.f64(finv[s : s + step]), db[s : s + step])
+        total += float((db[s : s + step] * x).sum())
+    return 0.5 * total
+
+
 def _obs_update_flat(
-    weights: Any, finv: Any, prune: Any, group_size: int, mode: str, current_mask: Any
+    weights: Any,
+    finv: Any,
+    prune: Any,
+    group_size: int,
+    mode: str,
+    current_mask: Any,
+    num_grads: int | None = None,
 ) -> Any:
     """:func:`obs_update` on the flattened weights; returns the flat ``(d,)`` result."""
     w, op, g = _prepare(weights, finv, group_size)
     check_choice(mode, "mode", MODES)
+    if mode == "auto" and num_grads is None:
+        raise ObertError(
+            'mode="auto" decides per Fisher block from the number of gradients; pass '
+            "num_grads=m (the m the inverse Fisher was built from)."
+        )
     xp = op.xp
     d = w.shape[0]
     framework_of(w, prune, current_mask, names=("weights", "prune", "current_mask"))
@@ -180,29 +266,53 @@ def _obs_update_flat(
     if not xp.any(p & keep):
         return xp.where(zero, 0 * w, w)  # nothing newly pruned: weights unchanged (but masked)
     wb = _blocks(op, w)
-    if mode == "joint":
-        sel = _pad_bool(xp, zero, total).reshape(op.num_blocks, op.block_size)
-        fused = getattr(op, "restricted_update", None)
-        if fused is not None:  # dense blocks: compressed |S|×|S| solves, only the S columns
-            new = (wb - fused(sel, wb)).reshape(-1)[:d]
-            return xp.astype(xp.where(zero, 0 * new, new), w)
-        z = op.restricted_solve(sel, wb)
-    else:
-        newly = _pad_bool(xp, p & keep, total)
-        if g == 1:
-            z = xp.where(newly.reshape(op.num_blocks, op.block_size), wb / op.diag_blocks(), 0 * wb)
+    sel = _pad_bool(xp, zero, total).reshape(op.num_blocks, op.block_size)
+    newly = _pad_bool(xp, p & keep, total).reshape(op.num_blocks, op.block_size)
+    if mode == "auto":
+        assert num_grads is not None  # checked above
+        kept = op.block_size - sel.sum(-1)
+        joint = joint_well_posed(kept, num_grads, op.block_size)
+        if not xp.any(~joint):
+            mode = "joint"
+        elif not xp.any(joint & newly.any(-1)):
+            mode = "superpose"
         else:
-            ng = newly.reshape(-1, g)
-            if xp.any(ng.any(-1) & ~ng.all(-1)):
-                raise ObertError(
-                    f"prune is not constant over groups of group_size={g}; select masks with "
-                    f"select_mask(..., group_size={g})."
-                )
-            zq = xp.solve(op.group_blocks(g), wb.reshape(-1, g))
-            z = xp.where(ng, zq, 0 * zq).reshape(op.num_blocks, op.block_size)
-    dw = -op.matvec_blocks(z)
+            both = sel & joint[:, None]
+            dw = _joint_delta(xp, op, both, wb) + _superpose_delta(
+                xp, op, newly & ~joint[:, None], wb, g
+            )
+            new = (wb + dw).reshape(-1)[:d]
+            return xp.astype(xp.where(zero, 0 * new, new), w)
+    if mode == "joint":
+        dw = _joint_delta(xp, op, sel, wb)
+    else:
+        dw = _superpose_delta(xp, op, newly, wb, g)
     new = (wb + dw).reshape(-1)[:d]
     return xp.astype(xp.where(zero, 0 * new, new), w)
+
+
+def _joint_delta(xp: Any, op: InverseOperator, sel: Any, wb: Any) -> Any:
+    """``δw = −F̂⁻¹ E_S ([F̂⁻¹]_SS)⁻¹ w_S`` per block for the zero set ``sel`` (Eq. 3)."""
+    fused = getattr(op, "restricted_update", None)
+    if fused is not None:  # dense blocks: compressed |S|×|S| solves, only the S columns
+        return -fused(sel, wb)
+    return -op.matvec_blocks(op.restricted_solve(sel, wb))
+
+
+def _superpose_delta(xp: Any, op: InverseOperator, newly: Any, wb: Any, g: int) -> Any:
+    """The sum of the single-group updates of the newly pruned groups (the reference update)."""
+    if g == 1:
+        z = xp.where(newly, wb / op.diag_blocks(), 0 * wb)
+    else:
+        ng = newly.reshape(-1, g)
+        if xp.any(ng.any(-1) & ~ng.all(-1)):
+            raise ObertError(
+                f"prune is not constant over groups of group_size={g}; select masks with "
+                f"select_mask(..., group_size={g})."
+            )
+        zq = xp.solve(op.group_blocks(g), wb.reshape(-1, g))
+        z = xp.where(ng, zq, 0 * zq).reshape(op.num_blocks, op.block_size)
+    return -op.matvec_blocks(z)
 
 
 def _pad_bool(xp: Any, m: Any, total: int) -> Any:

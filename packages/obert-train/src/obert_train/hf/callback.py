@@ -289,6 +289,8 @@ class ObertPruningCallback(TrainerCallback):
             **_atoms(method),
             "timings": {k: round(v, 4) for k, v in ctx.timings.items()},
         }
+        if ctx.stats:
+            record["diagnostics"] = dict(ctx.stats)
         self.history.append(record)
         self.pending_log = {
             "pruning_step": float(event.index + 1),

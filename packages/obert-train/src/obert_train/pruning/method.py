@@ -6,6 +6,7 @@ loop (:func:`~obert_train.oneshot_prune`) or inside a Hugging Face ``Trainer``
 
     check(params)                           first: tensors the mask type cannot split refused
     check_model(model, params)              then: a model layout the method cannot prune refused
+    check_sparsity(model, params, s)        each scheduled target the model cannot take refused
     gradient_sampler(model, data, ...)      the loss-gradient sampler ``prune`` needs, or None
     prepare(params, masks, ctx)             once, before training or the one-shot step
     after_backward(params, masks)           once per optimizer step, with the accumulated (and
@@ -137,6 +138,8 @@ class StepContext:
         round_index: Seed offset of the gradient batches; every pruning step (and every
             recomputation within it) uses its own, so each one sees fresh batches.
         timings: Seconds per phase, accumulated by the method.
+        stats: Diagnostic sums a method records about the step (e.g. oBERT's predicted loss
+            increase and update size with ``diagnostics: true``).
         log: Receives human-readable progress lines (the memory plan, ...).
         fisher_cache: If given, the first round's inverse Fishers and scores are stored here
             and reused by later steps that start from the same weights (one model pruned to
@@ -148,6 +151,7 @@ class StepContext:
     dist: DistContext = field(default_factory=DistContext)
     round_index: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
     log: Callable[[str], None] = logger.info
     fisher_cache: dict[str, dict[str, torch.Tensor]] | None = None
     progress: bool = True
@@ -155,6 +159,10 @@ class StepContext:
     def add_time(self, key: str, seconds: float) -> None:
         """Accumulate ``seconds`` under ``key``."""
         self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+    def add_stat(self, key: str, value: float) -> None:
+        """Accumulate ``value`` under ``key`` in :attr:`stats`."""
+        self.stats[key] = self.stats.get(key, 0.0) + value
 
 
 def check_nm_sparsity(settings: MethodSettings, sparsity: float) -> None:
@@ -272,6 +280,19 @@ class PruningMethod(abc.ABC):
             TargetError: Naming what the method expected.
         """
         del model, params
+
+    def check_sparsity(
+        self, model: torch.nn.Module, params: Mapping[str, torch.nn.Parameter], sparsity: float
+    ) -> None:
+        """Refuse a step to ``sparsity`` this model cannot take, before any work (default: none).
+
+        Drivers call it for every scheduled target after :meth:`check_model` (structured
+        pruning with ``allocation="uniform"``: a target that would empty every layer).
+
+        Raises:
+            TargetError: Naming the target and the largest one that works.
+        """
+        del model, params, sparsity
 
     def gradient_sampler(
         self,

@@ -57,25 +57,32 @@ class ObertSettings(MethodSettings):
         fisher_block_size: Fisher block size B (consecutive weights of one flattened tensor).
         damp: Dampening lambda of ``F = lambda I + (1/m) sum g g^T``.
         mode: OBS update when several weights of one Fisher block are pruned: ``"joint"``
-            (exact joint solve) or ``"superpose"`` (sum of single-weight updates, as SparseML).
+            (exact joint solve), ``"superpose"`` (sum of single-weight updates, as SparseML) or
+            ``"auto"`` (joint where the block's joint system is well-posed for ``num_grads``
+            gradients, superposed elsewhere; ``obert_core.joint_well_posed``; equal to
+            ``"joint"`` when ``num_grads >= fisher_block_size``).
         num_recomputations: Sub-steps per pruning step, each with a new Fisher (Sec. 3.3).
         max_memory: Memory budget in bytes for the Fisher work (``"16GB"`` accepted); None = 80 %
             of the available RAM, shared by the ranks of a host.
         chunk_size: Gradients buffered at once per tensor.
         fisher_method: ``"batched"`` (Gram + Cholesky) or ``"streaming"`` (Sherman-Morrison).
         seed: Seed of the gradient batches.
+        diagnostics: Record, per pruning step, the quadratic model's predicted loss increase
+            ``½ δwᵀF̂δw`` and the size of the update (costs about one extra batched solve per
+            Fisher block); the step records carry them under ``diagnostics``.
     """
 
     num_grads: int = Field(default=1024, ge=1)
     grad_batch_size: int = Field(default=16, ge=1)
     fisher_block_size: int = Field(default=50, ge=1)
     damp: float = Field(default=1e-7, gt=0.0)
-    mode: Literal["joint", "superpose"] = "joint"
+    mode: Literal["joint", "superpose", "auto"] = "joint"
     num_recomputations: int = Field(default=1, ge=1)
     max_memory: int | None = Field(default=None, ge=1)
     chunk_size: int = Field(default=32, ge=1)
     fisher_method: Literal["batched", "streaming"] = "batched"
     seed: int = 0
+    diagnostics: bool = False
 
     @field_validator("max_memory", mode="before")
     @classmethod
@@ -447,6 +454,7 @@ def apply_obs_update(
     *,
     group_size: int = 1,
     mode: str = "joint",
+    num_grads: int | None = None,
 ) -> None:
     """OBS update of every tensor in ``finvs`` for the weights that go from kept to pruned.
 
@@ -459,7 +467,8 @@ def apply_obs_update(
         old_masks: Flat keep-masks before the step.
         new_masks: Flat keep-masks after the step.
         group_size: 4 for block4 (joint 4x4 solves), else 1.
-        mode: ``"joint"`` or ``"superpose"``.
+        mode: ``"joint"``, ``"superpose"`` or ``"auto"`` (see ``obert_core.obs_update``).
+        num_grads: m behind ``finvs``; required by ``mode="auto"``.
     """
     with torch.no_grad():
         for name, tensor in obs_updated(
@@ -476,6 +485,7 @@ def obs_updated(
     *,
     group_size: int = 1,
     mode: str = "joint",
+    num_grads: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """The OBS-updated copies of the tensors in ``finvs``; ``params`` is left untouched.
 
@@ -488,7 +498,8 @@ def obs_updated(
         old_masks: Flat keep-masks before the step.
         new_masks: Flat keep-masks after the step.
         group_size: 4 for block4 (joint 4x4 solves), else 1.
-        mode: ``"joint"`` or ``"superpose"``.
+        mode: ``"joint"``, ``"superpose"`` or ``"auto"`` (see ``obert_core.obs_update``).
+        num_grads: m behind ``finvs``; required by ``mode="auto"``.
 
     Returns:
         ``{name: updated tensor}`` with each parameter's shape and dtype.
@@ -499,7 +510,9 @@ def obs_updated(
             p = params[name]
             prune = old_masks[name] & ~new_masks[name]
             w = p.detach().reshape(-1).float()
-            new = torch.as_tensor(oc.obs_update(w, finv, prune, group_size=group_size, mode=mode))
+            new = torch.as_tensor(
+                oc.obs_update(w, finv, prune, group_size=group_size, mode=mode, num_grads=num_grads)
+            )
             new = new * new_masks[name].to(new.dtype)
             out[name] = new.reshape(p.shape).to(p.dtype)
     return out
@@ -514,9 +527,40 @@ def _updated(
     ctx: StepContext,
 ) -> dict[str, torch.Tensor]:
     with _timed(ctx, "update_s"):
-        return obs_updated(
-            params, finvs, old, new, group_size=settings.group_size, mode=settings.mode
+        out = obs_updated(
+            params,
+            finvs,
+            old,
+            new,
+            group_size=settings.group_size,
+            mode=settings.mode,
+            num_grads=settings.num_grads,
         )
+    if settings.diagnostics:
+        with _timed(ctx, "diagnostics_s"):
+            _record_diagnostics(params, finvs, old, new, out, ctx)
+    return out
+
+
+def _record_diagnostics(
+    params: Mapping[str, torch.nn.Parameter],
+    finvs: Mapping[str, torch.Tensor],
+    old: Mapping[str, torch.Tensor],
+    new: Mapping[str, torch.Tensor],
+    updated: Mapping[str, torch.Tensor],
+    ctx: StepContext,
+) -> None:
+    """Predicted loss increase and update size of one step (``ObertSettings.diagnostics``)."""
+    with torch.no_grad():
+        for name, finv in finvs.items():
+            w = params[name].detach().reshape(-1).double()
+            delta = updated[name].reshape(-1).double() - w
+            kept = new[name].reshape(-1)
+            removed = old[name].reshape(-1) & ~kept
+            ctx.add_stat("predicted_increase", oc.obs_quadratic_increase(delta.float(), finv))
+            ctx.add_stat("update_sq", float((delta[kept] ** 2).sum()))
+            ctx.add_stat("kept_sq", float((w[kept] ** 2).sum()))
+            ctx.add_stat("removed_sq", float((w[removed] ** 2).sum()))
 
 
 def _synchronised_passes(

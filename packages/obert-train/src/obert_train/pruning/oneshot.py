@@ -51,6 +51,9 @@ class PruneResult:
         atom_sparsity: Structured pruning: the fraction of atoms (neurons, heads) removed, the
             unit of ``target_sparsity``; ``sparsity`` is then the weight sparsity over the
             pruned tensors.  ``None`` for unstructured methods.
+        diagnostics: What the method recorded about the step (oBERT with ``diagnostics: true``:
+            ``predicted_increase`` = ``½ δwᵀF̂δw`` summed over the tensors, and the squared norms
+            ``update_sq`` of the kept weights' change, ``kept_sq`` and ``removed_sq``).
     """
 
     method: str
@@ -62,6 +65,7 @@ class PruneResult:
     timings: dict[str, float]
     log: list[str]
     atom_sparsity: float | None = None
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
 
 def _print(line: str) -> None:
@@ -217,6 +221,7 @@ def oneshot_prune(
     method.check(params)
     method.check_model(model, params)
     check_nm_sparsity(cfg, sparsity)
+    method.check_sparsity(model, params, sparsity)
     ctx = StepContext(
         sampler=make_sampler(
             model,
@@ -251,4 +256,5 @@ def oneshot_prune(
         timings=dict(ctx.timings),
         log=lines,
         atom_sparsity=getattr(method, "atom_sparsity", None),
+        diagnostics=dict(ctx.stats),
     )

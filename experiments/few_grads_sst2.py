@@ -1,0 +1,238 @@
+"""Few gradients per Fisher block (m < B): the joint OBS update in gradual pruning (issue 23).
+
+SparseML-era oBERT recipes use few gradients per pruning step (``num_grads: 16`` or ``32``) with
+Fisher blocks of B = 50, so every block's empirical Fisher has rank at most m < B. This script runs
+the project's 90 % gradual recipe (``minilm-sst2-obert90``: KD from the dense teacher, cubic
+0.5 → 0.9 at epochs 1–4, 6 epochs) at m ∈ {16, 32, 128} with each OBS update ``mode``, on the
+same seeded rows, and records every pruning step's quadratic-model diagnostics (predicted loss
+change, update size; see ``obert_train.ObertPruning``). Sub-commands:
+
+``teacher``
+    Dense fine-tune of MiniLM-L6 (recipe ``minilm-sst2-dense``, 4,000 sentences, seed 42) ->
+    ``runs/few-grads-sst2/teacher``.
+``prune --num-grads M --mode MODE``
+    Gradual 90 % pruning of the teacher with KD from it -> run ``m{M}-{MODE}``. Resumable.
+``report``
+    The Markdown table and ``docs/img/few_grads_sst2.png``.
+
+Results are merged into ``experiments/results/few_grads_sst2.json``::
+
+    .venv/bin/python experiments/few_grads_sst2.py teacher
+    .venv/bin/python experiments/few_grads_sst2.py prune --num-grads 16 --mode joint
+    .venv/bin/python experiments/few_grads_sst2.py report
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from _common import (
+    IMG,
+    RESULTS_DIR,
+    RUNS_ROOT,
+    add_run_options,
+    data_dir,
+    load_results,
+    make_parser,
+    minilm_dir,
+)
+from gradual_sst2 import _run
+
+RUNS_DIR = RUNS_ROOT / "few-grads-sst2"
+RESULTS = RESULTS_DIR / "few_grads_sst2.json"
+RECIPE = "minilm-sst2-obert90"
+MODES = ("joint", "superpose", "auto")
+
+
+def cmd_teacher(args: argparse.Namespace) -> None:
+    """Fine-tune the dense teacher."""
+    _run(
+        "teacher",
+        "minilm-sst2-dense",
+        minilm_dir(),
+        None,
+        args,
+        {},
+        results=RESULTS,
+        runs_dir=RUNS_DIR,
+    )
+
+
+HELD_OUT = 512
+"""Training rows outside the run's subset, where each pruning step's loss change is measured."""
+
+
+def held_out_loss(args: argparse.Namespace) -> Any:
+    """``extra_callbacks`` for :func:`gradual_sst2._run`: the held-out loss around each step.
+
+    The held-out rows are the next :data:`HELD_OUT` rows of the same seeded draw of the training
+    set (``random.Random(seed).sample`` draws one row at a time, so the first ``n`` rows of a
+    larger draw are the run's subset; checked). The loss is the task's cross-entropy with the
+    hard labels, the loss whose Fisher oBERT builds, measured at every epoch end (the weights a
+    pruning step at the next optimizer step starts from) and right after each pruning step.
+    """
+
+    def make(task: Any) -> tuple[list[Any], dict[str, Any]]:
+        import torch
+        from transformers import AutoTokenizer, TrainerCallback
+
+        from obert_train import load_task
+
+        tokenizer = AutoTokenizer.from_pretrained(RUNS_DIR / "teacher")
+        big = load_task(
+            "sst2",
+            tokenizer,
+            data_dir=data_dir(),
+            max_seq_length=args.max_seq_length,
+            max_train_samples=args.train_samples + HELD_OUT,
+            seed=args.seed,
+        )
+        n = len(task.train_features)
+        same = all(
+            a["input_ids"] == b["input_ids"]
+            for a, b in zip(big.train_features[:n], task.train_features, strict=True)
+        )
+        if not same:
+            sys.exit("the held-out rows are not disjoint from the run's subset; aborting")
+        rows = big.train_features[n:]
+        log: list[dict[str, Any]] = []
+
+        def loss(model: Any) -> float:
+            was = model.training
+            model.eval()
+            total = 0.0
+            with torch.no_grad():
+                for s in range(0, len(rows), 64):
+                    batch = task.collate(rows[s : s + 64])
+                    out = model(**batch)
+                    total += float(out.loss) * len(rows[s : s + 64])
+            model.train(was)
+            return total / len(rows)
+
+        def zeros(model: Any) -> int:
+            return sum(
+                int((p == 0).sum()) for n_, p in model.named_parameters() if n_.endswith("weight")
+            )
+
+        class HeldOut(TrainerCallback):
+            """Held-out task loss at epoch ends and right after each pruning step."""
+
+            def __init__(self) -> None:
+                self.last_zeros = -1
+
+            def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                self.last_zeros = zeros(kw["model"])
+
+            def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                model = kw["model"]
+                log.append({"event": "epoch_end", "step": state.global_step, "loss": loss(model)})
+
+            def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                model = kw["model"]
+                z = zeros(model)
+                if z != self.last_zeros:  # a pruning step ran (callbacks after the pruning one)
+                    self.last_zeros = z
+                    log.append({"event": "pruned", "step": state.global_step, "loss": loss(model)})
+                    print(f"held-out loss after pruning: {log[-1]['loss']:.4f}", flush=True)
+
+        return [HeldOut()], {"held_out": {"rows": len(rows), "losses": log}}
+
+    return make
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    """One gradual run at ``--num-grads`` with ``--mode``."""
+    teacher = RUNS_DIR / "teacher"
+    if not (teacher / "model.safetensors").is_file():
+        sys.exit(f"no teacher at {teacher}; run `few_grads_sst2.py teacher` first")
+    overrides: dict[str, Any] = {
+        "num_grads": args.num_grads,
+        "mode": args.mode,
+        "diagnostics": True,
+    }
+    name = f"m{args.num_grads}-{args.mode}"
+    _run(
+        name,
+        RECIPE,
+        teacher,
+        teacher,
+        args,
+        overrides,
+        results=RESULTS,
+        runs_dir=RUNS_DIR,
+        extra_callbacks=held_out_loss(args),
+    )
+
+
+def _steps(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = entry.get("pruning_steps") or []
+    return steps
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """Print the table and draw the accuracy plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = load_results(RESULTS)["runs"]
+    dense = runs.get("teacher", {}).get("dev_accuracy")
+    print("| m | mode | dev accuracy | Δ vs dense | pruning steps (s each) | run time |")
+    print("|---|---|---|---|---|---|")
+    if dense is not None:
+        print(f"| – | dense teacher | {100 * dense:.2f} | | | |")
+    points: dict[str, list[tuple[int, float]]] = {}
+    for name, entry in sorted(runs.items(), key=lambda kv: (len(kv[0]), kv[0])):
+        if name == "teacher" or entry.get("dev_accuracy") is None:
+            continue
+        m, mode = name[1:].split("-", 1)
+        acc = 100 * entry["dev_accuracy"]
+        delta = "" if dense is None else f"{acc - 100 * dense:+.2f}"
+        secs = ", ".join(f"{s.get('seconds', 0):.0f}" for s in _steps(entry))
+        wall = entry.get("wall_seconds", 0) / 60
+        print(f"| {m} | {mode} | {acc:.2f} | {delta} | {secs} | {wall:.1f} min |")
+        points.setdefault(mode, []).append((int(m), acc))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    for mode, pts in sorted(points.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=mode)
+    if dense is not None:
+        ax.axhline(100 * dense, color="grey", linestyle=":", label="dense teacher")
+    ax.axvline(50, color="black", linewidth=0.8, linestyle="--", label="m = B = 50")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("gradients per pruning step m")
+    ax.set_ylabel("SST-2 dev accuracy (%)")
+    ax.set_title("Gradual oBERT 90 % + KD, MiniLM-L6: OBS update mode vs m")
+    ax.legend()
+    fig.savefig(IMG / "few_grads_sst2.png", dpi=120)
+    print(f"wrote {IMG / 'few_grads_sst2.png'}")
+
+
+def main() -> None:
+    """Parse the command line and run one sub-command."""
+    parser = make_parser(__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("teacher", "prune", "report"):
+        p = sub.add_parser(name)
+        if name == "report":
+            continue
+        p.add_argument("--train-samples", type=int, default=None)
+        p.add_argument("--max-seq-length", type=int, default=64)
+        p.add_argument("--batch-size", type=int, default=32)
+        add_run_options(p, threads=2, seed=42, force=True, no_progress=True)
+        if name == "prune":
+            p.add_argument("--num-grads", type=int, required=True)
+            p.add_argument("--mode", choices=MODES, required=True)
+    args = parser.parse_args()
+    if args.cmd == "teacher" and args.train_samples is None:
+        args.train_samples = 4000
+    if args.cmd == "prune" and args.train_samples is None:
+        args.train_samples = 2000
+    {"teacher": cmd_teacher, "prune": cmd_prune, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
