@@ -220,7 +220,7 @@ EVALUATE = [
     ("batch-0", [*_EVAL, "--batch-size", "0"], "0 is below 1"),
     ("max-samples-0", [*_EVAL, "--max-samples", "0"], "0 is below 1"),
     ("threads-0", [*_EVAL, "--threads", "0"], "0 is below 1"),
-    ("engine", [*_EVAL, "--engine", "openvino"], "'openvino' is not one of"),
+    ("engine", [*_EVAL, "--engine", "tensorrt"], "'tensorrt' is not one of"),
     ("json-exists", [*_EVAL, "--json", "{EXISTING}"], "pass --overwrite"),
     ("json-dir", [*_EVAL, "--json", "{OUT}"], "is a directory"),
     ("json-is-data", [*_EVAL, "--data", "{DEV}", "--json", "{DEV}"], "is also an input"),

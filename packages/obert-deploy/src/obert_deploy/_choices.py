@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 #: Inference engines obert-deploy exports for and benchmarks on.
-ENGINES = ("onnxruntime", "deepsparse")
+ENGINES = ("onnxruntime", "openvino", "deepsparse")
 #: Benchmark scenarios: one request at a time, or concurrent streams.
 SCENARIOS = ("latency", "throughput")
 #: Tasks :func:`~obert_deploy.evaluate` has a metric for (a subset of

@@ -1,4 +1,4 @@
-"""Latency and throughput on ONNX Runtime and DeepSparse, and what they need.
+"""Latency and throughput on ONNX Runtime, OpenVINO and DeepSparse, and what they need.
 
 :func:`benchmark` (:class:`BenchConfig`, :class:`BenchResult`) with its results as a table, JSON
 and a plot; the engines (:data:`ENGINES`, :func:`create_runner`); the model inputs
@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "write_results_json": "._results",
     "plot_results": "._plot",
     "DEEPSPARSE_INSTALL_HINT": "._engines",
+    "OPENVINO_INSTALL_HINT": "._engines",
     "ENGINES": ".._choices",
     "create_runner": "._engines",
     "engine_available": "._engines",
@@ -38,6 +39,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "DEEPSPARSE_INSTALL_HINT",
     "ENGINES",
+    "OPENVINO_INSTALL_HINT",
     "SCENARIOS",
     "BenchConfig",
     "BenchResult",
@@ -64,7 +66,12 @@ if TYPE_CHECKING:
 
     from .._choices import ENGINES, SCENARIOS
     from ._bench import BenchConfig, BenchResult, benchmark
-    from ._engines import DEEPSPARSE_INSTALL_HINT, create_runner, engine_available
+    from ._engines import (
+        DEEPSPARSE_INSTALL_HINT,
+        OPENVINO_INSTALL_HINT,
+        create_runner,
+        engine_available,
+    )
     from ._inputs import OnnxInput, check_input_shapes, load_onnx, make_inputs, onnx_inputs
     from ._plot import plot_results
     from ._results import read_results_json, results_to_markdown, write_results_json

@@ -1,4 +1,4 @@
-"""CPU latency/throughput harness for ONNX models on ONNX Runtime or DeepSparse.
+"""CPU latency/throughput harness for ONNX models on ONNX Runtime, OpenVINO or DeepSparse.
 
 Scenarios follow ``deepsparse.benchmark``: *latency* runs one request at a time (synchronous,
 one stream) and reports per-request percentiles; *throughput* keeps ``streams`` requests in
@@ -29,7 +29,7 @@ from .._choices import ENGINES, SCENARIOS
 from .._errors import ObertDeployError, OnnxModelError, brief
 from .._validate import check_fields, check_path
 from ..size._sparsity import onnx_weight_sparsity
-from ._engines import Runner, create_runner, engine_version, require_engine
+from ._engines import Runner, check_sparse_rate, create_runner, engine_version, require_engine
 from ._inputs import (
     check_input_shapes,
     infer_vocab_size,
@@ -53,7 +53,7 @@ class BenchConfig:
     """Options of :func:`benchmark`.
 
     Attributes:
-        engine: ``"onnxruntime"`` or ``"deepsparse"``.
+        engine: ``"onnxruntime"``, ``"openvino"`` or ``"deepsparse"``.
         batch_size: Items per request.
         seq_len: Tokens per item.
         threads: Threads/cores given to the engine; ``None`` means all available cores.
@@ -63,6 +63,10 @@ class BenchConfig:
         warmup: Untimed requests before timing (per stream).
         streams: Concurrent requests in the throughput scenario; ``None`` means ``threads``.
         seed: Seed of the synthetic inputs.
+        sparse_weights_decompression_rate: OpenVINO only: int8 MatMul weights with at least
+            this fraction of zeros are stored packed (the CPU plugin's
+            ``CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE``; it needs AMX, see
+            :func:`~obert_deploy.bench.create_runner`); ``None``: OpenVINO's default (off).
     """
 
     engine: str = "onnxruntime"
@@ -74,6 +78,7 @@ class BenchConfig:
     warmup: int = 10
     streams: int | None = None
     seed: int = 0
+    sparse_weights_decompression_rate: float | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -94,6 +99,7 @@ class BenchConfig:
             raise ObertDeployError(f"threads must be >= 1, got {self.threads}")
         if self.streams is not None and self.streams < 1:
             raise ObertDeployError(f"streams must be >= 1, got {self.streams}")
+        check_sparse_rate(self.sparse_weights_decompression_rate, self.engine)
 
     @property
     def resolved_threads(self) -> int:
@@ -297,6 +303,7 @@ def benchmark(
                 seq_len=config.seq_len,
                 threads=threads,
                 streams=streams,
+                sparse_weights_decompression_rate=config.sparse_weights_decompression_rate,
             )
         ]
         runners *= streams

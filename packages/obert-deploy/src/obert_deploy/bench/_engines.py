@@ -1,8 +1,16 @@
-"""Inference engines behind one small interface: ONNX Runtime and DeepSparse.
+"""Inference engines behind one small interface: ONNX Runtime, OpenVINO and DeepSparse.
 
-DeepSparse 1.8.0 is end-of-life, licensed for evaluation only, and needs Python < 3.12,
-``onnx<1.15`` and ``numpy<2``; it lives in its own virtual environment (see
-:data:`DEEPSPARSE_INSTALL_HINT`). Neither engine is imported until it is used.
+ONNX Runtime and OpenVINO are maintained and run the same ONNX files in the main environment
+(OpenVINO is the optional ``[openvino]`` extra, see :data:`OPENVINO_INSTALL_HINT`). DeepSparse
+1.8.0 is end-of-life, licensed for evaluation only, and needs Python < 3.12, ``onnx<1.15`` and
+``numpy<2``; it lives in its own virtual environment (see :data:`DEEPSPARSE_INSTALL_HINT`). No
+engine is imported until it is used.
+
+Fair latency: every engine gets the same number of threads and runs one request at a time in the
+latency scenario (ONNX Runtime: ``intra_op_num_threads`` = threads, sequential execution;
+OpenVINO: ``INFERENCE_NUM_THREADS`` = threads, one stream, the ``LATENCY`` hint) and computes
+in float32 (OpenVINO would otherwise run float models in bfloat16 on CPUs with AVX512-BF16 or
+AMX, which changes both speed and outputs).
 """
 
 from __future__ import annotations
@@ -11,11 +19,14 @@ import importlib.metadata
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from obert_core.shared import cpu_info
 
 from .._choices import ENGINES
 from .._errors import EngineNotInstalledError, ObertDeployError, OnnxModelError, brief
@@ -24,7 +35,10 @@ from ._inputs import OnnxInput, is_static, load_onnx, onnx_inputs
 __all__ = [
     "DEEPSPARSE_INSTALL_HINT",
     "ENGINES",
+    "OPENVINO_INSTALL_HINT",
+    "OPENVINO_SPARSE_RATE_PROPERTY",
     "Runner",
+    "check_sparse_rate",
     "create_runner",
     "engine_available",
     "engine_version",
@@ -34,6 +48,10 @@ __all__ = [
 _LOG = logging.getLogger(__name__)
 #: Highest ONNX IR version DeepSparse 1.8.0's bundled ONNX Runtime can load.
 _DEEPSPARSE_MAX_IR = 9
+#: The OpenVINO CPU plugin's property (``ov::intel_cpu::sparse_weights_decompression_rate``):
+#: int8 MatMul weights at least this sparse are stored packed and decompressed inside the
+#: kernel. It needs AMX (``amx_int8``); on other CPUs OpenVINO ignores it.
+OPENVINO_SPARSE_RATE_PROPERTY = "CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE"
 #: Ops of ONNX Runtime's dynamic quantization; DeepSparse 1.8 aborts the process on them.
 _DYNAMIC_QUANT_OPS = frozenset({"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"})
 
@@ -47,6 +65,12 @@ DEEPSPARSE_INSTALL_HINT = (
     "'numpy<2'); export the model with `obert-deploy export ... --engine deepsparse` in your "
     "main environment, then run `.venv-deepsparse/bin/obert-deploy bench MODEL.onnx --engine "
     "deepsparse`"
+)
+
+OPENVINO_INSTALL_HINT = (
+    "OpenVINO is not installed in this Python environment ({python}); install it with "
+    "`pip install 'obert-deploy[openvino]'` (from the repository root: `pip install -e "
+    "'packages/obert-deploy[openvino]'`; the extra pins 'openvino==2026.4.1')"
 )
 
 
@@ -67,7 +91,9 @@ class Runner(Protocol):
 
 def engine_available(engine: str) -> bool:
     """True when ``engine`` can be imported here."""
-    module = {"onnxruntime": "onnxruntime", "deepsparse": "deepsparse"}.get(engine)
+    module = {"onnxruntime": "onnxruntime", "openvino": "openvino", "deepsparse": "deepsparse"}.get(
+        engine
+    )
     if module is None:
         return False
     import importlib.util
@@ -100,10 +126,32 @@ def require_engine(engine: str) -> None:
                 python=sys.executable, version=".".join(map(str, sys.version_info[:3]))
             )
         )
+    if engine == "openvino":
+        raise EngineNotInstalledError(OPENVINO_INSTALL_HINT.format(python=sys.executable))
     raise EngineNotInstalledError(
         f"{engine} is not installed in this Python environment ({sys.executable}); "
         f"install it with `pip install {engine}`"
     )
+
+
+def check_sparse_rate(rate: float | None, engine: str) -> None:
+    """Refuse a sparse-weights decompression rate outside 0..1 or for an engine without it.
+
+    Raises:
+        ObertDeployError: The rate is not finite or not in 0..1, or ``engine`` is not OpenVINO.
+    """
+    if rate is None:
+        return
+    if not 0.0 <= rate <= 1.0:  # also False for NaN
+        raise ObertDeployError(
+            f"sparse weights decompression rate {rate} is not in 0..1; pass the fraction of "
+            "zeros from which a weight is stored packed (e.g. 0.5), or leave it out"
+        )
+    if engine != "openvino":
+        raise ObertDeployError(
+            f"the sparse weights decompression rate is an OpenVINO option, not one of {engine}; "
+            "add --engine openvino or leave it out"
+        )
 
 
 @dataclass
@@ -117,6 +165,27 @@ class _OrtRunner:
 
     def info(self) -> dict[str, str]:
         return {"providers": ",".join(self.session.get_providers())}
+
+
+@dataclass
+class _OpenVinoRunner:
+    engine: str
+    inputs: list[OnnxInput]
+    compiled: Any
+    settings: dict[str, str]
+    # One infer request per calling thread: the throughput scenario calls ``run`` from
+    # ``streams`` threads at once, and an infer request serves one call at a time.
+    local: threading.local = field(default_factory=threading.local)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        request = getattr(self.local, "request", None)
+        if request is None:
+            request = self.local.request = self.compiled.create_infer_request()
+        result = request.infer({spec.name: feeds[spec.name] for spec in self.inputs})
+        return [np.array(result[output]) for output in self.compiled.outputs]
+
+    def info(self) -> dict[str, str]:
+        return dict(self.settings)
 
 
 @dataclass
@@ -203,8 +272,65 @@ def _deepsparse_runner(
     return _DeepSparseRunner("deepsparse", inputs, compiled)
 
 
+def _property_text(value: Any) -> str:
+    """An OpenVINO property value as text (``ov.Type`` prints as ``<Type: 'float32'>``)."""
+    to_string = getattr(value, "to_string", None)
+    return str(to_string()) if callable(to_string) else str(value)
+
+
+def _openvino_runner(
+    path: str,
+    inputs: list[OnnxInput],
+    threads: int,
+    *,
+    batch_size: int,
+    seq_len: int,
+    streams: int,
+    sparse_weights_decompression_rate: float | None = None,
+    **_: Any,
+) -> Runner:
+    import openvino as ov
+
+    core = ov.Core()
+    try:
+        model = core.read_model(path)
+    except Exception as exc:
+        raise OnnxModelError(
+            f"OpenVINO {engine_version('openvino')} cannot read {path!r} ({brief(exc)}); "
+            "re-create it with `obert-deploy export`, or benchmark it with --engine onnxruntime"
+        ) from exc
+    # Compile for the one shape that will be fed, as DeepSparse does: OpenVINO's static-shape
+    # kernels are its fast path (callers pad the last partial batch).
+    if not is_static(inputs):
+        model.reshape({spec.name: [batch_size, seq_len] for spec in inputs})
+    settings = {
+        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
+        "INFERENCE_NUM_THREADS": str(threads),
+        "NUM_STREAMS": str(streams),
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+    if sparse_weights_decompression_rate is not None:
+        settings[OPENVINO_SPARSE_RATE_PROPERTY] = str(sparse_weights_decompression_rate)
+    try:
+        compiled = core.compile_model(model, "CPU", settings)
+    except Exception as exc:
+        raise OnnxModelError(
+            f"OpenVINO {engine_version('openvino')} cannot compile {path!r} ({brief(exc)}); "
+            "re-create it with `obert-deploy export`, or benchmark it with --engine onnxruntime"
+        ) from exc
+    applied = {key: _property_text(compiled.get_property(key)) for key in settings}
+    if sparse_weights_decompression_rate is not None:
+        applied["sparse_weights_decompression"] = (
+            "applies (AMX on this CPU; int8 MatMul weights only)"
+            if cpu_info().amx
+            else "does not apply: no AMX (amx_int8) on this CPU, OpenVINO keeps weights dense"
+        )
+    return _OpenVinoRunner("openvino", inputs, compiled, applied)
+
+
 _FACTORIES: dict[str, Callable[..., Runner]] = {
     "onnxruntime": _ort_runner,
+    "openvino": _openvino_runner,
     "deepsparse": _deepsparse_runner,
 }
 
@@ -217,16 +343,24 @@ def create_runner(
     seq_len: int,
     threads: int,
     streams: int = 1,
+    sparse_weights_decompression_rate: float | None = None,
 ) -> Runner:
     """Compile ``path`` with ``engine`` for ``(batch_size, seq_len)`` inputs.
 
     Args:
-        engine: ``"onnxruntime"`` or ``"deepsparse"``.
+        engine: ``"onnxruntime"``, ``"openvino"`` or ``"deepsparse"``.
         path: ONNX file.
-        batch_size: Batch size that will be fed.
+        batch_size: Batch size that will be fed (OpenVINO compiles a dynamic-shape model for
+            this one shape, as DeepSparse does).
         seq_len: Sequence length that will be fed.
-        threads: Intra-op threads (ONNX Runtime) or cores (DeepSparse).
-        streams: Concurrent streams (DeepSparse multi-stream scheduler); ONNX Runtime ignores it.
+        threads: Intra-op threads (ONNX Runtime, OpenVINO) or cores (DeepSparse).
+        streams: Concurrent streams (OpenVINO streams, DeepSparse multi-stream scheduler); ONNX
+            Runtime ignores it.
+        sparse_weights_decompression_rate: OpenVINO only: the CPU plugin's
+            ``CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE`` (0..1): int8 MatMul weights with at least
+            this fraction of zeros are stored packed. It takes effect only on CPUs with AMX
+            (``amx_int8``; see :func:`obert_core.shared.cpu_info`); ``None`` keeps OpenVINO's
+            default (off).
 
     Returns:
         A :class:`Runner` whose ``run(feeds)`` returns the model outputs in graph order.
@@ -235,13 +369,19 @@ def create_runner(
         EngineNotInstalledError: ``engine`` is not importable; the message says how to get it.
         OnnxModelError: Missing/corrupt file or a file the engine cannot load.
         ShapeMismatchError: The request does not fit the model's static input shapes.
+        ObertDeployError: ``sparse_weights_decompression_rate`` outside 0..1 or given for
+            another engine than OpenVINO.
     """
     from ._inputs import check_input_shapes
 
+    check_sparse_rate(sparse_weights_decompression_rate, engine)
     require_engine(engine)
     model = load_onnx(path, load_weights=False)
     inputs = onnx_inputs(model)
     check_input_shapes(inputs, batch_size, seq_len, model_name=os.fspath(path))
+    extra: dict[str, Any] = {}
+    if sparse_weights_decompression_rate is not None:
+        extra["sparse_weights_decompression_rate"] = sparse_weights_decompression_rate
     return _FACTORIES[engine](
         os.fspath(path),
         inputs,
@@ -251,4 +391,5 @@ def create_runner(
         streams=streams,
         ir_version=int(model.ir_version),
         op_types=frozenset(node.op_type for node in model.graph.node),
+        **extra,
     )

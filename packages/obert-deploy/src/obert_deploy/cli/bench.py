@@ -1,4 +1,8 @@
-"""``obert-deploy bench``: latency percentiles and items/s of ONNX models, with the CPU flags."""
+"""``obert-deploy bench``: latency percentiles and items/s of ONNX models, with the CPU flags.
+
+``--engine`` repeats: each model is measured on each engine in turn (ONNX Runtime next to
+OpenVINO on the same files), one table, the first engine's row the 1.0x reference.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,8 @@ from obert_core.shared import atomic_outputs
 
 from .._errors import ObertDeployError
 from .common import (
-    DEFAULT_ENGINE,
     DEFAULT_SCENARIO,
-    EngineOpt,
+    Engine,
     JsonOpt,
     OverwriteOpt,
     Scenario,
@@ -30,7 +33,14 @@ __all__ = ["bench"]
 
 def bench(
     models: Annotated[list[Path], typer.Argument(help="ONNX models to benchmark.")],
-    engine: EngineOpt = DEFAULT_ENGINE,
+    engines: Annotated[
+        list[Engine] | None,
+        typer.Option(
+            "--engine",
+            help="Inference engine; repeat to measure the same files side by side "
+            "(default: onnxruntime).",
+        ),
+    ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", callback=at_least(1), help="Items per inference call.")
     ] = 1,
@@ -55,6 +65,16 @@ def bench(
             "--streams", callback=at_least(1), help="Concurrent streams (--scenario throughput)."
         ),
     ] = None,
+    sparse_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--sparse-weights-decompression-rate",
+            min=0.0,
+            max=1.0,
+            help="OpenVINO: store int8 MatMul weights with at least this fraction of zeros "
+            "packed (CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE; needs AMX, else ignored).",
+        ),
+    ] = None,
     json_path: JsonOpt = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the table here.")] = (
         None
@@ -66,6 +86,7 @@ def bench(
     from obert_core.shared import cpu_info
 
     from ..bench._bench import BenchConfig, benchmark, check_models
+    from ..bench._engines import engine_version
     from ..bench._results import results_to_markdown, write_results_json
 
     check_outputs(
@@ -73,32 +94,44 @@ def bench(
         models,
         overwrite=overwrite,
     )
+    names = list(dict.fromkeys(e.value for e in engines or [Engine("onnxruntime")]))
     try:
+        if sparse_rate is not None and "openvino" not in names:
+            raise ObertDeployError(
+                f"--sparse-weights-decompression-rate {sparse_rate} is an OpenVINO option, but "
+                f"--engine is {', '.join(names)}; add --engine openvino or leave it out"
+            )
         if streams is not None and scenario.value == "latency":
             raise ObertDeployError(
                 f"--streams {streams} applies to --scenario throughput (latency runs one request "
                 "at a time); add --scenario throughput or leave --streams out"
             )
-        config = BenchConfig(
-            engine=engine.value,
-            batch_size=batch_size,
-            seq_len=seq_len,
-            threads=threads,
-            scenario=scenario.value,
-            iterations=iterations,
-            warmup=warmup,
-            streams=streams,
-        )
-        check_models(models, config)  # every model, before the first one is timed
-        results = [benchmark(model, config) for model in models]
+        configs = [
+            BenchConfig(
+                engine=name,
+                batch_size=batch_size,
+                seq_len=seq_len,
+                threads=threads,
+                scenario=scenario.value,
+                iterations=iterations,
+                warmup=warmup,
+                streams=streams,
+                sparse_weights_decompression_rate=sparse_rate if name == "openvino" else None,
+            )
+            for name in names
+        ]
+        for config in configs:  # every model on every engine, before the first one is timed
+            check_models(models, config)
+        results = [benchmark(model, config) for model in models for config in configs]
     except ObertDeployError as exc:
         fail(exc)
     cpu = cpu_info()
     table = results_to_markdown(results)
+    versions = ", ".join(f"{c.engine} {engine_version(c.engine)}" for c in configs)
     header = (
         f"CPU: {cpu.brand} ({cpu.available_cores} cores available, avx2={cpu.avx2}, "
-        f"avx512={cpu.avx512}, vnni={cpu.vnni}); engine {engine.value} "
-        f"{results[0].engine_version}"
+        f"avx512={cpu.avx512}, vnni={cpu.vnni}, amx={cpu.amx}); "
+        f"{'engines' if len(configs) > 1 else 'engine'} {versions}"
     )
     typer.echo(header)
     typer.echo(table)

@@ -178,9 +178,9 @@ def _onnx_predictor(
     def predict(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return runner.run({name: feeds[name] for name in names})
 
-    # DeepSparse compiles even a dynamic-shape model for one fixed batch size, so the last
-    # partial batch must be padded there too.
-    return predict, run_batch, static_batch is not None or engine == "deepsparse"
+    # DeepSparse and OpenVINO compile even a dynamic-shape model for one fixed batch size, so
+    # the last partial batch must be padded there too.
+    return predict, run_batch, static_batch is not None or engine in ("deepsparse", "openvino")
 
 
 def _check_onnx_io(

@@ -34,7 +34,7 @@ import onnx
 from obert_core.shared import atomic_output, cpu_info
 
 from .._checks import check_finite_initializers
-from .._choices import CALIBRATION_METHODS, QUANT_FORMATS
+from .._choices import CALIBRATION_METHODS, ENGINES, QUANT_FORMATS
 from .._errors import ObertDeployError, brief
 from .._validate import check_fields, check_path
 from ..bench._inputs import load_onnx
@@ -116,17 +116,16 @@ class StaticInt8Config:
         """Measured best static settings for ``engine``.
 
         ONNX Runtime: QDQ, per-channel weights, MatMul/Gemm/Gather (embeddings in int8 too).
+        OpenVINO gets the same file as ONNX Runtime (its settings are not tuned separately).
         DeepSparse 1.8: QOperator, per-tensor weights, MatMul only (it runs per-channel and QDQ
         graphs and quantized embedding lookups through its slow fallback path).
         """
         if engine == "deepsparse":
             base = cls(per_channel=False, op_types=("MatMul",), quant_format="qoperator")
-        elif engine == "onnxruntime":
+        elif engine in ("onnxruntime", "openvino"):
             base = cls()
         else:
-            raise ObertDeployError(
-                f"unknown engine {engine!r}; choose one of onnxruntime, deepsparse"
-            )
+            raise ObertDeployError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         return replace(base, **overrides)
 
     def __post_init__(self) -> None:
