@@ -25,7 +25,9 @@ Results are merged into ``experiments/results/few_grads_sst2.json``::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from typing import Any
 
 from _common import (
@@ -37,6 +39,7 @@ from _common import (
     load_results,
     make_parser,
     minilm_dir,
+    save_entry,
 )
 from gradual_sst2 import _run
 
@@ -166,6 +169,107 @@ def cmd_prune(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_oneshot_diag(args: argparse.Namespace) -> None:
+    """One-shot: the quadratic model's predicted loss change against the measured one.
+
+    For each m, sparsity, update mode and damping: prune a copy of the teacher in one shot
+    (``oneshot_prune``, ``diagnostics: true``) and measure the task loss before and after on the
+    m gradient batches themselves (in-sample: the data the Fisher was built from) and on
+    :data:`HELD_OUT` other training rows, the relative update size ``‖δw_R‖ / ‖w_R‖`` of the kept
+    weights, and dev accuracy. One Fisher per (m, damping) serves all modes and sparsities.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    from obert_train import GradientSampler, load_task, oneshot_prune
+
+    torch.set_num_threads(args.threads)
+    teacher = RUNS_DIR / "teacher"
+    tokenizer = AutoTokenizer.from_pretrained(teacher)
+    task = load_task(
+        "sst2",
+        tokenizer,
+        data_dir=data_dir(),
+        max_seq_length=args.max_seq_length,
+        max_train_samples=args.train_samples + HELD_OUT,
+        seed=args.seed,
+    )
+    n = args.train_samples
+    train, held = task.train_features[:n], task.train_features[n:]
+    state = task.load_model(str(teacher)).state_dict()
+
+    def fresh() -> Any:
+        model: Any = task.load_model(str(teacher))
+        model.load_state_dict(state)
+        model.eval()
+        return model
+
+    def loss(model: Any, rows: list[Any]) -> float:
+        total = 0.0
+        with torch.no_grad():
+            for s in range(0, len(rows), 64):
+                total += float(model(**task.collate(rows[s : s + 64])).loss) * len(rows[s : s + 64])
+        return total / len(rows)
+
+    dense = fresh()
+    for m in args.num_grads:
+        for damp in args.damps:
+            cache: dict[str, Any] = {}
+            seen: list[Any] = []
+
+            def collate(rows: Any, seen: list[Any] = seen) -> Any:
+                seen.extend(rows)
+                return task.collate(rows)
+
+            for mode in args.modes:
+                for sparsity in args.sparsities:
+                    key = f"m{m}-{mode}-d{damp:g}@{sparsity}"
+                    data = load_results(RESULTS)
+                    if key in data.get("oneshot_diag", {}) and not args.force:
+                        print(f"{key}: done")
+                        continue
+                    model = fresh()
+                    sampler = GradientSampler(
+                        model, train, collate, batch_size=16, num_grads=m, seed=0
+                    )
+                    start = time.perf_counter()
+                    result = oneshot_prune(
+                        model,
+                        "obert",
+                        sparsity,
+                        settings={
+                            "num_grads": m,
+                            "grad_batch_size": 16,
+                            "fisher_block_size": 50,
+                            "damp": damp,
+                            "mode": mode,
+                            "diagnostics": True,
+                        },
+                        sampler=sampler,
+                        fisher_cache=cache,
+                        progress=False,
+                    )
+                    seconds = time.perf_counter() - start
+                    calib = seen[: m * 16]
+                    diag = result.diagnostics
+                    entry = {
+                        "num_grads": m,
+                        "mode": mode,
+                        "damp": damp,
+                        "sparsity": sparsity,
+                        "predicted_increase": diag["predicted_increase"],
+                        "update_rel": (diag["update_sq"] / diag["kept_sq"]) ** 0.5,
+                        "removed_rel": (diag["removed_sq"] / (diag["kept_sq"] + diag["removed_sq"]))
+                        ** 0.5,
+                        "in_sample_increase": loss(model, calib) - loss(dense, calib),
+                        "held_out_increase": loss(model, held) - loss(dense, held),
+                        "dev_accuracy": task.evaluate(model, progress=False)["accuracy"],
+                        "seconds": seconds,
+                    }
+                    save_entry(RESULTS, key, entry, "oneshot_diag", machine=True)
+                    print(json.dumps({key: entry}), flush=True)
+
+
 def _steps(entry: dict[str, Any]) -> list[dict[str, Any]]:
     steps: list[dict[str, Any]] = entry.get("pruning_steps") or []
     return steps
@@ -215,10 +319,15 @@ def main() -> None:
     """Parse the command line and run one sub-command."""
     parser = make_parser(__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("teacher", "prune", "report"):
+    for name in ("teacher", "prune", "oneshot-diag", "report"):
         p = sub.add_parser(name)
         if name == "report":
             continue
+        if name == "oneshot-diag":
+            p.add_argument("--num-grads", type=int, nargs="*", default=[16, 32, 128])
+            p.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
+            p.add_argument("--damps", type=float, nargs="*", default=[1e-7])
+            p.add_argument("--sparsities", type=float, nargs="*", default=[0.5, 0.7, 0.9])
         p.add_argument("--train-samples", type=int, default=None)
         p.add_argument("--max-seq-length", type=int, default=64)
         p.add_argument("--batch-size", type=int, default=32)
@@ -229,9 +338,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.cmd == "teacher" and args.train_samples is None:
         args.train_samples = 4000
-    if args.cmd == "prune" and args.train_samples is None:
+    if args.cmd in ("prune", "oneshot-diag") and args.train_samples is None:
         args.train_samples = 2000
-    {"teacher": cmd_teacher, "prune": cmd_prune, "report": cmd_report}[args.cmd](args)
+    commands = {
+        "teacher": cmd_teacher,
+        "prune": cmd_prune,
+        "oneshot-diag": cmd_oneshot_diag,
+        "report": cmd_report,
+    }
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":
