@@ -41,7 +41,13 @@ PACKAGES: dict[str, str] = {
 #: The modules of each package another package may import (their ``__all__`` is the contract).
 PUBLIC_MODULES: dict[str, frozenset[str]] = {
     "obert_core": frozenset(
-        {"obert_core", "obert_core.shared", "obert_core.structured", "obert_core.backends"}
+        {
+            "obert_core",
+            "obert_core.shared",
+            "obert_core.structured",
+            "obert_core.blocks",
+            "obert_core.backends",
+        }
     ),
     "obert_train": frozenset({"obert_train", "obert_train.checks", "obert_train.recipe"}),
     "obert_deploy": frozenset(
