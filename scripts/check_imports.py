@@ -47,6 +47,7 @@ PUBLIC_MODULES: dict[str, frozenset[str]] = {
             "obert_core.structured",
             "obert_core.blocks",
             "obert_core.backends",
+            "obert_core.zo",
         }
     ),
     "obert_train": frozenset({"obert_train", "obert_train.checks", "obert_train.recipe"}),

@@ -63,6 +63,8 @@ def _expected_anchors() -> dict[str, set[str]]:
         out[f"obert_core.structured.{name}"] = {f"obert_core.structured.{name}"}
     for name in _public("obert_core", "blocks"):
         out[f"obert_core.blocks.{name}"] = {f"obert_core.blocks.{name}"}
+    for name in _public("obert_core", "zo"):
+        out[f"obert_core.zo.{name}"] = {f"obert_core.zo.{name}"}
     for name in _public("obert_core", "shared"):
         out[f"obert_core.shared.{name}"] = {f"obert_core.shared.{name}"}
     for name in _public("obert_train"):
