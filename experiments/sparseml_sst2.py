@@ -114,7 +114,19 @@ def _common_entry(args: argparse.Namespace, task: Any, teacher: Path) -> dict[st
         "seed": args.seed,
         "threads": args.threads,
         "machine": cpu_info(),
+        "git": _git_state(),
     }
+
+
+def _git_state() -> dict[str, Any]:
+    """The commit measured and the package files that differed from it (shared checkout)."""
+
+    def git(*argv: str) -> str:
+        proc = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    dirty = git("status", "--porcelain", "--", "packages")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": [line[3:] for line in dirty.splitlines()]}
 
 
 def cmd_sparseml(args: argparse.Namespace) -> None:
