@@ -5,6 +5,7 @@ only — Numba and torch are optional backends imported on first use.
 
 Public API:
     block_fisher_inverse, BlockFisherBuilder, fisher_memory_bytes  — blocked inverse Fisher
+    FisherBlocks                                                   — damped Fisher, un-inverted
     obs_saliency, obs_update                                       — OBS scores and weight update
     obs_quadratic_increase, joint_well_posed                       — the quadratic model's check
     select_mask, parse_nm, sparsity_of                             — global / layer-wise / N:M masks
@@ -21,6 +22,7 @@ from __future__ import annotations
 from ._errors import BackendUnavailableError, ObertError
 from ._nm import obs_nm_mask
 from .fisher import BlockFisherBuilder, block_fisher_inverse, fisher_memory_bytes
+from .fisher_blocks import FisherBlocks
 from .masks import parse_nm, select_mask, sparsity_of
 from .mfac import MFACInverse
 from .obs import joint_well_posed, obs_quadratic_increase, obs_saliency, obs_update
@@ -40,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError",
     "BlockFisherBuilder",
+    "FisherBlocks",
     "MFACInverse",
     "ObertError",
     "StructuredPruneResult",

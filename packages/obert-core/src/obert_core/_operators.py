@@ -160,8 +160,8 @@ def as_operator(finv: Any, weights: Any) -> InverseOperator:
         framework_of(weights, op.xp_like, names=("weights", "finv"))  # type: ignore[attr-defined]
         if op.num_weights != d:
             raise ObertError(
-                f"the M-FAC inverse was built for {op.num_weights} weights but weights has {d}; "
-                "build it from gradients of this tensor."
+                f"the {type(finv).__name__} was built for {op.num_weights} weights but weights "
+                f"has {d}; build it from gradients of this tensor."
             )
         return op
     framework_of(weights, finv, names=("weights", "finv"))

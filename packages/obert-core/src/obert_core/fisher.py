@@ -30,6 +30,7 @@ from ._arrays import all_finite, check_finite, framework_of, is_torch
 from ._errors import ObertError
 from ._validate import check_choice, check_damp, check_positive_int
 from .backends import BACKENDS, FisherBackend, default_backend_for, get_backend
+from .fisher_blocks import FisherBlocks
 
 __all__ = ["BlockFisherBuilder", "block_fisher_inverse", "fisher_memory_bytes"]
 
@@ -266,6 +267,45 @@ class BlockFisherBuilder:
                 f"{finv.dtype}, method={self.method!r}); increase damp or pass dtype=float64."
             )
         return self._from_backend(finv)
+
+    def finalize_fisher(self) -> FisherBlocks:
+        """Return the damped Fisher blocks un-inverted, as a :class:`~obert_core.FisherBlocks`.
+
+        The batched build's Gram stack is kept as accumulated (no copy, no ``B×B`` output per
+        block) and ``diag(F̂⁻¹)`` is computed here (timed as ``invert_s``), so a non-positive-
+        definite block is reported now, as by :meth:`finalize`. The scores and the joint update
+        it supports need only factorisations of ``F̂`` (docs/math.md §2.1).
+
+        Raises:
+            ObertError: for ``method="streaming"`` (it builds the inverse itself), no gradients,
+                a second finalisation, or a block that is not positive definite.
+        """
+        if self.method != "batched":
+            raise ObertError(
+                "finalize_fisher() needs method='batched' (the streaming build holds only the "
+                "inverse); call finalize() instead."
+            )
+        if self._done:
+            raise ObertError("this BlockFisherBuilder was already finalized; create a new one.")
+        if self._seen == 0 or self._backend is None:
+            raise ObertError("no gradients were added; call add(grads) before finalize_fisher().")
+        if self._seen < self.num_grads:
+            warnings.warn(
+                f"only {self._seen} of num_grads={self.num_grads} gradients were added; the "
+                f"Fisher is still normalised by 1/{self.num_grads} (as in the reference "
+                "implementation). Pass num_grads equal to the number of gradients to avoid this.",
+                UserWarning,
+                stacklevel=2,
+            )
+        self._done = True
+        t0 = time.perf_counter()
+        blocks = FisherBlocks(
+            self._from_backend(self._state), self.damp, self.num_grads, self.num_weights
+        )
+        blocks.diag()  # the scores' diag(F̂⁻¹); raises here on a block that is not PD
+        self._timings["invert_s"] += time.perf_counter() - t0
+        self._state = None
+        return blocks
 
     def _from_backend(self, finv: Any) -> Any:
         assert self._backend is not None

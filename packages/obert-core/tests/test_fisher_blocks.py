@@ -1,0 +1,224 @@
+"""FisherBlocks (the damped Fisher kept un-inverted) against the float64 NumPy reference path.
+
+The reference is today's path: ``block_fisher_inverse(backend="numpy")`` (float64 explicit
+inverse) into ``obs_saliency`` / ``obs_update``; the brute-force oracle is the constrained
+minimiser of the quadratic model on the dense block-diagonal Fisher.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from core_helpers import HAS_NUMBA, HAS_TORCH, dense_block_fisher, oracle_blocks, to_np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import obert_core as oc
+
+KERNELS = (["numba"] if HAS_NUMBA else []) + ["lapack"]
+FRAMEWORKS = ["numpy"] + (["torch"] if HAS_TORCH else [])
+
+
+def _as(fw: str, x: np.ndarray) -> object:
+    if fw == "torch":
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(x))
+    return x
+
+
+def _gram(g: np.ndarray, block: int) -> np.ndarray:
+    """Σ g gᵀ per block (float64, tail zero-padded), the batched build's accumulator."""
+    m, d = g.shape
+    nb = -(-d // block)
+    x = np.zeros((m, nb * block))
+    x[:, :d] = g
+    x = x.reshape(m, nb, block)
+    return np.einsum("kni,knj->nij", x, x)
+
+
+def _problem(seed: int, d: int, block: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    scale = np.exp(rng.standard_normal(d))  # coordinates of very different gradient scales
+    return rng.standard_normal((m, d)) * scale, rng.standard_normal(d)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_scores_updates_and_inverse_match_the_reference(kernels: str, fw: str) -> None:
+    d, block, m, damp = 50 * 6 + 17, 50, 80, 1e-7
+    g, w = _problem(0, d, block, m)
+    ref = oc.block_fisher_inverse(g, block, damp, backend="numpy")
+    fb = oc.FisherBlocks(_as(fw, _gram(g, block)), damp, m, d, kernels=kernels)
+    assert fb.kernels == kernels
+    np.testing.assert_allclose(to_np(fb.inverse()), ref, rtol=1e-8, atol=1e-8 * np.abs(ref).max())
+    np.testing.assert_allclose(to_np(fb.diag()), ref.diagonal(0, 1, 2).reshape(-1)[:d], rtol=1e-9)
+    np.testing.assert_allclose(
+        to_np(oc.obs_saliency(_as(fw, w), fb)), oc.obs_saliency(w, ref), rtol=1e-9
+    )
+    rng = np.random.default_rng(1)
+    for frac in (0.0, 0.3, 0.5, 0.9, 1.0):
+        prune = rng.random(d) < frac
+        current = rng.random(d) > 0.1  # earlier pruning: stays 0, constrains the update too
+        w0 = np.where(current, w, 0.0)
+        for mode in ("joint", "superpose"):
+            want = oc.obs_update(w0, ref, prune, current_mask=current, mode=mode)
+            got = oc.obs_update(
+                _as(fw, w0), fb, _as(fw, prune), current_mask=_as(fw, current), mode=mode
+            )
+            np.testing.assert_allclose(to_np(got), want, rtol=1e-8, atol=1e-9 * np.abs(want).max())
+            assert np.all(to_np(got)[prune | ~current] == 0.0)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_block4_scores_and_superposed_update(kernels: str) -> None:
+    d, block, m, damp = 32 * 5, 32, 40, 1e-5
+    g, w = _problem(2, d, block, m)
+    ref = oc.block_fisher_inverse(g, block, damp, backend="numpy")
+    fb = oc.FisherBlocks(_gram(g, block), damp, m, d, kernels=kernels)
+    np.testing.assert_allclose(
+        oc.obs_saliency(w, fb, group_size=4), oc.obs_saliency(w, ref, group_size=4), rtol=1e-9
+    )
+    prune = np.repeat(np.random.default_rng(3).random(d // 4) < 0.5, 4)
+    np.testing.assert_allclose(
+        oc.obs_update(w, fb, prune, group_size=4, mode="superpose"),
+        oc.obs_update(w, ref, prune, group_size=4, mode="superpose"),
+        rtol=1e-8,
+        atol=1e-10,
+    )
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_operator_methods_match_dense_blocks(kernels: str) -> None:
+    from obert_core._operators import DenseBlocks
+
+    d, block, m, damp = 50 * 4, 50, 60, 1e-6
+    g, _ = _problem(4, d, block, m)
+    ref = DenseBlocks(oc.block_fisher_inverse(g, block, damp, backend="numpy"), d)
+    op = oc.FisherBlocks(_gram(g, block), damp, m, d, kernels=kernels)._as_operator()
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((4, block))
+    sel = rng.random((4, block)) < 0.4
+    sel[0] = True  # a block with nothing kept
+    sel[1] = False  # a block with nothing removed
+    for got, want in (
+        (op.matvec_blocks(z), ref.matvec_blocks(z)),
+        (op.restricted_update(sel, z), ref.restricted_update(sel, z)),
+        (op.restricted_solve(sel, z), ref.restricted_solve(sel, z)),
+        (op.group_blocks(5), ref.group_blocks(5)),
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-8 * np.abs(want).max())
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    d=st.integers(2, 40),
+    block=st.integers(1, 12),
+    frac=st.floats(0.05, 0.95),
+    kernels=st.sampled_from(KERNELS),
+)
+def test_joint_update_is_the_constrained_optimum(
+    seed: int, d: int, block: int, frac: float, kernels: str
+) -> None:
+    """Brute-force oracle: minimise ½δwᵀF̂δw subject to (w + δw)_Z = 0, on the dense Fisher."""
+    block = min(block, d)
+    m, damp = block + 3, 1e-3
+    g, w = _problem(seed, d, block, m)
+    prune = np.random.default_rng(seed + 1).random(d) < frac
+    fb = oc.FisherBlocks(_gram(g, block), damp, m, d, kernels=kernels)
+    got = oc.obs_update(w, fb, prune)
+    f = dense_block_fisher(g, block, damp)
+    keep = ~prune
+    want = np.zeros(d)
+    if keep.any():
+        # δw_R = F_RR⁻¹ F_RS w_S, δw_S = −w_S
+        want[keep] = w[keep] + np.linalg.solve(
+            f[np.ix_(keep, keep)], f[np.ix_(keep, prune)] @ w[prune]
+        )
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9 * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch")
+@pytest.mark.parametrize("sparsity", [0.5, 0.9])
+def test_finalize_fisher_gives_todays_masks_and_weights(sparsity: float) -> None:
+    """m ≥ B, float32 torch build: same masks and float32-close weights as the explicit inverse."""
+    import torch
+
+    d, block, m, damp = 50 * 40, 50, 64, 1e-7
+    g, w = _problem(6, d, block, m)
+    grads = torch.from_numpy(g.astype(np.float32))
+    weights = torch.from_numpy(w.astype(np.float32))
+    builders = [
+        oc.BlockFisherBuilder(d, block, damp, m, dtype=torch.float32, gram_precision="float32")
+        for _ in range(2)
+    ]
+    for b in builders:
+        for s in range(0, m, 16):
+            b.add(grads[s : s + 16])
+    finv, fb = builders[0].finalize(), builders[1].finalize_fisher()
+    assert isinstance(fb, oc.FisherBlocks) and fb.gram.dtype == torch.float32
+    ref = oc.block_fisher_inverse(g.astype(np.float32).astype(np.float64), block, damp)
+    masks = []
+    for inverse in (finv, fb, ref):
+        wi = weights if not isinstance(inverse, np.ndarray) else w.astype(np.float32)
+        scores = to_np(oc.obs_saliency(wi, inverse))
+        keep = to_np(oc.select_mask({"w": scores}, sparsity)["w"])
+        masks.append(keep)
+    np.testing.assert_array_equal(masks[1], masks[0])
+    np.testing.assert_array_equal(masks[1], masks[2])
+    prune = torch.from_numpy(~masks[1])
+    old = to_np(oc.obs_update(weights, finv, prune))
+    new = to_np(oc.obs_update(weights, fb, prune))
+    exact = oc.obs_update(w.astype(np.float32).astype(np.float64), ref, ~masks[1])
+    scale = np.abs(exact).max()
+    np.testing.assert_allclose(new, exact, rtol=0, atol=1e-5 * scale)  # float32 round-off
+    np.testing.assert_allclose(old, exact, rtol=0, atol=1e-4 * scale)
+    assert np.abs(new - exact).max() <= np.abs(old - exact).max() + 1e-6 * scale
+
+
+def test_finalize_fisher_refusals_and_timing() -> None:
+    g, _ = _problem(7, 60, 10, 12)
+    b = oc.BlockFisherBuilder(60, 10, 1e-4, 12, method="streaming", backend="numpy")
+    b.add(g)
+    with pytest.raises(oc.ObertError, match="method='batched'"):
+        b.finalize_fisher()
+    b = oc.BlockFisherBuilder(60, 10, 1e-4, 12, backend="numpy")
+    with pytest.raises(oc.ObertError, match="no gradients"):
+        b.finalize_fisher()
+    b.add(g)
+    fb = b.finalize_fisher()
+    assert b.timings["invert_s"] > 0.0
+    np.testing.assert_allclose(fb.inverse(), oracle_blocks(g, 10, 1e-4), rtol=1e-7)
+    with pytest.raises(oc.ObertError, match="already finalized"):
+        b.finalize_fisher()
+    b = oc.BlockFisherBuilder(60, 10, 1e-4, 24, backend="numpy")
+    b.add(g)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        b.finalize_fisher()
+    assert any("only 12 of num_grads=24" in str(c.message) for c in caught)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_bad_input_is_named(kernels: str) -> None:
+    gram = _gram(_problem(8, 30, 10, 12)[0], 10)
+    with pytest.raises(oc.ObertError, match=r"shape \(num_blocks, B, B\)"):
+        oc.FisherBlocks(gram[:, :, :5], 1e-3, 12, 30)
+    with pytest.raises(oc.ObertError, match="ceil"):
+        oc.FisherBlocks(gram, 1e-3, 12, 45)
+    with pytest.raises(oc.ObertError, match="damp"):
+        oc.FisherBlocks(gram, 0.0, 12, 30)
+    with pytest.raises(oc.ObertError, match="kernels"):
+        oc.FisherBlocks(gram, 1e-3, 12, 30, kernels="fast")
+    with pytest.raises(oc.ObertError, match="float32 or float64"):
+        oc.FisherBlocks(gram.astype(np.int64), 1e-3, 12, 30)
+    bad = gram.copy()
+    bad[1] = -np.eye(10)  # not positive definite
+    fb = oc.FisherBlocks(bad, 1e-3, 12, 30, kernels=kernels)
+    with pytest.raises(oc.ObertError, match=r"block 1\) are not positive definite"):
+        fb.diag()
+    with pytest.raises(oc.ObertError, match="built for 30 weights"):
+        oc.obs_saliency(np.ones(20), oc.FisherBlocks(gram, 1e-3, 12, 30, kernels=kernels))
