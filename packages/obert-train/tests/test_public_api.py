@@ -35,7 +35,7 @@ PUBLIC = {
     "VocabularyGroup", "version_callback",
     "check_finite_weights", "check_model_fits_task", "check_tokens_known", "distillable_outputs",
     # model operations
-    "drop_layers",
+    "drop_layers", "shrink_model",
     # errors
     "ObertTrainError", "ArgumentError", "DataError", "TargetError", "RecipeError", "MemoryPlanError",
     "MissingDependencyError", "ResumeError", "TrainingError", "ModelError", "OptionError",

@@ -8,8 +8,9 @@ lifecycle shared by every method: the second-order oBERT method (Kurtic et al. 2
 (:func:`load_recipe`, or built in Python with :func:`build_recipe`), memory-planned
 inverse-Fisher construction, ``torch.distributed`` sharding, task loaders with dev metrics
 (:func:`load_task` with one :class:`DataOptions`), layer dropping (:func:`drop_layers`, CLI
-``obert-train drop-layers``), and plain Hugging Face checkpoints with a sparsity report.  The
-math lives in ``obert_core``.
+``obert-train drop-layers``), physically smaller structurally pruned checkpoints
+(:func:`shrink_model`, CLI ``obert-train shrink``), and plain Hugging Face checkpoints with a
+sparsity report.  The math lives in ``obert_core``.
 
 ``__all__`` is the public surface (plus the module :mod:`obert_train.checks`); every other
 module is internal.  Every error raised on purpose is an :class:`ObertTrainError`.
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from obert_train.pruning.structured import StructuredPruning, StructuredSettings
     from obert_train.pruning.targets import BERT_ENCODER_PATTERNS, resolve_target_params
     from obert_train.recipe import ModifierSpec, Recipe, build_recipe, load_recipe
+    from obert_train.shrink import shrink_model
     from obert_train.tasks.base import ClassificationTask, Task
     from obert_train.tasks.data import read_glue_tsv, read_raw_text, read_squad_json
     from obert_train.tasks.load import load_task
@@ -128,6 +130,7 @@ _EXPORTS: dict[str, str] = {
     "read_squad_json": "obert_train.tasks.data",
     "recipe_lr_scheduler": "obert_train.hf.lr",
     "register_method": "obert_train.pruning.registry",
+    "shrink_model": "obert_train.shrink",
     "resolve_target_params": "obert_train.pruning.targets",
     "run_recipe": "obert_train.hf.run",
     "save_checkpoint": "obert_train.checkpoint",
@@ -211,6 +214,7 @@ __all__ = [
     "resolve_target_params",
     "run_recipe",
     "save_checkpoint",
+    "shrink_model",
     "sparsity_report",
     "steps_per_epoch",
     "version_callback",

@@ -173,6 +173,7 @@ def _recipe_text(recipe: Mapping[str, Any]) -> str:
 _STALE_PATTERNS = (
     "structure.json",
     "drop_layers.json",
+    "shrink.json",
     "recipe.yaml",
     "model.safetensors",
     "model.safetensors.index.json",

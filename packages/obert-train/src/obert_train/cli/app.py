@@ -1,7 +1,8 @@
 """Command line of obert-train.
 
 ``run`` trains with a recipe (gradual pruning + distillation, dense or sparse transfer);
-``oneshot`` prunes one-shot; ``drop-layers`` writes a checkpoint with fewer layers; ``recipe
+``oneshot`` prunes one-shot; ``drop-layers`` writes a checkpoint with fewer layers; ``shrink``
+writes a structurally pruned checkpoint with smaller tensors; ``recipe
 show`` prints what a recipe will do; ``methods`` lists the registered pruning methods and their
 settings.
 """
@@ -18,6 +19,7 @@ from obert_train.cli.group import VocabularyGroup, version_callback
 from obert_train.cli.oneshot import oneshot
 from obert_train.cli.recipe_cmd import recipe_app
 from obert_train.cli.run import run
+from obert_train.cli.shrink import shrink_command
 
 __all__ = ["app", "main"]
 
@@ -53,6 +55,7 @@ def _main(
 app.command("run")(run)
 app.command("oneshot")(oneshot)
 app.command("drop-layers")(drop_layers_command)
+app.command("shrink")(shrink_command)
 app.add_typer(recipe_app, name="recipe")
 
 

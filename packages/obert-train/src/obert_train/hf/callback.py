@@ -158,6 +158,7 @@ class ObertPruningCallback(TrainerCallback):
         self.output_dir = Path(str(args.output_dir))
         self.steps_per_epoch = steps_per_epoch(kwargs["train_dataloader"], args)
         recipe = self.recipe
+        _check_layers_dropped(recipe, model)
         names = [n for n, _ in model.named_parameters()]
         recipe.check_targets(names)
         self.events = recipe.pruning_events(self.steps_per_epoch)
@@ -182,6 +183,8 @@ class ObertPruningCallback(TrainerCallback):
         ]
         for event in self.events:
             check_nm_sparsity(self.methods[event.modifier].settings, event.sparsity)
+            method = self.methods[event.modifier]
+            method.check_sparsity(model, self.params[event.modifier], event.sparsity)
         for method, group, view, sampler in zip(
             self.methods, self.params, self.views, self.samplers, strict=True
         ):
@@ -466,3 +469,27 @@ def _atoms(method: PruningMethod) -> dict[str, float]:
     """``{"atom_sparsity": ...}`` for a structured method after a step, else nothing."""
     atoms = getattr(method, "atom_sparsity", None)
     return {} if atoms is None else {"atom_sparsity": float(atoms)}
+
+
+def _check_layers_dropped(recipe: Recipe, model: torch.nn.Module) -> None:
+    """A recipe with a ``!LayerDroppingModifier`` trains a model that has only the kept layers.
+
+    ``run_recipe`` drops them before the Trainer is built; with another Trainer the caller
+    calls ``recipe.apply_layer_dropping(model)`` first.
+
+    Raises:
+        RecipeError: If the model has another number of layers than the modifier keeps.
+    """
+    drop = recipe.layer_dropping
+    if drop is None:
+        return
+    from obert_train.layers import find_layers
+
+    _, layers = find_layers(model)
+    want = drop.num_layers if drop.num_layers is not None else len(drop.keep or ())
+    if len(layers) != want:
+        raise RecipeError(
+            f"{drop.label()} in {recipe.where} keeps {want} layers, but the model being trained "
+            f"has {len(layers)}: call recipe.apply_layer_dropping(model) before building the "
+            "Trainer (run_recipe does)"
+        )

@@ -440,7 +440,7 @@ def _check_run_arguments(
     check_bool(overwrite, "overwrite", "run_recipe")
 
 
-def _check_schedule(recipe: Recipe, task: Task, opts: RunOptions) -> None:
+def _check_schedule(recipe: Recipe, model: torch.nn.Module, task: Task, opts: RunOptions) -> None:
     """The pruning steps the callback will run, checked before the folder is touched.
 
     Colliding steps (``update_frequency`` below one optimizer step) and N:M masks asked for a
@@ -448,6 +448,8 @@ def _check_schedule(recipe: Recipe, task: Task, opts: RunOptions) -> None:
 
     Raises:
         RecipeError: As :meth:`Recipe.pruning_events` and :func:`check_nm_sparsity`.
+        TargetError: A target the model cannot take (``PruningMethod.check_sparsity``:
+            structured pruning with ``allocation: uniform`` that would empty every layer).
     """
     if not recipe.pruning:
         return
@@ -456,8 +458,11 @@ def _check_schedule(recipe: Recipe, task: Task, opts: RunOptions) -> None:
     steps = max(1, -(-len(task.train_features) // per_step))
     events = recipe.pruning_events(steps)
     methods = [modifier.create_method() for modifier in recipe.pruning]
+    targets = [resolve_target_params(model, m.settings.targets) for m in methods]
     for event in events:
         check_nm_sparsity(methods[event.modifier].settings, event.sparsity)
+        method = methods[event.modifier]
+        method.check_sparsity(model, targets[event.modifier], event.sparsity)
 
 
 def run_recipe(
@@ -515,33 +520,20 @@ def run_recipe(
     check_finite_weights(model, "the student")
     check_model_fits_task(model, task, "the student")
     check_tokens_known(task)
-    recipe.check_targets([n for n, _ in model.named_parameters()])
-    # !TrainableParamsModifier: checked here, applied only once every check has passed (a
-    # refused run leaves the caller's requires_grad as they were)
-    recipe.trainable_plan([n for n, _ in model.named_parameters()])
-    for modifier in recipe.pruning:  # the methods' own checks (shapes, constant masks' zeros)
-        method = modifier.create_method()
-        targets = resolve_target_params(model, method.settings.targets)
-        method.check(targets)
-        method.check_model(model, targets)
-    _check_schedule(recipe, task, opts)
-    kd = recipe.distillation
-    if kd is not None:
-        if teacher is None:
-            raise TrainingError(
-                "the recipe has a !DistillationModifier but no teacher was given (--teacher)"
-            )
-        check_finite_weights(teacher, "the teacher")
-        check_model_fits_task(teacher, task, "the teacher")
-        check_teacher(
-            model, teacher, task.collate(task.train_features[:2]), list(kd.distill_output_keys)
-        )
-    _barrier()
+    # !LayerDroppingModifier: the student's layers go first (the checks below see the model
+    # that trains); a refused run puts them back, so the caller's model is as it was
+    undo = _drop_layers(recipe, model, emit)
     with contextlib.ExitStack() as held:
-        if is_main:  # a second run into this folder is refused while this one writes there
-            held.enter_context(locked_output(out, "obert-train run"))
-            entries = _refuse_non_empty(out, resume=resume, overwrite=overwrite)
-            _prepare_output_dir(out, entries, resume=resume, overwrite=overwrite)
+        try:
+            _check_model_and_teacher(recipe, model, task, opts, teacher)
+            _barrier()
+            if is_main:  # a second run into this folder is refused while this one writes there
+                held.enter_context(locked_output(out, "obert-train run"))
+                entries = _refuse_non_empty(out, resume=resume, overwrite=overwrite)
+                _prepare_output_dir(out, entries, resume=resume, overwrite=overwrite)
+        except BaseException:
+            undo()
+            raise
         recipe.apply_trainable(model)  # before the optimizer is built
         return _train(
             recipe,
@@ -557,6 +549,66 @@ def run_recipe(
             callbacks,
             emit,
             is_main,
+        )
+
+
+def _drop_layers(
+    recipe: Recipe, model: torch.nn.Module, emit: Callable[[str], None]
+) -> Callable[[], None]:
+    """Apply the recipe's ``!LayerDroppingModifier``; returns what puts the layers back."""
+    if recipe.layer_dropping is None:
+        return lambda: None
+    from obert_train.layers import find_layers
+
+    name, layers = find_layers(model)
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    attr = name.rpartition(".")[2]
+    config = getattr(model, "config", None)
+    saved = dict(vars(config)) if config is not None else {}
+    indices = [
+        (m, m.layer_idx) for m in layers.modules() if isinstance(getattr(m, "layer_idx", None), int)
+    ]
+    kept = recipe.apply_layer_dropping(model)
+    emit(f"layers: the student keeps {kept} of its {len(layers)} ({name}), renumbered from 0")
+
+    def undo() -> None:
+        setattr(parent, attr, layers)
+        if config is not None:
+            vars(config).update(saved)
+        for module, index in indices:
+            setattr(module, "layer_idx", index)  # noqa: B010 (module attributes)
+
+    return undo
+
+
+def _check_model_and_teacher(
+    recipe: Recipe,
+    model: torch.nn.Module,
+    task: Task,
+    opts: RunOptions,
+    teacher: torch.nn.Module | None,
+) -> None:
+    """Every check of the (layer-dropped) student, the recipe on it, and the teacher."""
+    recipe.check_targets([n for n, _ in model.named_parameters()])
+    # !TrainableParamsModifier: checked here, applied only once every check has passed (a
+    # refused run leaves the caller's requires_grad as they were)
+    recipe.trainable_plan([n for n, _ in model.named_parameters()])
+    for modifier in recipe.pruning:  # the methods' own checks (shapes, constant masks' zeros)
+        method = modifier.create_method()
+        targets = resolve_target_params(model, method.settings.targets)
+        method.check(targets)
+        method.check_model(model, targets)
+    _check_schedule(recipe, model, task, opts)
+    kd = recipe.distillation
+    if kd is not None:
+        if teacher is None:
+            raise TrainingError(
+                "the recipe has a !DistillationModifier but no teacher was given (--teacher)"
+            )
+        check_finite_weights(teacher, "the teacher")
+        check_model_fits_task(teacher, task, "the teacher")
+        check_teacher(
+            model, teacher, task.collate(task.train_features[:2]), list(kd.distill_output_keys)
         )
 
 

@@ -10,7 +10,10 @@ A pruning step at target ``s`` (the fraction of atoms removed, over all layers):
    ``E[a_k²]·w_kᵀGw_k``; ``"heapr-full"`` unfactorised ``E[(a_k w_kᵀg)²]``), or the baselines
    ``"magnitude"`` (‖up row‖·‖down column‖), ``"activation"`` (``E[a_k²]``) and ``"random"``;
 3. :func:`obert_core.select_atoms` ranks atoms globally (``global_sparsity``) or per layer, keeps
-   at least ``min_keep`` per layer and layer sizes at multiples of ``multiple``;
+   at least ``min_keep`` per layer and layer sizes at multiples of ``multiple``; with
+   ``allocation="uniform"`` every layer keeps the same count ``k`` (:func:`uniform_kept`: the
+   allowed size nearest ``(1 - s)·n``), its own ``k`` highest-scored atoms, so the pruned model
+   has one FFN width (one head count) and ``obert-train shrink`` writes it with smaller shapes;
 4. with ``correct`` (beyond HEAPr, which removes without compensating), the remaining columns of
    each down / output projection are re-fitted by OBS on ``E[a aᵀ]``
    (:func:`obert_core.obs_group_correction`, the least-squares optimum, bias included);
@@ -18,11 +21,13 @@ A pruning step at target ``s`` (the fraction of atoms removed, over all layers):
    biases, output columns) and masked, so they stay zero during recovery training.
 
 The checkpoint stays a plain HF checkpoint of the original shapes; ``obert-deploy export``
-removes the zero rows/columns physically.
+removes the zero rows/columns physically, and ``obert-train shrink`` (:mod:`obert_train.shrink`)
+writes a checkpoint with a smaller ``intermediate_size`` when every layer keeps the same width.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,9 +53,10 @@ from obert_train.pruning.masks import MaskState
 from obert_train.pruning.method import MethodSettings, PruningMethod, StepContext
 from obert_train.pruning.registry import register_method
 
-__all__ = ["StructuredPruning", "StructuredSettings"]
+__all__ = ["StructuredPruning", "StructuredSettings", "uniform_kept"]
 
 Score = Literal["heapr", "heapr-full", "magnitude", "activation", "frequency", "random"]
+Allocation = Literal["global", "uniform"]
 
 
 class StructuredSettings(MethodSettings):
@@ -67,6 +73,11 @@ class StructuredSettings(MethodSettings):
         grad_batch_size: Examples per calibration batch.
         min_keep: Atoms every layer keeps (neurons; heads: at least one is always kept).
         multiple: Layer sizes kept at multiples of this (neurons; heads use 1).
+        allocation: How the removed atoms are spread over the layers: ``"global"`` (layer sizes
+            follow the scores: one ranking over all layers, or each layer its own fraction with
+            ``global_sparsity: false``) or ``"uniform"`` (every layer keeps the same number of
+            atoms, :func:`uniform_kept`, chosen in each layer by its scores; every layer must
+            have the same number of atoms; not for experts).
         damp_fraction: OBS dampening, a fraction of the mean diagonal of ``E[a aᵀ]``.
         weight_by_routing: Experts: scale an atom's score by the tokens routed to its expert
             (``N_e``), so scores are loss increases over all tokens and comparable across
@@ -82,6 +93,7 @@ class StructuredSettings(MethodSettings):
     grad_batch_size: int = Field(default=16, ge=1)
     min_keep: int = Field(default=16, ge=0)
     multiple: int = Field(default=16, ge=1)
+    allocation: Allocation = "global"
     damp_fraction: float = Field(default=DEFAULT_DAMP, gt=0)
     weight_by_routing: bool = True
     seed: int = 0
@@ -206,6 +218,72 @@ def _units(model: torch.nn.Module, structure: str) -> list[_Unit]:
     return [_linear_unit(a.out_name, a.out, a.qkv, a.head_dim) for a in blocks]
 
 
+def uniform_kept(
+    count: int, sparsity: float, *, min_keep: int, multiple: int, what: str = "neurons"
+) -> int:
+    """The atoms every layer keeps with ``allocation="uniform"``: one count for all layers.
+
+    The allowed kept size nearest ``t = (1 - sparsity)·count`` (ties: keep more), the sizes
+    being the multiples of ``multiple`` and ``count`` itself (the rule of
+    :func:`obert_core.select_atoms`); the layer's own scores then choose which ``k`` it keeps.
+
+    Args:
+        count: Atoms of each layer (the same in every layer).
+        sparsity: Target fraction of atoms removed, in [0, 1).
+        min_keep: Atoms a layer keeps at least (heads: 1).
+        multiple: Kept sizes are multiples of this (heads: 1).
+        what: ``"neurons"`` or ``"heads"``, for messages.
+
+    Returns:
+        ``k``, with ``max(min_keep, 1) <= k <= count``.
+
+    Raises:
+        TargetError: If ``k`` would be 0 (every layer emptied) or below ``min_keep``, naming
+            the largest sparsity that keeps the smallest allowed size.
+    """
+    target = (1.0 - sparsity) * count
+    nearest = multiple * math.floor(target / multiple + 0.5)  # halves up: keep more
+    k = count if nearest >= count or count - target <= abs(nearest - target) else nearest
+    low = max(min_keep, 1)
+    if k >= low:
+        return k
+    smallest = min(count, multiple * math.ceil(low / multiple))
+    step = multiple if smallest < count else 0
+    most = 1.0 - (smallest - step / 2) / count
+    fix = (
+        f"lower the sparsity to at most {most:.4g} (keeps {smallest})"
+        if smallest < count
+        else f"lower min_keep below {count}"
+    )
+    if k == 0:
+        raise TargetError(
+            f"allocation 'uniform' at sparsity {sparsity:.4g} keeps 0 of the {count} {what} of "
+            f"every layer (nearest multiple of {multiple} to {target:.4g}): every layer would be "
+            f"empty; {fix}"
+        )
+    raise TargetError(
+        f"allocation 'uniform' at sparsity {sparsity:.4g} keeps {k} of the {count} {what} of "
+        f"every layer, below min_keep={min_keep}; {fix}, or lower min_keep"
+    )
+
+
+def _same_count(units: Sequence[_Unit], what: str) -> int:
+    """The one atom count of every layer (what ``allocation="uniform"`` needs).
+
+    Raises:
+        TargetError: Naming the layers and their counts when they differ.
+    """
+    counts = {u.name: u.count for u in units}
+    if len(set(counts.values())) > 1:
+        shown = ", ".join(f"{name}: {c}" for name, c in list(counts.items())[:6])
+        raise TargetError(
+            f"allocation 'uniform' keeps the same number of {what} in every layer, but the "
+            f"layers have different numbers ({shown}); they cannot be made uniform: use "
+            "allocation 'global' (then load the zero-padded checkpoint or the ONNX export)"
+        )
+    return next(iter(counts.values()))
+
+
 def _token_mask(batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
     mask = batch.get("attention_mask")
     return None if mask is None else mask.to(torch.float64)
@@ -245,6 +323,11 @@ class StructuredPruning(PruningMethod):
                 f"score 'frequency' ranks the atoms of MoE experts by their routed tokens; with "
                 f"structure {self.cfg.structure!r} every atom ties: choose another score"
             )
+        if self.cfg.allocation == "uniform" and self.cfg.structure == "experts":
+            raise RecipeError(
+                "allocation 'uniform' keeps the same number of neurons or heads per layer; for "
+                "structure 'experts' use allocation 'global'"
+            )
         if self.settings.mask_type != "unstructured":
             raise RecipeError(
                 f"structured pruning removes whole neurons or heads; mask_type "
@@ -260,6 +343,8 @@ class StructuredPruning(PruningMethod):
                 rounding to ``multiple``), so a run fails here, not at its first pruning step.
         """
         units = _targeted(_units(model, self.cfg.structure), params, self.cfg.structure)
+        if self.cfg.allocation == "uniform":
+            _same_count(units, self.cfg.structure)
         heads = self.cfg.structure == "heads"
         low, mult = (1, 1) if heads else (self.cfg.min_keep, self.cfg.multiple)
         if units and all(
@@ -272,6 +357,46 @@ class StructuredPruning(PruningMethod):
                 f"them); lower min_keep below {max(sizes)} (e.g. --set min_keep="
                 f"{max(0, max(sizes) - mult)})"
             )
+
+    def check_sparsity(
+        self, model: torch.nn.Module, params: Mapping[str, torch.nn.Parameter], sparsity: float
+    ) -> None:
+        """With ``allocation="uniform"``: a step at ``sparsity`` leaves no layer empty.
+
+        Raises:
+            TargetError: As :func:`uniform_kept`, or for layers of different sizes.
+        """
+        if self.cfg.allocation != "uniform":
+            return
+        units = _targeted(_units(model, self.cfg.structure), params, self.cfg.structure)
+        self._uniform_removals(units, sparsity)
+
+    def _uniform_removals(self, units: list[_Unit], sparsity: float) -> dict[str, int]:
+        """Atoms each layer loses with ``allocation="uniform"`` (all of them keep ``k``).
+
+        Raises:
+            TargetError: As :func:`uniform_kept`; or a layer already smaller than ``k``
+                (pruned earlier with another allocation: masks never regrow).
+        """
+        heads = self.cfg.structure == "heads"
+        count = _same_count(units, self.cfg.structure)
+        k = uniform_kept(
+            count,
+            sparsity,
+            min_keep=1 if heads else self.cfg.min_keep,
+            multiple=1 if heads else self.cfg.multiple,
+            what=self.cfg.structure,
+        )
+        for unit in units:
+            alive = int(_alive(unit).sum())
+            if alive < k:
+                raise TargetError(
+                    f"allocation 'uniform' at sparsity {sparsity:.4g} keeps {k} "
+                    f"{self.cfg.structure} per layer, but {unit.name} has only {alive} left "
+                    "(pruned earlier); removed atoms never regrow: raise the sparsity so every "
+                    f"layer keeps at most {alive}"
+                )
+        return {unit.name: count - k for unit in units}
 
     def current_sparsity(self, masks: MaskState) -> float:
         """Atoms are counted by :func:`obert_core.select_atoms` (which refuses regrowth): 0."""
@@ -436,12 +561,14 @@ class StructuredPruning(PruningMethod):
         units = _targeted(_units(calib.model, cfg.structure), params, cfg.structure)
         heads = cfg.structure == "heads"
         alive = {u.name: _alive(u) for u in units}
+        uniform = self._uniform_removals(units, sparsity) if cfg.allocation == "uniform" else None
         stats = self._statistics(units, calib, ctx) if self._needs_stats(cfg.correct) else {}
         start = time.perf_counter()
         scores = self._scores(units, stats)
         keep = oc.select_atoms(
             {k: torch.as_tensor(v, dtype=torch.float64).cpu() for k, v in scores.items()},
-            sparsity,
+            None if uniform is not None else sparsity,
+            num_remove=uniform,
             scope=cfg.scope,
             min_keep=1 if heads else cfg.min_keep,
             multiple=1 if heads else cfg.multiple,

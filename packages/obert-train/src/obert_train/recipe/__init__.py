@@ -10,7 +10,8 @@ unchanged, and so do SparseML/SparseZoo recipes: a top-level ``version``, Markdo
 YAML front matter, YAML anchors, top-level variables used as ``eval(...)`` (a safe arithmetic
 evaluator), ``!SetLearningRateModifier``, ``!SetWeightDecayModifier`` and
 ``!TrainableParamsModifier``; :func:`convert_recipe` writes one as a plain, evaluated recipe.
-See ``docs/recipes.md``.
+obert-train's own ``!LayerDroppingModifier`` keeps some of the student's layers before
+training. See ``docs/recipes.md``.
 
 Examples:
     >>> from obert_train.recipe import load_recipe
@@ -32,6 +33,7 @@ from obert_train.recipe.pruning_modifier import PruningModifier
 from obert_train.recipe.recipe import PruningEvent, Recipe
 from obert_train.recipe.spec import ModifierSpec
 from obert_train.recipe.training_modifiers import (
+    LayerDroppingModifier,
     SetLearningRateModifier,
     SetWeightDecayModifier,
     TrainableParamsModifier,
@@ -40,6 +42,7 @@ from obert_train.recipe.training_modifiers import (
 __all__ = [
     "DistillationModifier",
     "EpochRangeModifier",
+    "LayerDroppingModifier",
     "LearningRateFunctionModifier",
     "ModifierSpec",
     "PruningEvent",

@@ -2,9 +2,10 @@
 
 ``obert-train recipe show RECIPE`` prints :meth:`Recipe.describe`: the run length, every
 pruning step (epoch, optimizer step, method, target sparsity, mask type) with each method's
-settings, the learning-rate phases with their restarts (a ``!SetLearningRateModifier`` as a
-constant phase), the weight decay, frozen parameters, distillation and constant masks, and a
-SparseML file's version and evaluated variables.
+settings, the layers a ``!LayerDroppingModifier`` keeps, the learning-rate phases with their
+restarts (a ``!SetLearningRateModifier`` as a constant phase), the weight decay, frozen
+parameters, distillation and constant masks, and a SparseML file's version and evaluated
+variables.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from obert_train.layers import evenly_spaced_layers
 from obert_train.recipe._messages import fmt
 from obert_train.recipe.modifiers import (
     DistillationModifier,
@@ -20,7 +22,7 @@ from obert_train.recipe.modifiers import (
     step_of_epoch,
 )
 from obert_train.recipe.pruning_modifier import PruningEvent, PruningModifier
-from obert_train.recipe.training_modifiers import TrainableParamsModifier
+from obert_train.recipe.training_modifiers import LayerDroppingModifier, TrainableParamsModifier
 
 __all__ = ["describe_recipe"]
 
@@ -47,6 +49,8 @@ class _Plan(Protocol):
     def weight_decay(self) -> float | None: ...
     @property
     def trainable(self) -> tuple[TrainableParamsModifier, ...]: ...
+    @property
+    def layer_dropping(self) -> LayerDroppingModifier | None: ...
     @property
     def version(self) -> str | None: ...
     @property
@@ -194,6 +198,29 @@ def _training_lines(recipe: _Plan) -> list[str]:
     return lines
 
 
+def _layer_lines(recipe: _Plan) -> list[str]:
+    m = recipe.layer_dropping
+    if m is None:
+        return []
+    if m.num_layers is not None:
+        which = (
+            f"{m.num_layers} evenly spaced layers, ending with the top one (of 6: "
+            f"{_example(6, m.num_layers)}; of 12: {_example(12, m.num_layers)})"
+        )
+    else:
+        which = f"layers {', '.join(str(i) for i in m.keep or ())}"
+    return [
+        f"Layers: the student keeps {which} before training ({m.label()}), renumbered from 0; "
+        "the teacher stays whole; pruning params match the kept layers"
+    ]
+
+
+def _example(count: int, keep: int) -> str:
+    if keep > count:
+        return "too few layers"
+    return ", ".join(str(i) for i in evenly_spaced_layers(count, keep))
+
+
 def describe_recipe(recipe: _Plan, steps_per_epoch: int | None = None) -> str:
     """The plan of ``recipe`` as text (see :meth:`Recipe.describe`)."""
     spe = steps_per_epoch
@@ -208,6 +235,7 @@ def describe_recipe(recipe: _Plan, steps_per_epoch: int | None = None) -> str:
     if spe:
         run += f", {recipe.total_steps(spe)} optimizer steps at {spe} steps per epoch"
     lines.append(run)
+    lines += _layer_lines(recipe)
     pruning_epochs = {round(epoch, 9) for m in recipe.pruning for epoch, _ in m.schedule()}
     lines += ["", *_pruning_lines(recipe, spe)]
     constant = [m for m in recipe.pruning if not m.scheduled]

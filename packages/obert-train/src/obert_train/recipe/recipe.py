@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from obert_train.errors import RecipeError
+from obert_train.errors import ModelError, RecipeError
 from obert_train.pruning.registry import METHODS, method_for_tag
 from obert_train.recipe._messages import explain_errors, fmt, suggest
 from obert_train.recipe._yaml import RawModifier
@@ -43,6 +43,7 @@ from obert_train.recipe.spec import ModifierSpec, recipe_yaml
 from obert_train.recipe.training_modifiers import (
     REFUSED_MODIFIERS,
     TRAINING_MODIFIERS,
+    LayerDroppingModifier,
     SetLearningRateModifier,
     SetWeightDecayModifier,
     TrainableParamsModifier,
@@ -94,6 +95,8 @@ class Recipe:
             trainer's, ``--weight-decay``).
         trainable: The ``!TrainableParamsModifier`` s (frozen or unfrozen parameters), in file
             order; :meth:`apply_trainable` applies them.
+        layer_dropping: The ``!LayerDroppingModifier`` (the student's layers kept before
+            training), or None; :meth:`apply_layer_dropping` applies it.
         version: SparseML's top-level ``version`` of the file, if it had one (not part of the
             content).
         variables: The evaluated top-level variables of the file (not part of the content:
@@ -111,6 +114,7 @@ class Recipe:
     source: str | None = None
     weight_decay: float | None = None
     trainable: tuple[TrainableParamsModifier, ...] = ()
+    layer_dropping: LayerDroppingModifier | None = None
     version: str | None = None
     variables: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
@@ -263,17 +267,47 @@ class Recipe:
             parameter.requires_grad_(trainable)
         return plan
 
+    def apply_layer_dropping(self, model: Any) -> list[int] | None:
+        """Keep only the ``!LayerDroppingModifier``'s layers of ``model`` (in place).
+
+        Call it before the pruning modifiers' targets are resolved and the optimizer is built
+        (``run_recipe`` does); the teacher is not touched.
+
+        Returns:
+            The indices of the kept layers (of the original model), or None without the
+            modifier.
+
+        Raises:
+            RecipeError: If the model has fewer layers than the modifier keeps.
+            ModelError: If the model has no known layer list (:func:`obert_train.drop_layers`);
+                the model is then unchanged.
+        """
+        modifier = self.layer_dropping
+        if modifier is None:
+            return None
+        from obert_train.layers import drop_layers, find_layers
+
+        try:
+            _, layers = find_layers(model)
+            kept = modifier.kept(len(layers), self.where)
+            drop_layers(model, kept)
+        except ModelError as exc:  # no layer list, or a config that cannot describe them
+            raise ModelError(f"{modifier.label()} in {self.where}: {exc}") from None
+        return kept
+
     def content(self) -> dict[str, Any]:
         """The resolved content: what :meth:`fingerprint` hashes and equality compares.
 
-        The weight decay and trainable parameters are included only when the recipe sets
-        them, so the fingerprints of recipes without them did not change.
+        The weight decay, trainable parameters and layer dropping are included only when the
+        recipe sets them, so the fingerprints of recipes without them did not change.
         """
         extra: dict[str, Any] = {}
         if self.weight_decay is not None:
             extra["weight_decay"] = self.weight_decay
         if self.trainable:
             extra["trainable"] = [m.recipe_dict() for m in self.trainable]
+        if self.layer_dropping is not None:
+            extra["layer_dropping"] = self.layer_dropping.recipe_dict()
         return {**self._content(), **extra}
 
     def _content(self) -> dict[str, Any]:
@@ -319,7 +353,10 @@ class Recipe:
         ``build_recipe(recipe.modifiers()) == recipe``; replace some to derive another recipe.
         """
         epoch_range = self.epoch_range or EpochRangeModifier(end_epoch=self.num_epochs)
-        core: list[Any] = [epoch_range, *self.learning_rate]
+        core: list[Any] = [epoch_range]
+        if self.layer_dropping is not None:
+            core.append(self.layer_dropping)
+        core += self.learning_rate
         if self.weight_decay is not None:
             core.append(SetWeightDecayModifier(weight_decay=self.weight_decay, start_epoch=0))
         core += self.trainable
@@ -354,7 +391,9 @@ def _unknown_tag(raw: RawModifier, where: str) -> RecipeError:
 
 
 def _single(
-    found: Sequence[EpochRangeModifier | DistillationModifier | SetWeightDecayModifier],
+    found: Sequence[
+        EpochRangeModifier | DistillationModifier | SetWeightDecayModifier | LayerDroppingModifier
+    ],
     kind: str,
     where: str,
 ) -> None:
@@ -383,6 +422,7 @@ def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -
     set_rates: list[SetLearningRateModifier] = []
     decays: list[SetWeightDecayModifier] = []
     trainable: list[TrainableParamsModifier] = []
+    dropping: list[LayerDroppingModifier] = []
     for raw in raws:
         if raw.tag in REFUSED_MODIFIERS:
             raise refuse_modifier(raw, where)
@@ -392,6 +432,8 @@ def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -
                 set_rates.append(extra)
             elif isinstance(extra, SetWeightDecayModifier):
                 decays.append(extra)
+            elif isinstance(extra, LayerDroppingModifier):
+                dropping.append(extra)
             else:
                 trainable.append(extra)
             continue
@@ -411,6 +453,7 @@ def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -
     _single(ranges, "EpochRangeModifier", where)
     _single(kds, "DistillationModifier", where)
     _single(decays, "SetWeightDecayModifier", where)
+    _single(dropping, "LayerDroppingModifier", where)
     if ranges:
         num_epochs = ranges[0].end_epoch
         source = f"{ranges[0].label()}"
@@ -437,6 +480,7 @@ def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -
         source=where,
         weight_decay=decays[0].weight_decay if decays else None,
         trainable=tuple(trainable),
+        layer_dropping=dropping[0] if dropping else None,
     )
 
 

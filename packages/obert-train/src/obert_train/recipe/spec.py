@@ -26,6 +26,7 @@ GROUPS: dict[str, str] = {
     "SetLearningRateModifier": "training_modifiers",
     "SetWeightDecayModifier": "training_modifiers",
     "TrainableParamsModifier": "training_modifiers",
+    "LayerDroppingModifier": "modifiers",
     "DistillationModifier": "distillation_modifiers",
 }
 """The group a recipe file lists a modifier under, by tag (any other tag: ``pruning_modifiers``)."""

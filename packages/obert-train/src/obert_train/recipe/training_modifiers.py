@@ -12,6 +12,10 @@ epoch range (docs/recipes.md, "Compatibility"):
 * ``!TrainableParamsModifier``: freezes (``trainable: false``) or unfreezes the parameters its
   ``params`` select for the whole run (e.g. the embeddings). A change in the middle of the run
   is refused.
+* ``!LayerDroppingModifier`` (obert-train's own, not SparseML's): keep ``num_layers`` evenly
+  spaced layers (or the layers ``keep``) of the model before training starts
+  (:func:`obert_train.drop_layers`, Kurtic et al. 2022's 6- and 3-layer models); the teacher
+  stays whole, so the smaller model is distilled from the full one in the same run.
 * ``!LayerPruningModifier``, ``!QuantizationModifier`` and a few others are refused up front
   with the command that does their job (:data:`REFUSED_MODIFIERS`).
 """
@@ -21,15 +25,17 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from obert_train.errors import RecipeError
+from obert_train.layers import evenly_spaced_layers
 from obert_train.recipe._yaml import RawModifier
 from obert_train.recipe.modifiers import _Modifier, validate_as
 
 __all__ = [
     "REFUSED_MODIFIERS",
     "TRAINING_MODIFIERS",
+    "LayerDroppingModifier",
     "SetLearningRateModifier",
     "SetWeightDecayModifier",
     "TrainableParamsModifier",
@@ -51,8 +57,9 @@ REFUSED_MODIFIERS: dict[str, str] = {
         "modifier, then `obert-deploy qat CHECKPOINT -o model.onnx` on the pruned checkpoint"
     ),
     "LayerPruningModifier": (
-        "layers are dropped before training here: run `obert-train drop-layers MODEL "
-        "--output-dir SMALLER --keep 0,2,4` (the layers to keep), then this recipe without the "
+        "layers are dropped before training here: replace it with '!LayerDroppingModifier "
+        "{keep: [0, 2, 4]}' (the layers kept; or num_layers: K), or run `obert-train "
+        "drop-layers MODEL --output-dir SMALLER --keep 0,2,4`, then this recipe without the "
         "modifier with --model SMALLER"
     ),
     "LearningRateModifier": (
@@ -216,10 +223,115 @@ class TrainableParamsModifier(_Modifier):
         return [n for n in names if n in chosen]
 
 
-TrainingModifier = SetLearningRateModifier | SetWeightDecayModifier | TrainableParamsModifier
+class LayerDroppingModifier(_Modifier):
+    """Keep some of the model's transformer layers before training (obert-train's own modifier).
+
+    Before the first optimizer step the student keeps only these layers, weights unchanged
+    (:func:`obert_train.drop_layers`: config, per-layer lists and layer indices updated); the
+    teacher of a ``!DistillationModifier`` stays whole, so the smaller model is distilled from
+    the full one in the same run, and the final checkpoint has ``num_hidden_layers`` = the
+    kept count (plain ``from_pretrained`` loads it).  Pruning modifiers' ``params`` match the
+    layers after dropping (renumbered ``0 .. k-1``).
+
+    Attributes:
+        num_layers: Keep this many evenly spaced layers, ending with the top one
+            (:func:`obert_train.evenly_spaced_layers`: 6 -> 3 keeps 1, 3, 5).
+        keep: Instead: the indices of the layers kept, increasing, from 0.
+        start_epoch: -1 or 0 (layers are dropped before training).
+        end_epoch: -1 (the whole run).
+    """
+
+    tag: ClassVar[str] = "LayerDroppingModifier"
+    num_layers: int | None = Field(default=None, ge=1)
+    keep: tuple[int, ...] | None = Field(default=None, min_length=1)
+    start_epoch: float = -1.0
+    end_epoch: float = -1.0
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is None:
+            return value
+        if any(i < 0 for i in value):
+            raise ValueError("layer indices start at 0")
+        if list(value) != sorted(set(value)):
+            raise ValueError(
+                "give each layer once, in increasing order (layers cannot be reordered)"
+            )
+        return value
+
+    @field_validator("start_epoch")
+    @classmethod
+    def _start(cls, value: float) -> float:
+        if value not in (-1, 0):
+            raise ValueError(_WHOLE_RUN + " (layers are dropped before training)")
+        return value
+
+    @field_validator("end_epoch")
+    @classmethod
+    def _end(cls, value: float) -> float:
+        if value != -1:
+            raise ValueError("must be -1: the dropped layers stay dropped for the whole run")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> LayerDroppingModifier:
+        if (self.num_layers is None) == (self.keep is None):
+            raise ValueError(
+                "give num_layers (how many evenly spaced layers) or keep (their indices), "
+                "exactly one of them"
+            )
+        return self
+
+    def kept(self, count: int, where: str = "the recipe") -> list[int]:
+        """The indices of the kept layers of a model with ``count`` layers.
+
+        Args:
+            count: The model's layers.
+            where: The recipe, for messages.
+
+        Raises:
+            RecipeError: If ``num_layers`` exceeds ``count`` or an index of ``keep`` is out of
+                range (naming the modifier and the model's layer count).
+        """
+        if self.num_layers is not None:
+            if self.num_layers > count:
+                raise RecipeError(
+                    f"{self.label()} in {where}: num_layers = {self.num_layers}, but the model has "
+                    f"{count} layers; keep at most {count}"
+                )
+            return evenly_spaced_layers(count, self.num_layers)
+        assert self.keep is not None
+        outside = [i for i in self.keep if i >= count]
+        if outside:
+            raise RecipeError(
+                f"{self.label()} in {where}: keep names layer(s) {outside}, but the model "
+                f"has {count} layers, numbered 0 to {count - 1}"
+            )
+        return list(self.keep)
+
+    def recipe_dict(self) -> dict[str, Any]:
+        """The fields to write back (``keep`` as a list)."""
+        out = super().recipe_dict()
+        if self.keep is not None:
+            out["keep"] = list(self.keep)
+        return out
+
+
+TrainingModifier = (
+    SetLearningRateModifier
+    | SetWeightDecayModifier
+    | TrainableParamsModifier
+    | LayerDroppingModifier
+)
 TRAINING_MODIFIERS: dict[str, type[TrainingModifier]] = {
     cls.tag: cls
-    for cls in (SetLearningRateModifier, SetWeightDecayModifier, TrainableParamsModifier)
+    for cls in (
+        SetLearningRateModifier,
+        SetWeightDecayModifier,
+        TrainableParamsModifier,
+        LayerDroppingModifier,
+    )
 }
 """The SparseML training modifiers that run here, by tag."""
 
