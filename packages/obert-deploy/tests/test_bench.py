@@ -76,3 +76,35 @@ def test_read_results_rejects_non_list(tmp_path: Path) -> None:
     path.write_text('{"not": "a list"}')
     with pytest.raises(ValueError, match="JSON list"):
         read_results_json(path)
+
+
+def test_latency_labels_sit_after_the_whiskers(static_onnx: Path) -> None:
+    """Each p50 label starts at or after its whisker's end (p90) and stays inside its axes."""
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    from obert_deploy.bench._plot import results_figure
+
+    base = benchmark(static_onnx, BenchConfig(batch_size=2, seq_len=16, iterations=3, warmup=0))
+    # A wide whisker (p90 far beyond p50) is where a label at p50 would sit on the line.
+    wide = dataclasses.replace(
+        base, name="wide", latency_ms={**base.latency_ms, "p50": 2.0, "p90": 9.0}
+    )
+    fig = results_figure([base, wide], title="whiskers")
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        lat_ax, thr_ax = fig.axes[0], fig.axes[1]
+        labels = {float(t.get_text()): t for t in lat_ax.texts}
+        assert set(labels) == {round(base.latency_ms["p50"], 1), 2.0}
+        assert labels[2.0].get_position()[0] >= 9.0
+        p90 = base.latency_ms["p90"]
+        assert labels[round(base.latency_ms["p50"], 1)].get_position()[0] >= p90
+        for ax in (lat_ax, thr_ax):
+            box = ax.get_window_extent(renderer)
+            for text in ax.texts:
+                extent = text.get_window_extent(renderer)
+                assert box.x0 <= extent.x0 and extent.x1 <= box.x1, text.get_text()
+    finally:
+        plt.close(fig)

@@ -13,6 +13,7 @@ from onnx import numpy_helper
 from typer.testing import CliRunner
 
 from obert_deploy import (
+    ArgumentError,
     ExportConfig,
     ObertDeployError,
     ShrinkReport,
@@ -22,6 +23,7 @@ from obert_deploy import (
     shrink_model,
 )
 from obert_deploy.cli import app
+from obert_deploy.export import rounded_width
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -145,13 +147,15 @@ def test_unstructured_sparsity_removes_nothing_unless_a_column_is_zero() -> None
     # 90 % unstructured sparsity, but every column has a non-zero: nothing is removable.
     report = shrink_model(model, dry_run=True)
     assert not report.changed and report.neurons_removed == 0 and report.heads_removed == 0
-    # One column entirely zero: exactly that neuron goes; a zero up row alone removes nothing.
+    # One column entirely zero: exactly that neuron goes (without rounding the width); a zero up
+    # row alone removes nothing. By default the width 63 rounds up to 64: nothing is removed.
     with torch.no_grad():
         model.bert.encoder.layer[1].output.dense.weight[:, 5] = 0
         model.bert.encoder.layer[0].intermediate.dense.weight[7] = 0
+    assert not shrink_model(model, dry_run=True).changed
     feeds = _inputs()
     before = _out(model, feeds)
-    report = shrink_model(model)
+    report = shrink_model(model, width_multiple=1)
     assert report.neurons_removed == 1 and report.heads_removed == 0
     assert report.parameters_removed == _ffn_params(1)
     torch.testing.assert_close(_out(model, feeds), before, atol=1e-5, rtol=0)
@@ -162,7 +166,7 @@ def test_fully_zero_layer_keeps_one_neuron_and_one_head() -> None:
     _structured_(model, {1: list(range(FFN))}, {1: list(range(HEADS))})
     feeds = _inputs()
     before = _out(model, feeds)
-    report = shrink_model(model)
+    report = shrink_model(model, width_multiple=1)
     torch.testing.assert_close(_out(model, feeds), before, atol=1e-5, rtol=0)
     layer = model.bert.encoder.layer[1]
     assert layer.output.dense.weight.shape == (HIDDEN, 1)
@@ -249,7 +253,7 @@ def test_other_families_shrink_in_pytorch(family: str) -> None:
     model = build()
     feeds = _inputs()
     before, params = _out(model, feeds), _params(model)
-    report = shrink_model(model)
+    report = shrink_model(model, width_multiple=1)
     torch.testing.assert_close(_out(model, feeds), before, atol=1e-5, rtol=0)
     assert report.supported and report.neurons_removed == 2 * 40
     assert report.heads_removed == heads
@@ -404,7 +408,8 @@ def test_pruned_heads_checkpoint_loads_and_exports(tmp_path: Path) -> None:
     torch.testing.assert_close(_out(loaded, feeds), expected, atol=1e-5, rtol=0)
     assert loaded.bert.encoder.layer[0].attention.self.num_attention_heads == 2
     out = tmp_path / "pruned.onnx"
-    report = export_onnx(checkpoint, out, ExportConfig(seq_len=8, static_shapes=True))
+    config = ExportConfig(seq_len=8, static_shapes=True, width_multiple=1)
+    report = export_onnx(checkpoint, out, config)
     assert report.shrink is not None
     assert report.shrink.pruned_heads_on_load == {0: [1, 3], 1: [0]}
     assert report.shrink.heads_removed == 1 and report.shrink.neurons_removed == 20
@@ -418,7 +423,118 @@ def test_decoder_export_shrinks_gated_mlp(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = _decoder(transformers.LlamaConfig, transformers.LlamaForSequenceClassification)
     out = tmp_path / "llama.onnx"
-    report = export_onnx(model, out, ExportConfig(batch_size=2, seq_len=8, static_shapes=True))
+    config = ExportConfig(batch_size=2, seq_len=8, static_shapes=True, width_multiple=1)
+    report = export_onnx(model, out, config)
     assert report.shrink is not None and report.shrink.neurons_removed == 80
     assert report.max_abs_diff["logits"] < 1e-5
     assert (HIDDEN, FFN - 40) in _matmul_shapes(out)
+
+
+# Kept FFN widths rounded up to a multiple (issue 21): odd widths slow dense kernels for nothing.
+
+
+def test_rounded_width_rule() -> None:
+    assert rounded_width(1535, 1536, 16) == 1536  # one neuron of a 1,536-wide FFN: keep all
+    assert rounded_width(1520, 1536, 16) == 1520
+    assert rounded_width(1521, 1536, 16) == 1536
+    assert rounded_width(1000, 1536, 16) == 1008
+    assert rounded_width(1000, 1536, 1) == 1000
+    assert rounded_width(0, 1536, 16) == 16 and rounded_width(0, 1536, 1) == 1
+    assert rounded_width(3, 10, 16) == 10  # never wider than the layer
+
+
+@pytest.mark.parametrize("multiple", [1, 8, 16, 24])
+def test_kept_widths_are_multiples_and_outputs_unchanged(multiple: int) -> None:
+    """Any pattern of dead neurons: widths rounded up, outputs those of the unshrunk model."""
+    model = _bert(seed=5)
+    generator = torch.Generator().manual_seed(multiple)
+    dead = {
+        layer: sorted(torch.randperm(FFN, generator=generator)[:count].tolist())
+        for layer, count in ((0, 37), (1, 5))
+    }
+    _structured_(model, dead, {})
+    feeds = _inputs()
+    reference = _out(model, feeds)
+    report = shrink_model(model, width_multiple=multiple)
+    torch.testing.assert_close(_out(model, feeds), reference, atol=1e-5, rtol=0)
+    for layer, row in enumerate(r for r in report.rows if r.kind == "ffn"):
+        alive = FFN - len(dead[layer])
+        assert row.kept == rounded_width(alive, FFN, multiple)
+        assert row.kept % multiple == 0 or row.kept == FFN
+        assert row.kept_zero == row.kept - alive
+        width = model.bert.encoder.layer[layer].output.dense.weight.shape[1]
+        assert width == row.kept
+        # The kept dead neurons are all-zero columns: exactly kept - alive of them.
+        down = model.bert.encoder.layer[layer].output.dense.weight
+        assert int((down == 0).all(dim=0).sum()) == row.kept_zero
+    assert report.width_multiple == multiple and report.to_dict()["width_multiple"] == multiple
+
+
+def test_padding_keeps_the_largest_up_rows() -> None:
+    model = _bert(seed=1)
+    layer = model.bert.encoder.layer[0]
+    _structured_(model, {0: list(range(20))}, {})  # 44 alive -> 48 kept: 4 dead ones stay
+    with torch.no_grad():
+        layer.intermediate.dense.weight[[3, 11, 12, 17]] *= 100  # the largest dead up rows
+    up_rows = layer.intermediate.dense.weight.detach().clone()
+    shrink_model(model, width_multiple=16)
+    kept_up = model.bert.encoder.layer[0].intermediate.dense.weight.detach()
+    assert kept_up.shape == (48, HIDDEN)
+    torch.testing.assert_close(kept_up[:4], up_rows[[3, 11, 12, 17]])  # index order is kept
+    torch.testing.assert_close(kept_up[4:], up_rows[20:])
+
+
+def test_heads_are_not_rounded() -> None:
+    model = _bert()
+    _structured_(model, {}, {0: [1]})
+    report = shrink_model(model, width_multiple=16)
+    assert report.heads_removed == 1 and report.neurons_removed == 0
+    assert model.bert.encoder.layer[0].attention.self.num_attention_heads == 3
+
+
+@pytest.mark.parametrize("bad", [0, -16])
+def test_width_multiple_below_one_is_refused(bad: int) -> None:
+    with pytest.raises(ObertDeployError, match=rf"width_multiple must be >= 1, got {bad}"):
+        shrink_model(_bert(), width_multiple=bad)
+    with pytest.raises(ObertDeployError, match="width_multiple must be >= 1"):
+        ExportConfig(width_multiple=bad)
+
+
+def test_width_multiple_must_be_an_int() -> None:
+    with pytest.raises(ArgumentError, match="width_multiple"):
+        shrink_model(_bert(), width_multiple=16.0)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentError, match="width_multiple"):
+        ExportConfig(width_multiple="16")  # type: ignore[arg-type]
+
+
+def test_cli_export_width_multiple(tmp_path: Path, structured_model: Any) -> None:
+    """The structured model's FFNs keep 16 of 64 neurons: --width-multiple 24 keeps 24, and
+    --width-multiple with --no-shrink is refused before any work."""
+    checkpoint = tmp_path / "ckpt"
+    structured_model.save_pretrained(checkpoint)
+    out = tmp_path / "w24.onnx"
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(checkpoint),
+            "-o",
+            str(out),
+            *("--max-seq-length", "8"),
+            "--width-multiple",
+            "24",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert {(HIDDEN, 24), (24, HIDDEN)} <= _matmul_shapes(out)
+    refused = tmp_path / "refused.onnx"
+    result = CliRunner().invoke(
+        app,
+        ["export", str(checkpoint), "-o", str(refused), "--no-shrink", "--width-multiple", "8"],
+    )
+    assert result.exit_code == 2 and "--no-shrink keeps every shape" in result.output
+    assert not refused.exists()
+    result = CliRunner().invoke(
+        app, ["export", str(checkpoint), "-o", str(refused), "--width-multiple", "0"]
+    )
+    assert result.exit_code == 2 and "0 is below 1" in result.output

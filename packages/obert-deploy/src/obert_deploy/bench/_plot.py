@@ -5,13 +5,20 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from obert_core.shared import atomic_output
 
 from .._errors import ObertDeployError
 from ._bench import BenchResult
 
-__all__ = ["plot_results"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_results", "results_figure"]
+
+#: The x axes reach this factor beyond the longest bar or whisker: room for its value label.
+_LABEL_ROOM = 1.18
 
 
 def plot_results(
@@ -40,6 +47,22 @@ def plot_results(
 
     if not results:
         raise ObertDeployError("no benchmark results to plot; pass at least one BenchResult")
+    fig = results_figure(results, title=title)
+    out = Path(path)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return out
+
+
+def results_figure(results: Sequence[BenchResult], *, title: str | None = None) -> Figure:
+    """The figure of :func:`plot_results`, laid out, not saved (the caller closes it).
+
+    Each latency value is written after the end of its whisker (p90), never on it, and the
+    x axes leave room for the labels.
+    """
+    import matplotlib.pyplot as plt
+
     groups: dict[tuple[int, str, int], list[BenchResult]] = {}
     for result in results:
         groups.setdefault((result.batch_size, result.scenario, result.seq_len), []).append(result)
@@ -69,15 +92,17 @@ def plot_results(
         lat_ax.set_yticks(ys, labels, fontsize=8)
         lat_ax.set_xlabel("latency p50 (ms), whisker to p90")
         lat_ax.set_title(f"batch {batch}, seq {seq_len}, {scenario}", fontsize=9)
-        for y, value in zip(ys, p50, strict=True):
-            lat_ax.text(value, y, f" {value:.1f}", va="center", fontsize=7)
-        thr_ax.barh(ys, [r.items_per_s for r in group], color=colour)
+        # The p50 value goes after the whisker's end (p90), where it cannot sit on the line.
+        for y, value, end in zip(ys, p50, p90, strict=True):
+            lat_ax.text(max(value, end), y, f" {value:.1f}", va="center", fontsize=7)
+        lat_ax.set_xlim(0, _LABEL_ROOM * max(max(p50), max(p90)))
+        throughput = [r.items_per_s for r in group]
+        thr_ax.barh(ys, throughput, color=colour)
         thr_ax.set_yticks(ys, [""] * len(group))
         thr_ax.set_xlabel("items / s")
-        for y, result in zip(ys, group, strict=True):
-            thr_ax.text(
-                result.items_per_s, y, f" {result.items_per_s:.0f}", va="center", fontsize=7
-            )
+        for y, value in zip(ys, throughput, strict=True):
+            thr_ax.text(value, y, f" {value:.0f}", va="center", fontsize=7)
+        thr_ax.set_xlim(0, _LABEL_ROOM * max(throughput))
     from matplotlib.patches import Patch
 
     handles = [Patch(color=colours[e]) for e in engines]
@@ -86,8 +111,4 @@ def plot_results(
     subtitle = f"{cpu.get('brand', '?')}, {results[0].threads} threads, {cpu.get('isa', '?')}"
     fig.suptitle(f"{title or 'obert-deploy bench'}\n{subtitle}", fontsize=10)
     fig.tight_layout()
-    out = Path(path)
-    with atomic_output(out) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return out
+    return fig

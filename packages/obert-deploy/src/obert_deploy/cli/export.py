@@ -79,6 +79,15 @@ def export(
             "pruning) before exporting; --no-shrink keeps every shape.",
         ),
     ] = True,
+    width_multiple: Annotated[
+        int,
+        typer.Option(
+            "--width-multiple",
+            callback=at_least(1),
+            help="With --shrink: round each FFN's kept width up to a multiple of this (all-zero "
+            "neurons kept as zero columns, outputs unchanged); 1 removes every all-zero neuron.",
+        ),
+    ] = 16,
     json_path: JsonOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -87,6 +96,11 @@ def export(
 
     check_outputs([("--output", output, ".onnx"), ("--json", json_path, None)], overwrite=overwrite)
     try:
+        if not shrink and width_multiple != 16:
+            raise ObertDeployError(
+                f"--width-multiple {width_multiple} rounds the widths --shrink keeps, but "
+                "--no-shrink keeps every shape; leave one of them out"
+            )
         config = ExportConfig(
             task=task.value,
             engine=engine.value,
@@ -98,6 +112,7 @@ def export(
             atol=atol,
             rtol=rtol,
             shrink=shrink,
+            width_multiple=width_multiple,
         )
         # The ONNX file and the JSON report appear together or not at all.
         with atomic_outputs(output, json_path) as (staged, staged_json):

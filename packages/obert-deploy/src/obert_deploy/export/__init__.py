@@ -3,7 +3,8 @@
 :func:`export_onnx` (:class:`ExportConfig`, :class:`ExportReport`) loads a checkpoint for one
 of the :data:`TASKS` (:func:`load_checkpoint`, also transformers-4 checkpoints whose
 ``config.pruned_heads`` heads are absent), removes structurally pruned FFN neurons and attention
-heads (:func:`shrink_model`, :func:`remove_heads`), exports with the dynamo exporter and, for
+heads (:func:`shrink_model`, kept FFN widths rounded up by :func:`rounded_width`,
+:func:`remove_heads`), exports with the dynamo exporter and, for
 DeepSparse, rewrites the graph (:func:`convert_for_deepsparse` and its steps). Names load
 lazily: importing this package imports neither torch nor transformers.
 """
@@ -27,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "ShrinkReport": "._shrink",
     "ShrinkRow": "._shrink",
     "remove_heads": "._shrink",
+    "rounded_width": "._shrink",
     "shrink_model": "._shrink",
     "convert_for_deepsparse": "._onnx_compat",
     "decompose_layer_norm": "._onnx_compat",
@@ -51,6 +53,7 @@ __all__ = [
     "load_tokenizer",
     "remove_heads",
     "reorder_gelu",
+    "rounded_width",
     "shrink_model",
 ]
 
@@ -65,5 +68,5 @@ if TYPE_CHECKING:
         fold_dequantize_transpose,
         reorder_gelu,
     )
-    from ._shrink import ShrinkReport, ShrinkRow, remove_heads, shrink_model
+    from ._shrink import ShrinkReport, ShrinkRow, remove_heads, rounded_width, shrink_model
     from ._tasks import TASKS, TaskSpec, get_task

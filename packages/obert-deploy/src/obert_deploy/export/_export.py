@@ -54,7 +54,7 @@ from ._onnx_compat import (
     convert_for_deepsparse,
     set_opset,
 )
-from ._shrink import ShrinkReport, shrink_model
+from ._shrink import ShrinkReport, check_width_multiple, shrink_model
 from ._tasks import get_task
 
 if TYPE_CHECKING:
@@ -103,6 +103,9 @@ class ExportConfig:
             whose down-projection column is all zero, heads whose output-projection block is
             all zero; :func:`obert_deploy.shrink_model`). The parity check compares the ONNX
             file with the model as loaded, before shrinking. ``False`` keeps every shape.
+        width_multiple: With ``shrink``, each FFN's kept width is rounded up to a multiple of
+            this (all-zero neurons kept as zero columns; outputs unchanged): 16 by default,
+            since dense kernels gain nothing from odd widths; 1 removes every all-zero neuron.
     """
 
     task: str = "sequence-classification"
@@ -117,9 +120,11 @@ class ExportConfig:
     rtol: float = 1e-3
     seed: int = 0
     shrink: bool = True
+    width_multiple: int = 16
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_width_multiple(self.width_multiple, "ExportConfig")
         get_task(self.task)
         if self.engine not in ENGINES:
             raise ObertDeployError(
@@ -554,9 +559,10 @@ def _export_loaded(
     reference = _OutputsAsTuple.wrap(hf_model, input_names, spec.output_names)
     shrink: ShrinkReport | None = None
     if config.shrink:
-        if shrink_model(hf_model, dry_run=True).changed:
+        multiple = config.width_multiple
+        if shrink_model(hf_model, dry_run=True, width_multiple=multiple).changed:
             hf_model = copy.deepcopy(hf_model)  # never change the caller's model
-        shrink = shrink_model(hf_model)
+        shrink = shrink_model(hf_model, width_multiple=multiple)
     wrapper = _OutputsAsTuple.wrap(hf_model, input_names, spec.output_names)
     static = config.resolved_static_shapes
     feed = sample_inputs(hf_model, config.batch_size, config.seq_len, seed=config.seed)
