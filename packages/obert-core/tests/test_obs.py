@@ -323,3 +323,20 @@ def test_auto_and_quadratic_increase_torch_match_numpy() -> None:
     assert oc.obs_quadratic_increase(
         torch.from_numpy(ref - w), torch.from_numpy(finv)
     ) == pytest.approx(oc.obs_quadratic_increase(ref - w, finv), rel=1e-10)
+
+
+def test_quadratic_increase_from_fisher_blocks_equals_the_inverse_path() -> None:
+    rng = np.random.default_rng(7)
+    d, block, m, damp = 37, 10, 6, 1e-4
+    g = rng.standard_normal((m, d))
+    w = rng.standard_normal(d)
+    pad = np.zeros((m, -(-d // block) * block))
+    pad[:, :d] = g
+    gb = pad.reshape(m, -1, block)
+    gram = np.einsum("mbi,mbj->bij", gb, gb)
+    fb = oc.FisherBlocks(gram, damp, m, d)
+    finv = oc.block_fisher_inverse(g, block, damp)
+    delta = oc.obs_update(w, finv, rng.random(d) < 0.5, mode="joint") - w
+    assert oc.obs_quadratic_increase(delta, fb) == pytest.approx(
+        oc.obs_quadratic_increase(delta, finv), rel=1e-9
+    )

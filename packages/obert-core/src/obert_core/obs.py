@@ -201,8 +201,8 @@ def obs_quadratic_increase(delta: Any, finv: Any) -> float:
 
     Args:
         delta: the change ``new − old`` of one tensor (any shape; NumPy or torch).
-        finv: its inverse-Fisher blocks ``(ceil(d/B), B, B)`` (explicit blocks only; an
-            M-FAC inverse has no cheap ``F̂``).
+        finv: its inverse-Fisher blocks ``(ceil(d/B), B, B)`` or
+            :class:`~obert_core.FisherBlocks` (an M-FAC inverse has no cheap ``F̂``).
 
     Returns:
         The predicted increase, a Python float (float64 arithmetic).
@@ -210,14 +210,17 @@ def obs_quadratic_increase(delta: Any, finv: Any) -> float:
     Raises:
         ObertError: on an M-FAC inverse, a shape mismatch or non-finite input.
     """
-    if hasattr(finv, "_as_operator"):
-        raise ObertError(
-            "obs_quadratic_increase needs explicit inverse-Fisher blocks (block_fisher_inverse); "
-            "an M-FAC inverse does not store F̂."
-        )
     w, op, _ = _prepare(delta, finv, 1)
     xp = op.xp
     db = _blocks(op, w)
+    apply_fisher = getattr(op, "_apply_fisher", None)
+    if apply_fisher is not None:  # FisherBlocks: F̂ itself is stored
+        return 0.5 * float((db * apply_fisher(db)).sum())
+    if hasattr(finv, "_as_operator"):
+        raise ObertError(
+            "obs_quadratic_increase needs the Fisher blocks (block_fisher_inverse or "
+            "FisherBlocks); an M-FAC inverse does not store F̂."
+        )
     total = 0.0
     step = 4096
     for s in range(0, op.num_blocks, step):
