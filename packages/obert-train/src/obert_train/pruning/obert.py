@@ -99,6 +99,25 @@ class ObertSettings(MethodSettings):
         return self
 
 
+Fisher = torch.Tensor | oc.FisherBlocks
+"""What a step keeps per tensor: the inverse blocks, or the damped Fisher blocks un-inverted."""
+
+
+def factored_fisher(settings: ObertSettings) -> bool:
+    """Whether a step keeps the damped Fisher un-inverted (``obert_core.FisherBlocks``).
+
+    True for the batched build with ``num_grads >= fisher_block_size`` (a float32 Gram, as the
+    explicit inverse; the scores need only ``diag(F^-1)`` and the joint update one solve with the
+    kept weights' ``F_RR``, docs/math.md §2.1) unless ``diagnostics`` asks for the explicit
+    ``F^-1`` of ``obert_core.obs_quadratic_increase``.
+    """
+    return (
+        settings.fisher_method == "batched"
+        and settings.num_grads >= settings.fisher_block_size
+        and not settings.diagnostics
+    )
+
+
 @contextmanager
 def _timed(ctx: StepContext, key: str) -> Iterator[None]:
     start = time.perf_counter()
@@ -118,7 +137,8 @@ def build_inverse_fishers(
     *,
     chunk_size: int | None = None,
     overlap: bool = True,
-) -> dict[str, torch.Tensor]:
+    factored: bool = False,
+) -> dict[str, Fisher]:
     """Blocked inverse Fisher of each tensor in ``names`` owned by this rank.
 
     Gradients are differentiated for all ``names`` (every rank takes part) and each one is
@@ -134,9 +154,13 @@ def build_inverse_fishers(
         chunk_size: Gradients buffered per tensor (default ``settings.chunk_size``).
         overlap: Accumulate each chunk in a worker thread while the next chunk's gradients are
             computed (two buffers of ``chunk_size // 2`` gradients); False: one buffer, in turn.
+        factored: Return ``obert_core.FisherBlocks`` (the damped Fisher un-inverted, with
+            ``diag(F^-1)``; ``BlockFisherBuilder.finalize_fisher``) instead of the explicit
+            inverse; batched build only (see :func:`factored_fisher`).
 
     Returns:
-        ``{name: (ceil(d/B), B, B) float32 tensor}`` for this rank's tensors.
+        ``{name: (ceil(d/B), B, B) float32 tensor}`` (or ``FisherBlocks`` with ``factored``) for
+        this rank's tensors.
 
     Raises:
         DataError: If ``ctx`` has no gradient sampler.
@@ -201,7 +225,10 @@ def build_inverse_fishers(
             add(grads)
             fisher_s += time.perf_counter() - t0
     t0 = time.perf_counter()
-    finvs = {name: builder.finalize() for name, builder in builders.items()}
+    finvs: dict[str, Fisher] = {
+        name: builder.finalize_fisher() if factored else builder.finalize()
+        for name, builder in builders.items()
+    }
     fisher_s += time.perf_counter() - t0
     ctx.add_time("fisher_s", fisher_s)
     ctx.add_time("gradients_s", time.perf_counter() - start - fisher_s)
@@ -212,7 +239,7 @@ def build_inverse_fishers(
 
 def obert_scores(
     params: Mapping[str, torch.nn.Parameter],
-    finvs: Mapping[str, torch.Tensor],
+    finvs: Mapping[str, Fisher],
     group_size: int,
 ) -> dict[str, torch.Tensor]:
     """OBS saliency ``rho_Q = 1/2 w_Q^T ([F^-1]_QQ)^-1 w_Q`` per weight or group (Eq. 3 / 4).
@@ -258,7 +285,7 @@ def _cache_keys(cfg: ObertSettings, params: Mapping[str, torch.nn.Parameter]) ->
     """
     finv = (
         f"finv|B={cfg.fisher_block_size}|damp={cfg.damp!r}|m={cfg.num_grads}|bs={cfg.grad_batch_size}"
-        f"|seed={cfg.seed}|{cfg.fisher_method}|targets={cfg.targets}"
+        f"|seed={cfg.seed}|{cfg.fisher_method}|factored={factored_fisher(cfg)}|targets={cfg.targets}"
         f"|weights={_weights_fingerprint(params)}"
     )
     return finv, f"scores|group={cfg.group_size}|{finv}"
@@ -382,7 +409,7 @@ class ObertPruning(PruningMethod):
         keep_all = len(passes) == 1
         new_masks: dict[str, torch.Tensor] = {}
         scores: dict[str, torch.Tensor] = {}
-        kept: dict[str, torch.Tensor] = {}
+        kept: dict[str, Fisher] = {}
         # Updated tensors wait here until every pass has collected its gradients: writing them
         # into the model earlier would move the point later passes (and other ranks) see.
         updated: dict[str, torch.Tensor] = {}
@@ -391,13 +418,16 @@ class ObertPruning(PruningMethod):
         for names in passes:
             if cache is not None and finv_key in cache:
                 ctx.log("reusing the cached inverse Fisher of the starting weights")
-                finvs = {n: cache[finv_key][n] for n in names if n in cache[finv_key]}
+                finvs: dict[str, Fisher] = {
+                    n: cache[finv_key][n] for n in names if n in cache[finv_key]
+                }
             else:
                 finvs = build_inverse_fishers(
-                    params, names, masks, cfg, ctx, owners, chunk_size=plan.chunk_size
-                )
-                if cache is not None:
-                    cache.setdefault(finv_key, {}).update(finvs)
+                    params, names, masks, cfg, ctx, owners, chunk_size=plan.chunk_size,
+                    factored=factored_fisher(cfg),
+                )  # fmt: skip
+                if cache is not None:  # holds FisherBlocks too (StepContext types it as tensors)
+                    cache.setdefault(finv_key, {}).update(finvs)  # type: ignore[arg-type]
             if cache is not None and score_key in cache:
                 group_scores = {n: cache[score_key][n] for n in finvs}
             else:
@@ -430,8 +460,9 @@ class ObertPruning(PruningMethod):
                 )
                 for names in passes:
                     finvs = build_inverse_fishers(
-                        params, names, masks, cfg, ctx, owners, chunk_size=plan.chunk_size
-                    )
+                        params, names, masks, cfg, ctx, owners, chunk_size=plan.chunk_size,
+                        factored=factored_fisher(cfg),
+                    )  # fmt: skip
                     updated.update(_updated(params, finvs, masks, new_masks, cfg, ctx))
                     del finvs
         else:
@@ -448,7 +479,7 @@ class ObertPruning(PruningMethod):
 
 def apply_obs_update(
     params: Mapping[str, torch.nn.Parameter],
-    finvs: Mapping[str, torch.Tensor],
+    finvs: Mapping[str, Fisher],
     old_masks: Mapping[str, torch.Tensor],
     new_masks: Mapping[str, torch.Tensor],
     *,
@@ -479,7 +510,7 @@ def apply_obs_update(
 
 def obs_updated(
     params: Mapping[str, torch.nn.Parameter],
-    finvs: Mapping[str, torch.Tensor],
+    finvs: Mapping[str, Fisher],
     old_masks: Mapping[str, torch.Tensor],
     new_masks: Mapping[str, torch.Tensor],
     *,
@@ -520,7 +551,7 @@ def obs_updated(
 
 def _updated(
     params: Mapping[str, torch.nn.Parameter],
-    finvs: Mapping[str, torch.Tensor],
+    finvs: Mapping[str, Fisher],
     old: Mapping[str, torch.Tensor],
     new: Mapping[str, torch.Tensor],
     settings: ObertSettings,
@@ -544,7 +575,7 @@ def _updated(
 
 def _record_diagnostics(
     params: Mapping[str, torch.nn.Parameter],
-    finvs: Mapping[str, torch.Tensor],
+    finvs: Mapping[str, Fisher],
     old: Mapping[str, torch.Tensor],
     new: Mapping[str, torch.Tensor],
     updated: Mapping[str, torch.Tensor],

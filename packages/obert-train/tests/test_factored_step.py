@@ -1,0 +1,81 @@
+"""A pruning step on the un-inverted Fisher (obert_core.FisherBlocks) keeps today's results.
+
+For m >= B the step keeps the damped Fisher and its diag(F^-1) instead of the explicit float32
+inverse (docs/math.md §2.1); the masks must be the same and the weights equal to float32 round-off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertForSequenceClassification, BertTokenizer
+
+import obert_core as oc
+from obert_train import GradientSampler, MaskState, load_task, resolve_target_params
+from obert_train.pruning import obert as obert_module
+from obert_train.pruning.method import StepContext
+from obert_train.pruning.obert import ObertPruning, ObertSettings, factored_fisher
+
+
+def _step(
+    model: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    data: Path,
+    sparsity: float,
+    settings: dict[str, object],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, float]]:
+    task = load_task("sst2", tokenizer, data_dir=data)
+    sampler = GradientSampler.from_task(model, task, batch_size=2, num_grads=12, progress=False)
+    params = resolve_target_params(model)
+    start = {n: p.detach().clone() for n, p in params.items()}
+    masks = MaskState(params)
+    method = ObertPruning(num_grads=12, grad_batch_size=2, damp=1e-6, chunk_size=4, **settings)
+    ctx = StepContext(sampler=sampler, log=lambda _line: None, progress=False)
+    method.prune(params, masks, sparsity, ctx)
+    weights = {n: p.detach().clone() for n, p in params.items()}
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(start[name])
+    return weights, masks.as_dict(), dict(ctx.timings)
+
+
+@pytest.mark.parametrize(("sparsity", "scope"), [(0.5, True), (0.9, True), (0.7, False)])
+def test_factored_step_gives_the_explicit_steps_masks_and_weights(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sparsity: float,
+    scope: bool,
+) -> None:
+    settings: dict[str, object] = {"fisher_block_size": 8, "global_sparsity": scope}
+    assert factored_fisher(ObertSettings(num_grads=12, fisher_block_size=8))
+    built: list[type] = []
+    original = obert_module.build_inverse_fishers
+
+    def spy(*args: object, **kwargs: object) -> dict[str, object]:
+        out = original(*args, **kwargs)  # type: ignore[arg-type]
+        built.extend(type(v) for v in out.values())
+        return dict(out)
+
+    monkeypatch.setattr(obert_module, "build_inverse_fishers", spy)
+    new_w, new_m, _ = _step(tiny_bert, tokenizer, sst2_dir, sparsity, settings)
+    assert built and all(t is oc.FisherBlocks for t in built)
+    built.clear()
+    monkeypatch.setattr(obert_module, "factored_fisher", lambda _settings: False)
+    old_w, old_m, _ = _step(tiny_bert, tokenizer, sst2_dir, sparsity, settings)
+    assert built and all(t is torch.Tensor for t in built)
+    for name in old_w:
+        assert torch.equal(new_m[name], old_m[name]), name
+        scale = float(old_w[name].abs().max())
+        torch.testing.assert_close(new_w[name], old_w[name], rtol=0, atol=2e-5 * scale)
+        assert torch.all(new_w[name].reshape(-1)[~new_m[name]] == 0)
+
+
+def test_the_explicit_inverse_stays_where_the_factored_form_does_not_apply() -> None:
+    assert not factored_fisher(ObertSettings(num_grads=16, fisher_block_size=50))  # m < B
+    assert not factored_fisher(ObertSettings(num_grads=64, fisher_method="streaming"))
+    assert not factored_fisher(ObertSettings(num_grads=64, diagnostics=True))
+    assert factored_fisher(ObertSettings(num_grads=64, fisher_block_size=50))
