@@ -135,6 +135,15 @@ def deepsparse(session: nox.Session) -> None:
     session.run("bash", "packages/obert-deploy/scripts/test_deepsparse.sh", *session.posargs)
 
 
+@nox.session(python=False)
+def sparseml(session: nox.Session) -> None:
+    """SparseML 1.8 comparison harness tests (.venv-sparseml, created here; needs .venv)."""
+    session.run("bash", "scripts/sparseml_env.sh")
+    session.run(
+        ".venv/bin/python", "-m", "pytest", "tests/test_sparseml_harness.py", *session.posargs
+    )
+
+
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Time the benchmarks (pytest-benchmark, writes .benchmarks/); slow, needs a quiet machine."""
