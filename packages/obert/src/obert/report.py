@@ -478,7 +478,24 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot_accuracy(report: dict[str, Any], path: Path) -> None:
+#: Characters per line of the accuracy plot's title (9 pt on a 6.4-inch figure holds ~75).
+_TITLE_WIDTH = 60
+
+
+def _accuracy_title(report: dict[str, Any]) -> str:
+    """The accuracy plot's title, wrapped so that no line is wider than the figure."""
+    import textwrap
+
+    what = (
+        f"{model_name(report['model'])} on {report['data_name']} "
+        f"({report['train_examples']} training examples):"
+    )
+    lines = textwrap.wrap(what, _TITLE_WIDTH, break_long_words=True)
+    return "\n".join([*lines, f"dev {report['metric']} vs sparsity"])
+
+
+def _accuracy_figure(report: dict[str, Any]) -> Any:
+    """The accuracy plot as a laid-out matplotlib figure (the caller saves and closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -498,14 +515,17 @@ def _plot_accuracy(report: dict[str, Any], path: Path) -> None:
         ax.axhline(100 * dense, color="grey", linestyle=":", label="dense")
     ax.set_xlabel("sparsity of the pruned weights (%)")
     ax.set_ylabel(f"dev {metric} (%)")
-    ax.set_title(
-        f"{model_name(report['model'])} on {report['data_name']} ({report['train_examples']} "
-        f"training examples): dev {metric} vs sparsity",
-        fontsize=9,
-    )
+    ax.set_title(_accuracy_title(report), fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def _plot_accuracy(report: dict[str, Any], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = _accuracy_figure(report)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
