@@ -205,7 +205,10 @@ def oneshot(
     ] = None,
     damp: Annotated[float | None, typer.Option(help="Dampening lambda of the Fisher.")] = None,
     mask_type: Annotated[
-        str | None, typer.Option(help="'unstructured' (default), 'block4' or 'N:M' (e.g. '2:4').")
+        str | None,
+        typer.Option(
+            help="'unstructured' (default), 'block4', 'N:M' (e.g. '2:4') or 'RxC' (e.g. '16x16')."
+        ),
     ] = None,
     num_recomputations: Annotated[
         int | None, typer.Option(help="Fisher recomputations per step.")

@@ -1,8 +1,8 @@
 """Magnitude pruning (gradual magnitude pruning, GMP, when scheduled during training).
 
-Score ``|w|`` per weight (``||w_Q||^2`` per group of 4 for block4); no weight update.  Run on a
-cubic schedule during fine-tuning this is the GMP baseline of Zhu & Gupta (2017) that the oBERT
-paper compares against.
+Score ``|w|`` per weight (``||w_Q||^2`` per group of 4 for block4, per R x C block for RxC); no
+weight update.  Run on a cubic schedule during fine-tuning this is the GMP baseline of Zhu & Gupta
+(2017) that the oBERT paper compares against.
 """
 
 from __future__ import annotations
@@ -40,4 +40,5 @@ class MagnitudePruning(PruningMethod):
             name: p.detach().reshape(-1, group).float().square().sum(-1)
             for name, p in params.items()
         }
-        masks.update(select_masks(scores, sparsity, masks.as_dict(), self.settings))
+        shapes = {name: tuple(p.shape) for name, p in params.items()}
+        masks.update(select_masks(scores, sparsity, masks.as_dict(), self.settings, shapes))

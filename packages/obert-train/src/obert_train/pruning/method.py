@@ -36,6 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 
 import obert_core as oc
+import obert_core.blocks as ob
 from obert_train.errors import ArgumentError, RecipeError, TargetError
 from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.sampler import GradientSampler, LossFn
@@ -47,6 +48,7 @@ __all__ = [
     "MethodSettings",
     "PruningMethod",
     "StepContext",
+    "block_shape",
     "check_nm_sparsity",
     "nm_pattern",
     "select_masks",
@@ -77,13 +79,30 @@ def nm_pattern(mask_type: str) -> tuple[int, int] | None:
     return oc.parse_nm(mask_type)
 
 
+def block_shape(mask_type: str) -> tuple[int, int] | None:
+    """The ``(r, c)`` block of an ``"RxC"`` mask type (``"16x16"`` -> ``(16, 16)``), else None.
+
+    Parsed by :func:`obert_core.blocks.parse_block`; ``"unstructured"``, ``"block4"``, ``"N:M"``
+    and anything else that is not two whole numbers joined by ``x`` -> None.
+
+    Raises:
+        ObertError: For an ``"RxC"`` type with a side of 0 (obert-core's error).
+    """
+    head, sep, tail = mask_type.lower().partition("x")
+    if not sep or not head.isdigit() or not tail.isdigit():
+        return None
+    return ob.parse_block(mask_type)
+
+
 class MethodSettings(BaseModel):
     """Settings every pruning method has.
 
     Attributes:
-        mask_type: ``"unstructured"``, ``"block4"`` (groups of 4 consecutive weights of a row)
-            or ``"N:M"`` (e.g. ``"2:4"``: N of every M consecutive weights kept, so the
-            sparsity is ``1 - N/M``).
+        mask_type: ``"unstructured"``, ``"block4"`` (groups of 4 consecutive weights of a row),
+            ``"N:M"`` (e.g. ``"2:4"``: N of every M consecutive weights kept, so the
+            sparsity is ``1 - N/M``) or ``"RxC"`` (e.g. ``"16x16"``: aligned blocks of R rows
+            and C columns of each 2-D weight, LPViT's semi-structured pruning, arXiv 2407.02068;
+            written back as ``"16x16"``).
         global_sparsity: One threshold over all target tensors (True, the oBERT recipes) or
             one per tensor (False).
         targets: Regexes (``re.search``) of the tensors to prune; None = the six BERT encoder
@@ -102,19 +121,38 @@ class MethodSettings(BaseModel):
         if value in ("unstructured", "block4"):
             return value
         try:
+            block = block_shape(value)
+        except oc.ObertError:
+            raise ValueError(f"mask_type {value!r}: need blocks of at least 1x1") from None
+        if block is not None:
+            return f"{block[0]}x{block[1]}"
+        try:
             nm = nm_pattern(value)
         except oc.ObertError:
             raise ValueError(f"mask_type {value!r}: need 1 <= N < M") from None
         if nm is None:
             raise ValueError(
-                f"mask_type {value!r} unknown; use 'unstructured', 'block4' or 'N:M' like '2:4'"
+                f"mask_type {value!r} unknown; use 'unstructured', 'block4', 'N:M' like '2:4' "
+                "or 'RxC' like '16x16'"
             )
         return value
 
     @property
     def group_size(self) -> int:
-        """Weights scored and pruned together (4 for block4, else 1)."""
+        """Consecutive weights scored and pruned together (4 for block4, C for RxC, else 1).
+
+        For RxC a group is one row segment of a block; :func:`select_masks` sums a block's R
+        segment scores.
+        """
+        block = self.block
+        if block is not None:
+            return block[1]
         return 4 if self.mask_type == "block4" else 1
+
+    @property
+    def block(self) -> tuple[int, int] | None:
+        """``(R, C)`` for RxC block masks, else None."""
+        return block_shape(self.mask_type)
 
     @property
     def nm(self) -> tuple[int, int] | None:
@@ -188,6 +226,7 @@ def select_masks(
     sparsity: float,
     masks: Mapping[str, torch.Tensor],
     settings: MethodSettings,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """New keep-masks from scores via ``obert_core.select_mask`` (already pruned stay pruned).
 
@@ -197,10 +236,18 @@ def select_masks(
             ``global_sparsity``; N:M masks ignore it).
         masks: Current flat keep-masks (True = kept).
         settings: Supply the mask type, N:M pattern, group size and scope.
+        shapes: ``{name: weight shape}``, needed by RxC block masks: the ``R`` row-segment
+            scores of a block (one per ``C`` consecutive weights) are summed into its score,
+            which for oBERT's saliencies with Fisher blocks inside a row is the block's exact
+            OBS saliency (docs/math.md §8, B-3).
 
     Returns:
         ``{name: flat bool keep-mask}`` for every name in ``scores``.
     """
+    if settings.block is not None:
+        if shapes is None:
+            raise ArgumentError("select_masks needs the weight shapes for RxC block masks")
+        return _select_block_masks(scores, sparsity, masks, settings, shapes)
     check_nm_sparsity(settings, sparsity)
     chosen = oc.select_mask(
         dict(scores),
@@ -211,6 +258,45 @@ def select_masks(
         nm=settings.nm,
     )
     return {name: torch.as_tensor(chosen[name]).to(torch.bool) for name in scores}
+
+
+def _select_block_masks(
+    scores: Mapping[str, torch.Tensor],
+    sparsity: float,
+    masks: Mapping[str, torch.Tensor],
+    settings: MethodSettings,
+    shapes: Mapping[str, tuple[int, ...]],
+) -> dict[str, torch.Tensor]:
+    """:func:`select_masks` for RxC: rank whole blocks (globally or per tensor), no regrowth.
+
+    A block counts as pruned only when all its weights are; weights pruned earlier inside a kept
+    block stay pruned (the new mask is the block mask AND the old one).
+    """
+    block = settings.block
+    assert block is not None
+    r, c = block
+    size = r * c
+    block_scores: dict[str, torch.Tensor] = {}
+    current: dict[str, torch.Tensor] = {}
+    grids: dict[str, tuple[int, int]] = {}
+    for name, sc in scores.items():
+        rows, cols = (int(d) for d in shapes[name])
+        br, bc = rows // r, cols // c
+        grids[name] = (br, bc)
+        block_scores[name] = sc.detach().double().reshape(br, r, bc).sum(1).reshape(-1)
+        old = masks[name].reshape(br, r, bc, c)
+        alive = old.any(3).any(1)  # a block with a kept weight is still a block to rank
+        current[name] = alive.reshape(-1).repeat_interleave(size)
+    chosen = oc.select_mask(
+        block_scores, sparsity, scope=settings.scope, current_masks=current, group_size=size
+    )
+    out = {}
+    for name in scores:
+        br, bc = grids[name]
+        kept = torch.as_tensor(chosen[name]).reshape(-1, size)[:, 0].reshape(br, bc)
+        full = kept.repeat_interleave(r, 0).repeat_interleave(c, 1).reshape(-1)
+        out[name] = full.to(masks[name].device) & masks[name].to(torch.bool)
+    return out
 
 
 class PruningMethod(abc.ABC):
@@ -250,14 +336,22 @@ class PruningMethod(abc.ABC):
     def check(self, params: Mapping[str, torch.nn.Parameter]) -> None:
         """Refuse tensors the mask type cannot split; drivers call it before anything else.
 
-        Every tensor must hold whole groups (4 for block4) and whole N:M runs of M; methods with
-        further needs (oBERT: whole Fisher blocks) extend it.
+        Every tensor must hold whole groups (4 for block4) and whole N:M runs of M, and for RxC
+        be 2-D with R dividing its rows and C its columns; methods with further needs (oBERT:
+        whole Fisher blocks) extend it.
 
         Raises:
             TargetError: Naming the tensor, its size and the setting to change.
         """
         cfg = self.settings
+        block = cfg.block
         for name, p in params.items():
+            if block is not None:
+                try:
+                    ob.block_grid(tuple(p.shape), block, name=name)
+                except oc.ObertError as exc:
+                    raise TargetError(f"mask_type {cfg.mask_type!r}: {exc}") from None
+                continue
             d = p.numel()
             if d % cfg.group_size:
                 raise TargetError(

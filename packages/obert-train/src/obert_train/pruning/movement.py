@@ -77,7 +77,8 @@ class MovementPruning(PruningMethod):
             )
         group = self.settings.group_size
         scores = {name: self.scores[name].reshape(-1, group).sum(-1) for name in params}
-        masks.update(select_masks(scores, sparsity, masks.as_dict(), self.settings))
+        shapes = {name: tuple(p.shape) for name, p in params.items()}
+        masks.update(select_masks(scores, sparsity, masks.as_dict(), self.settings, shapes))
 
     def state_dict(self) -> dict[str, Any]:
         """The accumulated scores and the number of updates."""

@@ -96,6 +96,14 @@ class ObertSettings(MethodSettings):
                 f"mask_type 'block4' needs fisher_block_size divisible by 4, got "
                 f"{self.fisher_block_size} (the paper uses 32)"
             )
+        block = self.block
+        if block is not None and self.fisher_block_size % block[1]:
+            raise ValueError(
+                f"mask_type {self.mask_type!r} needs fisher_block_size divisible by the block "
+                f"width {block[1]}, got {self.fisher_block_size}; use k x {block[1]} with k >= 2 "
+                f"(e.g. {2 * block[1]}) so each removed block is compensated by the rest of its "
+                "rows' Fisher blocks"
+            )
         return self
 
 
@@ -307,7 +315,10 @@ class ObertPruning(PruningMethod):
     settings: ObertSettings
 
     def check(self, params: Mapping[str, torch.nn.Parameter]) -> None:
-        """Whole groups (see :meth:`PruningMethod.check`) and whole Fisher blocks for block4.
+        """Whole groups, whole Fisher blocks for block4, Fisher blocks inside a row for RxC.
+
+        See :meth:`PruningMethod.check`; for RxC a Fisher block inside one row makes the summed
+        row-segment saliencies the exact OBS saliency of a block (docs/math.md §8).
 
         Raises:
             TargetError: Naming the tensor, its size and the setting to change.
@@ -320,6 +331,14 @@ class ObertPruning(PruningMethod):
                 raise TargetError(
                     f"fisher_block_size {cfg.fisher_block_size} exceeds the {d} weights of tensor "
                     f"{name!r}; use a smaller fisher_block_size"
+                )
+            block = cfg.block
+            if block is not None and int(p.shape[-1]) % cfg.fisher_block_size:
+                raise TargetError(
+                    f"fisher_block_size {cfg.fisher_block_size} does not divide the row length "
+                    f"{int(p.shape[-1])} of tensor {name!r} (mask_type {cfg.mask_type!r} needs "
+                    "each Fisher block inside one row); pick a multiple of "
+                    f"{block[1]} that divides {int(p.shape[-1])}"
                 )
             if cfg.mask_type == "block4" and d % cfg.fisher_block_size:
                 raise TargetError(
@@ -438,7 +457,11 @@ class ObertPruning(PruningMethod):
             if local:
                 with _timed(ctx, "masks_s"):
                     chosen = select_masks(
-                        group_scores, sparsity, {n: masks[n] for n in group_scores}, cfg
+                        group_scores,
+                        sparsity,
+                        {n: masks[n] for n in group_scores},
+                        cfg,
+                        {n: tuple(params[n].shape) for n in group_scores},
                     )
                 new_masks.update(chosen)
                 updated.update(_updated(params, finvs, masks, chosen, cfg, ctx))
@@ -450,7 +473,8 @@ class ObertPruning(PruningMethod):
         if not local:
             with _timed(ctx, "masks_s"):
                 all_scores = _gather(scores, owners, params, cfg.group_size, ctx)
-                new_masks = select_masks(all_scores, sparsity, masks, cfg)
+                shapes = {n: tuple(p.shape) for n, p in params.items()}
+                new_masks = select_masks(all_scores, sparsity, masks, cfg, shapes)
             if keep_all:
                 updated.update(_updated(params, kept, masks, new_masks, cfg, ctx))
                 kept.clear()

@@ -58,6 +58,15 @@ _REFUSED = {
 }
 
 
+def _is_block_list(value: object) -> bool:
+    """Whether ``value`` is SparseML's ``[R, C]`` block spelling (two whole numbers)."""
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    )
+
+
 class _Schedule(BaseModel):
     """The schedule fields of a pruning modifier (the recipe's, not the method's)."""
 
@@ -372,6 +381,8 @@ def build_pruning_modifier(
         fields["grad_batch_size"] = _grad_batch_size(fields.pop("grad_sampler_kwargs"), prefix)
     if fields.get("mask_type") in _BLOCK4:  # SparseML's names of 1x4 blocks
         fields["mask_type"] = "block4"
+    elif _is_block_list(fields.get("mask_type")):  # SparseML's [R, C] blocks: "RxC"
+        fields["mask_type"] = "{}x{}".format(*fields["mask_type"])
     try:
         spec: _Schedule | _ConstantRange = (
             _Schedule(**timing) if cls.schedules_pruning else _ConstantRange(**timing)
