@@ -150,6 +150,7 @@ def _pruning_lines(recipe: _Plan, spe: int | None) -> list[str]:
             f"    params: {p}" if i == 0 else f"            {p}" for i, p in enumerate(m.params)
         ]
         lines.append(f"    settings: {_settings(m)}")
+        lines += _allocation_lines(m)
     head = "  #   epoch" + ("       step" if spe else "") + "  modifier  method      target  mask"
     lines.append(head)
     if spe:
@@ -172,6 +173,25 @@ def _pruning_lines(recipe: _Plan, spe: int | None) -> list[str]:
         f"{_plural(recipe.num_epochs - last, 'epoch')}"
     )
     return lines
+
+
+def _allocation_lines(m: PruningModifier) -> list[str]:
+    """Structured pruning with ``allocation: uniform``: what each step keeps per layer."""
+    values = m.settings.model_dump()
+    if values.get("allocation") != "uniform":
+        return []
+    heads = values.get("structure") == "heads"
+    what = "heads" if heads else "neurons"
+    rule = "" if heads else f", a multiple of {values.get('multiple')}"
+    then = (
+        "obert-train shrink removes them where the config has head_dim; obert-deploy export always"
+        if heads
+        else "obert-train shrink then writes a smaller intermediate_size"
+    )
+    return [
+        f"    allocation uniform: every layer keeps the same number of {what}, the allowed size "
+        f"nearest (1 - target)·n{rule}, its own highest-scored ones ({then})"
+    ]
 
 
 def _value(value: object) -> str:
