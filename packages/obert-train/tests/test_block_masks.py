@@ -183,3 +183,31 @@ def test_recipes_and_set_take_rxc() -> None:
     assert recipe.pruning[0].settings.mask_type == "32x32"
     with pytest.raises(RecipeError, match="mask_type"):
         load_recipe(RECIPE.replace("MASK", "16x0"))
+
+
+def test_oneshot_command_takes_mask_type_rxc(
+    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForSequenceClassification
+    from typer.testing import CliRunner
+
+    from obert_train.cli.app import app
+
+    runner = CliRunner()
+    base = ["oneshot", "--model", str(tiny_model_dir), "--task", "sst2", "--data-dir"]
+    out = tmp_path / "out"
+    args = [*base, str(sst2_dir), "--output-dir", str(out), "--no-progress", "--method"]
+    result = runner.invoke(app, [*args, "magnitude", "--sparsity", "0.5", "--mask-type", "8x8"])
+    assert result.exit_code == 0, result.output
+    (ckpt,) = [p for p in out.iterdir() if p.is_dir()]
+    (modifier,) = load_recipe(str(ckpt / "recipe.yaml")).pruning
+    assert modifier.settings.mask_type == "8x8"
+    model = AutoModelForSequenceClassification.from_pretrained(ckpt)
+    for p in resolve_target_params(model).values():
+        assert _aligned(p.detach() != 0, 8, 8)
+    refused = tmp_path / "refused"
+    bad = [*base, str(sst2_dir), "--output-dir", str(refused), "--no-progress", "--method"]
+    result = runner.invoke(app, [*bad, "magnitude", "--sparsity", "0.5", "--mask-type", "24x8"])
+    assert result.exit_code == 2
+    assert "error:" in result.output and "(32, 32) is not a whole number of 24x8" in result.output
+    assert not refused.exists()
