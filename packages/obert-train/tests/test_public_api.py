@@ -24,6 +24,8 @@ PUBLIC = {
     "distillation_loss", "recipe_lr_scheduler", "Recipe", "load_recipe", "steps_per_epoch",
     "ModifierSpec", "build_recipe",
     "method_for_tag",
+    # sparse zeroth-order (MeZO-style) fine-tuning
+    "ZOTrainer", "ZOSettings",
     # Fisher machinery a caller may drive itself
     "GradientSampler",
     # tasks and checkpoints

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from obert_train.hf.lr import recipe_lr_scheduler
     from obert_train.hf.run import RunOptions, RunResult, run_recipe
     from obert_train.hf.trainer import ObertTrainer
+    from obert_train.hf.zo import ZOSettings, ZOTrainer
     from obert_train.layers import drop_layers
     from obert_train.pruning.constant import ConstantPruning
     from obert_train.pruning.magnitude import MagnitudePruning
@@ -143,6 +144,8 @@ _EXPORTS: dict[str, str] = {
     "check_tokens_known": "obert_train.checks",
     "distillable_outputs": "obert_train.checks",
     "version_callback": "obert_train.cli.group",
+    "ZOSettings": "obert_train.hf.zo",
+    "ZOTrainer": "obert_train.hf.zo",
 }
 """Public name -> the module defining it (imported on first use: ``--help`` stays fast)."""
 
@@ -188,6 +191,8 @@ __all__ = [
     "Task",
     "TrainingError",
     "VocabularyGroup",
+    "ZOSettings",
+    "ZOTrainer",
     "__version__",
     "build_recipe",
     "check_finite_weights",

@@ -1,0 +1,306 @@
+"""``ZOTrainer``: sparse zeroth-order (MeZO-style SPSA) fine-tuning in a ``transformers.Trainer``.
+
+Each optimizer step estimates the gradient from two forward passes and updates the weights in
+place, without autograd (MeZO, Malladi et al., NeurIPS 2023, arXiv 2305.17333; the sparse
+variant restricts the perturbation to the kept weights, as DeepZero, arXiv 2310.02025, restricts
+its coordinate estimates to a sparse mask; docs/math.md §9). For direction ``i`` of step ``t``:
+
+    z = zo_direction(θ, seed, t, index) ⊙ m           (m: keep-mask, 1 for unmasked tensors)
+    θ ← θ + μz;  l₊ = l(θ);  θ ← θ − 2μz;  l₋ = l(θ);  θ ← θ + μz
+    ĝ = (l₊ − l₋) / 2μ;   θ ← θ − (η/q) ĝ z                                          (Z-6)
+
+``z`` is regenerated from ``(seed, t, i·P + k)`` for the ``k``-th of ``P`` trained tensors
+(:func:`obert_core.zo.zo_direction`) whenever it is needed, one tensor at a time, so the memory
+is that of inference plus one tensor: no gradients, no optimizer moments, no stored directions.
+Pruned weights (keep-mask False) get ``z = 0`` and stay exactly 0. The optimizer state is just
+``(seed, step)``: the Trainer's checkpoint (weights, scheduler, data position) plus the step
+number reproduce the run bit for bit on the same device, and ``zo_state.json`` in each
+checkpoint refuses a resume with other ZO settings.
+
+The masks come from an :class:`~obert_train.ObertPruningCallback` among the Trainer's
+callbacks (its current masks, read at every step, so pruning during ZO training works), or from
+``masks=`` (parameter name → keep-mask), or there are none (dense MeZO). Forwards run in eval
+mode (no dropout: ``l₊`` and ``l₋`` must see the same function) under ``torch.no_grad``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from obert_core.zo import zo_direction
+from obert_train.checkpoint import atomic_write_text
+from obert_train.errors import ArgumentError, ModelError, OptionError, ResumeError, TrainingError
+from obert_train.hf.callback import ObertPruningCallback
+
+__all__ = ["ZO_STATE_FILE", "ZOSettings", "ZOTrainer"]
+
+ZO_STATE_FILE = "zo_state.json"
+"""The ZO settings inside each ``checkpoint-N`` folder (a resume must use the same)."""
+
+
+@dataclass(frozen=True)
+class ZOSettings:
+    """Settings of the zeroth-order steps (Z-6).
+
+    Attributes:
+        mu: the perturbation scale ``μ`` > 0 (MeZO: 1e-3).
+        num_directions: directions ``q`` per optimizer step, applied one after another (MeZO: 1).
+        seed: the seed of the directions (integer ≥ 0); with the step it fixes every direction.
+    """
+
+    mu: float = 1e-3
+    num_directions: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        mu: object = self.mu
+        if isinstance(mu, bool) or not isinstance(mu, numbers.Real):
+            raise OptionError(f"mu must be a positive number such as 1e-3, got {mu!r}")
+        if not math.isfinite(float(mu)) or float(mu) <= 0:
+            raise OptionError(
+                f"mu must be finite and > 0 (MeZO uses 1e-3; float32 weights need ≳1e-4), got "
+                f"{mu!r}"
+            )
+        q: object = self.num_directions
+        if isinstance(q, bool) or not isinstance(q, numbers.Integral) or q < 1:
+            raise OptionError(f"num_directions must be an integer ≥ 1, got {q!r}")
+        seed: object = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise OptionError(f"seed must be an integer ≥ 0, got {seed!r}")
+        object.__setattr__(self, "mu", float(mu))
+        object.__setattr__(self, "num_directions", int(q))
+        object.__setattr__(self, "seed", int(seed))
+
+
+class ZOTrainer(Trainer):
+    """A ``Trainer`` whose steps are zeroth-order (Z-6): two forwards, no backward.
+
+    Example::
+
+        trainer = ZOTrainer(model=model, args=TrainingArguments(..., learning_rate=1e-5),
+                            train_dataset=features, data_collator=collate,
+                            zo=ZOSettings(mu=1e-3, seed=0),
+                            masks={n: p != 0 for n, p in targets.items()})
+        trainer.train()                       # or train(resume_from_checkpoint=True)
+
+    Args:
+        *args: Passed to ``transformers.Trainer``.
+        zo: The ZO settings (default :class:`ZOSettings()`).
+        masks: Parameter name (as in ``model.named_parameters()``) → boolean keep-mask (True =
+            kept; any shape with the tensor's number of entries). Pruned weights are set to 0
+            here and never move. Leave it out to take the masks of an
+            :class:`~obert_train.ObertPruningCallback` in ``callbacks`` (or train densely).
+        **kwargs: Passed to ``transformers.Trainer``. The learning rate and its schedule are the
+            Trainer's; ``weight_decay`` shrinks the matrices (not biases or LayerNorm weights)
+            by ``1 − η·wd`` per step.
+
+    Raises:
+        OptionError: ``gradient_accumulation_steps`` > 1 or several processes (one batch per ZO
+            step, one process), bad :class:`ZOSettings`.
+        ModelError: a mask naming no parameter of the model, or of the wrong size.
+        ArgumentError: ``masks`` together with an ``ObertPruningCallback`` (one source of masks).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        zo: ZOSettings | None = None,
+        masks: Mapping[str, torch.Tensor] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if zo is not None and not isinstance(zo, ZOSettings):
+            raise ArgumentError(f"zo must be a ZOSettings, got {type(zo).__name__}")
+        self.zo = zo if zo is not None else ZOSettings()
+        if self.args.gradient_accumulation_steps != 1:
+            raise OptionError(
+                f"gradient_accumulation_steps={self.args.gradient_accumulation_steps}: a ZO step "
+                "uses one batch; set it to 1 and raise per_device_train_batch_size instead"
+            )
+        if self.args.world_size > 1:
+            raise OptionError(
+                f"ZOTrainer runs in one process, got world_size={self.args.world_size}; launch "
+                "it without torchrun / accelerate launch"
+            )
+        if masks is not None and self._pruning_callbacks():
+            raise ArgumentError(
+                "pass masks= or an ObertPruningCallback, not both: the callback's masks are the "
+                "ones a ZO step follows"
+            )
+        self._masks = self._check_masks(masks) if masks is not None else None
+        self.zo_losses: list[float] = []
+        """The mean ``(l₊ + l₋)/2`` of each step of this process (for tests and plots)."""
+
+    # ------------------------------------------------------------------ masks
+    def _model(self) -> torch.nn.Module:
+        if self.model is None:
+            raise ArgumentError("ZOTrainer needs a model (model= or model_init=)")
+        return self.model
+
+    def _pruning_callbacks(self) -> list[ObertPruningCallback]:
+        return [
+            cb for cb in self.callback_handler.callbacks if isinstance(cb, ObertPruningCallback)
+        ]
+
+    def _check_masks(self, masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        named = dict(self._model().named_parameters())
+        out: dict[str, torch.Tensor] = {}
+        for name, mask in masks.items():
+            if name not in named:
+                close = [n for n in named if name.split(".")[-1] in n][:3]
+                raise ModelError(
+                    f"masks names {name!r}, which is not a parameter of the model (e.g. {close}); "
+                    "use the names of model.named_parameters()"
+                )
+            p = named[name]
+            given: object = mask
+            if not isinstance(given, torch.Tensor) or given.dtype != torch.bool:
+                raise ModelError(
+                    f"masks[{name!r}] must be a boolean tensor (True = kept), got "
+                    f"{getattr(mask, 'dtype', type(mask).__name__)}; pass e.g. weight != 0"
+                )
+            if mask.numel() != p.numel():
+                raise ModelError(
+                    f"masks[{name!r}] has {mask.numel()} entries, the parameter {p.numel()}"
+                )
+            out[name] = mask.reshape(p.shape).to(p.device)
+            with torch.no_grad():
+                p.mul_(out[name].to(p.dtype))
+        return out
+
+    def _zo_params(self) -> list[tuple[torch.nn.Parameter, torch.Tensor | None]]:
+        """``(parameter, keep-mask in its shape or None)`` of every trained tensor, in order."""
+        by_id: dict[int, torch.Tensor] = {}
+        for cb in self._pruning_callbacks():
+            if cb.masks is not None:
+                for name, mask in cb.masks.items():
+                    by_id[id(cb.masks.params[name])] = mask
+        out: list[tuple[torch.nn.Parameter, torch.Tensor | None]] = []
+        for name, p in self._model().named_parameters():
+            if not p.requires_grad:
+                continue
+            keep = self._masks.get(name) if self._masks is not None else by_id.get(id(p))
+            out.append((p, None if keep is None else keep.view(p.shape)))
+        return out
+
+    # ------------------------------------------------------------------ the step
+    def _perturb(
+        self,
+        params: list[tuple[torch.nn.Parameter, torch.Tensor | None]],
+        step: int,
+        direction: int,
+        scale: float,
+    ) -> None:
+        """``θ ← θ + scale · z`` with ``z`` regenerated tensor by tensor (masked)."""
+        count = len(params)
+        for k, (p, mask) in enumerate(params):
+            z = zo_direction(p.detach(), self.zo.seed, step, direction * count + k)
+            if mask is not None:
+                z.mul_(mask.to(z.dtype))
+            p.add_(z, alpha=scale)
+
+    def _zo_loss(
+        self, model: torch.nn.Module, inputs: dict[str, Any], step: int, side: str
+    ) -> float:
+        loss = self.compute_loss(model, inputs)
+        if isinstance(loss, tuple):
+            loss = loss[0]
+        value = float(loss.detach().float().mean())
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"non-finite ZO loss ({value}) at θ {side} μz of optimizer step {step} (epoch "
+                f"{self.state.epoch or 0.0:.4f}); training stopped, the checkpoints saved so far "
+                f"in {self.args.output_dir} are the last good states (lower mu or the learning "
+                "rate, check the data and the model weights)"
+            )
+        return value
+
+    def training_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor | Any],
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        """One ZO step (Z-6) on this batch; returns the mean of ``(l₊ + l₋)/2`` over directions."""
+        del num_items_in_batch  # the loss of a ZO step is the batch mean
+        model.eval()
+        inputs = self._prepare_inputs(inputs)
+        step = int(self.state.global_step)
+        lr = float(self._get_learning_rate())
+        mu, q = self.zo.mu, self.zo.num_directions
+        params = self._zo_params()
+        total = 0.0
+        with torch.no_grad():
+            decay = lr * float(self.args.weight_decay)
+            if decay:
+                for p, _ in params:
+                    if p.dim() >= 2:
+                        p.mul_(1.0 - decay)
+            for i in range(q):
+                self._perturb(params, step, i, mu)
+                plus = self._zo_loss(model, inputs, step, "+")
+                self._perturb(params, step, i, -2.0 * mu)
+                minus = self._zo_loss(model, inputs, step, "−")
+                self._perturb(params, step, i, mu)
+                grad = (plus - minus) / (2.0 * mu)
+                self._perturb(params, step, i, -lr * grad / q)
+                total += 0.5 * (plus + minus)
+        self.zo_losses.append(total / q)
+        return torch.tensor(total / q, device=self.args.device)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        folder = Path(self._get_output_dir(trial=trial))
+        folder = folder / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        state = {**asdict(self.zo), "step": int(self.state.global_step)}
+        atomic_write_text(folder / ZO_STATE_FILE, json.dumps(state, indent=2) + "\n")
+
+    def train(
+        self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        """``Trainer.train``; a resume is refused unless the checkpoint has the same ZO settings.
+
+        Raises:
+            ResumeError: the checkpoint has no ``zo_state.json`` (not written by a ZOTrainer) or
+                other ZO settings than this trainer's.
+        """
+        if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
+            path = resume_from_checkpoint
+            if path is True:
+                path = get_last_checkpoint(self.args.output_dir or ".")  # type: ignore[no-untyped-call]
+                if path is None:
+                    raise ResumeError(
+                        f"resume requested but {self.args.output_dir} has no checkpoint-N folder"
+                    )
+            self._check_resume(Path(os.fspath(path)))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _check_resume(self, folder: Path) -> None:
+        file = folder / ZO_STATE_FILE
+        if not file.is_file():
+            raise ResumeError(
+                f"{folder} has no {ZO_STATE_FILE}: it was not written by a ZOTrainer, so its "
+                "directions cannot be continued; start a new run from its weights instead"
+            )
+        saved = json.loads(file.read_text(encoding="utf-8"))
+        for key, value in asdict(self.zo).items():
+            if saved.get(key) != value:
+                raise ResumeError(
+                    f"{folder} was trained with {key}={saved.get(key)!r}, this trainer has "
+                    f"{key}={value!r}; resume with the same ZO settings (ZOSettings("
+                    f"{', '.join(f'{k}={saved.get(k)!r}' for k in asdict(self.zo))}))"
+                )

@@ -1,0 +1,233 @@
+"""ZOTrainer: sparse MeZO-style zeroth-order fine-tuning on a tiny BERT (docs/math.md §9)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import (
+    BertForSequenceClassification,
+    BertTokenizer,
+    DataCollatorWithPadding,
+    TrainingArguments,
+)
+
+from obert_train import (
+    ArgumentError,
+    ModelError,
+    ModifierSpec,
+    ObertPruningCallback,
+    OptionError,
+    ResumeError,
+    TrainingError,
+    build_recipe,
+)
+from obert_train.hf.zo import ZO_STATE_FILE, ZOSettings, ZOTrainer
+
+from .conftest import NEGATIVE, POSITIVE, tiny_config
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _features(tokenizer: BertTokenizer) -> list[dict[str, Any]]:
+    rows = [(s, 1) for s in POSITIVE] + [(s, 0) for s in NEGATIVE]
+    return [{**tokenizer(s), "labels": y} for s, y in rows]
+
+
+def _model(tokenizer: BertTokenizer) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    # a larger init than BERT's 0.02 gives the six sentences distinct features to separate
+    config = tiny_config(
+        len(tokenizer), num_labels=2, hidden_dropout_prob=0.0, initializer_range=0.3
+    )
+    return BertForSequenceClassification(config)
+
+
+def _encoder_masks(model: torch.nn.Module, sparsity: float = 0.5) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return {
+        name: torch.rand(p.shape, generator=gen) >= sparsity
+        for name, p in model.named_parameters()
+        if ".encoder." in name and name.endswith(".weight") and p.dim() == 2
+    }
+
+
+def _args(out: Path, **kwargs: Any) -> TrainingArguments:
+    base: dict[str, Any] = {
+        "output_dir": str(out),
+        "per_device_train_batch_size": 6,
+        "learning_rate": 1e-3,
+        "lr_scheduler_type": "constant",
+        "max_steps": 120,
+        "save_strategy": "no",
+        "logging_strategy": "no",
+        "report_to": [],
+        "use_cpu": True,
+        "seed": 0,
+        "disable_tqdm": True,
+    }
+    base.update(kwargs)
+    return TrainingArguments(**base)
+
+
+def _trainer(
+    tokenizer: BertTokenizer, out: Path, model: Any = None, *, zo: Any = None, **kwargs: Any
+) -> ZOTrainer:
+    model = model if model is not None else _model(tokenizer)
+    masks = kwargs.pop("masks", None)
+    callbacks = kwargs.pop("callbacks", None)
+    return ZOTrainer(
+        model=model,
+        args=_args(out, **kwargs),
+        train_dataset=_features(tokenizer),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        zo=zo if zo is not None else ZOSettings(mu=1e-3, seed=3),
+        masks=masks,
+        callbacks=callbacks,
+    )
+
+
+@torch.no_grad()
+def _full_loss(model: torch.nn.Module, tokenizer: BertTokenizer) -> float:
+    model.eval()
+    batch = DataCollatorWithPadding(tokenizer)(_features(tokenizer))
+    return float(model(**batch).loss)
+
+
+def test_sparse_zo_training_lowers_the_loss_and_keeps_pruned_weights_at_zero(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    model = _model(tokenizer)
+    masks = _encoder_masks(model)
+    before_weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = _trainer(tokenizer, tmp_path, model, masks=masks)
+    loss_before = _full_loss(model, tokenizer)
+    trainer.train()
+    loss_after = _full_loss(model, tokenizer)
+    assert loss_after < 0.5 * loss_before, (loss_before, loss_after)
+    named = dict(model.named_parameters())
+    for name, mask in masks.items():
+        p = named[name]
+        assert torch.all(p[~mask] == 0), name  # pruned: exactly zero, never perturbed
+        assert not torch.equal(p[mask], before_weights[name][mask]), name  # kept: trained
+    # memory of inference: no gradient and no optimizer moment was ever allocated
+    assert all(p.grad is None for p in model.parameters())
+    assert trainer.optimizer is not None and not trainer.optimizer.state
+
+
+def test_resume_from_a_checkpoint_is_bit_identical_to_the_uninterrupted_run(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    common = {"max_steps": 8, "save_strategy": "steps", "save_steps": 4}
+    full = _trainer(tokenizer, tmp_path / "full", zo=ZOSettings(seed=5, num_directions=2), **common)
+    model_full = full.model
+    masks = _encoder_masks(model_full)
+    full = _trainer(
+        tokenizer,
+        tmp_path / "full",
+        model_full,
+        zo=ZOSettings(seed=5, num_directions=2),
+        masks=masks,
+        **common,
+    )
+    full.train()
+    checkpoint = tmp_path / "full" / "checkpoint-4"
+    state = json.loads((checkpoint / ZO_STATE_FILE).read_text())
+    assert state == {"mu": 1e-3, "num_directions": 2, "seed": 5, "step": 4}
+
+    model = _model(tokenizer)  # a fresh process: weights come from the checkpoint
+    resumed = _trainer(
+        tokenizer,
+        tmp_path / "resumed",
+        model,
+        zo=ZOSettings(seed=5, num_directions=2),
+        masks=_encoder_masks(model),
+        **common,
+    )
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    for (name, a), (_, b) in zip(
+        model_full.named_parameters(), resumed.model.named_parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert resumed.zo_losses == full.zo_losses[4:]
+
+
+def test_resume_with_other_settings_or_a_non_zo_checkpoint_is_refused(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    first = _trainer(tokenizer, tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
+    first.train()
+    other = _trainer(tokenizer, tmp_path, zo=ZOSettings(mu=1e-3, seed=4), max_steps=4)
+    with pytest.raises(ResumeError, match="trained with seed=3, this trainer has seed=4"):
+        other.train(resume_from_checkpoint=True)
+    (tmp_path / "checkpoint-2" / ZO_STATE_FILE).unlink()
+    again = _trainer(tokenizer, tmp_path, max_steps=4)
+    with pytest.raises(ResumeError, match="not written by a ZOTrainer"):
+        again.train(resume_from_checkpoint=True)
+
+
+def test_masks_follow_an_obert_pruning_callback(tokenizer: BertTokenizer, tmp_path: Path) -> None:
+    recipe = build_recipe(
+        [
+            ModifierSpec.epoch_range(2.0),
+            ModifierSpec.pruning(
+                "magnitude",
+                init_sparsity=0.5,
+                final_sparsity=0.7,
+                start_epoch=0.0,
+                end_epoch=1.0,
+                update_frequency=1.0,
+            ),
+        ]
+    )
+    callback = ObertPruningCallback(recipe, progress=False, log=lambda line: None)
+    trainer = _trainer(tokenizer, tmp_path, callbacks=[callback], max_steps=4)
+    trainer.train()
+    assert callback.masks is not None
+    assert callback.sparsity() == pytest.approx(0.7, abs=0.01)
+    for name, mask in callback.masks.items():
+        p = callback.masks.params[name]
+        assert torch.all(p.reshape(-1)[~mask] == 0), name
+
+
+def test_bad_settings_are_named(tokenizer: BertTokenizer, tmp_path: Path) -> None:
+    for mu in (0.0, -1e-3, float("nan"), float("inf")):
+        with pytest.raises(OptionError, match="mu must be finite and > 0"):
+            ZOSettings(mu=mu)
+    with pytest.raises(OptionError, match="num_directions must be an integer ≥ 1, got 0"):
+        ZOSettings(num_directions=0)
+    with pytest.raises(OptionError, match="seed must be an integer ≥ 0, got -1"):
+        ZOSettings(seed=-1)
+    with pytest.raises(OptionError, match="gradient_accumulation_steps=2"):
+        _trainer(tokenizer, tmp_path, gradient_accumulation_steps=2)
+    model = _model(tokenizer)
+    with pytest.raises(ModelError, match=r"'encoder\.nope\.weight', which is not a parameter"):
+        _trainer(tokenizer, tmp_path, model, masks={"encoder.nope.weight": torch.ones(3) > 0})
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    with pytest.raises(ModelError, match="has 3 entries, the parameter 1024"):
+        _trainer(tokenizer, tmp_path, model, masks={name: torch.ones(3) > 0})
+    with pytest.raises(ModelError, match="must be a boolean tensor"):
+        _trainer(tokenizer, tmp_path, model, masks={name: torch.ones(32, 32)})
+    callback = ObertPruningCallback(build_recipe([ModifierSpec.epoch_range(1.0)]))
+    with pytest.raises(ArgumentError, match="not both"):
+        _trainer(
+            tokenizer, tmp_path, model, masks={name: torch.ones(32, 32) > 0}, callbacks=[callback]
+        )
+    with pytest.raises(ArgumentError, match="zo must be a ZOSettings"):
+        _trainer(tokenizer, tmp_path, zo={"mu": 1e-3})
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    model = _model(tokenizer)
+    trainer = _trainer(tokenizer, tmp_path, model, max_steps=3)
+    with torch.no_grad():
+        model.classifier.bias.fill_(float("nan"))
+    with pytest.raises(
+        TrainingError, match=r"non-finite ZO loss \(nan\) at θ \+ μz of optimizer step 0"
+    ):
+        trainer.train()
