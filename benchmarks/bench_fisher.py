@@ -159,6 +159,49 @@ def test_fisher_build(
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_fisher_build_factored(
+    benchmark: Any, bench_scale: str, size: tuple[int, int, int]
+) -> None:
+    """The torch batched build kept un-inverted (``finalize_fisher``: Gram + ``diag(F̂⁻¹)``).
+
+    What a pruning step needs (docs/math.md §2.1); compare with ``torch-batched`` of the same size.
+    """
+    import torch
+
+    d, bsz, m = size
+    torch.set_num_threads(2)
+    tchunk = torch.from_numpy(_chunk(d))
+
+    def feed() -> Any:
+        b = oc.BlockFisherBuilder(d, bsz, DAMP, m, backend="torch")
+        for _ in range(m // CHUNK):
+            b.add(tchunk)
+        out = b.finalize_fisher()
+        benchmark.extra_info.update(b.timings)
+        return out
+
+    feed_small = oc.BlockFisherBuilder(1000, 10, DAMP, 4, backend="torch")
+    feed_small.add(tchunk[:4, :1000])
+    feed_small.finalize_fisher()  # compile the Numba kernels outside the timing
+    benchmark.group = f"fisher-d{d}-B{bsz}-m{m}"
+    benchmark.extra_info.update({"d": d, "B": bsz, "m": m, "backend": "torch",
+                                 "method": "batched-factored"})  # fmt: skip
+    if HAS_PSUTIL:
+        with _PeakRSS() as rss:
+            out = benchmark.pedantic(feed, rounds=1, iterations=1, warmup_rounds=0)
+        benchmark.extra_info["peak_rss_growth_mb"] = round(rss.peak_mb, 1)
+    else:
+        out = benchmark.pedantic(feed, rounds=1, iterations=1, warmup_rounds=0)
+    diag = out.diag().numpy()
+    nb = -(-d // bsz)
+    for b_idx in (0, nb - 1):
+        lo, hi = b_idx * bsz, min((b_idx + 1) * bsz, d)
+        gb = tchunk[:, lo:hi].double().numpy()
+        ref = np.linalg.inv((m // CHUNK) * gb.T @ gb / m + DAMP * np.eye(hi - lo)).diagonal()
+        assert np.max(np.abs(diag[lo:hi] / ref - 1)) < 1e-4, b_idx
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
 def test_fp32_gemm_throughput(benchmark: Any, bench_scale: str) -> None:
     """The machine's float32 GEMM throughput: the yardstick of the batched build (extra_info)."""
     import torch
