@@ -25,7 +25,7 @@ PUBLIC = {
     "ModifierSpec", "build_recipe",
     "method_for_tag",
     # sparse zeroth-order (MeZO-style) fine-tuning
-    "ZOTrainer", "ZOSettings",
+    "ZOTrainer", "ZOSettings", "zo_grasp_sparsities",
     # Fisher machinery a caller may drive itself
     "GradientSampler",
     # tasks and checkpoints

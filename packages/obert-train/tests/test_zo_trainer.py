@@ -24,6 +24,8 @@ from obert_train import (
     ResumeError,
     TrainingError,
     build_recipe,
+    resolve_target_params,
+    zo_grasp_sparsities,
 )
 from obert_train.hf.zo import ZO_STATE_FILE, ZOSettings, ZOTrainer
 
@@ -118,32 +120,45 @@ def test_sparse_zo_training_lowers_the_loss_and_keeps_pruned_weights_at_zero(
     assert trainer.optimizer is not None and not trainer.optimizer.state
 
 
+def _gradient_sparsity(model: torch.nn.Module) -> dict[str, float]:
+    return {n: 0.8 for n, p in model.named_parameters() if n.endswith(".weight") and p.dim() == 2}
+
+
 def test_resume_from_a_checkpoint_is_bit_identical_to_the_uninterrupted_run(
     tokenizer: BertTokenizer, tmp_path: Path
 ) -> None:
     common = {"max_steps": 8, "save_strategy": "steps", "save_steps": 4}
-    full = _trainer(tokenizer, tmp_path / "full", zo=ZOSettings(seed=5, num_directions=2), **common)
+    sparse = _gradient_sparsity(_model(tokenizer))
+    settings = ZOSettings(seed=5, num_directions=2, gradient_sparsity=sparse, mask_period=3)
+    full = _trainer(tokenizer, tmp_path / "full", zo=settings, **common)
     model_full = full.model
     masks = _encoder_masks(model_full)
     full = _trainer(
         tokenizer,
         tmp_path / "full",
         model_full,
-        zo=ZOSettings(seed=5, num_directions=2),
+        zo=settings,
         masks=masks,
         **common,
     )
     full.train()
     checkpoint = tmp_path / "full" / "checkpoint-4"
     state = json.loads((checkpoint / ZO_STATE_FILE).read_text())
-    assert state == {"mu": 1e-3, "num_directions": 2, "seed": 5, "step": 4}
+    assert state == {
+        "mu": 1e-3,
+        "num_directions": 2,
+        "seed": 5,
+        "gradient_sparsity": sparse,
+        "mask_period": 3,
+        "step": 4,
+    }
 
     model = _model(tokenizer)  # a fresh process: weights come from the checkpoint
     resumed = _trainer(
         tokenizer,
         tmp_path / "resumed",
         model,
-        zo=ZOSettings(seed=5, num_directions=2),
+        zo=settings,
         masks=_encoder_masks(model),
         **common,
     )
@@ -201,6 +216,12 @@ def test_bad_settings_are_named(tokenizer: BertTokenizer, tmp_path: Path) -> Non
         ZOSettings(num_directions=0)
     with pytest.raises(OptionError, match="seed must be an integer ≥ 0, got -1"):
         ZOSettings(seed=-1)
+    with pytest.raises(OptionError, match="mask_period must be an integer ≥ 1"):
+        ZOSettings(mask_period=0)
+    with pytest.raises(OptionError, match=r"gradient_sparsity\['w'\] must be in \[0, 1\)"):
+        ZOSettings(gradient_sparsity={"w": 1.0})
+    with pytest.raises(ModelError, match=r"gradient_sparsity names \['w'\]"):
+        _trainer(tokenizer, tmp_path, zo=ZOSettings(gradient_sparsity={"w": 0.5}))
     with pytest.raises(OptionError, match="gradient_accumulation_steps=2"):
         _trainer(tokenizer, tmp_path, gradient_accumulation_steps=2)
     model = _model(tokenizer)
@@ -231,3 +252,48 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(
         TrainingError, match=r"non-finite ZO loss \(nan\) at θ \+ μz of optimizer step 0"
     ):
         trainer.train()
+
+
+def test_sparse_gradients_move_only_the_period_random_coordinates(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    model = _model(tokenizer)
+    sparse = _gradient_sparsity(model)
+    name = "bert.encoder.layer.1.output.dense.weight"
+    settings = ZOSettings(seed=2, gradient_sparsity=sparse, mask_period=2)
+    snapshots = []
+    for steps in (0, 2, 4):
+        fresh = _model(tokenizer)
+        if steps:
+            _trainer(tokenizer, tmp_path, fresh, zo=settings, max_steps=steps).train()
+        snapshots.append(dict(fresh.named_parameters())[name].detach().clone())
+    first = snapshots[1] != snapshots[0]  # moved during steps 0-1 (period 0)
+    second = snapshots[2] != snapshots[1]  # moved during steps 2-3 (period 1)
+    for moved in (first, second):
+        assert 0.1 < moved.float().mean() < 0.3  # 80 % of the coordinates stay frozen
+    assert not torch.equal(first, second)  # a fresh random mask per period
+    bias = "bert.encoder.layer.1.output.dense.bias"
+    trained = _model(tokenizer)
+    _trainer(tokenizer, tmp_path, trained, zo=settings, max_steps=1).train()
+    assert bool(
+        (dict(trained.named_parameters())[bias] != dict(model.named_parameters())[bias]).all()
+    )
+
+
+def test_zo_grasp_sparsities_meet_the_budget_and_restore_the_weights(
+    tokenizer: BertTokenizer,
+) -> None:
+    model = _model(tokenizer)
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batch = DataCollatorWithPadding(tokenizer)(_features(tokenizer))
+    ratios = zo_grasp_sparsities(model, batch, 0.8, q=8, seed=1)
+    targets = resolve_target_params(model)
+    assert list(ratios) == list(targets)
+    total = sum(ratios[n] * p.numel() for n, p in targets.items())
+    assert total == pytest.approx(0.8 * sum(p.numel() for p in targets.values()), abs=1)
+    assert len(set(ratios.values())) > 1  # the global ranking gives layers different ratios
+    assert ratios == zo_grasp_sparsities(model, batch, 0.8, q=8, seed=1)
+    assert model.training
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from obert_train.pruning.registry import METHODS, create_method, method_for_tag, register_method
     from obert_train.pruning.structured import StructuredPruning, StructuredSettings
     from obert_train.pruning.targets import BERT_ENCODER_PATTERNS, resolve_target_params
+    from obert_train.pruning.zo_grasp import zo_grasp_sparsities
     from obert_train.recipe import ModifierSpec, Recipe, build_recipe, load_recipe
     from obert_train.shrink import shrink_model
     from obert_train.tasks.base import ClassificationTask, Task
@@ -146,6 +147,7 @@ _EXPORTS: dict[str, str] = {
     "version_callback": "obert_train.cli.group",
     "ZOSettings": "obert_train.hf.zo",
     "ZOTrainer": "obert_train.hf.zo",
+    "zo_grasp_sparsities": "obert_train.pruning.zo_grasp",
 }
 """Public name -> the module defining it (imported on first use: ``--help`` stays fast)."""
 
@@ -224,6 +226,7 @@ __all__ = [
     "steps_per_epoch",
     "version_callback",
     "with_data_options",
+    "zo_grasp_sparsities",
 ]
 
 

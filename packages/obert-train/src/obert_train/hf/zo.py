@@ -21,6 +21,11 @@ The masks come from an :class:`~obert_train.ObertPruningCallback` among the Trai
 callbacks (its current masks, read at every step, so pruning during ZO training works), or from
 ``masks=`` (parameter name → keep-mask), or there are none (dense MeZO). Forwards run in eval
 mode (no dropout: ``l₊`` and ``l₋`` must see the same function) under ``torch.no_grad``.
+
+DeepZero's sparse gradients (``ZOSettings.gradient_sparsity``, e.g. the ZO-GraSP ratios of
+:func:`~obert_train.zo_grasp_sparsities`): every ``mask_period`` steps a fresh random mask per
+named tensor, regenerated from ``(seed, step // mask_period)``, further restricts ``m`` to the
+coordinates that move in that period; the weights stay dense.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from obert_core.zo import zo_direction
+from obert_core.zo import random_layer_masks, zo_direction
 from obert_train.checkpoint import atomic_write_text
 from obert_train.errors import ArgumentError, ModelError, OptionError, ResumeError, TrainingError
 from obert_train.hf.callback import ObertPruningCallback
@@ -57,11 +62,20 @@ class ZOSettings:
         mu: the perturbation scale ``μ`` > 0 (MeZO: 1e-3).
         num_directions: directions ``q`` per optimizer step, applied one after another (MeZO: 1).
         seed: the seed of the directions (integer ≥ 0); with the step it fixes every direction.
+        gradient_sparsity: DeepZero's sparse gradients: parameter name → fraction of its
+            coordinates *not* perturbed (in [0, 1)), e.g. the ZO-GraSP ratios of
+            :func:`~obert_train.zo_grasp_sparsities`. Every ``mask_period`` steps a fresh random
+            mask per tensor (:func:`obert_core.zo.random_layer_masks`, key ``(seed, step //
+            mask_period)``) chooses the coordinates that move; the weights stay dense. Tensors
+            not named (biases, ...) are perturbed in full. ``None``: every kept coordinate.
+        mask_period: steps between two random masks (DeepZero: 5 epochs' worth of steps).
     """
 
     mu: float = 1e-3
     num_directions: int = 1
     seed: int = 0
+    gradient_sparsity: Mapping[str, float] | None = None
+    mask_period: int = 1
 
     def __post_init__(self) -> None:
         mu: object = self.mu
@@ -78,9 +92,34 @@ class ZOSettings:
         seed: object = self.seed
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise OptionError(f"seed must be an integer ≥ 0, got {seed!r}")
+        period: object = self.mask_period
+        if isinstance(period, bool) or not isinstance(period, numbers.Integral) or period < 1:
+            raise OptionError(f"mask_period must be an integer ≥ 1 (steps), got {period!r}")
         object.__setattr__(self, "mu", float(mu))
         object.__setattr__(self, "num_directions", int(q))
         object.__setattr__(self, "seed", int(seed))
+        object.__setattr__(self, "mask_period", int(period))
+        if self.gradient_sparsity is not None:
+            object.__setattr__(self, "gradient_sparsity", _check_sparsities(self.gradient_sparsity))
+
+
+def _check_sparsities(given: object) -> dict[str, float]:
+    if not isinstance(given, Mapping):
+        raise OptionError(
+            f"gradient_sparsity must be a mapping of parameter name → fraction, got "
+            f"{type(given).__name__}; e.g. {{'bert.encoder.layer.0.output.dense.weight': 0.9}}"
+        )
+    out: dict[str, float] = {}
+    for name, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise OptionError(f"gradient_sparsity[{name!r}] must be a number, got {value!r}")
+        if not 0.0 <= float(value) < 1.0:
+            raise OptionError(
+                f"gradient_sparsity[{name!r}] must be in [0, 1) (the fraction of coordinates not "
+                f"perturbed), got {value!r}"
+            )
+        out[str(name)] = float(value)
+    return out
 
 
 class ZOTrainer(Trainer):
@@ -139,6 +178,8 @@ class ZOTrainer(Trainer):
                 "ones a ZO step follows"
             )
         self._masks = self._check_masks(masks) if masks is not None else None
+        self._check_sparsity_names()
+        self._random_masks: tuple[int, dict[str, torch.Tensor]] | None = None
         self.zo_losses: list[float] = []
         """The mean ``(l₊ + l₋)/2`` of each step of this process (for tests and plots)."""
 
@@ -179,19 +220,47 @@ class ZOTrainer(Trainer):
                 p.mul_(out[name].to(p.dtype))
         return out
 
-    def _zo_params(self) -> list[tuple[torch.nn.Parameter, torch.Tensor | None]]:
-        """``(parameter, keep-mask in its shape or None)`` of every trained tensor, in order."""
+    def _check_sparsity_names(self) -> None:
+        if self.zo.gradient_sparsity is None:
+            return
+        named = dict(self._model().named_parameters())
+        unknown = [n for n in self.zo.gradient_sparsity if n not in named]
+        if unknown:
+            raise ModelError(
+                f"gradient_sparsity names {unknown[:3]}, not parameters of the model; use the "
+                "names of model.named_parameters()"
+            )
+
+    def _period_masks(self, step: int) -> dict[str, torch.Tensor]:
+        """The random masks of DeepZero's sparse gradients for ``step`` (cached per period)."""
+        sparsities = self.zo.gradient_sparsity
+        if sparsities is None:
+            return {}
+        period = step // self.zo.mask_period
+        if self._random_masks is None or self._random_masks[0] != period:
+            named = dict(self._model().named_parameters())
+            like = {n: named[n].detach() for n in named if n in sparsities}
+            masks = random_layer_masks(like, sparsities, seed=self.zo.seed, step=period)
+            self._random_masks = (period, masks)
+        return self._random_masks[1]
+
+    def _zo_params(self, step: int) -> list[tuple[torch.nn.Parameter, torch.Tensor | None]]:
+        """``(parameter, mask of the coordinates that move, or None)`` per trained tensor."""
+        random = self._period_masks(step)
         by_id: dict[int, torch.Tensor] = {}
         for cb in self._pruning_callbacks():
             if cb.masks is not None:
-                for name, mask in cb.masks.items():
-                    by_id[id(cb.masks.params[name])] = mask
+                for name, cb_mask in cb.masks.items():
+                    by_id[id(cb.masks.params[name])] = cb_mask
         out: list[tuple[torch.nn.Parameter, torch.Tensor | None]] = []
         for name, p in self._model().named_parameters():
             if not p.requires_grad:
                 continue
             keep = self._masks.get(name) if self._masks is not None else by_id.get(id(p))
-            out.append((p, None if keep is None else keep.view(p.shape)))
+            mask: torch.Tensor | None = None if keep is None else keep.view(p.shape)
+            if name in random:
+                mask = random[name] if mask is None else mask & random[name]
+            out.append((p, mask))
         return out
 
     # ------------------------------------------------------------------ the step
@@ -239,7 +308,7 @@ class ZOTrainer(Trainer):
         step = int(self.state.global_step)
         lr = float(self._get_learning_rate())
         mu, q = self.zo.mu, self.zo.num_directions
-        params = self._zo_params()
+        params = self._zo_params(step)
         total = 0.0
         with torch.no_grad():
             decay = lr * float(self.args.weight_decay)
