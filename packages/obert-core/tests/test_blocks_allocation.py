@@ -158,7 +158,7 @@ def test_default_smoothing_and_grid_run_end_to_end() -> None:
     assert all(0.0 <= a <= 0.95 for a in res.ratios.values())
 
 
-@pytest.mark.parametrize("rule", ob.RULES)
+@pytest.mark.parametrize("rule", ["lpvit", "lagrange"])
 def test_a_free_layer_is_pruned_to_the_minimum_density(rule: str) -> None:
     ratios = ob.ratio_grid(100)
     dist = {"free": np.zeros(101), "costly": 5 * ratios**2}
@@ -166,3 +166,66 @@ def test_a_free_layer_is_pruned_to_the_minimum_density(rule: str) -> None:
     res = ob.allocate_ratios(dist, cost, 0.7, ratios=ratios, rule=rule, smooth=None)
     assert res.ratios["free"] == pytest.approx(0.95)
     assert res.cost <= 0.7 * res.dense_cost
+
+
+def test_uniform_rule_is_the_smallest_common_ratio_meeting_the_budget() -> None:
+    ratios = ob.ratio_grid(20)
+    cost = {"a": ob.flops_curve((32, 64), "16x16", ratios=ratios), "b": 3 * (1 - ratios)}
+    dist = {"a": ratios**2, "b": ratios}
+    res = ob.allocate_ratios(dist, cost, 0.62, ratios=ratios, rule="uniform")
+    assert res.ratios["a"] == res.ratios["b"]
+    a = res.ratios["a"]
+    j = int(np.flatnonzero(ratios == a)[0])
+    totals = cost["a"] + cost["b"]
+    assert totals[j] <= 0.62 * res.dense_cost < totals[j - 1]
+    with pytest.raises(oc.ObertError, match="one ratio for every layer"):
+        ob.allocate_ratios(dist, cost, 0.01, ratios=ratios, rule="uniform", min_density=0.5)
+
+
+def _model(seed: int) -> tuple[dict, dict, dict]:
+    rng = np.random.default_rng(seed)
+    shapes = {"attn.qkv": (48, 16), "mlp.fc1": (32, 16), "mlp.fc2": (16, 32)}
+    weights = {n: rng.standard_normal(s) for n, s in shapes.items()}
+    grads = {n: rng.standard_normal(s) * rng.uniform(0.1, 3) for n, s in shapes.items()}
+    finvs = {
+        n: oc.block_fisher_inverse(rng.standard_normal((24, w.size)), 8, 1e-3, backend="numpy")
+        for n, w in weights.items()
+    }
+    return weights, grads, finvs
+
+
+def test_allocate_blocks_is_the_composition_of_the_curves() -> None:
+    weights, grads, finvs = _model(0)
+    ratios = ob.ratio_grid(100)
+    flops = {n: ob.flops_curve(w.shape, "8x8", ratios=ratios) for n, w in weights.items()}
+    power = {n: ob.lpvit_power_curve(w.shape, "8x8", ratios=ratios) for n, w in weights.items()}
+    lpvit = {n: ob.taylor_distortion_curve(w, grads[n], "8x8") for n, w in weights.items()}
+    obs = {n: ob.obs_distortion_curve(w, finvs[n], "8x8") for n, w in weights.items()}
+    got = ob.allocate_blocks(weights, "8x8", 0.5, grads=grads)
+    assert got == ob.allocate_ratios(lpvit, flops, 0.5, power=power)
+    got = ob.allocate_blocks(weights, "8x8", 0.5, method="obs", finvs=finvs, rule="lagrange")
+    assert got == ob.allocate_ratios(obs, flops, 0.5, rule="lagrange")
+    got = ob.allocate_blocks(weights, "8x8", 0.5, method="uniform")
+    # one ratio; 0.46 already removes half of every layer's blocks (round(0.46 · 12) = 6, ...)
+    assert set(got.ratios.values()) == {0.46} and got.cost == pytest.approx(0.5 * got.dense_cost)
+    table = {(48, 16): {1.0: 9.0, 0.0: 1.0}, (32, 16): {1.0: 5.0}, (16, 32): {1.0: 5.0, 0.5: 4.0}}
+    lat = ob.allocate_blocks(weights, "8x8", 0.7, method="uniform", latency=table)
+    assert lat.dense_cost == pytest.approx(19.0) and lat.cost <= 0.7 * 19.0
+
+
+def test_allocate_blocks_refuses_what_it_cannot_use() -> None:
+    weights, grads, finvs = _model(1)
+    with pytest.raises(oc.ObertError, match="method='lpvit' needs grads"):
+        ob.allocate_blocks(weights, "8x8", 0.5)
+    with pytest.raises(oc.ObertError, match=r"finvs has no entry for \['mlp.fc2'\]"):
+        ob.allocate_blocks(
+            weights, "8x8", 0.5, method="obs", finvs={k: finvs[k] for k in list(finvs)[:2]}
+        )
+    with pytest.raises(oc.ObertError, match=r"mlp\.fc1 of shape \(32, 16\) is not a whole"):
+        ob.allocate_blocks(weights, "24x8", 0.5, grads=grads)
+    with pytest.raises(oc.ObertError, match=r"no entry for mlp\.fc1 of shape \(32, 16\)"):
+        ob.allocate_blocks(weights, "8x8", 0.5, grads=grads, latency={(48, 16): {1.0: 1.0}})
+    with pytest.raises(oc.ObertError, match="unknown method"):
+        ob.allocate_blocks(weights, "8x8", 0.5, method="random")
+    with pytest.raises(oc.ObertError, match="budget must be in"):
+        ob.allocate_blocks(weights, "8x8", 1.0, grads=grads)

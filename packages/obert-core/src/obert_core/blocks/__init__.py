@@ -9,6 +9,8 @@
   kept FLOPs, a measured latency, LPViT's power proxy; EMA smoothing and five-point-stencil slopes.
 * :mod:`.allocation` — per-layer ratios under a FLOPs or latency budget by equal slopes, with a
   bisection on the slope exponent (:func:`allocate_ratios`).
+* :mod:`.plan` — the whole LPViT / OBS / uniform allocation from a model's weights in one call
+  (:func:`allocate_blocks`).
 
 The math: docs/math.md §8 ((B-1)–(B-3): blocks, scores, update; (B-4)–(B-7): curves, allocation).
 """
@@ -36,6 +38,7 @@ from .grid import (
     parse_block,
     reduce_blocks,
 )
+from .plan import METHODS, allocate_blocks
 from .scores import (
     magnitude_block_scores,
     obs_block_saliency,
@@ -45,8 +48,10 @@ from .scores import (
 
 __all__ = [
     "DEFAULT_DAMP",
+    "METHODS",
     "RULES",
     "Allocation",
+    "allocate_blocks",
     "allocate_ratios",
     "block_grid",
     "block_keep_mask",

@@ -17,7 +17,9 @@ grid point:
   ``dO_l/da`` is closest to ``2^s``;
 * ``rule="lagrange"``: the minimiser of ``O_l(a) + 2^s C_l(a)`` — the exact Lagrangian choice, so
   the allocation is optimal among all allocations that cost no more (for any curves; with convex
-  ones it is the equal-slope point ``dO_l/dC_l = −2^s``).
+  ones it is the equal-slope point ``dO_l/dC_l = −2^s``);
+* ``rule="uniform"`` (the baseline): one ratio for every layer, the smallest grid point that meets
+  the budget (the distortion curves are not used).
 
 ``s`` is found by bisection in ``[−100, 100]``: the smallest ``s`` whose total cost
 ``Σ_l C_l(a_l)`` is within ``budget · Σ_l C_l(0)``. Every layer keeps at least the density
@@ -39,7 +41,7 @@ from .curves import _check_ratios, ema, stencil_slopes
 
 __all__ = ["RULES", "Allocation", "allocate_ratios"]
 
-RULES = ("lpvit", "lagrange")
+RULES = ("lpvit", "lagrange", "uniform")
 
 _S_LOW, _S_HIGH = -100.0, 100.0
 
@@ -53,7 +55,8 @@ class Allocation:
         cost: the total cost ``Σ_l C_l(a_l)`` at those ratios.
         dense_cost: ``Σ_l C_l(0)``.
         budget: the budget asked for (a fraction of ``dense_cost``).
-        exponent: ``s``; the slope (``rule="lpvit"``) or multiplier (``"lagrange"``) is ``2^s``.
+        exponent: ``s``; the slope (``rule="lpvit"``) or multiplier (``"lagrange"``) is ``2^s``
+            (0 for ``"uniform"``).
         beta: the weight of the power curves in the objective (0 without them).
         min_density: the density every layer keeps at least.
     """
@@ -130,7 +133,8 @@ def allocate_ratios(
             :func:`~obert_core.blocks.ratio_grid`, 0 … 1 by 0.01), starting at 0.
         power: layer name → LPViT's power proxy ``P_l`` at each ratio, added as ``β P_l``.
         beta: ``β`` (default: (β) of the module docstring when ``power`` is given, else 0).
-        rule: ``"lpvit"`` (slope closest to ``2^s``) or ``"lagrange"`` (see the module docstring).
+        rule: ``"lpvit"`` (slope closest to ``2^s``), ``"lagrange"`` or ``"uniform"`` (see the
+            module docstring).
         smooth: the EMA weight applied to each ``D_l`` (LPViT: 0.5); ``None`` or 0: no smoothing.
         h: the stencil offset of :func:`~obert_core.blocks.stencil_slopes` (LPViT: 4).
         min_density: the smallest density a layer keeps (default ``min(0.05, budget/2)``).
@@ -166,9 +170,11 @@ def allocate_ratios(
     elif beta is not None:
         raise ObertError("beta weighs the power curves; pass power=... with it, or drop beta.")
     obj = {k: dist[k] + bet * pw[k] if pw is not None else dist[k] for k in names}
-    choose = _chooser(rule, a, obj, costs, allowed, h)
     dense = float(sum(costs[k][0] for k in names))
     target = b * dense
+    if rule == "uniform":
+        return _uniform(a, costs, allowed, target, dense, b, bet, dens)
+    choose = _chooser(rule, a, obj, costs, allowed, h)
 
     def total(s: float) -> tuple[float, dict[str, int]]:
         pick = choose(s)
@@ -204,6 +210,37 @@ def allocate_ratios(
         exponent=s_hi,
         beta=bet,
         min_density=dens,
+    )
+
+
+def _uniform(
+    a: np.ndarray,
+    costs: dict[str, np.ndarray],
+    allowed: np.ndarray,
+    target: float,
+    dense: float,
+    budget: float,
+    beta: float,
+    dens: float,
+) -> Allocation:
+    """``rule="uniform"``: the smallest common grid ratio whose total cost meets the budget."""
+    totals: np.ndarray = np.sum(np.stack(list(costs.values())), axis=0)
+    for j in np.flatnonzero(allowed).tolist():
+        if float(totals[j]) <= target * (1 + 1e-12):
+            return Allocation(
+                ratios=dict.fromkeys(costs, float(a[j])),
+                cost=float(totals[j]),
+                dense_cost=dense,
+                budget=budget,
+                exponent=0.0,
+                beta=beta,
+                min_density=dens,
+            )
+    best = float(min(totals[allowed]))
+    raise ObertError(
+        f"budget={budget!r} cannot be met with one ratio for every layer: the sparsest allowed "
+        f"keeps {best / dense:.4g} of the dense cost (every layer keeps at least density "
+        f"{dens:.4g}); raise the budget or lower min_density."
     )
 
 
