@@ -21,6 +21,7 @@ from obert_train import (
     MagnitudePruning,
     MaskState,
     MethodSettings,
+    MovementPruning,
     ObertSettings,
     RecipeError,
     StepContext,
@@ -83,6 +84,22 @@ def test_magnitude_removes_whole_blocks_by_their_squared_norm() -> None:
         m = keep if name == "w" else state["v"].reshape(4, 4)
         assert bool(m[4 * i, 4 * j]) == ((name, i, j) not in gone)
     assert (params["w"].detach()[~keep] == 0).all()
+
+
+def test_movement_ranks_blocks_by_their_summed_score() -> None:
+    gen = torch.Generator().manual_seed(0)
+    params = {"w": torch.nn.Parameter(torch.randn(4, 6, generator=gen))}
+    method = MovementPruning(mask_type="2x3")
+    state = MaskState(params)
+    method.prepare(params, state, StepContext())
+    params["w"].grad = torch.randn(4, 6, generator=gen)
+    method.after_backward(params, state)
+    method.prune(params, state, 0.5, StepContext())
+    keep = state["w"].reshape(4, 6)
+    assert _aligned(keep, 2, 3)
+    block_scores = method.scores["w"].reshape(2, 2, 2, 3).sum((1, 3)).reshape(-1)
+    lowest = set(torch.argsort(block_scores)[:2].tolist())
+    assert {i for i in range(4) if not bool(keep[2 * (i // 2), 3 * (i % 2)])} == lowest
 
 
 def test_block_masks_never_regrow_a_pruned_weight() -> None:
