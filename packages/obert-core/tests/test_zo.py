@@ -487,3 +487,57 @@ def test_bad_masks_and_settings_are_named() -> None:
         zo_direction(theta, -1, 0, 0)
     with pytest.raises(ObertError, match=r"sparsities\['a'\] must be in \[0, 1\)"):
         random_layer_masks({"a": theta}, {"a": 1.0})
+
+
+@needs_torch
+def test_parameters_that_require_grad_build_no_autograd_graph() -> None:
+    import torch
+
+    theta = torch.linspace(-1, 1, 6, dtype=torch.float64, requires_grad=True)
+    seen: list[bool] = []
+
+    def loss(x: Any) -> Any:
+        seen.append(x.requires_grad)
+        return (x**2).sum()
+
+    for out in (
+        rge(loss, theta, q=2, workers=1),
+        cge(loss, theta),
+        zo_hvp(loss, theta, torch.ones(6, dtype=torch.float64), estimator="cge"),
+        zo_grasp_scores(loss, theta, q=2),
+    ):
+        assert not out.requires_grad and out.grad_fn is None
+    assert not any(seen)
+    torch.testing.assert_close(cge(loss, theta, scheme="central"), 2 * theta.detach())
+
+
+@needs_torch
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not HAS_TORCH or not __import__("torch").cuda.is_available(), reason="needs CUDA"
+)
+def test_cuda_estimates_match_the_cpu_ones() -> None:
+    import torch
+
+    h, b, theta_np = _quadratic(6, 7)
+    v = torch.linspace(-1, 1, 6, dtype=torch.float64)
+
+    def make(device: str) -> tuple[Any, Any]:
+        ht, bt = torch.from_numpy(h).to(device), torch.from_numpy(b).to(device)
+        return (lambda x: 0.5 * x @ ht @ x + bt @ x), torch.from_numpy(theta_np).to(device)
+
+    loss_c, theta_c = make("cpu")
+    loss_g, theta_g = make("cuda")
+    torch.testing.assert_close(
+        cge(loss_g, theta_g).cpu(), cge(loss_c, theta_c), rtol=1e-9, atol=1e-9
+    )
+    torch.testing.assert_close(
+        zo_hvp(loss_g, theta_g, v.cuda(), estimator="cge").cpu(),
+        torch.from_numpy(h) @ v,
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    u = zo_direction(theta_g, 1, 2, 3)
+    assert u.device.type == "cuda" and torch.equal(u, zo_direction(theta_g, 1, 2, 3))
+    g = rge(loss_g, theta_g, q=3, seed=1)
+    assert g.device.type == "cuda" and torch.equal(g, rge(loss_g, theta_g, q=3, seed=1))

@@ -144,7 +144,8 @@ class Oracle:
                 "e.g. lambda x: float(model_loss(x))."
             )
         self.loss = loss
-        self.theta = theta
+        self.theta = theta.detach() if is_torch(theta) else theta
+        """The unperturbed point (detached: the estimators never build an autograd graph)."""
         self.torch = check_theta(theta) == "torch"
         self.batch_size = (
             None if batch_size is None else check_positive_int(batch_size, "batch_size")
@@ -183,10 +184,15 @@ class Oracle:
     def map_chunks(self, n: int, fn: Callable[[int, int], T]) -> list[T]:
         """``fn(start, stop)`` on the chunks of ``range(n)``, in order (threaded if workers > 1)."""
         chunks = _chunks(n, self.chunk)
+
+        def run(chunk: tuple[int, int]) -> T:
+            with self._no_grad():  # thread-local: set in the worker that builds the points
+                return fn(*chunk)
+
         if self.workers == 1 or len(chunks) == 1:
-            return [fn(s, e) for s, e in chunks]
+            return [run(c) for c in chunks]
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return list(pool.map(lambda c: fn(*c), chunks))
+            return list(pool.map(run, chunks))
 
     def _answer(self, out: Any, k: int, where: Callable[[int], str], offset: int) -> np.ndarray:
         try:

@@ -43,8 +43,16 @@ def _cast(theta: Any, x: Any) -> Any:
 
 
 def shift(theta: Any, step: float, v: Any) -> Any:
-    """``θ + step·v`` in ``theta``'s shape and dtype (``v`` of ``theta``'s size, any shape)."""
-    return _cast(theta, theta + step * v.reshape(tuple(theta.shape)))
+    """``θ + step·v`` in ``theta``'s shape and dtype (``v`` of ``theta``'s size, any shape).
+
+    Never recorded by autograd (``theta`` may require gradients).
+    """
+    if isinstance(theta, np.ndarray):
+        return _cast(theta, theta + step * v.reshape(tuple(theta.shape)))
+    import torch
+
+    with torch.no_grad():
+        return _cast(theta, theta + step * v.reshape(tuple(theta.shape)))
 
 
 def _flat64(x: Any) -> Any:
@@ -165,7 +173,7 @@ def rge(
     oracle = Oracle(loss, theta, batch_size=batch_size, workers=workers, estimator="rge")
     est = _RGE(theta, mu, q, seed, step, scheme, distribution, segments)
     base = None if base_loss is None else _check_base(base_loss)
-    return result_like(theta, est.estimate(oracle, theta, step=est.step, base=base))
+    return result_like(theta, est.estimate(oracle, oracle.theta, step=est.step, base=base))
 
 
 def _check_base(value: object) -> float:
@@ -291,7 +299,7 @@ def cge(
     oracle = Oracle(loss, theta, batch_size=batch_size, workers=workers, estimator="cge")
     est = _CGE(theta, mask, mu, scheme)
     base = None if base_loss is None else _check_base(base_loss)
-    return result_like(theta, est.estimate(oracle, theta, base))
+    return result_like(theta, est.estimate(oracle, oracle.theta, base))
 
 
 def zo_hvp(
@@ -344,6 +352,7 @@ def zo_hvp(
     """
     kind = check_choice(estimator, "estimator", ESTIMATORS)
     oracle = Oracle(loss, theta, batch_size=batch_size, workers=workers, estimator="zo_hvp")
+    theta = oracle.theta
     framework_of(v, theta, names=("v", "theta"))
     size = int(np.prod(tuple(theta.shape)))
     if int(np.prod(tuple(v.shape))) != size:

@@ -103,7 +103,7 @@ def _rows(
             loss, theta, batch_size=batch_size, workers=workers, estimator=f"zo_fisher_rows row {t}"
         )
         if kind == "rge":
-            g = est.estimate(oracle, theta, step=est.step + t)
+            g = est.estimate(oracle, oracle.theta, step=est.step + t)
         else:
-            g = est.estimate(oracle, theta)
+            g = est.estimate(oracle, oracle.theta)
         yield result_like(flat, g)

@@ -67,6 +67,7 @@ def zo_grasp_scores(
         ``S`` in ``theta``'s shape (float64 for NumPy, ``theta``'s dtype for torch).
     """
     oracle = Oracle(loss, theta, batch_size=batch_size, workers=workers, estimator="zo_grasp")
+    theta = oracle.theta
     est = _RGE(theta, mu, q, seed, step, scheme, distribution, segments)
     base = oracle.base() if est.scheme == "forward" else None
     g = est.estimate(oracle, theta, step=est.step, base=base)
@@ -75,7 +76,7 @@ def zo_grasp_scores(
     h1 = est.estimate(oracle, shifted, step=est.step, offset=est.q)
     hg = (h1 - h0) / est.mu
     flat = theta.reshape(-1)
-    theta64 = flat.double() if is_torch(theta) else flat.astype(np.float64)
+    theta64 = flat.detach().double() if is_torch(theta) else flat.astype(np.float64)
     return result_like(theta, -theta64 * hg)
 
 
