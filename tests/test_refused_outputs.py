@@ -155,6 +155,19 @@ TRAIN: dict[str, Args] = {
         "--output-dir",
         str(s.model / "small"),
     ],
+    "shrink-not-empty": lambda s: ["shrink", str(s.model), "--output-dir", str(s.out)],
+    "shrink-inside-the-model": lambda s: [
+        "shrink",
+        str(s.model),
+        "--output-dir",
+        str(s.model / "small"),
+    ],
+    "shrink-nothing-removed": lambda s: [
+        "shrink",
+        str(s.model),
+        "--output-dir",
+        str(s.root / "small"),
+    ],
     "recipe-convert-existing-output": lambda s: [
         "recipe",
         "convert",

@@ -307,3 +307,8 @@ def test_the_shrink_command_refuses_different_widths_and_writes_nothing(
     assert padded.exit_code == 0, padded.output
     width = json.loads((out / "shrink.json").read_text())["intermediate_size"]["after"]
     assert width == max(_kept_neurons(model)) and not math.isnan(width)
+
+
+def test_a_model_with_nothing_removed_is_refused(tokenizer: BertTokenizer) -> None:
+    with pytest.raises(ModelError, match="nothing to shrink"):
+        shrink_model(_model(tokenizer))

@@ -211,9 +211,10 @@ def shrink_model(model: torch.nn.Module, *, pad: bool = False) -> dict[str, Any]
         them), ``num_hidden_layers``, ``parameters`` before/after.
 
     Raises:
-        ModelError: If the model has no config or no FFN of a known layout, a layer has no
-            neuron left, the layers' widths differ (without ``pad``), or the new config does
-            not describe the new tensors; the message says what can be loaded instead.
+        ModelError: If the model has no config or no FFN of a known layout, nothing was
+            removed, a layer has no neuron left, the layers' widths differ (without ``pad``), or
+            the new config does not describe the new tensors; the message says what can be
+            loaded instead.
     """
     config = getattr(model, "config", None)
     if config is None:
@@ -250,6 +251,12 @@ def shrink_model(model: torch.nn.Module, *, pad: bool = False) -> dict[str, Any]
         )
     keep = [a if len(a) == new_width else _fill(a, width, new_width) for a in alive]
     blocks, heads_alive, heads_note = _heads_plan(model, config)
+    if new_width == width and heads_note is not None:
+        raise ModelError(
+            f"{type(model).__name__} has no FFN neuron removed (every down-projection column "
+            f"of its {len(ffns)} layers holds a non-zero) and no head that its config can "
+            "drop: nothing to shrink; prune it first (structured pruning, allocation: uniform)"
+        )
     new_config = copy.deepcopy(config)
     setattr(new_config, field, new_width)
     head_counts = [len(a) for a in heads_alive]

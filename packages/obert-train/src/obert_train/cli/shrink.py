@@ -65,9 +65,15 @@ def shrink_command(
     except USER_ERRORS as exc:
         raise fail(exc) from exc
     before, after = report["intermediate_size"]["before"], report["intermediate_size"]["after"]
-    params = report["parameters"]
+    params, heads = report["parameters"], report["num_attention_heads"]
+    if report["heads"] == "removed":
+        attention = f"num_attention_heads {heads['before']} -> {heads['after']}"
+    elif report["heads"] == "every head is kept":
+        attention = "every head kept"
+    else:
+        attention = f"removed heads kept as zeros ({report['heads'].split(';')[0]}; shrink.json)"
     typer.echo(
-        f"{report['ffn_field']} {before} -> {after}, heads: {report['heads']}; parameters "
+        f"{report['ffn_field']} {before} -> {after}, {attention}; parameters "
         f"{params['before']:,} -> {params['after']:,}; checkpoint in {output_dir}"
     )
 
