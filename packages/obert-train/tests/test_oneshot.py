@@ -400,3 +400,32 @@ def test_diagnostics_record_the_quadratic_model_and_auto_is_joint_at_m_ge_b(
     assert set(diag) == {"predicted_increase", "update_sq", "kept_sq", "removed_sq"}
     assert diag["predicted_increase"] > 0 and diag["update_sq"] > 0
     assert 0 < diag["removed_sq"] < diag["kept_sq"] + diag["removed_sq"]
+
+
+def test_unseen_curvature_mean_changes_only_rank_deficient_fishers(
+    tiny_bert: BertForSequenceClassification, task: ClassificationTask
+) -> None:
+    """``unseen_curvature: mean`` fills the Fisher's null space only when m < B."""
+
+    def pruned(m: int, unseen: str) -> dict[str, torch.Tensor]:
+        model = _copy(tiny_bert)
+        settings = {"num_grads": m, "grad_batch_size": 4, "fisher_block_size": 16}
+        oneshot_prune(
+            model,
+            "obert",
+            0.6,
+            settings={**settings, "unseen_curvature": unseen},
+            task=task,
+            progress=False,
+        )
+        return {n: p.detach().clone() for n, p in resolve_target_params(model).items()}
+
+    full_damp, full_mean = pruned(16, "damp"), pruned(16, "mean")
+    assert all(torch.equal(full_damp[n], full_mean[n]) for n in full_damp)
+    low_damp, low_mean = pruned(4, "damp"), pruned(4, "mean")
+    assert any(not torch.equal(low_damp[n], low_mean[n]) for n in low_damp)
+    assert _zeros_of(low_mean) == _zeros_of(low_damp)
+
+
+def _zeros_of(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(int((t == 0).sum()) for t in tensors.values())

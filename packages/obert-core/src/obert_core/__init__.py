@@ -23,6 +23,7 @@ from ._errors import BackendUnavailableError, ObertError
 from ._nm import obs_nm_mask
 from .fisher import BlockFisherBuilder, block_fisher_inverse, fisher_memory_bytes
 from .fisher_blocks import FisherBlocks
+from .fisher_fill import fill_unseen_curvature
 from .masks import parse_nm, select_mask, sparsity_of
 from .mfac import MFACInverse
 from .obs import joint_well_posed, obs_quadratic_increase, obs_saliency, obs_update
@@ -50,6 +51,7 @@ __all__ = [
     "__version__",
     "block_fisher_inverse",
     "cubic_sparsity",
+    "fill_unseen_curvature",
     "fisher_memory_bytes",
     "joint_well_posed",
     "linear_sparsity",

@@ -31,6 +31,7 @@ from ._errors import ObertError
 from ._validate import check_choice, check_damp, check_positive_int
 from .backends import BACKENDS, FisherBackend, default_backend_for, get_backend
 from .fisher_blocks import FisherBlocks
+from .fisher_fill import fill_unseen_curvature
 
 __all__ = ["BlockFisherBuilder", "block_fisher_inverse", "fisher_memory_bytes"]
 
@@ -87,6 +88,10 @@ class BlockFisherBuilder:
             Gram whose null space float32 products would pollute at small ``damp`` — on CUDA, or for
             float64 gradients or output; float32 otherwise). The NumPy and Numba backends always
             accumulate in float64; every backend inverts in float64.
+        fill_unseen: batched build only: give the directions of a block that no gradient spans
+            (``m < B``) the block's mean curvature instead of ``λ`` alone
+            (:func:`~obert_core.fill_unseen_curvature`, Eq. U of docs/math.md §1.1); no effect
+            when ``num_grads >= block_size``.
 
     Note:
         If fewer than ``num_grads`` gradients were added, :meth:`finalize` warns and still divides
@@ -105,6 +110,7 @@ class BlockFisherBuilder:
         device: Any = None,
         dtype: Any = None,
         gram_precision: str = "auto",
+        fill_unseen: bool = False,
     ) -> None:
         self.num_weights = check_positive_int(num_weights, "num_weights")
         self.block_size = check_positive_int(block_size, "block_size")
@@ -116,6 +122,12 @@ class BlockFisherBuilder:
         self.damp = check_damp(damp)
         self.num_grads = check_positive_int(num_grads, "num_grads")
         self.method = check_choice(method, "method", METHODS)
+        if fill_unseen and self.method != "batched":
+            raise ObertError(
+                "fill_unseen needs method='batched' (the streaming build never forms the Gram); "
+                "use method='batched' or fill_unseen=False."
+            )
+        self.fill_unseen = bool(fill_unseen)
         if dtype is not None:
             check_output_dtype(dtype, self.damp)
         if backend is not None:
@@ -254,6 +266,7 @@ class BlockFisherBuilder:
         self._done = True
         t0 = time.perf_counter()
         if self.method == "batched":
+            self._fill()
             finv = self._backend.gram_to_inverse(
                 self._state, self.damp, self.num_grads, self.num_weights, self._dtype
             )
@@ -299,6 +312,7 @@ class BlockFisherBuilder:
             )
         self._done = True
         t0 = time.perf_counter()
+        self._fill()
         blocks = FisherBlocks(
             self._from_backend(self._state), self.damp, self.num_grads, self.num_weights
         )
@@ -306,6 +320,11 @@ class BlockFisherBuilder:
         self._timings["invert_s"] += time.perf_counter() - t0
         self._state = None
         return blocks
+
+    def _fill(self) -> None:
+        """Eq. U on the accumulated Gram (``fill_unseen``; a no-op when ``m >= B``)."""
+        if self.fill_unseen and self.num_grads < self.block_size:
+            self._state = fill_unseen_curvature(self._state, self.num_grads)  # float64
 
     def _from_backend(self, finv: Any) -> Any:
         assert self._backend is not None
@@ -394,6 +413,7 @@ def block_fisher_inverse(
     dtype: Any = None,
     chunk_size: int = 256,
     gram_precision: str = "auto",
+    fill_unseen: bool = False,
 ) -> Any:
     """Inverse of each ``B×B`` diagonal block of the empirical Fisher (Eq. F).
 
@@ -412,6 +432,7 @@ def block_fisher_inverse(
             for float16/bfloat16 gradients, see :class:`BlockFisherBuilder`).
         chunk_size: gradients processed per backend call (bounds temporary memory).
         gram_precision: see :class:`BlockFisherBuilder`.
+        fill_unseen: see :class:`BlockFisherBuilder` (Eq. U, docs/math.md §1.1).
 
     Returns:
         ``(ceil(d/B), B, B)`` array of the framework of ``grads``: block ``b`` is
@@ -437,6 +458,7 @@ def block_fisher_inverse(
         backend=backend,
         dtype=dtype,
         gram_precision=gram_precision,
+        fill_unseen=fill_unseen,
     )
     chunk = check_positive_int(chunk_size, "chunk_size")
     for start in range(0, shape[0], chunk):

@@ -67,6 +67,11 @@ class ObertSettings(MethodSettings):
         chunk_size: Gradients buffered at once per tensor.
         fisher_method: ``"batched"`` (Gram + Cholesky) or ``"streaming"`` (Sherman-Morrison).
         seed: Seed of the gradient batches.
+        unseen_curvature: The curvature the Fisher gives the directions of a block that no
+            gradient spans when ``num_grads < fisher_block_size``: ``"damp"`` (``λ`` alone, the
+            paper's and SparseML's Fisher) or ``"mean"`` (the block's mean curvature, Eq. U of
+            docs/math.md §1.1, ``obert_core.fill_unseen_curvature``). No effect when
+            ``num_grads >= fisher_block_size``.
         diagnostics: Record, per pruning step, the quadratic model's predicted loss increase
             ``½ δwᵀF̂δw`` and the size of the update (costs about one extra batched solve per
             Fisher block); the step records carry them under ``diagnostics``.
@@ -82,6 +87,7 @@ class ObertSettings(MethodSettings):
     chunk_size: int = Field(default=32, ge=1)
     fisher_method: Literal["batched", "streaming"] = "batched"
     seed: int = 0
+    unseen_curvature: Literal["damp", "mean"] = "damp"
     diagnostics: bool = False
 
     @field_validator("max_memory", mode="before")
@@ -116,14 +122,9 @@ def factored_fisher(settings: ObertSettings) -> bool:
 
     True for the batched build with ``num_grads >= fisher_block_size`` (a float32 Gram, as the
     explicit inverse; the scores need only ``diag(F^-1)`` and the joint update one solve with the
-    kept weights' ``F_RR``, docs/math.md §2.1) unless ``diagnostics`` asks for the explicit
-    ``F^-1`` of ``obert_core.obs_quadratic_increase``.
+    kept weights' ``F_RR``, docs/math.md §2.1).
     """
-    return (
-        settings.fisher_method == "batched"
-        and settings.num_grads >= settings.fisher_block_size
-        and not settings.diagnostics
-    )
+    return settings.fisher_method == "batched" and settings.num_grads >= settings.fisher_block_size
 
 
 @contextmanager
@@ -186,6 +187,7 @@ def build_inverse_fishers(
             method=cfg.fisher_method,
             dtype=torch.float32,
             gram_precision=gram_precision(cfg.num_grads, cfg.fisher_block_size),
+            fill_unseen=cfg.unseen_curvature == "mean",
         )
         for n in mine
     }
@@ -294,6 +296,7 @@ def _cache_keys(cfg: ObertSettings, params: Mapping[str, torch.nn.Parameter]) ->
     finv = (
         f"finv|B={cfg.fisher_block_size}|damp={cfg.damp!r}|m={cfg.num_grads}|bs={cfg.grad_batch_size}"
         f"|seed={cfg.seed}|{cfg.fisher_method}|factored={factored_fisher(cfg)}|targets={cfg.targets}"
+        f"|unseen={cfg.unseen_curvature}"
         f"|weights={_weights_fingerprint(params)}"
     )
     return finv, f"scores|group={cfg.group_size}|{finv}"
