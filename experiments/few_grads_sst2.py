@@ -221,9 +221,10 @@ def cmd_oneshot_diag(args: argparse.Namespace) -> None:
                 seen.extend(rows)
                 return task.collate(rows)
 
-            for mode in args.modes:
+            for mode, unseen in [(mo, u) for u in args.unseen for mo in args.modes]:
                 for sparsity in args.sparsities:
-                    key = f"m{m}-{mode}-d{damp:g}@{sparsity}"
+                    fill = "" if unseen == "damp" else f"-{unseen}"
+                    key = f"m{m}-{mode}{fill}-d{damp:g}@{sparsity}"
                     data = load_results(RESULTS)
                     if key in data.get("oneshot_diag", {}) and not args.force:
                         print(f"{key}: done")
@@ -243,6 +244,7 @@ def cmd_oneshot_diag(args: argparse.Namespace) -> None:
                             "fisher_block_size": 50,
                             "damp": damp,
                             "mode": mode,
+                            "unseen_curvature": unseen,
                             "diagnostics": True,
                         },
                         sampler=sampler,
@@ -255,6 +257,7 @@ def cmd_oneshot_diag(args: argparse.Namespace) -> None:
                     entry = {
                         "num_grads": m,
                         "mode": mode,
+                        "unseen_curvature": unseen,
                         "damp": damp,
                         "sparsity": sparsity,
                         "predicted_increase": diag["predicted_increase"],
@@ -327,6 +330,7 @@ def main() -> None:
             p.add_argument("--num-grads", type=int, nargs="*", default=[16, 32, 128])
             p.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
             p.add_argument("--damps", type=float, nargs="*", default=[1e-7])
+            p.add_argument("--unseen", nargs="*", choices=["damp", "mean"], default=["damp"])
             p.add_argument("--sparsities", type=float, nargs="*", default=[0.5, 0.7, 0.9])
         p.add_argument("--train-samples", type=int, default=None)
         p.add_argument("--max-seq-length", type=int, default=64)
