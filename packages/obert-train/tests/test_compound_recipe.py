@@ -153,6 +153,32 @@ def test_a_run_drops_the_students_layers_and_distils_from_the_whole_teacher(
     assert max_output_difference(loaded, student) <= 1e-6
 
 
+def test_a_resumed_run_drops_the_layers_again_before_loading_the_checkpoint(
+    tokenizer: Any, sst2_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    out = tmp_path / "run"
+    recipe = load_recipe(_recipe())
+    run_recipe(
+        recipe, _model(tokenizer), task, out, teacher=_model(tokenizer), options=_opts(),
+        model_name="tiny", log=lambda _l: None,
+    )  # fmt: skip
+    last = max(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    shutil.rmtree(last)  # interrupted after the first epoch's checkpoint
+    student = _model(tokenizer)
+    result = run_recipe(
+        recipe, student, task, out, teacher=_model(tokenizer), options=_opts(), resume=True,
+        model_name="tiny", log=lambda _l: None,
+    )  # fmt: skip
+    assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-9")
+    assert len(student.bert.encoder.layer) == 2
+    loaded = AutoModelForSequenceClassification.from_pretrained(out)
+    assert loaded.config.num_hidden_layers == 2
+    assert max_output_difference(loaded, student) <= 1e-6
+
+
 def test_a_refused_run_puts_the_layers_back_and_writes_nothing(
     tokenizer: Any, sst2_dir: Path, tmp_path: Path
 ) -> None:
