@@ -77,5 +77,4 @@ def test_factored_step_gives_the_explicit_steps_masks_and_weights(
 def test_the_explicit_inverse_stays_where_the_factored_form_does_not_apply() -> None:
     assert not factored_fisher(ObertSettings(num_grads=16, fisher_block_size=50))  # m < B
     assert not factored_fisher(ObertSettings(num_grads=64, fisher_method="streaming"))
-    assert not factored_fisher(ObertSettings(num_grads=64, diagnostics=True))
     assert factored_fisher(ObertSettings(num_grads=64, fisher_block_size=50))
