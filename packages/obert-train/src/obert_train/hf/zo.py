@@ -276,7 +276,7 @@ class ZOTrainer(Trainer):
         for k, (p, mask) in enumerate(params):
             z = zo_direction(p.detach(), self.zo.seed, step, direction * count + k)
             if mask is not None:
-                z.mul_(mask.to(z.dtype))
+                z.mul_(mask)  # bool: no float copy of the mask
             p.add_(z, alpha=scale)
 
     def _zo_loss(
