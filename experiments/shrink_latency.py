@@ -15,8 +15,9 @@ anything here) in four forms, each as plain ``transformers`` runs it (no obert c
 
 Each is timed under ``torch.inference_mode`` on ``--threads`` threads, for each batch size of
 ``--batch-sizes`` at ``--seq-len`` tokens: the forms interleaved in ``--rounds`` rounds (a
-change of machine load hits all of them), ``--iterations`` calls per round after warm-up, the
-median over all calls reported with the load average of each round.
+change of machine load hits all of them), ``--iterations`` calls per round after warm-up (at
+least 3), the median and the minimum over all calls reported with the load average of each
+round (on a loaded machine the minimum is the closer estimate of the uncontended time).
 
 Run from the repository root (results in ``experiments/results/shrink_latency.json``)::
 
@@ -118,6 +119,7 @@ def main() -> None:
                     times[name] += _time(models[name], batch, calls)
             rows[f"batch {bs}"] = {
                 "median_ms": {k: round(1000 * statistics.median(v), 2) for k, v in times.items()},
+                "min_ms": {k: round(1000 * min(v), 2) for k, v in times.items()},
                 "calls": {k: len(v) for k, v in times.items()},
                 "load_average": loads,
             }
@@ -133,11 +135,16 @@ def main() -> None:
         "latency": rows,
     }
     write_results(RESULTS, result)
-    print(f"| form | parameters | {' | '.join(f'{k} (ms)' for k in rows)} |")
+    heads = " | ".join(f"{k} median / min (ms)" for k in rows)
+    print(f"| form | parameters | {heads} |")
     print(f"|---|---:|{'---:|' * len(rows)}")
     for name in FORMS:
-        cells = " | ".join(f"{rows[k]['median_ms'][name]:.2f}" for k in rows)
+        cells = " | ".join(
+            f"{rows[k]['median_ms'][name]:.1f} / {rows[k]['min_ms'][name]:.1f}" for k in rows
+        )
         print(f"| {name} | {params[name]:,} | {cells} |")
+    loads = sorted(x for r in rows.values() for x in r["load_average"])
+    print(f"load average during the rounds: {loads[0]} to {loads[-1]} ({os.cpu_count()} cores)")
     print(f"shrunk vs padded outputs: max |diff| {parity:.2e}; written {RESULTS}")
 
 
