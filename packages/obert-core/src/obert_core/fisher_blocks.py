@@ -175,11 +175,20 @@ class FisherBlocks:
         if self._diag is not None:
             return self._diag
         if self._numba:
-            from .backends._block_kernels import diag_inverse_kernel
+            from .backends._block_kernels import diag_inverse_kernel, run_on_blocks
 
             out = np.empty((self.num_blocks, self.block_size))
             bad = np.zeros(self.num_blocks, dtype=np.bool_)
-            diag_inverse_kernel(self._numpy(self.gram), self.damp, 1.0 / self.num_grads, out, bad)
+            gram = self._numpy(self.gram)
+            run_on_blocks(
+                diag_inverse_kernel,
+                self.num_blocks,
+                gram,
+                self.damp,
+                1.0 / self.num_grads,
+                out,
+                bad,
+            )
             self._raise_if_bad(bad)
             self._diag = self._like(out)
         else:
@@ -222,12 +231,15 @@ class _FisherOperator:
         """``F̂⁻¹ z`` for ``z`` of shape ``(num_blocks, B)``: one Cholesky solve per block."""
         fb, xp = self.fb, self.xp
         if fb._numba:
-            from .backends._block_kernels import solve_kernel
+            from .backends._block_kernels import run_on_blocks, solve_kernel
 
             out = np.empty((self.num_blocks, self.block_size))
             bad = np.zeros(self.num_blocks, dtype=np.bool_)
             zz = np.ascontiguousarray(fb._numpy(xp.f64(z)))
-            solve_kernel(fb._numpy(fb.gram), fb.damp, 1.0 / fb.num_grads, zz, out, bad)
+            gram = fb._numpy(fb.gram)
+            run_on_blocks(
+                solve_kernel, self.num_blocks, gram, fb.damp, 1.0 / fb.num_grads, zz, out, bad
+            )
             fb._raise_if_bad(bad)
             return fb._like(out)
         parts = [
@@ -253,14 +265,17 @@ class _FisherOperator:
         """
         fb, xp = self.fb, self.xp
         if fb._numba:
-            from .backends._block_kernels import restricted_update_kernel
+            from .backends._block_kernels import restricted_update_kernel, run_on_blocks
 
             out = np.empty((self.num_blocks, self.block_size))
             bad = np.zeros(self.num_blocks, dtype=np.bool_)
             s_np = np.ascontiguousarray(fb._numpy(sel))
             r_np = np.ascontiguousarray(fb._numpy(xp.f64(rhs)))
-            restricted_update_kernel(
-                fb._numpy(fb.gram), fb.damp, 1.0 / fb.num_grads, s_np, r_np, out, bad
+            gram = fb._numpy(fb.gram)
+            run_on_blocks(
+                restricted_update_kernel,
+                self.num_blocks,
+                *(gram, fb.damp, 1.0 / fb.num_grads, s_np, r_np, out, bad),
             )
             fb._raise_if_bad(bad)
             return fb._like(out)
