@@ -220,5 +220,11 @@ def test_bad_input_is_named(kernels: str) -> None:
     fb = oc.FisherBlocks(bad, 1e-3, 12, 30, kernels=kernels)
     with pytest.raises(oc.ObertError, match=r"block 1\) are not positive definite"):
         fb.diag()
+    bad[1] = np.inf  # overflowed float32 Gram, not scanned (check=False)
+    fb = oc.FisherBlocks(bad, 1e-3, 12, 30, kernels=kernels, check=False)
+    with pytest.raises(oc.ObertError, match=r"block 1\) are not positive definite"):
+        fb.diag()
+    with pytest.raises(oc.ObertError, match="gram contains NaN or inf"):
+        oc.FisherBlocks(bad, 1e-3, 12, 30, kernels=kernels)
     with pytest.raises(oc.ObertError, match="built for 30 weights"):
         oc.obs_saliency(np.ones(20), oc.FisherBlocks(gram, 1e-3, 12, 30, kernels=kernels))

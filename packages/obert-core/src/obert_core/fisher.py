@@ -313,8 +313,12 @@ class BlockFisherBuilder:
         self._done = True
         t0 = time.perf_counter()
         self._fill()
-        blocks = FisherBlocks(
-            self._from_backend(self._state), self.damp, self.num_grads, self.num_weights
+        blocks = FisherBlocks(  # every gradient was checked finite in add()
+            self._from_backend(self._state),
+            self.damp,
+            self.num_grads,
+            self.num_weights,
+            check=False,
         )
         blocks.diag()  # the scores' diag(F̂⁻¹); raises here on a block that is not PD
         self._timings["invert_s"] += time.perf_counter() - t0

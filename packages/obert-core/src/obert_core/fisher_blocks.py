@@ -61,6 +61,9 @@ class FisherBlocks:
         num_weights: ``d`` (``ceil(d/B)`` must equal the number of blocks).
         kernels: ``"numba"`` (compiled per-block loops, CPU), ``"lapack"`` (batched NumPy/torch
             linear algebra) or ``"auto"`` (Numba when installed and the blocks are on the CPU).
+        check: scan ``gram`` for NaN/inf (False: skip the scan of a Gram built from gradients
+            already checked, as :class:`~obert_core.BlockFisherBuilder` does; a non-finite
+            block is then reported as not positive definite when it is factorised).
 
     Raises:
         ObertError: on a bad shape, dtype, value or non-finite entries.
@@ -68,7 +71,14 @@ class FisherBlocks:
     """
 
     def __init__(
-        self, gram: Any, damp: float, num_grads: int, num_weights: int, *, kernels: str = "auto"
+        self,
+        gram: Any,
+        damp: float,
+        num_grads: int,
+        num_weights: int,
+        *,
+        kernels: str = "auto",
+        check: bool = True,
     ) -> None:
         framework_of(gram, names=("gram",))
         shape = tuple(gram.shape)
@@ -91,7 +101,8 @@ class FisherBlocks:
         name = str(gram.dtype).removeprefix("torch.")
         if name not in ("float32", "float64"):
             raise ObertError(f"gram must be float32 or float64, got {gram.dtype}.")
-        check_finite(gram, "gram")
+        if check:
+            check_finite(gram, "gram")
         check_choice(kernels, "kernels", KERNELS)
         on_cpu = not is_torch(gram) or gram.device.type == "cpu"
         if kernels == "numba":
@@ -156,8 +167,10 @@ class FisherBlocks:
         if xp.torch:
             t = xp._t
             chol, info = t.linalg.cholesky_ex(a)
-            self._raise_if_bad(info != 0, start)
-            return t.cholesky_inverse(chol)
+            inv = t.cholesky_inverse(chol)
+            d = inv.diagonal(dim1=1, dim2=2)
+            self._raise_if_bad((info != 0) | ~(t.isfinite(d) & (d > 0)).all(dim=1), start)
+            return inv
         inv = np.linalg.inv(a)
         d = inv.diagonal(axis1=1, axis2=2)
         self._raise_if_bad(~(np.isfinite(d).all(axis=1) & (d > 0).all(axis=1)), start)
@@ -189,7 +202,8 @@ class FisherBlocks:
                 out,
                 bad,
             )
-            self._raise_if_bad(bad)
+            # a Gram with inf entries (float32 overflow) factorises into NaN, not into a failure
+            self._raise_if_bad(bad | ~(np.isfinite(out) & (out > 0)).all(axis=1))
             self._diag = self._like(out)
         else:
             xp = self.xp
