@@ -49,7 +49,7 @@ def main(paths: list[str]) -> None:
         key = (r["d"], r["B"], r["m"])
         sp = f"{streaming[key] / r['seconds']:.1f}" if key in streaming else "–"
         gemm = "–"
-        if gemm_gflops and r["method"] == "batched":
+        if gemm_gflops and r["method"].startswith("batched"):
             ideal = 2 * r["m"] * r["d"] * r["B"] / gemm_gflops / 1e9
             gemm = f"{r['seconds'] / ideal:.1f}"
         cells = [f"{r['d']:,}", r["B"], r["m"], r["backend"], r["method"], f"{r['seconds']:.2f}"]
