@@ -150,6 +150,8 @@ def test_resume_from_a_checkpoint_is_bit_identical_to_the_uninterrupted_run(
         "seed": 5,
         "gradient_sparsity": sparse,
         "mask_period": 3,
+        "estimator": "spsa",
+        "stages": None,
         "step": 4,
     }
 
@@ -218,6 +220,12 @@ def test_bad_settings_are_named(tokenizer: BertTokenizer, tmp_path: Path) -> Non
         ZOSettings(seed=-1)
     with pytest.raises(OptionError, match="mask_period must be an integer ≥ 1"):
         ZOSettings(mask_period=0)
+    with pytest.raises(OptionError, match="estimator must be one of 'spsa', 'cge', got 'rge'"):
+        ZOSettings(estimator="rge")
+    with pytest.raises(OptionError, match="stages must be a sequence of module names"):
+        ZOSettings(estimator="cge", stages="bert.embeddings")  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match=r"stages \['nope'\] are not modules"):
+        _trainer(tokenizer, tmp_path, zo=ZOSettings(estimator="cge", stages=("nope",)))
     with pytest.raises(OptionError, match=r"gradient_sparsity\['w'\] must be in \[0, 1\)"):
         ZOSettings(gradient_sparsity={"w": 1.0})
     with pytest.raises(ModelError, match=r"gradient_sparsity names \['w'\]"):
@@ -297,3 +305,70 @@ def test_zo_grasp_sparsities_meet_the_budget_and_restore_the_weights(
     assert model.training
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n
+
+
+def test_cge_step_with_feature_reuse_is_sgd_on_the_autograd_gradient(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    """DeepZero's CGE training step: reuse = full reruns (bit for bit) = autograd to O(μ)."""
+    sparse = {
+        n: 0.97
+        for n, p in _model(tokenizer).named_parameters()
+        if p.dim() == 2 and (".encoder." in n or n.startswith("classifier"))
+    }
+    layer = "bert.encoder.layer.1.intermediate.dense.weight"
+    results = []
+    for stages in (None, ()):
+        model = _model(tokenizer).double()
+        keep = {layer: torch.arange(2048).reshape(64, 32) % 2 == 0}
+        calls = [0]
+
+        def count(*_: Any, calls: list[int] = calls) -> None:
+            calls[0] += 1
+
+        model.bert.encoder.layer[0].attention.register_forward_hook(count)
+        settings = ZOSettings(
+            mu=1e-6, seed=4, estimator="cge", gradient_sparsity=sparse, stages=stages
+        )
+        trainer = _trainer(
+            tokenizer, tmp_path, model, zo=settings, masks=keep, max_steps=1, learning_rate=1.0
+        )
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}  # masks applied
+        trainer.train()
+        assert trainer._random_masks is not None
+        random = trainer._random_masks[1]
+        plan = {
+            n: int((random[n] & keep.get(n, torch.tensor(True))).sum())
+            if n in random
+            else (p.numel() if p.dim() == 1 else 0)
+            for n, p in model.named_parameters()
+        }
+        results.append((model, before, calls[0], plan))
+    (reused, before, calls_reused, plan), (full, _, calls_full, _) = results
+    for (name, a), (_, b) in zip(reused.named_parameters(), full.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+    first_two = sum(v for n, v in plan.items() if ".embeddings." in n or ".layer.0." in n)
+    assert calls_full == 1 + sum(plan.values())  # one forward per coordinate, plus θ
+    assert calls_reused == 1 + first_two  # later coordinates replay layer 0's output
+
+    model = _model(tokenizer).double()
+    with torch.no_grad():
+        model.get_parameter(layer).mul_(keep_mask := (torch.arange(2048).reshape(64, 32) % 2 == 0))
+    model.eval()
+    batch = DataCollatorWithPadding(tokenizer)(_features(tokenizer))
+    model(**batch).loss.backward()
+    moved_any = False
+    for name, p in reused.named_parameters():
+        step = before[name] - p.detach()  # = η ĝ on the moved coordinates, 0 elsewhere
+        grad = model.get_parameter(name).grad
+        assert grad is not None
+        moved = step != 0
+        moved_any |= bool(moved.any())
+        torch.testing.assert_close(step[moved], grad[moved], rtol=1e-3, atol=1e-5)
+        if name == layer:
+            assert torch.all(p[~keep_mask] == 0)  # pruned: exactly zero
+        if p.dim() == 2 and name not in sparse and name != layer:
+            assert not moved.any(), name  # 2-D without a mask: frozen under CGE
+        if p.dim() == 1:
+            assert moved.float().mean() > 0.5, name  # biases and LayerNorm: every coordinate
+    assert moved_any

@@ -34,7 +34,8 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,11 @@ from obert_core.zo import random_layer_masks, zo_direction
 from obert_train.checkpoint import atomic_write_text
 from obert_train.errors import ArgumentError, ModelError, OptionError, ResumeError, TrainingError
 from obert_train.hf.callback import ObertPruningCallback
+from obert_train.hf.feature_reuse import FeatureReuse, default_stages
 
 __all__ = ["ZO_STATE_FILE", "ZOSettings", "ZOTrainer"]
+
+ESTIMATORS = ("spsa", "cge")
 
 ZO_STATE_FILE = "zo_state.json"
 """The ZO settings inside each ``checkpoint-N`` folder (a resume must use the same)."""
@@ -69,6 +73,14 @@ class ZOSettings:
             mask_period)``) chooses the coordinates that move; the weights stay dense. Tensors
             not named (biases, ...) are perturbed in full. ``None``: every kept coordinate.
         mask_period: steps between two random masks (DeepZero: 5 epochs' worth of steps).
+        estimator: ``"spsa"`` (Z-6, two forwards per direction) or ``"cge"`` (DeepZero's
+            coordinate-wise estimate (Z-2) of every coordinate that moves, then one SGD step:
+            one forward per coordinate, with feature reuse). With ``"cge"`` a tensor moves on
+            its mask (keep-mask and random mask); a tensor with neither moves in full if it is
+            1-D (biases, LayerNorm) and stays frozen otherwise.
+        stages: ``"cge"`` only: module names in forward order for feature reuse
+            (:class:`~obert_train.hf.feature_reuse.FeatureReuse`); ``None``: the BERT-like
+            default (embeddings, layers, pooler, head); ``()``: no reuse.
     """
 
     mu: float = 1e-3
@@ -76,6 +88,8 @@ class ZOSettings:
     seed: int = 0
     gradient_sparsity: Mapping[str, float] | None = None
     mask_period: int = 1
+    estimator: str = "spsa"
+    stages: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         mu: object = self.mu
@@ -99,6 +113,16 @@ class ZOSettings:
         object.__setattr__(self, "num_directions", int(q))
         object.__setattr__(self, "seed", int(seed))
         object.__setattr__(self, "mask_period", int(period))
+        if self.estimator not in ESTIMATORS:
+            raise OptionError(
+                f"estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got "
+                f"{self.estimator!r}"
+            )
+        if self.stages is not None:
+            stages: object = self.stages
+            if isinstance(stages, str) or not all(isinstance(s, str) for s in self.stages):
+                raise OptionError(f"stages must be a sequence of module names, got {stages!r}")
+            object.__setattr__(self, "stages", tuple(self.stages))
         if self.gradient_sparsity is not None:
             object.__setattr__(self, "gradient_sparsity", _check_sparsities(self.gradient_sparsity))
 
@@ -180,6 +204,12 @@ class ZOTrainer(Trainer):
         self._masks = self._check_masks(masks) if masks is not None else None
         self._check_sparsity_names()
         self._random_masks: tuple[int, dict[str, torch.Tensor]] | None = None
+        self.reuse: FeatureReuse | None = None
+        """The feature reuse of the ``"cge"`` estimator (None: every coordinate reruns all)."""
+        if self.zo.estimator == "cge":
+            stages = self.zo.stages
+            names = default_stages(self._model()) if stages is None else list(stages)
+            self.reuse = FeatureReuse(self._model(), names) if names else None
         self.zo_losses: list[float] = []
         """The mean ``(l₊ + l₋)/2`` of each step of this process (for tests and plots)."""
 
@@ -280,15 +310,15 @@ class ZOTrainer(Trainer):
             p.add_(z, alpha=scale)
 
     def _zo_loss(
-        self, model: torch.nn.Module, inputs: dict[str, Any], step: int, side: str
+        self, model: torch.nn.Module, inputs: dict[str, Any], step: int, where: str
     ) -> float:
         loss = self.compute_loss(model, inputs)
         if isinstance(loss, tuple):
             loss = loss[0]
-        value = float(loss.detach().float().mean())
+        value = float(loss.detach().double().mean())
         if not math.isfinite(value):
             raise TrainingError(
-                f"non-finite ZO loss ({value}) at θ {side} μz of optimizer step {step} (epoch "
+                f"non-finite ZO loss ({value}) at {where} of optimizer step {step} (epoch "
                 f"{self.state.epoch or 0.0:.4f}); training stopped, the checkpoints saved so far "
                 f"in {self.args.output_dir} are the last good states (lower mu or the learning "
                 "rate, check the data and the model weights)"
@@ -316,17 +346,68 @@ class ZOTrainer(Trainer):
                 for p, _ in params:
                     if p.dim() >= 2:
                         p.mul_(1.0 - decay)
+            if self.zo.estimator == "cge":
+                base = self._cge_step(model, inputs, params, step, lr)
+                self.zo_losses.append(base)
+                return torch.tensor(base, device=self.args.device)
             for i in range(q):
                 self._perturb(params, step, i, mu)
-                plus = self._zo_loss(model, inputs, step, "+")
+                plus = self._zo_loss(model, inputs, step, "θ + μz")
                 self._perturb(params, step, i, -2.0 * mu)
-                minus = self._zo_loss(model, inputs, step, "−")
+                minus = self._zo_loss(model, inputs, step, "θ − μz")
                 self._perturb(params, step, i, mu)
                 grad = (plus - minus) / (2.0 * mu)
                 self._perturb(params, step, i, -lr * grad / q)
                 total += 0.5 * (plus + minus)
         self.zo_losses.append(total / q)
         return torch.tensor(total / q, device=self.args.device)
+
+    def _cge_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        params: list[tuple[torch.nn.Parameter, torch.Tensor | None]],
+        step: int,
+        lr: float,
+    ) -> float:
+        """(Z-2) on every coordinate that moves, all at the same θ, then ``θ ← θ − η ĝ``.
+
+        A coordinate is perturbed to the representable ``fl(θ_j + μ)`` and restored by
+        assignment (exactly); with feature reuse only the stages from the coordinate's on run.
+        """
+        reuse = self.reuse
+        if reuse is not None:
+            with reuse.recording():
+                base = self._zo_loss(model, inputs, step, "θ")
+        else:
+            base = self._zo_loss(model, inputs, step, "θ")
+        names = {id(p): n for n, p in self._model().named_parameters()}
+        updates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for p, mask in params:
+            if mask is not None:
+                idx = mask.reshape(-1).nonzero().squeeze(1)
+            elif p.dim() == 1:
+                idx = torch.arange(p.numel(), device=p.device)
+            else:
+                continue
+            if idx.numel() == 0:
+                continue
+            flat = p.data.view(-1)
+            grads = torch.empty(idx.numel(), dtype=torch.float64)
+            stage = reuse.stage_of(p) if reuse is not None else 0
+            with reuse.replay(stage) if reuse is not None else _no_reuse():
+                for t, j in enumerate(idx.tolist()):
+                    old = flat[j].clone()
+                    flat[j] = old + self.zo.mu
+                    h = float(flat[j]) - float(old)
+                    where = f"θ + μ·e_{j} of {names.get(id(p), 'a parameter')}"
+                    loss = self._zo_loss(model, inputs, step, where)
+                    flat[j] = old
+                    grads[t] = (loss - base) / h
+            updates.append((flat, idx, grads))
+        for flat, idx, grads in updates:
+            flat[idx] -= (lr * grads).to(flat.dtype).to(flat.device)
+        return base
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
@@ -366,10 +447,16 @@ class ZOTrainer(Trainer):
                 "directions cannot be continued; start a new run from its weights instead"
             )
         saved = json.loads(file.read_text(encoding="utf-8"))
-        for key, value in asdict(self.zo).items():
+        mine = json.loads(json.dumps(asdict(self.zo)))  # tuples as lists, as saved
+        for key, value in mine.items():
             if saved.get(key) != value:
                 raise ResumeError(
                     f"{folder} was trained with {key}={saved.get(key)!r}, this trainer has "
                     f"{key}={value!r}; resume with the same ZO settings (ZOSettings("
                     f"{', '.join(f'{k}={saved.get(k)!r}' for k in asdict(self.zo))}))"
                 )
+
+
+@contextmanager
+def _no_reuse() -> Iterator[None]:
+    yield

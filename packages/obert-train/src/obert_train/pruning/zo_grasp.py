@@ -73,7 +73,7 @@ def zo_grasp_sparsities(
             raise ModelError(
                 f"the model returned no loss for the batch (keys {sorted(batch)}); pass labels"
             )
-        return float(out.detach().float())
+        return float(out.detach().double())
 
     try:
         with torch.no_grad():
