@@ -312,3 +312,23 @@ def test_the_shrink_command_refuses_different_widths_and_writes_nothing(
 def test_a_model_with_nothing_removed_is_refused(tokenizer: BertTokenizer) -> None:
     with pytest.raises(ModelError, match="nothing to shrink"):
         shrink_model(_model(tokenizer))
+
+
+def test_transformers_5_bert_cannot_state_fewer_heads_of_the_same_size(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    """Why BERT's heads stay zero-padded: the facts shrink_model relies on, checked.
+
+    The head size is hidden_size / num_attention_heads (fewer heads = bigger heads), and a
+    config's ``pruned_heads`` (transformers 4's way) is not applied by ``from_pretrained``.
+    """
+    model = _model(tokenizer, heads=4)
+    fewer = copy.deepcopy(model.config)
+    fewer.num_attention_heads = 2
+    attention = BertForSequenceClassification(fewer).bert.encoder.layer[0].attention.self
+    assert attention.attention_head_size == 16  # not the 8 of the 4-head model
+    model.config.pruned_heads = {0: [1]}
+    model.save_pretrained(tmp_path / "pruned-heads")
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "pruned-heads")
+    assert tuple(loaded.bert.encoder.layer[0].attention.self.query.weight.shape) == (32, 32)
+    assert not hasattr(loaded, "prune_heads")
