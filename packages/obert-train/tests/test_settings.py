@@ -58,7 +58,7 @@ def test_derived_properties() -> None:
         ({"num_grads": 0}, "greater than or equal to 1", "num_grads = 0"),
         ({"fisher_block_size": 0}, "greater than or equal to 1", "fisher_block_size = 0"),
         ({"num_recomputations": 0}, "greater than or equal to 1", "num_recomputations = 0"),
-        ({"mode": "exact"}, "'joint' or 'superpose'", "mode = 'exact'"),
+        ({"mode": "exact"}, "'joint', 'superpose' or 'auto'", "mode = 'exact'"),
         ({"fisher_method": "dense"}, "'batched' or 'streaming'", "fisher_method = 'dense'"),
         ({"max_memory": "lots"}, "cannot parse memory size", "cannot parse memory size"),
         ({"global_sparsity": "layer"}, "valid boolean", "global_sparsity = 'layer'"),
