@@ -19,9 +19,10 @@ At least one neuron and one head are kept per layer (zero-width ``Linear`` layer
 zero-sized ONNX initializers); a kept all-zero neuron or head still contributes exactly zero.
 
 **Kept FFN widths are rounded up to a multiple** (``width_multiple``, 16 by default): dense
-GEMM kernels are blocked in 8/16/32/64 columns, so an odd width such as 1,535 (one neuron of
-9,216 removed from MiniLM-L6 by 90 % unstructured pruning) is no faster than 1,536 and can be
-slower. The extra units are removable (all-zero) neurons kept as zero columns, those with the
+GEMM kernels are blocked in 8/16/32/64 columns, and an odd width such as 1,535 (one neuron of
+9,216 removed from MiniLM-L6 by 90 % unstructured pruning) measured no faster than 1,536 on
+ONNX Runtime and OpenVINO (within 1 %, ``docs/benchmarks.md``), so the odd shape buys nothing.
+The extra units are removable (all-zero) neurons kept as zero columns, those with the
 largest up-projection rows first, so the outputs are unchanged; a layer whose rounded width
 reaches its full width is not shrunk at all. ``width_multiple=1`` removes every removable
 neuron. Heads are whole units already and are not rounded.
