@@ -45,6 +45,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from obert_core.zo import random_layer_masks, zo_direction
+from obert_train._validate import check_int, check_number
 from obert_train.checkpoint import atomic_write_text
 from obert_train.errors import ArgumentError, ModelError, OptionError, ResumeError, TrainingError
 from obert_train.hf.callback import ObertPruningCallback
@@ -92,36 +93,31 @@ class ZOSettings:
     stages: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        mu: object = self.mu
-        if isinstance(mu, bool) or not isinstance(mu, numbers.Real):
-            raise OptionError(f"mu must be a positive number such as 1e-3, got {mu!r}")
-        if not math.isfinite(float(mu)) or float(mu) <= 0:
+        where = "ZOSettings"
+        mu = check_number(self.mu, "mu", where, "a positive number such as 1e-3")
+        if not math.isfinite(mu) or mu <= 0:
             raise OptionError(
-                f"mu must be finite and > 0 (MeZO uses 1e-3; float32 weights need ≳1e-4), got "
-                f"{mu!r}"
+                f"{where}: mu must be finite and > 0 (MeZO uses 1e-3; float32 weights need "
+                f"≳1e-4), got {self.mu!r}"
             )
-        q: object = self.num_directions
-        if isinstance(q, bool) or not isinstance(q, numbers.Integral) or q < 1:
-            raise OptionError(f"num_directions must be an integer ≥ 1, got {q!r}")
-        seed: object = self.seed
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise OptionError(f"seed must be an integer ≥ 0, got {seed!r}")
-        period: object = self.mask_period
-        if isinstance(period, bool) or not isinstance(period, numbers.Integral) or period < 1:
-            raise OptionError(f"mask_period must be an integer ≥ 1 (steps), got {period!r}")
+        q = check_int(self.num_directions, "num_directions", where, minimum=1)
+        seed = check_int(self.seed, "seed", where, minimum=0)
+        period = check_int(self.mask_period, "mask_period", where, minimum=1)
         object.__setattr__(self, "mu", float(mu))
         object.__setattr__(self, "num_directions", int(q))
         object.__setattr__(self, "seed", int(seed))
         object.__setattr__(self, "mask_period", int(period))
         if self.estimator not in ESTIMATORS:
             raise OptionError(
-                f"estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got "
+                f"{where}: estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got "
                 f"{self.estimator!r}"
             )
         if self.stages is not None:
             stages: object = self.stages
             if isinstance(stages, str) or not all(isinstance(s, str) for s in self.stages):
-                raise OptionError(f"stages must be a sequence of module names, got {stages!r}")
+                raise ArgumentError(
+                    f"{where}: stages must be a sequence of module names, got {stages!r}"
+                )
             object.__setattr__(self, "stages", tuple(self.stages))
         if self.gradient_sparsity is not None:
             object.__setattr__(self, "gradient_sparsity", _check_sparsities(self.gradient_sparsity))
@@ -129,17 +125,19 @@ class ZOSettings:
 
 def _check_sparsities(given: object) -> dict[str, float]:
     if not isinstance(given, Mapping):
-        raise OptionError(
-            f"gradient_sparsity must be a mapping of parameter name → fraction, got "
+        raise ArgumentError(
+            f"ZOSettings: gradient_sparsity must be a mapping of parameter name → fraction, got "
             f"{type(given).__name__}; e.g. {{'bert.encoder.layer.0.output.dense.weight': 0.9}}"
         )
     out: dict[str, float] = {}
     for name, value in given.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise OptionError(f"gradient_sparsity[{name!r}] must be a number, got {value!r}")
+            raise ArgumentError(
+                f"ZOSettings: gradient_sparsity[{name!r}] must be a number, got {value!r}"
+            )
         if not 0.0 <= float(value) < 1.0:
             raise OptionError(
-                f"gradient_sparsity[{name!r}] must be in [0, 1) (the fraction of coordinates not "
+                f"ZOSettings: gradient_sparsity[{name!r}] must be in [0, 1) (the fraction of coordinates not "
                 f"perturbed), got {value!r}"
             )
         out[str(name)] = float(value)

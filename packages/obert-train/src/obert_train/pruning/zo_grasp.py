@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from obert_core.zo import zo_grasp_ratios, zo_grasp_scores
-from obert_train.errors import ModelError, TrainingError
+from obert_train._validate import check_int, check_real
+from obert_train.errors import ArgumentError, ModelError, TrainingError
 from obert_train.pruning.targets import resolve_target_params
 
 __all__ = ["zo_grasp_sparsities"]
@@ -55,8 +56,21 @@ def zo_grasp_sparsities(
     Raises:
         ModelError: the model returns no loss for the batch.
         TrainingError: a non-finite loss (obert-core names the perturbation).
-        obert_core.ObertError: bad ``q``, ``mu``, ``seed`` or ``sparsity``.
+        ArgumentError: an argument of the wrong type.
+        OptionError: ``sparsity``, ``q``, ``mu`` or ``seed`` out of range.
     """
+    where = "zo_grasp_sparsities"
+    if not isinstance(model, torch.nn.Module):
+        raise ArgumentError(f"{where}: model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(batch, Mapping):
+        raise ArgumentError(
+            f"{where}: batch must be a mapping of model inputs (with labels), got "
+            f"{type(batch).__name__}"
+        )
+    check_real(sparsity, "sparsity", where, low=0.0, high=1.0, high_open=True)
+    check_int(q, "q", where, minimum=1)
+    check_real(mu, "mu", where, low=0.0, low_open=True)
+    check_int(seed, "seed", where, minimum=0)
     targets = dict(params) if params is not None else resolve_target_params(model)
     tensors = list(targets.values())
     originals = [p.detach().clone() for p in tensors]
