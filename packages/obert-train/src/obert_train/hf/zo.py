@@ -73,6 +73,7 @@ class ZOSettings:
             mask per tensor (:func:`obert_core.zo.random_layer_masks`, key ``(seed, step //
             mask_period)``) chooses the coordinates that move; the weights stay dense. Tensors
             not named (biases, ...) are perturbed in full. ``None``: every kept coordinate.
+            The current period's masks are held (one byte per weight of the named tensors).
         mask_period: steps between two random masks (DeepZero: 5 epochs' worth of steps).
         estimator: ``"spsa"`` (Z-6, two forwards per direction) or ``"cge"`` (DeepZero's
             coordinate-wise estimate (Z-2) of every coordinate that moves, then one SGD step:
@@ -137,8 +138,8 @@ def _check_sparsities(given: object) -> dict[str, float]:
             )
         if not 0.0 <= float(value) < 1.0:
             raise OptionError(
-                f"ZOSettings: gradient_sparsity[{name!r}] must be in [0, 1) (the fraction of coordinates not "
-                f"perturbed), got {value!r}"
+                f"ZOSettings: gradient_sparsity[{name!r}] must be in [0, 1) (the fraction of "
+                f"coordinates not perturbed), got {value!r}"
             )
         out[str(name)] = float(value)
     return out
