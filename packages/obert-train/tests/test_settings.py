@@ -141,3 +141,15 @@ def test_parsers() -> None:
     assert parse_memory(123) == 123
     with pytest.raises(ValueError, match="cannot parse memory size"):
         parse_memory("lots")
+
+
+def test_settings_added_later_enter_the_fingerprint_only_when_set() -> None:
+    """``unseen_curvature``, ``diagnostics`` (oBERT) and ``allocation`` (structured) leave the
+    fingerprints of recipes that do not set them unchanged, so earlier runs still resume."""
+    from obert_train import load_recipe
+
+    base = load_recipe("minilm-sst2-obert90")
+    same = load_recipe("minilm-sst2-obert90", {"unseen_curvature": "damp", "diagnostics": False})
+    assert same.fingerprint() == base.fingerprint()
+    for override in ({"unseen_curvature": "mean"}, {"diagnostics": True}):
+        assert load_recipe("minilm-sst2-obert90", override).fingerprint() != base.fingerprint()

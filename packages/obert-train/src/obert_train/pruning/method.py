@@ -111,6 +111,11 @@ class MethodSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    omitted_at_default: ClassVar[tuple[str, ...]] = ()
+    """Settings added after the recipe fingerprint's format was fixed: a recipe's fingerprint
+    includes them only when they differ from their default, so runs started before they existed
+    still resume (``RecipePruningModifier.content``)."""
+
     mask_type: str = "unstructured"
     global_sparsity: bool = True
     targets: list[str] | None = None

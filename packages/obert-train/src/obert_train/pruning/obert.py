@@ -90,6 +90,8 @@ class ObertSettings(MethodSettings):
     unseen_curvature: Literal["damp", "mean"] = "damp"
     diagnostics: bool = False
 
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("unseen_curvature", "diagnostics")
+
     @field_validator("max_memory", mode="before")
     @classmethod
     def _parse_memory(cls, value: Any) -> Any:

@@ -94,6 +94,8 @@ class StructuredSettings(MethodSettings):
     min_keep: int = Field(default=16, ge=0)
     multiple: int = Field(default=16, ge=1)
     allocation: Allocation = "global"
+
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("allocation",)
     damp_fraction: float = Field(default=DEFAULT_DAMP, gt=0)
     weight_by_routing: bool = True
     seed: int = 0

@@ -21,7 +21,7 @@ from obert_train.recipe.modifiers import (
     LearningRateFunctionModifier,
     step_of_epoch,
 )
-from obert_train.recipe.pruning_modifier import PruningEvent, PruningModifier
+from obert_train.recipe.pruning_modifier import PruningEvent, PruningModifier, settings_content
 from obert_train.recipe.training_modifiers import LayerDroppingModifier, TrainableParamsModifier
 
 __all__ = ["describe_recipe"]
@@ -88,7 +88,7 @@ def _show(value: object) -> str:
 
 
 def _settings(modifier: PruningModifier) -> str:
-    values = modifier.settings.model_dump(mode="json")
+    values = settings_content(modifier.settings)
     parts = [f"{k}={_show(v)}" for k, v in values.items() if k != "targets" and v is not None]
     return " ".join(parts)
 

@@ -280,8 +280,18 @@ class PruningModifier:
             "end_epoch": self.end_epoch,
             "update_frequency": self.update_frequency,
             "inter_func": self.inter_func,
-            "settings": self.settings.model_dump(mode="json"),
+            "settings": settings_content(self.settings),
         }
+
+
+def settings_content(settings: MethodSettings) -> dict[str, Any]:
+    """Every setting, less those of ``omitted_at_default`` that keep their default."""
+    out: dict[str, Any] = settings.model_dump(mode="json")
+    fields = type(settings).model_fields
+    for name in type(settings).omitted_at_default:
+        if name in out and getattr(settings, name) == fields[name].default:
+            del out[name]
+    return out
 
 
 def pruning_fields(cls: type[PruningMethod]) -> list[str]:
