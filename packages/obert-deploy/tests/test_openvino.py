@@ -207,3 +207,16 @@ def test_evaluate_on_openvino_matches_onnxruntime(
     assert ov_model.metrics == ort_model.metrics
     assert ov_model.agreement == 1.0
     assert ov_model.max_abs_diff is not None and ov_model.max_abs_diff < 1e-3
+
+
+def test_cli_sparse_rate_needs_openvino_and_0_1(dynamic_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    base = ["bench", str(dynamic_onnx), "--iterations", "1", "--json", str(out)]
+    result = runner.invoke(app, [*base, "--sparse-weights-decompression-rate", "0.5"])
+    assert result.exit_code == 2 and "is an OpenVINO option" in result.output
+    assert "--engine openvino" in result.output
+    result = runner.invoke(
+        app, [*base, "--engine", "openvino", "--sparse-weights-decompression-rate", "1.5"]
+    )
+    assert result.exit_code == 2 and "1.5" in result.output
+    assert not out.exists()

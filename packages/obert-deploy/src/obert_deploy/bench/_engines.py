@@ -299,10 +299,6 @@ def _openvino_runner(
             f"OpenVINO {engine_version('openvino')} cannot read {path!r} ({brief(exc)}); "
             "re-create it with `obert-deploy export`, or benchmark it with --engine onnxruntime"
         ) from exc
-    # Compile for the one shape that will be fed, as DeepSparse does: OpenVINO's static-shape
-    # kernels are its fast path (callers pad the last partial batch).
-    if not is_static(inputs):
-        model.reshape({spec.name: [batch_size, seq_len] for spec in inputs})
     settings = {
         "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
         "INFERENCE_NUM_THREADS": str(threads),
@@ -312,6 +308,10 @@ def _openvino_runner(
     if sparse_weights_decompression_rate is not None:
         settings[OPENVINO_SPARSE_RATE_PROPERTY] = str(sparse_weights_decompression_rate)
     try:
+        # Compile for the one shape that will be fed, as DeepSparse does: OpenVINO's
+        # static-shape kernels are its fast path (callers pad the last partial batch).
+        if not is_static(inputs):
+            model.reshape({spec.name: [batch_size, seq_len] for spec in inputs})
         compiled = core.compile_model(model, "CPU", settings)
     except Exception as exc:
         raise OnnxModelError(
