@@ -44,7 +44,7 @@ def test_accuracy_title_fits_inside_the_figure(model: str, data_name: str, examp
         renderer = fig.canvas.get_renderer()
         title = fig.axes[0].title
         assert title.get_text() == _accuracy_title(report)
-        assert title.get_text().endswith("dev accuracy vs sparsity")
+        assert f"dev accuracy vs sparsity ({examples} training examples)" in title.get_text()
         box, extent = fig.bbox, title.get_window_extent(renderer)
         assert box.x0 <= extent.x0 and extent.x1 <= box.x1, (extent, box)
         assert box.y0 <= extent.y0 and extent.y1 <= box.y1, (extent, box)

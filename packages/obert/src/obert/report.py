@@ -486,12 +486,10 @@ def _accuracy_title(report: dict[str, Any]) -> str:
     """The accuracy plot's title, wrapped so that no line is wider than the figure."""
     import textwrap
 
-    what = (
-        f"{model_name(report['model'])} on {report['data_name']} "
-        f"({report['train_examples']} training examples):"
-    )
+    what = f"{model_name(report['model'])} on {report['data_name']}"
     lines = textwrap.wrap(what, _TITLE_WIDTH, break_long_words=True)
-    return "\n".join([*lines, f"dev {report['metric']} vs sparsity"])
+    last = f"dev {report['metric']} vs sparsity ({report['train_examples']} training examples)"
+    return "\n".join([*lines, *textwrap.wrap(last, _TITLE_WIDTH, break_long_words=True)])
 
 
 def _accuracy_figure(report: dict[str, Any]) -> Any:
