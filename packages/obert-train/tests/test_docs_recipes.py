@@ -114,10 +114,19 @@ def _expected() -> dict[str, dict[str, Any]]:
     }
     expected["MethodSettings"] = _model_defaults(MethodSettings, base)
     for cls in METHODS.values():
-        own = [n for n in cls.Settings.model_fields if n not in MethodSettings.model_fields]
+        own = [n for n in cls.Settings.model_fields if _own(cls.Settings, n)]
         if own:
             expected[cls.Settings.__name__] = _model_defaults(cls.Settings, own)
     return expected
+
+
+def _own(model: type[BaseModel], name: str) -> bool:
+    """A field the model adds, or redefines (other type or default) over ``MethodSettings``."""
+    base = MethodSettings.model_fields.get(name)
+    if base is None:
+        return True
+    info = model.model_fields[name]
+    return (info.annotation, info.default) != (base.annotation, base.default)
 
 
 TABLES = _tables() if GUIDE.is_file() else {}

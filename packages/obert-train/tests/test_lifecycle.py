@@ -332,6 +332,8 @@ def _method(
 
 
 def _settings(name: str, **extra: Any) -> dict[str, Any]:
+    if name == "lpvit":  # 1x1 blocks ranked like single weights: exact counts
+        return {"mask_type": "1x1", "allocation": "global", "num_grads": 2, **extra}
     return {**(OBERT if name == "obert" else {}), **extra}
 
 

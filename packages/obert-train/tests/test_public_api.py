@@ -26,6 +26,8 @@ PUBLIC = {
     "method_for_tag",
     # sparse zeroth-order (MeZO-style) fine-tuning
     "ZOTrainer", "ZOSettings", "zo_grasp_sparsities",
+    # LPViT's RxC block pruning and the latency table of block allocations (issue 19)
+    "LPViTPruning", "LPViTSettings", "lpvit_loss", "load_latency_table",
     # Fisher machinery a caller may drive itself
     "GradientSampler",
     # tasks and checkpoints

@@ -95,11 +95,18 @@ def test_create_method_messages_name_the_method_setting_and_value(
 
 def test_settings_are_validated_by_the_method_that_owns_them() -> None:
     """Magnitude has only the shared settings; oBERT's are refused there, not ignored."""
-    assert set(MethodSettings.model_fields) == {"mask_type", "global_sparsity", "targets"}
+    assert set(MethodSettings.model_fields) == {
+        "mask_type",
+        "global_sparsity",
+        "targets",
+        "allocation",
+        "latency_table",
+    }
     assert isinstance(create_method("magnitude", mask_type="2:4"), MagnitudePruning)
     with pytest.raises(RecipeError, match=r"method 'magnitude': unknown setting 'damp'") as info:
         create_method("magnitude", damp=1e-4)
-    assert "['global_sparsity', 'mask_type', 'targets']" in str(info.value)
+    allowed = "['allocation', 'global_sparsity', 'latency_table', 'mask_type', 'targets']"
+    assert allowed in str(info.value)
     with pytest.raises(TypeError, match="needs ObertSettings"):
         ObertPruning(MethodSettings())
     with pytest.raises(TypeError, match="not both"):

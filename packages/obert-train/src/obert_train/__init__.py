@@ -55,7 +55,9 @@ if TYPE_CHECKING:
     from obert_train.hf.trainer import ObertTrainer
     from obert_train.hf.zo import ZOSettings, ZOTrainer
     from obert_train.layers import drop_layers
+    from obert_train.pruning.blocks import load_latency_table
     from obert_train.pruning.constant import ConstantPruning
+    from obert_train.pruning.lpvit import LPViTPruning, LPViTSettings, lpvit_loss
     from obert_train.pruning.magnitude import MagnitudePruning
     from obert_train.pruning.masks import MaskState
     from obert_train.pruning.method import MethodSettings, PruningMethod, StepContext
@@ -84,6 +86,8 @@ _EXPORTS: dict[str, str] = {
     "DataOptions": "obert_train.tasks.options",
     "GradientSampler": "obert_train.fisher.sampler",
     "METHODS": "obert_train.pruning.registry",
+    "LPViTPruning": "obert_train.pruning.lpvit",
+    "LPViTSettings": "obert_train.pruning.lpvit",
     "MagnitudePruning": "obert_train.pruning.magnitude",
     "MaskState": "obert_train.pruning.masks",
     "MaskedLMTask": "obert_train.tasks.mlm",
@@ -121,6 +125,8 @@ _EXPORTS: dict[str, str] = {
     "distillation_loss": "obert_train.hf.distillation",
     "drop_layers": "obert_train.layers",
     "load_model": "obert_train.cli.models",
+    "lpvit_loss": "obert_train.pruning.lpvit",
+    "load_latency_table": "obert_train.pruning.blocks",
     "load_recipe": "obert_train.recipe",
     "load_task": "obert_train.tasks.load",
     "load_tokenizer": "obert_train.cli.models",
@@ -162,6 +168,8 @@ __all__ = [
     "DataError",
     "DataOptions",
     "GradientSampler",
+    "LPViTPruning",
+    "LPViTSettings",
     "MagnitudePruning",
     "MaskState",
     "MaskedLMTask",
@@ -206,10 +214,12 @@ __all__ = [
     "distillable_outputs",
     "distillation_loss",
     "drop_layers",
+    "load_latency_table",
     "load_model",
     "load_recipe",
     "load_task",
     "load_tokenizer",
+    "lpvit_loss",
     "method_for_tag",
     "oneshot_prune",
     "parse_sets",

@@ -4,6 +4,6 @@ Importing the package imports the built-in methods, which register themselves wi
 registry (:mod:`obert_train.pruning.registry`), so every import of a pruning module sees them.
 """
 
-from obert_train.pruning import constant, magnitude, movement, obert, structured
+from obert_train.pruning import constant, lpvit, magnitude, movement, obert, structured
 
-__all__ = ["constant", "magnitude", "movement", "obert", "structured"]
+__all__ = ["constant", "lpvit", "magnitude", "movement", "obert", "structured"]

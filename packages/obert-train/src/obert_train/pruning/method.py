@@ -30,16 +30,22 @@ import abc
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 import obert_core as oc
 import obert_core.blocks as ob
 from obert_train.errors import ArgumentError, RecipeError, TargetError
 from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.sampler import GradientSampler, LossFn
+from obert_train.pruning.blocks import (
+    allocated_block_masks,
+    check_latency_table,
+    cost_sparsity,
+    load_latency_table,
+)
 
 if TYPE_CHECKING:
     from obert_train.pruning.masks import MaskState
@@ -107,11 +113,23 @@ class MethodSettings(BaseModel):
             one per tensor (False).
         targets: Regexes (``re.search``) of the tensors to prune; None = the six BERT encoder
             Linear weights per layer.
+        allocation: RxC masks: how many blocks each tensor loses at a step to sparsity ``s``
+            (:mod:`obert_train.pruning.blocks`, docs/math.md §8): ``"global"`` (the blocks'
+            scores alone, as ``global_sparsity`` says), ``"uniform"`` (the fraction ``s`` of
+            every tensor's blocks), ``"lpvit"`` (LPViT's equal-slope allocation of its distortion
+            curves, method ``lpvit``) or ``"obs"`` (equal slopes of the exact OBS loss curves,
+            method ``obert``).  With an allocation, ``s`` is the fraction of the targets' dense
+            FLOPs removed (the fraction of their weights), or of their measured latency with
+            ``latency_table``.
+        latency_table: Path of a JSON latency table (layer shape -> latency per fraction of
+            blocks kept; :func:`obert_train.pruning.blocks.load_latency_table`): the allocation's
+            budget is then latency instead of FLOPs.  Needs an allocation other than
+            ``"global"``; every target shape must be in the table.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    omitted_at_default: ClassVar[tuple[str, ...]] = ()
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("allocation", "latency_table")
     """Settings added after the recipe fingerprint's format was fixed: a recipe's fingerprint
     includes them only when they differ from their default, so runs started before they existed
     still resume (``RecipePruningModifier.content``)."""
@@ -119,6 +137,11 @@ class MethodSettings(BaseModel):
     mask_type: str = "unstructured"
     global_sparsity: bool = True
     targets: list[str] | None = None
+    allocation: Literal["global", "uniform", "lpvit", "obs"] = "global"
+    latency_table: str | None = None
+
+    allocates_blocks: ClassVar[bool] = True
+    """Whether ``allocation`` is the RxC block allocation (structured pruning has its own)."""
 
     @field_validator("mask_type")
     @classmethod
@@ -141,6 +164,35 @@ class MethodSettings(BaseModel):
                 "or 'RxC' like '16x16'"
             )
         return value
+
+    @model_validator(mode="after")
+    def _check_allocation(self) -> MethodSettings:
+        if not self.allocates_blocks:
+            if self.latency_table is not None:
+                raise ValueError(
+                    f"latency_table {self.latency_table!r}: this method has no block allocation; "
+                    "drop latency_table"
+                )
+            return self
+        if self.allocation != "global" and self.block is None:
+            raise ValueError(
+                f"allocation {self.allocation!r} spreads RxC blocks over the tensors, but "
+                f"mask_type is {self.mask_type!r}; use a block mask type like '16x16' or "
+                "allocation 'global'"
+            )
+        if self.latency_table is not None and self.allocation == "global":
+            raise ValueError(
+                f"latency_table {self.latency_table!r} budgets an allocation; set allocation to "
+                "'uniform', 'lpvit' or 'obs' (or drop latency_table)"
+            )
+        return self
+
+    @property
+    def block_allocation(self) -> str | None:
+        """The RxC allocation other than ``"global"``, else None."""
+        if not self.allocates_blocks or self.allocation == "global":
+            return None
+        return self.allocation
 
     @property
     def group_size(self) -> int:
@@ -232,8 +284,14 @@ def select_masks(
     masks: Mapping[str, torch.Tensor],
     settings: MethodSettings,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
+    *,
+    distortion: Mapping[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """New keep-masks from scores via ``obert_core.select_mask`` (already pruned stay pruned).
+
+    With a block allocation (``settings.allocation`` other than ``"global"``) each tensor's
+    fraction of blocks comes from :func:`obert_train.pruning.blocks.allocated_block_masks`
+    and ``sparsity`` is the fraction of the dense FLOPs (or latency) removed.
 
     Args:
         scores: ``{name: flat scores}``, one per weight (or per group of ``group_size``).
@@ -245,13 +303,23 @@ def select_masks(
             scores of a block (one per ``C`` consecutive weights) are summed into its score,
             which for oBERT's saliencies with Fisher blocks inside a row is the block's exact
             OBS saliency (docs/math.md §8, B-3).
+        distortion: ``{name: loss curve over obert_core.blocks.ratio_grid()}``, needed by the
+            allocations ``"lpvit"`` and ``"obs"``.
 
     Returns:
         ``{name: flat bool keep-mask}`` for every name in ``scores``.
     """
-    if settings.block is not None:
+    block = settings.block
+    if block is not None:
         if shapes is None:
             raise ArgumentError("select_masks needs the weight shapes for RxC block masks")
+        allocation = settings.block_allocation
+        if allocation is not None:
+            latency = load_latency_table(settings.latency_table) if settings.latency_table else None
+            return allocated_block_masks(
+                allocation, scores, sparsity, masks, shapes, block,
+                distortion=distortion, latency=latency,
+            )  # fmt: skip
         return _select_block_masks(scores, sparsity, masks, settings, shapes)
     check_nm_sparsity(settings, sparsity)
     chosen = oc.select_mask(
@@ -325,6 +393,8 @@ class PruningMethod(abc.ABC):
     """False for methods that only keep the masks they start with (sparse transfer)."""
     needs_training: ClassVar[bool] = False
     """True for methods whose scores come from training (movement): no one-shot use."""
+    allocations: ClassVar[tuple[str, ...]] = ("global", "uniform")
+    """The RxC block allocations (``MethodSettings.allocation``) this method can run."""
 
     def __init__(self, settings: MethodSettings | None = None, **kwargs: Any) -> None:
         if settings is not None and kwargs:
@@ -337,6 +407,13 @@ class PruningMethod(abc.ABC):
                 f"{type(settings).__name__}"
             )
         self.settings = settings
+        allocation = settings.block_allocation
+        if allocation is not None and allocation not in self.allocations:
+            raise RecipeError(
+                f"method {self.name!r} cannot run allocation {allocation!r}; it runs "
+                f"{list(self.allocations)} (allocation 'obs' needs method 'obert', 'lpvit' "
+                "method 'lpvit')"
+            )
 
     def check(self, params: Mapping[str, torch.nn.Parameter]) -> None:
         """Refuse tensors the mask type cannot split; drivers call it before anything else.
@@ -350,6 +427,8 @@ class PruningMethod(abc.ABC):
         """
         cfg = self.settings
         block = cfg.block
+        if cfg.block_allocation is not None and cfg.latency_table is not None:
+            check_latency_table(cfg.latency_table, {n: tuple(p.shape) for n, p in params.items()})
         for name, p in params.items():
             if block is not None:
                 try:
@@ -429,8 +508,16 @@ class PruningMethod(abc.ABC):
         """The sparsity already reached, in this method's units (drivers refuse lower targets).
 
         Default: the fraction of zeros over the target tensors (global, or the largest per
-        tensor without ``global_sparsity``).
+        tensor without ``global_sparsity``); with a block allocation, the fraction of the dense
+        FLOPs (or latency) the masks remove (:func:`obert_train.pruning.blocks.cost_sparsity`).
         """
+        cfg = self.settings
+        block = cfg.block
+        if cfg.block_allocation is not None and block is not None:
+            self.check(masks.params)  # whole blocks, a latency table that covers every shape
+            shapes = {n: tuple(p.shape) for n, p in masks.params.items()}
+            latency = check_latency_table(cfg.latency_table, shapes) if cfg.latency_table else None
+            return cost_sparsity(masks.as_dict(), shapes, block, latency)
         return masks.sparsity() if self.settings.global_sparsity else masks.max_tensor_sparsity()
 
     def after_backward(self, params: Mapping[str, torch.nn.Parameter], masks: MaskState) -> None:

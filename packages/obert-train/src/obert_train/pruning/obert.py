@@ -29,6 +29,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 import obert_core as oc
+import obert_core.blocks as ob
 from obert_train.errors import DataError, TargetError
 from obert_train.fisher.distributed import DistContext, shard_by_size
 from obert_train.fisher.memory import MemoryPlan, gram_precision, parse_memory, plan_memory
@@ -90,7 +91,11 @@ class ObertSettings(MethodSettings):
     unseen_curvature: Literal["damp", "mean"] = "damp"
     diagnostics: bool = False
 
-    omitted_at_default: ClassVar[tuple[str, ...]] = ("unseen_curvature", "diagnostics")
+    omitted_at_default: ClassVar[tuple[str, ...]] = (
+        *MethodSettings.omitted_at_default,
+        "unseen_curvature",
+        "diagnostics",
+    )
 
     @field_validator("max_memory", mode="before")
     @classmethod
@@ -315,6 +320,7 @@ class ObertPruning(PruningMethod):
 
     name: ClassVar[str] = "obert"
     Settings: ClassVar[type[MethodSettings]] = ObertSettings
+    allocations: ClassVar[tuple[str, ...]] = ("global", "uniform", "obs")
     recipe_tags: ClassVar[tuple[str, ...]] = ("OBSPruningModifier",)
     needs_gradients: ClassVar[bool] = True
     settings: ObertSettings
@@ -391,7 +397,7 @@ class ObertPruning(PruningMethod):
         ]
         base = ctx.round_index
         for index, target in enumerate(steps):
-            if cfg.global_sparsity and target <= masks.sparsity():
+            if cfg.global_sparsity and target <= self.current_sparsity(masks):
                 continue
             if len(steps) > 1:
                 ctx.log(f"recomputation {index + 1}/{len(steps)}: to sparsity {target:.4f}")
@@ -429,7 +435,8 @@ class ObertPruning(PruningMethod):
         plan = self._plan(params, ctx)
         ctx.log(plan.describe())
         passes = _synchronised_passes(plan, owners, params, ctx)
-        local = not cfg.global_sparsity or cfg.nm is not None
+        local = (not cfg.global_sparsity or cfg.nm is not None) and cfg.block_allocation is None
+        curves: dict[str, Any] | None = {} if cfg.block_allocation == "obs" else None
         keep_all = len(passes) == 1
         new_masks: dict[str, torch.Tensor] = {}
         scores: dict[str, torch.Tensor] = {}
@@ -472,6 +479,9 @@ class ObertPruning(PruningMethod):
                 updated.update(_updated(params, finvs, masks, chosen, cfg, ctx))
             else:
                 scores.update(group_scores)
+                if curves is not None:
+                    with _timed(ctx, "curves_s"):
+                        curves.update(_obs_curves(params, finvs, group_scores, masks, cfg))
                 if keep_all:
                     kept.update(finvs)
             del finvs
@@ -479,7 +489,11 @@ class ObertPruning(PruningMethod):
             with _timed(ctx, "masks_s"):
                 all_scores = _gather(scores, owners, params, cfg.group_size, ctx)
                 shapes = {n: tuple(p.shape) for n, p in params.items()}
-                new_masks = select_masks(all_scores, sparsity, masks, cfg, shapes)
+                if curves is not None:
+                    curves = _gather_curves(curves, owners, params, ctx)
+                new_masks = select_masks(
+                    all_scores, sparsity, masks, cfg, shapes, distortion=curves
+                )
             if keep_all:
                 updated.update(_updated(params, kept, masks, new_masks, cfg, ctx))
                 kept.clear()
@@ -621,6 +635,54 @@ def _record_diagnostics(
             ctx.add_stat("update_sq", float((delta[kept] ** 2).sum()))
             ctx.add_stat("kept_sq", float((w[kept] ** 2).sum()))
             ctx.add_stat("removed_sq", float((w[removed] ** 2).sum()))
+
+
+def _obs_curves(
+    params: Mapping[str, torch.nn.Parameter],
+    finvs: Mapping[str, Fisher],
+    scores: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    settings: ObertSettings,
+) -> dict[str, Any]:
+    """The exact OBS loss of each tensor at every block ratio (B-5, ``allocation="obs"``).
+
+    Blocks leave in the order of their summed row-segment saliencies (the order the masks use),
+    earlier-pruned blocks first.
+    """
+    block = settings.block
+    assert block is not None
+    r, c = block
+    out = {}
+    for name, finv in finvs.items():
+        w = params[name].detach().float()
+        rows, cols = w.shape
+        order = scores[name].detach().double().reshape(rows // r, r, cols // c).sum(1)
+        out[name] = ob.obs_distortion_curve(
+            w, finv, block, scores=order.float().to(w.device),
+            current_mask=masks[name].reshape(rows, cols).to(torch.bool), name=name,
+        )  # fmt: skip
+    return out
+
+
+def _gather_curves(
+    curves: Mapping[str, Any],
+    owners: Mapping[str, int],
+    params: Mapping[str, torch.nn.Parameter],
+    ctx: StepContext,
+) -> dict[str, Any]:
+    """Every rank gets every tensor's OBS loss curve (broadcast from the owner)."""
+    if not ctx.dist.active:
+        return dict(curves)
+    size = ob.ratio_grid().shape[0]
+    out: dict[str, Any] = {}
+    for name, p in params.items():
+        buf = (
+            torch.as_tensor(curves[name], dtype=torch.float64, device=p.device)
+            if owners[name] == ctx.dist.rank
+            else torch.empty(size, dtype=torch.float64, device=p.device)
+        )
+        out[name] = ctx.dist.broadcast(buf, owners[name]).cpu().numpy()
+    return out
 
 
 def _synchronised_passes(

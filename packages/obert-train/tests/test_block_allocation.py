@@ -1,0 +1,258 @@
+"""Per-layer allocation of RxC blocks (issue 19, LPViT): uniform, lpvit, obs under FLOPs/latency.
+
+The budget is the schedule's sparsity: a step to ``s`` removes the fraction ``s`` of the targets'
+dense FLOPs (their weights) or of their measured latency (``latency_table``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertForSequenceClassification, BertTokenizer
+
+import obert_core.blocks as ob
+from obert_train import (
+    ClassificationTask,
+    DataError,
+    GradientSampler,
+    LPViTSettings,
+    ObertSettings,
+    RecipeError,
+    TargetError,
+    create_method,
+    load_latency_table,
+    load_task,
+    lpvit_loss,
+    oneshot_prune,
+    resolve_target_params,
+)
+from obert_train.pruning.blocks import allocate_block_ratios, cost_sparsity
+from obert_train.pruning.lpvit import mean_gradients
+from obert_train.recipe.pruning_modifier import settings_content
+
+R, C = 8, 8
+OBERT = {"num_grads": 8, "grad_batch_size": 4, "fisher_block_size": 16, "damp": 1e-4}
+LPVIT = {"num_grads": 4, "grad_batch_size": 4}
+
+
+@pytest.fixture
+def task(tokenizer: BertTokenizer, sst2_dir: Path) -> ClassificationTask:
+    loaded = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    assert isinstance(loaded, ClassificationTask)
+    return loaded
+
+
+def _block_counts(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """``{name: (pruned blocks, blocks)}``; every mask must be block-aligned."""
+    out = {}
+    for name, p in resolve_target_params(model).items():
+        rows, cols = p.shape
+        blocks = (p.detach() != 0).reshape(rows // R, R, cols // C, C)
+        alive = blocks.any(3).any(1)
+        assert torch.all(blocks.all(3).all(1) | ~alive), name  # whole blocks only
+        out[name] = (int((~alive).sum()), alive.numel())
+    return out
+
+
+def _prune(
+    model: torch.nn.Module, method: str, allocation: str, task: ClassificationTask, s: float = 0.5
+) -> dict[str, tuple[int, int]]:
+    extra = OBERT if method == "obert" else LPVIT if method == "lpvit" else {}
+    settings = {"mask_type": f"{R}x{C}", "allocation": allocation, **extra}
+    oneshot_prune(model, method, s, settings=settings, task=task, progress=False)
+    return _block_counts(model)
+
+
+@pytest.mark.parametrize(
+    ("method", "allocation"),
+    [("magnitude", "uniform"), ("obert", "uniform"), ("obert", "obs"), ("lpvit", "lpvit")],
+)
+def test_allocation_meets_the_budget_within_one_block_per_layer(
+    tiny_bert: BertForSequenceClassification,
+    task: ClassificationTask,
+    method: str,
+    allocation: str,
+) -> None:
+    counts = _prune(tiny_bert, method, allocation, task, 0.5)
+    pruned = sum(k for k, _ in counts.values())
+    total = sum(n for _, n in counts.values())
+    assert pruned >= 0.5 * total  # the FLOPs budget is met ...
+    assert pruned - 0.5 * total <= len(counts)  # ... overshooting by at most a block per layer
+    assert all(k < n for k, n in counts.values())  # LPViT's minimum density: no layer emptied
+
+
+def test_uniform_prunes_the_same_ratio_in_every_layer(
+    tiny_bert: BertForSequenceClassification, task: ClassificationTask
+) -> None:
+    counts = _prune(tiny_bert, "obert", "uniform", task, 0.25)
+    assert {k / n for k, n in counts.values()} == {0.25}
+
+
+@pytest.mark.parametrize(("method", "allocation"), [("obert", "obs"), ("lpvit", "lpvit")])
+def test_lpvit_and_obs_differ_from_uniform_and_are_deterministic(
+    tiny_bert: BertForSequenceClassification,
+    task: ClassificationTask,
+    method: str,
+    allocation: str,
+) -> None:
+    first = _prune(copy.deepcopy(tiny_bert), method, allocation, task)
+    again = _prune(copy.deepcopy(tiny_bert), method, allocation, task)
+    uniform = _prune(copy.deepcopy(tiny_bert), method, "uniform", task)
+    assert first == again
+    assert len({k / n for k, n in first.values()}) > 1  # layers get different ratios
+    assert first != uniform
+
+
+def test_gradual_steps_never_regrow_and_reach_each_target(
+    tiny_bert: BertForSequenceClassification, task: ClassificationTask
+) -> None:
+    settings = {"mask_type": f"{R}x{C}", "allocation": "obs", **OBERT}
+    oneshot_prune(tiny_bert, "obert", 0.3, settings=settings, task=task, progress=False)
+    before = {n: p.detach() != 0 for n, p in resolve_target_params(tiny_bert).items()}
+    oneshot_prune(tiny_bert, "obert", 0.6, settings=settings, task=task, progress=False)
+    counts = _block_counts(tiny_bert)
+    assert sum(k for k, _ in counts.values()) >= 0.6 * sum(n for _, n in counts.values())
+    for name, p in resolve_target_params(tiny_bert).items():
+        assert not torch.any((p.detach() != 0) & ~before[name])
+
+
+def _write_table(path: Path, layers: dict[str, dict[str, float]]) -> Path:
+    payload = {"format": "obert-latency-table/1", "unit": "ms", "machine": "test", "layers": layers}
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    return path
+
+
+def test_a_latency_table_budgets_the_latency(
+    tiny_bert: BertForSequenceClassification, task: ClassificationTask, tmp_path: Path
+) -> None:
+    # FFN layers are slow and hardly speed up; attention layers speed up linearly
+    table = _write_table(
+        tmp_path / "lat.json",
+        {
+            "32x32": {"1.0": 1.0, "0.0": 0.0},
+            "64x32": {"1.0": 4.0, "0.5": 3.9, "0.0": 3.8},
+            "32x64": {"1.0": 4.0, "0.5": 3.9, "0.0": 3.8},
+        },
+    )
+    settings = {"mask_type": f"{R}x{C}", "allocation": "uniform", "latency_table": str(table)}
+    result = oneshot_prune(tiny_bert, "magnitude", 0.05, settings=settings, progress=False)
+    masks = {n: p.detach().reshape(-1) != 0 for n, p in resolve_target_params(tiny_bert).items()}
+    shapes = {n: tuple(p.shape) for n, p in resolve_target_params(tiny_bert).items()}
+    latency = load_latency_table(table)
+    assert cost_sparsity(masks, shapes, (R, C), latency) >= 0.05
+    assert result.sparsity > 0.05  # weights removed > latency removed: FFNs barely speed up
+
+
+def test_uncovered_latency_table_and_bad_tables_are_refused_before_any_work(
+    tiny_bert: BertForSequenceClassification, tmp_path: Path
+) -> None:
+    start = {n: p.detach().clone() for n, p in resolve_target_params(tiny_bert).items()}
+    table = _write_table(tmp_path / "lat.json", {"32x32": {"1.0": 1.0, "0.5": 0.5}})
+    settings = {"mask_type": f"{R}x{C}", "allocation": "uniform", "latency_table": str(table)}
+    with pytest.raises(
+        TargetError, match=r"no entry for .*intermediate.dense.weight of shape 64x32"
+    ):
+        oneshot_prune(tiny_bert, "magnitude", 0.5, settings=settings, progress=False)
+    for name, p in resolve_target_params(tiny_bert).items():
+        assert torch.equal(p.detach(), start[name])  # nothing half-done
+    bad = _write_table(tmp_path / "bad.json", {"32x32": {"0.5": 0.5}})
+    with pytest.raises(DataError, match="no dense latency"):
+        load_latency_table(bad)
+    bad = _write_table(tmp_path / "bad2.json", {"32by32": {"1.0": 1.0}})
+    with pytest.raises(DataError, match="'32by32' is not a shape"):
+        load_latency_table(bad)
+    bad = _write_table(tmp_path / "bad3.json", {"32x32": {"1.5": 1.0, "1.0": 2.0}})
+    with pytest.raises(DataError, match=r"density '1\.5'"):
+        load_latency_table(bad)
+    (tmp_path / "other.json").write_text('{"format": "x"}', encoding="utf-8")
+    with pytest.raises(DataError, match="format 'x'"):
+        load_latency_table(tmp_path / "other.json")
+    with pytest.raises(DataError, match="is not a file"):
+        load_latency_table(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 1.0, -0.1, 1.5])
+def test_budgets_outside_the_open_interval_are_refused(sparsity: float) -> None:
+    with pytest.raises(RecipeError, match=rf"sparsity must lie in \(0, 1\), got {sparsity}"):
+        allocate_block_ratios("uniform", {"w": (16, 16)}, (8, 8), sparsity)
+
+
+def test_settings_refuse_allocations_they_cannot_run() -> None:
+    with pytest.raises(RecipeError, match="allocation 'uniform' spreads RxC blocks"):
+        create_method("magnitude", allocation="uniform")
+    with pytest.raises(RecipeError, match="method 'magnitude' cannot run allocation 'obs'"):
+        create_method("magnitude", mask_type="8x8", allocation="obs")
+    with pytest.raises(RecipeError, match="method 'obert' cannot run allocation 'lpvit'"):
+        create_method("obert", mask_type="8x8", fisher_block_size=16, allocation="lpvit")
+    with pytest.raises(RecipeError, match=r"latency_table 'x\.json' budgets an allocation"):
+        create_method("magnitude", mask_type="8x8", latency_table="x.json")
+    with pytest.raises(RecipeError, match="method 'lpvit' prunes RxC blocks"):
+        create_method("lpvit", mask_type="unstructured", allocation="global")
+    with pytest.raises(RecipeError, match="no block allocation; drop latency_table"):
+        create_method("structured", latency_table="x.json")
+
+
+def test_new_settings_leave_existing_fingerprints_alone() -> None:
+    content = settings_content(ObertSettings())
+    assert "allocation" not in content and "latency_table" not in content
+    assert (
+        settings_content(ObertSettings(mask_type="8x8", fisher_block_size=16, allocation="obs"))[
+            "allocation"
+        ]
+        == "obs"
+    )
+    assert "allocation" not in settings_content(LPViTSettings())
+
+
+def test_lpvit_gradient_is_the_mean_of_the_label_free_loss_gradients(
+    tiny_bert: BertForSequenceClassification, task: ClassificationTask
+) -> None:
+    features, collate = task.train_features, task.collate
+    params = resolve_target_params(tiny_bert)
+    sampler = GradientSampler(
+        tiny_bert, features, collate, batch_size=4, num_grads=3, seed=0, loss_fn=lpvit_loss,
+        progress=False,
+    )  # fmt: skip
+    got = mean_gradients(sampler, params)
+    # the float64 reference: the same batches, the loss by hand, autograd per batch
+    ref = copy.deepcopy(tiny_bert).double()
+    ref_params = resolve_target_params(ref)
+    total = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in ref_params.items()}
+    batches = sampler._index_batches(0)
+    for index in range(3):
+        batch = sampler._batch(next(batches), 0, index)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        loss = ref(**inputs).logits.square().mean()
+        grads = torch.autograd.grad(loss, list(ref_params.values()))
+        for name, g in zip(ref_params, grads, strict=True):
+            total[name] += g
+    for name, g in got.items():
+        np.testing.assert_allclose(g.numpy(), (total[name] / 3).numpy(), rtol=1e-4, atol=1e-9)
+
+
+def test_lpvit_masks_follow_core_scores_at_the_allocated_ratios(
+    tiny_bert: BertForSequenceClassification, task: ClassificationTask
+) -> None:
+    start = {n: p.detach().clone() for n, p in resolve_target_params(tiny_bert).items()}
+    features, collate = task.train_features, task.collate
+    sampler = GradientSampler(
+        copy.deepcopy(tiny_bert), features, collate, batch_size=4, num_grads=4, seed=0,
+        loss_fn=lpvit_loss, progress=False,
+    )  # fmt: skip
+    grads = mean_gradients(sampler, resolve_target_params(sampler.model))
+    plan = ob.allocate_blocks(
+        {n: w.double() for n, w in start.items()}, (R, C), 0.5, method="lpvit", grads=grads,
+        rule="lagrange",
+    )  # fmt: skip
+    _prune(tiny_bert, "lpvit", "lpvit", task)
+    for name, w0 in start.items():
+        scores = ob.taylor_block_scores(w0.double(), grads[name], (R, C))
+        keep = ob.block_keep_mask(scores, plan.ratios[name], (R, C))
+        got = resolve_target_params(tiny_bert)[name].detach()
+        torch.testing.assert_close(got != 0, keep & (w0 != 0))
+        torch.testing.assert_close(got[keep], w0[keep])  # no weight update
