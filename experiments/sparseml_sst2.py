@@ -201,7 +201,8 @@ def cmd_obert(args: argparse.Namespace) -> None:
         print(f"{args.name}: already in {args.results}; --force to redo")
         return
     tokenizer, task, teacher = _setup(args)
-    recipe = load_recipe(str(args.recipe))
+    overrides = dict(item.split("=", 1) for item in args.set)
+    recipe = load_recipe(str(args.recipe), overrides)
     out = Path(args.runs_dir) / args.name
     torch.manual_seed(args.seed)
     model = task.load_model(str(teacher))
@@ -229,6 +230,7 @@ def cmd_obert(args: argparse.Namespace) -> None:
     entry = {
         "tool": "obert-train",
         **_common_entry(args, task, teacher),
+        "overrides": overrides,
         "dev_accuracy": result.metrics["accuracy"],
         "sparsity": result.sparsity,
         "pruning_steps": result.pruning_steps,
@@ -304,6 +306,15 @@ def main() -> None:
         p.add_argument("--max-seq-length", type=int, default=64)
         p.add_argument("--batch-size", type=int, default=32)
         add_run_options(p, threads=1, seed=42, force=True, no_progress=True)
+        if name == "obert":
+            p.add_argument(
+                "--set",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="an obert-train-only recipe field override (then not the same file: use "
+                "another --name), e.g. mode=superpose",
+            )
     args = parser.parse_args()
     {"sparseml": cmd_sparseml, "obert": cmd_obert, "report": cmd_report}[args.cmd](args)
 
