@@ -123,10 +123,11 @@ def _git_state() -> dict[str, Any]:
 
     def git(*argv: str) -> str:
         proc = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True)
-        return proc.stdout.strip() if proc.returncode == 0 else ""
+        return proc.stdout if proc.returncode == 0 else ""
 
     dirty = git("status", "--porcelain", "--", "packages")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": [line[3:] for line in dirty.splitlines()]}
+    commit = git("rev-parse", "HEAD").strip()
+    return {"commit": commit, "dirty": [line[3:] for line in dirty.splitlines()]}
 
 
 def cmd_sparseml(args: argparse.Namespace) -> None:
@@ -262,8 +263,9 @@ def report_lines(data: dict[str, Any]) -> list[str]:
         secs = _step_seconds(entry)
         mean = sum(secs) / len(secs) if secs else float("nan")
         load = f"{entry['loadavg_start'][0]:.2f} → {entry['loadavg_end'][0]:.2f}"
+        settings = "".join(f", {k}={v}" for k, v in entry.get("overrides", {}).items())
         lines.append(
-            f"| {name} ({entry['tool']}) | {100 * entry['dev_accuracy']:.2f} % | "
+            f"| {name} ({entry['tool']}{settings}) | {100 * entry['dev_accuracy']:.2f} % | "
             f"{entry['sparsity']:.4f} | {', '.join(f'{s:.1f}' for s in secs)} | {mean:.1f} s | "
             f"{entry['train_seconds'] / 60:.1f} min | {load} |"
         )
