@@ -468,6 +468,9 @@ def test_kept_widths_are_multiples_and_outputs_unchanged(multiple: int) -> None:
         down = model.bert.encoder.layer[layer].output.dense.weight
         assert int((down == 0).all(dim=0).sum()) == row.kept_zero
     assert report.width_multiple == multiple and report.to_dict()["width_multiple"] == multiple
+    padded = sum(row.kept_zero for row in report.rows)
+    rounded = f"rounded up to a multiple of {multiple}: {padded} all-zero neurons kept"
+    assert (rounded in report.summary()) is (multiple > 1 and padded > 0)
 
 
 def test_padding_keeps_the_largest_up_rows() -> None:

@@ -214,6 +214,12 @@ class ShrinkReport:
             f"Structured zeros {verb}: {', '.join(parts)}; {self.parameters_removed:,} "
             f"parameters ({share:.1%} of {self.parameters_before:,})."
         )
+        padded = sum(row.kept_zero for row in ffn) if self.width_multiple > 1 else 0
+        if padded:
+            text += (
+                f" FFN widths rounded up to a multiple of {self.width_multiple}: {padded} "
+                "all-zero neurons kept (width_multiple 1 removes them)."
+            )
         if self.pruned_heads_on_load:
             on_load = sum(len(v) for v in self.pruned_heads_on_load.values())
             text += f" {on_load} heads of config.pruned_heads were already absent."
