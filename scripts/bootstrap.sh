@@ -19,7 +19,7 @@ pip_install --upgrade pip
 pip_install "torch==2.13.0"
 pip_install \
   -e "packages/obert-core[numba,torch,test]" \
-  -e "packages/obert-train[test]" \
+  -e "packages/obert-train[test,vision]" \
   -e "packages/obert-deploy[all,test]" \
   -e "packages/obert[test]" \
   "pytest>=8" "pytest-benchmark>=4" "pytest-xdist>=3.5" "hypothesis>=6.100" "ruff>=0.6" \

@@ -46,6 +46,9 @@ def check_model_fits_task(model: torch.nn.Module, task: Any, who: str = "the mod
         ModelError: Naming the task's ``max_seq_length`` (``--max-seq-length``) and the model's
             maximum, or the tokenizer's and the model's vocabulary sizes.
     """
+    check_images = getattr(task, "check_model", None)
+    if callable(check_images):  # image tasks: the processor's image size is the model's
+        check_images(model, who)
     config = getattr(model, "config", None)
     limit = getattr(config, "max_position_embeddings", None)
     seq = getattr(task, "max_seq_length", None)

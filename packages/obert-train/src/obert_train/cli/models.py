@@ -27,15 +27,17 @@ _TOKENIZER_FILES = (
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
-def check_model_source(name_or_path: str, option: str = "--model") -> None:
+def check_model_source(name_or_path: str, option: str = "--model", *, images: bool = False) -> None:
     """Check, before anything is loaded, that a model argument can name a model.
 
-    A local model folder must hold a config and a tokenizer; anything else must look like a
-    hub id (a path-like value that does not exist is a typo, not sent to the hub).
+    A local model folder must hold a config and a tokenizer (an image model: its image
+    processor's ``preprocessor_config.json``); anything else must look like a hub id (a
+    path-like value that does not exist is a typo, not sent to the hub).
 
     Args:
         name_or_path: The model folder or hub id.
         option: How messages name the argument (``--model``, ``--teacher``).
+        images: An image model (task ``image-classification``).
 
     Raises:
         ModelError: Naming the option, the value and what is missing.
@@ -48,6 +50,13 @@ def check_model_source(name_or_path: str, option: str = "--model") -> None:
                 f"{option} {name_or_path!r} is a folder without config.json; point it at a "
                 "saved Hugging Face model (save_pretrained output)"
             )
+        if images:
+            if not (path / "preprocessor_config.json").is_file():
+                raise ModelError(
+                    f"{option} {name_or_path!r} has no preprocessor_config.json (the image "
+                    "processor); save it into the folder (image_processor.save_pretrained)"
+                )
+            return
         if not any((path / name).is_file() for name in _TOKENIZER_FILES):
             raise ModelError(
                 f"{option} {name_or_path!r} has no usable tokenizer (none of "
@@ -116,6 +125,29 @@ def load_tokenizer(name_or_path: str, option: str = "--model") -> Any:
             raise
         raise ModelError(
             f"{option} {name_or_path!r}: no usable tokenizer ({str(error).split(': ', 1)[-1]})"
+        ) from None
+
+
+def load_preprocessor(name_or_path: str, task: str, option: str = "--model") -> Any:
+    """The tokenizer of a model, or its image processor for task ``image-classification``.
+
+    Raises:
+        ModelError: If it cannot be loaded.
+    """
+    if task != "image-classification":
+        return load_tokenizer(name_or_path, option)
+    check_str(name_or_path, "name_or_path", "load_preprocessor")
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(name_or_path)
+    except Exception as exc:
+        error = _load_error(exc, name_or_path, option)
+        if error is None:
+            raise
+        raise ModelError(
+            f"{option} {name_or_path!r}: no usable image processor "
+            f"({str(error).split(': ', 1)[-1]})"
         ) from None
 
 

@@ -27,7 +27,7 @@ from obert_train.cli.common import (
 )
 from obert_train.cli.data_options import with_data_options
 from obert_train.cli.interrupt import interrupted
-from obert_train.cli.models import check_model_source, load_model, load_tokenizer
+from obert_train.cli.models import check_model_source, load_model, load_preprocessor
 from obert_train.errors import ObertTrainError, RecipeError
 from obert_train.outputs import check_not_input, data_inputs, locked_output
 from obert_train.tasks.options import DataOptions
@@ -278,9 +278,9 @@ def oneshot(
         out_names = _output_names(targets)
         check_output_dir(output_dir)
         _refuse_existing(output_dir, out_names, overwrite)
-        check_model_source(model)
+        check_model_source(model, images=task.value == "image-classification")
         dist = init_distributed()
-        tokenizer = load_tokenizer(model)
+        tokenizer = load_preprocessor(model, task.value)
         the_task = load_task(task.value, tokenizer, data, seed=seed, need_dev=evaluate)
         # The data are checked (a missing file named) before the output is compared with them.
         check_not_input(

@@ -20,7 +20,7 @@ from obert_train.cli.common import (
 )
 from obert_train.cli.data_options import with_data_options
 from obert_train.cli.interrupt import interrupted
-from obert_train.cli.models import check_model_source, load_model, load_tokenizer
+from obert_train.cli.models import check_model_source, load_model, load_preprocessor, load_tokenizer
 from obert_train.errors import TrainingError
 from obert_train.outputs import check_not_input, data_inputs
 from obert_train.tasks.options import DataOptions
@@ -125,13 +125,14 @@ def run(
                 **data_inputs(data),
             },
         )
-        check_model_source(model)
+        images = task.value == "image-classification"
+        check_model_source(model, images=images)
         if teacher is not None:
-            check_model_source(teacher, "--teacher")
+            check_model_source(teacher, "--teacher", images=images)
         # The Trainer joins the torchrun process group itself (gloo on CPU, nccl on GPUs).
         dist = DistContext(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
-        tokenizer = load_tokenizer(model)
-        if teacher is not None and Path(teacher).expanduser().is_dir():
+        tokenizer = load_preprocessor(model, task.value)
+        if teacher is not None and not images and Path(teacher).expanduser().is_dir():
             # A teacher folder has its own tokenizer (check_model_source): it must be the student's.
             check_teacher_tokenizer(
                 tokenizer, load_tokenizer(teacher, "--teacher"), f"--teacher {teacher!r}"

@@ -16,7 +16,7 @@ import torch
 from obert_train._validate import check_str_sequence
 from obert_train.errors import TargetError
 
-__all__ = ["BERT_ENCODER_PATTERNS", "TargetError", "resolve_target_params"]
+__all__ = ["BERT_ENCODER_PATTERNS", "VIT_ENCODER_PATTERNS", "TargetError", "resolve_target_params"]
 
 _LAYER = r"(^|\.)encoder\.layer\.\d+\."
 BERT_ENCODER_PATTERNS: tuple[str, ...] = (
@@ -29,6 +29,22 @@ BERT_ENCODER_PATTERNS: tuple[str, ...] = (
 )
 """Regexes (``re.search``) of the six pruned Linear weights per BERT/RoBERTa encoder layer."""
 
+_VIT_LAYER = r"(^|\.)layers\.\d+\."
+
+VIT_ENCODER_PATTERNS: tuple[str, ...] = (
+    _VIT_LAYER + r"attention\.q_proj\.weight$",
+    _VIT_LAYER + r"attention\.k_proj\.weight$",
+    _VIT_LAYER + r"attention\.v_proj\.weight$",
+    _VIT_LAYER + r"attention\.o_proj\.weight$",
+    _VIT_LAYER + r"mlp\.fc1\.weight$",
+    _VIT_LAYER + r"mlp\.fc2\.weight$",
+)
+"""The same six Linear weights per layer of a ViT or DeiT encoder in transformers 5
+(``layers.N.attention.{q,k,v,o}_proj``, ``layers.N.mlp.fc{1,2}``); the default targets of a model
+whose ``config.model_type`` is ``vit`` or ``deit``."""
+
+_VIT_TYPES = ("vit", "deit")
+
 
 def resolve_target_params(
     model: torch.nn.Module, patterns: Sequence[str] | None = None
@@ -38,7 +54,8 @@ def resolve_target_params(
     Args:
         model: Any ``torch.nn.Module`` (typically a ``transformers`` model).
         patterns: Regular expressions searched (``re.search``) in each parameter name;
-            default :data:`BERT_ENCODER_PATTERNS`.
+            default :data:`BERT_ENCODER_PATTERNS` (:data:`VIT_ENCODER_PATTERNS` for a ViT or
+            DeiT model).
 
     Returns:
         ``{name: parameter}`` in ``model.named_parameters()`` order.
@@ -49,7 +66,10 @@ def resolve_target_params(
             is not a floating-point tensor.
     """
     check_str_sequence(patterns, "patterns", "resolve_target_params")
-    pats = list(BERT_ENCODER_PATTERNS if patterns is None else patterns)
+    if patterns is None:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        patterns = VIT_ENCODER_PATTERNS if model_type in _VIT_TYPES else BERT_ENCODER_PATTERNS
+    pats = list(patterns)
     if not pats:
         raise TargetError("no target patterns given; pass at least one regular expression")
     compiled = []

@@ -20,6 +20,13 @@ from obert_train.tasks.data import (
     split_squad_articles,
 )
 from obert_train.tasks.hub import load_hub_split
+from obert_train.tasks.images import (
+    ImageClassificationTask,
+    ImageExample,
+    read_image_arrays,
+    read_image_folder,
+    split_examples,
+)
 from obert_train.tasks.mlm import MaskedLMTask
 from obert_train.tasks.names import TASK_NAMES
 from obert_train.tasks.options import DataOptions
@@ -284,7 +291,9 @@ def load_task(
     }
     if options is None:
         # split_seed without split_articles is ignored here, as it always was.
-        seed_of_split = split_seed if split_articles is not None else None
+        seed_of_split = (
+            split_seed if split_articles is not None or task == "image-classification" else None
+        )
         options = DataOptions(**keywords, split_seed=seed_of_split)
     else:
         given = [name for name, value in keywords.items() if value is not None]
@@ -310,6 +319,8 @@ def _load(
     _check_types(task, options, need_dev, seed)
     if task not in TASK_NAMES:
         raise DataError(f"unknown task {task!r}; expected one of {list(TASK_NAMES)}")
+    if task == "image-classification":
+        return _load_images(tokenizer, options, need_dev=need_dev, seed=seed, kwargs=task_kwargs)
     data_dir, dataset = options.data_dir, options.dataset
     train_file, dev_file = options.train_file, options.dev_file
     text_columns, label_column = options.text_columns, options.label_column
@@ -377,3 +388,95 @@ def _load(
     if task == "squad":
         return SquadTask(tokenizer, train, dev, max_seq_length=seq, **squad, **task_kwargs)
     return MaskedLMTask(tokenizer, train, dev, max_seq_length=seq, seed=seed, **task_kwargs)
+
+
+_IMAGE_DEV_FOLDERS = ("dev", "val", "validation")
+
+
+def _read_images(path: Path) -> list[ImageExample]:
+    """A class-per-subfolder folder, or an ``.npz`` file of arrays."""
+    if path.is_dir():
+        return read_image_folder(path)
+    if path.suffix.lower() == ".npz":
+        return read_image_arrays(path)
+    raise DataError(
+        f"{str(path)!r} is neither an image folder (<class>/<image>) nor a .npz file of arrays"
+    )
+
+
+def _load_images(
+    processor: Any,
+    options: DataOptions,
+    *,
+    need_dev: bool,
+    seed: int,
+    kwargs: dict[str, Any],
+) -> Task:
+    """Task ``image-classification`` (:mod:`obert_train.tasks.images`).
+
+    ``--data-dir`` holds ``train/`` and ``dev/`` (or ``val/``) class folders, ``train.npz`` and
+    ``dev.npz``, or the class folders themselves, split by ``dev_fraction`` (default 0.2) with
+    ``split_seed`` (default 0); ``--train-file`` / ``--dev-file`` name a folder or an ``.npz``.
+    """
+    if processor is None:
+        raise DataError(
+            "task 'image-classification' needs the model's image processor in place of the "
+            "tokenizer (transformers.AutoImageProcessor.from_pretrained(model_dir))"
+        )
+    text_only = {
+        "dataset (--dataset)": options.dataset,
+        "max_seq_length (--max-seq-length)": options.max_seq_length,
+        "text_columns (--text-column)": options.text_columns,
+        "label_column (--label-column)": options.label_column,
+        "split_articles (--split-articles)": options.split_articles,
+        **{f"{k} (--{k.replace('_', '-')})": v for k, v in options.squad_options.items()},
+    }
+    given = [name for name, value in text_only.items() if value is not None]
+    if given:
+        raise DataError(
+            f"{', '.join(given)} do not apply to task 'image-classification' (local image "
+            "folders or .npz arrays only)"
+        )
+    _check_limits(None, {
+        "max_train_samples": options.max_train_samples,
+        "max_eval_samples": options.max_eval_samples,
+    })  # fmt: skip
+    dev_fraction = kwargs.pop("dev_fraction", 0.2)
+    data_dir = Path(options.data_dir) if options.data_dir is not None else None
+    train: list[ImageExample] | None = None
+    dev: list[ImageExample] | None = None
+    if options.train_file is not None:
+        train = _read_images(Path(options.train_file))
+    if options.dev_file is not None:
+        dev = _read_images(Path(options.dev_file))
+    if data_dir is not None and (train is None or (dev is None and need_dev)):
+        if not data_dir.is_dir():
+            raise DataError(f"data_dir (--data-dir) {str(data_dir)!r} is not a folder")
+        dev_dir = next((data_dir / n for n in _IMAGE_DEV_FOLDERS if (data_dir / n).is_dir()), None)
+        if (data_dir / "train").is_dir():
+            train = train if train is not None else read_image_folder(data_dir / "train")
+            if dev is None and dev_dir is not None:
+                dev = read_image_folder(dev_dir)
+        elif (data_dir / "train.npz").is_file():
+            train = train if train is not None else read_image_arrays(data_dir / "train.npz")
+            if dev is None and (data_dir / "dev.npz").is_file():
+                dev = read_image_arrays(data_dir / "dev.npz")
+        elif train is None:
+            train, dev = split_examples(
+                read_image_folder(data_dir), dev_fraction, options.split_seed or 0
+            )
+    if train is None:
+        raise DataError(
+            "task 'image-classification': no training images; give --data-dir (train/ and dev/ "
+            "class folders, train.npz, or one folder of class folders) or --train-file"
+        )
+    if dev is None:
+        if need_dev:
+            raise DataError(
+                "task 'image-classification': no dev images; add dev/ class folders (or "
+                "dev.npz) to --data-dir, or give --dev-file"
+            )
+        dev = []
+    train = _subsample(train, options.max_train_samples, seed)
+    dev = eval_subset(dev, options.max_eval_samples)
+    return ImageClassificationTask(processor, train, dev, **kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["SST2_LABELS", "TASK_NAMES"]
 
-TASK_NAMES = ("sst2", "glue-tsv", "squad", "mlm")
+TASK_NAMES = ("sst2", "glue-tsv", "squad", "mlm", "image-classification")
 """Task names accepted by :func:`~obert_train.load_task` and the CLI."""
 
 SST2_LABELS = ("0", "1")

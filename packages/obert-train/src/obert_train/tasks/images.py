@@ -1,0 +1,371 @@
+"""Image classification (task ``image-classification``): class-per-subfolder images or NumPy arrays.
+
+Data, all local (LPViT, issue 19, prunes ViT / DeiT image classifiers):
+
+* an image folder in the usual class-per-subfolder layout: ``DIR/train/<class>/*.png`` and
+  ``DIR/dev/<class>/*.png``, or ``DIR/<class>/*.png`` split into training and dev images by a
+  seeded fraction (:func:`split_examples`); the label names are the class folder names (sorted);
+  reading image files needs Pillow (the ``vision`` extra);
+* NumPy arrays: ``.npz`` files (``train.npz`` / ``dev.npz`` in the folder, or ``--train-file`` /
+  ``--dev-file``) holding ``images`` (``N×H×W×C`` or ``N×C×H×W``, ``uint8`` or float in
+  [0, 1]), ``labels`` (``N`` class ids) and optionally ``label_names``.
+
+Every image of the data set must have the same size (the model's image processor resizes them,
+but mixed sizes usually mean mixed sources and are refused); the image processor (e.g.
+``ViTImageProcessor``, loaded from the model folder or built in-process) turns them into the
+model's ``pixel_values``.  Metric: dev accuracy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedModel
+
+from obert_train.errors import DataError, MissingDependencyError, ModelError
+from obert_train.tasks.base import Feature, Task, _batches
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageClassificationTask",
+    "ImageExample",
+    "processor_image_size",
+    "read_image_arrays",
+    "read_image_folder",
+    "split_examples",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+"""File endings read as images in a class folder (other files are ignored)."""
+
+
+@dataclass(frozen=True)
+class ImageExample:
+    """One image with its class.
+
+    Attributes:
+        image: ``H×W×C`` array (``uint8``, or float in [0, 1]).
+        label: The class name (folder name, or ``label_names[id]`` / the id of an ``.npz``).
+        where: The file (and index) it came from, for error messages.
+    """
+
+    image: np.ndarray
+    label: str
+    where: str
+
+
+def _pillow() -> Any:
+    try:
+        return importlib.import_module("PIL.Image")
+    except ImportError:
+        raise MissingDependencyError(
+            "reading image files needs Pillow: pip install 'obert-train[vision]' (or give the "
+            "images as .npz arrays)"
+        ) from None
+
+
+def read_image_folder(folder: str | Path) -> list[ImageExample]:
+    """The images of a class-per-subfolder folder: ``folder/<class>/<image>``, classes sorted.
+
+    Raises:
+        DataError: If ``folder`` is missing or has no class folder, or a class folder has no
+            image (naming it).
+        MissingDependencyError: Without Pillow.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"image folder {str(root)!r} does not exist")
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(
+            f"image folder {str(root)!r} has no class folders; lay the images out as "
+            "<folder>/<class>/<image> (or train/<class>/ and dev/<class>/)"
+        )
+    image_module = _pillow()
+    out: list[ImageExample] = []
+    for cls in classes:
+        files = sorted(
+            p for p in cls.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        if not files:
+            raise DataError(
+                f"class folder {str(cls)!r} holds no image ({', '.join(IMAGE_EXTENSIONS)}); "
+                "add images or remove the folder"
+            )
+        for file in files:
+            try:
+                with image_module.open(file) as img:
+                    array = np.asarray(img.convert("RGB"))
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{str(file)!r} is not a readable image: {exc}") from None
+            out.append(ImageExample(array, cls.name, str(file)))
+    return out
+
+
+def read_image_arrays(path: str | Path) -> list[ImageExample]:
+    """The images of an ``.npz`` file with ``images``, ``labels`` and optional ``label_names``.
+
+    ``images`` is ``N×H×W×C`` or ``N×C×H×W`` (C = 1 or 3), ``uint8`` or float in [0, 1];
+    ``labels`` holds whole class ids, each an index into ``label_names`` when it is given (the
+    label is then that name, else the id as text).
+
+    Raises:
+        DataError: For a missing file, missing keys, shapes that disagree, or a bad label.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"image array file {str(file)!r} does not exist")
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{str(file)!r} is not a NumPy .npz file: {exc}") from None
+    missing = [k for k in ("images", "labels") if k not in arrays]
+    if missing:
+        raise DataError(
+            f"{str(file)!r} has no {missing}; an image .npz holds 'images' (N x H x W x C) "
+            f"and 'labels' (N), got keys {sorted(arrays)}"
+        )
+    images, labels = arrays["images"], arrays["labels"]
+    if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"{str(file)!r}: images of shape {images.shape} and labels of shape {labels.shape}; "
+            "need images N x H x W x C (or N x C x H x W) and N labels"
+        )
+    if images.shape[0] == 0:
+        raise DataError(f"{str(file)!r} holds no images")
+    if images.shape[-1] not in (1, 3) and images.shape[1] in (1, 3):
+        images = images.transpose(0, 2, 3, 1)
+    if images.shape[-1] not in (1, 3):
+        raise DataError(
+            f"{str(file)!r}: images of shape {images.shape} have neither 1 nor 3 channels"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{str(file)!r}: labels must be whole class ids, got dtype {labels.dtype}")
+    names = [str(n) for n in arrays["label_names"]] if "label_names" in arrays else None
+    out = []
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        if names is not None and not 0 <= int(label) < len(names):
+            raise DataError(
+                f"{str(file)!r}[{i}]: label {int(label)} is not an index into the "
+                f"{len(names)} label_names {names}"
+            )
+        text = names[int(label)] if names is not None else str(int(label))
+        out.append(ImageExample(np.asarray(image), text, f"{file}[{i}]"))
+    return out
+
+
+def check_same_size(examples: Sequence[ImageExample]) -> None:
+    """Every image must have the size of the first one.
+
+    Raises:
+        DataError: Naming the first image of another size, its size and the first one's.
+    """
+    if not examples:
+        return
+    first = examples[0]
+    size = first.image.shape[:2]
+    for example in examples:
+        if example.image.shape[:2] != size:
+            raise DataError(
+                f"images of mixed sizes: {example.where} is {example.image.shape[1]}x"
+                f"{example.image.shape[0]} (width x height) but {first.where} is {size[1]}x"
+                f"{size[0]}; resize them to one size first"
+            )
+
+
+def split_examples(
+    examples: Sequence[ImageExample], dev_fraction: float, seed: int
+) -> tuple[list[ImageExample], list[ImageExample]]:
+    """A seeded random split into training and dev examples (``round(f·N)`` dev, at least 1).
+
+    Raises:
+        DataError: If ``dev_fraction`` is outside (0, 1) or either side would be empty.
+    """
+    if not 0.0 < dev_fraction < 1.0:
+        raise DataError(f"dev_fraction {dev_fraction!r} must lie in (0, 1), e.g. 0.2")
+    n = len(examples)
+    k = max(1, round(dev_fraction * n))
+    if n < 2 or k >= n:
+        raise DataError(
+            f"{n} image(s) cannot be split into training and dev images at dev_fraction "
+            f"{dev_fraction}; add images or give train/ and dev/ folders"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    dev = sorted(int(i) for i in order[:k])
+    chosen = set(dev)
+    return [examples[i] for i in range(n) if i not in chosen], [examples[i] for i in dev]
+
+
+def processor_image_size(processor: Any) -> tuple[int, int] | None:
+    """``(height, width)`` of the ``pixel_values`` an image processor makes, if it says."""
+    for attr in ("crop_size", "size"):
+        if attr == "crop_size" and not getattr(processor, "do_center_crop", False):
+            continue
+        size = getattr(processor, attr, None)
+        if isinstance(size, dict) and "height" in size and "width" in size:
+            return int(size["height"]), int(size["width"])
+        if isinstance(size, dict) and "shortest_edge" in size and attr == "crop_size":
+            edge = int(size["shortest_edge"])
+            return edge, edge
+    return None
+
+
+class ImageClassificationTask(Task):
+    """Image classification: ``pixel_values`` from the model's image processor; metric: accuracy.
+
+    Args:
+        processor: The model's image processor (``AutoImageProcessor`` / ``ViTImageProcessor``).
+        train: Training images.
+        dev: Dev images (may be empty when only pruning).
+        labels: Class names in id order; default: the sorted training labels (numeric names in
+            numeric order).
+        name: Task name.
+
+    Raises:
+        DataError: For images of mixed sizes, a dev label the training data lack, or a
+            processor that fails on the images.
+    """
+
+    name: str = "image-classification"
+    primary_metric: ClassVar[str] = "accuracy"
+
+    def __init__(
+        self,
+        processor: Any,
+        train: Sequence[ImageExample],
+        dev: Sequence[ImageExample],
+        *,
+        labels: Sequence[str] | None = None,
+        name: str = "image-classification",
+    ) -> None:
+        self.name = name
+        if not train:
+            raise DataError("image classification: no training images")
+        check_same_size([*train, *dev])
+        self.image_processor = processor
+        if labels is None:
+            found = {e.label for e in train}
+            numeric = all(label.lstrip("-").isdigit() for label in found)
+            labels = sorted(found, key=int) if numeric else sorted(found)
+        self.labels = list(labels)
+        self.label_to_id = {label: i for i, label in enumerate(self.labels)}
+        features = self._encode(train, "training")
+        self.image_size: tuple[int, int] = tuple(features[0]["pixel_values"].shape[-2:])
+        super().__init__(None, features)  # type: ignore[arg-type]  # no tokenizer
+        self.dev_features = self._encode(dev, "dev")
+
+    @property
+    def num_labels(self) -> int:
+        """Number of classes."""
+        return len(self.labels)
+
+    def _encode(self, examples: Sequence[ImageExample], split: str) -> list[Feature]:
+        if not examples:
+            return []
+        bad = next((e for e in examples if e.label not in self.label_to_id), None)
+        if bad is not None:
+            raise DataError(
+                f"{bad.where}: {split} label {bad.label!r} is not among the training labels "
+                f"{self.labels}; fix the class folder (or labels)"
+            )
+        features: list[Feature] = []
+        for start in range(0, len(examples), 64):
+            chunk = examples[start : start + 64]
+            images = [_channels_last_rgb(e.image) for e in chunk]
+            try:
+                pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+            except (ValueError, TypeError) as exc:
+                raise DataError(
+                    f"the image processor {type(self.image_processor).__name__} failed on "
+                    f"{chunk[0].where}: {exc}"
+                ) from None
+            for example, tensor in zip(chunk, pixels, strict=True):
+                features.append(
+                    {
+                        "pixel_values": tensor.float(),
+                        "labels": self.label_to_id[example.label],
+                    }
+                )
+        return features
+
+    def collate(self, features: Sequence[Feature]) -> dict[str, torch.Tensor]:
+        """Stack ``pixel_values`` and ``labels``."""
+        return {
+            "pixel_values": torch.stack([f["pixel_values"] for f in features]),
+            "labels": torch.tensor([int(f["labels"]) for f in features], dtype=torch.long),
+        }
+
+    def check_model(self, model: torch.nn.Module, who: str = "the model") -> None:
+        """The processor's image size must be the model's ``config.image_size``.
+
+        Raises:
+            ModelError: Naming both sizes.
+        """
+        size = getattr(getattr(model, "config", None), "image_size", None)
+        if size is None:
+            return
+        expected = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+        if tuple(self.image_size) != expected:
+            raise ModelError(
+                f"the image processor makes {self.image_size[0]}x{self.image_size[1]} images but "
+                f"{who} takes {expected[0]}x{expected[1]} (config.image_size = {size!r}); use the "
+                "model's own image processor (its folder's preprocessor_config.json)"
+            )
+
+    def load_model(self, name_or_path: str, **kwargs: Any) -> PreTrainedModel:
+        """Load ``AutoModelForImageClassification`` with this task's labels in its config.
+
+        A head whose ``id2label`` names other classes (or another count) is replaced by a new
+        one (``ignore_mismatched_sizes``).
+
+        Raises:
+            ModelError: If the model's image size differs from the processor's.
+        """
+        config = kwargs.pop("config", None)
+        if config is None:
+            config = AutoConfig.from_pretrained(name_or_path)
+        names = [str(n) for _, n in sorted(getattr(config, "id2label", {}).items())]
+        fresh = names != self.labels
+        if fresh:
+            config.num_labels = self.num_labels
+            config.id2label = dict(enumerate(self.labels))
+            config.label2id = dict(self.label_to_id)
+        kwargs.setdefault("ignore_mismatched_sizes", fresh)
+        model: PreTrainedModel = AutoModelForImageClassification.from_pretrained(
+            name_or_path, config=config, **kwargs
+        )
+        self.check_model(model)
+        return model
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: torch.nn.Module, *, batch_size: int = 64, progress: bool = True
+    ) -> dict[str, float]:
+        """Dev accuracy and mean cross-entropy loss over all dev images."""
+        if not self.dev_features:
+            raise DataError("image classification: no dev images to evaluate on")
+        model.eval()
+        correct, loss_sum = 0, 0.0
+        for batch in _batches(self.dev_features, batch_size, self.collate, "eval", progress, model):
+            out = model(**batch)
+            correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
+            loss_sum += float(out.loss) * len(batch["labels"])
+        n = len(self.dev_features)
+        return {"accuracy": correct / n, "loss": loss_sum / n, "num_examples": float(n)}
+
+
+def _channels_last_rgb(image: np.ndarray) -> np.ndarray:
+    """``H×W×3`` ``uint8`` (float images in [0, 1] scaled by 255, one channel repeated)."""
+    if not np.issubdtype(image.dtype, np.integer):
+        image = np.clip(np.rint(image.astype(np.float64) * 255.0), 0, 255)
+    image = image.astype(np.uint8)
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    return image
