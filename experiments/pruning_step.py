@@ -92,6 +92,44 @@ def one_step(
     return seconds, dict(ctx.timings)
 
 
+def compare_explicit(
+    sampler: GradientSampler, params: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The step's masks and weights from the explicit inverse and from ``FisherBlocks``.
+
+    One pass of the same m gradients feeds two builders per tensor (``finalize`` and
+    ``finalize_fisher``); global masks at ``--sparsity`` and joint updates from each.
+    """
+    import torch
+
+    import obert_core as oc
+
+    def builder(d: int) -> oc.BlockFisherBuilder:
+        return oc.BlockFisherBuilder(d, 50, 1e-7, args.num_grads, dtype=torch.float32)
+
+    builders = {n: (builder(p.numel()), builder(p.numel())) for n, p in params.items()}
+    for chunk in sampler.chunks(params, chunk_size=args.chunk_size, round_seed=0):
+        for name, g in chunk.items():
+            for b in builders[name]:
+                b.add(g)
+    forms = {n: (b[0].finalize(), b[1].finalize_fisher()) for n, b in builders.items()}
+    weights = {n: p.detach().reshape(-1).float() for n, p in params.items()}
+    out: dict[str, Any] = {"sparsity": args.sparsity}
+    masks, updated = [], []
+    for i in range(2):
+        scores = {n: oc.obs_saliency(weights[n], f[i]) for n, f in forms.items()}
+        keep = oc.select_mask(scores, args.sparsity)
+        masks.append(keep)
+        updated.append({n: oc.obs_update(weights[n], f[i], ~keep[n]) for n, f in forms.items()})
+    out["masks_equal"] = all(torch.equal(masks[0][n], masks[1][n]) for n in params)
+    out["masks_differ"] = sum(int((masks[0][n] != masks[1][n]).sum()) for n in params)
+    out["max_abs_weight_diff_over_max_abs_weight"] = max(
+        float((updated[0][n] - updated[1][n]).abs().max() / updated[0][n].abs().max())
+        for n in params
+    )
+    return out
+
+
 def train_throughput(model: torch.nn.Module, task: Any, steps: int, batch: int) -> float:
     import torch
 
@@ -121,6 +159,9 @@ def main() -> None:
     parser.add_argument("--train-batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sparsity", type=float, default=0.5, help="target of the one step")
+    parser.add_argument("--compare-explicit", action="store_true",
+                        help="also compare masks and weights of the explicit inverse and "
+                        "FisherBlocks from the same gradients")  # fmt: skip
     add_run_options(parser, threads=2)
     parser.add_argument("--label", default="", help="free text stored with the result")
     parser.add_argument("--data-dir", type=Path, default=data_dir())
@@ -158,6 +199,9 @@ def main() -> None:
               f"(ratio {s / g:.3f}), non-gradient {other:.2f} s = "
               f"{other / phases['gradients_s']:.3f} x the step's gradients; phases {shown}; "
               f"load {load}", flush=True)  # fmt: skip
+    compared = compare_explicit(sampler, params, args) if args.compare_explicit else None
+    if compared is not None:
+        print(f"explicit inverse vs FisherBlocks: {compared}", flush=True)
     train = train_throughput(model, task, args.train_steps, args.train_batch_size)
     best_g = min(r["grad_only_s"] for r in rows)
     best_s = min(r["step_s"] for r in rows)
@@ -169,6 +213,7 @@ def main() -> None:
         "settings": vars(args) | {"data_dir": str(args.data_dir)},
         "machine": cpu_info(),
         "repeats": rows,
+        "explicit_vs_fisher_blocks": compared,
         "step_over_gradients": best_s / best_g,
         "non_gradient_over_gradients": min(r["non_gradient_over_gradients"] for r in rows),
         "grad_examples_per_s": grad_rate,
