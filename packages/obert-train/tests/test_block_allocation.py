@@ -21,8 +21,10 @@ from obert_train import (
     DataError,
     GradientSampler,
     LPViTSettings,
+    MaskState,
     ObertSettings,
     RecipeError,
+    StepContext,
     TargetError,
     create_method,
     load_latency_table,
@@ -256,3 +258,34 @@ def test_lpvit_masks_follow_core_scores_at_the_allocated_ratios(
         got = resolve_target_params(tiny_bert)[name].detach()
         torch.testing.assert_close(got != 0, keep & (w0 != 0))
         torch.testing.assert_close(got[keep], w0[keep])  # no weight update
+
+
+def test_movement_runs_the_uniform_allocation(
+    tiny_bert: BertForSequenceClassification, task: ClassificationTask
+) -> None:
+    method = create_method("movement", mask_type=f"{R}x{C}", allocation="uniform")
+    params = resolve_target_params(tiny_bert)
+    method.prepare(params, MaskState(params), StepContext())
+    tiny_bert.train()
+    tiny_bert.zero_grad()
+    tiny_bert(**task.collate(task.train_features[:6])).loss.backward()
+    method.after_backward(params, MaskState(params))
+    tiny_bert.zero_grad()
+    tiny_bert.eval()
+    oneshot_prune(tiny_bert, method, 0.25, task=task, progress=False)
+    assert {k / n for k, n in _block_counts(tiny_bert).values()} == {0.25}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(("method", "allocation"), [("obert", "obs"), ("lpvit", "lpvit")])
+def test_cuda_allocation_matches_cpu(
+    tiny_bert: BertForSequenceClassification,
+    task: ClassificationTask,
+    method: str,
+    allocation: str,
+) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    cpu = _prune(copy.deepcopy(tiny_bert), method, allocation, task)
+    gpu = _prune(copy.deepcopy(tiny_bert).cuda(), method, allocation, task)
+    assert cpu == gpu
