@@ -24,6 +24,7 @@ from ._nm import obs_nm_mask
 from .fisher import BlockFisherBuilder, block_fisher_inverse, fisher_memory_bytes
 from .fisher_blocks import FisherBlocks
 from .fisher_fill import fill_unseen_curvature
+from .fisher_lowrank import LowRankFisher
 from .masks import parse_nm, select_mask, sparsity_of
 from .mfac import MFACInverse
 from .obs import joint_well_posed, obs_quadratic_increase, obs_saliency, obs_update
@@ -44,6 +45,7 @@ __all__ = [
     "BackendUnavailableError",
     "BlockFisherBuilder",
     "FisherBlocks",
+    "LowRankFisher",
     "MFACInverse",
     "ObertError",
     "StructuredPruneResult",
