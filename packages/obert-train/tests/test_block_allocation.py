@@ -15,6 +15,7 @@ import pytest
 import torch
 from transformers import BertForSequenceClassification, BertTokenizer
 
+import obert_core as oc
 import obert_core.blocks as ob
 from obert_train import (
     ClassificationTask,
@@ -289,3 +290,20 @@ def test_cuda_allocation_matches_cpu(
     cpu = _prune(copy.deepcopy(tiny_bert), method, allocation, task)
     gpu = _prune(copy.deepcopy(tiny_bert).cuda(), method, allocation, task)
     assert cpu == gpu
+
+
+def test_lpvit_slope_rule_misses_a_budget_the_lagrangian_rule_meets(
+    tiny_bert: BertForSequenceClassification, task: ClassificationTask
+) -> None:
+    """Why the allocation uses rule="lagrange" (docs/train.md §2e): the numbers quoted there."""
+    params = resolve_target_params(tiny_bert)
+    sampler = GradientSampler(
+        tiny_bert, task.train_features, task.collate, batch_size=4, num_grads=4, seed=0,
+        loss_fn=lpvit_loss, progress=False,
+    )  # fmt: skip
+    grads = mean_gradients(sampler, params)
+    weights = {n: p.detach().double() for n, p in params.items()}
+    with pytest.raises(oc.ObertError, match=r"cannot be met: .* keeps 0\.7617 of the dense cost"):
+        ob.allocate_blocks(weights, (R, C), 0.5, method="lpvit", grads=grads, rule="lpvit")
+    plan = ob.allocate_blocks(weights, (R, C), 0.5, method="lpvit", grads=grads, rule="lagrange")
+    assert plan.cost / plan.dense_cost == pytest.approx(0.4727, abs=1e-4)

@@ -21,7 +21,8 @@ inside a tensor the best-scored blocks stay (:func:`obert_core.blocks.block_keep
 The ratios are chosen by the exact Lagrangian rule (``rule="lagrange"``: each layer minimises
 ``O_l(a) + 2^s C_l(a)``, optimal among all allocations that cost no more), not by LPViT's own
 "slope closest to ``2^s``" rule: on non-convex curves the latter cannot always reach a budget
-(a tiny BERT with ``8x8`` blocks at sparsity 0.5: it keeps at best 0.76 of the FLOPs).
+(the tests' tiny BERT with ``8x8`` blocks at sparsity 0.5: it keeps at best 0.7617 of the FLOPs,
+the Lagrangian rule 0.4727; ``test_lpvit_slope_rule_misses_a_budget_the_lagrangian_rule_meets``).
 """
 
 from __future__ import annotations
