@@ -6,6 +6,7 @@ A tiny ViT (8x8 images, 2x2 patches, hidden 32, 2 layers) built in-process and a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,28 @@ def test_the_oneshot_command_prunes_an_image_model_folder(image_dir: Path, tmp_p
                                        *args[9:]])  # fmt: skip
     assert refused.exit_code == 2
     assert "no preprocessor_config.json" in refused.output
+
+
+def test_the_run_command_trains_an_image_model_with_its_teacher(
+    image_dir: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from obert_train.cli.app import app
+
+    for name in ("vit", "teacher"):
+        _vit().save_pretrained(tmp_path / name)
+        _processor().save_pretrained(tmp_path / name)
+    recipe = tmp_path / "lpvit.yaml"
+    recipe.write_text(RECIPE, encoding="utf-8")
+    out = tmp_path / "run"
+    args = [
+        "run", str(recipe), "--model", str(tmp_path / "vit"), "--task", "image-classification",
+        "--data-dir", str(image_dir), "--output-dir", str(out), "--batch-size", "4",
+        "--teacher", str(tmp_path / "teacher"), "--no-progress",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.rindex('{\n  "output_dir"') :])
+    assert summary["sparsity"] >= 0.5
+    assert (out / "preprocessor_config.json").is_file()  # saved with the model
