@@ -307,3 +307,22 @@ def test_lpvit_slope_rule_misses_a_budget_the_lagrangian_rule_meets(
         ob.allocate_blocks(weights, (R, C), 0.5, method="lpvit", grads=grads, rule="lpvit")
     plan = ob.allocate_blocks(weights, (R, C), 0.5, method="lpvit", grads=grads, rule="lagrange")
     assert plan.cost / plan.dense_cost == pytest.approx(0.4727, abs=1e-4)
+
+
+def test_obs_allocation_does_not_depend_on_the_memory_budget(
+    tiny_bert: BertForSequenceClassification, task: ClassificationTask
+) -> None:
+    """Groups processed one after another (two passes) give the same allocation and weights."""
+    lines: list[str] = []
+    results = []
+    for budget in (None, 3_000_000):
+        model = copy.deepcopy(tiny_bert)
+        settings = {"mask_type": f"{R}x{C}", "allocation": "obs", "max_memory": budget, **OBERT}
+        oneshot_prune(
+            model, "obert", 0.5, settings=settings, task=task, progress=False, log=lines.append
+        )
+        results.append(resolve_target_params(model))
+    assert any("groups processed one after another" in line for line in lines)
+    for name, p in results[0].items():
+        assert torch.equal(p != 0, results[1][name] != 0), name
+        torch.testing.assert_close(p, results[1][name], rtol=1e-4, atol=1e-6)
