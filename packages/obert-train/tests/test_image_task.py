@@ -182,11 +182,26 @@ distillation_modifiers:
 """
 
 
-def test_a_gradual_lpvit_run_with_distillation(image_dir: Path, tmp_path: Path) -> None:
+OBS_FIELDS = """    mask_type: 8x8
+    allocation: obs
+    num_grads: 4
+    fisher_block_size: 16
+    damp: 1.0e-4
+"""
+
+
+@pytest.mark.parametrize("method", ["lpvit", "obert"])
+def test_a_gradual_run_with_distillation(image_dir: Path, tmp_path: Path, method: str) -> None:
     task = load_task("image-classification", _processor(), data_dir=image_dir)
     student, teacher = _vit(), _vit()
+    recipe = RECIPE
+    if method == "obert":  # oBERT with the OBS allocation
+        recipe = recipe.replace("!LPViTPruningModifier", "!OBSPruningModifier").replace(
+            "    mask_type: 8x8\n    num_grads: 2\n", OBS_FIELDS
+        )
+        assert "allocation: obs" in recipe
     result = run_recipe(
-        load_recipe(RECIPE), student, task, tmp_path / "run", teacher=teacher,
+        load_recipe(recipe), student, task, tmp_path / "run", teacher=teacher,
         options=RunOptions(batch_size=4, progress=False, logging_steps=50), log=lambda _l: None,
     )  # fmt: skip
     assert "accuracy" in str(result.metrics)
