@@ -120,8 +120,48 @@ class ObertSettings(MethodSettings):
         return self
 
 
-Fisher = torch.Tensor | oc.FisherBlocks
-"""What a step keeps per tensor: the inverse blocks, or the damped Fisher blocks un-inverted."""
+Fisher = torch.Tensor | oc.FisherBlocks | oc.LowRankFisher
+"""What a step keeps per tensor: the inverse blocks, the damped Fisher blocks un-inverted, or
+(m < B) the gradients themselves."""
+
+
+def lowrank_fisher(settings: ObertSettings) -> bool:
+    """Whether a step keeps its ``m < B`` gradients as the Fisher (``obert_core.LowRankFisher``).
+
+    True for the batched build with ``num_grads < fisher_block_size`` and no null-space fill:
+    every block is then ``λI + GᵀG`` of rank m, and the scores and the joint update need only
+    ``m × m`` systems (docs/math.md §2.2), with the explicit inverse's results to round-off.
+    """
+    return (
+        settings.fisher_method == "batched"
+        and settings.num_grads < settings.fisher_block_size
+        and settings.unseen_curvature == "damp"
+    )
+
+
+class _GradientRows:
+    """Collects a tensor's gradients for :class:`obert_core.LowRankFisher` (the builder's API)."""
+
+    def __init__(self, settings: ObertSettings) -> None:
+        self.settings = settings
+        self.parts: list[torch.Tensor] = []
+        self.timings = {"accumulate_s": 0.0, "invert_s": 0.0}
+
+    def add(self, grads: torch.Tensor) -> None:
+        t0 = time.perf_counter()
+        self.parts.append(grads.detach().to(torch.float32, copy=True))  # buffers are refilled
+        self.timings["accumulate_s"] += time.perf_counter() - t0
+
+    def finalize(self) -> oc.LowRankFisher:
+        t0 = time.perf_counter()
+        cfg = self.settings
+        fisher = oc.LowRankFisher(
+            torch.cat(self.parts), cfg.fisher_block_size, cfg.damp, num_grads=cfg.num_grads
+        )
+        self.parts = []
+        fisher.diag()  # the scores' diag(F^-1), timed as the inversion
+        self.timings["invert_s"] += time.perf_counter() - t0
+        return fisher
 
 
 def factored_fisher(settings: ObertSettings) -> bool:
@@ -185,8 +225,10 @@ def build_inverse_fishers(
         raise DataError("oBERT needs a GradientSampler (StepContext.sampler) for the Fisher")
     cfg = settings
     mine = [n for n in names if owners is None or owners[n] == ctx.dist.rank]
-    builders = {
-        n: oc.BlockFisherBuilder(
+    builders: dict[str, Any] = {
+        n: _GradientRows(cfg)
+        if lowrank_fisher(cfg)
+        else oc.BlockFisherBuilder(
             num_weights=params[n].numel(),
             block_size=cfg.fisher_block_size,
             damp=cfg.damp,
