@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -273,6 +274,87 @@ def cmd_oneshot_diag(args: argparse.Namespace) -> None:
                     print(json.dumps({key: entry}), flush=True)
 
 
+def cmd_step_cost(args: argparse.Namespace) -> None:
+    """The non-gradient cost of an m < B pruning step: explicit inverse vs the gradients kept.
+
+    One set of m gradients of every MiniLM target tensor (the sampler, timed), then for each
+    Fisher form the work the step does after the gradients: diag(F⁻¹) for the scores, one global
+    mask at ``--sparsity``, and the joint OBS update; masks and weights of the two forms are
+    compared. Both forms are timed in the same process, alternating, ``--repeats`` times.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    import obert_core as oc
+    from obert_train import GradientSampler, load_task, resolve_target_params
+
+    torch.set_num_threads(args.threads)
+    teacher = RUNS_DIR / "teacher"
+    tokenizer = AutoTokenizer.from_pretrained(teacher)
+    task = load_task(
+        "sst2",
+        tokenizer,
+        data_dir=data_dir(),
+        max_seq_length=args.max_seq_length,
+        max_train_samples=args.train_samples,
+        seed=args.seed,
+    )
+    model: Any = task.load_model(str(teacher))
+    params = resolve_target_params(model)
+    sampler = GradientSampler(
+        model, task.train_features, task.collate, batch_size=16, num_grads=args.num_grads
+    )
+    start = time.perf_counter()
+    grads: dict[str, list[Any]] = {n: [] for n in params}
+    for chunk in sampler.chunks(params, chunk_size=args.num_grads):
+        for name, g in chunk.items():
+            grads[name].append(g.clone())
+    gradient_s = time.perf_counter() - start
+    rows = {n: torch.cat(v) for n, v in grads.items()}
+    weights = {n: p.detach().reshape(-1).float() for n, p in params.items()}
+    b, damp, m = 50, 1e-7, args.num_grads
+
+    def step(form: str) -> tuple[float, dict[str, Any], dict[str, Any]]:
+        t0 = time.perf_counter()
+        fishers = {
+            n: oc.block_fisher_inverse(g, b, damp, dtype=torch.float32)
+            if form == "explicit"
+            else oc.LowRankFisher(g, b, damp)
+            for n, g in rows.items()
+        }
+        scores = {n: oc.obs_saliency(weights[n], f) for n, f in fishers.items()}
+        masks = oc.select_mask(scores, args.sparsity)
+        new = {n: oc.obs_update(weights[n], f, ~masks[n]) for n, f in fishers.items()}
+        return time.perf_counter() - t0, masks, new
+
+    times: dict[str, list[float]] = {"explicit": [], "lowrank": []}
+    out: dict[str, Any] = {}
+    for _ in range(args.repeats):
+        for form in ("explicit", "lowrank"):
+            seconds, masks, new = step(form)
+            times[form].append(seconds)
+            out[form] = (masks, new)
+    same = all(torch.equal(out["explicit"][0][n], out["lowrank"][0][n]) for n in params)
+    diff = max(float((out["explicit"][1][n] - out["lowrank"][1][n]).abs().max()) for n in params)
+    scale = max(float(w.abs().max()) for w in weights.values())
+    entry = {
+        "num_grads": m,
+        "block_size": b,
+        "damp": damp,
+        "sparsity": args.sparsity,
+        "threads": args.threads,
+        "gradient_s": gradient_s,
+        "explicit_s": times["explicit"],
+        "lowrank_s": times["lowrank"],
+        "same_masks": same,
+        "max_weight_diff": diff,
+        "max_weight": scale,
+        "load_average": list(os.getloadavg()),
+    }
+    save_entry(RESULTS, f"m{m}@{args.sparsity}", entry, "step_cost", machine=True)
+    print(json.dumps(entry, indent=1))
+
+
 def _steps(entry: dict[str, Any]) -> list[dict[str, Any]]:
     steps: list[dict[str, Any]] = entry.get("pruning_steps") or []
     return steps
@@ -322,10 +404,14 @@ def main() -> None:
     """Parse the command line and run one sub-command."""
     parser = make_parser(__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("teacher", "prune", "oneshot-diag", "report"):
+    for name in ("teacher", "prune", "oneshot-diag", "step-cost", "report"):
         p = sub.add_parser(name)
         if name == "report":
             continue
+        if name == "step-cost":
+            p.add_argument("--num-grads", type=int, default=16)
+            p.add_argument("--sparsity", type=float, default=0.5)
+            p.add_argument("--repeats", type=int, default=2)
         if name == "oneshot-diag":
             p.add_argument("--num-grads", type=int, nargs="*", default=[16, 32, 128])
             p.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
@@ -342,12 +428,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.cmd == "teacher" and args.train_samples is None:
         args.train_samples = 4000
-    if args.cmd in ("prune", "oneshot-diag") and args.train_samples is None:
+    if args.cmd in ("prune", "oneshot-diag", "step-cost") and args.train_samples is None:
         args.train_samples = 2000
     commands = {
         "teacher": cmd_teacher,
         "prune": cmd_prune,
         "oneshot-diag": cmd_oneshot_diag,
+        "step-cost": cmd_step_cost,
         "report": cmd_report,
     }
     commands[args.cmd](args)
