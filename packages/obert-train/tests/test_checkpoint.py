@@ -35,6 +35,8 @@ def test_pruned_checkpoint_loads_with_plain_from_pretrained(
         "mask_type": "unstructured",
         "global_sparsity": True,
         "targets": None,
+        "allocation": "global",
+        "latency_table": None,
     }
 
     # Loading the pruned checkpoint and pruning further keeps the earlier mask.

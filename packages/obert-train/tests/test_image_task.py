@@ -233,6 +233,8 @@ def test_the_oneshot_command_prunes_an_image_model_folder(image_dir: Path, tmp_p
     (ckpt,) = [p for p in out.iterdir() if p.is_dir()]
     model = ViTForImageClassification.from_pretrained(ckpt)
     params = resolve_target_params(model)
+    (modifier,) = load_recipe(str(ckpt / "recipe.yaml")).pruning  # names the ViT's tensors
+    assert set(resolve_target_params(model, modifier.settings.targets)) == set(params)
     pruned = sum(int((p == 0).sum()) for p in params.values())
     assert pruned >= 0.5 * sum(p.numel() for p in params.values())
     bare = tmp_path / "bare"
