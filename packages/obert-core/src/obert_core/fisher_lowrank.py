@@ -93,11 +93,24 @@ class LowRankFisher:
 
     def _solve(self, k: Any, rhs: Any) -> Any:
         """Batched ``k x = rhs``, ``k`` symmetric positive definite, ``rhs`` (n, m) or (n, m, B)."""
-        if rhs.ndim == 2:
-            return self.xp.solve(k, rhs)
+        vec = rhs.ndim == 2
         if self.xp.torch:
-            return self.xp._t.linalg.solve(k, rhs)
-        return np.linalg.solve(k, rhs)
+            t = self.xp._t
+            chol, info = t.linalg.cholesky_ex(k)
+            if bool((info != 0).any()):
+                return self.xp.solve(k, rhs) if vec else t.linalg.solve(k, rhs)
+            return t.cholesky_solve(rhs.unsqueeze(-1) if vec else rhs, chol).reshape(rhs.shape)
+        return np.linalg.solve(k, rhs[..., None])[..., 0] if vec else np.linalg.solve(k, rhs)
+
+    def _leverage(self, k: Any, g: Any) -> Any:
+        """``g_qᵀ K⁻¹ g_q`` for every column q of every block: ``‖L⁻¹ g_q‖²`` with ``K = LLᵀ``."""
+        if self.xp.torch:
+            t = self.xp._t
+            chol, info = t.linalg.cholesky_ex(k)
+            if not bool((info != 0).any()):
+                y = t.linalg.solve_triangular(chol, g, upper=False)
+                return (y * y).sum(1)
+        return (g * self._solve(k, g)).sum(1)
 
     def _kernel(self, g: Any, keep: Any = None) -> Any:
         """``K = λI_m + G diag(keep) Gᵀ`` per block (``keep`` None: all columns)."""
@@ -119,8 +132,7 @@ class LowRankFisher:
             parts = []
             for s in self._chunks():
                 g = self._g(s)
-                y = self._solve(self._kernel(g), g)  # K⁻¹G, (n, m, B)
-                lev = (g * y).sum(1)  # g_qᵀ K⁻¹ g_q per column
+                lev = self._leverage(self._kernel(g), g)  # g_qᵀ K⁻¹ g_q per column
                 parts.append((1.0 - lev) / self.damp)
             self._diag = _cat(xp, parts)
         return self._diag
