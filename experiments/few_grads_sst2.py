@@ -367,7 +367,40 @@ def cmd_report(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = load_results(RESULTS)["runs"]
+    data = load_results(RESULTS)
+    diag = data.get("oneshot_diag", {})
+    if diag:
+        print(
+            "| m | update | Fisher | sparsity | predicted ΔL | in-sample ΔL | held-out ΔL |"
+            " ‖δw_R‖/‖w_R‖ | dev accuracy |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        order = sorted(
+            diag.values(),
+            key=lambda e: (
+                e["num_grads"],
+                e["sparsity"],
+                e["mode"],
+                e.get("unseen_curvature", "damp"),
+            ),
+        )
+        for e in order:
+            fisher = "λ (paper)" if e.get("unseen_curvature", "damp") == "damp" else "Eq. U"
+            print(
+                f"| {e['num_grads']} | {e['mode']} | {fisher} | {e['sparsity']:.0%} | "
+                f"{e['predicted_increase']:.2g} | {e['in_sample_increase']:.3f} | "
+                f"{e['held_out_increase']:.3f} | {e['update_rel']:.3f} | "
+                f"{100 * e['dev_accuracy']:.2f} |"
+            )
+        print()
+    for key, e in data.get("step_cost", {}).items():
+        print(
+            f"step cost {key}: gradients {e['gradient_s']:.1f} s, explicit {e['explicit_s']}, "
+            f"low-rank {e['lowrank_s']}, same masks {e['same_masks']}, "
+            f"max weight diff {e['max_weight_diff']:.2g} of {e['max_weight']:.3g}, "
+            f"load {e['load_average']}"
+        )
+    runs = data["runs"]
     dense = runs.get("teacher", {}).get("dev_accuracy")
     print("| m | mode | dev accuracy | Δ vs dense | pruning steps (s each) | run time |")
     print("|---|---|---|---|---|---|")
