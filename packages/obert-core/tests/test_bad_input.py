@@ -149,6 +149,21 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
     ("mfac-nan", lambda: oc.MFACInverse(G * np.nan, 1e-4), "NaN or inf"),
     ("mfac-matvec-size", lambda: MF.matvec(np.ones(5)), "32 entries, got 5"),
     ("mfac-matvec-nan", lambda: MF.matvec(np.full(32, np.nan)), "v contains NaN"),
+    # FisherBlocks
+    ("fisherblocks-shape", lambda: oc.FisherBlocks(np.zeros((4, 8)), 1e-4, 6, 32), "shape"),
+    ("fisherblocks-count", lambda: oc.FisherBlocks(np.zeros((3, 8, 8)), 1e-4, 6, 32), "ceil("),
+    # LowRankFisher
+    ("lowrank-1d", lambda: oc.LowRankFisher(G[0], 8, 1e-4), "non-empty 2-D array"),
+    ("lowrank-damp", lambda: oc.LowRankFisher(G, 8, 0.0), "damp"),
+    ("lowrank-nan", lambda: oc.LowRankFisher(G * np.nan, 8, 1e-4), "NaN or inf"),
+    # fill_unseen_curvature
+    ("fill-unseen-shape", lambda: oc.fill_unseen_curvature(np.zeros((8, 8)), 2), "shape"),
+    ("fill-unseen-m", lambda: oc.fill_unseen_curvature(np.zeros((1, 8, 8)), 0), "num_grads"),
+    # joint_well_posed / obs_quadratic_increase / obs_update(mode="auto")
+    ("well-posed-m", lambda: oc.joint_well_posed(np.array([3]), 0, 8), "num_grads"),
+    ("quadratic-mfac", lambda: oc.obs_quadratic_increase(W, MF), "M-FAC"),
+    ("quadratic-size", lambda: oc.obs_quadratic_increase(np.ones(5), FINV), "ceil("),
+    ("update-auto-m", lambda: oc.obs_update(W, FINV, ~KEEP, mode="auto"), "num_grads=m"),
 ]
 
 
@@ -178,6 +193,11 @@ def test_every_public_function_has_a_case() -> None:
         "pruning_steps": "steps",
         "recomputation_sparsities": "recompute",
         "MFACInverse": "mfac",
+        "FisherBlocks": "fisherblocks",
+        "LowRankFisher": "lowrank",
+        "fill_unseen_curvature": "fill-unseen",
+        "joint_well_posed": "well-posed",
+        "obs_quadratic_increase": "quadratic",
     }
     # The structured-pruning API (obert_core.structured) has its own bad-input tests.
     functions = {
