@@ -340,3 +340,16 @@ def test_quadratic_increase_from_fisher_blocks_equals_the_inverse_path() -> None
     assert oc.obs_quadratic_increase(delta, fb) == pytest.approx(
         oc.obs_quadratic_increase(delta, finv), rel=1e-9
     )
+
+
+def test_auto_counts_only_real_weights_of_the_padded_tail_block() -> None:
+    """A tail block with r < B real weights keeps what its real weights keep, not its padding."""
+    m, block, d = 4, 10, 23  # tail block: 3 real weights, 7 padding
+    w, _, finv = _rank_deficient(11, d=d, block=block, m=m)
+    prune = np.zeros(d, dtype=bool)
+    prune[20] = True  # the tail keeps 2 <= m/2 weights: well-posed, so joint
+    prune[:8] = True  # the first block keeps 2 as well
+    joint = oc.obs_update(w, finv, prune, mode="joint")
+    auto = oc.obs_update(w, finv, prune, mode="auto", num_grads=m)
+    np.testing.assert_allclose(auto[20:], joint[20:], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(auto[:10], joint[:10], rtol=1e-10, atol=1e-12)

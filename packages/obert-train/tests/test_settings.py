@@ -160,3 +160,12 @@ def test_settings_added_later_enter_the_fingerprint_only_when_set() -> None:
     assert same.fingerprint() == base.fingerprint()
     for override in ({"unseen_curvature": "mean"}, {"diagnostics": True}):
         assert load_recipe("minilm-sst2-obert90", override).fingerprint() != base.fingerprint()
+
+
+def test_unseen_curvature_mean_needs_the_batched_build_only_when_m_is_below_b() -> None:
+    from obert_train import ObertSettings
+
+    with pytest.raises(ValidationError, match="fisher_method 'streaming' and num_grads 16"):
+        ObertSettings(unseen_curvature="mean", fisher_method="streaming", num_grads=16)
+    # m >= B: nothing is unseen, the setting has no effect and streaming is fine
+    ObertSettings(unseen_curvature="mean", fisher_method="streaming", num_grads=64)

@@ -274,6 +274,7 @@ def _obs_update_flat(
     if mode == "auto":
         assert num_grads is not None  # checked above
         kept = op.block_size - sel.sum(-1)
+        kept[-1] -= total - d  # the tail block's zero padding is not a kept weight
         joint = joint_well_posed(kept, num_grads, op.block_size)
         if not xp.any(~joint):
             mode = "joint"

@@ -109,6 +109,16 @@ class ObertSettings(MethodSettings):
                 f"mask_type 'block4' needs fisher_block_size divisible by 4, got "
                 f"{self.fisher_block_size} (the paper uses 32)"
             )
+        if (
+            self.unseen_curvature == "mean"
+            and self.fisher_method == "streaming"
+            and self.num_grads < self.fisher_block_size
+        ):
+            raise ValueError(
+                "unseen_curvature 'mean' fills the Gram of the batched build; with "
+                f"fisher_method 'streaming' and num_grads {self.num_grads} < fisher_block_size "
+                f"{self.fisher_block_size} use fisher_method 'batched' (or unseen_curvature 'damp')"
+            )
         block = self.block
         if block is not None and self.fisher_block_size % block[1]:
             raise ValueError(
@@ -153,6 +163,8 @@ class _GradientRows:
         self.timings["accumulate_s"] += time.perf_counter() - t0
 
     def finalize(self) -> oc.LowRankFisher:
+        if not self.parts:
+            raise oc.ObertError("no gradients were added; the sampler yielded none for a tensor.")
         t0 = time.perf_counter()
         cfg = self.settings
         fisher = oc.LowRankFisher(
@@ -236,7 +248,7 @@ def build_inverse_fishers(
             method=cfg.fisher_method,
             dtype=torch.float32,
             gram_precision=gram_precision(cfg.num_grads, cfg.fisher_block_size),
-            fill_unseen=cfg.unseen_curvature == "mean",
+            fill_unseen=cfg.unseen_curvature == "mean" and cfg.num_grads < cfg.fisher_block_size,
         )
         for n in mine
     }
