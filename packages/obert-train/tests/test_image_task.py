@@ -268,3 +268,17 @@ def test_the_run_command_trains_an_image_model_with_its_teacher(
     summary = json.loads(result.output[result.output.rindex('{\n  "output_dir"') :])
     assert summary["sparsity"] >= 0.5
     assert (out / "preprocessor_config.json").is_file()  # saved with the model
+
+
+def test_npz_class_ids_keep_the_label_names_order(tmp_path: Path) -> None:
+    """Ids index ``label_names`` as stored, even unsorted and with a class absent from train."""
+    names = np.array(["cat", "dog", "ant"])
+    np.savez(tmp_path / "train.npz", images=_images(4, 0), labels=np.array([0, 1, 0, 1]),
+             label_names=names)  # fmt: skip
+    np.savez(tmp_path / "dev.npz", images=_images(2, 1), labels=np.array([2, 0]),
+             label_names=names)  # fmt: skip
+    task = load_task("image-classification", _processor(), data_dir=tmp_path)
+    assert isinstance(task, ImageClassificationTask)
+    assert task.labels == ["cat", "dog", "ant"]
+    assert [f["labels"] for f in task.train_features] == [0, 1, 0, 1]
+    assert [f["labels"] for f in task.dev_features] == [2, 0]

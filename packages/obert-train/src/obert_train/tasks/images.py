@@ -53,11 +53,14 @@ class ImageExample:
         image: ``H×W×C`` array (``uint8``, or float in [0, 1]).
         label: The class name (folder name, or ``label_names[id]`` / the id of an ``.npz``).
         where: The file (and index) it came from, for error messages.
+        classes: The ``.npz``'s ``label_names`` in id order (None for folders and ``.npz``
+            files without names): the task numbers its classes in this order.
     """
 
     image: np.ndarray
     label: str
     where: str
+    classes: tuple[str, ...] | None = None
 
 
 def _pillow() -> Any:
@@ -157,7 +160,8 @@ def read_image_arrays(path: str | Path) -> list[ImageExample]:
                 f"{len(names)} label_names {names}"
             )
         text = names[int(label)] if names is not None else str(int(label))
-        out.append(ImageExample(np.asarray(image), text, f"{file}[{i}]"))
+        classes = tuple(names) if names is not None else None
+        out.append(ImageExample(np.asarray(image), text, f"{file}[{i}]", classes))
     return out
 
 
@@ -250,6 +254,10 @@ class ImageClassificationTask(Task):
             raise DataError("image classification: no training images")
         check_same_size([*train, *dev])
         self.image_processor = processor
+        named = {e.classes for e in [*train, *dev]}
+        only = next(iter(named)) if len(named) == 1 else None
+        if labels is None and only is not None:
+            labels = list(only)  # the .npz's label_names, in id order
         if labels is None:
             found = {e.label for e in train}
             numeric = all(label.lstrip("-").isdigit() for label in found)
