@@ -403,3 +403,19 @@ def test_cge_training_resumes_bit_identically(tokenizer: BertTokenizer, tmp_path
         assert torch.equal(a, b), name
     assert resumed.zo_losses == full.zo_losses[3:]
     assert full.zo_losses[-1] < full.zo_losses[0]
+
+
+def test_a_checkpoint_written_before_the_estimator_setting_resumes(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    """A ``zo_state.json`` without the later keys (``estimator``, ``stages``) reads as defaults."""
+    first = _trainer(tokenizer, tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
+    first.train()
+    state = tmp_path / "checkpoint-2" / ZO_STATE_FILE
+    saved = json.loads(state.read_text(encoding="utf-8"))
+    for key in ("estimator", "stages"):
+        saved.pop(key, None)
+    state.write_text(json.dumps(saved), encoding="utf-8")
+    again = _trainer(tokenizer, tmp_path, max_steps=3)
+    again.train(resume_from_checkpoint=True)
+    assert again.state.global_step == 3

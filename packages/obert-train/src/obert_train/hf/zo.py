@@ -342,8 +342,9 @@ class ZOTrainer(Trainer):
         with torch.no_grad():
             decay = lr * float(self.args.weight_decay)
             if decay:
-                for p, _ in params:
-                    if p.dim() >= 2:
+                frozen = self.zo.estimator == "cge"  # CGE leaves unmasked matrices frozen
+                for p, mask in params:
+                    if p.dim() >= 2 and not (frozen and mask is None):
                         p.mul_(1.0 - decay)
             if self.zo.estimator == "cge":
                 base = self._cge_step(model, inputs, params, step, lr)
@@ -400,6 +401,12 @@ class ZOTrainer(Trainer):
                     flat[j] = old + self.zo.mu
                     h = float(flat[j]) - float(old)
                     where = f"θ + μ·e_{j} of {names.get(id(p), 'a parameter')}"
+                    if h == 0.0:
+                        flat[j] = old
+                        raise TrainingError(
+                            f"{where}: μ = {self.zo.mu:g} does not change the weight "
+                            f"{float(old):g} in {flat.dtype}; use float32 weights or a larger mu"
+                        )
                     loss = self._zo_loss(model, inputs, step, where)
                     flat[j] = old
                     grads[t] = (loss - base) / h
@@ -447,6 +454,8 @@ class ZOTrainer(Trainer):
             )
         saved = json.loads(file.read_text(encoding="utf-8"))
         mine = json.loads(json.dumps(asdict(self.zo)))  # tuples as lists, as saved
+        defaults = json.loads(json.dumps(asdict(ZOSettings())))
+        saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}  # older files
         for key, value in mine.items():
             if saved.get(key) != value:
                 raise ResumeError(
