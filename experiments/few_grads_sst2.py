@@ -154,9 +154,10 @@ def cmd_prune(args: argparse.Namespace) -> None:
     overrides: dict[str, Any] = {
         "num_grads": args.num_grads,
         "mode": args.mode,
+        "unseen_curvature": args.unseen,
         "diagnostics": True,
     }
-    name = f"m{args.num_grads}-{args.mode}"
+    name = f"m{args.num_grads}-{args.mode}" + ("" if args.unseen == "damp" else f"-{args.unseen}")
     _run(
         name,
         RECIPE,
@@ -458,6 +459,7 @@ def main() -> None:
         if name == "prune":
             p.add_argument("--num-grads", type=int, required=True)
             p.add_argument("--mode", choices=MODES, required=True)
+            p.add_argument("--unseen", choices=["damp", "mean"], default="damp")
     args = parser.parse_args()
     if args.cmd == "teacher" and args.train_samples is None:
         args.train_samples = 4000
