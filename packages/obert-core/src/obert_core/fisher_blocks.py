@@ -226,6 +226,15 @@ class _FisherOperator:
         self.xp: Xp = fb.xp
         self.xp_like = fb.xp_like
 
+    def _subset(self, blocks: np.ndarray) -> _FisherOperator:
+        """The operator of the Fisher blocks ``blocks`` only (their Gram rows, not copied)."""
+        fb = self.fb
+        index = self.xp._t.as_tensor(blocks, device=fb.gram.device) if self.xp.torch else blocks
+        sub = FisherBlocks(
+            fb.gram[index], fb.damp, fb.num_grads, len(blocks) * fb.block_size, kernels=fb.kernels
+        )
+        return _FisherOperator(sub)
+
     def diag_blocks(self) -> Any:
         """``diag(F̂⁻¹)`` as ``(num_blocks, B)`` float64."""
         return self.fb._diag_blocks()

@@ -214,6 +214,17 @@ class LowRankFisher:
     def _as_operator(self) -> LowRankFisher:
         return self
 
+    def _subset(self, blocks: np.ndarray) -> LowRankFisher:
+        """The Fisher of the blocks ``blocks`` only (for per-block losses, B-5)."""
+        sub = object.__new__(LowRankFisher)
+        sub.__dict__.update(self.__dict__)
+        index = self.xp._t.as_tensor(blocks, device=self.grads.device) if self.xp.torch else blocks
+        sub.grads = self.grads[index]
+        sub.num_blocks = len(blocks)
+        sub.num_weights = len(blocks) * self.block_size
+        sub._diag = None
+        return sub
+
 
 def _cat(xp: Xp, parts: list[Any]) -> Any:
     if xp.torch:

@@ -254,12 +254,15 @@ def _loss(
         sub = DenseBlocks(fnp[blocks], blocks.shape[0] * fnp.shape[1])
         z = sub.restricted_solve(sel[blocks], wb[blocks])
         return np.asarray(0.5 * (wb[blocks] * z).sum(-1))
+    subset = getattr(op, "_subset", None)
+    if subset is not None:  # FisherBlocks / LowRankFisher: solve the changed blocks only
+        op, wb, sel = subset(blocks), wb[blocks], sel[blocks]
     xp = op.xp
     rhs = xp.f64(wb) if not xp.torch else xp._t.from_numpy(wb).to(op.xp.device)
     s = sel if not xp.torch else xp._t.from_numpy(sel).to(op.xp.device)
     z = to_numpy(op.restricted_solve(s, rhs))
-    out: np.ndarray = np.asarray(0.5 * (wb * z).sum(-1))[blocks]
-    return out
+    out: np.ndarray = np.asarray(0.5 * (wb * z).sum(-1))
+    return out if subset is not None else out[blocks]
 
 
 def flops_curve(
