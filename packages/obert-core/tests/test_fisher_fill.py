@@ -31,7 +31,7 @@ def test_fill_keeps_seen_curvature_and_gives_unseen_the_mean(seed: int, b: int, 
         assert out is gram  # nothing unseen: unchanged, bit for bit
         return
     for k in range(3):
-        mu = np.trace(gram[k]) / b
+        mu = np.trace(gram[k]) / b  # every coordinate live here
         # along every gradient (the seen span) the curvature is unchanged ...
         for v in g[k]:
             np.testing.assert_allclose(out[k] @ v, gram[k] @ v, rtol=1e-8, atol=1e-8 * mu)
@@ -49,7 +49,7 @@ def test_fill_with_dependent_gradients_leaves_extra_null_directions_unfilled() -
     gram = np.einsum("nmi,nmj->nij", g, g)
     out = oc.fill_unseen_curvature(gram, 3)
     eig = np.linalg.eigvalsh(out[0])
-    mu = np.trace(gram[0]) / 6
+    mu = np.trace(gram[0]) / 6  # all 6 coordinates live
     assert (eig < 1e-9).sum() == 1  # 6 - 3 = 3 filled, one of the 4 null directions stays at 0
     assert (np.abs(eig - mu) < 1e-8 * mu).sum() == 3
 
@@ -106,3 +106,18 @@ def test_builder_fill_unseen_equals_the_filled_gram_inverse(backend: str) -> Non
         oc.BlockFisherBuilder(d, b, damp, m, method="streaming", fill_unseen=True)
     same = oc.block_fisher_inverse(g, b, damp, num_grads=m, fill_unseen=False)
     assert not np.allclose(same[:2], expected[:2], rtol=1e-3)
+
+
+def test_fill_mean_counts_only_live_coordinates() -> None:
+    """Masked (pruned) and padded coordinates have zero gradients: they do not dilute μ."""
+    rng = np.random.default_rng(9)
+    g = rng.standard_normal((1, 2, 8))
+    g[..., 5:] = 0.0  # 3 coordinates without gradient (pruned or padding)
+    gram = np.einsum("nmi,nmj->nij", g, g)
+    out = oc.fill_unseen_curvature(gram, 2)
+    mu = np.trace(gram[0]) / 5
+    _, _, vt = np.linalg.svd(g[0])
+    live_unseen = [u for u in vt[2:] if np.allclose(u[5:], 0)]
+    assert live_unseen
+    for u in live_unseen:
+        np.testing.assert_allclose(out[0] @ u, mu * u, rtol=1e-8, atol=1e-10)

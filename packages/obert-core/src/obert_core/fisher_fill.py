@@ -7,13 +7,15 @@ free to move the kept weights along them, and the loss it predicts is far below 
 (docs/results.md, "Few gradients per block"). :func:`fill_unseen_curvature` gives those
 directions the mean curvature of the block instead,
 
-    F̃_b = λI + S_b + μ_b (I − P_b),     μ_b = tr(S_b) / B,                                (Eq. U)
+    F̃_b = λI + S_b + μ_b (I − P_b),     μ_b = tr(S_b) / n_b,                              (Eq. U)
 
-with ``P_b`` the orthogonal projector on the range of ``S_b`` (the span of the gradients): the
-curvature seen along the gradients is kept as it is, the unseen directions get the average over
-all ``B`` directions of what was seen (the isotropic estimate; ``μ_b`` is what a random unit
-direction ``u`` has in expectation, ``E[uᵀS_b u] = tr(S_b)/B``). For ``m ≥ B`` there is no unseen
-direction and the Fisher is returned unchanged, bit for bit.
+with ``P_b`` the orthogonal projector on the range of ``S_b`` (the span of the gradients) and
+``n_b`` the block's live coordinates (those with a non-zero gradient: pruned weights, whose
+gradients are masked to 0, and the zero padding of a tail block do not count): the curvature seen
+along the gradients is kept as it is, the unseen directions get the average over the live
+directions of what was seen (the isotropic estimate; ``μ_b`` is what a random unit direction
+``u`` among the live coordinates has in expectation, ``E[uᵀS_b u] = tr(S_b)/n_b``). For ``m ≥ B``
+there is no unseen direction and the Fisher is returned unchanged, bit for bit.
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ def fill_unseen_curvature(gram: Any, num_grads: int) -> Any:
             a = a.tril() + a.tril(-1).mT
             _, vecs = torch.linalg.eigh(a)  # ascending eigenvalues
             null = vecs[:, :, :unseen]
-            mu = a.diagonal(dim1=1, dim2=2).sum(-1) / b  # m·μ_b = tr(G_bᵀG_b)/B
+            diag = a.diagonal(dim1=1, dim2=2)
+            live = (diag > 0).sum(-1).clamp(min=1)
+            mu = diag.sum(-1) / live  # m·μ_b = tr(G_bᵀG_b)/n_b
             out[s : s + _CHUNK] = a + mu[:, None, None] * (null @ null.mT)
         return out
     out_np = np.array(gram, dtype=np.float64)
@@ -80,6 +84,7 @@ def fill_unseen_curvature(gram: Any, num_grads: int) -> Any:
         a = np.tril(a) + np.swapaxes(np.tril(a, -1), 1, 2)
         _, vecs = np.linalg.eigh(a)
         null = vecs[:, :, :unseen]
-        mu = np.trace(a, axis1=1, axis2=2) / b
+        diag_np = np.diagonal(a, axis1=1, axis2=2)
+        mu = diag_np.sum(-1) / np.maximum((diag_np > 0).sum(-1), 1)
         out_np[s : s + _CHUNK] = a + mu[:, None, None] * (null @ np.swapaxes(null, 1, 2))
     return out_np
