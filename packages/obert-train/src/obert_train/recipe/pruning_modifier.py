@@ -54,7 +54,7 @@ _ALL_PARAMS = ("__ALL__", "__ALL_PRUNABLE__")
 _BLOCK4 = ([1, 4], "block")
 """SparseML's spellings of groups of 4 consecutive weights (``mask_type: [1, 4]``, ``block``)."""
 _REFUSED = {
-    "mask_creator": "use mask_type: unstructured, block4 or N:M",
+    "mask_creator": "use mask_type: unstructured, block4, N:M or RxC (e.g. 16x16)",
 }
 
 
