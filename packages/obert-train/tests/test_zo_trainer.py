@@ -419,3 +419,21 @@ def test_a_checkpoint_written_before_the_estimator_setting_resumes(
     again = _trainer(tokenizer, tmp_path, max_steps=3)
     again.train(resume_from_checkpoint=True)
     assert again.state.global_step == 3
+
+
+def test_cge_weight_decay_leaves_the_frozen_matrices_alone(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    """With CGE, a trainable matrix without a mask is frozen: weight decay does not shrink it."""
+    model = _model(tokenizer)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(("classifier", "bert.pooler")))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    settings = ZOSettings(estimator="cge", seed=1, gradient_sparsity={"classifier.weight": 0.5})
+    trainer = _trainer(
+        tokenizer, tmp_path, model, zo=settings, max_steps=2, learning_rate=0.5, weight_decay=0.1
+    )
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert torch.equal(after["bert.pooler.dense.weight"], before["bert.pooler.dense.weight"])
+    assert not torch.equal(after["classifier.weight"], before["classifier.weight"])
