@@ -249,21 +249,26 @@ class BlockFisherBuilder:
         )
         return torch.float64 if exact else torch.float32
 
-    def finalize(self) -> Any:
-        """Return the ``(ceil(d/B), B, B)`` inverse blocks, in the gradients' framework."""
+    def _start_finalize(self, name: str) -> None:
+        """The checks both finalisations make first; marks the builder finalized."""
         if self._done:
             raise ObertError("this BlockFisherBuilder was already finalized; create a new one.")
         if self._seen == 0 or self._backend is None:
-            raise ObertError("no gradients were added; call add(grads) before finalize().")
+            raise ObertError(f"no gradients were added; call add(grads) before {name}().")
         if self._seen < self.num_grads:
             warnings.warn(
                 f"only {self._seen} of num_grads={self.num_grads} gradients were added; the "
                 f"Fisher is still normalised by 1/{self.num_grads} (as in the reference "
                 "implementation). Pass num_grads equal to the number of gradients to avoid this.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,  # the caller of finalize() / finalize_fisher()
             )
         self._done = True
+
+    def finalize(self) -> Any:
+        """Return the ``(ceil(d/B), B, B)`` inverse blocks, in the gradients' framework."""
+        self._start_finalize("finalize")
+        assert self._backend is not None  # checked by _start_finalize
         t0 = time.perf_counter()
         if self.method == "batched":
             self._fill()
@@ -298,19 +303,7 @@ class BlockFisherBuilder:
                 "finalize_fisher() needs method='batched' (the streaming build holds only the "
                 "inverse); call finalize() instead."
             )
-        if self._done:
-            raise ObertError("this BlockFisherBuilder was already finalized; create a new one.")
-        if self._seen == 0 or self._backend is None:
-            raise ObertError("no gradients were added; call add(grads) before finalize_fisher().")
-        if self._seen < self.num_grads:
-            warnings.warn(
-                f"only {self._seen} of num_grads={self.num_grads} gradients were added; the "
-                f"Fisher is still normalised by 1/{self.num_grads} (as in the reference "
-                "implementation). Pass num_grads equal to the number of gradients to avoid this.",
-                UserWarning,
-                stacklevel=2,
-            )
-        self._done = True
+        self._start_finalize("finalize_fisher")
         t0 = time.perf_counter()
         self._fill()
         blocks = FisherBlocks(  # every gradient was checked finite in add()
