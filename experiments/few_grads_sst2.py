@@ -68,6 +68,18 @@ HELD_OUT = 512
 """Training rows outside the run's subset, where each pruning step's loss change is measured."""
 
 
+def task_loss(task: Any, model: Any, rows: list[Any], batch_size: int = 64) -> float:
+    """Mean task loss (cross-entropy with the hard labels) of ``model`` over ``rows``."""
+    import torch
+
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, len(rows), batch_size):
+            chunk = rows[s : s + batch_size]
+            total += float(model(**task.collate(chunk)).loss) * len(chunk)
+    return total / len(rows)
+
+
 def held_out_loss(args: argparse.Namespace) -> Any:
     """``extra_callbacks`` for :func:`gradual_sst2._run`: the held-out loss around each step.
 
@@ -79,7 +91,6 @@ def held_out_loss(args: argparse.Namespace) -> Any:
     """
 
     def make(task: Any) -> tuple[list[Any], dict[str, Any]]:
-        import torch
         from transformers import AutoTokenizer, TrainerCallback
 
         from obert_train import load_task
@@ -106,14 +117,9 @@ def held_out_loss(args: argparse.Namespace) -> Any:
         def loss(model: Any) -> float:
             was = model.training
             model.eval()
-            total = 0.0
-            with torch.no_grad():
-                for s in range(0, len(rows), 64):
-                    batch = task.collate(rows[s : s + 64])
-                    out = model(**batch)
-                    total += float(out.loss) * len(rows[s : s + 64])
+            value = task_loss(task, model, rows)
             model.train(was)
-            return total / len(rows)
+            return value
 
         def zeros(model: Any) -> int:
             return sum(
@@ -207,11 +213,7 @@ def cmd_oneshot_diag(args: argparse.Namespace) -> None:
         return model
 
     def loss(model: Any, rows: list[Any]) -> float:
-        total = 0.0
-        with torch.no_grad():
-            for s in range(0, len(rows), 64):
-                total += float(model(**task.collate(rows[s : s + 64])).loss) * len(rows[s : s + 64])
-        return total / len(rows)
+        return task_loss(task, model, rows)
 
     dense = fresh()
     for m in args.num_grads:
