@@ -132,6 +132,18 @@ def _bad_recipe_and_no_data(env: Env) -> list[str]:
     return ["--set", "no_such_field=3"]
 
 
+def _structured_recipe(env: Env, *changes: tuple[str, str]) -> list[str]:
+    from obert.defaults import STRUCTURED_RECIPE, shipped_recipe
+
+    text = shipped_recipe(STRUCTURED_RECIPE).read_text()
+    for old, new in changes:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = env.tmp / "structured.yaml"
+    path.write_text(text)
+    return ["--structured-recipe", str(path)]
+
+
 def _out_is_file(env: Env) -> list[str]:
     env.out.write_text("not a folder")
     return []
@@ -178,6 +190,22 @@ CASES = [
          _squad_with_classifier_keys),
     Case("dense-recipe-with-distillation", r"--dense-recipe .* has a !DistillationModifier",
          _dense_recipe_with_distillation),
+    Case("structured-recipe-with-another-method",
+         r"--structured-recipe .*obert.yaml has !OBSPruningModifier; the structured stage "
+         r"removes whole FFN neurons and attention heads",
+         lambda env: ["--structured-recipe", str(env.recipes["pruning"])]),
+    Case("structured-recipe-without-pruning",
+         r"--structured-recipe .*dense.yaml has no scheduled !StructuredPruningModifier",
+         lambda env: ["--structured-recipe", str(env.recipes["dense"])]),
+    Case("structured-recipe-matches-no-tensor",
+         r"--structured-recipe .*structured.yaml does not fit --model \(RecipeError: .*params "
+         r"'re:decoder.*' match no parameter of the model",
+         lambda env: _structured_recipe(env, ("re:encoder", "re:decoder"))),
+    Case("structured-recipe-empties-the-layers",
+         r"--structured-recipe .*structured.yaml does not fit --model \(TargetError: allocation "
+         r"'uniform' at sparsity 0.9 keeps 0 of the 2 heads of every layer",
+         lambda env: _structured_recipe(env, ("init_sparsity: 0.25", "init_sparsity: 0.9"),
+                                        ("final_sparsity: 0.5\n", "final_sparsity: 0.95\n"))),
     Case("dev-label-not-in-training",
          r"dev file .*dev.tsv': example 32 has label '7', which is not among the training "
          r"labels \['0', '1'\]", _dev_label_not_in_training),

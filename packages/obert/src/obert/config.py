@@ -35,6 +35,10 @@ class QuickstartConfig:
         recipe: Pruning recipe (file, YAML text, shipped name); None = ``quickstart-obert``.
         dense_recipe: Dense fine-tuning recipe; None = ``quickstart-dense``.
         baseline: Recipe tag of the comparison method (same budget and schedule), or None.
+        structured: Run the structured stage (FFN neurons and heads removed from the dense
+            model, with distillation from it; a faster model on any CPU).
+        structured_recipe: Its recipe (file, YAML text, shipped name); None =
+            ``quickstart-structured``.
         overrides: Pruning-recipe overrides (``--set``, ``--init-sparsity``,
             ``--final-sparsity``), applied to the baseline too.
         output_dir: Where the stages, the report and the plots go.
@@ -57,6 +61,8 @@ class QuickstartConfig:
     recipe: str | None = None
     dense_recipe: str | None = None
     baseline: str | None = DEFAULT_BASELINE_TAG
+    structured: bool = True
+    structured_recipe: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     output_dir: Path = Path("outputs/quickstart")
     batch_size: int = 32
@@ -86,6 +92,11 @@ class QuickstartConfig:
                 raise PipelineInputError(f"--{name.replace('_', '-')} must be >= 1")
         if not self.bench_batch_sizes or min(self.bench_batch_sizes) < 1:
             raise PipelineInputError("--bench-batch-size: give batch sizes >= 1")
+        if not self.structured and self.structured_recipe is not None:
+            raise PipelineInputError(
+                f"--structured-recipe {self.structured_recipe!r} with --no-structured: the "
+                "structured stage is off, so its recipe would not be used; drop one of them"
+            )
         if self.threads is not None and self.threads < 1:
             raise PipelineInputError(f"--threads {self.threads}: must be >= 1")
         for key in ("init_sparsity", "final_sparsity"):

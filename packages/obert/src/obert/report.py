@@ -1,15 +1,20 @@
 """The quickstart report: ``report.md``, ``report.json`` and three PNG plots.
 
-* ``quickstart_accuracy.png``: dev metric against sparsity, one line per pruning method (the
-  points after each pruning step's recovery and the final model), the dense model as a line;
+* ``quickstart_accuracy.png``: dev metric against weight sparsity, one line per unstructured
+  pruning method (the points after each pruning step's recovery and the final model), the
+  dense model as a line; the structured model is left out (its sparsity is a fraction of
+  neurons and heads: the summary and the curve table state both);
 * ``quickstart_latency.png``: p50 latency and items/s per model, engine and batch size
   (:func:`obert_deploy.plot_results`);
 * ``quickstart_size.png``: file size and best compressed size per model.
 
-The report names the machine (CPU model, AVX2 / AVX-512 / VNNI / AMX flags, cores, load
-average), the package versions, every stage with its time (and whether it was reused), and the
-commands that reproduce the run: the ``obert quickstart`` command itself and the same stages
-with the ``obert-train`` / ``obert-deploy`` command lines.
+The summary starts with the speed-up: the best one on ONNX Runtime over the dense fp32 model (which
+model, which batch size) and, when DeepSparse ran, the pruned model's there; the structured model's
+row gives its speed-up over dense fp32 on ONNX Runtime at every batch size, and the report says
+where its physically smaller checkpoint is. The report names the machine (CPU model, AVX2 / AVX-512
+/ VNNI / AMX flags, cores, load average), the package versions, every stage with its time (and
+whether it was reused), and the commands that reproduce the run: the ``obert quickstart`` command
+itself and the same stages with the ``obert-train`` / ``obert-deploy`` command lines.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 from obert.cache import StageRecord
 from obert.config import QuickstartConfig
+from obert.defaults import STRUCTURED_LABEL
 from obert.machine import machine_info
 from obert.preflight import Prepared
 from obert_core.shared import atomic_write_bytes, format_metric, metric_unit
@@ -35,6 +41,7 @@ __all__ = [
     "foreign_report_files",
     "model_name",
     "render_markdown",
+    "speedup_summary",
     "summary_table",
     "write_report",
 ]
@@ -66,6 +73,14 @@ def _pct(value: float | None, digits: int = 2) -> str:
 
 def _sparsity(entry: dict[str, Any]) -> str:
     """Weight sparsity in percent; structured pruning: the atoms removed first (issue 18)."""
+    structure = entry.get("structure")
+    if structure:
+        parts = [
+            f"{_pct(structure[key], 1)} of {what}"
+            for key, what in (("neurons", "FFN neurons"), ("heads", "heads"))
+            if structure.get(key) is not None
+        ]
+        return f"{', '.join(parts)} ({_pct(entry.get('sparsity'), 1)} of weights)"
     if "atom_sparsity" not in entry:
         return _pct(entry.get("sparsity"), 1)
     atoms, weights = _pct(entry["atom_sparsity"], 1), _pct(entry.get("sparsity"), 1)
@@ -121,10 +136,17 @@ def _data_args(config: QuickstartConfig, prepared: Prepared) -> list[str]:
     return [*args, "--max-seq-length", str(config.seq_len)]
 
 
+def _labels(prepared: Prepared, stages: Mapping[str, Any]) -> list[str]:
+    """The trained models of this run, in stage order: dense, pruned, baseline, structured."""
+    every = ("dense", prepared.pruned_label, prepared.baseline_label, STRUCTURED_LABEL)
+    return [label for label in every if label is not None and label in stages]
+
+
 def stage_commands(
     config: QuickstartConfig, prepared: Prepared, stages: dict[str, StageRecord]
 ) -> list[str]:
     """The stages as ``obert-train`` / ``obert-deploy`` command lines (without the curve evals)."""
+    labels = _labels(prepared, stages)
     data = " ".join(_quote(a) for a in _data_args(config, prepared))
     train = f"--batch-size {config.batch_size} --seed {config.seed}"
     lines: list[str] = []
@@ -133,18 +155,19 @@ def stage_commands(
         f"obert-train run {_quote(dense / 'recipe.yaml')} --model "
         f"{_quote(prepared.model_source)} {data} {train} --output-dir DENSE"
     )
-    for label in (prepared.pruned_label, prepared.baseline_label):
-        if label is None or label not in stages:
-            continue
+    for label in labels[1:]:
         recipe = stages[label].folder / "model" / "recipe.yaml"
         lines.append(
             f"obert-train run {_quote(recipe)} --model DENSE --teacher DENSE {data} {train} "
             f"--output-dir {label.upper()}"
         )
+        if label == STRUCTURED_LABEL and "shrunk_model" in stages[label].outputs:
+            lines.append(
+                f"obert-train shrink {label.upper()} --output-dir {label.upper()}-SHRUNK  "
+                "# plain from_pretrained loads it"
+            )
     seq = config.seq_len
-    for label in ("dense", prepared.pruned_label, prepared.baseline_label):
-        if label is None or label not in stages:
-            continue
+    for label in labels:
         ckpt = "DENSE" if label == "dense" else label.upper()
         lines.append(
             f"obert-deploy export {ckpt} -o {label}.onnx --task {prepared.deploy_task} "
@@ -173,12 +196,7 @@ def stage_commands(
                 f"{prepared.deploy_task} --data {_quote(dev)} --max-seq-length "
                 f"{prepared.dev_tokens}" + "".join(f" {e}" for e in extra)
             )
-    files = [
-        f"{label}{suffix}.onnx"
-        for label in ("dense", prepared.pruned_label, prepared.baseline_label)
-        if label is not None
-        for suffix in ("", "-int8")
-    ]
+    files = [f"{label}{suffix}.onnx" for label in labels for suffix in ("", "-int8")]
     for batch in config.bench_batch_sizes:
         lines.append(
             f"obert-deploy bench {' '.join(files)} --engine onnxruntime --batch-size {batch} "
@@ -198,11 +216,7 @@ def build_report(
 ) -> dict[str, Any]:
     """The report's content (what ``report.json`` holds)."""
     by_name = {s.name: s for s in stages}
-    labels = [
-        label
-        for label in ("dense", prepared.pruned_label, prepared.baseline_label)
-        if label is not None and label in by_name
-    ]
+    labels = _labels(prepared, by_name)
     task = prepared.task
     models: dict[str, Any] = {}
     for label in labels:
@@ -226,6 +240,8 @@ def build_report(
         evaluation = by_name.get(f"eval-{label}")
         if evaluation is not None:
             entry["onnx_eval"] = evaluation.outputs
+        if label == STRUCTURED_LABEL:
+            entry.update(_structured_entry(by_name[label]))
         models[label] = entry
     bench = list(by_name["bench"].outputs.get("results", [])) if "bench" in by_name else []
     if "deepsparse" in by_name:
@@ -254,6 +270,11 @@ def build_report(
                 if prepared.baseline_recipe is not None and prepared.baseline_label
                 else {}
             ),
+            **(
+                {STRUCTURED_LABEL: prepared.structured_recipe.to_yaml()}
+                if prepared.structured_recipe is not None
+                else {}
+            ),
         },
         "models": models,
         "latency": bench,
@@ -265,6 +286,27 @@ def build_report(
         "load_average_at_start": load_at_start,
         "machine": machine_info(),
         "notes": list(prepared.notes),
+    }
+
+
+def _structured_entry(record: StageRecord) -> dict[str, Any]:
+    """The structured model's fractions of neurons and heads removed and its shrunk checkpoint."""
+    shrink = dict(record.outputs.get("shrink") or {})
+    if "error" in shrink:
+        return {"kind": "structured", "shrunk": {"error": shrink["error"]}}
+    structure = {"neurons": shrink.get("neurons_removed"), "heads": shrink.get("heads_removed")}
+    return {
+        "kind": "structured",
+        "structure": structure,
+        "shrunk": {
+            "checkpoint": str(record.path("shrunk_model")),
+            "loads_with": shrink.get("loads_with"),
+            "intermediate_size": shrink.get("intermediate_size"),
+            "num_attention_heads": shrink.get("num_attention_heads"),
+            "heads": shrink.get("heads"),
+            "parameters": shrink.get("parameters"),
+            "max_output_difference": shrink.get("max_output_difference"),
+        },
     }
 
 
@@ -284,8 +326,100 @@ def _onnx_metric(report: dict[str, Any], label: str, name: str) -> float | None:
     return None if value is None else float(value)
 
 
+_ORT = "onnxruntime"
+
+
 def _engine_order(engine: str) -> tuple[int, str]:
-    return (0 if engine == "onnxruntime" else 1, engine)
+    return (0 if engine == _ORT else 1, engine)
+
+
+def _speedup(report: dict[str, Any], name: str, engine: str, batch: int) -> float | None:
+    """Dense fp32 p50 on ONNX Runtime / ``name``'s p50 on ``engine`` at ``batch``."""
+    base = _latency(report, "dense", _ORT, batch)
+    mine = _latency(report, name, engine, batch)
+    return None if base is None or mine is None or mine <= 0 else base / mine
+
+
+def _times(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}x"
+
+
+def _best_speedup(
+    report: dict[str, Any], engine: str, names: Sequence[str] | None = None
+) -> tuple[float, str, int] | None:
+    """The largest speed-up over dense fp32 ONNX Runtime on ``engine``: (x, model, batch)."""
+    best: tuple[float, str, int] | None = None
+    for row in report["latency"]:
+        name, batch = str(row["name"]), int(row["batch_size"])
+        if row["engine"] != engine or name == "dense" or (names and name not in names):
+            continue
+        value = _speedup(report, name, engine, batch)
+        if value is not None and (best is None or value > best[0]):
+            best = (value, name, batch)
+    return best
+
+
+def _removed(entry: dict[str, Any]) -> str:
+    """`` (75.0 % of FFN neurons and 50.0 % of heads removed)``, or nothing."""
+    structure = entry.get("structure") or {}
+    parts = [
+        f"{_pct(structure[key], 1)} % of {what}"
+        for key, what in (("neurons", "FFN neurons"), ("heads", "heads"))
+        if structure.get(key) is not None
+    ]
+    return f" ({' and '.join(parts)} removed)" if parts else ""
+
+
+def speedup_summary(report: dict[str, Any]) -> str:
+    """The speed-up line(s) that open the summary.
+
+    The best ONNX Runtime speed-up of any model over the dense fp32 model (which model, which
+    batch size), the structured model's at every batch size, and, when DeepSparse ran, the
+    pruned models' best there (over the same dense fp32 ONNX Runtime latency, and over dense
+    on DeepSparse). Every speed-up compares p50 latencies of one run on one machine.
+    """
+    lines: list[str] = []
+    best = _best_speedup(report, _ORT)
+    if best is None:
+        return "Speed-up: no ONNX Runtime latency of the dense model to compare with."
+    value, name, batch = best
+    lines.append(
+        f"Speed-up: best on ONNX Runtime {value:.2f}x ({name}, batch {batch}) over dense fp32 "
+        "on ONNX Runtime."
+    )
+    structured = report["models"].get(STRUCTURED_LABEL)
+    if structured is not None:
+        cells = [
+            f"{_times(_speedup(report, STRUCTURED_LABEL, _ORT, b))} at batch {b}"
+            for b in sorted({int(r["batch_size"]) for r in report["latency"]})
+            if _latency(report, STRUCTURED_LABEL, _ORT, b) is not None
+        ]
+        if cells:
+            lines.append(
+                f"The structured model{_removed(structured)} on ONNX Runtime, any CPU: "
+                + ", ".join(cells)
+                + "."
+            )
+    engines = {str(r["engine"]) for r in report["latency"]} - {_ORT}
+    pruned = [n for n in report["models"] if n not in ("dense", STRUCTURED_LABEL)]
+    for engine in sorted(engines):
+        found = _best_speedup(report, engine, pruned)
+        if found is None:
+            continue
+        value, name, batch = found
+        own = _latency(report, "dense", engine, batch)
+        mine = _latency(report, name, engine, batch)
+        versus = f", {own / mine:.2f}x over dense on {engine}" if own is not None and mine else ""
+        lines.append(
+            f"On {engine}: {name} {value:.2f}x (batch {batch}) over dense fp32 on ONNX "
+            f"Runtime{versus}."
+        )
+    if not engines:
+        lines.append(
+            "DeepSparse did not run (no environment at --deepsparse): ONNX Runtime multiplies "
+            "the unstructured models' zeros like other numbers."
+        )
+    return " ".join(lines)
 
 
 def summary_table(report: dict[str, Any]) -> str:
@@ -293,12 +427,14 @@ def summary_table(report: dict[str, Any]) -> str:
     metric = report["metric"]
     batches = sorted({int(r["batch_size"]) for r in report["latency"]})
     engines = sorted({str(r["engine"]) for r in report["latency"]}, key=_engine_order)
+    ort = [b for b in batches if _latency(report, "dense", _ORT, b) is not None]
     head = [
         "model",
         "sparsity %",
         f"dev {_metric_head(metric)} (PyTorch)",
         f"dev {_metric_head(metric)} (ONNX)",
         *[f"{e} b{b} p50 ms" for e in engines for b in batches],
+        *[f"speed-up b{b} (ORT)" for b in ort],
         "file MB",
         "gzip MB",
     ]
@@ -317,6 +453,7 @@ def summary_table(report: dict[str, Any]) -> str:
                         for engine in engines
                         for batch in batches
                     ],
+                    *[_times(_speedup(report, name, _ORT, batch)) for batch in ort],
                     _mb(size.get("file_bytes")),
                     _mb(size.get("best_compressed_bytes")),
                 ]
@@ -329,17 +466,21 @@ def summary_table(report: dict[str, Any]) -> str:
 def _curve_table(report: dict[str, Any]) -> str:
     metric = report["metric"]
     lines = [
-        f"| method | point | sparsity % | dev {_metric_head(metric)} |",
+        f"| method | point | weight sparsity % | dev {_metric_head(metric)} |",
         "|---|---|---:|---:|",
     ]
     dense = report["models"].get("dense", {}).get("pytorch", {}).get(metric)
     lines.append(f"| dense | fine-tuned | 0.0 | {_metric(metric, dense)} |")
     for label, entry in report["models"].items():
         curve = entry.get("curve", [])
+        structured = entry.get("kind") == "structured"
         for index, point in enumerate(curve):
             where = "final model" if index == len(curve) - 1 else f"before step {index + 2}"
+            if structured and index == len(curve) - 1:
+                where = f"final model{_removed(entry)}"
+            method = f"{label} (whole neurons, heads)" if structured else label
             lines.append(
-                f"| {label} | {where} | {_pct(point['sparsity'], 1)} "
+                f"| {method} | {where} | {_pct(point['sparsity'], 1)} "
                 f"| {_metric(metric, point['metric'])} |"
             )
     return "\n".join(lines)
@@ -376,6 +517,36 @@ def _size_table(report: dict[str, Any]) -> str:
             f"{size['compression_ratio']:.2f}x |"
         )
     return "\n".join(lines)
+
+
+def _shrunk_lines(report: dict[str, Any]) -> list[str]:
+    """Where the structured model's physically smaller checkpoint is, and what loads it."""
+    entry = report["models"].get(STRUCTURED_LABEL)
+    if entry is None:
+        return []
+    shrunk = entry.get("shrunk") or {}
+    if "error" in shrunk:
+        return ["", f"No smaller checkpoint of the structured model: {shrunk['error']}"]
+    if not shrunk:
+        return []
+    sizes, params = shrunk["intermediate_size"], shrunk["parameters"]
+    heads = shrunk.get("heads")
+    count = shrunk.get("num_attention_heads") or {}
+    attention = (
+        f"num_attention_heads {count.get('before')} -> {count.get('after')}"
+        if heads == "removed"
+        else "its removed heads stay as zeros in PyTorch (the config cannot say fewer "
+        "heads; the ONNX export removes them)"
+    )
+    return [
+        "",
+        f"The structured model as a physically smaller checkpoint: `{shrunk['checkpoint']}` "
+        f"(intermediate_size {sizes['before']} -> {sizes['after']}, {attention}; "
+        f"{params['before']:,} -> {params['after']:,} parameters). Plain transformers loads it: "
+        f"`{shrunk['loads_with']}.from_pretrained(path)`; its outputs match the trained "
+        f"model's (largest difference {shrunk['max_output_difference']:.2g}, checked by the "
+        "stage).",
+    ]
 
 
 def _machine_lines(report: dict[str, Any]) -> list[str]:
@@ -417,18 +588,33 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Summary",
         "",
+        speedup_summary(report),
+        "",
         summary_table(report),
         "",
         f"Dev {metric} in percent; latency p50 in milliseconds (sequence length "
-        f"{report['max_seq_length']}); sizes in MB (gzip: the smaller of gzip -6 of the file "
-        "and of its sparse bitmask form). ONNX Runtime multiplies zeros like any other "
-        "number, so unstructured sparsity alone does not make it faster (int8 does); DeepSparse "
-        "runs sparse kernels.",
+        f"{report['max_seq_length']}); speed-up: the dense fp32 model's p50 on ONNX Runtime "
+        "(ORT) over the row's, same batch size; sizes in MB (gzip: the smaller of gzip -6 of "
+        "the file and of its sparse bitmask form). ONNX Runtime multiplies zeros like any "
+        "other number, so unstructured sparsity alone does not make it faster (int8 does); "
+        "DeepSparse runs sparse kernels. The structured model has whole FFN neurons and "
+        "attention heads removed: its ONNX graph has smaller matrices, faster on any CPU.",
+        *_shrunk_lines(report),
         "",
         "## Accuracy vs sparsity (one gradual run per method)",
         "",
         _curve_table(report),
         "",
+        *(
+            [
+                "The structured model's sparsity is the share of zeros in its pruned weight "
+                "matrices, all of them in whole removed neurons and heads; the plot shows the "
+                "unstructured methods only.",
+                "",
+            ]
+            if any(e.get("kind") == "structured" for e in report["models"].values())
+            else []
+        ),
         f"![accuracy vs sparsity]({ACCURACY_PLOT})",
         "",
         "## Latency",
@@ -503,7 +689,7 @@ def _accuracy_figure(report: dict[str, Any]) -> Any:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, entry in report["models"].items():
         curve = entry.get("curve", [])
-        if not curve:
+        if not curve or entry.get("kind") == "structured":  # atoms, not weights: the tables
             continue
         xs = [100 * p["sparsity"] for p in curve]
         ys = [100 * p["metric"] for p in curve]
@@ -511,7 +697,7 @@ def _accuracy_figure(report: dict[str, Any]) -> Any:
     dense = report["models"].get("dense", {}).get("pytorch", {}).get(metric)
     if dense is not None:
         ax.axhline(100 * dense, color="grey", linestyle=":", label="dense")
-    ax.set_xlabel("sparsity of the pruned weights (%)")
+    ax.set_xlabel("sparsity of the pruned weights (%), unstructured")
     ax.set_ylabel(f"dev {metric} (%)")
     ax.set_title(_accuracy_title(report), fontsize=9)
     ax.legend(fontsize=8)

@@ -1,5 +1,9 @@
 """The training stages: dense fine-tuning and gradual pruning with distillation.
 
+The structured stage's model is also written physically smaller (:func:`shrink_stage`:
+obert-train's :func:`~obert_train.shrink_model`, the zero neurons removed, checked against the
+trained model after a reload with plain ``transformers``).
+
 Both run a recipe through obert-train's harness (:func:`obert_train.run_recipe`: the HF
 Trainer, :class:`~obert_train.ObertPruningCallback`, the recipe's LR schedule and KD loss).
 A gradual-pruning run also carries :class:`AccuracyCurve`, a ``TrainerCallback`` that evaluates
@@ -31,6 +35,7 @@ __all__ = [
     "PERCENT_SCALE_BEFORE_ISSUE_18",
     "AccuracyCurve",
     "CurvePoint",
+    "shrink_stage",
     "target_names",
     "train_stage",
     "zero_fraction",
@@ -38,6 +43,19 @@ __all__ = [
 
 MODEL_DIR = "model"
 """The trained checkpoint inside a training stage's folder."""
+SHRUNK_DIR = "shrunk"
+"""The physically smaller checkpoint inside the structured stage's folder."""
+SHRINK_FILE = "shrink.json"
+"""What :func:`obert_train.shrink_model` removed, in the shrunk checkpoint (as ``obert-train
+shrink`` writes it)."""
+_SHRINK_TOLERANCE = 1e-4
+"""The reloaded shrunk model's outputs may differ from the trained model's by at most this
+times ``max(1, max |output|)`` (float32 sums in another order; ``obert-train shrink``'s bound)."""
+_AUTO_CLASSES = {
+    "sequence-classification": "AutoModelForSequenceClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+}
+"""obert-deploy task -> the ``transformers`` class a user loads the shrunk checkpoint with."""
 CURVE_FILE = "curve.jsonl"
 """The accuracy-curve points so far, one JSON line each (read back when a stage resumes)."""
 PERCENT_SCALE_BEFORE_ISSUE_18: dict[str, tuple[str, ...]] = {"squad": ("exact_match", "f1")}
@@ -266,4 +284,111 @@ def train_stage(
         "train_seconds": result.train_seconds,
         "resumed_from": (None if result.resumed_from is None else Path(result.resumed_from).name),
         "recipe_fingerprint": recipe.fingerprint(),
+    }
+
+
+def _probe_batch(task: Task, count: int = 8) -> dict[str, torch.Tensor]:
+    """Up to ``count`` dev (else training) examples as model inputs (no labels)."""
+    features = list(getattr(task, "dev_features", None) or task.train_features)[:count]
+    keys = ("input_ids", "attention_mask", "token_type_ids")
+    return task.collate([{k: f[k] for k in keys if k in f} for f in features])
+
+
+def _outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's output tensors on ``batch`` (eval mode, float64), the loss left out."""
+    model.eval()
+    with torch.no_grad():
+        out = model(**batch)
+    return {
+        k: v.double()
+        for k, v in out.items()
+        if isinstance(v, torch.Tensor) and k != "loss" and v.is_floating_point()
+    }
+
+
+def shrink_stage(
+    folder: Path, *, task: Task, deploy_task: str, tokenizer: Any, seed: int
+) -> dict[str, Any]:
+    """Write ``folder/model`` (a structurally pruned checkpoint) physically smaller.
+
+    :func:`obert_train.shrink_model` removes the zero FFN neurons (every layer keeps the same
+    number with ``allocation: uniform``; BERT-like models keep their removed heads as zeros),
+    the result goes to ``folder/shrunk`` with its ``shrink.json``, is loaded back with plain
+    ``transformers`` (``AutoModelForSequenceClassification.from_pretrained``; question
+    answering: ``AutoModelForQuestionAnswering``) and must give the trained model's outputs on
+    dev examples, as ``obert-train shrink`` checks.
+
+    Args:
+        folder: The structured stage's folder (holds ``model/``).
+        task: The obert-train task (its head class, the dev examples compared).
+        deploy_task: obert-deploy's task name (the ``transformers`` class of the reload).
+        tokenizer: Saved with the shrunk checkpoint.
+        seed: Seed of the model loading.
+
+    Returns:
+        ``{"shrunk_model": "shrunk", "shrink": {...}}``: the sizes before and after, the
+        kept neurons and heads per layer, the fractions of neurons and heads removed, the
+        ``transformers`` class that loads it and the largest output difference; when the model
+        cannot be shrunk (e.g. only heads removed, no FFN neuron), ``{"shrink": {"error": ...}}``
+        instead (the ONNX export still removes every zero).
+
+    Raises:
+        StageError: If the reloaded checkpoint's outputs differ from the trained model's.
+    """
+    import copy
+    import re
+
+    import transformers
+
+    from obert.errors import StageError
+    from obert_train import ModelError, load_model, save_checkpoint, shrink_model
+
+    source = folder / MODEL_DIR
+    model = load_model(task, str(source), seed, warn=False)
+    trained = copy.deepcopy(model).eval()
+    try:
+        report = shrink_model(model)
+    except ModelError as exc:
+        return {"shrink": {"error": str(exc)}}
+    out = folder / SHRUNK_DIR
+    weights = [
+        rf"^{re.escape(n)}$"
+        for n, p in model.named_parameters()
+        if p.dim() == 2 and ".encoder.layer." in f".{n}"
+    ]
+    auto = _AUTO_CLASSES[deploy_task]
+    save_checkpoint(
+        model,
+        out,
+        tokenizer=tokenizer,
+        patterns=weights,
+        extra_files={SHRINK_FILE: json.dumps({"source": str(source), **report}, indent=2) + "\n"},
+    )
+    reloaded = getattr(transformers, auto).from_pretrained(out)
+    batch = _probe_batch(task)
+    expected, got = _outputs(trained, batch), _outputs(reloaded, batch)
+    scale = max((float(v.abs().max()) for v in expected.values()), default=0.0)
+    diff = max((float((got[k] - v).abs().max()) for k, v in expected.items()), default=0.0)
+    if set(got) != set(expected) or diff > _SHRINK_TOLERANCE * max(1.0, scale):
+        raise StageError(
+            f"the shrunk checkpoint {out} loaded with transformers.{auto} gives outputs "
+            f"{sorted(got)} that differ from the trained model's {sorted(expected)} by {diff:.3g} "
+            f"(outputs up to {scale:.3g}): this is a bug, please report it with {source}"
+        )
+    sizes, heads = report["intermediate_size"], report["num_attention_heads"]
+    layers = max(1, len(report["kept_neurons"]))
+    return {
+        "shrunk_model": SHRUNK_DIR,
+        "shrink": {
+            **report,
+            "neurons_removed": 1 - sum(report["kept_neurons"]) / (layers * sizes["before"]),
+            "heads_removed": (
+                1 - sum(report["kept_heads"]) / (len(report["kept_heads"]) * heads["before"])
+                if report["kept_heads"] and heads["before"]
+                else None
+            ),
+            "loads_with": f"transformers.{auto}",
+            "max_output_difference": diff,
+            "compared_examples": int(next(iter(batch.values())).shape[0]),
+        },
     }

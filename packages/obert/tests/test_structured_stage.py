@@ -1,0 +1,206 @@
+"""The structured stage (issue 21): FFN neurons and heads removed, faster on any CPU.
+
+Planned by default and not with ``--no-structured`` (the other stages' keys unchanged either
+way); its shrunk checkpoint loads with plain ``from_pretrained`` and computes the trained
+model's outputs; the report's row, speed-up line and commands; on the tiny BERT of conftest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, BertTokenizer
+from typer.testing import CliRunner
+
+from obert.cli import app
+from obert.config import QuickstartConfig
+from obert.pipeline import plan_stages
+from obert.preflight import prepare
+from obert.report import speedup_summary, summary_table
+from obert.training import SHRINK_FILE, SHRUNK_DIR, shrink_stage
+from obert_train import DataOptions, load_task
+
+from .conftest import quick_args, tiny_model
+
+runner = CliRunner()
+
+
+def _config(
+    model_dir: Path, data_dir: Path, recipes: dict[str, Path], out: Path, **changes: Any
+) -> QuickstartConfig:
+    config = QuickstartConfig(
+        model=str(model_dir),
+        data=DataOptions(data_dir=data_dir, max_seq_length=32),
+        recipe=str(recipes["pruning"]),
+        dense_recipe=str(recipes["dense"]),
+        batch_size=16,
+        output_dir=out,
+        progress=False,
+    )
+    return replace(config, **changes)
+
+
+def test_the_structured_stage_is_planned_by_default_and_leaves_the_other_keys_alone(
+    tmp_path: Path, model_dir: Path, data_dir: Path, recipes: dict[str, Path]
+) -> None:
+    plans = {}
+    for structured in (True, False):
+        config = _config(model_dir, data_dir, recipes, tmp_path / "out", structured=structured)
+        prepared = prepare(config, lambda line: None)
+        plans[structured] = {spec.name: spec.key for spec in plan_stages(config, prepared, {})}
+    on, off = plans[True], plans[False]
+    ours = ["structured", "export-structured", "int8-structured", "eval-structured"]
+    assert all(name in on for name in ours) and not any(name in off for name in ours)
+    assert list(on).index("structured") == list(on).index("gmp") + 1  # after the pruning stages
+    for name, key in off.items():
+        if name not in ("bench", "size"):  # these two measure every model, the new one too
+            assert on[name] == key, name
+
+
+def test_structured_recipe_with_no_structured_is_refused() -> None:
+    from obert.errors import PipelineInputError
+
+    with pytest.raises(PipelineInputError, match=r"--structured-recipe 'mine\.yaml' with --no-s"):
+        QuickstartConfig(structured=False, structured_recipe="mine.yaml")
+
+
+def _uniformly_pruned(folder: Path, model_dir: Path) -> torch.nn.Module:
+    """The tiny BERT with 48 of 64 FFN neurons (the same count per layer) and head 1 zeroed."""
+    model = tiny_model(len(BertTokenizer(str(model_dir / "vocab.txt"))))
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            gone = torch.randperm(64, generator=gen)[:48]
+            layer.intermediate.dense.weight[gone] = 0
+            layer.intermediate.dense.bias[gone] = 0
+            layer.output.dense.weight[:, gone] = 0
+            attention = layer.attention
+            for proj in (attention.self.query, attention.self.key, attention.self.value):
+                proj.weight[16:] = 0
+                proj.bias[16:] = 0
+            attention.output.dense.weight[:, 16:] = 0
+    model.save_pretrained(folder / "model")
+    return model.eval()
+
+
+def test_shrink_stage_writes_a_checkpoint_plain_transformers_loads_with_the_same_outputs(
+    tmp_path: Path, model_dir: Path, data_dir: Path
+) -> None:
+    tokenizer = BertTokenizer(str(model_dir / "vocab.txt"))
+    task = load_task("sst2", tokenizer, DataOptions(data_dir=data_dir, max_seq_length=32))
+    trained = _uniformly_pruned(tmp_path, model_dir)
+    out = shrink_stage(
+        tmp_path, task=task, deploy_task="sequence-classification", tokenizer=tokenizer, seed=0
+    )
+    assert out["shrunk_model"] == SHRUNK_DIR
+    shrink = out["shrink"]
+    assert shrink["intermediate_size"] == {"before": 64, "after": 16}
+    assert shrink["neurons_removed"] == 0.75 and shrink["heads_removed"] == 0.5
+    assert shrink["kept_heads"] == [1, 1] and shrink["heads"] != "removed"  # BERT: zeros stay
+    assert shrink["parameters"]["after"] < shrink["parameters"]["before"]
+    assert shrink["loads_with"] == "transformers.AutoModelForSequenceClassification"
+    folder = tmp_path / SHRUNK_DIR
+    assert json.loads((folder / SHRINK_FILE).read_text())["intermediate_size"]["after"] == 16
+    loaded = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    assert loaded.config.intermediate_size == 16
+    assert sum(p.numel() for p in loaded.parameters()) == shrink["parameters"]["after"]
+    batch = BertTokenizer.from_pretrained(folder)(
+        ["a b c", "the film"], padding=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(**batch).logits, trained(**batch).logits, rtol=0, atol=1e-5
+        )
+
+
+def test_a_model_without_removed_neurons_gives_no_shrunk_checkpoint_and_says_why(
+    tmp_path: Path, model_dir: Path, data_dir: Path
+) -> None:
+    tokenizer = BertTokenizer(str(model_dir / "vocab.txt"))
+    task = load_task("sst2", tokenizer, DataOptions(data_dir=data_dir, max_seq_length=32))
+    tiny_model(len(tokenizer)).save_pretrained(tmp_path / "model")
+    out = shrink_stage(
+        tmp_path, task=task, deploy_task="sequence-classification", tokenizer=tokenizer, seed=0
+    )
+    assert "shrunk_model" not in out and "nothing to shrink" in out["shrink"]["error"]
+    assert not (tmp_path / SHRUNK_DIR).exists()
+
+
+def _latency(name: str, p50: float, batch: int, engine: str = "onnxruntime") -> dict[str, Any]:
+    return {"name": name, "engine": engine, "batch_size": batch, "latency_ms": {"p50": p50}}
+
+
+def test_speedup_line_names_the_best_model_and_deepsparse_when_it_ran() -> None:
+    rows = [_latency("dense", 10.0, 1), _latency("dense", 80.0, 16),
+            _latency("obert", 10.0, 1), _latency("obert-int8", 5.0, 1),
+            _latency("structured", 4.0, 1), _latency("structured", 20.0, 16)]  # fmt: skip
+    models = {
+        "dense": {"pytorch": {}},
+        "obert": {"pytorch": {}},
+        "structured": {"kind": "structured", "sparsity": 0.6,
+                       "structure": {"neurons": 0.75, "heads": 0.5}, "pytorch": {}},
+    }  # fmt: skip
+    report = {"latency": rows, "models": models, "metric": "accuracy", "size": {}}
+    line = speedup_summary(report)
+    assert "best on ONNX Runtime 4.00x (structured, batch 16)" in line
+    assert "structured model (75.0 % of FFN neurons and 50.0 % of heads removed)" in line
+    assert "2.50x at batch 1, 4.00x at batch 16" in line and "DeepSparse did not run" in line
+    report["latency"] = [*rows, _latency("dense", 8.0, 1, "deepsparse"),
+                         _latency("obert", 2.0, 1, "deepsparse")]  # fmt: skip
+    line = speedup_summary(report)
+    assert "On deepsparse: obert 5.00x (batch 1) over dense fp32 on ONNX Runtime, 4.00x over " in (
+        line
+    )
+    table = summary_table(report)
+    assert "speed-up b1 (ORT)" in table and "speed-up b16 (ORT)" in table
+    assert "| structured | 75.0 of FFN neurons" in table and "| 2.50x | 4.00x |" in table
+
+
+# four training stages, eight ONNX files on the tiny BERT: 13 s on the shared 2-core machine
+def test_quickstart_reports_the_structured_model_and_its_shrunk_checkpoint(
+    tmp_path: Path, model_dir: Path, data_dir: Path, recipes: dict[str, Path]
+) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(app, [*quick_args(model_dir, data_dir, recipes, out), "--baseline",
+                                 "none", "--bench-batch-size", "4"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Speed-up: best on ONNX Runtime" in result.output
+    report = json.loads((out / "report.json").read_text())
+    entry = report["models"]["structured"]
+    # The shipped recipe on FFN 64 / 2 heads: 16 neurons (multiple 16) and 1 head per layer.
+    assert entry["structure"] == {"neurons": 0.75, "heads": 0.5}
+    assert entry["export"]["zeros_kept"] and "onnx_eval" in entry
+    names = {(row["name"], row["batch_size"]) for row in report["latency"]}
+    assert {("structured", 1), ("structured", 4), ("structured-int8", 4)} <= names
+    assert {"structured", "structured-int8"} <= set(report["size"])
+    shrunk = Path(entry["shrunk"]["checkpoint"])
+    assert shrunk == out / "stages" / "structured" / "shrunk"
+    loaded = AutoModelForSequenceClassification.from_pretrained(shrunk).eval()
+    trained = AutoModelForSequenceClassification.from_pretrained(shrunk.parent / "model").eval()
+    assert loaded.config.intermediate_size == 16 and trained.config.intermediate_size == 64
+    batch = BertTokenizer.from_pretrained(shrunk)(
+        ["a b", "the film is good"], padding=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(**batch).logits, trained(**batch).logits, rtol=0, atol=1e-5
+        )
+    text = (out / "report.md").read_text()
+    for needle in (
+        f"`{shrunk}` (intermediate_size 64 -> 16",
+        "AutoModelForSequenceClassification.from_pretrained(path)",
+        "| structured | 75.0 of FFN neurons, 50.0 of heads",
+        "obert-train shrink STRUCTURED --output-dir STRUCTURED-SHRUNK",
+        "obert-deploy export STRUCTURED -o structured.onnx",
+        "obert-deploy quantize structured.onnx -o structured-int8.onnx",
+        "obert-deploy evaluate STRUCTURED structured.onnx structured-int8.onnx",
+        "structured (whole neurons, heads)",
+    ):
+        assert needle in text, needle
+    run = [line for line in report["stage_commands"] if "--output-dir STRUCTURED" in line]
+    assert run[0].startswith("obert-train run ") and "structured/model/recipe.yaml" in run[0]
