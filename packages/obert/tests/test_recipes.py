@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from obert.defaults import shipped_recipe
@@ -54,6 +56,41 @@ def test_wrong_kinds_of_recipe_are_refused() -> None:
         baseline_recipe(load_stage_recipe(None, dense=False), "ConstantPruningModifier")
     with pytest.raises(RecipeError, match="no recipe file or shipped recipe"):
         load_stage_recipe("no-such-recipe", dense=False)
+
+
+def test_shipped_structured_recipe_has_the_pruning_recipes_budget_and_removes_atoms() -> None:
+    structured = load_stage_recipe(None, dense=False, structured=True)
+    pruning = load_stage_recipe(None, dense=False)
+    assert load_stage_recipe("quickstart-structured", dense=False, structured=True) == structured
+    neurons, heads = structured.pruning
+    assert (neurons.settings.structure, heads.settings.structure) == ("neurons", "heads")  # type: ignore[attr-defined]
+    for modifier in (neurons, heads):
+        settings: Any = modifier.settings
+        assert modifier.method_name == "structured" and settings.allocation == "uniform"
+        assert settings.score == "heapr" and settings.correct
+    assert [round(s, 4) for _, s in neurons.schedule()] == [0.3, 0.6167, 0.7333, 0.75]
+    assert [round(s, 4) for _, s in heads.schedule()] == [0.25, 0.4259, 0.4907, 0.5]
+    steps = [e.step for e in pruning.pruning_events(38)]
+    assert sorted({e.step for e in structured.pruning_events(38)}) == steps
+    assert structured.learning_rate == pruning.learning_rate
+    kd, theirs = structured.distillation, pruning.distillation
+    assert kd is not None and theirs is not None
+    assert (kd.hardness, kd.temperature, kd.distill_output_keys) == (
+        theirs.hardness,
+        theirs.temperature,
+        theirs.distill_output_keys,
+    )
+    assert structured.num_epochs == pruning.num_epochs
+    squad = load_stage_recipe(None, dense=False, task="squad", structured=True)
+    assert squad.distillation is not None
+    assert tuple(squad.distillation.distill_output_keys) == ("start_logits", "end_logits")
+
+
+def test_a_structured_recipe_prunes_atoms_only() -> None:
+    with pytest.raises(PipelineInputError, match="has !OBSPruningModifier; the structured stage"):
+        load_stage_recipe("quickstart-obert", dense=False, structured=True)
+    with pytest.raises(PipelineInputError, match="no scheduled !StructuredPruningModifier"):
+        load_stage_recipe("quickstart-dense", dense=False, structured=True)
 
 
 def test_squad_distils_start_and_end_logits_with_the_shipped_recipe_only() -> None:

@@ -161,7 +161,7 @@ def test_speedup_line_names_the_best_model_and_deepsparse_when_it_ran() -> None:
     assert "| structured | 75.0 of FFN neurons" in table and "| 2.50x | 4.00x |" in table
 
 
-# four training stages, eight ONNX files on the tiny BERT: 13 s on the shared 2-core machine
+@pytest.mark.slow  # four training stages, eight ONNX files on the tiny BERT: 13 s on 2 cores
 def test_quickstart_reports_the_structured_model_and_its_shrunk_checkpoint(
     tmp_path: Path, model_dir: Path, data_dir: Path, recipes: dict[str, Path]
 ) -> None:
