@@ -12,7 +12,7 @@ removed heads) → int8 (ONNX Runtime dynamic and static) → latency on ONNX Ru
 (batch 1 and 16, 128 tokens), each bench run with its own dense 6-layer fp32 ONNX Runtime
 baseline. Sub-commands::
 
-    .venv/bin/python experiments/compound_structured_sst2.py student --layers 3  # and 4
+    .venv/bin/python experiments/compound_structured_sst2.py student --layers 3  # and 4, --all
     .venv/bin/python experiments/compound_structured_sst2.py prune l3-75-50-kd   # see PRUNE
     .venv/bin/python experiments/compound_structured_sst2.py deploy    # shrink, ONNX, int8
     .venv/bin/python experiments/compound_structured_sst2.py bench     # wants a quiet CPU
@@ -48,8 +48,13 @@ from _common import (
 RUNS_DIR = RUNS_ROOT / "compound-structured"
 RESULTS = RESULTS_DIR / "compound_structured_sst2.json"
 TEACHER = RUNS_ROOT / "gradual-sst2" / "teacher"
-STUDENT_SAMPLES = 16000
-PRUNE_SAMPLES = 4000
+STUDENTS: dict[str, tuple[int, int | None]] = {
+    "student-l3": (3, 16000),
+    "student-l4": (4, 16000),
+    "student-l3-all": (3, None),
+    "student-l4-all": (4, None),
+}
+"""Student -> (layers, SST-2 training sentences of its dense KD; None = all 67,349)."""
 SEQ = 128
 
 BUDGETS = {
@@ -58,16 +63,22 @@ BUDGETS = {
 }
 """Structured budgets: fractions of FFN neurons / heads removed (every layer the same). ``75-50``
 keeps 384 of 1,536 neurons and 6 of 12 heads per layer; ``88-67`` keeps 192 and 4."""
-PRUNE = {
-    f"l{layers}-{budget}-{kd}": (layers, budget, kd == "kd")
+PRUNE: dict[str, tuple[int, str, bool, str, int]] = {
+    f"l{layers}-{budget}-{kd}": (layers, budget, kd == "kd", f"student-l{layers}", 4000)
     for layers in (3, 4)
     for budget in BUDGETS
     for kd in ("kd", "nokd")
+} | {
+    f"l{layers}-{budget}-kd-all": (layers, budget, True, f"student-l{layers}-all", 16000)
+    for layers in (3, 4)
+    for budget in BUDGETS
 }
-"""Run -> (layers of its student, budget, with KD)."""
+"""Run -> (layers, budget, with KD, the student it starts from, SST-2 training sentences).
+The ``-all`` runs are the larger budget: a student distilled on all of SST-2's training
+sentences, pruned on 16,000 of them."""
 
 
-def sst2_task(tokenizer: Any, samples: int, seed: int = 42) -> Any:
+def sst2_task(tokenizer: Any, samples: int | None, seed: int = 42) -> Any:
     from obert_train import load_task
 
     return load_task("sst2", tokenizer, data_dir=data_dir("SST-2"), max_seq_length=64,
@@ -76,7 +87,7 @@ def sst2_task(tokenizer: Any, samples: int, seed: int = 42) -> Any:
 
 def cmd_student(args: argparse.Namespace) -> None:
     """Drop to ``--layers`` layers and distil dense from the 6-layer model (one recipe)."""
-    name = f"student-l{args.layers}"
+    name = f"student-l{args.layers}" + ("-all" if args.all else "")
     if done(RESULTS, name, args.force):
         return
     if not (TEACHER / "model.safetensors").is_file():
@@ -86,7 +97,7 @@ def cmd_student(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(TEACHER)
-    task = sst2_task(tokenizer, STUDENT_SAMPLES)
+    task = sst2_task(tokenizer, STUDENTS[name][1])
     torch.manual_seed(42)
     evaluator, points = epoch_eval(task)
     train(
@@ -104,16 +115,16 @@ def cmd_prune(args: argparse.Namespace) -> None:
     name = args.name
     if done(RESULTS, name, args.force):
         return
-    layers, budget, kd = PRUNE[name]
-    start = RUNS_DIR / f"student-l{layers}"
+    layers, budget, kd, student, samples = PRUNE[name]
+    start = RUNS_DIR / student
     if not (start / "model.safetensors").is_file():
-        sys.exit(f"{start} missing: run `student --layers {layers}` first")
+        sys.exit(f"{start} missing: run `student` for {student} first")
     import torch
     from transformers import AutoTokenizer
 
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(start)
-    task = sst2_task(tokenizer, PRUNE_SAMPLES)
+    task = sst2_task(tokenizer, samples)
     torch.manual_seed(42)
     evaluator, points = epoch_eval(task)
     train(
@@ -128,13 +139,38 @@ def cmd_prune(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
-DEPLOYED = ("dense-6l", "student-l3", "student-l4", *PRUNE)
-"""Models ``deploy`` exports: the dense 6-layer baseline, the two dense students (layers only)
-and every pruned run (its shrunk checkpoint)."""
+UNSTRUCTURED = RUNS_ROOT / "few-grads-sst2" / "m32-superpose"
+"""The unstructured path, for the DeepSparse rows: MiniLM-L6 pruned gradually to 90 % with KD
+(``few_grads_sst2.py prune --num-grads 32 --mode superpose``, 78.10 %)."""
+DEPLOYED = ("dense-6l", "u90-6l", *STUDENTS, *PRUNE)
+"""Models ``deploy`` exports: the dense 6-layer baseline, the 90 % unstructured model, the two
+dense students (layers only) and every pruned run (its shrunk checkpoint)."""
+DEEPSPARSE = ("dense-6l", "u90-6l")
+"""Models also exported for DeepSparse (static shapes, fp32 and its static int8 form)."""
 
 
 def _checkpoint(label: str) -> Path:
-    return TEACHER if label == "dense-6l" else RUNS_DIR / label
+    return {"dense-6l": TEACHER, "u90-6l": UNSTRUCTURED}.get(label, RUNS_DIR / label)
+
+
+def _deepsparse_files(label: str, checkpoint: Path, tokenizer: Any) -> dict[str, str]:
+    """Static-shape DeepSparse exports (batch 1 and 16) and their static int8 QOperator form."""
+    import deploy_minilm as dm
+
+    from obert_deploy import ExportConfig, StaticInt8Config, export_onnx, quantize_onnx
+
+    files: dict[str, str] = {}
+    for batch in (1, 16):
+        fp32 = RUNS_DIR / f"{label}-ds-fp32-b{batch}.onnx"
+        if not fp32.exists():
+            config = ExportConfig(engine="deepsparse", batch_size=batch, seq_len=SEQ)
+            export_onnx(checkpoint, fp32, config)
+        int8 = RUNS_DIR / f"{label}-ds-int8-static-b{batch}.onnx"
+        if not int8.exists():
+            quantize_onnx(fp32, int8, StaticInt8Config.for_engine("deepsparse"),
+                          calibration=dm.calibration(tokenizer, batch))  # fmt: skip
+        files |= {f"fp32 b{batch}": str(fp32), f"int8 static b{batch}": str(int8)}
+    return files
 
 
 def _shrink(label: str) -> tuple[Path, dict[str, Any]]:
@@ -222,6 +258,11 @@ def cmd_deploy(args: argparse.Namespace) -> None:
         files = {"fp32": str(fp32), "int8 dynamic": str(dyn), "int8 static": str(static)}
         result = evaluate(checkpoint, [fp32, dyn, static], data=dev, seq_len=SEQ, batch_size=32,
                           threads=args.threads)  # fmt: skip
+        ds_files = ds_eval = None
+        if label in DEEPSPARSE:  # accuracy of its int8 form through ONNX Runtime (batch 1)
+            ds_files = _deepsparse_files(label, checkpoint, tokenizer)
+            ds_eval = evaluate(checkpoint, [ds_files["int8 static b1"]], data=dev, seq_len=SEQ,
+                               batch_size=1, threads=args.threads).to_dict()  # fmt: skip
         entry: dict[str, Any] = {
             "checkpoint": str(checkpoint.relative_to(REPO)) if checkpoint.is_relative_to(REPO)
             else str(checkpoint),
@@ -230,6 +271,8 @@ def cmd_deploy(args: argparse.Namespace) -> None:
             "sizes": {k: size_report(v, reference=reference).to_dict() for k, v in files.items()},
             "reload": _reload_parity(checkpoint, fp32, tokenizer),
             "shrink": shrink,
+            "deepsparse_files": ds_files,
+            "deepsparse_evaluate": ds_eval,
         }  # fmt: skip
         save_entry(RESULTS, label, entry, section="deploy")
         print(f"{label}: reload diff {entry['reload']['max_abs_diff']:.2e}\n"
@@ -256,27 +299,41 @@ def cmd_bench(args: argparse.Namespace) -> None:
     wanted = {"dense-6l", *args.models.split(",")}
     chosen = [m for m in deploy if not args.models or m in wanted]
     best: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    dm.OUT = RUNS_DIR  # where the DeepSparse runs write their result files
+
+    def measure(label: str, precision: str, engine: str, batch: int, path: str, rnd: int) -> None:
+        busy = dm._wait_quiet(args.quiet)
+        if engine == "deepsparse":
+            result = dm._run_deepsparse(path, f"{label} {precision}", batch)
+        else:
+            iterations, warmup = (200, 20) if batch == 1 else (30, 5)
+            config = BenchConfig(engine=engine, batch_size=batch, seq_len=SEQ, threads=2,
+                                 iterations=iterations, warmup=warmup)  # fmt: skip
+            result = benchmark(path, config, name=f"{label} {precision}")
+        p50 = result.latency_ms["p50"]
+        key = (label, precision, engine, batch)
+        print(f"round {rnd} {engine} b{batch} {label} {precision}: p50 {p50:.2f} ms "
+              f"(others {busy:.0%})", flush=True)  # fmt: skip
+        if key not in best or p50 < best[key]["p50_ms"]:
+            best[key] = {"model": label, "precision": precision, "engine": engine,
+                         "batch_size": batch, "p50_ms": p50, "p90_ms": result.latency_ms["p90"],
+                         "engine_version": result.engine_version, "round": rnd,
+                         "others_cpu_before": busy}  # fmt: skip
+
+    deepsparse = dm.DS_PYTHON.exists()
+    if not deepsparse:
+        print(f"no DeepSparse environment at {dm.DS_PYTHON}: its rows are skipped")
     for round_index in range(args.repeats):
         for batch in (1, 16):
-            iterations, warmup = (200, 20) if batch == 1 else (30, 5)
             for engine in ENGINES:
-                config = BenchConfig(engine=engine, batch_size=batch, seq_len=SEQ, threads=2,
-                                     iterations=iterations, warmup=warmup)  # fmt: skip
                 for label in chosen:
                     for precision, path in deploy[label]["files"].items():
-                        busy = dm._wait_quiet(args.quiet)
-                        result = benchmark(path, config, name=f"{label} {precision}")
-                        p50 = result.latency_ms["p50"]
-                        key = (label, precision, engine, batch)
-                        print(f"round {round_index} {engine} b{batch} {label} {precision}: "
-                              f"p50 {p50:.2f} ms (others {busy:.0%})", flush=True)  # fmt: skip
-                        if key not in best or p50 < best[key]["p50_ms"]:
-                            best[key] = {"model": label, "precision": precision, "engine": engine,
-                                         "batch_size": batch, "p50_ms": p50,
-                                         "p90_ms": result.latency_ms["p90"],
-                                         "engine_version": result.engine_version,
-                                         "round": round_index,
-                                         "others_cpu_before": busy}  # fmt: skip
+                        measure(label, precision, engine, batch, path, round_index)
+            for label in chosen if deepsparse else ():
+                for key, path in (deploy[label].get("deepsparse_files") or {}).items():
+                    if key.endswith(f" b{batch}"):
+                        precision = key.rsplit(" ", 1)[0]
+                        measure(label, precision, "deepsparse", batch, path, round_index)
     save_entry(RESULTS, args.section, {"results": list(best.values()), "machine": cpu_info(),
                                        "rounds": args.repeats, "threads": 2, "seq_len": SEQ},
                section="bench")  # fmt: skip
@@ -320,6 +377,29 @@ def report_rows(data: dict[str, Any], section: str = "latency") -> list[dict[str
                     reference = base[b]
                     row[f"b{b}_speedup"] = reference / ms if ms and reference else None
                 rows.append(row)
+        for key, path in (entry.get("deepsparse_files") or {}).items():
+            if not key.endswith(" b1"):
+                continue
+            precision = key.removesuffix(" b1")
+            ds_accuracy = {
+                r["model"]: r["metrics"]["accuracy"]
+                for r in (entry.get("deepsparse_evaluate") or {}).get("results", [])
+            }
+            row = {
+                **rows[-1],
+                "precision": precision,
+                "engine": "deepsparse",
+                "accuracy": accuracy.get(entry["files"]["fp32"])
+                if precision == "fp32"
+                else ds_accuracy.get(path),
+                "file_mb": Path(path).stat().st_size / 1e6 if Path(path).exists() else None,
+            }
+            for b in (1, 16):
+                ms = p50.get((label, precision, "deepsparse", b))
+                reference = base[b]
+                row[f"b{b}_ms"] = ms
+                row[f"b{b}_speedup"] = reference / ms if ms and reference else None
+            rows.append(row)  # fmt: skip
     return rows
 
 
@@ -343,7 +423,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         kd = "–" if r["kd"] is None else ("yes" if r["kd"] else "no")
         print(f"| {r['model']} | {r['layers']} | {r['ffn']} | {r['heads']} | {kd} | "
               f"{r['precision']} | {r['engine']} | {fmt(r['accuracy'], '.2f', 100)} | "
-              f"{r['file_mb']:.1f} | {fmt(r['b1_ms'], '.2f')} | {fmt(r['b16_ms'], '.1f')} | "
+              f"{fmt(r['file_mb'], '.1f')} | {fmt(r['b1_ms'], '.2f')} | "
+              f"{fmt(r['b16_ms'], '.1f')} | "
               f"{fmt(r['b1_speedup'], '.2f')}× / {fmt(r['b16_speedup'], '.2f')}× |")  # fmt: skip
     print("\nreload (plain from_pretrained vs its ONNX export, max |logit difference|):")
     for label, entry in data.get("deploy", {}).items():
@@ -392,6 +473,7 @@ def main() -> None:
     p = sub.add_parser("student")
     add_run_options(p, threads=1, force=True, no_progress=True)
     p.add_argument("--layers", type=int, choices=(3, 4), required=True)
+    p.add_argument("--all", action="store_true", help="distil on all SST-2 training sentences")
     p = sub.add_parser("prune")
     add_run_options(p, threads=1, force=True, no_progress=True)
     p.add_argument("name", choices=sorted(PRUNE))
