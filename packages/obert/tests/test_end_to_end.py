@@ -27,12 +27,15 @@ def test_quickstart_on_minilm_writes_a_complete_report(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert set(report["models"]) == {"dense", "obert", "gmp"}
+    assert set(report["models"]) == {"dense", "obert", "gmp", "structured"}
+    structured = report["models"]["structured"]  # MiniLM-L6: FFN 1536 -> 384, 12 heads -> 6
+    assert structured["structure"] == {"neurons": 0.75, "heads": 0.5}
+    assert structured["shrunk"]["intermediate_size"] == {"before": 1536, "after": 384}
     obert, gmp = report["models"]["obert"], report["models"]["gmp"]
     assert obert["sparsity"] == pytest.approx(0.9, abs=1e-3) and obert["pruning_steps"]
     assert [round(p["sparsity"], 2) for p in obert["curve"]] == [0.5, 0.63, 0.77, 0.9]
     assert len(gmp["curve"]) == 4
-    for label in ("dense", "obert", "gmp"):
+    for label in ("dense", "obert", "gmp", "structured"):
         entry = report["models"][label]
         assert entry["export"]["zeros_kept"] and entry["int8"]["zeros_kept"]
         # fp32 ONNX predicts as PyTorch (agreement 1.0 on the 400 shipped and 872 SST-2 dev

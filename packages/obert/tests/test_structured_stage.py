@@ -153,7 +153,7 @@ def test_speedup_line_names_the_best_model_and_deepsparse_when_it_ran() -> None:
     report["latency"] = [*rows, _latency("dense", 8.0, 1, "deepsparse"),
                          _latency("obert", 2.0, 1, "deepsparse")]  # fmt: skip
     line = speedup_summary(report)
-    assert "On deepsparse: obert 5.00x (batch 1) over dense fp32 on ONNX Runtime, 4.00x over " in (
+    assert "On DeepSparse: obert 5.00x (batch 1) over dense fp32 on ONNX Runtime, 4.00x over " in (
         line
     )
     table = summary_table(report)

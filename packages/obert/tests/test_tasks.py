@@ -59,7 +59,7 @@ def test_glue_dev_tsv_gives_training_label_ids(tmp_path: Path) -> None:
     assert fingerprint_dev(shipped, same) == fingerprint_dev(shipped)
 
 
-@pytest.mark.slow  # 3 training stages, 6 ONNX files and their SQuAD evaluation: about 30 s
+@pytest.mark.slow  # 4 training stages, 8 ONNX files and their SQuAD evaluation: about 40 s
 def test_quickstart_on_squad_distils_start_and_end_logits(
     tmp_path: Path, model_dir: Path, squad_dir: Path
 ) -> None:
@@ -68,11 +68,16 @@ def test_quickstart_on_squad_distils_start_and_end_logits(
     result = runner.invoke(app, args)  # the shipped recipes
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert report["metric"] == "f1" and set(report["models"]) == {"dense", "obert", "gmp"}
-    for label in ("obert", "gmp"):
+    models = {"dense", "obert", "gmp", "structured"}
+    assert report["metric"] == "f1" and set(report["models"]) == models
+    for label in ("obert", "gmp", "structured"):
         recipe = load_recipe(out / "stages" / label / "model" / "recipe.yaml")
         assert recipe.distillation is not None
         assert recipe.distillation.distill_output_keys == ("start_logits", "end_logits")
+        if label == "structured":  # its shrunk checkpoint: a question-answering head
+            shrunk = report["models"][label]["shrunk"]
+            assert shrunk["loads_with"] == "transformers.AutoModelForQuestionAnswering"
+            continue
         curve = report["models"][label]["curve"]
         assert [round(p["sparsity"], 2) for p in curve] == [0.5, 0.63, 0.77, 0.9]
         assert all(0 <= p["metric"] <= 1 for p in curve), curve

@@ -327,6 +327,8 @@ def _onnx_metric(report: dict[str, Any], label: str, name: str) -> float | None:
 
 
 _ORT = "onnxruntime"
+_ENGINE_NAMES = {"deepsparse": "DeepSparse", "openvino": "OpenVINO", _ORT: "ONNX Runtime"}
+"""How the speed-up line names an engine."""
 
 
 def _engine_order(engine: str) -> tuple[int, str]:
@@ -409,9 +411,10 @@ def speedup_summary(report: dict[str, Any]) -> str:
         value, name, batch = found
         own = _latency(report, "dense", engine, batch)
         mine = _latency(report, name, engine, batch)
-        versus = f", {own / mine:.2f}x over dense on {engine}" if own is not None and mine else ""
+        shown = _ENGINE_NAMES.get(engine, engine)
+        versus = f", {own / mine:.2f}x over dense on {shown}" if own is not None and mine else ""
         lines.append(
-            f"On {engine}: {name} {value:.2f}x (batch {batch}) over dense fp32 on ONNX "
+            f"On {shown}: {name} {value:.2f}x (batch {batch}) over dense fp32 on ONNX "
             f"Runtime{versus}."
         )
     if not engines:
