@@ -277,6 +277,43 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 ENGINES = ("onnxruntime", "openvino")
 
 
+class _TorchResult:
+    """What :func:`_torch_latency` measures, in the shape of a ``BenchResult`` for ``measure``."""
+
+    def __init__(self, samples_ms: list[float]) -> None:
+        import statistics
+
+        ordered = sorted(samples_ms)
+        self.latency_ms = {"p50": statistics.median(ordered),
+                           "p90": ordered[int(0.9 * (len(ordered) - 1))]}  # fmt: skip
+        import torch
+
+        self.engine_version = torch.__version__
+
+
+def _torch_latency(checkpoint: str, batch: int, iterations: int, warmup: int) -> _TorchResult:
+    """Plain transformers on CPU (2 threads, ``inference_mode``): no obert code at inference."""
+    import time
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.set_num_threads(2)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, model.config.vocab_size, (batch, SEQ), generator=gen)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+              "token_type_ids": torch.zeros_like(ids)}  # fmt: skip
+    samples = []
+    with torch.inference_mode():
+        for i in range(warmup + iterations):
+            start = time.perf_counter()
+            model(**inputs)
+            if i >= warmup:
+                samples.append(1e3 * (time.perf_counter() - start))
+    return _TorchResult(samples)
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     """Latency of every export on both engines, batch 1 and 16, best p50 of interleaved rounds.
 
@@ -298,10 +335,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     def measure(label: str, precision: str, engine: str, batch: int, path: str, rnd: int) -> None:
         busy = dm._wait_quiet(args.quiet)
+        iterations, warmup = (200, 20) if batch == 1 else (30, 5)
+        result: Any
         if engine == "deepsparse":
             result = dm._run_deepsparse(path, f"{label} {precision}", batch)
+        elif engine == "pytorch":
+            result = _torch_latency(path, batch, iterations // 2, warmup)
         else:
-            iterations, warmup = (200, 20) if batch == 1 else (30, 5)
             config = BenchConfig(engine=engine, batch_size=batch, seq_len=SEQ, threads=2,
                                  iterations=iterations, warmup=warmup)  # fmt: skip
             result = benchmark(path, config, name=f"{label} {precision}")
@@ -329,6 +369,16 @@ def cmd_bench(args: argparse.Namespace) -> None:
                     if key.endswith(f" b{batch}"):
                         precision = key.rsplit(" ", 1)[0]
                         measure(label, precision, "deepsparse", batch, path, round_index)
+            if args.pytorch:  # the shrunk checkpoint and its zero-padded run folder
+                for label in chosen:
+                    entry = deploy[label]
+                    forms = {"fp32": str(REPO / entry["checkpoint"])
+                             if not Path(entry["checkpoint"]).is_absolute()
+                             else entry["checkpoint"]}  # fmt: skip
+                    if label in PRUNE:
+                        forms["fp32 zero-padded"] = str(_checkpoint(label))
+                    for precision, path in forms.items():
+                        measure(label, precision, "pytorch", batch, path, round_index)
     save_entry(RESULTS, args.section, {"results": list(best.values()), "machine": cpu_info(),
                                        "rounds": args.repeats, "threads": 2, "seq_len": SEQ},
                section="bench")  # fmt: skip
@@ -395,6 +445,18 @@ def report_rows(data: dict[str, Any], section: str = "latency") -> list[dict[str
                 row[f"b{b}_ms"] = ms
                 row[f"b{b}_speedup"] = reference / ms if ms and reference else None
             rows.append(row)  # fmt: skip
+        for precision in ("fp32", "fp32 zero-padded"):  # plain transformers
+            if (label, precision, "pytorch", 1) not in p50:
+                continue
+            row = {**rows[-1], "precision": precision, "engine": "pytorch",
+                   "accuracy": entry["evaluate"]["results"][0]["metrics"]["accuracy"],
+                   "file_mb": None}  # fmt: skip
+            for b in (1, 16):
+                ms = p50.get((label, precision, "pytorch", b))
+                reference = base[b]
+                row[f"b{b}_ms"] = ms
+                row[f"b{b}_speedup"] = reference / ms if ms and reference else None
+            rows.append(row)
     return rows
 
 
@@ -480,6 +542,8 @@ def main() -> None:
     p.add_argument("--quiet", type=float, default=0.2)
     p.add_argument("--models", default="", help="comma-separated deploy labels (default all)")
     p.add_argument("--section", default="latency", help="the results entry of this run")
+    p.add_argument("--no-pytorch", dest="pytorch", action="store_false",
+                   help="skip the plain-transformers rows")  # fmt: skip
     p = sub.add_parser("report")
     p.add_argument("--section", default="latency")
     args = parser.parse_args()
