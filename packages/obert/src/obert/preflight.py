@@ -206,9 +206,13 @@ def check_distill_keys(recipes: Mapping[str, Any], model: Any, task: Any, model_
         keys = list(recipe.distillation.distill_output_keys)
         missing = [k for k in keys if k not in usable]
         if missing:
+            how = (  # --set changes the pruning recipe (and the baseline derived from it)
+                f"distill_output_keys: [{', '.join(usable)}] in the recipe"
+                if role == "structured"
+                else f"--set distill_output_keys=[{','.join(usable)}]"
+            )
             fix = (
-                "set the keys to outputs it has, e.g. --set "
-                f"distill_output_keys=[{','.join(usable)}]"
+                f"set the keys to outputs it has, e.g. {how}"
                 if usable
                 else "it has no output to distill: use a recipe without a !DistillationModifier"
             )
