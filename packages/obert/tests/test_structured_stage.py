@@ -204,3 +204,23 @@ def test_quickstart_reports_the_structured_model_and_its_shrunk_checkpoint(
         assert needle in text, needle
     run = [line for line in report["stage_commands"] if "--output-dir STRUCTURED" in line]
     assert run[0].startswith("obert-train run ") and "structured/model/recipe.yaml" in run[0]
+
+
+@pytest.mark.slow  # two training stages, four ONNX files on the tiny BERT: about 8 s on 2 cores
+def test_a_structured_pruning_recipe_with_no_structured_is_reported_as_the_pruned_model(
+    tmp_path: Path, model_dir: Path, data_dir: Path, recipes: dict[str, Path]
+) -> None:
+    out = tmp_path / "out"
+    args = quick_args(model_dir, data_dir, recipes, out)
+    args[args.index("--recipe") + 1] = "quickstart-structured"  # its label: "structured"
+    result = runner.invoke(app, [*args, "--no-structured", "--baseline", "none"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"dense", "structured"}
+    entry = report["models"]["structured"]  # --recipe's stage: no shrunk checkpoint
+    assert "kind" not in entry and "shrunk" not in entry
+    assert "physically smaller checkpoint" not in (out / "report.md").read_text()
+    commands = report["stage_commands"]
+    assert "obert-train shrink" not in "\n".join(commands)
+    assert sum("--output-dir STRUCTURED" in line for line in commands) == 1  # listed once
+    assert "The structured model" not in speedup_summary(report)

@@ -138,7 +138,12 @@ def _data_args(config: QuickstartConfig, prepared: Prepared) -> list[str]:
 
 def _labels(prepared: Prepared, stages: Mapping[str, Any]) -> list[str]:
     """The trained models of this run, in stage order: dense, pruned, baseline, structured."""
-    every = ("dense", prepared.pruned_label, prepared.baseline_label, STRUCTURED_LABEL)
+    every = [
+        "dense",
+        prepared.pruned_label,
+        prepared.baseline_label,
+        *([STRUCTURED_LABEL] if prepared.structured_recipe is not None else []),
+    ]  # with --no-structured, --recipe's label may be "structured" (its method's name)
     return [label for label in every if label is not None and label in stages]
 
 
@@ -161,7 +166,7 @@ def stage_commands(
             f"obert-train run {_quote(recipe)} --model DENSE --teacher DENSE {data} {train} "
             f"--output-dir {label.upper()}"
         )
-        if label == STRUCTURED_LABEL and "shrunk_model" in stages[label].outputs:
+        if "shrunk_model" in stages[label].outputs:  # the structured stage's
             lines.append(
                 f"obert-train shrink {label.upper()} --output-dir {label.upper()}-SHRUNK  "
                 "# plain from_pretrained loads it"
@@ -240,7 +245,8 @@ def build_report(
         evaluation = by_name.get(f"eval-{label}")
         if evaluation is not None:
             entry["onnx_eval"] = evaluation.outputs
-        if label == STRUCTURED_LABEL:
+        if label == STRUCTURED_LABEL and prepared.structured_recipe is not None:
+            # (with --no-structured, a stage of this name is --recipe's, a pruning recipe)
             entry.update(_structured_entry(by_name[label]))
         models[label] = entry
     bench = list(by_name["bench"].outputs.get("results", [])) if "bench" in by_name else []
@@ -361,6 +367,12 @@ def _best_speedup(
     return best
 
 
+def _structured_model(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The structured stage's model entry (not ``--recipe``'s, whatever its label), or None."""
+    entry = report["models"].get(STRUCTURED_LABEL)
+    return entry if entry is not None and entry.get("kind") == "structured" else None
+
+
 def _removed(entry: dict[str, Any]) -> str:
     """`` (75.0 % of FFN neurons and 50.0 % of heads removed)``, or nothing."""
     structure = entry.get("structure") or {}
@@ -389,7 +401,7 @@ def speedup_summary(report: dict[str, Any]) -> str:
         f"Speed-up: best on ONNX Runtime {value:.2f}x ({name}, batch {batch}) over dense fp32 "
         "on ONNX Runtime."
     )
-    structured = report["models"].get(STRUCTURED_LABEL)
+    structured = _structured_model(report)
     if structured is not None:
         cells = [
             f"{_times(_speedup(report, STRUCTURED_LABEL, _ORT, b))} at batch {b}"
@@ -403,7 +415,9 @@ def speedup_summary(report: dict[str, Any]) -> str:
                 + "."
             )
     engines = {str(r["engine"]) for r in report["latency"]} - {_ORT}
-    pruned = [n for n in report["models"] if n not in ("dense", STRUCTURED_LABEL)]
+    pruned = [
+        n for n, e in report["models"].items() if n != "dense" and e.get("kind") != "structured"
+    ]
     for engine in sorted(engines):
         found = _best_speedup(report, engine, pruned)
         if found is None:
@@ -524,7 +538,7 @@ def _size_table(report: dict[str, Any]) -> str:
 
 def _shrunk_lines(report: dict[str, Any]) -> list[str]:
     """Where the structured model's physically smaller checkpoint is, and what loads it."""
-    entry = report["models"].get(STRUCTURED_LABEL)
+    entry = _structured_model(report)
     if entry is None:
         return []
     shrunk = entry.get("shrunk") or {}
