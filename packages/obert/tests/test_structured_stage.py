@@ -69,8 +69,8 @@ def test_structured_recipe_with_no_structured_is_refused() -> None:
         QuickstartConfig(structured=False, structured_recipe="mine.yaml")
 
 
-def _uniformly_pruned(folder: Path, model_dir: Path) -> torch.nn.Module:
-    """The tiny BERT with 48 of 64 FFN neurons (the same count per layer) and head 1 zeroed."""
+def _uniformly_pruned(folder: Path, model_dir: Path, heads: bool = True) -> torch.nn.Module:
+    """The tiny BERT with 48 of 64 FFN neurons (the same count per layer) zeroed, and head 1."""
     model = tiny_model(len(BertTokenizer(str(model_dir / "vocab.txt"))))
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
@@ -80,6 +80,8 @@ def _uniformly_pruned(folder: Path, model_dir: Path) -> torch.nn.Module:
             layer.intermediate.dense.bias[gone] = 0
             layer.output.dense.weight[:, gone] = 0
             attention = layer.attention
+            if not heads:
+                continue
             for proj in (attention.self.query, attention.self.key, attention.self.value):
                 proj.weight[16:] = 0
                 proj.bias[16:] = 0
@@ -219,8 +221,47 @@ def test_a_structured_pruning_recipe_with_no_structured_is_reported_as_the_prune
     assert set(report["models"]) == {"dense", "structured"}
     entry = report["models"]["structured"]  # --recipe's stage: no shrunk checkpoint
     assert "kind" not in entry and "shrunk" not in entry
-    assert "physically smaller checkpoint" not in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "physically smaller checkpoint" not in text and "The structured model" not in text
     commands = report["stage_commands"]
     assert "obert-train shrink" not in "\n".join(commands)
     assert sum("--output-dir STRUCTURED" in line for line in commands) == 1  # listed once
     assert "The structured model" not in speedup_summary(report)
+
+
+def test_the_shrunk_checkpoint_line_says_what_happened_to_the_heads() -> None:
+    from obert.report import _shrunk_lines
+
+    shrunk = {"checkpoint": "out/stages/structured/shrunk", "intermediate_size": {"before": 64,
+              "after": 16}, "parameters": {"before": 900, "after": 500},
+              "loads_with": "transformers.AutoModelForSequenceClassification",
+              "max_output_difference": 1e-7}  # fmt: skip
+    entry: dict[str, Any] = {"kind": "structured", "shrunk": shrunk}
+    report = {"models": {"structured": entry}}
+    cases = {
+        "removed": "num_attention_heads 4 -> 2;",
+        "every head is kept": "num_attention_heads 4, no head removed;",
+        "BertConfig has no head_dim: ...": "its removed heads stay as zeros in PyTorch",
+    }
+    for heads, expected in cases.items():
+        after = 2 if heads == "removed" else 4
+        shrunk.update(heads=heads, num_attention_heads={"before": 4, "after": after})
+        assert expected in _shrunk_lines(report)[1], heads
+    del entry["kind"]  # --recipe's model called "structured" (--no-structured): no such line
+    assert _shrunk_lines(report) == []
+
+
+def test_a_model_with_every_head_kept_is_reported_so(
+    tmp_path: Path, model_dir: Path, data_dir: Path
+) -> None:
+    from obert.report import _EVERY_HEAD_KEPT
+
+    tokenizer = BertTokenizer(str(model_dir / "vocab.txt"))
+    task = load_task("sst2", tokenizer, DataOptions(data_dir=data_dir, max_seq_length=32))
+    _uniformly_pruned(tmp_path, model_dir, heads=False)
+    out = shrink_stage(
+        tmp_path, task=task, deploy_task="sequence-classification", tokenizer=tokenizer, seed=0
+    )
+    shrink = out["shrink"]  # obert-train's words, which the report's line tells apart
+    assert shrink["heads"] == _EVERY_HEAD_KEPT and shrink["heads_removed"] == 0.0
+    assert shrink["neurons_removed"] == 0.75

@@ -536,6 +536,10 @@ def _size_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_EVERY_HEAD_KEPT = "every head is kept"
+"""What :func:`obert_train.shrink_model` reports as ``heads`` when no head was removed."""
+
+
 def _shrunk_lines(report: dict[str, Any]) -> list[str]:
     """Where the structured model's physically smaller checkpoint is, and what loads it."""
     entry = _structured_model(report)
@@ -549,12 +553,15 @@ def _shrunk_lines(report: dict[str, Any]) -> list[str]:
     sizes, params = shrunk["intermediate_size"], shrunk["parameters"]
     heads = shrunk.get("heads")
     count = shrunk.get("num_attention_heads") or {}
-    attention = (
-        f"num_attention_heads {count.get('before')} -> {count.get('after')}"
-        if heads == "removed"
-        else "its removed heads stay as zeros in PyTorch (the config cannot say fewer "
-        "heads; the ONNX export removes them)"
-    )
+    if heads == "removed":
+        attention = f"num_attention_heads {count.get('before')} -> {count.get('after')}"
+    elif heads == _EVERY_HEAD_KEPT:
+        attention = f"num_attention_heads {count.get('before')}, no head removed"
+    else:
+        attention = (
+            "its removed heads stay as zeros in PyTorch (the config cannot say fewer heads; "
+            "the ONNX export removes them)"
+        )
     return [
         "",
         f"The structured model as a physically smaller checkpoint: `{shrunk['checkpoint']}` "
@@ -614,8 +621,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         "(ORT) over the row's, same batch size; sizes in MB (gzip: the smaller of gzip -6 of "
         "the file and of its sparse bitmask form). ONNX Runtime multiplies zeros like any "
         "other number, so unstructured sparsity alone does not make it faster (int8 does); "
-        "DeepSparse runs sparse kernels. The structured model has whole FFN neurons and "
-        "attention heads removed: its ONNX graph has smaller matrices, faster on any CPU.",
+        "DeepSparse runs sparse kernels."
+        + (
+            " The structured model has whole FFN neurons and attention heads removed: its ONNX "
+            "graph has smaller matrices, faster on any CPU."
+            if _structured_model(report) is not None
+            else ""
+        ),
         *_shrunk_lines(report),
         "",
         "## Accuracy vs sparsity (one gradual run per method)",
