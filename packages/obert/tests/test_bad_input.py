@@ -207,8 +207,9 @@ CASES = [
          lambda env: _structured_recipe(env, ("init_sparsity: 0.25", "init_sparsity: 0.9"),
                                         ("final_sparsity: 0.5\n", "final_sparsity: 0.95\n"))),
     Case("structured-recipe-distils-an-output-the-model-lacks",
-         r"structured recipe .*structured.yaml: distill_output_keys \['logits', 'hidden'\] "
-         r"include \['hidden'\], .* e.g. distill_output_keys: \[logits\] in the recipe",
+         r"--structured-recipe .*structured.yaml: distill_output_keys \['logits', 'hidden'\] "
+         r"include \['hidden'\], .* e.g. distill_output_keys: \[logits\] in the recipe \(or "
+         r"turn the stage off with --no-structured\)",
          lambda env: _structured_recipe(env, ("[logits]", "[logits, hidden]"))),
     Case("dev-label-not-in-training",
          r"dev file .*dev.tsv': example 32 has label '7', which is not among the training "

@@ -186,8 +186,9 @@ def check_distill_keys(recipes: Mapping[str, Any], model: Any, task: Any, model_
     pass on two collated training features shows which outputs distillation can compare.
 
     Args:
-        recipes: Role (``pruning``, ``baseline``) -> recipe; recipes without a
-            ``!DistillationModifier`` are skipped.
+        recipes: Role (``pruning``, ``baseline``, ``structured``: named by its option,
+            ``--structured-recipe``) -> recipe; recipes without a ``!DistillationModifier``
+            are skipped.
         model: The model with the task's head.
         task: The obert-train task (its training features).
         model_name: ``--model`` as given (for the message).
@@ -206,18 +207,20 @@ def check_distill_keys(recipes: Mapping[str, Any], model: Any, task: Any, model_
         keys = list(recipe.distillation.distill_output_keys)
         missing = [k for k in keys if k not in usable]
         if missing:
+            structured = role == STRUCTURED_LABEL
             how = (  # --set changes the pruning recipe (and the baseline derived from it)
                 f"distill_output_keys: [{', '.join(usable)}] in the recipe"
-                if role == "structured"
+                if structured
                 else f"--set distill_output_keys=[{','.join(usable)}]"
             )
             fix = (
                 f"set the keys to outputs it has, e.g. {how}"
                 if usable
                 else "it has no output to distill: use a recipe without a !DistillationModifier"
-            )
+            ) + (" (or turn the stage off with --no-structured)" if structured else "")
+            name = "--structured-recipe" if structured else f"{role} recipe"
             raise PipelineInputError(
-                f"{role} recipe {recipe.where}: distill_output_keys {keys} include {missing}, "
+                f"{name} {recipe.where}: distill_output_keys {keys} include {missing}, "
                 f"which --model {model_name!r} does not output for task {task.name!r} (its "
                 f"outputs: {usable}); {fix}"
             )
