@@ -211,6 +211,9 @@ CASES = [
          r"include \['hidden'\], .* e.g. distill_output_keys: \[logits\] in the recipe \(or "
          r"turn the stage off with --no-structured\)",
          lambda env: _structured_recipe(env, ("[logits]", "[logits, hidden]"))),
+    Case("structured-recipe-with-no-structured",
+         r"--structured-recipe '.*structured.yaml' with --no-structured: the structured stage "
+         r"is off", lambda env: [*_structured_recipe(env), "--no-structured"]),
     Case("dev-label-not-in-training",
          r"dev file .*dev.tsv': example 32 has label '7', which is not among the training "
          r"labels \['0', '1'\]", _dev_label_not_in_training),
@@ -317,6 +320,15 @@ def _structured_keep_all(env: Env) -> list[str]:
     return ["--recipe", str(recipe), "--baseline", ""]
 
 
+def _structured_recipe_in_output(env: Env) -> list[str]:
+    from obert.defaults import STRUCTURED_RECIPE, shipped_recipe
+
+    env.out.mkdir(parents=True, exist_ok=True)
+    path = env.out / "structured.yaml"
+    path.write_text(shipped_recipe(STRUCTURED_RECIPE).read_text())
+    return ["--structured-recipe", str(path)]
+
+
 OUTPUT_CASES = [
     Case(
         "output-is-the-model",
@@ -327,6 +339,11 @@ OUTPUT_CASES = [
         "output-holds-the-data",
         r"--output-dir .* contains the input",
         lambda env: ["--output-dir", str(env.tmp)],
+    ),
+    Case(
+        "output-holds-the-structured-recipe",
+        r"--output-dir .* contains the input structured recipe \(--structured-recipe\)",
+        _structured_recipe_in_output,
     ),
     Case(
         "users-own-report-md",
