@@ -265,3 +265,46 @@ def test_a_model_with_every_head_kept_is_reported_so(
     shrink = out["shrink"]  # obert-train's words, which the report's line tells apart
     assert shrink["heads"] == _EVERY_HEAD_KEPT and shrink["heads_removed"] == 0.0
     assert shrink["neurons_removed"] == 0.75
+
+
+def test_a_shrunk_checkpoint_that_computes_something_else_fails_the_stage(
+    tmp_path: Path, model_dir: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from obert import training
+    from obert.errors import StageError
+
+    tokenizer = BertTokenizer(str(model_dir / "vocab.txt"))
+    task = load_task("sst2", tokenizer, DataOptions(data_dir=data_dir, max_seq_length=32))
+    _uniformly_pruned(tmp_path, model_dir)
+    monkeypatch.setattr(training, "_SHRINK_TOLERANCE", -1.0)  # any difference, even 0, is too big
+    with pytest.raises(StageError, match=r"loaded with transformers\.AutoModelForSequenceClass"
+                       r"ification, gives outputs \['logits'\] that differ"):  # fmt: skip
+        shrink_stage(
+            tmp_path, task=task, deploy_task="sequence-classification", tokenizer=tokenizer, seed=0
+        )
+
+
+def test_the_report_says_why_there_is_no_shrunk_checkpoint() -> None:
+    from obert.report import _shrunk_lines, _sparsity
+
+    entry = {"kind": "structured", "sparsity": 0.4, "shrunk": {"error": "nothing to shrink"}}
+    report = {"models": {"structured": entry}}
+    assert _shrunk_lines(report) == [
+        "",
+        "No smaller checkpoint of the structured model: nothing to shrink",
+    ]
+    assert _sparsity(entry) == "40.0"  # no fractions of neurons and heads: the weights'
+
+
+def test_speedup_line_without_a_dense_ort_latency_or_a_dense_deepsparse_one() -> None:
+    models = {"dense": {"pytorch": {}}, "obert": {"pytorch": {}}}
+    report: dict[str, Any] = {"latency": [_latency("obert", 5.0, 1)], "models": models}
+    assert speedup_summary(report) == (
+        "Speed-up: no ONNX Runtime latency of the dense model to compare with."
+    )
+    report["latency"] = [_latency("dense", 10.0, 1), _latency("obert", 8.0, 1),
+                         _latency("obert", 2.0, 1, "deepsparse")]  # fmt: skip
+    line = speedup_summary(report)
+    assert "best on ONNX Runtime 1.25x (obert, batch 1)" in line
+    assert line.endswith("On DeepSparse: obert 5.00x (batch 1) over dense fp32 on ONNX Runtime.")
+    assert "structured" not in line  # no structured stage, no line about it
