@@ -308,3 +308,14 @@ def test_speedup_line_without_a_dense_ort_latency_or_a_dense_deepsparse_one() ->
     assert "best on ONNX Runtime 1.25x (obert, batch 1)" in line
     assert line.endswith("On DeepSparse: obert 5.00x (batch 1) over dense fp32 on ONNX Runtime.")
     assert "structured" not in line  # no structured stage, no line about it
+
+
+def test_overrides_change_the_pruning_recipe_not_the_structured_one(
+    tmp_path: Path, model_dir: Path, data_dir: Path, recipes: dict[str, Path]
+) -> None:
+    overrides = {"final_sparsity": 0.95}  # --final-sparsity 0.95 (as the docs and --help say)
+    config = _config(model_dir, data_dir, recipes, tmp_path / "out", overrides=overrides)
+    prepared = prepare(config, lambda line: None)
+    assert [m.final_sparsity for m in prepared.pruning_recipe.pruning] == [0.95]
+    structured = prepared.structured_recipe
+    assert [m.final_sparsity for m in structured.pruning] == [0.75, 0.5]

@@ -124,17 +124,25 @@ def quickstart(
         ),
     ] = None,
     init_sparsity: Annotated[
-        float | None, typer.Option(help="First pruning step's sparsity (recipe override).")
+        float | None,
+        typer.Option(
+            help="First pruning step's sparsity (pruning-recipe override; the structured "
+            "stage keeps its recipe's)."
+        ),
     ] = None,
     final_sparsity: Annotated[
-        float | None, typer.Option(help="Final sparsity (recipe override).")
+        float | None,
+        typer.Option(
+            help="Final sparsity (pruning-recipe override; the structured stage keeps its "
+            "recipe's)."
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
             "--set",
             help="Pruning-recipe override KEY=VALUE, e.g. num_grads=64 (repeatable; applied to "
-            "the baseline too where it has the field).",
+            "the baseline too where it has the field, not to --structured-recipe).",
         ),
     ] = None,
     output_dir: Annotated[
