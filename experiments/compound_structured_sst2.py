@@ -179,7 +179,8 @@ def _shrink(label: str) -> tuple[Path, dict[str, Any]]:
     out = RUNS_DIR / f"{label}-shrunk"
     if not (out / "model.safetensors").is_file():
         cli = Path(sys.executable).with_name("obert-train")
-        subprocess.run([str(cli), "shrink", str(source), str(out)], check=True)
+        command = [str(cli), "shrink", str(source), "--output-dir", str(out), "--no-progress"]
+        subprocess.run(command, check=True)
     report: dict[str, Any] = json.loads((out / "shrink.json").read_text())
     return out, report
 
