@@ -208,25 +208,57 @@ def test_quickstart_reports_the_structured_model_and_its_shrunk_checkpoint(
     assert run[0].startswith("obert-train run ") and "structured/model/recipe.yaml" in run[0]
 
 
-@pytest.mark.slow  # two training stages, four ONNX files on the tiny BERT: about 8 s on 2 cores
-def test_a_structured_pruning_recipe_with_no_structured_is_reported_as_the_pruned_model(
+def test_a_structured_recipe_keeps_its_stage_name_and_key_next_to_the_structured_stage(
     tmp_path: Path, model_dir: Path, data_dir: Path, recipes: dict[str, Path]
+) -> None:
+    plans, labels = {}, {}
+    for structured in (True, False):
+        config = _config(model_dir, data_dir, recipes, tmp_path / "out", structured=structured,
+                         recipe="quickstart-structured")  # fmt: skip
+        prepared = prepare(config, lambda line: None)
+        labels[structured] = (prepared.pruned_label, prepared.structured_label)
+        plans[structured] = {spec.name: spec.key for spec in plan_stages(config, prepared, {})}
+    assert labels[True] == labels[False] == ("structured", "structured-stage")
+    on, off = plans[True], plans[False]
+    assert {"structured-stage", "export-structured-stage"} <= set(on)
+    assert not any(name.endswith("structured-stage") for name in off)
+    for name, key in off.items():  # --recipe's stage "structured" and the others as they were
+        if name not in ("bench", "size"):
+            assert on[name] == key, name
+
+
+@pytest.mark.slow  # two or three training stages on the tiny BERT: 8 s and 15 s on 2 cores
+@pytest.mark.parametrize("structured", [False, True])
+def test_a_structured_pruning_recipe_is_reported_as_the_pruned_model(
+    tmp_path: Path, model_dir: Path, data_dir: Path, recipes: dict[str, Path], structured: bool
 ) -> None:
     out = tmp_path / "out"
     args = quick_args(model_dir, data_dir, recipes, out)
     args[args.index("--recipe") + 1] = "quickstart-structured"  # its label: "structured"
-    result = runner.invoke(app, [*args, "--no-structured", "--baseline", "none"])
+    flag = "--structured" if structured else "--no-structured"
+    result = runner.invoke(app, [*args, flag, "--baseline", "none"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert set(report["models"]) == {"dense", "structured"}
+    ours = {"structured-stage"} if structured else set()
+    assert set(report["models"]) == {"dense", "structured", *ours}
     entry = report["models"]["structured"]  # --recipe's stage: no shrunk checkpoint
     assert "kind" not in entry and "shrunk" not in entry
     text = (out / "report.md").read_text()
-    assert "physically smaller checkpoint" not in text and "The structured model" not in text
     commands = report["stage_commands"]
-    assert "obert-train shrink" not in "\n".join(commands)
-    assert sum("--output-dir STRUCTURED" in line for line in commands) == 1  # listed once
-    assert "The structured model" not in speedup_summary(report)
+    assert sum(line.endswith("--output-dir STRUCTURED") for line in commands) == 1
+    line = speedup_summary(report)
+    if structured:
+        assert report["models"]["structured-stage"]["kind"] == "structured"
+        assert "The structured model structured-stage (75.0 % of FFN neurons" in line
+        assert "`" + str(out / "stages" / "structured-stage" / "shrunk") + "`" in text
+        assert "obert-train shrink STRUCTURED-STAGE --output-dir STRUCTURED-STAGE-SHRUNK" in (
+            "\n".join(commands)
+        )
+        assert "structured-stage" in report["recipes"]
+    else:
+        assert "physically smaller checkpoint" not in text and "The structured model" not in text
+        assert "obert-train shrink" not in "\n".join(commands)
+        assert "The structured model" not in line
 
 
 def test_the_shrunk_checkpoint_line_says_what_happened_to_the_heads() -> None:

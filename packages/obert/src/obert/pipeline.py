@@ -28,7 +28,6 @@ from typing import Any
 
 from obert.cache import StageCache, StageRecord, stage_key
 from obert.config import QuickstartConfig
-from obert.defaults import STRUCTURED_LABEL
 from obert.deploy import check_deepsparse_cli
 from obert.preflight import Prepared, check_disk_space, prepare
 from obert_core.shared import (
@@ -258,7 +257,7 @@ def plan_stages(
 
         specs.append(
             StageSpec(
-                STRUCTURED_LABEL,
+                prepared.structured_label,
                 "gradual structured pruning (FFN neurons, heads) of the dense model with "
                 "distillation from it, then a physically smaller checkpoint",
                 {"dense": dense.key, "recipe": structured.fingerprint(), **common},
@@ -267,7 +266,7 @@ def plan_stages(
                 resumable=True,
             )
         )
-        trained.append((STRUCTURED_LABEL, structured))
+        trained.append((prepared.structured_label, structured))
     models = ["dense", *(label for label, _ in trained)]
     keys = {spec.name: spec.key for spec in specs}
 
@@ -544,7 +543,12 @@ def run_quickstart(
             f"{len(specs)} stages, {len(todo)} to run, {len(specs) - len(todo)} reused from "
             f"{out / STAGES_DIR}"
         )
-        training = {"dense", prepared.pruned_label, prepared.baseline_label, STRUCTURED_LABEL}
+        training = {
+            "dense",
+            prepared.pruned_label,
+            prepared.baseline_label,
+            prepared.structured_label,
+        }
         failed: dict[str, Any] | None = None
         error: BaseException | None = None
         for index, spec in enumerate(specs, 1):

@@ -57,6 +57,9 @@ class Prepared:
         pruning_recipe: The gradual pruning recipe.
         structured_recipe: The structured stage's recipe (FFN neurons and heads), or None when
             the stage is off.
+        structured_label: The structured stage's name (``structured``; ``structured-stage``
+            when ``--recipe``'s method, hence its stage, is called ``structured``: that stage
+            keeps its name and cache key).
         baseline_recipe: The same-budget comparison recipe, or None.
         pruned_label: Short name of the pruning method (``obert``).
         baseline_label: Short name of the baseline (``gmp``), or None.
@@ -96,6 +99,7 @@ class Prepared:
     student: Any = None
     notes: list[str] = field(default_factory=list)
     structured_recipe: Any | None = None
+    structured_label: str = STRUCTURED_LABEL
 
 
 _LABELS = {"magnitude": "gmp"}
@@ -283,11 +287,11 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
         if config.structured
         else None
     )
-    if structured is not None:  # the structured stage's name stays its own
-        if pruned_label == STRUCTURED_LABEL:
-            pruned_label = f"{STRUCTURED_LABEL}-recipe"
-        if baseline_label == STRUCTURED_LABEL:
-            baseline_label = f"{STRUCTURED_LABEL}-baseline"
+    # --recipe's stage (named after its method) keeps the name and cache key it had before the
+    # structured stage existed; the structured stage takes another name if it must.
+    structured_label = STRUCTURED_LABEL
+    if STRUCTURED_LABEL in (pruned_label, baseline_label):
+        structured_label = f"{STRUCTURED_LABEL}-stage"
     source = str(config.model) if config.model is not None else str(default_model())
     check_model_source(source)
     tokenizer = load_tokenizer(source)
@@ -375,6 +379,7 @@ def prepare(config: QuickstartConfig, log: Callable[[str], None] = print) -> Pre
         student=student,
         notes=notes,
         structured_recipe=structured,
+        structured_label=structured_label,
     )
 
 

@@ -142,8 +142,8 @@ def _labels(prepared: Prepared, stages: Mapping[str, Any]) -> list[str]:
         "dense",
         prepared.pruned_label,
         prepared.baseline_label,
-        *([STRUCTURED_LABEL] if prepared.structured_recipe is not None else []),
-    ]  # with --no-structured, --recipe's label may be "structured" (its method's name)
+        *([prepared.structured_label] if prepared.structured_recipe is not None else []),
+    ]  # --recipe's label may be "structured" (its method's name)
     return [label for label in every if label is not None and label in stages]
 
 
@@ -245,8 +245,7 @@ def build_report(
         evaluation = by_name.get(f"eval-{label}")
         if evaluation is not None:
             entry["onnx_eval"] = evaluation.outputs
-        if label == STRUCTURED_LABEL and prepared.structured_recipe is not None:
-            # (with --no-structured, a stage of this name is --recipe's, a pruning recipe)
+        if label == prepared.structured_label and prepared.structured_recipe is not None:
             entry.update(_structured_entry(by_name[label]))
         models[label] = entry
     bench = list(by_name["bench"].outputs.get("results", [])) if "bench" in by_name else []
@@ -277,7 +276,7 @@ def build_report(
                 else {}
             ),
             **(
-                {STRUCTURED_LABEL: prepared.structured_recipe.to_yaml()}
+                {prepared.structured_label: prepared.structured_recipe.to_yaml()}
                 if prepared.structured_recipe is not None
                 else {}
             ),
@@ -367,10 +366,16 @@ def _best_speedup(
     return best
 
 
+def _structured_label(report: dict[str, Any]) -> str | None:
+    """The structured stage's model (not ``--recipe``'s, whatever its label), or None."""
+    found = [n for n, e in report["models"].items() if e.get("kind") == "structured"]
+    return found[0] if found else None
+
+
 def _structured_model(report: dict[str, Any]) -> dict[str, Any] | None:
-    """The structured stage's model entry (not ``--recipe``'s, whatever its label), or None."""
-    entry = report["models"].get(STRUCTURED_LABEL)
-    return entry if entry is not None and entry.get("kind") == "structured" else None
+    """The structured stage's model entry, or None."""
+    label = _structured_label(report)
+    return None if label is None else report["models"][label]
 
 
 def _removed(entry: dict[str, Any]) -> str:
@@ -401,18 +406,18 @@ def speedup_summary(report: dict[str, Any]) -> str:
         f"Speed-up: best on ONNX Runtime {value:.2f}x ({name}, batch {batch}) over dense fp32 "
         "on ONNX Runtime."
     )
-    structured = _structured_model(report)
-    if structured is not None:
+    label = _structured_label(report)
+    if label is not None:
+        structured = report["models"][label]
         cells = [
-            f"{_times(_speedup(report, STRUCTURED_LABEL, _ORT, b))} at batch {b}"
+            f"{_times(_speedup(report, label, _ORT, b))} at batch {b}"
             for b in sorted({int(r["batch_size"]) for r in report["latency"]})
-            if _latency(report, STRUCTURED_LABEL, _ORT, b) is not None
+            if _latency(report, label, _ORT, b) is not None
         ]
         if cells:
             lines.append(
-                f"The structured model{_removed(structured)} on ONNX Runtime, any CPU: "
-                + ", ".join(cells)
-                + "."
+                f"The structured model{'' if label == STRUCTURED_LABEL else f' {label}'}"
+                f"{_removed(structured)} on ONNX Runtime, any CPU: " + ", ".join(cells) + "."
             )
     engines = {str(r["engine"]) for r in report["latency"]} - {_ORT}
     pruned = [
