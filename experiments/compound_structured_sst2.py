@@ -474,14 +474,30 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"{name}: accuracy {100 * run['metrics']['accuracy']:.2f}, "
               f"{run['train_seconds'] / 60:.1f} min; epochs {points}")  # fmt: skip
     rows = report_rows(data, args.section)
-    print("\n| model | layers | FFN | heads | KD | precision | engine | SST-2 acc. | file MB | "
-          "b1 ms | b16 ms | speed-up b1 / b16 |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    runs = data.get("runs", {})
+    print("\n| model | layers | FFN | heads | KD | sentences | PyTorch | ONNX fp32 | int8 dynamic "
+          "| int8 static | fp32 MB | int8 MB | parameters |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for label in data.get("deploy", {}):
+        mine = {(r["precision"], r["engine"]): r for r in rows if r["model"] == label}
+        first = mine[("fp32", "onnxruntime")]
+        kd = "–" if first["kd"] is None else ("yes" if first["kd"] else "no")
+        sentences = runs.get(label, {}).get("train_examples", "–")
+        acc = [fmt(mine[(p, "onnxruntime")]["accuracy"], ".2f", 100)
+               for p in ("fp32", "int8 dynamic", "int8 static")]  # fmt: skip
+        print(f"| {label} | {first['layers']} | {first['ffn']} | {first['heads']} | {kd} | "
+              f"{sentences} | {fmt(first['pytorch'], '.2f', 100)} | {' | '.join(acc)} | "
+              f"{fmt(first['file_mb'], '.1f')} | "
+              f"{fmt(mine[('int8 dynamic', 'onnxruntime')]['file_mb'], '.1f')} | "
+              f"{first['parameters']:,} |")  # fmt: skip
+    print("\nlatency (best p50 of the run's rounds; speed-up over dense fp32 ONNX Runtime):")
+    print("| model | engine | precision | SST-2 acc. | b1 ms | b16 ms | speed-up b1 / b16 |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        kd = "–" if r["kd"] is None else ("yes" if r["kd"] else "no")
-        print(f"| {r['model']} | {r['layers']} | {r['ffn']} | {r['heads']} | {kd} | "
-              f"{r['precision']} | {r['engine']} | {fmt(r['accuracy'], '.2f', 100)} | "
-              f"{fmt(r['file_mb'], '.1f')} | {fmt(r['b1_ms'], '.2f')} | "
+        if r["b1_ms"] is None and r["b16_ms"] is None:
+            continue
+        print(f"| {r['model']} | {r['engine']} | {r['precision']} | "
+              f"{fmt(r['accuracy'], '.2f', 100)} | {fmt(r['b1_ms'], '.2f')} | "
               f"{fmt(r['b16_ms'], '.1f')} | "
               f"{fmt(r['b1_speedup'], '.2f')}× / {fmt(r['b16_speedup'], '.2f')}× |")  # fmt: skip
     print("\nreload (plain from_pretrained vs its ONNX export, max |logit difference|):")
