@@ -520,8 +520,9 @@ def cmd_report(args: argparse.Namespace) -> None:
             ax.scatter([r["b1_speedup"] for r in pts], [100 * r["accuracy"] for r in pts],
                        marker=marker, label=precision)  # fmt: skip
             for r in pts:
-                ax.annotate(f"{r['layers']}L {r['ffn']}/{r['heads']}h"
-                            + ("" if r["kd"] is not False else " no KD"),
+                name = ("6L 90 % unstructured" if r["model"] == "u90-6l"
+                        else f"{r['layers']}L {r['ffn']}/{r['heads']}h")  # fmt: skip
+                ax.annotate(name + ("" if r["kd"] is not False else " no KD"),
                             (r["b1_speedup"], 100 * r["accuracy"]), fontsize=6,
                             xytext=(3, 2), textcoords="offset points")  # fmt: skip
         top = 100 * dense["accuracy"]
@@ -532,10 +533,11 @@ def cmd_report(args: argparse.Namespace) -> None:
         ax.set_xlabel(f"batch-1 speed-up over dense fp32 on ONNX Runtime\n(this run: {engine})")
         ax.set_title(f"{engine}", fontsize=10)
     axes[0].set_ylabel("SST-2 dev accuracy (%)")
-    axes[1].legend(fontsize=7, loc="lower left")
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=len(labels))
     fig.suptitle("MiniLM-L6 compound structured compression (layers + neurons + heads + int8)",
                  fontsize=10)  # fmt: skip
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     out = IMG / "compound_structured_sst2.png"
     fig.savefig(out, dpi=120)
     print(f"plot: {out}")
