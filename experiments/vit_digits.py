@@ -83,8 +83,9 @@ VIT: dict[str, Any] = {
 }
 
 
-def _label(config: str, sparsity: float) -> str:
-    return f"{config}-{round(100 * sparsity)}"
+def _label(config: str, sparsity: float, calib_seed: int = 0) -> str:
+    """``obs-obs-50``; another calibration seed adds ``-c<seed>`` (one-shot only)."""
+    return f"{config}-{round(100 * sparsity)}" + (f"-c{calib_seed}" if calib_seed else "")
 
 
 def _processor() -> Any:
@@ -201,7 +202,9 @@ def _flops(model: Any, masks: dict[str, Any] | None, tokens: int) -> dict[str, A
     return out
 
 
-def _one_shot(config: str, sparsity: float, threads: int) -> tuple[Any, dict[str, Any]]:
+def _one_shot(
+    config: str, sparsity: float, threads: int, calib_seed: int = 0
+) -> tuple[Any, dict[str, Any]]:
     """Load the dense model, prune one-shot, evaluate; the pruned model and its entry."""
     import torch
 
@@ -212,7 +215,7 @@ def _one_shot(config: str, sparsity: float, threads: int) -> tuple[Any, dict[str
     task = _task(processor)
     model = task.load_model(str(DENSE))
     method, settings = CONFIGS[config]
-    full = {"mask_type": BLOCK, **CALIBRATION, **settings}
+    full = {"mask_type": BLOCK, **CALIBRATION, "seed": calib_seed, **settings}
     start = time.perf_counter()
     result = oneshot_prune(model, method, sparsity, settings=full, task=task, progress=False)
     seconds = time.perf_counter() - start
@@ -247,18 +250,21 @@ def cmd_prune(args: argparse.Namespace) -> None:
     sparsities = [args.sparsity] if args.sparsity is not None else list(SPARSITIES)
     for sparsity in sparsities:
         for config in configs:
-            label = _label(config, sparsity)
+            label = _label(config, sparsity, args.calib_seed)
+            no_kd = args.no_kd or args.calib_seed != 0
             data = load_results(RESULTS)
-            finished = args.no_kd or label + "-kd" in data.get("runs", {})
+            finished = no_kd or label + "-kd" in data.get("runs", {})
             if label in data.get("oneshot", {}) and finished and not args.force:
                 print(f"{label}: done", flush=True)
                 continue
-            (model, processor, task), entry = _one_shot(config, sparsity, args.threads)
+            (model, processor, task), entry = _one_shot(
+                config, sparsity, args.threads, args.calib_seed
+            )
             entry["machine"] = cpu_info()
             save_entry(RESULTS, label, entry, section="oneshot")
             print(f"{label}: one-shot accuracy {entry['accuracy']:.4f}, FLOPs kept "
                   f"{entry['flops_kept']:.4f}, {entry['seconds']:.1f} s", flush=True)  # fmt: skip
-            if args.no_kd or done(RESULTS, label + "-kd", args.force):
+            if no_kd or done(RESULTS, label + "-kd", args.force):
                 continue
             _recover(label, model, processor, task, args)
 
@@ -300,8 +306,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"dense: dev accuracy {acc:.2f} % ({seconds:.0f} s training, "
           f"{dense['parameters']:,} parameters)")  # fmt: skip
     print("\n| sparsity | config | method | allocation | FLOPs kept | one-shot acc. | "
-          "+ KD 5 ep. acc. | one-shot s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+          "one-shot, calibration seeds 1 / 2 | + KD 5 ep. acc. | one-shot s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for sparsity in SPARSITIES:
         for config in CONFIGS:
             label = _label(config, sparsity)
@@ -310,9 +316,12 @@ def cmd_report(args: argparse.Namespace) -> None:
                 continue
             kd = runs.get(label + "-kd")
             kd_acc = f"{100 * kd['metrics']['accuracy']:.2f}" if kd else "–"
+            seeds = [oneshot.get(_label(config, sparsity, s)) for s in (1, 2)]
+            other = " / ".join(f"{100 * s['accuracy']:.2f}" if s else "–" for s in seeds)
             print(f"| {round(100 * sparsity)} % | {config} | {e['method']} | "
                   f"{e['settings']['allocation']} | {e['flops_kept']:.4f} | "
-                  f"{100 * e['accuracy']:.2f} | {kd_acc} | {e['seconds']:.1f} |")  # fmt: skip
+                  f"{100 * e['accuracy']:.2f} | {other} | {kd_acc} | "
+                  f"{e['seconds']:.1f} |")  # fmt: skip
     for sparsity in SPARSITIES:
         labels = [_label(c, sparsity) for c in CONFIGS if _label(c, sparsity) in oneshot]
         if not labels:
@@ -364,6 +373,8 @@ def main() -> None:
     p.add_argument("--only", choices=sorted(CONFIGS), help="one config (default all)")
     p.add_argument("--sparsity", type=float, help="one sparsity (default 0.5 and 0.7)")
     p.add_argument("--no-kd", action="store_true", help="one-shot only")
+    p.add_argument("--calib-seed", type=int, default=0,
+                   help="calibration seed; not 0: one-shot only, label -c<seed>")  # fmt: skip
     sub.add_parser("report")
     args = parser.parse_args()
     {"data": cmd_data, "train": cmd_train, "prune": cmd_prune, "report": cmd_report}[args.cmd](args)
