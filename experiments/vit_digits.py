@@ -9,13 +9,15 @@ ViT with patch 4 sees 64 patches, split 80/20 by a seeded stratified shuffle and
 intermediate 256, patch 4; the task repeats the grey channel 3 times), trained dense from
 random weights through ``obert_train.run_recipe`` (``experiments/recipes/vit-digits-dense.yaml``).
 Then one-shot ``8x8``-block pruning (``obert_train.oneshot_prune``) of its 24 Linear weights (q,
-k, v, o, fc1, fc2 of each layer) at 50 % and 70 % of their FLOPs, four ways:
+k, v, o, fc1, fc2 of each layer) at 50 % and 70 % of their FLOPs, six ways:
 
 * ``lpvit-uniform``: LPViT's ``mean |w ⊙ g|`` block scores, every tensor losing the same share;
 * ``lpvit-lpvit``: the same scores, LPViT's per-layer allocation (distortion curves + power proxy);
 * ``obs-uniform``: method ``obert`` (OBS block saliency and joint update, Fisher blocks of 64
   columns = 8 blocks of a row), every tensor the same share;
 * ``obs-obs``: method ``obert`` with ``allocation: obs`` (equal slopes of the OBS loss curves);
+* ``obsnu-uniform`` / ``obsnu-obs``: the same masks without the OBS update (the kept weights put
+  back to their dense values: the OBS block saliency alone);
 
 each followed by 5 epochs of fine-tuning with KD from the dense model, masks fixed
 (``vit-digits-kd.yaml``). Sub-commands::
@@ -68,8 +70,13 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "lpvit-lpvit": ("lpvit", {"allocation": "lpvit"}),
     "obs-uniform": ("obert", {"allocation": "uniform", "fisher_block_size": 64}),
     "obs-obs": ("obert", {"allocation": "obs", "fisher_block_size": 64}),
+    "obsnu-uniform": ("obert", {"allocation": "uniform", "fisher_block_size": 64}),
+    "obsnu-obs": ("obert", {"allocation": "obs", "fisher_block_size": 64}),
 }
 """Config -> (method, its settings besides the block and the calibration)."""
+NO_UPDATE = frozenset({"obsnu-uniform", "obsnu-obs"})
+"""Configs that keep the OBS masks but not the OBS update: the kept weights are put back to
+their dense values (the OBS block saliency alone, as the issue's score comparison asks)."""
 VIT: dict[str, Any] = {
     "image_size": IMAGE_SIZE,
     "patch_size": 4,
@@ -216,9 +223,16 @@ def _one_shot(
     model = task.load_model(str(DENSE))
     method, settings = CONFIGS[config]
     full = {"mask_type": BLOCK, **CALIBRATION, "seed": calib_seed, **settings}
+    dense = {n: p.detach().clone() for n, p in model.named_parameters()}
     start = time.perf_counter()
     result = oneshot_prune(model, method, sparsity, settings=full, task=task, progress=False)
     seconds = time.perf_counter() - start
+    params = dict(model.named_parameters())
+    if config in NO_UPDATE:
+        with torch.no_grad():
+            for name, keep in result.masks.items():
+                w = params[name]
+                w.copy_(dense[name] * keep.reshape(w.shape).to(w.dtype))
     metrics = task.evaluate(model, progress=False)
     tokens = (IMAGE_SIZE // int(VIT["patch_size"])) ** 2 + 1
     layers = _flops(model, dict(result.masks), tokens)
@@ -237,6 +251,7 @@ def _one_shot(
         "seconds": seconds,
         "timings": result.timings,
         "layers": layers,
+        "obs_update": method == "obert" and config not in NO_UPDATE,
     }
     return (model, processor, task), entry
 
@@ -323,7 +338,11 @@ def cmd_report(args: argparse.Namespace) -> None:
                   f"{100 * e['accuracy']:.2f} | {other} | {kd_acc} | "
                   f"{e['seconds']:.1f} |")  # fmt: skip
     for sparsity in SPARSITIES:
-        labels = [_label(c, sparsity) for c in CONFIGS if _label(c, sparsity) in oneshot]
+        labels = [
+            _label(c, sparsity)
+            for c in CONFIGS
+            if c not in NO_UPDATE and _label(c, sparsity) in oneshot
+        ]  # the masks of NO_UPDATE are those of the obs-* configs
         if not labels:
             continue
         names = list(oneshot[labels[0]]["layers"])
