@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -229,3 +230,43 @@ def test_allocate_blocks_refuses_what_it_cannot_use() -> None:
         ob.allocate_blocks(weights, "8x8", 0.5, method="random")
     with pytest.raises(oc.ObertError, match="budget must be in"):
         ob.allocate_blocks(weights, "8x8", 1.0, grads=grads)
+
+
+@pytest.mark.parametrize("rule", ["lpvit", "lagrange", "uniform"])
+def test_blocks_keep_the_minimum_density_after_rounding(rule: str) -> None:
+    # 64 blocks: a = 0.95 removes round(60.8) = 61 and keeps 3 < ceil(0.05 · 64) = 4 blocks
+    ratios = ob.ratio_grid(100)
+    dist = {"free": np.zeros(101), "other": np.zeros(101)}
+    cost = {"free": 10 * (1 - ratios), "other": 10 * (1 - ratios)}
+    kw: dict[str, Any] = {"ratios": ratios, "rule": rule, "smooth": None, "min_density": 0.05}
+    loose = ob.allocate_ratios(dist, cost, 0.05, **kw)
+    assert loose.ratios["free"] == pytest.approx(0.95)
+    counts = {"free": 64, "other": 64}
+    with pytest.raises(oc.ObertError, match="cannot be met"):
+        ob.allocate_ratios(dist, cost, 0.05, blocks=counts, **kw)
+    res = ob.allocate_ratios(dist, cost, 0.07, blocks=counts, **kw)
+    assert res.cost <= 0.07 * res.dense_cost
+    for a in res.ratios.values():
+        assert 64 - round(a * 64) >= 4
+    if rule != "uniform":  # the cheapest allowed point: 0.94 keeps round(60.16) = 60 -> 4 blocks
+        assert res.ratios["free"] == pytest.approx(0.94)
+
+
+def test_blocks_argument_is_checked() -> None:
+    ratios = ob.ratio_grid(10)
+    dist = {"a": ratios, "b": ratios}
+    cost = {"a": 1 - ratios, "b": 1 - ratios}
+    with pytest.raises(oc.ObertError, match=r"blocks must name the same layers.*\['b'\]"):
+        ob.allocate_ratios(dist, cost, 0.5, ratios=ratios, blocks={"a": 8})
+    with pytest.raises(oc.ObertError, match=r"blocks\['b'\] must be a positive whole number"):
+        ob.allocate_ratios(dist, cost, 0.5, ratios=ratios, blocks={"a": 8, "b": 0})
+
+
+def test_allocate_blocks_keeps_ceil_min_density_blocks() -> None:
+    rng = np.random.default_rng(3)
+    weights = {"q": rng.standard_normal((64, 64)), "fc": rng.standard_normal((256, 64))}
+    grads = {n: rng.standard_normal(w.shape) for n, w in weights.items()}
+    got = ob.allocate_blocks(weights, "8x8", 0.1, grads=grads, rule="lagrange")
+    assert 64 - round(got.ratios["q"] * 64) >= 4
+    assert 256 - round(got.ratios["fc"] * 256) >= 13
+    assert got.cost <= 0.1 * got.dense_cost

@@ -121,6 +121,7 @@ def allocate_ratios(
     smooth: float | None = 0.5,
     h: int = 4,
     min_density: float | None = None,
+    blocks: Mapping[str, int] | None = None,
 ) -> Allocation:
     """Per-layer pruning ratios that keep ``budget`` of the dense cost, by equal slopes.
 
@@ -138,6 +139,10 @@ def allocate_ratios(
         smooth: the EMA weight applied to each ``D_l`` (LPViT: 0.5); ``None`` or 0: no smoothing.
         h: the stencil offset of :func:`~obert_core.blocks.stencil_slopes` (LPViT: 4).
         min_density: the smallest density a layer keeps (default ``min(0.05, budget/2)``).
+        blocks: layer name → its number of blocks ``n``; a layer at ratio ``a`` removes
+            ``round(a·n)`` of them, and with ``blocks`` given the ratios it may take are those
+            that keep at least ``ceil(min_density·n)`` blocks (without it: ``a ≤ 1 −
+            min_density``, which rounding can undercut by a block).
 
     Returns:
         An :class:`Allocation`; ``cost ≤ budget · dense_cost``.
@@ -161,7 +166,7 @@ def allocate_ratios(
             raise ObertError(f"cost[{name!r}] has negative values; costs are FLOPs or latencies.")
     pw = _curves(power, "power", names, n) if power is not None else None
     dens = min(0.05, b / 2) if min_density is None else _check_density(min_density)
-    allowed = a <= 1.0 - dens + 1e-12
+    allowed = _allowed(a, dens, names, blocks)
     if smooth is not None and smooth != 0:
         dist = {k: ema(v, smooth) for k, v in dist.items()}
     bet = 0.0
@@ -216,7 +221,7 @@ def allocate_ratios(
 def _uniform(
     a: np.ndarray,
     costs: dict[str, np.ndarray],
-    allowed: np.ndarray,
+    allowed: dict[str, np.ndarray],
     target: float,
     dense: float,
     budget: float,
@@ -225,7 +230,8 @@ def _uniform(
 ) -> Allocation:
     """``rule="uniform"``: the smallest common grid ratio whose total cost meets the budget."""
     totals: np.ndarray = np.sum(np.stack(list(costs.values())), axis=0)
-    for j in np.flatnonzero(allowed).tolist():
+    common = np.logical_and.reduce(list(allowed.values()))
+    for j in np.flatnonzero(common).tolist():
         if float(totals[j]) <= target * (1 + 1e-12):
             return Allocation(
                 ratios=dict.fromkeys(costs, float(a[j])),
@@ -236,7 +242,7 @@ def _uniform(
                 beta=beta,
                 min_density=dens,
             )
-    best = float(min(totals[allowed]))
+    best = float(min(totals[common])) if common.any() else dense
     raise ObertError(
         f"budget={budget!r} cannot be met with one ratio for every layer: the sparsest allowed "
         f"keeps {best / dense:.4g} of the dense cost (every layer keeps at least density "
@@ -274,17 +280,44 @@ def _beta(a: np.ndarray, dist: dict[str, np.ndarray], pw: dict[str, np.ndarray],
     return d_slope / p_slope
 
 
+def _allowed(
+    a: np.ndarray, dens: float, names: list[str], blocks: Mapping[str, int] | None
+) -> dict[str, np.ndarray]:
+    """Per layer, the grid points it may take (a boolean mask over the grid).
+
+    ``a ≤ 1 − dens``, and with ``blocks`` at least ``ceil(dens·n)`` of its ``n`` blocks kept
+    (``round(a·n)`` removed).
+    """
+    base = a <= 1.0 - dens + 1e-12
+    if blocks is None:
+        return dict.fromkeys(names, base)
+    missing = [k for k in names if k not in blocks]
+    if missing or len(blocks) != len(names):
+        raise ObertError(
+            f"blocks must name the same layers as the curves; missing {missing[:3]}, "
+            f"extra {[k for k in blocks if k not in names][:3]}."
+        )
+    out = {}
+    for k in names:
+        n: object = blocks[k]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ObertError(f"blocks[{k!r}] must be a positive whole number, got {n!r}.")
+        removed = np.array([round(float(x) * n) for x in a], dtype=np.int64)
+        out[k] = base & (n - removed >= math.ceil(dens * n - 1e-9))
+    return out
+
+
 def _chooser(
     rule: str,
     a: np.ndarray,
     obj: dict[str, np.ndarray],
     costs: dict[str, np.ndarray],
-    allowed: np.ndarray,
+    allowed: dict[str, np.ndarray],
     h: int,
 ) -> Callable[[float], dict[str, int]]:
-    idx = np.flatnonzero(allowed)
+    idxs = {k: np.flatnonzero(allowed[k]) for k in obj}
     if rule == "lpvit":
-        slopes = {k: stencil_slopes(a, v, h)[idx] for k, v in obj.items()}
+        slopes = {k: stencil_slopes(a, v, h)[idxs[k]] for k, v in obj.items()}
 
         def closest(v: np.ndarray, t: float) -> int:
             # outside the range of the slopes |v − t| rounds to one value for every point (t =
@@ -297,11 +330,11 @@ def _chooser(
 
         def pick_lpvit(s: float) -> dict[str, int]:
             t = 2.0**s
-            return {k: int(idx[closest(v, t)]) for k, v in slopes.items()}
+            return {k: int(idxs[k][closest(v, t)]) for k, v in slopes.items()}
 
         return pick_lpvit
-    sub_obj = {k: v[idx] for k, v in obj.items()}
-    sub_cost = {k: v[idx] for k, v in costs.items()}
+    sub_obj = {k: v[idxs[k]] for k, v in obj.items()}
+    sub_cost = {k: costs[k][idxs[k]] for k in obj}
 
     def pick_lagrange(s: float) -> dict[str, int]:
         mu = 2.0**s
@@ -310,7 +343,7 @@ def _chooser(
             val = v + mu * sub_cost[k]
             best = np.flatnonzero(val <= val.min())
             # among exact ties the cheapest point (so the total cost falls as mu grows)
-            out[k] = int(idx[best[np.argmin(sub_cost[k][best])]])
+            out[k] = int(idxs[k][best[np.argmin(sub_cost[k][best])]])
         return out
 
     return pick_lagrange

@@ -106,8 +106,10 @@ def allocate_blocks(
     rc = parse_block(block)
     a = _check_ratios(ratios)
     names = [str(n) for n in weights]
+    counts = {}
     for name in names:
-        block_grid(tuple(weights[name].shape), rc, name=name)
+        rows, cols = block_grid(tuple(weights[name].shape), rc, name=name)
+        counts[name] = rows * cols
     shapes = {n: tuple(int(d) for d in weights[n].shape) for n in names}
     if latency is not None:
         cost = {n: latency_curve(latency, shapes[n], rc, ratios=a, name=n) for n in names}
@@ -139,4 +141,5 @@ def allocate_blocks(
         smooth=smooth,
         h=h,
         min_density=min_density,
+        blocks=counts,
     )
