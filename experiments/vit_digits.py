@@ -34,6 +34,7 @@ Training runs resume when killed; a finished entry is skipped unless ``--force``
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from typing import Any
@@ -289,6 +290,8 @@ def _recover(label: str, model: Any, processor: Any, task: Any, args: argparse.N
     import torch
 
     start = RUNS_DIR / label
+    if args.force:  # a finished run folder would be resumed from its last checkpoint
+        shutil.rmtree(RUNS_DIR / f"{label}-kd", ignore_errors=True)
     model.save_pretrained(start)
     processor.save_pretrained(start)
     torch.manual_seed(args.seed)
