@@ -278,23 +278,15 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 ENGINES = ("onnxruntime", "openvino")
 
 
-class _TorchResult:
-    """What :func:`_torch_latency` measures, in the shape of a ``BenchResult`` for ``measure``."""
+def _torch_latency(checkpoint: str, batch: int, iterations: int, warmup: int) -> Any:
+    """Plain transformers on CPU (2 threads, ``inference_mode``): no obert code at inference.
 
-    def __init__(self, samples_ms: list[float]) -> None:
-        import statistics
-
-        ordered = sorted(samples_ms)
-        self.latency_ms = {"p50": statistics.median(ordered),
-                           "p90": ordered[int(0.9 * (len(ordered) - 1))]}  # fmt: skip
-        import torch
-
-        self.engine_version = torch.__version__
-
-
-def _torch_latency(checkpoint: str, batch: int, iterations: int, warmup: int) -> _TorchResult:
-    """Plain transformers on CPU (2 threads, ``inference_mode``): no obert code at inference."""
+    Returns what ``measure`` reads of a ``BenchResult``: ``latency_ms`` (p50, p90) and
+    ``engine_version``.
+    """
+    import statistics
     import time
+    from types import SimpleNamespace
 
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -312,7 +304,10 @@ def _torch_latency(checkpoint: str, batch: int, iterations: int, warmup: int) ->
             model(**inputs)
             if i >= warmup:
                 samples.append(1e3 * (time.perf_counter() - start))
-    return _TorchResult(samples)
+    ordered = sorted(samples)
+    p90 = ordered[int(0.9 * (len(ordered) - 1))]
+    latency = {"p50": statistics.median(ordered), "p90": p90}
+    return SimpleNamespace(latency_ms=latency, engine_version=torch.__version__)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

@@ -258,7 +258,7 @@ def test_blocks_argument_is_checked() -> None:
     cost = {"a": 1 - ratios, "b": 1 - ratios}
     with pytest.raises(oc.ObertError, match=r"blocks must name the same layers.*\['b'\]"):
         ob.allocate_ratios(dist, cost, 0.5, ratios=ratios, blocks={"a": 8})
-    with pytest.raises(oc.ObertError, match=r"blocks\['b'\] must be a positive whole number"):
+    with pytest.raises(oc.ObertError, match=r"blocks\['b'\] must be a positive integer, got 0"):
         ob.allocate_ratios(dist, cost, 0.5, ratios=ratios, blocks={"a": 8, "b": 0})
 
 

@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from .._errors import ObertError
-from .curves import _check_ratios, ema, stencil_slopes
+from .._validate import check_positive_int
+from .curves import _check_ratios, ema, pruned_blocks, stencil_slopes
 
 __all__ = ["RULES", "Allocation", "allocate_ratios"]
 
@@ -299,11 +300,8 @@ def _allowed(
         )
     out = {}
     for k in names:
-        n: object = blocks[k]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ObertError(f"blocks[{k!r}] must be a positive whole number, got {n!r}.")
-        removed = np.array([round(float(x) * n) for x in a], dtype=np.int64)
-        out[k] = base & (n - removed >= math.ceil(dens * n - 1e-9))
+        n = check_positive_int(blocks[k], f"blocks[{k!r}]")
+        out[k] = base & (n - pruned_blocks(n, a) >= math.ceil(dens * n - 1e-9))
     return out
 
 

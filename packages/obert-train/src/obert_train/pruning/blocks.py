@@ -235,7 +235,7 @@ def allocate_block_ratios(
             ratios=grid,
             power=power,
             rule="uniform" if allocation == "uniform" else "lagrange",
-            blocks={n: (s[0] // block[0]) * (s[1] // block[1]) for n, s in shapes.items()},
+            blocks={n: math.prod(ob.block_grid(s, block, name=n)) for n, s in shapes.items()},
         )
     except oc.ObertError as exc:
         raise RecipeError(f"allocation {allocation!r} at sparsity {sparsity:.4g}: {exc}") from None
