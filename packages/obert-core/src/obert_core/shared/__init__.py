@@ -7,6 +7,8 @@ need lives here, and nowhere else.
 - atomic file output: :func:`atomic_write_bytes`, :func:`atomic_write_text`,
   :func:`atomic_output`, :func:`atomic_outputs` (:class:`OutputIsFolderError`,
   :class:`NothingWrittenError`);
+- the latency-table file format :data:`LATENCY_TABLE_FORMAT` (obert-deploy writes it,
+  obert-train reads it); the image data layout: :data:`IMAGE_EXTENSIONS`, :data:`IMAGE_NPZ_KEYS`;
 - the CPU a measurement ran on: :class:`CpuInfo`, :func:`cpu_info`, :func:`cpu_flags`,
   :func:`available_cores`, :func:`load_average`;
 - where FFN neurons and attention heads are, per model family: :data:`FFN_LAYOUTS`,
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 from ._disk import disk_full_errors, is_disk_full, no_space_error
 from ._glue import GLUE_LABEL_COLUMNS, GLUE_TEXT_COLUMNS, glue_text_columns
+from ._images import IMAGE_EXTENSIONS, IMAGE_NPZ_KEYS
 from ._io import (
     NothingWrittenError,
     OutputIsFolderError,
@@ -43,6 +46,7 @@ from ._io import (
     atomic_write_bytes,
     atomic_write_text,
 )
+from ._latency import LATENCY_TABLE_FORMAT
 from ._layouts import (
     ATTENTION_LAYOUTS,
     FFN_LAYOUTS,
@@ -77,6 +81,9 @@ __all__ = [
     "FFN_LAYOUTS",
     "GLUE_LABEL_COLUMNS",
     "GLUE_TEXT_COLUMNS",
+    "IMAGE_EXTENSIONS",
+    "IMAGE_NPZ_KEYS",
+    "LATENCY_TABLE_FORMAT",
     "NOISY_LOGGERS",
     "OPTION_ALIASES",
     "PERCENT_METRICS",

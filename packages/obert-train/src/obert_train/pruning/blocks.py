@@ -38,6 +38,7 @@ import torch
 
 import obert_core as oc
 import obert_core.blocks as ob
+from obert_core.shared import LATENCY_TABLE_FORMAT
 from obert_train.errors import ArgumentError, DataError, RecipeError, TargetError
 
 __all__ = [
@@ -53,8 +54,6 @@ __all__ = [
 ALLOCATIONS = ("global", "uniform", "lpvit", "obs")
 """The values of the ``allocation`` setting of RxC block masks."""
 
-LATENCY_TABLE_FORMAT = "obert-latency-table/1"
-"""The ``format`` field of a latency table file (:func:`load_latency_table`)."""
 
 LatencyTable = dict[tuple[int, int], dict[float, float]]
 
