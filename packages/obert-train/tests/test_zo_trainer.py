@@ -152,6 +152,7 @@ def test_resume_from_a_checkpoint_is_bit_identical_to_the_uninterrupted_run(
         "mask_period": 3,
         "estimator": "spsa",
         "stages": None,
+        "workers": 1,
         "step": 4,
     }
 

@@ -2,10 +2,12 @@
 
 The driver behind ``obert-train run``: checks the output folder and the teacher before any long
 stage, builds ``TrainingArguments`` from the recipe (epochs, base LR), runs :class:`ObertTrainer`
-with :class:`ObertPruningCallback`, resumes from the newest complete ``checkpoint-N`` with
-``resume=True``, and writes into ``output_dir`` itself: the final model (``from_pretrained``
-works in plain transformers), ``recipe.yaml`` (the recipe as run, loadable again),
-``sparsity.json``, ``metrics.json``, ``run.json``, ``pruning_log.jsonl`` and the training logs.
+(:class:`~obert_train.ZOTrainer` for a recipe with a ``!ZerothOrderModifier``: forward passes
+only, on the kept weights) with :class:`ObertPruningCallback`, resumes from the newest complete
+``checkpoint-N`` with ``resume=True``, and writes into ``output_dir`` itself: the final model
+(``from_pretrained`` works in plain transformers), ``recipe.yaml`` (the recipe as run, loadable
+again), ``sparsity.json``, ``metrics.json``, ``run.json``, ``pruning_log.jsonl`` and the training
+logs.
 """
 
 from __future__ import annotations
@@ -49,10 +51,12 @@ from obert_train.hf.callback import (
     latest_complete_checkpoint,
 )
 from obert_train.hf.trainer import ObertTrainer
+from obert_train.hf.zo import ZOSettings, ZOTrainer
 from obert_train.outputs import check_not_input, locked_output
 from obert_train.pruning.method import check_nm_sparsity
 from obert_train.pruning.targets import resolve_target_params
-from obert_train.recipe import Recipe
+from obert_train.pruning.zo_grasp import zo_grasp_sparsities
+from obert_train.recipe import Recipe, ZerothOrderModifier
 from obert_train.tasks.base import Task
 
 __all__ = ["RunOptions", "RunResult", "run_recipe"]
@@ -599,6 +603,8 @@ def _check_model_and_teacher(
         method.check(targets)
         method.check_model(model, targets)
     _check_schedule(recipe, model, task, opts)
+    if recipe.zeroth_order is not None:  # the settings (workers vs cores, targets) up front
+        _zo_settings(recipe.zeroth_order, model, task, opts, lambda _: None, probe=True)
     kd = recipe.distillation
     if kd is not None:
         if teacher is None:
@@ -610,6 +616,60 @@ def _check_model_and_teacher(
         check_teacher(
             model, teacher, task.collate(task.train_features[:2]), list(kd.distill_output_keys)
         )
+
+
+def _zo_settings(
+    modifier: ZerothOrderModifier,
+    model: torch.nn.Module,
+    task: Task,
+    opts: RunOptions,
+    emit: Callable[[str], None],
+    *,
+    probe: bool = False,
+) -> ZOSettings:
+    """The :class:`ZOSettings` of a ``!ZerothOrderModifier`` for this model and data.
+
+    ``gradient_ratios: zo_grasp`` runs ZO-GraSP on the starting weights (a resumed run starts
+    from the same weights, so it gets the same ratios); ``probe`` checks the settings without
+    those forwards.
+
+    Raises:
+        OptionError: ``workers`` above the cores (and the other :class:`ZOSettings` checks).
+        TargetError: ``params`` matching no parameter of the model.
+    """
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    spe = max(1, -(-len(task.train_features) // (opts.batch_size * world)))
+    sparsity: dict[str, float] | None = None
+    if modifier.gradient_sparsity > 0:
+        targets = resolve_target_params(model, modifier.regexes())
+        sparsity = dict.fromkeys(targets, modifier.gradient_sparsity)
+        if modifier.gradient_ratios == "zo_grasp" and not probe:
+            batch = task.collate(task.train_features[: modifier.grasp_examples])
+            device = next(model.parameters()).device
+            batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+            sparsity = zo_grasp_sparsities(
+                model,
+                batch,
+                modifier.gradient_sparsity,
+                params=targets,
+                q=modifier.grasp_directions,
+                mu=modifier.grasp_mu,
+                seed=modifier.seed,
+            )
+            low, high = min(sparsity.values()), max(sparsity.values())
+            emit(
+                f"ZO-GraSP gradient sparsities: {low:.4f}-{high:.4f} over {len(sparsity)} "
+                f"tensors (global {modifier.gradient_sparsity:g})"
+            )
+    return ZOSettings(
+        mu=modifier.mu,
+        num_directions=modifier.num_directions,
+        seed=modifier.seed,
+        gradient_sparsity=sparsity,
+        mask_period=modifier.mask_period_steps(spe),
+        estimator=modifier.estimator,
+        workers=modifier.workers,
+    )
 
 
 def _train(
@@ -674,15 +734,28 @@ def _train(
     pruning.resume_dir = checkpoint
     if is_main:
         atomic_write_text(out / RUN_FILE, json_text(info) + "\n")
-    trainer = ObertTrainer(
-        model=model,
-        args=args,
-        train_dataset=task.train_features,
-        data_collator=task.collate,
-        recipe=recipe,
-        teacher=teacher,
-        callbacks=[pruning, _LogFile(out / "train_log.jsonl"), *callbacks],
-    )
+    trainer: ObertTrainer | ZOTrainer
+    if recipe.zeroth_order is not None:
+        trainer = ZOTrainer(
+            model=model,
+            args=args,
+            train_dataset=task.train_features,
+            data_collator=task.collate,
+            recipe=recipe,
+            teacher=teacher,
+            zo=_zo_settings(recipe.zeroth_order, model, task, opts, emit),
+            callbacks=[pruning, _LogFile(out / "train_log.jsonl"), *callbacks],
+        )
+    else:
+        trainer = ObertTrainer(
+            model=model,
+            args=args,
+            train_dataset=task.train_features,
+            data_collator=task.collate,
+            recipe=recipe,
+            teacher=teacher,
+            callbacks=[pruning, _LogFile(out / "train_log.jsonl"), *callbacks],
+        )
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
     seconds = time.perf_counter() - start

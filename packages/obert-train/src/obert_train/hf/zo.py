@@ -26,16 +26,25 @@ DeepZero's sparse gradients (``ZOSettings.gradient_sparsity``, e.g. the ZO-GraSP
 :func:`~obert_train.zo_grasp_sparsities`): every ``mask_period`` steps a fresh random mask per
 named tensor, regenerated from ``(seed, step // mask_period)``, further restricts ``m`` to the
 coordinates that move in that period; the weights stay dense.
+
+DeepZero's forward parallelism (``ZOSettings.workers`` > 1, ``"cge"`` only): the coordinates of
+a step are split across worker processes by cost (:mod:`obert_train.hf.zo_pool`); the pool is
+started at the first step and stopped when ``train`` returns or fails.
+
+With ``recipe=`` (what ``obert-train run`` passes for a recipe with a
+``!ZerothOrderModifier``) the recipe's learning-rate functions are the scheduler and its
+``!DistillationModifier`` makes the loss ObertTrainer's ``(1 − h)·task + h·KD``, the teacher's
+outputs computed once per step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import numbers
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,8 +57,21 @@ from obert_core.zo import random_layer_masks, zo_direction
 from obert_train._validate import check_int, check_number
 from obert_train.checkpoint import atomic_write_text
 from obert_train.errors import ArgumentError, ModelError, OptionError, ResumeError, TrainingError
-from obert_train.hf.callback import ObertPruningCallback
+from obert_train.hf.callback import ObertPruningCallback, steps_per_epoch
 from obert_train.hf.feature_reuse import FeatureReuse, default_stages
+from obert_train.hf.lr import recipe_lr_scheduler
+from obert_train.hf.zo_pool import (
+    Job,
+    KDLoss,
+    WorkerPool,
+    check_workers,
+    evaluate_coordinates,
+    loss_of_outputs,
+    one_thread,
+    split_by_cost,
+    zo_objective,
+)
+from obert_train.recipe import Recipe
 
 __all__ = ["ZO_STATE_FILE", "ZOSettings", "ZOTrainer"]
 
@@ -83,6 +105,11 @@ class ZOSettings:
         stages: ``"cge"`` only: module names in forward order for feature reuse
             (:class:`~obert_train.hf.feature_reuse.FeatureReuse`); ``None``: the BERT-like
             default (embeddings, layers, pooler, head); ``()``: no reuse.
+        workers: ``"cge"`` only: processes evaluating the coordinates of a step (DeepZero's
+            forward parallelism; the trainer's process and ``workers − 1`` forked ones, each
+            with a copy of the model), at most the CPU cores this process may use. The
+            estimate does not depend on it (bit for bit with one thread per process), so a
+            resume may change it.
     """
 
     mu: float = 1e-3
@@ -92,6 +119,7 @@ class ZOSettings:
     mask_period: int = 1
     estimator: str = "spsa"
     stages: tuple[str, ...] | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         where = "ZOSettings"
@@ -104,6 +132,8 @@ class ZOSettings:
         q = check_int(self.num_directions, "num_directions", where, minimum=1)
         seed = check_int(self.seed, "seed", where, minimum=0)
         period = check_int(self.mask_period, "mask_period", where, minimum=1)
+        workers = check_workers(check_int(self.workers, "workers", where, minimum=1), where)
+        object.__setattr__(self, "workers", int(workers))
         object.__setattr__(self, "mu", float(mu))
         object.__setattr__(self, "num_directions", int(q))
         object.__setattr__(self, "seed", int(seed))
@@ -112,6 +142,12 @@ class ZOSettings:
             raise OptionError(
                 f"{where}: estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got "
                 f"{self.estimator!r}"
+            )
+        if workers > 1 and self.estimator != "cge":
+            raise OptionError(
+                f"{where}: workers={workers} splits the coordinates of estimator='cge' across "
+                f"processes; estimator={self.estimator!r} runs its directions one after another: "
+                "use workers=1 or estimator='cge'"
             )
         if self.stages is not None:
             stages: object = self.stages
@@ -163,15 +199,21 @@ class ZOTrainer(Trainer):
             kept; any shape with the tensor's number of entries). Pruned weights are set to 0
             here and never move. Leave it out to take the masks of an
             :class:`~obert_train.ObertPruningCallback` in ``callbacks`` (or train densely).
+        recipe: A recipe whose learning-rate functions become the scheduler and whose
+            ``!DistillationModifier`` (with ``teacher``) makes the loss the KD mix of
+            :class:`~obert_train.ObertTrainer`; its pruning runs in the
+            :class:`~obert_train.ObertPruningCallback` passed in ``callbacks``.
+        teacher: The distillation teacher (required when the recipe distils).
         **kwargs: Passed to ``transformers.Trainer``. The learning rate and its schedule are the
-            Trainer's; ``weight_decay`` shrinks the matrices (not biases or LayerNorm weights)
-            by ``1 − η·wd`` per step.
+            Trainer's (the recipe's with ``recipe=``); ``weight_decay`` shrinks the matrices
+            (not biases or LayerNorm weights) by ``1 − η·wd`` per step.
 
     Raises:
         OptionError: ``gradient_accumulation_steps`` > 1 or several processes (one batch per ZO
             step, one process), bad :class:`ZOSettings`.
         ModelError: a mask naming no parameter of the model, or of the wrong size.
         ArgumentError: ``masks`` together with an ``ObertPruningCallback`` (one source of masks).
+        TrainingError: the recipe distils but no teacher is given.
     """
 
     def __init__(
@@ -179,9 +221,34 @@ class ZOTrainer(Trainer):
         *args: Any,
         zo: ZOSettings | None = None,
         masks: Mapping[str, torch.Tensor] | None = None,
+        recipe: Recipe | None = None,
+        teacher: torch.nn.Module | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if recipe is not None and not isinstance(recipe, Recipe):
+            raise ArgumentError(f"recipe must be a Recipe, got {type(recipe).__name__}")
+        self.recipe = recipe
+        kd = recipe.distillation if recipe is not None else None
+        self.kd = (
+            KDLoss(kd.hardness, kd.temperature, tuple(kd.distill_output_keys))
+            if kd is not None
+            else None
+        )
+        if self.kd is not None and teacher is None:
+            raise TrainingError(
+                "the recipe has a !DistillationModifier but no teacher was given; pass a dense "
+                "teacher model (--teacher) or remove the modifier"
+            )
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.to(self.args.device)
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        self._teacher_outputs: dict[str, torch.Tensor] | None = None
+        self.pool: WorkerPool | None = None
+        """The worker processes of ``workers`` > 1 (started at the first step)."""
         if zo is not None and not isinstance(zo, ZOSettings):
             raise ArgumentError(f"zo must be a ZOSettings, got {type(zo).__name__}")
         self.zo = zo if zo is not None else ZOSettings()
@@ -200,17 +267,82 @@ class ZOTrainer(Trainer):
                 "pass masks= or an ObertPruningCallback, not both: the callback's masks are the "
                 "ones a ZO step follows"
             )
+        for callback in self._pruning_callbacks():
+            callback.managed = recipe is not None
         self._masks = self._check_masks(masks) if masks is not None else None
         self._check_sparsity_names()
         self._random_masks: tuple[int, dict[str, torch.Tensor]] | None = None
         self.reuse: FeatureReuse | None = None
         """The feature reuse of the ``"cge"`` estimator (None: every coordinate reruns all)."""
+        self._stages: list[str] = []
         if self.zo.estimator == "cge":
             stages = self.zo.stages
             names = default_stages(self._model()) if stages is None else list(stages)
             self.reuse = FeatureReuse(self._model(), names) if names else None
+            self._stages = names
+        if self.zo.workers > 1:
+            self._check_workers_can_run()
         self.zo_losses: list[float] = []
         """The mean ``(l₊ + l₋)/2`` of each step of this process (for tests and plots)."""
+
+    def _check_workers_can_run(self) -> None:
+        custom = type(self).compute_loss is not ZOTrainer.compute_loss
+        if custom or self.label_smoother is not None or self.compute_loss_func is not None:
+            raise OptionError(
+                f"ZOSettings(workers={self.zo.workers}): the worker processes evaluate the "
+                "model's own loss (outputs.loss) or the recipe's KD loss; a compute_loss "
+                "override, compute_loss_func or label smoothing cannot run there: use workers=1"
+            )
+
+    # ------------------------------------------------------------------ loss and schedule
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        """The Trainer's loss, or with a distilling recipe ObertTrainer's KD mix.
+
+        The teacher's outputs of the step's batch are computed once per ZO step.
+        """
+        if self.kd is None or self.teacher is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        teacher = self._teacher_outputs
+        if teacher is None:
+            teacher = self._teacher_of(inputs)
+        if return_outputs:
+            outputs = model(**inputs)
+            return loss_of_outputs(outputs, inputs, self.kd, teacher), outputs
+        return zo_objective(model, inputs, self.kd, teacher)
+
+    def _teacher_of(self, inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        assert self.teacher is not None
+        assert self.kd is not None
+        with torch.no_grad():
+            out = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"})
+        return {key: out[key] for key in self.kd.output_keys if key in out}
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> Any:
+        """The recipe's LR functions with ``recipe=`` (the base LR is ``args.learning_rate``)."""
+        if self.lr_scheduler is None and self.recipe is not None and self.recipe.learning_rate:
+            opt = optimizer if optimizer is not None else self.optimizer
+            assert opt is not None, "create_optimizer runs before create_scheduler"
+            spe = steps_per_epoch(self.get_train_dataloader(), self.args)
+            self.lr_scheduler = recipe_lr_scheduler(opt, self.recipe, spe)
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the sparsity of an :class:`~obert_train.ObertPruningCallback`'s masks."""
+        for callback in self._pruning_callbacks():
+            if callback.masks is not None:
+                logs["sparsity"] = round(callback.sparsity(), 6)
+                logs.update(callback.pending_log)
+                callback.pending_log = {}
+        super().log(logs, start_time)
 
     # ------------------------------------------------------------------ masks
     def _model(self) -> torch.nn.Module:
@@ -243,6 +375,12 @@ class ZOTrainer(Trainer):
             if mask.numel() != p.numel():
                 raise ModelError(
                     f"masks[{name!r}] has {mask.numel()} entries, the parameter {p.numel()}"
+                )
+            if not bool(mask.any()):
+                raise ModelError(
+                    f"masks[{name!r}] keeps no coordinate (all {mask.numel()} entries are "
+                    "False): the tensor could never move; leave it out of masks= or freeze it "
+                    "(requires_grad_(False))"
                 )
             out[name] = mask.reshape(p.shape).to(p.device)
             with torch.no_grad():
@@ -292,6 +430,22 @@ class ZOTrainer(Trainer):
             out.append((p, mask))
         return out
 
+    def _check_something_moves(
+        self, params: list[tuple[torch.nn.Parameter, torch.Tensor | None]], step: int
+    ) -> None:
+        cge = self.zo.estimator == "cge"
+        for p, mask in params:
+            if mask is not None and bool(mask.any()):
+                return
+            if mask is None and (not cge or p.dim() == 1):
+                return
+        raise TrainingError(
+            f"ZO step {step}: no coordinate can move ({len(params)} trainable tensors, every "
+            "mask keeps nothing"
+            + (" and CGE leaves matrices without a mask frozen" if cge else "")
+            + "); check the keep-masks, gradient_sparsity and which parameters require grad"
+        )
+
     # ------------------------------------------------------------------ the step
     def _perturb(
         self,
@@ -314,6 +468,13 @@ class ZOTrainer(Trainer):
         loss = self.compute_loss(model, inputs)
         if isinstance(loss, tuple):
             loss = loss[0]
+        if not isinstance(loss, torch.Tensor) or loss.numel() not in (1, max(1, self.args.n_gpu)):
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise TrainingError(
+                f"the ZO loss at {where} of optimizer step {step} is not a scalar (got {shape}); "
+                "a ZO step estimates the gradient of one number: reduce the loss to the batch "
+                "mean in compute_loss"
+            )
         value = float(loss.detach().double().mean())
         if not math.isfinite(value):
             raise TrainingError(
@@ -338,7 +499,11 @@ class ZOTrainer(Trainer):
         lr = float(self._get_learning_rate())
         mu, q = self.zo.mu, self.zo.num_directions
         params = self._zo_params(step)
+        self._check_something_moves(params, step)
         total = 0.0
+        self._teacher_outputs = None
+        if self.kd is not None and self.teacher is not None:
+            self._teacher_outputs = self._teacher_of(inputs)  # once per step: θ-independent
         with torch.no_grad():
             decay = lr * float(self.args.weight_decay)
             if decay:
@@ -374,46 +539,85 @@ class ZOTrainer(Trainer):
 
         A coordinate is perturbed to the representable ``fl(θ_j + μ)`` and restored by
         assignment (exactly); with feature reuse only the stages from the coordinate's on run.
+        With ``workers`` > 1 the coordinates are split across processes by cost.
         """
         reuse = self.reuse
+        names = {id(p): n for n, p in self._model().named_parameters()}
+        jobs: list[Job] = []
+        for p, mask in params:
+            if mask is not None:
+                idx = mask.reshape(-1).nonzero().squeeze(1).cpu()
+            elif p.dim() == 1:
+                idx = torch.arange(p.numel())
+            else:
+                continue
+            if idx.numel():
+                stage = reuse.stage_of(p) if reuse is not None else 0
+                jobs.append(Job(names[id(p)], idx, stage))
+        if self.zo.workers > 1 and jobs:
+            return self._cge_parallel(model, inputs, jobs, step, lr)
         if reuse is not None:
             with reuse.recording():
                 base = self._zo_loss(model, inputs, step, "θ")
         else:
             base = self._zo_loss(model, inputs, step, "θ")
-        names = {id(p): n for n, p in self._model().named_parameters()}
-        updates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        for p, mask in params:
-            if mask is not None:
-                idx = mask.reshape(-1).nonzero().squeeze(1)
-            elif p.dim() == 1:
-                idx = torch.arange(p.numel(), device=p.device)
-            else:
-                continue
-            if idx.numel() == 0:
-                continue
-            flat = p.data.view(-1)
-            grads = torch.empty(idx.numel(), dtype=torch.float64)
-            stage = reuse.stage_of(p) if reuse is not None else 0
-            with reuse.replay(stage) if reuse is not None else _no_reuse():
-                for t, j in enumerate(idx.tolist()):
-                    old = flat[j].clone()
-                    flat[j] = old + self.zo.mu
-                    h = float(flat[j]) - float(old)
-                    where = f"θ + μ·e_{j} of {names.get(id(p), 'a parameter')}"
-                    if h == 0.0:
-                        flat[j] = old
-                        raise TrainingError(
-                            f"{where}: μ = {self.zo.mu:g} does not change the weight "
-                            f"{float(old):g} in {flat.dtype}; use float32 weights or a larger mu"
-                        )
-                    loss = self._zo_loss(model, inputs, step, where)
-                    flat[j] = old
-                    grads[t] = (loss - base) / h
-            updates.append((flat, idx, grads))
-        for flat, idx, grads in updates:
-            flat[idx] -= (lr * grads).to(flat.dtype).to(flat.device)
+        named = dict(self._model().named_parameters())
+
+        def loss_of(where: str) -> float:
+            return self._zo_loss(model, inputs, step, where)
+
+        results = evaluate_coordinates(named, jobs, self.zo.mu, loss_of, reuse)
+        self._apply_cge(named, jobs, [results], base, lr)
         return base
+
+    def _cge_parallel(
+        self, model: torch.nn.Module, inputs: dict[str, Any], jobs: list[Job], step: int, lr: float
+    ) -> float:
+        """The coordinates split by cost over the trainer's process and the worker pool."""
+        if self.pool is None:
+            self.pool = WorkerPool(self._model(), self.zo.workers - 1, self._stages)
+        reuse = self.reuse
+        stages = len(self._stages)
+        costs = [stages - job.stage if reuse is not None else 1 for job in jobs]
+        shares = split_by_cost(jobs, costs, self.zo.workers)
+        named = dict(self._model().named_parameters())
+
+        def loss_of(where: str) -> float:
+            return self._zo_loss(model, inputs, step, where)
+
+        objective = (self.kd, self._teacher_outputs)
+        with one_thread():
+            self.pool.submit(self._model(), inputs, objective, self.zo.mu, shares[1:])
+            try:
+                if reuse is not None:
+                    with reuse.recording():
+                        base = self._zo_loss(model, inputs, step, "θ")
+                else:
+                    base = self._zo_loss(model, inputs, step, "θ")
+                own = evaluate_coordinates(named, shares[0], self.zo.mu, loss_of, reuse)
+            except BaseException:
+                with contextlib.suppress(TrainingError):
+                    self.pool.collect()  # this process's error is the one to report
+                raise
+            theirs = self.pool.collect()
+        self._apply_cge(named, [j for share in shares for j in share], [own, *theirs], base, lr)
+        return base
+
+    def _apply_cge(
+        self,
+        named: Mapping[str, torch.nn.Parameter],
+        jobs: list[Job],
+        results: list[list[tuple[torch.Tensor, torch.Tensor]]],
+        base: float,
+        lr: float,
+    ) -> None:
+        """``θ_j ← θ_j − η (l_j − l(θ)) / h_j`` for every coordinate (after all were evaluated)."""
+        flat_results = [r for part in results for r in part]
+        for job, (losses, steps) in zip(jobs, flat_results, strict=True):
+            flat = named[job.name].data.view(-1)
+            grads = (losses - base) / steps
+            index = job.index.to(flat.device)
+            flat[index] -= (lr * grads).to(flat.dtype).to(flat.device)
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
@@ -443,7 +647,16 @@ class ZOTrainer(Trainer):
                         f"resume requested but {self.args.output_dir} has no checkpoint-N folder"
                     )
             self._check_resume(Path(os.fspath(path)))
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            self.close_workers()
+
+    def close_workers(self) -> None:
+        """Stop the worker processes of ``workers`` > 1 (``train`` does, also when it fails)."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     def _check_resume(self, folder: Path) -> None:
         file = folder / ZO_STATE_FILE
@@ -457,14 +670,9 @@ class ZOTrainer(Trainer):
         defaults = json.loads(json.dumps(asdict(ZOSettings())))
         saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}  # older files
         for key, value in mine.items():
-            if saved.get(key) != value:
+            if key != "workers" and saved.get(key) != value:  # workers: the same estimate
                 raise ResumeError(
                     f"{folder} was trained with {key}={saved.get(key)!r}, this trainer has "
                     f"{key}={value!r}; resume with the same ZO settings (ZOSettings("
                     f"{', '.join(f'{k}={saved.get(k)!r}' for k in asdict(self.zo))}))"
                 )
-
-
-@contextmanager
-def _no_reuse() -> Iterator[None]:
-    yield

@@ -37,6 +37,7 @@ from obert_train.recipe.training_modifiers import (
     SetLearningRateModifier,
     SetWeightDecayModifier,
     TrainableParamsModifier,
+    ZerothOrderModifier,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "SetLearningRateModifier",
     "SetWeightDecayModifier",
     "TrainableParamsModifier",
+    "ZerothOrderModifier",
     "build_recipe",
     "convert_recipe",
     "list_shipped_recipes",

@@ -4,8 +4,8 @@
 pruning step (epoch, optimizer step, method, target sparsity, mask type) with each method's
 settings, the layers a ``!LayerDroppingModifier`` keeps, the learning-rate phases with their
 restarts (a ``!SetLearningRateModifier`` as a constant phase), the weight decay, frozen
-parameters, distillation and constant masks, and a SparseML file's version and evaluated
-variables.
+parameters, distillation and constant masks, the zeroth-order steps of a
+``!ZerothOrderModifier``, and a SparseML file's version and evaluated variables.
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ from obert_train.recipe.modifiers import (
     step_of_epoch,
 )
 from obert_train.recipe.pruning_modifier import PruningEvent, PruningModifier, settings_content
-from obert_train.recipe.training_modifiers import LayerDroppingModifier, TrainableParamsModifier
+from obert_train.recipe.training_modifiers import (
+    LayerDroppingModifier,
+    TrainableParamsModifier,
+    ZerothOrderModifier,
+)
 
 __all__ = ["describe_recipe"]
 
@@ -57,6 +61,8 @@ class _Plan(Protocol):
     def variables(self) -> Mapping[str, Any]: ...
     @property
     def notes(self) -> tuple[str, ...]: ...
+    @property
+    def zeroth_order(self) -> ZerothOrderModifier | None: ...
     def fingerprint(self) -> str: ...
     def total_steps(self, steps_per_epoch: int) -> int: ...
     def pruning_events(self, steps_per_epoch: int) -> list[PruningEvent]: ...
@@ -235,6 +241,40 @@ def _layer_lines(recipe: _Plan) -> list[str]:
     ]
 
 
+def _zo_lines(recipe: _Plan) -> list[str]:
+    m = recipe.zeroth_order
+    if m is None:
+        return []
+    if m.estimator == "spsa":
+        how = (
+            f"SPSA (MeZO): {_plural(m.num_directions, 'direction')} per step, 2 forwards each, "
+            f"mu = {_lr(m.mu)}"
+        )
+    else:
+        how = (
+            f"coordinate-wise (DeepZero CGE): one forward per coordinate that moves, from its "
+            f"stage on (feature reuse), mu = {_lr(m.mu)}, {_plural(m.workers, 'process')}"
+        )
+    lines = [
+        f"Optimizer: zeroth-order for the whole run ({m.label()}): {how}; seed {m.seed}; no "
+        "backward pass, weights move only where the pruning masks keep them"
+    ]
+    if m.gradient_sparsity > 0:
+        ratios = (
+            "the same for every tensor"
+            if m.gradient_ratios == "uniform"
+            else f"per-tensor ZO-GraSP ratios (q = {m.grasp_directions}, mu = "
+            f"{_lr(m.grasp_mu)}, first {m.grasp_examples} training examples) at the start"
+        )
+        targets = ", ".join(m.params) if m.params else "the encoder Linear weights"
+        lines.append(
+            f"  random sparse gradients: {fmt(m.gradient_sparsity)} of the coordinates of "
+            f"{targets} held still, {ratios}; a fresh random mask every "
+            f"{_plural(m.mask_period_epochs, 'epoch')}"
+        )
+    return lines
+
+
 def _example(count: int, keep: int) -> str:
     if keep > count:
         return "too few layers"
@@ -264,7 +304,8 @@ def describe_recipe(recipe: _Plan, steps_per_epoch: int | None = None) -> str:
         for m in constant:
             lines.append(f"  {m.label()}, params:")
             lines += [f"    {p}" for p in m.params]
-    lines += ["", *_lr_lines(recipe, spe, pruning_epochs), *_training_lines(recipe), ""]
+    lines += ["", *_lr_lines(recipe, spe, pruning_epochs), *_training_lines(recipe)]
+    lines += [*_zo_lines(recipe), ""]
     kd = recipe.distillation
     if kd is None:
         lines.append("Distillation: none (task loss only)")

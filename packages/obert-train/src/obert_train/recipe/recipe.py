@@ -4,8 +4,10 @@ Recipe-level rules (docs/math.md §5; docs/recipes.md): at most one ``!EpochRang
 (without one the run length is the largest ``end_epoch`` of all modifiers) and at most one
 ``!DistillationModifier``; learning-rate modifiers do not overlap and end by the run end;
 every pruning step comes before the run end (at least one optimizer step follows it); constant
-masks cover the whole run. Which tensors each pruning modifier selects can only be checked
-against a model: :meth:`Recipe.check_targets`.
+masks cover the whole run; a ``!ZerothOrderModifier`` covers the whole run and refuses a pruning
+method that scores from the training gradients (movement: a ZO step has none). Which
+tensors each pruning modifier selects can only be checked against a model:
+:meth:`Recipe.check_targets`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from obert_train.errors import ModelError, RecipeError
+from obert_train.pruning.method import PruningMethod
 from obert_train.pruning.registry import METHODS, method_for_tag
 from obert_train.recipe._messages import explain_errors, fmt, suggest
 from obert_train.recipe._yaml import RawModifier
@@ -47,6 +50,7 @@ from obert_train.recipe.training_modifiers import (
     SetLearningRateModifier,
     SetWeightDecayModifier,
     TrainableParamsModifier,
+    ZerothOrderModifier,
     refuse_modifier,
     validate_training,
 )
@@ -103,6 +107,8 @@ class Recipe:
             what they set is in the modifiers).
         notes: What the file had that does not run here and changes nothing (SparseML's
             ``log_types``), one line each; :meth:`describe` prints them.
+        zeroth_order: The ``!ZerothOrderModifier`` (the run's steps are zeroth-order,
+            :class:`~obert_train.ZOTrainer`), or None (backprop).
     """
 
     path: str | None
@@ -118,6 +124,7 @@ class Recipe:
     version: str | None = None
     variables: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    zeroth_order: ZerothOrderModifier | None = None
 
     @property
     def where(self) -> str:
@@ -298,8 +305,9 @@ class Recipe:
     def content(self) -> dict[str, Any]:
         """The resolved content: what :meth:`fingerprint` hashes and equality compares.
 
-        The weight decay, trainable parameters and layer dropping are included only when the
-        recipe sets them, so the fingerprints of recipes without them did not change.
+        The weight decay, trainable parameters, layer dropping and zeroth-order steps are
+        included only when the recipe sets them, so the fingerprints of recipes without them
+        did not change.
         """
         extra: dict[str, Any] = {}
         if self.weight_decay is not None:
@@ -308,6 +316,9 @@ class Recipe:
             extra["trainable"] = [m.recipe_dict() for m in self.trainable]
         if self.layer_dropping is not None:
             extra["layer_dropping"] = self.layer_dropping.recipe_dict()
+        if self.zeroth_order is not None:
+            zo = {k: v for k, v in self.zeroth_order.recipe_dict().items() if "epoch" not in k}
+            extra["zeroth_order"] = zo
         return {**self._content(), **extra}
 
     def _content(self) -> dict[str, Any]:
@@ -360,6 +371,8 @@ class Recipe:
         if self.weight_decay is not None:
             core.append(SetWeightDecayModifier(weight_decay=self.weight_decay, start_epoch=0))
         core += self.trainable
+        if self.zeroth_order is not None:
+            core.append(self.zeroth_order)
         kd = [self.distillation] if self.distillation is not None else []
         return [
             *(ModifierSpec(m.tag, m.recipe_dict()) for m in core),
@@ -392,7 +405,11 @@ def _unknown_tag(raw: RawModifier, where: str) -> RecipeError:
 
 def _single(
     found: Sequence[
-        EpochRangeModifier | DistillationModifier | SetWeightDecayModifier | LayerDroppingModifier
+        EpochRangeModifier
+        | DistillationModifier
+        | SetWeightDecayModifier
+        | LayerDroppingModifier
+        | ZerothOrderModifier
     ],
     kind: str,
     where: str,
@@ -423,6 +440,7 @@ def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -
     decays: list[SetWeightDecayModifier] = []
     trainable: list[TrainableParamsModifier] = []
     dropping: list[LayerDroppingModifier] = []
+    zeroth: list[ZerothOrderModifier] = []
     for raw in raws:
         if raw.tag in REFUSED_MODIFIERS:
             raise refuse_modifier(raw, where)
@@ -434,6 +452,8 @@ def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -
                 decays.append(extra)
             elif isinstance(extra, LayerDroppingModifier):
                 dropping.append(extra)
+            elif isinstance(extra, ZerothOrderModifier):
+                zeroth.append(extra)
             else:
                 trainable.append(extra)
             continue
@@ -454,12 +474,14 @@ def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -
     _single(kds, "DistillationModifier", where)
     _single(decays, "SetWeightDecayModifier", where)
     _single(dropping, "LayerDroppingModifier", where)
+    _single(zeroth, "ZerothOrderModifier", where)
     if ranges:
         num_epochs = ranges[0].end_epoch
         source = f"{ranges[0].label()}"
     else:
         ends = [m.end_epoch for m in rates] + [m.end_epoch or 0.0 for m in pruning]
         ends += [m.end_epoch or 0.0 for m in kds] + [m.end_epoch for m in set_rates]
+        ends += [m.end_epoch for m in zeroth]
         num_epochs = max(ends, default=0.0)
         source = "the largest end_epoch of the modifiers (no EpochRangeModifier)"
         if num_epochs <= 0:
@@ -470,6 +492,8 @@ def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -
     rates += _constant_rates(set_rates, rates, num_epochs, where)
     rates.sort(key=lambda m: m.position)
     _check_run(num_epochs, source, rates, pruning, kds[0] if kds else None, where)
+    if zeroth:
+        _check_zeroth_order(zeroth[0], num_epochs, source, pruning, where)
     return Recipe(
         path=path,
         num_epochs=num_epochs,
@@ -481,7 +505,33 @@ def validate_recipe(raws: Sequence[RawModifier], path: str | None, where: str) -
         weight_decay=decays[0].weight_decay if decays else None,
         trainable=tuple(trainable),
         layer_dropping=dropping[0] if dropping else None,
+        zeroth_order=zeroth[0] if zeroth else None,
     )
+
+
+def _check_zeroth_order(
+    zo: ZerothOrderModifier,
+    num_epochs: float,
+    source: str,
+    pruning: Sequence[PruningModifier],
+    where: str,
+) -> None:
+    """ZO steps cover the whole run; pruning may not score from the training gradients."""
+    if zo.end_epoch != -1 and abs(zo.end_epoch - num_epochs) > 1e-9:
+        raise RecipeError(
+            f"{zo.label()} in {where}: end_epoch = {fmt(zo.end_epoch)}: zeroth-order steps run "
+            f"for the whole run; the run ends at epoch {fmt(num_epochs)} ({source}): set "
+            f"end_epoch: {fmt(num_epochs)} or -1"
+        )
+    for mod in pruning:
+        cls = METHODS[mod.method_name]
+        if cls.after_backward is not PruningMethod.after_backward:
+            raise RecipeError(
+                f"{mod.label()} and {zo.label()} in {where}: method {mod.method_name} scores "
+                "weights from the training gradients, and a zeroth-order step computes none; "
+                "prune with a method that samples its own gradients (!OBSPruningModifier, "
+                "!GMPruningModifier) or hold an existing mask (!ConstantPruningModifier)"
+            )
 
 
 def _constant_rates(

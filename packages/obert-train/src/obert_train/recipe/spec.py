@@ -27,6 +27,7 @@ GROUPS: dict[str, str] = {
     "SetWeightDecayModifier": "training_modifiers",
     "TrainableParamsModifier": "training_modifiers",
     "LayerDroppingModifier": "modifiers",
+    "ZerothOrderModifier": "training_modifiers",
     "DistillationModifier": "distillation_modifiers",
 }
 """The group a recipe file lists a modifier under, by tag (any other tag: ``pruning_modifiers``)."""

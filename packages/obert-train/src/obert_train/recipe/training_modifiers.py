@@ -16,6 +16,10 @@ epoch range (docs/recipes.md, "Compatibility"):
   spaced layers (or the layers ``keep``) of the model before training starts
   (:func:`obert_train.drop_layers`, Kurtic et al. 2022's 6- and 3-layer models); the teacher
   stays whole, so the smaller model is distilled from the full one in the same run.
+* ``!ZerothOrderModifier`` (obert-train's own): the run's optimizer steps are zeroth-order
+  (:class:`~obert_train.ZOTrainer`: MeZO's SPSA or DeepZero's coordinate-wise estimate, forward
+  passes only, on the kept weights of the pruning modifiers' masks), with DeepZero's random
+  sparse gradients at uniform or ZO-GraSP layer ratios and its forward parallelism.
 * ``!LayerPruningModifier``, ``!QuantizationModifier`` and a few others are refused up front
   with the command that does their job (:data:`REFUSED_MODIFIERS`).
 """
@@ -23,7 +27,7 @@ epoch range (docs/recipes.md, "Compatibility"):
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -39,6 +43,7 @@ __all__ = [
     "SetLearningRateModifier",
     "SetWeightDecayModifier",
     "TrainableParamsModifier",
+    "ZerothOrderModifier",
     "refuse_modifier",
     "validate_training",
 ]
@@ -318,11 +323,108 @@ class LayerDroppingModifier(_Modifier):
         return out
 
 
+class ZerothOrderModifier(_Modifier):
+    """Zeroth-order optimizer steps for the whole run (obert-train's own modifier).
+
+    ``obert-train run`` trains with :class:`~obert_train.ZOTrainer` instead of backprop: each
+    optimizer step estimates the gradient from forward passes (docs/math.md §9: MeZO's SPSA,
+    (Z-6), or DeepZero's coordinate-wise estimate, (Z-2), with feature reuse), restricted to the
+    kept weights of the pruning modifiers' masks (sparse ZO: a ``!ConstantPruningModifier``
+    holds the zeros of an already pruned model). The recipe's learning-rate functions set
+    ``η`` and its ``!DistillationModifier`` makes the loss ``(1 − h)·task + h·KD``.
+
+    Attributes:
+        estimator: ``spsa`` (two forwards per direction) or ``cge`` (one forward per
+            coordinate that moves).
+        mu: The perturbation scale ``μ`` > 0 (MeZO: 1e-3).
+        num_directions: SPSA directions ``q`` per step (>= 1).
+        seed: The seed of the directions and random masks (>= 0).
+        gradient_sparsity: DeepZero's random sparse gradients: the fraction of the ``params``
+            tensors' coordinates *not* perturbed in a mask period, in [0, 1) (0: all move).
+        gradient_ratios: ``uniform`` (every tensor at ``gradient_sparsity``) or ``zo_grasp``
+            (per-tensor ratios of one global ZO-GraSP ranking at that sparsity, computed from
+            forward passes on the first ``grasp_examples`` training examples at the start of
+            the run, :func:`~obert_train.zo_grasp_sparsities`).
+        params: The tensors the gradient sparsity applies to (``re:<regex>`` or exact names;
+            None: the six encoder Linear weights per layer).
+        grasp_directions: ZO-GraSP's directions ``q`` (DeepZero: 192).
+        grasp_mu: ZO-GraSP's ``μ`` (DeepZero: 5e-3).
+        grasp_examples: Training examples in ZO-GraSP's batch.
+        mask_period_epochs: Epochs between two random masks (DeepZero: 5), converted to
+            optimizer steps (at least one).
+        workers: ``cge`` only: processes evaluating a step's coordinates (DeepZero's forward
+            parallelism), at most the CPU cores.
+        start_epoch: -1 or 0 (the whole run).
+        end_epoch: -1 or the run end.
+    """
+
+    tag: ClassVar[str] = "ZerothOrderModifier"
+    estimator: Literal["spsa", "cge"] = "spsa"
+    mu: float = Field(default=1e-3, gt=0)
+    num_directions: int = Field(default=1, ge=1)
+    seed: int = Field(default=0, ge=0)
+    gradient_sparsity: float = Field(default=0.0, ge=0, lt=1)
+    gradient_ratios: Literal["uniform", "zo_grasp"] = "uniform"
+    params: tuple[str, ...] | None = Field(default=None, min_length=1)
+    grasp_directions: int = Field(default=192, ge=1)
+    grasp_mu: float = Field(default=5e-3, gt=0)
+    grasp_examples: int = Field(default=32, ge=1)
+    mask_period_epochs: float = Field(default=1.0, gt=0)
+    workers: int = Field(default=1, ge=1)
+    start_epoch: float = -1.0
+    end_epoch: float = -1.0
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("start_epoch")
+    @classmethod
+    def _start(cls, value: float) -> float:
+        if value not in (-1, 0):
+            raise ValueError(_WHOLE_RUN + " (ZO steps for part of the run are not supported)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ZerothOrderModifier:
+        if self.workers > 1 and self.estimator != "cge":
+            raise ValueError(
+                f"workers = {self.workers} splits the coordinates of estimator cge across "
+                "processes; spsa runs its directions one after another: use workers: 1 or "
+                "estimator: cge"
+            )
+        if self.gradient_ratios == "zo_grasp" and self.gradient_sparsity == 0:
+            raise ValueError(
+                "gradient_ratios zo_grasp needs a gradient_sparsity > 0 (the global fraction "
+                "of coordinates not perturbed, e.g. 0.9)"
+            )
+        return self
+
+    def recipe_dict(self) -> dict[str, Any]:
+        """The fields to write back (``params`` as a list)."""
+        out = super().recipe_dict()
+        if self.params is not None:
+            out["params"] = list(self.params)
+        return out
+
+    def regexes(self) -> list[str] | None:
+        """The ``re.search`` patterns of ``params`` (None: the default encoder weights)."""
+        if self.params is None:
+            return None
+        return [p[3:] if p.startswith("re:") else "^" + re.escape(p) + "$" for p in self.params]
+
+    def mask_period_steps(self, steps_per_epoch: int) -> int:
+        """``mask_period_epochs`` in optimizer steps (at least 1)."""
+        return max(1, round(self.mask_period_epochs * steps_per_epoch))
+
+
 TrainingModifier = (
     SetLearningRateModifier
     | SetWeightDecayModifier
     | TrainableParamsModifier
     | LayerDroppingModifier
+    | ZerothOrderModifier
 )
 TRAINING_MODIFIERS: dict[str, type[TrainingModifier]] = {
     cls.tag: cls
@@ -331,6 +433,7 @@ TRAINING_MODIFIERS: dict[str, type[TrainingModifier]] = {
         SetWeightDecayModifier,
         TrainableParamsModifier,
         LayerDroppingModifier,
+        ZerothOrderModifier,
     )
 }
 """The SparseML training modifiers that run here, by tag."""
