@@ -71,21 +71,28 @@ def _prune(
     return _block_counts(model)
 
 
+@pytest.mark.parametrize("sparsity", [0.5, 0.7])
 @pytest.mark.parametrize(
     ("method", "allocation"),
     [("magnitude", "uniform"), ("obert", "uniform"), ("obert", "obs"), ("lpvit", "lpvit")],
 )
-def test_allocation_meets_the_budget_within_one_block_per_layer(
+def test_allocation_meets_the_budget_within_one_block(
     tiny_bert: BertForSequenceClassification,
     task: ClassificationTask,
     method: str,
     allocation: str,
+    sparsity: float,
 ) -> None:
-    counts = _prune(tiny_bert, method, allocation, task, 0.5)
+    """The fewest whole blocks that meet the FLOPs budget: not one block more.
+
+    Before the allocation worked on whole blocks, its 0.01 grid of ratios left up to 1.75
+    blocks per tensor more pruned than asked (docs/results.md, the digits ViT).
+    """
+    counts = _prune(tiny_bert, method, allocation, task, sparsity)
     pruned = sum(k for k, _ in counts.values())
     total = sum(n for _, n in counts.values())
-    assert pruned >= 0.5 * total  # the FLOPs budget is met ...
-    assert pruned - 0.5 * total <= len(counts)  # ... overshooting by at most a block per layer
+    assert pruned >= sparsity * total - 1e-9  # the FLOPs budget is met ...
+    assert pruned - sparsity * total < 1  # ... within one block
     assert all(k < n for k, n in counts.values())  # LPViT's minimum density: no layer emptied
 
 
@@ -303,10 +310,13 @@ def test_lpvit_slope_rule_misses_a_budget_the_lagrangian_rule_meets(
     )  # fmt: skip
     grads = mean_gradients(sampler, params)
     weights = {n: p.detach().double() for n, p in params.items()}
-    with pytest.raises(oc.ObertError, match=r"cannot be met: .* keeps 0\.7617 of the dense cost"):
-        ob.allocate_blocks(weights, (R, C), 0.5, method="lpvit", grads=grads, rule="lpvit")
-    plan = ob.allocate_blocks(weights, (R, C), 0.5, method="lpvit", grads=grads, rule="lagrange")
-    assert plan.cost / plan.dense_cost == pytest.approx(0.4727, abs=1e-4)
+    # on whole blocks (count grids) LPViT's rule reaches 0.3 … 0.8 but not 0.2
+    with pytest.raises(oc.ObertError, match=r"cannot be met: .* keeps 0\.2305 of the dense cost"):
+        ob.allocate_blocks(weights, (R, C), 0.2, method="lpvit", grads=grads, rule="lpvit")
+    plan = ob.allocate_blocks(weights, (R, C), 0.2, method="lpvit", grads=grads, rule="lagrange")
+    assert plan.cost / plan.dense_cost == pytest.approx(51 / 256)  # 0.2 · 256 = 51.2 blocks
+    plan = ob.allocate_blocks(weights, (R, C), 0.5, method="lpvit", grads=grads, rule="lpvit")
+    assert plan.cost / plan.dense_cost == pytest.approx(0.5)
 
 
 def test_obs_allocation_does_not_depend_on_the_memory_budget(

@@ -20,6 +20,7 @@ from __future__ import annotations
 from .allocation import RULES, Allocation, allocate_ratios
 from .curves import (
     DEFAULT_DAMP,
+    count_ratios,
     ema,
     flops_curve,
     latency_curve,
@@ -56,6 +57,7 @@ __all__ = [
     "block_grid",
     "block_keep_mask",
     "block_ratio",
+    "count_ratios",
     "ema",
     "expand_blocks",
     "flops_curve",

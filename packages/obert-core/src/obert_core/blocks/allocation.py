@@ -1,29 +1,42 @@
 """Per-layer pruning ratios under a FLOPs or latency budget by equal slopes (docs/math.md §8).
 
-A pure function of per-layer curves sampled on one grid of ratios ``a_0 < … < a_{n−1}``: the
-distortion ``D_l`` (:func:`~obert_core.blocks.taylor_distortion_curve` or
+A pure function of per-layer curves: the distortion ``D_l``
+(:func:`~obert_core.blocks.taylor_distortion_curve` or
 :func:`~obert_core.blocks.obs_distortion_curve`), the budgeted cost ``C_l`` (kept FLOPs,
 :func:`~obert_core.blocks.flops_curve`, or latency, :func:`~obert_core.blocks.latency_curve`) and,
 optionally, LPViT's power proxy ``P_l`` (:func:`~obert_core.blocks.lpvit_power_curve`).
 
+The curves are sampled on each layer's **candidate points**. Where the number ``n_l`` of a layer's
+blocks is known (``blocks=``, as :func:`~obert_core.blocks.allocate_blocks` and obert-train pass
+it) the candidates are its whole numbers of pruned blocks ``k = 0 … n_l``, the ratios
+``k / n_l`` (:func:`~obert_core.blocks.count_ratios`); only where the counts are unknown is there
+one grid of ratios ``a_0 = 0 < … < a_{m−1}`` for every layer (LPViT's ``0, 0.01, …, 1``).
+
 The objective of a layer is ``O_l = EMA(D_l) + β P_l`` with, unless given,
 
-    β = mean_l max_a O′_{D,l}(a) / mean_l max_a P′_l(a)                                  (β)
+    β = mean_l max_a O′_{D,l}(a) / mean_l max_a P′_l(a)                                  (B-6)
 
-(slopes by :func:`~obert_core.blocks.stencil_slopes`). For an exponent ``s`` each layer takes one
-grid point:
+(slopes in the ratio by :func:`~obert_core.blocks.stencil_slopes`). For an exponent ``s`` each
+layer takes one candidate point:
 
 * ``rule="lpvit"`` (arXiv 2407.02068 §3.3, as its reference code): the point whose slope
   ``dO_l/da`` is closest to ``2^s``;
-* ``rule="lagrange"``: the minimiser of ``O_l(a) + 2^s C_l(a)`` — the exact Lagrangian choice, so
-  the allocation is optimal among all allocations that cost no more (for any curves; with convex
+* ``rule="lagrange"``: the minimiser of ``O_l + 2^s C_l`` — the exact Lagrangian choice, so the
+  allocation is optimal among all allocations that cost no more (for any curves; with convex
   ones it is the equal-slope point ``dO_l/dC_l = −2^s``);
-* ``rule="uniform"`` (the baseline): one ratio for every layer, the smallest grid point that meets
-  the budget (the distortion curves are not used).
+* ``rule="uniform"`` (the baseline): one ratio for every layer, the smallest that meets the
+  budget (the distortion curves are not used).
 
 ``s`` is found by bisection in ``[−100, 100]``: the smallest ``s`` whose total cost
-``Σ_l C_l(a_l)`` is within ``budget · Σ_l C_l(0)``. Every layer keeps at least the density
-``min(0.05, budget / 2)`` (LPViT's minimum): grid points above ``1 − min_density`` are never taken.
+``Σ_l C_l`` is within ``budget · Σ_l C_l(0)``. Then the **fill** (B-8) gives back what the last
+bisection step overshot: one candidate point at a time (one block, with counts), the layer whose
+step back lowers its objective most (or raises it least) per unit of cost (``rule="uniform"``
+with counts: the layer pruned the most, as a fraction of its blocks), as long as the total stays
+within the budget. With block counts the budget is then met within one block: no layer could
+take one more back.
+
+Every layer keeps at least the density ``min(0.05, budget / 2)`` (LPViT's minimum): with counts
+at least ``ceil(min_density·n_l)`` blocks, on a shared grid no ratio above ``1 − min_density``.
 """
 
 from __future__ import annotations
@@ -31,20 +44,21 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .._errors import ObertError
 from .._validate import check_positive_int
-from .curves import _check_ratios, ema, pruned_blocks, stencil_slopes
+from .curves import _check_ratios, count_ratios, ema, stencil_slopes
 
 __all__ = ["RULES", "Allocation", "allocate_ratios"]
 
 RULES = ("lpvit", "lagrange", "uniform")
 
 _S_LOW, _S_HIGH = -100.0, 100.0
+_TOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -52,7 +66,9 @@ class Allocation:
     """The result of :func:`allocate_ratios`.
 
     Attributes:
-        ratios: layer name → pruning ratio (a grid point: the fraction of its blocks removed).
+        ratios: layer name → pruning ratio (a candidate point: the fraction of its blocks
+            removed; with block counts ``k / n``, which
+            :func:`~obert_core.blocks.block_keep_mask` turns back into exactly ``k`` blocks).
         cost: the total cost ``Σ_l C_l(a_l)`` at those ratios.
         dense_cost: ``Σ_l C_l(0)``.
         budget: the budget asked for (a fraction of ``dense_cost``).
@@ -60,6 +76,8 @@ class Allocation:
             (0 for ``"uniform"``).
         beta: the weight of the power curves in the objective (0 without them).
         min_density: the density every layer keeps at least.
+        pruned: layer name → number of blocks removed, where the counts were given (``blocks=``);
+            else empty.
     """
 
     ratios: dict[str, float]
@@ -69,9 +87,12 @@ class Allocation:
     exponent: float
     beta: float
     min_density: float
+    pruned: dict[str, int] = field(default_factory=dict)
 
 
-def _curves(value: object, what: str, names: list[str] | None, n: int) -> dict[str, np.ndarray]:
+def _curves(
+    value: object, what: str, names: list[str] | None, sizes: Mapping[str, int] | int
+) -> dict[str, np.ndarray]:
     if not isinstance(value, Mapping) or not value:
         raise ObertError(
             f"{what} must be a non-empty mapping layer name → curve over the ratios, got "
@@ -87,11 +108,13 @@ def _curves(value: object, what: str, names: list[str] | None, n: int) -> dict[s
     out = {}
     for name, curve in value.items():
         arr = np.asarray(curve, dtype=np.float64)
+        if isinstance(sizes, int):
+            n, unit = sizes, f"one value per ratio ({sizes})"
+        else:
+            n = sizes[str(name)]
+            unit = f"one value per number of pruned blocks 0 … {n - 1} ({n})"
         if arr.shape != (n,):
-            raise ObertError(
-                f"{what}[{name!r}] has shape {arr.shape}; every curve has one value per ratio "
-                f"({n})."
-            )
+            raise ObertError(f"{what}[{name!r}] has shape {arr.shape}; every curve has {unit}.")
         if not np.all(np.isfinite(arr)):
             raise ObertError(f"{what}[{name!r}] contains NaN or inf; recompute the curve.")
         out[str(name)] = arr
@@ -108,6 +131,21 @@ def _check_budget(value: object) -> float:
             f"0.5), got {value!r}."
         )
     return b
+
+
+def _counts(blocks: object, names: list[str]) -> dict[str, int]:
+    if not isinstance(blocks, Mapping):
+        raise ObertError(
+            f"blocks must be a mapping layer name → number of blocks, got {type(blocks).__name__}."
+        )
+    missing = [k for k in names if k not in blocks]
+    extra = [str(k) for k in blocks if k not in names]
+    if missing or extra:
+        raise ObertError(
+            f"blocks must name the same layers as the curves; missing {missing[:3]}, "
+            f"extra {extra[:3]}."
+        )
+    return {k: check_positive_int(blocks[k], f"blocks[{k!r}]") for k in names}
 
 
 def allocate_ratios(
@@ -127,67 +165,105 @@ def allocate_ratios(
     """Per-layer pruning ratios that keep ``budget`` of the dense cost, by equal slopes.
 
     Args:
-        distortion: layer name → ``D_l`` at each ratio.
-        cost: layer name → the budgeted cost ``C_l`` at each ratio (kept FLOPs or latency), the
-            same layers.
+        distortion: layer name → ``D_l`` at each candidate point.
+        cost: layer name → the budgeted cost ``C_l`` at each candidate point (kept FLOPs or
+            latency), the same layers.
         budget: the fraction of the dense total cost ``Σ_l C_l(0)`` to keep, in (0, 1).
-        ratios: the grid the curves are sampled on (default
-            :func:`~obert_core.blocks.ratio_grid`, 0 … 1 by 0.01), starting at 0.
-        power: layer name → LPViT's power proxy ``P_l`` at each ratio, added as ``β P_l``.
-        beta: ``β`` (default: (β) of the module docstring when ``power`` is given, else 0).
+        ratios: the grid of ratios every curve is sampled on when the block counts are unknown
+            (default :func:`~obert_core.blocks.ratio_grid`, 0 … 1 by 0.01), starting at 0; not
+            together with ``blocks``.
+        power: layer name → LPViT's power proxy ``P_l`` at each candidate point, added as
+            ``β P_l``.
+        beta: ``β`` (default: (B-6) of the module docstring when ``power`` is given, else 0).
         rule: ``"lpvit"`` (slope closest to ``2^s``), ``"lagrange"`` or ``"uniform"`` (see the
             module docstring).
         smooth: the EMA weight applied to each ``D_l`` (LPViT: 0.5); ``None`` or 0: no smoothing.
         h: the stencil offset of :func:`~obert_core.blocks.stencil_slopes` (LPViT: 4).
         min_density: the smallest density a layer keeps (default ``min(0.05, budget/2)``).
-        blocks: layer name → its number of blocks ``n``; a layer at ratio ``a`` removes
-            ``round(a·n)`` of them, and with ``blocks`` given the ratios it may take are those
-            that keep at least ``ceil(min_density·n)`` blocks (without it: ``a ≤ 1 −
-            min_density``, which rounding can undercut by a block).
+        blocks: layer name → its number of blocks ``n_l``. Then every curve of layer ``l`` has
+            ``n_l + 1`` values, at ``k = 0 … n_l`` pruned blocks (the ratios
+            :func:`~obert_core.blocks.count_ratios`), and the budget is met within one block.
 
     Returns:
         An :class:`Allocation`; ``cost ≤ budget · dense_cost``.
 
     Raises:
-        ObertError: a budget outside (0, 1), curves that do not match the layers or the grid, or a
-            budget no allocation on the grid meets (raise it or lower ``min_density``).
+        ObertError: a budget outside (0, 1), curves that do not match the layers or their
+            candidate points, ``ratios`` and ``blocks`` together, or a budget no allocation meets
+            (raise it or lower ``min_density``).
     """
     b = _check_budget(budget)
     if rule not in RULES:
         raise ObertError(f"unknown rule {rule!r}; choose one of {', '.join(map(repr, RULES))}.")
-    a = _check_ratios(ratios)
-    if a[0] != 0.0:
-        raise ObertError(f"ratios must start at 0 (the dense layer), got {a[0]!r}.")
-    n = a.shape[0]
-    dist = _curves(distortion, "distortion", None, n)
-    names = list(dist)
-    costs = _curves(cost, "cost", names, n)
+    if not isinstance(distortion, Mapping) or not distortion:  # type: ignore[redundant-expr]
+        raise ObertError(
+            "distortion must be a non-empty mapping layer name → curve over the ratios, got "
+            f"{type(distortion).__name__}."
+        )
+    names = [str(k) for k in distortion]
+    dens = min(0.05, b / 2) if min_density is None else _check_density(min_density)
+    counts: dict[str, int] = {}
+    if blocks is not None:
+        if ratios is not None:
+            raise ObertError(
+                "pass ratios (one grid for every layer, block counts unknown) or blocks (each "
+                "layer's curves at 0 … n pruned blocks), not both."
+            )
+        counts = _counts(blocks, names)
+        grids = {k: count_ratios(counts[k]) for k in names}
+        sizes: Mapping[str, int] | int = {k: counts[k] + 1 for k in names}
+        # at least ceil(dens·n) blocks kept: k ≤ n − ceil(dens·n)
+        top = {k: counts[k] - math.ceil(dens * counts[k] - 1e-9) for k in names}
+    else:
+        a = _check_ratios(ratios)
+        if a[0] != 0.0:
+            raise ObertError(f"ratios must start at 0 (the dense layer), got {a[0]!r}.")
+        grids = dict.fromkeys(names, a)
+        sizes = a.shape[0]
+        last = int(np.flatnonzero(a <= 1.0 - dens + _TOL)[-1])
+        top = dict.fromkeys(names, last)
+    dist = _curves(distortion, "distortion", None, sizes)
+    costs = _curves(cost, "cost", names, sizes)
     for name, cv in costs.items():
         if np.any(cv < 0):
             raise ObertError(f"cost[{name!r}] has negative values; costs are FLOPs or latencies.")
-    pw = _curves(power, "power", names, n) if power is not None else None
-    dens = min(0.05, b / 2) if min_density is None else _check_density(min_density)
-    allowed = _allowed(a, dens, names, blocks)
+    pw = _curves(power, "power", names, sizes) if power is not None else None
     if smooth is not None and smooth != 0:
         dist = {k: ema(v, smooth) for k, v in dist.items()}
     bet = 0.0
     if pw is not None:
-        bet = _beta(a, dist, pw, h) if beta is None else _check_beta(beta)
+        bet = _beta(grids, dist, pw, h) if beta is None else _check_beta(beta)
     elif beta is not None:
         raise ObertError("beta weighs the power curves; pass power=... with it, or drop beta.")
     obj = {k: dist[k] + bet * pw[k] if pw is not None else dist[k] for k in names}
     dense = float(sum(costs[k][0] for k in names))
-    target = b * dense
+    target = b * dense * (1 + _TOL)
+
+    def result(pick: dict[str, int], exponent: float) -> Allocation:
+        return Allocation(
+            ratios={k: float(grids[k][pick[k]]) for k in names},
+            cost=float(sum(costs[k][pick[k]] for k in names)),
+            dense_cost=dense,
+            budget=b,
+            exponent=exponent,
+            beta=bet,
+            min_density=dens,
+            pruned={k: pick[k] for k in counts},
+        )
+
     if rule == "uniform":
-        return _uniform(a, costs, allowed, target, dense, b, bet, dens)
-    choose = _chooser(rule, a, obj, costs, allowed, h)
+        pick = _uniform(grids, costs, top, target, dense, b, dens, bool(counts))
+        if counts:  # within one block of the budget, the most-pruned layers stepping back
+            pick = _fill(pick, costs, {}, target, grids, uniform=True)
+        return result(pick, 0.0)
+    choose = _chooser(rule, grids, obj, costs, top, h)
 
     def total(s: float) -> tuple[float, dict[str, int]]:
         pick = choose(s)
         return float(sum(costs[k][pick[k]] for k in names)), pick
 
     hi_cost, hi_pick = total(_S_HIGH)
-    if hi_cost > target * (1 + 1e-12):
+    if hi_cost > target:
         raise ObertError(
             f"budget={b!r} cannot be met: the cheapest allocation found keeps "
             f"{hi_cost / dense:.4g} of the dense cost (every layer keeps at least density "
@@ -195,7 +271,7 @@ def allocate_ratios(
         )
     lo_cost, lo_pick = total(_S_LOW)
     s_hi = _S_HIGH
-    if lo_cost <= target * (1 + 1e-12):
+    if lo_cost <= target:
         s_hi, hi_cost, hi_pick = _S_LOW, lo_cost, lo_pick
     else:
         s_lo = _S_LOW
@@ -204,46 +280,88 @@ def allocate_ratios(
                 break
             mid = 0.5 * (s_lo + s_hi)
             c_mid, p_mid = total(mid)
-            if c_mid <= target * (1 + 1e-12):
+            if c_mid <= target:
                 s_hi, hi_cost, hi_pick = mid, c_mid, p_mid
             else:
                 s_lo = mid
-    return Allocation(
-        ratios={k: float(a[hi_pick[k]]) for k in names},
-        cost=hi_cost,
-        dense_cost=dense,
-        budget=b,
-        exponent=s_hi,
-        beta=bet,
-        min_density=dens,
-    )
+    return result(_fill(hi_pick, costs, obj, target, grids, uniform=False), s_hi)
+
+
+def _fill(
+    pick: dict[str, int],
+    costs: dict[str, np.ndarray],
+    obj: Mapping[str, Any],
+    target: float,
+    grids: Mapping[str, np.ndarray],
+    *,
+    uniform: bool,
+) -> dict[str, int]:
+    """(B-8): step layers back one candidate point at a time while the total stays in budget.
+
+    A step back of layer ``l`` from point ``i`` costs ``Δ_l = C_l(i−1) − C_l(i)`` and lowers its
+    objective by ``G_l = O_l(i) − O_l(i−1)``; among the steps that fit, the one with the largest
+    ``G_l / Δ_l`` is taken (a step that costs nothing first). The budget is a target: a step
+    that raises the objective (a curve that is not monotone, such as (B-4) with its
+    ``½(gᵀδw)²`` term) is still taken when nothing better fits, the least harmful first.
+    ``uniform``: ``obj`` maps each layer to its current ratio, and the layer pruned
+    the most (as a fraction of its blocks) steps back first (``obj`` is not used).
+    """
+    out = dict(pick)
+    total = float(sum(costs[k][out[k]] for k in out))
+    while True:
+        best: tuple[float, float, str] | None = None
+        for k, i in out.items():
+            if i == 0:
+                continue
+            delta = float(costs[k][i - 1] - costs[k][i])
+            if total + delta > target:
+                continue
+            if uniform:
+                key = float(grids[k][i])
+            else:
+                gain = float(obj[k][i] - obj[k][i - 1])
+                key = math.inf if delta <= 0 else gain / delta
+            cand = (key, float(grids[k][i]), k)
+            if best is None or cand[:2] > best[:2]:
+                best = cand
+        if best is None:
+            return out
+        k = best[2]
+        total += float(costs[k][out[k] - 1] - costs[k][out[k]])
+        out[k] -= 1
 
 
 def _uniform(
-    a: np.ndarray,
+    grids: dict[str, np.ndarray],
     costs: dict[str, np.ndarray],
-    allowed: dict[str, np.ndarray],
+    top: dict[str, int],
     target: float,
     dense: float,
     budget: float,
-    beta: float,
     dens: float,
-) -> Allocation:
-    """``rule="uniform"``: the smallest common grid ratio whose total cost meets the budget."""
-    totals: np.ndarray = np.sum(np.stack(list(costs.values())), axis=0)
-    common = np.logical_and.reduce(list(allowed.values()))
-    for j in np.flatnonzero(common).tolist():
-        if float(totals[j]) <= target * (1 + 1e-12):
-            return Allocation(
-                ratios=dict.fromkeys(costs, float(a[j])),
-                cost=float(totals[j]),
-                dense_cost=dense,
-                budget=budget,
-                exponent=0.0,
-                beta=beta,
-                min_density=dens,
-            )
-    best = float(min(totals[common])) if common.any() else dense
+    counted: bool,
+) -> dict[str, int]:
+    """``rule="uniform"``: the smallest common ratio whose total cost meets the budget.
+
+    On a shared grid a common grid point every layer may take; with block counts any ratio
+    ``a`` (the union of the layers' ``k / n``), each layer at its point nearest ``a``
+    (``round(a·n)`` blocks), capped by its minimum density.
+    """
+    names = list(grids)
+    if counted:
+        cands = np.unique(np.concatenate([grids[k] for k in names]))
+        for a in cands.tolist():
+            pick = {k: min(round(a * (grids[k].shape[0] - 1)), top[k]) for k in names}
+            if sum(float(costs[k][pick[k]]) for k in names) <= target:
+                return pick
+        best = sum(float(costs[k][top[k]]) for k in names)
+    else:
+        common = min(top.values())
+        totals: np.ndarray = np.sum(np.stack(list(costs.values())), axis=0)
+        for j in range(common + 1):
+            if float(totals[j]) <= target:
+                return dict.fromkeys(names, j)
+        best = float(totals[: common + 1].min())
     raise ObertError(
         f"budget={budget!r} cannot be met with one ratio for every layer: the sparsest allowed "
         f"keeps {best / dense:.4g} of the dense cost (every layer keeps at least density "
@@ -270,9 +388,14 @@ def _check_beta(value: object) -> float:
     return float(value)
 
 
-def _beta(a: np.ndarray, dist: dict[str, np.ndarray], pw: dict[str, np.ndarray], h: int) -> float:
-    d_slope = float(np.mean([stencil_slopes(a, v, h).max() for v in dist.values()]))
-    p_slope = float(np.mean([stencil_slopes(a, v, h).max() for v in pw.values()]))
+def _beta(
+    grids: Mapping[str, np.ndarray],
+    dist: dict[str, np.ndarray],
+    pw: dict[str, np.ndarray],
+    h: int,
+) -> float:
+    d_slope = float(np.mean([stencil_slopes(grids[k], v, h).max() for k, v in dist.items()]))
+    p_slope = float(np.mean([stencil_slopes(grids[k], v, h).max() for k, v in pw.items()]))
     if not (p_slope > 0):
         raise ObertError(
             "the power curves never increase with the ratio, so beta cannot be derived from "
@@ -281,41 +404,17 @@ def _beta(a: np.ndarray, dist: dict[str, np.ndarray], pw: dict[str, np.ndarray],
     return d_slope / p_slope
 
 
-def _allowed(
-    a: np.ndarray, dens: float, names: list[str], blocks: Mapping[str, int] | None
-) -> dict[str, np.ndarray]:
-    """Per layer, the grid points it may take (a boolean mask over the grid).
-
-    ``a ≤ 1 − dens``, and with ``blocks`` at least ``ceil(dens·n)`` of its ``n`` blocks kept
-    (``round(a·n)`` removed).
-    """
-    base = a <= 1.0 - dens + 1e-12
-    if blocks is None:
-        return dict.fromkeys(names, base)
-    missing = [k for k in names if k not in blocks]
-    if missing or len(blocks) != len(names):
-        raise ObertError(
-            f"blocks must name the same layers as the curves; missing {missing[:3]}, "
-            f"extra {[k for k in blocks if k not in names][:3]}."
-        )
-    out = {}
-    for k in names:
-        n = check_positive_int(blocks[k], f"blocks[{k!r}]")
-        out[k] = base & (n - pruned_blocks(n, a) >= math.ceil(dens * n - 1e-9))
-    return out
-
-
 def _chooser(
     rule: str,
-    a: np.ndarray,
+    grids: Mapping[str, np.ndarray],
     obj: dict[str, np.ndarray],
     costs: dict[str, np.ndarray],
-    allowed: dict[str, np.ndarray],
+    top: Mapping[str, int],
     h: int,
 ) -> Callable[[float], dict[str, int]]:
-    idxs = {k: np.flatnonzero(allowed[k]) for k in obj}
+    """The choice of every layer for an exponent ``s`` (a candidate index ``≤ top[l]``)."""
     if rule == "lpvit":
-        slopes = {k: stencil_slopes(a, v, h)[idxs[k]] for k, v in obj.items()}
+        slopes = {k: stencil_slopes(grids[k], v, h)[: top[k] + 1] for k, v in obj.items()}
 
         def closest(v: np.ndarray, t: float) -> int:
             # outside the range of the slopes |v − t| rounds to one value for every point (t =
@@ -328,11 +427,11 @@ def _chooser(
 
         def pick_lpvit(s: float) -> dict[str, int]:
             t = 2.0**s
-            return {k: int(idxs[k][closest(v, t)]) for k, v in slopes.items()}
+            return {k: closest(v, t) for k, v in slopes.items()}
 
         return pick_lpvit
-    sub_obj = {k: v[idxs[k]] for k, v in obj.items()}
-    sub_cost = {k: costs[k][idxs[k]] for k in obj}
+    sub_obj = {k: v[: top[k] + 1] for k, v in obj.items()}
+    sub_cost = {k: costs[k][: top[k] + 1] for k in obj}
 
     def pick_lagrange(s: float) -> dict[str, int]:
         mu = 2.0**s
@@ -341,7 +440,7 @@ def _chooser(
             val = v + mu * sub_cost[k]
             best = np.flatnonzero(val <= val.min())
             # among exact ties the cheapest point (so the total cost falls as mu grows)
-            out[k] = int(idxs[k][best[np.argmin(sub_cost[k][best])]])
+            out[k] = int(best[np.argmin(sub_cost[k][best])])
         return out
 
     return pick_lagrange

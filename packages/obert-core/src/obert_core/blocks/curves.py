@@ -17,7 +17,8 @@ with ``S_f`` the removed weights (``P`` and those pruned earlier) inside Fisher 
 (oBERT Eq. 4 for all removed weights of each Fisher block at once, the loss of
 :func:`~obert_core.blocks.obs_block_update`). The budgeted costs are the kept FLOPs
 (:func:`flops_curve`) or a measured latency (:func:`latency_curve`). Curves are sampled on a grid
-of ratios (default ``0, 0.01, …, 1``: :func:`ratio_grid`), smoothed by a bias-corrected EMA
+of ratios (a layer's whole numbers of pruned blocks, :func:`count_ratios`, or LPViT's
+``0, 0.01, …, 1``, :func:`ratio_grid`, the default), smoothed by a bias-corrected EMA
 (:func:`ema`) and differentiated with a five-point stencil (:func:`stencil_slopes`).
 """
 
@@ -39,6 +40,7 @@ from .scores import _check_weight, obs_block_saliency, taylor_block_scores
 
 __all__ = [
     "DEFAULT_DAMP",
+    "count_ratios",
     "ema",
     "flops_curve",
     "latency_curve",
@@ -58,6 +60,18 @@ def ratio_grid(steps: int = 100) -> np.ndarray:
     """The ratios ``0, 1/steps, …, 1`` (LPViT: ``steps = 100``, a step of 0.01)."""
     n = check_positive_int(steps, "steps")
     return np.linspace(0.0, 1.0, n + 1)
+
+
+def count_ratios(num_blocks: int) -> np.ndarray:
+    """The ratios ``k / n`` for ``k = 0 … n`` pruned blocks of ``n``: a layer's candidate points.
+
+    Sampled there, every curve of this module has one value per whole number of pruned blocks
+    (``round((k / n)·n) = k``), which is what :func:`~obert_core.blocks.allocate_ratios` takes
+    with ``blocks=`` (docs/math.md §8, (B-8)).
+    """
+    n = check_positive_int(num_blocks, "num_blocks")
+    out: np.ndarray = np.arange(n + 1, dtype=np.float64) / n
+    return out
 
 
 def _check_ratios(ratios: Any) -> np.ndarray:

@@ -24,7 +24,7 @@ from .._errors import ObertError
 from .allocation import Allocation, allocate_ratios
 from .curves import (
     DEFAULT_DAMP,
-    _check_ratios,
+    count_ratios,
     flops_curve,
     latency_curve,
     lpvit_power_curve,
@@ -61,7 +61,6 @@ def allocate_blocks(
     latency: Mapping[tuple[int, int], Any] | None = None,
     power: bool | None = None,
     rule: str | None = None,
-    ratios: Any = None,
     smooth: float | None = 0.5,
     h: int = 4,
     min_density: float | None = None,
@@ -82,15 +81,18 @@ def allocate_blocks(
         power: add LPViT's power proxy with its automatic β (default: for ``"lpvit"`` only).
         rule: the rule of :func:`~obert_core.blocks.allocate_ratios` (default ``"lpvit"``;
             ``"uniform"`` for ``method="uniform"``).
-        ratios: the grid (default 0 … 1 by 0.01).
         smooth: the EMA weight of the distortion curves (LPViT: 0.5; ``None``: none).
         h: the stencil offset of the slopes (LPViT: 4).
         min_density: the smallest density a layer keeps (default ``min(0.05, budget/2)``).
         damp: ``λ`` of LPViT's distortion (B-4).
 
+    Every curve is sampled at each layer's whole numbers of pruned blocks ``0 … n``
+    (:func:`~obert_core.blocks.count_ratios`), so the budget is met within one block
+    (docs/math.md §8, (B-8)).
+
     Returns:
-        The :class:`~obert_core.blocks.Allocation`; keep each layer's blocks with
-        :func:`~obert_core.blocks.block_keep_mask` at its ratio.
+        The :class:`~obert_core.blocks.Allocation` (``pruned``: blocks removed per layer); keep
+        each layer's blocks with :func:`~obert_core.blocks.block_keep_mask` at its ratio.
 
     Raises:
         ObertError: an unknown method, a missing gradient / inverse Fisher / latency entry, a
@@ -104,38 +106,40 @@ def allocate_blocks(
     if not weights:
         raise ObertError("weights must be a non-empty mapping layer name → 2-D weight.")
     rc = parse_block(block)
-    a = _check_ratios(ratios)
     names = [str(n) for n in weights]
     counts = {}
     for name in names:
         rows, cols = block_grid(tuple(weights[name].shape), rc, name=name)
         counts[name] = rows * cols
+    # each layer's candidate points: its whole numbers of pruned blocks 0 … n
+    grid = {n: count_ratios(counts[n]) for n in names}
     shapes = {n: tuple(int(d) for d in weights[n].shape) for n in names}
     if latency is not None:
-        cost = {n: latency_curve(latency, shapes[n], rc, ratios=a, name=n) for n in names}
+        cost = {n: latency_curve(latency, shapes[n], rc, ratios=grid[n], name=n) for n in names}
     else:
-        cost = {n: flops_curve(shapes[n], rc, ratios=a) for n in names}
+        cost = {n: flops_curve(shapes[n], rc, ratios=grid[n]) for n in names}
     if method == "lpvit":
         g = _per_layer(grads, "grads", names, method)
         dist = {
-            n: taylor_distortion_curve(weights[n], g[n], rc, ratios=a, damp=damp, name=n)
+            n: taylor_distortion_curve(weights[n], g[n], rc, ratios=grid[n], damp=damp, name=n)
             for n in names
         }
     elif method == "obs":
         f = _per_layer(finvs, "finvs", names, method)
-        dist = {n: obs_distortion_curve(weights[n], f[n], rc, ratios=a, name=n) for n in names}
+        dist = {
+            n: obs_distortion_curve(weights[n], f[n], rc, ratios=grid[n], name=n) for n in names
+        }
     else:
-        dist = {n: np.zeros(a.shape[0]) for n in names}
+        dist = {n: np.zeros(counts[n] + 1) for n in names}
     use_power = (method == "lpvit") if power is None else bool(power)
     if use_power and method == "uniform":
         raise ObertError("method='uniform' has no objective for the power proxy; drop power=True.")
-    pw = {n: lpvit_power_curve(shapes[n], rc, ratios=a) for n in names} if use_power else None
+    pw = {n: lpvit_power_curve(shapes[n], rc, ratios=grid[n]) for n in names} if use_power else None
     chosen = rule if rule is not None else ("uniform" if method == "uniform" else "lpvit")
     return allocate_ratios(
         dist,
         cost,
         budget,
-        ratios=a,
         power=pw,
         rule=chosen,
         smooth=smooth,

@@ -46,6 +46,7 @@ __all__ = [
     "LATENCY_TABLE_FORMAT",
     "allocate_block_ratios",
     "allocated_block_masks",
+    "block_counts",
     "check_latency_table",
     "cost_sparsity",
     "load_latency_table",
@@ -165,19 +166,32 @@ def check_latency_table(path: str | Path, shapes: Mapping[str, tuple[int, ...]])
     return table
 
 
+def block_counts(shapes: Mapping[str, tuple[int, ...]], block: tuple[int, int]) -> dict[str, int]:
+    """``{name: number of r×c blocks}``.
+
+    A tensor's curves are sampled at ``0 … n`` pruned blocks
+    (:func:`obert_core.blocks.count_ratios`).
+    """
+    return {
+        n: math.prod(ob.block_grid((int(s[0]), int(s[-1])), block, name=n))
+        for n, s in shapes.items()
+    }
+
+
 def _cost_curves(
     shapes: Mapping[str, tuple[int, int]],
     block: tuple[int, int],
     latency: LatencyTable | None,
-    ratios: np.ndarray,
+    counts: Mapping[str, int],
 ) -> dict[str, np.ndarray]:
+    grid = {n: ob.count_ratios(k) for n, k in counts.items()}
     try:
         if latency is not None:
             return {
-                n: ob.latency_curve(latency, s, block, ratios=ratios, name=n)
+                n: ob.latency_curve(latency, s, block, ratios=grid[n], name=n)
                 for n, s in shapes.items()
             }
-        return {n: ob.flops_curve(s, block, ratios=ratios) for n, s in shapes.items()}
+        return {n: ob.flops_curve(s, block, ratios=grid[n]) for n, s in shapes.items()}
     except oc.ObertError as exc:
         raise TargetError(str(exc)) from None
 
@@ -198,11 +212,14 @@ def allocate_block_ratios(
         shapes: ``{name: (R, C)}`` of every target tensor.
         block: ``(r, c)``.
         sparsity: The fraction of the dense cost removed, in (0, 1).
-        distortion: ``{name: curve over ob.ratio_grid()}`` for ``"lpvit"`` / ``"obs"``.
+        distortion: ``{name: curve at 0 … n pruned blocks}`` (sampled at
+            :func:`obert_core.blocks.count_ratios` of :func:`block_counts`) for ``"lpvit"`` /
+            ``"obs"``.
         latency: A latency table (cost = latency), or None (cost = FLOPs).
 
     Returns:
-        The :class:`obert_core.blocks.Allocation` (ratios on the grid 0, 0.01, …, 1).
+        The :class:`obert_core.blocks.Allocation` (``pruned``: blocks removed per tensor; the
+        budget met within one block).
 
     Raises:
         RecipeError: If ``sparsity`` is outside (0, 1) or the budget is out of reach.
@@ -213,16 +230,19 @@ def allocate_block_ratios(
             f"allocation {allocation!r}: the budget is 1 - sparsity, so the sparsity must lie in "
             f"(0, 1), got {sparsity!r}"
         )
-    grid = ob.ratio_grid()
-    cost = _cost_curves(shapes, block, latency, grid)
+    counts = block_counts(shapes, block)
+    cost = _cost_curves(shapes, block, latency, counts)
     if allocation == "uniform":
-        dist = {n: np.zeros(grid.shape[0]) for n in shapes}
+        dist = {n: np.zeros(counts[n] + 1) for n in shapes}
     elif distortion is None:
         raise ArgumentError(f"allocation {allocation!r} needs the distortion curves")
     else:
         dist = {n: np.asarray(distortion[n], dtype=np.float64) for n in shapes}
     power = (
-        {n: ob.lpvit_power_curve(s, block, ratios=grid) for n, s in shapes.items()}
+        {
+            n: ob.lpvit_power_curve(s, block, ratios=ob.count_ratios(counts[n]))
+            for n, s in shapes.items()
+        }
         if allocation == "lpvit"
         else None
     )
@@ -231,10 +251,9 @@ def allocate_block_ratios(
             dist,
             cost,
             1.0 - sparsity,
-            ratios=grid,
             power=power,
             rule="uniform" if allocation == "uniform" else "lagrange",
-            blocks={n: math.prod(ob.block_grid(s, block, name=n)) for n, s in shapes.items()},
+            blocks=counts,
         )
     except oc.ObertError as exc:
         raise RecipeError(f"allocation {allocation!r} at sparsity {sparsity:.4g}: {exc}") from None

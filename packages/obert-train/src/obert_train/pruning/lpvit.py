@@ -182,7 +182,12 @@ class LPViTPruning(PruningMethod):
             try:
                 curves = {
                     n: ob.taylor_distortion_curve(
-                        p.detach().double(), grads[n], block, damp=cfg.damp, name=n
+                        p.detach().double(),
+                        grads[n],
+                        block,
+                        damp=cfg.damp,
+                        name=n,
+                        ratios=ob.count_ratios(p.numel() // (block[0] * block[1])),
                     )
                     for n, p in params.items()
                 }

@@ -303,8 +303,9 @@ def select_masks(
             scores of a block (one per ``C`` consecutive weights) are summed into its score,
             which for oBERT's saliencies with Fisher blocks inside a row is the block's exact
             OBS saliency (docs/math.md §8, B-3).
-        distortion: ``{name: loss curve over obert_core.blocks.ratio_grid()}``, needed by the
-            allocations ``"lpvit"`` and ``"obs"``.
+        distortion: ``{name: loss curve at 0 … n pruned blocks}`` (sampled at
+            ``obert_core.blocks.count_ratios(n)``), needed by the allocations ``"lpvit"`` and
+            ``"obs"``.
 
     Returns:
         ``{name: flat bool keep-mask}`` for every name in ``scores``.

@@ -544,7 +544,7 @@ class ObertPruning(PruningMethod):
                 all_scores = _gather(scores, owners, params, cfg.group_size, ctx)
                 shapes = {n: tuple(p.shape) for n, p in params.items()}
                 if curves is not None:
-                    curves = _gather_curves(curves, owners, params, ctx)
+                    curves = _gather_curves(curves, owners, params, ctx, cfg.block)
                 new_masks = select_masks(
                     all_scores, sparsity, masks, cfg, shapes, distortion=curves
                 )
@@ -713,6 +713,7 @@ def _obs_curves(
         order = scores[name].detach().double().reshape(rows // r, r, cols // c).sum(1)
         out[name] = ob.obs_distortion_curve(
             w, finv, block, scores=order.float().to(w.device),
+            ratios=ob.count_ratios((rows // r) * (cols // c)),
             current_mask=masks[name].reshape(rows, cols).to(torch.bool), name=name,
         )  # fmt: skip
     return out
@@ -723,13 +724,15 @@ def _gather_curves(
     owners: Mapping[str, int],
     params: Mapping[str, torch.nn.Parameter],
     ctx: StepContext,
+    block: tuple[int, int] | None,
 ) -> dict[str, Any]:
     """Every rank gets every tensor's OBS loss curve (broadcast from the owner)."""
     if not ctx.dist.active:
         return dict(curves)
-    size = ob.ratio_grid().shape[0]
+    assert block is not None
     out: dict[str, Any] = {}
     for name, p in params.items():
+        size = p.numel() // (block[0] * block[1]) + 1  # one value per 0 … n pruned blocks
         buf = (
             torch.as_tensor(curves[name], dtype=torch.float64, device=p.device)
             if owners[name] == ctx.dist.rank
