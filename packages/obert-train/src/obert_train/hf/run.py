@@ -656,6 +656,9 @@ def _zo_settings(
                 mu=modifier.grasp_mu,
                 seed=modifier.seed,
             )
+            # a tensor ranked wholly out still moves one coordinate per period (ZOSettings
+            # takes fractions below 1)
+            sparsity = {n: min(r, 1.0 - 1.0 / targets[n].numel()) for n, r in sparsity.items()}
             low, high = min(sparsity.values()), max(sparsity.values())
             emit(
                 f"ZO-GraSP gradient sparsities: {low:.4f}-{high:.4f} over {len(sparsity)} "

@@ -317,7 +317,9 @@ class Recipe:
         if self.layer_dropping is not None:
             extra["layer_dropping"] = self.layer_dropping.recipe_dict()
         if self.zeroth_order is not None:
-            zo = {k: v for k, v in self.zeroth_order.recipe_dict().items() if "epoch" not in k}
+            # the whole run always; workers do not change the estimate (a resume may change them)
+            fields = self.zeroth_order.recipe_dict().items()
+            zo = {k: v for k, v in fields if "epoch" not in k and k != "workers"}
             extra["zeroth_order"] = zo
         return {**self._content(), **extra}
 
