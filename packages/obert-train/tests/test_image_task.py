@@ -282,3 +282,78 @@ def test_npz_class_ids_keep_the_label_names_order(tmp_path: Path) -> None:
     assert task.labels == ["cat", "dog", "ant"]
     assert [f["labels"] for f in task.train_features] == [0, 1, 0, 1]
     assert [f["labels"] for f in task.dev_features] == [2, 0]
+
+
+def _grey_vit(channels: int = 1) -> ViTForImageClassification:
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=8, patch_size=2, num_channels=channels, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, num_labels=3,
+    )  # fmt: skip
+    return ViTForImageClassification(config).eval()
+
+
+def _grey_processor() -> ViTImageProcessor:
+    return ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5], image_std=[0.5])
+
+
+def test_a_one_channel_vit_gets_greyscale_images(image_dir: Path) -> None:
+    """Colour PNGs become Pillow's "L"; grey PNGs stay as they are; the model runs and prunes."""
+    grey = np.random.default_rng(7).integers(0, 256, size=(8, 8), dtype=np.uint8)
+    PIL.fromarray(grey, mode="L").save(image_dir / "train" / "fish" / "grey.png")
+    task = load_task("image-classification", _grey_processor(), data_dir=image_dir)
+    assert isinstance(task, ImageClassificationTask)
+    assert task.num_channels == 1
+    batch = task.collate(task.train_features)
+    assert batch["pixel_values"].shape == (13, 1, 8, 8)
+    # the oracle: Pillow's own RGB -> L conversion, rescaled and normalised to [-1, 1]
+    colour = PIL.open(image_dir / "train" / "cat" / "0.png")
+    expect = np.asarray(colour.convert("L"), dtype=np.float64) / 255.0 * 2.0 - 1.0
+    np.testing.assert_allclose(batch["pixel_values"][0, 0].numpy(), expect, atol=1e-6)
+    np.testing.assert_allclose(  # the grey image (fish/grey.png sorts last)
+        batch["pixel_values"][12, 0].numpy(), grey / 255.0 * 2.0 - 1.0, atol=1e-6
+    )
+    model = _grey_vit()
+    assert 0.0 <= task.evaluate(model, progress=False)["accuracy"] <= 1.0
+    settings = {"mask_type": "8x8", "num_grads": 2, "grad_batch_size": 4}
+    oneshot_prune(model, "lpvit", 0.5, settings=settings, task=task, progress=False)
+
+
+def test_the_task_follows_the_loaded_models_channels(tmp_path: Path) -> None:
+    grey = np.random.default_rng(1).integers(0, 256, size=(6, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp_path / "train.npz", images=grey, labels=np.array([0, 1, 2, 0, 1, 2]))
+    np.savez(tmp_path / "dev.npz", images=grey[:3], labels=np.array([0, 1, 2]))
+    plain = ViTImageProcessor(size={"height": 8, "width": 8}, do_normalize=False)
+    task = load_task("image-classification", plain, data_dir=tmp_path)
+    assert isinstance(task, ImageClassificationTask)
+    assert task.num_channels == 3  # the processor's image_mean has 3 values
+    assert task.train_features[0]["pixel_values"].shape == (3, 8, 8)
+    folder = tmp_path / "grey-vit"
+    _grey_vit().save_pretrained(folder)
+    model = task.load_model(str(folder))
+    assert task.num_channels == 1
+    for feature, image in zip(task.train_features, grey, strict=True):
+        np.testing.assert_allclose(feature["pixel_values"][0].numpy(), image[..., 0] / 255.0)
+    assert task.dev_features[0]["pixel_values"].shape == (1, 8, 8)
+    assert 0.0 <= task.evaluate(model, progress=False)["accuracy"] <= 1.0
+
+
+def test_channel_mismatches_are_named(image_dir: Path, tmp_path: Path) -> None:
+    task = load_task("image-classification", _processor(), data_dir=image_dir)
+    assert isinstance(task, ImageClassificationTask)
+    with pytest.raises(ModelError, match=r"images have 3 channel\(s\) but the model takes 1"):
+        oneshot_prune(_grey_vit(), "magnitude", 0.5, task=task, progress=False)
+    folder = tmp_path / "grey-vit"
+    _grey_vit().save_pretrained(folder)
+    with pytest.raises(
+        DataError,
+        match=r"normalises 3 channel\(s\) \(image_mean=\[0\.5, 0\.5, 0\.5\]\) but the images have 1",
+    ):
+        task.load_model(str(folder))
+    assert task.num_channels == 3  # unchanged by the refused conversion
+    four = tmp_path / "four"
+    _grey_vit(4).save_pretrained(four)
+    with pytest.raises(DataError, match=r"config.num_channels is 4: images can be converted to 1"):
+        task.load_model(str(four))
+    with pytest.raises(DataError, match=r"num_channels is 2"):
+        ImageClassificationTask(_processor(), task._examples[0], [], num_channels=2)

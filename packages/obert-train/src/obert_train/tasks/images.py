@@ -14,6 +14,13 @@ Every image of the data set must have the same size (the model's image processor
 but mixed sizes usually mean mixed sources and are refused); the image processor (e.g.
 ``ViTImageProcessor``, loaded from the model folder or built in-process) turns them into the
 model's ``pixel_values``.  Metric: dev accuracy.
+
+Channels follow the model (``config.num_channels``): 1 — greyscale, Pillow's ``"L"``
+(``L = (19595 R + 38470 G + 7471 B + 2^15) >> 16``, ITU-R 601-2 luma) from colour images, grey
+ones as they are; 3 — RGB, a grey channel repeated.  Until a model is loaded the task takes the
+number of values of the processor's ``image_mean`` (1 or 3; else 3); :meth:`load_model`
+re-encodes the images for the model's count.  Other counts, or a processor that normalises
+another number of channels than the model takes, are refused naming both.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from obert_train.errors import DataError, MissingDependencyError, ModelError
 from obert_train.tasks.base import Feature, Task, _batches
 
 __all__ = [
+    "CHANNELS",
     "IMAGE_EXTENSIONS",
     "ImageClassificationTask",
     "ImageExample",
@@ -44,13 +52,19 @@ __all__ = [
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 """File endings read as images in a class folder (other files are ignored)."""
 
+_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+"""Pillow modes read as one grey channel (``"L"``); every other mode is read as RGB."""
+
+CHANNELS = (1, 3)
+"""The channel counts the task converts images to: greyscale (``"L"``) and RGB."""
+
 
 @dataclass(frozen=True)
 class ImageExample:
     """One image with its class.
 
     Attributes:
-        image: ``H×W×C`` array (``uint8``, or float in [0, 1]).
+        image: ``H×W×C`` array, ``C`` = 1 or 3 (``uint8``, or float in [0, 1]).
         label: The class name (folder name, or ``label_names[id]`` / the id of an ``.npz``).
         where: The file (and index) it came from, for error messages.
         classes: The ``.npz``'s ``label_names`` in id order (None for folders and ``.npz``
@@ -104,7 +118,9 @@ def read_image_folder(folder: str | Path) -> list[ImageExample]:
         for file in files:
             try:
                 with image_module.open(file) as img:
-                    array = np.asarray(img.convert("RGB"))
+                    grey = img.mode in _GREY_MODES
+                    array = np.asarray(img.convert("L" if grey else "RGB"))
+                    array = array[..., None] if grey else array
             except (OSError, ValueError) as exc:
                 raise DataError(f"{str(file)!r} is not a readable image: {exc}") from None
             out.append(ImageExample(array, cls.name, str(file)))
@@ -231,10 +247,14 @@ class ImageClassificationTask(Task):
         labels: Class names in id order; default: the sorted training labels (numeric names in
             numeric order).
         name: Task name.
+        num_channels: The model's ``config.num_channels`` (1: greyscale, 3: RGB); default: the
+            number of values of the processor's ``image_mean`` (1 or 3), else 3.
+            :meth:`load_model` changes it to the loaded model's.
 
     Raises:
-        DataError: For images of mixed sizes, a dev label the training data lack, or a
-            processor that fails on the images.
+        DataError: For images of mixed sizes, a dev label the training data lack, a channel
+            count other than 1 or 3, or a processor that fails on the images (one that
+            normalises another number of channels named as such).
     """
 
     name: str = "image-classification"
@@ -248,6 +268,7 @@ class ImageClassificationTask(Task):
         *,
         labels: Sequence[str] | None = None,
         name: str = "image-classification",
+        num_channels: int | None = None,
     ) -> None:
         self.name = name
         if not train:
@@ -264,10 +285,34 @@ class ImageClassificationTask(Task):
             labels = sorted(found, key=int) if numeric else sorted(found)
         self.labels = list(labels)
         self.label_to_id = {label: i for i, label in enumerate(self.labels)}
+        self._examples = (list(train), list(dev))
+        self.num_channels = _check_channels(
+            _processor_channels(processor) if num_channels is None else num_channels,
+            "num_channels",
+        )
         features = self._encode(train, "training")
         self.image_size: tuple[int, int] = tuple(features[0]["pixel_values"].shape[-2:])
         super().__init__(None, features)  # type: ignore[arg-type]  # no tokenizer
         self.dev_features = self._encode(dev, "dev")
+
+    def use_channels(self, num_channels: int, who: str = "the model") -> None:
+        """Re-encode every image for ``num_channels`` (1: greyscale ``"L"``, 3: RGB).
+
+        Raises:
+            DataError: For a count other than 1 or 3, or a processor that normalises another
+                number of channels (naming both).
+        """
+        count = _check_channels(num_channels, f"{who}'s config.num_channels")
+        if count == self.num_channels:
+            return
+        old = self.num_channels
+        self.num_channels = count
+        try:
+            self.train_features = self._encode(self._examples[0], "training")
+            self.dev_features = self._encode(self._examples[1], "dev")
+        except DataError:
+            self.num_channels = old
+            raise
 
     @property
     def num_labels(self) -> int:
@@ -283,12 +328,15 @@ class ImageClassificationTask(Task):
                 f"{bad.where}: {split} label {bad.label!r} is not among the training labels "
                 f"{self.labels}; fix the class folder (or labels)"
             )
+        _check_processor_channels(self.image_processor, self.num_channels)
         features: list[Feature] = []
         for start in range(0, len(examples), 64):
             chunk = examples[start : start + 64]
-            images = [_channels_last_rgb(e.image) for e in chunk]
+            images = [_to_channels(e.image, self.num_channels) for e in chunk]
             try:
-                pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+                pixels = self.image_processor(
+                    images=images, return_tensors="pt", input_data_format="channels_last"
+                )["pixel_values"]
             except (ValueError, TypeError) as exc:
                 raise DataError(
                     f"the image processor {type(self.image_processor).__name__} failed on "
@@ -311,12 +359,24 @@ class ImageClassificationTask(Task):
         }
 
     def check_model(self, model: torch.nn.Module, who: str = "the model") -> None:
-        """The processor's image size must be the model's ``config.image_size``.
+        """The model must take the task's images: ``config.image_size`` and ``num_channels``.
+
+        The processor's image size must be the model's ``config.image_size``, the task's
+        channels its ``config.num_channels``.
 
         Raises:
-            ModelError: Naming both sizes.
+            ModelError: Naming both sizes or both channel counts.
         """
-        size = getattr(getattr(model, "config", None), "image_size", None)
+        config = getattr(model, "config", None)
+        channels = getattr(config, "num_channels", None)
+        if channels is not None and channels != self.num_channels:
+            raise ModelError(
+                f"the task's images have {self.num_channels} channel(s) but {who} takes "
+                f"{channels} (config.num_channels = {channels!r}); load it with the task's "
+                "load_model (the task then converts the images) or build the task with "
+                f"num_channels={channels!r}"
+            )
+        size = getattr(config, "image_size", None)
         if size is None:
             return
         expected = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
@@ -333,12 +393,19 @@ class ImageClassificationTask(Task):
         A head whose ``id2label`` names other classes (or another count) is replaced by a new
         one (``ignore_mismatched_sizes``).
 
+        The images are re-encoded for the model's ``config.num_channels`` first
+        (:meth:`use_channels`).
+
         Raises:
             ModelError: If the model's image size differs from the processor's.
+            DataError: If its channel count is not 1 or 3, or the processor normalises another.
         """
         config = kwargs.pop("config", None)
         if config is None:
             config = AutoConfig.from_pretrained(name_or_path)
+        channels = getattr(config, "num_channels", None)
+        if channels is not None:
+            self.use_channels(channels, who=repr(str(name_or_path)))
         names = [str(n) for _, n in sorted(getattr(config, "id2label", {}).items())]
         fresh = names != self.labels
         if fresh:
@@ -369,11 +436,56 @@ class ImageClassificationTask(Task):
         return {"accuracy": correct / n, "loss": loss_sum / n, "num_examples": float(n)}
 
 
-def _channels_last_rgb(image: np.ndarray) -> np.ndarray:
-    """``H×W×3`` ``uint8`` (float images in [0, 1] scaled by 255, one channel repeated)."""
+def _check_channels(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in CHANNELS:
+        raise DataError(
+            f"{what} is {value!r}: images can be converted to 1 channel (greyscale, 'L') or 3 "
+            "(RGB) only; use a model with num_channels 1 or 3"
+        )
+    return value
+
+
+def _mean_values(processor: Any) -> list[float] | None:
+    mean = getattr(processor, "image_mean", None)
+    if isinstance(mean, list | tuple):
+        return [float(m) for m in mean]
+    return None
+
+
+def _processor_channels(processor: Any) -> int:
+    """1 or 3 from the length of the processor's ``image_mean``; 3 when it does not say."""
+    mean = _mean_values(processor)
+    return len(mean) if mean is not None and len(mean) in CHANNELS else 3
+
+
+def _check_processor_channels(processor: Any, channels: int) -> None:
+    """A processor that normalises a channel count other than the images' is refused."""
+    if not getattr(processor, "do_normalize", False):
+        return
+    for attr in ("image_mean", "image_std"):
+        values = getattr(processor, attr, None)
+        if isinstance(values, list | tuple) and len(values) != channels:
+            raise DataError(
+                f"the image processor {type(processor).__name__} normalises {len(values)} "
+                f"channel(s) ({attr}={list(values)}) but the images have {channels} (the "
+                f"model's config.num_channels); give the processor {channels} value(s) of "
+                "image_mean and image_std (its preprocessor_config.json)"
+            )
+
+
+def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """``H×W×channels`` ``uint8`` (float images in [0, 1] scaled by 255).
+
+    Colour → grey by Pillow's ``"L"`` (ITU-R 601-2 luma, integer arithmetic), grey → RGB by
+    repetition.
+    """
     if not np.issubdtype(image.dtype, np.integer):
         image = np.clip(np.rint(image.astype(np.float64) * 255.0), 0, 255)
     image = image.astype(np.uint8)
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    return image
+    if image.shape[-1] == channels:
+        return image
+    if channels == 3:
+        return np.repeat(image, 3, axis=-1)
+    rgb = image.astype(np.uint32)
+    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return luma.astype(np.uint8)[..., None]
