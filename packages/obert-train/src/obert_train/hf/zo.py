@@ -39,7 +39,6 @@ outputs computed once per step.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import numbers
@@ -596,8 +595,7 @@ class ZOTrainer(Trainer):
                     base = self._zo_loss(model, inputs, step, "θ")
                 own = evaluate_coordinates(named, shares[0], self.zo.mu, loss_of, reuse)
             except BaseException:
-                with contextlib.suppress(TrainingError):
-                    self.pool.collect()  # this process's error is the one to report
+                self.close_workers()  # mid-step workers are stopped, not waited for
                 raise
             theirs = self.pool.collect()
         self._apply_cge(named, [j for share in shares for j in share], [own, *theirs], base, lr)

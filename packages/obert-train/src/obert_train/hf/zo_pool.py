@@ -23,9 +23,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import signal
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -291,14 +292,17 @@ class WorkerPool:
         return results
 
     def close(self) -> None:
-        """Stop the workers (waiting for a step in flight) and release the shared memory."""
-        for conn in self.conns:
-            try:
-                if self._pending:
-                    conn.recv_bytes()
+        """Stop the workers and release the shared memory.
+
+        Idle workers are asked to stop; workers still in a step (the trainer failed or was
+        interrupted meanwhile) are terminated: they hold nothing but their own copy of the model.
+        """
+        for conn, process in zip(self.conns, self.processes, strict=True):
+            if self._pending:
+                process.terminate()
+                continue
+            with suppress(OSError):  # a worker already gone
                 conn.send_bytes(pickle.dumps(("stop", None)))
-            except (EOFError, OSError, BrokenPipeError):
-                pass
         for process in self.processes:
             process.join(timeout=10)
             if process.is_alive():  # pragma: no cover - a worker stuck in a forward
@@ -318,6 +322,7 @@ def _serve(
     parent: int,
 ) -> None:
     """A worker's loop: copy θ from shared memory, evaluate the share, send the losses back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
     torch.set_num_threads(1)
     model.eval()
     reuse = FeatureReuse(model, stages) if stages else None
