@@ -1,0 +1,410 @@
+"""2-D block pruning with per-layer allocation (LPViT) of the fine-tuned MiniLM-L6 on SST-2.
+
+Issue 19: "The same allocator applies to text encoders: MiniLM/BERT with 2-D blocks under a FLOPs
+or latency budget".  One-shot on the dense model of ``experiments/oneshot_sst2.py finetune``
+(``runs/minilm-sst2-dense``) with ``r×c`` blocks (default 16×16) of the 36 encoder Linear weights
+at 50 % and 70 % of their FLOPs (every block costs the same, so the budget is the fraction of
+blocks removed, met within one block), configs:
+
+* ``magnitude-uniform``: ``magnitude``, every tensor loses the same share of its blocks;
+* ``lpvit-uniform`` / ``lpvit-lpvit``: method ``lpvit`` (``mean |w ⊙ g|`` of the label-free
+  gradient, no update), uniform or LPViT's allocation (distortion curves + power proxy);
+* ``obs-uniform`` / ``obs-obs``: method ``obert`` (OBS block saliency + joint OBS update, Fisher
+  blocks of ``2·c`` weights, one Fisher shared by both budgets), uniform or OBS-curve allocation;
+* ``obsnu-uniform`` / ``obsnu-obs``: the same masks without the OBS update (the kept weights put
+  back to their dense values): the OBS saliency (and allocation) alone;
+* ``lpvit-latency`` / ``obs-latency`` when a latency table ``experiments/results/*latency*.json``
+  with the model's shapes exists (``--latency-table``).
+
+Sub-commands (1 thread by default; finished entries are skipped unless ``--force``):
+
+    .venv/bin/python experiments/blocks_minilm.py prune --save   # one-shot, every config
+    .venv/bin/python experiments/blocks_minilm.py kd             # KD for the two best at 70 %
+    .venv/bin/python experiments/blocks_minilm.py report         # table, docs/img/blocks_minilm.png
+
+Dev accuracy on all 872 SST-2 dev sentences.  Results: ``experiments/results/blocks_minilm.json``;
+run folders under ``runs/blocks-minilm/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    IMG,
+    REPO,
+    RESULTS_DIR,
+    RUNS_ROOT,
+    add_run_options,
+    cpu_info,
+    data_dir,
+    epoch_eval,
+    load_results,
+    make_parser,
+    save_entry,
+    train,
+)
+
+RUNS_DIR = RUNS_ROOT / "blocks-minilm"
+DENSE = RUNS_ROOT / "minilm-sst2-dense"
+RESULTS = RESULTS_DIR / "blocks_minilm.json"
+UNSTRUCTURED = RESULTS_DIR / "oneshot_sst2.json"
+PLOT = IMG / "blocks_minilm.png"
+SPARSITIES = (0.5, 0.7)
+MAX_SEQ_LENGTH = 64
+CONFIGS: dict[str, tuple[str, str]] = {
+    "magnitude-uniform": ("magnitude", "uniform"),
+    "lpvit-uniform": ("lpvit", "uniform"),
+    "lpvit-lpvit": ("lpvit", "lpvit"),
+    "obs-uniform": ("obert", "uniform"),
+    "obs-obs": ("obert", "obs"),
+    "obsnu-uniform": ("obert", "uniform"),
+    "obsnu-obs": ("obert", "obs"),
+}
+"""Config -> (method, allocation)."""
+LATENCY_CONFIGS: dict[str, tuple[str, str]] = {
+    "lpvit-latency": ("lpvit", "lpvit"),
+    "obs-latency": ("obert", "obs"),
+}
+"""The same allocations with a measured-latency budget (only with a latency table)."""
+NO_UPDATE = frozenset({"obsnu-uniform", "obsnu-obs"})
+
+
+def _label(config: str, block: str, sparsity: float) -> str:
+    """``obs-obs-16x16-50``."""
+    return f"{config}-{block}-{round(100 * sparsity)}"
+
+
+def _settings(method: str, allocation: str, block: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The method's settings: the default targets (the 36 encoder Linear weights)."""
+    c = int(block.split("x")[1])
+    out: dict[str, Any] = {"mask_type": block, "allocation": allocation}
+    if method == "obert":
+        out.update(
+            num_grads=args.num_grads, grad_batch_size=args.grad_batch_size, damp=args.damp,
+            fisher_block_size=2 * c, seed=args.seed,
+        )  # fmt: skip
+    elif method == "lpvit":
+        out.update(num_grads=args.lpvit_grads, grad_batch_size=args.grad_batch_size, seed=args.seed)
+    return out
+
+
+def _load_eval(task: Any, path: Path) -> Any:
+    """``task.load_model(path)`` in eval mode."""
+    model = task.load_model(str(path))
+    model.train(False)
+    return model
+
+
+class Runner:
+    """The dense model, loaded once; one-shot copies of it, evaluated on all dev sentences."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import torch
+        from transformers import AutoTokenizer
+
+        from obert_train import ClassificationTask, read_glue_tsv
+
+        torch.set_num_threads(args.threads)
+        if not (DENSE / "model.safetensors").is_file():
+            sys.exit(f"no dense model at {DENSE}: run `experiments/oneshot_sst2.py finetune`")
+        self.tokenizer = AutoTokenizer.from_pretrained(DENSE)
+        train_rows = read_glue_tsv(data_dir() / "train.tsv")
+        dev_rows = read_glue_tsv(data_dir() / "dev.tsv")
+        self.task: Any = ClassificationTask(
+            self.tokenizer, train_rows, dev_rows, max_seq_length=MAX_SEQ_LENGTH
+        )
+        self.dense = _load_eval(self.task, DENSE)
+        self.state = {k: v.clone() for k, v in self.dense.state_dict().items()}
+        self.caches: dict[str, dict[str, Any]] = {}
+
+    def fresh(self) -> Any:
+        self.dense.load_state_dict(self.state)
+        return self.dense
+
+    def evaluate(self, model: Any) -> dict[str, float]:
+        metrics: dict[str, float] = self.task.evaluate(model, batch_size=128, progress=False)
+        return metrics
+
+
+def _layers(model: Any, masks: dict[str, Any], block: str) -> dict[str, Any]:
+    """Per target: shape, blocks, kept blocks (every mask block-aligned)."""
+    r, c = (int(v) for v in block.split("x"))
+    params = dict(model.named_parameters())
+    out = {}
+    for name, keep in masks.items():
+        rows, cols = params[name].shape
+        tiles = keep.reshape(rows // r, r, cols // c, c)
+        alive = tiles.any(3).any(1)
+        assert bool((tiles.all(3).all(1) == alive).all()), name
+        out[name] = {"shape": [rows, cols], "blocks": alive.numel(), "kept": int(alive.sum())}
+    return out
+
+
+def _latency_table(path: Path | None) -> Path | None:
+    if path is not None:
+        return path
+    found = sorted(RESULTS_DIR.glob("*latency*.json"))
+    found = [p for p in found if p.name != "shrink_latency.json"]
+    return found[0] if found else None
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    import torch
+
+    from obert_train import oneshot_prune
+
+    run = Runner(args)
+    data = load_results(RESULTS)
+    if "dense" not in data.get("runs", {}):
+        start = time.perf_counter()
+        metrics = run.evaluate(run.fresh())
+        save_entry(RESULTS, "dense", {"metrics": metrics, "eval_s": time.perf_counter() - start,
+                                      "machine": cpu_info(), "threads": args.threads})  # fmt: skip
+    configs = dict(CONFIGS)
+    table = _latency_table(args.latency_table)
+    if table is not None:
+        configs.update(LATENCY_CONFIGS)
+        print(f"latency table: {table}", flush=True)
+    chosen = args.only or list(configs)
+    for block in args.blocks:
+        for sparsity in args.sparsities:
+            for config in chosen:
+                label = _label(config, block, sparsity)
+                if label in load_results(RESULTS).get("oneshot", {}) and not args.force:
+                    print(f"{label}: done", flush=True)
+                    continue
+                method, allocation = configs[config]
+                settings = _settings(method, allocation, block, args)
+                if config in LATENCY_CONFIGS:
+                    assert table is not None
+                    settings["latency_table"] = str(table)
+                cache = (
+                    run.caches.setdefault(f"{block}-{method}", {}) if method == "obert" else None
+                )
+                model = run.fresh()
+                dense = {n: p.detach().clone() for n, p in model.named_parameters()}
+                start = time.perf_counter()
+                result = oneshot_prune(
+                    model, method, sparsity, settings=settings, task=run.task,
+                    fisher_cache=cache, progress=False, log=print,
+                )  # fmt: skip
+                seconds = time.perf_counter() - start
+                masks = {n: m.detach() for n, m in result.masks.items()}
+                if config in NO_UPDATE:
+                    params = dict(model.named_parameters())
+                    with torch.no_grad():
+                        for name, keep in masks.items():
+                            w = params[name]
+                            w.copy_(dense[name] * keep.reshape(w.shape).to(w.dtype))
+                layers = _layers(model, masks, block)
+                kept = sum(v["kept"] for v in layers.values())
+                total = sum(v["blocks"] for v in layers.values())
+                t0 = time.perf_counter()
+                metrics = run.evaluate(model)
+                entry = {
+                    "config": config, "method": method, "allocation": allocation,
+                    "block": block, "target_sparsity": sparsity, "settings": settings,
+                    "flops_kept": kept / total, "accuracy": metrics["accuracy"],
+                    "loss": metrics["loss"], "seconds": seconds,
+                    "eval_s": time.perf_counter() - t0, "timings": result.timings,
+                    "layers": layers, "obs_update": method == "obert" and config not in NO_UPDATE,
+                    "machine": cpu_info(), "threads": args.threads,
+                }  # fmt: skip
+                save_entry(RESULTS, label, entry, section="oneshot")
+                print(f"{label}: accuracy {metrics['accuracy']:.4f}, FLOPs kept "
+                      f"{kept / total:.5f}, {seconds:.1f} s", flush=True)  # fmt: skip
+                if args.save:
+                    model.save_pretrained(RUNS_DIR / label)
+                    run.tokenizer.save_pretrained(RUNS_DIR / label)
+
+
+def cmd_kd(args: argparse.Namespace) -> None:
+    """KD recovery (masks fixed, teacher = dense) of the best one-shot configs."""
+    import torch
+
+    from obert_train import ClassificationTask, read_glue_tsv
+
+    data = load_results(RESULTS)
+    oneshot = data.get("oneshot", {})
+    if args.labels:
+        labels = args.labels
+    else:
+        pool = [k for k, v in oneshot.items() if v["target_sparsity"] == args.kd_sparsity]
+        labels = sorted(pool, key=lambda k: -oneshot[k]["accuracy"])[: args.best]
+    torch.set_num_threads(args.threads)
+    run = Runner(args)
+    train_rows = read_glue_tsv(data_dir() / "train.tsv")
+    sample = random.Random(args.seed).sample(train_rows, args.kd_samples)
+    dev_rows = read_glue_tsv(data_dir() / "dev.tsv")
+    kd_task = ClassificationTask(run.tokenizer, sample, dev_rows, max_seq_length=MAX_SEQ_LENGTH)
+    for label in labels:
+        name = f"{label}-kd"
+        if name in data.get("runs", {}) and not args.force:
+            print(f"{name}: done", flush=True)
+            continue
+        start = RUNS_DIR / label
+        if not (start / "model.safetensors").is_file():
+            sys.exit(f"{start} is missing: rerun `prune --only ... --force --save` for {label}")
+        if args.force:
+            shutil.rmtree(RUNS_DIR / name, ignore_errors=True)
+        torch.manual_seed(args.seed)
+        student = kd_task.load_model(str(start))
+        teacher = _load_eval(kd_task, DENSE)
+        evaluator, points = epoch_eval(kd_task)
+        train(
+            name=name, results=RESULTS, recipe="blocks-minilm-kd", task=kd_task, model=student,
+            model_name=str(start.relative_to(REPO)), tokenizer=run.tokenizer,
+            out=RUNS_DIR / name, teacher=teacher, batch_size=32, seed=args.seed,
+            callbacks=[evaluator], progress=False,
+            before_save=_tagger(points, label),
+        )  # fmt: skip
+
+
+def _tagger(points: list[dict[str, float]], label: str) -> Any:
+    """What a KD entry records besides the run: its epoch accuracies and one-shot label."""
+
+    def tag(entry: dict[str, Any]) -> None:
+        entry.update(epoch_eval=points, oneshot=label)
+
+    return tag
+
+
+def _unstructured() -> dict[float, dict[str, float]]:
+    """The project's unstructured one-shot results at the same sparsities (oneshot_sst2.json)."""
+    runs = load_results(UNSTRUCTURED).get("runs", {})
+    out: dict[float, dict[str, float]] = {}
+    for s in SPARSITIES:
+        row = {}
+        for key, name in ((f"magnitude@{s}", "magnitude"),
+                          (f"obert-joint-m256-d1e-07@{s}", "oBERT joint")):  # fmt: skip
+            if key in runs:
+                row[name] = 100 * runs[key]["dev_accuracy"]
+        out[s] = row
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    data = load_results(RESULTS)
+    oneshot, runs = data.get("oneshot", {}), data.get("runs", {})
+    dense = runs.get("dense")
+    if dense is None:
+        sys.exit("no results yet: run `prune` first")
+    print(f"dense: {100 * dense['metrics']['accuracy']:.2f} %")
+    blocks = sorted({v["block"] for v in oneshot.values()})
+    print("\n| block | FLOPs removed | config | FLOPs kept | one-shot | + KD | one-shot s |")
+    print("|---|---|---|---|---|---|---|")
+    for block in blocks:
+        for s in SPARSITIES:
+            for config in [*CONFIGS, *LATENCY_CONFIGS]:
+                label = _label(config, block, s)
+                if label not in oneshot:
+                    continue
+                e = oneshot[label]
+                kd = runs.get(f"{label}-kd")
+                kd_text = f"{100 * kd['metrics']['accuracy']:.2f}" if kd else "–"
+                print(f"| {block} | {round(100 * s)} % | {config} | {e['flops_kept']:.4f} | "
+                      f"{100 * e['accuracy']:.2f} | {kd_text} | {e['seconds']:.0f} |")  # fmt: skip
+    for s, row in _unstructured().items():
+        print(f"unstructured one-shot at {round(100 * s)} %: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in row.items()))  # fmt: skip
+    _plot(oneshot, runs, blocks)
+
+
+def _plot(oneshot: dict[str, Any], runs: dict[str, Any], blocks: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not blocks:
+        return
+    block = blocks[0]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1, 1.4]})
+    configs = [c for c in [*CONFIGS, *LATENCY_CONFIGS]
+               if any(_label(c, block, s) in oneshot for s in SPARSITIES)]  # fmt: skip
+    width = 0.38
+    for i, s in enumerate(SPARSITIES):
+        vals = [100 * oneshot[_label(c, block, s)]["accuracy"]
+                if _label(c, block, s) in oneshot else 0.0 for c in configs]  # fmt: skip
+        xs = [j + (i - 0.5) * width for j in range(len(configs))]
+        ax.bar(xs, vals, width, label=f"{round(100 * s)} % FLOPs removed")
+    dense = 100 * runs["dense"]["metrics"]["accuracy"]
+    ax.axhline(dense, color="k", lw=1, ls="--", label=f"dense {dense:.2f}")
+    for s, row in _unstructured().items():
+        if "oBERT joint" in row:
+            ax.axhline(row["oBERT joint"], lw=1, ls=":", color="C2" if s == 0.5 else "C3",
+                       label=f"unstructured oBERT {round(100 * s)} %")  # fmt: skip
+    ax.set_xticks(range(len(configs)), configs, rotation=35, ha="right")
+    ax.set_ylim(45, 90)
+    ax.set_ylabel("SST-2 dev accuracy (%), one-shot")
+    ax.set_title(f"MiniLM-L6, {block} blocks, one-shot")
+    ax.legend(fontsize=7, loc="lower left")
+    for config, style in (("obs-obs", "o-"), ("lpvit-lpvit", "s-")):
+        label = _label(config, block, SPARSITIES[0])
+        if label not in oneshot:
+            continue
+        layers = oneshot[label]["layers"]
+        names = list(layers)
+        bx.plot(range(len(names)), [layers[n]["kept"] / layers[n]["blocks"] for n in names],
+                style, ms=3, label=f"{config}, {round(100 * SPARSITIES[0])} %")  # fmt: skip
+    names = list(oneshot[_label("obs-obs", block, SPARSITIES[0])]["layers"]) if _label(
+        "obs-obs", block, SPARSITIES[0]) in oneshot else []  # fmt: skip
+    short = [_short(n) for n in names]
+    bx.axhline(1 - SPARSITIES[0], color="k", lw=1, ls="--", label="uniform")
+    bx.set_xticks(range(len(short)), short, rotation=90, fontsize=6)
+    bx.set_ylabel("fraction of blocks kept")
+    bx.set_title("per-tensor allocation")
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = PLOT.with_name(f".{PLOT.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(PLOT)
+    print(f"plot: {PLOT.relative_to(REPO)}")
+
+
+def _short(name: str) -> str:
+    """``bert.encoder.layer.3.attention.self.query.weight`` -> ``L3 q``."""
+    parts = name.split(".")
+    kinds = {"query": "q", "key": "k", "value": "v"}
+    if parts[4] == "attention":
+        return f"L{parts[3]} " + (kinds.get(parts[6], "o") if parts[5] == "self" else "o")
+    return f"L{parts[3]} " + ("fc1" if parts[4] == "intermediate" else "fc2")
+
+
+def main() -> None:
+    parser = make_parser(__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prune", help="one-shot block pruning, every config and budget")
+    add_run_options(p, threads=1, seed=0, force=True)
+    p.add_argument("--blocks", nargs="*", default=["16x16"], help="block shapes (default 16x16)")
+    p.add_argument("--sparsities", type=float, nargs="*", default=list(SPARSITIES))
+    p.add_argument("--only", nargs="*", choices=[*CONFIGS, *LATENCY_CONFIGS])
+    p.add_argument("--num-grads", type=int, default=128, help="oBERT gradients (Fisher)")
+    p.add_argument("--lpvit-grads", type=int, default=128, help="LPViT calibration batches")
+    p.add_argument("--grad-batch-size", type=int, default=16)
+    p.add_argument("--damp", type=float, default=1e-7)
+    p.add_argument("--latency-table", type=Path, default=None)
+    p.add_argument("--save", action="store_true", help="save every one-shot model (for kd)")
+    p.set_defaults(func=cmd_prune)
+    k = sub.add_parser("kd", help="KD recovery of the best one-shot models")
+    add_run_options(k, threads=1, seed=0, force=True)
+    k.add_argument("--labels", nargs="*", help="one-shot labels (default: the best)")
+    k.add_argument("--best", type=int, default=2)
+    k.add_argument("--kd-sparsity", type=float, default=0.7)
+    k.add_argument("--kd-samples", type=int, default=4000, help="SST-2 training sentences")
+    k.set_defaults(func=cmd_kd)
+    r = sub.add_parser("report", help="Markdown table and docs/img/blocks_minilm.png")
+    r.set_defaults(func=cmd_report)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
