@@ -57,6 +57,9 @@ def test_two_workers_give_the_one_worker_estimate_bit_for_bit(
     for name, value in weights_one.items():
         assert torch.equal(value, weights_two[name]), name
     assert one.zo_losses == two.zo_losses
+    recorded = 1 if stages is None else 0  # the worker's own forward at θ (feature reuse)
+    assert two.zo_queries == [q + recorded for q in one.zo_queries]
+    assert one.zo_queries[0] > 100
     assert two.pool is None  # stopped when train() returned
     assert one.zo_losses[-1] != one.zo_losses[0]  # the steps moved the weights
 

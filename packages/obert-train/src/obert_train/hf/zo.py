@@ -283,6 +283,9 @@ class ZOTrainer(Trainer):
             self._check_workers_can_run()
         self.zo_losses: list[float] = []
         """The mean ``(l₊ + l₋)/2`` of each step of this process (for tests and plots)."""
+        self.zo_queries: list[int] = []
+        """The loss evaluations of each step, all processes: ``2q`` (SPSA) or, for CGE, one per
+        coordinate plus one at ``θ`` per process (partial forwards with feature reuse)."""
 
     def _check_workers_can_run(self) -> None:
         custom = type(self).compute_loss is not ZOTrainer.compute_loss
@@ -514,6 +517,7 @@ class ZOTrainer(Trainer):
                 base = self._cge_step(model, inputs, params, step, lr)
                 self.zo_losses.append(base)
                 return torch.tensor(base, device=self.args.device)
+            self.zo_queries.append(2 * q)
             for i in range(q):
                 self._perturb(params, step, i, mu)
                 plus = self._zo_loss(model, inputs, step, "θ + μz")
@@ -553,8 +557,10 @@ class ZOTrainer(Trainer):
             if idx.numel():
                 stage = reuse.stage_of(p) if reuse is not None else 0
                 jobs.append(Job(names[id(p)], idx, stage))
+        coordinates = sum(int(job.index.numel()) for job in jobs)
         if self.zo.workers > 1 and jobs:
-            return self._cge_parallel(model, inputs, jobs, step, lr)
+            return self._cge_parallel(model, inputs, jobs, step, lr, coordinates)
+        self.zo_queries.append(coordinates + 1)
         if reuse is not None:
             with reuse.recording():
                 base = self._zo_loss(model, inputs, step, "θ")
@@ -570,7 +576,13 @@ class ZOTrainer(Trainer):
         return base
 
     def _cge_parallel(
-        self, model: torch.nn.Module, inputs: dict[str, Any], jobs: list[Job], step: int, lr: float
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        jobs: list[Job],
+        step: int,
+        lr: float,
+        coordinates: int,
     ) -> float:
         """The coordinates split by cost over the trainer's process and the worker pool."""
         if self.pool is None:
@@ -579,6 +591,8 @@ class ZOTrainer(Trainer):
         stages = len(self._stages)
         costs = [stages - job.stage if reuse is not None else 1 for job in jobs]
         shares = split_by_cost(jobs, costs, self.zo.workers)
+        recorded = sum(1 for share in shares[1:] if share) if reuse is not None else 0
+        self.zo_queries.append(coordinates + 1 + recorded)  # a worker with reuse records θ
         named = dict(self._model().named_parameters())
 
         def loss_of(where: str) -> float:

@@ -376,7 +376,7 @@ def _share(
             )
         return value
 
-    if reuse is not None and any(job.stage > 0 for job in jobs):
+    if reuse is not None and jobs:
         with reuse.recording():
             loss_of("θ")
     return evaluate_coordinates(params, jobs, mu, loss_of, reuse)
