@@ -216,7 +216,7 @@ def cmd_oneshot_diag(args: argparse.Namespace) -> None:
         return task_loss(task, model, rows)
 
     dense = fresh()
-    for m in args.num_grads:
+    for m, grad_seed in [(m, g) for m in args.num_grads for g in args.grad_seeds]:
         for damp in args.damps:
             cache: dict[str, Any] = {}
             seen: list[Any] = []
@@ -228,14 +228,15 @@ def cmd_oneshot_diag(args: argparse.Namespace) -> None:
             for mode, unseen in [(mo, u) for u in args.unseen for mo in args.modes]:
                 for sparsity in args.sparsities:
                     fill = "" if unseen == "damp" else f"-{unseen}"
-                    key = f"m{m}-{mode}{fill}-d{damp:g}@{sparsity}"
+                    draw = f"-g{grad_seed}" if grad_seed else ""
+                    key = f"m{m}-{mode}{fill}-d{damp:g}{draw}@{sparsity}"
                     data = load_results(RESULTS)
                     if key in data.get("oneshot_diag", {}) and not args.force:
                         print(f"{key}: done")
                         continue
                     model = fresh()
                     sampler = GradientSampler(
-                        model, train, collate, batch_size=16, num_grads=m, seed=0
+                        model, train, collate, batch_size=16, num_grads=m, seed=grad_seed
                     )
                     start = time.perf_counter()
                     result = oneshot_prune(
@@ -260,6 +261,7 @@ def cmd_oneshot_diag(args: argparse.Namespace) -> None:
                     diag = result.diagnostics
                     entry = {
                         "num_grads": m,
+                        "grad_seed": grad_seed,
                         "mode": mode,
                         "unseen_curvature": unseen,
                         "damp": damp,
@@ -454,6 +456,13 @@ def main() -> None:
             p.add_argument("--damps", type=float, nargs="*", default=[1e-7])
             p.add_argument("--unseen", nargs="*", choices=["damp", "mean"], default=["damp"])
             p.add_argument("--sparsities", type=float, nargs="*", default=[0.5, 0.7, 0.9])
+            p.add_argument(
+                "--grad-seeds",
+                type=int,
+                nargs="*",
+                default=[0],
+                help="seeds of the gradient sampler's batch draw (one Fisher each)",
+            )
         p.add_argument("--train-samples", type=int, default=None)
         p.add_argument("--max-seq-length", type=int, default=64)
         p.add_argument("--batch-size", type=int, default=32)

@@ -29,7 +29,8 @@ def test_defaults_follow_the_paper() -> None:
         1024,
         16,
     )
-    assert (cfg.mode, cfg.num_recomputations, cfg.fisher_method) == ("joint", 1, "batched")
+    assert (cfg.mode, cfg.num_recomputations, cfg.fisher_method) == (None, 1, "batched")
+    assert cfg.update_mode == "joint"  # m = 1024 >= B = 50: the paper's joint update
     assert (cfg.mask_type, cfg.global_sparsity, cfg.targets) == ("unstructured", True, None)
     assert cfg.group_size == 1
     assert cfg.nm is None
@@ -160,6 +161,55 @@ def test_settings_added_later_enter_the_fingerprint_only_when_set() -> None:
     assert same.fingerprint() == base.fingerprint()
     for override in ({"unseen_curvature": "mean"}, {"diagnostics": True}):
         assert load_recipe("minilm-sst2-obert90", override).fingerprint() != base.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("num_grads", "block", "mode", "expected"),
+    [
+        (1024, 50, None, "joint"),
+        (50, 50, None, "joint"),
+        (49, 50, None, "superpose"),
+        (16, 50, None, "superpose"),
+        (32, 32, None, "joint"),
+        (16, 50, "joint", "joint"),
+        (1024, 50, "superpose", "superpose"),
+        (16, 50, "auto", "auto"),
+    ],
+)
+def test_default_update_is_joint_at_full_rank_and_superposed_below(
+    num_grads: int, block: int, mode: str | None, expected: str
+) -> None:
+    """With ``mode`` left out the update is the joint one when ``m >= B`` and the superposed one
+    when the Fisher blocks have rank ``m < B``; a given ``mode`` always wins."""
+    settings = ObertSettings(num_grads=num_grads, fisher_block_size=block, mode=mode)
+    assert settings.update_mode == expected
+    assert settings.resolved_dump()["mode"] == expected
+
+
+def test_default_update_keeps_the_fingerprints_of_full_rank_recipes() -> None:
+    """A recipe without ``mode`` and with ``m >= B`` has the fingerprint of ``mode: joint`` (the
+    default before it depended on ``m``); one with ``m < B`` that of ``mode: superpose``, and the
+    printed plan and a converted recipe say which."""
+    from obert_train import load_recipe
+
+    base = load_recipe("minilm-sst2-obert90")
+    assert base.pruning[0].settings.mode is None
+    assert base.fingerprint() == load_recipe("minilm-sst2-obert90", {"mode": "joint"}).fingerprint()
+    few = load_recipe("minilm-sst2-obert90", {"num_grads": 16})
+    assert few.pruning[0].settings.update_mode == "superpose"
+    assert (
+        few.fingerprint()
+        == load_recipe("minilm-sst2-obert90", {"num_grads": 16, "mode": "superpose"}).fingerprint()
+    )
+    assert (
+        few.fingerprint()
+        != load_recipe("minilm-sst2-obert90", {"num_grads": 16, "mode": "joint"}).fingerprint()
+    )
+    assert " mode=superpose " in few.describe()
+    assert " mode=joint " in base.describe()
+    again = load_recipe(few.to_yaml())
+    assert again == few
+    assert again.fingerprint() == few.fingerprint()
 
 
 def test_unseen_curvature_mean_needs_the_batched_build_only_when_m_is_below_b() -> None:

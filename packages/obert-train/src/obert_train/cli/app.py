@@ -69,7 +69,8 @@ def methods() -> None:
         tags = ", ".join(f"!{t}" for t in cls.recipe_tags)
         typer.echo(f"{name}  ({tags})  {(cls.__doc__ or '').strip().splitlines()[0]}")
         for field, info in cls.Settings.model_fields.items():
-            typer.echo(f"    {field} = {info.default!r}")
+            note = f"  ({info.description})" if info.default is None and info.description else ""
+            typer.echo(f"    {field} = {info.default!r}{note}")
 
 
 def main() -> None:

@@ -187,6 +187,13 @@ class MethodSettings(BaseModel):
             )
         return self
 
+    def resolved_dump(self) -> dict[str, Any]:
+        """Every setting as JSON values, defaults that depend on other settings resolved.
+
+        This is what a recipe's fingerprint and ``recipe show`` record.
+        """
+        return self.model_dump(mode="json")
+
     @property
     def block_allocation(self) -> str | None:
         """The RxC allocation other than ``"global"``, else None."""

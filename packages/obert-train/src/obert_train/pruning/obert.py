@@ -61,7 +61,12 @@ class ObertSettings(MethodSettings):
             (exact joint solve), ``"superpose"`` (sum of single-weight updates, as SparseML) or
             ``"auto"`` (joint where the block's joint system is well-posed for ``num_grads``
             gradients, superposed elsewhere; ``obert_core.joint_well_posed``; equal to
-            ``"joint"`` when ``num_grads >= fisher_block_size``).
+            ``"joint"`` when ``num_grads >= fisher_block_size``). ``None`` (the default):
+            ``"joint"`` when ``num_grads >= fisher_block_size``, ``"superpose"`` when the
+            Fisher blocks have rank ``num_grads < fisher_block_size`` (docs/math.md §1.1: the
+            joint solve then moves the kept weights along the ``B − m`` directions no gradient
+            saw, at the curvature ``λ`` alone; measured in docs/results.md, "Few gradients per
+            Fisher block"). :attr:`update_mode` is the rule a step uses.
         num_recomputations: Sub-steps per pruning step, each with a new Fisher (Sec. 3.3).
         max_memory: Memory budget in bytes for the Fisher work (``"16GB"`` accepted); None = 80 %
             of the available RAM, shared by the ranks of a host.
@@ -82,7 +87,10 @@ class ObertSettings(MethodSettings):
     grad_batch_size: int = Field(default=16, ge=1)
     fisher_block_size: int = Field(default=50, ge=1)
     damp: float = Field(default=1e-7, gt=0.0)
-    mode: Literal["joint", "superpose", "auto"] = "joint"
+    mode: Literal["joint", "superpose", "auto"] | None = Field(
+        default=None,
+        description="joint when num_grads >= fisher_block_size, else superpose",
+    )
     num_recomputations: int = Field(default=1, ge=1)
     max_memory: int | None = Field(default=None, ge=1)
     chunk_size: int = Field(default=32, ge=1)
@@ -128,6 +136,27 @@ class ObertSettings(MethodSettings):
                 "rows' Fisher blocks"
             )
         return self
+
+    @property
+    def update_mode(self) -> str:
+        """The OBS update rule of a step.
+
+        ``mode`` when given; by default ``"joint"`` when ``num_grads >= fisher_block_size`` and
+        ``"superpose"`` otherwise.
+        """
+        if self.mode is not None:
+            return self.mode
+        return "joint" if self.num_grads >= self.fisher_block_size else "superpose"
+
+    def resolved_dump(self) -> dict[str, Any]:
+        """Every setting, with ``mode`` as :attr:`update_mode`.
+
+        A recipe that leaves ``mode`` out with ``num_grads >= fisher_block_size`` keeps the
+        fingerprint it had when the default was ``"joint"``.
+        """
+        out = super().resolved_dump()
+        out["mode"] = self.update_mode
+        return out
 
 
 Fisher = torch.Tensor | oc.FisherBlocks | oc.LowRankFisher
@@ -661,7 +690,7 @@ def _updated(
             old,
             new,
             group_size=settings.group_size,
-            mode=settings.mode,
+            mode=settings.update_mode,
             num_grads=settings.num_grads,
         )
     if settings.diagnostics:

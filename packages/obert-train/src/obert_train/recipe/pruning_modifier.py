@@ -286,7 +286,7 @@ class PruningModifier:
 
 def settings_content(settings: MethodSettings) -> dict[str, Any]:
     """Every setting, less those of ``omitted_at_default`` that keep their default."""
-    out: dict[str, Any] = settings.model_dump(mode="json")
+    out: dict[str, Any] = settings.resolved_dump()
     fields = type(settings).model_fields
     for name in type(settings).omitted_at_default:
         if name in out and getattr(settings, name) == fields[name].default:
