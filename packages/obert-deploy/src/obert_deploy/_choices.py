@@ -11,6 +11,7 @@ __all__ = [
     "CALIBRATION_METHODS",
     "ENGINES",
     "EVAL_TASKS",
+    "LINEAR_FORMS",
     "PTQ_METHODS",
     "QAT_TASKS",
     "QUANT_FORMATS",
@@ -23,7 +24,11 @@ ENGINES = ("onnxruntime", "openvino", "deepsparse")
 SCENARIOS = ("latency", "throughput")
 #: Tasks :func:`~obert_deploy.evaluate` has a metric for (a subset of
 #: :data:`~obert_deploy.TASKS`).
-EVAL_TASKS = ("sequence-classification", "question-answering")
+EVAL_TASKS = ("sequence-classification", "question-answering", "image-classification")
+#: Forms of one block-sparse Linear timed by ``obert-deploy latency-table``: one dense
+#: ``MatMul`` (zeros included), or the block-row gather → batched GEMM
+#: (:func:`~obert_deploy.bench.linear_graph`).
+LINEAR_FORMS = ("matmul", "block-gather")
 #: Tasks :func:`~obert_deploy.qat_export` can fine-tune.
 QAT_TASKS = ("sequence-classification",)
 #: Post-training methods, one config class each: ``dynamic``

@@ -32,6 +32,7 @@ from ..size._sparsity import onnx_weight_sparsity
 from ._engines import Runner, check_sparse_rate, create_runner, engine_version, require_engine
 from ._inputs import (
     check_input_shapes,
+    has_token_inputs,
     infer_vocab_size,
     is_static,
     load_onnx,
@@ -230,10 +231,10 @@ def _run_throughput(
 
 def _check_model(proto: Any, path: Path, config: BenchConfig) -> None:
     """Shape and length checks of one model against ``config`` (no engine involved)."""
-    check_input_shapes(
-        onnx_inputs(proto), config.batch_size, config.seq_len, model_name=os.fspath(path)
-    )
-    check_seq_len(config.seq_len, onnx_max_positions(proto), f"ONNX model {str(path)!r}")
+    inputs = onnx_inputs(proto)
+    check_input_shapes(inputs, config.batch_size, config.seq_len, model_name=os.fspath(path))
+    if has_token_inputs(inputs):  # images have no sequence axis
+        check_seq_len(config.seq_len, onnx_max_positions(proto), f"ONNX model {str(path)!r}")
 
 
 def check_models(models: Sequence[str | os.PathLike[str]], config: BenchConfig) -> None:
@@ -317,8 +318,9 @@ def benchmark(
             samples, wall = _run_throughput(runners, feeds, config, label)
     except Exception as exc:  # the engine's own error, e.g. a shape it cannot broadcast
         raise OnnxModelError(
-            f"{config.engine} cannot run {str(path)!r} on {config.batch_size} x "
-            f"{config.seq_len} token inputs ({brief(exc)}); check --batch-size/--max-seq-length "
+            f"{config.engine} cannot run {str(path)!r} on inputs of shapes "
+            f"{[list(v.shape) for v in feeds.values()]} ({brief(exc)}); check "
+            "--batch-size/--max-seq-length "
             "against the model, or re-create it with `obert-deploy export`"
         ) from exc
     return BenchResult(

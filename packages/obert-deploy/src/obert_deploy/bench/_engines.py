@@ -30,7 +30,7 @@ from obert_core.shared import cpu_info
 
 from .._choices import ENGINES
 from .._errors import EngineNotInstalledError, ObertDeployError, OnnxModelError, brief
-from ._inputs import OnnxInput, is_static, load_onnx, onnx_inputs
+from ._inputs import OnnxInput, feed_shape, is_static, load_onnx, onnx_inputs
 
 __all__ = [
     "DEEPSPARSE_INSTALL_HINT",
@@ -258,7 +258,7 @@ def _deepsparse_runner(
             batch_size,
             seq_len,
         )
-        kwargs["input_shapes"] = [[batch_size, seq_len] for _ in inputs]
+        kwargs["input_shapes"] = [list(feed_shape(spec, batch_size, seq_len)) for spec in inputs]
     if streams > 1:
         kwargs["num_streams"] = streams
         kwargs["scheduler"] = "multi_stream"
@@ -311,7 +311,9 @@ def _openvino_runner(
         # Compile for the one shape that will be fed, as DeepSparse does: OpenVINO's
         # static-shape kernels are its fast path (callers pad the last partial batch).
         if not is_static(inputs):
-            model.reshape({spec.name: [batch_size, seq_len] for spec in inputs})
+            model.reshape(
+                {spec.name: list(feed_shape(spec, batch_size, seq_len)) for spec in inputs}
+            )
         compiled = core.compile_model(model, "CPU", settings)
     except Exception as exc:
         raise OnnxModelError(

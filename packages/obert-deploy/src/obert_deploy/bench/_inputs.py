@@ -19,6 +19,8 @@ from .._errors import OnnxModelError, ShapeMismatchError, brief
 __all__ = [
     "OnnxInput",
     "check_input_shapes",
+    "feed_shape",
+    "has_token_inputs",
     "infer_vocab_size",
     "is_static",
     "load_onnx",
@@ -110,14 +112,40 @@ def is_static(inputs: list[OnnxInput]) -> bool:
     return all(isinstance(d, int) for spec in inputs for d in spec.shape)
 
 
+def has_token_inputs(inputs: list[OnnxInput]) -> bool:
+    """True when the model takes ``(batch, sequence)`` token inputs (rank 2), as text models do.
+
+    Image models (``pixel_values`` of shape ``(batch, channels, height, width)``) and other
+    fixed-shape inputs have no sequence axis: ``--max-seq-length`` does not apply to them.
+    """
+    return any(len(spec.shape) == 2 for spec in inputs)
+
+
+def feed_shape(spec: OnnxInput, batch_size: int, seq_len: int) -> tuple[int, ...]:
+    """The concrete shape fed to ``spec`` for a ``(batch_size, seq_len)`` request.
+
+    A token input (rank 2) gets ``(batch_size, seq_len)``; any other input (an image's
+    ``(batch, channels, height, width)``) gets ``batch_size`` on its first axis and its own
+    static dimensions elsewhere (:func:`check_input_shapes` refuses dynamic ones first).
+    """
+    if len(spec.shape) == 2:
+        return (batch_size, seq_len)
+    return (batch_size, *(int(d) if isinstance(d, int) else 1 for d in spec.shape[1:]))
+
+
 def check_input_shapes(
     inputs: list[OnnxInput], batch_size: int, seq_len: int, *, model_name: str = "model"
 ) -> None:
     """Check that a ``(batch_size, seq_len)`` request fits every input's static dimensions.
 
+    Token inputs are rank 2, ``(batch, sequence)``; an input of another rank (an image's
+    ``pixel_values``, ``(batch, channels, height, width)``) must have static dimensions after
+    the batch axis, and only its batch axis is checked against the request.
+
     Raises:
-        ShapeMismatchError: A static dimension differs from the request; the message names the
-            input, its shape and how to fix it.
+        ShapeMismatchError: A static dimension differs from the request, or a non-token input
+            has a dynamic dimension after its batch axis; the message names the input, its
+            shape and how to fix it.
     """
     if batch_size < 1 or seq_len < 1:
         raise ShapeMismatchError(
@@ -126,10 +154,8 @@ def check_input_shapes(
     wanted = (batch_size, seq_len)
     for spec in inputs:
         if len(spec.shape) != 2:
-            raise ShapeMismatchError(
-                f"{model_name}: input {spec.name!r} has rank {len(spec.shape)} (shape "
-                f"{list(spec.shape)}); obert-deploy feeds (batch, sequence) token inputs"
-            )
+            _check_fixed_input(spec, batch_size, model_name)
+            continue
         for axis, (dim, want) in enumerate(zip(spec.shape, wanted, strict=True)):
             if isinstance(dim, int) and dim != want:
                 what = "batch size" if axis == 0 else "sequence length"
@@ -146,6 +172,30 @@ def check_input_shapes(
                     f"`obert-deploy export --batch-size {batch_size} --max-seq-length {seq_len}` "
                     "(or --dynamic-shapes for ONNX Runtime)"
                 )
+
+
+def _check_fixed_input(spec: OnnxInput, batch_size: int, model_name: str) -> None:
+    """An input that is not ``(batch, sequence)``: static after the batch axis, batch fits."""
+    if not spec.shape:
+        raise ShapeMismatchError(
+            f"{model_name}: input {spec.name!r} is a scalar; obert-deploy feeds batched inputs "
+            "(batch, sequence) tokens or (batch, ...) fixed-shape tensors such as images"
+        )
+    dynamic = [axis for axis, dim in enumerate(spec.shape[1:], start=1) if not isinstance(dim, int)]
+    if dynamic:
+        raise ShapeMismatchError(
+            f"{model_name}: input {spec.name!r} of shape {list(spec.shape)} has dynamic axes "
+            f"{dynamic} after the batch axis; obert-deploy feeds such inputs (images) at their "
+            "exported size: re-export with `obert-deploy export` (only the batch axis dynamic)"
+        )
+    batch = spec.shape[0]
+    if isinstance(batch, int) and batch != batch_size:
+        raise ShapeMismatchError(
+            f"{model_name}: input {spec.name!r} has static shape {list(spec.shape)} but batch "
+            f"size {batch_size} was requested; use --batch-size {batch}, or re-export with "
+            f"`obert-deploy export --batch-size {batch_size}` (or --dynamic-shapes for ONNX "
+            "Runtime)"
+        )
 
 
 def infer_vocab_size(model: onnx.ModelProto, input_name: str = "input_ids") -> int | None:
@@ -175,9 +225,11 @@ def make_inputs(
     vocab_size: int | None = None,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Build one batch of synthetic token inputs (random ids, full attention, segment 0).
+    """Build one batch of synthetic inputs (random ids, full attention, segment 0; images).
 
     Latency does not depend on the token values; ids are drawn below ``vocab_size`` (or 100).
+    A float input that is not ``(batch, sequence)`` (an image model's ``pixel_values``) gets
+    standard normal values at its exported shape (:func:`feed_shape`), batch ``batch_size``.
 
     Args:
         inputs: The model's inputs (from :func:`onnx_inputs`).
@@ -187,15 +239,17 @@ def make_inputs(
         seed: Seed of the random ids.
 
     Returns:
-        Input name -> array of shape ``(batch_size, seq_len)`` in the input's dtype.
+        Input name -> array of shape :func:`feed_shape` in the input's dtype.
     """
     rng = np.random.default_rng(seed)
     high = max(2, min(vocab_size or 100, 30000))
     feed: dict[str, np.ndarray] = {}
     for spec in inputs:
-        shape = (batch_size, seq_len)
+        shape = feed_shape(spec, batch_size, seq_len)
         array: np.ndarray[Any, np.dtype[Any]]
-        if spec.name == "input_ids" or ("ids" in spec.name and "type" not in spec.name):
+        if len(shape) != 2 and np.issubdtype(spec.dtype, np.floating):
+            array = rng.standard_normal(shape)  # pixel_values: normalised images
+        elif spec.name == "input_ids" or ("ids" in spec.name and "type" not in spec.name):
             array = rng.integers(1, high, size=shape)
         elif "mask" in spec.name:
             array = np.ones(shape)

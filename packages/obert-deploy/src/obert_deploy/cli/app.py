@@ -27,6 +27,7 @@ from .bench import bench
 from .common import one_line
 from .evaluate import evaluate
 from .export import export
+from .latency_table import latency_table
 from .qat import qat
 from .quantize import quantize
 from .size import size
@@ -173,6 +174,7 @@ app.command("quantize")(quantize)
 app.command("qat")(qat)
 app.command("evaluate")(evaluate)
 app.command("bench")(bench)
+app.command("latency-table")(latency_table)
 app.command("size")(size)
 
 

@@ -22,6 +22,7 @@ from .._choices import (
     CALIBRATION_METHODS,
     ENGINES,
     EVAL_TASKS,
+    LINEAR_FORMS,
     PTQ_METHODS,
     QAT_TASKS,
     QUANT_FORMATS,
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_CALIBRATION",
     "DEFAULT_ENGINE",
     "DEFAULT_EVAL_TASK",
+    "DEFAULT_LINEAR_FORM",
     "DEFAULT_METHOD",
     "DEFAULT_QAT_TASK",
     "DEFAULT_SCENARIO",
@@ -45,6 +47,7 @@ __all__ = [
     "EngineOpt",
     "EvalTask",
     "JsonOpt",
+    "LinearForm",
     "Method",
     "OverwriteOpt",
     "QATTask",
@@ -83,6 +86,8 @@ QATTask = Enum("QATTask", _members(QAT_TASKS), type=str)  # type: ignore[misc]
 """Tasks ``qat`` can fine-tune (from ``QAT_TASKS``)."""
 Engine = Enum("Engine", _members(ENGINES), type=str)  # type: ignore[misc]
 """Inference engines (from :data:`obert_deploy.ENGINES`)."""
+LinearForm = Enum("LinearForm", _members(LINEAR_FORMS), type=str)  # type: ignore[misc]
+"""Forms of one block-sparse Linear (from ``LINEAR_FORMS``)."""
 Scenario = Enum("Scenario", _members(SCENARIOS), type=str)  # type: ignore[misc]
 """Benchmark scenarios (from :data:`obert_deploy.SCENARIOS`)."""
 Method = Enum("Method", _members(PTQ_METHODS), type=str)  # type: ignore[misc]
@@ -100,6 +105,7 @@ DEFAULT_EVAL_TASK = EvalTask("sequence-classification")
 DEFAULT_QAT_TASK = QATTask("sequence-classification")
 DEFAULT_ENGINE = Engine("onnxruntime")
 DEFAULT_SCENARIO = Scenario("latency")
+DEFAULT_LINEAR_FORM = LinearForm("matmul")
 DEFAULT_METHOD = Method("dynamic")
 DEFAULT_CALIBRATION = CalibrationMethod("minmax")
 

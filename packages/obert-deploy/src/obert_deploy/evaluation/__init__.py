@@ -2,7 +2,8 @@
 
 :func:`evaluate` (:class:`EvalReport`, :class:`EvalResult`; SQuAD v1.1 EM/F1 by
 :func:`squad_scores`), the GLUE-TSV and SQuAD readers (:func:`read_glue_tsv`,
-:func:`read_squad`), tokenisation to fixed-shape feeds (:func:`tokenize`) and the default
+:func:`read_squad`), dev images from an ``.npz`` or class folders (:func:`read_images`,
+:class:`ImageDataset`), tokenisation to fixed-shape feeds (:func:`tokenize`) and the default
 datasets (:func:`default_dataset`: a data directory passed explicitly, else
 ``$OBERT_DATA_DIR``). Names load lazily: importing this package imports neither torch nor
 transformers.
@@ -20,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "EvalResult": "._evaluate",
     "evaluate": "._evaluate",
     "squad_scores": "obert_core.shared",  # the one SQuAD metric of every package
+    "ImageDataset": "._images",
+    "read_images": "._images",
     "QAExample": "._readers",
     "TextDataset": "._readers",
     "read_glue_tsv": "._readers",
@@ -35,12 +38,14 @@ __all__ = [
     "EVAL_TASKS",
     "EvalReport",
     "EvalResult",
+    "ImageDataset",
     "QAExample",
     "TextDataset",
     "data_dir",
     "default_dataset",
     "evaluate",
     "read_glue_tsv",
+    "read_images",
     "read_squad",
     "squad_scores",
     "tokenize",
@@ -54,5 +59,6 @@ if TYPE_CHECKING:
     from .._choices import EVAL_TASKS
     from ._datasets import DATA_DIR_ENV, data_dir, default_dataset
     from ._evaluate import EvalReport, EvalResult, evaluate
+    from ._images import ImageDataset, read_images
     from ._readers import QAExample, TextDataset, read_glue_tsv, read_squad
     from ._tokenize import tokenize

@@ -5,6 +5,9 @@
   logit difference.
 * ``question-answering``: SQuAD v1.1 exact match and F1 (official normalisation: lower case, no
   punctuation/articles/extra spaces), long contexts split into overlapping windows.
+* ``image-classification``: accuracy on dev images (an ``.npz`` or class folders, read by
+  :func:`~obert_deploy.evaluation.read_images`), ``pixel_values`` from the checkpoint's image
+  processor; agreement with PyTorch and the largest logit difference as for text.
 """
 
 from __future__ import annotations
@@ -50,11 +53,12 @@ from .._errors import (
 from .._format import percent
 from .._validate import check_at_least, check_path, check_paths, check_type
 from ..bench._engines import create_runner, engine_available
-from ..bench._inputs import load_onnx, onnx_inputs
-from ..export._checkpoint import load_checkpoint, load_tokenizer, require
-from ..export._export import model_input_names
+from ..bench._inputs import has_token_inputs, load_onnx, onnx_inputs
+from ..export._checkpoint import load_checkpoint, load_image_processor, load_tokenizer, require
+from ..export._export import image_input_shape, is_image_model, model_input_names
 from ..export._tasks import get_task
 from ._datasets import default_dataset
+from ._images import ImageDataset, image_label_ids, image_pixels, read_images
 from ._readers import read_glue_tsv, read_squad
 from ._tokenize import iter_batches, tokenize
 
@@ -98,7 +102,7 @@ class EvalReport:
         task: Evaluated task.
         data: Dev file the examples came from.
         num_examples: Examples evaluated (SQuAD: questions, not context windows).
-        seq_len: Tokens per example.
+        seq_len: Tokens per example (0 for images).
         results: PyTorch first, then one entry per ONNX model.
     """
 
@@ -116,9 +120,9 @@ class EvalReport:
         """Render a markdown table, one row per model (metrics in percent, e.g. ``48.44 %``)."""
         names = list(self.results[0].metrics) if self.results else []
         header = " | ".join(names)
+        seq = f", seq {self.seq_len}" if self.seq_len else ""
         lines = [
-            f"Task {self.task}, {self.num_examples} examples from `{self.data}`, "
-            f"seq {self.seq_len}.",
+            f"Task {self.task}, {self.num_examples} examples from `{self.data}`{seq}.",
             "",
             f"| model | engine | {header} | agreement with PyTorch | max abs diff |",
             "|---|---|" + "---:|" * (len(names) + 2),
@@ -165,8 +169,9 @@ def _onnx_predictor(
 
     proto = load_onnx(path)
     check_finite_initializers(proto, path)
-    check_seq_len(seq_len, onnx_max_positions(proto), f"ONNX model {path!r}")
     inputs = onnx_inputs(proto)
+    if has_token_inputs(inputs):  # images have no sequence axis
+        check_seq_len(seq_len, onnx_max_positions(proto), f"ONNX model {path!r}")
     del proto
     static_batch = inputs[0].shape[0] if inputs and isinstance(inputs[0].shape[0], int) else None
     run_batch = static_batch or batch_size
@@ -209,7 +214,8 @@ def _check_onnx_io(
         )
     dims = proto.graph.output[0].type.tensor_type.shape.dim
     classes = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else 0
-    if num_labels and task == "sequence-classification" and classes and classes != num_labels:
+    classifier = task in ("sequence-classification", "image-classification")
+    if num_labels and classifier and classes and classes != num_labels:
         raise OnnxModelError(
             f"ONNX model {path!r} predicts {classes} classes, the checkpoint {num_labels}; it was "
             "exported from another checkpoint: evaluate it with that one (or re-export)"
@@ -360,13 +366,15 @@ def evaluate(
     Args:
         checkpoint: Fine-tuned checkpoint directory (the models were exported from it).
         models: ONNX files (fp32, PTQ int8, QAT ...).
-        task: ``sequence-classification`` or ``question-answering``.
+        task: ``sequence-classification``, ``question-answering`` or ``image-classification``.
         data: Dev file (GLUE TSV or SQuAD JSON); default: SST-2 / SQuAD v1.1 dev from the shared
-            data directory.
-        tokenizer: Directory of the tokenizer; default: ``checkpoint``.
+            data directory. Images (no default): an ``.npz`` file or a folder with ``dev.npz``,
+            ``dev/<class>/`` or ``<class>/`` (:func:`~obert_deploy.evaluation.read_images`).
+        tokenizer: Directory of the tokenizer (the image processor for images); default:
+            ``checkpoint``.
         text_columns: TSV text columns (auto-detected by default).
         label_column: TSV label column.
-        seq_len: Tokens per example.
+        seq_len: Tokens per example (not used for images).
         batch_size: Batch size for PyTorch and for dynamic-shape ONNX models.
         max_samples: Evaluate only the first examples.
         engine: Engine of the ONNX models.
@@ -417,7 +425,11 @@ def evaluate(
     ]
     data_path = Path(data) if data is not None else default_dataset(task)
     labels: np.ndarray | None = None
-    if task == "sequence-classification":
+    images: ImageDataset | None = None
+    if task == "image-classification":
+        images = read_images(data_path, max_samples=max_samples)
+        num_examples = len(images)
+    elif task == "sequence-classification":
         dataset = read_glue_tsv(
             data_path, text_columns=text_columns, label_column=label_column, max_samples=max_samples
         )
@@ -432,20 +444,37 @@ def evaluate(
         num_examples = len(examples)
     loaded = load_checkpoint(checkpoint, task)
     check_finite_parameters(loaded.model, loaded.source)
-    check_seq_len(seq_len, config_max_positions(loaded.model.config), f"{loaded.source!r}")
-    if labels is not None:
-        _check_labels(labels, int(loaded.model.config.num_labels or 0), data_path, loaded.source)
-    tok = load_tokenizer(tokenizer if tokenizer is not None else checkpoint)
-    names = model_input_names(loaded.model)
-    spec = get_task(task)
-    if task == "sequence-classification":
-        feeds = tokenize(tok, dataset.texts, seq_len, names)
-    else:
-        feeds, sample_map, offsets, seq_ids = _squad_features(
-            tok, examples, seq_len, doc_stride, names, max_query_length
-        )
     tokenizer_source = os.fspath(tokenizer if tokenizer is not None else checkpoint)
-    check_token_ids(feeds, int(loaded.model.config.vocab_size or 0), tokenizer_source)
+    spec = get_task(task)
+    if images is not None:
+        if not is_image_model(loaded.model):
+            raise UnsupportedTaskError(
+                f"{loaded.source!r} is not an image model (its input is "
+                f"{getattr(loaded.model, 'main_input_name', '?')!r}); pass an image classifier "
+                "checkpoint, or another --task"
+            )
+        labels = image_label_ids(images.classes, loaded.model.config, images.source)
+        processor = load_image_processor(tokenizer_source)
+        feeds = {
+            "pixel_values": image_pixels(
+                processor, images.images, image_input_shape(loaded.model.config), tokenizer_source
+            )
+        }
+    else:
+        check_seq_len(seq_len, config_max_positions(loaded.model.config), f"{loaded.source!r}")
+        if labels is not None:
+            _check_labels(
+                labels, int(loaded.model.config.num_labels or 0), data_path, loaded.source
+            )
+        tok = load_tokenizer(tokenizer_source)
+        names = model_input_names(loaded.model)
+        if task == "sequence-classification":
+            feeds = tokenize(tok, dataset.texts, seq_len, names)
+        else:
+            feeds, sample_map, offsets, seq_ids = _squad_features(
+                tok, examples, seq_len, doc_stride, names, max_query_length
+            )
+        check_token_ids(feeds, int(loaded.model.config.vocab_size or 0), tokenizer_source)
     num_labels = int(loaded.model.config.num_labels or 0)
     for path in models:
         _check_onnx_io(os.fspath(path), feeds, task, num_labels)
@@ -468,7 +497,12 @@ def evaluate(
         diff = max(float(np.max(np.abs(o - r))) for o, r in zip(outputs, reference, strict=True))
         return metrics, agreement, diff
 
-    report = EvalReport(task=task, data=str(data_path), num_examples=num_examples, seq_len=seq_len)
+    report = EvalReport(
+        task=task,
+        data=images.source if images is not None else str(data_path),
+        num_examples=num_examples,
+        seq_len=0 if images is not None else seq_len,
+    )
     start = time.perf_counter()
     torch_out = _run_all(
         _torch_predict(loaded.model, spec.output_names), feeds, batch_size, False, "pytorch"

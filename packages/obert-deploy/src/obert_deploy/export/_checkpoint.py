@@ -212,3 +212,35 @@ def load_tokenizer(checkpoint: str | os.PathLike[str]) -> PreTrainedTokenizerBas
             f"could not load the tokenizer of {source!r} ({brief(exc)}); re-save it with "
             "tokenizer.save_pretrained()"
         ) from exc
+
+
+def load_image_processor(checkpoint: str | os.PathLike[str]) -> Any:
+    """Load the image processor saved next to an image-classification checkpoint.
+
+    Args:
+        checkpoint: Directory holding ``preprocessor_config.json`` (what
+            ``image_processor.save_pretrained()`` writes; usually the checkpoint directory).
+
+    Returns:
+        The ``transformers`` image processor (``ViTImageProcessor`` for ViT/DeiT).
+
+    Raises:
+        CheckpointError: No ``preprocessor_config.json``, or it cannot be read.
+        MissingDependencyError: Transformers is not installed.
+    """
+    path = Path(checkpoint).expanduser()
+    if not (path / "preprocessor_config.json").is_file():
+        raise CheckpointError(
+            f"{str(path)!r} has no preprocessor_config.json; save the model's image processor "
+            "there with image_processor.save_pretrained() or pass its folder with --tokenizer"
+        )
+    require("loading an image processor", "transformers")
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(str(path))
+    except Exception as exc:
+        raise CheckpointError(
+            f"could not load the image processor of {str(path)!r} ({brief(exc)}); re-save it "
+            "with image_processor.save_pretrained()"
+        ) from exc

@@ -43,7 +43,7 @@ from .._checks import (
     config_max_positions,
 )
 from .._choices import ENGINES
-from .._errors import ObertDeployError, VerificationError
+from .._errors import CheckpointError, ObertDeployError, VerificationError
 from .._validate import check_fields, check_path
 from ..size._sparsity import SparsityRow, linear_weights, match_sparsity, sparsity_table_markdown
 from ._checkpoint import load_checkpoint, require
@@ -62,9 +62,12 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 __all__ = [
+    "PIXEL_VALUES",
     "ExportConfig",
     "ExportReport",
     "export_onnx",
+    "image_input_shape",
+    "is_image_model",
     "model_input_names",
     "quiet_torch_export",
     "sample_inputs",
@@ -263,6 +266,19 @@ class _OutputsAsTuple:
     def wrap(model: PreTrainedModel, input_names: list[str], outputs: tuple[str, ...]) -> Any:
         import torch
 
+        if input_names == [PIXEL_VALUES]:
+
+            class ImageWrapper(torch.nn.Module):
+                def __init__(self) -> None:
+                    super().__init__()
+                    self.model = model
+
+                def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                    result = self.model(pixel_values=pixel_values, return_dict=True)
+                    return tuple(result[key] for key in outputs)
+
+            return ImageWrapper().eval()
+
         class Wrapper(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
@@ -288,16 +304,48 @@ class _OutputsAsTuple:
         return Wrapper().eval()
 
 
+#: The input of image models (ViT, DeiT, ...): ``(batch, channels, height, width)`` floats.
+PIXEL_VALUES = "pixel_values"
+
+
+def is_image_model(model: PreTrainedModel) -> bool:
+    """True for a model whose main input is ``pixel_values`` (an HF image classifier)."""
+    return getattr(model, "main_input_name", "input_ids") == PIXEL_VALUES
+
+
+def image_input_shape(config: Any) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of an image model's input, from its config.
+
+    Args:
+        config: The model config (``num_channels`` and ``image_size``, an int or a pair).
+
+    Raises:
+        CheckpointError: The config has no ``image_size``, or a size that is not positive.
+    """
+    size = getattr(config, "image_size", None)
+    channels = int(getattr(config, "num_channels", 3) or 3)
+    height, width = (size, size) if isinstance(size, int) else tuple(size or (0, 0))[:2]
+    if not (isinstance(height, int) and isinstance(width, int)) or height < 1 or width < 1:
+        raise CheckpointError(
+            f"the image model's config has image_size {size!r}; it needs a positive int (or "
+            "[height, width]) to build the exported input: set config.image_size"
+        )
+    return channels, height, width
+
+
 def model_input_names(model: PreTrainedModel) -> list[str]:
-    """Token inputs the model's ``forward`` accepts, in ONNX input order.
+    """Inputs the model's ``forward`` takes in the exported graph, in ONNX input order.
 
     Args:
         model: A loaded Hugging Face model.
 
     Returns:
-        ``input_ids``, ``attention_mask`` and, when the model has segment embeddings and its
-        ``forward`` takes them, ``token_type_ids``.
+        ``["pixel_values"]`` for an image model (:func:`is_image_model`); otherwise the token
+        inputs ``input_ids``, ``attention_mask`` and, when the model has segment embeddings and
+        its ``forward`` takes them, ``token_type_ids``.
     """
+    if is_image_model(model):
+        return [PIXEL_VALUES]
     params = inspect.signature(model.forward).parameters
     names = ["input_ids", "attention_mask"]
     type_vocab = getattr(model.config, "type_vocab_size", 0) or 0
@@ -309,23 +357,30 @@ def model_input_names(model: PreTrainedModel) -> list[str]:
 def sample_inputs(
     model: PreTrainedModel, batch_size: int, seq_len: int, *, seed: int = 0
 ) -> dict[str, torch.Tensor]:
-    """Random token inputs for ``model``: ids below the vocabulary size, some rows padded.
+    """Random inputs for ``model``: token ids with some rows padded, or images.
 
-    Row ``i`` of the attention mask keeps the first ``seq_len - i * seq_len // (2 * batch)``
-    tokens, so padding is exercised whenever ``batch_size > 1``.
+    For token inputs, row ``i`` of the attention mask keeps the first
+    ``seq_len - i * seq_len // (2 * batch)`` tokens, so padding is exercised whenever
+    ``batch_size > 1``. An image model (:func:`is_image_model`) gets standard normal
+    ``pixel_values`` of shape ``(batch_size, channels, height, width)`` from its config
+    (``seq_len`` is not used).
 
     Args:
-        model: The model the inputs are for (vocabulary size, segment embeddings).
+        model: The model the inputs are for (vocabulary size, segment embeddings, image size).
         batch_size: Rows.
         seq_len: Tokens per row.
-        seed: Seed of the random token ids.
+        seed: Seed of the random token ids or pixels.
 
     Returns:
-        Input name -> int64 tensor of shape ``(batch_size, seq_len)``, in ONNX input order.
+        Input name -> tensor (int64 ``(batch_size, seq_len)`` tokens, or float32 images), in
+        ONNX input order.
     """
     import torch
 
     generator = torch.Generator().manual_seed(seed)
+    if is_image_model(model):
+        shape = (batch_size, *image_input_shape(model.config))
+        return {PIXEL_VALUES: torch.randn(shape, generator=generator)}
     vocab = int(getattr(model.config, "vocab_size", 100))
     ids = torch.randint(1, vocab, (batch_size, seq_len), generator=generator)
     mask = torch.ones(batch_size, seq_len, dtype=torch.long)
@@ -372,7 +427,10 @@ def _export_graph(
     if not static_shapes:
         batch = torch.export.Dim("batch", min=1, max=_MAX_DYNAMIC_BATCH)
         sequence = torch.export.Dim("sequence", min=2, max=_MAX_DYNAMIC_SEQ)
-        dynamic_shapes = {name: {0: batch, 1: sequence} for name in input_names}
+        dynamic_shapes = {
+            name: {0: batch} if name == PIXEL_VALUES else {0: batch, 1: sequence}
+            for name in input_names
+        }
     with quiet_torch_export():
         program = torch.onnx.export(
             wrapper,
@@ -606,6 +664,9 @@ def _export_loaded(
         name: [config.batch_size, config.seq_len] if static else ["batch", "sequence"]
         for name in input_names
     }
+    if PIXEL_VALUES in shapes:
+        image = list(image_input_shape(hf_model.config))
+        shapes[PIXEL_VALUES] = [config.batch_size if static else "batch", *image]
     from ._onnx_compat import opset_version
 
     report = ExportReport(

@@ -1,4 +1,8 @@
-"""The tasks obert-deploy can export: Hugging Face head class and ONNX output names per task."""
+"""The tasks obert-deploy can export: Hugging Face head class and ONNX output names per task.
+
+Text tasks take token inputs (``input_ids``, ``attention_mask``, ``token_type_ids``);
+``image-classification`` takes ``pixel_values`` (any HF image classifier: ViT, DeiT, ...).
+"""
 
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ TASKS: dict[str, TaskSpec] = {
         ),
         TaskSpec("masked-lm", "AutoModelForMaskedLM", ("logits",)),
         TaskSpec("feature-extraction", "AutoModel", ("last_hidden_state",)),
+        TaskSpec("image-classification", "AutoModelForImageClassification", ("logits",)),
     )
 }
 
