@@ -6,7 +6,7 @@ with the randomised RGE). Here on the data set scikit-learn installs with itself
 (``sklearn.datasets.load_digits``: 1,797 grey 8×8 images, values 0-16 scaled to [0, 1]) with
 the split rule of ``vit_digits.py`` (stratified, 20 % dev, ``random_state`` 0: 1,437 / 360),
 and a small CNN for 8×8×1 inputs (``SmallCNN``: conv 1→8 3×3, ReLU, max-pool 2, conv 8→16 3×3,
-ReLU, max-pool 2, linear 64→10; 1,906 parameters, no BatchNorm: smaller than the paper's so that
+ReLU, max-pool 2, linear 64→10; 1,898 parameters, no BatchNorm: smaller than the paper's so that
 the grid fits about an hour of one shared CPU core). Every run of a seed starts from the
 same initial weights and sees the same batches (the HF ``Trainer``'s seeded sampler), the same
 epochs, batch size and LR schedule (warm-up 3 epochs, then cosine to 0, weight decay 5e-4 on
@@ -22,11 +22,12 @@ the weight tensors). Configs:
   (``mask_period``); biases always estimated;
 * ``rge``: ``ZOTrainer`` with ``estimator="spsa"`` and q = 192 directions per step (the paper's
   RGE query count; two forwards per direction), lr tuned on seed 0 (see ``RGE_LR``);
-* ``rge-matched``: the same with q = 954, i.e. 1,908 forwards per step, the forward count of
-  a dense CGE step (1,907); ten times RGE's cost, so only when named (``--only rge-matched``).
+* ``rge-matched``: the same with q = 950, i.e. 1,900 forwards per step, the forward count of
+  a dense CGE step (1,899); five times RGE's cost, so only when named (``--only rge-matched``).
 
 ``throughput`` measures CGE forward passes per second with and without feature reuse on this
-CNN, interleaved (rounds alternate the two). Sub-commands::
+CNN (and, with ``--workers N``, with reuse on N processes: DeepZero's forward parallelism),
+interleaved (rounds alternate the order of the modes). Sub-commands::
 
     .venv/bin/python experiments/zo_digits.py throughput
     .venv/bin/python experiments/zo_digits.py train            # the grid; --only CONFIG --seeds 0 1
@@ -90,7 +91,7 @@ STAGES = ("block1", "block2", "head")
 CONFIGS = ("fo", "fo-sgd", "cge", "cge-sparse90", "rge", "rge-matched")
 SEEDS = (0, 1, 2)
 OPTIONAL = frozenset({"rge-matched"})
-"""Configs run only when named with ``--only`` (seed 0 unless ``--seeds``): ten times RGE's cost."""
+"""Configs run only when named with ``--only`` (seed 0 unless ``--seeds``): 5× RGE's cost."""
 
 
 # --------------------------------------------------------------------------- data and model
@@ -396,7 +397,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_throughput(args: argparse.Namespace) -> None:
-    """CGE forward passes per second with and without feature reuse, rounds interleaved."""
+    """CGE forward passes per second with and without feature reuse (and workers), interleaved."""
     import tempfile
 
     import torch
@@ -406,7 +407,8 @@ def cmd_throughput(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     data = load_split()
-    times: dict[str, list[float]] = {"reuse": [], "no-reuse": []}
+    modes = ["reuse", "no-reuse"] + ([f"reuse-{args.workers}w"] if args.workers > 1 else [])
+    times: dict[str, list[float]] = {m: [] for m in modes}
 
     class StepTimes(TrainerCallback):
         """Seconds of each optimizer step."""
@@ -423,14 +425,15 @@ def cmd_throughput(args: argparse.Namespace) -> None:
 
     forwards = 0
     for r in range(args.rounds):
-        for mode in ("reuse", "no-reuse") if r % 2 == 0 else ("no-reuse", "reuse"):
+        for mode in modes if r % 2 == 0 else modes[::-1]:
             model = small_cnn(0)
             zo = ZOSettings(
                 mu=MU,
                 seed=0,
                 estimator="cge",
                 gradient_sparsity=dict.fromkeys(weight_names(model), 0.0),
-                stages=STAGES if mode == "reuse" else (),
+                stages=() if mode == "no-reuse" else STAGES,
+                workers=args.workers if mode.endswith("w") else 1,
             )
             forwards = _forwards("cge", model, zo.gradient_sparsity)
             with tempfile.TemporaryDirectory() as tmp:
@@ -457,9 +460,10 @@ def cmd_throughput(args: argparse.Namespace) -> None:
         "forwards_per_second_median": {m: statistics.median(v) for m, v in rates.items()},
         "step_seconds": times,
         "speedup_median": statistics.median(times["no-reuse"]) / statistics.median(times["reuse"]),
+        "workers": args.workers,
         "machine": cpu_info(),
         "command": f"python experiments/zo_digits.py throughput --rounds {args.rounds} "
-        f"--steps {args.steps}",
+        f"--steps {args.steps}" + (f" --workers {args.workers}" if args.workers > 1 else ""),
     }
     save_entry(RESULTS, "throughput", entry, section=None, machine=True)
     print(json.dumps({k: entry[k] for k in ("forwards_per_second_median", "speedup_median")}))
@@ -526,7 +530,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     ax.set_ylabel("dev accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.set_title("Small CNN (1,906 parameters) on digits: FO vs CGE vs RGE (mean, min-max band)",
+    ax.set_title("Small CNN (1,898 parameters) on digits: FO vs CGE vs RGE (mean, min-max band)",
                  fontsize=9)  # fmt: skip
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -551,6 +555,7 @@ def main() -> None:
     add_run_options(p, threads=1)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=3, help="optimizer steps per round and mode")
+    p.add_argument("--workers", type=int, default=1, help="also CGE with reuse on N processes")
     sub.add_parser("report")
     args = parser.parse_args()
     {"train": cmd_train, "throughput": cmd_throughput, "report": cmd_report}[args.cmd](args)
