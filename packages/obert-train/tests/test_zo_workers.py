@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import BertTokenizer, DataCollatorWithPadding
 
-from obert_train import ModelError, ModifierSpec, OptionError, TrainingError, build_recipe
+from obert_train import (
+    ArgumentError,
+    ModelError,
+    ModifierSpec,
+    OptionError,
+    TrainingError,
+    build_recipe,
+)
 from obert_train.hf.trainer import ObertTrainer
 from obert_train.hf.zo import ZOSettings, ZOTrainer
 from obert_train.hf.zo_pool import Job, available_cores, split_by_cost
@@ -80,9 +87,9 @@ def test_a_failing_step_stops_the_workers_and_names_the_loss(
         started.extend(trainer.pool.processes)
         with torch.no_grad():  # the next step's loss is NaN
             model.classifier.bias.fill_(float("nan"))
-        return result
+        return float(result)
 
-    trainer._cge_parallel = spy  # type: ignore[method-assign]
+    trainer._cge_parallel = spy
     with pytest.raises(TrainingError, match=r"non-finite ZO loss \(nan\) at θ of optimizer step 1"):
         trainer.train()
     assert trainer.pool is None
@@ -131,6 +138,8 @@ def test_bad_losses_and_masks_are_named(tokenizer: BertTokenizer, tmp_path: Path
     )
     with pytest.raises(TrainingError, match=r"is not a scalar \(got \(3,\)\)"):
         vector.train()
+    with pytest.raises(ArgumentError, match="recipe must be a Recipe, got str"):
+        ZOTrainer(model=_model(tokenizer), args=_args(tmp_path), recipe="minilm-sst2-zo-sparse")  # type: ignore[arg-type]
     model = _model(tokenizer)
     name = "bert.encoder.layer.0.output.dense.weight"
     empty = torch.zeros_like(model.get_parameter(name), dtype=torch.bool)
