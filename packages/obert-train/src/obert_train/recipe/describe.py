@@ -253,7 +253,8 @@ def _zo_lines(recipe: _Plan) -> list[str]:
     else:
         how = (
             f"coordinate-wise (DeepZero CGE): one forward per coordinate that moves, from its "
-            f"stage on (feature reuse), mu = {_lr(m.mu)}, {_plural(m.workers, 'process')}"
+            f"stage on (feature reuse), mu = {_lr(m.mu)}, {m.workers} "
+            f"process{'es' if m.workers > 1 else ''}"
         )
     lines = [
         f"Optimizer: zeroth-order for the whole run ({m.label()}): {how}; seed {m.seed}; no "
