@@ -48,6 +48,7 @@ redoes it); a killed sub-command resumes at the first missing entry.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -59,6 +60,8 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    IMG,
+    REPO,
     RESULTS_DIR,
     RUNS_ROOT,
     add_run_options,
@@ -76,7 +79,7 @@ DENSE_DIR = RUNS_ROOT / "minilm-sst2-dense"
 MAX_SEQ = 64
 BATCH = 32
 FO_LR = 5e-5  # the minilm-sst2-dense recipe's initial LR
-PRUNE_KEYS = ("obert@0.7", "obert@0.8", "magnitude@0.7", "magnitude@0.8")
+PRUNE_KEYS = ("obert@0.8", "magnitude@0.7", "obert@0.7", "magnitude@0.8")  # recover's order
 SPARSE_MASK = "obert@0.8"
 
 
@@ -406,6 +409,396 @@ def cmd_recover(args: argparse.Namespace) -> None:
         child("recover", f"fo-{key}", fo, args.force)
 
 
+# --------------------------------------------------------------------------- part 3: black-box OBS
+
+
+class OrtOracle:
+    """The loss of one mini-batch through ONNX Runtime, at weights given as graph inputs.
+
+    The exported file keeps every weight as an initializer; the encoder Linear weights are also
+    declared graph inputs, which makes them overridable per call (ONNX IR ≥ 4 semantics; ONNX
+    Runtime then does not constant-fold them). Torch and the ONNX graph disagree on layout only
+    by a transpose (the exporter stores ``Wᵀ`` for a ``MatMul``), found by bit-exact comparison.
+    """
+
+    def __init__(self, model: Any, onnx_path: Path, names: list[str], threads: int) -> None:
+        import numpy as np
+        import onnx
+        import onnxruntime as ort
+        from onnx import helper, numpy_helper
+
+        from obert_core.shared import atomic_output
+
+        patched = onnx_path.with_name(onnx_path.stem + "-weights-as-inputs.onnx")
+        proto = onnx.load(str(onnx_path))
+        arrays = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+        params = dict(model.named_parameters())
+        self.layout: dict[str, tuple[str, bool]] = {}
+        for name in names:
+            w = params[name].detach().numpy()
+            # a square weight can match either way: the layout is the one that is bit-exact
+            hits = [
+                (n, not (a.shape == w.shape and np.array_equal(a, w)))
+                for n, a in arrays.items()
+                if (a.shape == w.shape and np.array_equal(a, w))
+                or (a.shape == w.T.shape and np.array_equal(a, w.T))
+            ]
+            if len(hits) != 1:
+                sys.exit(f"{name}: {len(hits)} matching initializers in {onnx_path}")
+            self.layout[name] = hits[0]
+        if not patched.is_file():
+            graph_inputs = {i.name for i in proto.graph.input}
+            for init, _ in self.layout.values():
+                if init not in graph_inputs:
+                    a = arrays[init]
+                    proto.graph.input.append(
+                        helper.make_tensor_value_info(init, onnx.TensorProto.FLOAT, list(a.shape))
+                    )
+            with atomic_output(patched) as tmp:
+                onnx.save(proto, str(tmp))
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(patched), so, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.weights = {n: self._feed(n, params[n].detach().numpy()) for n in names}
+        self.shapes = {n: tuple(params[n].shape) for n in names}
+        self.calls = 0
+
+    def _feed(self, name: str, w: Any) -> tuple[str, Any]:
+        import numpy as np
+
+        init, transposed = self.layout[name]
+        return init, np.ascontiguousarray(w.T if transposed else w, dtype=np.float32)
+
+    def loss(self, batch: dict[str, Any], replaced: dict[str, Any]) -> float:
+        """Mean cross-entropy of ``batch`` with the weights ``replaced`` (torch name → array)."""
+        import numpy as np
+
+        feeds = {k: v for k, v in batch.items() if k in self.inputs}
+        feeds.update(dict(self.weights.values()))
+        for name, w in replaced.items():
+            init, arr = self._feed(name, w.reshape(self.shapes[name]))
+            feeds[init] = arr
+        logits = self.session.run(["logits"], feeds)[0].astype(np.float64)
+        self.calls += 1
+        z = logits - logits.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(len(batch["labels"])), batch["labels"]].mean())
+
+
+def obs_batches(task: Any, m: int, size: int, seed: int) -> list[dict[str, Any]]:
+    """``m`` mini-batches of ``size`` training sentences (seeded), as int64 NumPy feeds."""
+    feats = list(task.train_features)
+    order = random.Random(seed + 17).sample(range(len(feats)), m * size)
+    out = []
+    for t in range(m):
+        batch = task.collate([feats[i] for i in order[t * size : (t + 1) * size]])
+        out.append({k: v.numpy() for k, v in batch.items()})
+    return out
+
+
+def autograd_rows(model: Any, batches: list[dict[str, Any]], names: list[str]) -> Any:
+    """``(m, d)`` float32: the exact gradient of each mini-batch's loss (oBERT's Fisher rows)."""
+    import torch
+
+    params = dict(model.named_parameters())
+    rows = []
+    model.eval()
+    for b in batches:
+        model.zero_grad()
+        out = model(**{k: torch.from_numpy(v) for k, v in b.items()})
+        out.loss.backward()
+        rows.append(torch.cat([params[n].grad.reshape(-1) for n in names]))
+    model.zero_grad()
+    return torch.stack(rows)
+
+
+def spearman(a: Any, b: Any) -> float:
+    """Spearman's rank correlation (ranks by a stable sort; ties are measure-zero here)."""
+    import numpy as np
+
+    def ranks(x: Any) -> Any:
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        r = np.empty(x.size)
+        r[np.argsort(x, kind="stable")] = np.arange(x.size)
+        return r - r.mean()
+
+    ra, rb = ranks(a), ranks(b)
+    return float((ra @ rb) / np.sqrt((ra @ ra) * (rb @ rb)))
+
+
+def cmd_obs(args: argparse.Namespace) -> None:
+    """Part 3: OBS with a ZO Fisher through ONNX Runtime vs autograd oBERT and magnitude.
+
+    Two ways of spending the query budget (``q × m`` directions, 2 forwards each, central):
+
+    * ``zo-encoder-q{q}``: RGE rows over all encoder Linear weights at once (d ≈ 21 M) →
+      blocked Fisher (B = 50, m < B: :class:`obert_core.LowRankFisher`) → OBS saliency, global
+      mask, joint update: exactly oBERT with ZO rows. Each row's isotropic noise ``‖g‖²/q`` is
+      ``d/q`` times an average coordinate's ``g_j²``, so the saliency tends to magnitude.
+    * ``zo-tensor-q{q}``: directions confined to one tensor at a time (36 × m rows), and of
+      each tensor's ZO Fisher only what the budget resolves, its trace: with Gaussian
+      directions ``E‖ĝ‖² = ‖g‖²(1 + (d_k + 1)/q)``, so ``tr F_k`` is the mean ``‖ĝ‖²`` divided by
+      that factor; the Fisher is then ``(tr F_k / d_k) I`` on tensor ``k`` (the shrinkage of an
+      unresolved diagonal to its mean), whose OBS saliency is ``w²(λ + c_k)/2`` (global
+      ranking across tensors) and whose joint update is 0. ``autograd-tensor`` is the same
+      Fisher from the exact gradients.
+    """
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from obert_core import LowRankFisher, obs_saliency, obs_update, select_mask
+    from obert_core.zo import zo_fisher_rows
+    from obert_deploy.export import ExportConfig, export_onnx
+    from obert_train import resolve_target_params
+
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    task = make_task(tokenizer, args.train_samples, args.seed)
+    model = task.load_model(str(dense_dir())).eval()
+    names = list(resolve_target_params(model))
+    params = dict(model.named_parameters())
+    dense = {n: params[n].detach().clone() for n in names}
+    sizes = [dense[n].numel() for n in names]
+    onnx_path = RUNS_DIR / "obs" / "dense.onnx"
+    if not onnx_path.is_file():
+        onnx_path.parent.mkdir(parents=True, exist_ok=True)
+        report = export_onnx(model, onnx_path, ExportConfig(seq_len=MAX_SEQ, batch_size=2))
+        print(f"exported {onnx_path} ({report.seconds:.0f} s)", flush=True)
+        model.eval()
+    oracle = OrtOracle(model, onnx_path, names, args.threads)
+    batches = obs_batches(task, args.obs_m, args.obs_batch, args.seed)
+    m, damp, bsz = args.obs_m, args.obs_damp, 50
+    have = load_results(RESULTS).get("obs", {})
+    # the ORT oracle agrees with torch at the dense weights
+    with torch.no_grad():
+        ref = float(model(**{k: torch.from_numpy(v) for k, v in batches[0].items()}).loss)
+    got = oracle.loss(batches[0], {n: dense[n].numpy() for n in names})
+    print(f"loss of mini-batch 0: torch {ref:.7f}, ONNX Runtime {got:.7f}", flush=True)
+    if abs(got - ref) > 1e-4:
+        sys.exit("the ONNX Runtime oracle disagrees with torch at the dense weights")
+
+    grads = autograd_rows(model, batches, names)
+    bounds = np.cumsum([0, *sizes])
+
+    def lowrank(rows: Any) -> dict[str, Any]:
+        return {
+            n: LowRankFisher(rows[:, bounds[i] : bounds[i + 1]].contiguous(), bsz, damp)
+            for i, n in enumerate(names)
+        }
+
+    def evaluate(new: dict[str, Any]) -> float:
+        with torch.no_grad():
+            for n in names:
+                params[n].copy_(new[n])
+        acc = float(task.evaluate(model, batch_size=128, progress=False)["accuracy"])
+        with torch.no_grad():
+            for n in names:
+                params[n].copy_(dense[n])
+        return acc
+
+    def prune(scores: dict[str, Any], fishers: dict[str, Any] | None) -> dict[str, float]:
+        accs = {}
+        for s in args.obs_sparsities:
+            keep = select_mask(scores, s, scope="global")
+            new = {}
+            for n in names:
+                if fishers is None:
+                    new[n] = dense[n] * keep[n]
+                else:
+                    new[n] = obs_update(dense[n], fishers[n], ~keep[n], mode="joint")
+            accs[f"{s:g}"] = evaluate(new)
+            print(f"    {int(100 * s)} %: dev {accs[f'{s:g}']:.4f}", flush=True)
+        return accs
+
+    def flat(scores: dict[str, Any]) -> Any:
+        return np.concatenate([np.asarray(scores[n], dtype=np.float64).reshape(-1) for n in names])
+
+    t0 = time.perf_counter()
+    auto_f = lowrank(grads)
+    auto_scores = {n: obs_saliency(dense[n], auto_f[n]) for n in names}
+    auto_flat = flat(auto_scores)
+    print(f"autograd oBERT (m = {m}): {time.perf_counter() - t0:.0f} s", flush=True)
+
+    def record(name: str, scores: dict[str, Any], fishers: Any, extra: dict[str, Any]) -> None:
+        print(name, flush=True)
+        rho = spearman(flat(scores), auto_flat)
+        entry = {"spearman_vs_autograd": rho, "accuracy": prune(scores, fishers), **extra}
+        entry.update({"m": m, "batch": args.obs_batch, "block_size": bsz, "damp": damp})
+        save_entry(RESULTS, name, entry, "obs", machine=True)
+        print(f"  Spearman vs autograd oBERT {rho:.4f}", flush=True)
+
+    if "autograd-obs" not in have or args.force:
+        record("autograd-obs", auto_scores, auto_f, {"forwards": 0, "backwards": m})
+    if "magnitude" not in have or args.force:
+        record("magnitude", {n: dense[n].double() ** 2 for n in names}, None, {"forwards": 0})
+    auto_c = [float((grads[:, a:b].double() ** 2).sum(1).mean()) / (b - a)
+              for a, b in itertools.pairwise(bounds)]  # fmt: skip
+    if "autograd-tensor" not in have or args.force:
+        scores = {
+            n: dense[n].double() ** 2 * (damp + c) for n, c in zip(names, auto_c, strict=True)
+        }
+        record("autograd-tensor", scores, None, {"forwards": 0, "backwards": m, "c": auto_c})
+    del auto_f
+    theta = torch.cat([dense[n].reshape(-1) for n in names])
+
+    def batch_loss(b: dict[str, Any], tensors: list[str]) -> Any:
+        def loss(x: Any) -> float:
+            arr = x.detach().numpy()
+            if len(tensors) == 1:
+                return oracle.loss(b, {tensors[0]: arr})
+            return oracle.loss(b, {n: arr[bounds[i] : bounds[i + 1]] for i, n in enumerate(names)})
+
+        return loss
+
+    for q in args.obs_q_encoder:
+        name = f"zo-encoder-q{q}"
+        if name in have and not args.force:
+            continue
+        t0, calls = time.perf_counter(), oracle.calls
+        losses = [batch_loss(b, names) for b in batches]
+        rows = torch.stack(list(zo_fisher_rows(losses, theta, mu=args.obs_mu, q=q, seed=args.seed,
+                                               scheme="central")))  # fmt: skip
+        fishers = lowrank(rows)
+        del rows
+        scores = {n: obs_saliency(dense[n], fishers[n]) for n in names}
+        extra = {"q": q, "forwards": oracle.calls - calls, "zo_s": time.perf_counter() - t0}
+        record(name, scores, fishers, extra)
+        del fishers
+    for q in args.obs_q_tensor:
+        name = f"zo-tensor-q{q}"
+        if name in have and not args.force:
+            continue
+        t0, calls = time.perf_counter(), oracle.calls
+        cs = []
+        for i, n in enumerate(names):
+            losses = [batch_loss(b, [n]) for b in batches]
+            trows = zo_fisher_rows(losses, dense[n].reshape(-1), mu=args.obs_mu, q=q,
+                                   seed=args.seed + 1 + i, scheme="central")  # fmt: skip
+            d_k = sizes[i]
+            trace = float(np.mean([float((r.double() ** 2).sum()) for r in trows]))
+            cs.append(trace / (1.0 + (d_k + 1) / q) / d_k)
+        scores = {n: dense[n].double() ** 2 * (damp + c) for n, c in zip(names, cs, strict=True)}
+        extra = {"q": q, "forwards": oracle.calls - calls, "zo_s": time.perf_counter() - t0,
+                 "c": cs, "c_spearman_vs_autograd": spearman(cs, auto_c)}  # fmt: skip
+        record(name, scores, None, extra)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """Markdown tables and the plots ``docs/img/zo_minilm_*.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = load_results(RESULTS)
+    pruned, sweep = data.get("pruned", {}), data.get("sweep", {})
+    fine, rec, obs = data.get("finetune", {}), data.get("recover", {}), data.get("obs", {})
+    print("| model | dev accuracy |\n|---|---|")
+    for k, v in pruned.items():
+        print(f"| {k} | {_pct(v['accuracy'])} |")
+    print(
+        "\n| MeZO setting | lr | μ | steps | dev accuracy | dev loss |\n|---|---|---|---|---|---|"
+    )
+    for k, v in sweep.items():
+        sp = v["spec"]
+        print(f"| {k.split('-')[0]} | {sp['lr']:g} | {sp['mu']:g} | {v['steps']} | "
+              f"{_pct(v['accuracy'])} | {v['loss']:.5f} |")  # fmt: skip
+    infer = fine.get("inference", {}).get("peak_rss_mib")
+    print("\n| run | steps | CPU s | wall s | dev start | dev end | peak RSS MiB | / inference |")
+    print("|---|---|---|---|---|---|---|---|")
+    if infer:
+        print(f"| inference (dev, batch {BATCH}) | – | – | – | – | "
+              f"{_pct(fine['inference']['accuracy'])} | {infer} | 1.00 |")  # fmt: skip
+    for k in ("fo", "zo-dense", "zo-sparse"):
+        v = fine.get(k)
+        if v:
+            ratio = f"{v['peak_rss_mib'] / infer:.2f}" if infer else "–"
+            print(f"| {k} (lr {v['spec']['lr']:g}) | {v['steps']} | {v['train_s']:.0f} | "
+                  f"{v['wall_s']:.0f} | {_pct(v['start_accuracy'])} | {_pct(v['accuracy'])} | "
+                  f"{v['peak_rss_mib']} | {ratio} |")  # fmt: skip
+    print("\n| pruned model | one-shot | sparse MeZO | steps | masked first-order | steps |")
+    print("|---|---|---|---|---|---|")
+    for key in PRUNE_KEYS:
+        zo, fo = rec.get(f"zo-{key}"), rec.get(f"fo-{key}")
+        if zo or fo:
+            zs = f"{_pct(zo['accuracy'])} | {zo['steps']}" if zo else "– | –"
+            fs = f"{_pct(fo['accuracy'])} | {fo['steps']}" if fo else "– | –"
+            print(f"| {key} | {_pct(pruned.get(key, {}).get('accuracy'))} | {zs} | {fs} |")
+    print("\n| OBS Fisher | forwards | Spearman vs autograd | 50 % | 70 % |\n|---|---|---|---|---|")
+    for k, v in obs.items():
+        acc = v["accuracy"]
+        print(f"| {k} | {v.get('forwards', 0)} | {v['spearman_vs_autograd']:.4f} | "
+              f"{_pct(acc.get('0.5'))} | {_pct(acc.get('0.7'))} |")  # fmt: skip
+    IMG.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for k, style in (("fo", "-o"), ("zo-dense", "-s"), ("zo-sparse", "-^")):
+        v = fine.get(k)
+        if v:
+            pts = [(p["train_s"], 100 * p["accuracy"]) for p in v["curve"]]
+            axes[0].plot(*zip(*pts, strict=True), style, label=f"{k} ({v['steps']} steps)")
+    axes[0].set_title("From the pretrained MiniLM-L6")
+    for key, color in zip(PRUNE_KEYS, ("C0", "C1", "C2", "C3"), strict=True):
+        for kind, style in (("zo", "--"), ("fo", "-")):
+            v = rec.get(f"{kind}-{key}")
+            if v:
+                pts = [(p["train_s"], 100 * p["accuracy"]) for p in v["curve"]]
+                label = f"{key} {'sparse MeZO' if kind == 'zo' else 'masked FO'}"
+                axes[1].plot(*zip(*pts, strict=True), style, color=color, marker=".", label=label)
+    axes[1].set_title("Recovery after one-shot pruning")
+    for ax in axes:
+        ax.set_xlabel("training time (CPU seconds, 1 thread)")
+        ax.set_ylabel("SST-2 dev accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, IMG / "zo_minilm_time.png")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for prefix, style in (("zo-encoder", "-o"), ("zo-tensor", "-s")):
+        rows = sorted((v for k, v in obs.items() if k.startswith(prefix)),
+                      key=lambda v: int(v["forwards"]))  # fmt: skip
+        if rows:
+            budget = [int(v["forwards"]) for v in rows]
+            axes[0].plot(budget, [v["spearman_vs_autograd"] for v in rows], style, label=prefix)
+            for s, ls in (("0.5", "-"), ("0.7", "--")):
+                axes[1].plot(budget, [100 * v["accuracy"][s] for v in rows], style[1:],
+                             linestyle=ls, label=f"{prefix}, {float(s):.0%}")  # fmt: skip
+    for k, color in (("magnitude", "grey"), ("autograd-obs", "black"), ("autograd-tensor", "C4")):
+        v = obs.get(k)
+        if v:
+            axes[0].axhline(v["spearman_vs_autograd"], color=color, linestyle=":", label=k)
+            for s, ls in (("0.5", "-"), ("0.7", "--")):
+                axes[1].axhline(100 * v["accuracy"][s], color=color, linestyle=ls, linewidth=1,
+                                label=f"{k}, {float(s):.0%}")  # fmt: skip
+    axes[0].set_ylabel("Spearman of saliencies with autograd oBERT")
+    axes[1].set_ylabel("SST-2 dev accuracy (%)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("query budget (ONNX Runtime forwards)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, IMG / "zo_minilm_obs.png")
+
+
+def _save(fig: Any, path: Path) -> None:
+    from obert_core.shared import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    print(f"plot: {path.relative_to(REPO)}")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -415,7 +808,7 @@ def main() -> None:
     c = sub.add_parser("child", help="internal: one training run, JSON spec, prints JSON")
     c.add_argument("spec")
     cmds = {"prune": cmd_prune, "sweep": cmd_sweep, "finetune": cmd_finetune,
-            "recover": cmd_recover}  # fmt: skip
+            "recover": cmd_recover, "obs": cmd_obs, "report": cmd_report}  # fmt: skip
     for name, func in cmds.items():
         p = sub.add_parser(name, help=(func.__doc__ or "").splitlines()[0])
         add_run_options(p, threads=1, seed=0, force=True)
@@ -429,6 +822,13 @@ def main() -> None:
                        choices=sorted(SWEEP_SETTINGS))  # fmt: skip
         p.add_argument("--lrs", type=float, nargs="*", default=[1e-6, 1e-5, 1e-4])
         p.add_argument("--mus", type=float, nargs="*", default=[1e-3])
+        p.add_argument("--obs-m", type=int, default=16, help="Fisher rows (mini-batches)")
+        p.add_argument("--obs-batch", type=int, default=16, help="sentences per mini-batch")
+        p.add_argument("--obs-damp", type=float, default=1e-7)
+        p.add_argument("--obs-mu", type=float, default=1e-3)
+        p.add_argument("--obs-q-encoder", type=int, nargs="*", default=[1, 4, 16])
+        p.add_argument("--obs-q-tensor", type=int, nargs="*", default=[1, 4])
+        p.add_argument("--obs-sparsities", type=float, nargs="*", default=[0.5, 0.7])
         p.set_defaults(func=func)
     args = parser.parse_args()
     if args.command == "child":
