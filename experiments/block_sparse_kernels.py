@@ -28,10 +28,14 @@ Candidates, each checked against the float64 product ``x (W⊙M)ᵀ`` (float32 t
   ``Reshape``, ``Transpose``; form ``block-gather`` of :func:`obert_deploy.bench.linear_graph`);
 * ``ort-gather-rows``: one ``Gather`` + ``MatMul`` per block-row and a ``Concat`` (unpadded).
 
-Timing: all candidates of all cases in the same process, in ``--rounds`` interleaved rounds
+Timing: all candidates of all cases in the same process (DeepSparse in its worker, asked in
+turn), in ``--rounds`` interleaved rounds
 (shuffled order in each round, 1 and 2 threads alternating), each cell a batch of calls lasting
 about ``--target-ms``; a cell's time is the median over rounds of each round's median call, the
 minimum over rounds is recorded too, with the load average of every round and the CPU flags.
+``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` (idle OpenMP threads sleep instead of spinning; on a
+loaded 2-core machine a spinning 2-thread team otherwise waits whole time slices for its second
+thread), and ONNX Runtime's pool threads do not spin either.
 
 Run from the repository root (≤ 10 minutes on 2 cores; results in
 ``experiments/results/block_sparse_kernels.json``, plot ``docs/img/block_sparse_kernels.png``)::
@@ -507,6 +511,83 @@ def report(cells: list[Cell]) -> list[dict[str, Any]]:
     return rows
 
 
+SHORT = {
+    "torch-dense": "torch dense",
+    "ort-dense": "ORT dense",
+    "deepsparse": "DeepSparse",
+    "torch-bsr": "torch BSR",
+    "torch-gather-rows": "torch gather rows",
+    "torch-gather-batched": "torch gather batched",
+    "torch-compact": "torch compaction",
+    "ort-block-gather": "ORT block-gather",
+    "ort-gather-rows": "ORT gather rows",
+}
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The tables of docs/results.md from a results file (speed-ups over dense ONNX Runtime)."""
+    import math
+
+    rows = data["rows"]
+    configs = [
+        (b, s) for b, s in (("16x16", 0.5), ("16x16", 0.75), ("32x32", 0.5), ("32x32", 0.75))
+    ]
+    head = " | ".join(f"{b} {s:.0%}" for b, s in configs)
+    out: list[str] = []
+    for t in sorted({r["threads"] for r in rows}):
+        out += [
+            f"**{t} thread{'s' if t > 1 else ''}**: median ms of dense ONNX Runtime (min over "
+            "rounds), then the speed-up over it of DeepSparse / of the best other candidate",
+            "",
+            f"| model | OUTxIN | tokens | dense ORT ms | dense torch ms | {head} |",
+            "|---|---|---:|---:|---:|" + "---|" * len(configs),
+        ]
+        cases = list(dict.fromkeys((r["model"], r["shape"], r["tokens"]) for r in rows))
+        for model, shape, tokens in cases:
+            mine = [r for r in rows if (r["model"], r["shape"], r["threads"]) == (model, shape, t)]
+            dense = {r["candidate"]: r for r in mine if r["block"] is None}
+            cells = []
+            for b, sp in configs:
+                at = [r for r in mine if r["block"] == b and r["sparsity"] == sp]
+                ds = [r["speedup_vs_ort_dense"] for r in at if r["candidate"] == "deepsparse"]
+                others = [r for r in at if r["candidate"] != "deepsparse"]
+                best = max(others, key=lambda r: r["speedup_vs_ort_dense"])
+                ds_text = (
+                    f"**{ds[0]:.2f}x**" if ds and ds[0] >= 1.3 else (f"{ds[0]:.2f}x" if ds else "-")
+                )
+                cells.append(
+                    f"{ds_text} / {best['speedup_vs_ort_dense']:.2f}x {SHORT[best['candidate']]}"
+                )
+            ort, torch_d = dense["ort-dense"], dense["torch-dense"]
+            out.append(
+                f"| {model} | {shape} | {tokens} | {ort['median_ms']:.3f} ({ort['min_ms']:.3f}) "
+                f"| {torch_d['median_ms']:.3f} | " + " | ".join(cells) + " |"
+            )
+        out.append("")
+    out += [
+        "Geometric mean over the 9 shapes of each candidate's speed-up over dense ONNX Runtime",
+        "",
+        "| candidate | threads | " + head + " |",
+        "|---|---:|" + "---:|" * len(configs),
+    ]
+    for name in SPARSE:
+        for t in sorted({r["threads"] for r in rows}):
+            values = []
+            for b, sp in configs:
+                x = [
+                    r["speedup_vs_ort_dense"]
+                    for r in rows
+                    if r["candidate"] == name
+                    and r["threads"] == t
+                    and r["block"] == b
+                    and r["sparsity"] == sp
+                ]
+                gm = math.exp(sum(math.log(v) for v in x) / len(x)) if x else math.nan
+                values.append(f"{gm:.2f}x")
+            out.append(f"| {SHORT[name]} | {t} | " + " | ".join(values) + " |")
+    return "\n".join(out)
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Speed-up over dense ONNX Runtime per case, one panel per thread count."""
     import matplotlib
@@ -560,11 +641,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-deepsparse", action="store_true")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=PLOT)
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the tables of --output, measure nothing"
+    )
     parser.add_argument("--ds-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.ds_worker:
         ds_worker()
         return
+    if args.markdown:
+        print(markdown(json.loads(args.output.read_text(encoding="utf-8"))))
+        return
+    # Idle OpenMP threads sleep: on this shared 2-core machine a spinning team waits a whole
+    # time slice for its descheduled second thread (x@W 384x384 at 2 threads: 28 ms vs 0.33 ms).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from obert_core.shared import cpu_flags, cpu_info
@@ -606,6 +696,8 @@ def main(argv: list[str] | None = None) -> None:
             "target_ms": args.target_ms,
             "seed": args.seed,
             "batch": 1,
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         },
         "load_average": {"start": load_start, "after_each_round": loads},
         "seconds": {"build": round(built, 1), "total": round(time.perf_counter() - start, 1)},
