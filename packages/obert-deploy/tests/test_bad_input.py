@@ -301,6 +301,22 @@ SIZE = [
     ("no-models", ["size"], "Missing argument 'models'"),
 ]
 
+_LT = ["latency-table", "{OUT}/t.json", "--rounds", "1", "--iterations", "1"]
+LATENCY_TABLE = [
+    ("bad-shape", [*_LT, "--shapes", "64x"], "shape '64x' is not two positive integers"),
+    ("no-shape", [*_LT, "--shapes", ","], "no weight shape"),
+    ("block-does-not-divide", [*_LT, "--shapes", "64x65"], "does not divide the weight shape"),
+    ("bad-block", [*_LT, "--shapes", "64x64", "--block", "16"], "block '16' is not two"),
+    ("density-above-1", [*_LT, "--shapes", "64x64", "--densities", "1.5"], "not in (0, 1]"),
+    ("density-text", [*_LT, "--shapes", "64x64", "--densities", "a"], "--densities 'a'"),
+    ("no-tokens", [*_LT, "--shapes", "64x64", "--tokens", "0"], "'--tokens': 0 is below 1"),
+    ("unknown-form", [*_LT, "--shapes", "64x64", "--form", "bsr"], "'bsr' is not one of"),
+    ("missing-shapes", _LT, "Missing option '--shapes'"),
+    ("exists", ["latency-table", "{EXISTING}", "--shapes", "64x64"], "already exists"),
+    ("is-dir", ["latency-table", ".", "--shapes", "64x64"], "is a directory"),
+    ("not-json", ["latency-table", "{OUT}/t.txt", "--shapes", "64x64"], "does not end in .json"),
+]
+
 GLOBAL = [
     ("unknown-command", ["exprot", "x"], "No such command 'exprot'"),
     ("unknown-option", ["bench", "{DYN}", "--iters", "3"], "No such option: --iters"),
@@ -313,6 +329,7 @@ TABLES = {
     "evaluate": EVALUATE,
     "bench": BENCH,
     "size": SIZE,
+    "latency-table": LATENCY_TABLE,
     "global": GLOBAL,
 }
 CASES = [
