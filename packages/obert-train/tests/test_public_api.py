@@ -39,7 +39,7 @@ PUBLIC = {
     "VocabularyGroup", "version_callback",
     "check_finite_weights", "check_model_fits_task", "check_tokens_known", "distillable_outputs",
     # model operations
-    "drop_layers", "shrink_model",
+    "drop_layers", "shrink_model", "save_shrunk", "check_same_outputs",
     # errors
     "ObertTrainError", "ArgumentError", "DataError", "TargetError", "RecipeError", "MemoryPlanError",
     "MissingDependencyError", "ResumeError", "TrainingError", "ModelError", "OptionError",

@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from obert_train.pruning.targets import BERT_ENCODER_PATTERNS, resolve_target_params
     from obert_train.pruning.zo_grasp import zo_grasp_sparsities
     from obert_train.recipe import ModifierSpec, Recipe, build_recipe, load_recipe
-    from obert_train.shrink import shrink_model
+    from obert_train.shrink import check_same_outputs, save_shrunk, shrink_model
     from obert_train.tasks.base import ClassificationTask, Task
     from obert_train.tasks.data import read_glue_tsv, read_raw_text, read_squad_json
     from obert_train.tasks.load import load_task
@@ -139,6 +139,8 @@ _EXPORTS: dict[str, str] = {
     "recipe_lr_scheduler": "obert_train.hf.lr",
     "register_method": "obert_train.pruning.registry",
     "shrink_model": "obert_train.shrink",
+    "save_shrunk": "obert_train.shrink",
+    "check_same_outputs": "obert_train.shrink",
     "resolve_target_params": "obert_train.pruning.targets",
     "run_recipe": "obert_train.hf.run",
     "save_checkpoint": "obert_train.checkpoint",
@@ -209,6 +211,7 @@ __all__ = [
     "check_model_fits_task",
     "check_model_source",
     "check_output_dir",
+    "check_same_outputs",
     "check_tokens_known",
     "create_method",
     "distillable_outputs",
@@ -231,6 +234,7 @@ __all__ = [
     "resolve_target_params",
     "run_recipe",
     "save_checkpoint",
+    "save_shrunk",
     "shrink_model",
     "sparsity_report",
     "steps_per_epoch",

@@ -39,6 +39,7 @@ model's outputs must equal the zero-padded model's (:func:`max_output_difference
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,17 @@ import torch
 from obert_train.errors import ModelError, TargetError
 from obert_train.pruning.layout import AttentionAtoms, FfnAtoms, find_attention, find_ffns
 
-__all__ = ["FFN_WIDTH_FIELDS", "max_output_difference", "shrink_model"]
+__all__ = [
+    "FFN_WIDTH_FIELDS",
+    "SHRINK_REPORT_FILE",
+    "check_same_outputs",
+    "max_output_difference",
+    "save_shrunk",
+    "shrink_model",
+]
+
+SHRINK_REPORT_FILE = "shrink.json"
+"""What :func:`shrink_model` removed (sizes before and after), beside the shrunk checkpoint."""
 
 FFN_WIDTH_FIELDS = ("intermediate_size", "hidden_dim", "ffn_dim", "n_inner")
 """Config fields that hold the FFN width, by family (BERT/LLaMA, DistilBERT, OPT, GPT-2)."""
@@ -328,13 +339,18 @@ def _probe_inputs(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tens
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
-def _first_output(out: Any) -> torch.Tensor:
-    for key in ("logits", "start_logits", "last_hidden_state"):
-        value = getattr(out, key, None)
-        if isinstance(value, torch.Tensor):
-            return value
+def _float_outputs(out: Any) -> dict[str, torch.Tensor]:
+    """Every floating-point output tensor but the loss (logits, start/end logits, ...)."""
+    if hasattr(out, "items"):
+        found = {
+            str(k): v
+            for k, v in out.items()
+            if isinstance(v, torch.Tensor) and k != "loss" and v.is_floating_point()
+        }
+        if found:
+            return found
     if isinstance(out, Sequence) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
+        return {"0": out[0]}
     raise ModelError(f"cannot compare outputs of type {type(out).__name__}")
 
 
@@ -349,23 +365,37 @@ def max_output_difference(
         inputs: Model inputs; default two sequences of 12 seeded tokens, one half padding.
 
     Returns:
-        ``max |a(x) - b(x)|`` in float64.
+        ``max |a(x) - b(x)|`` in float64 over every floating-point output (``inf`` when the two
+        models do not return the same outputs).
     """
     batch = inputs if inputs is not None else _probe_inputs(a)
-    outs = []
-    for model in (a, b):
-        was = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                outs.append(_first_output(model(**batch)).double())
-        finally:
-            model.train(was)
-    return float((outs[0] - outs[1]).abs().max())
+    outs = [_outputs_of(model, batch) for model in (a, b)]
+    if set(outs[0]) != set(outs[1]):
+        return float("inf")
+    return max(float((outs[0][k] - outs[1][k]).abs().max()) for k in outs[0])
 
 
-def check_same_outputs(shrunk: torch.nn.Module, padded: torch.nn.Module) -> float:
+def _outputs_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return {k: v.double() for k, v in _float_outputs(model(**batch)).items()}
+    finally:
+        model.train(was)
+
+
+def check_same_outputs(
+    shrunk: torch.nn.Module,
+    padded: torch.nn.Module,
+    inputs: dict[str, torch.Tensor] | None = None,
+) -> float:
     """The shrunk model computes what the zero-padded one computes (:data:`_TOLERANCE`).
+
+    Args:
+        shrunk: The shrunk model (or a checkpoint of it loaded back).
+        padded: The zero-padded model it came from.
+        inputs: Model inputs (e.g. dev examples); default two seeded token sequences.
 
     Returns:
         The largest absolute difference.
@@ -373,10 +403,9 @@ def check_same_outputs(shrunk: torch.nn.Module, padded: torch.nn.Module) -> floa
     Raises:
         ModelError: If it is larger than ``1e-4 · max(1, max |output|)``.
     """
-    batch = _probe_inputs(padded)
+    batch = inputs if inputs is not None else _probe_inputs(padded)
     diff = max_output_difference(shrunk, padded, batch)
-    with torch.no_grad():
-        scale = float(_first_output(padded.eval()(**batch)).abs().max())
+    scale = max(float(v.abs().max()) for v in _outputs_of(padded, batch).values())
     if diff > _TOLERANCE * max(1.0, scale):
         raise ModelError(
             f"the shrunk model's outputs differ from the zero-padded model's by {diff:.3g} "
@@ -384,3 +413,41 @@ def check_same_outputs(shrunk: torch.nn.Module, padded: torch.nn.Module) -> floa
             "please report it with the checkpoint"
         )
     return diff
+
+
+def save_shrunk(
+    model: torch.nn.Module,
+    output_dir: str | os.PathLike[str],
+    report: dict[str, Any],
+    *,
+    tokenizer: Any = None,
+) -> None:
+    """Save a model :func:`shrink_model` shrank, with its :data:`SHRINK_REPORT_FILE`, atomically.
+
+    The checkpoint is what ``obert-train shrink`` writes: plain ``from_pretrained`` loads it,
+    and ``sparsity.json`` reports the layers' matrices (:func:`obert_train.save_checkpoint`).
+
+    Args:
+        model: The shrunk model.
+        output_dir: The checkpoint folder.
+        report: :func:`shrink_model`'s report (and anything to record with it, e.g. the source).
+        tokenizer: Saved with the model when given.
+    """
+    import re
+
+    from obert_train.checkpoint import json_text, save_checkpoint
+    from obert_train.layers import find_layers
+
+    name, _ = find_layers(model)
+    weights = [
+        rf"^{re.escape(n)}$"
+        for n, p in model.named_parameters()
+        if n.startswith(name + ".") and p.dim() == 2
+    ]
+    save_checkpoint(
+        model,
+        output_dir,
+        tokenizer=tokenizer,
+        patterns=weights,
+        extra_files={SHRINK_REPORT_FILE: json_text(report) + "\n"},
+    )

@@ -45,12 +45,6 @@ MODEL_DIR = "model"
 """The trained checkpoint inside a training stage's folder."""
 SHRUNK_DIR = "shrunk"
 """The physically smaller checkpoint inside the structured stage's folder."""
-SHRINK_FILE = "shrink.json"
-"""What :func:`obert_train.shrink_model` removed, in the shrunk checkpoint (as ``obert-train
-shrink`` writes it)."""
-_SHRINK_TOLERANCE = 1e-4
-"""The reloaded shrunk model's outputs may differ from the trained model's by at most this
-times ``max(1, max |output|)`` (float32 sums in another order; ``obert-train shrink``'s bound)."""
 _AUTO_CLASSES = {
     "sequence-classification": "AutoModelForSequenceClassification",
     "question-answering": "AutoModelForQuestionAnswering",
@@ -294,18 +288,6 @@ def _probe_batch(task: Task, count: int = 8) -> dict[str, torch.Tensor]:
     return task.collate([{k: f[k] for k in keys if k in f} for f in features])
 
 
-def _outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The model's output tensors on ``batch`` (eval mode, float64), the loss left out."""
-    model.eval()
-    with torch.no_grad():
-        out = model(**batch)
-    return {
-        k: v.double()
-        for k, v in out.items()
-        if isinstance(v, torch.Tensor) and k != "loss" and v.is_floating_point()
-    }
-
-
 def shrink_stage(
     folder: Path, *, task: Task, deploy_task: str, tokenizer: Any, seed: int
 ) -> dict[str, Any]:
@@ -336,12 +318,11 @@ def shrink_stage(
         StageError: If the reloaded checkpoint's outputs differ from the trained model's.
     """
     import copy
-    import re
 
     import transformers
 
     from obert.errors import StageError
-    from obert_train import ModelError, load_model, save_checkpoint, shrink_model
+    from obert_train import ModelError, check_same_outputs, load_model, save_shrunk, shrink_model
 
     source = folder / MODEL_DIR
     model = load_model(task, str(source), seed, warn=False)
@@ -351,37 +332,17 @@ def shrink_stage(
     except ModelError as exc:
         return {"shrink": {"error": str(exc)}}
     out = folder / SHRUNK_DIR
-    weights = [
-        rf"^{re.escape(n)}$"
-        for n, p in model.named_parameters()
-        if p.dim() == 2 and ".encoder.layer." in f".{n}"
-    ]
     auto = _AUTO_CLASSES[deploy_task]
     # The stage folder is renamed into place when it ends: the source as a relative path.
-    record = json.dumps({"source": f"../{MODEL_DIR}", **report}, indent=2) + "\n"
-    save_checkpoint(
-        model,
-        out,
-        tokenizer=tokenizer,
-        patterns=weights,
-        extra_files={SHRINK_FILE: record},
-    )
+    save_shrunk(model, out, {"source": f"../{MODEL_DIR}", **report}, tokenizer=tokenizer)
     reloaded = getattr(transformers, auto).from_pretrained(out)
     batch = _probe_batch(task)
-    expected, got = _outputs(trained, batch), _outputs(reloaded, batch)
-    scale = max((float(v.abs().max()) for v in expected.values()), default=0.0)
-    diff = (
-        max((float((got[k] - v).abs().max()) for k, v in expected.items()), default=0.0)
-        if set(got) == set(expected)
-        else float("inf")
-    )
-    if diff > _SHRINK_TOLERANCE * max(1.0, scale):
+    try:
+        diff = check_same_outputs(reloaded, trained, batch)
+    except ModelError as exc:
         raise StageError(
-            f"the shrunk checkpoint of the structured model, loaded with transformers.{auto}, "
-            f"gives outputs {sorted(got)} that differ from the trained model's "
-            f"{sorted(expected)} by {diff:.3g} (outputs up to {scale:.3g}): this is a bug, "
-            "please report it"
-        )
+            f"the shrunk checkpoint of the structured model, loaded with transformers.{auto}: {exc}"
+        ) from None
     sizes, heads = report["intermediate_size"], report["num_attention_heads"]
     layers = max(1, len(report["kept_neurons"]))
     return {

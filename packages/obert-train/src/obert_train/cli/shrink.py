@@ -12,10 +12,11 @@ from obert_train.cli.common import USER_ERRORS, ProgressOpt, fail
 from obert_train.cli.drop_layers import _check_output, _load
 from obert_train.cli.models import check_model_source, load_tokenizer
 from obert_train.outputs import locked_output
+from obert_train.shrink import SHRINK_REPORT_FILE
 
 __all__ = ["REPORT_FILE", "shrink_command"]
 
-REPORT_FILE = "shrink.json"
+REPORT_FILE = SHRINK_REPORT_FILE
 
 
 def shrink_command(
@@ -89,21 +90,6 @@ def _shrink(net: Any, pad: bool) -> dict[str, Any]:
 
 
 def _write(net: Any, out: Path, tokenizer: Any, report: dict[str, Any]) -> None:
-    import re
+    from obert_train.shrink import save_shrunk
 
-    from obert_train.checkpoint import json_text, save_checkpoint
-    from obert_train.layers import find_layers
-
-    name, _ = find_layers(net)
-    weights = [
-        rf"^{re.escape(n)}$"
-        for n, p in net.named_parameters()
-        if n.startswith(name + ".") and p.dim() == 2
-    ]
-    save_checkpoint(
-        net,
-        out,
-        tokenizer=tokenizer,
-        patterns=weights,
-        extra_files={REPORT_FILE: json_text(report) + "\n"},
-    )
+    save_shrunk(net, out, report, tokenizer=tokenizer)
