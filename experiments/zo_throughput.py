@@ -16,7 +16,8 @@ DeepZero (arXiv 2310.02025, §4) makes coordinate-wise ZO training practical wit
   shared machine hits every setting), ``--steps`` steps each, and times every step but the first
   (the first starts the worker pool); the rate of a step is its loss queries
   (``ZOTrainer.zo_queries``: one per coordinate plus the forwards at ``θ``) over its seconds;
-  the medians over rounds are reported with ``os.getloadavg()`` before and after.
+  the medians over rounds are reported, and the ratios of two settings within each round,
+  with ``os.getloadavg()`` before and after.
 
 Run from the repository root (a few minutes on a quiet 2-core machine)::
 
@@ -122,6 +123,11 @@ def _step_seconds(
     return seconds[1:], trainer.zo_queries[1:]
 
 
+def _paired(rates: dict[str, list[float]], a: str, b: str) -> list[float]:
+    """``rate(a) / rate(b)`` of each round (the two ran minutes apart under the same load)."""
+    return [x / y for x, y in zip(rates[a], rates[b], strict=True)]
+
+
 def main() -> None:
     parser = make_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
@@ -168,6 +174,13 @@ def main() -> None:
             "1 worker": median["reuse-1"] / median["full-1"],
             "2 workers": median["reuse-2"] / median["full-2"],
         },
+        "reuse_speedup_per_round": {
+            f"{w} worker{'s' if w > 1 else ''}": _paired(rates, f"reuse-{w}", f"full-{w}")
+            for w in (1, 2)
+        },
+        "two_worker_speedup_per_round": {
+            mode: _paired(rates, f"{mode}-2", f"{mode}-1") for mode in ("full", "reuse")
+        },
         "two_worker_speedup": {
             "full": median["full-2"] / median["full-1"],
             "reuse": median["reuse-2"] / median["reuse-1"],
@@ -183,6 +196,7 @@ def main() -> None:
     }
     write_results(RESULTS, result)
     print({k: result[k] for k in ("queries_per_second_median", "reuse_speedup")})
+    print(f"per round: {result['reuse_speedup_per_round']}")
     print(f"two workers: {result['two_worker_speedup']}; written to {RESULTS}")
 
 
