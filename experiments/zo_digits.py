@@ -261,6 +261,17 @@ def rge_q(config: str, model: torch.nn.Module) -> int:
     return RGE_Q if config == "rge" else math.ceil((n + 1) / 2)
 
 
+def run_name(config: str, seed: int, epochs: int) -> str:
+    """``cge-s0``; another number of epochs than :data:`EPOCHS` adds ``-e<epochs>``."""
+    return f"{config}{'' if epochs == EPOCHS else f'-e{epochs}'}-s{seed}"
+
+
+def _label(entry: dict[str, Any]) -> str:
+    """The report's row label: the config, and its epochs when not :data:`EPOCHS`."""
+    epochs = int(entry["epochs"])
+    return str(entry["config"]) + ("" if epochs == EPOCHS else f", {epochs} ep.")
+
+
 def run_config(
     config: str, seed: int, data: dict[str, Any], epochs: int, threads: int, progress: bool
 ) -> dict[str, Any]:
@@ -273,7 +284,7 @@ def run_config(
     torch.set_num_threads(threads)
     model = small_cnn(seed)
     steps = -(-len(data["train"]) // BATCH)
-    out = RUNS_DIR / f"{config}-s{seed}"
+    out = RUNS_DIR / run_name(config, seed, epochs)
     resume = any(out.glob("checkpoint-*"))
     if out.exists() and not resume:  # killed before its first checkpoint
         shutil.rmtree(out)
@@ -374,7 +385,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     for config in configs:
         seeds = args.seeds or ([0] if config in OPTIONAL else list(SEEDS))
         for seed in seeds:
-            name = f"{config}-s{seed}"
+            name = run_name(config, seed, args.epochs)
             if name in load_results(RESULTS).get("runs", {}) and not args.force:
                 print(f"{name}: done", flush=True)
                 continue
@@ -482,15 +493,14 @@ def cmd_report(args: argparse.Namespace) -> None:
     data = load_results(RESULTS)
     runs = data.get("runs", {})
     by: dict[str, list[dict[str, Any]]] = {}
-    for entry in runs.values():
-        by.setdefault(entry["config"], []).append(entry)
+    order = sorted(runs.values(), key=lambda e: (CONFIGS.index(e["config"]), e["epochs"]))
+    for entry in order:
+        by.setdefault(_label(entry), []).append(entry)
     print("| config | seeds | loss evaluations / step | s / epoch (median) | "
           "forwards / s | final dev acc. % | best dev acc. % |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
-    for config in CONFIGS:
-        entries = sorted(by.get(config, []), key=lambda e: e["seed"])
-        if not entries:
-            continue
+    for config, group in by.items():
+        entries = sorted(group, key=lambda e: e["seed"])
         final = [e["accuracy"] for e in entries]
         best = [max(p["accuracy"] for p in e["points"]) for e in entries]
         secs = statistics.median(e["epoch_seconds_median"] for e in entries)
@@ -512,27 +522,35 @@ def cmd_report(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for config in CONFIGS:
-        entries = by.get(config, [])
-        if not entries:
-            continue
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for config, entries in by.items():
         epochs = [p["epoch"] for p in entries[0]["points"]]
         curves = [[p["accuracy"] for p in e["points"]] for e in entries]
         curves = [c for c in curves if len(c) == len(epochs)]
         mean = [100 * statistics.mean(col) for col in zip(*curves, strict=True)]
-        line = ax.plot(epochs, mean, label=f"{config} ({len(curves)} seed(s))")[0]
+        evals = entries[0]["loss_evaluations_per_step"] * entries[0]["steps_per_epoch"]
+        label = f"{config} ({len(curves)} seed(s))"
+        long = len(epochs) > EPOCHS
+        line = ax.plot(epochs[:EPOCHS], mean[:EPOCHS], label=label, ls="--" if long else "-")[0]
+        if not config.startswith("fo"):
+            bx.plot([evals * e for e in epochs], mean, label=label, color=line.get_color())
         if len(curves) > 1:
             low = [100 * min(col) for col in zip(*curves, strict=True)]
             high = [100 * max(col) for col in zip(*curves, strict=True)]
-            ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
+            ax.fill_between(
+                epochs[:EPOCHS], low[:EPOCHS], high[:EPOCHS], color=line.get_color(), alpha=0.15
+            )
     ax.set_xlabel("epoch")
-    ax.set_ylabel("dev accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.set_title("Small CNN (1,898 parameters) on digits: FO vs CGE vs RGE (mean, min-max band)",
-                 fontsize=9)  # fmt: skip
-    ax.legend(fontsize=8, loc="lower right")
+    bx.set_xlabel("loss evaluations (forward passes, batch 128)")
+    bx.set_xscale("log")
+    for a in (ax, bx):
+        a.set_ylabel("dev accuracy (%)")
+        a.set_ylim(0, 100)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7, loc="lower right")
+    ax.set_title("accuracy per epoch (mean, min-max band)", fontsize=9)
+    bx.set_title("ZO runs: accuracy per loss evaluation (mean)", fontsize=9)
+    fig.suptitle("Small CNN (1,898 parameters) on digits: first-order vs CGE vs RGE", fontsize=10)
     fig.tight_layout()
     out = IMG / "zo_digits.png"
     fig.savefig(out, dpi=110)
