@@ -430,7 +430,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 def cmd_recover(args: argparse.Namespace) -> None:
     """Part 2: each pruned model, sparse MeZO vs masked first-order, same budget."""
     lr, mu = best_zo("sparse")
-    for key in PRUNE_KEYS:
+    for key in args.recover_keys:
         common = {"init": key, "mask": key, "mask_mode": "keep", "budget": args.recover_budget}
         zo = base_spec(args, kind="zo", lr=lr, mu=mu, **common)
         child("recover", f"zo-{key}", zo, args.force)
@@ -629,18 +629,21 @@ def cmd_obs(args: argparse.Namespace) -> None:
                 params[n].copy_(dense[n])
         return acc
 
-    def prune(scores: dict[str, Any], fishers: dict[str, Any] | None) -> dict[str, float]:
-        accs = {}
+    def prune(scores: dict[str, Any], fishers: dict[str, Any] | None) -> dict[str, Any]:
+        """Dev accuracy of the masks (and, with a Fisher, of the masks without the update)."""
+        accs: dict[str, Any] = {"accuracy": {}, "accuracy_no_update": {}}
         for s in args.obs_sparsities:
             keep = select_mask(scores, s, scope="global")
-            new = {}
-            for n in names:
-                if fishers is None:
-                    new[n] = dense[n] * keep[n]
-                else:
-                    new[n] = obs_update(dense[n], fishers[n], ~keep[n], mode="joint")
-            accs[f"{s:g}"] = evaluate(new)
-            print(f"    {int(100 * s)} %: dev {accs[f'{s:g}']:.4f}", flush=True)
+            masked = {n: dense[n] * keep[n] for n in names}
+            if fishers is None:
+                accs["accuracy"][f"{s:g}"] = evaluate(masked)
+            else:
+                new = {n: obs_update(dense[n], fishers[n], ~keep[n], mode="joint") for n in names}
+                accs["accuracy"][f"{s:g}"] = evaluate(new)
+                accs["accuracy_no_update"][f"{s:g}"] = evaluate(masked)
+            print(f"    {int(100 * s)} %: {accs}", flush=True)
+        if fishers is None:
+            del accs["accuracy_no_update"]
         return accs
 
     def flat(scores: dict[str, Any]) -> Any:
@@ -655,12 +658,12 @@ def cmd_obs(args: argparse.Namespace) -> None:
     def record(name: str, scores: dict[str, Any], fishers: Any, extra: dict[str, Any]) -> None:
         print(name, flush=True)
         rho = spearman(flat(scores), auto_flat)
-        entry = {"spearman_vs_autograd": rho, "accuracy": prune(scores, fishers), **extra}
+        entry = {"spearman_vs_autograd": rho, **prune(scores, fishers), **extra}
         entry.update({"m": m, "batch": args.obs_batch, "block_size": bsz, "damp": damp})
         save_entry(RESULTS, name, entry, "obs", machine=True)
         print(f"  Spearman vs autograd oBERT {rho:.4f}", flush=True)
 
-    if "autograd-obs" not in have or args.force:
+    if "accuracy_no_update" not in have.get("autograd-obs", {}) or args.force:
         record("autograd-obs", auto_scores, auto_f, {"forwards": 0, "backwards": m})
     if "magnitude" not in have or args.force:
         record("magnitude", {n: dense[n].double() ** 2 for n in names}, None, {"forwards": 0})
@@ -685,7 +688,7 @@ def cmd_obs(args: argparse.Namespace) -> None:
 
     for q in args.obs_q_encoder:
         name = f"zo-encoder-q{q}"
-        if name in have and not args.force:
+        if "accuracy_no_update" in have.get(name, {}) and not args.force:
             continue
         t0, calls = time.perf_counter(), oracle.calls
         losses = [batch_loss(b, names) for b in batches]
@@ -847,6 +850,7 @@ def main() -> None:
         p.add_argument("--budget", type=float, default=180.0, help="part 1: seconds of training")
         p.add_argument("--recover-budget", type=float, default=90.0, help="part 2: seconds")
         p.add_argument("--sweep-seconds", type=float, default=45.0)
+        p.add_argument("--recover-keys", nargs="*", default=list(PRUNE_KEYS), choices=PRUNE_KEYS)
         p.add_argument("--sweep-settings", nargs="*", default=["dense", "sparse"],
                        choices=sorted(SWEEP_SETTINGS))  # fmt: skip
         p.add_argument("--lrs", type=float, nargs="*", default=[1e-6, 1e-5, 1e-4])
