@@ -13,8 +13,10 @@ blocks removed, met within one block), configs:
   blocks of ``2·c`` weights, one Fisher shared by both budgets), uniform or OBS-curve allocation;
 * ``obsnu-uniform`` / ``obsnu-obs``: the same masks without the OBS update (the kept weights put
   back to their dense values): the OBS saliency (and allocation) alone;
-* ``lpvit-latency`` / ``obs-latency`` when a latency table ``experiments/results/*latency*.json``
-  with the model's shapes exists (``--latency-table``).
+* ``lpvit-latency`` / ``obs-latency``: the same allocations under a measured-latency budget, with
+  ``--latency-table FILE`` (obert-deploy's ``latency-table``, e.g.
+  ``experiments/results/latency_tables/minilm_deepsparse_16x16.json``); ``report --latency-table``
+  adds every model's target-Linear latency predicted by the table.
 
 Sub-commands (1 thread by default; finished entries are skipped unless ``--force``):
 
@@ -147,12 +149,19 @@ def _layers(model: Any, masks: dict[str, Any], block: str) -> dict[str, Any]:
     return out
 
 
-def _latency_table(path: Path | None) -> Path | None:
-    if path is not None:
-        return path
-    found = sorted(RESULTS_DIR.glob("*latency*.json"))
-    found = [p for p in found if p.name != "shrink_latency.json"]
-    return found[0] if found else None
+def _latency_kept(table: Any, layers: dict[str, Any], block: str) -> float:
+    """Σ latency at each tensor's kept density / Σ dense latency, from the table."""
+    import obert_core.blocks as ob
+
+    kept = dense = 0.0
+    for name, v in layers.items():
+        rows, cols = v["shape"]
+        ratio = 1.0 - v["kept"] / v["blocks"]
+        grid = [0.0, ratio] if ratio > 0 else [0.0, 1.0]
+        at = ob.latency_curve(table, (rows, cols), block, ratios=grid, name=name)
+        dense += float(at[0])
+        kept += float(at[1]) if ratio > 0 else float(at[0])
+    return kept / dense
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
@@ -168,7 +177,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         save_entry(RESULTS, "dense", {"metrics": metrics, "eval_s": time.perf_counter() - start,
                                       "machine": cpu_info(), "threads": args.threads})  # fmt: skip
     configs = dict(CONFIGS)
-    table = _latency_table(args.latency_table)
+    table = args.latency_table
     if table is not None:
         configs.update(LATENCY_CONFIGS)
         print(f"latency table: {table}", flush=True)
@@ -183,7 +192,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
                 method, allocation = configs[config]
                 settings = _settings(method, allocation, block, args)
                 if config in LATENCY_CONFIGS:
-                    assert table is not None
+                    if table is None:
+                        sys.exit(f"{config} needs --latency-table FILE")
                     settings["latency_table"] = str(table)
                 cache = (
                     run.caches.setdefault(f"{block}-{method}", {}) if method == "obert" else None
@@ -298,8 +308,14 @@ def cmd_report(args: argparse.Namespace) -> None:
         sys.exit("no results yet: run `prune` first")
     print(f"dense: {100 * dense['metrics']['accuracy']:.2f} %")
     blocks = sorted({v["block"] for v in oneshot.values()})
-    print("\n| block | FLOPs removed | config | FLOPs kept | one-shot | + KD | one-shot s |")
-    print("|---|---|---|---|---|---|---|")
+    table = None
+    if args.latency_table is not None:
+        from obert_train import load_latency_table
+
+        table = load_latency_table(args.latency_table)
+    print("\n| block | budget | config | FLOPs kept | latency kept (table) | one-shot | + KD "
+          "| one-shot s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for block in blocks:
         for s in SPARSITIES:
             for config in [*CONFIGS, *LATENCY_CONFIGS]:
@@ -309,8 +325,11 @@ def cmd_report(args: argparse.Namespace) -> None:
                 e = oneshot[label]
                 kd = runs.get(f"{label}-kd")
                 kd_text = f"{100 * kd['metrics']['accuracy']:.2f}" if kd else "–"
-                print(f"| {block} | {round(100 * s)} % | {config} | {e['flops_kept']:.4f} | "
-                      f"{100 * e['accuracy']:.2f} | {kd_text} | {e['seconds']:.0f} |")  # fmt: skip
+                lat = f"{_latency_kept(table, e['layers'], block):.4f}" if table else "–"
+                unit = "latency" if config in LATENCY_CONFIGS else "FLOPs"
+                print(f"| {block} | {round(100 * s)} % {unit} removed | {config} | "
+                      f"{e['flops_kept']:.4f} | {lat} | {100 * e['accuracy']:.2f} | {kd_text} | "
+                      f"{e['seconds']:.0f} |")  # fmt: skip
     for s, row in _unstructured().items():
         print(f"unstructured one-shot at {round(100 * s)} %: " + ", ".join(
             f"{k} {v:.2f}" for k, v in row.items()))  # fmt: skip
@@ -401,6 +420,7 @@ def main() -> None:
     k.add_argument("--kd-samples", type=int, default=4000, help="SST-2 training sentences")
     k.set_defaults(func=cmd_kd)
     r = sub.add_parser("report", help="Markdown table and docs/img/blocks_minilm.png")
+    r.add_argument("--latency-table", type=Path, default=None, help="predict every latency")
     r.set_defaults(func=cmd_report)
     args = parser.parse_args()
     args.func(args)
