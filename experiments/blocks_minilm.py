@@ -68,8 +68,10 @@ CONFIGS: dict[str, tuple[str, str]] = {
     "obs-obs": ("obert", "obs"),
     "obsnu-uniform": ("obert", "uniform"),
     "obsnu-obs": ("obert", "obs"),
+    "obs-global": ("obert", "global"),
 }
-"""Config -> (method, allocation)."""
+"""Config -> (method, allocation); ``obs-global`` (one threshold over all block scores, oBERT's
+default) is run with ``--blocks block4`` as the reference: oBERT's 4-blocks at the same FLOPs."""
 LATENCY_CONFIGS: dict[str, tuple[str, str]] = {
     "lpvit-latency": ("lpvit", "lpvit"),
     "obs-latency": ("obert", "obs"),
@@ -85,6 +87,15 @@ def _label(config: str, block: str, sparsity: float) -> str:
 
 def _settings(method: str, allocation: str, block: str, args: argparse.Namespace) -> dict[str, Any]:
     """The method's settings: the default targets (the 36 encoder Linear weights)."""
+    if block == "block4":  # oBERT's 4-block masks, Fisher blocks of 32 (the paper's)
+        return {
+            "mask_type": "block4",
+            "fisher_block_size": 32,
+            "num_grads": args.num_grads,
+            "grad_batch_size": args.grad_batch_size,
+            "damp": args.damp,
+            "seed": args.seed,
+        }
     c = int(block.split("x")[1])
     out: dict[str, Any] = {"mask_type": block, "allocation": allocation}
     if method == "obert":
@@ -137,7 +148,7 @@ class Runner:
 
 def _layers(model: Any, masks: dict[str, Any], block: str) -> dict[str, Any]:
     """Per target: shape, blocks, kept blocks (every mask block-aligned)."""
-    r, c = (int(v) for v in block.split("x"))
+    r, c = (1, 4) if block == "block4" else (int(v) for v in block.split("x"))
     params = dict(model.named_parameters())
     out = {}
     for name, keep in masks.items():
@@ -325,7 +336,9 @@ def cmd_report(args: argparse.Namespace) -> None:
                 e = oneshot[label]
                 kd = runs.get(f"{label}-kd")
                 kd_text = f"{100 * kd['metrics']['accuracy']:.2f}" if kd else "–"
-                lat = f"{_latency_kept(table, e['layers'], block):.4f}" if table else "–"
+                lat = "–"
+                if table is not None and block != "block4":  # the table is of RxC blocks
+                    lat = f"{_latency_kept(table, e['layers'], block):.4f}"
                 unit = "latency" if config in LATENCY_CONFIGS else "FLOPs"
                 print(f"| {block} | {round(100 * s)} % {unit} removed | {config} | "
                       f"{e['flops_kept']:.4f} | {lat} | {100 * e['accuracy']:.2f} | {kd_text} | "
@@ -346,7 +359,7 @@ def _plot(oneshot: dict[str, Any], runs: dict[str, Any], blocks: list[str]) -> N
         return
     block = blocks[0]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1, 1.4]})
-    configs = [c for c in [*CONFIGS, *LATENCY_CONFIGS]
+    configs = [c for c in [*CONFIGS, *LATENCY_CONFIGS] if c != "obs-global"
                if any(_label(c, block, s) in oneshot for s in SPARSITIES)]  # fmt: skip
     width = 0.38
     for i, s in enumerate(SPARSITIES):
@@ -360,25 +373,33 @@ def _plot(oneshot: dict[str, Any], runs: dict[str, Any], blocks: list[str]) -> N
         if "oBERT joint" in row:
             ax.axhline(row["oBERT joint"], lw=1, ls=":", color="C2" if s == 0.5 else "C3",
                        label=f"unstructured oBERT {round(100 * s)} %")  # fmt: skip
+    for s, color in zip(SPARSITIES, ("C2", "C3"), strict=True):
+        ref = oneshot.get(_label("obs-global", "block4", s))
+        if ref is not None:
+            ax.axhline(100 * ref["accuracy"], lw=1, ls="-.", color=color,
+                       label=f"oBERT 4-block {round(100 * s)} %")  # fmt: skip
     ax.set_xticks(range(len(configs)), configs, rotation=35, ha="right")
-    ax.set_ylim(45, 90)
+    ax.set_ylim(45, 100)
     ax.set_ylabel("SST-2 dev accuracy (%), one-shot")
     ax.set_title(f"MiniLM-L6, {block} blocks, one-shot")
-    ax.legend(fontsize=7, loc="lower left")
-    for config, style in (("obs-obs", "o-"), ("lpvit-lpvit", "s-")):
-        label = _label(config, block, SPARSITIES[0])
-        if label not in oneshot:
-            continue
-        layers = oneshot[label]["layers"]
-        names = list(layers)
-        bx.plot(range(len(names)), [layers[n]["kept"] / layers[n]["blocks"] for n in names],
-                style, ms=3, label=f"{config}, {round(100 * SPARSITIES[0])} %")  # fmt: skip
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    for s, line in zip(SPARSITIES, ("-", ":"), strict=True):
+        for config, (mark, color) in (("obs-obs", ("o", "C0")), ("lpvit-lpvit", ("s", "C1"))):
+            label = _label(config, block, s)
+            if label not in oneshot:
+                continue
+            layers = oneshot[label]["layers"]
+            names = list(layers)
+            bx.plot(range(len(names)), [layers[n]["kept"] / layers[n]["blocks"] for n in names],
+                    marker=mark, ls=line, color=color, ms=3,
+                    label=f"{config}, {round(100 * s)} % FLOPs removed")  # fmt: skip
     names = list(oneshot[_label("obs-obs", block, SPARSITIES[0])]["layers"]) if _label(
         "obs-obs", block, SPARSITIES[0]) in oneshot else []  # fmt: skip
     short = [_short(n) for n in names]
-    bx.axhline(1 - SPARSITIES[0], color="k", lw=1, ls="--", label="uniform")
+    for s in SPARSITIES:
+        bx.axhline(1 - s, color="k", lw=0.8, ls="--")
     bx.set_xticks(range(len(short)), short, rotation=90, fontsize=6)
-    bx.set_ylabel("fraction of blocks kept")
+    bx.set_ylabel("fraction of blocks kept (dashed: uniform)")
     bx.set_title("per-tensor allocation")
     bx.legend(fontsize=7)
     fig.tight_layout()
@@ -402,7 +423,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prune", help="one-shot block pruning, every config and budget")
     add_run_options(p, threads=1, seed=0, force=True)
-    p.add_argument("--blocks", nargs="*", default=["16x16"], help="block shapes (default 16x16)")
+    p.add_argument(
+        "--blocks", nargs="*", default=["16x16"], help="RxC block shapes, or block4 (obs-global)"
+    )
     p.add_argument("--sparsities", type=float, nargs="*", default=list(SPARSITIES))
     p.add_argument("--only", nargs="*", choices=[*CONFIGS, *LATENCY_CONFIGS])
     p.add_argument("--num-grads", type=int, default=128, help="oBERT gradients (Fisher)")
