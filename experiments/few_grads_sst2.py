@@ -365,6 +365,45 @@ def _steps(entry: dict[str, Any]) -> list[dict[str, Any]]:
     return steps
 
 
+def _seed_table(diag: dict[str, Any]) -> None:
+    """Joint against superposed update over the gradient draws (paper's Fisher, λ = 1e-7)."""
+    import statistics
+
+    cells: dict[tuple[int, float], dict[str, dict[int, dict[str, Any]]]] = {}
+    for e in diag.values():
+        if e.get("unseen_curvature", "damp") != "damp" or e["damp"] != 1e-7:
+            continue
+        if e["mode"] not in ("joint", "superpose"):
+            continue
+        cell = cells.setdefault((e["num_grads"], e["sparsity"]), {})
+        cell.setdefault(e["mode"], {})[e.get("grad_seed", 0)] = e
+    print(
+        "| m | sparsity | draws | joint: dev accuracy | superpose: dev accuracy | "
+        "joint − superpose (paired) | ‖δw_R‖ joint / superpose |"
+    )
+    print("|---|---|---|---|---|---|---|")
+
+    def ms(xs: list[float]) -> str:
+        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        return f"{statistics.mean(xs):.2f} ± {sd:.2f}"
+
+    for (m, sparsity), cell in sorted(cells.items()):
+        seeds = sorted(set(cell.get("joint", {})) & set(cell.get("superpose", {})))
+        if not seeds:
+            continue
+        joint = [100 * cell["joint"][g]["dev_accuracy"] for g in seeds]
+        sup = [100 * cell["superpose"][g]["dev_accuracy"] for g in seeds]
+        ratio = [cell["joint"][g]["update_rel"] / cell["superpose"][g]["update_rel"] for g in seeds]
+        diff = [a - b for a, b in zip(joint, sup, strict=True)]
+        wins = sum(d < 0 for d in diff)
+        print(
+            f"| {m} | {sparsity:.0%} | {len(seeds)} | {ms(joint)} | {ms(sup)} | "
+            f"{ms(diff)} (superpose ahead in {wins} of {len(seeds)}) | "
+            f"{statistics.mean(ratio):.2f} |"
+        )
+    print()
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     """Print the table and draw the accuracy plot."""
     import matplotlib
@@ -398,6 +437,7 @@ def cmd_report(args: argparse.Namespace) -> None:
                 f"{100 * e['dev_accuracy']:.2f} |"
             )
         print()
+        _seed_table(diag)
     for key, e in data.get("step_cost", {}).items():
         print(
             f"step cost {key}: gradients {e['gradient_s']:.1f} s, explicit {e['explicit_s']}, "
