@@ -686,6 +686,18 @@ def cmd_obs(args: argparse.Namespace) -> None:
 
         return loss
 
+    for rs in args.obs_random_seeds:
+        # the control: rows of pure Gaussian noise, no query at all. At q = 1 a ZO row is
+        # δ·u, and with λ ≪ δ² its OBS saliency is w² reweighted by the leverage of random
+        # directions, whatever the gradient: what any gain over magnitude must beat
+        name = f"random-rows-s{rs}"
+        if name in have and not args.force:
+            continue
+        gen = torch.Generator().manual_seed(rs)
+        fishers = lowrank(torch.randn(m, int(bounds[-1]), generator=gen))
+        scores = {n: obs_saliency(dense[n], fishers[n]) for n in names}
+        record(name, scores, fishers, {"forwards": 0, "seed": rs})
+        del fishers
     for q in args.obs_q_encoder:
         name = f"zo-encoder-q{q}"
         if "accuracy_no_update" in have.get(name, {}) and not args.force:
@@ -861,6 +873,8 @@ def main() -> None:
         p.add_argument("--obs-mu", type=float, default=1e-3)
         p.add_argument("--obs-q-encoder", type=int, nargs="*", default=[1, 4, 16])
         p.add_argument("--obs-q-tensor", type=int, nargs="*", default=[1, 4])
+        p.add_argument("--obs-random-seeds", type=int, nargs="*", default=[0, 1],
+                       help="control: OBS with Fisher rows of pure noise")  # fmt: skip
         p.add_argument("--obs-sparsities", type=float, nargs="*", default=[0.5, 0.7])
         p.set_defaults(func=func)
     args = parser.parse_args()
