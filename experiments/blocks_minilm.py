@@ -21,7 +21,7 @@ blocks removed, met within one block), configs:
 Sub-commands (1 thread by default; finished entries are skipped unless ``--force``):
 
     .venv/bin/python experiments/blocks_minilm.py prune --save   # one-shot, every config
-    .venv/bin/python experiments/blocks_minilm.py kd             # KD for the two best at 70 %
+    .venv/bin/python experiments/blocks_minilm.py kd --labels L1 L2   # KD (default: 2 best at 70 %)
     .venv/bin/python experiments/blocks_minilm.py report         # table, docs/img/blocks_minilm.png
 
 Dev accuracy on all 872 SST-2 dev sentences.  Results: ``experiments/results/blocks_minilm.json``;
@@ -440,7 +440,7 @@ def main() -> None:
     k.add_argument("--labels", nargs="*", help="one-shot labels (default: the best)")
     k.add_argument("--best", type=int, default=2)
     k.add_argument("--kd-sparsity", type=float, default=0.7)
-    k.add_argument("--kd-samples", type=int, default=4000, help="SST-2 training sentences")
+    k.add_argument("--kd-samples", type=int, default=2000, help="SST-2 training sentences")
     k.set_defaults(func=cmd_kd)
     r = sub.add_parser("report", help="Markdown table and docs/img/blocks_minilm.png")
     r.add_argument("--latency-table", type=Path, default=None, help="predict every latency")
