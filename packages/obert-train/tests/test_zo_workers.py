@@ -72,6 +72,32 @@ def test_two_workers_give_the_one_worker_estimate_bit_for_bit(
 
 
 @pytest.mark.skipif(available_cores() < 2, reason="two workers need two cores")
+def test_a_worker_whose_coordinates_all_rerun_everything_records_nothing(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    """Only embedding coordinates (stage 0) move: no process records θ beyond the base loss."""
+    name = "bert.embeddings.word_embeddings.weight"
+    runs = []
+    for workers in (1, 2):
+        model = _model(tokenizer)
+        for n, p in model.named_parameters():
+            p.requires_grad_(n == name)
+        keep = torch.zeros(model.get_parameter(name).numel(), dtype=torch.bool)
+        keep[torch.randperm(keep.numel(), generator=torch.Generator().manual_seed(0))[:40]] = True
+        zo = ZOSettings(estimator="cge", workers=workers)
+        trainer = _trainer(
+            tokenizer, tmp_path / str(workers), model, zo=zo, max_steps=1, masks={name: keep}
+        )
+        assert trainer.reuse is not None and trainer.reuse.stage_of(model.get_parameter(name)) == 0
+        trainer.train()
+        runs.append((trainer.zo_queries, model.get_parameter(name).detach().clone()))
+    (one_queries, one_weights), (two_queries, two_weights) = runs
+    assert one_queries == [40 + 1]  # 40 coordinates and the base loss
+    assert two_queries == one_queries  # the worker's share is stage 0: no forward at θ
+    assert torch.equal(one_weights, two_weights)
+
+
+@pytest.mark.skipif(available_cores() < 2, reason="two workers need two cores")
 def test_a_failing_step_stops_the_workers_and_names_the_loss(
     tokenizer: BertTokenizer, tmp_path: Path
 ) -> None:

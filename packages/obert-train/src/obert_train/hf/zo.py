@@ -285,7 +285,9 @@ class ZOTrainer(Trainer):
         """The mean ``(l₊ + l₋)/2`` of each step of this process (for tests and plots)."""
         self.zo_queries: list[int] = []
         """The loss evaluations of each step, all processes: ``2q`` (SPSA) or, for CGE, one per
-        coordinate plus one at ``θ`` per process (partial forwards with feature reuse)."""
+        coordinate (partial forwards with feature reuse) plus the one at ``θ``, and with feature
+        reuse one more per worker whose share has a coordinate after the first stage (it records
+        the stage outputs at ``θ``)."""
 
     def _check_workers_can_run(self) -> None:
         custom = type(self).compute_loss is not ZOTrainer.compute_loss
@@ -591,8 +593,13 @@ class ZOTrainer(Trainer):
         stages = len(self._stages)
         costs = [stages - job.stage if reuse is not None else 1 for job in jobs]
         shares = split_by_cost(jobs, costs, self.zo.workers)
-        recorded = sum(1 for share in shares[1:] if share) if reuse is not None else 0
-        self.zo_queries.append(coordinates + 1 + recorded)  # a worker with reuse records θ
+        # a worker records θ when a coordinate of its share reruns from a later stage (_share)
+        recorded = (
+            sum(1 for share in shares[1:] if any(job.stage > 0 for job in share))
+            if reuse is not None
+            else 0
+        )
+        self.zo_queries.append(coordinates + 1 + recorded)
         named = dict(self._model().named_parameters())
 
         def loss_of(where: str) -> float:
