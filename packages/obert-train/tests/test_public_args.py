@@ -70,6 +70,13 @@ CASES: list[tuple[str, Call, str]] = [
     ),  # type: ignore[arg-type]
     ("drop_layers keep str", lambda m, t, d: ot.drop_layers(m, "01"), "keep='01'"),
     ("save_checkpoint output_dir int", lambda m, t, d: ot.save_checkpoint(m, 5), "output_dir=5"),  # type: ignore[arg-type]
+    ("save_shrunk output_dir int", lambda m, t, d: ot.save_shrunk(m, 5, {}), "output_dir=5"),  # type: ignore[arg-type]
+    ("save_shrunk report None", lambda m, t, d: ot.save_shrunk(m, d / "x", None), "report=None"),  # type: ignore[arg-type]
+    (
+        "check_same_outputs inputs list",
+        lambda m, t, d: ot.check_same_outputs(m, m, [1, 2]),  # type: ignore[arg-type]
+        "inputs=[1, 2]",
+    ),
     (
         "sparsity_report patterns str",
         lambda m, t, d: ot.sparsity_report(m, "bert.*"),

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
+    BertForQuestionAnswering,
     BertForSequenceClassification,
     BertTokenizer,
     LlamaConfig,
@@ -30,7 +31,7 @@ from typer.testing import CliRunner
 from obert_train import ModelError, TargetError, load_task, oneshot_prune
 from obert_train.cli import app
 from obert_train.pruning.structured import uniform_kept
-from obert_train.shrink import max_output_difference, shrink_model
+from obert_train.shrink import check_same_outputs, max_output_difference, save_shrunk, shrink_model
 
 from .conftest import tiny_config
 
@@ -262,6 +263,57 @@ def test_llama_heads_and_neurons_shrink_with_head_dim(tmp_path: Path) -> None:
     assert (loaded.config.num_attention_heads, loaded.config.intermediate_size) == (2, 32)
     assert tuple(loaded.model.layers[0].self_attn.q_proj.weight.shape) == (16, 32)
     assert max_output_difference(loaded, padded) <= 1e-5
+
+
+def test_check_same_outputs_compares_every_output_on_the_given_inputs(
+    tokenizer: BertTokenizer,
+) -> None:
+    """A difference in the second output (QA end logits) alone is caught, on ``inputs=`` too."""
+    torch.manual_seed(0)
+    padded = BertForQuestionAnswering(tiny_config(len(tokenizer), num_hidden_layers=2)).eval()
+    same = copy.deepcopy(padded)
+    assert check_same_outputs(same, padded) == 0.0
+    changed = copy.deepcopy(padded)
+    with torch.no_grad():
+        changed.qa_outputs.bias[1] += 0.5  # end logits only
+    batch = {
+        "input_ids": torch.tensor([[2, 5, 7, 9, 3]]),
+        "attention_mask": torch.ones(1, 5, dtype=torch.long),
+    }
+    with torch.no_grad():
+        ends = changed(**batch).end_logits.double() - padded(**batch).end_logits.double()
+        starts = changed(**batch).start_logits.double() - padded(**batch).start_logits.double()
+    assert float(starts.abs().max()) == 0.0
+    assert max_output_difference(changed, padded, batch) == pytest.approx(0.5, rel=1e-6)
+    assert max_output_difference(changed, padded, batch) == float(ends.abs().max())
+    with pytest.raises(ModelError, match=r"outputs differ from the zero-padded model's by 0\.5"):
+        check_same_outputs(changed, padded, inputs=batch)
+    with pytest.raises(ModelError, match="differ"):
+        check_same_outputs(changed, padded)  # the default probe inputs
+
+
+def test_save_shrunk_writes_the_checkpoint_and_its_report(
+    tokenizer: BertTokenizer, sst2_dir: Path, tmp_path: Path
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    model = _pruned_uniform(tokenizer, task)
+    report = {"source": "here", **shrink_model(model)}
+    save_shrunk(model, tmp_path / "small", report, tokenizer=tokenizer)
+    assert json.loads((tmp_path / "small" / "shrink.json").read_text()) == json.loads(
+        json.dumps(report)
+    )
+    sparsity = json.loads((tmp_path / "small" / "sparsity.json").read_text())
+    reported = set(sparsity["tensors"])
+    layer_matrices = {
+        n
+        for n, p in model.named_parameters()
+        if n.startswith("bert.encoder.layer.") and p.dim() == 2
+    }
+    assert layer_matrices <= reported  # every matrix of the layers, nothing outside them
+    assert not any(n.startswith(("bert.embeddings", "classifier")) for n in reported)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "small").eval()
+    assert check_same_outputs(loaded, model) <= 1e-5
+    assert (tmp_path / "small" / "tokenizer_config.json").is_file()
 
 
 # --- the command line -------------------------------------------------------------------------

@@ -45,7 +45,8 @@ from typing import Any
 
 import torch
 
-from obert_train.errors import ModelError, TargetError
+from obert_train._validate import check_mapping, check_path
+from obert_train.errors import ArgumentError, ModelError, TargetError
 from obert_train.pruning.layout import AttentionAtoms, FfnAtoms, find_attention, find_ffns
 
 __all__ = [
@@ -402,7 +403,9 @@ def check_same_outputs(
 
     Raises:
         ModelError: If it is larger than ``1e-4 · max(1, max |output|)``.
+        ArgumentError: ``inputs`` is not a dict of model inputs.
     """
+    check_mapping(inputs, "inputs", "check_same_outputs")
     batch = inputs if inputs is not None else _probe_inputs(padded)
     diff = max_output_difference(shrunk, padded, batch)
     scale = max(float(v.abs().max()) for v in _outputs_of(padded, batch).values())
@@ -432,8 +435,17 @@ def save_shrunk(
         output_dir: The checkpoint folder.
         report: :func:`shrink_model`'s report (and anything to record with it, e.g. the source).
         tokenizer: Saved with the model when given.
+
+    Raises:
+        ArgumentError: ``output_dir`` is not a path or ``report`` not a dict (before any write).
     """
     import re
+
+    check_path(output_dir, "output_dir", "save_shrunk")
+    if check_mapping(report, "report", "save_shrunk") is None:
+        raise ArgumentError(
+            "save_shrunk: report=None must be a dict (shrink_model's report), got NoneType"
+        )
 
     from obert_train.checkpoint import json_text, save_checkpoint
     from obert_train.layers import find_layers
