@@ -219,3 +219,24 @@ def test_unseen_curvature_mean_needs_the_batched_build_only_when_m_is_below_b() 
         ObertSettings(unseen_curvature="mean", fisher_method="streaming", num_grads=16)
     # m >= B: nothing is unseen, the setting has no effect and streaming is fine
     ObertSettings(unseen_curvature="mean", fisher_method="streaming", num_grads=64)
+
+
+def test_apply_obs_update_passes_num_grads_to_the_auto_rule() -> None:
+    """``apply_obs_update`` writes what ``obs_updated`` returns, ``mode="auto"`` included (which
+    needs ``num_grads``: m = 2 < B = 4 here, so both rules occur across the blocks)."""
+    import torch
+
+    from obert_train.pruning.obert import apply_obs_update, obs_updated
+
+    gen = torch.Generator().manual_seed(0)
+    m, block = 2, 4
+    grads = torch.randn(m, 2, block, generator=gen, dtype=torch.float64)
+    fisher = torch.einsum("mbi,mbj->bij", grads, grads) / m + 1e-3 * torch.eye(block)
+    finvs = {"w": torch.linalg.inv(fisher).float()}
+    weight = torch.nn.Parameter(torch.randn(1, 2 * block, generator=gen))
+    old = {"w": torch.ones(2 * block, dtype=torch.bool)}
+    new = {"w": torch.tensor([False, False, True, True, False, True, True, True])}
+    expected = obs_updated({"w": weight}, finvs, old, new, mode="auto", num_grads=m)["w"]
+    apply_obs_update({"w": weight}, finvs, old, new, mode="auto", num_grads=m)
+    assert torch.equal(weight.detach(), expected)
+    assert bool((weight.detach().reshape(-1)[~new["w"]] == 0).all())

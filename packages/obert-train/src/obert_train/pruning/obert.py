@@ -629,7 +629,13 @@ def apply_obs_update(
     """
     with torch.no_grad():
         for name, tensor in obs_updated(
-            params, finvs, old_masks, new_masks, group_size=group_size, mode=mode
+            params,
+            finvs,
+            old_masks,
+            new_masks,
+            group_size=group_size,
+            mode=mode,
+            num_grads=num_grads,
         ).items():
             params[name].copy_(tensor)
 
