@@ -111,6 +111,10 @@ def test_bench_feeds_images_of_the_exported_shape(vit_onnx: Path) -> None:
     result = benchmark(vit_onnx, config)
     assert result.latency_ms["p50"] > 0
     assert result.weight_sparsity > 0
+    assert result.seq_len == 0  # no sequence axis; the table prints "-"
+    from obert_deploy.bench import results_to_markdown
+
+    assert "| 2 | - |" in results_to_markdown([result])
 
 
 def test_an_image_input_with_a_dynamic_size_is_refused() -> None:

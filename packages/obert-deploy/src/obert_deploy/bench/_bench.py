@@ -126,7 +126,7 @@ class BenchResult:
         engine_version: Engine package version.
         scenario: ``latency`` or ``throughput``.
         batch_size: Items per request.
-        seq_len: Tokens per item.
+        seq_len: Tokens per item (0 for a model without token inputs, e.g. an image model).
         threads: Threads/cores given to the engine.
         streams: Concurrent requests.
         iterations: Timed requests.
@@ -330,7 +330,7 @@ def benchmark(
         engine_version=engine_version(config.engine),
         scenario=config.scenario,
         batch_size=config.batch_size,
-        seq_len=config.seq_len,
+        seq_len=config.seq_len if has_token_inputs(inputs) else 0,
         threads=threads,
         streams=streams,
         iterations=config.iterations,

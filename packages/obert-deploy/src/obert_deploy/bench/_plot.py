@@ -91,7 +91,8 @@ def results_figure(results: Sequence[BenchResult], *, title: str | None = None) 
         )
         lat_ax.set_yticks(ys, labels, fontsize=8)
         lat_ax.set_xlabel("latency p50 (ms), whisker to p90")
-        lat_ax.set_title(f"batch {batch}, seq {seq_len}, {scenario}", fontsize=9)
+        shape = f"batch {batch}, seq {seq_len}" if seq_len else f"batch {batch}"
+        lat_ax.set_title(f"{shape}, {scenario}", fontsize=9)
         # The p50 value goes after the whisker's end (p90), where it cannot sit on the line.
         for y, value, end in zip(ys, p50, p90, strict=True):
             lat_ax.text(max(value, end), y, f" {value:.1f}", va="center", fontsize=7)

@@ -39,7 +39,7 @@ def results_to_markdown(results: Sequence[BenchResult], *, baseline: str | None 
         ref = reference.get((r.batch_size, r.scenario))
         speedup = f"{ref / r.latency_ms['p50']:.2f}x" if ref else "-"
         lines.append(
-            f"| {r.name} | {r.engine} | {r.scenario} | {r.batch_size} | {r.seq_len} | "
+            f"| {r.name} | {r.engine} | {r.scenario} | {r.batch_size} | {r.seq_len or '-'} | "
             f"{r.threads} | {percent(r.weight_sparsity, 0)} | {r.latency_ms['p50']:.2f} | "
             f"{r.latency_ms['p90']:.2f} | {r.latency_ms['p99']:.2f} | {r.items_per_s:.1f} | "
             f"{speedup} |"
