@@ -31,7 +31,8 @@ from ._xp import Xp, xp_of
 
 __all__ = ["LowRankFisher"]
 
-_CHUNK = 8192  # blocks per batched call (bounds the float64 temporaries)
+_CHUNK = 512  # blocks per batched call: float64 temporaries of ~3 MB stay in cache
+_FACTOR_LIMIT = 2.0  # cache K_b⁻¹ when its bytes are at most this many times the stored gradients'
 
 
 class LowRankFisher:
@@ -41,9 +42,17 @@ class LowRankFisher:
     :func:`~obert_core.obs_update` (every mode) and :func:`~obert_core.obs_quadratic_increase`,
     with the same results to float64 round-off; ``inverse()`` gives the explicit blocks.
 
+    The ``m × m`` matrices ``K_b⁻¹`` (Eq. W-1, from one batched Cholesky factorisation per block)
+    are computed once, by the first :meth:`diag_blocks`, and reused by :meth:`matvec_blocks` and
+    :meth:`group_blocks` (the scores and the superposed update of a step share them), when they
+    take at most twice the stored gradients' bytes (``8m² ≤ 2·itemsize·m·B`` per block: always
+    for float32 gradients with ``m ≤ B``); otherwise each call refactors its chunk
+    (docs/math.md §2.2).
+
     Args:
         grads: ``(m, d)`` gradients, one flattened gradient per row (NumPy or torch, float32 or
-            float64). Kept (padded into ``(ceil(d/B), m, B)``), in the input's dtype.
+            float64). Kept as a contiguous ``(ceil(d/B), m, B)`` copy (the tail block
+            zero-padded), in the input's dtype.
         block_size: ``B``.
         damp: ``λ`` > 0.
         num_grads: ``m``, the normaliser of Eq. F (default: the number of rows).
@@ -68,28 +77,31 @@ class LowRankFisher:
         self.num_grads = rows if num_grads is None else check_positive_int(num_grads, "num_grads")
         self.num_weights = d
         self.num_blocks = -(-d // self.block_size)
-        total = self.num_blocks * self.block_size
         self.xp: Xp = xp_of(grads)
-        padded: Any
-        if is_torch(grads):
-            import torch
-
-            padded = torch.nn.functional.pad(grads, (0, total - d))
-        else:
-            padded = np.pad(np.asarray(grads), ((0, 0), (0, total - d)))
-        # (num_blocks, rows, B): block b's gradients, as G_b of Eq. F without the 1/√m
-        self.grads = padded.reshape(rows, self.num_blocks, self.block_size).swapaxes(0, 1)
+        # (num_blocks, rows, B), contiguous: block b's gradients, G_b of Eq. F without the 1/√m
+        self.grads = _block_rows(grads, self.num_blocks, self.block_size)
         self.xp_like = grads[:0, 0]
         self._diag: Any = None
+        self._kinv: Any = None  # K_b⁻¹ of every block (W-1), float64, once computed
+        itemsize = 4 if str(grads.dtype) in ("float32", "torch.float32") else 8
+        self._cache_factor = 8 * rows <= _FACTOR_LIMIT * itemsize * self.block_size
 
     # -- float64 building blocks -----------------------------------------------------------
 
     def _g(self, start: int) -> Any:
         """``G_b`` of blocks ``start:start+_CHUNK`` in float64, scaled by ``1/√m`` (Eq. F)."""
-        return self.xp.f64(self.grads[start : start + _CHUNK]) * (1.0 / self.num_grads) ** 0.5
+        return self._raw(start) * (1.0 / self.num_grads) ** 0.5
+
+    def _raw(self, start: int) -> Any:
+        """``√m·G_b`` of blocks ``start:start+_CHUNK``: the stored gradients as float64."""
+        return self.xp.f64(self.grads[start : start + _CHUNK])
 
     def _chunks(self) -> range:
         return range(0, self.num_blocks, _CHUNK)
+
+    def _bmm(self, a: Any, b: Any) -> Any:
+        """Batched matrix product ``a @ b`` over the leading (block) axis."""
+        return self.xp._t.bmm(a, b) if self.xp.torch else np.matmul(a, b)
 
     def _solve(self, k: Any, rhs: Any) -> Any:
         """Batched ``k x = rhs``, ``k`` symmetric positive definite, ``rhs`` (n, m) or (n, m, B)."""
@@ -102,22 +114,42 @@ class LowRankFisher:
             return t.cholesky_solve(rhs.unsqueeze(-1) if vec else rhs, chol).reshape(rhs.shape)
         return np.linalg.solve(k, rhs[..., None])[..., 0] if vec else np.linalg.solve(k, rhs)
 
-    def _leverage(self, k: Any, g: Any) -> Any:
-        """``g_qᵀ K⁻¹ g_q`` for every column q of every block: ``‖L⁻¹ g_q‖²`` with ``K = LLᵀ``."""
+    def _kernel(self, g: Any, keep: Any = None, damp: float | None = None) -> Any:
+        """``K = λI_m + G diag(keep) Gᵀ`` per block (``keep`` None: all columns)."""
+        gk = g if keep is None else g * keep[:, None, :]
+        k = self._bmm(gk, g.swapaxes(1, 2))
+        return k + self.xp.eye(g.shape[1]) * (self.damp if damp is None else damp)
+
+    def _inverse_kernel(self, raw: Any) -> Any:
+        """``m·K_b⁻¹ = (mλI + G̃G̃ᵀ)⁻¹`` with ``G̃ = √m·G_b`` the stored gradients (W-1).
+
+        Cholesky ``LLᵀ``, then ``L⁻ᵀL⁻¹``; a block whose matrix is not numerically positive
+        definite (``λ`` below the round-off of ``‖G̃‖²`` with duplicate gradients) gets the
+        symmetric pseudo-inverse instead. Working with
+        the unscaled ``G̃`` saves a pass over the gradients: ``G_bᵀK_b⁻¹G_b = G̃ᵀ(m·K_b)⁻¹G̃``.
+        """
+        k = self._kernel(raw, damp=self.num_grads * self.damp)
+        if not self.xp.torch:
+            return np.linalg.pinv(k, hermitian=True) if not _spd(k) else np.linalg.inv(k)
+        t = self.xp._t
+        chol, info = t.linalg.cholesky_ex(k)
+        kinv = t.cholesky_inverse(chol)
+        bad = info != 0
+        if bool(bad.any()):
+            kinv[bad] = t.linalg.pinv(k[bad], hermitian=True)
+        return kinv
+
+    def _factor(self, start: int, raw: Any) -> Any:
+        """``(m·K_b)⁻¹`` of the chunk at ``start``: the cached one, or computed from ``raw``."""
+        if self._kinv is not None:
+            return self._kinv[start : start + _CHUNK]
+        return self._inverse_kernel(raw)
+
+    def _empty(self, shape: tuple[int, ...]) -> Any:
         if self.xp.torch:
             t = self.xp._t
-            chol, info = t.linalg.cholesky_ex(k)
-            if not bool((info != 0).any()):
-                y = t.linalg.solve_triangular(chol, g, upper=False)
-                return (y * y).sum(1)
-        return (g * self._solve(k, g)).sum(1)
-
-    def _kernel(self, g: Any, keep: Any = None) -> Any:
-        """``K = λI_m + G diag(keep) Gᵀ`` per block (``keep`` None: all columns)."""
-        xp = self.xp
-        gk = g if keep is None else g * keep[:, None, :]
-        k = xp.einsum("nib,njb->nij", gk, g)
-        return k + xp.eye(g.shape[1]) * self.damp
+            return t.empty(shape, dtype=t.float64, device=self.xp.device)
+        return np.empty(shape)
 
     # -- what OBS needs (the InverseOperator protocol of _operators.py) ---------------------
 
@@ -126,44 +158,62 @@ class LowRankFisher:
         return self.diag_blocks().reshape(-1)[: self.num_weights]
 
     def diag_blocks(self) -> Any:
-        """``diag(F̂⁻¹)`` as ``(num_blocks, B)`` float64."""
+        """``diag(F̂⁻¹)`` as ``(num_blocks, B)`` float64 (Eq. W-2: ``g_qᵀ K_b⁻¹ g_q`` per column).
+
+        Computes (and, within the memory bound, caches) every block's ``K_b⁻¹`` on the way.
+        """
         if self._diag is None:
-            xp = self.xp
-            parts = []
+            nb, m = self.num_blocks, int(self.grads.shape[1])
+            out = self._empty((nb, self.block_size))
+            keep = self._kinv is None and self._cache_factor
+            kinvs = self._empty((nb, m, m)) if keep else None
             for s in self._chunks():
-                g = self._g(s)
-                lev = self._leverage(self._kernel(g), g)  # g_qᵀ K⁻¹ g_q per column
-                parts.append((1.0 - lev) / self.damp)
-            self._diag = _cat(xp, parts)
+                raw = self._raw(s)
+                kinv = self._factor(s, raw)
+                y = self._bmm(kinv, raw)
+                y *= raw
+                lev = y.sum(1)  # g_qᵀ K⁻¹ g_q per column
+                out[s : s + _CHUNK] = (1.0 - lev) / self.damp
+                if kinvs is not None:
+                    kinvs[s : s + _CHUNK] = kinv
+            if kinvs is not None:
+                self._kinv = kinvs
+            self._diag = out
         return self._diag
 
+    def _ensure_factor(self) -> None:
+        """Build the cached ``(m·K_b)⁻¹`` (with the diagonal) if it is cached at all."""
+        if self._cache_factor and self._kinv is None:
+            self._diag = None
+            self.diag_blocks()
+
     def matvec_blocks(self, z: Any) -> Any:
-        """``F̂⁻¹ z`` for ``z`` of shape ``(num_blocks, B)`` (Eq. W-1)."""
+        """``F̂⁻¹ z = (z − G_bᵀ K_b⁻¹ G_b z) / λ`` for ``z`` of shape ``(num_blocks, B)`` (W-1)."""
         xp = self.xp
-        parts = []
+        self._ensure_factor()
+        out = self._empty((self.num_blocks, self.block_size))
         for s in self._chunks():
-            g = self._g(s)
-            zc = z[s : s + _CHUNK]
-            gz = xp.einsum("nib,nb->ni", g, zc)
-            x = self._solve(self._kernel(g), gz)
-            parts.append((zc - xp.einsum("nib,ni->nb", g, x)) / self.damp)
-        return _cat(xp, parts)
+            raw = self._raw(s)
+            zc = xp.f64(z[s : s + _CHUNK])
+            x = self._bmm(self._factor(s, raw), self._bmm(raw, zc[:, :, None]))  # (n, m, 1)
+            out[s : s + _CHUNK] = (zc - self._bmm(x.swapaxes(1, 2), raw)[:, 0]) / self.damp
+        return out
 
     def group_blocks(self, group_size: int) -> Any:
         """The ``g×g`` diagonal sub-blocks ``[F̂⁻¹]_QQ``, ``(num_blocks·B/g, g, g)`` float64."""
         xp = self.xp
-        nb, bs, gs = self.num_blocks, self.block_size, group_size
+        bs, gs = self.block_size, group_size
         q = bs // gs
+        self._ensure_factor()
         parts = []
         for s in self._chunks():
-            g = self._g(s)
-            n = g.shape[0]
-            y = self._solve(self._kernel(g), g)  # K⁻¹G
-            gq = g.reshape(n, g.shape[1], q, gs)
-            yq = y.reshape(n, g.shape[1], q, gs)
+            raw = self._raw(s)
+            n = raw.shape[0]
+            y = self._bmm(self._factor(s, raw), raw)  # K⁻¹G (up to the factor m)
+            gq = raw.reshape(n, raw.shape[1], q, gs)
+            yq = y.reshape(n, raw.shape[1], q, gs)
             inner = xp.einsum("niqa,niqb->nqab", gq, yq)  # G_Qᵀ K⁻¹ G_Q
             parts.append(((xp.eye(gs) - inner) / self.damp).reshape(n * q, gs, gs))
-        del nb
         return _cat(xp, parts)
 
     def restricted_update(self, sel: Any, rhs: Any) -> Any:
@@ -179,7 +229,7 @@ class LowRankFisher:
             m = sel[s : s + _CHUNK]
             w = xp.where(m, rhs[s : s + _CHUNK], 0.0 * rhs[s : s + _CHUNK])  # rhs_S, 0 on R
             keep = xp.f64(~m)
-            r = xp.einsum("nib,nb->ni", g, w)  # G_S w_S
+            r = self._bmm(g, xp.f64(w)[:, :, None])[:, :, 0]  # G_S w_S
             x = self._solve(self._kernel(g, keep), r)
             dw_r = xp.einsum("nib,ni->nb", g, x) * keep  # G_Rᵀ K_R⁻¹ G_S w_S
             parts.append(w - dw_r)  # = −δw (δw_S = −w_S, δw_R as above)
@@ -202,7 +252,10 @@ class LowRankFisher:
         return _cat(xp, parts)
 
     def inverse(self) -> Any:
-        """The explicit ``(num_blocks, B, B)`` float64 inverse (Eq. W-1), for checks."""
+        """The explicit ``(num_blocks, B, B)`` float64 inverse (Eq. W-1), for checks.
+
+        By Cholesky (or LU) solves with ``K_b``, independent of the cached ``K_b⁻¹``.
+        """
         xp = self.xp
         parts = []
         for s in self._chunks():
@@ -223,7 +276,35 @@ class LowRankFisher:
         sub.num_blocks = len(blocks)
         sub.num_weights = len(blocks) * self.block_size
         sub._diag = None
+        sub._kinv = None if self._kinv is None else self._kinv[index]
         return sub
+
+
+def _block_rows(grads: Any, num_blocks: int, block_size: int) -> Any:
+    """``(m, d)`` → contiguous ``(num_blocks, m, B)``, the tail block zero-padded (one copy)."""
+    rows, d = int(grads.shape[0]), int(grads.shape[1])
+    full = d // block_size
+    out: Any
+    if is_torch(grads):
+        import torch
+
+        out = torch.zeros((num_blocks, rows, block_size), dtype=grads.dtype, device=grads.device)
+    else:
+        grads = np.asarray(grads)
+        out = np.zeros((num_blocks, rows, block_size), dtype=grads.dtype)
+    out[:full] = grads[:, : full * block_size].reshape(rows, full, block_size).swapaxes(0, 1)
+    if full < num_blocks:
+        out[full, :, : d - full * block_size] = grads[:, full * block_size :]
+    return out
+
+
+def _spd(k: np.ndarray) -> bool:
+    """Whether every matrix of the batch ``k`` has a Cholesky factor (NumPy)."""
+    try:
+        np.linalg.cholesky(k)
+    except np.linalg.LinAlgError:
+        return False
+    return True
 
 
 def _cat(xp: Xp, parts: list[Any]) -> Any:
