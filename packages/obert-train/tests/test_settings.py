@@ -240,3 +240,25 @@ def test_apply_obs_update_passes_num_grads_to_the_auto_rule() -> None:
     apply_obs_update({"w": weight}, finvs, old, new, mode="auto", num_grads=m)
     assert torch.equal(weight.detach(), expected)
     assert bool((weight.detach().reshape(-1)[~new["w"]] == 0).all())
+
+
+def test_default_update_is_joint_when_eq_u_fills_the_unseen_directions() -> None:
+    """``unseen_curvature="mean"`` gives every block full rank (Eq. U), so the default update is
+    the joint one there too (the setting that makes the joint solve well-posed at m < B); with
+    ``"damp"`` at m < B it is the superposed one, and a given ``mode`` still wins."""
+    from obert_train import load_recipe
+
+    filled = ObertSettings(num_grads=16, fisher_block_size=50, unseen_curvature="mean")
+    assert filled.update_mode == "joint"
+    assert filled.resolved_dump()["mode"] == "joint"
+    damp = ObertSettings(num_grads=16, fisher_block_size=50, unseen_curvature="damp")
+    assert damp.update_mode == "superpose"
+    chosen = ObertSettings(
+        num_grads=16, fisher_block_size=50, unseen_curvature="mean", mode="superpose"
+    )
+    assert chosen.update_mode == "superpose"
+    eq_u = {"num_grads": 16, "unseen_curvature": "mean"}
+    recipe = load_recipe("minilm-sst2-obert90", eq_u)
+    assert recipe.pruning[0].settings.update_mode == "joint"
+    joint = load_recipe("minilm-sst2-obert90", {**eq_u, "mode": "joint"})
+    assert recipe.fingerprint() == joint.fingerprint()

@@ -62,11 +62,13 @@ class ObertSettings(MethodSettings):
             ``"auto"`` (joint where the block's joint system is well-posed for ``num_grads``
             gradients, superposed elsewhere; ``obert_core.joint_well_posed``; equal to
             ``"joint"`` when ``num_grads >= fisher_block_size``). ``None`` (the default):
-            ``"joint"`` when ``num_grads >= fisher_block_size``, ``"superpose"`` when the
-            Fisher blocks have rank ``num_grads < fisher_block_size`` (docs/math.md §1.1: the
-            joint solve then moves the kept weights along the ``B − m`` directions no gradient
-            saw, at the curvature ``λ`` alone; measured in docs/results.md, "Few gradients per
-            Fisher block"). :attr:`update_mode` is the rule a step uses.
+            ``"joint"`` when the Fisher blocks have full rank (``num_grads >=
+            fisher_block_size``, or ``unseen_curvature="mean"``, whose Eq. U fills the
+            directions no gradient spans), ``"superpose"`` when they have rank ``num_grads <
+            fisher_block_size`` (docs/math.md §1.1: the joint solve then moves the kept weights
+            along the ``B − m`` directions no gradient saw, at the curvature ``λ`` alone;
+            measured in docs/results.md, "Few gradients per Fisher block"). :attr:`update_mode`
+            is the rule a step uses.
         num_recomputations: Sub-steps per pruning step, each with a new Fisher (Sec. 3.3).
         max_memory: Memory budget in bytes for the Fisher work (``"16GB"`` accepted); None = 80 %
             of the available RAM, shared by the ranks of a host.
@@ -89,7 +91,10 @@ class ObertSettings(MethodSettings):
     damp: float = Field(default=1e-7, gt=0.0)
     mode: Literal["joint", "superpose", "auto"] | None = Field(
         default=None,
-        description="joint when num_grads >= fisher_block_size, else superpose",
+        description=(
+            "joint when num_grads >= fisher_block_size or unseen_curvature is 'mean', "
+            "else superpose"
+        ),
     )
     num_recomputations: int = Field(default=1, ge=1)
     max_memory: int | None = Field(default=None, ge=1)
@@ -141,12 +146,14 @@ class ObertSettings(MethodSettings):
     def update_mode(self) -> str:
         """The OBS update rule of a step.
 
-        ``mode`` when given; by default ``"joint"`` when ``num_grads >= fisher_block_size`` and
-        ``"superpose"`` otherwise.
+        ``mode`` when given; by default ``"joint"`` when the Fisher blocks have full rank
+        (``num_grads >= fisher_block_size``, or the null space filled by
+        ``unseen_curvature="mean"``) and ``"superpose"`` otherwise.
         """
         if self.mode is not None:
             return self.mode
-        return "joint" if self.num_grads >= self.fisher_block_size else "superpose"
+        full_rank = self.num_grads >= self.fisher_block_size or self.unseen_curvature == "mean"
+        return "joint" if full_rank else "superpose"
 
     def resolved_dump(self) -> dict[str, Any]:
         """Every setting, with ``mode`` as :attr:`update_mode`.
