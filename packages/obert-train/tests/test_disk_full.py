@@ -66,9 +66,22 @@ def test_oneshot_on_a_full_disk(
     assert half == []
 
 
+ZO = """
+training_modifiers:
+  - !ZerothOrderModifier
+    seed: 1
+"""
+
+
+@pytest.mark.parametrize("zeroth_order", [False, True], ids=["backprop", "zeroth-order"])
 def test_run_on_a_full_disk(
-    tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path,
+    sst2_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    zeroth_order: bool,
 ) -> None:
+    """ObertTrainer and ZOTrainer (a ``!ZerothOrderModifier`` recipe) alike."""
     real_save = torch.save
 
     def full(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
@@ -81,7 +94,7 @@ def test_run_on_a_full_disk(
 
     monkeypatch.setattr(torch, "save", full)
     recipe = tmp_path / "gmp.yaml"
-    recipe.write_text(GMP)
+    recipe.write_text(GMP + (ZO if zeroth_order else ""))
     out = tmp_path / "run"
     result = runner.invoke(
         app,

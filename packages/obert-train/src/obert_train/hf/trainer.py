@@ -15,6 +15,8 @@ On top of :class:`~obert_train.ObertPruningCallback` (which works in any Trainer
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,30 @@ from obert_train.hf.distillation import distillation_loss
 from obert_train.hf.lr import recipe_lr_scheduler
 from obert_train.recipe import Recipe
 
-__all__ = ["ObertTrainer"]
+__all__ = ["ObertTrainer", "disk_full_named"]
+
+
+@contextmanager
+def disk_full_named(out: Path) -> Iterator[None]:
+    """A full disk inside the block is ``OSError(ENOSPC)`` naming ``out``, nothing half-written.
+
+    A ``checkpoint-N`` folder begun inside the block without its completion marker is removed;
+    the complete ones stay for ``--resume`` (:class:`ObertTrainer` and
+    :class:`~obert_train.ZOTrainer` train inside it).
+
+    Raises:
+        OSError: ``no space left on device in OUT`` when the disk (or quota) is full.
+    """
+    before = {p.name for p in out.glob("checkpoint-*")} if out.is_dir() else set()
+    try:
+        yield
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        for folder in out.glob("checkpoint-*"):
+            if folder.name not in before and not (folder / COMPLETE_FILE).is_file():
+                shutil.rmtree(folder, ignore_errors=True)
+        raise no_space_error(out) from exc
 
 
 class ObertTrainer(Trainer):
@@ -85,17 +110,8 @@ class ObertTrainer(Trainer):
         Raises:
             OSError: ``no space left on device in DIR`` when the disk (or quota) is full.
         """
-        out = Path(self.args.output_dir or ".")
-        before = {p.name for p in out.glob("checkpoint-*")} if out.is_dir() else set()
-        try:
+        with disk_full_named(Path(self.args.output_dir or ".")):
             return super().train(*args, **kwargs)
-        except Exception as exc:
-            if not is_disk_full(exc):
-                raise
-            for folder in out.glob("checkpoint-*"):
-                if folder.name not in before and not (folder / COMPLETE_FILE).is_file():
-                    shutil.rmtree(folder, ignore_errors=True)
-            raise no_space_error(out) from exc
 
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None

@@ -59,6 +59,7 @@ from obert_train.errors import ArgumentError, ModelError, OptionError, ResumeErr
 from obert_train.hf.callback import ObertPruningCallback, steps_per_epoch
 from obert_train.hf.feature_reuse import FeatureReuse, default_stages
 from obert_train.hf.lr import recipe_lr_scheduler
+from obert_train.hf.trainer import disk_full_named
 from obert_train.hf.zo_pool import (
     Job,
     KDLoss,
@@ -656,6 +657,8 @@ class ZOTrainer(Trainer):
         Raises:
             ResumeError: the checkpoint has no ``zo_state.json`` (not written by a ZOTrainer) or
                 other ZO settings than this trainer's.
+            OSError: ``no space left on device in DIR`` when the disk is full (a checkpoint
+                begun and not completed is removed, as :class:`~obert_train.ObertTrainer` does).
         """
         if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
             path = resume_from_checkpoint
@@ -667,7 +670,8 @@ class ZOTrainer(Trainer):
                     )
             self._check_resume(Path(os.fspath(path)))
         try:
-            return super().train(resume_from_checkpoint, *args, **kwargs)
+            with disk_full_named(Path(self.args.output_dir or ".")):
+                return super().train(resume_from_checkpoint, *args, **kwargs)
         finally:
             self.close_workers()
 
