@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -279,18 +280,49 @@ def cmd_oneshot_diag(args: argparse.Namespace) -> None:
                     print(json.dumps({key: entry}), flush=True)
 
 
+def _lowrank_at(rev: str) -> Any:
+    """``LowRankFisher`` as committed at ``rev`` (read with ``git show``), for before/after timing.
+
+    The class is loaded from the file's text at that commit as a module inside ``obert_core``
+    (its relative imports resolve against the installed package); nothing is written.
+    """
+    import importlib.util
+    import subprocess
+
+    path = "packages/obert-core/src/obert_core/fisher_lowrank.py"
+    root = Path(__file__).resolve().parent.parent
+    text = subprocess.run(
+        ["git", "show", f"{rev}:{path}"], cwd=root, check=True, capture_output=True, text=True
+    ).stdout
+    name = "obert_core._fisher_lowrank_before"
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "obert_core"
+    sys.modules[name] = module
+    exec(compile(text, f"{rev}:{path}", "exec"), module.__dict__)
+    return module.LowRankFisher
+
+
 def cmd_step_cost(args: argparse.Namespace) -> None:
-    """The non-gradient cost of an m < B pruning step: explicit inverse vs the gradients kept.
+    """The non-gradient cost of an m < B pruning step, per Fisher form, on the same gradients.
 
     One set of m gradients of every MiniLM target tensor (the sampler, timed), then for each
-    Fisher form the work the step does after the gradients: diag(F⁻¹) for the scores, one global
-    mask at ``--sparsity``, and the joint OBS update; masks and weights of the two forms are
-    compared. Both forms are timed in the same process, alternating, ``--repeats`` times.
+    form the work the step does after the gradients: the Fisher object and diag(F⁻¹) for the
+    scores, one global mask at ``--sparsity`` (``scores_*`` includes it, ``mask_*`` is it alone),
+    and the OBS update of ``--mode`` (obert-train's
+    default at m < B is ``superpose``). Forms: ``explicit`` (the float32 blocked inverse),
+    ``before`` (``LowRankFisher`` as committed at ``--before``), ``after`` (the installed one).
+    Masks and weights are compared with the first form's. The forms are timed in the same process,
+    interleaved, ``--repeats`` times; wall and process CPU seconds of both phases are recorded
+    (on a loaded machine the CPU seconds are the steadier measure).
     """
     import torch
     from transformers import AutoTokenizer
 
     import obert_core as oc
+    from obert_core.shared import cpu_flags
+    from obert_core.shared import cpu_info as machine_cpu
     from obert_train import GradientSampler, load_task, resolve_target_params
 
     torch.set_num_threads(args.threads)
@@ -318,45 +350,73 @@ def cmd_step_cost(args: argparse.Namespace) -> None:
     rows = {n: torch.cat(v) for n, v in grads.items()}
     weights = {n: p.detach().reshape(-1).float() for n, p in params.items()}
     b, damp, m = 50, 1e-7, args.num_grads
+    before: Any = _lowrank_at(args.before) if "before" in args.forms else None
 
-    def step(form: str) -> tuple[float, dict[str, Any], dict[str, Any]]:
-        t0 = time.perf_counter()
-        fishers = {
-            n: oc.block_fisher_inverse(g, b, damp, dtype=torch.float32)
-            if form == "explicit"
-            else oc.LowRankFisher(g, b, damp)
-            for n, g in rows.items()
-        }
+    def fisher(form: str, g: Any) -> Any:
+        if form == "explicit":
+            return oc.block_fisher_inverse(g, b, damp, dtype=torch.float32)
+        return (before if form == "before" else oc.LowRankFisher)(g, b, damp)
+
+    def step(form: str) -> tuple[dict[str, float], dict[str, Any], dict[str, Any]]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        fishers = {n: fisher(form, g) for n, g in rows.items()}
         scores = {n: oc.obs_saliency(weights[n], f) for n, f in fishers.items()}
+        tm, cm = time.perf_counter(), time.process_time()
         masks = oc.select_mask(scores, args.sparsity)
-        new = {n: oc.obs_update(weights[n], f, ~masks[n]) for n, f in fishers.items()}
-        return time.perf_counter() - t0, masks, new
+        t1, c1 = time.perf_counter(), time.process_time()
+        new = {
+            n: oc.obs_update(weights[n], f, ~masks[n], mode=args.mode) for n, f in fishers.items()
+        }
+        t2, c2 = time.perf_counter(), time.process_time()
+        del fishers
+        seconds = {
+            "wall_s": t2 - t0,
+            "cpu_s": c2 - c0,
+            "scores_wall_s": t1 - t0,
+            "scores_cpu_s": c1 - c0,
+            "mask_wall_s": t1 - tm,
+            "mask_cpu_s": c1 - cm,
+            "update_wall_s": t2 - t1,
+            "update_cpu_s": c2 - c1,
+        }
+        return seconds, masks, new
 
-    times: dict[str, list[float]] = {"explicit": [], "lowrank": []}
+    times: dict[str, list[dict[str, float]]] = {f: [] for f in args.forms}
     out: dict[str, Any] = {}
+    loads = [list(os.getloadavg())]
     for _ in range(args.repeats):
-        for form in ("explicit", "lowrank"):
+        for form in args.forms:
             seconds, masks, new = step(form)
             times[form].append(seconds)
             out[form] = (masks, new)
-    same = all(torch.equal(out["explicit"][0][n], out["lowrank"][0][n]) for n in params)
-    diff = max(float((out["explicit"][1][n] - out["lowrank"][1][n]).abs().max()) for n in params)
-    scale = max(float(w.abs().max()) for w in weights.values())
+            loads.append(list(os.getloadavg()))
+            print(form, json.dumps(seconds), flush=True)
+    ref = args.forms[0]
+    compare = {}
+    for form in args.forms[1:]:
+        same = all(torch.equal(out[ref][0][n], out[form][0][n]) for n in params)
+        diff = max(float((out[ref][1][n] - out[form][1][n]).abs().max()) for n in params)
+        compare[f"{form}_vs_{ref}"] = {"same_masks": same, "max_weight_diff": diff}
+    cpu = machine_cpu()
     entry = {
         "num_grads": m,
         "block_size": b,
         "damp": damp,
         "sparsity": args.sparsity,
+        "mode": args.mode,
         "threads": args.threads,
+        "forms": list(args.forms),
+        "before": args.before,
         "gradient_s": gradient_s,
-        "explicit_s": times["explicit"],
-        "lowrank_s": times["lowrank"],
-        "same_masks": same,
-        "max_weight_diff": diff,
-        "max_weight": scale,
-        "load_average": list(os.getloadavg()),
+        "times": times,
+        "compare": compare,
+        "max_weight": max(float(w.abs().max()) for w in weights.values()),
+        "load_averages": loads,
+        "cpu": {"brand": cpu.brand, "flags": [f for f in cpu_flags() if "avx" in f or "amx" in f]},
+        "command": " ".join(["experiments/few_grads_sst2.py", *sys.argv[1:]]),
     }
-    save_entry(RESULTS, f"m{m}@{args.sparsity}", entry, "step_cost", machine=True)
+    key = f"m{m}@{args.sparsity}-{args.mode}-" + "-".join(args.forms)
+    save_entry(RESULTS, key, entry, "step_cost", machine=True)
     print(json.dumps(entry, indent=1))
 
 
@@ -439,6 +499,12 @@ def cmd_report(args: argparse.Namespace) -> None:
         print()
         _seed_table(diag)
     for key, e in data.get("step_cost", {}).items():
+        if "times" in e:
+            for form, reps in e["times"].items():
+                cpu = ", ".join(f"{r['scores_cpu_s']:.1f}+{r['update_cpu_s']:.1f}" for r in reps)
+                print(f"step cost {key} {form}: CPU s (scores+mask + update) {cpu}")
+            print(f"  gradients {e['gradient_s']:.1f} s, {e['compare']}, load {e['load_averages']}")
+            continue
         print(
             f"step cost {key}: gradients {e['gradient_s']:.1f} s, explicit {e['explicit_s']}, "
             f"low-rank {e['lowrank_s']}, same masks {e['same_masks']}, "
@@ -490,6 +556,19 @@ def main() -> None:
             p.add_argument("--num-grads", type=int, default=16)
             p.add_argument("--sparsity", type=float, default=0.5)
             p.add_argument("--repeats", type=int, default=2)
+            p.add_argument("--mode", choices=MODES, default="superpose")
+            p.add_argument(
+                "--forms",
+                nargs="+",
+                choices=["explicit", "before", "after"],
+                default=["before", "after"],
+            )
+            p.add_argument(
+                "--before",
+                default="092ea31",
+                help="the commit whose LowRankFisher is 'before' (default: the one before issue "
+                "23's factor cache)",
+            )
         if name == "oneshot-diag":
             p.add_argument("--num-grads", type=int, nargs="*", default=[16, 32, 128])
             p.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
