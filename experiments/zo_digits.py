@@ -1,7 +1,7 @@
 """DeepZero's small-network finding on scikit-learn's digits: first-order vs CGE, RGE, sparse CGE.
 
-Issue 20's first real result (DeepZero, arXiv 2310.02025, Fig. 3 / Tab. A: a 12,610-parameter CNN
-on CIFAR-10 reaches 77.01 % first-order, 76.95 % with the coordinate-wise estimate CGE, 68.38 %
+Issue 20's first real result (DeepZero, arXiv 2310.02025: a 12,610-parameter CNN on CIFAR-10
+reaches 77.01 % first-order, 76.95 % with the coordinate-wise estimate CGE, 68.38 %
 with the randomised RGE). Here on the data set scikit-learn installs with itself
 (``sklearn.datasets.load_digits``: 1,797 grey 8×8 images, values 0-16 scaled to [0, 1]) with
 the split rule of ``vit_digits.py`` (stratified, 20 % dev, ``random_state`` 0: 1,437 / 360),
@@ -33,6 +33,8 @@ interleaved (rounds alternate the order of the modes). Sub-commands::
     .venv/bin/python experiments/zo_digits.py train            # the grid; --only CONFIG --seeds 0 1
     .venv/bin/python experiments/zo_digits.py report           # table + docs/img/zo_digits.png
 
+``train --epochs N`` (N ≠ 15) names its runs ``<config>-e<N>-s<seed>``, reported as their own
+rows (``--only cge-sparse90 --epochs 129``: the loss evaluations of 15 dense CGE epochs).
 A killed run resumes from its last epoch checkpoint when the same command runs again (the ZO
 runs bit-identically, ``ZOTrainer``'s resume); a finished run (its name in the results) is
 skipped unless ``--force``. Results: ``experiments/results/zo_digits.json``; files in
