@@ -30,7 +30,45 @@ from obert_train.hf.distillation import distillation_loss
 from obert_train.hf.lr import recipe_lr_scheduler
 from obert_train.recipe import Recipe
 
-__all__ = ["ObertTrainer", "disk_full_named"]
+__all__ = ["ObertTrainer", "disk_full_named", "prepare_teacher", "recipe_scheduler"]
+
+
+def prepare_teacher(
+    recipe: Recipe | None, teacher: torch.nn.Module | None, device: Any
+) -> torch.nn.Module | None:
+    """The distillation teacher on ``device``, in eval mode, its parameters frozen.
+
+    Raises:
+        TrainingError: the recipe has a ``!DistillationModifier`` and no teacher is given.
+    """
+    if recipe is not None and recipe.distillation is not None and teacher is None:
+        raise TrainingError(
+            "the recipe has a !DistillationModifier but no teacher was given; pass a dense "
+            "teacher model (--teacher) or remove the modifier"
+        )
+    if teacher is not None:
+        teacher.to(device)
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    return teacher
+
+
+def recipe_scheduler(
+    trainer: Trainer, recipe: Recipe | None, optimizer: torch.optim.Optimizer | None
+) -> Any:
+    """The recipe's LR functions as ``trainer``'s scheduler, or None.
+
+    None when the trainer has a scheduler already or the recipe sets no LR; what
+    :class:`ObertTrainer` and :class:`~obert_train.ZOTrainer` use.
+    """
+    if trainer.lr_scheduler is not None or recipe is None or not recipe.learning_rate:
+        return None
+    opt = optimizer if optimizer is not None else trainer.optimizer
+    assert opt is not None, "create_optimizer runs before create_scheduler"
+    spe = steps_per_epoch(trainer.get_train_dataloader(), trainer.args)
+    trainer.lr_scheduler = recipe_lr_scheduler(opt, recipe, spe)
+    return trainer.lr_scheduler
 
 
 @contextmanager
@@ -81,17 +119,7 @@ class ObertTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.recipe = recipe
         self.kd = recipe.distillation
-        if self.kd is not None and teacher is None:
-            raise TrainingError(
-                "the recipe has a !DistillationModifier but no teacher was given; pass a dense "
-                "teacher model (--teacher) or remove the modifier"
-            )
-        self.teacher = teacher
-        if teacher is not None:
-            teacher.to(self.args.device)
-            teacher.eval()
-            for p in teacher.parameters():
-                p.requires_grad_(False)
+        self.teacher = prepare_teacher(recipe, teacher, self.args.device)
         for callback in self.callback_handler.callbacks:
             if isinstance(callback, ObertPruningCallback):
                 callback.managed = True
@@ -117,12 +145,9 @@ class ObertTrainer(Trainer):
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
     ) -> Any:
         """The recipe's LR functions (the base LR is ``args.learning_rate``)."""
-        if self.lr_scheduler is None and self.recipe.learning_rate:
-            opt = optimizer if optimizer is not None else self.optimizer
-            assert opt is not None, "create_optimizer runs before create_scheduler"
-            spe = steps_per_epoch(self.get_train_dataloader(), self.args)
-            self.lr_scheduler = recipe_lr_scheduler(opt, self.recipe, spe)
-            return self.lr_scheduler
+        scheduler = recipe_scheduler(self, self.recipe, optimizer)
+        if scheduler is not None:
+            return scheduler
         return super().create_scheduler(num_training_steps, optimizer)
 
     def compute_loss(

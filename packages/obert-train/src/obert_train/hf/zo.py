@@ -56,10 +56,9 @@ from obert_core.zo import random_layer_masks, zo_direction
 from obert_train._validate import check_int, check_number
 from obert_train.checkpoint import atomic_write_text
 from obert_train.errors import ArgumentError, ModelError, OptionError, ResumeError, TrainingError
-from obert_train.hf.callback import ObertPruningCallback, steps_per_epoch
+from obert_train.hf.callback import ObertPruningCallback
 from obert_train.hf.feature_reuse import FeatureReuse, default_stages
-from obert_train.hf.lr import recipe_lr_scheduler
-from obert_train.hf.trainer import disk_full_named
+from obert_train.hf.trainer import disk_full_named, prepare_teacher, recipe_scheduler
 from obert_train.hf.zo_pool import (
     Job,
     KDLoss,
@@ -235,17 +234,7 @@ class ZOTrainer(Trainer):
             if kd is not None
             else None
         )
-        if self.kd is not None and teacher is None:
-            raise TrainingError(
-                "the recipe has a !DistillationModifier but no teacher was given; pass a dense "
-                "teacher model (--teacher) or remove the modifier"
-            )
-        self.teacher = teacher
-        if teacher is not None:
-            teacher.to(self.args.device)
-            teacher.eval()
-            for p in teacher.parameters():
-                p.requires_grad_(False)
+        self.teacher = prepare_teacher(recipe, teacher, self.args.device)
         self._teacher_outputs: dict[str, torch.Tensor] | None = None
         self.pool: WorkerPool | None = None
         """The worker processes of ``workers`` > 1 (started at the first step)."""
@@ -332,12 +321,9 @@ class ZOTrainer(Trainer):
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
     ) -> Any:
         """The recipe's LR functions with ``recipe=`` (the base LR is ``args.learning_rate``)."""
-        if self.lr_scheduler is None and self.recipe is not None and self.recipe.learning_rate:
-            opt = optimizer if optimizer is not None else self.optimizer
-            assert opt is not None, "create_optimizer runs before create_scheduler"
-            spe = steps_per_epoch(self.get_train_dataloader(), self.args)
-            self.lr_scheduler = recipe_lr_scheduler(opt, self.recipe, spe)
-            return self.lr_scheduler
+        scheduler = recipe_scheduler(self, self.recipe, optimizer)
+        if scheduler is not None:
+            return scheduler
         return super().create_scheduler(num_training_steps, optimizer)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
