@@ -58,6 +58,8 @@ def test_the_modifier_loads_describes_converts_and_round_trips(tmp_path: Path) -
     )
     shown = cge.describe()
     assert "coordinate-wise (DeepZero CGE)" in shown and "ZO-GraSP ratios (q = 192" in shown
+    assert "other matrices stay frozen" in shown  # CGE moves no matrix without a mask
+    assert "other matrices stay frozen" not in text  # SPSA perturbs every trained tensor
 
 
 def test_the_fingerprint_has_the_zo_settings_but_not_the_workers() -> None:

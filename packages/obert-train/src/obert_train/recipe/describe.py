@@ -260,6 +260,11 @@ def _zo_lines(recipe: _Plan) -> list[str]:
         f"Optimizer: zeroth-order for the whole run ({m.label()}): {how}; seed {m.seed}; no "
         "backward pass, weights move only where the pruning masks keep them"
     ]
+    if m.estimator == "cge":
+        lines.append(
+            "  CGE moves a matrix only on a pruning mask or a gradient sparsity (its params); "
+            "other matrices stay frozen, 1-D tensors (biases, LayerNorm) move in full"
+        )
     if m.gradient_sparsity > 0:
         ratios = (
             "the same for every tensor"
