@@ -123,6 +123,40 @@ def test_a_failing_step_stops_the_workers_and_names_the_loss(
     assert all(not p.is_alive() for p in started)
 
 
+def test_a_failed_worker_start_stops_the_workers_already_started(
+    tokenizer: BertTokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second fork fails: the first worker is stopped, the error is the fork's."""
+    import multiprocessing
+
+    from obert_train.hf import zo_pool
+
+    real = multiprocessing.get_context("fork")
+    started: list[Any] = []
+
+    def no_fork() -> None:
+        raise OSError("fork: out of memory")
+
+    class Context:
+        Pipe = staticmethod(real.Pipe)
+
+        @staticmethod
+        def Process(*args: Any, **kwargs: Any) -> Any:
+            process = real.Process(*args, **kwargs)
+            if started:
+                process.start = no_fork
+            else:
+                started.append(process)
+            return process
+
+    monkeypatch.setattr(zo_pool.multiprocessing, "get_context", lambda method: Context)
+    with pytest.raises(OSError, match="fork: out of memory"):
+        zo_pool.WorkerPool(_model(tokenizer), 2, [])
+    assert len(started) == 1
+    started[0].join(timeout=10)
+    assert not started[0].is_alive()
+
+
 def test_more_workers_than_cores_or_with_spsa_is_refused() -> None:
     cores = available_cores()
     with pytest.raises(OptionError, match=rf"workers={cores + 1} exceeds the {cores} CPU cores"):

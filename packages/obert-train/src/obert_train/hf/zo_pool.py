@@ -235,18 +235,27 @@ class WorkerPool:
         self.conns: list[Any] = []
         self.processes: list[Any] = []
         parent = os.getpid()
-        for _ in range(count):
-            mine, theirs = ctx.Pipe()
-            process = ctx.Process(
-                target=_serve,
-                args=(theirs, model, self.snapshot, list(stages), parent),
-                daemon=True,
-            )
-            process.start()
-            theirs.close()
-            self.conns.append(mine)
-            self.processes.append(process)
         self._pending = False
+        try:
+            for _ in range(count):
+                mine, theirs = ctx.Pipe()
+                process = ctx.Process(
+                    target=_serve,
+                    args=(theirs, model, self.snapshot, list(stages), parent),
+                    daemon=True,
+                )
+                try:
+                    process.start()
+                except BaseException:
+                    mine.close()
+                    raise
+                finally:
+                    theirs.close()
+                self.conns.append(mine)
+                self.processes.append(process)
+        except BaseException:
+            self.close()  # the workers started so far do not outlive a failed start
+            raise
 
     def submit(
         self,
