@@ -12,11 +12,8 @@ from obert_train.cli.common import USER_ERRORS, ProgressOpt, fail
 from obert_train.cli.drop_layers import _check_output, _load
 from obert_train.cli.models import check_model_source, load_tokenizer
 from obert_train.outputs import locked_output
-from obert_train.shrink import SHRINK_REPORT_FILE
 
-__all__ = ["REPORT_FILE", "shrink_command"]
-
-REPORT_FILE = SHRINK_REPORT_FILE
+__all__ = ["shrink_command"]
 
 
 def shrink_command(
