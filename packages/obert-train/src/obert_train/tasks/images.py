@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedModel
 
+from obert_core import shared
 from obert_train.errors import DataError, MissingDependencyError, ModelError
 from obert_train.tasks.base import Feature, Task, _batches
 
@@ -49,8 +50,9 @@ __all__ = [
     "split_examples",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-"""File endings read as images in a class folder (other files are ignored)."""
+IMAGE_EXTENSIONS = shared.IMAGE_EXTENSIONS
+"""File endings read as images in a class folder (other files are ignored; the one list both
+obert-train and obert-deploy read, :data:`obert_core.shared.IMAGE_EXTENSIONS`)."""
 
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 """Pillow modes read as one grey channel (``"L"``); every other mode is read as RGB."""
