@@ -373,3 +373,114 @@ def test_vit_shaped_allocation_meets_the_budget_within_one_block(
     kept = got.cost / got.dense_cost
     assert budget - 1 / 3072 < kept <= budget * (1 + 1e-12)
     assert sum(got.pruned.values()) == 3072 - math.floor(budget * 3072 + 1e-9)
+
+
+def _uniform_kept(cost: dict, counts: dict, budget: float) -> dict[str, int]:
+    zero = {n: np.zeros(counts[n] + 1) for n in counts}
+    res = ob.allocate_ratios(zero, cost, budget, blocks=counts, rule="uniform", min_density=0.0)
+    return {n: counts[n] - res.pruned[n] for n in counts}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    layers=st.integers(1, 4),
+    budget=st.floats(0.1, 0.9),
+    floor=st.floats(0.0, 1.0),
+    same_block=st.booleans(),
+)
+def test_floor_is_respected_and_the_budget_met_within_one_block(
+    seed: int, layers: int, budget: float, floor: float, same_block: bool
+) -> None:
+    """(B-9): every layer keeps ceil(φ·u_l) blocks or more; the budget still within one block."""
+    dist, cost, counts, _, blocks = _block_problem(seed, layers, same_block=same_block)
+    res = ob.allocate_ratios(
+        dist, cost, budget, blocks=counts, rule="lagrange", smooth=None, min_density=0.0,
+        floor=floor,
+    )  # fmt: skip
+    assert res.floor == floor
+    target = budget * res.dense_cost
+    assert res.cost <= target * (1 + 1e-12)
+    uniform = _uniform_kept(cost, counts, budget)
+    for name, k in res.pruned.items():
+        assert counts[name] - k >= math.ceil(floor * uniform[name] - 1e-9)
+        if k > 0:  # within one block: no layer could take one more back
+            assert target - res.cost < 2.0 * blocks[name][0] * blocks[name][1]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    layers=st.integers(1, 4),
+    budget=st.floats(0.05, 0.95),
+    floor=st.sampled_from([0.25, 0.5, 0.75]),
+)
+def test_with_a_floor_the_choice_is_the_best_allocation_that_respects_it(
+    seed: int, layers: int, budget: float, floor: float
+) -> None:
+    """Equal block costs: brute force over every allocation meeting the budget and the floors."""
+    dist, cost, counts, _, _ = _block_problem(seed, layers, same_block=True)
+    names = list(dist)
+    res = ob.allocate_ratios(
+        dist, cost, budget, blocks=counts, rule="lagrange", smooth=None, min_density=0.0,
+        floor=floor,
+    )  # fmt: skip
+    uniform = _uniform_kept(cost, counts, budget)
+    top = [counts[n] - math.ceil(floor * uniform[n] - 1e-9) for n in names]
+    target = budget * res.dense_cost * (1 + 1e-12)
+    best = min(
+        _value(dist, names, combo)
+        for combo in itertools.product(*(range(t + 1) for t in top))
+        if _value(cost, names, combo) <= target
+    )
+    pick = tuple(res.pruned[n] for n in names)
+    assert _value(dist, names, pick) == pytest.approx(best, abs=1e-9)
+
+
+def test_floor_one_is_the_uniform_allocation_and_a_floor_lifts_a_collapsed_layer() -> None:
+    """φ = 1 with one block shape: no layer below uniform, so exactly the uniform counts; φ = 0.5
+    keeps a layer whose curve is flat (free to prune) at half its uniform share."""
+    counts = {"free": 64, "costly": 256, "mid": 64}
+    cost = {n: ob.flops_curve((8 * k // 8, 64), "8x8", ratios=ob.count_ratios(k)) for n, k in
+            counts.items()}  # fmt: skip
+    dist = {
+        "free": np.zeros(65),
+        "costly": np.cumsum(np.r_[0.0, np.linspace(1, 2, 256)]),
+        "mid": np.cumsum(np.r_[0.0, np.linspace(0.1, 3, 64)]),
+    }
+    for budget in (0.5, 0.3):
+        uniform = _uniform_kept(cost, counts, budget)
+        one = ob.allocate_ratios(dist, cost, budget, blocks=counts, rule="lagrange", floor=1.0)
+        assert {n: counts[n] - k for n, k in one.pruned.items()} == uniform
+        free = ob.allocate_ratios(dist, cost, budget, blocks=counts, rule="lagrange")
+        assert counts["free"] - free.pruned["free"] == math.ceil(0.05 * 64)  # the 5 % minimum
+        half = ob.allocate_ratios(dist, cost, budget, blocks=counts, rule="lagrange", floor=0.5)
+        assert counts["free"] - half.pruned["free"] == math.ceil(0.5 * uniform["free"])
+        assert half.cost <= budget * half.dense_cost
+    # a shared grid: the density floor is φ times the uniform density
+    ratios = ob.ratio_grid(100)
+    grid_dist = {"free": np.zeros(101), "costly": 5 * ratios**2}
+    grid_cost = {"free": 10 * (1 - ratios), "costly": 10 * (1 - ratios)}
+    got = ob.allocate_ratios(
+        grid_dist, grid_cost, 0.5, ratios=ratios, rule="lagrange", smooth=None, floor=0.5
+    )
+    assert got.ratios["free"] == pytest.approx(0.75)  # density 0.25 = 0.5 · 0.5
+    assert got.ratios["costly"] == pytest.approx(0.25)
+
+
+def test_floor_bad_input_and_allocate_blocks_passes_it() -> None:
+    ratios = ob.ratio_grid(100)
+    dist = {"a": ratios**2, "b": 50 * ratios**2}
+    cost = {"a": 10 * (1 - ratios), "b": 10 * (1 - ratios)}
+    for bad in (-0.1, 1.5, True, "0.5", float("nan")):
+        with pytest.raises(oc.ObertError, match=r"floor must be"):
+            ob.allocate_ratios(dist, cost, 0.5, ratios=ratios, floor=bad)  # type: ignore[arg-type]
+    rng = np.random.default_rng(3)
+    weights = {"q": rng.standard_normal((64, 64)), "fc": rng.standard_normal((256, 64))}
+    grads = {n: rng.standard_normal(w.shape) for n, w in weights.items()}
+    for floor in (0.8, 1.0):
+        got = ob.allocate_blocks(weights, "8x8", 0.5, grads=grads, rule="lagrange", floor=floor)
+        assert got.floor == floor and got.cost <= 0.5 * got.dense_cost
+        assert 64 - got.pruned["q"] >= math.ceil(floor * 32)
+        assert 256 - got.pruned["fc"] >= math.ceil(floor * 128)
+    assert ob.allocate_blocks(weights, "8x8", 0.5, grads=grads).floor == 0.0

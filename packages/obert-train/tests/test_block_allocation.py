@@ -336,3 +336,63 @@ def test_obs_allocation_does_not_depend_on_the_memory_budget(
     for name, p in results[0].items():
         assert torch.equal(p != 0, results[1][name] != 0), name
         torch.testing.assert_close(p, results[1][name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(("method", "allocation"), [("obert", "obs"), ("lpvit", "lpvit")])
+def test_allocation_floor_keeps_each_tensor_near_its_uniform_share(
+    tiny_bert: BertForSequenceClassification,
+    task: ClassificationTask,
+    method: str,
+    allocation: str,
+) -> None:
+    """(B-9): every tensor keeps ceil(φ·uniform) blocks or more; φ = 1 is the uniform counts."""
+    extra = OBERT if method == "obert" else LPVIT
+    uniform = _prune(copy.deepcopy(tiny_bert), method, "uniform", task, 0.7)
+    free = _prune(copy.deepcopy(tiny_bert), method, allocation, task, 0.7)
+    # the fraction of its uniform share the most-cut tensor keeps without a floor
+    lowest = min((n - k) / (n - uniform[name][0]) for name, (k, n) in free.items())
+    assert lowest < 1
+    binding = (1 + lowest) / 2  # a floor that lifts that tensor
+    for floor in (binding, 1.0):
+        model = copy.deepcopy(tiny_bert)
+        settings = {"mask_type": f"{R}x{C}", "allocation": allocation, **extra,
+                    "allocation_floor": floor}  # fmt: skip
+        oneshot_prune(model, method, 0.7, settings=settings, task=task, progress=False)
+        counts = _block_counts(model)
+        pruned = sum(k for k, _ in counts.values())
+        total = sum(n for _, n in counts.values())
+        assert 0 <= pruned - 0.7 * total < 1  # the budget, within one block
+        for name, (k, n) in counts.items():
+            assert n - k >= np.ceil(floor * (n - uniform[name][0]) - 1e-9), name
+        if floor == 1.0:
+            assert counts == uniform
+        else:
+            assert counts != free
+
+
+def test_allocation_floor_is_checked_fingerprinted_and_shown() -> None:
+    with pytest.raises(RecipeError, match=r"allocation_floor 1\.5 must lie in \[0, 1\]"):
+        create_method("obert", mask_type="8x8", fisher_block_size=16, allocation="obs",
+                      allocation_floor=1.5)  # fmt: skip
+    with pytest.raises(RecipeError, match="allocation is 'uniform'; set allocation to 'lpvit'"):
+        create_method("magnitude", mask_type="8x8", allocation="uniform", allocation_floor=0.5)
+    with pytest.raises(RecipeError, match="allocation is 'global'"):
+        create_method("structured", allocation_floor=0.5)
+    plain = ObertSettings(mask_type="8x8", fisher_block_size=16, allocation="obs")
+    assert "allocation_floor" not in settings_content(plain)  # old fingerprints stay
+    floored = ObertSettings(
+        mask_type="8x8", fisher_block_size=16, allocation="obs", allocation_floor=0.5
+    )
+    assert settings_content(floored)["allocation_floor"] == 0.5
+    from obert_train.recipe import load_recipe
+
+    text = (
+        "version: 1.1.0\nmodifiers:\n  - !EpochRangeModifier\n    start_epoch: 0.0\n"
+        "    end_epoch: 2.0\n  - !OBSPruningModifier\n    params: ['re:bert.encoder.layer.*.attention.self.query.weight']\n"
+        "    init_sparsity: 0.5\n    final_sparsity: 0.7\n    start_epoch: 0.0\n"
+        "    end_epoch: 1.0\n    update_frequency: 1.0\n    mask_type: 8x8\n"
+        "    fisher_block_size: 16\n    allocation: obs\n    allocation_floor: 0.5\n"
+    )
+    plan = load_recipe(text).describe()
+    assert "allocation_floor=0.5" in plan
+    assert "every tensor keeps at least 0.5 of the blocks uniform allocation would keep" in plan

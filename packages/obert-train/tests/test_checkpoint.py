@@ -37,6 +37,7 @@ def test_pruned_checkpoint_loads_with_plain_from_pretrained(
         "targets": None,
         "allocation": "global",
         "latency_table": None,
+        "allocation_floor": None,
     }
 
     # Loading the pruned checkpoint and pruning further keeps the earlier mask.

@@ -37,6 +37,14 @@ take one more back.
 
 Every layer keeps at least the density ``min(0.05, budget / 2)`` (LPViT's minimum): with counts
 at least ``ceil(min_density·n_l)`` blocks, on a shared grid no ratio above ``1 − min_density``.
+
+The **floor** ``φ`` (B-9) bounds how far below the uniform allocation a layer may go: layer ``l``
+keeps at least ``ceil(φ·u_l)`` blocks, ``u_l`` the blocks the uniform rule keeps it at the same
+budget (on a shared grid: the density ``φ·(1 − a_u)``). The curves are each layer's own loss,
+which grows with the layer's removals alone and misses the compounding of the removals of the
+layers before it; the floor is the trust region of that model (docs/math.md §8). Since the
+uniform allocation meets the budget and respects every floor (``φ ≤ 1``), a floor never makes a
+budget unreachable for ``rule="lagrange"``.
 """
 
 from __future__ import annotations
@@ -78,6 +86,8 @@ class Allocation:
         min_density: the density every layer keeps at least.
         pruned: layer name → number of blocks removed, where the counts were given (``blocks=``);
             else empty.
+        floor: ``φ`` of (B-9): every layer keeps at least this fraction of the blocks (density)
+            the uniform allocation keeps it (0: no floor).
     """
 
     ratios: dict[str, float]
@@ -88,6 +98,7 @@ class Allocation:
     beta: float
     min_density: float
     pruned: dict[str, int] = field(default_factory=dict)
+    floor: float = 0.0
 
 
 def _curves(
@@ -161,6 +172,7 @@ def allocate_ratios(
     h: int = 4,
     min_density: float | None = None,
     blocks: Mapping[str, int] | None = None,
+    floor: float | None = None,
 ) -> Allocation:
     """Per-layer pruning ratios that keep ``budget`` of the dense cost, by equal slopes.
 
@@ -183,16 +195,21 @@ def allocate_ratios(
         blocks: layer name → its number of blocks ``n_l``. Then every curve of layer ``l`` has
             ``n_l + 1`` values, at ``k = 0 … n_l`` pruned blocks (the ratios
             :func:`~obert_core.blocks.count_ratios`), and the budget is met within one block.
+        floor: ``φ`` in [0, 1] of (B-9): every layer keeps at least ``ceil(φ·u_l)`` of its
+            blocks, ``u_l`` the blocks the uniform rule keeps it at this budget (on a shared
+            grid, the density ``φ`` times the uniform density); ``None`` or 0: only
+            ``min_density``. ``1`` allows no layer below the uniform allocation.
 
     Returns:
         An :class:`Allocation`; ``cost ≤ budget · dense_cost``.
 
     Raises:
         ObertError: a budget outside (0, 1), curves that do not match the layers or their
-            candidate points, ``ratios`` and ``blocks`` together, or a budget no allocation meets
-            (raise it or lower ``min_density``).
+            candidate points, ``ratios`` and ``blocks`` together, a ``floor`` outside [0, 1], or
+            a budget no allocation meets (raise it or lower ``min_density``).
     """
     b = _check_budget(budget)
+    phi = 0.0 if floor is None else _check_floor(floor)
     if rule not in RULES:
         raise ObertError(f"unknown rule {rule!r}; choose one of {', '.join(map(repr, RULES))}.")
     if not isinstance(distortion, Mapping) or not distortion:  # type: ignore[redundant-expr]
@@ -239,6 +256,18 @@ def allocate_ratios(
     dense = float(sum(costs[k][0] for k in names))
     target = b * dense * (1 + _TOL)
 
+    if phi > 0 and rule != "uniform":  # (B-9): no layer below φ of its uniform share
+        upick = _uniform(grids, costs, top, target, dense, b, dens, bool(counts))
+        if counts:
+            upick = _fill(upick, costs, {}, target, grids, uniform=True)
+            for k in names:
+                top[k] = min(top[k], counts[k] - math.ceil(phi * (counts[k] - upick[k]) - 1e-9))
+        else:
+            a = grids[names[0]]
+            low = phi * (1.0 - float(a[upick[names[0]]]))
+            last = int(np.flatnonzero(a <= 1.0 - low + _TOL)[-1])
+            top = {k: min(top[k], last) for k in names}
+
     def result(pick: dict[str, int], exponent: float) -> Allocation:
         return Allocation(
             ratios={k: float(grids[k][pick[k]]) for k in names},
@@ -249,6 +278,7 @@ def allocate_ratios(
             beta=bet,
             min_density=dens,
             pruned={k: pick[k] for k in counts},
+            floor=phi,
         )
 
     if rule == "uniform":
@@ -267,7 +297,8 @@ def allocate_ratios(
         raise ObertError(
             f"budget={b!r} cannot be met: the cheapest allocation found keeps "
             f"{hi_cost / dense:.4g} of the dense cost (every layer keeps at least density "
-            f"{dens:.4g}); raise the budget or lower min_density."
+            f"{dens:.4g}" + (f" and {phi:.4g} of its uniform share" if phi else "") + "); raise "
+            "the budget or lower min_density."
         )
     lo_cost, lo_pick = total(_S_LOW)
     s_hi = _S_HIGH
@@ -376,6 +407,18 @@ def _check_density(value: object) -> float:
     if not (0.0 <= d < 1.0):
         raise ObertError(f"min_density must be in [0, 1) (LPViT: 0.05), got {value!r}.")
     return d
+
+
+def _check_floor(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ObertError(f"floor must be a number in [0, 1], got {value!r}.")
+    f = float(value)
+    if not (0.0 <= f <= 1.0):
+        raise ObertError(
+            f"floor must be in [0, 1] (the fraction of its uniform share of blocks every layer "
+            f"keeps at least, e.g. 0.5; 1 = never below uniform), got {value!r}."
+        )
+    return f
 
 
 def _check_beta(value: object) -> float:

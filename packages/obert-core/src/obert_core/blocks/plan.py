@@ -65,6 +65,7 @@ def allocate_blocks(
     h: int = 4,
     min_density: float | None = None,
     damp: float = DEFAULT_DAMP,
+    floor: float | None = None,
 ) -> Allocation:
     """Per-layer pruning ratios of ``r×c`` blocks that keep ``budget`` of the dense cost.
 
@@ -85,6 +86,8 @@ def allocate_blocks(
         h: the stencil offset of the slopes (LPViT: 4).
         min_density: the smallest density a layer keeps (default ``min(0.05, budget/2)``).
         damp: ``λ`` of LPViT's distortion (B-4).
+        floor: ``φ`` of (B-9): every layer keeps at least this fraction of the blocks the
+            uniform allocation keeps it (see :func:`~obert_core.blocks.allocate_ratios`).
 
     Every curve is sampled at each layer's whole numbers of pruned blocks ``0 … n``
     (:func:`~obert_core.blocks.count_ratios`), so the budget is met within one block
@@ -146,4 +149,5 @@ def allocate_blocks(
         h=h,
         min_density=min_density,
         blocks=counts,
+        floor=floor,
     )

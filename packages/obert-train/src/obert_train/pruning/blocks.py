@@ -204,6 +204,7 @@ def allocate_block_ratios(
     *,
     distortion: Mapping[str, Any] | None = None,
     latency: LatencyTable | None = None,
+    floor: float | None = None,
 ) -> ob.Allocation:
     """Per-tensor block ratios of a step to ``sparsity`` (the cost fraction removed).
 
@@ -216,6 +217,9 @@ def allocate_block_ratios(
             :func:`obert_core.blocks.count_ratios` of :func:`block_counts`) for ``"lpvit"`` /
             ``"obs"``.
         latency: A latency table (cost = latency), or None (cost = FLOPs).
+        floor: ``allocation_floor``: every tensor keeps at least this fraction of the blocks the
+            uniform allocation keeps it (:func:`obert_core.blocks.allocate_ratios`, ``floor``);
+            None: LPViT's minimum density alone.
 
     Returns:
         The :class:`obert_core.blocks.Allocation` (``pruned``: blocks removed per tensor; the
@@ -254,6 +258,7 @@ def allocate_block_ratios(
             power=power,
             rule="uniform" if allocation == "uniform" else "lagrange",
             blocks=counts,
+            floor=None if allocation == "uniform" else floor,
         )
     except oc.ObertError as exc:
         raise RecipeError(f"allocation {allocation!r} at sparsity {sparsity:.4g}: {exc}") from None
@@ -275,6 +280,7 @@ def allocated_block_masks(
     *,
     distortion: Mapping[str, Any] | None = None,
     latency: LatencyTable | None = None,
+    floor: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Keep-masks of a step to ``sparsity`` with per-tensor block ratios from the allocation.
 
@@ -291,13 +297,14 @@ def allocated_block_masks(
         block: ``(r, c)``.
         distortion: Curves for ``"lpvit"`` / ``"obs"`` (see :func:`allocate_block_ratios`).
         latency: A latency table, or None (FLOPs).
+        floor: ``allocation_floor`` (see :func:`allocate_block_ratios`).
 
     Returns:
         ``{name: flat bool keep-mask}``.
     """
     dims = {n: (int(shapes[n][0]), int(shapes[n][1])) for n in scores}
     plan = allocate_block_ratios(
-        allocation, dims, block, sparsity, distortion=distortion, latency=latency
+        allocation, dims, block, sparsity, distortion=distortion, latency=latency, floor=floor
     )
     r, c = block
     out = {}

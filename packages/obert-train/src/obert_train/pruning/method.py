@@ -125,11 +125,21 @@ class MethodSettings(BaseModel):
             blocks kept; :func:`obert_train.pruning.blocks.load_latency_table`): the allocation's
             budget is then latency instead of FLOPs.  Needs an allocation other than
             ``"global"``; every target shape must be in the table.
+        allocation_floor: With allocation ``"lpvit"`` or ``"obs"``: every tensor keeps at
+            least this fraction (in [0, 1]) of the blocks the uniform allocation keeps it at the
+            same step (docs/math.md §8, (B-9)); e.g. 0.5 at sparsity 0.7 keeps at least 15 % of
+            each tensor's blocks.  None: only LPViT's minimum density ``min(0.05, (1 − s)/2)``.
+            The per-tensor curves ignore how the removals of earlier layers compound; the floor
+            bounds how far the allocation trusts them.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    omitted_at_default: ClassVar[tuple[str, ...]] = ("allocation", "latency_table")
+    omitted_at_default: ClassVar[tuple[str, ...]] = (
+        "allocation",
+        "latency_table",
+        "allocation_floor",
+    )
     """Settings added after the recipe fingerprint's format was fixed: a recipe's fingerprint
     includes them only when they differ from their default, so runs started before they existed
     still resume (``RecipePruningModifier.content``)."""
@@ -139,6 +149,7 @@ class MethodSettings(BaseModel):
     targets: list[str] | None = None
     allocation: Literal["global", "uniform", "lpvit", "obs"] = "global"
     latency_table: str | None = None
+    allocation_floor: float | None = None
 
     allocates_blocks: ClassVar[bool] = True
     """Whether ``allocation`` is the RxC block allocation (structured pruning has its own)."""
@@ -165,8 +176,26 @@ class MethodSettings(BaseModel):
             )
         return value
 
+    @field_validator("allocation_floor")
+    @classmethod
+    def _check_floor(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"allocation_floor {value!r} must lie in [0, 1]: the fraction of its uniform "
+                "share of blocks every tensor keeps at least (e.g. 0.5; 1 = never below uniform)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _check_allocation(self) -> MethodSettings:
+        if self.allocation_floor is not None and (
+            not self.allocates_blocks or self.allocation not in ("lpvit", "obs")
+        ):
+            raise ValueError(
+                f"allocation_floor {self.allocation_floor!r} bounds a per-layer allocation of "
+                f"RxC blocks, but allocation is {self.allocation!r}; set allocation to 'lpvit' "
+                "or 'obs' (or drop allocation_floor)"
+            )
         if not self.allocates_blocks:
             if self.latency_table is not None:
                 raise ValueError(
@@ -326,7 +355,7 @@ def select_masks(
             latency = load_latency_table(settings.latency_table) if settings.latency_table else None
             return allocated_block_masks(
                 allocation, scores, sparsity, masks, shapes, block,
-                distortion=distortion, latency=latency,
+                distortion=distortion, latency=latency, floor=settings.allocation_floor,
             )  # fmt: skip
         return _select_block_masks(scores, sparsity, masks, settings, shapes)
     check_nm_sparsity(settings, sparsity)

@@ -182,8 +182,20 @@ def _pruning_lines(recipe: _Plan, spe: int | None) -> list[str]:
 
 
 def _allocation_lines(m: PruningModifier) -> list[str]:
-    """Structured pruning with ``allocation: uniform``: what each step keeps per layer."""
+    """What each step keeps per layer: structured ``uniform``, RxC ``lpvit`` / ``obs``."""
     values = m.settings.model_dump()
+    if values.get("allocation") in ("lpvit", "obs"):
+        curves = "LPViT's distortion" if values["allocation"] == "lpvit" else "the OBS loss"
+        floor = values.get("allocation_floor")
+        keep = (
+            f"at least {floor:g} of the blocks uniform allocation would keep it"
+            if floor is not None
+            else "at least LPViT's minimum density min(0.05, (1 - target)/2)"
+        )
+        return [
+            f"    allocation {values['allocation']}: each tensor's blocks by equal slopes of "
+            f"{curves} curves; every tensor keeps {keep} (allocation_floor)"
+        ]
     if values.get("allocation") != "uniform":
         return []
     heads = values.get("structure") == "heads"
