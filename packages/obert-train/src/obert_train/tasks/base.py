@@ -113,6 +113,30 @@ def _batches(
         yield {k: v.to(device) for k, v in collate(items[start : start + batch_size]).items()}
 
 
+def _dev_accuracy(
+    features: Sequence[Feature],
+    collate: Any,
+    model: torch.nn.Module,
+    batch_size: int,
+    progress: bool,
+    what: str,
+) -> dict[str, float]:
+    """Accuracy (argmax of the logits) and mean cross-entropy loss over the dev ``features``.
+
+    ``what`` names the task in the error raised when there is nothing to evaluate.
+    """
+    if not features:
+        raise DataError(f"{what}: no dev examples to evaluate on")
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for batch in _batches(features, batch_size, collate, "eval", progress, model):
+        out = model(**batch)
+        correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
+        loss_sum += float(out.loss) * len(batch["labels"])
+    n = len(features)
+    return {"accuracy": correct / n, "loss": loss_sum / n, "num_examples": float(n)}
+
+
 class ClassificationTask(Task):
     """Sentence (pair) classification from GLUE-style examples; metric: dev accuracy.
 
@@ -278,16 +302,9 @@ class ClassificationTask(Task):
         self, model: torch.nn.Module, *, batch_size: int = 64, progress: bool = True
     ) -> dict[str, float]:
         """Dev accuracy and mean cross-entropy loss over all dev examples."""
-        if not self.dev_features:
-            raise DataError("classification task: no dev examples to evaluate on")
-        model.eval()
-        correct, loss_sum = 0, 0.0
-        for batch in _batches(self.dev_features, batch_size, self.collate, "eval", progress, model):
-            out = model(**batch)
-            correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
-            loss_sum += float(out.loss) * len(batch["labels"])
-        n = len(self.dev_features)
-        return {"accuracy": correct / n, "loss": loss_sum / n, "num_examples": float(n)}
+        return _dev_accuracy(
+            self.dev_features, self.collate, model, batch_size, progress, "classification task"
+        )
 
 
 def _has_head(config: Any) -> bool:

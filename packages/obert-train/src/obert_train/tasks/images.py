@@ -37,7 +37,7 @@ from transformers import AutoConfig, AutoModelForImageClassification, PreTrained
 
 from obert_core import shared
 from obert_train.errors import DataError, MissingDependencyError, ModelError
-from obert_train.tasks.base import Feature, Task, _batches
+from obert_train.tasks.base import Feature, Task, _dev_accuracy
 
 __all__ = [
     "CHANNELS",
@@ -426,16 +426,9 @@ class ImageClassificationTask(Task):
         self, model: torch.nn.Module, *, batch_size: int = 64, progress: bool = True
     ) -> dict[str, float]:
         """Dev accuracy and mean cross-entropy loss over all dev images."""
-        if not self.dev_features:
-            raise DataError("image classification: no dev images to evaluate on")
-        model.eval()
-        correct, loss_sum = 0, 0.0
-        for batch in _batches(self.dev_features, batch_size, self.collate, "eval", progress, model):
-            out = model(**batch)
-            correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
-            loss_sum += float(out.loss) * len(batch["labels"])
-        n = len(self.dev_features)
-        return {"accuracy": correct / n, "loss": loss_sum / n, "num_examples": float(n)}
+        return _dev_accuracy(
+            self.dev_features, self.collate, model, batch_size, progress, "image classification"
+        )
 
 
 def _check_channels(value: object, what: str) -> int:
