@@ -77,7 +77,17 @@ LATENCY_CONFIGS: dict[str, tuple[str, str]] = {
     "obs-latency": ("obert", "obs"),
 }
 """The same allocations with a measured-latency budget (only with a latency table)."""
-NO_UPDATE = frozenset({"obsnu-uniform", "obsnu-obs"})
+FLOORS = (0.25, 0.5, 0.75)
+"""``allocation_floor`` values tried (docs/math.md §8, (B-9)): configs ``<config>-f<100·φ>``."""
+FLOOR_OF: dict[str, float] = {}
+for _phi in FLOORS:
+    for _config in ("lpvit-lpvit", "obs-obs", "obsnu-obs"):
+        _name = f"{_config}-f{round(100 * _phi)}"
+        CONFIGS[_name] = CONFIGS[_config]
+        FLOOR_OF[_name] = _phi
+NO_UPDATE = frozenset(c for c in CONFIGS if c.startswith("obsnu-"))
+PLOTTED = ("obs-obs", "lpvit-lpvit", "obs-obs-f50")
+"""The allocations of the per-tensor panel of the plot (the others are in the JSON)."""
 
 
 def _label(config: str, block: str, sparsity: float) -> str:
@@ -85,7 +95,9 @@ def _label(config: str, block: str, sparsity: float) -> str:
     return f"{config}-{block}-{round(100 * sparsity)}"
 
 
-def _settings(method: str, allocation: str, block: str, args: argparse.Namespace) -> dict[str, Any]:
+def _settings(
+    method: str, allocation: str, block: str, args: argparse.Namespace, config: str = ""
+) -> dict[str, Any]:
     """The method's settings: the default targets (the 36 encoder Linear weights)."""
     if block == "block4":  # oBERT's 4-block masks, Fisher blocks of 32 (the paper's)
         return {
@@ -98,6 +110,8 @@ def _settings(method: str, allocation: str, block: str, args: argparse.Namespace
         }
     c = int(block.split("x")[1])
     out: dict[str, Any] = {"mask_type": block, "allocation": allocation}
+    if config in FLOOR_OF:
+        out["allocation_floor"] = FLOOR_OF[config]
     if method == "obert":
         out.update(
             num_grads=args.num_grads, grad_batch_size=args.grad_batch_size, damp=args.damp,
@@ -192,7 +206,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
     if table is not None:
         configs.update(LATENCY_CONFIGS)
         print(f"latency table: {table}", flush=True)
-    chosen = args.only or list(configs)
+    chosen = args.only or [c for c in configs if c not in FLOOR_OF]
     for block in args.blocks:
         for sparsity in args.sparsities:
             for config in chosen:
@@ -201,7 +215,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
                     print(f"{label}: done", flush=True)
                     continue
                 method, allocation = configs[config]
-                settings = _settings(method, allocation, block, args)
+                settings = _settings(method, allocation, block, args, config)
                 if config in LATENCY_CONFIGS:
                     if table is None:
                         sys.exit(f"{config} needs --latency-table FILE")
@@ -384,7 +398,9 @@ def _plot(oneshot: dict[str, Any], runs: dict[str, Any], blocks: list[str]) -> N
     ax.set_title(f"MiniLM-L6, {block} blocks, one-shot")
     ax.legend(fontsize=7, loc="upper left", ncol=2)
     for s, line in zip(SPARSITIES, ("-", ":"), strict=True):
-        for config, (mark, color) in (("obs-obs", ("o", "C0")), ("lpvit-lpvit", ("s", "C1"))):
+        for config, (mark, color) in zip(
+            PLOTTED, (("o", "C0"), ("s", "C1"), ("^", "C4")), strict=True
+        ):
             label = _label(config, block, s)
             if label not in oneshot:
                 continue

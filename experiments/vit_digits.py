@@ -75,7 +75,26 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "obsnu-obs": ("obert", {"allocation": "obs", "fisher_block_size": 64}),
 }
 """Config -> (method, its settings besides the block and the calibration)."""
-NO_UPDATE = frozenset({"obsnu-uniform", "obsnu-obs"})
+FLOORS = (0.25, 0.5, 0.75)
+"""``allocation_floor`` values tried (docs/math.md §8, (B-9)): configs ``<config>-f<100·φ>``."""
+for _phi in FLOORS:
+    _tag = f"f{round(100 * _phi)}"
+    CONFIGS[f"lpvit-lpvit-{_tag}"] = ("lpvit", {"allocation": "lpvit", "allocation_floor": _phi})
+    for _name in ("obs-obs", "obsnu-obs"):
+        CONFIGS[f"{_name}-{_tag}"] = (
+            "obert", {"allocation": "obs", "fisher_block_size": 64, "allocation_floor": _phi}
+        )  # fmt: skip
+MORE_GRADS = 128
+"""Calibration batches of the ``-m128`` configs: more gradients than the Fisher block (64)."""
+for _name, (_method, _settings) in [
+    ("lpvit-uniform", CONFIGS["lpvit-uniform"]),
+    ("obs-uniform", CONFIGS["obs-uniform"]),
+    ("obsnu-uniform", CONFIGS["obsnu-uniform"]),
+]:
+    CONFIGS[f"{_name}-m{MORE_GRADS}"] = (_method, {**_settings, "num_grads": MORE_GRADS})
+NO_UPDATE = frozenset(c for c in CONFIGS if c.startswith("obsnu-"))
+PLOTTED = ("lpvit-lpvit", "obs-obs", "lpvit-lpvit-f50", "obs-obs-f50")
+"""The allocations the kept-blocks plot shows (the others are in the JSON)."""
 """Configs that keep the OBS masks but not the OBS update: the kept weights are put back to
 their dense values (the OBS block saliency alone, as the issue's score comparison asks)."""
 VIT: dict[str, Any] = {
@@ -262,7 +281,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
     if not (DENSE / "model.safetensors").is_file():
         sys.exit(f"no dense model at {DENSE}: run `vit_digits.py train` first")
 
-    configs = [args.only] if args.only else list(CONFIGS)
+    configs = args.only or list(CONFIGS)
     sparsities = [args.sparsity] if args.sparsity is not None else list(SPARSITIES)
     for sparsity in sparsities:
         for config in configs:
@@ -342,9 +361,7 @@ def cmd_report(args: argparse.Namespace) -> None:
                   f"{e['seconds']:.1f} |")  # fmt: skip
     for sparsity in SPARSITIES:
         labels = [
-            _label(c, sparsity)
-            for c in CONFIGS
-            if c not in NO_UPDATE and _label(c, sparsity) in oneshot
+            _label(c, sparsity) for c in PLOTTED if _label(c, sparsity) in oneshot
         ]  # the masks of NO_UPDATE are those of the obs-* configs
         if not labels:
             continue
@@ -392,7 +409,7 @@ def main() -> None:
     add_run_options(p, threads=1, seed=42, force=True, no_progress=True)
     p = sub.add_parser("prune")
     add_run_options(p, threads=1, seed=42, force=True, no_progress=True)
-    p.add_argument("--only", choices=sorted(CONFIGS), help="one config (default all)")
+    p.add_argument("--only", nargs="*", choices=sorted(CONFIGS), help="configs (default all)")
     p.add_argument("--sparsity", type=float, help="one sparsity (default 0.5 and 0.7)")
     p.add_argument("--no-kd", action="store_true", help="one-shot only")
     p.add_argument("--calib-seed", type=int, default=0,
