@@ -18,9 +18,14 @@ blocks removed, met within one block), configs:
   ``experiments/results/latency_tables/minilm_deepsparse_16x16.json``); ``report --latency-table``
   adds every model's target-Linear latency predicted by the table.
 
+* ``<config>-f25`` / ``-f50`` / ``-f75`` of ``lpvit-lpvit``, ``obs-obs``, ``obsnu-obs``: the
+  same allocation with ``allocation_floor`` 0.25 / 0.5 / 0.75 (every tensor keeps at least that
+  fraction of its uniform share of blocks, docs/math.md §8, (B-9)); run with ``--only``.
+
 Sub-commands (1 thread by default; finished entries are skipped unless ``--force``):
 
     .venv/bin/python experiments/blocks_minilm.py prune --save   # one-shot, every config
+    .venv/bin/python experiments/blocks_minilm.py diagnose       # one layer pruned at a time
     .venv/bin/python experiments/blocks_minilm.py kd --labels L1 L2   # KD (default: 2 best at 70 %)
     .venv/bin/python experiments/blocks_minilm.py report         # table, docs/img/blocks_minilm.png
 
@@ -311,6 +316,49 @@ def _tagger(points: list[dict[str, float]], label: str) -> Any:
     return tag
 
 
+def cmd_diagnose(args: argparse.Namespace) -> None:
+    """Is the loss of a block allocation the sum of its layers' losses? (compounding)
+
+    For each saved one-shot model (``prune --save``) and each encoder layer ``i``: the dense model
+    with only layer ``i``'s six target weights taken from the pruned one, evaluated on all dev
+    sentences; then the whole pruned model.  The per-layer curves of an allocation are this
+    one-layer-at-a-time picture (and second order); the gap between the sum of the one-layer
+    loss increases and the whole model's is what they miss.
+    """
+    from safetensors.torch import load_file
+
+    run = Runner(args)
+    base = run.evaluate(run.fresh())
+    for label in args.labels:
+        key = f"diagnose-{label}"
+        if key in load_results(RESULTS).get("runs", {}) and not args.force:
+            print(f"{key}: done", flush=True)
+            continue
+        pruned = load_file(str(RUNS_DIR / label / "model.safetensors"))
+        names = list(load_results(RESULTS)["oneshot"][label]["layers"])
+        layers = sorted({int(n.split(".")[3]) for n in names})
+        rows = []
+        for layer in [*layers, -1]:
+            chosen = [n for n in names if layer == -1 or int(n.split(".")[3]) == layer]
+            state = dict(run.state)
+            state.update({n: pruned[n] for n in chosen})
+            model = run.dense
+            model.load_state_dict(state)
+            metrics = run.evaluate(model)
+            row = {"layer": layer, "loss": metrics["loss"], "accuracy": metrics["accuracy"],
+                   "delta_loss": metrics["loss"] - base["loss"]}  # fmt: skip
+            rows.append(row)
+            where = "all" if layer == -1 else layer
+            print(f"{label} layer {where}: loss {metrics['loss']:.4f} (+{row['delta_loss']:.4f}), "
+                  f"accuracy {metrics['accuracy']:.4f}", flush=True)  # fmt: skip
+        summed = sum(r["delta_loss"] for r in rows if r["layer"] != -1)
+        entry = {"label": label, "dense": base, "rows": rows, "sum_of_layers": summed,
+                 "whole": rows[-1]["delta_loss"], "machine": cpu_info()}  # fmt: skip
+        save_entry(RESULTS, key, entry)
+        print(f"{label}: sum of one-layer loss increases {summed:.4f}, whole model "
+              f"{rows[-1]['delta_loss']:.4f}", flush=True)  # fmt: skip
+
+
 def _unstructured() -> dict[float, dict[str, float]]:
     """The project's unstructured one-shot results at the same sparsities (oneshot_sst2.json)."""
     runs = load_results(UNSTRUCTURED).get("runs", {})
@@ -458,6 +506,10 @@ def main() -> None:
     k.add_argument("--kd-sparsity", type=float, default=0.7)
     k.add_argument("--kd-samples", type=int, default=2000, help="SST-2 training sentences")
     k.set_defaults(func=cmd_kd)
+    d = sub.add_parser("diagnose", help="one layer pruned at a time vs all (compounding)")
+    add_run_options(d, threads=1, seed=0, force=True)
+    d.add_argument("--labels", nargs="*", default=["obs-obs-16x16-70", "obs-uniform-16x16-70"])
+    d.set_defaults(func=cmd_diagnose)
     r = sub.add_parser("report", help="Markdown table and docs/img/blocks_minilm.png")
     r.add_argument("--latency-table", type=Path, default=None, help="predict every latency")
     r.set_defaults(func=cmd_report)

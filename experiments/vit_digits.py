@@ -20,7 +20,11 @@ k, v, o, fc1, fc2 of each layer) at 50 % and 70 % of their FLOPs, six ways:
   back to their dense values: the OBS block saliency alone);
 
 each followed by 5 epochs of fine-tuning with KD from the dense model, masks fixed
-(``vit-digits-kd.yaml``). Sub-commands::
+(``vit-digits-kd.yaml``). Further configs (one-shot, ``--only ... --no-kd``):
+``<config>-f25`` / ``-f50`` / ``-f75`` of ``lpvit-lpvit``, ``obs-obs``, ``obsnu-obs`` (the same
+allocation with ``allocation_floor`` 0.25 / 0.5 / 0.75, docs/math.md §8, (B-9)), and
+``lpvit-uniform-m128``, ``obs-uniform-m128``, ``obsnu-uniform-m128`` (128 calibration batches
+instead of 32: more gradients than the 64 weights of a Fisher block). Sub-commands::
 
     .venv/bin/python experiments/vit_digits.py data
     .venv/bin/python experiments/vit_digits.py train
