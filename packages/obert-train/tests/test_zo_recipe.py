@@ -70,6 +70,12 @@ def test_the_fingerprint_has_the_zo_settings_but_not_the_workers() -> None:
     assert one.fingerprint() != load_recipe(_zo("estimator: cge\nmu: 0.01")).fingerprint()
     two = load_recipe(_zo("estimator: cge\nworkers: 2"))
     assert two.fingerprint() == one.fingerprint()
+    # momentum 0 is the default (recipes from before the field keep their fingerprint)
+    assert load_recipe(_zo("estimator: cge\nmomentum: 0")).fingerprint() == one.fingerprint()
+    momentum = load_recipe(_zo("estimator: cge\nmomentum: 0.9"))
+    assert momentum.fingerprint() != one.fingerprint()
+    assert "SGD momentum 0.9" in momentum.describe() and "no momentum" in one.describe()
+    assert load_recipe(momentum.to_yaml()) == momentum
 
 
 @pytest.mark.parametrize(
@@ -87,6 +93,11 @@ def test_the_fingerprint_has_the_zo_settings_but_not_the_workers() -> None:
         ("start_epoch: 1", r"start_epoch = 1"),
         ("estimator: rge", r"estimator = 'rge'"),
         ("mu_scale: 1", r"mu_scale"),
+        ("estimator: cge\nmomentum: 1.0", r"momentum = 1(\.0)?: must be < 1"),
+        ("estimator: cge\nmomentum: -0.1", r"momentum = -0\.1: must be >= 0"),
+        ("estimator: cge\nmomentum: .nan", r"momentum"),
+        ("estimator: cge\nmomentum: .inf", r"momentum"),
+        ("momentum: 0.9", r"momentum = 0\.9 needs estimator cge"),
     ],
 )
 def test_bad_fields_are_named(fields: str, message: str) -> None:

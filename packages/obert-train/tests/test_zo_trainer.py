@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from obert_train import (
     resolve_target_params,
     zo_grasp_sparsities,
 )
-from obert_train.hf.zo import ZO_STATE_FILE, ZOSettings, ZOTrainer
+from obert_train.hf.zo import ZO_MOMENTUM_FILE, ZO_STATE_FILE, ZOSettings, ZOTrainer
 
 from .conftest import NEGATIVE, POSITIVE, tiny_config
 
@@ -153,6 +154,7 @@ def test_resume_from_a_checkpoint_is_bit_identical_to_the_uninterrupted_run(
         "estimator": "spsa",
         "stages": None,
         "workers": 1,
+        "momentum": 0.0,
         "step": 4,
     }
 
@@ -338,7 +340,14 @@ def test_cge_step_with_feature_reuse_is_sgd_on_the_autograd_gradient(
             mu=1e-6, seed=4, estimator="cge", gradient_sparsity=sparse, stages=stages
         )
         trainer = _trainer(
-            tokenizer, tmp_path, model, zo=settings, masks=keep, max_steps=1, learning_rate=1.0
+            tokenizer,
+            tmp_path,
+            model,
+            zo=settings,
+            masks=keep,
+            max_steps=1,
+            learning_rate=1.0,
+            max_grad_norm=0.0,  # the step is η·ĝ itself, not clipped
         )
         before = {n: p.detach().clone() for n, p in model.named_parameters()}  # masks applied
         trainer.train()
@@ -438,3 +447,202 @@ def test_cge_weight_decay_leaves_the_frozen_matrices_alone(
     after = dict(trainer.model.named_parameters())
     assert torch.equal(after["bert.pooler.dense.weight"], before["bert.pooler.dense.weight"])
     assert not torch.equal(after["classifier.weight"], before["classifier.weight"])
+
+
+# ---------------------------------------------------------------------- CGE momentum (Z-7)
+
+
+def _head_only(model: torch.nn.Module) -> torch.nn.Module:
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(("classifier", "bert.pooler")))
+    return model
+
+
+class _Recording(ZOTrainer):
+    """A ZOTrainer that records the gradients its momentum step is fed (the CGE estimate)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fed: list[dict[str, torch.Tensor]] = []
+
+    def _momentum_step(self, grads: Any, lr: float) -> None:
+        self.fed.append({n: g.clone() for n, g in grads.items()})
+        super()._momentum_step(grads, lr)
+
+
+_SPARSE_HEAD = {"bert.pooler.dense.weight": 0.9, "classifier.weight": 0.5}
+
+
+def test_cge_momentum_is_torch_sgd_fed_the_cge_estimate(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    """Oracle: the same CGE estimates through ``torch.optim.SGD`` give the same weights, bit for
+    bit (momentum 0.9, weight decay on the matrices, a keep-mask whose zeros stay 0)."""
+    lr, beta, wd = 0.5, 0.9, 0.05
+    keep = {"classifier.weight": torch.tensor([[True] * 16 + [False] * 16] * 2)}
+    model = _head_only(_model(tokenizer))
+    oracle = _head_only(_model(tokenizer))
+    with torch.no_grad():
+        oracle.classifier.weight.mul_(keep["classifier.weight"])
+    settings = ZOSettings(
+        estimator="cge", seed=1, gradient_sparsity=_SPARSE_HEAD, mask_period=2, momentum=beta
+    )
+    trainer = _Recording(
+        model=model,
+        args=_args(tmp_path, max_steps=5, learning_rate=lr, weight_decay=wd, max_grad_norm=0.0),
+        train_dataset=_features(tokenizer),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        zo=settings,
+        masks=keep,
+    )
+    trainer.train()
+    assert len(trainer.fed) == 5
+    named = dict(oracle.named_parameters())
+    moving = list(trainer.fed[0])
+    assert "bert.pooler.dense.bias" in moving and "classifier.weight" in moving
+    assert "bert.encoder.layer.0.output.dense.weight" not in moving  # frozen: requires_grad off
+    sgd = torch.optim.SGD(
+        [
+            {"params": [named[n] for n in moving if named[n].dim() >= 2], "weight_decay": wd},
+            {"params": [named[n] for n in moving if named[n].dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=lr,
+        momentum=beta,
+    )
+    for grads in trainer.fed:
+        for n in moving:
+            named[n].grad = grads[n]
+        sgd.step()
+    for (name, a), (_, b) in zip(model.named_parameters(), oracle.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+    weight = model.classifier.weight
+    assert torch.all(weight[~keep["classifier.weight"]] == 0)  # pruned: stays exactly 0
+    # the estimate is 0 off the period's random mask (90 % of the pooler), the step is not:
+    # the buffer and the decay move every coordinate of a matrix that has a mask
+    fed = trainer.fed[-1]["bert.pooler.dense.weight"]
+    assert 0.02 < float((fed != 0).float().mean()) < 0.2
+    assert not torch.equal(
+        model.bert.pooler.dense.weight, _model(tokenizer).bert.pooler.dense.weight
+    )
+
+
+def test_cge_momentum_resumes_bit_identically_and_refuses_other_settings(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    settings = ZOSettings(
+        estimator="cge", seed=1, gradient_sparsity=_SPARSE_HEAD, mask_period=2, momentum=0.9
+    )
+    common = {
+        "max_steps": 5,
+        "save_strategy": "steps",
+        "save_steps": 1,
+        "learning_rate": 0.5,
+        "weight_decay": 0.05,
+    }
+    full = _trainer(
+        tokenizer, tmp_path / "full", _head_only(_model(tokenizer)), zo=settings, **common
+    )
+    full.train()
+    checkpoint = tmp_path / "full" / "checkpoint-3"
+    assert (checkpoint / ZO_MOMENTUM_FILE).is_file()
+    assert json.loads((checkpoint / ZO_STATE_FILE).read_text())["momentum"] == 0.9
+    resumed = _trainer(
+        tokenizer, tmp_path / "resumed", _head_only(_model(tokenizer)), zo=settings, **common
+    )
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    for (name, a), (_, b) in zip(
+        full.model.named_parameters(), resumed.model.named_parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert resumed.zo_losses == full.zo_losses[3:]
+    other = _trainer(
+        tokenizer,
+        tmp_path / "other",
+        _head_only(_model(tokenizer)),
+        zo=dataclasses.replace(settings, momentum=0.5),
+        **common,
+    )
+    with pytest.raises(ResumeError, match=r"trained with momentum=0\.9, this trainer has "):
+        other.train(resume_from_checkpoint=str(checkpoint))
+    (checkpoint / ZO_MOMENTUM_FILE).unlink()
+    again = _trainer(
+        tokenizer, tmp_path / "again", _head_only(_model(tokenizer)), zo=settings, **common
+    )
+    with pytest.raises(ResumeError, match=f"has no {ZO_MOMENTUM_FILE}"):
+        again.train(resume_from_checkpoint=str(checkpoint))
+
+
+@pytest.mark.parametrize("beta", [-0.1, 1.0, 1.5, float("nan"), float("inf")])
+def test_bad_momentum_is_named(beta: float) -> None:
+    with pytest.raises(OptionError, match=rf"ZOSettings: momentum must be in \[0, 1\).*got {beta}"):
+        ZOSettings(estimator="cge", momentum=beta)
+
+
+def test_momentum_needs_cge_and_a_number() -> None:
+    with pytest.raises(OptionError, match=r"momentum=0\.9 needs estimator='cge'; estimator='spsa'"):
+        ZOSettings(momentum=0.9)
+    with pytest.raises(ArgumentError, match=r"ZOSettings: momentum='0\.9' must be a number"):
+        ZOSettings(estimator="cge", momentum="0.9")  # type: ignore[arg-type]
+    assert ZOSettings(estimator="cge", momentum=0).momentum == 0.0
+
+
+# ---------------------------------------------------------------------- max_grad_norm
+
+
+def _one_step(
+    tokenizer: BertTokenizer, out: Path, zo: ZOSettings, **kwargs: Any
+) -> tuple[ZOTrainer, dict[str, torch.Tensor]]:
+    """One logged ZO step from the same float64 weights: the trainer and each tensor's update."""
+    model = _head_only(_model(tokenizer).double())
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = _trainer(tokenizer, out, model, zo=zo, max_steps=1, logging_steps=1,
+                       logging_strategy="steps", **kwargs)  # fmt: skip
+    trainer.train()
+    return trainer, {n: before[n] - p.detach() for n, p in model.named_parameters()}
+
+
+def _logged_grad_norm(trainer: ZOTrainer) -> float:
+    return float(next(h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h))
+
+
+def test_cge_clips_the_estimate_to_max_grad_norm_and_logs_the_pre_clip_norm(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    cge = ZOSettings(estimator="cge", seed=1, gradient_sparsity=_SPARSE_HEAD)
+    lr = 0.5
+    free, step = _one_step(tokenizer, tmp_path / "a", cge, learning_rate=lr, max_grad_norm=0.0)
+    # float64 reference: the pre-clip norm is that of the estimate, the update over η
+    norm = float(torch.cat([(d.double() / lr).reshape(-1) for d in step.values()]).norm())
+    assert free.zo_grad_norms[0] == pytest.approx(norm, rel=1e-5)
+    assert _logged_grad_norm(free) == pytest.approx(norm, rel=1e-6)
+    limit = norm / 4
+    clipped, small = _one_step(
+        tokenizer, tmp_path / "b", cge, learning_rate=lr, max_grad_norm=limit
+    )
+    assert clipped.zo_grad_norms[0] == free.zo_grad_norms[0]  # logged before clipping
+    assert _logged_grad_norm(clipped) == pytest.approx(norm, rel=1e-6)
+    for name, d in step.items():
+        torch.testing.assert_close(small[name], d * (limit / (norm + 1e-6)), rtol=1e-9, atol=1e-15)
+    _, same = _one_step(tokenizer, tmp_path / "c", cge, learning_rate=lr, max_grad_norm=2 * norm)
+    for name, d in step.items():
+        assert torch.equal(same[name], d), name  # under the limit: not touched
+
+
+def test_spsa_logs_the_estimate_norm_and_does_not_clip(
+    tokenizer: BertTokenizer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spsa = ZOSettings(mu=1e-3, seed=3)
+    lr = 1e-3
+    free, step = _one_step(tokenizer, tmp_path / "a", spsa, learning_rate=lr, max_grad_norm=0.0)
+    # q = 1: the update is η·ĝ·z, so ‖update‖ / η = |ĝ|·‖z‖
+    norm = float(torch.cat([(d.double() / lr).reshape(-1) for d in step.values()]).norm())
+    assert free.zo_grad_norms[0] == pytest.approx(norm, rel=1e-3)
+    assert _logged_grad_norm(free) == free.zo_grad_norms[0]
+    with caplog.at_level("WARNING", logger="obert_train"):
+        clipped, same = _one_step(
+            tokenizer, tmp_path / "b", spsa, learning_rate=lr, max_grad_norm=norm / 100
+        )
+    assert "is not applied to SPSA steps" in caplog.text
+    for name, d in step.items():
+        assert torch.equal(same[name], d), name
+    assert clipped.zo_grad_norms == free.zo_grad_norms

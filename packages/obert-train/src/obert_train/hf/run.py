@@ -672,6 +672,7 @@ def _zo_settings(
         mask_period=modifier.mask_period_steps(spe),
         estimator=modifier.estimator,
         workers=modifier.workers,
+        momentum=modifier.momentum,
     )
 
 

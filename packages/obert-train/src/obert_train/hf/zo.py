@@ -22,6 +22,16 @@ callbacks (its current masks, read at every step, so pruning during ZO training 
 ``masks=`` (parameter name → keep-mask), or there are none (dense MeZO). Forwards run in eval
 mode (no dropout: ``l₊`` and ``l₋`` must see the same function) under ``torch.no_grad``.
 
+DeepZero's optimizer (``ZOSettings.momentum`` > 0, ``"cge"`` only): the CGE estimate ``ĝ``
+(0 on the coordinates not estimated) drives SGD with heavy-ball momentum and coupled weight
+decay, exactly ``torch.optim.SGD(momentum=β, weight_decay=λ)`` fed ``ĝ`` as the gradient (Z-7):
+one buffer per moving tensor, saved in every checkpoint (``zo_momentum.safetensors``).
+
+``max_grad_norm`` (the Trainer's) clips the CGE estimate's global norm as first-order clipping
+does, and the Trainer logs its pre-clip norm as ``grad_norm``. SPSA logs ``|ĝ|·‖z‖`` (the norm
+of the applied estimate ``ĝz``, mean over the step's directions) and does not clip: see
+:class:`~obert_train.ZOSettings`.
+
 DeepZero's sparse gradients (``ZOSettings.gradient_sparsity``, e.g. the ZO-GraSP ratios of
 :func:`~obert_train.zo_grasp_sparsities`): every ``mask_period`` steps a fresh random mask per
 named tensor, regenerated from ``(seed, step // mask_period)``, further restricts ``m`` to the
@@ -40,6 +50,7 @@ outputs computed once per step.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
 import os
@@ -52,6 +63,7 @@ import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from obert_core.shared import atomic_output
 from obert_core.zo import random_layer_masks, zo_direction
 from obert_train._validate import check_int, check_number
 from obert_train.checkpoint import atomic_write_text
@@ -72,12 +84,18 @@ from obert_train.hf.zo_pool import (
 )
 from obert_train.recipe import Recipe
 
-__all__ = ["ZO_STATE_FILE", "ZOSettings", "ZOTrainer"]
+__all__ = ["ZO_MOMENTUM_FILE", "ZO_STATE_FILE", "ZOSettings", "ZOTrainer"]
+
+logger = logging.getLogger("obert_train")
 
 ESTIMATORS = ("spsa", "cge")
 
 ZO_STATE_FILE = "zo_state.json"
 """The ZO settings inside each ``checkpoint-N`` folder (a resume must use the same)."""
+
+ZO_MOMENTUM_FILE = "zo_momentum.safetensors"
+"""The momentum buffers (parameter name → tensor) inside each ``checkpoint-N`` folder of a run
+with ``ZOSettings.momentum`` > 0."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,22 @@ class ZOSettings:
             with a copy of the model), at most the CPU cores this process may use. The
             estimate does not depend on it (bit for bit with one thread per process), so a
             resume may change it.
+        momentum: ``"cge"`` only: DeepZero's SGD momentum ``β`` in [0, 1) (DeepZero: 0.9).
+            ``β`` > 0 makes the step ``torch.optim.SGD(lr=η, momentum=β, weight_decay=λ)`` fed
+            the CGE estimate as the gradient (docs/math.md (Z-7)): one buffer per moving tensor
+            (the memory of the weights it moves), with the Trainer's ``weight_decay`` ``λ``
+            coupled into it for matrices (``ĝ + λθ``, as SGD's); ``0`` keeps the plain step
+            ``θ ← θ − η ĝ`` with the decay as a shrink ``θ ← (1 − ηλ)θ`` before the estimate.
+            ``"spsa"`` refuses ``β`` > 0: a buffer per trained tensor would end MeZO's memory of
+            inference, which is the reason to use SPSA.
+
+    ``max_grad_norm`` (``TrainingArguments``): with ``"cge"`` the estimate's global norm is
+    clipped to it before the step, as first-order clipping does, and its pre-clip norm is logged
+    as ``grad_norm``. With ``"spsa"`` the logged ``grad_norm`` is ``|ĝ|·‖z‖``, the norm of the
+    applied estimate ``ĝz`` (mean over the step's directions), and nothing is clipped: ``‖z‖ ≈
+    √d`` for ``d`` perturbed weights, so a first-order threshold (the Trainer's default 1.0)
+    would shrink every step by about ``1/(|ĝ|√d)`` and stop the training; MeZO does not clip
+    either (the trainer logs a warning when ``max_grad_norm`` > 0).
     """
 
     mu: float = 1e-3
@@ -119,6 +153,7 @@ class ZOSettings:
     estimator: str = "spsa"
     stages: tuple[str, ...] | None = None
     workers: int = 1
+    momentum: float = 0.0
 
     def __post_init__(self) -> None:
         where = "ZOSettings"
@@ -147,6 +182,19 @@ class ZOSettings:
                 f"{where}: workers={workers} splits the coordinates of estimator='cge' across "
                 f"processes; estimator={self.estimator!r} runs its directions one after another: "
                 "use workers=1 or estimator='cge'"
+            )
+        beta = check_number(self.momentum, "momentum", where, "a number in [0, 1) such as 0.9")
+        if not math.isfinite(beta) or not 0.0 <= beta < 1.0:
+            raise OptionError(
+                f"{where}: momentum must be in [0, 1) (DeepZero uses 0.9; 0 for none), got "
+                f"{self.momentum!r}"
+            )
+        object.__setattr__(self, "momentum", float(beta))
+        if beta > 0 and self.estimator != "cge":
+            raise OptionError(
+                f"{where}: momentum={beta:g} needs estimator='cge'; estimator="
+                f"{self.estimator!r} (MeZO's SPSA) keeps the memory of inference, which a "
+                "momentum buffer per trained tensor would end: use momentum=0 or estimator='cge'"
             )
         if self.stages is not None:
             stages: object = self.stages
@@ -205,11 +253,13 @@ class ZOTrainer(Trainer):
         teacher: The distillation teacher (required when the recipe distils).
         **kwargs: Passed to ``transformers.Trainer``. The learning rate and its schedule are the
             Trainer's (the recipe's with ``recipe=``); ``weight_decay`` shrinks the matrices
-            (not biases or LayerNorm weights) by ``1 − η·wd`` per step.
+            (not biases or LayerNorm weights) by ``1 − η·wd`` per step (with
+            ``ZOSettings.momentum`` > 0 it is SGD's coupled decay, in the buffer: (Z-7));
+            ``max_grad_norm`` clips the CGE estimate (see :class:`~obert_train.ZOSettings`).
 
     Raises:
         OptionError: ``gradient_accumulation_steps`` > 1 or several processes (one batch per ZO
-            step, one process), bad :class:`ZOSettings`.
+            step, one process), bad :class:`~obert_train.ZOSettings`.
         ModelError: a mask naming no parameter of the model, or of the wrong size.
         ArgumentError: ``masks`` together with an ``ObertPruningCallback`` (one source of masks).
         TrainingError: the recipe distils but no teacher is given.
@@ -273,6 +323,20 @@ class ZOTrainer(Trainer):
             self._check_workers_can_run()
         self.zo_losses: list[float] = []
         """The mean ``(l₊ + l₋)/2`` of each step of this process (for tests and plots)."""
+        self._momentum: dict[str, torch.Tensor] = {}
+        """``"cge"`` with momentum: the SGD buffer of each moving tensor, by parameter name."""
+        self._keep: dict[str, torch.Tensor] = {}
+        """The keep-mask of each masked tensor at the current step, by parameter name."""
+        self.zo_grad_norms: list[float] = []
+        """The norm of each step's estimate, before clipping (what ``grad_norm`` logs): CGE's
+        ``‖ĝ‖``, SPSA's ``|ĝ|·‖z‖`` (mean over directions)."""
+        if self.zo.estimator == "spsa" and self.args.max_grad_norm > 0:
+            logger.warning(
+                "ZOTrainer: max_grad_norm=%g is not applied to SPSA steps (|ĝ|·‖z‖ ≈ |ĝ|√d "
+                "would be cut to it at every step); grad_norm logs |ĝ|·‖z‖. Set "
+                "max_grad_norm=0 to silence this.",
+                self.args.max_grad_norm,
+            )
         self.zo_queries: list[int] = []
         """The loss evaluations of each step, all processes: ``2q`` (SPSA) or, for CGE, one per
         coordinate (partial forwards with feature reuse) plus the one at ``θ``, and with feature
@@ -411,11 +475,14 @@ class ZOTrainer(Trainer):
                 for name, cb_mask in cb.masks.items():
                     by_id[id(cb.masks.params[name])] = cb_mask
         out: list[tuple[torch.nn.Parameter, torch.Tensor | None]] = []
+        self._keep = {}
         for name, p in self._model().named_parameters():
             if not p.requires_grad:
                 continue
             keep = self._masks.get(name) if self._masks is not None else by_id.get(id(p))
             mask: torch.Tensor | None = None if keep is None else keep.view(p.shape)
+            if mask is not None:
+                self._keep[name] = mask
             if name in random:
                 mask = random[name] if mask is None else mask & random[name]
             out.append((p, mask))
@@ -444,14 +511,22 @@ class ZOTrainer(Trainer):
         step: int,
         direction: int,
         scale: float,
-    ) -> None:
-        """``θ ← θ + scale · z`` with ``z`` regenerated tensor by tensor (masked)."""
+        norm: bool = False,
+    ) -> float:
+        """``θ ← θ + scale · z`` with ``z`` regenerated tensor by tensor (masked).
+
+        Returns ``‖z‖²`` (float64 sum) when ``norm``, else 0.
+        """
         count = len(params)
+        squares = 0.0
         for k, (p, mask) in enumerate(params):
             z = zo_direction(p.detach(), self.zo.seed, step, direction * count + k)
             if mask is not None:
                 z.mul_(mask)  # bool: no float copy of the mask
+            if norm:
+                squares += float(z.double().square().sum())
             p.add_(z, alpha=scale)
+        return squares
 
     def _zo_loss(
         self, model: torch.nn.Module, inputs: dict[str, Any], step: int, where: str
@@ -497,7 +572,7 @@ class ZOTrainer(Trainer):
             self._teacher_outputs = self._teacher_of(inputs)  # once per step: θ-independent
         with torch.no_grad():
             decay = lr * float(self.args.weight_decay)
-            if decay:
+            if decay and self.zo.momentum == 0.0:  # with momentum: coupled, in the buffer
                 frozen = self.zo.estimator == "cge"  # CGE leaves unmasked matrices frozen
                 for p, mask in params:
                     if p.dim() >= 2 and not (frozen and mask is None):
@@ -507,8 +582,9 @@ class ZOTrainer(Trainer):
                 self.zo_losses.append(base)
                 return torch.tensor(base, device=self.args.device)
             self.zo_queries.append(2 * q)
+            norms = 0.0
             for i in range(q):
-                self._perturb(params, step, i, mu)
+                z_squared = self._perturb(params, step, i, mu, norm=True)
                 plus = self._zo_loss(model, inputs, step, "θ + μz")
                 self._perturb(params, step, i, -2.0 * mu)
                 minus = self._zo_loss(model, inputs, step, "θ − μz")
@@ -516,6 +592,8 @@ class ZOTrainer(Trainer):
                 grad = (plus - minus) / (2.0 * mu)
                 self._perturb(params, step, i, -lr * grad / q)
                 total += 0.5 * (plus + minus)
+                norms += abs(grad) * math.sqrt(z_squared)
+        self.zo_grad_norms.append(norms / q)
         self.zo_losses.append(total / q)
         return torch.tensor(total / q, device=self.args.device)
 
@@ -548,7 +626,7 @@ class ZOTrainer(Trainer):
                 jobs.append(Job(names[id(p)], idx, stage))
         coordinates = sum(int(job.index.numel()) for job in jobs)
         if self.zo.workers > 1 and jobs:
-            return self._cge_parallel(model, inputs, jobs, step, lr, coordinates)
+            return self._cge_parallel(model, inputs, jobs, step, lr, coordinates, params)
         self.zo_queries.append(coordinates + 1)
         if reuse is not None:
             with reuse.recording():
@@ -561,7 +639,7 @@ class ZOTrainer(Trainer):
             return self._zo_loss(model, inputs, step, where)
 
         results = evaluate_coordinates(named, jobs, self.zo.mu, loss_of, reuse)
-        self._apply_cge(named, jobs, [results], base, lr)
+        self._apply_cge(named, jobs, [results], base, lr, params)
         return base
 
     def _cge_parallel(
@@ -572,6 +650,7 @@ class ZOTrainer(Trainer):
         step: int,
         lr: float,
         coordinates: int,
+        params: list[tuple[torch.nn.Parameter, torch.Tensor | None]],
     ) -> float:
         """The coordinates split by cost over the trainer's process and the worker pool."""
         if self.pool is None:
@@ -606,7 +685,8 @@ class ZOTrainer(Trainer):
                 self.close_workers()  # mid-step workers are stopped, not waited for
                 raise
             theirs = self.pool.collect()
-        self._apply_cge(named, [j for share in shares for j in share], [own, *theirs], base, lr)
+        ordered = [j for share in shares for j in share]
+        self._apply_cge(named, ordered, [own, *theirs], base, lr, params)
         return base
 
     def _apply_cge(
@@ -616,14 +696,72 @@ class ZOTrainer(Trainer):
         results: list[list[tuple[torch.Tensor, torch.Tensor]]],
         base: float,
         lr: float,
+        params: list[tuple[torch.nn.Parameter, torch.Tensor | None]],
     ) -> None:
-        """``θ_j ← θ_j − η (l_j − l(θ)) / h_j`` for every coordinate (after all were evaluated)."""
+        """The step from ``ĝ_j = (l_j − l(θ)) / h_j`` of every coordinate (all evaluated first).
+
+        ``ĝ`` is clipped to the global norm ``max_grad_norm`` (the pre-clip norm is logged), then
+        ``θ_j ← θ_j − η ĝ_j`` (momentum 0) or the SGD-momentum step of :meth:`_momentum_step`.
+        """
         flat_results = [r for part in results for r in part]
-        for job, (losses, steps) in zip(jobs, flat_results, strict=True):
-            flat = named[job.name].data.view(-1)
-            grads = (losses - base) / steps
-            index = job.index.to(flat.device)
-            flat[index] -= (lr * grads).to(flat.dtype).to(flat.device)
+        estimates = [
+            (job, (losses - base) / steps)
+            for job, (losses, steps) in zip(jobs, flat_results, strict=True)
+        ]
+        norm = math.sqrt(sum(float(g.square().sum()) for _, g in estimates))
+        self.zo_grad_norms.append(norm)
+        clip = float(self.args.max_grad_norm or 0.0)
+        coef = min(1.0, clip / (norm + 1e-6)) if clip > 0 else 1.0  # clip_grad_norm_'s rule
+        if coef < 1.0:
+            estimates = [(job, g * coef) for job, g in estimates]
+        if self.zo.momentum == 0.0:
+            for job, grads in estimates:
+                flat = named[job.name].data.view(-1)
+                index = job.index.to(flat.device)
+                flat[index] -= (lr * grads).to(flat.dtype).to(flat.device)
+            return
+        names = {id(p): n for n, p in named.items()}
+        dense: dict[str, torch.Tensor] = {}
+        for p, mask in params:
+            if mask is not None or p.dim() == 1:  # what CGE moves (matrices need a mask)
+                dense[names[id(p)]] = torch.zeros_like(p.data)
+        for job, grads in estimates:
+            flat = dense[job.name].view(-1)
+            flat[job.index.to(flat.device)] = grads.to(flat.dtype).to(flat.device)
+        self._momentum_step(dense, lr)
+
+    def _momentum_step(self, grads: Mapping[str, torch.Tensor], lr: float) -> None:
+        """(Z-7): ``torch.optim.SGD(lr, momentum=β, weight_decay=λ)`` with ``grads`` as gradients.
+
+        ``d = ĝ + λθ`` (matrices; 1-D tensors get no decay, as the Trainer's groups), ``b ← d``
+        at a tensor's first step and ``b ← βb + d`` after, ``θ ← θ − ηb``: the operations and
+        their order are SGD's, so the result is bit for bit that of ``torch.optim.SGD``. A
+        buffer is zeroed where the keep-mask is False, so a pruned weight stays 0.
+        """
+        beta, wd = self.zo.momentum, float(self.args.weight_decay)
+        named = dict(self._model().named_parameters())
+        for name, g in grads.items():
+            p = named[name]
+            d = g.add(p.data, alpha=wd) if wd and p.dim() >= 2 else g
+            buf = self._momentum.get(name)
+            if buf is None:
+                buf = self._momentum[name] = torch.clone(d).detach()
+            else:
+                buf.mul_(beta).add_(d)
+            keep = self._keep.get(name)
+            if keep is not None:
+                buf.mul_(keep)
+            p.data.add_(buf, alpha=-lr)
+
+    # ------------------------------------------------------------------ logging
+    def _clip_grad_norm(self, model: torch.nn.Module) -> float:
+        """The step's estimate norm (clipped in the step itself): no gradients to clip."""
+        return self._get_grad_norm(model)
+
+    def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> float:
+        """What the Trainer logs as ``grad_norm``: the last step's estimate norm, pre-clip."""
+        del model, grad_norm
+        return self.zo_grad_norms[-1] if self.zo_grad_norms else 0.0
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
@@ -632,6 +770,12 @@ class ZOTrainer(Trainer):
             return
         folder = Path(self._get_output_dir(trial=trial))
         folder = folder / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.zo.momentum > 0:
+            from safetensors.torch import save_file
+
+            buffers = {n: b.detach().cpu().contiguous() for n, b in self._momentum.items()}
+            with atomic_output(folder / ZO_MOMENTUM_FILE) as tmp:
+                save_file(buffers, str(tmp))
         state = {**asdict(self.zo), "step": int(self.state.global_step)}
         atomic_write_text(folder / ZO_STATE_FILE, json.dumps(state, indent=2) + "\n")
 
@@ -642,7 +786,7 @@ class ZOTrainer(Trainer):
 
         Raises:
             ResumeError: the checkpoint has no ``zo_state.json`` (not written by a ZOTrainer) or
-                other ZO settings than this trainer's.
+                other ZO settings than this trainer's, or (momentum > 0) no momentum buffers.
             OSError: ``no space left on device in DIR`` when the disk is full (a checkpoint
                 begun and not completed is removed, as :class:`~obert_train.ObertTrainer` does).
         """
@@ -655,11 +799,36 @@ class ZOTrainer(Trainer):
                         f"resume requested but {self.args.output_dir} has no checkpoint-N folder"
                     )
             self._check_resume(Path(os.fspath(path)))
+            self._momentum = self._load_momentum(Path(os.fspath(path)))
+        else:
+            self._momentum = {}
         try:
             with disk_full_named(Path(self.args.output_dir or ".")):
                 return super().train(resume_from_checkpoint, *args, **kwargs)
         finally:
             self.close_workers()
+
+    def _load_momentum(self, folder: Path) -> dict[str, torch.Tensor]:
+        """The momentum buffers of a checkpoint (none without momentum)."""
+        if self.zo.momentum == 0.0:
+            return {}
+        file = folder / ZO_MOMENTUM_FILE
+        if not file.is_file():
+            raise ResumeError(
+                f"{folder} has no {ZO_MOMENTUM_FILE}: its momentum buffers are missing, so the "
+                "run cannot continue bit for bit; resume from a complete checkpoint"
+            )
+        from safetensors.torch import load_file
+
+        named = dict(self._model().named_parameters())
+        buffers = load_file(str(file))
+        unknown = [n for n in buffers if n not in named or buffers[n].shape != named[n].shape]
+        if unknown:
+            raise ResumeError(
+                f"{file} holds momentum buffers {unknown[:3]} that match no parameter of the "
+                "model (name or shape); resume with the model the checkpoint was trained with"
+            )
+        return {n: b.to(named[n].device, named[n].dtype) for n, b in buffers.items()}
 
     def close_workers(self) -> None:
         """Stop the worker processes of ``workers`` > 1 (``train`` does, also when it fails)."""

@@ -266,7 +266,8 @@ def _zo_lines(recipe: _Plan) -> list[str]:
         how = (
             f"coordinate-wise (DeepZero CGE): one forward per coordinate that moves, from its "
             f"stage on (feature reuse), mu = {_lr(m.mu)}, {m.workers} "
-            f"process{'es' if m.workers > 1 else ''}"
+            f"process{'es' if m.workers > 1 else ''}, "
+            + (f"SGD momentum {m.momentum:g}" if m.momentum > 0 else "no momentum")
         )
     lines = [
         f"Optimizer: zeroth-order for the whole run ({m.label()}): {how}; seed {m.seed}; no "

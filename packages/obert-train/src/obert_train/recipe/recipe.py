@@ -317,9 +317,14 @@ class Recipe:
         if self.layer_dropping is not None:
             extra["layer_dropping"] = self.layer_dropping.recipe_dict()
         if self.zeroth_order is not None:
-            # the whole run always; workers do not change the estimate (a resume may change them)
+            # the whole run always; workers do not change the estimate (a resume may change them);
+            # momentum 0 (the default) left out: recipes from before the field keep their print
             fields = self.zeroth_order.recipe_dict().items()
-            zo = {k: v for k, v in fields if "epoch" not in k and k != "workers"}
+            zo = {
+                k: v
+                for k, v in fields
+                if "epoch" not in k and k != "workers" and not (k == "momentum" and v == 0)
+            }
             extra["zeroth_order"] = zo
         return {**self._content(), **extra}
 

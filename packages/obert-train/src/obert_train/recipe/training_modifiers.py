@@ -354,6 +354,9 @@ class ZerothOrderModifier(_Modifier):
             optimizer steps (at least one).
         workers: ``cge`` only: processes evaluating a step's coordinates (DeepZero's forward
             parallelism), at most the CPU cores.
+        momentum: ``cge`` only: DeepZero's SGD momentum in [0, 1) (DeepZero: 0.9; 0: none):
+            the step is ``torch.optim.SGD`` with this momentum and the run's weight decay, fed
+            the CGE estimate (docs/math.md (Z-7); :class:`~obert_train.ZOSettings`).
         start_epoch: -1 or 0 (the whole run).
         end_epoch: -1 or the run end.
     """
@@ -371,6 +374,7 @@ class ZerothOrderModifier(_Modifier):
     grasp_examples: int = Field(default=32, ge=1)
     mask_period_epochs: float = Field(default=1.0, gt=0)
     workers: int = Field(default=1, ge=1)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
     start_epoch: float = -1.0
     end_epoch: float = -1.0
 
@@ -393,6 +397,12 @@ class ZerothOrderModifier(_Modifier):
                 f"workers = {self.workers} splits the coordinates of estimator cge across "
                 "processes; spsa runs its directions one after another: use workers: 1 or "
                 "estimator: cge"
+            )
+        if self.momentum > 0 and self.estimator != "cge":
+            raise ValueError(
+                f"momentum = {self.momentum:g} needs estimator cge; spsa (MeZO) keeps the "
+                "memory of inference, which a momentum buffer per trained tensor would end: use "
+                "momentum: 0 or estimator: cge"
             )
         if self.gradient_ratios == "zo_grasp" and self.gradient_sparsity == 0:
             raise ValueError(
