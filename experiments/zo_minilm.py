@@ -70,6 +70,7 @@ from _common import (
     make_parser,
     minilm_dir,
     save_entry,
+    write_results,
 )
 
 RESULTS = RESULTS_DIR / "zo_minilm.json"
@@ -599,8 +600,14 @@ def cmd_obs(args: argparse.Namespace) -> None:
         print(f"exported {onnx_path} ({report.seconds:.0f} s)", flush=True)
         model.eval()
     oracle = OrtOracle(model, onnx_path, names, args.threads)
-    batches = obs_batches(task, args.obs_m, args.obs_batch, args.seed)
     m, damp, bsz = args.obs_m, args.obs_damp, 50
+    # the per-tensor budget sweep reads up to max(--obs-m-tensor) mini-batches; the first m are
+    # the Fisher's (a seeded sample's prefix: checked, so every entry shares autograd's batches)
+    batches = obs_batches(task, max(m, *args.obs_m_tensor), args.obs_batch, args.seed)
+    for a, b in zip(obs_batches(task, m, args.obs_batch, args.seed), batches, strict=False):
+        if any(not np.array_equal(a[k], b[k]) for k in a):
+            sys.exit("obs_batches: the first m mini-batches depend on how many are drawn")
+    tensor_batches, batches = batches, batches[:m]
     have = load_results(RESULTS).get("obs", {})
     # the ORT oracle agrees with torch at the dense weights
     with torch.no_grad():
@@ -655,11 +662,13 @@ def cmd_obs(args: argparse.Namespace) -> None:
     auto_flat = flat(auto_scores)
     print(f"autograd oBERT (m = {m}): {time.perf_counter() - t0:.0f} s", flush=True)
 
-    def record(name: str, scores: dict[str, Any], fishers: Any, extra: dict[str, Any]) -> None:
+    def record(
+        name: str, scores: dict[str, Any], fishers: Any, extra: dict[str, Any], rows: int = m
+    ) -> None:
         print(name, flush=True)
         rho = spearman(flat(scores), auto_flat)
         entry = {"spearman_vs_autograd": rho, **prune(scores, fishers), **extra}
-        entry.update({"m": m, "batch": args.obs_batch, "block_size": bsz, "damp": damp})
+        entry.update({"m": rows, "batch": args.obs_batch, "block_size": bsz, "damp": damp})
         save_entry(RESULTS, name, entry, "obs", machine=True)
         print(f"  Spearman vs autograd oBERT {rho:.4f}", flush=True)
 
@@ -713,22 +722,87 @@ def cmd_obs(args: argparse.Namespace) -> None:
         record(name, scores, fishers, extra)
         del fishers
     for q in args.obs_q_tensor:
-        name = f"zo-tensor-q{q}"
-        if name in have and not args.force:
+        budget = [r for r in args.obs_m_tensor if len(names) * r * 2 * q <= args.obs_max_forwards]
+        entries = {r: tensor_entry(q, r, m) for r in budget}
+        wanted = {r: n for r, n in entries.items() if n not in have or args.force}
+        if not wanted:
             continue
-        t0, calls = time.perf_counter(), oracle.calls
-        cs = []
-        for i, n in enumerate(names):
-            losses = [batch_loss(b, [n]) for b in batches]
-            trows = zo_fisher_rows(losses, dense[n].reshape(-1), mu=args.obs_mu, q=q,
-                                   seed=args.seed + 1 + i, scheme="central")  # fmt: skip
-            d_k = sizes[i]
-            trace = float(np.mean([float((r.double() ** 2).sum()) for r in trows]))
-            cs.append(trace / (1.0 + (d_k + 1) / q) / d_k)
-        scores = {n: dense[n].double() ** 2 * (damp + c) for n, c in zip(names, cs, strict=True)}
-        extra = {"q": q, "forwards": oracle.calls - calls, "zo_s": time.perf_counter() - t0,
-                 "c": cs, "c_spearman_vs_autograd": spearman(cs, auto_c)}  # fmt: skip
-        record(name, scores, None, extra)
+        norms, seconds = tensor_trace_rows(
+            oracle, tensor_batches[: max(wanted)], names, dense, q, args.obs_mu, args.seed
+        )
+        drawn = min(len(norms[n]) for n in names)
+        for r, name in entries.items():
+            if r > drawn:
+                continue
+            cs = [float(np.mean(norms[n][:r])) / (1.0 + (d_k + 1) / q) / d_k
+                  for n, d_k in zip(names, sizes, strict=True)]  # fmt: skip
+            scores = {
+                n: dense[n].double() ** 2 * (damp + c) for n, c in zip(names, cs, strict=True)
+            }
+            forwards = len(names) * r * 2 * q
+            zo_s = sum(seconds[n] * r / len(norms[n]) for n in names)
+            extra = {"q": q, "forwards": forwards, "zo_s": zo_s, "c": cs,
+                     "c_spearman_vs_autograd": spearman(cs, auto_c)}  # fmt: skip
+            old = have.get(name, {}).get("c")
+            if old is not None:  # an entry drawn before: the same directions, the same traces
+                diff = max(abs(a - b) / abs(b) for a, b in zip(cs, old, strict=True))
+                print(f"  {name}: traces vs the stored entry, max rel. diff {diff:.2e}")
+            if name in wanted:
+                record(name, scores, None, extra, rows=r)
+
+
+def tensor_entry(q: int, rows: int, m: int) -> str:
+    """``zo-tensor-q{q}`` at the Fisher's ``m`` rows, ``zo-tensor-q{q}-m{rows}`` otherwise."""
+    return f"zo-tensor-q{q}" if rows == m else f"zo-tensor-q{q}-m{rows}"
+
+
+def tensor_trace_rows(
+    oracle: OrtOracle,
+    batches: list[dict[str, Any]],
+    names: list[str],
+    dense: dict[str, Any],
+    q: int,
+    mu: float,
+    seed: int,
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """``‖ĝ_t‖²`` of the per-tensor RGE row of each mini-batch ``t``, and seconds per tensor.
+
+    Tensor ``k`` (``names[k]``) draws its directions from seed ``seed + 1 + k`` (row ``t``:
+    ``(seed + 1 + k, t, i)``), so its first rows do not depend on how many are drawn and any
+    prefix is the estimate at that budget. The squared norms are saved after every tensor in
+    ``runs/zo-minilm/obs/tensor-q{q}-rows.json`` (a killed sweep resumes at the next tensor).
+    """
+    from obert_core.zo import zo_fisher_rows
+
+    file = RUNS_DIR / "obs" / f"tensor-q{q}-rows.json"
+    key = {"q": q, "mu": mu, "seed": seed, "batch": len(batches[0]["labels"])}
+    cache = load_results(file, {"key": key, "norms": {}, "seconds": {}})
+    if cache["key"] != key:
+        sys.exit(f"{file} holds rows of {cache['key']}, not {key}: move it away")
+    rows = len(batches)
+    for i, n in enumerate(names):
+        have = cache["norms"].get(n, [])
+        if len(have) >= rows:
+            continue
+        t0 = time.perf_counter()
+
+        def one(b: dict[str, Any], n: str = n) -> Any:
+            def loss(x: Any) -> float:
+                return oracle.loss(b, {n: x.detach().numpy()})
+
+            return loss
+
+        flat = dense[n].reshape(-1)
+        new = [
+            float((r.double() ** 2).sum())
+            for r in zo_fisher_rows([one(b) for b in batches[len(have) :]], flat, mu=mu, q=q,
+                                    seed=seed + 1 + i, step=len(have), scheme="central")
+        ]  # fmt: skip
+        cache["norms"][n] = have + new
+        cache["seconds"][n] = cache["seconds"].get(n, 0.0) + time.perf_counter() - t0
+        write_results(file, cache)
+        print(f"  q = {q}, {n}: {rows} rows, {cache['seconds'][n]:.0f} s", flush=True)
+    return cache["norms"], cache["seconds"]
 
 
 # --------------------------------------------------------------------------- report
@@ -779,11 +853,15 @@ def cmd_report(args: argparse.Namespace) -> None:
             zs = f"{_pct(zo['accuracy'])} | {zo['steps']}" if zo else "– | –"
             fs = f"{_pct(fo['accuracy'])} | {fo['steps']}" if fo else "– | –"
             print(f"| {key} | {_pct(pruned.get(key, {}).get('accuracy'))} | {zs} | {fs} |")
-    print("\n| OBS Fisher | forwards | Spearman vs autograd | 50 % | 70 % | 50 %, mask only | "
-          "70 %, mask only |\n|---|---|---|---|---|---|---|")  # fmt: skip
+    print("\n| OBS Fisher | q | rows | forwards | Spearman vs autograd | traces' Spearman | "
+          "50 % | 70 % | 50 %, mask only | 70 %, mask only |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for k, v in obs.items():
         acc, bare = v["accuracy"], v.get("accuracy_no_update", {})
-        print(f"| {k} | {v.get('forwards', 0)} | {v['spearman_vs_autograd']:.4f} | "
+        traces = v.get("c_spearman_vs_autograd")
+        print(f"| {k} | {v.get('q', '–')} | {v.get('m', '–')} | {v.get('forwards', 0)} | "
+              f"{v['spearman_vs_autograd']:.4f} | "
+              f"{'–' if traces is None else f'{traces:.4f}'} | "
               f"{_pct(acc.get('0.5'))} | {_pct(acc.get('0.7'))} | {_pct(bare.get('0.5'))} | "
               f"{_pct(bare.get('0.7'))} |")  # fmt: skip
     IMG.mkdir(parents=True, exist_ok=True)
@@ -809,36 +887,45 @@ def cmd_report(args: argparse.Namespace) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, IMG / "zo_minilm_time.png")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
 
-    def at70(v: dict[str, Any]) -> float:
-        """70 % accuracy of the mask alone where recorded (the ZO update is noise)."""
-        return 100 * float(v.get("accuracy_no_update", v["accuracy"])["0.7"])
+    def mask_only(v: dict[str, Any], s: str) -> float:
+        """Accuracy at ``s`` of the mask alone where recorded (the ZO update is noise)."""
+        return 100 * float(v.get("accuracy_no_update", v["accuracy"])[s])
 
-    for prefix, style in (("zo-encoder", "-o"), ("zo-tensor", "-s")):
-        rows = sorted((v for k, v in obs.items() if k.startswith(prefix)),
+    lines = [("zo-encoder", "-o", "zo-encoder (mask only)")] + [
+        (f"zo-tensor-q{q}", "-s" if q == 1 else "-^", f"zo-tensor, q = {q} (m rows, each 36 × 2q)")
+        for q in sorted({int(v["q"]) for k, v in obs.items() if k.startswith("zo-tensor")})
+    ]
+    for (prefix, style, label), color in zip(lines, ("C0", "C1", "C2", "C3"), strict=False):
+        rows = sorted((v for k, v in obs.items() if k == prefix or k.startswith(prefix + "-")),
                       key=lambda v: int(v["forwards"]))  # fmt: skip
-        if rows:
-            budget = [int(v["forwards"]) for v in rows]
-            axes[0].plot(budget, [v["spearman_vs_autograd"] for v in rows], style, label=prefix)
-            axes[1].plot(budget, [at70(v) for v in rows], style, label=f"{prefix} (mask only)")
+        if not rows:
+            continue
+        budget = [int(v["forwards"]) for v in rows]
+        axes[0].plot(budget, [v["spearman_vs_autograd"] for v in rows], style, color=color,
+                     label=label)  # fmt: skip
+        for ax, s in ((axes[1], "0.5"), (axes[2], "0.7")):
+            ax.plot(budget, [mask_only(v, s) for v in rows], style, color=color, label=label)
             if prefix == "zo-encoder":
-                axes[1].plot(budget, [100 * v["accuracy"]["0.7"] for v in rows], "--o",
-                             label="zo-encoder with the joint update")  # fmt: skip
+                ax.plot(budget, [100 * v["accuracy"][s] for v in rows], "--x", color=color,
+                        label="zo-encoder with the joint update")  # fmt: skip
     refs = (("magnitude", "grey"), ("autograd-obs", "black"), ("autograd-tensor", "C4"),
             ("random-rows-s0", "C5"), ("random-rows-s1", "C6"))  # fmt: skip
     for k, color in refs:
         v = obs.get(k)
         if v:
             axes[0].axhline(v["spearman_vs_autograd"], color=color, linestyle=":", label=k)
-            axes[1].axhline(at70(v), color=color, linestyle=":", label=k)
-    axes[0].set_ylabel("Spearman of saliencies with autograd oBERT")
-    axes[1].set_ylabel("SST-2 dev accuracy at 70 % (%)")
+            for ax, s in ((axes[1], "0.5"), (axes[2], "0.7")):
+                ax.axhline(mask_only(v, s), color=color, linestyle=":", label=k)
+    axes[0].set_ylabel("Spearman of saliencies with autograd oBERT (m = 16)")
+    axes[1].set_ylabel("SST-2 dev accuracy at 50 % (%)")
+    axes[2].set_ylabel("SST-2 dev accuracy at 70 % (%)")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("query budget (ONNX Runtime forwards)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    axes[2].legend(fontsize=7)
     fig.tight_layout()
     _save(fig, IMG / "zo_minilm_obs.png")
 
@@ -881,6 +968,19 @@ def main() -> None:
         p.add_argument("--obs-mu", type=float, default=1e-3)
         p.add_argument("--obs-q-encoder", type=int, nargs="*", default=[1, 4, 16])
         p.add_argument("--obs-q-tensor", type=int, nargs="*", default=[1, 4])
+        p.add_argument(
+            "--obs-m-tensor",
+            type=int,
+            nargs="*",
+            default=[4, 8, 16, 32],
+            help="per-tensor Fisher: rows (mini-batches) of the budget sweep",
+        )
+        p.add_argument(
+            "--obs-max-forwards",
+            type=int,
+            default=2304,
+            help="per-tensor Fisher: skip (q, rows) above 36 x rows x 2q forwards",
+        )
         p.add_argument("--obs-random-seeds", type=int, nargs="*", default=[0, 1],
                        help="control: OBS with Fisher rows of pure noise")  # fmt: skip
         p.add_argument("--obs-sparsities", type=float, nargs="*", default=[0.5, 0.7])
