@@ -12,10 +12,15 @@ every pass of a grouped step and on every rank.  Under ``torch.distributed`` eac
 the whole global batch and keeps its equal contiguous shard of the rows; the shard gradients are
 combined with weights = number of loss terms in each shard (rows, or labelled tokens for MLM), so
 the result equals the single-process gradient on the global batch.
+
+In one process the mini-batches of a chunk may instead go through the model together, several
+per forward/backward pass, with each one's weight gradients formed from the target Linears'
+inputs and output gradients (``grad_batching``; ``obert_train.fisher.group_grads``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -24,8 +29,22 @@ from tqdm.auto import tqdm
 
 from obert_train.errors import DataError, OptionError
 from obert_train.fisher.distributed import DistContext
+from obert_train.fisher.group_grads import (
+    SavedBytes,
+    UngroupedError,
+    batched_group_grads,
+    concat_groups,
+    linear_modules,
+)
+from obert_train.fisher.memory import available_bytes, parse_memory
 
-__all__ = ["GradientSampler", "LossFn", "to_device"]
+__all__ = ["GRAD_BATCHING", "GradientSampler", "LossFn", "to_device"]
+
+GRAD_BATCHING = ("auto", "batched", "sequential")
+"""Ways to take the m gradients: one pass per group, several groups per pass, or pick."""
+
+_CHECK_RTOL = 1e-4  # batched vs sequential, max |difference| / max |gradient|
+_ACTIVATION_MARGIN = 1.5  # the dY being consumed, allocator caching, the padded batch itself
 
 LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
 """``loss_fn(model, batch) -> scalar loss``; default ``model(**batch).loss``."""
@@ -47,6 +66,20 @@ def to_device(
 ) -> dict[str, torch.Tensor]:
     """The batch with every tensor moved to ``device``."""
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def _rows(batch: Mapping[str, torch.Tensor]) -> int:
+    """Number of examples (rows) of a batch."""
+    return int(next(iter(batch.values())).shape[0])
+
+
+def _length(batch: Mapping[str, torch.Tensor]) -> int:
+    """Sequence length of a batch (1 for inputs without one, e.g. images)."""
+    for key in ("input_ids", "attention_mask"):
+        value = batch.get(key)
+        if value is not None and value.ndim >= 2:
+            return int(value.shape[1])
+    return 1
 
 
 def _loss_weight(batch: Mapping[str, torch.Tensor]) -> int:
@@ -72,10 +105,23 @@ class GradientSampler:
         loss_fn: Loss of a batch; default ``model(**batch).loss``.
         progress: Show a tqdm bar (rank 0 only).
         dist_ctx: Process group; default :meth:`DistContext.current`.
+        grad_batching: How the gradients of a chunk are taken. ``"sequential"``: one
+            forward/backward pass per mini-batch.  ``"batched"``: several mini-batches
+            ("groups") per pass, their weight gradients formed per group from each target
+            Linear's input and output gradient by one batched GEMM (docs/math.md §2.3); needs
+            every target to be the weight of a plain ``nn.Linear`` and the loss to be a mean
+            over the batch's loss terms, in one process.  ``"auto"`` (default): batched where
+            that holds with the default loss, else sequential.  The first batched pass of a
+            sampler is checked against a sequential pass of its first group; on a mismatch
+            ``"auto"`` goes on sequentially (with a warning) and ``"batched"`` raises.
+        batch_memory: Bytes the activations of one batched pass may take (``"2GB"``
+            accepted); the number of groups per pass is planned from the bytes autograd saved
+            for one measured group.  Default: 25 % of the RAM available at the first call.
 
     Raises:
-        OptionError: On a non-positive ``batch_size``/``num_grads``, or a batch size not
-            divisible by the world size.
+        OptionError: On a non-positive ``batch_size``/``num_grads``, a batch size not
+            divisible by the world size, an unknown ``grad_batching``, a ``batch_memory`` that
+            is not a positive size, or ``"batched"`` under ``torch.distributed``.
         DataError: If there are fewer examples than one batch.
     """
 
@@ -91,7 +137,13 @@ class GradientSampler:
         loss_fn: LossFn | None = None,
         progress: bool = True,
         dist_ctx: DistContext | None = None,
+        grad_batching: str = "auto",
+        batch_memory: int | str | None = None,
     ) -> None:
+        if grad_batching not in GRAD_BATCHING:
+            raise OptionError(
+                f"grad_batching must be one of {', '.join(GRAD_BATCHING)}, got {grad_batching!r}"
+            )
         if batch_size < 1 or num_grads < 1:
             raise OptionError(f"batch_size ({batch_size}) and num_grads ({num_grads}) must be >= 1")
         if len(features) < batch_size:
@@ -109,6 +161,18 @@ class GradientSampler:
         self.batch_size, self.num_grads, self.seed = batch_size, num_grads, seed
         self.loss_fn = loss_fn or _hf_loss
         self.progress = progress
+        self.grad_batching = grad_batching
+        self.batch_memory = None if batch_memory is None else parse_memory(batch_memory)
+        if self.batch_memory is not None and self.batch_memory < 1:
+            raise OptionError(f"batch_memory must be a positive size, got {batch_memory!r}")
+        if grad_batching == "batched" and self.dist.active:
+            raise OptionError(
+                "grad_batching='batched' runs in one process only; under torch.distributed use "
+                "'auto' or 'sequential'"
+            )
+        self._checked = False  # the batched path was compared with a sequential pass
+        self._fallback = ""  # why the batched path is off for this sampler ("" = it is not)
+        self._saved: tuple[int, int, int, int] | None = None  # rows, length, linear, quadratic
 
     def _index_batches(self, round_seed: int) -> Iterator[list[int]]:
         """Global mini-batches of example indices, reshuffled every pass over the data."""
@@ -195,48 +259,196 @@ class GradientSampler:
             {n: torch.empty(cap, params[n].numel(), device=params[n].device) for n in mine}
             for _ in range(min(buffers, -(-self.num_grads // cap)))
         ]
-        current = 0
-        bufs = sets[current]
-        filled = 0
+        modules = self._batched_modules(params) if cap > 1 else {}
+        budget = self._activation_budget() if modules else 0
         batches = self._index_batches(round_seed)
         bar = tqdm(
             total=self.num_grads, desc=desc, disable=not self.progress or self.dist.rank != 0
         )
         try:
-            for index in range(self.num_grads):
-                batch = to_device(self._batch(next(batches), round_seed, index), device)
-                weight = float(_loss_weight(batch))
-                loss = self.loss_fn(self.model, batch)
-                grads = torch.autograd.grad(loss, [params[n] for n in names])
-                total = self.dist.all_reduce_sum(
-                    torch.tensor([weight], dtype=torch.float64, device=device)
-                )
-                for name, grad in zip(names, grads, strict=True):
-                    g = grad.detach().reshape(-1).float()
-                    if self.dist.active:
-                        g = g * (weight / float(total))
-                        owner = owners[name] if owners is not None else None
-                        if owner is None:
-                            self.dist.all_reduce_sum(g)
-                        else:
-                            self.dist.reduce_sum(g, owner)
-                    if name in bufs:
-                        if flat_masks:
-                            g = g * flat_masks[name]
-                        bufs[name][filled] = g
-                filled += 1
-                bar.update(1)
-                if filled == cap:
-                    if bufs:
-                        yield {n: b[:filled] for n, b in bufs.items()}
-                    filled = 0
-                    current = (current + 1) % len(sets)
-                    bufs = sets[current]
-            if filled and bufs:
-                yield {n: b[:filled] for n, b in bufs.items()}
+            current, index = 0, 0
+            while index < self.num_grads:
+                k = min(cap, self.num_grads - index)
+                bufs = {n: b[:k] for n, b in sets[current].items()}
+                group_batches = [
+                    to_device(self._batch(next(batches), round_seed, index + j), device)
+                    for j in range(k)
+                ]
+                j = 0
+                while j < k:
+                    alone = not modules or index + j == 0  # the first group of a call: measured
+                    lo, hi = (j, j + 1) if alone else self._next_pass(group_batches, j, budget)
+                    if hi - lo > 1 and self._batched(
+                        group_batches[lo:hi], params, modules, bufs, lo, flat_masks
+                    ):
+                        bar.update(hi - lo)
+                        j = hi
+                        continue
+                    for i in range(lo, hi):
+                        measure = bool(modules) and self._saved is None
+                        self._sequential(
+                            group_batches[i], params, names, bufs, i, flat_masks, owners, measure
+                        )
+                        bar.update(1)
+                    j = hi
+                index += k
+                if bufs:
+                    yield bufs
+                current = (current + 1) % len(sets)
         finally:
             bar.close()
             self.model.train(was_training)
+
+    def _sequential(
+        self,
+        batch: Mapping[str, torch.Tensor],
+        params: Mapping[str, torch.nn.Parameter],
+        names: Sequence[str],
+        bufs: Mapping[str, torch.Tensor],
+        row: int,
+        flat_masks: Mapping[str, torch.Tensor],
+        owners: Mapping[str, int] | None,
+        measure: bool = False,
+    ) -> None:
+        """One group's gradient by its own forward/backward pass into row ``row`` of ``bufs``.
+
+        With ``measure``, the bytes autograd saves for the pass are recorded (they size the
+        batched passes).
+        """
+        device = next(iter(params.values())).device
+        weight = float(_loss_weight(batch))
+        if measure:
+            with SavedBytes(self.model, _length(batch)) as saved:
+                loss = self.loss_fn(self.model, batch)
+            self._saved = (_rows(batch), _length(batch), saved.linear, saved.quadratic)
+        else:
+            loss = self.loss_fn(self.model, batch)
+        grads = torch.autograd.grad(loss, [params[n] for n in names])
+        total = self.dist.all_reduce_sum(torch.tensor([weight], dtype=torch.float64, device=device))
+        for name, grad in zip(names, grads, strict=True):
+            g = grad.detach().reshape(-1).float()
+            if self.dist.active:
+                g = g * (weight / float(total))
+                owner = owners[name] if owners is not None else None
+                if owner is None:
+                    self.dist.all_reduce_sum(g)
+                else:
+                    self.dist.reduce_sum(g, owner)
+            if name in bufs:
+                if flat_masks:
+                    g = g * flat_masks[name]
+                bufs[name][row] = g
+
+    def _batched_modules(
+        self, params: Mapping[str, torch.nn.Parameter]
+    ) -> dict[str, torch.nn.Linear]:
+        """The target Linears when this call may batch groups; {} for one pass per group."""
+        if self.grad_batching == "sequential" or self._fallback or self.dist.active:
+            return {}
+        if self.grad_batching == "auto" and self.loss_fn is not _hf_loss:
+            return {}  # a custom loss need not be a mean over _loss_weight terms
+        modules, reason = linear_modules(self.model, params)
+        if not modules and self.grad_batching == "batched":
+            raise OptionError(
+                f"grad_batching='batched' needs every target to be an nn.Linear weight: {reason}; "
+                "use 'auto' or 'sequential'"
+            )
+        return modules
+
+    def _activation_budget(self) -> int:
+        """Bytes one batched pass may hold: ``batch_memory``, or 25 % of the RAM available.
+
+        The default is taken once, on the first call, so that every pass of the sampler groups
+        the same batches alike and gives bit-identical gradients.
+        """
+        if self.batch_memory is None:
+            self.batch_memory = available_bytes(0.25)
+        return self.batch_memory
+
+    def _estimate(self, rows: int, length: int) -> float:
+        """Activation bytes of a pass over ``rows`` examples padded to ``length`` (measured)."""
+        if self._saved is None:
+            return float("inf")
+        rows0, length0, linear, quadratic = self._saved
+        r = length / max(length0, 1)
+        return _ACTIVATION_MARGIN * rows / rows0 * (linear * r + quadratic * r * r)
+
+    def _next_pass(
+        self, batches: Sequence[Mapping[str, torch.Tensor]], lo: int, budget: int
+    ) -> tuple[int, int]:
+        """The groups ``lo:hi`` of the next pass: as many as fit ``budget``.
+
+        Until one group's saved activations have been measured, a group goes alone.  The first
+        group of every :meth:`chunks` call goes alone too (it is the one measured in the first
+        call), so every call groups the same batches the same way.
+        """
+        if self._fallback or self._saved is None:
+            return lo, lo + 1
+        hi, length = lo + 1, _length(batches[lo])
+        while hi < len(batches):
+            wider = max(length, _length(batches[hi]))
+            if self._estimate(_rows(batches[lo]) * (hi + 1 - lo), wider) > budget:
+                break
+            hi, length = hi + 1, wider
+        return lo, hi
+
+    def _batched(
+        self,
+        batches: Sequence[Mapping[str, torch.Tensor]],
+        params: Mapping[str, torch.nn.Parameter],
+        modules: Mapping[str, torch.nn.Linear],
+        bufs: Mapping[str, torch.Tensor],
+        lo: int,
+        flat_masks: Mapping[str, torch.Tensor],
+    ) -> bool:
+        """Gradients of several groups by one pass into rows ``lo...``; False: take them singly.
+
+        The first batched pass of the sampler is checked against a sequential pass of its first
+        group; on a mismatch (groups that interact in eval mode, a loss that is not a mean, a
+        layout that is not batch-first) ``"auto"`` falls back to one pass per group for the rest
+        of the sampler's life and ``"batched"`` raises.
+        """
+        config = getattr(self.model, "config", None)
+        pad = getattr(config, "pad_token_id", None)
+        batch = concat_groups(batches, int(pad) if pad is not None else 0)
+        if batch is None:
+            return False
+        hi = lo + len(batches)
+        out = {n: bufs[n][lo:hi] for n in modules}
+        try:
+            batched_group_grads(
+                self.model, self.loss_fn, batch, modules, out,
+                [float(_loss_weight(b)) for b in batches],
+            )  # fmt: skip
+        except UngroupedError as err:
+            return self._give_up(str(err))
+        if not self._checked:
+            names = list(modules)
+            reference = {n: torch.empty(1, params[n].numel(), device=bufs[n].device) for n in names}
+            self._sequential(batches[0], params, names, reference, 0, {}, None)
+            for name in names:
+                ref, got = reference[name][0], out[name][0]
+                scale = float(ref.abs().max())
+                diff = float((got - ref).abs().max())
+                if not diff <= _CHECK_RTOL * scale + 1e-30:
+                    return self._give_up(
+                        f"the batched gradient of {name!r} differs from a sequential pass by "
+                        f"{diff:.3g} (largest entry {scale:.3g}); the groups interact or the "
+                        "loss is not a mean over the batch"
+                    )
+            self._checked = True
+        if flat_masks:
+            for name in modules:
+                out[name].mul_(flat_masks[name])
+        return True
+
+    def _give_up(self, reason: str) -> bool:
+        """Turn the batched path off for this sampler (``"auto"``) or raise (``"batched"``)."""
+        if self.grad_batching == "batched":
+            raise DataError(f"grad_batching='batched' cannot be used here: {reason}")
+        warnings.warn(f"gradient sampler: one pass per group from now on ({reason})", stacklevel=3)
+        self._fallback = reason
+        return False
 
     @classmethod
     def from_task(cls, model: torch.nn.Module, task: Any, **kwargs: Any) -> GradientSampler:

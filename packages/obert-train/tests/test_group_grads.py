@@ -1,0 +1,259 @@
+"""Several groups per forward/backward pass give the sequential per-group gradients.
+
+``GradientSampler(grad_batching="batched")`` concatenates the mini-batches of a chunk (padded to
+the longest), runs one pass with every parameter frozen and forms each group's Linear weight
+gradient from the captured inputs and output gradients (docs/math.md §2.3).  The oracle is the
+sampler's own sequential pass (one ``torch.autograd.grad`` per group) on the same batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertTokenizer
+
+from obert_train import GradientSampler, MaskState, load_task, resolve_target_params
+from obert_train.errors import DataError, OptionError
+from obert_train.fisher.group_grads import concat_groups
+from obert_train.pruning.method import StepContext
+from obert_train.pruning.obert import ObertPruning
+
+
+def _grads(sampler: GradientSampler, params: Mapping[str, Any], **kw: Any) -> list[dict[str, Any]]:
+    return [{n: g.clone() for n, g in c.items()} for c in sampler.chunks(params, **kw)]
+
+
+def _assert_same(a: list[dict[str, Any]], b: list[dict[str, Any]], rtol: float = 1e-5) -> None:
+    assert len(a) == len(b)
+    for ca, cb in zip(a, b, strict=True):
+        assert ca.keys() == cb.keys()
+        for name in ca:
+            scale = float(ca[name].abs().max())
+            torch.testing.assert_close(cb[name], ca[name], rtol=0, atol=rtol * scale)
+
+
+def _sampler(model: Any, task: Any, mode: str, **kw: Any) -> GradientSampler:
+    kw = {"batch_size": 4, "num_grads": 9, "progress": False, **kw}
+    return GradientSampler.from_task(model, task, grad_batching=mode, **kw)
+
+
+@pytest.mark.parametrize("chunk", [2, 3, 9])
+def test_batched_groups_equal_sequential_passes_with_padding_and_masks(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    chunk: int,
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    params = resolve_target_params(tiny_bert)
+    torch.manual_seed(1)
+    masks = {n: torch.rand(p.shape) > 0.4 for n, p in params.items()}
+    with torch.no_grad():  # a pruned model: masked weights are zero
+        for name, p in params.items():
+            p.mul_(masks[name])
+    tiny_bert.train()  # the sampler must switch dropout off and restore this afterwards
+    sequential = _sampler(tiny_bert, task, "sequential", batch_size=2)
+    batched = _sampler(tiny_bert, task, "batched", batch_size=2)
+    want = _grads(sequential, params, masks=masks, chunk_size=chunk)
+    got = _grads(batched, params, masks=masks, chunk_size=chunk)
+    assert batched._checked and not batched._fallback  # the groups did go through together
+    _assert_same(want, got)
+    assert tiny_bert.training
+    assert all(p.requires_grad and p.grad is None for p in tiny_bert.parameters())
+    for chunk_grads in got:
+        for name, g in chunk_grads.items():
+            assert torch.all(g[:, ~masks[name].reshape(-1)] == 0)
+    widths = set()
+    batches = sequential._index_batches(0)
+    for i in range(9):
+        widths.add(int(sequential._batch(next(batches), 0, i)["input_ids"].shape[1]))
+    assert len(widths) > 1
+
+
+def test_padded_positions_get_a_zero_output_gradient(
+    tiny_bert: BertForSequenceClassification, tokenizer: BertTokenizer, sst2_dir: Path
+) -> None:
+    """Why right-padding groups to a common length changes no gradient (exactly, not to 1e-7)."""
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    groups = [task.collate([f]) for f in task.train_features[:12]]
+    batch = concat_groups(groups, 0)
+    assert batch is not None
+    assert len({int(g["input_ids"].shape[1]) for g in groups}) > 1
+    captured: list[torch.Tensor] = []
+
+    def keep(_m: Any, _a: Any, y: torch.Tensor) -> None:
+        y.register_hook(lambda g: captured.append(g))
+
+    handles = [
+        m.register_forward_hook(keep) for m in tiny_bert.modules() if isinstance(m, torch.nn.Linear)
+    ]
+    try:
+        tiny_bert(**batch).loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    padded = batch["attention_mask"] == 0
+    assert int(padded.sum()) > 0
+    token_grads = [g for g in captured if g.ndim == 3]
+    assert len(token_grads) == 12
+    for g in token_grads:
+        assert torch.all(g[padded] == 0)
+        assert bool((g[~padded] != 0).any())
+
+
+def test_mlm_groups_with_unequal_loss_terms(tokenizer: BertTokenizer, mlm_dir: Path) -> None:
+    """Token-level labels: each group's gradient is of its own mean over its labelled tokens."""
+    task = load_task("mlm", tokenizer, data_dir=mlm_dir, max_seq_length=8)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64,
+    )  # fmt: skip
+    model = BertForMaskedLM(cfg).eval()
+    params = resolve_target_params(model)
+    seq = _sampler(model, task, "sequential", num_grads=6)
+    bat = _sampler(model, task, "batched", num_grads=6)
+    weights = {
+        int((seq._batch(b, 0, i)["labels"] != -100).sum())
+        for i, b in zip(range(6), seq._index_batches(0), strict=False)
+    }
+    assert len(weights) > 1  # the groups differ in their number of loss terms
+    _assert_same(_grads(seq, params, chunk_size=6), _grads(bat, params, chunk_size=6))
+    assert bat._checked and not bat._fallback
+
+
+def _step(model: Any, task: Any, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    params = resolve_target_params(model)
+    start = {n: p.detach().clone() for n, p in params.items()}
+    masks = MaskState(params)
+    sampler = _sampler(model, task, mode, batch_size=2, num_grads=12)
+    method = ObertPruning(num_grads=12, grad_batch_size=2, damp=1e-6, chunk_size=8,
+                          fisher_block_size=8)  # fmt: skip
+    ctx = StepContext(sampler=sampler, log=lambda _line: None, progress=False)
+    seen = []
+    for sparsity in (0.5, 0.8):  # the second step samples masked gradients of a masked model
+        method.prune(params, masks, sparsity, ctx)
+        seen.append(masks.as_dict())
+    weights = {n: p.detach().clone() for n, p in params.items()}
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(start[name])
+    assert sampler._checked == (mode == "batched") and not sampler._fallback
+    return weights, {f"{i}:{n}": m for i, s in enumerate(seen) for n, m in s.items()}
+
+
+def test_a_pruning_step_gives_the_same_masks(
+    tiny_bert: BertForSequenceClassification, tokenizer: BertTokenizer, sst2_dir: Path
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    w_seq, m_seq = _step(tiny_bert, task, "sequential")
+    w_bat, m_bat = _step(tiny_bert, task, "batched")
+    for key, mask in m_seq.items():
+        assert torch.equal(m_bat[key], mask), key
+    for name, w in w_seq.items():
+        torch.testing.assert_close(w_bat[name], w, rtol=0, atol=2e-5 * float(w.abs().max()))
+
+
+def test_auto_batches_the_default_loss_only_and_takes_non_linear_targets_singly(
+    tiny_bert: BertForSequenceClassification, tokenizer: BertTokenizer, sst2_dir: Path
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    params = resolve_target_params(tiny_bert)
+    auto = _sampler(tiny_bert, task, "auto")
+    _assert_same(_grads(_sampler(tiny_bert, task, "sequential"), params, chunk_size=4),
+                 _grads(auto, params, chunk_size=4))  # fmt: skip
+    assert auto._checked
+    custom = _sampler(tiny_bert, task, "auto", loss_fn=lambda m, b: m(**b).loss)
+    _grads(custom, params, chunk_size=4)
+    assert not custom._checked  # a custom loss need not be a mean: one pass per group
+    norms = {n: p for n, p in tiny_bert.named_parameters() if "LayerNorm.weight" in n}
+    mixed = {**dict(list(params.items())[:2]), **dict(list(norms.items())[:1])}
+    auto = _sampler(tiny_bert, task, "auto")
+    _assert_same(_grads(_sampler(tiny_bert, task, "sequential"), mixed, chunk_size=4),
+                 _grads(auto, mixed, chunk_size=4))  # fmt: skip
+    assert not auto._checked
+    with pytest.raises(OptionError, match=r"LayerNorm\.weight' is not the weight of a plain"):
+        _grads(_sampler(tiny_bert, task, "batched"), mixed, chunk_size=4)
+
+
+class _BatchCoupled(torch.nn.Module):
+    """Scales its input by the batch size: groups interact even in eval mode."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (x.shape[0] / 4)
+
+
+def test_interacting_groups_fall_back_or_raise(
+    tiny_bert: BertForSequenceClassification, tokenizer: BertTokenizer, sst2_dir: Path
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    tiny_bert.bert.embeddings.dropout = _BatchCoupled()  # type: ignore[assignment]
+    params = resolve_target_params(tiny_bert)
+    want = _grads(_sampler(tiny_bert, task, "sequential"), params, chunk_size=3)
+    auto = _sampler(tiny_bert, task, "auto")
+    with pytest.warns(UserWarning, match=r"one pass per group from now on .*differs from a seq"):
+        got = _grads(auto, params, chunk_size=3)
+    assert auto._fallback and not auto._checked
+    _assert_same(want, got)
+    with pytest.raises(DataError, match="grad_batching='batched' cannot be used here"):
+        _grads(_sampler(tiny_bert, task, "batched"), params, chunk_size=3)
+    assert all(p.requires_grad for p in tiny_bert.parameters())  # restored after the error
+
+
+def test_a_small_activation_budget_takes_groups_singly(
+    tiny_bert: BertForSequenceClassification, tokenizer: BertTokenizer, sst2_dir: Path
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    params = resolve_target_params(tiny_bert)
+    tight = _sampler(tiny_bert, task, "batched", batch_memory="1KB")
+    _assert_same(_grads(_sampler(tiny_bert, task, "sequential"), params, chunk_size=5),
+                 _grads(tight, params, chunk_size=5))  # fmt: skip
+    assert tight._saved is not None and not tight._checked  # measured, never batched
+    rows, length, linear, quadratic = tight._saved
+    assert rows == 4 and length > 1 and linear > 0 and quadratic > 0
+    # a budget for two groups but not three
+    two = tight._estimate(8, length) + 1
+    pair = _sampler(tiny_bert, task, "batched", batch_memory=int(two))
+    pair._saved = tight._saved
+    lo, hi = pair._next_pass([{"input_ids": torch.zeros(4, length)}] * 5, 0, int(two))
+    assert (lo, hi) == (0, 2)
+
+
+def test_bad_settings_are_refused(
+    tiny_bert: BertForSequenceClassification, tokenizer: BertTokenizer, sst2_dir: Path
+) -> None:
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    with pytest.raises(OptionError, match="grad_batching must be one of auto, batched, sequential"):
+        _sampler(tiny_bert, task, "vmap")
+    with pytest.raises(OptionError, match="cannot parse memory size 'lots'"):
+        _sampler(tiny_bert, task, "auto", batch_memory="lots")
+    with pytest.raises(OptionError, match="batch_memory must be a positive size, got 0"):
+        _sampler(tiny_bert, task, "auto", batch_memory=0)
+
+
+def test_groups_that_cannot_be_concatenated() -> None:
+    ids = torch.tensor([[2, 5, 3, 0], [2, 6, 7, 3]])
+    mask = (ids != 0).long()
+    longer = torch.tensor([[2, 5, 6, 7, 3]])
+    one = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1])}
+    two = {
+        "input_ids": longer,
+        "attention_mask": torch.ones_like(longer),
+        "labels": torch.tensor([1]),
+    }
+    out = concat_groups([one, two], pad_token_id=0)
+    assert out is not None
+    assert out["input_ids"].tolist() == [[2, 5, 3, 0, 0], [2, 6, 7, 3, 0], [2, 5, 6, 7, 3]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+    left = {**one, "attention_mask": mask.flip(1)}  # left padding: the positions would move
+    assert concat_groups([left, two], 0) is None
+    assert concat_groups([{k: v for k, v in one.items() if k != "attention_mask"},
+                          {k: v for k, v in two.items() if k != "attention_mask"}], 0) is None  # fmt: skip
+    odd = {**one, "pixel_mask": ids}
+    assert concat_groups([odd, {**two, "pixel_mask": longer}], 0) is None  # unknown key
+    same = concat_groups([one, one], 0)
+    assert same is not None and same["input_ids"].shape == (4, 4)
