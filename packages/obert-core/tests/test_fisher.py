@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from core_helpers import HAS_TORCH, oracle_blocks, to_np
+from core_helpers import AVAILABLE_BACKENDS, HAS_TORCH, oracle_blocks, to_np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -218,3 +218,87 @@ def test_torch_cpu_inverse_names_the_first_block_that_is_not_positive_definite()
     acc[_torch._CPU_CHUNK + 2] = -torch.eye(3)
     with pytest.raises(oc.ObertError, match=rf"block {_torch._CPU_CHUNK + 2}\)"):
         _torch._cpu_block_inverse(acc, 1e-3, 1, torch.float32)
+
+
+# --- non-finite gradients are found from the Gram's diagonal (docs/math.md §2) ----------------
+
+
+@pytest.mark.parametrize("backend", AVAILABLE_BACKENDS)
+@settings(max_examples=20, deadline=None)
+@given(
+    d=st.integers(2, 40),
+    block=st.integers(1, 12),
+    chunks=st.lists(st.integers(1, 7), min_size=1, max_size=5),
+    bad=st.sampled_from([None, np.nan, np.inf, -np.inf]),
+    where=st.tuples(st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**6)),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_non_finite_chunk_is_found_from_the_gram_diagonal(
+    backend: str,
+    d: int,
+    block: int,
+    chunks: list[int],
+    bad: float | None,
+    where: tuple[int, int, int],
+    dtype: type,
+    seed: int,
+) -> None:
+    """A NaN/inf anywhere in a chunk is refused by that chunk's add(), which names it; the
+    chunks before it are accepted; finite chunks build the float64 reference's inverse."""
+    block = min(block, d)
+    m = sum(chunks)
+    g = (np.random.default_rng(seed).standard_normal((m, d)) * 1e-2).astype(dtype)
+    bad_chunk = where[0] % len(chunks)
+    start = sum(chunks[:bad_chunk])
+    if bad is not None:
+        g[start + where[1] % chunks[bad_chunk], where[2] % d] = bad
+    # float64 Gram on every backend (gram_precision) so that the reference tolerance is tight
+    b = oc.BlockFisherBuilder(d, block, 1e-3, m, backend=backend, gram_precision="float64")
+    lo = 0
+    for i, k in enumerate(chunks):
+        part = _as(backend, g[lo : lo + k])
+        if bad is not None and i == bad_chunk:
+            msg = rf"add\(\) call {i + 1} \(gradients {lo}\.\.{lo + k - 1}, .*NaN or inf"
+            with pytest.raises(oc.ObertError, match=msg):
+                b.add(part)
+            with pytest.raises(oc.ObertError, match=rf"refused add\(\) call {i + 1} "):
+                b.add(part[:1])
+            with pytest.raises(oc.ObertError, match="create a new one"):
+                b.finalize()
+            return
+        b.add(part)
+        lo += k
+    out = to_np(b.finalize())
+    ref = oracle_blocks(g.astype(np.float64), block, 1e-3)
+    assert _rel(out, ref) < (1e-5 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch")
+def test_gram_overflow_is_named_and_the_builder_refuses_further_use() -> None:
+    """Finite gradients whose squares overflow a float32 Gram are refused with that reason."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    ok = torch.randn((4, 12), generator=gen)
+    big = torch.randn((4, 12), generator=gen) * 1e20  # finite; squares ~1e40 > 3.4e38
+    b = oc.BlockFisherBuilder(12, 4, 1e-3, 12, backend="torch", gram_precision="float32")
+    b.add(ok)
+    with pytest.raises(oc.ObertError, match=r"add\(\) call 2 \(gradients 4\.\.7.*overflow"):
+        b.add(big)
+    with pytest.raises(oc.ObertError, match=r"refused add\(\) call 2"):
+        b.finalize_fisher()
+    # in float64 the same gradients are fine
+    b64 = oc.BlockFisherBuilder(12, 4, 1e-3, 12, backend="torch", gram_precision="float64")
+    for part in (ok, big, ok):
+        b64.add(part)
+    assert torch.isfinite(b64.finalize()).all()
+
+
+def test_streaming_build_still_scans_the_gradients() -> None:
+    """The streaming build has no Gram: it refuses a non-finite chunk before touching its state."""
+    b = oc.BlockFisherBuilder(10, 5, 1e-3, 4, method="streaming", backend="numpy")
+    with pytest.raises(oc.ObertError, match="NaN or inf"):
+        b.add(np.full((2, 10), np.nan))
+    b.add(np.ones((4, 10)))  # still usable
+    assert np.isfinite(b.finalize()).all()

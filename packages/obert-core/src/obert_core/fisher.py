@@ -143,6 +143,8 @@ class BlockFisherBuilder:
         self._framework: str | None = None
         self._state: Any = None
         self._seen = 0
+        self._chunks = 0  # add() calls that added gradients
+        self._failure: str | None = None  # the chunk that made the Gram non-finite
         self._done = False
         self._timings = {"accumulate_s": 0.0, "invert_s": 0.0}
 
@@ -190,15 +192,21 @@ class BlockFisherBuilder:
     def add(self, grads: Any) -> None:
         """Add a chunk of gradients.
 
+        The batched build does not scan the ``k·d`` gradient entries for NaN/inf: a NaN or inf
+        entry ``g_ij`` makes the diagonal entry ``Σ_i g_ij²`` of its block's Gram non-finite,
+        so the ``d`` diagonal entries are checked after the chunk's GEMM (docs/math.md §2).
+        A chunk that fails leaves the Gram unusable: the error names the chunk, and the builder
+        refuses any further call.
+
         Args:
             grads: ``(k, d)`` (or ``(d,)`` for one gradient) NumPy array or torch tensor.
 
         Raises:
-            ObertError: wrong shape, non-finite values, more than ``num_grads`` gradients in total,
-                or a call after :meth:`finalize`.
+            ObertError: wrong shape, non-finite values (or, with a float32 Gram, gradients so
+                large that their squares overflow it), more than ``num_grads`` gradients in total,
+                or a call after :meth:`finalize` or after such an error.
         """
-        if self._done:
-            raise ObertError("this BlockFisherBuilder was already finalized; create a new one.")
+        self._check_usable()
         if getattr(grads, "ndim", None) == 1:
             grads = grads[None]
         shape = tuple(getattr(grads, "shape", ()))
@@ -221,18 +229,53 @@ class BlockFisherBuilder:
                 f"received {self._seen + shape[0]} gradients but num_grads={self.num_grads}; "
                 "raise num_grads or stop adding gradients."
             )
-        check_finite(grads, "grads")
+        if self.method != "batched":
+            check_finite(grads, "grads")
         assert self._backend is not None
         t0 = time.perf_counter()
         g = self._to_backend(grads)
         if self.method == "batched":
             self._backend.add_gram(self._state, g, self.num_weights, self.block_size)
+            if not all_finite(_gram_diagonal(self._state)):
+                self._refuse_chunk(grads)
         else:
             self._backend.sm_update(
                 self._state, g, self.num_weights, self.block_size, self.num_grads
             )
         self._seen += shape[0]
+        self._chunks += 1
         self._timings["accumulate_s"] += time.perf_counter() - t0
+
+    def _check_usable(self) -> None:
+        if self._done:
+            raise ObertError("this BlockFisherBuilder was already finalized; create a new one.")
+        if self._failure is not None:
+            raise ObertError(
+                f"this BlockFisherBuilder refused {self._failure} and its Gram is not usable; "
+                "create a new one and feed it finite gradients."
+            )
+
+    def _refuse_chunk(self, grads: Any) -> None:
+        """Raise for the chunk that made the Gram's diagonal non-finite; poison the builder."""
+        k = int(grads.shape[0])
+        where = (
+            f"add() call {self._chunks + 1} (gradients {self._seen}..{self._seen + k - 1}, "
+            "counted from 0)"
+        )
+        self._failure = where
+        if not all_finite(grads):
+            raise ObertError(
+                f"grads of {where} contain NaN or inf values; check the loss (e.g. fp16 "
+                "overflow or a diverged model) and drop or recompute the non-finite gradients, "
+                "then build the Fisher again with a new BlockFisherBuilder."
+            )
+        big = float(abs(grads).max())
+        raise ObertError(
+            f"grads of {where} are finite but their squares overflow the "
+            f"{_dtype_name(self._state.dtype)} Gram (largest |entry| {big:.3g}); scale the loss "
+            "down or pass gram_precision='float64', then build the Fisher again with a new "
+            "BlockFisherBuilder."
+        )
 
     def _torch_gram_dtype(self, g: Any) -> Any:
         import torch
@@ -251,8 +294,7 @@ class BlockFisherBuilder:
 
     def _start_finalize(self, name: str) -> None:
         """The checks both finalisations make first; marks the builder finalized."""
-        if self._done:
-            raise ObertError("this BlockFisherBuilder was already finalized; create a new one.")
+        self._check_usable()
         if self._seen == 0 or self._backend is None:
             raise ObertError(f"no gradients were added; call add(grads) before {name}().")
         if self._seen < self.num_grads:
@@ -306,7 +348,7 @@ class BlockFisherBuilder:
         self._start_finalize("finalize_fisher")
         t0 = time.perf_counter()
         self._fill()
-        blocks = FisherBlocks(  # every gradient was checked finite in add()
+        blocks = FisherBlocks(  # add() checked the Gram's diagonal after every chunk
             self._from_backend(self._state),
             self.damp,
             self.num_grads,
@@ -332,6 +374,13 @@ class BlockFisherBuilder:
         if self._framework == "numpy" and self._backend.name == "torch":
             return finv.detach().cpu().numpy()
         return finv
+
+
+def _gram_diagonal(acc: Any) -> Any:
+    """The ``(num_blocks, B)`` diagonal entries of a Gram stack, a strided view (no copy)."""
+    if is_torch(acc):
+        return acc.diagonal(dim1=1, dim2=2)
+    return np.diagonal(acc, axis1=1, axis2=2)
 
 
 #: dtypes the inverse Fisher is returned in; half precision cannot hold it.
