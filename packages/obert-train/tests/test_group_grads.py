@@ -18,7 +18,7 @@ from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassificat
 
 from obert_train import GradientSampler, MaskState, load_task, resolve_target_params
 from obert_train.errors import DataError, OptionError
-from obert_train.fisher.group_grads import concat_groups
+from obert_train.fisher.group_grads import concat_groups, plan_passes
 from obert_train.pruning.method import StepContext
 from obert_train.pruning.obert import ObertPruning
 
@@ -60,7 +60,8 @@ def test_batched_groups_equal_sequential_passes_with_padding_and_masks(
     batched = _sampler(tiny_bert, task, "batched", batch_size=2)
     want = _grads(sequential, params, masks=masks, chunk_size=chunk)
     got = _grads(batched, params, masks=masks, chunk_size=chunk)
-    assert batched._checked and not batched._fallback  # the groups did go through together
+    assert batched._checked and not batched.fallback  # the groups did go through together
+    assert batched.passes > 0
     _assert_same(want, got)
     assert tiny_bert.training
     assert all(p.requires_grad and p.grad is None for p in tiny_bert.parameters())
@@ -123,7 +124,7 @@ def test_mlm_groups_with_unequal_loss_terms(tokenizer: BertTokenizer, mlm_dir: P
     }
     assert len(weights) > 1  # the groups differ in their number of loss terms
     _assert_same(_grads(seq, params, chunk_size=6), _grads(bat, params, chunk_size=6))
-    assert bat._checked and not bat._fallback
+    assert bat._checked and not bat.fallback
 
 
 def _step(model: Any, task: Any, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -142,7 +143,7 @@ def _step(model: Any, task: Any, mode: str) -> tuple[dict[str, Any], dict[str, A
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(start[name])
-    assert sampler._checked == (mode == "batched") and not sampler._fallback
+    assert sampler._checked == (mode == "batched") and not sampler.fallback
     return weights, {f"{i}:{n}": m for i, s in enumerate(seen) for n, m in s.items()}
 
 
@@ -197,7 +198,7 @@ def test_interacting_groups_fall_back_or_raise(
     auto = _sampler(tiny_bert, task, "auto")
     with pytest.warns(UserWarning, match=r"one pass per group from now on .*differs from a seq"):
         got = _grads(auto, params, chunk_size=3)
-    assert auto._fallback and not auto._checked
+    assert auto.fallback and not auto._checked
     _assert_same(want, got)
     with pytest.raises(DataError, match="grad_batching='batched' cannot be used here"):
         _grads(_sampler(tiny_bert, task, "batched"), params, chunk_size=3)
@@ -215,12 +216,16 @@ def test_a_small_activation_budget_takes_groups_singly(
     assert tight._saved is not None and not tight._checked  # measured, never batched
     rows, length, linear, quadratic = tight._saved
     assert rows == 4 and length > 1 and linear > 0 and quadratic > 0
-    # a budget for two groups but not three
-    two = tight._estimate(8, length) + 1
-    pair = _sampler(tiny_bert, task, "batched", batch_memory=int(two))
-    pair._saved = tight._saved
-    lo, hi = pair._next_pass([{"input_ids": torch.zeros(4, length)}] * 5, 0, int(two))
-    assert (lo, hi) == (0, 2)
+
+
+def test_passes_are_length_sorted_and_bounded() -> None:
+    lengths = [9, 3, 7, 3, 12, 5, 8, 2]
+    assert plan_passes(lengths, 3, lambda rows, length: True) == [[7, 1, 3], [5, 2, 6], [0, 4]]
+    small = plan_passes(lengths, 8, lambda rows, length: rows * length <= 16)
+    assert sorted(i for p in small for i in p) == list(range(8))
+    for chosen in small:
+        assert len(chosen) == 1 or len(chosen) * max(lengths[i] for i in chosen) <= 16
+    assert plan_passes([4], 8, lambda rows, length: False) == [[0]]  # one example always goes
 
 
 def test_bad_settings_are_refused(
@@ -233,6 +238,8 @@ def test_bad_settings_are_refused(
         _sampler(tiny_bert, task, "auto", batch_memory="lots")
     with pytest.raises(OptionError, match="batch_memory must be a positive size, got 0"):
         _sampler(tiny_bert, task, "auto", batch_memory=0)
+    with pytest.raises(OptionError, match="pass_size must be >= 1, got 0"):
+        _sampler(tiny_bert, task, "auto", pass_size=0)
 
 
 def test_groups_that_cannot_be_concatenated() -> None:

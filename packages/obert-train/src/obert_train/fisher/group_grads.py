@@ -1,26 +1,24 @@
-"""Per-group weight gradients of ``nn.Linear`` layers from one backward pass over many groups.
+"""Per-group weight gradients of ``nn.Linear`` layers from length-sorted multi-group passes.
 
 The empirical Fisher of a pruning step needs m gradients, each the gradient of the mean loss over
-one mini-batch ("group") of ``n`` examples (Kurtic et al. 2022, Sec. 3).  For a Linear layer
-``Y = X Wᵀ + b`` the weight gradient of any loss is ``∂L/∂W = Σ_t dY_tᵀ X_t`` over the rows
-``t`` (tokens) that went through it.  In eval mode the examples of different groups do not
-interact, so one forward/backward pass over the concatenation of G groups with the loss
-``L = (1/N) Σ_s ℓ_s`` (N loss terms in all, the model's own mean) gives each row's ``dY`` as
-``(1/N) ∂ℓ_s/∂Y``, and the gradient of group g's own mean loss (``n_g`` terms) is
+one mini-batch ("group") of ``n_g`` loss terms (Kurtic et al. 2022, Sec. 3).  For a Linear layer
+``Y = X Wᵀ + b`` the weight gradient of any loss is ``Σ_t dY_tᵀ X_t`` over the rows ``t``
+(tokens) that went through it.  In eval mode examples do not interact, so the examples of G
+groups may go through the model in any arrangement: here they are cut to their real length,
+sorted by length and regrouped into passes each padded only to its own longest example (a group
+collated alone is padded to its longest sentence: on SST-2, 2.65x its real tokens).  With the
+model's own mean loss over a pass's N terms, row s gets ``dY = (1/N) ∂ℓ_s/∂Y``; scaled by
+``N / n_g`` and kept at the real tokens together with the inputs there, group g's gradient of its
+own mean loss is one product over its tokens from all passes (docs/math.md §2.3, Eq. G-1):
 
-    ∂L_g/∂W = (N / n_g) · dY_gᵀ X_g,
+    ∂L_g/∂W = Σ_{t ∈ g} (N_t / n_g) dY_tᵀ X_t
 
-one batched GEMM ``(G, out, n_g T) · (G, n_g T, in)`` over all groups (the per-example gradient
-trick of Goodfellow 2015 and Opacus, here per group).  The weights themselves take no gradient:
-every parameter is frozen during the pass and the graph starts at the outputs of the target
-Linears that have no grad-requiring input; each target output passes through an identity
-autograd function whose backward forms the G weight gradients from the saved input and the
-incoming ``dY``, writing them straight into the sampler's buffer.
-
-Groups collated to different lengths are right-padded to the longest (attention mask 0, labels
--100, ``input_ids`` with the model's pad token).  A padded position is masked out as a key in
-every attention layer (its softmax weight is exactly 0) and feeds nothing else that reaches the
-loss, so its ``dY`` is exactly 0 and it adds nothing to ``dY_gᵀ X_g``: the result equals the
+(the per-example-gradient construction of Goodfellow 2015 and Opacus, per group).  The weights
+take no gradient: every parameter is frozen during the passes, the graph starts at the outputs
+of the target Linears that have no grad-requiring input, and each target output passes through
+an identity autograd function whose backward stores ``dY``.  A padded position is masked out as
+a key in every attention layer (its softmax weight is exactly 0) and reaches the loss through
+nothing else, so its ``dY`` is exactly 0: dropping it changes no sum, and the result equals the
 per-group pass up to float32 round-off.  The sampler checks that claim once per sampler against
 a sequential pass (see :class:`~obert_train.GradientSampler`).
 """
@@ -37,9 +35,12 @@ from obert_train.errors import DataError
 __all__ = [
     "SavedBytes",
     "UngroupedError",
-    "batched_group_grads",
     "concat_groups",
+    "example_length",
     "linear_modules",
+    "packed_group_grads",
+    "plan_passes",
+    "split_examples",
 ]
 
 # The keys concat_groups knows how to right-pad, with their padding values (None: pad token).
@@ -130,79 +131,168 @@ class UngroupedError(DataError):
     """A target Linear saw rows that are not the batch's examples in order (batch first)."""
 
 
+def split_examples(batch: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]] | None:
+    """The rows of a collated batch as one-row batches, each cut to its own length.
+
+    With a right-padded 0/1 ``attention_mask`` of shape ``(rows, T)``, every ``(rows, T)``
+    tensor is cut to the row's real length (those tensors must be of the keys
+    :func:`concat_groups` can pad again); without one, rows are kept whole.  None when the batch
+    cannot be split (a tensor without the rows as first dimension, left padding, an unknown key
+    of the sequence's shape).
+    """
+    rows = int(next(iter(batch.values())).shape[0])
+    if any(v.ndim == 0 or int(v.shape[0]) != rows for v in batch.values()):
+        return None
+    mask = batch.get("attention_mask")
+    if mask is None:
+        return [{k: v[r : r + 1] for k, v in batch.items()} for r in range(rows)]
+    if mask.ndim != 2 or not _right_padded(mask):
+        return None
+    width = int(mask.shape[1])
+    seq = {k for k, v in batch.items() if v.ndim == 2 and int(v.shape[1]) == width}
+    if any(k not in _PAD_VALUES for k in seq):
+        return None
+    lengths = [max(int(n), 1) for n in mask.sum(dim=1).tolist()]
+    return [
+        {k: v[r : r + 1, : lengths[r]] if k in seq else v[r : r + 1] for k, v in batch.items()}
+        for r in range(rows)
+    ]
+
+
+def example_length(example: Mapping[str, torch.Tensor]) -> int:
+    """Sequence length of a one-row example (1 without ``input_ids``/``attention_mask``)."""
+    for key in ("attention_mask", "input_ids"):
+        value = example.get(key)
+        if value is not None and value.ndim >= 2:
+            return int(value.shape[1])
+    return 1
+
+
+def plan_passes(
+    lengths: Sequence[int], max_rows: int, fits: Callable[[int, int], bool]
+) -> list[list[int]]:
+    """Examples (indices) per pass: sorted by length, cut at ``max_rows`` or the memory bound.
+
+    Sorting by length before cutting makes every pass pad to nearly its own rows' length, so a
+    pass computes on few padded positions (SST-2 groups of 16 padded each to its longest
+    sentence hold 2.65x their real tokens; length-sorted passes of 64, 1.1x).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    passes: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) >= max_rows or not fits(len(current) + 1, lengths[i])):
+            passes.append(current)
+            current = []
+        current.append(i)
+    if current:
+        passes.append(current)
+    return passes
+
+
 class _Capture(torch.autograd.Function):
-    """Identity on a Linear's output whose backward adds the per-group weight gradients."""
+    """Identity on a Linear's output whose backward hands ``dY`` to a store."""
 
     @staticmethod
-    def forward(ctx: Any, y: torch.Tensor, x: torch.Tensor, sink: _Sink) -> torch.Tensor:
-        ctx.save_for_backward(x)
+    def forward(ctx: Any, y: torch.Tensor, sink: Callable[[torch.Tensor], None]) -> torch.Tensor:
         ctx.sink = sink
         return y.view_as(y)
 
     @staticmethod
-    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (x,) = ctx.saved_tensors
-        ctx.sink.add(x, dy)
-        return dy, None, None
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, None]:
+        ctx.sink(dy)
+        return dy, None
 
 
-class _Sink:
-    """Where one target's G gradients go: ``out[g] (+)= scale_g · dY_gᵀ X_g``."""
+class _TokenStore:
+    """One target's inputs and scaled output gradients at the real tokens, group-major.
 
-    def __init__(self, out: torch.Tensor, groups: int, scale: float | None) -> None:
-        self.out, self.groups, self.scale, self.calls = out, groups, scale, 0
+    Example i's ``k_i`` tokens are rows ``[start_i, start_i + k_i)``; examples are stored in
+    group order, so group g's tokens are one row range and its gradient one ``dYᵀX`` product.
+    ``k_i`` is the example's real length for ``(rows, T, in)`` inputs of a masked batch, else
+    the constant number of positions per row the target sees (1 for ``(rows, in)``).
+    """
 
-    def add(self, x: torch.Tensor, dy: torch.Tensor) -> None:
-        g = self.groups
-        xs = x.reshape(g, -1, x.shape[-1])
-        dys = dy.reshape(g, -1, dy.shape[-1])
-        target = self.out.view(g, dy.shape[-1], x.shape[-1])
-        alpha = 1.0 if self.scale is None else self.scale
-        if xs.dtype == target.dtype and dys.dtype == target.dtype:
-            torch.baddbmm(
-                target, dys.transpose(1, 2), xs, beta=1.0 if self.calls else 0.0, alpha=alpha,
-                out=target,
-            )  # fmt: skip
-        else:
-            part = torch.bmm(dys.transpose(1, 2), xs).to(target.dtype) * alpha
-            target.copy_(part) if not self.calls else target.add_(part)
-        self.calls += 1
+    def __init__(self, module: torch.nn.Linear, tokens: Sequence[int], by_token: bool) -> None:
+        w = module.weight
+        self.by_token = by_token
+        self.starts = [0]
+        for k in tokens:
+            self.starts.append(self.starts[-1] + k)
+        self.x = torch.empty(self.starts[-1], w.shape[1], dtype=w.dtype, device=w.device)
+        self.dy = torch.empty(self.starts[-1], w.shape[0], dtype=w.dtype, device=w.device)
+        self.calls = 0  # forward calls in the current pass
+
+    def index(self, chosen: Sequence[int]) -> torch.Tensor:
+        """Store rows of the chosen examples' tokens, in the pass's row order."""
+        return torch.cat([torch.arange(self.starts[i], self.starts[i + 1]) for i in chosen]).to(
+            self.x.device
+        )
 
 
-def batched_group_grads(
+def packed_group_grads(
     model: torch.nn.Module,
     loss_fn: Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor],
-    batch: Mapping[str, torch.Tensor],
+    groups: Sequence[Mapping[str, torch.Tensor]],
     modules: Mapping[str, torch.nn.Linear],
     out: Mapping[str, torch.Tensor],
-    weights: Sequence[float],
-) -> None:
-    """Write the G per-group weight gradients of every target into ``out`` (one pass).
+    *,
+    loss_weight: Callable[[Mapping[str, torch.Tensor]], int],
+    pad_token_id: int,
+    max_rows: int,
+    fits: Callable[[int, int], bool],
+) -> int:
+    """Write each group's weight gradients of every target into ``out`` (docs/math.md §2.3).
+
+    The groups' examples are cut to their real length, sorted by length and regrouped into
+    passes (:func:`plan_passes`), each padded only to its own longest example.  In a pass of N
+    loss terms the model's mean loss gives row s the output gradient ``(1/N) ∂ℓ_s/∂Y``; scaled
+    by ``N / n_g`` (``n_g`` = group g's loss terms) and kept at the real tokens only (``dY`` is
+    exactly 0 at padded ones) together with the inputs there, it makes group g's gradient of
+    its own mean loss ``dY_gᵀ X_g`` over its tokens from every pass (Eq. G-1).
 
     Args:
         model: The model, in eval mode.
         loss_fn: ``loss_fn(model, batch)``, the mean of the batch's loss terms.
-        batch: The G groups concatenated (:func:`concat_groups`), each group's rows contiguous
-            and every group the same number of rows.
+        groups: The collated mini-batches (one per gradient).
         modules: ``{name: nn.Linear}`` of the targets (:func:`linear_modules`).
-        out: ``{name: float32 tensor (G, numel)}``, overwritten with group g's gradient of its
-            own mean loss in row g.
-        weights: The number of loss terms of each group (``n_g``); the loss of the whole batch
-            is taken as their mean over ``N = Σ n_g`` terms.
+        out: ``{name: float32 tensor (len(groups), numel)}``, overwritten row by row.
+        loss_weight: Number of loss terms of a batch (rows, or labelled tokens).
+        pad_token_id: ``input_ids`` value of padded positions.
+        max_rows: Most examples in one pass.
+        fits: ``fits(rows, length)``: whether a pass of ``rows`` examples padded to ``length``
+            fits the activation budget (a pass holds at least one example).
+
+    Returns:
+        The number of passes.
 
     Raises:
+        UngroupedError: If the groups cannot be split into examples, or a target's input is not
+            batch-first or the target runs twice in one forward: the caller takes the groups
+            one by one.
         DataError: If a target received no gradient (it does not reach the loss).
-        UngroupedError: If a target's input is not batch-first (e.g. sequence-first layouts,
-            expert routing): the groups cannot be told apart.
     """
-    groups = len(weights)
-    rows = int(next(iter(batch.values())).shape[0])
-    total = float(sum(weights))
-    equal = all(w == weights[0] for w in weights)
-    sinks = {n: _Sink(out[n], groups, total / weights[0] if equal else None) for n in modules}
-    roots: list[torch.Tensor] = []
+    examples: list[dict[str, torch.Tensor]] = []
+    owner: list[int] = []
+    for g, batch in enumerate(groups):
+        split = split_examples(batch)
+        if split is None:
+            raise UngroupedError("the batches cannot be split into examples and padded again")
+        examples += split
+        owner += [g] * len(split)
+    n_groups = len(groups)
+    first = [owner.index(g) for g in range(n_groups)] + [len(examples)]
+    terms = [float(loss_weight(b)) for b in groups]
+    lengths = [example_length(e) for e in examples]
+    masked = all("attention_mask" in e for e in examples)
+    stores: dict[str, _TokenStore] = {}
+    passes = plan_passes(lengths, max_rows, fits)
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    state: dict[str, Any] = {}
 
     def hook_for(name: str) -> Callable[..., torch.Tensor]:
+        module = modules[name]
+
         def hook(
             _module: torch.nn.Module,
             args: tuple[Any, ...],
@@ -210,45 +300,89 @@ def batched_group_grads(
             y: torch.Tensor,
         ) -> torch.Tensor:
             x = args[0] if args else kwargs["input"]
+            rows, chosen = state["rows"], state["chosen"]
+            by_token = masked and x.ndim == 3 and x.shape[1] == state["width"]
             if x.ndim < 2 or x.shape[0] != rows or y.shape[0] != rows:
                 raise UngroupedError(
                     f"target {name!r} saw an input of shape {tuple(x.shape)}, not the batch's "
                     f"{rows} examples first; its rows cannot be split into groups"
                 )
+            per_row = x[0].numel() // x.shape[-1]
+            store = stores.get(name)
+            if store is None:
+                tokens = lengths if by_token else [per_row] * len(examples)
+                store = stores[name] = _TokenStore(module, tokens, by_token)
+            if store.by_token != by_token or (not by_token and store.starts[1] != per_row):
+                raise UngroupedError(f"target {name!r} changes its input layout between passes")
+            if store.calls:
+                raise UngroupedError(f"target {name!r} runs more than once per forward pass")
+            store.calls += 1
+            index = store.index(chosen)
+            keep = state["keep"]
+            real = x[keep] if by_token else x.reshape(-1, x.shape[-1])
+            store.x.index_copy_(0, index, real.detach().to(store.x.dtype))
+            counts = keep.sum(dim=1) if by_token else torch.full((rows,), per_row)
+            scale = state["scale"].repeat_interleave(counts.cpu()).to(store.dy.device)
             if not y.requires_grad:  # no target upstream: the graph starts here
                 y = y.detach().requires_grad_()
-                roots.append(y)
-            return _Capture.apply(y, x.detach(), sinks[name])  # type: ignore[no-any-return,no-untyped-call]
+                state["roots"].append(y)
+
+            def sink(dy: torch.Tensor) -> None:
+                flat = dy[keep] if by_token else dy.reshape(-1, dy.shape[-1])
+                scaled = flat * scale[:, None].to(flat.dtype)
+                store.dy.index_copy_(0, index, scaled.to(store.dy.dtype))
+                state["filled"].add(name)
+
+            return _Capture.apply(y, sink)  # type: ignore[no-any-return,no-untyped-call]
 
         return hook
 
-    frozen = [p for p in model.parameters() if p.requires_grad]
     handles = [m.register_forward_hook(hook_for(n), with_kwargs=True) for n, m in modules.items()]
     try:
         for p in frozen:
             p.requires_grad_(False)
-        loss = loss_fn(model, batch)
-        if not roots or not loss.requires_grad:
-            raise DataError(
-                "the loss does not depend on the target weights "
-                f"({', '.join(list(modules)[:3])} ...); check the target parameters"
-            )
-        torch.autograd.grad(loss, roots, allow_unused=True)
+        for chosen in passes:
+            chosen = sorted(chosen)  # group order inside the pass (any order would do)
+            merged = concat_groups([examples[i] for i in chosen], pad_token_id)
+            if merged is None:
+                raise UngroupedError("the examples cannot be padded to one batch")
+            total = float(loss_weight(merged))
+            keep = merged["attention_mask"].to(torch.bool) if masked else None
+            state.update(
+                rows=len(chosen), chosen=chosen, width=example_length(merged), keep=keep,
+                scale=torch.tensor([total / terms[owner[i]] for i in chosen]),
+                roots=[], filled=set(),
+            )  # fmt: skip
+            for store in stores.values():
+                store.calls = 0
+            loss = loss_fn(model, merged)
+            if not state["roots"] or not loss.requires_grad:
+                raise DataError(
+                    "the loss does not depend on the target weights "
+                    f"({', '.join(list(modules)[:3])} ...); check the target parameters"
+                )
+            torch.autograd.grad(loss, state["roots"], allow_unused=True)
+            missing = [n for n in modules if n not in state["filled"]]
+            if missing:
+                raise DataError(
+                    f"target {missing[0]!r} received no gradient: its output does not reach "
+                    "the loss"
+                )
     finally:
         for h in handles:
             h.remove()
         for p in frozen:
             p.requires_grad_(True)
-    for name, sink in sinks.items():
-        if sink.calls == 0:
-            raise DataError(
-                f"target {name!r} received no gradient: its output does not reach the loss"
-            )
-        if not equal:
-            scale = torch.tensor(
-                [total / w for w in weights], dtype=out[name].dtype, device=out[name].device
-            )
-            out[name].mul_(scale[:, None])
+    for name, store in stores.items():
+        o, i = store.dy.shape[1], store.x.shape[1]
+        for g in range(n_groups):
+            a, b = store.starts[first[g]], store.starts[first[g + 1]]
+            target = out[name][g].view(o, i)
+            if store.dy.dtype == target.dtype:
+                torch.mm(store.dy[a:b].t(), store.x[a:b], out=target)
+            else:
+                target.copy_(torch.mm(store.dy[a:b].t(), store.x[a:b]))
+    return len(passes)
 
 
 class SavedBytes:

@@ -32,9 +32,8 @@ from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.group_grads import (
     SavedBytes,
     UngroupedError,
-    batched_group_grads,
-    concat_groups,
     linear_modules,
+    packed_group_grads,
 )
 from obert_train.fisher.memory import available_bytes, parse_memory
 
@@ -45,6 +44,7 @@ GRAD_BATCHING = ("auto", "batched", "sequential")
 
 _CHECK_RTOL = 1e-4  # batched vs sequential, max |difference| / max |gradient|
 _ACTIVATION_MARGIN = 1.5  # the dY being consumed, allocator caching, the padded batch itself
+_PASS_ROWS = 64  # examples per batched pass (length-sorted; see experiments/grad_groups.py)
 
 LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
 """``loss_fn(model, batch) -> scalar loss``; default ``model(**batch).loss``."""
@@ -82,6 +82,14 @@ def _length(batch: Mapping[str, torch.Tensor]) -> int:
     return 1
 
 
+def _tokens(batch: Mapping[str, torch.Tensor]) -> int:
+    """Real (unpadded) positions of a batch: its attention mask's ones, else rows x length."""
+    mask = batch.get("attention_mask")
+    if mask is not None and mask.ndim == 2:
+        return int(mask.sum())
+    return _rows(batch) * _length(batch)
+
+
 def _loss_weight(batch: Mapping[str, torch.Tensor]) -> int:
     """Number of terms the batch loss averages over: labelled tokens for token-level labels."""
     labels = batch.get("labels")
@@ -117,11 +125,19 @@ class GradientSampler:
         batch_memory: Bytes the activations of one batched pass may take (``"2GB"``
             accepted); the number of groups per pass is planned from the bytes autograd saved
             for one measured group.  Default: 25 % of the RAM available at the first call.
+        pass_size: Most examples in one batched pass.  The examples of the groups taken together
+            are sorted by length and cut into passes of at most this many, each padded to its
+            own longest example.
+
+    Attributes:
+        passes: Forward/backward passes the batched path has run so far.
+        fallback: Why this sampler went back to one pass per group (``""`` while it has not).
 
     Raises:
         OptionError: On a non-positive ``batch_size``/``num_grads``, a batch size not
             divisible by the world size, an unknown ``grad_batching``, a ``batch_memory`` that
-            is not a positive size, or ``"batched"`` under ``torch.distributed``.
+            is not a positive size, a ``pass_size`` below 1, or ``"batched"`` under
+            ``torch.distributed``.
         DataError: If there are fewer examples than one batch.
     """
 
@@ -139,6 +155,7 @@ class GradientSampler:
         dist_ctx: DistContext | None = None,
         grad_batching: str = "auto",
         batch_memory: int | str | None = None,
+        pass_size: int = _PASS_ROWS,
     ) -> None:
         if grad_batching not in GRAD_BATCHING:
             raise OptionError(
@@ -171,8 +188,12 @@ class GradientSampler:
                 "'auto' or 'sequential'"
             )
         self._checked = False  # the batched path was compared with a sequential pass
-        self._fallback = ""  # why the batched path is off for this sampler ("" = it is not)
+        self.fallback = ""
         self._saved: tuple[int, int, int, int] | None = None  # rows, length, linear, quadratic
+        if pass_size < 1:
+            raise OptionError(f"pass_size must be >= 1, got {pass_size}")
+        self.pass_size = pass_size
+        self.passes = 0
 
     def _index_batches(self, round_seed: int) -> Iterator[list[int]]:
         """Global mini-batches of example indices, reshuffled every pass over the data."""
@@ -277,9 +298,11 @@ class GradientSampler:
                 j = 0
                 while j < k:
                     alone = not modules or index + j == 0  # the first group of a call: measured
-                    lo, hi = (j, j + 1) if alone else self._next_pass(group_batches, j, budget)
+                    lo, hi = (
+                        (j, j + 1) if alone else self._next_pass(group_batches, j, budget, modules)
+                    )
                     if hi - lo > 1 and self._batched(
-                        group_batches[lo:hi], params, modules, bufs, lo, flat_masks
+                        group_batches[lo:hi], params, modules, bufs, lo, flat_masks, budget
                     ):
                         bar.update(hi - lo)
                         j = hi
@@ -343,7 +366,7 @@ class GradientSampler:
         self, params: Mapping[str, torch.nn.Parameter]
     ) -> dict[str, torch.nn.Linear]:
         """The target Linears when this call may batch groups; {} for one pass per group."""
-        if self.grad_batching == "sequential" or self._fallback or self.dist.active:
+        if self.grad_batching == "sequential" or self.fallback or self.dist.active:
             return {}
         if self.grad_batching == "auto" and self.loss_fn is not _hf_loss:
             return {}  # a custom loss need not be a mean over _loss_weight terms
@@ -374,23 +397,34 @@ class GradientSampler:
         return _ACTIVATION_MARGIN * rows / rows0 * (linear * r + quadratic * r * r)
 
     def _next_pass(
-        self, batches: Sequence[Mapping[str, torch.Tensor]], lo: int, budget: int
+        self,
+        batches: Sequence[Mapping[str, torch.Tensor]],
+        lo: int,
+        budget: int,
+        modules: Mapping[str, torch.nn.Linear],
     ) -> tuple[int, int]:
-        """The groups ``lo:hi`` of the next pass: as many as fit ``budget``.
+        """The groups ``lo:hi`` taken together: as many as their token stores fit.
 
-        Until one group's saved activations have been measured, a group goes alone.  The first
-        group of every :meth:`chunks` call goes alone too (it is the one measured in the first
-        call), so every call groups the same batches the same way.
+        Half the budget holds the targets' inputs and output gradients at every real token of
+        the groups, half the activations of one pass (:meth:`_fits`).  Until one group's saved
+        activations have been measured, a group goes alone; the first group of every
+        :meth:`chunks` call goes alone too (it is the one measured in the first call), so every
+        call groups the same batches the same way.
         """
-        if self._fallback or self._saved is None:
+        if self.fallback or self._saved is None or not self._fits(1, 1, budget):
             return lo, lo + 1
-        hi, length = lo + 1, _length(batches[lo])
+        per_token = 4 * sum(m.in_features + m.out_features for m in modules.values())
+        hi, held = lo, 0
         while hi < len(batches):
-            wider = max(length, _length(batches[hi]))
-            if self._estimate(_rows(batches[lo]) * (hi + 1 - lo), wider) > budget:
+            held += per_token * _tokens(batches[hi])
+            if hi > lo and held > budget // 2:
                 break
-            hi, length = hi + 1, wider
+            hi += 1
         return lo, hi
+
+    def _fits(self, rows: int, length: int, budget: int) -> bool:
+        """Whether one pass of ``rows`` examples padded to ``length`` fits half the budget."""
+        return self._estimate(rows, length) <= budget // 2
 
     def _batched(
         self,
@@ -400,8 +434,11 @@ class GradientSampler:
         bufs: Mapping[str, torch.Tensor],
         lo: int,
         flat_masks: Mapping[str, torch.Tensor],
+        budget: int,
     ) -> bool:
-        """Gradients of several groups by one pass into rows ``lo...``; False: take them singly.
+        """Gradients of several groups, examples regrouped into length-sorted passes.
+
+        Writes rows ``lo...`` of ``bufs``; False: take the groups singly.
 
         The first batched pass of the sampler is checked against a sequential pass of its first
         group; on a mismatch (groups that interact in eval mode, a loss that is not a mean, a
@@ -410,15 +447,13 @@ class GradientSampler:
         """
         config = getattr(self.model, "config", None)
         pad = getattr(config, "pad_token_id", None)
-        batch = concat_groups(batches, int(pad) if pad is not None else 0)
-        if batch is None:
-            return False
         hi = lo + len(batches)
         out = {n: bufs[n][lo:hi] for n in modules}
         try:
-            batched_group_grads(
-                self.model, self.loss_fn, batch, modules, out,
-                [float(_loss_weight(b)) for b in batches],
+            self.passes += packed_group_grads(
+                self.model, self.loss_fn, batches, modules, out, loss_weight=_loss_weight,
+                pad_token_id=int(pad) if pad is not None else 0, max_rows=self.pass_size,
+                fits=lambda rows, length: self._fits(rows, length, budget),
             )  # fmt: skip
         except UngroupedError as err:
             return self._give_up(str(err))
@@ -447,7 +482,7 @@ class GradientSampler:
         if self.grad_batching == "batched":
             raise DataError(f"grad_batching='batched' cannot be used here: {reason}")
         warnings.warn(f"gradient sampler: one pass per group from now on ({reason})", stacklevel=3)
-        self._fallback = reason
+        self.fallback = reason
         return False
 
     @classmethod
