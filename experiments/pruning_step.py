@@ -164,6 +164,9 @@ def main() -> None:
                         "FisherBlocks from the same gradients")  # fmt: skip
     add_run_options(parser, threads=2)
     parser.add_argument("--label", default="", help="free text stored with the result")
+    parser.add_argument("--grad-batching", default="auto",
+                        choices=["auto", "batched", "sequential"],
+                        help="GradientSampler grad_batching (issue 23)")  # fmt: skip
     parser.add_argument("--data-dir", type=Path, default=data_dir())
     args = parser.parse_args()
     import torch
@@ -180,7 +183,7 @@ def main() -> None:
     model = task.load_model(str(minilm_dir())).eval()  # type: ignore[no-untyped-call]
     sampler = GradientSampler.from_task(
         model, task, batch_size=args.grad_batch_size, num_grads=args.num_grads, seed=0,
-        progress=False)  # fmt: skip
+        progress=False, grad_batching=args.grad_batching)  # fmt: skip
     params = resolve_target_params(model)
     masks = MaskState(params)
     rows: list[Repeat] = []
