@@ -9,26 +9,31 @@ the same batches (same seed):
   sampler before this lever);
 * ``frozen``: the same, with every parameter other than the 36 targets frozen
   (``requires_grad=False``) during sampling (does autograd still do work for them?);
-* ``batched-R``: ``grad_batching="batched"``: the examples of a chunk's groups cut to their real
-  length, sorted by length and regrouped into passes of at most R examples, each group's weight
-  gradients formed from the captured inputs and output gradients (docs/math.md §2.3).
+* ``batched-P``: ``grad_batching="batched"``: the examples of a chunk's groups cut to their real
+  length, sorted by length and regrouped into passes of at most P positions (examples x padded
+  length), each group's weight gradients formed from the captured inputs and output gradients
+  (docs/math.md §2.3).
 
 Every variant takes chunks of ``--chunk-size`` gradients (16: what a step with the default chunk
 32 and two buffers asks for).
 
 Variants alternate inside one process, ``--repeats`` rounds (the machine may be shared: compare
-within a round).  Per variant and round: seconds per gradient, peak RSS above the RSS before the
-variant (``VmHWM`` reset through ``/proc/self/clear_refs``), and the largest difference to the
-sequential gradients relative to their largest entry.  Results go to
+within a round); each variant keeps one sampler for all rounds, as a training run does, so round
+0 of ``batched-P`` includes the sampler's one-time sequential pass (it measures the saved
+activations and is the reference of the first batched result).  Per variant and round: seconds
+per gradient, peak RSS above the RSS before the variant (freed memory handed back by
+``malloc_trim``, ``VmHWM`` reset through ``/proc/self/clear_refs``), and the largest difference
+to the sequential gradients relative to their largest entry.  Results go to
 ``experiments/results/grad_groups.json`` with the CPU flags and load averages::
 
     .venv/bin/python experiments/grad_groups.py --num-grads 16 --repeats 3
     .venv/bin/python experiments/grad_groups.py --num-grads 128 --repeats 2 \\
-        --variants sequential batched-16
+        --variants sequential batched-1024
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import sys
 import time
@@ -47,25 +52,32 @@ def _status_mib(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _run(variant: str, model: Any, task: Any, params: dict[str, Any], args: Any) -> dict[str, Any]:
-    """One variant: all m gradients, timed; a sample of them kept for the comparison."""
-    import torch
-
+def _sampler(variant: str, model: Any, task: Any, args: Any) -> Any:
+    """The variant's sampler, made once and reused in every round, as a training run does."""
     from obert_train import GradientSampler
 
     mode = "sequential" if variant in ("sequential", "frozen") else "batched"
-    chunk = args.chunk_size
-    size = int(variant.split("-")[1]) if mode == "batched" else 64
-    sampler = GradientSampler.from_task(
+    size = int(variant.split("-")[1]) if mode == "batched" else 1024
+    return GradientSampler.from_task(
         model, task, batch_size=args.batch_size, num_grads=args.num_grads, seed=0,
-        progress=False, grad_batching=mode, pass_size=size,
+        progress=False, grad_batching=mode, pass_positions=size,
     )  # fmt: skip
+
+
+def _run(
+    variant: str, sampler: Any, model: Any, params: dict[str, Any], args: Any
+) -> dict[str, Any]:
+    """One variant: all m gradients, timed; a sample of them kept for the comparison."""
+    import torch
+
+    chunk = args.chunk_size
     frozen = []
     if variant == "frozen":
         targets = {id(p) for p in params.values()}
         frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in targets]
     stride = max(1, min(p.numel() for p in params.values()) // 512)
     sample: list[torch.Tensor] = []
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand the last variant's freed memory back
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on
     base = _status_mib("VmRSS")
     t0, c0 = time.perf_counter(), time.process_time()
@@ -94,7 +106,7 @@ def padding(model: Any, task: Any, args: Any, sizes: list[int]) -> dict[str, flo
     """Positions computed / real tokens: groups padded alone, and length-sorted passes.
 
     Passes as the sampler cuts them when memory does not bind: each chunk's examples sorted by
-    length, at most R per pass.
+    length, at most P positions (examples x longest) per pass.
     """
     from obert_train import GradientSampler
 
@@ -112,10 +124,14 @@ def padding(model: Any, task: Any, args: Any, sizes: list[int]) -> dict[str, flo
             alone += mask.numel()
         real += sum(lengths)
         lengths.sort()
-        for r in sizes:
-            sorted_tokens[r] += sum(
-                max(lengths[i : i + r]) * len(lengths[i : i + r]) for i in range(0, len(lengths), r)
-            )
+        for cap in sizes:
+            rows = 0
+            for i, n in enumerate(lengths):
+                if rows and (rows + 1) * n > cap:
+                    sorted_tokens[cap] += rows * lengths[i - 1]
+                    rows = 0
+                rows += 1
+            sorted_tokens[cap] += rows * lengths[-1]
     return {"groups_alone": alone / real} | {
         f"passes_of_{r}": t / real for r, t in sorted_tokens.items()
     }
@@ -130,8 +146,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
         "--variants", nargs="+",
-        default=["sequential", "frozen", "batched-32", "batched-64", "batched-128"],
-        help="sequential, frozen, batched-R (at most R examples per pass)",
+        default=["sequential", "frozen", "batched-512", "batched-1024", "batched-2048"],
+        help="sequential, frozen, batched-P (at most P positions per pass)",
     )  # fmt: skip
     parser.add_argument("--max-train-samples", type=int, default=4000)
     parser.add_argument("--label", default="", help="free text stored with the result")
@@ -154,13 +170,14 @@ def main() -> None:
     sizes = [int(v.split("-")[1]) for v in args.variants if v.startswith("batched-")]
     pad = padding(model, task, args, sizes)
     print(f"positions computed / real tokens: {pad}", flush=True)
+    samplers = {v: _sampler(v, model, task, args) for v in args.variants}
     rounds: list[list[dict[str, Any]]] = []
     reference: Any = None
     for repeat in range(args.repeats):
         results = []
         for variant in args.variants:
             load = load_average()
-            row = _run(variant, model, task, params, args)
+            row = _run(variant, samplers[variant], model, params, args)
             sample = row.pop("_sample")
             if variant == "sequential" and reference is None:
                 reference = sample

@@ -44,7 +44,7 @@ GRAD_BATCHING = ("auto", "batched", "sequential")
 
 _CHECK_RTOL = 1e-4  # batched vs sequential, max |difference| / max |gradient|
 _ACTIVATION_MARGIN = 1.5  # the dY being consumed, allocator caching, the padded batch itself
-_PASS_ROWS = 64  # examples per batched pass (length-sorted; see experiments/grad_groups.py)
+_PASS_POSITIONS = 1024  # examples x padded length per batched pass (experiments/grad_groups.py)
 
 LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
 """``loss_fn(model, batch) -> scalar loss``; default ``model(**batch).loss``."""
@@ -125,9 +125,9 @@ class GradientSampler:
         batch_memory: Bytes the activations of one batched pass may take (``"2GB"``
             accepted); the number of groups per pass is planned from the bytes autograd saved
             for one measured group.  Default: 25 % of the RAM available at the first call.
-        pass_size: Most examples in one batched pass.  The examples of the groups taken together
-            are sorted by length and cut into passes of at most this many, each padded to its
-            own longest example.
+        pass_positions: Most positions (examples x padded length) in one batched pass.  The
+            examples of the groups taken together are sorted by length and cut into passes of
+            at most this many positions, each padded to its own longest example.
 
     Attributes:
         passes: Forward/backward passes the batched path has run so far.
@@ -136,7 +136,7 @@ class GradientSampler:
     Raises:
         OptionError: On a non-positive ``batch_size``/``num_grads``, a batch size not
             divisible by the world size, an unknown ``grad_batching``, a ``batch_memory`` that
-            is not a positive size, a ``pass_size`` below 1, or ``"batched"`` under
+            is not a positive size, a ``pass_positions`` below 1, or ``"batched"`` under
             ``torch.distributed``.
         DataError: If there are fewer examples than one batch.
     """
@@ -155,7 +155,7 @@ class GradientSampler:
         dist_ctx: DistContext | None = None,
         grad_batching: str = "auto",
         batch_memory: int | str | None = None,
-        pass_size: int = _PASS_ROWS,
+        pass_positions: int = _PASS_POSITIONS,
     ) -> None:
         if grad_batching not in GRAD_BATCHING:
             raise OptionError(
@@ -188,11 +188,12 @@ class GradientSampler:
                 "'auto' or 'sequential'"
             )
         self._checked = False  # the batched path was compared with a sequential pass
+        self._reference: dict[str, torch.Tensor] | None = None  # that pass's gradient
         self.fallback = ""
         self._saved: tuple[int, int, int, int] | None = None  # rows, length, linear, quadratic
-        if pass_size < 1:
-            raise OptionError(f"pass_size must be >= 1, got {pass_size}")
-        self.pass_size = pass_size
+        if pass_positions < 1:
+            raise OptionError(f"pass_positions must be >= 1, got {pass_positions}")
+        self.pass_positions = pass_positions
         self.passes = 0
 
     def _index_batches(self, round_seed: int) -> Iterator[list[int]]:
@@ -295,11 +296,22 @@ class GradientSampler:
                     to_device(self._batch(next(batches), round_seed, index + j), device)
                     for j in range(k)
                 ]
+                if modules and not self.fallback and self._saved is None:
+                    # once per sampler: a sequential pass of the first group, which measures the
+                    # saved activations (they size the batched passes) and is the reference the
+                    # first batched result of that group is checked against
+                    self._reference = {
+                        n: torch.empty(1, params[n].numel(), device=device) for n in modules
+                    }
+                    self._sequential(
+                        group_batches[0], params, list(modules), self._reference, 0, {}, None, True
+                    )
                 j = 0
                 while j < k:
-                    alone = not modules or index + j == 0  # the first group of a call: measured
                     lo, hi = (
-                        (j, j + 1) if alone else self._next_pass(group_batches, j, budget, modules)
+                        self._next_pass(group_batches, j, budget, modules)
+                        if modules
+                        else (j, j + 1)
                     )
                     if hi - lo > 1 and self._batched(
                         group_batches[lo:hi], params, modules, bufs, lo, flat_masks, budget
@@ -308,12 +320,12 @@ class GradientSampler:
                         j = hi
                         continue
                     for i in range(lo, hi):
-                        measure = bool(modules) and self._saved is None
                         self._sequential(
-                            group_batches[i], params, names, bufs, i, flat_masks, owners, measure
+                            group_batches[i], params, names, bufs, i, flat_masks, owners
                         )
                         bar.update(1)
                     j = hi
+                self._reference = None  # it was of this chunk's first group
                 index += k
                 if bufs:
                     yield bufs
@@ -407,9 +419,9 @@ class GradientSampler:
 
         Half the budget holds the targets' inputs and output gradients at every real token of
         the groups, half the activations of one pass (:meth:`_fits`).  Until one group's saved
-        activations have been measured, a group goes alone; the first group of every
-        :meth:`chunks` call goes alone too (it is the one measured in the first call), so every
-        call groups the same batches the same way.
+        activations have been measured, a group goes alone.  The budget and the measurement are
+        fixed after the first call, so every call groups the same batches the same way (and
+        gives bit-identical gradients).
         """
         if self.fallback or self._saved is None or not self._fits(1, 1, budget):
             return lo, lo + 1
@@ -447,21 +459,23 @@ class GradientSampler:
         """
         config = getattr(self.model, "config", None)
         pad = getattr(config, "pad_token_id", None)
+        device = next(iter(params.values())).device
         hi = lo + len(batches)
         out = {n: bufs[n][lo:hi] for n in modules}
         try:
             self.passes += packed_group_grads(
                 self.model, self.loss_fn, batches, modules, out, loss_weight=_loss_weight,
-                pad_token_id=int(pad) if pad is not None else 0, max_rows=self.pass_size,
+                pad_token_id=int(pad) if pad is not None else 0, max_positions=self.pass_positions,
                 fits=lambda rows, length: self._fits(rows, length, budget),
             )  # fmt: skip
         except UngroupedError as err:
             return self._give_up(str(err))
         if not self._checked:
-            names = list(modules)
-            reference = {n: torch.empty(1, params[n].numel(), device=bufs[n].device) for n in names}
-            self._sequential(batches[0], params, names, reference, 0, {}, None)
-            for name in names:
+            reference, self._reference = self._reference, None
+            if reference is None or lo != 0:  # the measured group is not in this pass
+                reference = {n: torch.empty(1, params[n].numel(), device=device) for n in modules}
+                self._sequential(batches[0], params, list(modules), reference, 0, {}, None)
+            for name in modules:
                 ref, got = reference[name][0], out[name][0]
                 scale = float(ref.abs().max())
                 diff = float((got - ref).abs().max())
