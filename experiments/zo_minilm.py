@@ -725,6 +725,7 @@ def cmd_obs(args: argparse.Namespace) -> None:
         budget = [r for r in args.obs_m_tensor if len(names) * r * 2 * q <= args.obs_max_forwards]
         entries = {r: tensor_entry(q, r, m) for r in budget}
         wanted = {r: n for r, n in entries.items() if n not in have or args.force}
+        print(f"per-tensor ZO Fisher, q = {q}: rows {budget}, to record {wanted}", flush=True)
         if not wanted:
             continue
         norms, seconds = tensor_trace_rows(
@@ -747,7 +748,7 @@ def cmd_obs(args: argparse.Namespace) -> None:
             if old is not None:  # an entry drawn before: the same directions, the same traces
                 diff = max(abs(a - b) / abs(b) for a, b in zip(cs, old, strict=True))
                 print(f"  {name}: traces vs the stored entry, max rel. diff {diff:.2e}")
-            if name in wanted:
+            if r in wanted:
                 record(name, scores, None, extra, rows=r)
 
 
