@@ -28,7 +28,7 @@ to the sequential gradients relative to their largest entry.  Results go to
 
     .venv/bin/python experiments/grad_groups.py --num-grads 16 --repeats 3
     .venv/bin/python experiments/grad_groups.py --num-grads 128 --repeats 2 \\
-        --variants sequential batched-1024
+        --variants sequential batched-512
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _sampler(variant: str, model: Any, task: Any, args: Any) -> Any:
     from obert_train import GradientSampler
 
     mode = "sequential" if variant in ("sequential", "frozen") else "batched"
-    size = int(variant.split("-")[1]) if mode == "batched" else 1024
+    size = int(variant.split("-")[1]) if mode == "batched" else 512
     return GradientSampler.from_task(
         model, task, batch_size=args.batch_size, num_grads=args.num_grads, seed=0,
         progress=False, grad_batching=mode, pass_positions=size,

@@ -177,7 +177,7 @@ def plan_passes(
     length before cutting makes every pass pad to nearly its own rows' length, and capping
     ``r·L`` instead of r gives short examples large passes and long ones small passes of about
     the same work (SST-2 groups of 16 sentences padded each to its longest hold 2.9x their real
-    tokens; passes of at most 1024 positions about 1.05x).  An example longer than the cap
+    tokens; length-sorted passes of at most 512 positions 1.15x).  An example longer than the cap
     goes alone.
     """
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))

@@ -44,7 +44,7 @@ GRAD_BATCHING = ("auto", "batched", "sequential")
 
 _CHECK_RTOL = 1e-4  # batched vs sequential, max |difference| / max |gradient|
 _ACTIVATION_MARGIN = 1.5  # the dY being consumed, allocator caching, the padded batch itself
-_PASS_POSITIONS = 1024  # examples x padded length per batched pass (experiments/grad_groups.py)
+_PASS_POSITIONS = 512  # examples x padded length per batched pass (experiments/grad_groups.py)
 
 LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
 """``loss_fn(model, batch) -> scalar loss``; default ``model(**batch).loss``."""
