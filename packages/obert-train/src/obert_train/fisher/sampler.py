@@ -44,6 +44,9 @@ GRAD_BATCHING = ("auto", "batched", "sequential")
 
 _CHECK_RTOL = 1e-4  # batched vs sequential, max |difference| / max |gradient|
 _ACTIVATION_MARGIN = 1.5  # the dY being consumed, allocator caching, the padded batch itself
+# Default bytes of the batched path (token stores + one pass's activations): the step's memory plan
+# (plan_memory) does not count them, so they are kept to a bounded 25 % of the free RAM, <= 2 GiB.
+_DEFAULT_BATCH_MEMORY = 2 * 2**30
 _PASS_POSITIONS = 512  # examples x padded length per batched pass (experiments/grad_groups.py)
 
 LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
@@ -122,9 +125,11 @@ class GradientSampler:
             that holds with the default loss, else sequential.  The first batched pass of a
             sampler is checked against a sequential pass of its first group; on a mismatch
             ``"auto"`` goes on sequentially (with a warning) and ``"batched"`` raises.
-        batch_memory: Bytes the activations of one batched pass may take (``"2GB"``
-            accepted); the number of groups per pass is planned from the bytes autograd saved
-            for one measured group.  Default: 25 % of the RAM available at the first call.
+        batch_memory: Bytes the batched path may hold (``"2GB"`` accepted): half for the
+            targets' inputs and output gradients at the real tokens of the groups taken
+            together, half for one pass's activations, planned from the bytes autograd saved
+            for one measured group.  Default: 25 % of the RAM available at the first call, at
+            most 2 GiB (the step's memory plan does not count this memory).
         pass_positions: Most positions (examples x padded length) in one batched pass.  The
             examples of the groups taken together are sorted by length and cut into passes of
             at most this many positions, each padded to its own longest example.
@@ -391,13 +396,13 @@ class GradientSampler:
         return modules
 
     def _activation_budget(self) -> int:
-        """Bytes one batched pass may hold: ``batch_memory``, or 25 % of the RAM available.
+        """Bytes the batched path may hold: ``batch_memory``, or 25 % of the free RAM, <= 2 GiB.
 
         The default is taken once, on the first call, so that every pass of the sampler groups
         the same batches alike and gives bit-identical gradients.
         """
         if self.batch_memory is None:
-            self.batch_memory = available_bytes(0.25)
+            self.batch_memory = min(available_bytes(0.25), _DEFAULT_BATCH_MEMORY)
         return self.batch_memory
 
     def _estimate(self, rows: int, length: int) -> float:
