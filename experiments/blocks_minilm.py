@@ -359,6 +359,110 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
               f"{rows[-1]['delta_loss']:.4f}", flush=True)  # fmt: skip
 
 
+MEASURED_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+"""Ratios at which ``measured`` prunes one tensor alone (the others dense) and measures the loss."""
+
+
+def cmd_measured(args: argparse.Namespace) -> None:
+    """An allocation from curves measured on the calibration loss (SPDY / OWL-style sensitivity).
+
+    The OBS curves are each tensor's second-order loss; here each tensor's curve is the real
+    cross-entropy on ``--calib`` training sentences (not dev) with that tensor alone pruned by
+    the OBS block saliency + update at the ratios of :data:`MEASURED_GRID`, the others dense.
+    The OBS update of a tensor depends on its own mask only (Fisher blocks inside a row), so a
+    model whose tensor ``t`` is at ratio ``a_t`` is assembled exactly from the ``obs-uniform``
+    one-shot models at the ratios of the grid.  The ratios: ``obert_core.blocks.allocate_ratios``
+    (``rule="lagrange"``, FLOPs) on the shared grid, so the budget is met to a grid step of one
+    tensor, not one block (the FLOPs kept are recorded).
+    """
+    import numpy as np
+    import torch
+
+    import obert_core.blocks as ob
+    from obert_train import ClassificationTask, oneshot_prune, read_glue_tsv
+
+    run = Runner(args)
+    block = args.block
+    label_of = {s: _label("obs-measured", block, s) for s in args.sparsities}
+    if all(v in load_results(RESULTS).get("oneshot", {}) for v in label_of.values()) and not (
+        args.force
+    ):
+        print("obs-measured: done", flush=True)
+        return
+    settings = _settings("obert", "uniform", block, args)
+    cache: dict[str, Any] = {}
+    weights: dict[float, dict[str, Any]] = {}
+    start = time.perf_counter()
+    for a in MEASURED_GRID[1:]:
+        model = run.fresh()
+        oneshot_prune(model, "obert", a, settings=settings, task=run.task, fisher_cache=cache,
+                      progress=False, log=lambda _line: None)  # fmt: skip
+        params = dict(model.named_parameters())
+        names = [n for n in params if n in _targets(run)]
+        weights[a] = {n: params[n].detach().clone() for n in names}
+        print(f"obs-uniform weights at ratio {a}: {time.perf_counter() - start:.0f} s", flush=True)
+    names = list(weights[MEASURED_GRID[1]])
+    train_rows = read_glue_tsv(data_dir() / "train.tsv")
+    calib_rows = random.Random(args.seed + 1).sample(train_rows, args.calib)
+    calib = ClassificationTask(run.tokenizer, train_rows[:16], calib_rows,
+                               max_seq_length=MAX_SEQ_LENGTH)  # fmt: skip
+    model = run.fresh()
+    base = float(calib.evaluate(model, batch_size=128, progress=False)["loss"])
+    params = dict(model.named_parameters())
+    curves: dict[str, list[float]] = {}
+    for i, name in enumerate(names):
+        row = [0.0]
+        for a in MEASURED_GRID[1:]:
+            with torch.no_grad():
+                params[name].copy_(weights[a][name])
+            row.append(float(calib.evaluate(model, batch_size=128, progress=False)["loss"]) - base)
+        with torch.no_grad():
+            params[name].copy_(run.state[name])
+        curves[name] = row
+        print(f"{i + 1}/{len(names)} {_short(name)}: " + " ".join(f"{v:+.3f}" for v in row),
+              flush=True)  # fmt: skip
+    measure_s = time.perf_counter() - start
+    r, c = (int(v) for v in block.split("x"))
+    grid = np.asarray(MEASURED_GRID)
+    shapes = {n: tuple(int(d) for d in run.state[n].shape) for n in names}
+    cost = {n: ob.flops_curve(shapes[n], (r, c), ratios=grid) for n in names}
+    for sparsity, label in label_of.items():
+        # the loss may fall a little at low ratios (noise): the curve as the running maximum
+        dist = {n: np.maximum.accumulate(np.asarray(v)) for n, v in curves.items()}
+        plan = ob.allocate_ratios(dist, cost, 1 - sparsity, ratios=grid, rule="lagrange",
+                                  smooth=None)  # fmt: skip
+        model = run.fresh()
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for n in names:
+                if plan.ratios[n] > 0:
+                    params[n].copy_(weights[plan.ratios[n]][n])
+        masks = {n: (params[n].detach() != 0).reshape(-1) for n in names}
+        layers = _layers(model, masks, block)
+        kept = sum(v["kept"] for v in layers.values())
+        total = sum(v["blocks"] for v in layers.values())
+        metrics = run.evaluate(model)
+        entry = {
+            "config": "obs-measured", "method": "obert", "allocation": "measured",
+            "block": block, "target_sparsity": sparsity, "settings": settings,
+            "flops_kept": kept / total, "accuracy": metrics["accuracy"],
+            "loss": metrics["loss"], "seconds": measure_s, "layers": layers,
+            "ratios": plan.ratios, "curves": curves, "grid": list(MEASURED_GRID),
+            "calib_sentences": args.calib, "calib_base_loss": base, "obs_update": True,
+            "machine": cpu_info(), "threads": args.threads,
+        }  # fmt: skip
+        save_entry(RESULTS, label, entry, section="oneshot")
+        print(f"{label}: accuracy {metrics['accuracy']:.4f}, FLOPs kept {kept / total:.5f}",
+              flush=True)  # fmt: skip
+
+
+def _targets(run: Runner) -> set[str]:
+    """The 36 encoder Linear weights (the default targets)."""
+    from obert_train import resolve_target_params
+
+    return set(resolve_target_params(run.dense))
+
+
 def _unstructured() -> dict[float, dict[str, float]]:
     """The project's unstructured one-shot results at the same sparsities (oneshot_sst2.json)."""
     runs = load_results(UNSTRUCTURED).get("runs", {})
@@ -510,6 +614,15 @@ def main() -> None:
     add_run_options(d, threads=1, seed=0, force=True)
     d.add_argument("--labels", nargs="*", default=["obs-obs-16x16-70", "obs-uniform-16x16-70"])
     d.set_defaults(func=cmd_diagnose)
+    m = sub.add_parser("measured", help="allocation from curves measured on the calibration loss")
+    add_run_options(m, threads=1, seed=0, force=True)
+    m.add_argument("--block", default="16x16")
+    m.add_argument("--sparsities", type=float, nargs="*", default=list(SPARSITIES))
+    m.add_argument("--calib", type=int, default=128, help="training sentences of the loss")
+    m.add_argument("--num-grads", type=int, default=128, help="oBERT gradients (Fisher)")
+    m.add_argument("--grad-batch-size", type=int, default=16)
+    m.add_argument("--damp", type=float, default=1e-7)
+    m.set_defaults(func=cmd_measured)
     r = sub.add_parser("report", help="Markdown table and docs/img/blocks_minilm.png")
     r.add_argument("--latency-table", type=Path, default=None, help="predict every latency")
     r.set_defaults(func=cmd_report)

@@ -24,7 +24,9 @@ each followed by 5 epochs of fine-tuning with KD from the dense model, masks fix
 ``<config>-f25`` / ``-f50`` / ``-f75`` of ``lpvit-lpvit``, ``obs-obs``, ``obsnu-obs`` (the same
 allocation with ``allocation_floor`` 0.25 / 0.5 / 0.75, docs/math.md §8, (B-9)), and
 ``lpvit-uniform-m128``, ``obs-uniform-m128``, ``obsnu-uniform-m128`` (128 calibration batches
-instead of 32: more gradients than the 64 weights of a Fisher block). Sub-commands::
+instead of 32: more gradients than the 64 weights of a Fisher block), and ``obs-uniform-m128-b16``
+/ ``obsnu-uniform-m128-b16`` (Fisher blocks of 16 weights = 2 blocks of a row, as on MiniLM:
+the OBS update has only 8 other weights of a row segment to compensate with). Sub-commands::
 
     .venv/bin/python experiments/vit_digits.py data
     .venv/bin/python experiments/vit_digits.py train
@@ -96,6 +98,10 @@ for _name, (_method, _settings) in [
     ("obsnu-uniform", CONFIGS["obsnu-uniform"]),
 ]:
     CONFIGS[f"{_name}-m{MORE_GRADS}"] = (_method, {**_settings, "num_grads": MORE_GRADS})
+for _name in ("obs-uniform", "obsnu-uniform"):  # Fisher blocks of 16 = 2 blocks of a row (k = 2)
+    CONFIGS[f"{_name}-m{MORE_GRADS}-b16"] = (
+        "obert", {"allocation": "uniform", "fisher_block_size": 16, "num_grads": MORE_GRADS}
+    )  # fmt: skip
 NO_UPDATE = frozenset(c for c in CONFIGS if c.startswith("obsnu-"))
 PLOTTED = ("lpvit-lpvit", "obs-obs", "lpvit-lpvit-f50", "obs-obs-f50")
 """The allocations the kept-blocks plot shows (the others are in the JSON)."""
