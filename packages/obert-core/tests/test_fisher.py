@@ -220,7 +220,7 @@ def test_torch_cpu_inverse_names_the_first_block_that_is_not_positive_definite()
         _torch._cpu_block_inverse(acc, 1e-3, 1, torch.float32)
 
 
-# --- non-finite gradients are found from the Gram's diagonal (docs/math.md §2) ----------------
+# --- non-finite gradients are found from the Gram (docs/math.md §2) ---------------------------
 
 
 @pytest.mark.parametrize("backend", AVAILABLE_BACKENDS)
@@ -234,7 +234,7 @@ def test_torch_cpu_inverse_names_the_first_block_that_is_not_positive_definite()
     dtype=st.sampled_from([np.float32, np.float64]),
     seed=st.integers(0, 2**16),
 )
-def test_non_finite_chunk_is_found_from_the_gram_diagonal(
+def test_non_finite_chunk_is_found_from_the_gram(
     backend: str,
     d: int,
     block: int,
@@ -302,3 +302,39 @@ def test_streaming_build_still_scans_the_gradients() -> None:
         b.add(np.full((2, 10), np.nan))
     b.add(np.ones((4, 10)))  # still usable
     assert np.isfinite(b.finalize()).all()
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch (the float32 Gram)")
+def test_overflow_the_row_check_cannot_see_is_refused_at_finalize_naming_the_weight() -> None:
+    """Finite squares that overflow one column of a float32 Gram while the block's last row
+    stays finite pass the per-chunk check; the diagonal check of the finalisation refuses them."""
+    import torch
+
+    g = torch.randn((8, 12), generator=torch.Generator().manual_seed(0))
+    g[:, 5] = 1e20  # block 1 (weights 4..7): (5, 5) overflows
+    g[:, 7] = 0.0  # ... while its last row (7, ·) is exactly 0
+    for finalize in ("finalize", "finalize_fisher"):
+        b = oc.BlockFisherBuilder(12, 4, 1e-3, 8, backend="torch", gram_precision="float32")
+        b.add(g)
+        with pytest.raises(oc.ObertError, match=r"non-finite diagonal entries \(first: weight 5\)"):
+            getattr(b, finalize)()
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch")
+@pytest.mark.parametrize("d", [12, 14])  # without and with a padded tail block
+def test_first_chunk_overwrites_the_uninitialised_torch_gram(d: int) -> None:
+    """``add_gram(first=True)`` never reads the accumulator (GEMM with beta = 0)."""
+    import torch
+
+    from obert_core.backends import get_backend
+
+    be = get_backend("torch")
+    g = torch.from_numpy(np.random.default_rng(0).standard_normal((6, d)).astype(np.float32))
+    acc = be.new_gram(-(-d // 4), 4, g)
+    acc.fill_(float("nan"))  # what uninitialised memory may hold
+    be.add_gram(acc, g, d, 4, first=True)
+    be.add_gram(acc, g, d, 4)
+    gp = np.zeros((6, acc.shape[0] * 4))
+    gp[:, :d] = g.double().numpy()
+    x = gp.reshape(6, -1, 4).transpose(1, 0, 2)
+    np.testing.assert_allclose(acc.double().numpy(), 2 * x.transpose(0, 2, 1) @ x, rtol=1e-5)

@@ -28,12 +28,21 @@ class FisherBackend(Protocol):
 
     name: str
 
-    def zeros_gram(self, num_blocks: int, block_size: int, like: Any) -> Any:
-        """Return a float64 ``(num_blocks, B, B)`` zero accumulator on the device of ``like``."""
+    def new_gram(self, num_blocks: int, block_size: int, like: Any) -> Any:
+        """Return a ``(num_blocks, B, B)`` Gram accumulator on the device of ``like``.
+
+        float64 (the torch fast path: float32); its entries may be uninitialised until the
+        first :meth:`add_gram` with ``first=True`` defines them.
+        """
         ...
 
-    def add_gram(self, acc: Any, grads: Any, num_weights: int, block_size: int) -> None:
-        """Add ``G_bᵀ G_b`` of a ``(k, d)`` chunk to ``acc`` in place (lower triangle suffices)."""
+    def add_gram(
+        self, acc: Any, grads: Any, num_weights: int, block_size: int, *, first: bool = False
+    ) -> None:
+        """Add ``G_bᵀ G_b`` of a ``(k, d)`` chunk to ``acc`` in place (lower triangle suffices).
+
+        ``first``: set ``acc`` to it instead, never reading ``acc`` (the first chunk).
+        """
         ...
 
     def gram_to_inverse(

@@ -84,8 +84,15 @@ class NumbaBackend(NumpyBackend):
     name = "numba"
 
     def add_gram(
-        self, acc: np.ndarray, grads: np.ndarray, num_weights: int, block_size: int
+        self,
+        acc: np.ndarray,
+        grads: np.ndarray,
+        num_weights: int,
+        block_size: int,
+        *,
+        first: bool = False,
     ) -> None:
+        # ``new_gram`` (NumPy's) gives zeros, so ``first`` needs no special case
         g = np.ascontiguousarray(grads)
         if g.dtype not in (np.float32, np.float64):
             g = g.astype(np.float64)

@@ -26,11 +26,18 @@ class NumpyBackend:
 
     name = "numpy"
 
-    def zeros_gram(self, num_blocks: int, block_size: int, like: Any) -> np.ndarray:
+    def new_gram(self, num_blocks: int, block_size: int, like: Any) -> np.ndarray:
+        # zeros: ``first`` is then the same as adding (the Numba kernel relies on it too)
         return np.zeros((num_blocks, block_size, block_size), dtype=np.float64)
 
     def add_gram(
-        self, acc: np.ndarray, grads: np.ndarray, num_weights: int, block_size: int
+        self,
+        acc: np.ndarray,
+        grads: np.ndarray,
+        num_weights: int,
+        block_size: int,
+        *,
+        first: bool = False,
     ) -> None:
         x = blocks_of(grads.astype(np.float64, copy=False), num_weights, block_size)
         acc += np.einsum("kni,knj->nij", x, x)

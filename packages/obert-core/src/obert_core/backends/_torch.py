@@ -9,6 +9,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from .._arrays import require_torch
 from .._errors import ObertError
 from ._linalg import _threads
@@ -29,6 +31,17 @@ def _blocks_of(grads: Any, num_weights: int, block_size: int) -> Any:
     return grads.reshape(grads.shape[0], nb, block_size).transpose(0, 1)
 
 
+def _cpu_empty(shape: tuple[int, ...], dtype: Any) -> Any:
+    """An uninitialised CPU tensor whose memory NumPy allocates.
+
+    NumPy asks Linux for transparent huge pages on large arrays (``madvise``); for the 354 MB
+    Gram of a MiniLM layer at B = 50 that halves the first-touch cost (0.15 s against 0.32 s)
+    and makes each chunk's batched GEMM about 8 % faster (fewer TLB misses; docs/benchmarks.md).
+    """
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    return torch.from_numpy(np.empty(shape, dtype=np_dtype))
+
+
 def _raise_if_not_pd(info: Any, damp: float, offset: int = 0) -> None:
     bad = torch.nonzero(info).flatten()
     if bad.numel():
@@ -47,7 +60,7 @@ def _cpu_block_inverse(acc: Any, damp: float, num_grads: int, out_dtype: Any) ->
     factorised on its own, so the result does not depend on the chunking or the thread count.
     """
     nb = acc.shape[0]
-    out = torch.empty(acc.shape, dtype=out_dtype)
+    out = _cpu_empty(tuple(acc.shape), out_dtype)
 
     def work(start: int) -> None:
         a = acc[start : start + _CPU_CHUNK].to(torch.float64, copy=True)
@@ -73,23 +86,35 @@ class TorchBackend:
 
     name = "torch"
 
-    def zeros_gram(self, num_blocks: int, block_size: int, like: Any) -> Any:
+    def new_gram(self, num_blocks: int, block_size: int, like: Any) -> Any:
         # The accumulator takes the dtype of ``like`` (float32 fast path or float64, chosen by the
         # builder), so chunks are added in place by ``baddbmm_`` with no extra conversion pass.
+        # Uninitialised: the first chunk's GEMM writes it with beta = 0, which saves a zero-fill
+        # pass over the whole stack (0.35 s for the 354 MB of a MiniLM layer at B = 50).
         dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float64
-        return torch.zeros((num_blocks, block_size, block_size), dtype=dtype, device=like.device)
+        shape = (num_blocks, block_size, block_size)
+        if like.device.type == "cpu":
+            return _cpu_empty(shape, dtype)
+        return torch.empty(shape, dtype=dtype, device=like.device)
 
-    def add_gram(self, acc: Any, grads: Any, num_weights: int, block_size: int) -> None:
-        # One batched GEMM over all full blocks (a strided view: no padding copy), one small GEMM
-        # for the tail block.
+    def add_gram(
+        self, acc: Any, grads: Any, num_weights: int, block_size: int, *, first: bool = False
+    ) -> None:
+        # One batched GEMM over all full blocks, reading the chunk in place (a strided view: no
+        # transpose or padding copy; MKL's strided batched GEMM takes the row stride d as its
+        # leading dimension), accumulated in place (beta = 1; beta = 0 for the first chunk, which
+        # never reads the uninitialised accumulator), and one small GEMM for the tail block.
         g = grads.to(acc.dtype)
         k = g.shape[0]
         full = num_weights // block_size
+        beta = 0.0 if first else 1.0
         if full:
             x = g[:, : full * block_size].reshape(k, full, block_size).transpose(0, 1)
-            acc[:full].baddbmm_(x.transpose(1, 2), x)
+            acc[:full].baddbmm_(x.transpose(1, 2), x, beta=beta)
         rest = num_weights - full * block_size
         if rest:
+            if first:
+                acc[full].zero_()  # the padded rows and columns stay 0
             t = g[:, full * block_size :]
             acc[full, :rest, :rest].addmm_(t.T, t)
 
