@@ -18,7 +18,7 @@ from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassificat
 
 from obert_train import GradientSampler, MaskState, load_task, resolve_target_params
 from obert_train.errors import DataError, OptionError
-from obert_train.fisher.group_grads import concat_groups, plan_passes
+from obert_train.fisher.group_grads import concat_groups, linear_modules, plan_passes
 from obert_train.pruning.method import StepContext
 from obert_train.pruning.obert import ObertPruning
 
@@ -267,3 +267,32 @@ def test_groups_that_cannot_be_concatenated() -> None:
     assert concat_groups([odd, {**two, "pixel_mask": longer}], 0) is None  # unknown key
     same = concat_groups([one, one], 0)
     assert same is not None and same["input_ids"].shape == (4, 4)
+
+
+def test_image_groups_without_a_sequence_dimension() -> None:
+    """ViT: no attention mask, every row a whole image; the store counts its patch tokens."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(
+        image_size=8, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=32, num_labels=3,
+    )  # fmt: skip
+    model = ViTForImageClassification(cfg).eval()
+    features = [{"pixel_values": torch.randn(3, 8, 8), "labels": i % 3} for i in range(24)]
+
+    def collate(rows: Any) -> dict[str, torch.Tensor]:
+        return {
+            "pixel_values": torch.stack([r["pixel_values"] for r in rows]),
+            "labels": torch.tensor([r["labels"] for r in rows]),
+        }
+
+    params = resolve_target_params(model)
+    kw: dict[str, Any] = {"batch_size": 3, "num_grads": 6, "progress": False}
+    seq = GradientSampler(model, features, collate, grad_batching="sequential", **kw)
+    bat = GradientSampler(model, features, collate, grad_batching="batched", **kw)
+    _assert_same(_grads(seq, params, chunk_size=6), _grads(bat, params, chunk_size=6))
+    assert bat._checked and bat.passes > 0
+    modules, _ = linear_modules(model, params)
+    per_position = sum((m.in_features + m.out_features) * 4 * 5 for m in modules.values())
+    assert bat._store_bytes == per_position  # 4 patches + [CLS] per image

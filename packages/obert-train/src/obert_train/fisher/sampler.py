@@ -194,6 +194,7 @@ class GradientSampler:
             )
         self._checked = False  # the batched path was compared with a sequential pass
         self._reference: dict[str, torch.Tensor] | None = None  # that pass's gradient
+        self._store_bytes = 0.0  # token-store bytes per (row x length) position, measured
         self.fallback = ""
         self._saved: tuple[int, int, int, int] | None = None  # rows, length, linear, quadratic
         if pass_positions < 1:
@@ -305,12 +306,7 @@ class GradientSampler:
                     # once per sampler: a sequential pass of the first group, which measures the
                     # saved activations (they size the batched passes) and is the reference the
                     # first batched result of that group is checked against
-                    self._reference = {
-                        n: torch.empty(1, params[n].numel(), device=device) for n in modules
-                    }
-                    self._sequential(
-                        group_batches[0], params, list(modules), self._reference, 0, {}, None, True
-                    )
+                    self._measure(group_batches[0], params, modules)
                 j = 0
                 while j < k:
                     lo, hi = (
@@ -338,6 +334,34 @@ class GradientSampler:
         finally:
             bar.close()
             self.model.train(was_training)
+
+    def _measure(
+        self,
+        batch: Mapping[str, torch.Tensor],
+        params: Mapping[str, torch.nn.Parameter],
+        modules: Mapping[str, torch.nn.Linear],
+    ) -> None:
+        """One sequential pass of ``batch`` into ``self._reference``, measuring its memory.
+
+        Records the bytes autograd saves (the activations of a pass) and the token-store bytes
+        per position (each target's input positions x (in + out) x itemsize).
+        """
+        device = next(iter(params.values())).device
+        self._reference = {n: torch.empty(1, params[n].numel(), device=device) for n in modules}
+        seen: list[int] = []
+
+        def count(m: torch.nn.Module, args: tuple[Any, ...], _y: torch.Tensor) -> None:
+            assert isinstance(m, torch.nn.Linear)
+            width = m.in_features + m.out_features
+            seen.append(args[0].numel() // m.in_features * width * m.weight.element_size())
+
+        hooks = [m.register_forward_hook(count) for m in modules.values()]
+        try:
+            self._sequential(batch, params, list(modules), self._reference, 0, {}, None, True)
+        finally:
+            for h in hooks:
+                h.remove()
+        self._store_bytes = sum(seen) / (_rows(batch) * _length(batch))
 
     def _sequential(
         self,
@@ -430,10 +454,9 @@ class GradientSampler:
         """
         if self.fallback or self._saved is None or not self._fits(1, 1, budget):
             return lo, lo + 1
-        per_token = 4 * sum(m.in_features + m.out_features for m in modules.values())
-        hi, held = lo, 0
+        hi, held = lo, 0.0
         while hi < len(batches):
-            held += per_token * _tokens(batches[hi])
+            held += self._store_bytes * _tokens(batches[hi])
             if hi > lo and held > budget // 2:
                 break
             hi += 1
