@@ -107,8 +107,14 @@ def test_padded_positions_get_a_zero_output_gradient(
         assert bool((g[~padded] != 0).any())
 
 
-def test_mlm_groups_with_unequal_loss_terms(tokenizer: BertTokenizer, mlm_dir: Path) -> None:
-    """Token-level labels: each group's gradient is of its own mean over its labelled tokens."""
+@pytest.mark.parametrize("positions", [512, 8])
+def test_mlm_groups_with_unequal_loss_terms(
+    tokenizer: BertTokenizer, mlm_dir: Path, positions: int
+) -> None:
+    """Token-level labels: each group's gradient is of its own mean over its labelled tokens.
+
+    With 8 positions every pass is one example, and some have no masked token (no loss term).
+    """
     task = load_task("mlm", tokenizer, data_dir=mlm_dir, max_seq_length=8)
     torch.manual_seed(0)
     cfg = BertConfig(
@@ -118,7 +124,7 @@ def test_mlm_groups_with_unequal_loss_terms(tokenizer: BertTokenizer, mlm_dir: P
     model = BertForMaskedLM(cfg).eval()
     params = resolve_target_params(model)
     seq = _sampler(model, task, "sequential", num_grads=6)
-    bat = _sampler(model, task, "batched", num_grads=6)
+    bat = _sampler(model, task, "batched", num_grads=6, pass_positions=positions)
     weights = {
         int((seq._batch(b, 0, i)["labels"] != -100).sum())
         for i, b in zip(range(6), seq._index_batches(0), strict=False)

@@ -223,8 +223,9 @@ class _TokenStore:
         self.starts = [0]
         for k in tokens:
             self.starts.append(self.starts[-1] + k)
-        self.x = torch.empty(self.starts[-1], w.shape[1], dtype=w.dtype, device=w.device)
-        self.dy = torch.empty(self.starts[-1], w.shape[0], dtype=w.dtype, device=w.device)
+        # zeros: the tokens of a pass without loss terms (skipped) add nothing to any group
+        self.x = torch.zeros(self.starts[-1], w.shape[1], dtype=w.dtype, device=w.device)
+        self.dy = torch.zeros(self.starts[-1], w.shape[0], dtype=w.dtype, device=w.device)
         self.calls = 0  # forward calls in the current pass
 
     def index(self, chosen: Sequence[int]) -> torch.Tensor:
@@ -287,6 +288,8 @@ def packed_group_grads(
     n_groups = len(groups)
     first = [owner.index(g) for g in range(n_groups)] + [len(examples)]
     terms = [float(loss_weight(b)) for b in groups]
+    if min(terms) <= 0:
+        raise UngroupedError("a group has no loss terms (its gradient is not defined)")
     lengths = [example_length(e) for e in examples]
     masked = all("attention_mask" in e for e in examples)
     stores: dict[str, _TokenStore] = {}
@@ -351,6 +354,8 @@ def packed_group_grads(
             if merged is None:
                 raise UngroupedError("the examples cannot be padded to one batch")
             total = float(loss_weight(merged))
+            if total <= 0:  # e.g. MLM examples without a masked token: they add nothing
+                continue
             keep = merged["attention_mask"].to(torch.bool) if masked else None
             state.update(
                 rows=len(chosen), chosen=chosen, width=example_length(merged), keep=keep,
@@ -377,6 +382,9 @@ def packed_group_grads(
             h.remove()
         for p in frozen:
             p.requires_grad_(True)
+    for name in modules:
+        if name not in stores:  # no pass had loss terms: nothing reached this target
+            out[name].zero_()
     for name, store in stores.items():
         o, i = store.dy.shape[1], store.x.shape[1]
         for g in range(n_groups):
