@@ -9,8 +9,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-
 from .._arrays import require_torch
 from .._errors import ObertError
 from ._linalg import _threads
@@ -31,17 +29,6 @@ def _blocks_of(grads: Any, num_weights: int, block_size: int) -> Any:
     return grads.reshape(grads.shape[0], nb, block_size).transpose(0, 1)
 
 
-def _cpu_empty(shape: tuple[int, ...], dtype: Any) -> Any:
-    """An uninitialised CPU tensor whose memory NumPy allocates.
-
-    NumPy asks Linux for transparent huge pages on large arrays (``madvise``); for the 354 MB
-    Gram of a MiniLM layer at B = 50 that halves the first-touch cost (0.15 s against 0.32 s)
-    and makes each chunk's batched GEMM about 8 % faster (fewer TLB misses; docs/benchmarks.md).
-    """
-    np_dtype = np.float64 if dtype == torch.float64 else np.float32
-    return torch.from_numpy(np.empty(shape, dtype=np_dtype))
-
-
 def _raise_if_not_pd(info: Any, damp: float, offset: int = 0) -> None:
     bad = torch.nonzero(info).flatten()
     if bad.numel():
@@ -60,7 +47,7 @@ def _cpu_block_inverse(acc: Any, damp: float, num_grads: int, out_dtype: Any) ->
     factorised on its own, so the result does not depend on the chunking or the thread count.
     """
     nb = acc.shape[0]
-    out = _cpu_empty(tuple(acc.shape), out_dtype)
+    out = torch.empty(acc.shape, dtype=out_dtype)
 
     def work(start: int) -> None:
         a = acc[start : start + _CPU_CHUNK].to(torch.float64, copy=True)
@@ -92,9 +79,10 @@ class TorchBackend:
         # Uninitialised: the first chunk's GEMM writes it with beta = 0, which saves a zero-fill
         # pass over the whole stack (0.35 s for the 354 MB of a MiniLM layer at B = 50).
         dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float64
+        # (Memory from NumPy, which asks for transparent huge pages, was tried: its first touch
+        # is faster, but the float64 inverse then writing its output into such memory ran 3-8x
+        # slower on the shared machine, and the GEMMs were not measurably faster in the bench.)
         shape = (num_blocks, block_size, block_size)
-        if like.device.type == "cpu":
-            return _cpu_empty(shape, dtype)
         return torch.empty(shape, dtype=dtype, device=like.device)
 
     def add_gram(
