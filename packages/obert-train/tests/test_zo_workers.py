@@ -37,7 +37,12 @@ def _sparse(model: torch.nn.Module, sparsity: float = 0.95) -> dict[str, float]:
 
 
 def _cge_run(
-    tokenizer: BertTokenizer, out: Path, workers: int, stages: Any = None, steps: int = 2
+    tokenizer: BertTokenizer,
+    out: Path,
+    workers: int,
+    stages: Any = None,
+    steps: int = 2,
+    momentum: float = 0.0,
 ) -> tuple[ZOTrainer, dict[str, torch.Tensor]]:
     model = _model(tokenizer)
     zo = ZOSettings(
@@ -47,6 +52,7 @@ def _cge_run(
         gradient_sparsity=_sparse(model),
         stages=stages,
         workers=workers,
+        momentum=momentum,
     )
     trainer = _trainer(tokenizer, out, model, zo=zo, max_steps=steps, learning_rate=0.5)
     trainer.train()
@@ -69,6 +75,19 @@ def test_two_workers_give_the_one_worker_estimate_bit_for_bit(
     assert one.zo_queries[0] > 100
     assert two.pool is None  # stopped when train() returned
     assert one.zo_losses[-1] != one.zo_losses[0]  # the steps moved the weights
+
+
+@pytest.mark.skipif(available_cores() < 2, reason="two workers need two cores")
+def test_two_workers_with_momentum_give_the_one_worker_steps_bit_for_bit(
+    tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    """The estimate is formed in the trainer's process, so the momentum step is the same too."""
+    one, weights_one = _cge_run(tokenizer, tmp_path / "one", 1, steps=3, momentum=0.9)
+    two, weights_two = _cge_run(tokenizer, tmp_path / "two", 2, steps=3, momentum=0.9)
+    for name, value in weights_one.items():
+        assert torch.equal(value, weights_two[name]), name
+    assert one.zo_losses == two.zo_losses
+    assert one.zo_grad_norms == two.zo_grad_norms
 
 
 @pytest.mark.skipif(available_cores() < 2, reason="two workers need two cores")

@@ -708,7 +708,10 @@ class ZOTrainer(Trainer):
             (job, (losses - base) / steps)
             for job, (losses, steps) in zip(jobs, flat_results, strict=True)
         ]
-        norm = math.sqrt(sum(float(g.square().sum()) for _, g in estimates))
+        # one reduction over the estimates in job order: a job split across workers gives the
+        # same vector, so the same norm (and clipping) bit for bit
+        flat_estimate = torch.cat([g.reshape(-1) for _, g in estimates]) if estimates else None
+        norm = 0.0 if flat_estimate is None else math.sqrt(float(flat_estimate.square().sum()))
         self.zo_grad_norms.append(norm)
         clip = float(self.args.max_grad_norm or 0.0)
         coef = min(1.0, clip / (norm + 1e-6)) if clip > 0 else 1.0  # clip_grad_norm_'s rule
