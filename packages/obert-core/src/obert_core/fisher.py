@@ -407,8 +407,8 @@ def _gram_probe_finite(acc: Any) -> bool:
 
     A NaN or inf gradient entry ``g_ij`` makes ``Σ_i g_i,B−1 g_ij`` (row ``B−1``, column ``j``)
     non-finite whatever ``g_i,B−1`` is; the last block's diagonal covers a zero-padded tail,
-    whose row ``B−1`` is padding. The rows are contiguous, so this reads ``4·d`` bytes in runs of
-    ``B`` numbers, about 4x faster than the diagonal's ``d`` cache lines (docs/benchmarks.md).
+    whose row ``B−1`` is padding. The rows are contiguous, so this reads ``d`` numbers in runs of
+    ``B``, 2-4x faster than the diagonal's ``d`` cache lines (docs/benchmarks.md).
     """
     return all_finite(acc[:, -1, :]) and all_finite(_gram_diagonal(acc[-1:]))
 

@@ -80,8 +80,8 @@ class TorchBackend:
         # pass over the whole stack (0.35 s for the 354 MB of a MiniLM layer at B = 50).
         dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float64
         # (Memory from NumPy, which asks for transparent huge pages, was tried: its first touch
-        # is faster, but the float64 inverse then writing its output into such memory ran 3-8x
-        # slower on the shared machine, and the GEMMs were not measurably faster in the bench.)
+        # is faster, but the float64 inverse writing its output into such memory ran several
+        # times slower on the shared machine, and the GEMMs were not measurably faster.)
         shape = (num_blocks, block_size, block_size)
         return torch.empty(shape, dtype=dtype, device=like.device)
 
