@@ -495,7 +495,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for block in blocks:
         for s in SPARSITIES:
-            for config in [*CONFIGS, *LATENCY_CONFIGS]:
+            for config in [*CONFIGS, *LATENCY_CONFIGS, "obs-measured"]:
                 label = _label(config, block, s)
                 if label not in oneshot:
                     continue
