@@ -926,7 +926,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("query budget (ONNX Runtime forwards)")
         ax.grid(alpha=0.3)
-    axes[2].legend(fontsize=7)
+    handles, labels = axes[2].get_legend_handles_labels()  # the joint-update line too
+    axes[0].legend(handles, labels, fontsize=7, loc="lower left", bbox_to_anchor=(0.3, 0.46))
     fig.tight_layout()
     _save(fig, IMG / "zo_minilm_obs.png")
 
