@@ -8,12 +8,15 @@ sampler's own sequential pass (one ``torch.autograd.grad`` per group) on the sam
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertTokenizer
 
 from obert_train import GradientSampler, MaskState, load_task, resolve_target_params
@@ -223,6 +226,27 @@ def test_a_small_activation_budget_takes_groups_singly(
     assert tight._saved is not None and not tight._checked  # measured, never batched
     rows, length, linear, quadratic = tight._saved
     assert rows == 4 and length > 1 and linear > 0 and quadratic > 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 64), min_size=1, max_size=80),
+    cap=st.integers(1, 600),
+    rows=st.integers(1, 20),
+)
+def test_passes_partition_the_examples_within_their_bounds(
+    lengths: list[int], cap: int, rows: int
+) -> None:
+    passes = plan_passes(lengths, cap, lambda r, _length: r <= rows)
+    assert sorted(i for p in passes for i in p) == list(range(len(lengths)))  # each exactly once
+    for chosen in passes:
+        width = max(lengths[i] for i in chosen)
+        assert len(chosen) == 1 or (len(chosen) * width <= cap and len(chosen) <= rows)
+    flat = [lengths[i] for p in passes for i in p]
+    assert flat == sorted(lengths)  # length-sorted: no pass pads a shorter pass's examples
+    for a, b in itertools.pairwise(passes):  # a pass is cut only when full
+        n = len(a) + 1
+        assert n * lengths[b[0]] > cap or n > rows
 
 
 def test_passes_are_length_sorted_and_bounded() -> None:
