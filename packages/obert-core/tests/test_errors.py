@@ -71,7 +71,12 @@ def test_missing_optional_backend_says_what_to_install(monkeypatch: pytest.Monke
     import sys
 
     for mod in [m for m in sys.modules if m.startswith("obert_core.backends._")]:
+        parent, _, child = mod.rpartition(".")
         monkeypatch.delitem(sys.modules, mod)
+        # the re-import below rebinds the package attribute too: put the original back after
+        # the test, or later monkeypatches of "obert_core.backends._x.f" miss the live module
+        if hasattr(sys.modules[parent], child):
+            monkeypatch.setattr(sys.modules[parent], child, getattr(sys.modules[parent], child))
     monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(oc.BackendUnavailableError, match=r"pip install 'obert-core\[numba\]'"):
