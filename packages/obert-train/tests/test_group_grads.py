@@ -326,3 +326,75 @@ def test_image_groups_without_a_sequence_dimension() -> None:
     modules, _ = linear_modules(model, params)
     per_position = sum((m.in_features + m.out_features) * 4 * 5 for m in modules.values())
     assert bat._store_bytes == per_position  # 4 patches + [CLS] per image
+
+
+def _stores_per_call(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Records [groups, token-store bytes] of every batched call."""
+    import obert_train.fisher.group_grads as gg
+    import obert_train.fisher.sampler as sm
+
+    calls: list[list[int]] = []
+    store_init, packed = gg._TokenStore.__init__, sm.packed_group_grads
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        store_init(self, *args, **kwargs)
+        calls[-1][1] += self.x.nbytes + self.dy.nbytes
+
+    def spy(model: Any, loss_fn: Any, groups: Any, *args: Any, **kwargs: Any) -> int:
+        calls.append([len(groups), 0])
+        return packed(model, loss_fn, groups, *args, **kwargs)
+
+    monkeypatch.setattr(gg._TokenStore, "__init__", init)
+    monkeypatch.setattr(sm, "packed_group_grads", spy)
+    return calls
+
+
+def test_token_stores_stay_within_the_budget_when_the_targets_change(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A memory plan of several groups calls the sampler with other targets each time."""
+    task = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    params = resolve_target_params(tiny_bert)
+    calls = _stores_per_call(monkeypatch)
+    budget = 800_000
+    sampler = _sampler(tiny_bert, task, "batched", batch_memory=budget, pass_positions=4096)
+    first = next(iter(params))
+    _grads(sampler, {first: params[first]}, chunk_size=9)  # one target: small stores
+    calls.clear()
+    _grads(sampler, params, chunk_size=9)  # every target
+    assert calls and max(groups for groups, _ in calls) > 1  # some groups did go together
+    for groups, held in calls:
+        assert groups == 1 or held <= budget // 2, calls
+
+
+def test_a_fresh_sampler_groups_a_round_as_the_one_that_ran_before(
+    tiny_bert: BertForSequenceClassification, tokenizer: BertTokenizer, tmp_path: Path
+) -> None:
+    """Resume: a new sampler's gradients of a round equal, bit for bit, an older sampler's."""
+    import random
+
+    words = sorted(tokenizer.vocab)[5:]
+    rnd = random.Random(0)
+    rows = [
+        " ".join(rnd.choice(words) for _ in range(rnd.randint(1, 30))) + f" \t{i % 2}"
+        for i in range(12)
+    ]
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows * 3) + "\n")
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    task = load_task("sst2", tokenizer, data_dir=tmp_path)
+    params = resolve_target_params(tiny_bert)
+    for budget, earlier in itertools.product((900_000, 1_300_000), (0, 3)):
+        kw: dict[str, Any] = {"batch_memory": budget, "pass_positions": 4096}
+        ran = _sampler(tiny_bert, task, "batched", **kw)
+        _grads(ran, params, chunk_size=9, round_seed=earlier)  # an earlier pruning step
+        want = _grads(ran, params, chunk_size=9, round_seed=1)
+        fresh = _sampler(tiny_bert, task, "batched", **kw)  # after a resume
+        got = _grads(fresh, params, chunk_size=9, round_seed=1)
+        # the passes are planned from the same measurement, whatever ran before
+        assert (fresh._saved, fresh._store_bytes) == (ran._saved, ran._store_bytes)
+        for a, b in zip(want, got, strict=True):
+            for name in a:
+                assert torch.equal(a[name], b[name]), (budget, earlier, name)

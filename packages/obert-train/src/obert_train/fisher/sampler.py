@@ -194,7 +194,8 @@ class GradientSampler:
             )
         self._checked = False  # the batched path was compared with a sequential pass
         self._reference: dict[str, torch.Tensor] | None = None  # that pass's gradient
-        self._store_bytes = 0.0  # token-store bytes per (row x length) position, measured
+        self._store_bytes = 0.0  # the call's token-store bytes per (row x length) position
+        self._linear_bytes: dict[torch.nn.Module, float] = {}  # per Linear, measured
         self.fallback = ""
         self._saved: tuple[int, int, int, int] | None = None  # rows, length, linear, quadratic
         if pass_positions < 1:
@@ -303,10 +304,18 @@ class GradientSampler:
                     for j in range(k)
                 ]
                 if modules and not self.fallback and self._saved is None:
-                    # once per sampler: a sequential pass of the first group, which measures the
-                    # saved activations (they size the batched passes) and is the reference the
-                    # first batched result of that group is checked against
-                    self._measure(group_batches[0], params, modules)
+                    # once per sampler: a sequential pass of the first group of round 0, which
+                    # measures the saved activations (they size the batched passes) and, in
+                    # round 0, is the reference the first batched result is checked against.
+                    # Always that group, so that a fresh sampler (a resumed run) plans a round's
+                    # passes as one that ran earlier rounds first (bit-identical gradients).
+                    first = group_batches[0] if round_seed == 0 else self._round0_batch(device)
+                    self._measure(first, params, modules)
+                    if round_seed != 0:
+                        self._reference = None
+                if modules:  # the targets' store bytes per position (they differ between calls)
+                    per_linear = self._linear_bytes
+                    self._store_bytes = sum(per_linear.get(m, 0.0) for m in modules.values())
                 j = 0
                 while j < k:
                     lo, hi = (
@@ -343,25 +352,40 @@ class GradientSampler:
     ) -> None:
         """One sequential pass of ``batch`` into ``self._reference``, measuring its memory.
 
-        Records the bytes autograd saves (the activations of a pass) and the token-store bytes
-        per position (each target's input positions x (in + out) x itemsize).
+        Records the bytes autograd saves (the activations of a pass) and, for every plain
+        ``nn.Linear`` of the model, its token-store bytes per position (its input positions x
+        (in + out) x itemsize).
         """
         device = next(iter(params.values())).device
         self._reference = {n: torch.empty(1, params[n].numel(), device=device) for n in modules}
-        seen: list[int] = []
+        seen: dict[torch.nn.Module, int] = {}
 
         def count(m: torch.nn.Module, args: tuple[Any, ...], _y: torch.Tensor) -> None:
             assert isinstance(m, torch.nn.Linear)
+            if not args:
+                return
             width = m.in_features + m.out_features
-            seen.append(args[0].numel() // m.in_features * width * m.weight.element_size())
+            nbytes = args[0].numel() // m.in_features * width * m.weight.element_size()
+            seen[m] = seen.get(m, 0) + nbytes
 
-        hooks = [m.register_forward_hook(count) for m in modules.values()]
+        # every plain Linear, not only this call's targets: later calls (the other groups of a
+        # memory plan) take other targets, and their token stores must be sized too
+        hooks = [
+            m.register_forward_hook(count)
+            for m in self.model.modules()
+            if isinstance(m, torch.nn.Linear) and type(m).forward is torch.nn.Linear.forward
+        ]
         try:
             self._sequential(batch, params, list(modules), self._reference, 0, {}, None, True)
         finally:
             for h in hooks:
                 h.remove()
-        self._store_bytes = sum(seen) / (_rows(batch) * _length(batch))
+        positions = _rows(batch) * _length(batch)
+        self._linear_bytes = {m: b / positions for m, b in seen.items()}
+
+    def _round0_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """The first mini-batch of round 0 (the one every sampler measures)."""
+        return to_device(self._batch(next(self._index_batches(0)), 0, 0), device)
 
     def _sequential(
         self,
