@@ -398,3 +398,34 @@ def test_a_fresh_sampler_groups_a_round_as_the_one_that_ran_before(
         for a, b in zip(want, got, strict=True):
             for name in a:
                 assert torch.equal(a[name], b[name]), (budget, earlier, name)
+
+
+def test_labels_at_padded_positions_are_not_cut_away(tokenizer: BertTokenizer) -> None:
+    """A collate that labels its padded positions (labels = input_ids): those are loss terms.
+
+    Cutting examples to their real length would drop them; the first group, unpadded, passes
+    the one check against a sequential pass, so the batched path must refuse such batches.
+    """
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64,
+    )  # fmt: skip
+    model = BertForMaskedLM(cfg).eval()
+    features: list[list[int]] = [[2, 7, 8, 9, 3]] * 12
+
+    def collate(rows: Any) -> dict[str, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+        return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": ids.clone()}
+
+    kw: dict[str, Any] = {"batch_size": 2, "num_grads": 6, "progress": False}
+    seq = GradientSampler(model, features, collate, grad_batching="sequential", **kw)
+    bat = GradientSampler(model, features, collate, grad_batching="auto", **kw)
+    first = set(next(seq._index_batches(0)))
+    features[:] = [f if i in first else [*f[: 2 + i % 3], 3] for i, f in enumerate(features)]
+    params = resolve_target_params(model)
+    want = _grads(seq, params, chunk_size=6)
+    with pytest.warns(UserWarning, match="one pass per group from now on .*cannot be split"):
+        got = _grads(bat, params, chunk_size=6)
+    _assert_same(want, got)

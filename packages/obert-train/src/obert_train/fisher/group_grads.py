@@ -138,7 +138,7 @@ def split_examples(batch: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Te
     tensor is cut to the row's real length (those tensors must be of the keys
     :func:`concat_groups` can pad again); without one, rows are kept whole.  None when the batch
     cannot be split (a tensor without the rows as first dimension, left padding, an unknown key
-    of the sequence's shape).
+    of the sequence's shape, token labels other than -100 at a padded position).
     """
     rows = int(next(iter(batch.values())).shape[0])
     if any(v.ndim == 0 or int(v.shape[0]) != rows for v in batch.values()):
@@ -152,6 +152,9 @@ def split_examples(batch: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Te
     seq = {k for k, v in batch.items() if v.ndim == 2 and int(v.shape[1]) == width}
     if any(k not in _PAD_VALUES for k in seq):
         return None
+    labels = batch.get("labels")
+    if "labels" in seq and labels is not None and bool(((labels != -100) & (mask == 0)).any()):
+        return None  # a padded position is a loss term: cutting it away would drop it
     lengths = [max(int(n), 1) for n in mask.sum(dim=1).tolist()]
     return [
         {k: v[r : r + 1, : lengths[r]] if k in seq else v[r : r + 1] for k, v in batch.items()}
