@@ -429,3 +429,47 @@ def test_labels_at_padded_positions_are_not_cut_away(tokenizer: BertTokenizer) -
     with pytest.warns(UserWarning, match="one pass per group from now on .*cannot be split"):
         got = _grads(bat, params, chunk_size=6)
     _assert_same(want, got)
+
+
+class _MeanPool(torch.nn.Module):
+    """Averages every position, padded ones too (it ignores the attention mask)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(16, 8)
+        self.mix = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor) -> dict[str, torch.Tensor]:  # fmt: skip
+        del attention_mask
+        logits = self.head(torch.tanh(self.mix(self.embed(input_ids))).mean(dim=1))
+        return {"loss": torch.nn.functional.cross_entropy(logits, labels)}
+
+
+def test_a_model_whose_padded_positions_reach_the_loss_is_taken_group_by_group() -> None:
+    """Padding changes this model's loss: no pass may pad, even where the first check passes.
+
+    With one example per group the sequential passes never pad, and group 0, the longest of
+    its pass, is not padded there either; the passes' other examples are.
+    """
+    torch.manual_seed(0)
+    model = _MeanPool().eval()
+    features: list[list[int]] = [[2, 5, 6, 7, 8, 9, 3]] * 8
+
+    def collate(rows: Any) -> dict[str, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+        labels = torch.tensor([len(r) % 2 for r in rows])
+        return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": labels}
+
+    kw: dict[str, Any] = {"batch_size": 1, "num_grads": 8, "progress": False}
+    seq = GradientSampler(model, features, collate, grad_batching="sequential", **kw)
+    bat = GradientSampler(model, features, collate, grad_batching="auto", **kw)
+    first = set(next(seq._index_batches(0)))
+    features[:] = [f if i in first else [*f[: 2 + i % 4], 3] for i, f in enumerate(features)]
+    params = {"mix.weight": model.mix.weight}
+    want = _grads(seq, params, chunk_size=8)
+    with pytest.warns(UserWarning, match="one pass per group from now on .*padded position"):
+        got = _grads(bat, params, chunk_size=8)
+    _assert_same(want, got)

@@ -19,8 +19,9 @@ of the target Linears that have no grad-requiring input, and each target output 
 an identity autograd function whose backward stores ``dY``.  A padded position is masked out as
 a key in every attention layer (its softmax weight is exactly 0) and reaches the loss through
 nothing else, so its ``dY`` is exactly 0: dropping it changes no sum, and the result equals the
-per-group pass up to float32 round-off.  The sampler checks that claim once per sampler against
-a sequential pass (see :class:`~obert_train.GradientSampler`).
+per-group pass up to float32 round-off.  Every pass checks that its ``dY`` is 0 at the padded
+positions (else the caller takes the groups one by one), and the sampler checks the result once
+per sampler against a sequential pass (see :class:`~obert_train.GradientSampler`).
 """
 
 from __future__ import annotations
@@ -275,9 +276,9 @@ def packed_group_grads(
         The number of passes.
 
     Raises:
-        UngroupedError: If the groups cannot be split into examples, or a target's input is not
-            batch-first or the target runs twice in one forward: the caller takes the groups
-            one by one.
+        UngroupedError: If the groups cannot be split into examples, a target's input is not
+            batch-first, the target runs twice in one forward, or a padded position reaches the
+            loss (a nonzero ``dY`` there): the caller takes the groups one by one.
         DataError: If a target received no gradient (it does not reach the loss).
     """
     examples: list[dict[str, torch.Tensor]] = []
@@ -338,6 +339,8 @@ def packed_group_grads(
                 state["roots"].append(y)
 
             def sink(dy: torch.Tensor) -> None:
+                if by_token and bool(dy[~keep].any()):  # the padding argument fails here
+                    state["leak"] = name
                 flat = dy[keep] if by_token else dy.reshape(-1, dy.shape[-1])
                 scaled = flat * scale[:, None].to(flat.dtype)
                 store.dy.index_copy_(0, index, scaled.to(store.dy.dtype))
@@ -363,7 +366,7 @@ def packed_group_grads(
             state.update(
                 rows=len(chosen), chosen=chosen, width=example_length(merged), keep=keep,
                 scale=torch.tensor([total / terms[owner[i]] for i in chosen]),
-                roots=[], filled=set(),
+                roots=[], filled=set(), leak="",
             )  # fmt: skip
             for store in stores.values():
                 store.calls = 0
@@ -374,6 +377,11 @@ def packed_group_grads(
                     f"({', '.join(list(modules)[:3])} ...); check the target parameters"
                 )
             torch.autograd.grad(loss, state["roots"], allow_unused=True)
+            if state["leak"]:
+                raise UngroupedError(
+                    f"target {state['leak']!r} has a nonzero output gradient at a padded "
+                    "position: padding changes this model's loss (is the attention mask used?)"
+                )
             missing = [n for n in modules if n not in state["filled"]]
             if missing:
                 raise DataError(
