@@ -473,3 +473,42 @@ def test_a_model_whose_padded_positions_reach_the_loss_is_taken_group_by_group()
     with pytest.warns(UserWarning, match="one pass per group from now on .*padded position"):
         got = _grads(bat, params, chunk_size=8)
     _assert_same(want, got)
+
+
+class _TorchEncoder(torch.nn.Module):
+    """torch's own encoder layer: its attention uses ``out_proj.weight`` without calling it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(16, 8)
+        self.layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor) -> dict[str, torch.Tensor]:  # fmt: skip
+        h = self.layer(self.embed(input_ids), src_key_padding_mask=attention_mask == 0)
+        logits = self.head(h[:, 0])
+        return {"loss": torch.nn.functional.cross_entropy(logits, labels)}
+
+
+def test_a_target_used_without_its_module_call_is_taken_group_by_group() -> None:
+    torch.manual_seed(0)
+    model = _TorchEncoder().eval()
+    features = [[2, *range(5, 5 + i % 5), 3] for i in range(16)]
+
+    def collate(rows: Any) -> dict[str, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+        labels = torch.tensor([len(r) % 2 for r in rows])
+        return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": labels}
+
+    kw: dict[str, Any] = {"batch_size": 2, "num_grads": 6, "progress": False}
+    params = {n: p for n, p in model.named_parameters() if n.endswith("proj.weight")}
+    params["layer.linear1.weight"] = model.layer.linear1.weight
+    assert "layer.self_attn.out_proj.weight" in params
+    seq = GradientSampler(model, features, collate, grad_batching="sequential", **kw)
+    want = _grads(seq, params, chunk_size=6)
+    auto = GradientSampler(model, features, collate, grad_batching="auto", **kw)
+    with pytest.warns(UserWarning, match="one pass per group from now on .*out_proj.weight"):
+        got = _grads(auto, params, chunk_size=6)
+    _assert_same(want, got)

@@ -277,8 +277,9 @@ def packed_group_grads(
 
     Raises:
         UngroupedError: If the groups cannot be split into examples, a target's input is not
-            batch-first, the target runs twice in one forward, or a padded position reaches the
-            loss (a nonzero ``dY`` there): the caller takes the groups one by one.
+            batch-first, the target runs twice or not at all (its weight used without a call of
+            its module) in one forward, or a padded position reaches the loss (a nonzero ``dY``
+            there): the caller takes the groups one by one.
         DataError: If a target received no gradient (it does not reach the loss).
     """
     examples: list[dict[str, torch.Tensor]] = []
@@ -371,6 +372,13 @@ def packed_group_grads(
             for store in stores.values():
                 store.calls = 0
             loss = loss_fn(model, merged)
+            uncalled = [n for n, store in stores.items() if not store.calls]
+            uncalled += [n for n in modules if n not in stores]
+            if uncalled:  # e.g. nn.MultiheadAttention's out_proj: its weight is used directly
+                raise UngroupedError(
+                    f"target {uncalled[0]!r} is used without a call of its nn.Linear module; "
+                    "its inputs and output gradients cannot be captured"
+                )
             if not state["roots"] or not loss.requires_grad:
                 raise DataError(
                     "the loss does not depend on the target weights "
