@@ -512,3 +512,36 @@ def test_a_target_used_without_its_module_call_is_taken_group_by_group() -> None
     with pytest.warns(UserWarning, match="one pass per group from now on .*out_proj.weight"):
         got = _grads(auto, params, chunk_size=6)
     _assert_same(want, got)
+
+
+def test_question_answering_groups_are_not_cut_to_their_real_length(
+    tokenizer: BertTokenizer, squad_dir: Path
+) -> None:
+    """The span head's softmax runs over every position, padded ones too.
+
+    Group 0 unpadded passes the one check against a sequential pass; the padded groups' output
+    gradients at padded positions are not 0, so the batched path goes group by group.
+    """
+    from transformers import BertForQuestionAnswering
+
+    from .conftest import tiny_config
+
+    task = load_task("squad", tokenizer, data_dir=squad_dir, max_seq_length=32, doc_stride=8)
+    torch.manual_seed(0)
+    model = BertForQuestionAnswering(tiny_config(len(tokenizer))).eval()
+    params = resolve_target_params(model)
+    seq = _sampler(model, task, "sequential", num_grads=8)
+    auto = _sampler(model, task, "auto", num_grads=8)
+    features = task.train_features
+    width = max(len(f["input_ids"]) for f in features)
+    first = set(next(seq._index_batches(0)))
+    full = [f for f in features if len(f["input_ids"]) == width]
+    short = [f for f in features if len(f["input_ids"]) < width]
+    assert len(full) >= len(first) and short
+    rest = iter(full[len(first) :] + short)
+    picked = iter(full)
+    features[:] = [next(picked) if i in first else next(rest) for i in range(len(features))]
+    want = _grads(seq, params, chunk_size=8)
+    with pytest.warns(UserWarning, match="one pass per group from now on .*question-answering"):
+        got = _grads(auto, params, chunk_size=8)
+    _assert_same(want, got)

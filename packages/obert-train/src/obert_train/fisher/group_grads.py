@@ -388,7 +388,8 @@ def packed_group_grads(
             if state["leak"]:
                 raise UngroupedError(
                     f"target {state['leak']!r} has a nonzero output gradient at a padded "
-                    "position: padding changes this model's loss (is the attention mask used?)"
+                    "position: padding changes this model's loss (a question-answering head's "
+                    "softmax over the positions, or an attention mask the model ignores)"
                 )
             missing = [n for n in modules if n not in state["filled"]]
             if missing:
