@@ -94,9 +94,13 @@ def test_format_bytes() -> None:
 
 def test_default_budget_is_shared_by_the_ranks_of_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_memory, "available_bytes", lambda fraction=0.8: 8 * 10**9)
+    monkeypatch.setattr(_memory, "grad_batching_bytes", lambda: 2 * 10**9)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert _memory.default_budget_bytes() == 8 * 10**9
-    assert plan_memory({"a": 1000}, 50, num_grads=8).budget_bytes == 8 * 10**9
+    # one process: the sampler's batched passes (grad_batching_bytes) are left out
+    assert _memory.default_budget_bytes() == 6 * 10**9
+    assert plan_memory({"a": 1000}, 50, num_grads=8).budget_bytes == 6 * 10**9
+    monkeypatch.setattr(_memory, "grad_batching_bytes", lambda: 7 * 10**9)
+    assert _memory.default_budget_bytes() == 4 * 10**9  # never below half the 80 %
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert _memory.default_budget_bytes() == 2 * 10**9
     assert plan_memory({"a": 1000}, 50, num_grads=8).budget_bytes == 2 * 10**9
@@ -108,3 +112,25 @@ def test_default_budget_is_shared_by_the_ranks_of_a_host(monkeypatch: pytest.Mon
 def test_resident_bytes_include_the_updated_copies() -> None:
     plan = plan_memory({"a": 1000, "b": 2000}, 50, num_grads=64, budget_bytes=10**9)
     assert plan.resident_bytes == 10 * 3000  # score 4 + masks 2 + updated weights 4
+
+
+def test_grad_batching_default_depends_on_total_ram_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batched passes' default memory must not follow the free RAM (same passes on resume)."""
+    from types import SimpleNamespace
+
+    from obert_train.fisher import sampler as _sampler
+
+    def fake(total: int, available: int) -> None:
+        monkeypatch.setattr(
+            _memory.psutil,
+            "virtual_memory",
+            lambda: SimpleNamespace(total=total, available=available),
+        )
+
+    fake(8 * 2**30, 1 * 2**30)
+    small = _memory.grad_batching_bytes()
+    fake(8 * 2**30, 7 * 2**30)
+    assert _memory.grad_batching_bytes() == small == 2**30  # 1/8 of 8 GiB, whatever is free
+    fake(64 * 2**30, 3 * 2**30)
+    assert _memory.grad_batching_bytes() == 2 * 2**30  # at most 2 GiB
+    assert _sampler.grad_batching_bytes is _memory.grad_batching_bytes

@@ -50,7 +50,7 @@ PUBLIC = {
 # Helpers and removed names that must not be part of the top-level API.
 NOT_PUBLIC = {
     "format_bytes", "parse_memory", "parse_nm", "nm_pattern", "available_bytes",
-    "default_budget_bytes",
+    "default_budget_bytes", "grad_batching_bytes",
     "gram_precision", "group_peak_bytes", "fisher_bytes", "atomic_write_text",
     "atomic_directory", "select_masks", "apply_obs_update", "obs_updated", "obert_scores",
     "build_inverse_fishers", "current_masks", "shard_by_size", "DistContext", "LossFn",

@@ -122,8 +122,21 @@ def available_bytes(fraction: float = 0.8) -> int:
     return int(psutil.virtual_memory().available * fraction)
 
 
+def grad_batching_bytes() -> int:
+    """Default memory of the gradient sampler's batched passes: 1/8 of the RAM, at most 2 GiB.
+
+    Taken from the machine's total RAM, not its free RAM, so that the same run on the same
+    machine plans the same passes (bit-identical gradients after a resume); the default budget
+    of the step (:func:`default_budget_bytes`) leaves it out.
+    """
+    return min(int(psutil.virtual_memory().total) // 8, 2 * 2**30)
+
+
 def default_budget_bytes() -> int:
     """The default budget: 80 % of the available RAM, shared by the ranks on this host.
+
+    Minus the memory of the gradient sampler's batched passes (:func:`grad_batching_bytes`) of
+    a single process, which the sampler takes on top of the planned Fisher memory.
 
     Under ``torchrun`` every rank of a host plans at the same time from the same free RAM, so
     the 80 % is divided by ``LOCAL_WORLD_SIZE`` (the number of ranks on this host; 1 if unset).
@@ -140,7 +153,10 @@ def default_budget_bytes() -> int:
         raise OptionError(
             f"LOCAL_WORLD_SIZE={raw!r} is not a positive integer; unset it or launch with torchrun"
         )
-    return available_bytes() // local
+    budget = available_bytes() // local
+    if local == 1:  # batched gradient passes run in one process only
+        budget = max(budget - grad_batching_bytes(), budget // 2)
+    return budget
 
 
 def gram_precision(num_grads: int, block_size: int) -> str:

@@ -35,7 +35,7 @@ from obert_train.fisher.group_grads import (
     linear_modules,
     packed_group_grads,
 )
-from obert_train.fisher.memory import available_bytes, parse_memory
+from obert_train.fisher.memory import grad_batching_bytes, parse_memory
 
 __all__ = ["GRAD_BATCHING", "GradientSampler", "LossFn", "to_device"]
 
@@ -44,9 +44,6 @@ GRAD_BATCHING = ("auto", "batched", "sequential")
 
 _CHECK_RTOL = 1e-4  # batched vs sequential, max |difference| / max |gradient|
 _ACTIVATION_MARGIN = 1.5  # the dY being consumed, allocator caching, the padded batch itself
-# Default bytes of the batched path (token stores + one pass's activations): the step's memory plan
-# (plan_memory) does not count them, so they are kept to a bounded 25 % of the free RAM, <= 2 GiB.
-_DEFAULT_BATCH_MEMORY = 2 * 2**30
 _PASS_POSITIONS = 512  # examples x padded length per batched pass (experiments/grad_groups.py)
 
 LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
@@ -128,8 +125,9 @@ class GradientSampler:
         batch_memory: Bytes the batched path may hold (``"2GB"`` accepted): half for the
             targets' inputs and output gradients at the real tokens of the groups taken
             together, half for one pass's activations, planned from the bytes autograd saved
-            for one measured group.  Default: 25 % of the RAM available at the first call, at
-            most 2 GiB (the step's memory plan does not count this memory).
+            for one measured group.  Default: 1/8 of the machine's RAM, at most 2 GiB
+            (:func:`~obert_train.fisher.memory.grad_batching_bytes`; the step's default memory
+            budget leaves it out).
         pass_positions: Most positions (examples x padded length) in one batched pass.  The
             examples of the groups taken together are sorted by length and cut into passes of
             at most this many positions, each padded to its own longest example.
@@ -444,13 +442,14 @@ class GradientSampler:
         return modules
 
     def _activation_budget(self) -> int:
-        """Bytes the batched path may hold: ``batch_memory``, or 25 % of the free RAM, <= 2 GiB.
+        """Bytes the batched path may hold: ``batch_memory``, or 1/8 of the RAM, <= 2 GiB.
 
-        The default is taken once, on the first call, so that every pass of the sampler groups
-        the same batches alike and gives bit-identical gradients.
+        The default depends on the machine's total RAM only (not on its free RAM), so that every
+        run and resume on the same machine groups the same batches alike: bit-identical
+        gradients.
         """
         if self.batch_memory is None:
-            self.batch_memory = min(available_bytes(0.25), _DEFAULT_BATCH_MEMORY)
+            self.batch_memory = grad_batching_bytes()
         return self.batch_memory
 
     def _estimate(self, rows: int, length: int) -> float:
