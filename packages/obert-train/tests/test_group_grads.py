@@ -9,6 +9,7 @@ sampler's own sequential pass (one ``torch.autograd.grad`` per group) on the sam
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -519,8 +520,9 @@ def test_question_answering_groups_are_not_cut_to_their_real_length(
 ) -> None:
     """The span head's softmax runs over every position, padded ones too.
 
-    Group 0 unpadded passes the one check against a sequential pass; the padded groups' output
-    gradients at padded positions are not 0, so the batched path goes group by group.
+    Group 0 unpadded would pass the one check against a sequential pass (and the padded groups'
+    output gradients at padded positions are not 0); the span labels say so up front, so
+    ``"auto"`` goes group by group without a warning and ``"batched"`` refuses.
     """
     from transformers import BertForQuestionAnswering
 
@@ -542,6 +544,10 @@ def test_question_answering_groups_are_not_cut_to_their_real_length(
     picked = iter(full)
     features[:] = [next(picked) if i in first else next(rest) for i in range(len(features))]
     want = _grads(seq, params, chunk_size=8)
-    with pytest.warns(UserWarning, match="one pass per group from now on .*question-answering"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # known from the batch's span labels: no warning
         got = _grads(auto, params, chunk_size=8)
     _assert_same(want, got)
+    assert "start_positions" in auto.fallback and auto.passes == 0
+    with pytest.raises(DataError, match="start_positions"):
+        _grads(_sampler(model, task, "batched", num_grads=8), params, chunk_size=8)

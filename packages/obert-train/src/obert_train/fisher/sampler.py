@@ -44,6 +44,7 @@ GRAD_BATCHING = ("auto", "batched", "sequential")
 
 _CHECK_RTOL = 1e-4  # batched vs sequential, max |difference| / max |gradient|
 _ACTIVATION_MARGIN = 1.5  # the dY being consumed, allocator caching, the padded batch itself
+_SPAN_LABELS = ("start_positions", "end_positions")  # QA: softmax over all positions
 _PASS_POSITIONS = 512  # examples x padded length per batched pass (experiments/grad_groups.py)
 
 LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
@@ -508,6 +509,13 @@ class GradientSampler:
         layout that is not batch-first) ``"auto"`` falls back to one pass per group for the rest
         of the sampler's life and ``"batched"`` raises.
         """
+        spans = [k for k in _SPAN_LABELS if any(k in b for b in batches)]
+        if spans:  # known up front: the span softmax covers padded positions (no warning)
+            return self._give_up(
+                f"the batches carry {', '.join(spans)}: a question-answering loss takes its "
+                "softmax over every position, padded ones included",
+                warn=False,
+            )
         config = getattr(self.model, "config", None)
         pad = getattr(config, "pad_token_id", None)
         device = next(iter(params.values())).device
@@ -542,11 +550,18 @@ class GradientSampler:
                 out[name].mul_(flat_masks[name])
         return True
 
-    def _give_up(self, reason: str) -> bool:
-        """Turn the batched path off for this sampler (``"auto"``) or raise (``"batched"``)."""
+    def _give_up(self, reason: str, *, warn: bool = True) -> bool:
+        """Turn the batched path off for this sampler (``"auto"``) or raise (``"batched"``).
+
+        ``warn=False`` for cases known from the batch alone (question answering), where going
+        one pass per group is the expected way rather than a surprise.
+        """
         if self.grad_batching == "batched":
             raise DataError(f"grad_batching='batched' cannot be used here: {reason}")
-        warnings.warn(f"gradient sampler: one pass per group from now on ({reason})", stacklevel=3)
+        if warn:
+            warnings.warn(
+                f"gradient sampler: one pass per group from now on ({reason})", stacklevel=3
+            )
         self.fallback = reason
         return False
 
