@@ -164,7 +164,7 @@ def split_examples(batch: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Te
 
 
 def example_length(example: Mapping[str, torch.Tensor]) -> int:
-    """Sequence length of a one-row example (1 without ``input_ids``/``attention_mask``)."""
+    """Sequence length of an example or batch (1 without ``input_ids``/``attention_mask``)."""
     for key in ("attention_mask", "input_ids"):
         value = example.get(key)
         if value is not None and value.ndim >= 2:

@@ -32,6 +32,7 @@ from obert_train.fisher.distributed import DistContext
 from obert_train.fisher.group_grads import (
     SavedBytes,
     UngroupedError,
+    example_length,
     linear_modules,
     packed_group_grads,
 )
@@ -74,21 +75,12 @@ def _rows(batch: Mapping[str, torch.Tensor]) -> int:
     return int(next(iter(batch.values())).shape[0])
 
 
-def _length(batch: Mapping[str, torch.Tensor]) -> int:
-    """Sequence length of a batch (1 for inputs without one, e.g. images)."""
-    for key in ("input_ids", "attention_mask"):
-        value = batch.get(key)
-        if value is not None and value.ndim >= 2:
-            return int(value.shape[1])
-    return 1
-
-
 def _tokens(batch: Mapping[str, torch.Tensor]) -> int:
     """Real (unpadded) positions of a batch: its attention mask's ones, else rows x length."""
     mask = batch.get("attention_mask")
     if mask is not None and mask.ndim == 2:
         return int(mask.sum())
-    return _rows(batch) * _length(batch)
+    return _rows(batch) * example_length(batch)
 
 
 def _loss_weight(batch: Mapping[str, torch.Tensor]) -> int:
@@ -183,8 +175,12 @@ class GradientSampler:
         self.loss_fn = loss_fn or _hf_loss
         self.progress = progress
         self.grad_batching = grad_batching
-        self.batch_memory = None if batch_memory is None else parse_memory(batch_memory)
-        if self.batch_memory is not None and self.batch_memory < 1:
+        # the default depends on the machine's total RAM only, not its free RAM, so every run
+        # and resume on one machine groups the same batches alike (bit-identical gradients)
+        self.batch_memory = (
+            grad_batching_bytes() if batch_memory is None else parse_memory(batch_memory)
+        )
+        if self.batch_memory < 1:
             raise OptionError(f"batch_memory must be a positive size, got {batch_memory!r}")
         if grad_batching == "batched" and self.dist.active:
             raise OptionError(
@@ -288,7 +284,7 @@ class GradientSampler:
             for _ in range(min(buffers, -(-self.num_grads // cap)))
         ]
         modules = self._batched_modules(params) if cap > 1 else {}
-        budget = self._activation_budget() if modules else 0
+        budget = self.batch_memory if modules else 0
         batches = self._index_batches(round_seed)
         bar = tqdm(
             total=self.num_grads, desc=desc, disable=not self.progress or self.dist.rank != 0
@@ -379,7 +375,7 @@ class GradientSampler:
         finally:
             for h in hooks:
                 h.remove()
-        positions = _rows(batch) * _length(batch)
+        positions = _rows(batch) * example_length(batch)
         self._linear_bytes = {m: b / positions for m, b in seen.items()}
 
     def _round0_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
@@ -405,9 +401,10 @@ class GradientSampler:
         device = next(iter(params.values())).device
         weight = float(_loss_weight(batch))
         if measure:
-            with SavedBytes(self.model, _length(batch)) as saved:
+            length = example_length(batch)
+            with SavedBytes(self.model, length) as saved:
                 loss = self.loss_fn(self.model, batch)
-            self._saved = (_rows(batch), _length(batch), saved.linear, saved.quadratic)
+            self._saved = (_rows(batch), length, saved.linear, saved.quadratic)
         else:
             loss = self.loss_fn(self.model, batch)
         grads = torch.autograd.grad(loss, [params[n] for n in names])
@@ -441,17 +438,6 @@ class GradientSampler:
                 "use 'auto' or 'sequential'"
             )
         return modules
-
-    def _activation_budget(self) -> int:
-        """Bytes the batched path may hold: ``batch_memory``, or 1/8 of the RAM, <= 2 GiB.
-
-        The default depends on the machine's total RAM only (not on its free RAM), so that every
-        run and resume on the same machine groups the same batches alike: bit-identical
-        gradients.
-        """
-        if self.batch_memory is None:
-            self.batch_memory = grad_batching_bytes()
-        return self.batch_memory
 
     def _estimate(self, rows: int, length: int) -> float:
         """Activation bytes of a pass over ``rows`` examples padded to ``length`` (measured)."""
