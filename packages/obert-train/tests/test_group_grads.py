@@ -40,6 +40,31 @@ def _assert_same(a: list[dict[str, Any]], b: list[dict[str, Any]], rtol: float =
             torch.testing.assert_close(cb[name], ca[name], rtol=0, atol=rtol * scale)
 
 
+def _first_group(features: list[Any], **kw: Any) -> set[int]:
+    """Indices of the examples in round 0's first mini-batch (the one every sampler measures)."""
+    probe = GradientSampler(torch.nn.Linear(1, 1), features, lambda rows: {}, **kw)
+    return set(next(probe._index_batches(0)))
+
+
+def _auto_falls_back_to_sequential(
+    model: Any,
+    features: list[Any],
+    collate: Any,
+    params: Mapping[str, Any],
+    reason: str,
+    chunk_size: int,
+    **kw: Any,
+) -> None:
+    """``"auto"`` warns that it goes one pass per group (``reason`` in the warning) and then
+    gives the sequential passes' gradients."""
+    seq = GradientSampler(model, features, collate, grad_batching="sequential", **kw)
+    want = _grads(seq, params, chunk_size=chunk_size)
+    auto = GradientSampler(model, features, collate, grad_batching="auto", **kw)
+    with pytest.warns(UserWarning, match=f"one pass per group from now on .*{reason}"):
+        got = _grads(auto, params, chunk_size=chunk_size)
+    _assert_same(want, got)
+
+
 def _sampler(model: Any, task: Any, mode: str, **kw: Any) -> GradientSampler:
     kw = {"batch_size": 4, "num_grads": 9, "progress": False, **kw}
     return GradientSampler.from_task(model, task, grad_batching=mode, **kw)
@@ -421,15 +446,12 @@ def test_labels_at_padded_positions_are_not_cut_away(tokenizer: BertTokenizer) -
         return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": ids.clone()}
 
     kw: dict[str, Any] = {"batch_size": 2, "num_grads": 6, "progress": False}
-    seq = GradientSampler(model, features, collate, grad_batching="sequential", **kw)
-    bat = GradientSampler(model, features, collate, grad_batching="auto", **kw)
-    first = set(next(seq._index_batches(0)))
+    first = _first_group(features, **kw)
     features[:] = [f if i in first else [*f[: 2 + i % 3], 3] for i, f in enumerate(features)]
     params = resolve_target_params(model)
-    want = _grads(seq, params, chunk_size=6)
-    with pytest.warns(UserWarning, match="one pass per group from now on .*cannot be split"):
-        got = _grads(bat, params, chunk_size=6)
-    _assert_same(want, got)
+    _auto_falls_back_to_sequential(
+        model, features, collate, params, "cannot be split", chunk_size=6, **kw
+    )
 
 
 class _MeanPool(torch.nn.Module):
@@ -465,15 +487,12 @@ def test_a_model_whose_padded_positions_reach_the_loss_is_taken_group_by_group()
         return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": labels}
 
     kw: dict[str, Any] = {"batch_size": 1, "num_grads": 8, "progress": False}
-    seq = GradientSampler(model, features, collate, grad_batching="sequential", **kw)
-    bat = GradientSampler(model, features, collate, grad_batching="auto", **kw)
-    first = set(next(seq._index_batches(0)))
+    first = _first_group(features, **kw)
     features[:] = [f if i in first else [*f[: 2 + i % 4], 3] for i, f in enumerate(features)]
     params = {"mix.weight": model.mix.weight}
-    want = _grads(seq, params, chunk_size=8)
-    with pytest.warns(UserWarning, match="one pass per group from now on .*padded position"):
-        got = _grads(bat, params, chunk_size=8)
-    _assert_same(want, got)
+    _auto_falls_back_to_sequential(
+        model, features, collate, params, "padded position", chunk_size=8, **kw
+    )
 
 
 class _TorchEncoder(torch.nn.Module):
@@ -507,12 +526,9 @@ def test_a_target_used_without_its_module_call_is_taken_group_by_group() -> None
     params = {n: p for n, p in model.named_parameters() if n.endswith("proj.weight")}
     params["layer.linear1.weight"] = model.layer.linear1.weight
     assert "layer.self_attn.out_proj.weight" in params
-    seq = GradientSampler(model, features, collate, grad_batching="sequential", **kw)
-    want = _grads(seq, params, chunk_size=6)
-    auto = GradientSampler(model, features, collate, grad_batching="auto", **kw)
-    with pytest.warns(UserWarning, match="one pass per group from now on .*out_proj.weight"):
-        got = _grads(auto, params, chunk_size=6)
-    _assert_same(want, got)
+    _auto_falls_back_to_sequential(
+        model, features, collate, params, "out_proj.weight", chunk_size=6, **kw
+    )
 
 
 def test_question_answering_groups_are_not_cut_to_their_real_length(
