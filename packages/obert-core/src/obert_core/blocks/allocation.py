@@ -60,6 +60,7 @@ import numpy as np
 from .._errors import ObertError
 from .._validate import check_positive_int
 from .curves import _check_ratios, count_ratios, ema, stencil_slopes
+from .grid import _check_ratio
 
 __all__ = ["RULES", "Allocation", "allocate_ratios"]
 
@@ -410,15 +411,12 @@ def _check_density(value: object) -> float:
 
 
 def _check_floor(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ObertError(f"floor must be a number in [0, 1], got {value!r}.")
-    f = float(value)
-    if not (0.0 <= f <= 1.0):
-        raise ObertError(
-            f"floor must be in [0, 1] (the fraction of its uniform share of blocks every layer "
-            f"keeps at least, e.g. 0.5; 1 = never below uniform), got {value!r}."
-        )
-    return f
+    return _check_ratio(
+        value,
+        "floor",
+        "the fraction of its uniform share of blocks every layer keeps at least, e.g. 0.5; "
+        "1 = never below uniform",
+    )
 
 
 def _check_beta(value: object) -> float:

@@ -213,12 +213,13 @@ def block_keep_mask(
     return keep
 
 
-def _check_ratio(value: object, name: str = "ratio") -> float:
+def _check_ratio(
+    value: object, name: str = "ratio", meaning: str = "the fraction of blocks pruned"
+) -> float:
+    """A fraction in [0, 1]; ``meaning`` says in the error what the fraction is."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ObertError(f"{name} must be a number in [0, 1], got {value!r}.")
     a = float(value)
     if not (0.0 <= a <= 1.0):
-        raise ObertError(
-            f"{name} must be in [0, 1] (the fraction of blocks pruned), got {value!r}."
-        )
+        raise ObertError(f"{name} must be in [0, 1] ({meaning}), got {value!r}.")
     return a
