@@ -8,16 +8,18 @@
 * :mod:`.curves` — per-layer curves over the ratio: LPViT's distortion or the exact OBS loss, the
   kept FLOPs, a measured latency, LPViT's power proxy; EMA smoothing and five-point-stencil slopes.
 * :mod:`.allocation` — per-layer ratios under a FLOPs or latency budget by equal slopes, with a
-  bisection on the slope exponent (:func:`allocate_ratios`).
+  bisection on the slope exponent (:func:`allocate_ratios`), reached in rounds by
+  :func:`round_sparsities`.
 * :mod:`.plan` — the whole LPViT / OBS / uniform allocation from a model's weights in one call
   (:func:`allocate_blocks`).
 
-The math: docs/math.md §8 ((B-1)–(B-3): blocks, scores, update; (B-4)–(B-7): curves, allocation).
+The math: docs/math.md §8 ((B-1)–(B-3): blocks, scores, update; (B-4)–(B-10): curves,
+allocation, rounds).
 """
 
 from __future__ import annotations
 
-from .allocation import RULES, Allocation, allocate_ratios
+from .allocation import RULES, SPACINGS, Allocation, allocate_ratios, round_sparsities
 from .curves import (
     DEFAULT_DAMP,
     count_ratios,
@@ -51,6 +53,7 @@ __all__ = [
     "DEFAULT_DAMP",
     "METHODS",
     "RULES",
+    "SPACINGS",
     "Allocation",
     "allocate_blocks",
     "allocate_ratios",
@@ -71,6 +74,7 @@ __all__ = [
     "pruned_blocks",
     "ratio_grid",
     "reduce_blocks",
+    "round_sparsities",
     "stencil_slopes",
     "taylor_block_scores",
     "taylor_distortion_curve",

@@ -45,6 +45,13 @@ which grows with the layer's removals alone and misses the compounding of the re
 layers before it; the floor is the trust region of that model (docs/math.md §8). Since the
 uniform allocation meets the budget and respects every floor (``φ ≤ 1``), a floor never makes a
 budget unreachable for ``rule="lagrange"``.
+
+**Iterative allocation** (B-10): the budget reached in ``K`` rounds (:func:`round_sparsities`:
+equal or geometric steps of the cost), each round allocating the cumulative budget of that round
+from curves measured *at the current pruned point* (fresh gradients, the curves of the
+additional removals, flat over the blocks already gone). ``start`` carries the blocks already
+removed: no layer is given fewer (masks never regrow), and the fill never steps a layer back
+below them, so the last round still meets its budget within one block.
 """
 
 from __future__ import annotations
@@ -62,9 +69,10 @@ from .._validate import check_positive_int
 from .curves import _check_ratios, count_ratios, ema, stencil_slopes
 from .grid import _check_ratio
 
-__all__ = ["RULES", "Allocation", "allocate_ratios"]
+__all__ = ["RULES", "SPACINGS", "Allocation", "allocate_ratios", "round_sparsities"]
 
 RULES = ("lpvit", "lagrange", "uniform")
+SPACINGS = ("equal", "geometric")
 
 _S_LOW, _S_HIGH = -100.0, 100.0
 _TOL = 1e-12
@@ -174,6 +182,7 @@ def allocate_ratios(
     min_density: float | None = None,
     blocks: Mapping[str, int] | None = None,
     floor: float | None = None,
+    start: Mapping[str, int] | None = None,
 ) -> Allocation:
     """Per-layer pruning ratios that keep ``budget`` of the dense cost, by equal slopes.
 
@@ -200,14 +209,18 @@ def allocate_ratios(
             blocks, ``u_l`` the blocks the uniform rule keeps it at this budget (on a shared
             grid, the density ``φ`` times the uniform density); ``None`` or 0: only
             ``min_density``. ``1`` allows no layer below the uniform allocation.
+        start: layer name → blocks it has already lost (with ``blocks``; (B-10)): every layer
+            loses at least these, the fill never gives them back, and a layer already pruned
+            past its minimum density or floor stays where it is. Default: none.
 
     Returns:
         An :class:`Allocation`; ``cost ≤ budget · dense_cost``.
 
     Raises:
         ObertError: a budget outside (0, 1), curves that do not match the layers or their
-            candidate points, ``ratios`` and ``blocks`` together, a ``floor`` outside [0, 1], or
-            a budget no allocation meets (raise it or lower ``min_density``).
+            candidate points, ``ratios`` and ``blocks`` together, a ``floor`` outside [0, 1],
+            ``start`` without ``blocks`` or outside ``0 … n_l``, or a budget no allocation meets
+            (raise it or lower ``min_density``).
     """
     b = _check_budget(budget)
     phi = 0.0 if floor is None else _check_floor(floor)
@@ -240,6 +253,7 @@ def allocate_ratios(
         sizes = a.shape[0]
         last = int(np.flatnonzero(a <= 1.0 - dens + _TOL)[-1])
         top = dict.fromkeys(names, last)
+    lost = _start(start, counts, names)
     dist = _curves(distortion, "distortion", None, sizes)
     costs = _curves(cost, "cost", names, sizes)
     for name, cv in costs.items():
@@ -269,6 +283,8 @@ def allocate_ratios(
             last = int(np.flatnonzero(a <= 1.0 - low + _TOL)[-1])
             top = {k: min(top[k], last) for k in names}
 
+    top = {k: max(top[k], lost[k]) for k in names}  # a layer past its cap stays where it is
+
     def result(pick: dict[str, int], exponent: float) -> Allocation:
         return Allocation(
             ratios={k: float(grids[k][pick[k]]) for k in names},
@@ -283,11 +299,11 @@ def allocate_ratios(
         )
 
     if rule == "uniform":
-        pick = _uniform(grids, costs, top, target, dense, b, dens, bool(counts))
+        pick = _uniform(grids, costs, top, target, dense, b, dens, bool(counts), lost)
         if counts:  # within one block of the budget, the most-pruned layers stepping back
-            pick = _fill(pick, costs, {}, target, grids, uniform=True)
+            pick = _fill(pick, costs, {}, target, grids, uniform=True, low=lost)
         return result(pick, 0.0)
-    choose = _chooser(rule, grids, obj, costs, top, h)
+    choose = _chooser(rule, grids, obj, costs, top, h, lost)
 
     def total(s: float) -> tuple[float, dict[str, int]]:
         pick = choose(s)
@@ -316,7 +332,86 @@ def allocate_ratios(
                 s_hi, hi_cost, hi_pick = mid, c_mid, p_mid
             else:
                 s_lo = mid
-    return result(_fill(hi_pick, costs, obj, target, grids, uniform=False), s_hi)
+    return result(_fill(hi_pick, costs, obj, target, grids, uniform=False, low=lost), s_hi)
+
+
+def _start(start: object, counts: Mapping[str, int], names: list[str]) -> dict[str, int]:
+    """Blocks already removed per layer (0 without ``start``), checked against ``0 … n_l``."""
+    if start is None:
+        return dict.fromkeys(names, 0)
+    if not counts:
+        raise ObertError(
+            "start (blocks already removed per layer) needs the block counts: pass blocks=..."
+        )
+    if not isinstance(start, Mapping) or set(map(str, start)) != set(names):
+        got = sorted(map(str, start)) if isinstance(start, Mapping) else type(start).__name__
+        raise ObertError(
+            f"start must map every layer of the curves to the blocks it has already lost; got "
+            f"{got!r} for layers {names[:3]}…"
+        )
+    out = {}
+    for k in names:
+        v = start[k]
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, numbers.Integral)
+            or not 0 <= int(v) <= counts[k]
+        ):
+            raise ObertError(
+                f"start[{k!r}] = {v!r}: the blocks a layer has already lost must be a whole "
+                f"number in 0 … {counts[k]} (its blocks)."
+            )
+        out[k] = int(v)
+    return out
+
+
+def round_sparsities(
+    current: float, target: float, rounds: int, spacing: str = "equal"
+) -> list[float]:
+    """The cumulative cost removed after each of ``rounds`` rounds of iterative allocation (B-10).
+
+    ``"equal"``: ``s_j = s_0 + (s_K − s_0)·j/K`` (equal steps of the cost removed, oBERT's
+    recomputation steps); ``"geometric"``: the kept cost falls by the same factor every round,
+    ``1 − s_j = (1 − s_0)·((1 − s_K)/(1 − s_0))^{j/K}`` (larger steps first, each removing the same
+    fraction of what is left). The last entry is exactly ``target``.
+
+    Args:
+        current: ``s_0``, the cost already removed, in [0, 1).
+        target: ``s_K``, in [current, 1).
+        rounds: ``K ≥ 1``.
+        spacing: ``"equal"`` or ``"geometric"``.
+
+    Returns:
+        ``[s_1, …, s_K]``, non-decreasing, ``s_K = target``.
+
+    Raises:
+        ObertError: a sparsity outside [0, 1), ``target < current`` (masks never regrow),
+            ``rounds < 1`` or an unknown spacing.
+    """
+    pair: tuple[tuple[str, object], ...] = (("current", current), ("target", target))
+    for name, value in pair:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ObertError(f"{name} must be a number in [0, 1), got {value!r}.")
+        if not 0.0 <= float(value) < 1.0:
+            raise ObertError(
+                f"{name} must be in [0, 1) (the fraction of the dense cost removed), got {value!r}."
+            )
+    c, t = float(current), float(target)
+    if t < c:
+        raise ObertError(
+            f"target {t:.4g} is below current {c:.4g}: removed blocks never come back; use a "
+            "target ≥ current."
+        )
+    k = check_positive_int(rounds, "rounds")
+    if spacing not in SPACINGS:
+        raise ObertError(
+            f"unknown spacing {spacing!r}; choose one of {', '.join(map(repr, SPACINGS))}."
+        )
+    if spacing == "equal":
+        steps = [c + (t - c) * j / k for j in range(1, k)]
+    else:
+        steps = [1.0 - (1.0 - c) * ((1.0 - t) / (1.0 - c)) ** (j / k) for j in range(1, k)]
+    return [*steps, t]
 
 
 def _fill(
@@ -327,6 +422,7 @@ def _fill(
     grids: Mapping[str, np.ndarray],
     *,
     uniform: bool,
+    low: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """(B-8): step layers back one candidate point at a time while the total stays in budget.
 
@@ -336,14 +432,15 @@ def _fill(
     that raises the objective (a curve that is not monotone, such as (B-4) with its
     ``½(gᵀδw)²`` term) is still taken when nothing better fits, the least harmful first.
     ``uniform``: ``obj`` maps each layer to its current ratio, and the layer pruned
-    the most (as a fraction of its blocks) steps back first (``obj`` is not used).
+    the most (as a fraction of its blocks) steps back first (``obj`` is not used). No layer
+    steps back below ``low`` (the blocks it had already lost, (B-10)).
     """
     out = dict(pick)
     total = float(sum(costs[k][out[k]] for k in out))
     while True:
         best: tuple[float, float, str] | None = None
         for k, i in out.items():
-            if i == 0:
+            if i <= (low[k] if low is not None else 0):
                 continue
             delta = float(costs[k][i - 1] - costs[k][i])
             if total + delta > target:
@@ -372,18 +469,22 @@ def _uniform(
     budget: float,
     dens: float,
     counted: bool,
+    low: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """``rule="uniform"``: the smallest common ratio whose total cost meets the budget.
 
     On a shared grid a common grid point every layer may take; with block counts any ratio
     ``a`` (the union of the layers' ``k / n``), each layer at its point nearest ``a``
-    (``round(a·n)`` blocks), capped by its minimum density.
+    (``round(a·n)`` blocks), capped by its minimum density and no fewer than ``low`` (blocks
+    already lost).
     """
     names = list(grids)
     if counted:
         cands = np.unique(np.concatenate([grids[k] for k in names]))
         for a in cands.tolist():
             pick = {k: min(round(a * (grids[k].shape[0] - 1)), top[k]) for k in names}
+            if low is not None:
+                pick = {k: max(pick[k], low[k]) for k in names}
             if sum(float(costs[k][pick[k]]) for k in names) <= target:
                 return pick
         best = sum(float(costs[k][top[k]]) for k in names)
@@ -452,10 +553,11 @@ def _chooser(
     costs: dict[str, np.ndarray],
     top: Mapping[str, int],
     h: int,
+    low: Mapping[str, int],
 ) -> Callable[[float], dict[str, int]]:
-    """The choice of every layer for an exponent ``s`` (a candidate index ``≤ top[l]``)."""
+    """The choice of every layer for an exponent ``s`` (a candidate index in ``low … top``)."""
     if rule == "lpvit":
-        slopes = {k: stencil_slopes(grids[k], v, h)[: top[k] + 1] for k, v in obj.items()}
+        slopes = {k: stencil_slopes(grids[k], v, h)[low[k] : top[k] + 1] for k, v in obj.items()}
 
         def closest(v: np.ndarray, t: float) -> int:
             # outside the range of the slopes |v − t| rounds to one value for every point (t =
@@ -468,11 +570,11 @@ def _chooser(
 
         def pick_lpvit(s: float) -> dict[str, int]:
             t = 2.0**s
-            return {k: closest(v, t) for k, v in slopes.items()}
+            return {k: low[k] + closest(v, t) for k, v in slopes.items()}
 
         return pick_lpvit
-    sub_obj = {k: v[: top[k] + 1] for k, v in obj.items()}
-    sub_cost = {k: costs[k][: top[k] + 1] for k in obj}
+    sub_obj = {k: v[low[k] : top[k] + 1] for k, v in obj.items()}
+    sub_cost = {k: costs[k][low[k] : top[k] + 1] for k in obj}
 
     def pick_lagrange(s: float) -> dict[str, int]:
         mu = 2.0**s
@@ -481,7 +583,7 @@ def _chooser(
             val = v + mu * sub_cost[k]
             best = np.flatnonzero(val <= val.min())
             # among exact ties the cheapest point (so the total cost falls as mu grows)
-            out[k] = int(best[np.argmin(sub_cost[k][best])])
+            out[k] = low[k] + int(best[np.argmin(sub_cost[k][best])])
         return out
 
     return pick_lagrange

@@ -66,6 +66,7 @@ def allocate_blocks(
     min_density: float | None = None,
     damp: float = DEFAULT_DAMP,
     floor: float | None = None,
+    start: Mapping[str, int] | None = None,
 ) -> Allocation:
     """Per-layer pruning ratios of ``r×c`` blocks that keep ``budget`` of the dense cost.
 
@@ -88,6 +89,8 @@ def allocate_blocks(
         damp: ``λ`` of LPViT's distortion (B-4).
         floor: ``φ`` of (B-9): every layer keeps at least this fraction of the blocks the
             uniform allocation keeps it (see :func:`~obert_core.blocks.allocate_ratios`).
+        start: layer name → blocks already removed, for a round of iterative allocation (B-10):
+            no layer loses fewer (see :func:`~obert_core.blocks.allocate_ratios`).
 
     Every curve is sampled at each layer's whole numbers of pruned blocks ``0 … n``
     (:func:`~obert_core.blocks.count_ratios`), so the budget is met within one block
@@ -150,4 +153,5 @@ def allocate_blocks(
         min_density=min_density,
         blocks=counts,
         floor=floor,
+        start=start,
     )
