@@ -806,6 +806,163 @@ def tensor_trace_rows(
     return cache["norms"], cache["seconds"]
 
 
+SHRINK_FILE = RUNS_DIR / "obs" / "shrink-calibration.json"
+
+
+def calibration_batches(task: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Calibration rows for (Z-10): training sentences disjoint from every Fisher mini-batch.
+
+    The Fisher's mini-batches are a prefix of one seeded sample of ``32 × --obs-batch``
+    sentences (:func:`obs_batches`); the calibration sentences are a second seeded sample of the
+    rest of the training subset, never dev.
+    """
+    feats = list(task.train_features)
+    fisher = set(random.Random(args.seed + 17).sample(range(len(feats)), 32 * args.obs_batch))
+    rest = [i for i in range(len(feats)) if i not in fisher]
+    size, n = args.calib_batch, args.calib_sentences // args.calib_batch
+    order = random.Random(args.seed + 31).sample(rest, n * size)
+    return [
+        {
+            k: v.numpy()
+            for k, v in task.collate([feats[i] for i in order[t * size : (t + 1) * size]]).items()
+        }
+        for t in range(n)
+    ]
+
+
+def cmd_obs_shrink(args: argparse.Namespace) -> None:
+    """Black-box OBS with shrunk per-tensor ZO traces, the shrinkage chosen by calibration loss.
+
+    For every per-tensor trace estimate of ``obs`` (the ZO budget sweep, recomputed from the
+    stored ``‖ĝ‖²`` of ``runs/zo-minilm/obs/tensor-q{q}-rows.json`` by
+    :func:`obert_core.zo.tensor_curvatures`, and the exact traces of ``autograd-tensor``),
+    :func:`obert_core.zo.calibrate_shrinkage` picks ρ of (Z-9) on ``--shrink-grid`` by the mean
+    cross-entropy through ONNX Runtime of ``--calib-sentences`` training sentences disjoint from
+    the Fisher's (Z-10), at each target sparsity; the chosen masks are then scored on dev. The
+    calibration losses are cached by mask content in ``runs/zo-minilm/obs/shrink-calibration.json``
+    (a killed run resumes; a mask shared by several entries, such as ρ = 1 = magnitude, is
+    evaluated once). ``--shrink-dev-all`` also scores every grid point on dev for the listed
+    entries (a picture of the curve; never used to choose).
+    """
+    import hashlib
+
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from obert_core.zo import calibrate_shrinkage, tensor_curvatures
+    from obert_train import resolve_target_params
+
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    task = make_task(tokenizer, args.train_samples, args.seed)
+    model = task.load_model(str(dense_dir())).eval()
+    names = list(resolve_target_params(model))
+    params = dict(model.named_parameters())
+    dense = {n: params[n].detach().clone() for n in names}
+    sizes = {n: dense[n].numel() for n in names}
+    onnx_path = RUNS_DIR / "obs" / "dense.onnx"
+    if not onnx_path.is_file():
+        sys.exit(f"{onnx_path} not found; run the obs sub-command first")
+    oracle = OrtOracle(model, onnx_path, names, args.threads)
+    calib = calibration_batches(task, args)
+    obs = load_results(RESULTS).get("obs", {})
+    key = {"seed": args.seed, "sentences": args.calib_sentences, "batch": args.calib_batch}
+    cache = load_results(SHRINK_FILE, {"key": key, "loss": {}})
+    if cache["key"] != key:
+        sys.exit(f"{SHRINK_FILE} holds losses of {cache['key']}, not {key}: move it away")
+    weights = {n: dense[n].numpy() for n in names}
+    forwards = {"n": 0}
+
+    def calib_loss(masks: Any) -> float:
+        digest = hashlib.sha1()
+        for n in names:
+            digest.update(np.packbits(np.asarray(masks[n]).reshape(-1)).tobytes())
+        h = digest.hexdigest()
+        if h not in cache["loss"]:
+            t0 = time.perf_counter()
+            pruned = {n: weights[n] * masks[n] for n in names}
+            losses = [oracle.loss(b, pruned) for b in calib]
+            sizes_b = [len(b["labels"]) for b in calib]
+            cache["loss"][h] = float(np.average(losses, weights=sizes_b))
+            write_results(SHRINK_FILE, cache)
+            forwards["n"] += len(calib)
+            print(f"    calibration loss {cache['loss'][h]:.5f} ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)  # fmt: skip
+        return float(cache["loss"][h])
+
+    def evaluate(masks: Any) -> float:
+        with torch.no_grad():
+            for n in names:
+                params[n].copy_(dense[n] * torch.from_numpy(np.asarray(masks[n])))
+        acc = float(task.evaluate(model, batch_size=128, progress=False)["accuracy"])
+        with torch.no_grad():
+            for n in names:
+                params[n].copy_(dense[n])
+        return acc
+
+    # every trace estimate: (entry it comes from, curvatures)
+    sources: dict[str, dict[str, float]] = {}
+    auto = obs.get("autograd-tensor")
+    if auto is None:
+        sys.exit("autograd-tensor not in the results; run the obs sub-command first")
+    sources["autograd-tensor"] = dict(zip(names, auto["c"], strict=True))
+    for q in (1, 4):
+        file = RUNS_DIR / "obs" / f"tensor-q{q}-rows.json"
+        if not file.is_file():
+            continue
+        norms = load_results(file)["norms"]
+        drawn = min(len(norms.get(n, [])) for n in names)
+        for r in (1, 4, 8, 16, 32):
+            entry = tensor_entry(q, r, args.obs_m)
+            if r > drawn or entry not in obs:
+                continue
+            c = tensor_curvatures({n: norms[n][:r] for n in names}, sizes, q)
+            stored = obs[entry]["c"]
+            diff = max(abs(c[n] - b) / abs(b) for n, b in zip(names, stored, strict=True))
+            if diff > 1e-12:
+                sys.exit(f"{entry}: traces differ from the stored entry (max rel. {diff:.1e})")
+            sources[entry] = c
+    grid = [float(r) for r in args.shrink_grid]
+    for src, c in sources.items():
+        name = f"{src}-shrunk"
+        if name in obs and not args.force:
+            print(f"{name}: already in the results", flush=True)
+            continue
+        print(f"{name}: calibrating ρ on {grid}", flush=True)
+        entry: dict[str, Any] = {"source": src, "grid": grid}
+        for k in ("shrinkage", "calibration_loss", "accuracy", "dev_by_shrinkage"):
+            entry[k] = {}
+        before = forwards["n"]
+        for s in args.obs_sparsities:
+            choice = calibrate_shrinkage(weights, c, s, calib_loss, grid=grid, damp=args.obs_damp)
+            key_s = f"{s:g}"
+            entry["shrinkage"][key_s] = choice.shrinkage
+            entry["calibration_loss"][key_s] = {f"{r:g}": v for r, v in choice.losses.items()}
+            entry["accuracy"][key_s] = evaluate(choice.masks)
+            print(f"  {s:g}: ρ* = {choice.shrinkage:g}, dev {100 * entry['accuracy'][key_s]:.2f}",
+                  flush=True)  # fmt: skip
+            if src in args.shrink_dev_all:
+                from obert_core import select_mask
+                from obert_core.zo import shrunk_tensor_saliency
+
+                curve = {}
+                for r in grid:
+                    keep = select_mask(shrunk_tensor_saliency(weights, c, r, damp=args.obs_damp),
+                                       s, scope="global")  # fmt: skip
+                    curve[f"{r:g}"] = evaluate(keep)
+                    print(f"    dev at ρ = {r:g}: {100 * curve[f'{r:g}']:.2f}", flush=True)
+                entry["dev_by_shrinkage"][key_s] = curve
+        base = obs.get(src, {})
+        entry.update({
+            "q": base.get("q"), "m": base.get("m"), "zo_forwards": base.get("forwards", 0),
+            "calibration_sentences": args.calib_sentences,
+            "calibration_forwards_new": forwards["n"] - before,
+        })  # fmt: skip
+        save_entry(RESULTS, name, entry, "obs", machine=True)
+        obs[name] = entry
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -949,7 +1106,8 @@ def main() -> None:
     c = sub.add_parser("child", help="internal: one training run, JSON spec, prints JSON")
     c.add_argument("spec")
     cmds = {"prune": cmd_prune, "sweep": cmd_sweep, "finetune": cmd_finetune,
-            "recover": cmd_recover, "obs": cmd_obs, "report": cmd_report}  # fmt: skip
+            "recover": cmd_recover, "obs": cmd_obs, "obs-shrink": cmd_obs_shrink,
+            "report": cmd_report}  # fmt: skip
     for name, func in cmds.items():
         p = sub.add_parser(name, help=(func.__doc__ or "").splitlines()[0].replace("%", "%%"))
         add_run_options(p, threads=1, seed=0, force=True)
@@ -986,6 +1144,14 @@ def main() -> None:
         p.add_argument("--obs-random-seeds", type=int, nargs="*", default=[0, 1],
                        help="control: OBS with Fisher rows of pure noise")  # fmt: skip
         p.add_argument("--obs-sparsities", type=float, nargs="*", default=[0.5, 0.7])
+        p.add_argument("--shrink-grid", type=float, nargs="*",
+                       default=[0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0],
+                       help="obs-shrink: the shrinkages rho of (Z-9) to calibrate")  # fmt: skip
+        p.add_argument("--calib-sentences", type=int, default=256,
+                       help="obs-shrink: training sentences of the calibration loss")  # fmt: skip
+        p.add_argument("--calib-batch", type=int, default=64, help="obs-shrink: per forward")
+        p.add_argument("--shrink-dev-all", nargs="*", default=["autograd-tensor"],
+                       help="obs-shrink: entries also scored on dev at every rho")  # fmt: skip
         p.set_defaults(func=func)
     args = parser.parse_args()
     if args.command == "child":

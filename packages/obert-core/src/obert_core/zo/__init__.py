@@ -12,7 +12,10 @@ torch; equations in docs/math.md §9):
 * :func:`zo_grasp_scores`, :func:`zo_grasp_ratios`, :func:`random_layer_masks` — ZO-GraSP
   pruning at initialisation and DeepZero's per-layer random sparse masks;
 * :func:`zo_fisher_rows` — ZO gradient estimates as the rows of oBERT's empirical Fisher, so
-  OBS saliencies and updates run on a model without autograd (e.g. ONNX Runtime).
+  OBS saliencies and updates run on a model without autograd (e.g. ONNX Runtime);
+* :func:`tensor_curvatures`, :func:`shrunk_tensor_saliency`, :func:`calibrate_shrinkage` —
+  black-box OBS from per-tensor ZO Fisher traces shrunk toward the model's mean curvature, the
+  shrinkage chosen by the loss of the pruned model on calibration data.
 
 The loss callable takes parameters of ``theta``'s framework, shape, dtype and device and returns
 a scalar; with ``batch_size=k`` it takes ``(j, *theta.shape)`` stacked points (``j ≤ k``) and
@@ -26,11 +29,21 @@ from .directions import zo_direction
 from .estimators import cge, rge, zo_hvp
 from .fisher import zo_fisher_rows
 from .grasp import random_layer_masks, zo_grasp_ratios, zo_grasp_scores
+from .shrinkage import (
+    ShrinkageChoice,
+    calibrate_shrinkage,
+    shrunk_tensor_saliency,
+    tensor_curvatures,
+)
 
 __all__ = [
+    "ShrinkageChoice",
+    "calibrate_shrinkage",
     "cge",
     "random_layer_masks",
     "rge",
+    "shrunk_tensor_saliency",
+    "tensor_curvatures",
     "zo_direction",
     "zo_fisher_rows",
     "zo_grasp_ratios",
