@@ -23,6 +23,11 @@ The ratios are chosen by the exact Lagrangian rule (``rule="lagrange"``: each la
 "slope closest to ``2^s``" rule: on non-convex curves the latter cannot always reach a budget
 (the tests' tiny BERT with ``8x8`` blocks at sparsity 0.5: it keeps at best 0.7617 of the FLOPs,
 the Lagrangian rule 0.4727; ``test_lpvit_slope_rule_misses_a_budget_the_lagrangian_rule_meets``).
+
+``allocation_rounds = K`` (docs/math.md §8, (B-10)) reaches a step's target in K rounds
+(:func:`obert_core.blocks.round_sparsities`), each allocating its cumulative budget from curves
+taken at the current pruned weights; the blocks a tensor has already lost are passed as ``start``
+so no tensor is given fewer and the budget is still met within one block.
 """
 
 from __future__ import annotations
@@ -205,6 +210,7 @@ def allocate_block_ratios(
     distortion: Mapping[str, Any] | None = None,
     latency: LatencyTable | None = None,
     floor: float | None = None,
+    start: Mapping[str, int] | None = None,
 ) -> ob.Allocation:
     """Per-tensor block ratios of a step to ``sparsity`` (the cost fraction removed).
 
@@ -220,6 +226,8 @@ def allocate_block_ratios(
         floor: ``allocation_floor``: every tensor keeps at least this fraction of the blocks the
             uniform allocation keeps it (:func:`obert_core.blocks.allocate_ratios`, ``floor``);
             None: LPViT's minimum density alone.
+        start: ``{name: blocks already pruned}``: no tensor loses fewer (masks never regrow; a
+            round of iterative allocation, docs/math.md §8, (B-10)); None: none.
 
     Returns:
         The :class:`obert_core.blocks.Allocation` (``pruned``: blocks removed per tensor; the
@@ -259,6 +267,7 @@ def allocate_block_ratios(
             rule="uniform" if allocation == "uniform" else "lagrange",
             blocks=counts,
             floor=None if allocation == "uniform" else floor,
+            start=start,
         )
     except oc.ObertError as exc:
         raise RecipeError(f"allocation {allocation!r} at sparsity {sparsity:.4g}: {exc}") from None
@@ -303,17 +312,22 @@ def allocated_block_masks(
         ``{name: flat bool keep-mask}``.
     """
     dims = {n: (int(shapes[n][0]), int(shapes[n][1])) for n in scores}
-    plan = allocate_block_ratios(
-        allocation, dims, block, sparsity, distortion=distortion, latency=latency, floor=floor
-    )
     r, c = block
+    olds = {n: masks[n].reshape(dims[n]).to(torch.bool).cpu() for n in scores}
+    gone = {
+        n: int((~old.reshape(dims[n][0] // r, r, dims[n][1] // c, c).any(3).any(1)).sum())
+        for n, old in olds.items()
+    }
+    plan = allocate_block_ratios(
+        allocation, dims, block, sparsity, distortion=distortion, latency=latency, floor=floor,
+        start=gone,
+    )  # fmt: skip
     out = {}
     for name, sc in scores.items():
         rows, cols = dims[name]
-        old = masks[name].reshape(rows, cols).to(torch.bool).cpu()
+        old = olds[name]
         n = (rows // r) * (cols // c)
-        gone = int((~old.reshape(rows // r, r, cols // c, c).any(3).any(1)).sum())
-        ratio = max(plan.ratios[name], gone / n)
+        ratio = max(plan.ratios[name], gone[name] / n)
         keep = ob.block_keep_mask(
             _block_scores(sc, dims[name], block), ratio, block, current_mask=old, name=name
         )

@@ -160,15 +160,45 @@ class LPViTPruning(PruningMethod):
         sparsity: float,
         ctx: StepContext,
     ) -> None:
-        """Mean gradient, block scores, allocation, masks (see the module docstring)."""
+        """Mean gradient, block scores, allocation, masks (see the module docstring).
+
+        With ``allocation_rounds = K > 1`` the step is reached in K rounds (docs/math.md §8,
+        (B-10)), each with a new mean gradient at the current pruned weights (its own
+        calibration batches), new curves and the allocation of that round's cumulative budget.
+        """
         cfg = self.settings
         assert isinstance(cfg, LPViTSettings)
-        block = cfg.block
-        assert block is not None
         if not isinstance(ctx.sampler, GradientSampler):
             raise DataError(
                 "method 'lpvit' needs calibration data: a GradientSampler (StepContext.sampler)"
             )
+        rounds = cfg.allocation_rounds
+        steps = [sparsity]
+        if rounds > 1:
+            floor = self.current_sparsity(masks)
+            steps = ob.round_sparsities(floor, sparsity, rounds, cfg.allocation_spacing)
+        base = ctx.round_index
+        for index, target in enumerate(steps):
+            if rounds > 1:
+                ctx.log(f"allocation round {index + 1}/{rounds}: to sparsity {target:.4f}")
+            ctx.round_index = base * rounds + index
+            try:
+                self._round(params, masks, float(target), ctx)
+            finally:
+                ctx.round_index = base
+
+    def _round(
+        self,
+        params: Mapping[str, torch.nn.Parameter],
+        masks: MaskState,
+        sparsity: float,
+        ctx: StepContext,
+    ) -> None:
+        """One round: mean gradient at the current weights, scores, curves, masks."""
+        cfg = self.settings
+        assert isinstance(cfg, LPViTSettings)
+        block = cfg.block
+        assert block is not None
         current = masks.as_dict()
         grads = mean_gradients(ctx.sampler, params, current, round_seed=ctx.round_index)
         shapes = {n: tuple(p.shape) for n, p in params.items()}

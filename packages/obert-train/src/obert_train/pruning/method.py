@@ -131,6 +131,15 @@ class MethodSettings(BaseModel):
             each tensor's blocks.  None: only LPViT's minimum density ``min(0.05, (1 − s)/2)``.
             The per-tensor curves ignore how the removals of earlier layers compound; the floor
             bounds how far the allocation trusts them.
+        allocation_rounds: With an allocation other than ``"global"``: reach each pruning step's
+            target in this many rounds (docs/math.md §8, (B-10)), each with fresh gradients at
+            the current pruned weights, new curves of the additional removals and an allocation
+            of that round's cumulative budget (the floor relative to uniform at that budget);
+            methods ``obert`` (each round a new Fisher and the OBS update, as
+            ``num_recomputations`` sub-steps, which it replaces) and ``lpvit``.  1: one round.
+        allocation_spacing: How the rounds split the step: ``"equal"`` (equal steps of the cost
+            removed) or ``"geometric"`` (the kept cost falls by the same factor every round:
+            larger steps first); only with ``allocation_rounds > 1``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -139,6 +148,8 @@ class MethodSettings(BaseModel):
         "allocation",
         "latency_table",
         "allocation_floor",
+        "allocation_rounds",
+        "allocation_spacing",
     )
     """Settings added after the recipe fingerprint's format was fixed: a recipe's fingerprint
     includes them only when they differ from their default, so runs started before they existed
@@ -150,6 +161,8 @@ class MethodSettings(BaseModel):
     allocation: Literal["global", "uniform", "lpvit", "obs"] = "global"
     latency_table: str | None = None
     allocation_floor: float | None = None
+    allocation_rounds: int = 1
+    allocation_spacing: Literal["equal", "geometric"] = "equal"
 
     allocates_blocks: ClassVar[bool] = True
     """Whether ``allocation`` is the RxC block allocation (structured pruning has its own)."""
@@ -186,8 +199,32 @@ class MethodSettings(BaseModel):
             )
         return value
 
+    @field_validator("allocation_rounds")
+    @classmethod
+    def _check_rounds(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(
+                f"allocation_rounds {value!r} must be a whole number >= 1: the rounds a pruning "
+                "step's allocation takes (1 = all at once; e.g. 3)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _check_allocation(self) -> MethodSettings:
+        if self.allocation_rounds > 1 and (
+            not self.allocates_blocks or self.allocation == "global"
+        ):
+            raise ValueError(
+                f"allocation_rounds {self.allocation_rounds!r} repeats a per-layer allocation of "
+                f"RxC blocks, but allocation is {self.allocation!r}; set allocation to "
+                "'uniform', 'lpvit' or 'obs' (or drop allocation_rounds)"
+            )
+        if self.allocation_spacing != "equal" and self.allocation_rounds == 1:
+            raise ValueError(
+                f"allocation_spacing {self.allocation_spacing!r} spaces the rounds of a step, but "
+                "allocation_rounds is 1; set allocation_rounds to 2 or more (or drop "
+                "allocation_spacing)"
+            )
         if self.allocation_floor is not None and (
             not self.allocates_blocks or self.allocation not in ("lpvit", "obs")
         ):

@@ -132,6 +132,12 @@ class ObertSettings(MethodSettings):
                 f"fisher_method 'streaming' and num_grads {self.num_grads} < fisher_block_size "
                 f"{self.fisher_block_size} use fisher_method 'batched' (or unseen_curvature 'damp')"
             )
+        if self.allocation_rounds > 1 and self.num_recomputations > 1:
+            raise ValueError(
+                f"allocation_rounds {self.allocation_rounds} and num_recomputations "
+                f"{self.num_recomputations} both split a step into sub-steps with a new Fisher; "
+                "set one of them (allocation_rounds for a block allocation)"
+            )
         block = self.block
         if block is not None and self.fisher_block_size % block[1]:
             raise ValueError(
@@ -479,11 +485,16 @@ class ObertPruning(PruningMethod):
         sparsity: float,
         ctx: StepContext,
     ) -> None:
-        """Prune to ``sparsity`` in ``num_recomputations`` sub-steps (fresh Fisher each)."""
+        """Prune to ``sparsity`` in sub-steps (fresh Fisher each).
+
+        ``num_recomputations`` linearly spaced sub-steps, or ``allocation_rounds`` rounds of
+        iterative allocation spaced by ``allocation_spacing`` (docs/math.md §8, (B-10)).
+        """
         cfg = self.settings
         floor = self.current_sparsity(masks)
+        rounds = max(cfg.num_recomputations, cfg.allocation_rounds)
         steps = [
-            float(s) for s in oc.recomputation_sparsities(floor, sparsity, cfg.num_recomputations)
+            float(s) for s in ob.round_sparsities(floor, sparsity, rounds, cfg.allocation_spacing)
         ]
         base = ctx.round_index
         for index, target in enumerate(steps):
@@ -491,7 +502,7 @@ class ObertPruning(PruningMethod):
                 continue
             if len(steps) > 1:
                 ctx.log(f"recomputation {index + 1}/{len(steps)}: to sparsity {target:.4f}")
-            ctx.round_index = base * cfg.num_recomputations + index
+            ctx.round_index = base * rounds + index
             try:
                 masks.update(self._step(params, masks.as_dict(), target, ctx))
             finally:

@@ -95,11 +95,7 @@ class StructuredSettings(MethodSettings):
     multiple: int = Field(default=16, ge=1)
     allocation: Allocation = "global"
 
-    omitted_at_default: ClassVar[tuple[str, ...]] = (
-        "allocation",
-        "latency_table",
-        "allocation_floor",
-    )
+    omitted_at_default: ClassVar[tuple[str, ...]] = MethodSettings.omitted_at_default
     allocates_blocks: ClassVar[bool] = False
     damp_fraction: float = Field(default=DEFAULT_DAMP, gt=0)
     weight_by_routing: bool = True

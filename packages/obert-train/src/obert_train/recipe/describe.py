@@ -194,10 +194,13 @@ def _allocation_lines(m: PruningModifier) -> list[str]:
         )
         return [
             f"    allocation {values['allocation']}: each tensor's blocks by equal slopes of "
-            f"{curves} curves; every tensor keeps {keep} (allocation_floor)"
+            f"{curves} curves; every tensor keeps {keep} (allocation_floor)",
+            *_rounds_lines(values),
         ]
     if values.get("allocation") != "uniform":
         return []
+    if m.settings.allocates_blocks:
+        return _rounds_lines(values)
     heads = values.get("structure") == "heads"
     what = "heads" if heads else "neurons"
     rule = "" if heads else f", a multiple of {values.get('multiple')}"
@@ -209,6 +212,23 @@ def _allocation_lines(m: PruningModifier) -> list[str]:
     return [
         f"    allocation uniform: every layer keeps the same number of {what}, the allowed size "
         f"nearest (1 - target)·n{rule}, its own highest-scored ones ({then})"
+    ]
+
+
+def _rounds_lines(values: dict[str, Any]) -> list[str]:
+    """``allocation_rounds``: the rounds each step's block allocation takes (B-10)."""
+    rounds = values.get("allocation_rounds", 1)
+    if rounds == 1:
+        return []
+    spacing = (
+        "equal steps of the cost removed"
+        if values.get("allocation_spacing", "equal") == "equal"
+        else "the kept cost falling by the same factor each round"
+    )
+    return [
+        f"    allocation_rounds {rounds}: each step in {rounds} rounds ({spacing}), each with "
+        "fresh gradients at the pruned weights, new curves and the allocation of its cumulative "
+        "budget"
     ]
 
 
