@@ -21,6 +21,10 @@ blocks removed, met within one block), configs:
 * ``<config>-f25`` / ``-f50`` / ``-f75`` of ``lpvit-lpvit``, ``obs-obs``, ``obsnu-obs``: the
   same allocation with ``allocation_floor`` 0.25 / 0.5 / 0.75 (every tensor keeps at least that
   fraction of its uniform share of blocks, docs/math.md §8, (B-9)); run with ``--only``.
+* ``<config>-r2`` / ``-r3`` (``-r3g``: geometric steps) of ``obs-uniform``, ``obs-obs[-fNN]``,
+  ``lpvit-uniform``, ``lpvit-lpvit[-fNN]``: iterative allocation, ``allocation_rounds`` K
+  (docs/math.md §8, (B-10)): K rounds, each with fresh gradients at the pruned weights, new
+  curves and the allocation (and OBS update) of its cumulative budget; run with ``--only``.
 
 Sub-commands (1 thread by default; finished entries are skipped unless ``--force``):
 
@@ -90,6 +94,21 @@ for _phi in FLOORS:
         _name = f"{_config}-f{round(100 * _phi)}"
         CONFIGS[_name] = CONFIGS[_config]
         FLOOR_OF[_name] = _phi
+ROUNDS = (2, 3)
+"""``allocation_rounds`` tried (docs/math.md §8, (B-10)): configs ``<config>-r<K>`` (equal cost
+steps) and ``<config>-r<K>g`` (geometric), each round with fresh gradients at the pruned weights."""
+ROUNDS_OF: dict[str, tuple[int, str]] = {}
+for _k in ROUNDS:
+    for _config in (
+        *("obs-uniform", "obs-obs", "obs-obs-f25", "obs-obs-f50", "obs-obs-f75"),
+        *("lpvit-uniform", "lpvit-lpvit", "lpvit-lpvit-f25", "lpvit-lpvit-f75"),
+    ):
+        for _tag, _spacing in (("", "equal"), ("g", "geometric")):
+            _name = f"{_config}-r{_k}{_tag}"
+            CONFIGS[_name] = CONFIGS[_config]
+            ROUNDS_OF[_name] = (_k, _spacing)
+            if _config in FLOOR_OF:
+                FLOOR_OF[_name] = FLOOR_OF[_config]
 NO_UPDATE = frozenset(c for c in CONFIGS if c.startswith("obsnu-"))
 PLOTTED = ("obs-obs", "lpvit-lpvit", "obs-obs-f50")
 """The allocations of the per-tensor panel of the plot (the others are in the JSON)."""
@@ -117,6 +136,8 @@ def _settings(
     out: dict[str, Any] = {"mask_type": block, "allocation": allocation}
     if config in FLOOR_OF:
         out["allocation_floor"] = FLOOR_OF[config]
+    if config in ROUNDS_OF:
+        out["allocation_rounds"], out["allocation_spacing"] = ROUNDS_OF[config]
     if method == "obert":
         out.update(
             num_grads=args.num_grads, grad_batch_size=args.grad_batch_size, damp=args.damp,
@@ -194,9 +215,47 @@ def _latency_kept(table: Any, layers: dict[str, Any], block: str) -> float:
     return kept / dense
 
 
+def _record_rounds(rounds: list[dict[str, Any]]) -> Any:
+    """Wrap ``obert_core.blocks.allocate_ratios`` so every allocation of a step is recorded.
+
+    Per round (one allocation each): the budget, blocks removed per tensor, and what the round's
+    curves predict: the summed per-tensor loss of the allocation and of the uniform allocation at
+    the same budget (each tensor at least at the blocks it has already lost).
+    """
+    import numpy as np
+
+    import obert_core.blocks as ob
+
+    original = ob.allocate_ratios
+
+    def wrapped(distortion: Any, cost: Any, budget: float, **kw: Any) -> Any:
+        plan = original(distortion, cost, budget, **kw)
+        if kw.get("rule") == "uniform" and not kw.get("floor"):
+            rounds.append({"budget": budget, "pruned": dict(plan.pruned)})
+            return plan
+        names = list(distortion)
+        start = kw.get("start") or dict.fromkeys(names, 0)
+        zero = {n: np.zeros_like(np.asarray(distortion[n], dtype=np.float64)) for n in names}
+        uni = original(zero, cost, budget, rule="uniform", blocks=kw.get("blocks")).pruned
+        curves = {n: np.asarray(distortion[n], dtype=np.float64) for n in names}
+        at_uni = {n: max(uni[n], start[n]) for n in names}
+        rounds.append({
+            "budget": budget, "pruned": dict(plan.pruned), "start": dict(start),
+            "predicted": float(sum(curves[n][plan.pruned[n]] for n in names)),
+            "predicted_uniform": float(sum(curves[n][at_uni[n]] for n in names)),
+            "per_tensor": {n: [float(curves[n][plan.pruned[n]]), float(curves[n][at_uni[n]])]
+                           for n in names},
+        })  # fmt: skip
+        return plan
+
+    ob.allocate_ratios = wrapped
+    return original
+
+
 def cmd_prune(args: argparse.Namespace) -> None:
     import torch
 
+    import obert_core.blocks as ob
     from obert_train import oneshot_prune
 
     run = Runner(args)
@@ -211,7 +270,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
     if table is not None:
         configs.update(LATENCY_CONFIGS)
         print(f"latency table: {table}", flush=True)
-    chosen = args.only or [c for c in configs if c not in FLOOR_OF]
+    chosen = args.only or [c for c in configs if c not in FLOOR_OF and c not in ROUNDS_OF]
     for block in args.blocks:
         for sparsity in args.sparsities:
             for config in chosen:
@@ -231,10 +290,15 @@ def cmd_prune(args: argparse.Namespace) -> None:
                 model = run.fresh()
                 dense = {n: p.detach().clone() for n, p in model.named_parameters()}
                 start = time.perf_counter()
-                result = oneshot_prune(
-                    model, method, sparsity, settings=settings, task=run.task,
-                    fisher_cache=cache, progress=False, log=print,
-                )  # fmt: skip
+                rounds: list[dict[str, Any]] = []
+                original = _record_rounds(rounds)
+                try:
+                    result = oneshot_prune(
+                        model, method, sparsity, settings=settings, task=run.task,
+                        fisher_cache=cache, progress=False, log=print,
+                    )  # fmt: skip
+                finally:
+                    ob.allocate_ratios = original
                 seconds = time.perf_counter() - start
                 masks = {n: m.detach() for n, m in result.masks.items()}
                 if config in NO_UPDATE:
@@ -255,11 +319,17 @@ def cmd_prune(args: argparse.Namespace) -> None:
                     "loss": metrics["loss"], "seconds": seconds,
                     "eval_s": time.perf_counter() - t0, "timings": result.timings,
                     "layers": layers, "obs_update": method == "obert" and config not in NO_UPDATE,
+                    "rounds": rounds,
                     "machine": cpu_info(), "threads": args.threads,
                 }  # fmt: skip
                 save_entry(RESULTS, label, entry, section="oneshot")
                 print(f"{label}: accuracy {metrics['accuracy']:.4f}, FLOPs kept "
                       f"{kept / total:.5f}, {seconds:.1f} s", flush=True)  # fmt: skip
+                for i, row in enumerate(rounds):
+                    if "predicted" in row:
+                        print(f"  round {i + 1} to budget {row['budget']:.4f}: curves predict "
+                              f"{row['predicted']:.4f} (uniform {row['predicted_uniform']:.4f})",
+                              flush=True)  # fmt: skip
                 if args.save:
                     model.save_pretrained(RUNS_DIR / label)
                     run.tokenizer.save_pretrained(RUNS_DIR / label)

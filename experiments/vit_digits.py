@@ -26,7 +26,10 @@ allocation with ``allocation_floor`` 0.25 / 0.5 / 0.75, docs/math.md §8, (B-9))
 ``lpvit-uniform-m128``, ``obs-uniform-m128``, ``obsnu-uniform-m128`` (128 calibration batches
 instead of 32: more gradients than the 64 weights of a Fisher block), and ``obs-uniform-m128-b16``
 / ``obsnu-uniform-m128-b16`` (Fisher blocks of 16 weights = 2 blocks of a row, as on MiniLM:
-the OBS update has only 8 other weights of a row segment to compensate with). Sub-commands::
+the OBS update has only 8 other weights of a row segment to compensate with), and
+``<config>-r2`` / ``-r3`` / ``-r4`` (``-r3g``: geometric steps) of ``obs-uniform``,
+``obs-obs[-fNN]``, ``lpvit-uniform``, ``lpvit-lpvit[-fNN]``: iterative allocation with
+``allocation_rounds`` K (docs/math.md §8, (B-10)). Sub-commands::
 
     .venv/bin/python experiments/vit_digits.py data
     .venv/bin/python experiments/vit_digits.py train
@@ -102,6 +105,19 @@ for _name in ("obs-uniform", "obsnu-uniform"):  # Fisher blocks of 16 = 2 blocks
     CONFIGS[f"{_name}-m{MORE_GRADS}-b16"] = (
         "obert", {"allocation": "uniform", "fisher_block_size": 16, "num_grads": MORE_GRADS}
     )  # fmt: skip
+ROUNDS = (2, 3, 4)
+"""``allocation_rounds`` tried (docs/math.md §8, (B-10)): configs ``<config>-r<K>`` (equal cost
+steps) and ``<config>-r<K>g`` (geometric), each round with fresh gradients at the pruned weights."""
+for _k in ROUNDS:
+    for _name in (
+        *("obs-uniform", "obs-obs", "obs-obs-f25", "obs-obs-f50", "obs-obs-f75"),
+        *("lpvit-uniform", "lpvit-lpvit", "lpvit-lpvit-f25", "lpvit-lpvit-f50", "lpvit-lpvit-f75"),
+    ):
+        for _tag, _spacing in (("", "equal"), ("g", "geometric")):
+            _method, _settings = CONFIGS[_name]
+            CONFIGS[f"{_name}-r{_k}{_tag}"] = (
+                _method, {**_settings, "allocation_rounds": _k, "allocation_spacing": _spacing}
+            )  # fmt: skip
 NO_UPDATE = frozenset(c for c in CONFIGS if c.startswith("obsnu-"))
 PLOTTED = ("lpvit-lpvit", "obs-obs", "lpvit-lpvit-f50", "obs-obs-f50")
 """The allocations the kept-blocks plot shows (the others are in the JSON)."""
@@ -291,7 +307,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
     if not (DENSE / "model.safetensors").is_file():
         sys.exit(f"no dense model at {DENSE}: run `vit_digits.py train` first")
 
-    configs = args.only or list(CONFIGS)
+    configs = args.only or [c for c in CONFIGS if "-r" not in c]
     sparsities = [args.sparsity] if args.sparsity is not None else list(SPARSITIES)
     for sparsity in sparsities:
         for config in configs:
