@@ -502,8 +502,8 @@ class OrtOracle:
         init, transposed = self.layout[name]
         return init, np.ascontiguousarray(w.T if transposed else w, dtype=np.float32)
 
-    def loss(self, batch: dict[str, Any], replaced: dict[str, Any]) -> float:
-        """Mean cross-entropy of ``batch`` with the weights ``replaced`` (torch name → array)."""
+    def logits(self, batch: dict[str, Any], replaced: dict[str, Any]) -> Any:
+        """float64 logits of ``batch`` with the weights ``replaced`` (torch name → array)."""
         import numpy as np
 
         feeds = {k: v for k, v in batch.items() if k in self.inputs}
@@ -511,8 +511,14 @@ class OrtOracle:
         for name, w in replaced.items():
             init, arr = self._feed(name, w.reshape(self.shapes[name]))
             feeds[init] = arr
-        logits = self.session.run(["logits"], feeds)[0].astype(np.float64)
         self.calls += 1
+        return self.session.run(["logits"], feeds)[0].astype(np.float64)
+
+    def loss(self, batch: dict[str, Any], replaced: dict[str, Any]) -> float:
+        """Mean cross-entropy of ``batch`` with the weights ``replaced`` (torch name → array)."""
+        import numpy as np
+
+        logits = self.logits(batch, replaced)
         z = logits - logits.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         return float(-logp[np.arange(len(batch["labels"])), batch["labels"]].mean())
@@ -807,50 +813,68 @@ def tensor_trace_rows(
 
 
 SHRINK_FILE = RUNS_DIR / "obs" / "shrink-calibration.json"
+SECANT_FILE = RUNS_DIR / "obs" / "secant-probes.json"
 
 
-def calibration_batches(task: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Calibration rows for (Z-10): training sentences disjoint from every Fisher mini-batch.
+def calibration_batches(
+    task: Any, args: argparse.Namespace, sentences: int, salt: int, exclude: set[int]
+) -> tuple[list[dict[str, Any]], set[int]]:
+    """Training sentences disjoint from every Fisher mini-batch and from ``exclude``.
 
     The Fisher's mini-batches are a prefix of one seeded sample of ``32 × --obs-batch``
-    sentences (:func:`obs_batches`); the calibration sentences are a second seeded sample of the
-    rest of the training subset, never dev.
+    sentences (:func:`obs_batches`); these are a second seeded sample (``seed + salt``) of the
+    rest of the training subset, never dev. Returns the batches and the indices drawn.
     """
     feats = list(task.train_features)
     fisher = set(random.Random(args.seed + 17).sample(range(len(feats)), 32 * args.obs_batch))
-    rest = [i for i in range(len(feats)) if i not in fisher]
-    size, n = args.calib_batch, args.calib_sentences // args.calib_batch
-    order = random.Random(args.seed + 31).sample(rest, n * size)
-    return [
-        {
-            k: v.numpy()
-            for k, v in task.collate([feats[i] for i in order[t * size : (t + 1) * size]]).items()
-        }
-        for t in range(n)
+    rest = [i for i in range(len(feats)) if i not in fisher and i not in exclude]
+    size = args.calib_batch
+    order = random.Random(args.seed + salt).sample(rest, sentences)
+    chunks = [order[t : t + size] for t in range(0, sentences, size)]
+    batches = [
+        {k: v.numpy() for k, v in task.collate([feats[i] for i in c]).items()} for c in chunks
     ]
+    return batches, set(order)
+
+
+def _mask_digest(masks: Any, names: list[str]) -> str:
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha1()
+    for n in names:
+        digest.update(np.packbits(np.asarray(masks[n]).reshape(-1)).tobytes())
+    return digest.hexdigest()
 
 
 def cmd_obs_shrink(args: argparse.Namespace) -> None:
-    """Black-box OBS with shrunk per-tensor ZO traces, the shrinkage chosen by calibration loss.
+    """Black-box OBS: per-tensor curvatures shrunk toward their mean, ρ chosen by calibration.
 
-    For every per-tensor trace estimate of ``obs`` (the ZO budget sweep, recomputed from the
-    stored ``‖ĝ‖²`` of ``runs/zo-minilm/obs/tensor-q{q}-rows.json`` by
-    :func:`obert_core.zo.tensor_curvatures`, and the exact traces of ``autograd-tensor``),
-    :func:`obert_core.zo.calibrate_shrinkage` picks ρ of (Z-9) on ``--shrink-grid`` by the mean
-    cross-entropy through ONNX Runtime of ``--calib-sentences`` training sentences disjoint from
-    the Fisher's (Z-10), at each target sparsity; the chosen masks are then scored on dev. The
-    calibration losses are cached by mask content in ``runs/zo-minilm/obs/shrink-calibration.json``
-    (a killed run resumes; a mask shared by several entries, such as ρ = 1 = magnitude, is
-    evaluated once). ``--shrink-dev-all`` also scores every grid point on dev for the listed
-    entries (a picture of the curve; never used to choose).
+    Curvature sources (each ranked by (Z-9) of docs/math.md §9):
+
+    * every per-tensor ZO trace estimate of ``obs`` (the budget sweep, recomputed from the
+      stored ``‖ĝ‖²`` of ``runs/zo-minilm/obs/tensor-q{q}-rows.json`` by
+      :func:`obert_core.zo.tensor_curvatures`, checked against the stored traces) and the exact
+      traces of ``autograd-tensor``;
+    * ``secant-p{seed}``: :func:`obert_core.zo.secant_curvatures` (Z-11), each tensor pruned
+      alone by its own magnitude to the target sparsity, the loss through ONNX Runtime on
+      ``--probe-sentences`` training sentences (probe seed ``p``), 37 loss evaluations.
+
+    :func:`obert_core.zo.calibrate_shrinkage` then picks ρ on ``--shrink-grid`` (Z-10) by the
+    loss through ONNX Runtime of ``--calib-sentences`` further training sentences: the mean
+    cross-entropy (``ce``) and the error rate (``error``) are both recorded, each choice is
+    scored on dev. Calibration, probe and Fisher sentences are disjoint; dev is never used to
+    choose. Losses and dev accuracies are cached by mask content (``shrink-calibration.json``,
+    ``secant-probes.json`` under ``runs/zo-minilm/obs/``): a killed run resumes, and a mask shared
+    by several sources (ρ = 1 is magnitude for all) is evaluated once.
     """
-    import hashlib
-
     import numpy as np
     import torch
     from transformers import AutoTokenizer
 
-    from obert_core.zo import calibrate_shrinkage, tensor_curvatures
+    from obert_core import select_mask
+    from obert_core.zo import calibrate_shrinkage, secant_curvatures, tensor_curvatures
     from obert_train import resolve_target_params
 
     torch.set_num_threads(args.threads)
@@ -865,53 +889,66 @@ def cmd_obs_shrink(args: argparse.Namespace) -> None:
     if not onnx_path.is_file():
         sys.exit(f"{onnx_path} not found; run the obs sub-command first")
     oracle = OrtOracle(model, onnx_path, names, args.threads)
-    calib = calibration_batches(task, args)
+    calib, used = calibration_batches(task, args, args.calib_sentences, 31, set())
     obs = load_results(RESULTS).get("obs", {})
     key = {"seed": args.seed, "sentences": args.calib_sentences, "batch": args.calib_batch}
-    cache = load_results(SHRINK_FILE, {"key": key, "loss": {}})
+    cache = load_results(SHRINK_FILE, {"key": key, "loss": {}, "dev": {}})
     if cache["key"] != key:
         sys.exit(f"{SHRINK_FILE} holds losses of {cache['key']}, not {key}: move it away")
     weights = {n: dense[n].numpy() for n in names}
-    forwards = {"n": 0}
 
-    def calib_loss(masks: Any) -> float:
-        digest = hashlib.sha1()
-        for n in names:
-            digest.update(np.packbits(np.asarray(masks[n]).reshape(-1)).tobytes())
-        h = digest.hexdigest()
+    def ce_and_error(
+        batches: list[dict[str, Any]], replaced: dict[str, Any]
+    ) -> tuple[float, float]:
+        ce, wrong, count = 0.0, 0, 0
+        for b in batches:
+            logits = oracle.logits(b, replaced)
+            z = logits - logits.max(axis=1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            y = b["labels"]
+            ce -= float(logp[np.arange(len(y)), y].sum())
+            wrong += int((logits.argmax(axis=1) != y).sum())
+            count += len(y)
+        return ce / count, wrong / count
+
+    def calib_losses(masks: Any) -> dict[str, float]:
+        h = _mask_digest(masks, names)
         if h not in cache["loss"]:
             t0 = time.perf_counter()
-            pruned = {n: weights[n] * masks[n] for n in names}
-            losses = [oracle.loss(b, pruned) for b in calib]
-            sizes_b = [len(b["labels"]) for b in calib]
-            cache["loss"][h] = float(np.average(losses, weights=sizes_b))
+            ce, err = ce_and_error(calib, {n: weights[n] * masks[n] for n in names})
+            cache["loss"][h] = {"ce": ce, "error": err}
             write_results(SHRINK_FILE, cache)
-            forwards["n"] += len(calib)
-            print(f"    calibration loss {cache['loss'][h]:.5f} ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)  # fmt: skip
-        return float(cache["loss"][h])
+            took = time.perf_counter() - t0
+            print(f"    calibration ce {ce:.5f}, error {err:.4f} ({took:.0f} s)", flush=True)
+        return dict(cache["loss"][h])
 
     def evaluate(masks: Any) -> float:
-        with torch.no_grad():
-            for n in names:
-                params[n].copy_(dense[n] * torch.from_numpy(np.asarray(masks[n])))
-        acc = float(task.evaluate(model, batch_size=128, progress=False)["accuracy"])
-        with torch.no_grad():
-            for n in names:
-                params[n].copy_(dense[n])
-        return acc
+        h = _mask_digest(masks, names)
+        if h not in cache["dev"]:
+            with torch.no_grad():
+                for n in names:
+                    params[n].copy_(dense[n] * torch.from_numpy(np.asarray(masks[n])))
+            cache["dev"][h] = float(
+                task.evaluate(model, batch_size=128, progress=False)["accuracy"]
+            )
+            with torch.no_grad():
+                for n in names:
+                    params[n].copy_(dense[n])
+            write_results(SHRINK_FILE, cache)
+        return float(cache["dev"][h])
 
-    # every trace estimate: (entry it comes from, curvatures)
-    sources: dict[str, dict[str, float]] = {}
+    # the curvature sources, in the order they run: exact traces, secants, the ZO budget sweep
+    sources: dict[str, Any] = {}
     auto = obs.get("autograd-tensor")
     if auto is None:
         sys.exit("autograd-tensor not in the results; run the obs sub-command first")
     sources["autograd-tensor"] = dict(zip(names, auto["c"], strict=True))
+    for p in args.probe_seeds:
+        sources[f"secant-p{p}"] = p
+    sweep = []
     for q in (1, 4):
         file = RUNS_DIR / "obs" / f"tensor-q{q}-rows.json"
-        if not file.is_file():
-            continue
-        norms = load_results(file)["norms"]
+        norms = load_results(file, {"norms": {}})["norms"]
         drawn = min(len(norms.get(n, [])) for n in names)
         for r in (1, 4, 8, 16, 32):
             entry = tensor_entry(q, r, args.obs_m)
@@ -922,43 +959,67 @@ def cmd_obs_shrink(args: argparse.Namespace) -> None:
             diff = max(abs(c[n] - b) / abs(b) for n, b in zip(names, stored, strict=True))
             if diff > 1e-12:
                 sys.exit(f"{entry}: traces differ from the stored entry (max rel. {diff:.1e})")
-            sources[entry] = c
+            sweep.append((int(obs[entry]["forwards"]), entry, c))
+    for _, entry, c in sorted(sweep, key=lambda t: t[0], reverse=True):
+        sources[entry] = c
+    probes = load_results(SECANT_FILE, {"loss": {}})
     grid = [float(r) for r in args.shrink_grid]
-    for src, c in sources.items():
+    for src, c_or_seed in sources.items():
         name = f"{src}-shrunk"
         if name in obs and not args.force:
             print(f"{name}: already in the results", flush=True)
             continue
-        print(f"{name}: calibrating ρ on {grid}", flush=True)
-        entry: dict[str, Any] = {"source": src, "grid": grid}
-        for k in ("shrinkage", "calibration_loss", "accuracy", "dev_by_shrinkage"):
+        entry: dict[str, Any] = {"source": src, "grid": grid, "calibration_sentences": len(used)}
+        for k in ("shrinkage", "calibration", "accuracy", "curvatures"):
             entry[k] = {}
-        before = forwards["n"]
         for s in args.obs_sparsities:
-            choice = calibrate_shrinkage(weights, c, s, calib_loss, grid=grid, damp=args.obs_damp)
             key_s = f"{s:g}"
-            entry["shrinkage"][key_s] = choice.shrinkage
-            entry["calibration_loss"][key_s] = {f"{r:g}": v for r, v in choice.losses.items()}
-            entry["accuracy"][key_s] = evaluate(choice.masks)
-            print(f"  {s:g}: ρ* = {choice.shrinkage:g}, dev {100 * entry['accuracy'][key_s]:.2f}",
-                  flush=True)  # fmt: skip
-            if src in args.shrink_dev_all:
-                from obert_core import select_mask
-                from obert_core.zo import shrunk_tensor_saliency
+            if isinstance(c_or_seed, dict):
+                c = c_or_seed
+            else:  # (Z-11): each tensor pruned alone by its own magnitude to s
+                pkey = f"p{c_or_seed}-s{key_s}-n{args.probe_sentences}"
+                if pkey not in probes["loss"]:
+                    batches, _ = calibration_batches(
+                        task, args, args.probe_sentences, 41 + c_or_seed, used
+                    )
+                    keep = select_mask({n: np.abs(weights[n]) for n in names}, s, scope="layer")
+                    t0, answers = time.perf_counter(), {}
 
-                curve = {}
-                for r in grid:
-                    keep = select_mask(shrunk_tensor_saliency(weights, c, r, damp=args.obs_damp),
-                                       s, scope="global")  # fmt: skip
-                    curve[f"{r:g}"] = evaluate(keep)
-                    print(f"    dev at ρ = {r:g}: {100 * curve[f'{r:g}']:.2f}", flush=True)
-                entry["dev_by_shrinkage"][key_s] = curve
+                    def probe_loss(
+                        replaced: Any, answers: dict[str, float] = answers, batches: Any = batches
+                    ) -> float:
+                        ce = ce_and_error(batches, dict(replaced))[0]
+                        answers[next(iter(replaced), "dense")] = ce
+                        return ce
+
+                    c = secant_curvatures(weights, keep, probe_loss)
+                    probes["loss"][pkey] = {"curvatures": c, "losses": answers,
+                                            "seconds": time.perf_counter() - t0}  # fmt: skip
+                    write_results(SECANT_FILE, probes)
+                    print(f"  secant probes {pkey}: {time.perf_counter() - t0:.0f} s", flush=True)
+                c = probes["loss"][pkey]["curvatures"]
+                entry["curvatures"][key_s] = [c[n] for n in names]
+            print(f"{name} at {key_s}: calibrating ρ on {grid}", flush=True)
+            both = {}
+            for objective in ("ce", "error"):
+                choice = calibrate_shrinkage(
+                    weights, c, s, lambda m, o=objective: calib_losses(m)[o], grid=grid,
+                    damp=args.obs_damp,
+                )  # fmt: skip
+                both[objective] = choice.shrinkage
+                entry["calibration"].setdefault(objective, {})[key_s] = {
+                    f"{r:g}": v for r, v in choice.losses.items()
+                }
+                entry["accuracy"].setdefault(objective, {})[key_s] = evaluate(choice.masks)
+            entry["shrinkage"][key_s] = both
+            print(f"  ρ* {both}: dev {[100 * entry['accuracy'][o][key_s] for o in both]}",
+                  flush=True)  # fmt: skip
         base = obs.get(src, {})
-        entry.update({
-            "q": base.get("q"), "m": base.get("m"), "zo_forwards": base.get("forwards", 0),
-            "calibration_sentences": args.calib_sentences,
-            "calibration_forwards_new": forwards["n"] - before,
-        })  # fmt: skip
+        entry.update(
+            {"q": base.get("q"), "m": base.get("m"), "zo_forwards": base.get("forwards", 0)}
+        )
+        if not isinstance(c_or_seed, dict):
+            entry.update({"probe_seed": c_or_seed, "probe_sentences": args.probe_sentences})
         save_entry(RESULTS, name, entry, "obs", machine=True)
         obs[name] = entry
 
@@ -1147,11 +1208,13 @@ def main() -> None:
         p.add_argument("--shrink-grid", type=float, nargs="*",
                        default=[0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0],
                        help="obs-shrink: the shrinkages rho of (Z-9) to calibrate")  # fmt: skip
-        p.add_argument("--calib-sentences", type=int, default=256,
+        p.add_argument("--calib-sentences", type=int, default=512,
                        help="obs-shrink: training sentences of the calibration loss")  # fmt: skip
         p.add_argument("--calib-batch", type=int, default=64, help="obs-shrink: per forward")
-        p.add_argument("--shrink-dev-all", nargs="*", default=["autograd-tensor"],
-                       help="obs-shrink: entries also scored on dev at every rho")  # fmt: skip
+        p.add_argument("--probe-sentences", type=int, default=256,
+                       help="obs-shrink: sentences of the secant probes (Z-11)")  # fmt: skip
+        p.add_argument("--probe-seeds", type=int, nargs="*", default=[0, 1],
+                       help="obs-shrink: seeds of the secant probes' sentences")  # fmt: skip
         p.set_defaults(func=func)
     args = parser.parse_args()
     if args.command == "child":

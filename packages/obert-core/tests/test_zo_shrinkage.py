@@ -18,6 +18,7 @@ from obert_core import ObertError, select_mask
 from obert_core.zo import (
     calibrate_shrinkage,
     rge,
+    secant_curvatures,
     shrunk_tensor_saliency,
     tensor_curvatures,
 )
@@ -185,6 +186,72 @@ def test_calibration_with_the_true_curvatures_prefers_them_to_magnitude() -> Non
 
 
 # ---------------------------------------------------------------------------------------------
+# (Z-11): secant curvatures along each tensor's pruning step.
+
+
+def _bowl(weights: dict[str, np.ndarray], seed: int) -> tuple[Any, np.ndarray, list[str]]:
+    """A quadratic loss with its minimum at ``weights`` and a dense SPD Hessian over all tensors."""
+    names = list(weights)
+    w0 = np.concatenate([weights[n].reshape(-1) for n in names])
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((w0.size, w0.size))
+    h = a @ a.T / w0.size + 0.1 * np.eye(w0.size)
+    calls: list[Any] = []
+
+    def loss(replaced: Any) -> float:
+        calls.append(sorted(replaced))
+        v = np.concatenate([np.asarray(replaced.get(n, weights[n])).reshape(-1) for n in names])
+        return float(0.5 * (v - w0) @ h @ (v - w0) + 1.0)
+
+    loss.calls = calls  # type: ignore[attr-defined]
+    return loss, h, names
+
+
+def test_secant_curvatures_are_the_hessian_rayleigh_quotients_along_the_steps() -> None:
+    weights, _ = _model(5)
+    loss, h, names = _bowl(weights, 6)
+    keep = select_mask({n: np.abs(w) for n, w in weights.items()}, 0.6, scope="layer")
+    c = secant_curvatures(weights, keep, loss)
+    at = 0
+    for n in names:  # brute force: δ_k in the full space, δᵀHδ / ‖δ‖²
+        delta = np.zeros(h.shape[0])
+        size = weights[n].size
+        delta[at : at + size] = (weights[n] * ~keep[n]).reshape(-1)
+        at += size
+        assert c[n] == pytest.approx(delta @ h @ delta / (delta @ delta), rel=1e-9)
+    # one dense evaluation, then one per tensor with only that tensor replaced
+    assert loss.calls == [[]] + [[n] for n in names]  # type: ignore[attr-defined]
+
+
+def test_secant_curvature_of_a_loss_decrease_is_zero() -> None:
+    weights = {"a": np.array([1.0, 2.0]), "b": np.array([3.0, -1.0])}
+    keep = {"a": np.array([True, False]), "b": np.array([False, True])}
+
+    def loss(replaced: Any) -> float:
+        return -1.0 if "a" in replaced else (0.5 if "b" in replaced else 0.0)
+
+    c = secant_curvatures(weights, keep, loss)
+    assert c == {"a": 0.0, "b": 2 * 0.5 / 9.0}
+
+
+@needs_torch
+def test_secant_curvatures_take_torch_weights() -> None:
+    import torch
+
+    weights, _ = _model(7)
+    loss, _, _ = _bowl(weights, 8)
+    keep = select_mask({n: np.abs(w) for n, w in weights.items()}, 0.5, scope="layer")
+    tw = {n: torch.from_numpy(w) for n, w in weights.items()}
+
+    def torch_loss(replaced: Any) -> float:
+        return loss({n: v.numpy() for n, v in replaced.items()})
+
+    got = secant_curvatures(tw, keep, torch_loss)
+    ref = secant_curvatures(weights, keep, loss)
+    assert got == pytest.approx(ref, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
 # Bad input: a clear ObertError naming the value.
 
 
@@ -225,3 +292,21 @@ def test_bad_input_is_named() -> None:
         calibrate_shrinkage(weights, curv, 0.5, lambda m: np.zeros(2))
     with pytest.raises(ObertError, match="it must return one finite scalar"):
         calibrate_shrinkage(weights, curv, 0.5, lambda m: "loss")  # type: ignore[arg-type,return-value]
+
+
+def test_bad_secant_probes_are_named() -> None:
+    weights = {"a": np.array([1.0, 2.0]), "b": np.array([0.0, 3.0])}
+    keep = {"a": np.array([True, False]), "b": np.array([False, True])}  # b prunes only a zero
+    with pytest.raises(ObertError, match="weights is empty"):
+        secant_curvatures({}, {}, lambda r: 0.0)
+    with pytest.raises(ObertError, match="keep has no mask for 'b'"):
+        secant_curvatures(weights, {"a": keep["a"]}, lambda r: 0.0)
+    with pytest.raises(ObertError, match=r"keep\['a'\] must be a boolean mask of shape \(2,\)"):
+        secant_curvatures(weights, {**keep, "a": np.ones(2)}, lambda r: 0.0)
+    with pytest.raises(ObertError, match=r"keep\['b'\] prunes no non-zero weight"):
+        secant_curvatures(weights, keep, lambda r: 0.0)
+    ok = {"a": keep["a"], "b": np.array([True, False])}
+    with pytest.raises(ObertError, match="loss returned nan for the dense weights"):
+        secant_curvatures(weights, ok, lambda r: float("nan"))
+    with pytest.raises(ObertError, match="loss returned inf for 'a' pruned alone"):
+        secant_curvatures(weights, ok, lambda r: float("inf") if r else 0.0)

@@ -13,8 +13,9 @@ torch; equations in docs/math.md §9):
   pruning at initialisation and DeepZero's per-layer random sparse masks;
 * :func:`zo_fisher_rows` — ZO gradient estimates as the rows of oBERT's empirical Fisher, so
   OBS saliencies and updates run on a model without autograd (e.g. ONNX Runtime);
-* :func:`tensor_curvatures`, :func:`shrunk_tensor_saliency`, :func:`calibrate_shrinkage` —
-  black-box OBS from per-tensor ZO Fisher traces shrunk toward the model's mean curvature, the
+* :func:`tensor_curvatures`, :func:`secant_curvatures`, :func:`shrunk_tensor_saliency`,
+  :func:`calibrate_shrinkage` — black-box OBS from per-tensor curvatures (ZO Fisher traces, or
+  secants along each tensor's pruning step) shrunk toward the model's mean curvature, the
   shrinkage chosen by the loss of the pruned model on calibration data.
 
 The loss callable takes parameters of ``theta``'s framework, shape, dtype and device and returns
@@ -32,6 +33,7 @@ from .grasp import random_layer_masks, zo_grasp_ratios, zo_grasp_scores
 from .shrinkage import (
     ShrinkageChoice,
     calibrate_shrinkage,
+    secant_curvatures,
     shrunk_tensor_saliency,
     tensor_curvatures,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "cge",
     "random_layer_masks",
     "rge",
+    "secant_curvatures",
     "shrunk_tensor_saliency",
     "tensor_curvatures",
     "zo_direction",

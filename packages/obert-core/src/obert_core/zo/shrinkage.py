@@ -13,9 +13,15 @@ shrinkage is chosen by the black-box loss of the pruned model on calibration dat
     c_k = mean_t ‖ĝ_{k,t}‖² / (1 + (d_k + 1)/q) / d_k                                   (Z-8)
     S_j = ½ w_j² ((1 − ρ) c_k + ρ c̄ + λ),   c̄ = Σ_k d_k c_k / Σ_k d_k,   j in tensor k   (Z-9)
     ρ* = argmin_{ρ in grid} L_cal(w ⊙ M_s(ρ)),   M_s(ρ) = the global keep-mask of S at s  (Z-10)
+    c_k^sec = 2 [L(w − δ_k) − L(w)] / ‖δ_k‖²,   δ_k = w_k ⊙ ¬M_k  (k pruned alone)        (Z-11)
 
 (Z-8) inverts ``E‖ĝ‖² = ‖g‖²(1 + (d + 1)/q)`` for ``q`` Gaussian directions per row. Only the
 ranking of (Z-9) matters, so ``c̄``'s scale is immaterial and ρ = 1 is exactly magnitude.
+(Z-11) is the other black-box curvature of tensor ``k``: the secant along the pruning step
+itself, one forward per tensor instead of ``2q`` per row. At a minimum (``∇L = 0``, a fine-tuned
+model) ``L(w − δ) − L(w) = ½ δᵀHδ + O(‖δ‖³)``, so ``c_k^sec`` is the Rayleigh quotient of the
+Hessian along ``δ_k``, exactly the curvature that the isotropic model ``c_k I`` of (Z-9) needs to
+predict the loss of that step; unlike (Z-8) it has no ``d/q`` noise floor.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from .._validate import check_finite_real, check_positive_int, check_sparsity
 __all__ = [
     "ShrinkageChoice",
     "calibrate_shrinkage",
+    "secant_curvatures",
     "shrunk_tensor_saliency",
     "tensor_curvatures",
 ]
@@ -224,17 +231,76 @@ def _as_numpy(x: Any) -> Any:
     return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
 
 
-def _check_loss(value: Any, rho: float) -> float:
+def _check_loss(value: Any, rho: float, where: str | None = None) -> float:
+    at = where if where is not None else f"the masks at shrinkage {rho:g}"
     arr = np.asarray(_as_numpy(value) if hasattr(value, "detach") else value)
     if arr.size != 1 or not isinstance(arr.reshape(-1)[0].item(), numbers.Real):
         raise ObertError(
-            f"loss returned {value!r} for the masks at shrinkage {rho:g}; it must return one "
-            "finite scalar (the calibration loss of the pruned model)."
+            f"loss returned {value!r} for {at}; it must return one finite scalar (the "
+            "calibration loss of the pruned model)."
         )
     number = float(arr.reshape(-1)[0])
     if not math.isfinite(number):
         raise ObertError(
-            f"loss returned {number!r} for the masks at shrinkage {rho:g}; a calibration loss "
-            "must be finite (check the pruned model's outputs)."
+            f"loss returned {number!r} for {at}; a calibration loss must be finite (check the "
+            "pruned model's outputs)."
         )
     return number
+
+
+def secant_curvatures(
+    weights: Mapping[str, Any],
+    keep: Mapping[str, Any],
+    loss: Callable[[Mapping[str, Any]], float],
+) -> dict[str, float]:
+    """Per-tensor curvatures along each tensor's own pruning step, from forward passes (Z-11).
+
+    ``loss`` is called once with no replacement (the dense loss ``L(w)``) and once per tensor
+    ``k`` with ``{k: w_k ⊙ M_k}`` (tensor ``k`` pruned alone, every other tensor dense).
+
+    Args:
+        weights: name → weight tensor (NumPy or torch).
+        keep: name → boolean keep-mask of the probe step (True = kept), e.g. tensor ``k``'s own
+            magnitude mask at the target sparsity; at least one weight pruned per tensor.
+        loss: name → replacement tensor (a subset of ``weights``, the rest dense) → finite scalar,
+            e.g. the mean cross-entropy of calibration rows through ONNX Runtime.
+
+    Returns:
+        name → ``c_k^sec`` ≥ 0 (a loss decrease, from noise or a model off its minimum, gives 0).
+
+    Raises:
+        ObertError: empty weights, a missing or mis-shaped mask, a mask that prunes nothing
+            (or only zeros) in a tensor, or a loss answer that is not a finite scalar.
+    """
+    if not weights:
+        raise ObertError("weights is empty; pass a mapping of parameter name → weight tensor.")
+    steps: dict[str, float] = {}
+    for name, w in weights.items():
+        if name not in keep:
+            raise ObertError(f"keep has no mask for {name!r}; pass one keep-mask per tensor.")
+        m = np.asarray(_as_numpy(keep[name]))
+        if m.dtype != np.bool_ or m.shape != tuple(w.shape):
+            raise ObertError(
+                f"keep[{name!r}] must be a boolean mask of shape {tuple(w.shape)}, got "
+                f"{m.dtype} {m.shape}."
+            )
+        wn = np.asarray(_as_numpy(w), dtype=np.float64)
+        steps[name] = float((wn[~m] ** 2).sum())
+        if steps[name] == 0.0:
+            raise ObertError(
+                f"keep[{name!r}] prunes no non-zero weight; the probe step must remove some "
+                "(e.g. the tensor's magnitude mask at the target sparsity)."
+            )
+    base = _check_loss(loss({}), -1.0, "the dense weights")
+    out: dict[str, float] = {}
+    for name, w in weights.items():
+        pruned = w * keep[name] if isinstance(w, np.ndarray) else w * _like(keep[name], w)
+        value = _check_loss(loss({name: pruned}), -1.0, f"{name!r} pruned alone")
+        out[name] = max(0.0, 2.0 * (value - base) / steps[name])
+    return out
+
+
+def _like(mask: Any, w: Any) -> Any:
+    import torch
+
+    return torch.as_tensor(mask, device=w.device)
