@@ -228,3 +228,17 @@ def test_bad_input_is_named(kernels: str) -> None:
         oc.FisherBlocks(bad, 1e-3, 12, 30, kernels=kernels)
     with pytest.raises(oc.ObertError, match="built for 30 weights"):
         oc.obs_saliency(np.ones(20), oc.FisherBlocks(gram, 1e-3, 12, 30, kernels=kernels))
+
+
+def test_block_kernels_use_no_more_threads_than_torch() -> None:
+    """``torch.set_num_threads(1)`` (``--threads 1``) keeps the Numba block kernels on one core."""
+    torch = pytest.importorskip("torch")
+    from obert_core.backends._linalg import _threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert _threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert 1 <= _threads() <= before

@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 
 import obert_core as oc
 from obert_core import fisher_lowrank as fl
+from obert_core.fisher_blocks import _numba_available
+
+KERNELS = ["lapack", "numba"] if _numba_available() else ["lapack"]
 
 
 def _oracle(g: np.ndarray, block: int, damp: float, m: int) -> np.ndarray:
@@ -42,6 +45,7 @@ problems = st.fixed_dictionaries(
         "damp": st.sampled_from([1e-3, 1e-1, 1.0]),
         "chunk": st.sampled_from([1, 3, 512]),
         "cache": st.booleans(),
+        "kernels": st.sampled_from(KERNELS),
     }
 )
 
@@ -58,12 +62,13 @@ def _check_against_oracle(p: dict) -> None:
     rng = np.random.default_rng(p["seed"])
     rows, block, d, damp = p["rows"], p["block"], p["d"], p["damp"]
     g = rng.standard_normal((rows, d)) * rng.uniform(0.2, 2.0, size=d)
-    op = oc.LowRankFisher(g, block, damp)
+    op = oc.LowRankFisher(g, block, damp, kernels=p["kernels"])
     op._cache_factor = p["cache"]
     ref = _oracle(g, block, damp, rows)
     nb = ref.shape[0]
     _close(op.diag_blocks(), np.diagonal(ref, axis1=1, axis2=2))
-    assert (op._kinv is not None) == p["cache"]
+    factor = op._chol if p["kernels"] == "numba" else op._kinv
+    assert (factor is not None) == p["cache"]
     z = rng.standard_normal((nb, block))
     _close(op.matvec_blocks(z), np.einsum("nbc,nc->nb", ref, z))
     q = block // 4
@@ -84,7 +89,8 @@ def _check_against_oracle(p: dict) -> None:
 def test_cached_and_recomputed_factor_agree_at_the_papers_damp() -> None:
     rng = np.random.default_rng(0)
     g = rng.standard_normal((16, 1037)).astype(np.float32)
-    cached, fresh = oc.LowRankFisher(g, 50, 1e-7), oc.LowRankFisher(g, 50, 1e-7)
+    cached = oc.LowRankFisher(g, 50, 1e-7, kernels="lapack")
+    fresh = oc.LowRankFisher(g, 50, 1e-7, kernels="lapack")
     fresh._cache_factor = False
     np.testing.assert_allclose(cached.diag(), fresh.diag(), rtol=1e-12)
     assert cached._kinv is not None and fresh._kinv is None
@@ -117,7 +123,7 @@ def test_float64_gradients_are_not_modified_and_stored_contiguous() -> None:
 def test_subset_keeps_the_cached_factor() -> None:
     rng = np.random.default_rng(2)
     g = rng.standard_normal((6, 120))
-    op = oc.LowRankFisher(g, 20, 1e-3)
+    op = oc.LowRankFisher(g, 20, 1e-3, kernels="lapack")
     op.diag()
     blocks = np.array([1, 4])
     sub = op._subset(blocks)
@@ -125,15 +131,53 @@ def test_subset_keeps_the_cached_factor() -> None:
     np.testing.assert_allclose(sub.diag_blocks(), op.diag_blocks()[blocks], rtol=1e-12)
 
 
+@pytest.mark.skipif(not _numba_available(), reason="numba not installed")
+def test_numba_kernels_agree_with_the_batched_path_at_the_papers_damp() -> None:
+    """Eq. W-5 (Numba) against Eq. W-4 (batched LAPACK) at λ = 1e-7, cached and not."""
+    rng = np.random.default_rng(4)
+    g = rng.standard_normal((16, 1037)).astype(np.float32) * rng.uniform(0.01, 3.0, 1037)
+    g = g.astype(np.float32)
+    lapack = oc.LowRankFisher(g, 50, 1e-7, kernels="lapack")
+    z = rng.standard_normal((lapack.num_blocks, 50))
+    for cache in (True, False):
+        op = oc.LowRankFisher(g, 50, 1e-7, kernels="numba")
+        op._cache_factor = cache
+        np.testing.assert_allclose(op.diag(), lapack.diag(), rtol=1e-9)
+        assert (op._chol is not None) == cache and op._kinv is None
+        np.testing.assert_allclose(op.matvec_blocks(z), lapack.matvec_blocks(z), rtol=1e-8)
+        sub = op._subset(np.array([0, 5]))
+        np.testing.assert_allclose(sub.diag_blocks(), lapack.diag_blocks()[[0, 5]], rtol=1e-9)
+
+
+@pytest.mark.skipif(not _numba_available(), reason="numba not installed")
+def test_numba_path_hands_a_block_without_a_factor_to_the_pseudo_inverse() -> None:
+    """Duplicate gradients at a damp below their round-off: the batched path's pinv takes over."""
+    rng = np.random.default_rng(5)
+    row = rng.standard_normal(40) * 1e4
+    g = np.stack([row, row, row])
+    numba_op = oc.LowRankFisher(g, 20, 1e-30, kernels="numba")
+    lapack_op = oc.LowRankFisher(g, 20, 1e-30, kernels="lapack")
+    np.testing.assert_allclose(numba_op.diag(), lapack_op.diag(), rtol=1e-9)
+    assert numba_op.kernels == "lapack"
+
+
+def test_kernels_choice_is_checked() -> None:
+    with pytest.raises(oc.ObertError, match="kernels"):
+        oc.LowRankFisher(np.ones((2, 10)), 5, 1e-3, kernels="fast")
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
 @pytest.mark.parametrize("chunk", [2, 512])
-def test_torch_factor_path_matches_the_oracle(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_torch_factor_path_matches_the_oracle(
+    chunk: int, kernels: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import torch
 
     monkeypatch.setattr(fl, "_CHUNK", chunk)
     rng = np.random.default_rng(3)
     g = rng.standard_normal((7, 95))
-    op = oc.LowRankFisher(torch.from_numpy(g), 20, 1e-2)
+    op = oc.LowRankFisher(torch.from_numpy(g), 20, 1e-2, kernels=kernels)
     ref = _oracle(g, 20, 1e-2, 7)
     _close(to_np(op.diag_blocks()), np.diagonal(ref, axis1=1, axis2=2))
     z = rng.standard_normal((5, 20))

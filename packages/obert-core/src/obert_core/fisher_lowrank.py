@@ -26,8 +26,9 @@ import numpy as np
 
 from ._arrays import check_finite, framework_of, is_torch
 from ._errors import ObertError
-from ._validate import check_damp, check_positive_int
+from ._validate import check_choice, check_damp, check_positive_int
 from ._xp import Xp, xp_of
+from .fisher_blocks import KERNELS, _numba_available
 
 __all__ = ["LowRankFisher"]
 
@@ -47,7 +48,9 @@ class LowRankFisher:
     :meth:`group_blocks` (the scores and the superposed update of a step share them), when they
     take at most twice the stored gradients' bytes (``8m² ≤ 2·itemsize·m·B`` per block: always
     for float32 gradients with ``m ≤ B``); otherwise each call refactors its chunk
-    (docs/math.md §2.2).
+    (docs/math.md §2.2). On the CPU with Numba installed, ``diag`` and ``F̂⁻¹z`` run as compiled
+    per-block loops over the Cholesky factor ``L_b`` instead (Eq. W-5, a third of the work; the
+    factor is kept under the same bound); the other operations use the batched path.
 
     Args:
         grads: ``(m, d)`` gradients, one flattened gradient per row (NumPy or torch, float32 or
@@ -56,13 +59,23 @@ class LowRankFisher:
         block_size: ``B``.
         damp: ``λ`` > 0.
         num_grads: ``m``, the normaliser of Eq. F (default: the number of rows).
+        kernels: ``"numba"`` (compiled per-block loops of Eq. W-5 for ``diag`` and ``F̂⁻¹z``,
+            CPU), ``"lapack"`` (batched NumPy/torch linear algebra, Eq. W-4) or ``"auto"``
+            (Numba when installed and the gradients are on the CPU).
 
     Raises:
         ObertError: on a bad shape, value or non-finite gradients.
+        BackendUnavailableError: ``kernels="numba"`` without Numba.
     """
 
     def __init__(
-        self, grads: Any, block_size: int, damp: float, *, num_grads: int | None = None
+        self,
+        grads: Any,
+        block_size: int,
+        damp: float,
+        *,
+        num_grads: int | None = None,
+        kernels: str = "auto",
     ) -> None:
         framework_of(grads, names=("grads",))
         shape = tuple(grads.shape)
@@ -71,6 +84,14 @@ class LowRankFisher:
                 f"grads must be a non-empty 2-D array (num_grads, num_weights), got {shape}."
             )
         check_finite(grads, "grads")
+        check_choice(kernels, "kernels", KERNELS)
+        on_cpu = not is_torch(grads) or grads.device.type == "cpu"
+        if kernels == "numba":
+            from .backends._lowrank_kernels import numba  # noqa: F401  (raises if missing)
+
+            if not on_cpu:
+                raise ObertError("kernels='numba' runs on the CPU; use kernels='lapack' for CUDA.")
+        self._numba = kernels == "numba" or (kernels == "auto" and on_cpu and _numba_available())
         self.block_size = check_positive_int(block_size, "block_size")
         self.damp = check_damp(damp)
         rows, d = int(shape[0]), int(shape[1])
@@ -83,8 +104,14 @@ class LowRankFisher:
         self.xp_like = grads[:0, 0]
         self._diag: Any = None
         self._kinv: Any = None  # K_b⁻¹ of every block (W-1), float64, once computed
+        self._chol: np.ndarray | None = None  # L_b of every block (W-5), Numba path
         itemsize = 4 if str(grads.dtype) in ("float32", "torch.float32") else 8
         self._cache_factor = 8 * rows <= _FACTOR_LIMIT * itemsize * self.block_size
+
+    @property
+    def kernels(self) -> str:
+        """The kernels of ``diag`` and ``F̂⁻¹z``, ``"numba"`` or ``"lapack"``."""
+        return "numba" if self._numba else "lapack"
 
     # -- float64 building blocks -----------------------------------------------------------
 
@@ -160,8 +187,11 @@ class LowRankFisher:
     def diag_blocks(self) -> Any:
         """``diag(F̂⁻¹)`` as ``(num_blocks, B)`` float64 (Eq. W-2: ``g_qᵀ K_b⁻¹ g_q`` per column).
 
-        Computes (and, within the memory bound, caches) every block's ``K_b⁻¹`` on the way.
+        Computes (and, within the memory bound, caches) every block's ``K_b⁻¹`` (or, with the
+        Numba kernels, its Cholesky factor, Eq. W-5) on the way.
         """
+        if self._diag is None and self._numba:
+            self._diag_numba()
         if self._diag is None:
             nb, m = self.num_blocks, int(self.grads.shape[1])
             out = self._empty((nb, self.block_size))
@@ -181,15 +211,77 @@ class LowRankFisher:
             self._diag = out
         return self._diag
 
+    def _numpy_grads(self) -> np.ndarray:
+        out: np.ndarray = self.grads.detach().numpy() if self.xp.torch else self.grads
+        return out
+
+    def _mdamp(self) -> float:
+        return float(self.num_grads * self.damp)
+
+    def _diag_numba(self) -> None:
+        """``diag(F̂⁻¹)`` (and the kept ``L_b``) by the Numba kernel of Eq. W-5.
+
+        A block without a float64 Cholesky factor switches this operator to the batched path,
+        which takes the pseudo-inverse there.
+        """
+        from .backends._block_kernels import run_on_blocks
+        from .backends._lowrank_kernels import lowrank_diag_kernel
+
+        nb, m = self.num_blocks, int(self.grads.shape[1])
+        out = np.empty((nb, self.block_size))
+        keep = self._cache_factor
+        chol = np.empty((nb if keep else 1, m, m))
+        bad = np.zeros(nb, dtype=np.bool_)
+        grads = self._numpy_grads()
+        args = (grads, self._mdamp(), self.damp, out, chol, keep, bad)
+        run_on_blocks(lowrank_diag_kernel, nb, *args)
+        if bad.any():
+            self._numba = False
+            return
+        self._chol = chol if keep else None
+        self._diag = self.xp._t.from_numpy(out) if self.xp.torch else out
+
     def _ensure_factor(self) -> None:
         """Build the cached ``(m·K_b)⁻¹`` (with the diagonal) if it is cached at all."""
+        if self._numba:
+            if self._cache_factor and self._chol is None:
+                self._diag = None
+                self.diag_blocks()
+            return
         if self._cache_factor and self._kinv is None:
             self._diag = None
             self.diag_blocks()
 
+    def _matvec_numba(self, z: Any) -> Any:
+        """``F̂⁻¹ z`` by the Numba kernel of Eq. W-5 (None if a block has no Cholesky factor)."""
+        from .backends._block_kernels import run_on_blocks
+        from .backends._lowrank_kernels import lowrank_matvec_kernel
+
+        nb, m = self.num_blocks, int(self.grads.shape[1])
+        zn = np.ascontiguousarray(
+            z.detach().cpu().numpy() if is_torch(z) else np.asarray(z), dtype=np.float64
+        )
+        out = np.empty((nb, self.block_size))
+        bad = np.zeros(nb, dtype=np.bool_)
+        cached = self._chol is not None
+        chol = self._chol if cached else np.empty((1, m, m))
+        grads = self._numpy_grads()
+        run_on_blocks(
+            lowrank_matvec_kernel, nb, grads, chol, cached, self._mdamp(), self.damp, zn, out, bad
+        )
+        if bad.any():
+            self._numba = False
+            return None
+        return self.xp._t.from_numpy(out) if self.xp.torch else out
+
     def matvec_blocks(self, z: Any) -> Any:
         """``F̂⁻¹ z = (z − G_bᵀ K_b⁻¹ G_b z) / λ`` for ``z`` of shape ``(num_blocks, B)`` (W-1)."""
         xp = self.xp
+        self._ensure_factor()
+        if self._numba:
+            done = self._matvec_numba(z)
+            if done is not None:
+                return done
         self._ensure_factor()
         out = self._empty((self.num_blocks, self.block_size))
         for s in self._chunks():
@@ -277,6 +369,7 @@ class LowRankFisher:
         sub.num_weights = len(blocks) * self.block_size
         sub._diag = None
         sub._kinv = None if self._kinv is None else self._kinv[index]
+        sub._chol = None if self._chol is None else self._chol[np.asarray(blocks)]
         return sub
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,10 +17,20 @@ _CHUNK = 2048  # blocks per LAPACK call (~40 MB of float64 at B = 50)
 
 
 def _threads() -> int:
+    """Worker threads of the CPU block kernels.
+
+    The cores this process may use, and no more than torch's intra-op threads when torch is
+    loaded (so ``torch.set_num_threads(1)``, e.g. ``obert-train run --threads 1``, keeps the
+    whole step on one core).
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        cores = min(cores, max(1, int(torch.get_num_threads())))
+    return cores
 
 
 def damped_block_inverse(
