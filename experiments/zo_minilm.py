@@ -1075,6 +1075,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     print("\n| OBS Fisher | q | rows | forwards | Spearman vs autograd | traces' Spearman | "
           "50 % | 70 % | 50 %, mask only | 70 %, mask only |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
+    shrunk = {k: v for k, v in obs.items() if "-shrunk" in k}
+    obs = {k: v for k, v in obs.items() if k not in shrunk}
     for k, v in obs.items():
         acc, bare = v["accuracy"], v.get("accuracy_no_update", {})
         traces = v.get("c_spearman_vs_autograd")
@@ -1083,6 +1085,14 @@ def cmd_report(args: argparse.Namespace) -> None:
               f"{'–' if traces is None else f'{traces:.4f}'} | "
               f"{_pct(acc.get('0.5'))} | {_pct(acc.get('0.7'))} | {_pct(bare.get('0.5'))} | "
               f"{_pct(bare.get('0.7'))} |")  # fmt: skip
+    head = "curvatures (obs-shrink) | ZO forwards | calibration | 50 %: ρ* | dev | 70 %: ρ* | dev"
+    print(f"\n| {head} |")
+    print("|---|---|---|---|---|---|---|")
+    for v in shrunk.values():
+        for o in v.get("shrinkage", {}).get("0.7", {}):
+            cells = [f"{v['shrinkage'][s][o]:g} | {_pct(v['accuracy'][o][s])}"
+                     for s in ("0.5", "0.7") if s in v["shrinkage"]]  # fmt: skip
+            print(f"| {v['source']} | {v.get('zo_forwards', 0)} | {o} | {' | '.join(cells)} |")
     IMG.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for k, style in (("fo", "-o"), ("zo-dense", "-s"), ("zo-sparse", "-^")):
@@ -1129,6 +1139,22 @@ def cmd_report(args: argparse.Namespace) -> None:
             if prefix == "zo-encoder":
                 ax.plot(budget, [100 * v["accuracy"][s] for v in rows], "--x", color=color,
                         label="zo-encoder with the joint update")  # fmt: skip
+    for q, color in ((1, "C1"), (4, "C2")):  # (Z-9) with ρ chosen by calibration error (Z-10)
+        mine = [v for v in shrunk.values() if v["source"].startswith(f"zo-tensor-q{q}")]
+        rows = sorted((v for v in mine if "error" in v["accuracy"]),
+                      key=lambda v: int(v["zo_forwards"]))  # fmt: skip
+        for ax, s in ((axes[1], "0.5"), (axes[2], "0.7")):
+            pts = [(int(v["zo_forwards"]), 100 * v["accuracy"]["error"][s]) for v in rows
+                   if s in v["accuracy"]["error"]]  # fmt: skip
+            if pts:
+                ax.plot(*zip(*pts, strict=True), "--D", color=color,
+                        label=f"zo-tensor, q = {q}, shrunk (ρ by calibration error)")  # fmt: skip
+    for v in shrunk.values():
+        if v["source"].startswith("secant") and "error" in v["accuracy"]:
+            for ax, s in ((axes[1], "0.5"), (axes[2], "0.7")):
+                if s in v["accuracy"]["error"]:
+                    ax.axhline(100 * v["accuracy"]["error"][s], color="C7", linestyle="-.",
+                               label=f"{v['source']} shrunk (37 forwards of probes)")  # fmt: skip
     refs = (("magnitude", "grey"), ("autograd-obs", "black"), ("autograd-tensor", "C4"),
             ("random-rows-s0", "C5"), ("random-rows-s1", "C6"))  # fmt: skip
     for k, color in refs:
