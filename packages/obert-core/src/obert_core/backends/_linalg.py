@@ -20,8 +20,8 @@ def _threads() -> int:
     """Worker threads of the CPU block kernels.
 
     The cores this process may use, and no more than torch's intra-op threads when torch is
-    loaded (so ``torch.set_num_threads(1)``, e.g. ``obert-train run --threads 1``, keeps the
-    whole step on one core).
+    loaded (so ``torch.set_num_threads(1)``, e.g. ``obert-train run --threads 1``, keeps these
+    kernels on one core).
     """
     try:
         cores = max(1, len(os.sched_getaffinity(0)))
