@@ -195,3 +195,27 @@ def test_duplicate_gradients_fall_back_to_the_pseudo_inverse() -> None:
         assert np.isfinite(diag).all()
         # the Woodbury limit: a column of the rank-1 direction keeps 1 − 1/B of 1/λ
         np.testing.assert_allclose(diag, 0.9e12, rtol=1e-3)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_from_block_rows_is_the_same_operator_without_a_copy(kernels: str) -> None:
+    rng = np.random.default_rng(6)
+    g = rng.standard_normal((6, 107)).astype(np.float32)
+    ref = oc.LowRankFisher(g, 20, 1e-3, kernels=kernels)
+    blocks = fl._block_rows(g, 6, 20)
+    op = oc.LowRankFisher.from_block_rows(blocks, 107, 1e-3, kernels=kernels)
+    assert op.grads is blocks and op.num_blocks == 6 and op.num_weights == 107
+    np.testing.assert_array_equal(op.diag(), ref.diag())
+    z = rng.standard_normal((6, 20))
+    np.testing.assert_array_equal(op.matvec_blocks(z), ref.matvec_blocks(z))
+
+
+def test_from_block_rows_refuses_a_bad_layout() -> None:
+    blocks = fl._block_rows(np.ones((3, 25)), 3, 10)
+    with pytest.raises(oc.ObertError, match=r"ceil\(d/B\)"):
+        oc.LowRankFisher.from_block_rows(blocks, 31, 1e-3)  # 31 weights need 4 blocks of 10
+    with pytest.raises(oc.ObertError, match="contiguous"):
+        oc.LowRankFisher.from_block_rows(np.swapaxes(blocks, 0, 1).copy().swapaxes(0, 1), 25, 1e-3)
+    blocks[-1, 0, 7] = 1.0
+    with pytest.raises(oc.ObertError, match=r"blocks\[-1, :, 5:\]"):
+        oc.LowRankFisher.from_block_rows(blocks, 25, 1e-3)

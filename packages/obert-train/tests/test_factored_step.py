@@ -78,3 +78,22 @@ def test_the_explicit_inverse_stays_where_the_factored_form_does_not_apply() -> 
     assert not factored_fisher(ObertSettings(num_grads=16, fisher_block_size=50))  # m < B
     assert not factored_fisher(ObertSettings(num_grads=64, fisher_method="streaming"))
     assert factored_fisher(ObertSettings(num_grads=64, fisher_block_size=50))
+
+
+@pytest.mark.parametrize(("chunks", "num_grads"), [((3, 3, 2), 8), ((4, 2), 8), ((5, 4), 8)])
+def test_gradient_rows_write_the_low_rank_fishers_layout(
+    chunks: tuple[int, ...], num_grads: int
+) -> None:
+    """m < B: chunks written into the block layout give LowRankFisher of the concatenated rows
+    (fewer rows than m are cut to what came; more rows than m grow the buffer)."""
+    gen = torch.Generator().manual_seed(0)
+    parts = [torch.randn(n, 107, generator=gen, dtype=torch.float64) for n in chunks]
+    cfg = ObertSettings(num_grads=num_grads, fisher_block_size=20, damp=1e-3)
+    rows = obert_module._GradientRows(cfg)
+    for part in parts:
+        rows.add(part)
+    got = rows.finalize()
+    want = oc.LowRankFisher(torch.cat(parts).float(), 20, 1e-3, num_grads=num_grads)
+    assert got.grads.shape == want.grads.shape == (6, sum(chunks), 20)
+    torch.testing.assert_close(got.grads, want.grads, rtol=0, atol=0)
+    torch.testing.assert_close(got.diag(), want.diag(), rtol=0, atol=0)

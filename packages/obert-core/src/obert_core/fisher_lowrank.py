@@ -84,28 +84,82 @@ class LowRankFisher:
                 f"grads must be a non-empty 2-D array (num_grads, num_weights), got {shape}."
             )
         check_finite(grads, "grads")
+        b = check_positive_int(block_size, "block_size")
+        d = int(shape[1])
+        # (num_blocks, rows, B), contiguous: block b's gradients, G_b of Eq. F without the 1/√m
+        self._setup(_block_rows(grads, -(-d // b), b), d, damp, num_grads, kernels)
+
+    @classmethod
+    def from_block_rows(
+        cls,
+        blocks: Any,
+        num_weights: int,
+        damp: float,
+        *,
+        num_grads: int | None = None,
+        kernels: str = "auto",
+    ) -> LowRankFisher:
+        """The same operator from gradients already in its block layout, kept without a copy.
+
+        For a caller that collects the gradients itself (a pruning step writes each chunk of
+        gradients straight into this layout instead of concatenating them first).
+
+        Args:
+            blocks: ``(ceil(d/B), m, B)`` C-contiguous, ``blocks[b, i]`` the ``b``-th ``B``
+                weights of gradient ``i``; the tail block zero beyond ``d``.
+            num_weights: ``d``.
+            damp: ``λ`` > 0.
+            num_grads: ``m``, the normaliser of Eq. F (default: ``blocks.shape[1]``).
+            kernels: as for the constructor.
+
+        Raises:
+            ObertError: on a bad shape, a non-contiguous array, a non-zero padded tail, a bad
+                value or non-finite gradients.
+        """
+        framework_of(blocks, names=("blocks",))
+        shape = tuple(blocks.shape)
+        d = check_positive_int(num_weights, "num_weights")
+        if len(shape) != 3 or 0 in shape or shape[0] != -(-d // shape[2]):
+            raise ObertError(
+                f"blocks must have shape (ceil(d/B), m, B) for d={d}, got {shape}; build it "
+                "with the tail block zero-padded, or pass (m, d) gradients to LowRankFisher."
+            )
+        contiguous = blocks.is_contiguous() if is_torch(blocks) else blocks.flags["C_CONTIGUOUS"]
+        if not contiguous:
+            raise ObertError("blocks must be C-contiguous; pass blocks.contiguous() (a copy).")
+        check_finite(blocks, "blocks")
+        tail = d - (shape[0] - 1) * shape[2]
+        if bool((blocks[-1, :, tail:] != 0).any()):
+            raise ObertError(
+                f"blocks[-1, :, {tail}:] (beyond d={d}) must be zero: the padded weights would "
+                "enter the last block's Fisher."
+            )
+        out = object.__new__(cls)
+        out._setup(blocks, d, damp, num_grads, kernels)
+        return out
+
+    def _setup(self, blocks: Any, d: int, damp: float, num_grads: int | None, kernels: str) -> None:
         check_choice(kernels, "kernels", KERNELS)
-        on_cpu = not is_torch(grads) or grads.device.type == "cpu"
+        on_cpu = not is_torch(blocks) or blocks.device.type == "cpu"
         if kernels == "numba":
             from .backends._lowrank_kernels import numba  # noqa: F401  (raises if missing)
 
             if not on_cpu:
                 raise ObertError("kernels='numba' runs on the CPU; use kernels='lapack' for CUDA.")
         self._numba = kernels == "numba" or (kernels == "auto" and on_cpu and _numba_available())
-        self.block_size = check_positive_int(block_size, "block_size")
+        self.block_size = int(blocks.shape[2])
         self.damp = check_damp(damp)
-        rows, d = int(shape[0]), int(shape[1])
+        rows = int(blocks.shape[1])
         self.num_grads = rows if num_grads is None else check_positive_int(num_grads, "num_grads")
         self.num_weights = d
-        self.num_blocks = -(-d // self.block_size)
-        self.xp: Xp = xp_of(grads)
-        # (num_blocks, rows, B), contiguous: block b's gradients, G_b of Eq. F without the 1/√m
-        self.grads = _block_rows(grads, self.num_blocks, self.block_size)
-        self.xp_like = grads[:0, 0]
+        self.num_blocks = int(blocks.shape[0])
+        self.xp: Xp = xp_of(blocks)
+        self.grads = blocks
+        self.xp_like = blocks[:0, 0, 0]
         self._diag: Any = None
         self._kinv: Any = None  # K_b⁻¹ of every block (W-1), float64, once computed
         self._chol: np.ndarray | None = None  # L_b of every block (W-5), Numba path
-        itemsize = 4 if str(grads.dtype) in ("float32", "torch.float32") else 8
+        itemsize = 4 if str(blocks.dtype) in ("float32", "torch.float32") else 8
         self._cache_factor = 8 * rows <= _FACTOR_LIMIT * itemsize * self.block_size
 
     @property

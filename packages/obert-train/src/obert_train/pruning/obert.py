@@ -192,27 +192,51 @@ def lowrank_fisher(settings: ObertSettings) -> bool:
 
 
 class _GradientRows:
-    """Collects a tensor's gradients for :class:`obert_core.LowRankFisher` (the builder's API)."""
+    """Collects a tensor's gradients for :class:`obert_core.LowRankFisher` (the builder's API).
+
+    Each chunk is written straight into the operator's ``(ceil(d/B), m, B)`` block layout (one
+    strided copy per chunk; no concatenation of the chunks and no second copy into the layout).
+    """
 
     def __init__(self, settings: ObertSettings) -> None:
         self.settings = settings
-        self.parts: list[torch.Tensor] = []
+        self.blocks: torch.Tensor | None = None
+        self.rows = 0
+        self.num_weights = 0
         self.timings = {"accumulate_s": 0.0, "invert_s": 0.0}
 
     def add(self, grads: torch.Tensor) -> None:
         t0 = time.perf_counter()
-        self.parts.append(grads.detach().to(torch.float32, copy=True))  # buffers are refilled
+        grads = grads.detach()
+        n, d = int(grads.shape[0]), int(grads.shape[1])
+        b = self.settings.fisher_block_size
+        nb, full = -(-d // b), d // b
+        if self.blocks is None:
+            self.num_weights = d
+            rows = max(self.settings.num_grads, n)
+            self.blocks = torch.zeros((nb, rows, b), dtype=torch.float32, device=grads.device)
+        elif self.rows + n > self.blocks.shape[1]:  # more rows than m: grow (not in a step)
+            more = torch.zeros((nb, self.rows + n - self.blocks.shape[1], b), dtype=torch.float32)
+            self.blocks = torch.cat([self.blocks, more.to(self.blocks.device)], dim=1)
+        new = slice(self.rows, self.rows + n)
+        self.blocks[:full, new] = grads[:, : full * b].reshape(n, full, b).transpose(0, 1)
+        if full < nb:
+            self.blocks[full, new, : d - full * b] = grads[:, full * b :]
+        self.rows += n
         self.timings["accumulate_s"] += time.perf_counter() - t0
 
     def finalize(self) -> oc.LowRankFisher:
-        if not self.parts:
+        if self.blocks is None or self.rows == 0:
             raise oc.ObertError("no gradients were added; the sampler yielded none for a tensor.")
         t0 = time.perf_counter()
         cfg = self.settings
-        fisher = oc.LowRankFisher(
-            torch.cat(self.parts), cfg.fisher_block_size, cfg.damp, num_grads=cfg.num_grads
+        blocks = self.blocks
+        if self.rows < blocks.shape[1]:
+            blocks = blocks[:, : self.rows].contiguous()
+        self.blocks = None
+        fisher = oc.LowRankFisher.from_block_rows(
+            blocks, self.num_weights, cfg.damp, num_grads=cfg.num_grads
         )
-        self.parts = []
         fisher.diag()  # the scores' diag(F^-1), timed as the inversion
         self.timings["invert_s"] += time.perf_counter() - t0
         return fisher
