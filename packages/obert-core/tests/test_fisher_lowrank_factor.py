@@ -219,3 +219,102 @@ def test_from_block_rows_refuses_a_bad_layout() -> None:
     blocks[-1, 0, 7] = 1.0
     with pytest.raises(oc.ObertError, match=r"blocks\[-1, :, 5:\]"):
         oc.LowRankFisher.from_block_rows(blocks, 25, 1e-3)
+
+
+def _unreadable_by_the_kernels() -> list[tuple[str, object]]:
+    """Gradients the lapack path takes but the Numba kernels cannot read (dtype, byte order)."""
+    rng = np.random.default_rng(7)
+    g = rng.standard_normal((5, 63)).astype(np.float32)
+    cases: list[tuple[str, object]] = [
+        ("float16", g.astype(np.float16)),
+        (">f4", g.astype(">f4")),
+    ]
+    if HAS_TORCH:
+        import torch
+
+        cases += [
+            ("torch.float16", torch.from_numpy(g).half()),
+            ("torch.bfloat16", torch.from_numpy(g).bfloat16()),
+        ]
+    return cases
+
+
+@pytest.mark.skipif(not _numba_available(), reason="numba not installed")
+@pytest.mark.parametrize(("name", "grads"), _unreadable_by_the_kernels())
+def test_gradients_the_kernels_cannot_read_take_the_batched_path(name: str, grads: object) -> None:
+    """``kernels="auto"`` (the default) must not crash where ``"lapack"`` works; ``"numba"``
+    refuses such gradients up front, naming the dtype."""
+    lapack = oc.LowRankFisher(grads, 20, 1e-3, kernels="lapack")
+    auto = oc.LowRankFisher(grads, 20, 1e-3)
+    assert auto.kernels == "lapack"
+    np.testing.assert_array_equal(to_np(auto.diag()), to_np(lapack.diag()))
+    with pytest.raises(oc.ObertError, match="float32 or float64") as info:
+        oc.LowRankFisher(grads, 20, 1e-3, kernels="numba")
+    assert name.removeprefix("torch.") in str(info.value)
+    blocks = fl._block_rows(grads, 4, 20)
+    assert oc.LowRankFisher.from_block_rows(blocks, 63, 1e-3).kernels == "lapack"
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("shape", [(3, 20), (6, 19), (6, 21), (120,)])
+def test_matvec_refuses_a_z_of_the_wrong_shape(kernels: str, shape: tuple[int, ...]) -> None:
+    """The Numba kernel reads ``z[b, q]`` unchecked: a short ``z`` must be an error, not garbage."""
+    op = oc.LowRankFisher(
+        np.random.default_rng(8).standard_normal((4, 107)), 20, 1e-3, kernels=kernels
+    )
+    with pytest.raises(oc.ObertError, match=r"z must have shape \(6, 20\)"):
+        op.matvec_blocks(np.ones(shape))
+
+
+@pytest.mark.skipif(not _numba_available(), reason="numba not installed")
+def test_numba_kernels_split_over_threads_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranges of blocks on 3 worker threads (tests run with one thread, so force the split)."""
+    from obert_core.backends import _block_kernels
+
+    monkeypatch.setattr(_block_kernels, "_threads", lambda: 3)
+    rng = np.random.default_rng(9)
+    g = rng.standard_normal((6, 200 * 10 - 3)).astype(np.float32)
+    lapack = oc.LowRankFisher(g, 10, 1e-3, kernels="lapack")
+    z = rng.standard_normal((200, 10))
+    for cache in (True, False):
+        op = oc.LowRankFisher(g, 10, 1e-3, kernels="numba")
+        op._cache_factor = cache
+        np.testing.assert_allclose(op.matvec_blocks(z), lapack.matvec_blocks(z), rtol=1e-9)
+        np.testing.assert_allclose(op.diag(), lapack.diag(), rtol=1e-9)
+        assert op.kernels == "numba" and (op._chol is not None) == cache
+
+
+@pytest.mark.skipif(not _numba_available(), reason="numba not installed")
+@pytest.mark.parametrize("cache", [True, False])
+def test_numba_matvec_first_falls_back_with_a_consistent_state(cache: bool) -> None:
+    """``F̂⁻¹z`` before ``diag``, a block without a factor: the batched path's answers after."""
+    rng = np.random.default_rng(10)
+    row = rng.standard_normal(40) * 1e4
+    g = np.stack([row, row, row])
+    op = oc.LowRankFisher(g, 20, 1e-30, kernels="numba")
+    ref = oc.LowRankFisher(g, 20, 1e-30, kernels="lapack")
+    op._cache_factor = ref._cache_factor = cache
+    z = rng.standard_normal((2, 20))
+    np.testing.assert_allclose(op.matvec_blocks(z), ref.matvec_blocks(z), rtol=1e-9)
+    assert op.kernels == "lapack" and op._chol is None
+    assert (op._kinv is not None) == cache
+    np.testing.assert_allclose(op.diag(), ref.diag(), rtol=1e-9)
+    np.testing.assert_allclose(op.group_blocks(4), ref.group_blocks(4), rtol=1e-9)
+
+
+@pytest.mark.skipif(not _numba_available(), reason="numba not installed")
+def test_numba_sub_operator_keeps_the_factor_of_its_blocks() -> None:
+    """``_subset`` indexes the kept ``L_b``; its ``F̂⁻¹z`` (from that factor) is the parent's."""
+    rng = np.random.default_rng(11)
+    g = rng.standard_normal((6, 120))
+    op = oc.LowRankFisher(g, 20, 1e-3, kernels="numba")
+    op.diag()
+    blocks = np.array([4, 1])
+    sub = op._subset(blocks)
+    assert op._chol is not None and sub._chol is not None
+    np.testing.assert_array_equal(sub._chol, op._chol[blocks])
+    z = rng.standard_normal((6, 20))
+    np.testing.assert_allclose(
+        sub.matvec_blocks(z[blocks]), op.matvec_blocks(z)[blocks], rtol=1e-12
+    )
+    np.testing.assert_allclose(sub.diag_blocks(), op.diag_blocks()[blocks], rtol=1e-12)

@@ -141,12 +141,20 @@ class LowRankFisher:
     def _setup(self, blocks: Any, d: int, damp: float, num_grads: int | None, kernels: str) -> None:
         check_choice(kernels, "kernels", KERNELS)
         on_cpu = not is_torch(blocks) or blocks.device.type == "cpu"
+        readable = _kernels_read(blocks)
         if kernels == "numba":
             from .backends._lowrank_kernels import numba  # noqa: F401  (raises if missing)
 
             if not on_cpu:
                 raise ObertError("kernels='numba' runs on the CPU; use kernels='lapack' for CUDA.")
-        self._numba = kernels == "numba" or (kernels == "auto" and on_cpu and _numba_available())
+            if not readable:
+                raise ObertError(
+                    f"kernels='numba' reads float32 or float64 gradients (native byte order), got "
+                    f"{blocks.dtype}; cast them to float32 or use kernels='lapack'."
+                )
+        self._numba = kernels == "numba" or (
+            kernels == "auto" and on_cpu and readable and _numba_available()
+        )
         self.block_size = int(blocks.shape[2])
         self.damp = check_damp(damp)
         rows = int(blocks.shape[1])
@@ -329,7 +337,17 @@ class LowRankFisher:
         return self.xp._t.from_numpy(out) if self.xp.torch else out
 
     def matvec_blocks(self, z: Any) -> Any:
-        """``F̂⁻¹ z = (z − G_bᵀ K_b⁻¹ G_b z) / λ`` for ``z`` of shape ``(num_blocks, B)`` (W-1)."""
+        """``F̂⁻¹ z = (z − G_bᵀ K_b⁻¹ G_b z) / λ`` for ``z`` of shape ``(num_blocks, B)`` (W-1).
+
+        Raises:
+            ObertError: ``z`` of another shape.
+        """
+        want = (self.num_blocks, self.block_size)
+        if tuple(np.shape(z)) != want:
+            raise ObertError(
+                f"z must have shape {want} (num_blocks, block_size), got {tuple(np.shape(z))}; "
+                "reshape a flat vector zero-padded to num_blocks·block_size."
+            )
         xp = self.xp
         self._ensure_factor()
         if self._numba:
@@ -443,6 +461,14 @@ def _block_rows(grads: Any, num_blocks: int, block_size: int) -> Any:
     if full < num_blocks:
         out[full, :, : d - full * block_size] = grads[:, full * block_size :]
     return out
+
+
+def _kernels_read(blocks: Any) -> bool:
+    """Whether the Numba kernels of Eq. W-5 read ``blocks``: float32 or float64, native order."""
+    if is_torch(blocks):
+        return str(blocks.dtype) in ("torch.float32", "torch.float64")
+    dtype = np.dtype(blocks.dtype)
+    return dtype.isnative and dtype.type in (np.float32, np.float64)
 
 
 def _spd(k: np.ndarray) -> bool:
