@@ -61,10 +61,12 @@ class LowRankFisher:
         num_grads: ``m``, the normaliser of Eq. F (default: the number of rows).
         kernels: ``"numba"`` (compiled per-block loops of Eq. W-5 for ``diag`` and ``F̂⁻¹z``,
             CPU), ``"lapack"`` (batched NumPy/torch linear algebra, Eq. W-4) or ``"auto"``
-            (Numba when installed and the gradients are on the CPU).
+            (Numba when installed and the gradients are float32 or float64 on the CPU; other
+            dtypes take the batched path).
 
     Raises:
-        ObertError: on a bad shape, value or non-finite gradients.
+        ObertError: on a bad shape, value or non-finite gradients; ``kernels="numba"`` on CUDA
+            or with gradients other than float32/float64.
         BackendUnavailableError: ``kernels="numba"`` without Numba.
     """
 
@@ -304,7 +306,7 @@ class LowRankFisher:
         self._diag = self.xp._t.from_numpy(out) if self.xp.torch else out
 
     def _ensure_factor(self) -> None:
-        """Build the cached ``(m·K_b)⁻¹`` (with the diagonal) if it is cached at all."""
+        """Build the cached ``(m·K_b)⁻¹`` (Numba: ``L_b``) with the diagonal, if it is cached."""
         if self._numba:
             if self._cache_factor and self._chol is None:
                 self._diag = None
