@@ -318,3 +318,38 @@ def test_numba_sub_operator_keeps_the_factor_of_its_blocks() -> None:
         sub.matvec_blocks(z[blocks]), op.matvec_blocks(z)[blocks], rtol=1e-12
     )
     np.testing.assert_allclose(sub.diag_blocks(), op.diag_blocks()[blocks], rtol=1e-12)
+
+
+_ZERO_PIVOTS = [(27, "numpy"), (180, "numpy"), (284, "numpy")]  # LU inv raised after Cholesky
+_ZERO_PIVOTS += [(32, "torch"), (54, "torch")] if HAS_TORCH else []  # cholesky_inverse raised
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize(("seed", "framework"), _ZERO_PIVOTS)
+def test_equal_gradients_with_a_zero_pivot_get_the_pseudo_inverse(
+    seed: int, framework: str, kernels: str
+) -> None:
+    """``m`` equal gradients at a small damp: ``K̃_b`` has a pivot of exactly 0.
+
+    The batched path (and the Numba path, which hands such a block to it) must take the
+    pseudo-inverse, not raise (NumPy's LU ``inv`` after a Cholesky that passed; torch's
+    ``cholesky_inverse`` of a failed factor). The exact diagonal of ``λI + rrᵀ`` is
+    ``(λ + ‖r‖² − r_q²) / ((λ + ‖r‖²) λ)``.
+    """
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(2, 6))
+    r = rng.standard_normal(20) * 10 ** rng.uniform(-2, 4)
+    damp = 10 ** rng.uniform(-10, -3)
+    g = np.tile(r, (m, 1))
+    if framework == "torch":
+        import torch
+
+        g = torch.from_numpy(g)
+    op = oc.LowRankFisher(g, 20, damp, kernels=kernels)
+    nr = float((r**2).sum())
+    exact = (damp + nr - r**2) / ((damp + nr) * damp)
+    np.testing.assert_allclose(to_np(op.diag()), exact, rtol=1e-6)
+    z = np.ones((1, 20))
+    want = (z[0] - r * (r @ z[0]) / (damp + nr)) / damp
+    zz = z if framework == "numpy" else g.new_tensor(z)
+    np.testing.assert_allclose(to_np(op.matvec_blocks(zz))[0], want, rtol=1e-6)

@@ -221,11 +221,18 @@ class LowRankFisher:
         """
         k = self._kernel(raw, damp=self.num_grads * self.damp)
         if not self.xp.torch:
-            return np.linalg.pinv(k, hermitian=True) if not _spd(k) else np.linalg.inv(k)
+            if _spd(k):
+                try:
+                    return np.linalg.inv(k)
+                except np.linalg.LinAlgError:  # an LU pivot of 0 after a Cholesky that passed
+                    pass
+            return np.linalg.pinv(k, hermitian=True)
         t = self.xp._t
         chol, info = t.linalg.cholesky_ex(k)
-        kinv = t.cholesky_inverse(chol)
         bad = info != 0
+        if bool(bad.any()):  # cholesky_inverse refuses a failed factor's zero diagonal
+            chol[bad] = t.eye(k.shape[-1], dtype=k.dtype, device=k.device)
+        kinv = t.cholesky_inverse(chol)
         if bool(bad.any()):
             kinv[bad] = t.linalg.pinv(k[bad], hermitian=True)
         return kinv
