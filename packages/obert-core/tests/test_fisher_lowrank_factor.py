@@ -353,3 +353,35 @@ def test_equal_gradients_with_a_zero_pivot_get_the_pseudo_inverse(
     want = (z[0] - r * (r @ z[0]) / (damp + nr)) / damp
     zz = z if framework == "numpy" else g.new_tensor(z)
     np.testing.assert_allclose(to_np(op.matvec_blocks(zz))[0], want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("framework", ["numpy", "torch"] if HAS_TORCH else ["numpy"])
+@pytest.mark.parametrize("seed", [3, 27, 32, 75, 160, 180, 284])
+def test_equal_gradients_with_a_zero_pivot_solve_by_the_pseudo_inverse(
+    seed: int, framework: str
+) -> None:
+    """The joint update (W-3) and ``inverse()`` on blocks whose ``K`` is singular in float64.
+
+    ``F̂ = λI + rrᵀ``: ``F̂⁻¹ = (I − rrᵀ/(λ + ‖r‖²))/λ`` and, with ``F̂_RS = r_R r_Sᵀ``,
+    ``δw_R = F̂_RR⁻¹F̂_RS w_S = (r_S·w_S) r_R / (λ + ‖r_R‖²)`` (Sherman-Morrison). The batched
+    solves raised (LU after a failed Cholesky) before taking the pseudo-inverse.
+    """
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(2, 6))
+    r = rng.standard_normal(20) * 10 ** rng.uniform(-2, 4)
+    damp = 10 ** rng.uniform(-10, -3)
+    sel = rng.random((1, 20)) < 0.3
+    sel[0, :2] = [True, False]
+    rhs = rng.standard_normal((1, 20))
+    args = [np.tile(r, (m, 1)), sel, rhs]
+    if framework == "torch":
+        import torch
+
+        args = [torch.from_numpy(a) for a in args]
+    op = oc.LowRankFisher(args[0], 20, damp)
+    s, w = sel[0], rhs[0]
+    want = np.where(s, w, -(r[s] @ w[s]) * r / (damp + (r[~s] ** 2).sum()))
+    got = to_np(op.restricted_update(args[1], args[2]))[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
+    inv = (np.eye(20) - np.outer(r, r) / (damp + r @ r)) / damp
+    np.testing.assert_allclose(to_np(op.inverse())[0], inv, rtol=1e-6, atol=1e-9 / damp)

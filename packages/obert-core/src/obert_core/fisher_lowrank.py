@@ -195,15 +195,25 @@ class LowRankFisher:
         return self.xp._t.bmm(a, b) if self.xp.torch else np.matmul(a, b)
 
     def _solve(self, k: Any, rhs: Any) -> Any:
-        """Batched ``k x = rhs``, ``k`` symmetric positive definite, ``rhs`` (n, m) or (n, m, B)."""
-        vec = rhs.ndim == 2
+        """Batched ``k x = rhs``, ``k`` symmetric positive definite, ``rhs`` (n, m) or (n, m, B).
+
+        A batch with a block that is singular in float64 (an exact zero pivot: equal gradients
+        at a damp below their round-off) takes the pseudo-inverse, as :meth:`_inverse_kernel`.
+        """
+        r3 = rhs[..., None] if rhs.ndim == 2 else rhs
         if self.xp.torch:
             t = self.xp._t
             chol, info = t.linalg.cholesky_ex(k)
+            if not bool((info != 0).any()):
+                return t.cholesky_solve(r3, chol).reshape(rhs.shape)
+            x, info = t.linalg.solve_ex(k, r3)
             if bool((info != 0).any()):
-                return self.xp.solve(k, rhs) if vec else t.linalg.solve(k, rhs)
-            return t.cholesky_solve(rhs.unsqueeze(-1) if vec else rhs, chol).reshape(rhs.shape)
-        return np.linalg.solve(k, rhs[..., None])[..., 0] if vec else np.linalg.solve(k, rhs)
+                x = t.linalg.pinv(k, hermitian=True) @ r3
+            return x.reshape(rhs.shape)
+        try:
+            return np.linalg.solve(k, r3).reshape(rhs.shape)
+        except np.linalg.LinAlgError:
+            return (np.linalg.pinv(k, hermitian=True) @ r3).reshape(rhs.shape)
 
     def _kernel(self, g: Any, keep: Any = None, damp: float | None = None) -> Any:
         """``K = λI_m + G diag(keep) Gᵀ`` per block (``keep`` None: all columns)."""
