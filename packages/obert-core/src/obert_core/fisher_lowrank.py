@@ -49,8 +49,9 @@ class LowRankFisher:
     take at most twice the stored gradients' bytes (``8m² ≤ 2·itemsize·m·B`` per block: always
     for float32 gradients with ``m ≤ B``); otherwise each call refactors its chunk
     (docs/math.md §2.2). On the CPU with Numba installed, ``diag`` and ``F̂⁻¹z`` run as compiled
-    per-block loops over the Cholesky factor ``L_b`` instead (Eq. W-5, a third of the work; the
-    factor is kept under the same bound); the other operations use the batched path.
+    per-block loops over the Cholesky factor ``L_b`` instead (Eq. W-5, a third of the work; no
+    factor is kept, each call refactors its blocks from the gradients); the other operations
+    use the batched path.
 
     Args:
         grads: ``(m, d)`` gradients, one flattened gradient per row (NumPy or torch, float32 or
@@ -168,7 +169,6 @@ class LowRankFisher:
         self.xp_like = blocks[:0, 0, 0]
         self._diag: Any = None
         self._kinv: Any = None  # K_b⁻¹ of every block (W-1), float64, once computed
-        self._chol: np.ndarray | None = None  # L_b of every block (W-5), Numba path
         itemsize = 4 if str(blocks.dtype) in ("float32", "torch.float32") else 8
         self._cache_factor = 8 * rows <= _FACTOR_LIMIT * itemsize * self.block_size
 
@@ -268,8 +268,8 @@ class LowRankFisher:
     def diag_blocks(self) -> Any:
         """``diag(F̂⁻¹)`` as ``(num_blocks, B)`` float64 (Eq. W-2: ``g_qᵀ K_b⁻¹ g_q`` per column).
 
-        Computes (and, within the memory bound, caches) every block's ``K_b⁻¹`` (or, with the
-        Numba kernels, its Cholesky factor, Eq. W-5) on the way.
+        The batched path computes (and, within the memory bound, caches) every block's
+        ``K_b⁻¹`` on the way; the Numba kernels (Eq. W-5) keep nothing but the diagonal.
         """
         if self._diag is None and self._numba:
             self._diag_numba()
@@ -300,7 +300,7 @@ class LowRankFisher:
         return float(self.num_grads * self.damp)
 
     def _diag_numba(self) -> None:
-        """``diag(F̂⁻¹)`` (and the kept ``L_b``) by the Numba kernel of Eq. W-5.
+        """``diag(F̂⁻¹)`` by the Numba kernel of Eq. W-5.
 
         A block without a float64 Cholesky factor switches this operator to the batched path,
         which takes the pseudo-inverse there.
@@ -308,26 +308,21 @@ class LowRankFisher:
         from .backends._block_kernels import run_on_blocks
         from .backends._lowrank_kernels import lowrank_diag_kernel
 
-        nb, m = self.num_blocks, int(self.grads.shape[1])
-        out = np.empty((nb, self.block_size))
-        keep = self._cache_factor
-        chol = np.empty((nb if keep else 1, m, m))
-        bad = np.zeros(nb, dtype=np.bool_)
-        grads = self._numpy_grads()
-        args = (grads, self._mdamp(), self.damp, out, chol, keep, bad)
-        run_on_blocks(lowrank_diag_kernel, nb, *args)
+        out = np.empty((self.num_blocks, self.block_size))
+        bad = np.zeros(self.num_blocks, dtype=np.bool_)
+        args = (self._numpy_grads(), self._mdamp(), self.damp, out, bad)
+        run_on_blocks(lowrank_diag_kernel, self.num_blocks, *args)
         if bad.any():
             self._numba = False
             return
-        self._chol = chol if keep else None
         self._diag = self.xp._t.from_numpy(out) if self.xp.torch else out
 
     def _ensure_factor(self) -> None:
-        """Build the cached ``(m·K_b)⁻¹`` (Numba: ``L_b``) with the diagonal, if it is cached."""
+        """Build the cached ``(m·K_b)⁻¹`` with the diagonal, if it is cached (batched path).
+
+        The Numba path keeps no factor (Eq. W-5 refactors each block from its gradients).
+        """
         if self._numba:
-            if self._cache_factor and self._chol is None:
-                self._diag = None
-                self.diag_blocks()
             return
         if self._cache_factor and self._kinv is None:
             self._diag = None
@@ -338,18 +333,13 @@ class LowRankFisher:
         from .backends._block_kernels import run_on_blocks
         from .backends._lowrank_kernels import lowrank_matvec_kernel
 
-        nb, m = self.num_blocks, int(self.grads.shape[1])
         zn = np.ascontiguousarray(
             z.detach().cpu().numpy() if is_torch(z) else np.asarray(z), dtype=np.float64
         )
-        out = np.empty((nb, self.block_size))
-        bad = np.zeros(nb, dtype=np.bool_)
-        cached = self._chol is not None
-        chol = self._chol if cached else np.empty((1, m, m))
-        grads = self._numpy_grads()
-        run_on_blocks(
-            lowrank_matvec_kernel, nb, grads, chol, cached, self._mdamp(), self.damp, zn, out, bad
-        )
+        out = np.empty((self.num_blocks, self.block_size))
+        bad = np.zeros(self.num_blocks, dtype=np.bool_)
+        args = (self._numpy_grads(), self._mdamp(), self.damp, zn, out, bad)
+        run_on_blocks(lowrank_matvec_kernel, self.num_blocks, *args)
         if bad.any():
             self._numba = False
             return None
@@ -460,7 +450,6 @@ class LowRankFisher:
         sub.num_weights = len(blocks) * self.block_size
         sub._diag = None
         sub._kinv = None if self._kinv is None else self._kinv[index]
-        sub._chol = None if self._chol is None else self._chol[np.asarray(blocks)]
         return sub
 
 

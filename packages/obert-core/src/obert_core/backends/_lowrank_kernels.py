@@ -9,8 +9,10 @@ With ``G̃_b`` the stored ``m × B`` gradients of block ``b`` (docs/math.md §2.
   and the forward substitution ``Y_b = L_b⁻¹G̃_b`` row by row, in place over a float64 copy of
   the block (``m²B/2 + m³/6 + m²B/2`` multiply-adds; the batched LAPACK path of
   ``LowRankFisher`` forms ``K̃_b⁻¹`` and the product ``K̃_b⁻¹G̃_b``, about three times as many).
-  Keeps ``L_b`` for :func:`lowrank_matvec_kernel`.
-* :func:`lowrank_matvec_kernel`: ``F̂_b⁻¹ z_b`` by (W-5), from the kept ``L_b`` or a new factor.
+* :func:`lowrank_matvec_kernel`: ``F̂_b⁻¹ z_b`` by (W-5), factoring ``K̃_b`` again. No factor is
+  kept between the two: ``F̂⁻¹z`` reads the gradients anyway, and their ``m × m`` Gram and its
+  Cholesky factor cost less than writing ``8m²`` bytes per block and reading them back
+  (measured on MiniLM's 212,337 blocks, docs/benchmarks.md).
 
 Every inner loop runs over the ``B`` contiguous columns of a row (the dot products of the Gram
 with ``fastmath`` reassociation), one block at a time, so a block's float64 rows stay in cache.
@@ -58,11 +60,9 @@ def lowrank_diag_kernel(
     mdamp: float,
     damp: float,
     out: np.ndarray,
-    chol: np.ndarray,
-    keep: bool,
     bad: np.ndarray,
 ) -> None:  # pragma: no cover
-    """``out[b] ← diag(F̂_b⁻¹)`` (W-5) and, with ``keep``, ``chol[b] ← L_b``, for ``lo ≤ b < hi``."""
+    """``out[b] ← diag(F̂_b⁻¹)`` (W-5) for ``lo ≤ b < hi``."""
     m, n = grads.shape[1], grads.shape[2]
     g = np.empty((m, n))
     k = np.empty((m, m))
@@ -72,12 +72,6 @@ def lowrank_diag_kernel(
         if not _load_factor(grads, b, mdamp, g, k, lower):
             bad[b] = True
             continue
-        if keep:
-            for i in range(m):
-                for j in range(i + 1):
-                    chol[b, i, j] = lower[i, j]
-                for j in range(i + 1, m):
-                    chol[b, i, j] = 0.0
         for q in range(n):
             lev[q] = 0.0
         for i in range(m):  # row i of Y = L⁻¹G̃ overwrites row i of g (rows < i are Y already)
@@ -99,28 +93,20 @@ def lowrank_matvec_kernel(
     lo: int,
     hi: int,
     grads: np.ndarray,
-    chol: np.ndarray,
-    cached: bool,
     mdamp: float,
     damp: float,
     z: np.ndarray,
     out: np.ndarray,
     bad: np.ndarray,
 ) -> None:  # pragma: no cover
-    """``out[b] ← F̂_b⁻¹ z[b]`` (W-5) for ``lo ≤ b < hi``, from ``chol[b]`` when ``cached``."""
+    """``out[b] ← F̂_b⁻¹ z[b]`` (W-5) for ``lo ≤ b < hi``."""
     m, n = grads.shape[1], grads.shape[2]
     g = np.empty((m, n))
     k = np.empty((m, m))
     lower = np.zeros((m, m))
     v = np.empty(m)
     for b in range(lo, hi):
-        if cached:
-            for i in range(m):
-                for q in range(n):
-                    g[i, q] = np.float64(grads[b, i, q])
-                for j in range(i + 1):
-                    lower[i, j] = chol[b, i, j]
-        elif not _load_factor(grads, b, mdamp, g, k, lower):
+        if not _load_factor(grads, b, mdamp, g, k, lower):
             bad[b] = True
             continue
         for i in range(m):  # v = L⁻¹ G̃ z
