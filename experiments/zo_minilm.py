@@ -7,6 +7,7 @@ Sub-commands (run from the repository root, in this order; 1 thread each, the CP
     .venv/bin/python experiments/zo_minilm.py finetune   # FO vs dense / sparse MeZO, same wall time
     .venv/bin/python experiments/zo_minilm.py recover    # sparse MeZO vs masked FO after pruning
     .venv/bin/python experiments/zo_minilm.py obs        # black-box OBS through ONNX Runtime
+    .venv/bin/python experiments/zo_minilm.py obs-shrink # per-tensor curvatures, shrinkage by loss
     .venv/bin/python experiments/zo_minilm.py report     # tables + docs/img/zo_minilm_*.png
 
 ``prune``
@@ -38,6 +39,11 @@ Sub-commands (run from the repository root, in this order; 1 thread each, the CP
     gives the rows of the empirical Fisher, which feeds the same blocked Fisher (B = 50) and OBS
     saliency / joint update as autograd oBERT (same mini-batches, same m). See the docstring of
     :func:`cmd_obs` for the two scopes (the whole encoder, the classifier).
+``obs-shrink``
+    Part 3, continued: the per-tensor curvatures of ``obs`` (ZO traces at every budget, exact
+    traces) and secant curvatures from 37 probe forwards, shrunk toward their mean with the
+    shrinkage chosen by the calibration loss through ONNX Runtime (``obert_core.zo``, (Z-8)–(Z-11)
+    of docs/math.md §9); see :func:`cmd_obs_shrink`.
 ``report``
     Markdown tables and ``docs/img/zo_minilm_*.png``.
 
@@ -1088,8 +1094,11 @@ def cmd_report(args: argparse.Namespace) -> None:
     head = "curvatures (obs-shrink) | ZO forwards | calibration | 50 %: ρ* | dev | 70 %: ρ* | dev"
     print(f"\n| {head} |")
     print("|---|---|---|---|---|---|---|")
-    for v in shrunk.values():
-        for o in v.get("shrinkage", {}).get("0.7", {}):
+    for k, v in shrunk.items():
+        if not isinstance(v["shrinkage"].get("0.7"), dict):  # the first run: ce, 256 sentences
+            v = {**v, "shrinkage": {s: {"ce 256": r} for s, r in v["shrinkage"].items()},
+                 "accuracy": {"ce 256": v["accuracy"]}, "source": k}  # fmt: skip
+        for o in v["shrinkage"].get("0.7", {}):
             cells = [f"{v['shrinkage'][s][o]:g} | {_pct(v['accuracy'][o][s])}"
                      for s in ("0.5", "0.7") if s in v["shrinkage"]]  # fmt: skip
             print(f"| {v['source']} | {v.get('zo_forwards', 0)} | {o} | {' | '.join(cells)} |")
@@ -1149,11 +1158,12 @@ def cmd_report(args: argparse.Namespace) -> None:
             if pts:
                 ax.plot(*zip(*pts, strict=True), "--D", color=color,
                         label=f"zo-tensor, q = {q}, shrunk (ρ by calibration error)")  # fmt: skip
-    for v in shrunk.values():
-        if v["source"].startswith("secant") and "error" in v["accuracy"]:
+    secants = [v for v in shrunk.values() if v["source"].startswith("secant")]
+    for v, color in zip(secants, ("C7", "C8", "C9", "C6"), strict=False):
+        if "error" in v["accuracy"]:
             for ax, s in ((axes[1], "0.5"), (axes[2], "0.7")):
                 if s in v["accuracy"]["error"]:
-                    ax.axhline(100 * v["accuracy"]["error"][s], color="C7", linestyle="-.",
+                    ax.axhline(100 * v["accuracy"]["error"][s], color=color, linestyle="-.",
                                label=f"{v['source']} shrunk (37 forwards of probes)")  # fmt: skip
     refs = (("magnitude", "grey"), ("autograd-obs", "black"), ("autograd-tensor", "C4"),
             ("random-rows-s0", "C5"), ("random-rows-s1", "C6"))  # fmt: skip
