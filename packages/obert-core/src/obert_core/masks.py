@@ -161,8 +161,9 @@ def select_mask(
     keys: dict[str, np.ndarray] = {}
     for name in names:
         check_finite(scores[name], f"scores[{name!r}]")
-        sc = _np(scores[name]).reshape(-1).astype(np.float64)
-        key = sc.copy()
+        sc = _np(scores[name]).reshape(-1)
+        # one copy, in float32 for float32 scores (the same order) and float64 otherwise
+        key = sc.astype(np.result_type(sc.dtype, np.float32), copy=True)
         if current_masks is not None and name in current_masks:
             cm_shape = tuple(getattr(current_masks[name], "shape", ()))
             want = _mask_shape(scores[name], g)
