@@ -33,6 +33,8 @@ Sub-commands (1 thread by default; finished entries are skipped unless ``--force
     .venv/bin/python experiments/blocks_minilm.py kd --labels L1 L2   # KD (default: 2 best at 70 %)
     .venv/bin/python experiments/blocks_minilm.py report         # table, docs/img/blocks_minilm.png
 
+``prune --seed S`` (S ≠ 0: other gradient batches) stores its entries as ``<label>-s<S>``.
+
 Dev accuracy on all 872 SST-2 dev sentences.  Results: ``experiments/results/blocks_minilm.json``;
 run folders under ``runs/blocks-minilm/``.
 """
@@ -274,7 +276,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
     for block in args.blocks:
         for sparsity in args.sparsities:
             for config in chosen:
-                label = _label(config, block, sparsity)
+                label = _label(config, block, sparsity) + (f"-s{args.seed}" if args.seed else "")
                 if label in load_results(RESULTS).get("oneshot", {}) and not args.force:
                     print(f"{label}: done", flush=True)
                     continue
