@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import obert_core as oc
@@ -61,7 +61,12 @@ def test_rounds_meet_the_final_budget_within_one_block_and_keep_the_floors(
     rule: str,
 ) -> None:
     """K rounds, fresh curves of the additional removals each: masks never regrow, every round
-    within its budget, the last within one block of it, and every layer above its final floor."""
+    within its budget, the last within one block of it, and every layer above its final floor.
+
+    LPViT's slope rule is not guaranteed to reach a budget under a floor (math §8: only the
+    Lagrangian rule is), so it runs without one.
+    """
+    assume(not (rule == "lpvit" and floor is not None))
     cost, counts, blocks, extra = _problem(seed, layers)
     rng = extra["rng"]
     gone = dict.fromkeys(counts, 0)
