@@ -38,6 +38,8 @@ def test_pruned_checkpoint_loads_with_plain_from_pretrained(
         "allocation": "global",
         "latency_table": None,
         "allocation_floor": None,
+        "allocation_rounds": 1,
+        "allocation_spacing": "equal",
     }
 
     # Loading the pruned checkpoint and pruning further keeps the earlier mask.

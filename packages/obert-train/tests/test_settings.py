@@ -103,13 +103,15 @@ def test_settings_are_validated_by_the_method_that_owns_them() -> None:
         "allocation",
         "latency_table",
         "allocation_floor",
+        "allocation_rounds",
+        "allocation_spacing",
     }
     assert isinstance(create_method("magnitude", mask_type="2:4"), MagnitudePruning)
     with pytest.raises(RecipeError, match=r"method 'magnitude': unknown setting 'damp'") as info:
         create_method("magnitude", damp=1e-4)
     allowed = (
-        "['allocation', 'allocation_floor', 'global_sparsity', 'latency_table', 'mask_type', "
-        "'targets']"
+        "['allocation', 'allocation_floor', 'allocation_rounds', 'allocation_spacing', "
+        "'global_sparsity', 'latency_table', 'mask_type', 'targets']"
     )
     assert allowed in str(info.value)
     with pytest.raises(TypeError, match="needs ObertSettings"):
