@@ -957,17 +957,17 @@ def cmd_obs_shrink(args: argparse.Namespace) -> None:
         norms = load_results(file, {"norms": {}})["norms"]
         drawn = min(len(norms.get(n, [])) for n in names)
         for r in (1, 4, 8, 16, 32):
-            entry = tensor_entry(q, r, args.obs_m)
-            if r > drawn or entry not in obs:
+            label = tensor_entry(q, r, args.obs_m)
+            if r > drawn or label not in obs:
                 continue
             c = tensor_curvatures({n: norms[n][:r] for n in names}, sizes, q)
-            stored = obs[entry]["c"]
+            stored = obs[label]["c"]
             diff = max(abs(c[n] - b) / abs(b) for n, b in zip(names, stored, strict=True))
             if diff > 1e-12:
-                sys.exit(f"{entry}: traces differ from the stored entry (max rel. {diff:.1e})")
-            sweep.append((int(obs[entry]["forwards"]), entry, c))
-    for _, entry, c in sorted(sweep, key=lambda t: t[0], reverse=True):
-        sources[entry] = c
+                sys.exit(f"{label}: traces differ from the stored entry (max rel. {diff:.1e})")
+            sweep.append((int(obs[label]["forwards"]), label, c))
+    for _, label, c in sorted(sweep, key=lambda t: t[0], reverse=True):
+        sources[label] = c
     probes = load_results(SECANT_FILE, {"loss": {}})
     grid = [float(r) for r in args.shrink_grid]
     for src, c_or_seed in sources.items():
@@ -989,7 +989,8 @@ def cmd_obs_shrink(args: argparse.Namespace) -> None:
                         task, args, args.probe_sentences, 41 + c_or_seed, used
                     )
                     keep = select_mask({n: np.abs(weights[n]) for n in names}, s, scope="layer")
-                    t0, answers = time.perf_counter(), {}
+                    t0 = time.perf_counter()
+                    answers: dict[str, float] = {}
 
                     def probe_loss(
                         replaced: Any, answers: dict[str, float] = answers, batches: Any = batches
@@ -1008,10 +1009,13 @@ def cmd_obs_shrink(args: argparse.Namespace) -> None:
             print(f"{name} at {key_s}: calibrating ρ on {grid}", flush=True)
             both = {}
             for objective in ("ce", "error"):
+
+                def objective_loss(masks: Any, o: str = objective) -> float:
+                    return calib_losses(masks)[o]
+
                 choice = calibrate_shrinkage(
-                    weights, c, s, lambda m, o=objective: calib_losses(m)[o], grid=grid,
-                    damp=args.obs_damp,
-                )  # fmt: skip
+                    weights, c, s, objective_loss, grid=grid, damp=args.obs_damp
+                )
                 both[objective] = choice.shrinkage
                 entry["calibration"].setdefault(objective, {})[key_s] = {
                     f"{r:g}": v for r, v in choice.losses.items()
