@@ -46,6 +46,26 @@ def _numba_available() -> bool:
     return True
 
 
+def _use_numba(kernels: str, data: Any, *, readable: bool = True, what: str = "") -> bool:
+    """Whether an operator over ``data`` runs its Numba kernels (``kernels`` of :data:`KERNELS`).
+
+    ``"auto"``: Numba when installed, ``data`` on the CPU and ``readable`` by the kernels.
+    ``"numba"`` raises instead where it cannot run: Numba missing, CUDA data, or unreadable
+    ``data`` (the message ``kernels='numba' reads {what}``).
+    """
+    check_choice(kernels, "kernels", KERNELS)
+    on_cpu = not is_torch(data) or data.device.type == "cpu"
+    if kernels == "numba":
+        from .backends._block_kernels import numba  # noqa: F401  (raises if missing)
+
+        if not on_cpu:
+            raise ObertError("kernels='numba' runs on the CPU; use kernels='lapack' for CUDA.")
+        if not readable:
+            raise ObertError(f"kernels='numba' reads {what}")
+        return True
+    return kernels == "auto" and on_cpu and readable and _numba_available()
+
+
 class FisherBlocks:
     """The damped empirical-Fisher blocks ``F̂_b = λI + G_b/m``, factorised on demand.
 
@@ -103,14 +123,7 @@ class FisherBlocks:
             raise ObertError(f"gram must be float32 or float64, got {gram.dtype}.")
         if check:
             check_finite(gram, "gram")
-        check_choice(kernels, "kernels", KERNELS)
-        on_cpu = not is_torch(gram) or gram.device.type == "cpu"
-        if kernels == "numba":
-            from .backends._block_kernels import numba  # noqa: F401  (raises if missing)
-
-            if not on_cpu:
-                raise ObertError("kernels='numba' runs on the CPU; use kernels='lapack' for CUDA.")
-        self._numba = kernels == "numba" or (kernels == "auto" and on_cpu and _numba_available())
+        self._numba = _use_numba(kernels, gram)
         self.gram = gram
         self.xp: Xp = xp_of(gram)
         self.xp_like = gram[:0, 0, 0]

@@ -26,9 +26,9 @@ import numpy as np
 
 from ._arrays import check_finite, framework_of, is_torch
 from ._errors import ObertError
-from ._validate import check_choice, check_damp, check_positive_int
+from ._validate import check_damp, check_positive_int
 from ._xp import Xp, xp_of
-from .fisher_blocks import KERNELS, _numba_available
+from .fisher_blocks import _use_numba
 
 __all__ = ["LowRankFisher"]
 
@@ -142,21 +142,12 @@ class LowRankFisher:
         return out
 
     def _setup(self, blocks: Any, d: int, damp: float, num_grads: int | None, kernels: str) -> None:
-        check_choice(kernels, "kernels", KERNELS)
-        on_cpu = not is_torch(blocks) or blocks.device.type == "cpu"
-        readable = _kernels_read(blocks)
-        if kernels == "numba":
-            from .backends._lowrank_kernels import numba  # noqa: F401  (raises if missing)
-
-            if not on_cpu:
-                raise ObertError("kernels='numba' runs on the CPU; use kernels='lapack' for CUDA.")
-            if not readable:
-                raise ObertError(
-                    f"kernels='numba' reads float32 or float64 gradients (native byte order), got "
-                    f"{blocks.dtype}; cast them to float32 or use kernels='lapack'."
-                )
-        self._numba = kernels == "numba" or (
-            kernels == "auto" and on_cpu and readable and _numba_available()
+        self._numba = _use_numba(
+            kernels,
+            blocks,
+            readable=_kernels_read(blocks),
+            what=f"float32 or float64 gradients (native byte order), got {blocks.dtype}; cast "
+            "them to float32 or use kernels='lapack'.",
         )
         self.block_size = int(blocks.shape[2])
         self.damp = check_damp(damp)
@@ -299,23 +290,28 @@ class LowRankFisher:
     def _mdamp(self) -> float:
         return float(self.num_grads * self.damp)
 
-    def _diag_numba(self) -> None:
-        """``diag(F̂⁻¹)`` by the Numba kernel of Eq. W-5.
+    def _run_numba(self, kernel: Any, *inputs: Any) -> Any:
+        """The ``(num_blocks, B)`` float64 output of a kernel of Eq. W-5 over every block.
 
-        A block without a float64 Cholesky factor switches this operator to the batched path,
-        which takes the pseudo-inverse there.
+        In the operator's framework; None, and the operator switched to the batched path (which
+        takes the pseudo-inverse there), if a block has no float64 Cholesky factor.
         """
         from .backends._block_kernels import run_on_blocks
-        from .backends._lowrank_kernels import lowrank_diag_kernel
 
         out = np.empty((self.num_blocks, self.block_size))
         bad = np.zeros(self.num_blocks, dtype=np.bool_)
-        args = (self._numpy_grads(), self._mdamp(), self.damp, out, bad)
-        run_on_blocks(lowrank_diag_kernel, self.num_blocks, *args)
+        args = (self._numpy_grads(), self._mdamp(), self.damp, *inputs, out, bad)
+        run_on_blocks(kernel, self.num_blocks, *args)
         if bad.any():
             self._numba = False
-            return
-        self._diag = self.xp._t.from_numpy(out) if self.xp.torch else out
+            return None
+        return self.xp._t.from_numpy(out) if self.xp.torch else out
+
+    def _diag_numba(self) -> None:
+        """``diag(F̂⁻¹)`` by the Numba kernel of Eq. W-5 (left None on a fallback)."""
+        from .backends._lowrank_kernels import lowrank_diag_kernel
+
+        self._diag = self._run_numba(lowrank_diag_kernel)
 
     def _ensure_factor(self) -> None:
         """Build the cached ``(m·K_b)⁻¹`` with the diagonal, if it is cached (batched path).
@@ -330,20 +326,12 @@ class LowRankFisher:
 
     def _matvec_numba(self, z: Any) -> Any:
         """``F̂⁻¹ z`` by the Numba kernel of Eq. W-5 (None if a block has no Cholesky factor)."""
-        from .backends._block_kernels import run_on_blocks
         from .backends._lowrank_kernels import lowrank_matvec_kernel
 
         zn = np.ascontiguousarray(
             z.detach().cpu().numpy() if is_torch(z) else np.asarray(z), dtype=np.float64
         )
-        out = np.empty((self.num_blocks, self.block_size))
-        bad = np.zeros(self.num_blocks, dtype=np.bool_)
-        args = (self._numpy_grads(), self._mdamp(), self.damp, zn, out, bad)
-        run_on_blocks(lowrank_matvec_kernel, self.num_blocks, *args)
-        if bad.any():
-            self._numba = False
-            return None
-        return self.xp._t.from_numpy(out) if self.xp.torch else out
+        return self._run_numba(lowrank_matvec_kernel, zn)
 
     def matvec_blocks(self, z: Any) -> Any:
         """``F̂⁻¹ z = (z − G_bᵀ K_b⁻¹ G_b z) / λ`` for ``z`` of shape ``(num_blocks, B)`` (W-1).
