@@ -177,15 +177,11 @@ class LPViTPruning(PruningMethod):
         if rounds > 1:
             floor = self.current_sparsity(masks)
             steps = ob.round_sparsities(floor, sparsity, rounds, cfg.allocation_spacing)
-        base = ctx.round_index
         for index, target in enumerate(steps):
             if rounds > 1:
                 ctx.log(f"allocation round {index + 1}/{rounds}: to sparsity {target:.4f}")
-            ctx.round_index = base * rounds + index
-            try:
+            with ctx.sub_round(index, rounds):
                 self._round(params, masks, float(target), ctx)
-            finally:
-                ctx.round_index = base
 
     def _round(
         self,

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -323,6 +324,20 @@ class StepContext:
     log: Callable[[str], None] = logger.info
     fisher_cache: dict[str, dict[str, torch.Tensor]] | None = None
     progress: bool = True
+
+    @contextmanager
+    def sub_round(self, index: int, count: int) -> Iterator[None]:
+        """Run round ``index`` of ``count`` within this step on its own gradient batches.
+
+        ``round_index`` is ``base·count + index`` inside (``base`` the step's own), restored on
+        leaving, also on an error (oBERT's recomputations, iterative allocation's rounds).
+        """
+        base = self.round_index
+        self.round_index = base * count + index
+        try:
+            yield
+        finally:
+            self.round_index = base
 
     def add_time(self, key: str, seconds: float) -> None:
         """Accumulate ``seconds`` under ``key``."""

@@ -520,17 +520,13 @@ class ObertPruning(PruningMethod):
         steps = [
             float(s) for s in ob.round_sparsities(floor, sparsity, rounds, cfg.allocation_spacing)
         ]
-        base = ctx.round_index
         for index, target in enumerate(steps):
             if cfg.global_sparsity and target <= self.current_sparsity(masks):
                 continue
             if len(steps) > 1:
                 ctx.log(f"recomputation {index + 1}/{len(steps)}: to sparsity {target:.4f}")
-            ctx.round_index = base * rounds + index
-            try:
+            with ctx.sub_round(index, rounds):
                 masks.update(self._step(params, masks.as_dict(), target, ctx))
-            finally:
-                ctx.round_index = base
 
     def _plan(self, params: Mapping[str, torch.nn.Parameter], ctx: StepContext) -> MemoryPlan:
         cfg = self.settings
