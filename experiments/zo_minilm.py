@@ -571,6 +571,26 @@ def spearman(a: Any, b: Any) -> float:
     return float((ra @ rb) / np.sqrt((ra @ ra) * (rb @ rb)))
 
 
+def _dense_model(args: argparse.Namespace) -> tuple[Any, Any, list[str], dict[str, Any], Any]:
+    """The task, the dense fine-tuned model in eval mode, its target names, its parameters.
+
+    Also a copy of the targets' dense weights (the black-box OBS parts), torch on ``--threads``.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    from obert_train import resolve_target_params
+
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    task = make_task(tokenizer, args.train_samples, args.seed)
+    model = task.load_model(str(dense_dir())).eval()
+    names = list(resolve_target_params(model))
+    params = dict(model.named_parameters())
+    dense = {n: params[n].detach().clone() for n in names}
+    return task, model, names, params, dense
+
+
 def cmd_obs(args: argparse.Namespace) -> None:
     """Part 3: OBS with a ZO Fisher through ONNX Runtime vs autograd oBERT and magnitude.
 
@@ -590,20 +610,12 @@ def cmd_obs(args: argparse.Namespace) -> None:
     """
     import numpy as np
     import torch
-    from transformers import AutoTokenizer
 
     from obert_core import LowRankFisher, obs_saliency, obs_update, select_mask
     from obert_core.zo import zo_fisher_rows
     from obert_deploy.export import ExportConfig, export_onnx
-    from obert_train import resolve_target_params
 
-    torch.set_num_threads(args.threads)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
-    task = make_task(tokenizer, args.train_samples, args.seed)
-    model = task.load_model(str(dense_dir())).eval()
-    names = list(resolve_target_params(model))
-    params = dict(model.named_parameters())
-    dense = {n: params[n].detach().clone() for n in names}
+    task, model, names, params, dense = _dense_model(args)
     sizes = [dense[n].numel() for n in names]
     onnx_path = RUNS_DIR / "obs" / "dense.onnx"
     if not onnx_path.is_file():
@@ -877,19 +889,11 @@ def cmd_obs_shrink(args: argparse.Namespace) -> None:
     """
     import numpy as np
     import torch
-    from transformers import AutoTokenizer
 
     from obert_core import select_mask
     from obert_core.zo import calibrate_shrinkage, secant_curvatures, tensor_curvatures
-    from obert_train import resolve_target_params
 
-    torch.set_num_threads(args.threads)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
-    task = make_task(tokenizer, args.train_samples, args.seed)
-    model = task.load_model(str(dense_dir())).eval()
-    names = list(resolve_target_params(model))
-    params = dict(model.named_parameters())
-    dense = {n: params[n].detach().clone() for n in names}
+    task, model, names, params, dense = _dense_model(args)
     sizes = {n: dense[n].numel() for n in names}
     onnx_path = RUNS_DIR / "obs" / "dense.onnx"
     if not onnx_path.is_file():
