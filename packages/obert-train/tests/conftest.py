@@ -11,6 +11,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
+from obert_train import ClassificationTask, load_task
+
 REPO = Path(__file__).resolve().parents[3]
 
 POSITIVE = ["a good fun film", "great acting and a warm story", "the best movie of the year"]
@@ -108,6 +110,14 @@ def sst2_dir(tmp_path: Path) -> Path:
     (path / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows * 6) + "\n")
     (path / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
     return path
+
+
+@pytest.fixture
+def task(tokenizer: BertTokenizer, sst2_dir: Path) -> ClassificationTask:
+    """The SST-2 classification task on :func:`sst2_dir`'s files."""
+    loaded = load_task("sst2", tokenizer, data_dir=sst2_dir)
+    assert isinstance(loaded, ClassificationTask)
+    return loaded
 
 
 def squad_payload(questions: list[tuple[str, str, str, int]]) -> dict[str, object]:

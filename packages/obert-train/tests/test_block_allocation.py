@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import BertForSequenceClassification, BertTokenizer
+from transformers import BertForSequenceClassification
 
 import obert_core as oc
 import obert_core.blocks as ob
@@ -29,7 +29,6 @@ from obert_train import (
     TargetError,
     create_method,
     load_latency_table,
-    load_task,
     lpvit_loss,
     oneshot_prune,
     resolve_target_params,
@@ -41,13 +40,6 @@ from obert_train.recipe.pruning_modifier import settings_content
 R, C = 8, 8
 OBERT = {"num_grads": 8, "grad_batch_size": 4, "fisher_block_size": 16, "damp": 1e-4}
 LPVIT = {"num_grads": 4, "grad_batch_size": 4}
-
-
-@pytest.fixture
-def task(tokenizer: BertTokenizer, sst2_dir: Path) -> ClassificationTask:
-    loaded = load_task("sst2", tokenizer, data_dir=sst2_dir)
-    assert isinstance(loaded, ClassificationTask)
-    return loaded
 
 
 def _block_counts(model: torch.nn.Module) -> dict[str, tuple[int, int]]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from transformers import BertForSequenceClassification, BertTokenizer
+from transformers import BertForSequenceClassification
 
 import obert_core.blocks as ob
 from obert_train import (
@@ -28,18 +28,10 @@ from obert_train import (
     TargetError,
     create_method,
     load_recipe,
-    load_task,
     oneshot_prune,
     parse_sets,
     resolve_target_params,
 )
-
-
-@pytest.fixture
-def task(tokenizer: BertTokenizer, sst2_dir: Path) -> ClassificationTask:
-    loaded = load_task("sst2", tokenizer, data_dir=sst2_dir)
-    assert isinstance(loaded, ClassificationTask)
-    return loaded
 
 
 def _aligned(mask: torch.Tensor, r: int, c: int) -> bool:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 import torch
-from transformers import BertForSequenceClassification, BertTokenizer
+from transformers import BertForSequenceClassification
 
 from obert_train import (
     METHODS,
@@ -24,7 +23,6 @@ from obert_train import (
     RecipeError,
     StepContext,
     create_method,
-    load_task,
     oneshot_prune,
     register_method,
     resolve_target_params,
@@ -48,13 +46,6 @@ def _copy(model: BertForSequenceClassification) -> BertForSequenceClassification
     clone.load_state_dict(model.state_dict())
     clone.eval()
     return clone
-
-
-@pytest.fixture
-def task(tokenizer: BertTokenizer, sst2_dir: Path) -> ClassificationTask:
-    loaded = load_task("sst2", tokenizer, data_dir=sst2_dir)
-    assert isinstance(loaded, ClassificationTask)
-    return loaded
 
 
 # --------------------------------------------------------------------------- MaskState

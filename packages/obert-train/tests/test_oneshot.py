@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from transformers import BertForSequenceClassification, BertTokenizer
+from transformers import BertForSequenceClassification
 
 import obert_core as oc
 from obert_train import (
@@ -16,19 +15,11 @@ from obert_train import (
     ObertPruning,
     RecipeError,
     TargetError,
-    load_task,
     oneshot_prune,
     resolve_target_params,
 )
 
 OBERT = {"num_grads": 8, "grad_batch_size": 4, "fisher_block_size": 16}
-
-
-@pytest.fixture
-def task(tokenizer: BertTokenizer, sst2_dir: Path) -> ClassificationTask:
-    loaded = load_task("sst2", tokenizer, data_dir=sst2_dir)
-    assert isinstance(loaded, ClassificationTask)
-    return loaded
 
 
 def _copy(model: BertForSequenceClassification) -> BertForSequenceClassification:
