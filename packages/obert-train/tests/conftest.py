@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 from obert_train import ClassificationTask, load_task
 
 REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(Path(__file__).parent))  # test helper modules (block_helpers)
 
 POSITIVE = ["a good fun film", "great acting and a warm story", "the best movie of the year"]
 NEGATIVE = ["a dull boring mess", "bad acting and a weak plot", "the worst film of the year"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from block_helpers import LPVIT, OBERT, C, R, block_counts
 from transformers import BertForSequenceClassification
 
 import obert_core as oc
@@ -37,22 +38,6 @@ from obert_train.pruning.blocks import allocate_block_ratios, cost_sparsity
 from obert_train.pruning.lpvit import mean_gradients
 from obert_train.recipe.pruning_modifier import settings_content
 
-R, C = 8, 8
-OBERT = {"num_grads": 8, "grad_batch_size": 4, "fisher_block_size": 16, "damp": 1e-4}
-LPVIT = {"num_grads": 4, "grad_batch_size": 4}
-
-
-def _block_counts(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
-    """``{name: (pruned blocks, blocks)}``; every mask must be block-aligned."""
-    out = {}
-    for name, p in resolve_target_params(model).items():
-        rows, cols = p.shape
-        blocks = (p.detach() != 0).reshape(rows // R, R, cols // C, C)
-        alive = blocks.any(3).any(1)
-        assert torch.all(blocks.all(3).all(1) | ~alive), name  # whole blocks only
-        out[name] = (int((~alive).sum()), alive.numel())
-    return out
-
 
 def _prune(
     model: torch.nn.Module, method: str, allocation: str, task: ClassificationTask, s: float = 0.5
@@ -60,7 +45,7 @@ def _prune(
     extra = OBERT if method == "obert" else LPVIT if method == "lpvit" else {}
     settings = {"mask_type": f"{R}x{C}", "allocation": allocation, **extra}
     oneshot_prune(model, method, s, settings=settings, task=task, progress=False)
-    return _block_counts(model)
+    return block_counts(model)
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.7])
@@ -117,7 +102,7 @@ def test_gradual_steps_never_regrow_and_reach_each_target(
     oneshot_prune(tiny_bert, "obert", 0.3, settings=settings, task=task, progress=False)
     before = {n: p.detach() != 0 for n, p in resolve_target_params(tiny_bert).items()}
     oneshot_prune(tiny_bert, "obert", 0.6, settings=settings, task=task, progress=False)
-    counts = _block_counts(tiny_bert)
+    counts = block_counts(tiny_bert)
     assert sum(k for k, _ in counts.values()) >= 0.6 * sum(n for _, n in counts.values())
     for name, p in resolve_target_params(tiny_bert).items():
         assert not torch.any((p.detach() != 0) & ~before[name])
@@ -273,7 +258,7 @@ def test_movement_runs_the_uniform_allocation(
     tiny_bert.zero_grad()
     tiny_bert.eval()
     oneshot_prune(tiny_bert, method, 0.25, task=task, progress=False)
-    assert {k / n for k, n in _block_counts(tiny_bert).values()} == {0.25}
+    assert {k / n for k, n in block_counts(tiny_bert).values()} == {0.25}
 
 
 @pytest.mark.gpu
@@ -350,7 +335,7 @@ def test_allocation_floor_keeps_each_tensor_near_its_uniform_share(
         settings = {"mask_type": f"{R}x{C}", "allocation": allocation, **extra,
                     "allocation_floor": floor}  # fmt: skip
         oneshot_prune(model, method, 0.7, settings=settings, task=task, progress=False)
-        counts = _block_counts(model)
+        counts = block_counts(model)
         pruned = sum(k for k, _ in counts.values())
         total = sum(n for _, n in counts.values())
         assert 0 <= pruned - 0.7 * total < 1  # the budget, within one block

@@ -12,6 +12,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from block_helpers import LPVIT, OBERT, C, R, block_counts
 from transformers import BertForSequenceClassification
 
 import obert_core.blocks as ob
@@ -28,22 +29,6 @@ from obert_train.pruning.blocks import allocate_block_ratios
 from obert_train.recipe import load_recipe
 from obert_train.recipe.pruning_modifier import settings_content
 
-R, C = 8, 8
-OBERT = {"num_grads": 8, "grad_batch_size": 4, "fisher_block_size": 16, "damp": 1e-4}
-LPVIT = {"num_grads": 4, "grad_batch_size": 4}
-
-
-def _counts(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
-    """``{name: (pruned blocks, blocks)}``; every mask must be block-aligned."""
-    out = {}
-    for name, p in resolve_target_params(model).items():
-        rows, cols = p.shape
-        blocks = (p.detach() != 0).reshape(rows // R, R, cols // C, C)
-        alive = blocks.any(3).any(1)
-        assert torch.all(blocks.all(3).all(1) | ~alive), name
-        out[name] = (int((~alive).sum()), alive.numel())
-    return out
-
 
 def _run(
     model: torch.nn.Module,
@@ -57,7 +42,7 @@ def _run(
     settings = {"mask_type": f"{R}x{C}", "allocation": allocation, **base, **extra}
     result = oneshot_prune(model, method, sparsity, settings=settings, task=task, progress=False,
                            log=lambda _line: None)  # fmt: skip
-    return _counts(model), result.log
+    return block_counts(model), result.log
 
 
 @pytest.mark.parametrize("spacing", ["equal", "geometric"])
