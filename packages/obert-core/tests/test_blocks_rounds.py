@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import obert_core as oc
@@ -51,6 +51,9 @@ def _uniform_kept(cost: dict, counts: dict, budget: float) -> dict[str, int]:
     floor=st.sampled_from([None, 0.25, 0.75]),
     rule=st.sampled_from(["lagrange", "lpvit", "uniform"]),
 )
+@example(
+    seed=11, layers=3, sparsity=0.78125, rounds=2, spacing="geometric", floor=0.25, rule="lagrange"
+)
 def test_rounds_meet_the_final_budget_within_one_block_and_keep_the_floors(
     seed: int,
     layers: int,
@@ -71,6 +74,7 @@ def test_rounds_meet_the_final_budget_within_one_block_and_keep_the_floors(
     rng = extra["rng"]
     gone = dict.fromkeys(counts, 0)
     for s in ob.round_sparsities(0.0, sparsity, rounds, spacing):
+        before = dict(gone)  # what the last round starts from
         dist = {n: _additional(rng, counts[n], gone[n]) for n in counts}
         res = ob.allocate_ratios(
             dist, cost, 1.0 - s, blocks=counts, rule=rule, smooth=None, min_density=0.0,
@@ -85,9 +89,13 @@ def test_rounds_meet_the_final_budget_within_one_block_and_keep_the_floors(
                 assert target - res.cost < 2.0 * blocks[n][0] * blocks[n][1]
         gone = dict(res.pruned)
     if floor is not None and rule != "uniform":
+        # the floor of the final budget, unless earlier rounds already removed more (masks never
+        # regrow; uniform's block counts are not monotone in the budget on tiny layers: hypothesis
+        # found uniform keeping 0 of 1 block at round 1's budget and 1 at the final one)
         uniform = _uniform_kept(cost, counts, 1.0 - sparsity)
         for n, k in gone.items():
-            assert counts[n] - k >= math.ceil(floor * uniform[n] - 1e-9)
+            want = math.ceil(floor * uniform[n] - 1e-9)
+            assert counts[n] - k >= min(want, counts[n] - before[n])
 
 
 @settings(max_examples=60, deadline=None)
