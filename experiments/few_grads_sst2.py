@@ -165,6 +165,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
         "diagnostics": True,
     }
     name = f"m{args.num_grads}-{args.mode}" + ("" if args.unseen == "damp" else f"-{args.unseen}")
+    if args.seed != 42:  # another draw of rows, data order and gradient batches
+        name += f"-s{args.seed}"
     _run(
         name,
         RECIPE,

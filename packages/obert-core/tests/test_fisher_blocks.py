@@ -73,6 +73,41 @@ def test_scores_updates_and_inverse_match_the_reference(kernels: str, fw: str) -
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("dead", [0.5, 0.9, 1.0])
+def test_masked_gradients_decouple_their_coordinates(kernels: str, dead: float) -> None:
+    """Eq. 6c: pruned weights (zero gradient columns) give ``1/λ`` and are left out of the factor.
+
+    Against the float64 explicit inverse of the same blocks: scores, both update modes (with
+    blocks where nothing is removed, which the kernels do not factor) and ``F̂⁻¹z``.
+    """
+    d, block, m, damp = 50 * 5 + 9, 50, 70, 1e-7
+    g, w = _problem(6, d, block, m)
+    rng = np.random.default_rng(7)
+    current = rng.random(d) >= dead  # kept before this step
+    g[:, ~current] = 0.0  # the sampler masks the gradients of pruned weights
+    w0 = np.where(current, w, 0.0)
+    ref = oc.block_fisher_inverse(g, block, damp, backend="numpy")
+    fb = oc.FisherBlocks(_gram(g, block), damp, m, d, kernels=kernels)
+    np.testing.assert_allclose(to_np(fb.diag()), ref.diagonal(0, 1, 2).reshape(-1)[:d], rtol=1e-9)
+    assert np.all(to_np(fb.diag())[~current] == 1.0 / damp)
+    prune = current & (rng.random(d) < 0.3)
+    prune[:block] = False  # the first block loses nothing
+    for mode in ("joint", "superpose"):
+        want = oc.obs_update(w0, ref, prune, current_mask=current, mode=mode)
+        got = oc.obs_update(w0, fb, prune, current_mask=current, mode=mode)
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-9 * max(1.0, np.abs(want).max()))
+        np.testing.assert_array_equal(got[:block], w0[:block])
+    op = fb._as_operator()
+    z = rng.standard_normal((op.num_blocks, block))
+    z[1] = 0.0
+    want_z = np.einsum("nbc,nc->nb", ref, z)
+    np.testing.assert_allclose(
+        op.matvec_blocks(z), want_z, rtol=1e-8, atol=1e-9 * np.abs(want_z).max()
+    )
+    assert np.all(op.matvec_blocks(z)[1] == 0.0)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
 def test_block4_scores_and_superposed_update(kernels: str) -> None:
     d, block, m, damp = 32 * 5, 32, 40, 1e-5
     g, w = _problem(2, d, block, m)

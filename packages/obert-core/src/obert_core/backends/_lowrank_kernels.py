@@ -14,7 +14,13 @@ With ``G̃_b`` the stored ``m × B`` gradients of block ``b`` (docs/math.md §2.
   Cholesky factor cost less than writing ``8m²`` bytes per block and reading them back
   (measured on MiniLM's 212,337 blocks, docs/benchmarks.md).
 
-Every inner loop runs over the ``B`` contiguous columns of a row (the dot products of the Gram
+Only the live columns of ``G̃_b`` are read into the float64 copy: a zero column (a pruned weight,
+whose gradients are masked) adds nothing to ``K̃_b``, its leverage is 0, so ``[F̂_b⁻¹]_qq = 1/λ``
+and ``(F̂_b⁻¹z)_q = z_q/λ`` exactly (docs/math.md §2.1, Eq. 6c); the Gram and the substitution
+then cost ``m²k`` for ``k`` live columns instead of ``m²B``. A block with ``z_b = 0`` (no weight
+removed there) is not factored at all.
+
+Every inner loop runs over the contiguous columns of a row (the dot products of the Gram
 with ``fastmath`` reassociation), one block at a time, so a block's float64 rows stay in cache.
 A block whose ``K̃_b`` has no Cholesky factor in float64 sets its entry of ``bad`` (the caller
 then takes the pseudo-inverse path). The kernels are serial and release the GIL; they run on
@@ -35,21 +41,46 @@ numba = require_numba()
 
 @numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
 def _load_factor(
-    grads: np.ndarray, b: int, mdamp: float, g: np.ndarray, k: np.ndarray, lower: np.ndarray
-) -> bool:  # pragma: no cover
-    """``g ← G̃_b`` (float64) and ``lower ← L_b`` of ``K̃_b = mλI + G̃_bG̃_bᵀ``; False if not PD."""
+    grads: np.ndarray,
+    b: int,
+    mdamp: float,
+    g: np.ndarray,
+    k: np.ndarray,
+    lower: np.ndarray,
+    live: np.ndarray,
+    colmax: np.ndarray,
+) -> int:  # pragma: no cover
+    """``g[:, :c] ← G̃_b`` on its ``c`` live columns ``live[:c]`` (float64), ``lower ← L_b``.
+
+    Returns ``c``, or -1 if ``K̃_b = mλI + G̃_bG̃_bᵀ`` has no Cholesky factor.
+    """
     m, n = grads.shape[1], grads.shape[2]
-    for i in range(m):
+    for q in range(n):
+        colmax[q] = 0.0
+    for i in range(m):  # branch-free, so it vectorises: a column is live iff max |g̃| > 0
         for q in range(n):
-            g[i, q] = np.float64(grads[b, i, q])
+            colmax[q] = max(colmax[q], abs(np.float64(grads[b, i, q])))
+    c = 0
+    for q in range(n):
+        if colmax[q] > 0.0:
+            live[c] = q
+            c += 1
+    if c == n:
+        for i in range(m):
+            for q in range(n):
+                g[i, q] = np.float64(grads[b, i, q])
+    else:
+        for i in range(m):
+            for p in range(c):
+                g[i, p] = np.float64(grads[b, i, live[p]])
     for i in range(m):
         for j in range(i + 1):
             t = 0.0
-            for q in range(n):
-                t += g[i, q] * g[j, q]
+            for p in range(c):
+                t += g[i, p] * g[j, p]
             k[i, j] = t
         k[i, i] += mdamp
-    return bool(_cholesky(k, m, lower))
+    return c if _cholesky(k, m, lower) else -1
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
@@ -68,24 +99,29 @@ def lowrank_diag_kernel(
     k = np.empty((m, m))
     lower = np.zeros((m, m))
     lev = np.empty(n)
+    live = np.empty(n, dtype=np.int64)
+    colmax = np.empty(n)
     for b in range(lo, hi):
-        if not _load_factor(grads, b, mdamp, g, k, lower):
+        c = _load_factor(grads, b, mdamp, g, k, lower, live, colmax)
+        if c < 0:
             bad[b] = True
             continue
-        for q in range(n):
-            lev[q] = 0.0
+        for p in range(c):
+            lev[p] = 0.0
         for i in range(m):  # row i of Y = L⁻¹G̃ overwrites row i of g (rows < i are Y already)
             for j in range(i):
-                c = lower[i, j]
-                for q in range(n):
-                    g[i, q] -= c * g[j, q]
+                f = lower[i, j]
+                for p in range(c):
+                    g[i, p] -= f * g[j, p]
             inv = 1.0 / lower[i, i]
-            for q in range(n):
-                y = g[i, q] * inv
-                g[i, q] = y
-                lev[q] += y * y
+            for p in range(c):
+                y = g[i, p] * inv
+                g[i, p] = y
+                lev[p] += y * y
         for q in range(n):
-            out[b, q] = (1.0 - lev[q]) / damp
+            out[b, q] = 1.0 / damp  # a dead column; the live ones are overwritten below
+        for p in range(c):
+            out[b, live[p]] = (1.0 - lev[p]) / damp
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
@@ -105,14 +141,25 @@ def lowrank_matvec_kernel(
     k = np.empty((m, m))
     lower = np.zeros((m, m))
     v = np.empty(m)
+    acc = np.empty(n)
+    live = np.empty(n, dtype=np.int64)
+    colmax = np.empty(n)
     for b in range(lo, hi):
-        if not _load_factor(grads, b, mdamp, g, k, lower):
+        nonzero = False
+        for q in range(n):
+            out[b, q] = z[b, q] / damp  # a dead column; the live ones are overwritten below
+            if z[b, q] != 0:
+                nonzero = True
+        if not nonzero:
+            continue  # F̂⁻¹0 = 0, without a factor
+        c = _load_factor(grads, b, mdamp, g, k, lower, live, colmax)
+        if c < 0:
             bad[b] = True
             continue
         for i in range(m):  # v = L⁻¹ G̃ z
             t = 0.0
-            for q in range(n):
-                t += g[i, q] * z[b, q]
+            for p in range(c):
+                t += g[i, p] * z[b, live[p]]
             for j in range(i):
                 t -= lower[i, j] * v[j]
             v[i] = t / lower[i, i]
@@ -121,11 +168,11 @@ def lowrank_matvec_kernel(
             for j in range(i + 1, m):
                 t -= lower[j, i] * v[j]
             v[i] = t / lower[i, i]
-        for q in range(n):
-            out[b, q] = z[b, q]
-        for i in range(m):
-            c = v[i]
-            for q in range(n):
-                out[b, q] -= g[i, q] * c
-        for q in range(n):
-            out[b, q] /= damp
+        for p in range(c):
+            acc[p] = z[b, live[p]]
+        for i in range(m):  # z − G̃ᵀ v, row by row
+            f = v[i]
+            for p in range(c):
+                acc[p] -= g[i, p] * f
+        for p in range(c):
+            out[b, live[p]] = acc[p] / damp
