@@ -154,6 +154,34 @@ def test_numba_kernels_agree_with_the_batched_path_at_the_papers_damp() -> None:
 
 
 @pytest.mark.skipif(not _numba_available(), reason="numba not installed")
+@pytest.mark.parametrize("dead", [0.6, 0.9])
+def test_numba_kernels_factor_the_live_block_when_it_is_smaller(dead: float) -> None:
+    """Masked gradients at λ = 1e-7: blocks with fewer live columns than gradients (c < m).
+
+    The kernels factor the live ``c × c`` block (Eq. 6c) and match the explicit float64 inverse;
+    the Woodbury form ``(1 − g̃ᵀK̃⁻¹g̃)/λ`` of the batched path cancels there (every live column
+    lies in the gradients' span, so the leverage is ``1 − O(λ)``) and is off by percents.
+    """
+    rng = np.random.default_rng(4)
+    g = rng.standard_normal((16, 1037)).astype(np.float32) * rng.uniform(0.01, 3.0, 1037)
+    g[:, rng.random(1037) < dead] = 0.0
+    g = g.astype(np.float32)
+    ref = _oracle(g.astype(np.float64), 50, 1e-7, 16)
+    op = oc.LowRankFisher(g, 50, 1e-7, kernels="numba")
+    want = np.diagonal(ref, axis1=1, axis2=2)
+    np.testing.assert_allclose(op.diag_blocks(), want, rtol=1e-7)
+    assert op.kernels == "numba"
+    z = rng.standard_normal((op.num_blocks, 50))
+    z[::3] = 0.0
+    want_z = np.einsum("nbc,nc->nb", ref, z)
+    np.testing.assert_allclose(
+        op.matvec_blocks(z), want_z, rtol=1e-6, atol=1e-9 * np.abs(want_z).max()
+    )
+    lapack = oc.LowRankFisher(g, 50, 1e-7, kernels="lapack").diag_blocks()
+    assert np.max(np.abs(lapack - want) / want) > 1e-3  # the cancellation the kernels avoid
+
+
+@pytest.mark.skipif(not _numba_available(), reason="numba not installed")
 def test_numba_path_hands_a_block_without_a_factor_to_the_pseudo_inverse() -> None:
     """Duplicate gradients at a damp below their round-off: the batched path's pinv takes over."""
     rng = np.random.default_rng(5)

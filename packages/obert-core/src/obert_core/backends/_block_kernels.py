@@ -82,7 +82,7 @@ def _load_live(
     A coordinate is live when its row of the (symmetric) Gram has a non-zero entry; only the lower
     triangle is read. Decoupled coordinates are left out (Eq. 6c).
     """
-    n = gram.shape[1]
+    n: int = gram.shape[1]
     for i in range(n):
         rowmax[i] = 0.0
     for i in range(n):  # rowmax ← max |entry| per row of the symmetric block (branch-free)
@@ -111,6 +111,40 @@ def _load_live(
     return k
 
 
+@numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+def _factor_diag(
+    lower: np.ndarray, k: int, xt: np.ndarray, out: np.ndarray, b: int, live: np.ndarray
+) -> None:  # pragma: no cover
+    """``out[b, live[i]] ← [(LLᵀ)⁻¹]_ii`` for ``i < k`` by Eq. 6a (``X = L⁻¹``, ``Σ_r X_ri²``)."""
+    for i in range(k):  # xt[i, r] = X[r, i], X = L⁻¹ (lower), so both loops run on rows
+        xt[i, i] = 1.0 / lower[i, i]
+        for r in range(i + 1, k):
+            t = 0.0
+            for j in range(i, r):
+                t += lower[r, j] * xt[i, j]
+            xt[i, r] = -t / lower[r, r]
+    for i in range(k):
+        t = 0.0
+        for r in range(i, k):
+            t += xt[i, r] * xt[i, r]
+        out[b, live[i]] = t
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+def _factor_solve(lower: np.ndarray, k: int, x: np.ndarray) -> None:  # pragma: no cover
+    """``x[:k] ← (LLᵀ)⁻¹ x[:k]`` (forward, then back substitution)."""
+    for i in range(k):
+        t = x[i]
+        for j in range(i):
+            t -= lower[i, j] * x[j]
+        x[i] = t / lower[i, i]
+    for i in range(k - 1, -1, -1):
+        t = x[i]
+        for j in range(i + 1, k):
+            t -= lower[j, i] * x[j]
+        x[i] = t / lower[i, i]
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
 def diag_inverse_kernel(
     lo: int, hi: int, gram: np.ndarray, damp: float, inv_m: float, out: np.ndarray, bad: np.ndarray
@@ -119,7 +153,7 @@ def diag_inverse_kernel(
     n = gram.shape[1]
     a = np.empty((n, n))
     lower = np.empty((n, n))
-    xt = np.empty((n, n))  # xt[i, r] = X[r, i], X = L⁻¹ (lower), so both loops run on rows
+    xt = np.empty((n, n))
     live = np.empty(n, dtype=np.int64)
     rowmax = np.empty(n)
     for b in range(lo, hi):
@@ -129,18 +163,7 @@ def diag_inverse_kernel(
             continue
         for q in range(n):
             out[b, q] = 1.0 / damp  # decoupled; the live ones are overwritten below
-        for i in range(k):
-            xt[i, i] = 1.0 / lower[i, i]
-            for r in range(i + 1, k):
-                t = 0.0
-                for j in range(i, r):
-                    t += lower[r, j] * xt[i, j]
-                xt[i, r] = -t / lower[r, r]
-        for i in range(k):
-            t = 0.0
-            for r in range(i, k):
-                t += xt[i, r] * xt[i, r]
-            out[b, live[i]] = t
+        _factor_diag(lower, k, xt, out, b, live)
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
@@ -240,15 +263,8 @@ def solve_kernel(
             bad[b] = True
             continue
         for i in range(k):
-            t = z[b, live[i]]
-            for j in range(i):
-                t -= lower[i, j] * x[j]
-            x[i] = t / lower[i, i]
-        for i in range(k - 1, -1, -1):
-            t = x[i]
-            for j in range(i + 1, k):
-                t -= lower[j, i] * x[j]
-            x[i] = t / lower[i, i]
+            x[i] = z[b, live[i]]
+        _factor_solve(lower, k, x)
         for i in range(k):
             out[b, live[i]] = x[i]
 

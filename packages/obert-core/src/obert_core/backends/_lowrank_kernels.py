@@ -18,7 +18,10 @@ Only the live columns of ``G̃_b`` are read into the float64 copy: a zero column
 whose gradients are masked) adds nothing to ``K̃_b``, its leverage is 0, so ``[F̂_b⁻¹]_qq = 1/λ``
 and ``(F̂_b⁻¹z)_q = z_q/λ`` exactly (docs/math.md §2.1, Eq. 6c); the Gram and the substitution
 then cost ``m²k`` for ``k`` live columns instead of ``m²B``. A block with ``z_b = 0`` (no weight
-removed there) is not factored at all.
+removed there) is not factored at all. With fewer live columns than gradients (``c < m``, most
+blocks once a layer is sparser than ``1 − m/B``) the ``c × c`` block itself,
+``λI_c + G̃_cᵀG̃_c/m``, is the smaller system: it is factored instead of ``K̃_b`` (``c²m/2 + c³/3``
+multiply-adds; Eqs. 6a and 6c).
 
 Every inner loop runs over the contiguous columns of a row (the dot products of the Gram
 with ``fastmath`` reassociation), one block at a time, so a block's float64 rows stay in cache.
@@ -32,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._arrays import require_numba
-from ._block_kernels import _FASTMATH, _cholesky
+from ._block_kernels import _FASTMATH, _cholesky, _factor_diag, _factor_solve
 
 __all__ = ["lowrank_diag_kernel", "lowrank_matvec_kernel"]
 
@@ -40,20 +43,10 @@ numba = require_numba()
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
-def _load_factor(
-    grads: np.ndarray,
-    b: int,
-    mdamp: float,
-    g: np.ndarray,
-    k: np.ndarray,
-    lower: np.ndarray,
-    live: np.ndarray,
-    colmax: np.ndarray,
+def _gather_live(
+    grads: np.ndarray, b: int, g: np.ndarray, live: np.ndarray, colmax: np.ndarray
 ) -> int:  # pragma: no cover
-    """``g[:, :c] ← G̃_b`` on its ``c`` live columns ``live[:c]`` (float64), ``lower ← L_b``.
-
-    Returns ``c``, or -1 if ``K̃_b = mλI + G̃_bG̃_bᵀ`` has no Cholesky factor.
-    """
+    """``g[:, :c] ← G̃_b`` on its ``c`` live (non-zero) columns ``live[:c]``, float64; returns c."""
     m, n = grads.shape[1], grads.shape[2]
     for q in range(n):
         colmax[q] = 0.0
@@ -73,6 +66,14 @@ def _load_factor(
         for i in range(m):
             for p in range(c):
                 g[i, p] = np.float64(grads[b, i, live[p]])
+    return c
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+def _dual_factor(
+    g: np.ndarray, m: int, c: int, mdamp: float, k: np.ndarray, lower: np.ndarray
+) -> bool:  # pragma: no cover
+    """``lower ← L_b`` of ``K̃_b = mλI_m + G̃_bG̃_bᵀ`` over the live columns; False if not PD."""
     for i in range(m):
         for j in range(i + 1):
             t = 0.0
@@ -80,7 +81,28 @@ def _load_factor(
                 t += g[i, p] * g[j, p]
             k[i, j] = t
         k[i, i] += mdamp
-    return c if _cholesky(k, m, lower) else -1
+    return bool(_cholesky(k, m, lower))
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+def _primal_factor(
+    g: np.ndarray, m: int, c: int, damp: float, a: np.ndarray, lower: np.ndarray
+) -> bool:  # pragma: no cover
+    """``lower ←`` the factor of ``λI_c + G̃_cᵀG̃_c/m``, the live ``c × c`` block; False if not PD."""
+    for p in range(c):
+        for r in range(p + 1):
+            a[p, r] = 0.0
+    for i in range(m):  # rank-1 updates, row by row (contiguous)
+        for p in range(c):
+            f = g[i, p]
+            for r in range(p + 1):
+                a[p, r] += f * g[i, r]
+    inv_m = 1.0 / m
+    for p in range(c):
+        for r in range(p + 1):
+            a[p, r] *= inv_m
+        a[p, p] += damp
+    return bool(_cholesky(a, c, lower))
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
@@ -93,17 +115,27 @@ def lowrank_diag_kernel(
     out: np.ndarray,
     bad: np.ndarray,
 ) -> None:  # pragma: no cover
-    """``out[b] ← diag(F̂_b⁻¹)`` (W-5) for ``lo ≤ b < hi``."""
+    """``out[b] ← diag(F̂_b⁻¹)`` (W-5; the ``c × c`` block when ``c < m``) for ``lo ≤ b < hi``."""
     m, n = grads.shape[1], grads.shape[2]
     g = np.empty((m, n))
     k = np.empty((m, m))
-    lower = np.zeros((m, m))
+    lower = np.zeros((max(m, n), max(m, n)))
+    a = np.empty((n, n))
+    xt = np.empty((n, n))
     lev = np.empty(n)
     live = np.empty(n, dtype=np.int64)
     colmax = np.empty(n)
     for b in range(lo, hi):
-        c = _load_factor(grads, b, mdamp, g, k, lower, live, colmax)
-        if c < 0:
+        c = _gather_live(grads, b, g, live, colmax)
+        for q in range(n):
+            out[b, q] = 1.0 / damp  # a dead column; the live ones are overwritten below
+        if c < m:
+            if not _primal_factor(g, m, c, damp, a, lower):
+                bad[b] = True
+                continue
+            _factor_diag(lower, c, xt, out, b, live)
+            continue
+        if not _dual_factor(g, m, c, mdamp, k, lower):
             bad[b] = True
             continue
         for p in range(c):
@@ -118,8 +150,6 @@ def lowrank_diag_kernel(
                 y = g[i, p] * inv
                 g[i, p] = y
                 lev[p] += y * y
-        for q in range(n):
-            out[b, q] = 1.0 / damp  # a dead column; the live ones are overwritten below
         for p in range(c):
             out[b, live[p]] = (1.0 - lev[p]) / damp
 
@@ -135,12 +165,13 @@ def lowrank_matvec_kernel(
     out: np.ndarray,
     bad: np.ndarray,
 ) -> None:  # pragma: no cover
-    """``out[b] ← F̂_b⁻¹ z[b]`` (W-5) for ``lo ≤ b < hi``."""
+    """``out[b] ← F̂_b⁻¹ z[b]`` (W-5; the ``c × c`` block when ``c < m``) for ``lo ≤ b < hi``."""
     m, n = grads.shape[1], grads.shape[2]
     g = np.empty((m, n))
     k = np.empty((m, m))
-    lower = np.zeros((m, m))
-    v = np.empty(m)
+    lower = np.zeros((max(m, n), max(m, n)))
+    a = np.empty((n, n))
+    v = np.empty(max(m, n))
     acc = np.empty(n)
     live = np.empty(n, dtype=np.int64)
     colmax = np.empty(n)
@@ -152,8 +183,18 @@ def lowrank_matvec_kernel(
                 nonzero = True
         if not nonzero:
             continue  # F̂⁻¹0 = 0, without a factor
-        c = _load_factor(grads, b, mdamp, g, k, lower, live, colmax)
-        if c < 0:
+        c = _gather_live(grads, b, g, live, colmax)
+        if c < m:
+            if not _primal_factor(g, m, c, damp, a, lower):
+                bad[b] = True
+                continue
+            for p in range(c):
+                v[p] = z[b, live[p]]
+            _factor_solve(lower, c, v)
+            for p in range(c):
+                out[b, live[p]] = v[p]
+            continue
+        if not _dual_factor(g, m, c, mdamp, k, lower):
             bad[b] = True
             continue
         for i in range(m):  # v = L⁻¹ G̃ z
