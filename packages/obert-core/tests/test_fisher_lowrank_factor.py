@@ -416,3 +416,47 @@ def test_equal_gradients_with_a_zero_pivot_solve_by_the_pseudo_inverse(
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
     inv = (np.eye(20) - np.outer(r, r) / (damp + r @ r)) / damp
     np.testing.assert_allclose(to_np(op.inverse())[0], inv, rtol=1e-6, atol=1e-9 / damp)
+
+
+@pytest.mark.skipif(not _numba_available(), reason="numba not installed")
+@pytest.mark.parametrize("fw", ["numpy", "torch"] if HAS_TORCH else ["numpy"])
+def test_fused_superposed_update_equals_the_unfused_one(fw: str) -> None:
+    """``superposed_update`` (one kernel pass) gives the weights of ``z`` then ``F̂⁻¹z``, bitwise.
+
+    Masked gradients (earlier pruning), blocks with nothing newly pruned, a padded tail block.
+    """
+    rng = np.random.default_rng(11)
+    d = 50 * 7 + 13
+    current = rng.random(d) > 0.4
+    g = (rng.standard_normal((16, d)) * current).astype(np.float32)
+    w = (rng.standard_normal(d) * current).astype(np.float32)
+    prune = current & (rng.random(d) < 0.3)
+    prune[50:150] = False  # two blocks lose nothing
+    if fw == "torch":
+        import torch
+
+        g, w, prune, current = (torch.from_numpy(x) for x in (g, w, prune, current))
+    fused = oc.LowRankFisher(g, 50, 1e-7, kernels="numba")
+    unfused = oc.LowRankFisher(g, 50, 1e-7, kernels="numba")
+    unfused.superposed_update = lambda *a: None  # type: ignore[method-assign]
+    got = oc.obs_update(w, fused, prune, current_mask=current, mode="superpose")
+    want = oc.obs_update(w, unfused, prune, current_mask=current, mode="superpose")
+    np.testing.assert_array_equal(to_np(got), to_np(want))
+    assert to_np(got).dtype == np.float32
+    np.testing.assert_array_equal(to_np(got)[50:150], to_np(w)[50:150])
+    assert np.all(to_np(got)[to_np(prune) | ~to_np(current)] == 0.0)
+
+
+@pytest.mark.skipif(not _numba_available(), reason="numba not installed")
+def test_fused_superposed_update_falls_back_on_a_block_without_a_factor() -> None:
+    """Duplicate gradients at λ = 1e-30: None from the kernel, the batched path's update after."""
+    rng = np.random.default_rng(12)
+    row = rng.standard_normal(40) * 1e4
+    g = np.stack([row, row, row])
+    w = rng.standard_normal(40)
+    prune = rng.random(40) < 0.5
+    op = oc.LowRankFisher(g, 20, 1e-30, kernels="numba")
+    ref = oc.LowRankFisher(g, 20, 1e-30, kernels="lapack")
+    got = oc.obs_update(w, op, prune, mode="superpose")
+    np.testing.assert_allclose(got, oc.obs_update(w, ref, prune, mode="superpose"), rtol=1e-9)
+    assert op.kernels == "lapack"

@@ -333,6 +333,34 @@ class LowRankFisher:
         )
         return self._run_numba(lowrank_matvec_kernel, zn)
 
+    def superposed_update(self, wb: Any, newly: Any, zero: Any) -> Any:
+        """``w − F̂⁻¹z`` with 0 on ``zero``, ``z = w/diag(F̂⁻¹)`` on ``newly``: Eq. 2 superposed.
+
+        One fused Numba pass over the blocks (no float64 temporaries of the whole tensor; a block
+        with nothing newly pruned is not factored). ``wb``: the weights in the ``(num_blocks, B)``
+        layout (float64); ``newly`` and ``zero``: boolean masks in that layout. Returns None where
+        the kernels do not run (the batched path, or a block without a Cholesky factor, after
+        which the operator takes the batched path): the caller then builds ``z`` itself.
+        """
+        if not self._numba:
+            return None
+        from .backends._lowrank_kernels import lowrank_superpose_kernel
+
+        diag = self.diag_blocks()
+        if self.kernels != "numba":  # the diagonal fell back to the batched path
+            return None
+
+        def host(x: Any, dtype: Any) -> np.ndarray:
+            return np.ascontiguousarray(x.detach().cpu().numpy() if is_torch(x) else x, dtype)
+
+        return self._run_numba(
+            lowrank_superpose_kernel,
+            host(wb, np.float64),
+            host(diag, np.float64),
+            host(newly, np.bool_),
+            host(zero, np.bool_),
+        )
+
     def matvec_blocks(self, z: Any) -> Any:
         """``F̂⁻¹ z = (z − G_bᵀ K_b⁻¹ G_b z) / λ`` for ``z`` of shape ``(num_blocks, B)`` (W-1).
 

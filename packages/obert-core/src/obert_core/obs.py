@@ -287,6 +287,11 @@ def _obs_update_flat(
             )
             new = (wb + dw).reshape(-1)[:d]
             return xp.astype(xp.where(zero, 0 * new, new), w)
+    if mode == "superpose" and g == 1:
+        fused = getattr(op, "superposed_update", None)  # LowRankFisher's kernels: one pass
+        done = fused(wb, newly, sel) if fused is not None else None
+        if done is not None:
+            return xp.astype(done.reshape(-1)[:d], w)
     if mode == "joint":
         dw = _joint_delta(xp, op, sel, wb)
     else:

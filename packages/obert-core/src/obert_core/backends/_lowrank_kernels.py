@@ -9,6 +9,9 @@ With ``G̃_b`` the stored ``m × B`` gradients of block ``b`` (docs/math.md §2.
   and the forward substitution ``Y_b = L_b⁻¹G̃_b`` row by row, in place over a float64 copy of
   the block (``m²B/2 + m³/6 + m²B/2`` multiply-adds; the batched LAPACK path of
   ``LowRankFisher`` forms ``K̃_b⁻¹`` and the product ``K̃_b⁻¹G̃_b``, about three times as many).
+* :func:`lowrank_superpose_kernel`: the superposed OBS update ``w − F̂⁻¹z`` with ``z`` built
+  per block from the weights, ``diag(F̂⁻¹)`` and the newly pruned mask (no float64 temporaries
+  of the whole tensor).
 * :func:`lowrank_matvec_kernel`: ``F̂_b⁻¹ z_b`` by (W-5), factoring ``K̃_b`` again. No factor is
   kept between the two: ``F̂⁻¹z`` reads the gradients anyway, and their ``m × m`` Gram and its
   Cholesky factor cost less than writing ``8m²`` bytes per block and reading them back
@@ -40,7 +43,7 @@ import numpy as np
 from .._arrays import require_numba
 from ._block_kernels import _FASTMATH, _cholesky, _factor_diag, _factor_solve
 
-__all__ = ["lowrank_diag_kernel", "lowrank_matvec_kernel"]
+__all__ = ["lowrank_diag_kernel", "lowrank_matvec_kernel", "lowrank_superpose_kernel"]
 
 numba = require_numba()
 
@@ -157,6 +160,62 @@ def lowrank_diag_kernel(
             out[b, live[p]] = (1.0 - lev[p]) / damp
 
 
+@numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+def _solve_block(
+    grads: np.ndarray,
+    b: int,
+    mdamp: float,
+    damp: float,
+    z: np.ndarray,
+    x: np.ndarray,
+    g: np.ndarray,
+    k: np.ndarray,
+    lower: np.ndarray,
+    a: np.ndarray,
+    v: np.ndarray,
+    acc: np.ndarray,
+    live: np.ndarray,
+    colmax: np.ndarray,
+) -> bool:  # pragma: no cover
+    """``x ← F̂_b⁻¹ z`` for one block (W-5, or the primal system); False if not PD."""
+    m, n = grads.shape[1], grads.shape[2]
+    for q in range(n):
+        x[q] = z[q] / damp  # a dead column; the live ones are overwritten below
+    c = _gather_live(grads, b, g, live, colmax)
+    if 4 * c <= 5 * m:  # the primal system is the smaller (and exact) one
+        if not _primal_factor(g, m, c, damp, a, lower):
+            return False
+        for p in range(c):
+            v[p] = z[live[p]]
+        _factor_solve(lower, c, v)
+        for p in range(c):
+            x[live[p]] = v[p]
+        return True
+    if not _dual_factor(g, m, c, mdamp, k, lower):
+        return False
+    for i in range(m):  # v = L⁻¹ G̃ z
+        t = 0.0
+        for p in range(c):
+            t += g[i, p] * z[live[p]]
+        for j in range(i):
+            t -= lower[i, j] * v[j]
+        v[i] = t / lower[i, i]
+    for i in range(m - 1, -1, -1):  # v = L⁻ᵀ v = K̃⁻¹ G̃ z
+        t = v[i]
+        for j in range(i + 1, m):
+            t -= lower[j, i] * v[j]
+        v[i] = t / lower[i, i]
+    for p in range(c):
+        acc[p] = z[live[p]]
+    for i in range(m):  # z − G̃ᵀ v, row by row
+        f = v[i]
+        for p in range(c):
+            acc[p] -= g[i, p] * f
+    for p in range(c):
+        x[live[p]] = acc[p] / damp
+    return True
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
 def lowrank_matvec_kernel(
     lo: int,
@@ -168,7 +227,7 @@ def lowrank_matvec_kernel(
     out: np.ndarray,
     bad: np.ndarray,
 ) -> None:  # pragma: no cover
-    """``out[b] ← F̂_b⁻¹ z[b]`` (W-5; the ``c × c`` block when ``c < m``) for ``lo ≤ b < hi``."""
+    """``out[b] ← F̂_b⁻¹ z[b]`` (W-5; the ``c × c`` block when ``c ≤ 5m/4``), ``lo ≤ b < hi``."""
     m, n = grads.shape[1], grads.shape[2]
     g = np.empty((m, n))
     k = np.empty((m, m))
@@ -181,42 +240,61 @@ def lowrank_matvec_kernel(
     for b in range(lo, hi):
         nonzero = False
         for q in range(n):
-            out[b, q] = z[b, q] / damp  # a dead column; the live ones are overwritten below
             if z[b, q] != 0:
                 nonzero = True
         if not nonzero:
-            continue  # F̂⁻¹0 = 0, without a factor
-        c = _gather_live(grads, b, g, live, colmax)
-        if 4 * c <= 5 * m:  # the primal system is the smaller (and exact) one
-            if not _primal_factor(g, m, c, damp, a, lower):
+            for q in range(n):
+                out[b, q] = 0.0  # F̂⁻¹0 = 0, without a factor
+            continue
+        if not _solve_block(grads, b, mdamp, damp, z[b], out[b], g, k, lower, a, v, acc, live,
+                            colmax):  # fmt: skip
+            bad[b] = True
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+def lowrank_superpose_kernel(
+    lo: int,
+    hi: int,
+    grads: np.ndarray,
+    mdamp: float,
+    damp: float,
+    wb: np.ndarray,
+    diag: np.ndarray,
+    newly: np.ndarray,
+    zero: np.ndarray,
+    out: np.ndarray,
+    bad: np.ndarray,
+) -> None:  # pragma: no cover
+    """``out[b] ← w_b − F̂_b⁻¹ z_b``, 0 on ``zero``: the superposed OBS update (Eq. 2), fused.
+
+    ``z_q = w_q / [F̂⁻¹]_qq`` on the newly pruned weights (``newly``) and 0 elsewhere, built per
+    block; a block with nothing newly pruned keeps its weights without a factor.
+    """
+    m, n = grads.shape[1], grads.shape[2]
+    g = np.empty((m, n))
+    k = np.empty((m, m))
+    lower = np.zeros((max(m, n), max(m, n)))
+    a = np.empty((n, n))
+    v = np.empty(max(m, n))
+    acc = np.empty(n)
+    live = np.empty(n, dtype=np.int64)
+    colmax = np.empty(n)
+    z = np.empty(n)
+    x = np.empty(n)
+    for b in range(lo, hi):
+        nonzero = False
+        for q in range(n):
+            z[q] = 0.0
+            if newly[b, q] and wb[b, q] != 0:
+                z[q] = wb[b, q] / diag[b, q]
+                nonzero = True
+        if nonzero:
+            if not _solve_block(grads, b, mdamp, damp, z, x, g, k, lower, a, v, acc, live,
+                                colmax):  # fmt: skip
                 bad[b] = True
                 continue
-            for p in range(c):
-                v[p] = z[b, live[p]]
-            _factor_solve(lower, c, v)
-            for p in range(c):
-                out[b, live[p]] = v[p]
-            continue
-        if not _dual_factor(g, m, c, mdamp, k, lower):
-            bad[b] = True
-            continue
-        for i in range(m):  # v = L⁻¹ G̃ z
-            t = 0.0
-            for p in range(c):
-                t += g[i, p] * z[b, live[p]]
-            for j in range(i):
-                t -= lower[i, j] * v[j]
-            v[i] = t / lower[i, i]
-        for i in range(m - 1, -1, -1):  # v = L⁻ᵀ v = K̃⁻¹ G̃ z
-            t = v[i]
-            for j in range(i + 1, m):
-                t -= lower[j, i] * v[j]
-            v[i] = t / lower[i, i]
-        for p in range(c):
-            acc[p] = z[b, live[p]]
-        for i in range(m):  # z − G̃ᵀ v, row by row
-            f = v[i]
-            for p in range(c):
-                acc[p] -= g[i, p] * f
-        for p in range(c):
-            out[b, live[p]] = acc[p] / damp
+            for q in range(n):
+                out[b, q] = 0.0 if zero[b, q] else wb[b, q] - x[q]
+        else:
+            for q in range(n):
+                out[b, q] = 0.0 if zero[b, q] else wb[b, q]
