@@ -158,12 +158,23 @@ def select_mask(
                 f"sparsity={sparsity!r} contradicts the N:M pattern {pattern[0]}:{pattern[1]} "
                 f"(which prunes {s:.4g}); pass sparsity=None or {s:.4g}."
             )
-    keys: dict[str, np.ndarray] = {}
+    flat_scores = {}
     for name in names:
         check_finite(scores[name], f"scores[{name!r}]")
-        sc = _np(scores[name]).reshape(-1)
-        # one copy, in float32 for float32 scores (the same order) and float64 otherwise
-        key = sc.astype(np.result_type(sc.dtype, np.float32), copy=True)
+        flat_scores[name] = _np(scores[name]).reshape(-1)
+    # one buffer of keys for all tensors (each tensor's keys a view into it), in float32 for
+    # float32 scores (the same order) and float64 otherwise
+    dtype = np.result_type(*(sc.dtype for sc in flat_scores.values()), np.float32)
+    allk = np.empty(sum(sc.shape[0] for sc in flat_scores.values()), dtype=dtype)
+    keys: dict[str, np.ndarray] = {}
+    already: dict[str, int] = {}
+    start = 0
+    for name in names:
+        sc = flat_scores[name]
+        key = allk[start : start + sc.shape[0]]
+        start += sc.shape[0]
+        np.copyto(key, sc, casting="unsafe")
+        already[name] = 0
         if current_masks is not None and name in current_masks:
             cm_shape = tuple(getattr(current_masks[name], "shape", ()))
             want = _mask_shape(scores[name], g)
@@ -186,21 +197,26 @@ def select_mask(
                     f"current_masks[{name!r}] is not constant over groups of {g}; prune groups "
                     "with the same group_size throughout."
                 )
-            key[~cg[:, 0]] = -np.inf  # already pruned: always inside the pruned set
+            gone = ~cg[:, 0]
+            np.copyto(key, -np.inf, where=gone)  # already pruned: always inside the pruned set
+            already[name] = int(np.count_nonzero(gone))
         keys[name] = key
     if pattern is not None:
         pruned = {name: _nm_prune(keys[name], *pattern, name=name) for name in names}
     elif scope == "layer":
-        pruned = {n: _k_smallest(k, _count(k, s, n)) for n, k in keys.items()}
+        pruned = {n: _k_smallest(k, _count(k.shape[0], already[n], s, n)) for n, k in keys.items()}
     else:
-        allk = np.concatenate([keys[n] for n in names])
-        flat = _k_smallest(allk, _count(allk, s, "all tensors"))
+        k_all = _count(allk.shape[0], sum(already.values()), s, "all tensors")
+        flat = _k_smallest(allk, k_all)
         pruned, start = {}, 0
         for n in names:
             pruned[n] = flat[start : start + keys[n].shape[0]]
             start += keys[n].shape[0]
     return {
-        n: _back(np.repeat(~pruned[n], g).reshape(_mask_shape(scores[n], g)), scores[n])
+        n: _back(
+            (~pruned[n] if g == 1 else np.repeat(~pruned[n], g)).reshape(_mask_shape(scores[n], g)),
+            scores[n],
+        )
         for n in names
     }
 
@@ -213,12 +229,12 @@ def _mask_shape(scores: Any, group_size: int) -> tuple[int, ...]:
     return (*shape[:-1], shape[-1] * group_size)
 
 
-def _count(keys: np.ndarray, s: float, where: str) -> int:
-    k: int = round(s * keys.shape[0])
-    already = int(np.isneginf(keys).sum())
+def _count(units: int, already: int, s: float, where: str) -> int:
+    """``round(s·units)`` units to prune, of which ``already`` are pruned (masks never regrow)."""
+    k: int = round(s * units)
     if already > k:
         raise ObertError(
-            f"{already} of {keys.shape[0]} units in {where} are already pruned, more than the "
+            f"{already} of {units} units in {where} are already pruned, more than the "
             f"target sparsity {s:.4g} allows ({k}); masks never regrow — raise the sparsity."
         )
     return k
