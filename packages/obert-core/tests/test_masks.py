@@ -51,6 +51,53 @@ def test_masks_never_regrow(seed: int, s1: float, ds: float) -> None:
     assert sum(int((~m).sum()) for m in m2.values()) == round((s1 + ds) * 64)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=3),
+    gone=st.floats(0.0, 0.95),
+    extra=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+    ties=st.booleans(),
+    scope=st.sampled_from(["global", "layer"]),
+)
+def test_selection_with_earlier_pruning_equals_a_stable_sort(
+    sizes: list[int], gone: float, extra: float, seed: int, ties: bool, scope: str
+) -> None:
+    """Brute-force oracle: earlier-pruned first, then the lowest scores, ties by position."""
+    rng = np.random.default_rng(seed)
+    scores = {
+        f"t{i}": (rng.integers(0, 3, n).astype(float) if ties else rng.standard_normal(n))
+        for i, n in enumerate(sizes)
+    }
+    current = {k: rng.random(v.size) >= gone for k, v in scores.items()}
+
+    def oracle(names: list[str], s: float) -> dict[str, np.ndarray]:
+        key = np.concatenate([np.where(current[n], scores[n], -np.inf) for n in names])
+        pruned = np.zeros(key.size, dtype=bool)
+        pruned[np.argsort(key, kind="stable")[: round(s * key.size)]] = True
+        out, start = {}, 0
+        for n in names:
+            out[n] = ~pruned[start : start + scores[n].size]
+            start += scores[n].size
+        return out
+
+    groups = [list(scores)] if scope == "global" else [[n] for n in scores]
+    # the smallest sparsity every group can reach without regrowth, then part of the rest
+    low = max(1.0 - sum(int(current[n].sum()) for n in g) / sum(scores[n].size for n in g)
+              for g in groups)  # fmt: skip
+    s = min(0.99, low + extra * (1.0 - low))
+    if any(
+        round(s * sum(scores[n].size for n in g)) < sum(int((~current[n]).sum()) for n in g)
+        for g in groups
+    ):
+        return  # rounding below what is already pruned: refused, checked elsewhere
+    got = oc.select_mask(scores, s, scope=scope, current_masks=current)
+    for g in groups:
+        want = oracle(g, s)
+        for n in g:
+            np.testing.assert_array_equal(got[n], want[n])
+
+
 def test_ties_broken_by_position() -> None:
     m = oc.select_mask({"a": np.zeros(4), "b": np.zeros(4)}, 0.25)
     np.testing.assert_array_equal(m["a"], [False, False, True, True])

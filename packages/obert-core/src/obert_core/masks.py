@@ -95,7 +95,16 @@ def _k_smallest(keys: np.ndarray, k: int) -> np.ndarray:
     if k >= keys.shape[0]:
         out[:] = True
         return out
-    thr = np.partition(keys, k - 1)[k - 1]
+    # Earlier pruning (-inf keys) is always inside; the threshold is the ``k - gone``-th smallest
+    # of the other keys alone (selecting among many equal -inf keys is slow: 0.57 s of 10.6 M
+    # keys with 78 % gone, against 0.05 s for the 22 % left).
+    live = keys[keys != -np.inf]
+    need = k - (keys.shape[0] - live.shape[0])
+    if need <= 0:
+        out |= keys == -np.inf
+        return out
+    live.partition(need - 1)  # in place: ``live`` is a copy
+    thr = live[need - 1]
     below = keys < thr
     out |= below
     ties = np.flatnonzero(keys == thr)[: k - int(below.sum())]
