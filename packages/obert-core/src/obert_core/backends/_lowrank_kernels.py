@@ -52,7 +52,12 @@ numba = require_numba()
 def _gather_live(
     grads: np.ndarray, b: int, g: np.ndarray, live: np.ndarray, colmax: np.ndarray
 ) -> int:  # pragma: no cover
-    """``g[:, :c] ← G̃_b`` on its ``c`` live (non-zero) columns ``live[:c]``, float64; returns c."""
+    """The ``c`` live (non-zero) columns ``live[:c]`` of ``G̃_b``, gathered in float64; returns c.
+
+    Into ``g[:m, :c]`` (rows: gradients) for the dual system, or transposed into ``g[:c, :m]``
+    (rows: columns of ``G̃_b``, so the primal Gram's dot products are contiguous) when
+    ``c ≤ 5m/4`` (:func:`_primal`).
+    """
     m, n = grads.shape[1], grads.shape[2]
     for q in range(n):
         colmax[q] = 0.0
@@ -64,7 +69,12 @@ def _gather_live(
         if colmax[q] > 0.0:
             live[c] = q
             c += 1
-    if c == n:
+    if _primal(c, m):
+        for p in range(c):
+            q = live[p]
+            for i in range(m):
+                g[p, i] = np.float64(grads[b, i, q])
+    elif c == n:
         for i in range(m):
             for q in range(n):
                 g[i, q] = np.float64(grads[b, i, q])
@@ -73,6 +83,12 @@ def _gather_live(
             for p in range(c):
                 g[i, p] = np.float64(grads[b, i, live[p]])
     return c
+
+
+@numba.njit(cache=True)  # type: ignore[untyped-decorator]
+def _primal(c: int, m: int) -> bool:  # pragma: no cover
+    """Whether the live ``c × c`` block is factored instead of the ``m × m`` ``K̃_b``."""
+    return 4 * c <= 5 * m
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
@@ -92,21 +108,19 @@ def _dual_factor(
 
 @numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
 def _primal_factor(
-    g: np.ndarray, m: int, c: int, damp: float, a: np.ndarray, lower: np.ndarray
+    gt: np.ndarray, m: int, c: int, damp: float, a: np.ndarray, lower: np.ndarray
 ) -> bool:  # pragma: no cover
-    """``lower ←`` the factor of ``λI_c + G̃_cᵀG̃_c/m``, the live ``c × c`` block; False if not PD."""
-    for p in range(c):
-        for r in range(p + 1):
-            a[p, r] = 0.0
-    for i in range(m):  # rank-1 updates, row by row (contiguous)
-        for p in range(c):
-            f = g[i, p]
-            for r in range(p + 1):
-                a[p, r] += f * g[i, r]
+    """``lower ←`` the factor of ``λI_c + G̃_cᵀG̃_c/m``, the live ``c × c`` block; False if not PD.
+
+    ``gt[:c, :m]``: the live columns of ``G̃_b`` as rows (:func:`_gather_live`).
+    """
     inv_m = 1.0 / m
     for p in range(c):
         for r in range(p + 1):
-            a[p, r] *= inv_m
+            t = 0.0
+            for i in range(m):
+                t += gt[p, i] * gt[r, i]
+            a[p, r] = t * inv_m
         a[p, p] += damp
     return bool(_cholesky(a, c, lower))
 
@@ -123,7 +137,7 @@ def lowrank_diag_kernel(
 ) -> None:  # pragma: no cover
     """``out[b] ← diag(F̂_b⁻¹)`` (W-5; the ``c × c`` block when ``c < m``) for ``lo ≤ b < hi``."""
     m, n = grads.shape[1], grads.shape[2]
-    g = np.empty((m, n))
+    g = np.empty((max(m, n), max(m, n)))  # (m, c) rows of G̃_b, or (c, m) transposed
     k = np.empty((m, m))
     lower = np.zeros((max(m, n), max(m, n)))
     a = np.empty((n, n))
@@ -135,7 +149,7 @@ def lowrank_diag_kernel(
         c = _gather_live(grads, b, g, live, colmax)
         for q in range(n):
             out[b, q] = 1.0 / damp  # a dead column; the live ones are overwritten below
-        if 4 * c <= 5 * m:  # the primal system is the smaller (and exact) one
+        if _primal(c, m):  # the smaller (and exact) system
             if not _primal_factor(g, m, c, damp, a, lower):
                 bad[b] = True
                 continue
@@ -182,7 +196,7 @@ def _solve_block(
     for q in range(n):
         x[q] = z[q] / damp  # a dead column; the live ones are overwritten below
     c = _gather_live(grads, b, g, live, colmax)
-    if 4 * c <= 5 * m:  # the primal system is the smaller (and exact) one
+    if _primal(c, m):  # the smaller (and exact) system
         if not _primal_factor(g, m, c, damp, a, lower):
             return False
         for p in range(c):
@@ -229,7 +243,7 @@ def lowrank_matvec_kernel(
 ) -> None:  # pragma: no cover
     """``out[b] ← F̂_b⁻¹ z[b]`` (W-5; the ``c × c`` block when ``c ≤ 5m/4``), ``lo ≤ b < hi``."""
     m, n = grads.shape[1], grads.shape[2]
-    g = np.empty((m, n))
+    g = np.empty((max(m, n), max(m, n)))  # (m, c) rows of G̃_b, or (c, m) transposed
     k = np.empty((m, m))
     lower = np.zeros((max(m, n), max(m, n)))
     a = np.empty((n, n))
@@ -271,7 +285,7 @@ def lowrank_superpose_kernel(
     block; a block with nothing newly pruned keeps its weights without a factor.
     """
     m, n = grads.shape[1], grads.shape[2]
-    g = np.empty((m, n))
+    g = np.empty((max(m, n), max(m, n)))  # (m, c) rows of G̃_b, or (c, m) transposed
     k = np.empty((m, m))
     lower = np.zeros((max(m, n), max(m, n)))
     a = np.empty((n, n))
