@@ -67,7 +67,7 @@ def _cholesky(a: np.ndarray, n: int, lower: np.ndarray) -> bool:  # pragma: no c
     return True
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")  # type: ignore[untyped-decorator]
 def _load_live(
     gram: np.ndarray,
     b: int,
@@ -85,33 +85,30 @@ def _load_live(
     n: int = gram.shape[1]
     for i in range(n):
         rowmax[i] = 0.0
-    for i in range(n):  # rowmax ← max |entry| per row of the symmetric block (branch-free)
+    for i in range(n):  # one pass: load, and max |entry| per row of the symmetric block
         t = 0.0
         for j in range(i + 1):
-            v = abs(np.float64(gram[b, i, j]))
-            t = max(t, v)
-            rowmax[j] = max(rowmax[j], v)
+            v = np.float64(gram[b, i, j])
+            a[i, j] = v * inv_m
+            t = max(t, abs(v))
+            rowmax[j] = max(rowmax[j], abs(v))
         rowmax[i] = max(rowmax[i], t)
     k = 0
     for i in range(n):
         if rowmax[i] > 0.0:
             live[k] = i
             k += 1
-    if k == n:
-        for i in range(n):
-            for j in range(i + 1):
-                a[i, j] = np.float64(gram[b, i, j]) * inv_m
-            a[i, i] += damp
-        return n
+    if k < n:  # compact in place: live[p] ≥ p, so no entry is overwritten before it is read
+        for p in range(k):
+            ip = live[p]
+            for r in range(p + 1):
+                a[p, r] = a[ip, live[r]]
     for p in range(k):
-        ip = live[p]
-        for r in range(p + 1):
-            a[p, r] = np.float64(gram[b, ip, live[r]]) * inv_m
         a[p, p] += damp
     return k
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")  # type: ignore[untyped-decorator]
 def _factor_diag(
     lower: np.ndarray, k: int, xt: np.ndarray, out: np.ndarray, b: int, live: np.ndarray
 ) -> None:  # pragma: no cover

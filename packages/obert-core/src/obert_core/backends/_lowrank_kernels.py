@@ -48,22 +48,29 @@ __all__ = ["lowrank_diag_kernel", "lowrank_matvec_kernel", "lowrank_superpose_ke
 numba = require_numba()
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")  # type: ignore[untyped-decorator]
 def _gather_live(
-    grads: np.ndarray, b: int, g: np.ndarray, live: np.ndarray, colmax: np.ndarray
+    grads: np.ndarray,
+    b: int,
+    g: np.ndarray,
+    gt: np.ndarray,
+    live: np.ndarray,
+    colmax: np.ndarray,
 ) -> int:  # pragma: no cover
     """The ``c`` live (non-zero) columns ``live[:c]`` of ``G̃_b``, gathered in float64; returns c.
 
-    Into ``g[:m, :c]`` (rows: gradients) for the dual system, or transposed into ``g[:c, :m]``
+    Into ``g[:m, :c]`` (rows: gradients) for the dual system, or transposed into ``gt[:c, :m]``
     (rows: columns of ``G̃_b``, so the primal Gram's dot products are contiguous) when
     ``c ≤ 5m/4`` (:func:`_primal`).
     """
     m, n = grads.shape[1], grads.shape[2]
     for q in range(n):
         colmax[q] = 0.0
-    for i in range(m):  # branch-free, so it vectorises: a column is live iff max |g̃| > 0
+    for i in range(m):  # one pass: copy, and max |g̃| per column (branch-free, so it vectorises)
         for q in range(n):
-            colmax[q] = max(colmax[q], abs(np.float64(grads[b, i, q])))
+            v = np.float64(grads[b, i, q])
+            g[i, q] = v
+            colmax[q] = max(colmax[q], abs(v))
     c = 0
     for q in range(n):
         if colmax[q] > 0.0:
@@ -73,15 +80,11 @@ def _gather_live(
         for p in range(c):
             q = live[p]
             for i in range(m):
-                g[p, i] = np.float64(grads[b, i, q])
-    elif c == n:
-        for i in range(m):
-            for q in range(n):
-                g[i, q] = np.float64(grads[b, i, q])
-    else:
+                gt[p, i] = g[i, q]
+    elif c < n:  # compact the rows in place: live[p] ≥ p
         for i in range(m):
             for p in range(c):
-                g[i, p] = np.float64(grads[b, i, live[p]])
+                g[i, p] = g[i, live[p]]
     return c
 
 
@@ -91,7 +94,7 @@ def _primal(c: int, m: int) -> bool:  # pragma: no cover
     return 4 * c <= 5 * m
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")  # type: ignore[untyped-decorator]
 def _dual_factor(
     g: np.ndarray, m: int, c: int, mdamp: float, k: np.ndarray, lower: np.ndarray
 ) -> bool:  # pragma: no cover
@@ -106,7 +109,7 @@ def _dual_factor(
     return bool(_cholesky(k, m, lower))
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")  # type: ignore[untyped-decorator]
 def _primal_factor(
     gt: np.ndarray, m: int, c: int, damp: float, a: np.ndarray, lower: np.ndarray
 ) -> bool:  # pragma: no cover
@@ -137,7 +140,8 @@ def lowrank_diag_kernel(
 ) -> None:  # pragma: no cover
     """``out[b] ← diag(F̂_b⁻¹)`` (W-5; the ``c × c`` block when ``c < m``) for ``lo ≤ b < hi``."""
     m, n = grads.shape[1], grads.shape[2]
-    g = np.empty((max(m, n), max(m, n)))  # (m, c) rows of G̃_b, or (c, m) transposed
+    g = np.empty((m, n))
+    gt = np.empty((n, m))  # the live columns as rows (the primal system)
     k = np.empty((m, m))
     lower = np.zeros((max(m, n), max(m, n)))
     a = np.empty((n, n))
@@ -146,11 +150,11 @@ def lowrank_diag_kernel(
     live = np.empty(n, dtype=np.int64)
     colmax = np.empty(n)
     for b in range(lo, hi):
-        c = _gather_live(grads, b, g, live, colmax)
+        c = _gather_live(grads, b, g, gt, live, colmax)
         for q in range(n):
             out[b, q] = 1.0 / damp  # a dead column; the live ones are overwritten below
         if _primal(c, m):  # the smaller (and exact) system
-            if not _primal_factor(g, m, c, damp, a, lower):
+            if not _primal_factor(gt, m, c, damp, a, lower):
                 bad[b] = True
                 continue
             _factor_diag(lower, c, xt, out, b, live)
@@ -174,7 +178,7 @@ def lowrank_diag_kernel(
             out[b, live[p]] = (1.0 - lev[p]) / damp
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")  # type: ignore[untyped-decorator]
 def _solve_block(
     grads: np.ndarray,
     b: int,
@@ -183,6 +187,7 @@ def _solve_block(
     z: np.ndarray,
     x: np.ndarray,
     g: np.ndarray,
+    gt: np.ndarray,
     k: np.ndarray,
     lower: np.ndarray,
     a: np.ndarray,
@@ -195,9 +200,9 @@ def _solve_block(
     m, n = grads.shape[1], grads.shape[2]
     for q in range(n):
         x[q] = z[q] / damp  # a dead column; the live ones are overwritten below
-    c = _gather_live(grads, b, g, live, colmax)
+    c = _gather_live(grads, b, g, gt, live, colmax)
     if _primal(c, m):  # the smaller (and exact) system
-        if not _primal_factor(g, m, c, damp, a, lower):
+        if not _primal_factor(gt, m, c, damp, a, lower):
             return False
         for p in range(c):
             v[p] = z[live[p]]
@@ -243,7 +248,8 @@ def lowrank_matvec_kernel(
 ) -> None:  # pragma: no cover
     """``out[b] ← F̂_b⁻¹ z[b]`` (W-5; the ``c × c`` block when ``c ≤ 5m/4``), ``lo ≤ b < hi``."""
     m, n = grads.shape[1], grads.shape[2]
-    g = np.empty((max(m, n), max(m, n)))  # (m, c) rows of G̃_b, or (c, m) transposed
+    g = np.empty((m, n))
+    gt = np.empty((n, m))  # the live columns as rows (the primal system)
     k = np.empty((m, m))
     lower = np.zeros((max(m, n), max(m, n)))
     a = np.empty((n, n))
@@ -260,7 +266,7 @@ def lowrank_matvec_kernel(
             for q in range(n):
                 out[b, q] = 0.0  # F̂⁻¹0 = 0, without a factor
             continue
-        if not _solve_block(grads, b, mdamp, damp, z[b], out[b], g, k, lower, a, v, acc, live,
+        if not _solve_block(grads, b, mdamp, damp, z[b], out[b], g, gt, k, lower, a, v, acc, live,
                             colmax):  # fmt: skip
             bad[b] = True
 
@@ -285,7 +291,8 @@ def lowrank_superpose_kernel(
     block; a block with nothing newly pruned keeps its weights without a factor.
     """
     m, n = grads.shape[1], grads.shape[2]
-    g = np.empty((max(m, n), max(m, n)))  # (m, c) rows of G̃_b, or (c, m) transposed
+    g = np.empty((m, n))
+    gt = np.empty((n, m))  # the live columns as rows (the primal system)
     k = np.empty((m, m))
     lower = np.zeros((max(m, n), max(m, n)))
     a = np.empty((n, n))
@@ -303,7 +310,7 @@ def lowrank_superpose_kernel(
                 z[q] = wb[b, q] / diag[b, q]
                 nonzero = True
         if nonzero:
-            if not _solve_block(grads, b, mdamp, damp, z, x, g, k, lower, a, v, acc, live,
+            if not _solve_block(grads, b, mdamp, damp, z, x, g, gt, k, lower, a, v, acc, live,
                                 colmax):  # fmt: skip
                 bad[b] = True
                 continue
