@@ -460,3 +460,29 @@ def test_fused_superposed_update_falls_back_on_a_block_without_a_factor() -> Non
     got = oc.obs_update(w, op, prune, mode="superpose")
     np.testing.assert_allclose(got, oc.obs_update(w, ref, prune, mode="superpose"), rtol=1e-9)
     assert op.kernels == "lapack"
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("dead", [0.0, 0.8])
+def test_num_grads_other_than_the_rows_normalises_every_path(kernels: str, dead: float) -> None:
+    """``num_grads=M`` ≠ rows: ``F̂ = λI + GᵀG/M`` on the dual and the primal (few live) systems.
+
+    With 80 % masked columns most blocks have ``c ≤ 5m/4`` live columns and take the primal
+    ``c × c`` system, whose Gram is scaled by ``1/M`` as the Woodbury one is.
+    """
+    rng = np.random.default_rng(21)
+    rows, block, d, damp, num_grads = 8, 10, 47, 1e-2, 32
+    g = rng.standard_normal((rows, d))
+    g[:, rng.random(d) < dead] = 0.0
+    ref = _oracle(g, block, damp, num_grads)
+    op = oc.LowRankFisher(g, block, damp, num_grads=num_grads, kernels=kernels)
+    _close(op.diag_blocks(), np.diagonal(ref, axis1=1, axis2=2))
+    z = rng.standard_normal((op.num_blocks, block))
+    _close(op.matvec_blocks(z), np.einsum("nbc,nc->nb", ref, z))
+    w = rng.standard_normal(d) * (g != 0).any(0)
+    prune = (w != 0) & (rng.random(d) < 0.4)
+    for mode in ("superpose", "joint"):
+        want = oc.obs_update(w, ref, prune, current_mask=w != 0, mode=mode)
+        got = oc.obs_update(w, op, prune, current_mask=w != 0, mode=mode)
+        _close(to_np(got), want)
+    assert op.kernels == kernels

@@ -111,13 +111,14 @@ def _dual_factor(
 
 @numba.njit(cache=True, fastmath=_FASTMATH, inline="always")  # type: ignore[untyped-decorator]
 def _primal_factor(
-    gt: np.ndarray, m: int, c: int, damp: float, a: np.ndarray, lower: np.ndarray
+    gt: np.ndarray, m: int, c: int, mdamp: float, damp: float, a: np.ndarray, lower: np.ndarray
 ) -> bool:  # pragma: no cover
-    """``lower ←`` the factor of ``λI_c + G̃_cᵀG̃_c/m``, the live ``c × c`` block; False if not PD.
+    """``lower ←`` the factor of ``λI_c + G̃_cᵀG̃_c/M``, the live ``c × c`` block; False if not PD.
 
-    ``gt[:c, :m]``: the live columns of ``G̃_b`` as rows (:func:`_gather_live`).
+    ``gt[:c, :m]``: the live columns of ``G̃_b`` as rows (:func:`_gather_live`). ``M`` is the
+    normaliser of Eq. F (``num_grads``, ``mdamp = Mλ``), not the number ``m`` of stored rows.
     """
-    inv_m = 1.0 / m
+    inv_m = damp / mdamp
     for p in range(c):
         for r in range(p + 1):
             t = 0.0
@@ -138,7 +139,7 @@ def lowrank_diag_kernel(
     out: np.ndarray,
     bad: np.ndarray,
 ) -> None:  # pragma: no cover
-    """``out[b] ← diag(F̂_b⁻¹)`` (W-5; the ``c × c`` block when ``c < m``) for ``lo ≤ b < hi``."""
+    """``out[b] ← diag(F̂_b⁻¹)`` (W-5; the ``c × c`` block when ``c ≤ 5m/4``), ``lo ≤ b < hi``."""
     m, n = grads.shape[1], grads.shape[2]
     g = np.empty((m, n))
     gt = np.empty((n, m))  # the live columns as rows (the primal system)
@@ -154,7 +155,7 @@ def lowrank_diag_kernel(
         for q in range(n):
             out[b, q] = 1.0 / damp  # a dead column; the live ones are overwritten below
         if _primal(c, m):  # the smaller (and exact) system
-            if not _primal_factor(gt, m, c, damp, a, lower):
+            if not _primal_factor(gt, m, c, mdamp, damp, a, lower):
                 bad[b] = True
                 continue
             _factor_diag(lower, c, xt, out, b, live)
@@ -202,7 +203,7 @@ def _solve_block(
         x[q] = z[q] / damp  # a dead column; the live ones are overwritten below
     c = _gather_live(grads, b, g, gt, live, colmax)
     if _primal(c, m):  # the smaller (and exact) system
-        if not _primal_factor(gt, m, c, damp, a, lower):
+        if not _primal_factor(gt, m, c, mdamp, damp, a, lower):
             return False
         for p in range(c):
             v[p] = z[live[p]]
