@@ -265,6 +265,29 @@ def test_bad_input_is_named(kernels: str) -> None:
         oc.obs_saliency(np.ones(20), oc.FisherBlocks(gram, 1e-3, 12, 30, kernels=kernels))
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("where", ["row", "block"])
+def test_unscanned_nan_gram_rows_are_not_decoupled(kernels: str, where: str) -> None:
+    """A NaN row (``check=False``) is not a zero row: not positive definite, not ``1/λ`` (Eq. 6c).
+
+    Only a row of exact zeros decouples; NaN entries must reach the factorisation and fail it.
+    """
+    rng = np.random.default_rng(3)
+    gram = _gram(rng.standard_normal((12, 30)), 10)
+    if where == "row":
+        gram[1, 3, :] = np.nan
+        gram[1, :, 3] = np.nan
+    else:
+        gram[1] = np.nan
+    fb = oc.FisherBlocks(gram, 1e-3, 12, 30, kernels=kernels, check=False)
+    with pytest.raises(oc.ObertError, match=r"block 1\) are not positive definite"):
+        fb.diag()
+    if kernels == "numba":  # the batched solve has no check of its own
+        op = oc.FisherBlocks(gram, 1e-3, 12, 30, kernels=kernels, check=False)._as_operator()
+        with pytest.raises(oc.ObertError, match=r"block 1\) are not positive definite"):
+            op.matvec_blocks(np.ones((3, 10)))
+
+
 def test_block_kernels_use_no_more_threads_than_torch() -> None:
     """``torch.set_num_threads(1)`` (``--threads 1``) keeps the Numba block kernels on one core."""
     torch = pytest.importorskip("torch")

@@ -75,27 +75,28 @@ def _load_live(
     inv_m: float,
     a: np.ndarray,
     live: np.ndarray,
-    rowmax: np.ndarray,
+    rowabs: np.ndarray,
 ) -> int:  # pragma: no cover
     """``a[:k, :k] ← λI + gram[b]/m`` on the ``k`` live coordinates ``live[:k]``; returns ``k``.
 
-    A coordinate is live when its row of the (symmetric) Gram has a non-zero entry; only the lower
-    triangle is read. Decoupled coordinates are left out (Eq. 6c).
+    A coordinate is live when its row of the (symmetric) Gram has an entry other than 0 (NaN
+    included: it must reach the factorisation and fail it); only the lower triangle is read.
+    Decoupled coordinates, rows of exact zeros, are left out (Eq. 6c).
     """
     n: int = gram.shape[1]
     for i in range(n):
-        rowmax[i] = 0.0
-    for i in range(n):  # one pass: load, and max |entry| per row of the symmetric block
+        rowabs[i] = 0.0
+    for i in range(n):  # one pass: load, and Σ |entry| per row of the symmetric block
         t = 0.0
         for j in range(i + 1):
             v = np.float64(gram[b, i, j])
             a[i, j] = v * inv_m
-            t = max(t, abs(v))
-            rowmax[j] = max(rowmax[j], abs(v))
-        rowmax[i] = max(rowmax[i], t)
+            t += abs(v)  # a sum, not max(): max() would drop a NaN
+            rowabs[j] += abs(v)
+        rowabs[i] += t
     k = 0
     for i in range(n):
-        if rowmax[i] > 0.0:
+        if rowabs[i] != 0.0:  # > 0, or NaN
             live[k] = i
             k += 1
     if k < n:  # compact in place: live[p] ≥ p, so no entry is overwritten before it is read
@@ -152,9 +153,9 @@ def diag_inverse_kernel(
     lower = np.empty((n, n))
     xt = np.empty((n, n))
     live = np.empty(n, dtype=np.int64)
-    rowmax = np.empty(n)
+    rowabs = np.empty(n)
     for b in range(lo, hi):
-        k = _load_live(gram, b, damp, inv_m, a, live, rowmax)
+        k = _load_live(gram, b, damp, inv_m, a, live, rowabs)
         if not _cholesky(a, k, lower):
             bad[b] = True
             continue
@@ -245,7 +246,7 @@ def solve_kernel(
     a = np.empty((n, n))
     lower = np.empty((n, n))
     live = np.empty(n, dtype=np.int64)
-    rowmax = np.empty(n)
+    rowabs = np.empty(n)
     x = np.empty(n)
     for b in range(lo, hi):
         nonzero = False
@@ -255,7 +256,7 @@ def solve_kernel(
                 nonzero = True
         if not nonzero:
             continue  # F̂⁻¹0 = 0, without a factor
-        k = _load_live(gram, b, damp, inv_m, a, live, rowmax)
+        k = _load_live(gram, b, damp, inv_m, a, live, rowabs)
         if not _cholesky(a, k, lower):
             bad[b] = True
             continue
