@@ -486,3 +486,22 @@ def test_num_grads_other_than_the_rows_normalises_every_path(kernels: str, dead:
         got = oc.obs_update(w, op, prune, current_mask=w != 0, mode=mode)
         _close(to_np(got), want)
     assert op.kernels == kernels
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_superposed_update_refuses_arrays_of_another_layout(kernels: str) -> None:
+    """``superposed_update`` checks the ``(num_blocks, B)`` layout as ``matvec_blocks`` does.
+
+    The kernel indexes without bounds checks: a missing tail block or a short row would be read
+    past its end (garbage weights, no error).
+    """
+    rng = np.random.default_rng(5)
+    op = oc.LowRankFisher(rng.standard_normal((4, 45)), 10, 1e-2, kernels=kernels)
+    ok_w, ok_m = np.zeros((5, 10)), np.ones((5, 10), dtype=bool)
+    for wb, newly, zero in (
+        (np.zeros((4, 10)), ok_m, ok_m),  # the padded tail block left out
+        (ok_w, np.ones((5, 9), dtype=bool), ok_m),
+        (ok_w, ok_m, np.ones(50, dtype=bool)),
+    ):
+        with pytest.raises(oc.ObertError, match=r"must have shape \(5, 10\)"):
+            op.superposed_update(wb, newly, zero)

@@ -341,7 +341,17 @@ class LowRankFisher:
         layout (float64); ``newly`` and ``zero``: boolean masks in that layout. Returns None where
         the kernels do not run (the batched path, or a block without a Cholesky factor, after
         which the operator takes the batched path): the caller then builds ``z`` itself.
+
+        Raises:
+            ObertError: an input of another shape (the kernel reads without bounds checks).
         """
+        want = (self.num_blocks, self.block_size)
+        for name, x in (("wb", wb), ("newly", newly), ("zero", zero)):
+            if tuple(np.shape(x)) != want:
+                raise ObertError(
+                    f"{name} must have shape {want} (num_blocks, block_size), got "
+                    f"{tuple(np.shape(x))}; pad the flat vector to num_blocks·block_size."
+                )
         if not self._numba:
             return None
         from .backends._lowrank_kernels import lowrank_superpose_kernel
