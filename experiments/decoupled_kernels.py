@@ -2,10 +2,10 @@
 
 The Numba kernels of ``obert_core.backends`` now factor only each block's live coordinates
 (docs/math.md §2.1, Eq. 6c; §2.2, "Few live columns"). This script times, in one process, the
-kernels of ``--before`` (read with ``git show`` into a temporary package) and the installed ones
-on the same random blocks with a fraction of the coordinates zeroed (the masked gradients of
-pruned weights), process CPU seconds, best of ``--repeats``, one thread, and checks that both give
-the same values::
+kernels of ``--before`` (read with ``git show``) and those of the working tree, each copied into
+a temporary package, on the same random blocks with a fraction of the coordinates zeroed (the
+masked gradients of pruned weights), process CPU seconds, best of ``--repeats``, one thread, and
+checks that both give the same values::
 
     .venv/bin/python experiments/decoupled_kernels.py --before 37d4acb
 
@@ -32,24 +32,33 @@ RESULTS = RESULTS_DIR / "decoupled_kernels.json"
 FILES = ("_block_kernels.py", "_lowrank_kernels.py", "_linalg.py")
 
 
-def _old_kernels(commit: str, where: Path) -> Any:
-    """The ``obert_core.backends`` kernel modules of ``commit``, importable as ``old_backends``."""
-    pkg = where / "old_backends"
+def _kernels(commit: str | None, where: Path, package: str) -> Any:
+    """The kernel modules of ``obert_core.backends`` at ``commit`` (None: the working tree).
+
+    Copied into ``where/package`` and imported from there, so that both versions are loaded the
+    same way (and side by side) without importing the package's internal modules by name.
+    """
+    pkg = where / package
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
+    backends = "packages/obert-core/src/obert_core/backends"
     for name in FILES:
-        src = subprocess.run(
-            ["git", "show", f"{commit}:packages/obert-core/src/obert_core/backends/{name}"],
-            cwd=REPO, check=True, capture_output=True, text=True,
-        ).stdout  # fmt: skip
+        if commit is None:
+            src = (REPO / backends / name).read_text()
+        else:
+            src = subprocess.run(
+                ["git", "show", f"{commit}:{backends}/{name}"],
+                cwd=REPO, check=True, capture_output=True, text=True,
+            ).stdout  # fmt: skip
         for mod in ("_arrays", "_errors"):  # the package's own modules: today's
             src = src.replace(f"from ..{mod} import", f"from obert_core.{mod} import")
         (pkg / name).write_text(src)
-    sys.path.insert(0, str(where))
+    if str(where) not in sys.path:
+        sys.path.insert(0, str(where))
     import importlib
 
-    block = importlib.import_module("old_backends._block_kernels")
-    lowrank = importlib.import_module("old_backends._lowrank_kernels")
+    block = importlib.import_module(f"{package}._block_kernels")
+    lowrank = importlib.import_module(f"{package}._lowrank_kernels")
     return block, lowrank
 
 
@@ -69,13 +78,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dead", type=float, nargs="+", default=[0.0, 0.5, 0.8])
     args = parser.parse_args()
-    from obert_core.backends import _block_kernels as new_block
-    from obert_core.backends import _lowrank_kernels as new_lowrank
-
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        old_block, old_lowrank = _old_kernels(args.before, Path(tmp))
+        old_block, old_lowrank = _kernels(args.before, Path(tmp), "before_backends")
+        new_block, new_lowrank = _kernels(None, Path(tmp), "after_backends")
         for dead in args.dead:
             nb, n = 8192, 50
             g = rng.standard_normal((nb, 128, n)).astype(np.float32)
