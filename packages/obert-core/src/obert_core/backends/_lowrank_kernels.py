@@ -129,6 +129,28 @@ def _primal_factor(
     return bool(_cholesky(a, c, lower))
 
 
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _scratch(m: int, n: int) -> tuple[np.ndarray, ...]:  # pragma: no cover
+    """One thread's float64 work arrays for blocks of ``m`` gradients × ``n`` columns.
+
+    ``(g, gt, k, lower, a, v, acc, live, colmax)``: the live columns as rows of gradients and
+    transposed, the ``m × m`` system, a factor, the ``c × c`` system, two vectors, the live
+    column indices and the per-column maxima of :func:`_gather_live`.
+    """
+    size = max(m, n)
+    return (
+        np.empty((m, n)),
+        np.empty((n, m)),
+        np.empty((m, m)),
+        np.zeros((size, size)),
+        np.empty((n, n)),
+        np.empty(size),
+        np.empty(n),
+        np.empty(n, dtype=np.int64),
+        np.empty(n),
+    )
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
 def lowrank_diag_kernel(
     lo: int,
@@ -141,15 +163,8 @@ def lowrank_diag_kernel(
 ) -> None:  # pragma: no cover
     """``out[b] ← diag(F̂_b⁻¹)`` (W-5; the ``c × c`` block when ``c ≤ 5m/4``), ``lo ≤ b < hi``."""
     m, n = grads.shape[1], grads.shape[2]
-    g = np.empty((m, n))
-    gt = np.empty((n, m))  # the live columns as rows (the primal system)
-    k = np.empty((m, m))
-    lower = np.zeros((max(m, n), max(m, n)))
-    a = np.empty((n, n))
+    g, gt, k, lower, a, _, lev, live, colmax = _scratch(m, n)
     xt = np.empty((n, n))
-    lev = np.empty(n)
-    live = np.empty(n, dtype=np.int64)
-    colmax = np.empty(n)
     for b in range(lo, hi):
         c = _gather_live(grads, b, g, gt, live, colmax)
         for q in range(n):
@@ -187,17 +202,13 @@ def _solve_block(
     damp: float,
     z: np.ndarray,
     x: np.ndarray,
-    g: np.ndarray,
-    gt: np.ndarray,
-    k: np.ndarray,
-    lower: np.ndarray,
-    a: np.ndarray,
-    v: np.ndarray,
-    acc: np.ndarray,
-    live: np.ndarray,
-    colmax: np.ndarray,
+    work: tuple[np.ndarray, ...],
 ) -> bool:  # pragma: no cover
-    """``x ← F̂_b⁻¹ z`` for one block (W-5, or the primal system); False if not PD."""
+    """``x ← F̂_b⁻¹ z`` for one block (W-5, or the primal system); False if not PD.
+
+    ``work``: the scratch arrays of :func:`_scratch`.
+    """
+    g, gt, k, lower, a, v, acc, live, colmax = work
     m, n = grads.shape[1], grads.shape[2]
     for q in range(n):
         x[q] = z[q] / damp  # a dead column; the live ones are overwritten below
@@ -213,18 +224,12 @@ def _solve_block(
         return True
     if not _dual_factor(g, m, c, mdamp, k, lower):
         return False
-    for i in range(m):  # v = L⁻¹ G̃ z
+    for i in range(m):  # v = G̃ z, then v = K̃⁻¹ G̃ z
         t = 0.0
         for p in range(c):
             t += g[i, p] * z[live[p]]
-        for j in range(i):
-            t -= lower[i, j] * v[j]
-        v[i] = t / lower[i, i]
-    for i in range(m - 1, -1, -1):  # v = L⁻ᵀ v = K̃⁻¹ G̃ z
-        t = v[i]
-        for j in range(i + 1, m):
-            t -= lower[j, i] * v[j]
-        v[i] = t / lower[i, i]
+        v[i] = t
+    _factor_solve(lower, m, v)
     for p in range(c):
         acc[p] = z[live[p]]
     for i in range(m):  # z − G̃ᵀ v, row by row
@@ -248,16 +253,8 @@ def lowrank_matvec_kernel(
     bad: np.ndarray,
 ) -> None:  # pragma: no cover
     """``out[b] ← F̂_b⁻¹ z[b]`` (W-5; the ``c × c`` block when ``c ≤ 5m/4``), ``lo ≤ b < hi``."""
-    m, n = grads.shape[1], grads.shape[2]
-    g = np.empty((m, n))
-    gt = np.empty((n, m))  # the live columns as rows (the primal system)
-    k = np.empty((m, m))
-    lower = np.zeros((max(m, n), max(m, n)))
-    a = np.empty((n, n))
-    v = np.empty(max(m, n))
-    acc = np.empty(n)
-    live = np.empty(n, dtype=np.int64)
-    colmax = np.empty(n)
+    n = grads.shape[2]
+    work = _scratch(grads.shape[1], n)
     for b in range(lo, hi):
         nonzero = False
         for q in range(n):
@@ -267,8 +264,7 @@ def lowrank_matvec_kernel(
             for q in range(n):
                 out[b, q] = 0.0  # F̂⁻¹0 = 0, without a factor
             continue
-        if not _solve_block(grads, b, mdamp, damp, z[b], out[b], g, gt, k, lower, a, v, acc, live,
-                            colmax):  # fmt: skip
+        if not _solve_block(grads, b, mdamp, damp, z[b], out[b], work):
             bad[b] = True
 
 
@@ -291,16 +287,8 @@ def lowrank_superpose_kernel(
     ``z_q = w_q / [F̂⁻¹]_qq`` on the newly pruned weights (``newly``) and 0 elsewhere, built per
     block; a block with nothing newly pruned keeps its weights without a factor.
     """
-    m, n = grads.shape[1], grads.shape[2]
-    g = np.empty((m, n))
-    gt = np.empty((n, m))  # the live columns as rows (the primal system)
-    k = np.empty((m, m))
-    lower = np.zeros((max(m, n), max(m, n)))
-    a = np.empty((n, n))
-    v = np.empty(max(m, n))
-    acc = np.empty(n)
-    live = np.empty(n, dtype=np.int64)
-    colmax = np.empty(n)
+    n = grads.shape[2]
+    work = _scratch(grads.shape[1], n)
     z = np.empty(n)
     x = np.empty(n)
     for b in range(lo, hi):
@@ -311,8 +299,7 @@ def lowrank_superpose_kernel(
                 z[q] = wb[b, q] / diag[b, q]
                 nonzero = True
         if nonzero:
-            if not _solve_block(grads, b, mdamp, damp, z, x, g, gt, k, lower, a, v, acc, live,
-                                colmax):  # fmt: skip
+            if not _solve_block(grads, b, mdamp, damp, z, x, work):
                 bad[b] = True
                 continue
             for q in range(n):
