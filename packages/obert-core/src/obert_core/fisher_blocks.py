@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import check_finite, framework_of, is_torch
+from ._arrays import check_finite, framework_of, is_torch, to_numpy
 from ._errors import ObertError
 from ._validate import check_choice, check_damp, check_positive_int
 from ._xp import Xp, xp_of
@@ -158,10 +158,6 @@ class FisherBlocks:
 
     # -- float64 building blocks -------------------------------------------------------------
 
-    def _numpy(self, x: Any) -> np.ndarray:
-        out: np.ndarray = x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)
-        return out
-
     def _like(self, x: np.ndarray) -> Any:
         if self.xp.torch:
             return self.xp._t.from_numpy(x)
@@ -190,7 +186,7 @@ class FisherBlocks:
         return inv
 
     def _raise_if_bad(self, bad: Any, offset: int = 0) -> None:
-        idx = np.flatnonzero(self._numpy(bad))
+        idx = np.flatnonzero(to_numpy(bad))
         if idx.size:
             raise ObertError(
                 f"{idx.size} Fisher block(s) (first: block {offset + int(idx[0])}) are not "
@@ -205,7 +201,7 @@ class FisherBlocks:
 
             out = np.empty((self.num_blocks, self.block_size))
             bad = np.zeros(self.num_blocks, dtype=np.bool_)
-            gram = self._numpy(self.gram)
+            gram = to_numpy(self.gram)
             run_on_blocks(
                 diag_inverse_kernel,
                 self.num_blocks,
@@ -271,8 +267,8 @@ class _FisherOperator:
 
             out = np.empty((self.num_blocks, self.block_size))
             bad = np.zeros(self.num_blocks, dtype=np.bool_)
-            zz = np.ascontiguousarray(fb._numpy(xp.f64(z)))
-            gram = fb._numpy(fb.gram)
+            zz = np.ascontiguousarray(to_numpy(xp.f64(z)))
+            gram = to_numpy(fb.gram)
             run_on_blocks(
                 solve_kernel, self.num_blocks, gram, fb.damp, 1.0 / fb.num_grads, zz, out, bad
             )
@@ -305,9 +301,9 @@ class _FisherOperator:
 
             out = np.empty((self.num_blocks, self.block_size))
             bad = np.zeros(self.num_blocks, dtype=np.bool_)
-            s_np = np.ascontiguousarray(fb._numpy(sel))
-            r_np = np.ascontiguousarray(fb._numpy(xp.f64(rhs)))
-            gram = fb._numpy(fb.gram)
+            s_np = np.ascontiguousarray(to_numpy(sel))
+            r_np = np.ascontiguousarray(to_numpy(xp.f64(rhs)))
+            gram = to_numpy(fb.gram)
             run_on_blocks(
                 restricted_update_kernel,
                 self.num_blocks,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import check_finite, framework_of, is_torch
+from ._arrays import check_finite, framework_of, is_torch, to_numpy
 from ._errors import ObertError
 from ._validate import check_damp, check_positive_int
 from ._xp import Xp, xp_of
@@ -328,10 +328,7 @@ class LowRankFisher:
         """``F̂⁻¹ z`` by the Numba kernel of Eq. W-5 (None if a block has no Cholesky factor)."""
         from .backends._lowrank_kernels import lowrank_matvec_kernel
 
-        zn = np.ascontiguousarray(
-            z.detach().cpu().numpy() if is_torch(z) else np.asarray(z), dtype=np.float64
-        )
-        return self._run_numba(lowrank_matvec_kernel, zn)
+        return self._run_numba(lowrank_matvec_kernel, np.ascontiguousarray(to_numpy(z), np.float64))
 
     def superposed_update(self, wb: Any, newly: Any, zero: Any) -> Any:
         """``w − F̂⁻¹z`` with 0 on ``zero``, ``z = w/diag(F̂⁻¹)`` on ``newly``: Eq. 2 superposed.
@@ -359,16 +356,12 @@ class LowRankFisher:
         diag = self.diag_blocks()
         if self.kernels != "numba":  # the diagonal fell back to the batched path
             return None
-
-        def host(x: Any, dtype: Any) -> np.ndarray:
-            return np.ascontiguousarray(x.detach().cpu().numpy() if is_torch(x) else x, dtype)
-
         return self._run_numba(
             lowrank_superpose_kernel,
-            host(wb, np.float64),
-            host(diag, np.float64),
-            host(newly, np.bool_),
-            host(zero, np.bool_),
+            np.ascontiguousarray(to_numpy(wb), np.float64),
+            np.ascontiguousarray(to_numpy(diag), np.float64),
+            np.ascontiguousarray(to_numpy(newly), np.bool_),
+            np.ascontiguousarray(to_numpy(zero), np.bool_),
         )
 
     def matvec_blocks(self, z: Any) -> Any:
