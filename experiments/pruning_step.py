@@ -83,7 +83,8 @@ def one_step(
     masks = MaskState(params)
     method = ObertPruning(num_grads=args.num_grads, grad_batch_size=args.grad_batch_size,
                           fisher_block_size=50, damp=1e-7, chunk_size=args.chunk_size)  # fmt: skip
-    ctx = StepContext(sampler=sampler, log=lambda _line: None, progress=False)
+    ctx = StepContext(sampler=sampler, log=lambda _line: None, progress=False,
+                      gradual=not args.one_shot)  # fmt: skip
     start = time.perf_counter()
     method.prune(params, masks, args.sparsity, ctx)
     seconds = time.perf_counter() - start
@@ -163,6 +164,9 @@ def main() -> None:
     parser.add_argument("--start-sparsity", type=float, default=0.0,
                         help="prune to this sparsity by global magnitude first (a later "
                         "step of a gradual run: pruned weights 0, gradients masked)")  # fmt: skip
+    parser.add_argument("--one-shot", action="store_true",
+                        help="time a one-shot step (obert-train's default update there is the "
+                        "joint one at m >= B; a gradual step's is the superposed one)")  # fmt: skip
     parser.add_argument("--compare-explicit", action="store_true",
                         help="also compare masks and weights of the explicit inverse and "
                         "FisherBlocks from the same gradients")  # fmt: skip

@@ -25,6 +25,7 @@ def _step(
     data: Path,
     sparsity: float,
     settings: dict[str, object],
+    gradual: bool = False,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, float]]:
     task = load_task("sst2", tokenizer, data_dir=data)
     sampler = GradientSampler.from_task(model, task, batch_size=2, num_grads=12, progress=False)
@@ -32,7 +33,7 @@ def _step(
     start = {n: p.detach().clone() for n, p in params.items()}
     masks = MaskState(params)
     method = ObertPruning(num_grads=12, grad_batch_size=2, damp=1e-6, chunk_size=4, **settings)
-    ctx = StepContext(sampler=sampler, log=lambda _line: None, progress=False)
+    ctx = StepContext(sampler=sampler, log=lambda _line: None, progress=False, gradual=gradual)
     method.prune(params, masks, sparsity, ctx)
     weights = {n: p.detach().clone() for n, p in params.items()}
     with torch.no_grad():
@@ -72,6 +73,25 @@ def test_factored_step_gives_the_explicit_steps_masks_and_weights(
         scale = float(old_w[name].abs().max())
         torch.testing.assert_close(new_w[name], old_w[name], rtol=0, atol=2e-5 * scale)
         assert torch.all(new_w[name].reshape(-1)[~new_m[name]] == 0)
+
+
+@pytest.mark.parametrize(("gradual", "expected"), [(False, "joint"), (True, "superpose")])
+def test_default_update_follows_the_step_kind_at_full_rank(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    gradual: bool,
+    expected: str,
+) -> None:
+    """m = 12 >= B = 8 and ``mode`` left out: a one-shot step runs the joint update, a gradual
+    step (``StepContext.gradual``) the superposed one, to the bit; the two differ."""
+    settings: dict[str, object] = {"fisher_block_size": 8}
+    default_w, default_m, _ = _step(tiny_bert, tokenizer, sst2_dir, 0.7, settings, gradual)
+    for mode in ("joint", "superpose"):
+        w, m, _ = _step(tiny_bert, tokenizer, sst2_dir, 0.7, {**settings, "mode": mode}, gradual)
+        same = all(torch.equal(w[n], default_w[n]) for n in w)
+        assert all(torch.equal(m[n], default_m[n]) for n in m)
+        assert same == (mode == expected), mode
 
 
 def test_the_explicit_inverse_stays_where_the_factored_form_does_not_apply() -> None:

@@ -38,6 +38,7 @@ from obert_train import (
 )
 from obert_train.errors import ObertTrainError
 from obert_train.hf.distillation import kd_divergence
+from obert_train.pruning import obert as obert_module
 
 WORKER = Path(__file__).with_name("run_worker.py")
 
@@ -170,17 +171,27 @@ def test_obert_trainer_prunes_distils_and_follows_the_recipe_lr(
     tokenizer: BertTokenizer,
     sst2_dir: Path,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     task = load_task("sst2", tokenizer, data_dir=sst2_dir)
     out = tmp_path / "run"
     teacher = AutoModelForSequenceClassification.from_config(tiny_bert.config)
     teacher.load_state_dict(tiny_bert.state_dict())
     recipe = load_recipe(OBS)
+    kinds: list[bool] = []
+    updated = obert_module._updated
+
+    def spy(*args: Any) -> Any:
+        kinds.append(args[-1].gradual)  # the step's StepContext
+        return updated(*args)
+
+    monkeypatch.setattr(obert_module, "_updated", spy)
     result = run_recipe(
         recipe, tiny_bert, task, out, model_name="tiny", tokenizer=tokenizer, teacher=teacher,
         options=RunOptions(batch_size=4, seed=3, logging_steps=1, progress=False),
         log=lambda _line: None,
     )  # fmt: skip
+    assert kinds == [True, True, True]  # the recipe's steps are gradual (default update)
     steps = [r["step"] for r in result.pruning_steps]
     assert steps == [9, 14, 18]  # epochs 1, 1.5, 2 at 9 steps per epoch (13.5 rounds up to 14)
     assert result.pruning_steps[-1]["target_sparsity"] == pytest.approx(0.6)

@@ -669,7 +669,7 @@ def test_fingerprint_is_stable_and_content_based(tmp_path: Path) -> None:
     assert hash(a) == hash(b)
     assert a.fingerprint() != load_recipe("paper-squad-unstructured80").fingerprint()
     assert a.fingerprint() != load_recipe(a.to_yaml(), {"num_recomputations": 2}).fingerprint()
-    assert a.fingerprint() != load_recipe(a.to_yaml(), {"mode": "superpose"}).fingerprint()
+    assert a.fingerprint() != load_recipe(a.to_yaml(), {"mode": "joint"}).fingerprint()
 
 
 def test_yaml_one_one_quirks() -> None:

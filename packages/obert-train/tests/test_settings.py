@@ -30,7 +30,8 @@ def test_defaults_follow_the_paper() -> None:
         16,
     )
     assert (cfg.mode, cfg.num_recomputations, cfg.fisher_method) == (None, 1, "batched")
-    assert cfg.update_mode == "joint"  # m = 1024 >= B = 50: the paper's joint update
+    assert cfg.update_mode(gradual=False) == "joint"  # one-shot, m = 1024 >= B = 50
+    assert cfg.update_mode(gradual=True) == "superpose"  # gradual: SparseML's update
     assert (cfg.mask_type, cfg.global_sparsity, cfg.targets) == ("unstructured", True, None)
     assert cfg.group_size == 1
     assert cfg.nm is None
@@ -170,52 +171,51 @@ def test_settings_added_later_enter_the_fingerprint_only_when_set() -> None:
 
 
 @pytest.mark.parametrize(
-    ("num_grads", "block", "mode", "expected"),
+    ("num_grads", "block", "mode", "gradual", "expected"),
     [
-        (1024, 50, None, "joint"),
-        (50, 50, None, "joint"),
-        (49, 50, None, "superpose"),
-        (16, 50, None, "superpose"),
-        (32, 32, None, "joint"),
-        (16, 50, "joint", "joint"),
-        (1024, 50, "superpose", "superpose"),
-        (16, 50, "auto", "auto"),
+        (1024, 50, None, False, "joint"),
+        (50, 50, None, False, "joint"),
+        (49, 50, None, False, "superpose"),
+        (16, 50, None, False, "superpose"),
+        (32, 32, None, False, "joint"),
+        (1024, 50, None, True, "superpose"),
+        (50, 50, None, True, "superpose"),
+        (16, 50, None, True, "superpose"),
+        (16, 50, "joint", True, "joint"),
+        (16, 50, "joint", False, "joint"),
+        (1024, 50, "superpose", False, "superpose"),
+        (1024, 50, "joint", True, "joint"),
+        (16, 50, "auto", False, "auto"),
     ],
 )
-def test_default_update_is_joint_at_full_rank_and_superposed_below(
-    num_grads: int, block: int, mode: str | None, expected: str
+def test_default_update_is_joint_only_one_shot_at_full_rank(
+    num_grads: int, block: int, mode: str | None, gradual: bool, expected: str
 ) -> None:
-    """With ``mode`` left out the update is the joint one when ``m >= B`` and the superposed one
-    when the Fisher blocks have rank ``m < B``; a given ``mode`` always wins."""
+    """With ``mode`` left out the update is the joint one in a one-shot step with ``m >= B`` and
+    the superposed one in gradual steps and below full rank; a given ``mode`` always wins. A
+    recipe's settings resolve as its gradual steps do."""
     settings = ObertSettings(num_grads=num_grads, fisher_block_size=block, mode=mode)
-    assert settings.update_mode == expected
-    assert settings.resolved_dump()["mode"] == expected
+    assert settings.update_mode(gradual=gradual) == expected
+    assert settings.resolved_dump()["mode"] == settings.update_mode(gradual=True)
 
 
-def test_default_update_keeps_the_fingerprints_of_full_rank_recipes() -> None:
-    """A recipe without ``mode`` and with ``m >= B`` has the fingerprint of ``mode: joint`` (the
-    default before it depended on ``m``); one with ``m < B`` that of ``mode: superpose``, and the
-    printed plan and a converted recipe say which."""
+def test_recipe_fingerprint_names_the_update_its_steps_run() -> None:
+    """A recipe without ``mode`` has the fingerprint of ``mode: superpose`` at every m (its
+    steps are gradual), not that of ``mode: joint``; the printed plan and a converted recipe say
+    which."""
     from obert_train import load_recipe
 
-    base = load_recipe("minilm-sst2-obert90")
-    assert base.pruning[0].settings.mode is None
-    assert base.fingerprint() == load_recipe("minilm-sst2-obert90", {"mode": "joint"}).fingerprint()
-    few = load_recipe("minilm-sst2-obert90", {"num_grads": 16})
-    assert few.pruning[0].settings.update_mode == "superpose"
-    assert (
-        few.fingerprint()
-        == load_recipe("minilm-sst2-obert90", {"num_grads": 16, "mode": "superpose"}).fingerprint()
-    )
-    assert (
-        few.fingerprint()
-        != load_recipe("minilm-sst2-obert90", {"num_grads": 16, "mode": "joint"}).fingerprint()
-    )
-    assert " mode=superpose " in few.describe()
-    assert " mode=joint " in base.describe()
-    again = load_recipe(few.to_yaml())
-    assert again == few
-    assert again.fingerprint() == few.fingerprint()
+    for overrides in ({}, {"num_grads": 16}):
+        base = load_recipe("minilm-sst2-obert90", overrides)
+        assert base.pruning[0].settings.mode is None
+        superposed = load_recipe("minilm-sst2-obert90", {**overrides, "mode": "superpose"})
+        joint = load_recipe("minilm-sst2-obert90", {**overrides, "mode": "joint"})
+        assert base.fingerprint() == superposed.fingerprint()
+        assert base.fingerprint() != joint.fingerprint()
+        assert " mode=superpose " in base.describe()
+        again = load_recipe(base.to_yaml())
+        assert again == base
+        assert again.fingerprint() == base.fingerprint()
 
 
 def test_unseen_curvature_mean_needs_the_batched_build_only_when_m_is_below_b() -> None:
@@ -255,16 +255,17 @@ def test_default_update_is_joint_when_eq_u_fills_the_unseen_directions() -> None
     from obert_train import load_recipe
 
     filled = ObertSettings(num_grads=16, fisher_block_size=50, unseen_curvature="mean")
-    assert filled.update_mode == "joint"
+    assert filled.update_mode(gradual=False) == "joint"
+    assert filled.update_mode(gradual=True) == "joint"
     assert filled.resolved_dump()["mode"] == "joint"
     damp = ObertSettings(num_grads=16, fisher_block_size=50, unseen_curvature="damp")
-    assert damp.update_mode == "superpose"
+    assert damp.update_mode(gradual=False) == "superpose"
     chosen = ObertSettings(
         num_grads=16, fisher_block_size=50, unseen_curvature="mean", mode="superpose"
     )
-    assert chosen.update_mode == "superpose"
+    assert chosen.update_mode(gradual=False) == "superpose"
     eq_u = {"num_grads": 16, "unseen_curvature": "mean"}
     recipe = load_recipe("minilm-sst2-obert90", eq_u)
-    assert recipe.pruning[0].settings.update_mode == "joint"
+    assert recipe.pruning[0].settings.update_mode(gradual=True) == "joint"
     joint = load_recipe("minilm-sst2-obert90", {**eq_u, "mode": "joint"})
     assert recipe.fingerprint() == joint.fingerprint()

@@ -232,6 +232,7 @@ class ObertPruningCallback(TrainerCallback):
             timings={},
             log=self.log,
             progress=self.progress,
+            gradual=True,
         )
 
     def on_step_begin(

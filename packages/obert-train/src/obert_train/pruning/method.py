@@ -314,6 +314,9 @@ class StepContext:
             and reused by later steps that start from the same weights (one model pruned to
             several target sparsities in one-recomputation runs).
         progress: Whether methods may show progress bars.
+        gradual: Whether training follows the step (a recipe's pruning step in a training
+            run) rather than a one-shot prune; oBERT's default update rule depends on it
+            (``ObertSettings.update_mode``).
     """
 
     sampler: Any = None
@@ -324,6 +327,7 @@ class StepContext:
     log: Callable[[str], None] = logger.info
     fisher_cache: dict[str, dict[str, torch.Tensor]] | None = None
     progress: bool = True
+    gradual: bool = False
 
     @contextmanager
     def sub_round(self, index: int, count: int) -> Iterator[None]:
