@@ -9,7 +9,11 @@ batched GEMM ``acc += XᵀX`` reading the chunk in place, a finiteness scan of t
 before issue 23's change), the check of the Gram's diagonal and of the last row of every block
 (the check now), and the zero fill of a fresh accumulator that the first chunk's ``beta = 0`` GEMM
 makes unnecessary. Each is the best of ``--repeats`` and is also given in units of the time a
-float32 GEMM of the chunk's 2·k·d·B flops takes at the 4096² GEMM rate timed in the same run.
+float32 GEMM of the chunk's 2·k·d·B flops takes at the 4096² GEMM rate timed in the same run, and
+of the time the chunk's unavoidable memory traffic takes (reading the chunk, ``4kd`` bytes, and
+reading and writing the float32 accumulator, ``2·4·⌈d/B⌉B²`` bytes) at the machine's streaming
+bandwidth, timed in the same run as ``y += x`` over two 512 MiB float32 arrays (three bytes moved
+per byte of ``x``): the accumulation is bandwidth-bound when its time is near the latter.
 """
 
 from __future__ import annotations
@@ -54,6 +58,11 @@ def main() -> None:
     square = torch.randn(4096, 4096)
     gflops = 2 * 4096**3 / best_of(lambda: square @ square, args.repeats) / 1e9
     unit = 2 * k * d * b / (gflops * 1e9)  # the chunk's flops at the GEMM rate
+    xs, ys = torch.ones(2**27), torch.ones(2**27)  # 512 MiB each
+    bandwidth = 3 * xs.numel() * 4 / best_of(lambda: ys.add_(xs), args.repeats) / 1e9  # GB/s
+    del xs, ys
+    traffic = (4 * k * d + 2 * 4 * nb * b * b) / 1e9  # GB the chunk's accumulation must move
+    unit_bw = traffic / bandwidth
     acc = torch.empty((nb, b, b))
     x = g[:, : full * b].reshape(k, full, b).transpose(0, 1)
     acc[:full].baddbmm_(x.transpose(1, 2), x, beta=0.0)
@@ -70,11 +79,13 @@ def main() -> None:
     print(
         f"{info.brand}, {info.available_cores} cores (avx512={info.avx512}, amx={info.amx}); "
         f"torch {torch.__version__}, {args.threads} threads; d={d:,} B={b} k={k}; "
-        f"float32 GEMM 4096²: {gflops:.0f} GFLOP/s, chunk GEMM time {unit:.4f} s"
+        f"float32 GEMM 4096²: {gflops:.0f} GFLOP/s, chunk GEMM time {unit:.4f} s; streaming "
+        f"bandwidth {bandwidth:.1f} GB/s, the chunk's {traffic:.3f} GB of traffic {unit_bw:.4f} s"
     )
+    print(f"{'part':38s} {'seconds':>10s}  × GEMM time  × traffic time")
     for name, fn in parts.items():
         t = best_of(fn, args.repeats)
-        print(f"{name:38s} {t:8.4f} s  {t / unit:5.2f}x")
+        print(f"{name:38s} {t:8.4f} s  {t / unit:10.2f}x  {t / unit_bw:12.2f}x")
 
 
 if __name__ == "__main__":

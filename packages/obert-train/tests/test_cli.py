@@ -67,9 +67,27 @@ def test_oneshot_writes_checkpoints_metrics_and_a_table(
         assert (recipe["num_grads"], recipe["grad_batch_size"]) == (4, 4)
         assert (recipe["fisher_block_size"], recipe["damp"]) == (16, 1e-7)  # damp: the default
         assert recipe["global_sparsity"] is True
+        assert recipe["mode"] == "superpose"  # the update the step ran (m = 4 < B = 16)
     lines = result.output.splitlines()
     header = next(i for i, line in enumerate(lines) if "sparsity" in line and "accuracy" in line)
     assert [line.split()[0] for line in lines[header + 1 : header + 4]] == ["0.00", "0.50", "0.70"]
+
+
+@pytest.mark.parametrize(("num_grads", "mode"), [(64, "joint"), (16, "superpose")])
+def test_oneshot_recipe_names_the_update_the_step_ran(num_grads: int, mode: str) -> None:
+    """A one-shot recipe without ``mode`` writes the update its one-shot step ran, so a training
+    run of it (whose gradual steps default to ``superpose``) runs the same update."""
+    from obert_train import ObertSettings, PruneResult
+    from obert_train.cli.oneshot import oneshot_recipe_yaml
+
+    settings = ObertSettings(num_grads=num_grads, fisher_block_size=50)
+    result = PruneResult(
+        method="obert", settings=settings, target_sparsity=0.5, sparsity=0.5,
+        tensor_sparsity={}, masks={}, timings={}, log=[],
+    )  # fmt: skip
+    (modifier,) = load_recipe(oneshot_recipe_yaml(result, "tiny", "sst2")).pruning
+    assert modifier.settings.mode == mode
+    assert settings.update_mode(gradual=False) == mode
 
 
 def test_magnitude_without_eval(tiny_model_dir: Path, sst2_dir: Path, tmp_path: Path) -> None:

@@ -141,10 +141,15 @@ def oneshot_recipe_yaml(result: PruneResult, model: str, task: str) -> str:
     One pruning modifier from 0 to the target at epoch 0 with the method's settings; run as a
     training recipe it prunes at the first step and fine-tunes one epoch with the masks fixed.
     """
+    from obert_train.pruning.obert import ObertSettings
     from obert_train.pruning.targets import BERT_ENCODER_PATTERNS, VIT_ENCODER_PATTERNS
     from obert_train.recipe import ModifierSpec, build_recipe
 
     settings = result.settings.model_dump(exclude_defaults=True, exclude={"targets"})
+    if isinstance(result.settings, ObertSettings) and result.settings.mode is None:
+        # the update this one-shot step ran; a training run of the recipe would otherwise take
+        # the default of gradual steps (ObertSettings.update_mode)
+        settings["mode"] = result.settings.update_mode(gradual=False)
     default = VIT_ENCODER_PATTERNS if task == "image-classification" else BERT_ENCODER_PATTERNS
     targets = result.settings.targets or list(default)
     pruning = ModifierSpec.pruning(
