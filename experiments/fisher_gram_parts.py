@@ -39,6 +39,12 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
+def streaming_bandwidth(repeats: int) -> float:
+    """GB/s of ``y += x`` over two 512 MiB float32 arrays (reads x and y, writes y)."""
+    x, y = torch.ones(2**27), torch.ones(2**27)
+    return 3 * x.numel() * 4 / best_of(lambda: y.add_(x), repeats) / 1e9
+
+
 def main() -> None:
     """Print one line per part: seconds per chunk and multiples of the chunk's GEMM time."""
     parser = make_parser(__doc__)
@@ -58,9 +64,7 @@ def main() -> None:
     square = torch.randn(4096, 4096)
     gflops = 2 * 4096**3 / best_of(lambda: square @ square, args.repeats) / 1e9
     unit = 2 * k * d * b / (gflops * 1e9)  # the chunk's flops at the GEMM rate
-    xs, ys = torch.ones(2**27), torch.ones(2**27)  # 512 MiB each
-    bandwidth = 3 * xs.numel() * 4 / best_of(lambda: ys.add_(xs), args.repeats) / 1e9  # GB/s
-    del xs, ys
+    bandwidth = streaming_bandwidth(args.repeats)
     traffic = (4 * k * d + 2 * 4 * nb * b * b) / 1e9  # GB the chunk's accumulation must move
     unit_bw = traffic / bandwidth
     acc = torch.empty((nb, b, b))

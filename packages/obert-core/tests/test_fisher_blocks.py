@@ -300,3 +300,46 @@ def test_block_kernels_use_no_more_threads_than_torch() -> None:
     finally:
         torch.set_num_threads(before)
     assert 1 <= _threads() <= before
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba")
+@pytest.mark.parametrize("workers", [1, 3])
+def test_groups_of_fully_live_blocks_give_the_reference(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Groups of eight fully live blocks are factored together (``_lane_kernels``): with blocks
+    between them that have decoupled coordinates, the zero-padded tail block and ranges per
+    thread that do not split into groups of eight, ``diag(F̂⁻¹)`` is the float64 reference's."""
+    from obert_core.backends import _block_kernels
+
+    monkeypatch.setattr(_block_kernels, "_threads", lambda: workers)
+    d, block, m, damp = 6 * 200 + 1, 6, 10, 1e-4  # 201 blocks, m >= B: full rank
+    g, _ = _problem(11, d, block, m)
+    g[:, [6 * 9 + 2, 6 * 70, 6 * 71 + 5]] = 0.0  # blocks 9, 70, 71 have a decoupled coordinate
+    ref = oc.block_fisher_inverse(g, block, damp, backend="numpy").diagonal(0, 1, 2)
+    fb = oc.FisherBlocks(_gram(g, block), damp, m, d, kernels="numba")
+    np.testing.assert_allclose(to_np(fb.diag()), ref.reshape(-1)[:d], rtol=1e-10)
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba")
+@pytest.mark.parametrize("fault", ["nan", "indefinite"])
+def test_a_bad_lane_fails_only_its_own_block(fault: str) -> None:
+    """A group of eight fully live blocks with one not positive definite (a NaN, a negative
+    eigenvalue) marks that block bad and gives the other seven their reference values."""
+    from obert_core.backends._block_kernels import diag_inverse_kernel
+
+    rng = np.random.default_rng(3)
+    nb, block, m, damp = 24, 10, 16, 1e-3
+    g = rng.standard_normal((nb, m, block))
+    gram = np.einsum("nki,nkj->nij", g, g)
+    if fault == "nan":
+        gram[13, 4, 4] = np.nan
+    else:
+        gram[13] = -np.eye(block)
+    out, bad = np.empty((nb, block)), np.zeros(nb, dtype=bool)
+    diag_inverse_kernel(0, nb, gram, damp, 1.0 / m, out, bad)
+    assert np.flatnonzero(bad).tolist() == [13]
+    for b in range(nb):
+        if b != 13:
+            want = np.linalg.inv(gram[b] / m + damp * np.eye(block)).diagonal()
+            np.testing.assert_allclose(out[b], want, rtol=1e-10)

@@ -11,6 +11,9 @@ float64):
   block, ``u_S = rhs_S``, ``u_R = −F̂_RR⁻¹ F̂_RS rhs_S`` (a ``|R|×|R|`` Cholesky solve);
 * :func:`solve_kernel`: ``F̂_b⁻¹ z_b``.
 
+``diag_inverse_kernel`` factors groups of eight fully live blocks (the first step from a dense
+model) together, one block per SIMD lane (:mod:`._lane_kernels`).
+
 **Decoupled coordinates** (docs/math.md §2.1, Eq. 6c). A coordinate whose row of the Gram is
 zero (a pruned weight: its gradients are masked) is decoupled, ``F̂_qq = λ`` and ``F̂_qj = 0``, so
 ``[F̂⁻¹]_qq = 1/λ`` and ``(F̂⁻¹z)_q = z_q/λ``; each kernel factors only the ``k`` live
@@ -38,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .._arrays import require_numba
+from ._lane_kernels import LANES, full_group, lanes_diag
 from ._linalg import _threads
 
 __all__ = ["diag_inverse_kernel", "restricted_update_kernel", "run_on_blocks", "solve_kernel"]
@@ -147,21 +151,36 @@ def _factor_solve(lower: np.ndarray, k: int, x: np.ndarray) -> None:  # pragma: 
 def diag_inverse_kernel(
     lo: int, hi: int, gram: np.ndarray, damp: float, inv_m: float, out: np.ndarray, bad: np.ndarray
 ) -> None:  # pragma: no cover
-    """``out[b] ← diag((λI + gram[b]/m)⁻¹)`` for the blocks ``lo ≤ b < hi`` (Eqs. 6a, 6c)."""
+    """``out[b] ← diag((λI + gram[b]/m)⁻¹)`` for the blocks ``lo ≤ b < hi`` (Eqs. 6a, 6c).
+
+    Groups of ``LANES`` fully live blocks go through :func:`._lane_kernels.lanes_diag`.
+    """
     n = gram.shape[1]
     a = np.empty((n, n))
     lower = np.empty((n, n))
     xt = np.empty((n, n))
     live = np.empty(n, dtype=np.int64)
     rowabs = np.empty(n)
-    for b in range(lo, hi):
-        k = _load_live(gram, b, damp, inv_m, a, live, rowabs)
-        if not _cholesky(a, k, lower):
-            bad[b] = True
-            continue
-        for q in range(n):
-            out[b, q] = 1.0 / damp  # decoupled; the live ones are overwritten below
-        _factor_diag(lower, k, xt, out, b, live)
+    la = np.empty((n, n, LANES))
+    lxt = np.empty((n, n, LANES))
+    lrd = np.empty((n, LANES))
+    b = lo
+    while b < hi:
+        stop = b + 1
+        if b + LANES <= hi and full_group(gram, b):
+            if lanes_diag(gram, b, damp, inv_m, la, lxt, lrd, out):
+                b += LANES
+                continue
+            stop = b + LANES  # a lane is not positive definite: one block at a time
+        for q in range(b, stop):
+            k = _load_live(gram, q, damp, inv_m, a, live, rowabs)
+            if not _cholesky(a, k, lower):
+                bad[q] = True
+                continue
+            for i in range(n):
+                out[q, i] = 1.0 / damp  # decoupled; the live ones are overwritten below
+            _factor_diag(lower, k, xt, out, q, live)
+        b = stop
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
