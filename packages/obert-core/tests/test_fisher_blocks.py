@@ -343,3 +343,22 @@ def test_a_bad_lane_fails_only_its_own_block(fault: str) -> None:
         if b != 13:
             want = np.linalg.inv(gram[b] / m + damp * np.eye(block)).diagonal()
             np.testing.assert_allclose(out[b], want, rtol=1e-10)
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba")
+def test_diag_does_not_depend_on_the_number_of_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each block's ``diag(F̂⁻¹)`` is the same to the bit on 1, 2 or 3 threads: whether a block is
+    factored in a group of eight (another round-off than alone) must not depend on where the
+    ranges of ``run_on_blocks`` start, nor on where a decoupled block before it shifted groups."""
+    from obert_core.backends import _block_kernels
+
+    d, block, m, damp = 6 * 200 + 1, 6, 10, 1e-4
+    g, _ = _problem(12, d, block, m)
+    g[:, [6 * 3 + 1, 6 * 70, 6 * 131 + 5]] = 0.0  # blocks 3, 70, 131 have a decoupled coordinate
+    gram = _gram(g, block)
+    diags = []
+    for workers in (1, 2, 3):
+        monkeypatch.setattr(_block_kernels, "_threads", lambda w=workers: w)
+        diags.append(to_np(oc.FisherBlocks(gram, damp, m, d, kernels="numba").diag()))
+    np.testing.assert_array_equal(diags[1], diags[0])
+    np.testing.assert_array_equal(diags[2], diags[0])

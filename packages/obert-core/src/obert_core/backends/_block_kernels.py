@@ -153,7 +153,10 @@ def diag_inverse_kernel(
 ) -> None:  # pragma: no cover
     """``out[b] ← diag((λI + gram[b]/m)⁻¹)`` for the blocks ``lo ≤ b < hi`` (Eqs. 6a, 6c).
 
-    Groups of ``LANES`` fully live blocks go through :func:`._lane_kernels.lanes_diag`.
+    Groups of ``LANES`` fully live blocks go through :func:`._lane_kernels.lanes_diag`. The
+    groups start at multiples of ``LANES`` (where :func:`run_on_blocks` splits the blocks too), so
+    whether a block is factored in its group or alone (another round-off) depends neither on the
+    split nor on the blocks before its group.
     """
     n = gram.shape[1]
     a = np.empty((n, n))
@@ -166,12 +169,12 @@ def diag_inverse_kernel(
     lrd = np.empty((n, LANES))
     b = lo
     while b < hi:
-        stop = b + 1
-        if b + LANES <= hi and full_group(gram, b):
-            if lanes_diag(gram, b, damp, inv_m, la, lxt, lrd, out):
-                b += LANES
-                continue
-            stop = b + LANES  # a lane is not positive definite: one block at a time
+        stop = min(b - b % LANES + LANES, hi)  # the end of b's group (or of the range)
+        whole = b % LANES == 0 and stop == b + LANES
+        if whole and full_group(gram, b) and lanes_diag(gram, b, damp, inv_m, la, lxt, lrd, out):
+            b = stop
+            continue
+        # not a whole fully live group, or a lane is not positive definite: one block at a time
         for q in range(b, stop):
             k = _load_live(gram, q, damp, inv_m, a, live, rowabs)
             if not _cholesky(a, k, lower):
@@ -287,9 +290,12 @@ def solve_kernel(
 
 
 def run_on_blocks(kernel: Callable[..., None], num_blocks: int, *args: Any) -> None:
-    """``kernel(lo, hi, *args)`` over ``[0, num_blocks)`` split into one range per core."""
+    """``kernel(lo, hi, *args)`` over ``[0, num_blocks)`` split into one range per core.
+
+    The ranges start at multiples of ``LANES``, so no group of :func:`diag_inverse_kernel` is split.
+    """
     workers = max(1, min(_threads(), num_blocks // 64))
-    bounds = [num_blocks * i // workers for i in range(workers + 1)]
+    bounds = [num_blocks * i // workers // LANES * LANES for i in range(workers)] + [num_blocks]
     if workers == 1:
         kernel(0, num_blocks, *args)
         return
