@@ -269,3 +269,14 @@ def test_default_update_is_joint_when_eq_u_fills_the_unseen_directions() -> None
     assert recipe.pruning[0].settings.update_mode(gradual=True) == "joint"
     joint = load_recipe("minilm-sst2-obert90", {**eq_u, "mode": "joint"})
     assert recipe.fingerprint() == joint.fingerprint()
+
+
+def test_unseen_curvature_mean_leaves_the_default_update_alone_at_full_rank() -> None:
+    """At m >= B Eq. U fills nothing (the Fisher is the same, bit for bit), so
+    ``unseen_curvature="mean"`` does not change the update either: superposed in gradual steps,
+    joint in one-shot steps, as with ``"damp"``."""
+    for unseen in ("damp", "mean"):
+        settings = ObertSettings(num_grads=128, fisher_block_size=50, unseen_curvature=unseen)
+        assert settings.update_mode(gradual=True) == "superpose", unseen
+        assert settings.update_mode(gradual=False) == "joint", unseen
+        assert settings.resolved_dump()["mode"] == "superpose", unseen

@@ -93,8 +93,8 @@ class ObertSettings(MethodSettings):
         default=None,
         description=(
             "superpose in gradual steps and below full rank (num_grads < "
-            "fisher_block_size); joint in one-shot steps at full rank and with "
-            "unseen_curvature 'mean'"
+            "fisher_block_size); joint in one-shot steps at full rank and below full rank "
+            "with unseen_curvature 'mean'"
         ),
     )
     num_recomputations: int = Field(default=1, ge=1)
@@ -153,12 +153,12 @@ class ObertSettings(MethodSettings):
         """The OBS update rule of a step.
 
         ``mode`` when given. By default ``"joint"`` where the Fisher blocks have full rank and
-        the step is one-shot (``num_grads >= fisher_block_size``, or the null space filled by
-        ``unseen_curvature="mean"``, which gives ``"joint"`` in gradual steps too), else
-        ``"superpose"``: the update SparseML ran the paper's recipes with, measured ahead of
-        the joint one in gradual runs at m = 16, 32 and 128 (1.04 ± 0.17 points over three
-        seeds at m = 128, B = 50; docs/results.md), while one-shot steps at m ≥ B favoured the
-        joint update.
+        the step is one-shot (``num_grads >= fisher_block_size``), or where
+        ``unseen_curvature="mean"`` fills their null space (``num_grads < fisher_block_size``;
+        gradual steps too), else ``"superpose"``: the update SparseML ran the paper's recipes
+        with, measured ahead of the joint one in gradual runs at m = 32 and 128 (1.04 ± 0.17
+        points over three seeds at m = 128, B = 50; a tie at m = 16; docs/results.md), while
+        one-shot steps at m ≥ B favoured the joint update.
 
         Args:
             gradual: Whether training follows the step (a recipe's pruning step, as
@@ -166,8 +166,8 @@ class ObertSettings(MethodSettings):
         """
         if self.mode is not None:
             return self.mode
-        if self.unseen_curvature == "mean":
-            return "joint"
+        if self.unseen_curvature == "mean" and self.num_grads < self.fisher_block_size:
+            return "joint"  # Eq. U filled the blocks (at m >= B it fills nothing)
         one_shot_full_rank = not gradual and self.num_grads >= self.fisher_block_size
         return "joint" if one_shot_full_rank else "superpose"
 
@@ -175,7 +175,8 @@ class ObertSettings(MethodSettings):
         """Every setting, with ``mode`` as a recipe's gradual steps resolve it.
 
         A recipe that leaves ``mode`` out has the fingerprint of the update its steps run:
-        ``mode: superpose``, or ``mode: joint`` with ``unseen_curvature: mean``.
+        ``mode: superpose``, or ``mode: joint`` with ``unseen_curvature: mean`` and
+        ``num_grads < fisher_block_size``.
         """
         out = super().resolved_dump()
         out["mode"] = self.update_mode(gradual=True)
