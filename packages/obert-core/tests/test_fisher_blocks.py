@@ -337,7 +337,8 @@ def test_a_bad_lane_fails_only_its_own_block(fault: str) -> None:
     else:
         gram[13] = -np.eye(block)
     out, bad = np.empty((nb, block)), np.zeros(nb, dtype=bool)
-    diag_inverse_kernel(0, nb, gram, damp, 1.0 / m, out, bad)
+    none = (np.empty(0), np.empty((0, 1)), np.empty((0, 1), np.int16), np.empty(0, np.int32))
+    diag_inverse_kernel(0, nb, gram, damp, 1.0 / m, out, bad, 1, *none)
     assert np.flatnonzero(bad).tolist() == [13]
     for b in range(nb):
         if b != 13:
@@ -362,3 +363,136 @@ def test_diag_does_not_depend_on_the_number_of_threads(monkeypatch: pytest.Monke
         diags.append(to_np(oc.FisherBlocks(gram, damp, m, d, kernels="numba").diag()))
     np.testing.assert_array_equal(diags[1], diags[0])
     np.testing.assert_array_equal(diags[2], diags[0])
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba")
+@pytest.mark.parametrize(
+    ("workers", "block", "dtype"),
+    [(1, 8, "float32"), (3, 8, "float32"), (2, 7, "float32"), (2, 7, "float64")],
+)
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_factors_kept_in_the_gram_solve_as_the_reference(
+    workers: int, block: int, dtype: str, fw: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``overwrite_gram``: ``F̂⁻¹z = XᵀXz`` from the factors ``diag()`` kept in the Gram's memory
+    equals the float64 explicit inverse's product — in groups of eight fully live blocks and
+    alone (decoupled coordinates, the tail block), odd B with a float32 Gram (blocks that do not
+    start on 8 bytes), zero right-hand sides and a non-zero ``z`` on a decoupled coordinate; the
+    superposed update through it is the reference's too, and the diag is unchanged."""
+    from obert_core.backends import _block_kernels
+
+    monkeypatch.setattr(_block_kernels, "_threads", lambda: workers)
+    d, m, damp = block * 40 + 3, 12, 1e-6  # 41 blocks, the last one partial
+    g, w = _problem(21, d, block, m)
+    g[:, [block * 9 + 2, block * 17, block * 17 + 5, block * 30 + 6]] = 0.0  # decoupled in part
+    gram = _gram(g, block).astype(dtype)
+    ref = np.linalg.inv(gram.astype(np.float64) / m + damp * np.eye(block))  # of the same Gram
+    plain = oc.FisherBlocks(_as(fw, gram.copy()), damp, m, d, kernels="numba")
+    fb = oc.FisherBlocks(_as(fw, gram), damp, m, d, kernels="numba", overwrite_gram=True)
+    assert fb.overwrite_gram and fb._factors is None  # kept by diag(), not before
+    np.testing.assert_array_equal(to_np(fb.diag()), to_np(plain.diag()))
+    assert fb._factors is not None
+    assert not np.array_equal(gram, _gram(g, block).astype(dtype))  # written in place
+    side = sum(a.nbytes for a in fb._factors[2:])
+    assert side == oc.FisherBlocks.factor_bytes(d, block)
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((fb.num_blocks, block))
+    z[4] = 0.0
+    want = np.einsum("nbc,nc->nb", ref, z)
+    got = to_np(fb._as_operator().matvec_blocks(_as(fw, z)))
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11 * np.abs(want).max())
+    assert np.all(got[4] == 0.0)
+    assert got[17, 5] == z[17, 5] / damp  # a decoupled coordinate: z_q / λ (Eq. 6c)
+    prune = rng.random(d) < 0.5
+    np.testing.assert_allclose(
+        to_np(oc.obs_update(_as(fw, w), fb, _as(fw, prune), mode="superpose")),
+        oc.obs_update(w, ref, prune, mode="superpose"),
+        rtol=1e-8,
+        atol=1e-10 * np.abs(w).max(),
+    )
+    for call, what in [
+        (fb.inverse, "explicit Fisher blocks"),
+        (lambda: oc.obs_update(_as(fw, w), fb, _as(fw, prune), mode="joint"), "joint update"),
+    ]:
+        with pytest.raises(oc.ObertError, match=f"{what}.*overwrite_gram"):
+            call()
+
+
+def test_gram_kept_where_it_cannot_be_overwritten() -> None:
+    """LAPACK kernels, a read-only or non-contiguous Gram: nothing is kept, nothing written,
+    and every operation still works."""
+    d, block, m, damp = 50 * 2, 50, 60, 1e-5
+    g, _ = _problem(4, d, block, m)
+    gram = _gram(g, block)
+    fb = oc.FisherBlocks(gram, damp, m, d, kernels="lapack", overwrite_gram=True)
+    assert not fb.overwrite_gram
+    fb.diag()
+    assert fb._factors is None
+    fb.inverse()
+    if HAS_NUMBA:
+        frozen = gram.copy()
+        frozen.flags.writeable = False
+        strided = np.zeros((2, block, 2 * block))
+        strided[:, :, ::2] = gram
+        for arr in (frozen, strided[:, :, ::2]):
+            nb = oc.FisherBlocks(arr, damp, m, d, kernels="numba", overwrite_gram=True)
+            nb.diag()
+            assert nb._factors is None
+            np.testing.assert_array_equal(arr, gram)
+            nb.inverse()
+    assert oc.FisherBlocks.factor_bytes(d, block) == 2 * (10 * 50 + 4)
+    with pytest.raises(oc.ObertError, match="num_weights"):
+        oc.FisherBlocks.factor_bytes(0, block)
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba")
+@settings(max_examples=40, deadline=None)
+@given(
+    block=st.integers(1, 12),
+    nb=st.integers(1, 20),
+    m=st.integers(1, 30),
+    dead=st.floats(0.0, 1.0),
+    wide=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_factors_kept_in_the_gram_against_the_explicit_inverse(
+    block: int, nb: int, m: int, dead: float, wide: bool, seed: int
+) -> None:
+    """Property: for any block size (odd too), number of blocks, rank (m < B too), share of
+    decoupled coordinates and Gram dtype, ``XᵀXz`` from the factors kept in the Gram is the
+    float64 explicit inverse's ``F̂⁻¹z``."""
+    d = block * nb
+    g, _ = _problem(seed, d, block, m)
+    rng = np.random.default_rng(seed + 1)
+    g[:, rng.random(d) < dead] = 0.0
+    damp = 1e-3
+    gram = _gram(g, block).astype(np.float64 if wide else np.float32)
+    ref = np.linalg.inv(gram.astype(np.float64) / m + damp * np.eye(block))  # of the same Gram
+    fb = oc.FisherBlocks(gram, damp, m, d, kernels="numba", overwrite_gram=True)
+    fb.diag()
+    assert fb._factors is not None
+    z = rng.standard_normal((nb, block)) * (rng.random((nb, 1)) < 0.8)
+    want = np.einsum("nbc,nc->nb", ref, z)
+    got = to_np(fb._as_operator().matvec_blocks(z))
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_fused_superposed_update_checks_its_layout(kernels: str) -> None:
+    """The fused update names an input of the wrong layout; the LAPACK kernels leave it to the
+    caller (None), whose result is the same."""
+    d, block, m, damp = 50 * 3, 50, 60, 1e-5
+    g, w = _problem(8, d, block, m)
+    fb = oc.FisherBlocks(_gram(g, block), damp, m, d, kernels=kernels)
+    op = fb._as_operator()
+    wb = w.reshape(3, block)
+    newly = np.random.default_rng(0).random((3, block)) < 0.4
+    with pytest.raises(oc.ObertError, match=r"newly must have shape \(3, 50\)"):
+        op.superposed_update(wb, newly.reshape(-1), newly)
+    got = op.superposed_update(wb, newly, newly)
+    if kernels == "lapack":
+        assert got is None
+        return
+    ref = oc.block_fisher_inverse(g, block, damp, backend="numpy")
+    want = oc.obs_update(w, ref, newly.reshape(-1), mode="superpose")
+    np.testing.assert_allclose(got.reshape(-1), want, rtol=1e-8, atol=1e-10 * np.abs(w).max())

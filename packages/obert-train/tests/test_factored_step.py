@@ -117,3 +117,52 @@ def test_gradient_rows_write_the_low_rank_fishers_layout(
     assert got.grads.shape == want.grads.shape == (6, sum(chunks), 20)
     torch.testing.assert_close(got.grads, want.grads, rtol=0, atol=0)
     torch.testing.assert_close(got.diag(), want.diag(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scope", [True, False])
+def test_gradual_step_solves_with_the_factors_kept_in_the_gram(
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scope: bool,
+) -> None:
+    """A gradual step (superposed update) lets diag(F^-1) keep its factors in the Gram and
+    solves with them: the same masks as refactoring each block, weights to float32 round-off."""
+    settings: dict[str, object] = {"fisher_block_size": 8, "global_sparsity": scope}
+    kept: list[bool] = []
+    original = obert_module.build_inverse_fishers
+
+    def spy(*args: object, **kwargs: object) -> dict[str, object]:
+        out = original(*args, **kwargs)  # type: ignore[arg-type]
+        kept.extend(getattr(v, "_factors", None) is not None for v in out.values())
+        return dict(out)
+
+    monkeypatch.setattr(obert_module, "build_inverse_fishers", spy)
+    new_w, new_m, _ = _step(tiny_bert, tokenizer, sst2_dir, 0.6, settings, gradual=True)
+    assert kept and all(kept)
+    kept.clear()
+    monkeypatch.setattr(obert_module, "overwrite_gram", lambda *_a, **_k: False)
+    old_w, old_m, _ = _step(tiny_bert, tokenizer, sst2_dir, 0.6, settings, gradual=True)
+    assert kept and not any(kept)
+    for name in old_w:
+        assert torch.equal(new_m[name], old_m[name]), name
+        scale = float(old_w[name].abs().max())
+        torch.testing.assert_close(new_w[name], old_w[name], rtol=0, atol=2e-6 * scale)
+
+
+def test_the_gram_is_overwritten_only_where_nothing_reads_it_again() -> None:
+    from obert_train.pruning.obert import overwrite_gram
+
+    base = ObertSettings(num_grads=64, fisher_block_size=50)
+    assert overwrite_gram(base, gradual=True, cached=False)
+    assert not overwrite_gram(base, gradual=False, cached=False)  # one-shot: joint update
+    assert not overwrite_gram(base, gradual=True, cached=True)  # a cache reuses the Fisher
+    for extra in (
+        {"mode": "joint"},
+        {"diagnostics": True},
+        {"num_grads": 16},  # m < B: LowRankFisher
+        {"fisher_method": "streaming"},
+    ):
+        assert not overwrite_gram(base.model_copy(update=extra), gradual=True, cached=False), extra
+    assert overwrite_gram(base.model_copy(update={"mode": "superpose"}), gradual=False, cached=False)

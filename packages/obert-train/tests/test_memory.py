@@ -134,3 +134,19 @@ def test_grad_batching_default_depends_on_total_ram_only(monkeypatch: pytest.Mon
     fake(64 * 2**30, 3 * 2**30)
     assert _memory.grad_batching_bytes() == 2 * 2**30  # at most 2 GiB
     assert _sampler.grad_batching_bytes is _memory.grad_batching_bytes
+
+
+def test_factors_kept_in_the_gram_add_only_their_side_arrays() -> None:
+    """overwrite_gram: the factors take the Gram's own memory; the plan adds the side arrays
+    (about 10 bytes per weight) to the inversion phase, never a second Gram."""
+    import obert_core as oc
+
+    sizes = [768 * 3072, 768 * 768]
+    args = (sizes, 50, 1, "batched", 128)
+    plain, kept = group_peak_bytes(*args), group_peak_bytes(*args, overwrite_gram=True)
+    side = sum(oc.FisherBlocks.factor_bytes(d, 50) for d in sizes)
+    assert kept - plain in (0, side)  # the gradient phase may be the peak either way
+    one = ([768 * 768 * 8], 50, 1, "batched", 128)  # one big tensor: the inversion is the peak
+    grown = group_peak_bytes(*one, overwrite_gram=True) - group_peak_bytes(*one)
+    assert grown == oc.FisherBlocks.factor_bytes(768 * 768 * 8, 50)
+    assert grown < 0.06 * fisher_bytes(768 * 768 * 8, 50)

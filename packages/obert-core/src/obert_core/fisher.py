@@ -332,13 +332,18 @@ class BlockFisherBuilder:
             )
         return self._from_backend(finv)
 
-    def finalize_fisher(self) -> FisherBlocks:
+    def finalize_fisher(self, *, overwrite_gram: bool = False) -> FisherBlocks:
         """Return the damped Fisher blocks un-inverted, as a :class:`~obert_core.FisherBlocks`.
 
         The batched build's Gram stack is kept as accumulated (no copy, no ``B×B`` output per
         block) and ``diag(F̂⁻¹)`` is computed here (timed as ``invert_s``), so a non-positive-
         definite block is reported now, as by :meth:`finalize`. The scores and the joint update
         it supports need only factorisations of ``F̂`` (docs/math.md §2.1).
+
+        Args:
+            overwrite_gram: keep ``diag``'s inverse factors in the Gram's memory (see
+                :class:`~obert_core.FisherBlocks`): the superposed update then needs no
+                factorisation, and nothing that reads the Gram works afterwards.
 
         Raises:
             ObertError: for ``method="streaming"`` (it builds the inverse itself), no gradients,
@@ -359,6 +364,7 @@ class BlockFisherBuilder:
             self.num_grads,
             self.num_weights,
             check=False,
+            overwrite_gram=overwrite_gram,
         )
         blocks.diag()  # the scores' diag(F̂⁻¹); raises here on a block that is not PD
         self._timings["invert_s"] += time.perf_counter() - t0

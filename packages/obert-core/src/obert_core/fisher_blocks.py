@@ -84,6 +84,15 @@ class FisherBlocks:
         check: scan ``gram`` for NaN/inf (False: skip the scan of a Gram built from gradients
             already checked, as :class:`~obert_core.BlockFisherBuilder` does; a non-finite
             block is then reported as not positive definite when it is factorised).
+        overwrite_gram: let :meth:`diag` keep its float64 inverse Cholesky factors
+            ``X = L⁻¹`` in the Gram's own memory (as SciPy's ``overwrite_a``; a block's
+            strictly lower ``X`` in float64 fits in its ``B×B`` float32 Gram block), so that each
+            ``F̂⁻¹z`` after it — the superposed update of Eq. 2 — takes two triangular
+            products per block (``B²`` flops) instead of a factorisation (``B³/3``), with no
+            second Gram-sized array (:meth:`factor_bytes`: the side arrays). Afterwards
+            everything that reads the Gram (:meth:`inverse`, the joint update, ``group_size >
+            1``, ``F̂u``) raises. Numba kernels and a C-contiguous, writable CPU Gram only;
+            otherwise the Gram is left as it is and nothing is kept.
 
     Raises:
         ObertError: on a bad shape, dtype, value or non-finite entries.
@@ -99,6 +108,7 @@ class FisherBlocks:
         *,
         kernels: str = "auto",
         check: bool = True,
+        overwrite_gram: bool = False,
     ) -> None:
         framework_of(gram, names=("gram",))
         shape = tuple(gram.shape)
@@ -128,11 +138,34 @@ class FisherBlocks:
         self.xp: Xp = xp_of(gram)
         self.xp_like = gram[:0, 0, 0]
         self._diag: Any = None
+        self.overwrite_gram = bool(overwrite_gram) and self._numba
+        self._factors: tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._overwritten = False
 
     @property
     def kernels(self) -> str:
         """The kernels in use, ``"numba"`` or ``"lapack"``."""
         return "numba" if self._numba else "lapack"
+
+    @staticmethod
+    def factor_bytes(num_weights: int, block_size: int) -> int:
+        """Bytes that ``overwrite_gram=True`` adds to the Gram for a tensor of ``num_weights``.
+
+        Per block the diagonal of ``X`` (float64, ``8B``), the live coordinates (int16, ``2B``)
+        and their number (int32); the rest of ``X`` takes the Gram's own memory.
+        """
+        d = check_positive_int(num_weights, "num_weights")
+        b = check_positive_int(block_size, "block_size")
+        return -(-d // b) * (10 * b + 4)
+
+    def _gram(self, what: str) -> Any:
+        """The Gram blocks, or an error naming ``what`` if :meth:`diag` overwrote them."""
+        if self._overwritten:
+            raise ObertError(
+                f"{what} reads the Gram blocks, which diag() overwrote with its factors "
+                "(overwrite_gram=True); build the Fisher again without overwrite_gram for it."
+            )
+        return self.gram
 
     def diag(self) -> Any:
         """``diag(F̂⁻¹)``, float64, flat ``(d,)`` (computed once, then cached).
@@ -166,7 +199,7 @@ class FisherBlocks:
     def _dense(self, start: int, stop: int) -> Any:
         """``λI + G/m`` of blocks ``start:stop`` in float64, symmetrised from the lower triangle."""
         xp = self.xp
-        a = xp.f64(self.gram[start:stop])
+        a = xp.f64(self._gram("the explicit Fisher blocks")[start:stop])
         a = a.tril() + a.tril(-1).mT if xp.torch else np.tril(a) + np.swapaxes(np.tril(a, -1), 1, 2)
         return a * (1.0 / self.num_grads) + xp.eye(self.block_size) * self.damp
 
@@ -199,21 +232,26 @@ class FisherBlocks:
         if self._numba:
             from .backends._block_kernels import diag_inverse_kernel, run_on_blocks
 
-            out = np.empty((self.num_blocks, self.block_size))
-            bad = np.zeros(self.num_blocks, dtype=np.bool_)
+            nb, n = self.num_blocks, self.block_size
+            out = np.empty((nb, n))
+            bad = np.zeros(nb, dtype=np.bool_)
             gram = to_numpy(self.gram)
+            scale = 8 // gram.itemsize
+            xbuf = _float64_view(gram) if self.overwrite_gram else None
+            keep = 0 if xbuf is None else nb
+            side = (np.empty((keep, n)), np.empty((keep, n), np.int16), np.empty(keep, np.int32))
             run_on_blocks(
                 diag_inverse_kernel,
-                self.num_blocks,
-                gram,
-                self.damp,
-                1.0 / self.num_grads,
-                out,
-                bad,
+                nb,
+                *(gram, self.damp, 1.0 / self.num_grads, out, bad, scale),
+                *(np.empty(0) if xbuf is None else xbuf, *side),
             )
+            self._overwritten = xbuf is not None  # also when a block failed: the Gram is gone
             # a Gram with inf entries (float32 overflow) factorises into NaN, not into a failure
             self._raise_if_bad(bad | ~(np.isfinite(out) & (out > 0)).all(axis=1))
             self._diag = self._like(out)
+            if xbuf is not None:
+                self._factors = (scale, xbuf, *side)
         else:
             xp = self.xp
             parts = []
@@ -240,7 +278,11 @@ class _FisherOperator:
         fb = self.fb
         index = self.xp._t.as_tensor(blocks, device=fb.gram.device) if self.xp.torch else blocks
         sub = FisherBlocks(
-            fb.gram[index], fb.damp, fb.num_grads, len(blocks) * fb.block_size, kernels=fb.kernels
+            fb._gram("a subset of the blocks")[index],
+            fb.damp,
+            fb.num_grads,
+            len(blocks) * fb.block_size,
+            kernels=fb.kernels,
         )
         return _FisherOperator(sub)
 
@@ -260,15 +302,25 @@ class _FisherOperator:
         return _cat(xp, parts)
 
     def matvec_blocks(self, z: Any) -> Any:
-        """``F̂⁻¹ z`` for ``z`` of shape ``(num_blocks, B)``: one Cholesky solve per block."""
+        """``F̂⁻¹ z`` for ``z`` of shape ``(num_blocks, B)``: one Cholesky solve per block.
+
+        With the factors ``diag()`` kept (``overwrite_gram``): ``XᵀX z`` instead.
+        """
         fb, xp = self.fb, self.xp
+        if fb._numba and fb._factors is not None:  # kept by diag(): XᵀX z, no factorisation
+            from .backends._block_kernels import factored_solve_kernel, run_on_blocks
+
+            out = np.empty((self.num_blocks, self.block_size))
+            zz = np.ascontiguousarray(to_numpy(xp.f64(z)))
+            run_on_blocks(factored_solve_kernel, self.num_blocks, *fb._factors, fb.damp, zz, out)
+            return fb._like(out)
         if fb._numba:
             from .backends._block_kernels import run_on_blocks, solve_kernel
 
             out = np.empty((self.num_blocks, self.block_size))
             bad = np.zeros(self.num_blocks, dtype=np.bool_)
             zz = np.ascontiguousarray(to_numpy(xp.f64(z)))
-            gram = to_numpy(fb.gram)
+            gram = to_numpy(fb._gram("F̂⁻¹z without factors"))
             run_on_blocks(
                 solve_kernel, self.num_blocks, gram, fb.damp, 1.0 / fb.num_grads, zz, out, bad
             )
@@ -279,6 +331,58 @@ class _FisherOperator:
             for s in range(0, self.num_blocks, _CHUNK)
         ]
         return _cat(xp, parts)
+
+    def superposed_update(self, wb: Any, newly: Any, zero: Any) -> Any:
+        """``w − F̂⁻¹z`` with 0 on ``zero``, ``z = w/diag(F̂⁻¹)`` on ``newly``: Eq. 2 superposed.
+
+        One fused Numba pass over the blocks with no float64 temporaries of the whole tensor,
+        through the factors ``diag()`` kept (``overwrite_gram``) or else one factorisation per
+        block with something newly pruned. ``wb``: the weights in the ``(num_blocks, B)`` layout
+        (float64); ``newly`` and ``zero``: boolean masks in that layout. Returns None with the
+        LAPACK kernels (the caller then builds ``z`` itself).
+
+        Raises:
+            ObertError: an input of another shape, or a block that is not positive definite.
+        """
+        fb = self.fb
+        want = (self.num_blocks, self.block_size)
+        for name, x in (("wb", wb), ("newly", newly), ("zero", zero)):
+            if tuple(np.shape(x)) != want:
+                raise ObertError(
+                    f"{name} must have shape {want} (num_blocks, block_size), got "
+                    f"{tuple(np.shape(x))}; pad the flat vector to num_blocks·block_size."
+                )
+        if not fb._numba:
+            return None
+        from .backends._block_kernels import run_on_blocks, superpose_kernel
+
+        diag = np.ascontiguousarray(to_numpy(fb._diag_blocks()), np.float64)
+        if fb._factors is not None:
+            gram, kept = np.empty((0, 1, 1), np.float32), fb._factors
+        else:
+            gram = to_numpy(fb._gram("the superposed update without factors"))
+            kept = (
+                1,
+                np.empty(0),
+                np.empty((0, 1)),
+                np.empty((0, 1), np.int16),
+                np.empty(0, np.int32),
+            )
+        out = np.empty(want)
+        bad = np.zeros(self.num_blocks, dtype=np.bool_)
+        run_on_blocks(
+            superpose_kernel,
+            self.num_blocks,
+            *(gram, fb.damp, 1.0 / fb.num_grads, *kept),
+            np.ascontiguousarray(to_numpy(wb), np.float64),
+            diag,
+            np.ascontiguousarray(to_numpy(newly), np.bool_),
+            np.ascontiguousarray(to_numpy(zero), np.bool_),
+            out,
+            bad,
+        )
+        fb._raise_if_bad(bad)
+        return fb._like(out)
 
     def _apply_fisher(self, u: Any) -> Any:
         """``F̂ u`` per block (float64)."""
@@ -303,7 +407,7 @@ class _FisherOperator:
             bad = np.zeros(self.num_blocks, dtype=np.bool_)
             s_np = np.ascontiguousarray(to_numpy(sel))
             r_np = np.ascontiguousarray(to_numpy(xp.f64(rhs)))
-            gram = to_numpy(fb.gram)
+            gram = to_numpy(fb._gram("the joint update"))
             run_on_blocks(
                 restricted_update_kernel,
                 self.num_blocks,
@@ -338,3 +442,16 @@ def _cat(xp: Xp, parts: list[Any]) -> Any:
     if xp.torch:
         return xp._t.cat(parts)
     return np.concatenate(parts)
+
+
+def _float64_view(gram: np.ndarray) -> np.ndarray | None:
+    """The Gram's memory as a flat float64 array, or None where it cannot be written in place.
+
+    Needs a C-contiguous, writable array whose data starts on an 8-byte boundary (a float32
+    array with an odd number of entries loses its last 4 bytes, which no block's factors reach).
+    """
+    if not (gram.flags.c_contiguous and gram.flags.writeable) or gram.ctypes.data % 8:
+        return None
+    flat = gram.reshape(-1)
+    per = 8 // gram.itemsize
+    return flat[: flat.size // per * per].view(np.float64)

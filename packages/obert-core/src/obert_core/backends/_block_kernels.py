@@ -9,7 +9,15 @@ float64):
   take ``B³``);
 * :func:`restricted_update_kernel`: the joint OBS update through the kept weights ``R`` of each
   block, ``u_S = rhs_S``, ``u_R = −F̂_RR⁻¹ F̂_RS rhs_S`` (a ``|R|×|R|`` Cholesky solve);
-* :func:`solve_kernel`: ``F̂_b⁻¹ z_b``.
+* :func:`solve_kernel`: ``F̂_b⁻¹ z_b``;
+* :func:`superpose_kernel`: the superposed OBS update ``w_b − F̂_b⁻¹ z_b`` in one pass;
+* :func:`factored_solve_kernel`: ``F̂_b⁻¹ z_b = XᵀX z_b`` from the inverse factors ``X = L⁻¹``
+  that :func:`diag_inverse_kernel` keeps on request (two triangular products, ``B²`` flops,
+  instead of a factorisation per block). They are kept *in the Gram's own memory*: the strictly
+  lower triangle of a block's ``X`` in float64 takes ``4B(B−1)`` bytes, less than the ``4B²``
+  of its float32 Gram block, so it fits there from the block's first 8-byte boundary
+  (:func:`factor_offset`) and no block's factors reach the next block. The diagonal of ``X``
+  and the live coordinates go to small side arrays.
 
 ``diag_inverse_kernel`` factors groups of eight fully live blocks (the first step from a dense
 model) together, one block per SIMD lane (:mod:`._lane_kernels`).
@@ -44,7 +52,15 @@ from .._arrays import require_numba
 from ._lane_kernels import LANES, full_group, lanes_diag
 from ._linalg import _threads
 
-__all__ = ["diag_inverse_kernel", "restricted_update_kernel", "run_on_blocks", "solve_kernel"]
+__all__ = [
+    "diag_inverse_kernel",
+    "factor_offset",
+    "factored_solve_kernel",
+    "restricted_update_kernel",
+    "run_on_blocks",
+    "solve_kernel",
+    "superpose_kernel",
+]
 
 numba = require_numba()
 
@@ -132,6 +148,43 @@ def _factor_diag(
         out[b, live[i]] = t
 
 
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def factor_offset(b: int, n: int, scale: int) -> int:  # pragma: no cover
+    """Start of block ``b``'s factors in the float64 view of the Gram: its first 8-byte boundary.
+
+    ``scale`` is the number of Gram entries per float64 (2: float32, 1: float64).
+    """
+    return (n * n * b + scale - 1) // scale
+
+
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _keep_block(
+    xt: np.ndarray,
+    k: int,
+    live: np.ndarray,
+    q: int,
+    scale: int,
+    xbuf: np.ndarray,
+    xdiag: np.ndarray,
+    lv: np.ndarray,
+    nl: np.ndarray,
+) -> None:  # pragma: no cover
+    """Keep block ``q``'s ``X = L⁻¹`` over its ``k`` live coordinates (``xt[i, r] = X[r, i]``).
+
+    ``X_ii`` goes to ``xdiag[q, i]``; column ``i`` below the diagonal (``k − 1 − i`` entries) to
+    ``xbuf`` after the columns before it, from :func:`factor_offset`.
+    """
+    n = xdiag.shape[1]
+    o = factor_offset(q, n, scale)
+    for i in range(k):
+        xdiag[q, i] = xt[i, i]
+        for r in range(i + 1, k):
+            xbuf[o] = xt[i, r]
+            o += 1
+        lv[q, i] = live[i]
+    nl[q] = k
+
+
 @numba.njit(cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
 def _factor_solve(lower: np.ndarray, k: int, x: np.ndarray) -> None:  # pragma: no cover
     """``x[:k] ← (LLᵀ)⁻¹ x[:k]`` (forward, then back substitution)."""
@@ -149,7 +202,18 @@ def _factor_solve(lower: np.ndarray, k: int, x: np.ndarray) -> None:  # pragma: 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
 def diag_inverse_kernel(
-    lo: int, hi: int, gram: np.ndarray, damp: float, inv_m: float, out: np.ndarray, bad: np.ndarray
+    lo: int,
+    hi: int,
+    gram: np.ndarray,
+    damp: float,
+    inv_m: float,
+    out: np.ndarray,
+    bad: np.ndarray,
+    scale: int,
+    xbuf: np.ndarray,
+    xdiag: np.ndarray,
+    lv: np.ndarray,
+    nl: np.ndarray,
 ) -> None:  # pragma: no cover
     """``out[b] ← diag((λI + gram[b]/m)⁻¹)`` for the blocks ``lo ≤ b < hi`` (Eqs. 6a, 6c).
 
@@ -157,7 +221,15 @@ def diag_inverse_kernel(
     groups start at multiples of ``LANES`` (where :func:`run_on_blocks` splits the blocks too), so
     whether a block is factored in its group or alone (another round-off) depends neither on the
     split nor on the blocks before its group.
+
+    With ``xdiag`` of shape ``(num_blocks, B)`` (an empty array keeps nothing) each block's
+    ``X = L⁻¹`` over its live coordinates is kept for :func:`factored_solve_kernel`: below the
+    diagonal in ``xbuf``, the float64 view of ``gram``'s own memory (``scale`` Gram entries per
+    float64), written only after the block (or its group) has been read; the diagonal in
+    ``xdiag``, the live coordinates in ``lv[b, :k]`` and ``k`` in ``nl[b]``. A block that is not
+    positive definite keeps nothing valid (and its Gram may be overwritten).
     """
+    keep = xdiag.shape[0] > 0
     n = gram.shape[1]
     a = np.empty((n, n))
     lower = np.empty((n, n))
@@ -172,6 +244,17 @@ def diag_inverse_kernel(
         stop = min(b - b % LANES + LANES, hi)  # the end of b's group (or of the range)
         whole = b % LANES == 0 and stop == b + LANES
         if whole and full_group(gram, b) and lanes_diag(gram, b, damp, inv_m, la, lxt, lrd, out):
+            if keep:
+                for lane in range(LANES):
+                    q = b + lane
+                    o = factor_offset(q, n, scale)
+                    for i in range(n):
+                        xdiag[q, i] = lxt[i, i, lane]
+                        for r in range(i + 1, n):
+                            xbuf[o] = lxt[i, r, lane]
+                            o += 1
+                        lv[q, i] = i
+                    nl[q] = n
             b = stop
             continue
         # not a whole fully live group, or a lane is not positive definite: one block at a time
@@ -183,6 +266,8 @@ def diag_inverse_kernel(
             for i in range(n):
                 out[q, i] = 1.0 / damp  # decoupled; the live ones are overwritten below
             _factor_diag(lower, k, xt, out, q, live)
+            if keep:
+                _keep_block(xt, k, live, q, scale, xbuf, xdiag, lv, nl)
         b = stop
 
 
@@ -287,6 +372,151 @@ def solve_kernel(
         _factor_solve(lower, k, x)
         for i in range(k):
             out[b, live[i]] = x[i]
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")  # type: ignore[untyped-decorator]
+def _apply_factors(
+    scale: int,
+    xbuf: np.ndarray,
+    xdiag: np.ndarray,
+    lv: np.ndarray,
+    nl: np.ndarray,
+    b: int,
+    damp: float,
+    z: np.ndarray,
+    out: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+) -> None:  # pragma: no cover
+    """``out ← F̂_b⁻¹ z = XᵀX z`` on block ``b``'s live coordinates, ``z_q/λ`` on the others.
+
+    ``y = X z`` column by column, then ``(Xᵀy)_i = Σ_{r≥i} X_ri y_r``: ``B²`` flops, no division.
+    """
+    n = z.shape[0]
+    for q in range(n):
+        out[q] = z[q] / damp  # decoupled (Eq. 6c); the live ones are overwritten below
+    k = nl[b]
+    for i in range(k):
+        x[i] = z[lv[b, i]]
+        y[i] = 0.0
+    start = factor_offset(b, n, scale)
+    o = start
+    for i in range(k):
+        m = k - 1 - i
+        col = xbuf[o : o + m]  # slices: no negative-index checks in the inner loops
+        yy = y[i + 1 : k]
+        xi = x[i]
+        y[i] += xdiag[b, i] * xi
+        for t in range(m):
+            yy[t] += col[t] * xi
+        o += m
+    o = start
+    for i in range(k):
+        m = k - 1 - i
+        col = xbuf[o : o + m]
+        yy = y[i + 1 : k]
+        t2 = xdiag[b, i] * y[i]
+        for t in range(m):
+            t2 += col[t] * yy[t]
+        out[lv[b, i]] = t2
+        o += m
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+def factored_solve_kernel(
+    lo: int,
+    hi: int,
+    scale: int,
+    xbuf: np.ndarray,
+    xdiag: np.ndarray,
+    lv: np.ndarray,
+    nl: np.ndarray,
+    damp: float,
+    z: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover
+    """``out[b] ← F̂_b⁻¹ z[b] = XᵀX z[b]`` from the factors kept by :func:`diag_inverse_kernel`.
+
+    ``B²`` flops per block and no division; decoupled coordinates get ``z_q/λ`` (Eq. 6c).
+    """
+    n = z.shape[1]
+    x = np.empty(n)
+    y = np.empty(n)
+    for b in range(lo, hi):
+        nonzero = False
+        for q in range(n):
+            if z[b, q] != 0:
+                nonzero = True
+        if nonzero:
+            _apply_factors(scale, xbuf, xdiag, lv, nl, b, damp, z[b], out[b], x, y)
+        else:
+            for q in range(n):
+                out[b, q] = 0.0
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
+def superpose_kernel(
+    lo: int,
+    hi: int,
+    gram: np.ndarray,
+    damp: float,
+    inv_m: float,
+    scale: int,
+    xbuf: np.ndarray,
+    xdiag: np.ndarray,
+    lv: np.ndarray,
+    nl: np.ndarray,
+    wb: np.ndarray,
+    diag: np.ndarray,
+    newly: np.ndarray,
+    zero: np.ndarray,
+    out: np.ndarray,
+    bad: np.ndarray,
+) -> None:  # pragma: no cover
+    """``out[b] ← w_b − F̂_b⁻¹ z_b``, 0 on ``zero``: the superposed OBS update (Eq. 2), fused.
+
+    ``z_q = w_q / [F̂⁻¹]_qq`` on the newly pruned weights (``newly``), 0 elsewhere, built per
+    block. ``F̂_b⁻¹ z_b`` comes from the factors :func:`diag_inverse_kernel` kept (``xdiag``
+    not empty) or else from a Cholesky factorisation of the block's live coordinates; a block
+    with nothing newly pruned keeps its weights without either.
+    """
+    factored = xdiag.shape[0] > 0
+    n = wb.shape[1]
+    z = np.empty(n)
+    dz = np.empty(n)
+    x = np.empty(n)
+    y = np.empty(n)
+    a = np.empty((n, n))
+    lower = np.empty((n, n))
+    live = np.empty(n, dtype=np.int64)
+    rowabs = np.empty(n)
+    for b in range(lo, hi):
+        nonzero = False
+        for q in range(n):
+            z[q] = 0.0
+            if newly[b, q] and wb[b, q] != 0:
+                z[q] = wb[b, q] / diag[b, q]
+                nonzero = True
+        if not nonzero:
+            for q in range(n):
+                out[b, q] = 0.0 if zero[b, q] else wb[b, q]
+            continue
+        if factored:
+            _apply_factors(scale, xbuf, xdiag, lv, nl, b, damp, z, dz, x, y)
+        else:
+            k = _load_live(gram, b, damp, inv_m, a, live, rowabs)
+            if not _cholesky(a, k, lower):
+                bad[b] = True
+                continue
+            for q in range(n):
+                dz[q] = z[q] / damp  # decoupled; the live ones are overwritten below
+            for i in range(k):
+                x[i] = z[live[i]]
+            _factor_solve(lower, k, x)
+            for i in range(k):
+                dz[live[i]] = x[i]
+        for q in range(n):
+            out[b, q] = 0.0 if zero[b, q] else wb[b, q] - dz[q]
 
 
 def run_on_blocks(kernel: Callable[..., None], num_blocks: int, *args: Any) -> None:

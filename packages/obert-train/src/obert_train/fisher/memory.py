@@ -174,6 +174,7 @@ def group_peak_bytes(
     chunk_size: int,
     fisher_method: str,
     num_grads: int | None = None,
+    overwrite_gram: bool = False,
 ) -> int:
     """Estimated peak bytes while the inverse Fisher of one group is built.
 
@@ -192,6 +193,9 @@ def group_peak_bytes(
         chunk_size: Gradients per chunk.
         fisher_method: ``"batched"`` or ``"streaming"``.
         num_grads: m (decides the Gram dtype; None assumes float64, the upper bound).
+        overwrite_gram: The factored Fisher keeps ``diag(F^-1)``'s factors in its Gram; their
+            side arrays (``obert_core.FisherBlocks.factor_bytes``, about 10 bytes per weight)
+            are held with the Gram from the inversion on.
     """
     if fisher_method not in _METHODS:
         raise OptionError(f"fisher_method must be one of {_METHODS}, got {fisher_method!r}")
@@ -207,6 +211,8 @@ def group_peak_bytes(
     blocks = min(-(-d_max // block_size), 2048)
     workspace = 2 * 3 * 8 * blocks * block_size * block_size
     invert = sum(max(a, s) for a, s in zip(acc, stored, strict=True)) + max(stored) + workspace
+    if overwrite_gram:
+        invert += sum(oc.FisherBlocks.factor_bytes(d, block_size) for d in numels)
     return max(sum(acc) + streaming, invert)
 
 
@@ -255,6 +261,7 @@ def plan_memory(
     chunk_size: int = 32,
     budget_bytes: int | None = None,
     fisher_method: str = "batched",
+    overwrite_gram: bool = False,
 ) -> MemoryPlan:
     """Pack tensors (in the given order) into groups whose estimated peak fits the budget.
 
@@ -275,6 +282,8 @@ def plan_memory(
         budget_bytes: Memory budget of this process; default :func:`default_budget_bytes`
             (80 % of the available RAM divided by ``LOCAL_WORLD_SIZE``).
         fisher_method: ``"batched"`` or ``"streaming"`` inverse construction.
+        overwrite_gram: Budget the side arrays of factors kept in the Gram (see
+            :func:`group_peak_bytes`).
 
     Returns:
         The plan.
@@ -293,7 +302,10 @@ def plan_memory(
 
     def peak(names: Sequence[str], chunk: int) -> int:
         sizes = [numels[n] for n in names]
-        return int(_MARGIN * group_peak_bytes(sizes, block_size, chunk, fisher_method, num_grads))
+        return int(
+            _MARGIN
+            * group_peak_bytes(sizes, block_size, chunk, fisher_method, num_grads, overwrite_gram)
+        )
 
     chunk = max(1, min(chunk_size, num_grads))
     largest = max(numels, key=lambda n: numels[n])
@@ -330,7 +342,9 @@ def plan_memory(
             groups, chunk = trial, smaller
         smaller //= 2
     current = groups[-1]
-    if len(groups) == 1 and sum(fisher.values()) + _SELECT * d_all > room:
+    side = sum(oc.FisherBlocks.factor_bytes(d, block_size) for d in numels.values())
+    kept = sum(fisher.values()) + (side if overwrite_gram else 0)
+    if len(groups) == 1 and kept + _SELECT * d_all > room:
         # One group would keep every inverse while global masks are chosen: split it in two.
         half = max(1, len(current) // 2)
         groups = [current[:half], current[half:]] if len(current) > 1 else groups

@@ -263,6 +263,26 @@ def factored_fisher(settings: ObertSettings) -> bool:
     return settings.fisher_method == "batched" and settings.num_grads >= settings.fisher_block_size
 
 
+def overwrite_gram(settings: ObertSettings, *, gradual: bool, cached: bool) -> bool:
+    """Whether a step lets ``diag(F^-1)`` keep its factors in the Gram (``overwrite_gram``).
+
+    Then the superposed update solves with them (``B^2`` flops per block, no factorisation;
+    docs/math.md §2.1), and nothing may read the Gram afterwards. True for a factored Fisher
+    (:func:`factored_fisher`) whose only use after the scores is the superposed update of
+    single weights: not for the joint update, ``block4``, ``block_allocation: obs`` (its loss
+    curves), ``diagnostics`` (``F u``), nor a Fisher kept in a cache for other steps
+    (``cached``).
+    """
+    return (
+        factored_fisher(settings)
+        and settings.update_mode(gradual=gradual) == "superpose"
+        and settings.group_size == 1
+        and settings.block_allocation is None
+        and not settings.diagnostics
+        and not cached
+    )
+
+
 @contextmanager
 def _timed(ctx: StepContext, key: str) -> Iterator[None]:
     start = time.perf_counter()
@@ -283,6 +303,7 @@ def build_inverse_fishers(
     chunk_size: int | None = None,
     overlap: bool = True,
     factored: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Fisher]:
     """Blocked inverse Fisher of each tensor in ``names`` owned by this rank.
 
@@ -302,6 +323,8 @@ def build_inverse_fishers(
         factored: Return ``obert_core.FisherBlocks`` (the damped Fisher un-inverted, with
             ``diag(F^-1)``; ``BlockFisherBuilder.finalize_fisher``) instead of the explicit
             inverse; batched build only (see :func:`factored_fisher`).
+        overwrite: With ``factored``: keep ``diag(F^-1)``'s factors in the Gram
+            (``finalize_fisher(overwrite_gram=True)``; see :func:`overwrite_gram`).
 
     Returns:
         ``{name: (ceil(d/B), B, B) float32 tensor}`` (or ``FisherBlocks`` with ``factored``) for
@@ -374,7 +397,7 @@ def build_inverse_fishers(
             fisher_s += time.perf_counter() - t0
     t0 = time.perf_counter()
     finvs: dict[str, Fisher] = {
-        name: builder.finalize_fisher() if factored else builder.finalize()
+        name: builder.finalize_fisher(overwrite_gram=overwrite) if factored else builder.finalize()
         for name, builder in builders.items()
     }
     fisher_s += time.perf_counter() - t0
@@ -551,6 +574,7 @@ class ObertPruning(PruningMethod):
             chunk_size=cfg.chunk_size,
             budget_bytes=cfg.max_memory,
             fisher_method=cfg.fisher_method,
+            overwrite_gram=overwrite_gram(cfg, gradual=ctx.gradual, cached=False),
         )
 
     def _step(
@@ -577,6 +601,7 @@ class ObertPruning(PruningMethod):
         # into the model earlier would move the point later passes (and other ranks) see.
         updated: dict[str, torch.Tensor] = {}
         cache = ctx.fisher_cache if ctx.round_index == 0 and keep_all else None
+        overwrite = overwrite_gram(cfg, gradual=ctx.gradual, cached=cache is not None)
         finv_key, score_key = _cache_keys(cfg, params) if cache is not None else ("", "")
         for names in passes:
             if cache is not None and finv_key in cache:
@@ -587,7 +612,7 @@ class ObertPruning(PruningMethod):
             else:
                 finvs = build_inverse_fishers(
                     params, names, masks, cfg, ctx, owners, chunk_size=plan.chunk_size,
-                    factored=factored_fisher(cfg),
+                    factored=factored_fisher(cfg), overwrite=overwrite,
                 )  # fmt: skip
                 if cache is not None:  # holds FisherBlocks too (StepContext types it as tensors)
                     cache.setdefault(finv_key, {}).update(finvs)  # type: ignore[arg-type]
@@ -636,7 +661,7 @@ class ObertPruning(PruningMethod):
                 for names in passes:
                     finvs = build_inverse_fishers(
                         params, names, masks, cfg, ctx, owners, chunk_size=plan.chunk_size,
-                        factored=factored_fisher(cfg),
+                        factored=factored_fisher(cfg), overwrite=overwrite,
                     )  # fmt: skip
                     updated.update(_updated(params, finvs, masks, new_masks, cfg, ctx))
                     del finvs
