@@ -326,7 +326,9 @@ def test_groups_of_fully_live_blocks_give_the_reference(
 def test_a_bad_lane_fails_only_its_own_block(fault: str) -> None:
     """A group of eight fully live blocks with one not positive definite (a NaN, a negative
     eigenvalue) marks that block bad and gives the other seven their reference values."""
+    from obert_core.backends import _block_kernels
     from obert_core.backends._block_kernels import diag_inverse_kernel
+    from obert_core.backends._lane_kernels import slp_vectorize
 
     rng = np.random.default_rng(3)
     nb, block, m, damp = 24, 10, 16, 1e-3
@@ -337,8 +339,8 @@ def test_a_bad_lane_fails_only_its_own_block(fault: str) -> None:
     else:
         gram[13] = -np.eye(block)
     out, bad = np.empty((nb, block)), np.zeros(nb, dtype=bool)
-    none = (np.empty(0), np.empty((0, 1)), np.empty((0, 1), np.int16), np.empty(0, np.int32))
-    diag_inverse_kernel(0, nb, gram, damp, 1.0 / m, out, bad, 1, *none)
+    with slp_vectorize():  # as FisherBlocks compiles it
+        diag_inverse_kernel(0, nb, gram, damp, 1.0 / m, out, bad, True, *_block_kernels._NO_FACTORS)
     assert np.flatnonzero(bad).tolist() == [13]
     for b in range(nb):
         if b != 13:
@@ -496,3 +498,42 @@ def test_fused_superposed_update_checks_its_layout(kernels: str) -> None:
     ref = oc.block_fisher_inverse(g, block, damp, backend="numpy")
     want = oc.obs_update(w, ref, newly.reshape(-1), mode="superpose")
     np.testing.assert_allclose(got.reshape(-1), want, rtol=1e-8, atol=1e-10 * np.abs(w).max())
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba")
+def test_lanes_are_checked_once_and_left_out_where_they_disagree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SLP-compiled lanes agree with the per-block kernel on this build; where a build
+    disagrees (simulated), a RuntimeWarning names it and diag(F̂⁻¹) runs without the lanes,
+    with the reference's values."""
+    import numba
+
+    from obert_core.backends import _block_kernels
+
+    before = numba.config.SLP_VECTORIZE
+    assert _block_kernels.lanes_agree() is True
+    assert before == numba.config.SLP_VECTORIZE  # the switch is restored
+    d, block, m, damp = 6 * 32, 6, 10, 1e-4
+    g, _ = _problem(13, d, block, m)
+    ref = oc.block_fisher_inverse(g, block, damp, backend="numpy").diagonal(0, 1, 2)
+    used: list[bool] = []
+    kernel = _block_kernels.diag_inverse_kernel
+
+    def spy(*args: object) -> None:
+        used.append(bool(args[7]))
+        kernel(*args)
+
+    monkeypatch.setattr(_block_kernels, "diag_inverse_kernel", spy)
+    monkeypatch.setattr(_block_kernels, "_LANES_AGREE", None)
+    real_abs = np.abs
+    monkeypatch.setattr(_block_kernels.np, "abs", lambda x: real_abs(x) + 1.0)  # "disagree"
+    with pytest.warns(RuntimeWarning, match="disagree with the per-block kernels"):
+        assert _block_kernels.lanes_agree() is False
+    monkeypatch.undo()
+    monkeypatch.setattr(_block_kernels, "diag_inverse_kernel", spy)
+    monkeypatch.setattr(_block_kernels, "_LANES_AGREE", False)
+    used.clear()
+    fb = oc.FisherBlocks(_gram(g, block), damp, m, d, kernels="numba")
+    np.testing.assert_allclose(to_np(fb.diag()), ref.reshape(-1)[:d], rtol=1e-10)
+    assert used and not any(used)

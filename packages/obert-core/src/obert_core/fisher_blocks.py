@@ -230,7 +230,8 @@ class FisherBlocks:
         if self._diag is not None:
             return self._diag
         if self._numba:
-            from .backends._block_kernels import diag_inverse_kernel, run_on_blocks
+            from .backends._block_kernels import diag_inverse_kernel, lanes_agree, run_on_blocks
+            from .backends._lane_kernels import slp_vectorize
 
             nb, n = self.num_blocks, self.block_size
             out = np.empty((nb, n))
@@ -240,12 +241,14 @@ class FisherBlocks:
             xbuf = _float64_view(gram) if self.overwrite_gram else None
             keep = 0 if xbuf is None else nb
             side = (np.empty((keep, n)), np.empty((keep, n), np.int16), np.empty(keep, np.int32))
-            run_on_blocks(
-                diag_inverse_kernel,
-                nb,
-                *(gram, self.damp, 1.0 / self.num_grads, out, bad, scale),
-                *(np.empty(0) if xbuf is None else xbuf, *side),
-            )
+            lanes = lanes_agree()
+            with slp_vectorize():  # the lanes' scalars become vector operations (_lane_kernels)
+                run_on_blocks(
+                    diag_inverse_kernel,
+                    nb,
+                    *(gram, self.damp, 1.0 / self.num_grads, out, bad, lanes, scale),
+                    *(np.empty(0) if xbuf is None else xbuf, *side),
+                )
             self._overwritten = xbuf is not None  # also when a block failed: the Gram is gone
             # a Gram with inf entries (float32 overflow) factorises into NaN, not into a failure
             self._raise_if_bad(bad | ~(np.isfinite(out) & (out > 0)).all(axis=1))

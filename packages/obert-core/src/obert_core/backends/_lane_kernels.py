@@ -8,14 +8,19 @@ factorisation runs on all eight with the block index innermost (``a[i, j, lane]`
 scalar operation of the one-block algorithm becomes one 8-wide vector operation and no dot
 product needs a horizontal sum.
 
-The lanes are written out as eight scalars (``_dot`` and the helpers after it): with Numba's
-arrays LLVM's SLP vectoriser combines them, whereas a loop over a lane array is vectorised along
-the dot product (gathers of stride 8) or not at all. For the same reason these functions allow
-contraction (FMA) but not reassociation: with ``reassoc`` the loop vectoriser takes over the dot
-products again. Measured: 1.6× the per-block ``diag(F̂⁻¹)`` kernel on dense ``50×50`` blocks
-(docs/benchmarks.md); the Cholesky factor alone gains nothing (the per-block one already
-vectorises its dot products), so ``F̂⁻¹z`` keeps the per-block kernel. The results are those of
-the per-block kernels up to float64 round-off (the same operations in another order).
+The lanes are written out as eight scalars (``_dot`` and the helpers after it) for LLVM's SLP
+(superword-level parallelism) vectoriser to combine into vector operations; a loop over a lane
+array is vectorised along the dot product (gathers of stride 8) or not at all. These functions
+allow contraction (FMA) but not reassociation, so the lanes keep the one-block order of
+operations. Numba turns SLP vectorisation off by default (``NUMBA_SLP_VECTORIZE=0`` since Numba
+0.57, after miscompilations elsewhere): without it the eight lanes run as eight scalar
+instruction streams. :func:`slp_vectorize` turns it on while the kernels that call these
+functions are compiled, and :func:`._block_kernels.lanes_agree` checks once per process that
+the compiled lanes give the per-block kernel's values on a fixed problem before any lane is used
+(a miscompiled build falls back to the per-block kernel with a warning). Measured: 2.8× the
+per-block ``diag(F̂⁻¹)`` kernel on dense ``50×50`` blocks with SLP, 1.6× without
+(docs/benchmarks.md). The results are those of the per-block kernels up to float64 round-off
+(the same operations in another order).
 
 A group is *fully live* when every diagonal entry of its eight Gram blocks is non-zero (a
 decoupled coordinate has an all-zero row, so a zero diagonal; a NaN diagonal counts as live and
@@ -25,11 +30,14 @@ caller factors its blocks one at a time, which reports the bad ones.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
 from .._arrays import require_numba
 
-__all__ = ["LANES", "full_group", "lanes_diag"]
+__all__ = ["LANES", "full_group", "lanes_diag", "slp_vectorize"]
 
 numba = require_numba()
 
@@ -37,6 +45,23 @@ LANES = 8
 """Blocks per group (float64 lanes of an AVX-512 register)."""
 
 _CONTRACT = {"contract"}
+
+
+@contextmanager
+def slp_vectorize() -> Iterator[None]:
+    """Numba's SLP vectoriser on while the block (compiles and) runs, as it was after.
+
+    Numba reads ``numba.config.SLP_VECTORIZE`` whenever it optimises a function, so only what
+    compiles inside the block (the first call of a kernel with new argument types) is affected;
+    loading a kernel from Numba's cache or calling it again is not.
+    """
+    before = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        numba.config.SLP_VECTORIZE = before
+
 
 Lanes = tuple[float, float, float, float, float, float, float, float]
 """One float per lane."""
