@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import BertForSequenceClassification, BertTokenizer
 
@@ -34,9 +35,15 @@ def test_two_buffers_keep_the_previous_chunk_valid_and_give_the_same_gradients(
     assert [c[next(iter(params))].shape[0] for c in one] == [2, 2, 2, 1]
 
 
+@pytest.mark.parametrize("factored", [False, True])
 def test_overlapped_gram_equals_the_sequential_build(
-    tiny_bert: BertForSequenceClassification, tokenizer: BertTokenizer, sst2_dir: Path
+    tiny_bert: BertForSequenceClassification,
+    tokenizer: BertTokenizer,
+    sst2_dir: Path,
+    factored: bool,
 ) -> None:
+    """Chunks added by the worker (the last one tensor by tensor, each tensor finalised as soon
+    as its gradients are in) give the sequential build's Fisher, to the bit."""
     sampler = _sampler(tiny_bert, tokenizer, sst2_dir, num_grads=9)
     params = resolve_target_params(tiny_bert)
     names = list(params)[:3]
@@ -46,8 +53,11 @@ def test_overlapped_gram_equals_the_sequential_build(
     def build(chunk: int, overlap: bool) -> dict[str, torch.Tensor]:
         ctx = StepContext(sampler=sampler, log=lambda _line: None, progress=False)
         out = build_inverse_fishers(params, names, masks, cfg, ctx, chunk_size=chunk,
-                                    overlap=overlap)  # fmt: skip
+                                    overlap=overlap, factored=factored)  # fmt: skip
         assert {"fisher_s", "gradients_s", "gram_s", "invert_s"} <= set(ctx.timings)
+        assert list(out) == names
+        if factored:  # the Gram and diag(F^-1) of obert_core.FisherBlocks
+            return {n: torch.cat([f.gram.reshape(-1), f.diag().float()]) for n, f in out.items()}
         return out
 
     overlapped = build(4, overlap=True)  # two buffers of 2 gradients

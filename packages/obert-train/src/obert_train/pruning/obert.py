@@ -358,7 +358,10 @@ def build_inverse_fishers(
     # Overlap: the Gram (or Sherman-Morrison) work of chunk i runs in a worker thread (torch
     # releases the GIL) while the sampler computes the gradients of chunk i + 1 into a second
     # buffer.  Two buffers of half the chunk keep the planned chunk memory.  Chunks are added in
-    # order by one worker, so the result is the same as without overlap.
+    # order by one worker, so the result is the same as without overlap.  The last chunk goes to
+    # the worker tensor by tensor, and each tensor's Fisher is finalised (inverted, or its
+    # diag(F^-1) computed) here as soon as its last gradients are in, while the worker adds the
+    # next tensor's: only the last tensor's accumulation is not hidden.
     overlap = overlap and chunk >= 2 and bool(builders)
     chunks = ctx.sampler.chunks(
         subset,
@@ -374,10 +377,20 @@ def build_inverse_fishers(
         for name, g in grads.items():
             builders[name].add(g)
 
+    def finalize(name: str) -> Fisher:
+        builder = builders[name]
+        out: Fisher = (
+            builder.finalize_fisher(overwrite_gram=overwrite) if factored else builder.finalize()
+        )
+        return out
+
     start = time.perf_counter()
     fisher_s = 0.0  # Fisher time the step waits for (not hidden behind the gradients)
+    finvs: dict[str, Fisher] = {}
     if overlap:
         pending: Future[None] | None = None
+        tails: dict[str, Future[None]] = {}
+        seen = 0
         # leaving the ``with`` (also on an error) waits for the worker
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="obert-gram") as worker:
             for grads in chunks:
@@ -385,21 +398,28 @@ def build_inverse_fishers(
                     t0 = time.perf_counter()
                     pending.result()
                     fisher_s += time.perf_counter() - t0
-                pending = worker.submit(add, grads)
+                seen += max((g.shape[0] for g in grads.values()), default=0)
+                if seen >= cfg.num_grads:  # the last chunk: one task per tensor, in order
+                    tails = {
+                        name: worker.submit(builders[name].add, g) for name, g in grads.items()
+                    }
+                    pending = None
+                else:
+                    pending = worker.submit(add, grads)
+            t0 = time.perf_counter()
             if pending is not None:
-                t0 = time.perf_counter()
                 pending.result()
-                fisher_s += time.perf_counter() - t0
+            for name in builders:
+                if name in tails:
+                    tails[name].result()
+                finvs[name] = finalize(name)
     else:
         for grads in chunks:
             t0 = time.perf_counter()
             add(grads)
             fisher_s += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    finvs: dict[str, Fisher] = {
-        name: builder.finalize_fisher(overwrite_gram=overwrite) if factored else builder.finalize()
-        for name, builder in builders.items()
-    }
+        t0 = time.perf_counter()
+        finvs = {name: finalize(name) for name in builders}
     fisher_s += time.perf_counter() - t0
     ctx.add_time("fisher_s", fisher_s)
     ctx.add_time("gradients_s", time.perf_counter() - start - fisher_s)
