@@ -501,39 +501,72 @@ def test_fused_superposed_update_checks_its_layout(kernels: str) -> None:
 
 
 @pytest.mark.skipif(not HAS_NUMBA, reason="numba")
-def test_lanes_are_checked_once_and_left_out_where_they_disagree(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("broken", ["lanes", "all"])
+def test_compiled_kernels_are_checked_and_left_out_where_they_disagree(
+    monkeypatch: pytest.MonkeyPatch, broken: str
 ) -> None:
-    """The SLP-compiled lanes agree with the per-block kernel on this build; where a build
-    disagrees (simulated), a RuntimeWarning names it and diag(F̂⁻¹) runs without the lanes,
-    with the reference's values."""
+    """This build's SLP-compiled kernels agree with numpy.linalg; where a build does not
+    (simulated: the lanes, or every diag, off by 1e-6), a RuntimeWarning names it and
+    diag(F̂⁻¹) runs without the lanes, or on the LAPACK path, with the reference's values."""
     import numba
 
     from obert_core.backends import _block_kernels
 
     before = numba.config.SLP_VECTORIZE
-    assert _block_kernels.lanes_agree() is True
+    assert _block_kernels.kernels_agree() == "lanes"
     assert before == numba.config.SLP_VECTORIZE  # the switch is restored
+    kernel = _block_kernels.diag_inverse_kernel
+    used: list[bool] = []
+
+    def miscompiled(*args: object) -> None:
+        kernel(*args)
+        used.append(bool(args[7]))
+        if args[7] or broken == "all":
+            out = args[5]
+            assert isinstance(out, np.ndarray)
+            out *= 1 + 1e-6
+
+    monkeypatch.setattr(_block_kernels, "diag_inverse_kernel", miscompiled)
+    monkeypatch.setattr(_block_kernels, "_KERNELS_AGREE", None)
+    with pytest.warns(RuntimeWarning, match="disagree with numpy.linalg"):
+        state = _block_kernels.kernels_agree()
+    assert state == ("blocks" if broken == "lanes" else "none")
     d, block, m, damp = 6 * 32, 6, 10, 1e-4
     g, _ = _problem(13, d, block, m)
     ref = oc.block_fisher_inverse(g, block, damp, backend="numpy").diagonal(0, 1, 2)
-    used: list[bool] = []
-    kernel = _block_kernels.diag_inverse_kernel
-
-    def spy(*args: object) -> None:
-        used.append(bool(args[7]))
-        kernel(*args)
-
-    monkeypatch.setattr(_block_kernels, "diag_inverse_kernel", spy)
-    monkeypatch.setattr(_block_kernels, "_LANES_AGREE", None)
-    real_abs = np.abs
-    monkeypatch.setattr(_block_kernels.np, "abs", lambda x: real_abs(x) + 1.0)  # "disagree"
-    with pytest.warns(RuntimeWarning, match="disagree with the per-block kernels"):
-        assert _block_kernels.lanes_agree() is False
-    monkeypatch.undo()
-    monkeypatch.setattr(_block_kernels, "diag_inverse_kernel", spy)
-    monkeypatch.setattr(_block_kernels, "_LANES_AGREE", False)
     used.clear()
-    fb = oc.FisherBlocks(_gram(g, block), damp, m, d, kernels="numba")
+    fb = oc.FisherBlocks(_gram(g, block), damp, m, d, kernels="auto", overwrite_gram=True)
     np.testing.assert_allclose(to_np(fb.diag()), ref.reshape(-1)[:d], rtol=1e-10)
-    assert used and not any(used)
+    if broken == "lanes":
+        assert used and not any(used) and fb.kernels == "numba"
+    else:
+        assert not used and fb.kernels == "lapack" and fb._factors is None
+        fb.inverse()  # the Gram was not overwritten
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba")
+def test_an_overwritten_gram_is_never_read_again() -> None:
+    """With overwrite_gram, a diag() that fails (a block not positive definite) leaves the
+    Gram gone: a retry with a larger damp raises instead of factoring the factors; reading
+    ``gram`` raises; two threads asking for diag() at once get the same, correct values."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    d, block, m, damp = 8 * 20, 8, 12, 1e-6
+    g, _ = _problem(31, d, block, m)
+    gram = _gram(g, block).astype(np.float32)
+    gram[3] = -np.eye(block)  # not positive definite
+    fb = oc.FisherBlocks(gram, damp, m, d, kernels="numba", overwrite_gram=True, check=False)
+    with pytest.raises(oc.ObertError, match="not positive definite"):
+        fb.diag()
+    fb.damp = 10.0  # what the message suggests, on the same object
+    with pytest.raises(oc.ObertError, match=r"diag\(F̂⁻¹\) reads the Gram.*overwrite_gram"):
+        fb.diag()
+    with pytest.raises(oc.ObertError, match=r"FisherBlocks\.gram"):
+        _ = fb.gram
+    good = _gram(g, block).astype(np.float32)
+    ref = np.linalg.inv(good.astype(np.float64) / m + damp * np.eye(block)).diagonal(0, 1, 2)
+    shared = oc.FisherBlocks(good, damp, m, d, kernels="numba", overwrite_gram=True)
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _i: to_np(shared.diag()), range(4)))
+    for out in outs:
+        np.testing.assert_allclose(out, ref.reshape(-1), rtol=1e-9)

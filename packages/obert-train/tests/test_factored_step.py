@@ -165,4 +165,6 @@ def test_the_gram_is_overwritten_only_where_nothing_reads_it_again() -> None:
         {"fisher_method": "streaming"},
     ):
         assert not overwrite_gram(base.model_copy(update=extra), gradual=True, cached=False), extra
-    assert overwrite_gram(base.model_copy(update={"mode": "superpose"}), gradual=False, cached=False)
+    assert overwrite_gram(
+        base.model_copy(update={"mode": "superpose"}), gradual=False, cached=False
+    )

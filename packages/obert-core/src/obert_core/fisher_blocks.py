@@ -23,6 +23,7 @@ batched LAPACK calls of NumPy or torch (also for CUDA tensors).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from ._xp import Xp, xp_of
 __all__ = ["FisherBlocks"]
 
 KERNELS = ("auto", "numba", "lapack")
+_DIAG_LOCK = threading.Lock()
 _CHUNK = 2048  # blocks per batched LAPACK call (~40 MB of float64 at B = 50)
 
 
@@ -91,8 +93,10 @@ class FisherBlocks:
             products per block (``B²`` flops) instead of a factorisation (``B³/3``), with no
             second Gram-sized array (:meth:`factor_bytes`: the side arrays). Afterwards
             everything that reads the Gram (:meth:`inverse`, the joint update, ``group_size >
-            1``, ``F̂u``) raises. Numba kernels and a C-contiguous, writable CPU Gram only;
-            otherwise the Gram is left as it is and nothing is kept.
+            1``, ``F̂u``, :attr:`gram`) raises, also after a :meth:`diag` that failed (a
+            block not positive definite): the Gram is gone either way. Numba kernels and a
+            C-contiguous, writable CPU Gram only; otherwise the Gram is left as it is and
+            nothing is kept.
 
     Raises:
         ObertError: on a bad shape, dtype, value or non-finite entries.
@@ -134,11 +138,12 @@ class FisherBlocks:
         if check:
             check_finite(gram, "gram")
         self._numba = _use_numba(kernels, gram)
-        self.gram = gram
+        self._gram_data = gram
         self.xp: Xp = xp_of(gram)
         self.xp_like = gram[:0, 0, 0]
         self._diag: Any = None
-        self.overwrite_gram = bool(overwrite_gram) and self._numba
+        # (the live coordinates are kept as int16: no overwrite for blocks of 32,768 or more)
+        self.overwrite_gram = bool(overwrite_gram) and self._numba and self.block_size < 2**15
         self._factors: tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._overwritten = False
 
@@ -158,6 +163,15 @@ class FisherBlocks:
         b = check_positive_int(block_size, "block_size")
         return -(-d // b) * (10 * b + 4)
 
+    @property
+    def gram(self) -> Any:
+        """The Gram blocks as passed in (kept, not copied).
+
+        Raises:
+            ObertError: after :meth:`diag` overwrote them (``overwrite_gram=True``).
+        """
+        return self._gram("reading FisherBlocks.gram")
+
     def _gram(self, what: str) -> Any:
         """The Gram blocks, or an error naming ``what`` if :meth:`diag` overwrote them."""
         if self._overwritten:
@@ -165,7 +179,7 @@ class FisherBlocks:
                 f"{what} reads the Gram blocks, which diag() overwrote with its factors "
                 "(overwrite_gram=True); build the Fisher again without overwrite_gram for it."
             )
-        return self.gram
+        return self._gram_data
 
     def diag(self) -> Any:
         """``diag(F̂⁻¹)``, float64, flat ``(d,)`` (computed once, then cached).
@@ -227,21 +241,32 @@ class FisherBlocks:
             )
 
     def _diag_blocks(self) -> Any:
-        if self._diag is not None:
-            return self._diag
+        with _DIAG_LOCK:  # one diag at a time: it uses every core, and may overwrite the Gram
+            if self._diag is None:
+                self._diag = self._compute_diag()
+        return self._diag
+
+    def _compute_diag(self) -> Any:
         if self._numba:
-            from .backends._block_kernels import diag_inverse_kernel, lanes_agree, run_on_blocks
+            from .backends._block_kernels import kernels_agree
+
+            if kernels_agree() == "none":  # this build's compiled kernels are wrong: LAPACK
+                self._numba = self.overwrite_gram = False
+        if self._numba:
+            from .backends._block_kernels import diag_inverse_kernel, kernels_agree, run_on_blocks
             from .backends._lane_kernels import slp_vectorize
 
             nb, n = self.num_blocks, self.block_size
             out = np.empty((nb, n))
             bad = np.zeros(nb, dtype=np.bool_)
-            gram = to_numpy(self.gram)
+            gram = to_numpy(self._gram("diag(F̂⁻¹)"))
             scale = 8 // gram.itemsize
             xbuf = _float64_view(gram) if self.overwrite_gram else None
             keep = 0 if xbuf is None else nb
             side = (np.empty((keep, n)), np.empty((keep, n), np.int16), np.empty(keep, np.int32))
-            lanes = lanes_agree()
+            lanes = kernels_agree() == "lanes"
+            # from here on the Gram is gone (also when a block fails and diag raises)
+            self._overwritten = xbuf is not None
             with slp_vectorize():  # the lanes' scalars become vector operations (_lane_kernels)
                 run_on_blocks(
                     diag_inverse_kernel,
@@ -249,20 +274,17 @@ class FisherBlocks:
                     *(gram, self.damp, 1.0 / self.num_grads, out, bad, lanes, scale),
                     *(np.empty(0) if xbuf is None else xbuf, *side),
                 )
-            self._overwritten = xbuf is not None  # also when a block failed: the Gram is gone
             # a Gram with inf entries (float32 overflow) factorises into NaN, not into a failure
             self._raise_if_bad(bad | ~(np.isfinite(out) & (out > 0)).all(axis=1))
-            self._diag = self._like(out)
             if xbuf is not None:
                 self._factors = (scale, xbuf, *side)
-        else:
-            xp = self.xp
-            parts = []
-            for s in range(0, self.num_blocks, _CHUNK):
-                inv = self._inverse_chunk(s)
-                parts.append(inv.diagonal(dim1=1, dim2=2) if xp.torch else inv.diagonal(0, 1, 2))
-            self._diag = _cat(xp, parts)
-        return self._diag
+            return self._like(out)
+        xp = self.xp
+        parts = []
+        for s in range(0, self.num_blocks, _CHUNK):
+            inv = self._inverse_chunk(s)
+            parts.append(inv.diagonal(dim1=1, dim2=2) if xp.torch else inv.diagonal(0, 1, 2))
+        return _cat(xp, parts)
 
 
 class _FisherOperator:
@@ -279,9 +301,10 @@ class _FisherOperator:
     def _subset(self, blocks: np.ndarray) -> _FisherOperator:
         """The operator of the Fisher blocks ``blocks`` only (their Gram rows, not copied)."""
         fb = self.fb
-        index = self.xp._t.as_tensor(blocks, device=fb.gram.device) if self.xp.torch else blocks
+        gram = fb._gram("a subset of the blocks")
+        index = self.xp._t.as_tensor(blocks, device=gram.device) if self.xp.torch else blocks
         sub = FisherBlocks(
-            fb._gram("a subset of the blocks")[index],
+            gram[index],
             fb.damp,
             fb.num_grads,
             len(blocks) * fb.block_size,

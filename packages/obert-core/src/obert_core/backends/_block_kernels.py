@@ -57,7 +57,7 @@ __all__ = [
     "diag_inverse_kernel",
     "factor_offset",
     "factored_solve_kernel",
-    "lanes_agree",
+    "kernels_agree",
     "restricted_update_kernel",
     "run_on_blocks",
     "solve_kernel",
@@ -526,45 +526,77 @@ def superpose_kernel(
             out[b, q] = 0.0 if zero[b, q] else wb[b, q] - dz[q]
 
 
-_LANES_AGREE: bool | None = None
+_KERNELS_AGREE: str | None = None
 
 
-def lanes_agree() -> bool:
-    """Whether the compiled lane kernels give the per-block kernel's ``diag(F̂⁻¹)`` (cached).
+def kernels_agree() -> str:
+    """How far the compiled ``diag`` kernels agree with the float64 reference (checked once).
 
-    Checked once per process, for float32 and float64 Grams, on two groups of eight fixed
-    positive definite ``12×12`` blocks (relative difference ≤ 1e-12). The lanes are compiled
-    with SLP vectorisation, which Numba keeps off by default after miscompilations; a build
-    that disagrees is not used (a ``RuntimeWarning`` says so) and :class:`FisherBlocks` factors
-    every block alone, as without the lanes.
+    Once per process, for float32 and float64 Grams, on two groups of eight fixed positive
+    definite ``12×12`` blocks: ``diag(F̂⁻¹)`` through the lanes and block by block, and
+    ``F̂⁻¹z`` from the factors kept in the Gram (:func:`factored_solve_kernel`), each against
+    ``numpy.linalg`` in float64 (relative difference ≤ 1e-9). ``diag_inverse_kernel`` is
+    compiled with SLP vectorisation, which Numba keeps off by default after miscompilations.
+
+    Returns:
+        ``"lanes"`` (all agree), ``"blocks"`` (the lanes do not: :class:`FisherBlocks` factors
+        every block alone) or ``"none"`` (the others do not either: it takes the LAPACK path).
+        Each but the first comes with a ``RuntimeWarning`` that names the build.
     """
-    global _LANES_AGREE
-    if _LANES_AGREE is None:
+    global _KERNELS_AGREE
+    if _KERNELS_AGREE is None:
+        n, nb, m, damp = 12, 2 * LANES, 20, 1e-3
         rng = np.random.default_rng(0)
-        g = rng.standard_normal((2 * LANES, 20, 12))
-        ok = True
+        g = rng.standard_normal((nb, m, n))
+        z = rng.standard_normal((nb, n))
+        lanes_ok = blocks_ok = True
         for dtype in (np.float32, np.float64):
             gram = np.einsum("nki,nkj->nij", g, g).astype(dtype)
-            outs = []
+            f = gram.astype(np.float64) / m + damp * np.eye(n)
+            want = np.linalg.inv(f).diagonal(0, 1, 2)
+            solved = np.linalg.solve(f, z[:, :, None])[:, :, 0]
             for lanes in (True, False):
-                out = np.empty((2 * LANES, 12))
-                bad = np.zeros(2 * LANES, dtype=np.bool_)
+                work = gram.copy()
+                out = np.empty((nb, n))
+                bad = np.zeros(nb, dtype=np.bool_)
+                xdiag, lv, nl = (
+                    np.empty((nb, n)),
+                    np.empty((nb, n), np.int16),
+                    np.empty(nb, np.int32),
+                )
+                xbuf = work.reshape(-1).view(np.float64)
+                scale = 8 // work.itemsize
                 with slp_vectorize():
                     diag_inverse_kernel(
-                        0, 2 * LANES, gram, 1e-3, 0.05, out, bad, lanes, *_NO_FACTORS
+                        0, nb, work, damp, 1.0 / m, out, bad, lanes, scale, xbuf, xdiag, lv, nl
                     )
-                outs.append(out)
-            ok = ok and bool(np.all(np.abs(outs[0] - outs[1]) <= 1e-12 * np.abs(outs[1])))
-        if not ok:
+                got = np.empty((nb, n))
+                factored_solve_kernel(0, nb, scale, xbuf, xdiag, lv, nl, damp, z, got)
+                ok = bool(
+                    not bad.any()
+                    and np.all(np.abs(out - want) <= 1e-9 * np.abs(want))
+                    and np.all(np.abs(got - solved) <= 1e-9 * np.abs(solved).max())
+                )
+                if lanes:
+                    lanes_ok = lanes_ok and ok
+                else:
+                    blocks_ok = blocks_ok and ok
+        _KERNELS_AGREE = "lanes" if lanes_ok and blocks_ok else "blocks" if blocks_ok else "none"
+        if _KERNELS_AGREE != "lanes":
+            what = "SIMD-lane" if blocks_ok else "diag(F^-1)"
+            instead = (
+                "factors every block alone (slower, same results)"
+                if blocks_ok
+                else "uses the LAPACK kernels instead (slower)"
+            )
             warnings.warn(
-                "obert-core's SIMD-lane Cholesky kernels disagree with the per-block kernels on "
-                f"this build (numba {numba.__version__}, LLVM SLP vectorisation); diag(F^-1) "
-                "factors every block alone (slower, same results). Please report it.",
+                f"obert-core's {what} kernels disagree with numpy.linalg on this build (numba "
+                f"{numba.__version__}, LLVM SLP vectorisation); FisherBlocks {instead}. "
+                "Please report it.",
                 RuntimeWarning,
                 stacklevel=2,
             )
-        _LANES_AGREE = ok
-    return _LANES_AGREE
+    return _KERNELS_AGREE
 
 
 def run_on_blocks(kernel: Callable[..., None], num_blocks: int, *args: Any) -> None:

@@ -394,10 +394,12 @@ def build_inverse_fishers(
         # leaving the ``with`` (also on an error) waits for the worker
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="obert-gram") as worker:
             for grads in chunks:
+                t0 = time.perf_counter()
                 if pending is not None:  # chunk i - 1's buffer is refilled next: wait for it
-                    t0 = time.perf_counter()
                     pending.result()
-                    fisher_s += time.perf_counter() - t0
+                for task in tails.values():  # (a chunk after the last: never from the sampler)
+                    task.result()
+                fisher_s += time.perf_counter() - t0
                 seen += max((g.shape[0] for g in grads.values()), default=0)
                 if seen >= cfg.num_grads:  # the last chunk: one task per tensor, in order
                     tails = {
