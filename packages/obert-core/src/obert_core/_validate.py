@@ -73,3 +73,17 @@ def check_finite_real(value: object, name: str) -> float:
     if not math.isfinite(number):
         raise ObertError(f"{name} must be finite, got {value!r}.")
     return number
+
+
+def check_block_layout(want: tuple[int, int], **arrays: object) -> None:
+    """Refuse any of ``arrays`` whose shape is not ``want`` ``(num_blocks, block_size)``.
+
+    The fused kernels read these without bounds checks, so a flat vector must be padded first.
+    """
+    for name, x in arrays.items():
+        shape = tuple(getattr(x, "shape", ()))
+        if shape != want:
+            raise ObertError(
+                f"{name} must have shape {want} (num_blocks, block_size), got {shape}; pad the "
+                "flat vector to num_blocks·block_size."
+            )

@@ -30,7 +30,7 @@ import numpy as np
 
 from ._arrays import check_finite, framework_of, is_torch, to_numpy
 from ._errors import ObertError
-from ._validate import check_choice, check_damp, check_positive_int
+from ._validate import check_block_layout, check_choice, check_damp, check_positive_int
 from ._xp import Xp, xp_of
 
 __all__ = ["FisherBlocks"]
@@ -372,12 +372,7 @@ class _FisherOperator:
         """
         fb = self.fb
         want = (self.num_blocks, self.block_size)
-        for name, x in (("wb", wb), ("newly", newly), ("zero", zero)):
-            if tuple(np.shape(x)) != want:
-                raise ObertError(
-                    f"{name} must have shape {want} (num_blocks, block_size), got "
-                    f"{tuple(np.shape(x))}; pad the flat vector to num_blocks·block_size."
-                )
+        check_block_layout(want, wb=wb, newly=newly, zero=zero)
         if not fb._numba:
             return None
         from .backends._block_kernels import run_on_blocks, superpose_kernel

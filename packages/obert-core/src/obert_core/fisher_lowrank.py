@@ -26,7 +26,7 @@ import numpy as np
 
 from ._arrays import check_finite, framework_of, is_torch, to_numpy
 from ._errors import ObertError
-from ._validate import check_damp, check_positive_int
+from ._validate import check_block_layout, check_damp, check_positive_int
 from ._xp import Xp, xp_of
 from .fisher_blocks import _use_numba
 
@@ -343,12 +343,7 @@ class LowRankFisher:
             ObertError: an input of another shape (the kernel reads without bounds checks).
         """
         want = (self.num_blocks, self.block_size)
-        for name, x in (("wb", wb), ("newly", newly), ("zero", zero)):
-            if tuple(np.shape(x)) != want:
-                raise ObertError(
-                    f"{name} must have shape {want} (num_blocks, block_size), got "
-                    f"{tuple(np.shape(x))}; pad the flat vector to num_blocks·block_size."
-                )
+        check_block_layout(want, wb=wb, newly=newly, zero=zero)
         if not self._numba:
             return None
         from .backends._lowrank_kernels import lowrank_superpose_kernel
@@ -370,12 +365,7 @@ class LowRankFisher:
         Raises:
             ObertError: ``z`` of another shape.
         """
-        want = (self.num_blocks, self.block_size)
-        if tuple(np.shape(z)) != want:
-            raise ObertError(
-                f"z must have shape {want} (num_blocks, block_size), got {tuple(np.shape(z))}; "
-                "reshape a flat vector zero-padded to num_blocks·block_size."
-            )
+        check_block_layout((self.num_blocks, self.block_size), z=z)
         xp = self.xp
         self._ensure_factor()
         if self._numba:

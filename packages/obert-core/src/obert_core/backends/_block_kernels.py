@@ -461,6 +461,23 @@ def factored_solve_kernel(
                 out[b, q] = 0.0
 
 
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _superpose_rhs(
+    wb: np.ndarray, diag: np.ndarray, newly: np.ndarray, b: int, z: np.ndarray
+) -> bool:  # pragma: no cover
+    """``z ← w_q / [F̂⁻¹]_qq`` on block ``b``'s newly pruned weights, 0 elsewhere (Eq. 2).
+
+    Returns whether any entry is non-zero (a block without one needs no solve).
+    """
+    nonzero = False
+    for q in range(z.shape[0]):
+        z[q] = 0.0
+        if newly[b, q] and wb[b, q] != 0:
+            z[q] = wb[b, q] / diag[b, q]
+            nonzero = True
+    return nonzero
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
 def superpose_kernel(
     lo: int,
@@ -498,13 +515,7 @@ def superpose_kernel(
     live = np.empty(n, dtype=np.int64)
     rowabs = np.empty(n)
     for b in range(lo, hi):
-        nonzero = False
-        for q in range(n):
-            z[q] = 0.0
-            if newly[b, q] and wb[b, q] != 0:
-                z[q] = wb[b, q] / diag[b, q]
-                nonzero = True
-        if not nonzero:
+        if not _superpose_rhs(wb, diag, newly, b, z):
             for q in range(n):
                 out[b, q] = 0.0 if zero[b, q] else wb[b, q]
             continue

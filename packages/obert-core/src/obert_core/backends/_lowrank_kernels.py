@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._arrays import require_numba
-from ._block_kernels import _FASTMATH, _cholesky, _factor_diag, _factor_solve
+from ._block_kernels import _FASTMATH, _cholesky, _factor_diag, _factor_solve, _superpose_rhs
 
 __all__ = ["lowrank_diag_kernel", "lowrank_matvec_kernel", "lowrank_superpose_kernel"]
 
@@ -292,13 +292,7 @@ def lowrank_superpose_kernel(
     z = np.empty(n)
     x = np.empty(n)
     for b in range(lo, hi):
-        nonzero = False
-        for q in range(n):
-            z[q] = 0.0
-            if newly[b, q] and wb[b, q] != 0:
-                z[q] = wb[b, q] / diag[b, q]
-                nonzero = True
-        if nonzero:
+        if _superpose_rhs(wb, diag, newly, b, z):
             if not _solve_block(grads, b, mdamp, damp, z, x, work):
                 bad[b] = True
                 continue
