@@ -162,11 +162,13 @@ def cmd_prune(args: argparse.Namespace) -> None:
         "num_grads": args.num_grads,
         "mode": args.mode,
         "unseen_curvature": args.unseen,
-        "diagnostics": True,
+        "diagnostics": not args.no_diagnostics,
     }
     name = f"m{args.num_grads}-{args.mode}" + ("" if args.unseen == "damp" else f"-{args.unseen}")
     if args.seed != 42:  # another draw of rows, data order and gradient batches
         name += f"-s{args.seed}"
+    if args.no_diagnostics:  # the same run; the Fisher may then be overwritten by its factors
+        name += "-nodiag"
     _run(
         name,
         RECIPE,
@@ -592,6 +594,13 @@ def main() -> None:
             p.add_argument("--num-grads", type=int, required=True)
             p.add_argument("--mode", choices=MODES, required=True)
             p.add_argument("--unseen", choices=["damp", "mean"], default="damp")
+            p.add_argument(
+                "--no-diagnostics",
+                action="store_true",
+                help="record no quadratic-model diagnostics (they read the Gram after the "
+                "scores, so a step with them keeps it; without them a gradual superposed "
+                "step solves with the factors kept in the Gram)",
+            )
     args = parser.parse_args()
     if args.cmd == "teacher" and args.train_samples is None:
         args.train_samples = 4000
