@@ -247,37 +247,42 @@ class FisherBlocks:
         return self._diag
 
     def _compute_diag(self) -> Any:
+        agree = "none"
         if self._numba:
             from .backends._block_kernels import kernels_agree
 
-            if kernels_agree() == "none":  # this build's compiled kernels are wrong: LAPACK
+            agree = kernels_agree()
+            if agree == "none":  # this build's compiled kernels are wrong: LAPACK
                 self._numba = self.overwrite_gram = False
         if self._numba:
-            from .backends._block_kernels import diag_inverse_kernel, kernels_agree, run_on_blocks
+            from .backends._block_kernels import (
+                _NO_FACTORS,
+                diag_inverse_kernel,
+                factor_arrays,
+                run_on_blocks,
+            )
             from .backends._lane_kernels import slp_vectorize
 
             nb, n = self.num_blocks, self.block_size
             out = np.empty((nb, n))
             bad = np.zeros(nb, dtype=np.bool_)
             gram = to_numpy(self._gram("diag(F̂⁻¹)"))
-            scale = 8 // gram.itemsize
             xbuf = _float64_view(gram) if self.overwrite_gram else None
-            keep = 0 if xbuf is None else nb
-            side = (np.empty((keep, n)), np.empty((keep, n), np.int16), np.empty(keep, np.int32))
-            lanes = kernels_agree() == "lanes"
+            kept = (
+                _NO_FACTORS if xbuf is None else (8 // gram.itemsize, xbuf, *factor_arrays(nb, n))
+            )
             # from here on the Gram is gone (also when a block fails and diag raises)
             self._overwritten = xbuf is not None
             with slp_vectorize():  # the lanes' scalars become vector operations (_lane_kernels)
                 run_on_blocks(
                     diag_inverse_kernel,
                     nb,
-                    *(gram, self.damp, 1.0 / self.num_grads, out, bad, lanes, scale),
-                    *(np.empty(0) if xbuf is None else xbuf, *side),
+                    *(gram, self.damp, 1.0 / self.num_grads, out, bad, agree == "lanes", *kept),
                 )
             # a Gram with inf entries (float32 overflow) factorises into NaN, not into a failure
             self._raise_if_bad(bad | ~(np.isfinite(out) & (out > 0)).all(axis=1))
             if xbuf is not None:
-                self._factors = (scale, xbuf, *side)
+                self._factors = kept
             return self._like(out)
         xp = self.xp
         parts = []
@@ -375,20 +380,14 @@ class _FisherOperator:
         check_block_layout(want, wb=wb, newly=newly, zero=zero)
         if not fb._numba:
             return None
-        from .backends._block_kernels import run_on_blocks, superpose_kernel
+        from .backends._block_kernels import _NO_FACTORS, run_on_blocks, superpose_kernel
 
         diag = np.ascontiguousarray(to_numpy(fb._diag_blocks()), np.float64)
         if fb._factors is not None:
             gram, kept = np.empty((0, 1, 1), np.float32), fb._factors
         else:
             gram = to_numpy(fb._gram("the superposed update without factors"))
-            kept = (
-                1,
-                np.empty(0),
-                np.empty((0, 1)),
-                np.empty((0, 1), np.int16),
-                np.empty(0, np.int32),
-            )
+            kept = _NO_FACTORS
         out = np.empty(want)
         bad = np.zeros(self.num_blocks, dtype=np.bool_)
         run_on_blocks(

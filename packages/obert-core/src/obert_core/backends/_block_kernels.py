@@ -55,6 +55,7 @@ from ._linalg import _threads
 
 __all__ = [
     "diag_inverse_kernel",
+    "factor_arrays",
     "factor_offset",
     "factored_solve_kernel",
     "kernels_agree",
@@ -66,7 +67,20 @@ __all__ = [
 
 numba = require_numba()
 
-_NO_FACTORS = (1, np.empty(0), np.empty((0, 1)), np.empty((0, 1), np.int16), np.empty(0, np.int32))
+
+def factor_arrays(num_blocks: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The side arrays of factors kept in the Gram, for ``num_blocks`` blocks of size ``n``.
+
+    ``X``'s diagonal (float64), the live coordinates (int16) and their number (int32).
+    """
+    return (
+        np.empty((num_blocks, n)),
+        np.empty((num_blocks, n), np.int16),
+        np.empty(num_blocks, np.int32),
+    )
+
+
+_NO_FACTORS = (1, np.empty(0), *factor_arrays(0, 1))
 """``diag_inverse_kernel``'s factor arguments that keep nothing (scale, xbuf, xdiag, lv, nl)."""
 
 _FASTMATH = {"reassoc", "contract"}
@@ -205,6 +219,36 @@ def _factor_solve(lower: np.ndarray, k: int, x: np.ndarray) -> None:  # pragma: 
         x[i] = t / lower[i, i]
 
 
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")  # type: ignore[untyped-decorator]
+def _solve_live(
+    gram: np.ndarray,
+    b: int,
+    damp: float,
+    inv_m: float,
+    z: np.ndarray,
+    out: np.ndarray,
+    a: np.ndarray,
+    lower: np.ndarray,
+    live: np.ndarray,
+    rowabs: np.ndarray,
+    x: np.ndarray,
+) -> bool:  # pragma: no cover
+    """``out_K ← F̂_KK⁻¹ z_K`` on block ``b``'s live coordinates ``K``, by a Cholesky factor.
+
+    The decoupled entries of ``out`` (``z_q/λ``, Eq. 6c) are the caller's; False, with ``out_K``
+    untouched, if the block is not positive definite.
+    """
+    k = _load_live(gram, b, damp, inv_m, a, live, rowabs)
+    if not _cholesky(a, k, lower):
+        return False
+    for i in range(k):
+        x[i] = z[live[i]]
+    _factor_solve(lower, k, x)
+    for i in range(k):
+        out[live[i]] = x[i]
+    return True
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)  # type: ignore[untyped-decorator]
 def diag_inverse_kernel(
     lo: int,
@@ -246,22 +290,15 @@ def diag_inverse_kernel(
     la = np.empty((n, n, LANES))
     lxt = np.empty((n, n, LANES))
     lrd = np.empty((n, LANES))
+    every = np.arange(n)
     b = lo
     while b < hi:
         stop = min(b - b % LANES + LANES, hi)  # the end of b's group (or of the range)
         whole = lanes and b % LANES == 0 and stop == b + LANES
         if whole and full_group(gram, b) and lanes_diag(gram, b, damp, inv_m, la, lxt, lrd, out):
             if keep:
-                for lane in range(LANES):
-                    q = b + lane
-                    o = factor_offset(q, n, scale)
-                    for i in range(n):
-                        xdiag[q, i] = lxt[i, i, lane]
-                        for r in range(i + 1, n):
-                            xbuf[o] = lxt[i, r, lane]
-                            o += 1
-                        lv[q, i] = i
-                    nl[q] = n
+                for lane in range(LANES):  # every coordinate live
+                    _keep_block(lxt[:, :, lane], n, every, b + lane, scale, xbuf, xdiag, lv, nl)
             b = stop
             continue
         # not a whole fully live group, or a lane is not positive definite: one block at a time
@@ -368,17 +405,11 @@ def solve_kernel(
             out[b, q] = z[b, q] / damp  # decoupled; the live ones are overwritten below
             if z[b, q] != 0:
                 nonzero = True
-        if not nonzero:
-            continue  # F̂⁻¹0 = 0, without a factor
-        k = _load_live(gram, b, damp, inv_m, a, live, rowabs)
-        if not _cholesky(a, k, lower):
+        # F̂⁻¹0 = 0, without a factor
+        if nonzero and not _solve_live(
+            gram, b, damp, inv_m, z[b], out[b], a, lower, live, rowabs, x
+        ):
             bad[b] = True
-            continue
-        for i in range(k):
-            x[i] = z[b, live[i]]
-        _factor_solve(lower, k, x)
-        for i in range(k):
-            out[b, live[i]] = x[i]
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, inline="always")  # type: ignore[untyped-decorator]
@@ -522,17 +553,11 @@ def superpose_kernel(
         if factored:
             _apply_factors(scale, xbuf, xdiag, lv, nl, b, damp, z, dz, x, y)
         else:
-            k = _load_live(gram, b, damp, inv_m, a, live, rowabs)
-            if not _cholesky(a, k, lower):
-                bad[b] = True
-                continue
             for q in range(n):
                 dz[q] = z[q] / damp  # decoupled; the live ones are overwritten below
-            for i in range(k):
-                x[i] = z[live[i]]
-            _factor_solve(lower, k, x)
-            for i in range(k):
-                dz[live[i]] = x[i]
+            if not _solve_live(gram, b, damp, inv_m, z, dz, a, lower, live, rowabs, x):
+                bad[b] = True
+                continue
         for q in range(n):
             out[b, q] = 0.0 if zero[b, q] else wb[b, q] - dz[q]
 
@@ -570,11 +595,7 @@ def kernels_agree() -> str:
                 work = gram.copy()
                 out = np.empty((nb, n))
                 bad = np.zeros(nb, dtype=np.bool_)
-                xdiag, lv, nl = (
-                    np.empty((nb, n)),
-                    np.empty((nb, n), np.int16),
-                    np.empty(nb, np.int32),
-                )
+                xdiag, lv, nl = factor_arrays(nb, n)
                 xbuf = work.reshape(-1).view(np.float64)
                 scale = 8 // work.itemsize
                 with slp_vectorize():

@@ -342,8 +342,9 @@ def plan_memory(
             groups, chunk = trial, smaller
         smaller //= 2
     current = groups[-1]
-    side = sum(oc.FisherBlocks.factor_bytes(d, block_size) for d in numels.values())
-    kept = sum(fisher.values()) + (side if overwrite_gram else 0)
+    kept = sum(fisher.values())
+    if overwrite_gram:  # the factors' side arrays are kept with the Gram
+        kept += sum(oc.FisherBlocks.factor_bytes(d, block_size) for d in numels.values())
     if len(groups) == 1 and kept + _SELECT * d_all > room:
         # One group would keep every inverse while global masks are chosen: split it in two.
         half = max(1, len(current) // 2)
