@@ -185,12 +185,16 @@ def test_fisher_build(
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("gram", ["auto", "blas"])
 def test_fisher_build_factored(
-    benchmark: Any, bench_scale: str, size: tuple[int, int, int]
+    benchmark: Any, bench_scale: str, size: tuple[int, int, int], gram: str
 ) -> None:
     """The torch batched build kept un-inverted (``finalize_fisher``: Gram + ``diag(F̂⁻¹)``).
 
     What a pruning step needs (docs/math.md §2.1); compare with ``torch-batched`` of the same size.
+    ``gram``: the builder's ``gram_kernels`` — ``"auto"`` (the lower triangles in Numba register
+    tiles where they apply, method ``batched-factored``) or ``"blas"`` (the batched GEMM of whole
+    blocks, ``batched-factored-blas``).
     """
     import torch
 
@@ -199,17 +203,18 @@ def test_fisher_build_factored(
     tchunk = torch.from_numpy(_chunk(d))
 
     def feed() -> tuple[Any, dict[str, float]]:
-        b = oc.BlockFisherBuilder(d, bsz, DAMP, m, backend="torch")
+        b = oc.BlockFisherBuilder(d, bsz, DAMP, m, backend="torch", gram_kernels=gram)
         for _ in range(m // CHUNK):
             b.add(tchunk)
         return b.finalize_fisher(), b.timings
 
-    feed_small = oc.BlockFisherBuilder(1000, 10, DAMP, 4, backend="torch")
-    feed_small.add(tchunk[:4, :1000])
+    feed_small = oc.BlockFisherBuilder(1000, 20, DAMP, 40, backend="torch", gram_kernels=gram)
+    feed_small.add(tchunk[:40, :1000])
     feed_small.finalize_fisher()  # compile the Numba kernels outside the timing
     benchmark.group = f"fisher-d{d}-B{bsz}-m{m}"
+    method = "batched-factored" + ("-blas" if gram == "blas" else "")
     benchmark.extra_info.update({"d": d, "B": bsz, "m": m, "backend": "torch",
-                                 "method": "batched-factored"})  # fmt: skip
+                                 "method": method})  # fmt: skip
     out = _timed_rounds(benchmark, feed)
     diag = out.diag().numpy()
     nb = -(-d // bsz)

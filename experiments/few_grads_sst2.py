@@ -169,6 +169,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
         name += f"-s{args.seed}"
     if args.no_diagnostics:  # the same run; the Fisher may then be overwritten by its factors
         name += "-nodiag"
+    if args.label:
+        name += f"-{args.label}"
     _run(
         name,
         RECIPE,
@@ -600,6 +602,12 @@ def main() -> None:
                 help="record no quadratic-model diagnostics (they read the Gram after the "
                 "scores, so a step with them keeps it; without them a gradual superposed "
                 "step solves with the factors kept in the Gram)",
+            )
+            p.add_argument(
+                "--label",
+                default="",
+                help="appended to the run's name (e.g. the machine or the code it measures), so "
+                "a rerun of the same settings gets its own entry",
             )
     args = parser.parse_args()
     if args.cmd == "teacher" and args.train_samples is None:

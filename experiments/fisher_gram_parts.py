@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from _common import make_parser
 
+import obert_core as oc
 from obert_core.shared import cpu_info
 
 
@@ -37,6 +38,24 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def _tile_part(g: torch.Tensor, b: int) -> dict[str, Callable[[], object]]:
+    """``BlockFisherBuilder.add`` with the Numba register tiles, if Numba is installed.
+
+    The builder's whole ``add``: the lower triangles' ``acc += XᵀX`` and the check of each
+    block's last row after it (timed alone below).
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("numba") is None:
+        return {}
+    builder = oc.BlockFisherBuilder(
+        g.shape[1], b, 1e-7, 2**40, backend="torch", gram_kernels="numba"
+    )
+    builder.add(g)  # the first chunk: compiles and checks the kernel
+
+    return {"lower triangles, Numba tiles (+ row check)": lambda: builder.add(g)}
 
 
 def streaming_bandwidth(repeats: int) -> float:
@@ -72,6 +91,7 @@ def main() -> None:
     acc[:full].baddbmm_(x.transpose(1, 2), x, beta=0.0)
     parts: dict[str, Callable[[], object]] = {
         "batched GEMM acc += X^T X (in place)": lambda: acc[:full].baddbmm_(x.transpose(1, 2), x),
+        **_tile_part(g, b),
         "finiteness scan of the chunk": lambda: bool(torch.isfinite(g.sum())),
         "check of the Gram diagonal": lambda: bool(
             torch.isfinite(acc.diagonal(dim1=1, dim2=2).sum())

@@ -31,7 +31,13 @@ def _grads(sampler: GradientSampler, params: Mapping[str, Any], **kw: Any) -> li
     return [{n: g.clone() for n, g in c.items()} for c in sampler.chunks(params, **kw)]
 
 
-def _assert_same(a: list[dict[str, Any]], b: list[dict[str, Any]], rtol: float = 1e-5) -> None:
+def _assert_same(a: list[dict[str, Any]], b: list[dict[str, Any]], rtol: float = 1e-4) -> None:
+    """Equal to float32 round-off, relative to each tensor's largest entry.
+
+    The batched pass sums in another order (padded batches, other GEMM shapes) and the BLAS
+    kernels differ by CPU: 1.9e-5 of the largest entry was seen on an AVX2 EPYC, where the
+    AVX-512 Xeon stayed under 1e-5. A gradient missing an example is off by far more.
+    """
     assert len(a) == len(b)
     for ca, cb in zip(a, b, strict=True):
         assert ca.keys() == cb.keys()

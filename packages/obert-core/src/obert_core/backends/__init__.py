@@ -37,11 +37,22 @@ class FisherBackend(Protocol):
         ...
 
     def add_gram(
-        self, acc: Any, grads: Any, num_weights: int, block_size: int, *, first: bool = False
+        self,
+        acc: Any,
+        grads: Any,
+        num_weights: int,
+        block_size: int,
+        *,
+        first: bool = False,
+        tiles: bool = False,
     ) -> None:
         """Add ``G_bᵀ G_b`` of a ``(k, d)`` chunk to ``acc`` in place (lower triangle suffices).
 
         ``first``: set ``acc`` to it instead, never reading ``acc`` (the first chunk).
+        ``tiles``: the torch backend on the CPU with a float32 Gram computes the lower triangles
+        with the Numba register tiles of ``_gram_kernels`` (the entries above the diagonal are
+        then unspecified). The NumPy and Numba backends ignore it (their float64 kernels write
+        the whole product and the lower triangle).
         """
         ...
 

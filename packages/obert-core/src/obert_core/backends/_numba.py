@@ -91,6 +91,7 @@ class NumbaBackend(NumpyBackend):
         block_size: int,
         *,
         first: bool = False,
+        tiles: bool = False,
     ) -> None:
         # ``new_gram`` (NumPy's) gives zeros, so ``first`` needs no special case
         g = np.ascontiguousarray(grads)

@@ -1,7 +1,8 @@
 """torch backend (CPU and CUDA).
 
-Batched GEMM Gram accumulation and batched float64 Cholesky inversion, or the SparseML-style batched
-Sherman–Morrison updates with ``baddbmm_``.
+Batched GEMM Gram accumulation (on the CPU in float32, the lower triangle by the Numba register
+tiles of :mod:`._gram_kernels` when asked) and batched float64 Cholesky inversion, or the
+SparseML-style batched Sherman–Morrison updates with ``baddbmm_``.
 """
 
 from __future__ import annotations
@@ -86,17 +87,32 @@ class TorchBackend:
         return torch.empty(shape, dtype=dtype, device=like.device)
 
     def add_gram(
-        self, acc: Any, grads: Any, num_weights: int, block_size: int, *, first: bool = False
+        self,
+        acc: Any,
+        grads: Any,
+        num_weights: int,
+        block_size: int,
+        *,
+        first: bool = False,
+        tiles: bool = False,
     ) -> None:
         # One batched GEMM over all full blocks, reading the chunk in place (a strided view: no
         # transpose or padding copy; MKL's strided batched GEMM takes the row stride d as its
         # leading dimension), accumulated in place (beta = 1; beta = 0 for the first chunk, which
         # never reads the uninitialised accumulator), and one small GEMM for the tail block.
-        g = grads.to(acc.dtype)
+        # ``tiles``: the full blocks' lower triangles by the Numba kernel instead (CPU, float32).
+        g = grads.detach().to(acc.dtype)
         k = g.shape[0]
         full = num_weights // block_size
         beta = 0.0 if first else 1.0
-        if full:
+        if full and tiles:
+            from ._block_kernels import run_on_blocks
+            from ._gram_kernels import gram_lower_kernel, panel_blocks
+
+            panel = panel_blocks(k, block_size)
+            chunk = g.contiguous().numpy()
+            run_on_blocks(gram_lower_kernel, full, acc.numpy(), chunk, first, panel)
+        elif full:
             x = g[:, : full * block_size].reshape(k, full, block_size).transpose(0, 1)
             acc[:full].baddbmm_(x.transpose(1, 2), x, beta=beta)
         rest = num_weights - full * block_size

@@ -1,0 +1,312 @@
+"""The lower triangle of each block's Gram ``G_bᵀG_b`` in float32 register tiles (docs/math.md §2).
+
+The batched build adds ``X_bᵀX_b`` of every ``k × B`` gradient block ``X_b`` of a chunk to its
+``B × B`` accumulator. A batched BLAS GEMM computes the whole ``B × B`` product, and at ``B = 50``
+it runs at 2–3× the time per flop of one large GEMM (docs/benchmarks.md): the products are small
+and 50 is not a multiple of the vector width. :func:`gram_lower_kernel` computes only what the
+consumers read, the lower triangle (``FisherBlocks``, ``fill_unseen_curvature`` and the Cholesky
+inversion read nothing else):
+
+* **Packing.** The ``k`` rows of a *panel* of consecutive blocks are copied from the ``(k, d)``
+  chunk into a contiguous buffer, each block as a ``k × W`` matrix with ``W`` a multiple of 16 plus
+  8 columns of zero padding. The rows of the chunk are ``d`` floats apart, so reading a block where
+  it lies touches ``k`` pages per block; a panel reads ``k`` contiguous runs of ``panel · B``
+  floats instead.
+* **Register tiles.** A ``6 × 16`` tile of the output (twelve 8-float accumulators, the register
+  file of AVX2) takes, per gradient, two 8-float loads, six broadcasts and twelve fused
+  multiply-adds. The tiles cover the lower triangle in rows of 6 and columns of 16 (``6 × 8`` where
+  the right half would lie above the diagonal); at ``B = 50`` they compute 1,776 of the 2,500
+  entries. Padding rows and columns are computed and dropped, so no tile needs a bound check
+  inside its loop.
+* **Merge.** Each tile is accumulated in registers from zero over the ``k`` gradients, then added
+  to (``first``: written into) the accumulator once.
+
+Entries above the diagonal are left as they were, or hold partial values: they are unspecified.
+The tiles are written as eight scalar lanes for LLVM's SLP vectoriser (Numba keeps it off by
+default; :func:`._lane_kernels.slp_vectorize` turns it on while these kernels compile), with
+unsigned offsets into flat arrays, for which Numba emits no negative-index wrap-around, so
+consecutive lanes are consecutive addresses. :func:`tiles_agree` checks the compiled kernel once
+per process against a float64 product; the torch backend falls back to the batched GEMM if it
+does not agree.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .._arrays import require_numba
+from ._lane_kernels import slp_vectorize
+
+__all__ = ["TILE_COLS", "TILE_ROWS", "gram_lower_kernel", "panel_blocks", "tiles_agree"]
+
+numba = require_numba()
+
+TILE_ROWS = 6
+"""Output rows of a register tile."""
+TILE_COLS = 16
+"""Output columns of a register tile (two 8-float halves)."""
+
+_CONTRACT = {"contract"}
+_u = numba.uint64
+
+Lanes = tuple[float, float, float, float, float, float, float, float]
+"""Eight float32 lanes."""
+
+
+@numba.njit(cache=True, inline="always", fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
+def _fma8(t: Lanes, s: float, p: np.ndarray, o: int) -> Lanes:  # pragma: no cover
+    """``t_l + s · p[o + l]`` for the eight lanes ``l``."""
+    return (
+        t[0] + s * p[o],
+        t[1] + s * p[o + _u(1)],
+        t[2] + s * p[o + _u(2)],
+        t[3] + s * p[o + _u(3)],
+        t[4] + s * p[o + _u(4)],
+        t[5] + s * p[o + _u(5)],
+        t[6] + s * p[o + _u(6)],
+        t[7] + s * p[o + _u(7)],
+    )
+
+
+@numba.njit(cache=True, inline="always", fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
+def _store8(a: np.ndarray, o: int, t: Lanes) -> None:  # pragma: no cover
+    """``a[o + l] = t_l`` for the eight lanes."""
+    a[o] = t[0]
+    a[o + _u(1)] = t[1]
+    a[o + _u(2)] = t[2]
+    a[o + _u(3)] = t[3]
+    a[o + _u(4)] = t[4]
+    a[o + _u(5)] = t[5]
+    a[o + _u(6)] = t[6]
+    a[o + _u(7)] = t[7]
+
+
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _load8(a: np.ndarray, o: int) -> Lanes:  # pragma: no cover
+    """``a[o + l]`` for the eight lanes."""
+    return (
+        a[o],
+        a[o + _u(1)],
+        a[o + _u(2)],
+        a[o + _u(3)],
+        a[o + _u(4)],
+        a[o + _u(5)],
+        a[o + _u(6)],
+        a[o + _u(7)],
+    )
+
+
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _merge8(a: np.ndarray, o: int, t: np.ndarray, s: int, first: bool) -> None:  # pragma: no cover
+    """``a[o + l] (+)= t[s + l]`` for the eight lanes (``first``: assign)."""
+    v = _load8(t, s)
+    if not first:
+        x = _load8(a, o)
+        v = (
+            x[0] + v[0],
+            x[1] + v[1],
+            x[2] + v[2],
+            x[3] + v[3],
+            x[4] + v[4],
+            x[5] + v[5],
+            x[6] + v[6],
+            x[7] + v[7],
+        )
+    _store8(a, o, v)
+
+
+@numba.njit(cache=True, inline="always", fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
+def _tile16(
+    tile: np.ndarray, p: np.ndarray, k: int, w: int, r: int, c: int
+) -> None:  # pragma: no cover
+    """``tile[i·16 + j] = Σ_t p[t·w + r + i] · p[t·w + c + j]`` for ``i < 6``, ``j < 16``."""
+    z = tile.dtype.type(0.0)
+    a0 = (z, z, z, z, z, z, z, z)
+    a1 = a2 = a3 = a4 = a5 = b0 = b1 = b2 = b3 = b4 = b5 = a0
+    c8 = c + _u(8)
+    base = _u(0)
+    for _ in range(k):
+        o = base + r
+        x = p[o]
+        a0 = _fma8(a0, x, p, base + c)
+        b0 = _fma8(b0, x, p, base + c8)
+        x = p[o + _u(1)]
+        a1 = _fma8(a1, x, p, base + c)
+        b1 = _fma8(b1, x, p, base + c8)
+        x = p[o + _u(2)]
+        a2 = _fma8(a2, x, p, base + c)
+        b2 = _fma8(b2, x, p, base + c8)
+        x = p[o + _u(3)]
+        a3 = _fma8(a3, x, p, base + c)
+        b3 = _fma8(b3, x, p, base + c8)
+        x = p[o + _u(4)]
+        a4 = _fma8(a4, x, p, base + c)
+        b4 = _fma8(b4, x, p, base + c8)
+        x = p[o + _u(5)]
+        a5 = _fma8(a5, x, p, base + c)
+        b5 = _fma8(b5, x, p, base + c8)
+        base += w
+    _store8(tile, _u(0), a0)
+    _store8(tile, _u(8), b0)
+    _store8(tile, _u(16), a1)
+    _store8(tile, _u(24), b1)
+    _store8(tile, _u(32), a2)
+    _store8(tile, _u(40), b2)
+    _store8(tile, _u(48), a3)
+    _store8(tile, _u(56), b3)
+    _store8(tile, _u(64), a4)
+    _store8(tile, _u(72), b4)
+    _store8(tile, _u(80), a5)
+    _store8(tile, _u(88), b5)
+
+
+@numba.njit(cache=True, inline="always", fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
+def _tile8(
+    tile: np.ndarray, p: np.ndarray, k: int, w: int, r: int, c: int
+) -> None:  # pragma: no cover
+    """The left half of :func:`_tile16` (``j < 8``), at the same places of ``tile``."""
+    z = tile.dtype.type(0.0)
+    a0 = (z, z, z, z, z, z, z, z)
+    a1 = a2 = a3 = a4 = a5 = a0
+    base = _u(0)
+    for _ in range(k):
+        o = base + r
+        q = base + c
+        a0 = _fma8(a0, p[o], p, q)
+        a1 = _fma8(a1, p[o + _u(1)], p, q)
+        a2 = _fma8(a2, p[o + _u(2)], p, q)
+        a3 = _fma8(a3, p[o + _u(3)], p, q)
+        a4 = _fma8(a4, p[o + _u(4)], p, q)
+        a5 = _fma8(a5, p[o + _u(5)], p, q)
+        base += w
+    _store8(tile, _u(0), a0)
+    _store8(tile, _u(16), a1)
+    _store8(tile, _u(32), a2)
+    _store8(tile, _u(48), a3)
+    _store8(tile, _u(64), a4)
+    _store8(tile, _u(80), a5)
+
+
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _pack(
+    p: np.ndarray, g: np.ndarray, d: int, k: int, start: int, count: int, bs: int, w: int
+) -> None:  # pragma: no cover
+    """Copy blocks ``start … start + count − 1`` of the ``(k, d)`` chunk (flat ``g``) into ``p``.
+
+    Block ``q`` of the panel becomes the ``k × w`` matrix at ``p[q·k·w:]``, row ``t`` holding
+    ``g[t, (start + q)·B : (start + q + 1)·B]``; the padding columns keep their zeros.
+    """
+    stride = _u(k * w)
+    ubs = _u(bs)
+    for t in range(k):
+        src = _u(t) * _u(d) + _u(start) * ubs
+        dst = _u(t) * _u(w)
+        for _ in range(count):
+            for j in range(bs):
+                p[dst + _u(j)] = g[src + _u(j)]
+            src += ubs
+            dst += stride
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
+def gram_lower_kernel(
+    lo: int, hi: int, acc: np.ndarray, g: np.ndarray, first: bool, panel: int
+) -> None:  # pragma: no cover
+    """Add the lower triangle of ``X_bᵀX_b`` to ``acc[b]`` for blocks ``lo ≤ b < hi``.
+
+    Args:
+        lo: First block.
+        hi: One past the last block; every block in range is full (``hi·B ≤ d``).
+        acc: ``(nb, B, B)`` C-contiguous accumulator, the dtype of ``g``.
+        g: ``(k, d)`` C-contiguous chunk; block ``b`` is columns ``b·B … b·B + B − 1``.
+        first: write the products instead of adding them (``acc`` is not read).
+        panel: blocks packed at once (see the module docstring).
+    """
+    k, d = g.shape
+    bs = acc.shape[1]
+    w = -(-bs // 16) * 16 + 8
+    stride = k * w
+    p = np.zeros(panel * stride, dtype=acc.dtype)
+    tile = np.empty(TILE_ROWS * TILE_COLS, dtype=acc.dtype)
+    flat_g = g.reshape(-1)
+    flat_acc = acc.reshape(-1)
+    uw = _u(w)
+    ubs = _u(bs)
+    for b0 in range(lo, hi, panel):
+        count = min(panel, hi - b0)
+        _pack(p, flat_g, d, k, b0, count, bs, w)
+        for q in range(count):
+            pq = p[q * stride : (q + 1) * stride]
+            block = _u((b0 + q) * bs * bs)
+            for r0 in range(0, bs, TILE_ROWS):
+                for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
+                    half = c0 + 8 > r0 + TILE_ROWS - 1  # columns c0 + 8 … lie above the diagonal
+                    width = 8 if half else TILE_COLS
+                    if half:
+                        _tile8(tile, pq, k, uw, _u(r0), _u(c0))
+                    else:
+                        _tile16(tile, pq, k, uw, _u(r0), _u(c0))
+                    if r0 + TILE_ROWS <= bs and c0 + width <= bs:
+                        o = block + _u(r0 * bs + c0)
+                        for i in range(TILE_ROWS):
+                            s = _u(i * TILE_COLS)
+                            _merge8(flat_acc, o, tile, s, first)
+                            if not half:
+                                _merge8(flat_acc, o + _u(8), tile, s + _u(8), first)
+                            o += ubs
+                    else:  # the padded edge: only the rows and columns inside the block
+                        for i in range(min(TILE_ROWS, bs - r0)):
+                            for j in range(min(width, bs - c0)):
+                                v = tile[i * TILE_COLS + j]
+                                if first:
+                                    acc[b0 + q, r0 + i, c0 + j] = v
+                                else:
+                                    acc[b0 + q, r0 + i, c0 + j] += v
+
+
+def panel_blocks(k: int, block_size: int) -> int:
+    """Blocks packed at once: a panel of about 256 KiB (an L2 cache's share), 1 to 16 blocks."""
+    w = -(-block_size // 16) * 16 + 8
+    return max(1, min(16, (256 * 1024) // (4 * k * w)))
+
+
+_TILES_AGREE: bool | None = None
+
+
+def tiles_agree() -> bool:
+    """Whether the compiled kernel gives float64's lower triangle to float32 round-off (once).
+
+    Checked once per process on fixed data: blocks of sizes 16, 50 and 51 (edges and full
+    tiles, both halves), a first chunk and an added one, two panels. Compiles the kernel with
+    SLP vectorisation. A disagreement warns (``RuntimeWarning`` naming the build) and returns
+    False: the caller uses the batched GEMM instead.
+    """
+    global _TILES_AGREE
+    if _TILES_AGREE is None:
+        ok = True
+        rng = np.random.default_rng(0)
+        for bs in (16, 50, 51):
+            nb, k = 5, 13
+            g = rng.standard_normal((k, nb * bs + 3)).astype(np.float32)
+            acc = np.full((nb, bs, bs), np.nan, dtype=np.float32)
+            with slp_vectorize():
+                gram_lower_kernel(0, 3, acc, g, True, 2)
+                gram_lower_kernel(3, nb, acc, g, True, 2)
+                gram_lower_kernel(0, nb, acc, g, False, 3)
+            x = g[:, : nb * bs].astype(np.float64).reshape(k, nb, bs).transpose(1, 0, 2)
+            want = 2.0 * np.einsum("nki,nkj->nij", x, x)
+            low = np.tril(np.ones((bs, bs), dtype=bool))
+            err = np.abs(acc[:, low] - want[:, low]).max()
+            ok = ok and bool(err <= 1e-5 * np.abs(want).max())
+        _TILES_AGREE = ok
+        if not ok:
+            warnings.warn(
+                f"obert-core's Gram tile kernel disagrees with float64 on this build (numba "
+                f"{numba.__version__}, LLVM SLP vectorisation); the torch backend uses the "
+                "batched GEMM instead (slower, same results). Please report it.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return _TILES_AGREE
