@@ -525,7 +525,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"| – | dense teacher | {100 * dense:.2f} | | | |")
     points: dict[str, list[tuple[int, float]]] = {}
     for name, entry in sorted(runs.items(), key=lambda kv: (len(kv[0]), kv[0])):
-        if name == "teacher" or entry.get("dev_accuracy") is None:
+        if name.startswith("teacher") or entry.get("dev_accuracy") is None:
             continue
         m, mode = name[1:].split("-", 1)
         acc = 100 * entry["dev_accuracy"]
