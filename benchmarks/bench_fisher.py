@@ -206,6 +206,7 @@ def test_fisher_build_factored(
         b = oc.BlockFisherBuilder(d, bsz, DAMP, m, backend="torch", gram_kernels=gram)
         for _ in range(m // CHUNK):
             b.add(tchunk)
+        benchmark.extra_info["gram_tiles"] = b.uses_gram_tiles  # what "auto" chose here
         return b.finalize_fisher(), b.timings
 
     feed_small = oc.BlockFisherBuilder(1000, 20, DAMP, 40, backend="torch", gram_kernels=gram)

@@ -19,6 +19,30 @@ def _lower(x: np.ndarray) -> np.ndarray:
     return x[:, np.tril(np.ones((b, b), dtype=bool))]
 
 
+def _check_tiles(bs: int, k: int, nb: int, extra: int, panel: int, chunks: int, seed: int) -> None:
+    """The kernel on blocks [lo, hi) of an accumulator full of NaN, against float64."""
+    from obert_core.backends._gram_kernels import gram_lower_kernel
+    from obert_core.backends._lane_kernels import slp_vectorize
+
+    rng = np.random.default_rng(seed)
+    d = nb * bs + extra  # columns after the last full block are never read
+    lo, hi = (1, nb - 1) if nb > 2 else (0, nb)
+    acc = np.full((nb, bs, bs), np.nan, dtype=np.float32)
+    want = np.zeros((nb, bs, bs))
+    scale = 0.0
+    for c in range(chunks):
+        g = rng.standard_normal((k, d)).astype(np.float32)
+        with slp_vectorize():
+            gram_lower_kernel(lo, hi, acc, g, c == 0, panel)
+        x = g[:, : nb * bs].astype(np.float64).reshape(k, nb, bs).transpose(1, 0, 2)
+        want += np.einsum("nki,nkj->nij", x, x)
+        scale += float((x**2).sum(axis=1).max())
+    got = _lower(acc[lo:hi]).astype(np.float64)
+    np.testing.assert_allclose(got, _lower(want[lo:hi]), rtol=0, atol=1e-5 * scale)
+    assert np.isfinite(acc[lo:hi]).all()  # the first chunk leaves no garbage above the diagonal
+    assert np.isnan(acc[:lo]).all() and np.isnan(acc[hi:]).all()
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     bs=st.integers(1, 70),
@@ -33,27 +57,15 @@ def test_tiles_give_the_float64_lower_triangle(
     bs: int, k: int, nb: int, extra: int, panel: int, chunks: int, seed: int
 ) -> None:
     """Any B (edge tiles, half tiles, B < 6), k, panel and block range: the lower triangle of
-    Σ_chunks X_bᵀX_b to float32 round-off, blocks outside [lo, hi) untouched, the first chunk
-    written without reading the accumulator (NaN there)."""
-    from obert_core.backends._gram_kernels import gram_lower_kernel
-    from obert_core.backends._lane_kernels import slp_vectorize
+    Σ_chunks X_bᵀX_b to float32 round-off, finite entries above the diagonal, blocks outside
+    [lo, hi) untouched, the first chunk written without reading the accumulator (NaN there)."""
+    _check_tiles(bs, k, nb, extra, panel, chunks, seed)
 
-    rng = np.random.default_rng(seed)
-    d = nb * bs + extra  # columns after the last full block are never read
-    lo, hi = (1, nb) if nb > 2 else (0, nb)
-    acc = np.full((nb, bs, bs), np.nan, dtype=np.float32)
-    want = np.zeros((nb, bs, bs))
-    scale = 0.0
-    for c in range(chunks):
-        g = rng.standard_normal((k, d)).astype(np.float32)
-        with slp_vectorize():
-            gram_lower_kernel(lo, hi, acc, g, c == 0, panel)
-        x = g[:, : nb * bs].astype(np.float64).reshape(k, nb, bs).transpose(1, 0, 2)
-        want += np.einsum("nki,nkj->nij", x, x)
-        scale += float((x**2).sum(axis=1).max())
-    got = _lower(acc[lo:hi]).astype(np.float64)
-    np.testing.assert_allclose(got, _lower(want[lo:hi]), rtol=0, atol=1e-5 * scale)
-    assert np.isnan(acc[:lo]).all() and np.isnan(acc[hi:]).all()
+
+@pytest.mark.parametrize("bs", [1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 22, 23, 50, 51, 64, 65])
+def test_tiles_at_the_tile_boundaries(bs: int) -> None:
+    """Block sizes around the tile's 6 rows, its 8- and 16-column halves and the padding."""
+    _check_tiles(bs, 11, 5, 3, 2, 2, bs)
 
 
 def test_panel_size_bounds() -> None:
@@ -83,7 +95,7 @@ def test_builder_tiles_match_the_batched_gemm_and_never_read_the_upper_triangle(
         b = oc.BlockFisherBuilder(d, bs, damp, m, backend="torch", gram_kernels=kernels)
         b.add(g[:40])
         if kernels == "numba":
-            assert b._tiles
+            assert b.uses_gram_tiles
             upper = torch.triu_indices(bs, bs, 1)
             b._state[:-1, upper[0], upper[1]] = float("nan")  # the tail block is a GEMM's
         b.add(g[40:])
@@ -110,7 +122,7 @@ def test_auto_takes_the_tiles_only_where_they_apply() -> None:
     for (bs, precision), tiles in cases.items():
         b = oc.BlockFisherBuilder(200, bs, 1e-4, 8, backend="torch", gram_precision=precision)
         b.add(g)
-        assert b._tiles is tiles, (bs, precision)
+        assert b.uses_gram_tiles is tiles, (bs, precision)
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch")
@@ -123,6 +135,7 @@ def test_non_finite_gradients_are_caught_with_the_tiles() -> None:
     b = oc.BlockFisherBuilder(400, 20, 1e-4, 40, backend="torch", gram_kernels="numba")
     with pytest.raises(oc.ObertError, match="NaN or inf"):
         b.add(g)
+    assert b.uses_gram_tiles
 
 
 def test_gram_kernels_bad_values_are_refused() -> None:
@@ -138,12 +151,32 @@ def test_gram_kernels_bad_values_are_refused() -> None:
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch")
-def test_numba_gram_kernels_refuse_a_float64_gram() -> None:
+def test_numba_gram_kernels_refuse_a_float64_gram_and_leave_the_builder_as_it_was() -> None:
     import torch
 
     b = oc.BlockFisherBuilder(100, 20, 1e-4, 8, gram_kernels="numba", gram_precision="float64")
-    with pytest.raises(oc.ObertError, match="float32"):
-        b.add(torch.ones(2, 100))
+    for _ in range(2):  # the failed set-up is undone: the same error again, not another one
+        with pytest.raises(oc.ObertError, match="float32"):
+            b.add(torch.ones(2, 100))
+    assert b.num_seen == 0
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch")
+def test_without_numba_auto_takes_the_gemm_and_numba_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from obert_core import fisher
+
+    monkeypatch.setattr(fisher, "_numba_available", lambda: False)
+    g = torch.randn(30, 200)
+    b = oc.BlockFisherBuilder(200, 20, 1e-4, 30, backend="torch")
+    b.add(g)
+    assert not b.uses_gram_tiles
+    b = oc.BlockFisherBuilder(200, 20, 1e-4, 30, backend="torch", gram_kernels="numba")
+    with pytest.raises(oc.ObertError, match=r"obert-core\[numba\]"):
+        b.add(g)
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch")
@@ -170,6 +203,6 @@ def test_a_miscompiled_tile_kernel_is_caught_and_left_out(monkeypatch: pytest.Mo
     g = torch.randn(30, 200, dtype=torch.float32)
     b = oc.BlockFisherBuilder(200, 20, 1e-4, 30, backend="torch")
     b.add(g)
-    assert not b._tiles
+    assert not b.uses_gram_tiles
     ref = oracle_blocks(g.double().numpy(), 20, 1e-4)
     np.testing.assert_allclose(b.finalize().double().numpy(), ref, rtol=1e-3, atol=1e-2)

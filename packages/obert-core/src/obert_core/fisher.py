@@ -97,9 +97,12 @@ class BlockFisherBuilder:
             default) computes each block's lower triangle with the Numba register tiles when
             Numba is installed and ``B >= 16`` (at ``B = 50`` in less time than the batched GEMM
             of whole blocks, docs/benchmarks.md), else the batched GEMM; ``"numba"``
-            always the tiles (raises where they cannot run: no Numba, CUDA, a float64 Gram);
-            ``"blas"`` always the batched GEMM. Any other backend or build accepts only
-            ``"auto"``.
+            always the tiles (the first :meth:`add` raises where they cannot run: no Numba,
+            CUDA, a float64 Gram); ``"blas"`` always the batched GEMM. Either way, a build
+            whose compiled kernel disagrees with float64 (checked once per process) warns and
+            takes the batched GEMM. Any other backend or build accepts only ``"auto"``. The
+            Gram's entries above the diagonal are then finite but unspecified (only the lower
+            triangle is read).
 
     Note:
         If fewer than ``num_grads`` gradients were added, :meth:`finalize` warns and still divides
@@ -174,32 +177,48 @@ class BlockFisherBuilder:
         return dict(self._timings)
 
     @property
+    def uses_gram_tiles(self) -> bool:
+        """Whether the Gram is accumulated by the Numba register tiles (known after one ``add``)."""
+        return self._tiles
+
+    @property
     def num_seen(self) -> int:
         """Number of gradients added so far."""
         return self._seen
 
     def _setup(self, grads: Any) -> None:
-        self._framework = framework_of(grads, names=("grads",))
-        name = self._backend_name or default_backend_for(self._framework)
-        self._backend = get_backend(name)
-        dtype = self._dtype if self._dtype is not None else _floating_dtype_of(grads)
-        self._dtype = _torch_dtype(dtype) if name == "torch" else _numpy_dtype(dtype)
-        like = self._to_backend(grads[:0])
-        if self.method == "batched":
-            if name == "torch":
-                like = like.to(self._torch_gram_dtype(like))
-                self._tiles = self._use_tiles(like)
-            elif self.gram_kernels != "auto":
-                raise ObertError(
-                    f"gram_kernels={self.gram_kernels!r} chooses the torch backend's Gram kernel, "
-                    f"but these {self._framework} gradients use the {name} backend; pass "
-                    "backend='torch' or gram_kernels='auto'."
+        """Choose the backend, dtype and Gram kernel from the first chunk; allocate the state.
+
+        All or nothing: a choice that raises (e.g. ``gram_kernels`` that cannot run here) leaves
+        the builder as it was, so the next ``add`` sets it up again and raises the same error.
+        """
+        dtype_asked = self._dtype
+        try:
+            self._framework = framework_of(grads, names=("grads",))
+            name = self._backend_name or default_backend_for(self._framework)
+            self._backend = get_backend(name)
+            dtype = self._dtype if self._dtype is not None else _floating_dtype_of(grads)
+            self._dtype = _torch_dtype(dtype) if name == "torch" else _numpy_dtype(dtype)
+            like = self._to_backend(grads[:0])
+            if self.method == "batched":
+                if name == "torch":
+                    like = like.to(self._torch_gram_dtype(like))
+                    self._tiles = self._use_tiles(like)
+                elif self.gram_kernels != "auto":
+                    raise ObertError(
+                        f"gram_kernels={self.gram_kernels!r} chooses the torch backend's Gram "
+                        f"kernel, but these {self._framework} gradients use the {name} backend; "
+                        "pass backend='torch' or gram_kernels='auto'."
+                    )
+                self._state = self._backend.new_gram(self.num_blocks, self.block_size, like)
+            else:
+                self._state = self._backend.identity_inverse(
+                    self.num_blocks, self.block_size, self.damp, self._dtype, like
                 )
-            self._state = self._backend.new_gram(self.num_blocks, self.block_size, like)
-        else:
-            self._state = self._backend.identity_inverse(
-                self.num_blocks, self.block_size, self.damp, self._dtype, like
-            )
+        except Exception:
+            self._framework, self._backend, self._dtype = None, None, dtype_asked
+            self._state, self._tiles = None, False
+            raise
 
     def _use_tiles(self, gram: Any) -> bool:
         """Whether the torch Gram ``gram`` (empty, its dtype and device) takes the Numba tiles."""
@@ -215,9 +234,11 @@ class BlockFisherBuilder:
             else None
         )
         if self.gram_kernels == "numba":
+            if reason is None and not _numba_available():
+                reason = "Numba is not installed; install obert-core[numba] or pass 'auto'/'blas'"
             if reason is not None:
                 raise ObertError(f"gram_kernels='numba' cannot build this Gram: {reason}.")
-            from .backends._gram_kernels import tiles_agree  # raises if Numba is missing
+            from .backends._gram_kernels import tiles_agree
 
             return tiles_agree()
         if reason is not None or self.block_size < 16 or not _numba_available():
@@ -253,7 +274,8 @@ class BlockFisherBuilder:
         Raises:
             ObertError: wrong shape, non-finite values (or, with a float32 Gram, gradients so
                 large that their squares overflow it), more than ``num_grads`` gradients in total,
-                or a call after :meth:`finalize` or after such an error.
+                a ``gram_kernels`` choice that cannot run on these gradients (first call), or a
+                call after :meth:`finalize` or after such an error.
         """
         self._check_usable()
         if getattr(grads, "ndim", None) == 1:
@@ -411,7 +433,7 @@ class BlockFisherBuilder:
         t0 = time.perf_counter()
         self._check_diagonal()
         self._fill()
-        blocks = FisherBlocks(  # the Gram's diagonal is finite (checked), so is the rest
+        blocks = FisherBlocks(  # the diagonal is finite (checked), so is the lower triangle
             self._from_backend(self._state),
             self.damp,
             self.num_grads,

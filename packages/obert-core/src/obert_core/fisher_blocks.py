@@ -308,11 +308,12 @@ class _FisherOperator:
         fb = self.fb
         gram = fb._gram("a subset of the blocks")
         index = self.xp._t.as_tensor(blocks, device=gram.device) if self.xp.torch else blocks
-        sub = FisherBlocks(
+        sub = FisherBlocks(  # checked as part of fb (only lower triangles are read)
             gram[index],
             fb.damp,
             fb.num_grads,
             len(blocks) * fb.block_size,
+            check=False,
             kernels=fb.kernels,
         )
         return _FisherOperator(sub)

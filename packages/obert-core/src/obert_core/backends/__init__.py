@@ -49,10 +49,10 @@ class FisherBackend(Protocol):
         """Add ``G_bᵀ G_b`` of a ``(k, d)`` chunk to ``acc`` in place (lower triangle suffices).
 
         ``first``: set ``acc`` to it instead, never reading ``acc`` (the first chunk).
-        ``tiles``: the torch backend on the CPU with a float32 Gram computes the lower triangles
-        with the Numba register tiles of ``_gram_kernels`` (the entries above the diagonal are
-        then unspecified). The NumPy and Numba backends ignore it (their float64 kernels write
-        the whole product and the lower triangle).
+        ``tiles``: the torch backend computes the lower triangles of a contiguous float32 CPU
+        Gram with the Numba register tiles of ``_gram_kernels`` (the entries above the diagonal
+        are then unspecified). The NumPy and Numba backends ignore it: NumPy's kernel writes the
+        whole product, Numba's the lower triangle.
         """
         ...
 

@@ -1,4 +1,4 @@
-"""The lower triangle of each block's Gram ``G_bᵀG_b`` in float32 register tiles (docs/math.md §2).
+"""The lower triangle of each block's Gram ``X_bᵀX_b`` in float32 register tiles (docs/math.md §2).
 
 The batched build adds ``X_bᵀX_b`` of every ``k × B`` gradient block ``X_b`` of a chunk to its
 ``B × B`` accumulator. A batched BLAS GEMM computes the whole ``B × B`` product, and at ``B = 50``
@@ -21,7 +21,9 @@ inversion read nothing else):
 * **Merge.** Each tile is accumulated in registers from zero over the ``k`` gradients, then added
   to (``first``: written into) the accumulator once.
 
-Entries above the diagonal are left as they were, or hold partial values: they are unspecified.
+Entries above the diagonal are unspecified: the tiles write some of them, and the first chunk
+sets the others to zero (so that a finiteness check over whole blocks sees no garbage from an
+uninitialised accumulator); later chunks leave those alone.
 The tiles are written as eight scalar lanes for LLVM's SLP vectoriser (Numba keeps it off by
 default; :func:`._lane_kernels.slp_vectorize` turns it on while these kernels compile), with
 unsigned offsets into flat arrays, for which Numba emits no negative-index wrap-around, so
@@ -221,7 +223,8 @@ def gram_lower_kernel(
         hi: One past the last block; every block in range is full (``hi·B ≤ d``).
         acc: ``(nb, B, B)`` C-contiguous accumulator, the dtype of ``g``.
         g: ``(k, d)`` C-contiguous chunk; block ``b`` is columns ``b·B … b·B + B − 1``.
-        first: write the products instead of adding them (``acc`` is not read).
+        first: write the products instead of adding them (``acc`` is not read), and zero the
+            entries above the diagonal that no tile covers.
         panel: blocks packed at once (see the module docstring).
     """
     k, d = g.shape
@@ -241,9 +244,11 @@ def gram_lower_kernel(
             pq = p[q * stride : (q + 1) * stride]
             block = _u((b0 + q) * bs * bs)
             for r0 in range(0, bs, TILE_ROWS):
+                end = 0  # columns the tiles of these rows cover
                 for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
                     half = c0 + 8 > r0 + TILE_ROWS - 1  # columns c0 + 8 … lie above the diagonal
                     width = 8 if half else TILE_COLS
+                    end = c0 + width
                     if half:
                         _tile8(tile, pq, k, uw, _u(r0), _u(c0))
                     else:
@@ -264,6 +269,10 @@ def gram_lower_kernel(
                                     acc[b0 + q, r0 + i, c0 + j] = v
                                 else:
                                     acc[b0 + q, r0 + i, c0 + j] += v
+                if first:
+                    for i in range(r0, min(r0 + TILE_ROWS, bs)):
+                        for j in range(end, bs):
+                            acc[b0 + q, i, j] = 0.0
 
 
 def panel_blocks(k: int, block_size: int) -> int:

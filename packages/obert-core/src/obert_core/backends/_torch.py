@@ -106,12 +106,19 @@ class TorchBackend:
         full = num_weights // block_size
         beta = 0.0 if first else 1.0
         if full and tiles:
+            if acc.device.type != "cpu" or acc.dtype != torch.float32 or not acc.is_contiguous():
+                raise ObertError(
+                    f"the Gram tiles need a contiguous float32 Gram on the CPU, got {acc.dtype} "
+                    f"on {acc.device}; use tiles=False (the batched GEMM)."
+                )
             from ._block_kernels import run_on_blocks
             from ._gram_kernels import gram_lower_kernel, panel_blocks
+            from ._lane_kernels import slp_vectorize
 
             panel = panel_blocks(k, block_size)
             chunk = g.contiguous().numpy()
-            run_on_blocks(gram_lower_kernel, full, acc.numpy(), chunk, first, panel)
+            with slp_vectorize():  # compiled (and checked) by tiles_agree; on if compiled here
+                run_on_blocks(gram_lower_kernel, full, acc.numpy(), chunk, first, panel)
         elif full:
             x = g[:, : full * block_size].reshape(k, full, block_size).transpose(0, 1)
             acc[:full].baddbmm_(x.transpose(1, 2), x, beta=beta)
