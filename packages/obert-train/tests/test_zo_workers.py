@@ -25,6 +25,20 @@ from obert_train.hf.zo_pool import Job, available_cores, split_by_cost
 
 from .test_zo_trainer import _args, _features, _model, _trainer
 
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    """The in-process run on one thread, as each worker process runs (bit-for-bit comparisons).
+
+    An earlier test in the same pytest process may have left torch at more threads, which sums
+    in another order.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
