@@ -39,23 +39,19 @@ def test_lowrank_step_fisher_work(benchmark: Any, bench_scale: str, kernels: str
     # uneven column scales, as real gradients have: the leverages spread over (0, 1)
     grads *= torch.linspace(0.05, 3.0, d).reshape(1, -1)[:, torch.randperm(d, generator=gen)]
     z = torch.randn(-(-d // block), block, generator=gen, dtype=torch.float64)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        holder: dict[str, Any] = {}
+    torch.set_num_threads(1)  # conftest.py gives the count back after the benchmark
+    holder: dict[str, Any] = {}
 
-        def setup() -> None:  # untimed: the gradients' copy into the block layout
-            holder.clear()
-            holder["op"] = oc.LowRankFisher(grads, block, DAMP, kernels=kernels)
+    def setup() -> None:  # untimed: the gradients' copy into the block layout
+        holder.clear()
+        holder["op"] = oc.LowRankFisher(grads, block, DAMP, kernels=kernels)
 
-        def work() -> None:
-            op = holder["op"]
-            holder["diag"], holder["mv"] = op.diag(), op.matvec_blocks(z)
-            holder["kernels"] = op.kernels
+    def work() -> None:
+        op = holder["op"]
+        holder["diag"], holder["mv"] = op.diag(), op.matvec_blocks(z)
+        holder["kernels"] = op.kernels
 
-        benchmark.pedantic(work, setup=setup, rounds=3, iterations=1, warmup_rounds=1)
-    finally:
-        torch.set_num_threads(before)
+    benchmark.pedantic(work, setup=setup, rounds=3, iterations=1, warmup_rounds=1)
     assert holder["kernels"] == kernels
     ref = oc.LowRankFisher(grads[:, :5000], block, DAMP, kernels="lapack")
     n = ref.num_blocks

@@ -231,17 +231,13 @@ class BlockFisherBuilder:
             if gram.device.type != "cpu"
             else "it accumulates float32; pass gram_precision='float32' or gram_kernels='auto'"
             if gram.dtype != torch.float32
+            else "Numba is not installed; install obert-core[numba] or pass 'auto'/'blas'"
+            if not _numba_available()
             else None
         )
-        if self.gram_kernels == "numba":
-            if reason is None and not _numba_available():
-                reason = "Numba is not installed; install obert-core[numba] or pass 'auto'/'blas'"
-            if reason is not None:
-                raise ObertError(f"gram_kernels='numba' cannot build this Gram: {reason}.")
-            from .backends._gram_kernels import tiles_agree
-
-            return tiles_agree()
-        if reason is not None or self.block_size < 16 or not _numba_available():
+        if self.gram_kernels == "numba" and reason is not None:
+            raise ObertError(f"gram_kernels='numba' cannot build this Gram: {reason}.")
+        if reason is not None or (self.gram_kernels == "auto" and self.block_size < 16):
             return False
         from .backends._gram_kernels import tiles_agree
 

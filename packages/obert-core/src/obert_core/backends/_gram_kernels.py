@@ -39,7 +39,7 @@ import warnings
 import numpy as np
 
 from .._arrays import require_numba
-from ._lane_kernels import slp_vectorize
+from ._lane_kernels import Lanes, slp_vectorize
 
 __all__ = ["TILE_COLS", "TILE_ROWS", "gram_lower_kernel", "panel_blocks", "tiles_agree"]
 
@@ -53,8 +53,11 @@ TILE_COLS = 16
 _CONTRACT = {"contract"}
 _u = numba.uint64
 
-Lanes = tuple[float, float, float, float, float, float, float, float]
-"""Eight float32 lanes."""
+
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _packed_width(bs: int) -> int:  # pragma: no cover
+    """Floats per packed row of a ``B``-wide block: a multiple of 16, plus 8 zero columns."""
+    return -(-bs // 16) * 16 + 8
 
 
 @numba.njit(cache=True, inline="always", fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
@@ -229,7 +232,7 @@ def gram_lower_kernel(
     """
     k, d = g.shape
     bs = acc.shape[1]
-    w = -(-bs // 16) * 16 + 8
+    w = _packed_width(bs)
     stride = k * w
     p = np.zeros(panel * stride, dtype=acc.dtype)
     tile = np.empty(TILE_ROWS * TILE_COLS, dtype=acc.dtype)
@@ -277,8 +280,8 @@ def gram_lower_kernel(
 
 def panel_blocks(k: int, block_size: int) -> int:
     """Blocks packed at once: a panel of about 256 KiB (an L2 cache's share), 1 to 16 blocks."""
-    w = -(-block_size // 16) * 16 + 8
-    return max(1, min(16, (256 * 1024) // (4 * k * w)))
+    width = int(_packed_width(block_size))
+    return max(1, min(16, (256 * 1024) // (4 * k * width)))
 
 
 _TILES_AGREE: bool | None = None
