@@ -12,12 +12,14 @@ inversion read nothing else):
   8 columns of zero padding. The rows of the chunk are ``d`` floats apart, so reading a block where
   it lies touches ``k`` pages per block; a panel reads ``k`` contiguous runs of ``panel · B``
   floats instead.
-* **Register tiles.** A ``6 × 16`` tile of the output (twelve 8-float accumulators, the register
-  file of AVX2) takes, per gradient, two 8-float loads, six broadcasts and twelve fused
-  multiply-adds. The tiles cover the lower triangle in rows of 6 and columns of 16 (``6 × 8`` where
-  the right half would lie above the diagonal); at ``B = 50`` they compute 1,776 of the 2,500
-  entries. Padding rows and columns are computed and dropped, so no tile needs a bound check
-  inside its loop.
+* **Register tiles.** A ``5 × 16`` tile of the output (ten 8-float accumulators) takes, per
+  gradient, two 8-float loads, five broadcasts and ten fused multiply-adds: five cycles of a
+  core's two FMA pipes, longer than an FMA's latency, so the pipes never wait. The tiles cover the
+  lower triangle in rows of 5 and columns of 16 (``5 × 8`` where the right half would lie above
+  the diagonal; those half tiles take two gradients per step into two sets of five accumulators,
+  so that five FMAs per gradient do not wait on their own latency); at ``B = 50`` they compute
+  1,560 of the 2,500 entries, without a row of padding. Padding columns (and rows where 5 does
+  not divide ``B``) are computed and dropped, so no tile needs a bound check inside its loop.
 * **Merge.** Each tile is accumulated in registers from zero over the ``k`` gradients, then added
   to (``first``: written into) the accumulator once.
 
@@ -45,7 +47,7 @@ __all__ = ["TILE_COLS", "TILE_ROWS", "gram_lower_kernel", "panel_blocks", "tiles
 
 numba = require_numba()
 
-TILE_ROWS = 6
+TILE_ROWS = 5
 """Output rows of a register tile."""
 TILE_COLS = 16
 """Output columns of a register tile (two 8-float halves)."""
@@ -104,21 +106,26 @@ def _load8(a: np.ndarray, o: int) -> Lanes:  # pragma: no cover
 
 
 @numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _add8(x: Lanes, v: Lanes) -> Lanes:  # pragma: no cover
+    """``x_l + v_l`` for the eight lanes."""
+    return (
+        x[0] + v[0],
+        x[1] + v[1],
+        x[2] + v[2],
+        x[3] + v[3],
+        x[4] + v[4],
+        x[5] + v[5],
+        x[6] + v[6],
+        x[7] + v[7],
+    )
+
+
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
 def _merge8(a: np.ndarray, o: int, t: np.ndarray, s: int, first: bool) -> None:  # pragma: no cover
     """``a[o + l] (+)= t[s + l]`` for the eight lanes (``first``: assign)."""
     v = _load8(t, s)
     if not first:
-        x = _load8(a, o)
-        v = (
-            x[0] + v[0],
-            x[1] + v[1],
-            x[2] + v[2],
-            x[3] + v[3],
-            x[4] + v[4],
-            x[5] + v[5],
-            x[6] + v[6],
-            x[7] + v[7],
-        )
+        v = _add8(_load8(a, o), v)
     _store8(a, o, v)
 
 
@@ -126,10 +133,10 @@ def _merge8(a: np.ndarray, o: int, t: np.ndarray, s: int, first: bool) -> None: 
 def _tile16(
     tile: np.ndarray, p: np.ndarray, k: int, w: int, r: int, c: int
 ) -> None:  # pragma: no cover
-    """``tile[i·16 + j] = Σ_t p[t·w + r + i] · p[t·w + c + j]`` for ``i < 6``, ``j < 16``."""
+    """``tile[i·16 + j] = Σ_t p[t·w + r + i] · p[t·w + c + j]`` for ``i < 5``, ``j < 16``."""
     z = tile.dtype.type(0.0)
     a0 = (z, z, z, z, z, z, z, z)
-    a1 = a2 = a3 = a4 = a5 = b0 = b1 = b2 = b3 = b4 = b5 = a0
+    a1 = a2 = a3 = a4 = b0 = b1 = b2 = b3 = b4 = a0
     c8 = c + _u(8)
     base = _u(0)
     for _ in range(k):
@@ -149,9 +156,6 @@ def _tile16(
         x = p[o + _u(4)]
         a4 = _fma8(a4, x, p, base + c)
         b4 = _fma8(b4, x, p, base + c8)
-        x = p[o + _u(5)]
-        a5 = _fma8(a5, x, p, base + c)
-        b5 = _fma8(b5, x, p, base + c8)
         base += w
     _store8(tile, _u(0), a0)
     _store8(tile, _u(8), b0)
@@ -163,20 +167,22 @@ def _tile16(
     _store8(tile, _u(56), b3)
     _store8(tile, _u(64), a4)
     _store8(tile, _u(72), b4)
-    _store8(tile, _u(80), a5)
-    _store8(tile, _u(88), b5)
 
 
 @numba.njit(cache=True, inline="always", fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
 def _tile8(
     tile: np.ndarray, p: np.ndarray, k: int, w: int, r: int, c: int
 ) -> None:  # pragma: no cover
-    """The left half of :func:`_tile16` (``j < 8``), at the same places of ``tile``."""
+    """The left half of :func:`_tile16` (``j < 8``), at the same places of ``tile``.
+
+    Gradients ``t`` and ``t + 1`` go into two sets of accumulators (summed at the end): five
+    FMAs per gradient would otherwise wait on the latency of the previous five.
+    """
     z = tile.dtype.type(0.0)
     a0 = (z, z, z, z, z, z, z, z)
-    a1 = a2 = a3 = a4 = a5 = a0
+    a1 = a2 = a3 = a4 = e0 = e1 = e2 = e3 = e4 = a0
     base = _u(0)
-    for _ in range(k):
+    for _ in range(k // 2):
         o = base + r
         q = base + c
         a0 = _fma8(a0, p[o], p, q)
@@ -184,14 +190,27 @@ def _tile8(
         a2 = _fma8(a2, p[o + _u(2)], p, q)
         a3 = _fma8(a3, p[o + _u(3)], p, q)
         a4 = _fma8(a4, p[o + _u(4)], p, q)
-        a5 = _fma8(a5, p[o + _u(5)], p, q)
-        base += w
-    _store8(tile, _u(0), a0)
-    _store8(tile, _u(16), a1)
-    _store8(tile, _u(32), a2)
-    _store8(tile, _u(48), a3)
-    _store8(tile, _u(64), a4)
-    _store8(tile, _u(80), a5)
+        o += w
+        q += w
+        e0 = _fma8(e0, p[o], p, q)
+        e1 = _fma8(e1, p[o + _u(1)], p, q)
+        e2 = _fma8(e2, p[o + _u(2)], p, q)
+        e3 = _fma8(e3, p[o + _u(3)], p, q)
+        e4 = _fma8(e4, p[o + _u(4)], p, q)
+        base += w + w
+    if k % 2:
+        o = base + r
+        q = base + c
+        a0 = _fma8(a0, p[o], p, q)
+        a1 = _fma8(a1, p[o + _u(1)], p, q)
+        a2 = _fma8(a2, p[o + _u(2)], p, q)
+        a3 = _fma8(a3, p[o + _u(3)], p, q)
+        a4 = _fma8(a4, p[o + _u(4)], p, q)
+    _store8(tile, _u(0), _add8(a0, e0))
+    _store8(tile, _u(16), _add8(a1, e1))
+    _store8(tile, _u(32), _add8(a2, e2))
+    _store8(tile, _u(48), _add8(a3, e3))
+    _store8(tile, _u(64), _add8(a4, e4))
 
 
 @numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]

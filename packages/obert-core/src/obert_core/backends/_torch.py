@@ -10,6 +10,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from .._arrays import require_torch
 from .._errors import ObertError
 from ._linalg import _threads
@@ -80,11 +82,17 @@ class TorchBackend:
         # Uninitialised: the first chunk's GEMM writes it with beta = 0, which saves a zero-fill
         # pass over the whole stack (0.35 s for the 354 MB of a MiniLM layer at B = 50).
         dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float64
-        # (Memory from NumPy, which asks for transparent huge pages, was tried: its first touch
-        # is faster, but the float64 inverse writing its output into such memory ran several
-        # times slower on the shared machine, and the GEMMs were not measurably faster.)
         shape = (num_blocks, block_size, block_size)
-        return torch.empty(shape, dtype=dtype, device=like.device)
+        if like.device.type != "cpu":
+            return torch.empty(shape, dtype=dtype, device=like.device)
+        # On the CPU the memory comes from NumPy, which asks Linux for transparent huge pages
+        # for large arrays: the first chunk's first touch of a MiniLM layer's 354 MB Gram then
+        # costs about 0.1 s less (docs/benchmarks.md). (The explicit inverse keeps torch's own
+        # memory: writing the float64 inverse into such memory ran several times slower on an
+        # earlier machine.)
+        return torch.from_numpy(
+            np.empty(shape, dtype=np.float32 if dtype == torch.float32 else np.float64)
+        )
 
     def add_gram(
         self,
