@@ -20,32 +20,44 @@ def _lower(x: np.ndarray) -> np.ndarray:
 
 
 def _check_tiles(bs: int, k: int, nb: int, extra: int, panel: int, chunks: int, seed: int) -> None:
-    """The kernel on blocks [lo, hi) of an accumulator full of NaN, against float64."""
-    from obert_core.backends._gram_kernels import gram_lower_kernel
+    """The kernel on blocks [lo, hi) of a Gram full of NaN, then ``untile``, against float64."""
+    from obert_core.backends._gram_kernels import (
+        gram_lower_kernel,
+        tiled_offset,
+        tiled_size,
+        untile,
+    )
     from obert_core.backends._lane_kernels import slp_vectorize
 
     rng = np.random.default_rng(seed)
     d = nb * bs + extra  # columns after the last full block are never read
     lo, hi = (1, nb - 1) if nb > 2 else (0, nb)
-    acc = np.full((nb, bs, bs), np.nan, dtype=np.float32)
+    flat = np.full(nb * bs * bs + 7, np.nan, dtype=np.float32)  # 7 floats after the Gram
+    tiled = flat[tiled_offset(nb, bs) : nb * bs * bs]
+    assert tiled.size == nb * tiled_size(bs)
+    bad = np.zeros(nb, dtype=np.uint8)
     want = np.zeros((nb, bs, bs))
     scale = 0.0
     for c in range(chunks):
         g = rng.standard_normal((k, d)).astype(np.float32)
         with slp_vectorize():
-            gram_lower_kernel(lo, hi, acc, g, c == 0, panel)
+            gram_lower_kernel(lo, hi, tiled, g, bs, c == 0, panel, bad)
         x = g[:, : nb * bs].astype(np.float64).reshape(k, nb, bs).transpose(1, 0, 2)
         want += np.einsum("nki,nkj->nij", x, x)
         scale += float((x**2).sum(axis=1).max())
+    assert not bad.any()
+    untile(flat, nb, bs)
+    acc = flat[: nb * bs * bs].reshape(nb, bs, bs)
     got = _lower(acc[lo:hi]).astype(np.float64)
     np.testing.assert_allclose(got, _lower(want[lo:hi]), rtol=0, atol=1e-5 * scale)
-    assert np.isfinite(acc[lo:hi]).all()  # the first chunk leaves no garbage above the diagonal
-    assert np.isnan(acc[:lo]).all() and np.isnan(acc[hi:]).all()
+    assert not np.triu(acc, 1).any()  # zeros above the diagonal, in every block
+    assert np.isnan(_lower(acc[:lo])).all() and np.isnan(_lower(acc[hi:])).all()
+    assert np.isnan(flat[nb * bs * bs :]).all()  # nothing written after the Gram
 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    bs=st.integers(1, 70),
+    bs=st.integers(15, 70).filter(lambda b: b not in (16, 17, 21)),
     k=st.integers(1, 40),
     nb=st.integers(1, 9),
     extra=st.integers(0, 30),
@@ -56,16 +68,59 @@ def _check_tiles(bs: int, k: int, nb: int, extra: int, panel: int, chunks: int, 
 def test_tiles_give_the_float64_lower_triangle(
     bs: int, k: int, nb: int, extra: int, panel: int, chunks: int, seed: int
 ) -> None:
-    """Any B (edge tiles, half tiles, B < 6), k, panel and block range: the lower triangle of
-    Σ_chunks X_bᵀX_b to float32 round-off, finite entries above the diagonal, blocks outside
-    [lo, hi) untouched, the first chunk written without reading the accumulator (NaN there)."""
+    """Any B (edge tiles, half tiles, B < 5), k (odd and even: the half tiles take two at a
+    time), panel and block range: after ``untile`` (in place, any number of blocks), the lower
+    triangle of Σ_chunks X_bᵀX_b to float32 round-off and zeros above it; blocks outside
+    [lo, hi) untouched (NaN from the tile order); the first chunk written without reading the
+    accumulator (NaN there); no row reported non-finite."""
     _check_tiles(bs, k, nb, extra, panel, chunks, seed)
 
 
-@pytest.mark.parametrize("bs", [1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 22, 23, 50, 51, 64, 65])
+@pytest.mark.parametrize("bs", [15, 18, 19, 20, 22, 23, 24, 25, 31, 32, 33, 50, 51, 64, 65])
 def test_tiles_at_the_tile_boundaries(bs: int) -> None:
-    """Block sizes around the tile's 6 rows, its 8- and 16-column halves and the padding."""
+    """Block sizes around the tile's 5 rows, its 8- and 16-column halves and the padding, down
+    to the smallest whose tile order fits in the block."""
     _check_tiles(bs, 11, 5, 3, 2, 2, bs)
+
+
+@pytest.mark.parametrize("nb", [1, 2, 3, 40, 200])
+def test_untile_in_place_for_any_number_of_blocks(nb: int) -> None:
+    """``untile`` in rounds of several threads' blocks, down to one block whose tile order lies
+    under its own B x B entries: every block right."""
+    _check_tiles(50, 9, nb, 0, 3, 1, nb)
+
+
+def test_tiled_sizes() -> None:
+    from obert_core.backends._gram_kernels import tiled_offset, tiled_size
+
+    assert tiled_size(50) == 1560  # ten row groups of 5: 38 % fewer floats than 2,500
+    assert tiled_size(16) == 5 * (8 + 16 + 16 + 24) == 320  # > 256: the tiles refuse B=16
+    assert tiled_offset(3, 50) == 3 * (2500 - 1560)
+    fits = [b for b in range(1, 200) if tiled_size(b) <= b * b]
+    assert fits[:6] == [15, 18, 19, 20, 22, 23] and fits[-1] == 199 and len(fits) == 182
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    bs=st.integers(1, 60),  # the kernel itself runs at any B (the builder needs the fit)
+    row=st.integers(0, 9),
+    col=st.integers(0, 10_000),
+    value=st.sampled_from([float("nan"), float("inf"), -float("inf")]),
+)
+def test_a_non_finite_gradient_entry_marks_its_block(
+    bs: int, row: int, col: int, value: float
+) -> None:
+    """NaN or ±inf anywhere in a block's gradients sets that block's flag, and no other."""
+    from obert_core.backends._gram_kernels import gram_lower_kernel, tiled_size
+
+    nb, k = 4, 10
+    g = np.random.default_rng(bs).standard_normal((k, nb * bs)).astype(np.float32)
+    col %= nb * bs
+    g[row, col] = value
+    tiled = np.empty(nb * tiled_size(bs), dtype=np.float32)
+    bad = np.zeros(nb, dtype=np.uint8)
+    gram_lower_kernel(0, nb, tiled, g, bs, True, 2, bad)
+    assert bad.tolist() == [int(b == col // bs) for b in range(nb)]
 
 
 def test_panel_size_bounds() -> None:
@@ -78,13 +133,9 @@ def test_panel_size_bounds() -> None:
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch")
 @pytest.mark.parametrize("finalize", ["inverse", "factored"])
-def test_builder_tiles_match_the_batched_gemm_and_never_read_the_upper_triangle(
-    finalize: str,
-) -> None:
+def test_builder_tiles_match_the_batched_gemm(finalize: str) -> None:
     """gram_kernels='numba' and 'blas' give the same Fisher (an explicit inverse or
-    FisherBlocks' diag) to float32 round-off, with a tail block, for the float64 oracle; the
-    tiles leave the entries above the diagonal unspecified (NaN here), which no finalisation
-    reads."""
+    FisherBlocks' diag) to float32 round-off, with a tail block, for the float64 oracle."""
     import torch
 
     torch.manual_seed(0)
@@ -94,10 +145,7 @@ def test_builder_tiles_match_the_batched_gemm_and_never_read_the_upper_triangle(
     for kernels in ("blas", "numba"):
         b = oc.BlockFisherBuilder(d, bs, damp, m, backend="torch", gram_kernels=kernels)
         b.add(g[:40])
-        if kernels == "numba":
-            assert b.uses_gram_tiles
-            upper = torch.triu_indices(bs, bs, 1)
-            b._state[:-1, upper[0], upper[1]] = float("nan")  # the tail block is a GEMM's
+        assert b.uses_gram_tiles is (kernels == "numba")
         b.add(g[40:])
         out[kernels] = (
             b.finalize().double().numpy()
@@ -112,13 +160,42 @@ def test_builder_tiles_match_the_batched_gemm_and_never_read_the_upper_triangle(
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch")
+def test_torch_backend_tiles_then_finish_give_the_lower_gram_and_zeros_above() -> None:
+    """``add_gram(tiles=True)`` keeps the full blocks in tile order and checks their rows;
+    ``finish_gram`` gives the ``(nb, B, B)`` lower triangles (the tail block's GEMM included)
+    and zeros above the diagonal of every full block."""
+    import torch
+
+    from obert_core.backends import get_backend
+
+    be = get_backend("torch")
+    d, bs = 6 * 20 + 7, 20
+    g = torch.randn(30, d)
+    acc = be.new_gram(7, bs, g[:0])
+    assert be.add_gram(acc, g[:13], d, bs, first=True, tiles=True) is True
+    assert be.add_gram(acc, g[13:], d, bs, tiles=True) is True
+    be.finish_gram(acc, d, bs, tiles=True)
+    x = np.zeros((30, 7 * bs))
+    x[:, :d] = g.double().numpy()
+    x = x.reshape(30, 7, bs).transpose(1, 0, 2)
+    want = np.einsum("nki,nkj->nij", x, x)  # the tail block zero-padded
+    low = np.tril(np.ones((bs, bs), dtype=bool))
+    np.testing.assert_allclose(acc.double().numpy()[:, low], want[:, low], rtol=1e-5, atol=1e-4)
+    assert not torch.triu(acc[:6], 1).any()
+    g[3, d - 2] = float("inf")  # in the tail block: its diagonal is checked
+    assert be.add_gram(be.new_gram(7, bs, g[:0]), g, d, bs, first=True, tiles=True) is False
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch")
 def test_auto_takes_the_tiles_only_where_they_apply() -> None:
-    """'auto': the tiles for a float32 CPU Gram with B >= 16; the batched GEMM for B < 16 and
-    for the float64 Gram of m < B."""
+    """'auto': the tiles for a float32 CPU Gram with B >= 16 whose tile order fits in the
+    block; the batched GEMM for B < 16, for B = 16, 17, 21 and for the float64 Gram of m < B."""
     import torch
 
     g = torch.randn(8, 200)
     cases = {(20, "float32"): True, (8, "float32"): False, (20, "float64"): False}
+    cases.update({(bs, "float32"): bs not in (16, 17, 21) for bs in range(15, 26)})
+    cases[(15, "float32")] = False  # fits, but below 16
     for (bs, precision), tiles in cases.items():
         b = oc.BlockFisherBuilder(200, bs, 1e-4, 8, backend="torch", gram_precision=precision)
         b.add(g)
@@ -127,7 +204,7 @@ def test_auto_takes_the_tiles_only_where_they_apply() -> None:
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch")
 def test_non_finite_gradients_are_caught_with_the_tiles() -> None:
-    """The row check after each chunk reads row B-1 of every block, which the tiles write."""
+    """The tiles check row B-1 of every block after each chunk."""
     import torch
 
     g = torch.randn(8, 400)
@@ -206,3 +283,20 @@ def test_a_miscompiled_tile_kernel_is_caught_and_left_out(monkeypatch: pytest.Mo
     assert not b.uses_gram_tiles
     ref = oracle_blocks(g.double().numpy(), 20, 1e-4)
     np.testing.assert_allclose(b.finalize().double().numpy(), ref, rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch")
+def test_numba_gram_kernels_refuse_a_block_whose_tile_order_does_not_fit() -> None:
+    import torch
+
+    b = oc.BlockFisherBuilder(160, 16, 1e-4, 32, backend="torch", gram_kernels="numba")
+    with pytest.raises(oc.ObertError, match=r"tile order of a 16 × 16 block \(320 floats\)"):
+        b.add(torch.ones(2, 160))
+    assert b.num_seen == 0
+
+
+def test_tiled_offset_refuses_a_block_whose_tile_order_does_not_fit() -> None:
+    from obert_core.backends._gram_kernels import tiled_offset
+
+    with pytest.raises(oc.ObertError, match="16 × 16"):
+        tiled_offset(10, 16)

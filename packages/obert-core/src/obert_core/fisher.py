@@ -95,14 +95,15 @@ class BlockFisherBuilder:
             when ``num_grads >= block_size``.
         gram_kernels: torch backend, batched build, float32 Gram on the CPU: ``"auto"`` (the
             default) computes each block's lower triangle with the Numba register tiles when
-            Numba is installed and ``B >= 16`` (at ``B = 50`` in less time than the batched GEMM
-            of whole blocks, docs/benchmarks.md), else the batched GEMM; ``"numba"``
-            always the tiles (the first :meth:`add` raises where they cannot run: no Numba,
-            CUDA, a float64 Gram); ``"blas"`` always the batched GEMM. Either way, a build
-            whose compiled kernel disagrees with float64 (checked once per process) warns and
-            takes the batched GEMM. Any other backend or build accepts only ``"auto"``. The
-            Gram's entries above the diagonal are then finite but unspecified (only the lower
-            triangle is read).
+            Numba is installed and ``B >= 16`` (except 16, 17 and 21, whose tile order does not
+            fit in the block; at ``B = 50`` in less time than the batched GEMM of whole blocks,
+            docs/benchmarks.md), else the batched GEMM; ``"numba"`` always the tiles (the first
+            :meth:`add` raises where they cannot run: no Numba, CUDA, a float64 Gram, a block
+            size whose tile order does not fit); ``"blas"`` always the batched GEMM. Either
+            way, a build whose compiled kernel disagrees with float64 (checked once per process)
+            warns and takes the batched GEMM. Any other backend or build accepts only
+            ``"auto"``. With the tiles, the finalised Gram's entries above the diagonal are zero
+            (only the lower triangle is read).
 
     Note:
         If fewer than ``num_grads`` gradients were added, :meth:`finalize` warns and still divides
@@ -235,6 +236,16 @@ class BlockFisherBuilder:
             if not _numba_available()
             else None
         )
+        if reason is None:
+            from .backends._gram_kernels import tiled_size
+
+            b, size = self.block_size, int(tiled_size(self.block_size))
+            if size > b * b:  # the tile order could not stay inside the Gram's own memory
+                reason = (
+                    f"the tile order of a {b} × {b} block ({size} floats) does not fit in its "
+                    f"{b * b}; the tiles take B = 15, 18-20 or B >= 22, so pass "
+                    "gram_kernels='auto' or 'blas'"
+                )
         if self.gram_kernels == "numba" and reason is not None:
             raise ObertError(f"gram_kernels='numba' cannot build this Gram: {reason}.")
         if reason is not None or (self.gram_kernels == "auto" and self.block_size < 16):
@@ -302,7 +313,7 @@ class BlockFisherBuilder:
         t0 = time.perf_counter()
         g = self._to_backend(grads)
         if self.method == "batched":
-            self._backend.add_gram(
+            finite = self._backend.add_gram(
                 self._state,
                 g,
                 self.num_weights,
@@ -310,7 +321,7 @@ class BlockFisherBuilder:
                 first=self._chunks == 0,
                 tiles=self._tiles,
             )
-            if not _gram_probe_finite(self._state):
+            if not (_gram_probe_finite(self._state) if finite is None else finite):
                 self._refuse_chunk(grads)
         else:
             self._backend.sm_update(
@@ -387,6 +398,7 @@ class BlockFisherBuilder:
         assert self._backend is not None  # checked by _start_finalize
         t0 = time.perf_counter()
         if self.method == "batched":
+            self._finish_gram()
             self._check_diagonal()
             self._fill()
             finv = self._backend.gram_to_inverse(
@@ -426,6 +438,7 @@ class BlockFisherBuilder:
                 "inverse); call finalize() instead."
             )
         self._start_finalize("finalize_fisher")
+        self._finish_gram()
         t0 = time.perf_counter()
         self._check_diagonal()
         self._fill()
@@ -441,6 +454,13 @@ class BlockFisherBuilder:
         self._timings["invert_s"] += time.perf_counter() - t0
         self._state = None
         return blocks
+
+    def _finish_gram(self) -> None:
+        """Bring the Gram into its ``(num_blocks, B, B)`` layout (timed as ``accumulate_s``)."""
+        assert self._backend is not None
+        t0 = time.perf_counter()
+        self._backend.finish_gram(self._state, self.num_weights, self.block_size, tiles=self._tiles)
+        self._timings["accumulate_s"] += time.perf_counter() - t0
 
     def _check_diagonal(self) -> None:
         """Refuse a Gram whose diagonal is not finite although every chunk's row check passed.

@@ -45,14 +45,27 @@ class FisherBackend(Protocol):
         *,
         first: bool = False,
         tiles: bool = False,
-    ) -> None:
+    ) -> bool | None:
         """Add ``G_bᵀ G_b`` of a ``(k, d)`` chunk to ``acc`` in place (lower triangle suffices).
 
         ``first``: set ``acc`` to it instead, never reading ``acc`` (the first chunk).
         ``tiles``: the torch backend computes the lower triangles of a contiguous float32 CPU
-        Gram with the Numba register tiles of ``_gram_kernels`` (the entries above the diagonal
-        are then unspecified). The NumPy and Numba backends ignore it: NumPy's kernel writes the
-        whole product, Numba's the lower triangle.
+        Gram with the Numba register tiles of ``_gram_kernels``, and keeps the full blocks in
+        their tile order until :meth:`finish_gram`. The NumPy and Numba backends ignore it:
+        NumPy's kernel writes the whole product, Numba's the lower triangle.
+
+        Returns:
+            Whether the last row of every block is finite after the chunk, when the backend
+            checked it while adding (the tiles do); ``None`` when it did not, and the caller
+            checks the Gram itself.
+        """
+        ...
+
+    def finish_gram(self, acc: Any, num_weights: int, block_size: int, *, tiles: bool) -> None:
+        """Bring ``acc`` into its ``(num_blocks, B, B)`` layout after the last :meth:`add_gram`.
+
+        A no-op except after the torch backend's ``tiles`` (their tile order to ``B × B``, in
+        place: the lower triangles, zeros above).
         """
         ...
 

@@ -20,12 +20,17 @@ inversion read nothing else):
   so that five FMAs per gradient do not wait on their own latency); at ``B = 50`` they compute
   1,560 of the 2,500 entries, without a row of padding. Padding columns (and rows where 5 does
   not divide ``B``) are computed and dropped, so no tile needs a bound check inside its loop.
-* **Merge.** Each tile is accumulated in registers from zero over the ``k`` gradients, then added
-  to (``first``: written into) the accumulator once.
+* **Tile order.** While the chunks are added, each block's accumulator holds exactly what its
+  tiles compute, tile after tile (``5 × 16`` or ``5 × 8`` floats each, rows contiguous): 1,560
+  floats a block at ``B = 50`` instead of 2,500, so each chunk reads and writes 38 % fewer bytes
+  of the accumulator, and each tile is added (``first``: written) to contiguous memory once, after
+  its ``k`` gradients. The tile-ordered blocks lie at the end of the ``(nb, B, B)`` Gram's own
+  memory (:func:`tiled_offset`); :func:`untile` moves them, in place, into the ``B × B`` layout
+  after the last chunk: the lower triangle, zeros above it.
+* **Finite rows.** The tiles of a block's last row group also check row ``B − 1`` of the sum: a
+  NaN or inf gradient entry ``g_tj`` makes its entry ``j`` non-finite (``bad[b]`` is set), which
+  is the check the builder makes after each chunk.
 
-Entries above the diagonal are unspecified: the tiles write some of them, and the first chunk
-sets the others to zero (so that a finiteness check over whole blocks sees no garbage from an
-uninitialised accumulator); later chunks leave those alone.
 The tiles are written as eight scalar lanes for LLVM's SLP vectoriser (Numba keeps it off by
 default; :func:`._lane_kernels.slp_vectorize` turns it on while these kernels compile), with
 unsigned offsets into flat arrays, for which Numba emits no negative-index wrap-around, so
@@ -41,9 +46,19 @@ import warnings
 import numpy as np
 
 from .._arrays import require_numba
+from .._errors import ObertError
 from ._lane_kernels import Lanes, slp_vectorize
 
-__all__ = ["TILE_COLS", "TILE_ROWS", "gram_lower_kernel", "panel_blocks", "tiles_agree"]
+__all__ = [
+    "TILE_COLS",
+    "TILE_ROWS",
+    "gram_lower_kernel",
+    "panel_blocks",
+    "tiled_offset",
+    "tiled_size",
+    "tiles_agree",
+    "untile",
+]
 
 numba = require_numba()
 
@@ -234,67 +249,154 @@ def _pack(
             dst += stride
 
 
+@numba.njit(cache=True)  # type: ignore[untyped-decorator]
+def tiled_size(bs: int) -> int:  # pragma: no cover
+    """Floats a ``B``-wide block takes in tile order: the entries its tiles compute.
+
+    At most ``B²`` for ``B = 15``, ``18``–``20`` and ``B ≥ 22``.
+    """
+    size = 0
+    for r0 in range(0, bs, TILE_ROWS):
+        for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
+            size += TILE_ROWS * (8 if c0 + 8 > r0 + TILE_ROWS - 1 else TILE_COLS)
+    return size
+
+
+def tiled_offset(full: int, block_size: int) -> int:
+    """Where the tile-ordered blocks start in the flat Gram of ``full`` full blocks.
+
+    At the end of the full blocks' memory, ``(B² − C)·full`` floats in (``C`` =
+    :func:`tiled_size`): :func:`untile`, going forwards, then never overwrites a tile-ordered
+    block it has not read yet, and the tail block after them stays free.
+    """
+    spare = block_size * block_size - int(tiled_size(block_size))
+    if spare < 0:
+        raise ObertError(
+            f"the tile order of a {block_size} × {block_size} block does not fit in it; the "
+            "Gram tiles take B = 15, 18-20 or B >= 22."
+        )
+    return spare * full
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
 def gram_lower_kernel(
-    lo: int, hi: int, acc: np.ndarray, g: np.ndarray, first: bool, panel: int
+    lo: int,
+    hi: int,
+    tiled: np.ndarray,
+    g: np.ndarray,
+    bs: int,
+    first: bool,
+    panel: int,
+    bad: np.ndarray,
 ) -> None:  # pragma: no cover
-    """Add the lower triangle of ``X_bᵀX_b`` to ``acc[b]`` for blocks ``lo ≤ b < hi``.
+    """Add the lower triangle of ``X_bᵀX_b`` to block ``b`` of ``tiled`` for ``lo ≤ b < hi``.
 
     Args:
         lo: First block.
         hi: One past the last block; every block in range is full (``hi·B ≤ d``).
-        acc: ``(nb, B, B)`` C-contiguous accumulator, the dtype of ``g``.
+        tiled: flat accumulator in tile order, :func:`tiled_size` floats a block, the dtype of
+            ``g``.
         g: ``(k, d)`` C-contiguous chunk; block ``b`` is columns ``b·B … b·B + B − 1``.
-        first: write the products instead of adding them (``acc`` is not read), and zero the
-            entries above the diagonal that no tile covers.
+        bs: The block size ``B``.
+        first: write the products instead of adding them (``tiled`` is not read).
         panel: blocks packed at once (see the module docstring).
+        bad: ``bad[b]`` is set to 1 when row ``B − 1`` of block ``b``'s sum is not finite
+            (left alone otherwise).
     """
     k, d = g.shape
-    bs = acc.shape[1]
     w = _packed_width(bs)
     stride = k * w
-    p = np.zeros(panel * stride, dtype=acc.dtype)
-    tile = np.empty(TILE_ROWS * TILE_COLS, dtype=acc.dtype)
+    size = tiled_size(bs)
+    last = (bs - 1) // TILE_ROWS * TILE_ROWS  # the row group of row B - 1
+    row = bs - 1 - last  # its row in the tiles
+    p = np.zeros(panel * stride, dtype=tiled.dtype)
+    tile = np.empty(TILE_ROWS * TILE_COLS, dtype=tiled.dtype)
     flat_g = g.reshape(-1)
-    flat_acc = acc.reshape(-1)
     uw = _u(w)
-    ubs = _u(bs)
     for b0 in range(lo, hi, panel):
         count = min(panel, hi - b0)
         _pack(p, flat_g, d, k, b0, count, bs, w)
         for q in range(count):
             pq = p[q * stride : (q + 1) * stride]
-            block = _u((b0 + q) * bs * bs)
+            o = _u((b0 + q) * size)
             for r0 in range(0, bs, TILE_ROWS):
-                end = 0  # columns the tiles of these rows cover
                 for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
                     half = c0 + 8 > r0 + TILE_ROWS - 1  # columns c0 + 8 … lie above the diagonal
                     width = 8 if half else TILE_COLS
-                    end = c0 + width
                     if half:
                         _tile8(tile, pq, k, uw, _u(r0), _u(c0))
                     else:
                         _tile16(tile, pq, k, uw, _u(r0), _u(c0))
-                    if r0 + TILE_ROWS <= bs and c0 + width <= bs:
-                        o = block + _u(r0 * bs + c0)
-                        for i in range(TILE_ROWS):
-                            s = _u(i * TILE_COLS)
-                            _merge8(flat_acc, o, tile, s, first)
-                            if not half:
-                                _merge8(flat_acc, o + _u(8), tile, s + _u(8), first)
-                            o += ubs
-                    else:  # the padded edge: only the rows and columns inside the block
-                        for i in range(min(TILE_ROWS, bs - r0)):
-                            for j in range(min(width, bs - c0)):
-                                v = tile[i * TILE_COLS + j]
-                                if first:
-                                    acc[b0 + q, r0 + i, c0 + j] = v
-                                else:
-                                    acc[b0 + q, r0 + i, c0 + j] += v
-                if first:
-                    for i in range(r0, min(r0 + TILE_ROWS, bs)):
-                        for j in range(end, bs):
-                            acc[b0 + q, i, j] = 0.0
+                    for i in range(TILE_ROWS):
+                        s = _u(i * TILE_COLS)
+                        _merge8(tiled, o + _u(i * width), tile, s, first)
+                        if not half:
+                            _merge8(tiled, o + _u(i * width + 8), tile, s + _u(8), first)
+                    if r0 == last:
+                        for j in range(width):
+                            if not np.isfinite(tiled[o + _u(row * width + j)]):
+                                bad[b0 + q] = 1
+                    o += _u(TILE_ROWS * width)
+
+
+@numba.njit(nogil=True, cache=True)  # type: ignore[untyped-decorator]
+def _untile_kernel(
+    lo: int, hi: int, start: int, flat: np.ndarray, bs: int, offset: int
+) -> None:  # pragma: no cover
+    """Blocks ``start + lo … start + hi − 1`` from tile order (at ``offset``) to ``B × B``.
+
+    Row by row: eight floats at a time from each tile of the row's group (entries above the
+    diagonal included, never past the row's end), then zeros above the diagonal.
+    """
+    size = tiled_size(bs)
+    block = np.empty(size, dtype=flat.dtype)
+    ubs = _u(bs)
+    for b in range(start + lo, start + hi):
+        src = _u(offset) + _u(b * size)
+        for t in range(size):  # the block's own tiles may lie under its B x B entries
+            block[t] = flat[src + _u(t)]
+        group = 0  # where the tiles of rows r0 … r0 + 4 start in ``block``
+        for r0 in range(0, bs, TILE_ROWS):
+            for i in range(min(TILE_ROWS, bs - r0)):
+                r = r0 + i
+                row = _u(b * bs * bs) + _u(r) * ubs
+                o = group
+                for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
+                    width = 8 if c0 + 8 > r0 + TILE_ROWS - 1 else TILE_COLS
+                    for h in range(0, width, 8):
+                        c = c0 + h
+                        if c > r:
+                            break
+                        if c + 8 <= bs:
+                            _store8(flat, row + _u(c), _load8(block, _u(o + i * width + h)))
+                        else:
+                            for j in range(bs - c):
+                                flat[row + _u(c + j)] = block[o + i * width + h + j]
+                    o += TILE_ROWS * width
+                for j in range(r + 1, bs):
+                    flat[row + _u(j)] = 0.0
+            for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
+                group += TILE_ROWS * (8 if c0 + 8 > r0 + TILE_ROWS - 1 else TILE_COLS)
+
+
+def untile(flat: np.ndarray, full: int, block_size: int) -> None:
+    """Move the ``full`` tile-ordered blocks of a flat Gram into the ``(full, B, B)`` layout.
+
+    In place: the lower triangles, zeros above them. Block ``b`` goes from
+    ``offset + b·C`` to ``b·B²`` (``offset`` = :func:`tiled_offset`). A block's ``B × B`` entries
+    reach no tile-ordered block after it, so one thread going forwards is safe; blocks
+    ``a … a' − 1`` with ``a'·B² ≤ offset + a·C`` reach none of the blocks from ``a`` on, so each
+    such round runs on every core (rounds of 38 % of the blocks left at ``B = 50``).
+    """
+    from ._block_kernels import run_on_blocks
+
+    size = int(tiled_size(block_size))
+    offset = tiled_offset(full, block_size)
+    a = 0
+    while a < full:
+        stop = min(full, max(a + 1, (offset + a * size) // (block_size * block_size)))
+        run_on_blocks(_untile_kernel, stop - a, a, flat, block_size, offset)
+        a = stop
 
 
 def panel_blocks(k: int, block_size: int) -> int:
@@ -309,8 +411,9 @@ _TILES_AGREE: bool | None = None
 def tiles_agree() -> bool:
     """Whether the compiled kernel gives float64's lower triangle to float32 round-off (once).
 
-    Checked once per process on fixed data: blocks of sizes 16, 50 and 51 (edges and full
-    tiles, both halves), a first chunk and an added one, two panels. Compiles the kernel with
+    Checked once per process on fixed data: blocks of sizes 18, 50 and 51 (edges and full
+    tiles, both halves), a first chunk and an added one, two panels, then :func:`untile` (zeros
+    above the diagonal, no row reported non-finite). Compiles the kernel with
     SLP vectorisation. A disagreement warns (``RuntimeWarning`` naming the build) and returns
     False: the caller uses the batched GEMM instead.
     """
@@ -318,19 +421,24 @@ def tiles_agree() -> bool:
     if _TILES_AGREE is None:
         ok = True
         rng = np.random.default_rng(0)
-        for bs in (16, 50, 51):
+        for bs in (18, 50, 51):
             nb, k = 5, 13
             g = rng.standard_normal((k, nb * bs + 3)).astype(np.float32)
-            acc = np.full((nb, bs, bs), np.nan, dtype=np.float32)
+            flat = np.full(nb * bs * bs, np.nan, dtype=np.float32)
+            tiled = flat[tiled_offset(nb, bs) :]
+            bad = np.zeros(nb, dtype=np.uint8)
             with slp_vectorize():
-                gram_lower_kernel(0, 3, acc, g, True, 2)
-                gram_lower_kernel(3, nb, acc, g, True, 2)
-                gram_lower_kernel(0, nb, acc, g, False, 3)
+                gram_lower_kernel(0, 3, tiled, g, bs, True, 2, bad)
+                gram_lower_kernel(3, nb, tiled, g, bs, True, 2, bad)
+                gram_lower_kernel(0, nb, tiled, g, bs, False, 3, bad)
+            untile(flat, nb, bs)
+            acc = flat.reshape(nb, bs, bs)
             x = g[:, : nb * bs].astype(np.float64).reshape(k, nb, bs).transpose(1, 0, 2)
             want = 2.0 * np.einsum("nki,nkj->nij", x, x)
             low = np.tril(np.ones((bs, bs), dtype=bool))
             err = np.abs(acc[:, low] - want[:, low]).max()
             ok = ok and bool(err <= 1e-5 * np.abs(want).max())
+            ok = ok and not bad.any() and not acc[:, ~low].any()  # finite rows, zeros above
         _TILES_AGREE = ok
         if not ok:
             warnings.warn(

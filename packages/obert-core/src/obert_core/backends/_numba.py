@@ -92,12 +92,13 @@ class NumbaBackend(NumpyBackend):
         *,
         first: bool = False,
         tiles: bool = False,
-    ) -> None:
+    ) -> bool | None:
         # ``new_gram`` (NumPy's) gives zeros, so ``first`` needs no special case
         g = np.ascontiguousarray(grads)
         if g.dtype not in (np.float32, np.float64):
             g = g.astype(np.float64)
         _gram_kernel(acc, g, num_weights, block_size)
+        return None  # the builder checks the Gram
 
     def gram_to_inverse(
         self, acc: np.ndarray, damp: float, num_grads: int, num_weights: int, out_dtype: Any

@@ -39,9 +39,13 @@ class NumpyBackend:
         *,
         first: bool = False,
         tiles: bool = False,
-    ) -> None:
+    ) -> bool | None:
         x = blocks_of(grads.astype(np.float64, copy=False), num_weights, block_size)
         acc += np.einsum("kni,knj->nij", x, x)
+        return None  # the builder checks the Gram
+
+    def finish_gram(self, acc: Any, num_weights: int, block_size: int, *, tiles: bool) -> None:
+        return None  # already (num_blocks, B, B)
 
     def gram_to_inverse(
         self, acc: np.ndarray, damp: float, num_grads: int, num_weights: int, out_dtype: Any

@@ -103,16 +103,18 @@ class TorchBackend:
         *,
         first: bool = False,
         tiles: bool = False,
-    ) -> None:
+    ) -> bool | None:
         # One batched GEMM over all full blocks, reading the chunk in place (a strided view: no
         # transpose or padding copy; MKL's strided batched GEMM takes the row stride d as its
         # leading dimension), accumulated in place (beta = 1; beta = 0 for the first chunk, which
         # never reads the uninitialised accumulator), and one small GEMM for the tail block.
-        # ``tiles``: the full blocks' lower triangles by the Numba kernel instead (CPU, float32).
+        # ``tiles``: the full blocks' lower triangles by the Numba kernel instead (CPU, float32),
+        # kept in tile order until ``finish_gram``; the kernel checks each block's last row.
         g = grads.detach().to(acc.dtype)
         k = g.shape[0]
         full = num_weights // block_size
         beta = 0.0 if first else 1.0
+        finite: bool | None = None
         if full and tiles:
             if acc.device.type != "cpu" or acc.dtype != torch.float32 or not acc.is_contiguous():
                 raise ObertError(
@@ -120,13 +122,16 @@ class TorchBackend:
                     f"on {acc.device}; use tiles=False (the batched GEMM)."
                 )
             from ._block_kernels import run_on_blocks
-            from ._gram_kernels import gram_lower_kernel, panel_blocks
+            from ._gram_kernels import gram_lower_kernel, panel_blocks, tiled_offset
             from ._lane_kernels import slp_vectorize
 
             panel = panel_blocks(k, block_size)
             chunk = g.contiguous().numpy()
+            tiled = acc.numpy().reshape(-1)[tiled_offset(full, block_size) :]
+            bad = np.zeros(full, dtype=np.uint8)
             with slp_vectorize():  # compiled (and checked) by tiles_agree; on if compiled here
-                run_on_blocks(gram_lower_kernel, full, acc.numpy(), chunk, first, panel)
+                run_on_blocks(gram_lower_kernel, full, tiled, chunk, block_size, first, panel, bad)
+            finite = not bad.any()
         elif full:
             x = g[:, : full * block_size].reshape(k, full, block_size).transpose(0, 1)
             acc[:full].baddbmm_(x.transpose(1, 2), x, beta=beta)
@@ -136,6 +141,15 @@ class TorchBackend:
                 acc[full].zero_()  # the padded rows and columns stay 0
             t = g[:, full * block_size :]
             acc[full, :rest, :rest].addmm_(t.T, t)
+            if finite is not None:  # the tail block's diagonal covers each of its columns
+                finite = finite and bool(torch.isfinite(acc[full].diagonal()).all())
+        return finite
+
+    def finish_gram(self, acc: Any, num_weights: int, block_size: int, *, tiles: bool) -> None:
+        if tiles and num_weights // block_size:
+            from ._gram_kernels import untile
+
+            untile(acc.numpy().reshape(-1), num_weights // block_size, block_size)
 
     def gram_to_inverse(
         self, acc: Any, damp: float, num_grads: int, num_weights: int, out_dtype: Any
