@@ -19,9 +19,16 @@ def _lower(x: np.ndarray) -> np.ndarray:
     return x[:, np.tril(np.ones((b, b), dtype=bool))]
 
 
-def _check_tiles(bs: int, k: int, nb: int, extra: int, panel: int, chunks: int, seed: int) -> None:
-    """The kernel on blocks [lo, hi) of a Gram full of NaN, then ``untile``, against float64."""
+def _check_tiles(
+    bs: int, k: int, nb: int, extra: int, panel: int, chunks: int, seed: int, last: bool = False
+) -> None:
+    """The chunks' lower triangles in a Gram full of NaN, against float64.
+
+    ``last``: through ``add_tiles``, the last chunk writing the B x B layout itself (every
+    block); otherwise the kernel on blocks [lo, hi) only, then ``untile``.
+    """
     from obert_core.backends._gram_kernels import (
+        add_tiles,
         gram_lower_kernel,
         tiled_offset,
         tiled_size,
@@ -31,22 +38,26 @@ def _check_tiles(bs: int, k: int, nb: int, extra: int, panel: int, chunks: int, 
 
     rng = np.random.default_rng(seed)
     d = nb * bs + extra  # columns after the last full block are never read
-    lo, hi = (1, nb - 1) if nb > 2 else (0, nb)
+    lo, hi = (1, nb - 1) if nb > 2 and not last else (0, nb)
     flat = np.full(nb * bs * bs + 7, np.nan, dtype=np.float32)  # 7 floats after the Gram
-    tiled = flat[tiled_offset(nb, bs) : nb * bs * bs]
-    assert tiled.size == nb * tiled_size(bs)
+    assert nb * bs * bs - tiled_offset(nb, bs) == nb * tiled_size(bs)
     bad = np.zeros(nb, dtype=np.uint8)
     want = np.zeros((nb, bs, bs))
     scale = 0.0
     for c in range(chunks):
         g = rng.standard_normal((k, d)).astype(np.float32)
-        with slp_vectorize():
-            gram_lower_kernel(lo, hi, tiled, g, bs, c == 0, panel, bad)
+        if last:
+            assert add_tiles(flat, nb, g, bs, first=c == 0, last=c == chunks - 1)
+        else:
+            with slp_vectorize():
+                offset = tiled_offset(nb, bs)
+                gram_lower_kernel(lo, hi, 0, flat, offset, g, bs, c == 0, False, panel, bad)
         x = g[:, : nb * bs].astype(np.float64).reshape(k, nb, bs).transpose(1, 0, 2)
         want += np.einsum("nki,nkj->nij", x, x)
         scale += float((x**2).sum(axis=1).max())
     assert not bad.any()
-    untile(flat, nb, bs)
+    if not last:
+        untile(flat, nb, bs)
     acc = flat[: nb * bs * bs].reshape(nb, bs, bs)
     got = _lower(acc[lo:hi]).astype(np.float64)
     np.testing.assert_allclose(got, _lower(want[lo:hi]), rtol=0, atol=1e-5 * scale)
@@ -64,16 +75,18 @@ def _check_tiles(bs: int, k: int, nb: int, extra: int, panel: int, chunks: int, 
     panel=st.integers(1, 5),
     chunks=st.integers(1, 3),
     seed=st.integers(0, 2**16),
+    last=st.booleans(),
 )
 def test_tiles_give_the_float64_lower_triangle(
-    bs: int, k: int, nb: int, extra: int, panel: int, chunks: int, seed: int
+    bs: int, k: int, nb: int, extra: int, panel: int, chunks: int, seed: int, last: bool
 ) -> None:
     """Any B (edge tiles, half tiles, B < 5), k (odd and even: the half tiles take two at a
     time), panel and block range: after ``untile`` (in place, any number of blocks), the lower
     triangle of Σ_chunks X_bᵀX_b to float32 round-off and zeros above it; blocks outside
     [lo, hi) untouched (NaN from the tile order); the first chunk written without reading the
-    accumulator (NaN there); no row reported non-finite."""
-    _check_tiles(bs, k, nb, extra, panel, chunks, seed)
+    accumulator (NaN there); no row reported non-finite. Or (``last``) the last chunk writing
+    the B x B layout itself, in place."""
+    _check_tiles(bs, k, nb, extra, panel, chunks, seed, last)
 
 
 @pytest.mark.parametrize("bs", [15, 18, 19, 20, 22, 23, 24, 25, 31, 32, 33, 50, 51, 64, 65])
@@ -81,13 +94,16 @@ def test_tiles_at_the_tile_boundaries(bs: int) -> None:
     """Block sizes around the tile's 5 rows, its 8- and 16-column halves and the padding, down
     to the smallest whose tile order fits in the block."""
     _check_tiles(bs, 11, 5, 3, 2, 2, bs)
+    _check_tiles(bs, 12, 5, 3, 2, 2, bs, last=True)
 
 
-@pytest.mark.parametrize("nb", [1, 2, 3, 40, 200])
-def test_untile_in_place_for_any_number_of_blocks(nb: int) -> None:
-    """``untile`` in rounds of several threads' blocks, down to one block whose tile order lies
-    under its own B x B entries: every block right."""
-    _check_tiles(50, 9, nb, 0, 3, 1, nb)
+@pytest.mark.parametrize("nb", [1, 2, 3, 40, 200, 1000])
+@pytest.mark.parametrize("last", [False, True])
+def test_untile_in_place_for_any_number_of_blocks(nb: int, last: bool) -> None:
+    """``untile``, or the last chunk, in rounds of several threads' blocks (from 128 blocks a
+    round: at nb = 1000) and then on one thread, down to one block whose tile order lies under
+    its own B x B entries: every block right."""
+    _check_tiles(50, 9, nb, 0, 3, 2, nb, last)
 
 
 def test_tiled_sizes() -> None:
@@ -119,7 +135,7 @@ def test_a_non_finite_gradient_entry_marks_its_block(
     g[row, col] = value
     tiled = np.empty(nb * tiled_size(bs), dtype=np.float32)
     bad = np.zeros(nb, dtype=np.uint8)
-    gram_lower_kernel(0, nb, tiled, g, bs, True, 2, bad)
+    gram_lower_kernel(0, nb, 0, tiled, 0, g, bs, True, False, 2, bad)
     assert bad.tolist() == [int(b == col // bs) for b in range(nb)]
 
 
@@ -269,7 +285,7 @@ def test_a_miscompiled_tile_kernel_is_caught_and_left_out(monkeypatch: pytest.Mo
 
     def miscompiled(*args: object) -> None:
         kernel(*args)
-        acc = args[2]
+        acc = args[3]  # the flat Gram
         assert isinstance(acc, np.ndarray)
         acc *= 1 + 1e-3
 
@@ -300,3 +316,21 @@ def test_tiled_offset_refuses_a_block_whose_tile_order_does_not_fit() -> None:
 
     with pytest.raises(oc.ObertError, match="16 × 16"):
         tiled_offset(10, 16)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch")
+def test_fewer_gradients_than_announced_still_give_the_blas_fisher() -> None:
+    """No chunk completes num_grads, so finalisation moves the tile order itself (untile)."""
+    import torch
+
+    torch.manual_seed(1)
+    d, bs, m = 9 * 50, 50, 96
+    g = torch.randn(60, d)
+    out = []
+    for kernels in ("blas", "numba"):
+        b = oc.BlockFisherBuilder(d, bs, 1e-4, m, backend="torch", gram_kernels=kernels)
+        b.add(g[:32])
+        b.add(g[32:])
+        with pytest.warns(UserWarning, match="only 60 of num_grads=96"):
+            out.append(b.finalize_fisher().diag().numpy())
+    np.testing.assert_allclose(out[1], out[0], rtol=1e-4)

@@ -162,6 +162,7 @@ class BlockFisherBuilder:
         self._dtype = dtype
         self._framework: str | None = None
         self._state: Any = None
+        self._gram_finished = False  # the Gram in its (num_blocks, B, B) layout (the tiles)
         self._seen = 0
         self._chunks = 0  # add() calls that added gradients
         self._failure: str | None = None  # the chunk that made the Gram non-finite
@@ -172,8 +173,9 @@ class BlockFisherBuilder:
     def timings(self) -> dict[str, float]:
         """Wall time spent so far, in seconds.
 
-        ``accumulate_s``: Gram GEMMs or rank-1 updates (including transfers); ``invert_s``: the
-        batched inversion in :meth:`finalize`.
+        ``accumulate_s``: Gram GEMMs or rank-1 updates (including transfers; with the register
+        tiles, also their move into the ``B × B`` layout); ``invert_s``: the batched inversion
+        in :meth:`finalize`, or ``diag(F̂⁻¹)`` in :meth:`finalize_fisher`.
         """
         return dict(self._timings)
 
@@ -313,14 +315,17 @@ class BlockFisherBuilder:
         t0 = time.perf_counter()
         g = self._to_backend(grads)
         if self.method == "batched":
+            last = self._seen + shape[0] == self.num_grads
             finite = self._backend.add_gram(
                 self._state,
                 g,
                 self.num_weights,
                 self.block_size,
                 first=self._chunks == 0,
+                last=last,
                 tiles=self._tiles,
             )
+            self._gram_finished = last
             if not (_gram_probe_finite(self._state) if finite is None else finite):
                 self._refuse_chunk(grads)
         else:
@@ -396,9 +401,10 @@ class BlockFisherBuilder:
         """Return the ``(ceil(d/B), B, B)`` inverse blocks, in the gradients' framework."""
         self._start_finalize("finalize")
         assert self._backend is not None  # checked by _start_finalize
-        t0 = time.perf_counter()
         if self.method == "batched":
             self._finish_gram()
+        t0 = time.perf_counter()
+        if self.method == "batched":
             self._check_diagonal()
             self._fill()
             finv = self._backend.gram_to_inverse(
@@ -458,9 +464,12 @@ class BlockFisherBuilder:
     def _finish_gram(self) -> None:
         """Bring the Gram into its ``(num_blocks, B, B)`` layout (timed as ``accumulate_s``)."""
         assert self._backend is not None
+        if self._gram_finished:  # the last chunk did it
+            return
         t0 = time.perf_counter()
         self._backend.finish_gram(self._state, self.num_weights, self.block_size, tiles=self._tiles)
         self._timings["accumulate_s"] += time.perf_counter() - t0
+        self._gram_finished = True
 
     def _check_diagonal(self) -> None:
         """Refuse a Gram whose diagonal is not finite although every chunk's row check passed.

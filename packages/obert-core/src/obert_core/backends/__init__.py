@@ -32,7 +32,8 @@ class FisherBackend(Protocol):
         """Return a ``(num_blocks, B, B)`` Gram accumulator on the device of ``like``.
 
         float64 (the torch fast path: float32); its entries may be uninitialised until the
-        first :meth:`add_gram` with ``first=True`` defines them.
+        first :meth:`add_gram` with ``first=True`` defines them (with the tiles: until the
+        ``last`` chunk or :meth:`finish_gram`).
         """
         ...
 
@@ -44,28 +45,32 @@ class FisherBackend(Protocol):
         block_size: int,
         *,
         first: bool = False,
+        last: bool = False,
         tiles: bool = False,
     ) -> bool | None:
         """Add ``G_bᵀ G_b`` of a ``(k, d)`` chunk to ``acc`` in place (lower triangle suffices).
 
         ``first``: set ``acc`` to it instead, never reading ``acc`` (the first chunk).
-        ``tiles``: the torch backend computes the lower triangles of a contiguous float32 CPU
-        Gram with the Numba register tiles of ``_gram_kernels``, and keeps the full blocks in
-        their tile order until :meth:`finish_gram`. The NumPy and Numba backends ignore it:
-        NumPy's kernel writes the whole product, Numba's the lower triangle.
+        ``last``: no chunk follows (the tiles then leave ``acc`` in its ``(num_blocks, B, B)``
+        layout). ``tiles``: the torch backend computes the lower triangles of a contiguous
+        float32 CPU Gram with the Numba register tiles of ``_gram_kernels``, and keeps the full
+        blocks in their tile order until the ``last`` chunk or :meth:`finish_gram`. The NumPy
+        and Numba backends ignore both: NumPy's kernel writes the whole product, Numba's the
+        lower triangle.
 
         Returns:
-            Whether the last row of every block is finite after the chunk, when the backend
-            checked it while adding (the tiles do); ``None`` when it did not, and the caller
-            checks the Gram itself.
+            Whether every full block's last row and the tail block's diagonal are finite after
+            the chunk, when the backend checked them while adding (the tiles do); ``None``
+            when it did not, and the caller checks the Gram itself.
         """
         ...
 
     def finish_gram(self, acc: Any, num_weights: int, block_size: int, *, tiles: bool) -> None:
         """Bring ``acc`` into its ``(num_blocks, B, B)`` layout after the last :meth:`add_gram`.
 
-        A no-op except after the torch backend's ``tiles`` (their tile order to ``B × B``, in
-        place: the lower triangles, zeros above).
+        For a Gram whose last chunk was not added with ``last``. A no-op except after the torch
+        backend's ``tiles`` (their tile order to ``B × B``, in place: the lower triangles,
+        zeros above).
         """
         ...
 

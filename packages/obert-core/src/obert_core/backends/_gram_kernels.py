@@ -25,8 +25,10 @@ inversion read nothing else):
   floats a block at ``B = 50`` instead of 2,500, so each chunk reads and writes 38 % fewer bytes
   of the accumulator, and each tile is added (``first``: written) to contiguous memory once, after
   its ``k`` gradients. The tile-ordered blocks lie at the end of the ``(nb, B, B)`` Gram's own
-  memory (:func:`tiled_offset`); :func:`untile` moves them, in place, into the ``B × B`` layout
-  after the last chunk: the lower triangle, zeros above it.
+  memory (:func:`tiled_offset`). The last chunk (``last``) writes each block's sum in the
+  ``B × B`` layout itself, in place (the lower triangle, zeros above it; :func:`_in_rounds` says
+  why that is safe and how it uses every core); :func:`untile` does the same move for a Gram
+  whose last chunk was not announced.
 * **Finite rows.** The tiles of a block's last row group also check row ``B − 1`` of the sum: a
   NaN or inf gradient entry ``g_tj`` makes its entry ``j`` non-finite (``bad[b]`` is set), which
   is the check the builder makes after each chunk.
@@ -42,6 +44,8 @@ does not agree.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +56,7 @@ from ._lane_kernels import Lanes, slp_vectorize
 __all__ = [
     "TILE_COLS",
     "TILE_ROWS",
+    "add_tiles",
     "gram_lower_kernel",
     "panel_blocks",
     "tiled_offset",
@@ -136,12 +141,14 @@ def _add8(x: Lanes, v: Lanes) -> Lanes:  # pragma: no cover
 
 
 @numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
-def _merge8(a: np.ndarray, o: int, t: np.ndarray, s: int, first: bool) -> None:  # pragma: no cover
-    """``a[o + l] (+)= t[s + l]`` for the eight lanes (``first``: assign)."""
+def _sum8(
+    out: np.ndarray, oo: int, t: np.ndarray, s: int, a: np.ndarray, o: int, first: bool
+) -> None:  # pragma: no cover
+    """``out[oo + l] = t[s + l] (+ a[o + l])`` for the eight lanes (``first``: ``a`` not read)."""
     v = _load8(t, s)
     if not first:
         v = _add8(_load8(a, o), v)
-    _store8(a, o, v)
+    _store8(out, oo, v)
 
 
 @numba.njit(cache=True, inline="always", fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
@@ -278,27 +285,67 @@ def tiled_offset(full: int, block_size: int) -> int:
     return spare * full
 
 
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _write_block(flat: np.ndarray, dst: int, blk: np.ndarray, bs: int) -> None:  # pragma: no cover
+    """Block ``blk`` (tile order) to ``flat[dst : dst + B²]``: lower triangle, zeros above.
+
+    Row by row: eight floats at a time from each tile of the row's group (entries above the
+    diagonal included, never past the row's end), then zeros above the diagonal.
+    """
+    ubs = _u(bs)
+    group = 0  # where the tiles of rows r0 … r0 + 4 start in ``blk``
+    for r0 in range(0, bs, TILE_ROWS):
+        for i in range(min(TILE_ROWS, bs - r0)):
+            r = r0 + i
+            row = _u(dst) + _u(r) * ubs
+            o = group
+            for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
+                width = 8 if c0 + 8 > r0 + TILE_ROWS - 1 else TILE_COLS
+                for h in range(0, width, 8):
+                    c = c0 + h
+                    if c > r:
+                        break
+                    if c + 8 <= bs:
+                        _store8(flat, row + _u(c), _load8(blk, _u(o + i * width + h)))
+                    else:
+                        for j in range(bs - c):
+                            flat[row + _u(c + j)] = blk[o + i * width + h + j]
+                o += TILE_ROWS * width
+            for j in range(r + 1, bs):
+                flat[row + _u(j)] = 0.0
+        for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
+            group += TILE_ROWS * (8 if c0 + 8 > r0 + TILE_ROWS - 1 else TILE_COLS)
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
 def gram_lower_kernel(
     lo: int,
     hi: int,
-    tiled: np.ndarray,
+    start: int,
+    flat: np.ndarray,
+    offset: int,
     g: np.ndarray,
     bs: int,
     first: bool,
+    last: bool,
     panel: int,
     bad: np.ndarray,
 ) -> None:  # pragma: no cover
-    """Add the lower triangle of ``X_bᵀX_b`` to block ``b`` of ``tiled`` for ``lo ≤ b < hi``.
+    """Add the lower triangle of ``X_bᵀX_b`` to block ``b`` for ``start + lo ≤ b < start + hi``.
 
     Args:
-        lo: First block.
-        hi: One past the last block; every block in range is full (``hi·B ≤ d``).
-        tiled: flat accumulator in tile order, :func:`tiled_size` floats a block, the dtype of
-            ``g``.
+        lo: First block, from ``start``.
+        hi: One past the last block, from ``start``; every block in range is full.
+        start: Added to ``lo`` and ``hi`` (the round of :func:`add_tiles`).
+        flat: The flat Gram, the dtype of ``g``; block ``b`` is kept in tile order at
+            ``offset + b·C`` (``C`` = :func:`tiled_size`).
+        offset: :func:`tiled_offset`.
         g: ``(k, d)`` C-contiguous chunk; block ``b`` is columns ``b·B … b·B + B − 1``.
         bs: The block size ``B``.
-        first: write the products instead of adding them (``tiled`` is not read).
+        first: write the products instead of adding them (the tile order is not read).
+        last: the last chunk: write each block's sum in the ``B × B`` layout at ``b·B²``
+            (lower triangle, zeros above) instead of back in tile order. Safe in place for
+            blocks in order on one thread, and for the rounds of :func:`add_tiles`.
         panel: blocks packed at once (see the module docstring).
         bad: ``bad[b]`` is set to 1 when row ``B − 1`` of block ``b``'s sum is not finite
             (left alone otherwise).
@@ -307,18 +354,20 @@ def gram_lower_kernel(
     w = _packed_width(bs)
     stride = k * w
     size = tiled_size(bs)
-    last = (bs - 1) // TILE_ROWS * TILE_ROWS  # the row group of row B - 1
-    row = bs - 1 - last  # its row in the tiles
-    p = np.zeros(panel * stride, dtype=tiled.dtype)
-    tile = np.empty(TILE_ROWS * TILE_COLS, dtype=tiled.dtype)
+    final = (bs - 1) // TILE_ROWS * TILE_ROWS  # the row group of row B - 1
+    row = bs - 1 - final  # its row in the tiles
+    p = np.zeros(panel * stride, dtype=flat.dtype)
+    tile = np.empty(TILE_ROWS * TILE_COLS, dtype=flat.dtype)
+    blk = np.empty(size, dtype=flat.dtype)  # the last chunk's block sum, in tile order
     flat_g = g.reshape(-1)
     uw = _u(w)
-    for b0 in range(lo, hi, panel):
-        count = min(panel, hi - b0)
+    for b0 in range(start + lo, start + hi, panel):
+        count = min(panel, start + hi - b0)
         _pack(p, flat_g, d, k, b0, count, bs, w)
         for q in range(count):
             pq = p[q * stride : (q + 1) * stride]
-            o = _u((b0 + q) * size)
+            src = _u(offset) + _u((b0 + q) * size)
+            o = 0
             for r0 in range(0, bs, TILE_ROWS):
                 for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
                     half = c0 + 8 > r0 + TILE_ROWS - 1  # columns c0 + 8 … lie above the diagonal
@@ -329,64 +378,54 @@ def gram_lower_kernel(
                         _tile16(tile, pq, k, uw, _u(r0), _u(c0))
                     for i in range(TILE_ROWS):
                         s = _u(i * TILE_COLS)
-                        _merge8(tiled, o + _u(i * width), tile, s, first)
+                        at = src + _u(o + i * width)
+                        if last:
+                            _sum8(blk, _u(o + i * width), tile, s, flat, at, first)
+                        else:
+                            _sum8(flat, at, tile, s, flat, at, first)
                         if not half:
-                            _merge8(tiled, o + _u(i * width + 8), tile, s + _u(8), first)
-                    if r0 == last:
-                        for j in range(width):
-                            if not np.isfinite(tiled[o + _u(row * width + j)]):
+                            at += _u(8)
+                            if last:
+                                _sum8(blk, _u(o + i * width + 8), tile, s + _u(8), flat, at, first)
+                            else:
+                                _sum8(flat, at, tile, s + _u(8), flat, at, first)
+                    if r0 == final:
+                        for j in range(o + row * width, o + (row + 1) * width):
+                            v = blk[j] if last else flat[src + _u(j)]
+                            if not np.isfinite(v):
                                 bad[b0 + q] = 1
-                    o += _u(TILE_ROWS * width)
+                    o += TILE_ROWS * width
+            if last:  # its own tile order was read: its B x B entries may cover it now
+                _write_block(flat, (b0 + q) * bs * bs, blk, bs)
 
 
 @numba.njit(nogil=True, cache=True)  # type: ignore[untyped-decorator]
 def _untile_kernel(
-    lo: int, hi: int, start: int, flat: np.ndarray, bs: int, offset: int
+    lo: int, hi: int, start: int, flat: np.ndarray, offset: int, bs: int
 ) -> None:  # pragma: no cover
-    """Blocks ``start + lo … start + hi − 1`` from tile order (at ``offset``) to ``B × B``.
-
-    Row by row: eight floats at a time from each tile of the row's group (entries above the
-    diagonal included, never past the row's end), then zeros above the diagonal.
-    """
+    """Blocks ``start + lo … start + hi − 1`` from tile order (at ``offset``) to ``B × B``."""
     size = tiled_size(bs)
-    block = np.empty(size, dtype=flat.dtype)
-    ubs = _u(bs)
+    blk = np.empty(size, dtype=flat.dtype)
     for b in range(start + lo, start + hi):
         src = _u(offset) + _u(b * size)
         for t in range(size):  # the block's own tiles may lie under its B x B entries
-            block[t] = flat[src + _u(t)]
-        group = 0  # where the tiles of rows r0 … r0 + 4 start in ``block``
-        for r0 in range(0, bs, TILE_ROWS):
-            for i in range(min(TILE_ROWS, bs - r0)):
-                r = r0 + i
-                row = _u(b * bs * bs) + _u(r) * ubs
-                o = group
-                for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
-                    width = 8 if c0 + 8 > r0 + TILE_ROWS - 1 else TILE_COLS
-                    for h in range(0, width, 8):
-                        c = c0 + h
-                        if c > r:
-                            break
-                        if c + 8 <= bs:
-                            _store8(flat, row + _u(c), _load8(block, _u(o + i * width + h)))
-                        else:
-                            for j in range(bs - c):
-                                flat[row + _u(c + j)] = block[o + i * width + h + j]
-                    o += TILE_ROWS * width
-                for j in range(r + 1, bs):
-                    flat[row + _u(j)] = 0.0
-            for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
-                group += TILE_ROWS * (8 if c0 + 8 > r0 + TILE_ROWS - 1 else TILE_COLS)
+            blk[t] = flat[src + _u(t)]
+        _write_block(flat, b * bs * bs, blk, bs)
 
 
-def untile(flat: np.ndarray, full: int, block_size: int) -> None:
-    """Move the ``full`` tile-ordered blocks of a flat Gram into the ``(full, B, B)`` layout.
+_PARALLEL_ROUND = 128
+"""Blocks a round needs to run on several threads (``run_on_blocks`` gives each 64 or more)."""
 
-    In place: the lower triangles, zeros above them. Block ``b`` goes from
-    ``offset + b·C`` to ``b·B²`` (``offset`` = :func:`tiled_offset`). A block's ``B × B`` entries
-    reach no tile-ordered block after it, so one thread going forwards is safe; blocks
-    ``a … a' − 1`` with ``a'·B² ≤ offset + a·C`` reach none of the blocks from ``a`` on, so each
-    such round runs on every core (rounds of 38 % of the blocks left at ``B = 50``).
+
+def _in_rounds(kernel: Callable[..., None], full: int, block_size: int, *args: Any) -> None:
+    """``kernel(lo, hi, start, *args)`` over blocks ``0 … full − 1`` that move to ``b·B²``.
+
+    A block moving from its tile order at ``offset + b·C`` to ``b·B²`` ends at
+    ``(b + 1)·B² ≤ offset + (b + 1)·C`` (``offset = (B² − C)·full``), before the tile order of
+    every later block: blocks in order on one thread never overwrite one not read yet. Blocks
+    ``a … a′ − 1`` with ``a′·B² ≤ offset + a·C`` reach no tile order from block ``a`` on, so such a
+    round runs on every core (``run_on_blocks``); the rounds take 38 % of the blocks left at
+    ``B = 50``, and once a round would be too small to split, the rest runs on one thread.
     """
     from ._block_kernels import run_on_blocks
 
@@ -394,9 +433,53 @@ def untile(flat: np.ndarray, full: int, block_size: int) -> None:
     offset = tiled_offset(full, block_size)
     a = 0
     while a < full:
-        stop = min(full, max(a + 1, (offset + a * size) // (block_size * block_size)))
-        run_on_blocks(_untile_kernel, stop - a, a, flat, block_size, offset)
+        stop = (offset + a * size) // (block_size * block_size)
+        if stop - a < _PARALLEL_ROUND:
+            kernel(0, full - a, a, *args)
+            return
+        run_on_blocks(kernel, stop - a, a, *args)
         a = stop
+
+
+def add_tiles(
+    flat: np.ndarray, full: int, chunk: np.ndarray, block_size: int, *, first: bool, last: bool
+) -> bool:
+    """Add a chunk's lower triangles to the ``full`` blocks of a flat float32 Gram (all cores).
+
+    Args:
+        flat: The flat Gram (at least ``full·B²`` floats); blocks in tile order at
+            :func:`tiled_offset` until the ``last`` chunk.
+        full: Full blocks (``d // B``).
+        chunk: ``(k, d)`` C-contiguous float32 gradients.
+        block_size: ``B``.
+        first: The first chunk (the tile order is written, not read).
+        last: The last chunk: the blocks end in the ``(full, B, B)`` layout (lower triangles,
+            zeros above); otherwise they stay in tile order (:func:`untile` moves them).
+
+    Returns:
+        Whether row ``B − 1`` of every block's sum is finite.
+    """
+    from ._block_kernels import run_on_blocks
+
+    offset = tiled_offset(full, block_size)
+    panel = panel_blocks(chunk.shape[0], block_size)
+    bad = np.zeros(full, dtype=np.uint8)
+    args = (flat, offset, chunk, block_size, first, last, panel, bad)
+    with slp_vectorize():  # compiled (and checked) by tiles_agree; on if compiled here
+        if last:
+            _in_rounds(gram_lower_kernel, full, block_size, *args)
+        else:
+            run_on_blocks(gram_lower_kernel, full, 0, *args)
+    return not bad.any()
+
+
+def untile(flat: np.ndarray, full: int, block_size: int) -> None:
+    """Move the ``full`` tile-ordered blocks of a flat Gram into the ``(full, B, B)`` layout.
+
+    In place (see :func:`_in_rounds`): the lower triangles, zeros above them. For a Gram whose
+    last chunk was not added with ``last`` (fewer gradients than announced).
+    """
+    _in_rounds(_untile_kernel, full, block_size, flat, tiled_offset(full, block_size), block_size)
 
 
 def panel_blocks(k: int, block_size: int) -> int:
@@ -408,12 +491,21 @@ def panel_blocks(k: int, block_size: int) -> int:
 _TILES_AGREE: bool | None = None
 
 
+def _agrees(acc: np.ndarray, want: np.ndarray) -> bool:
+    """The lower triangles to float32 round-off of ``want``'s largest entry, zeros above."""
+    bs = acc.shape[-1]
+    low = np.tril(np.ones((bs, bs), dtype=bool))
+    err = np.abs(acc[:, low] - want[:, low]).max()
+    return bool(err <= 1e-5 * np.abs(want).max()) and not acc[:, ~low].any()
+
+
 def tiles_agree() -> bool:
     """Whether the compiled kernel gives float64's lower triangle to float32 round-off (once).
 
     Checked once per process on fixed data: blocks of sizes 18, 50 and 51 (edges and full
-    tiles, both halves), a first chunk and an added one, two panels, then :func:`untile` (zeros
-    above the diagonal, no row reported non-finite). Compiles the kernel with
+    tiles, both halves), odd and even chunk sizes, a first chunk and an added one then
+    :func:`untile`, and a first chunk then a ``last`` one (the kernel writes the ``B × B``
+    layout); zeros above the diagonal and no row reported non-finite. Compiles the kernel with
     SLP vectorisation. A disagreement warns (``RuntimeWarning`` naming the build) and returns
     False: the caller uses the batched GEMM instead.
     """
@@ -424,21 +516,17 @@ def tiles_agree() -> bool:
         for bs in (18, 50, 51):
             nb, k = 5, 13
             g = rng.standard_normal((k, nb * bs + 3)).astype(np.float32)
-            flat = np.full(nb * bs * bs, np.nan, dtype=np.float32)
-            tiled = flat[tiled_offset(nb, bs) :]
-            bad = np.zeros(nb, dtype=np.uint8)
-            with slp_vectorize():
-                gram_lower_kernel(0, 3, tiled, g, bs, True, 2, bad)
-                gram_lower_kernel(3, nb, tiled, g, bs, True, 2, bad)
-                gram_lower_kernel(0, nb, tiled, g, bs, False, 3, bad)
-            untile(flat, nb, bs)
-            acc = flat.reshape(nb, bs, bs)
             x = g[:, : nb * bs].astype(np.float64).reshape(k, nb, bs).transpose(1, 0, 2)
-            want = 2.0 * np.einsum("nki,nkj->nij", x, x)
-            low = np.tril(np.ones((bs, bs), dtype=bool))
-            err = np.abs(acc[:, low] - want[:, low]).max()
-            ok = ok and bool(err <= 1e-5 * np.abs(want).max())
-            ok = ok and not bad.any() and not acc[:, ~low].any()  # finite rows, zeros above
+            want = np.einsum("nki,nkj->nij", x, x)
+            flat = np.full(nb * bs * bs, np.nan, dtype=np.float32)  # the chunk twice, untile
+            ok = ok and add_tiles(flat, nb, g, bs, first=True, last=False)
+            ok = ok and add_tiles(flat, nb, g, bs, first=False, last=False)
+            untile(flat, nb, bs)
+            ok = ok and _agrees(flat.reshape(nb, bs, bs), 2.0 * want)
+            flat[:] = np.nan  # two halves, the last written in the B x B layout by the kernel
+            ok = ok and add_tiles(flat, nb, g[:6], bs, first=True, last=False)
+            ok = ok and add_tiles(flat, nb, g[6:], bs, first=False, last=True)
+            ok = ok and _agrees(flat.reshape(nb, bs, bs), want)
         _TILES_AGREE = ok
         if not ok:
             warnings.warn(

@@ -91,6 +91,7 @@ class NumbaBackend(NumpyBackend):
         block_size: int,
         *,
         first: bool = False,
+        last: bool = False,
         tiles: bool = False,
     ) -> bool | None:
         # ``new_gram`` (NumPy's) gives zeros, so ``first`` needs no special case

@@ -38,6 +38,7 @@ class NumpyBackend:
         block_size: int,
         *,
         first: bool = False,
+        last: bool = False,
         tiles: bool = False,
     ) -> bool | None:
         x = blocks_of(grads.astype(np.float64, copy=False), num_weights, block_size)

@@ -102,6 +102,7 @@ class TorchBackend:
         block_size: int,
         *,
         first: bool = False,
+        last: bool = False,
         tiles: bool = False,
     ) -> bool | None:
         # One batched GEMM over all full blocks, reading the chunk in place (a strided view: no
@@ -109,7 +110,8 @@ class TorchBackend:
         # leading dimension), accumulated in place (beta = 1; beta = 0 for the first chunk, which
         # never reads the uninitialised accumulator), and one small GEMM for the tail block.
         # ``tiles``: the full blocks' lower triangles by the Numba kernel instead (CPU, float32),
-        # kept in tile order until ``finish_gram``; the kernel checks each block's last row.
+        # kept in tile order until the ``last`` chunk (or ``finish_gram``); the kernel checks
+        # each block's last row.
         g = grads.detach().to(acc.dtype)
         k = g.shape[0]
         full = num_weights // block_size
@@ -121,17 +123,11 @@ class TorchBackend:
                     f"the Gram tiles need a contiguous float32 Gram on the CPU, got {acc.dtype} "
                     f"on {acc.device}; use tiles=False (the batched GEMM)."
                 )
-            from ._block_kernels import run_on_blocks
-            from ._gram_kernels import gram_lower_kernel, panel_blocks, tiled_offset
-            from ._lane_kernels import slp_vectorize
+            from ._gram_kernels import add_tiles
 
-            panel = panel_blocks(k, block_size)
+            flat = acc.numpy().reshape(-1)
             chunk = g.contiguous().numpy()
-            tiled = acc.numpy().reshape(-1)[tiled_offset(full, block_size) :]
-            bad = np.zeros(full, dtype=np.uint8)
-            with slp_vectorize():  # compiled (and checked) by tiles_agree; on if compiled here
-                run_on_blocks(gram_lower_kernel, full, tiled, chunk, block_size, first, panel, bad)
-            finite = not bad.any()
+            finite = add_tiles(flat, full, chunk, block_size, first=first, last=last)
         elif full:
             x = g[:, : full * block_size].reshape(k, full, block_size).transpose(0, 1)
             acc[:full].baddbmm_(x.transpose(1, 2), x, beta=beta)
