@@ -24,8 +24,8 @@ def _check_tiles(
 ) -> None:
     """The chunks' lower triangles in a Gram full of NaN, against float64.
 
-    ``last``: through ``add_tiles``, the last chunk writing the B x B layout itself (every
-    block); otherwise the kernel on blocks [lo, hi) only, then ``untile``.
+    ``last``: through ``add_tiles``, the last chunk moving every block into the B x B layout;
+    otherwise the kernel on blocks [lo, hi) only, then ``untile``.
     """
     from obert_core.backends._gram_kernels import (
         add_tiles,
@@ -50,8 +50,8 @@ def _check_tiles(
             assert add_tiles(flat, nb, g, bs, first=c == 0, last=c == chunks - 1)
         else:
             with slp_vectorize():
-                offset = tiled_offset(nb, bs)
-                gram_lower_kernel(lo, hi, 0, flat, offset, g, bs, c == 0, False, panel, bad)
+                tiled = flat[tiled_offset(nb, bs) : nb * bs * bs]
+                gram_lower_kernel(lo, hi, tiled, g, bs, c == 0, panel, bad)
         x = g[:, : nb * bs].astype(np.float64).reshape(k, nb, bs).transpose(1, 0, 2)
         want += np.einsum("nki,nkj->nij", x, x)
         scale += float((x**2).sum(axis=1).max())
@@ -84,8 +84,8 @@ def test_tiles_give_the_float64_lower_triangle(
     time), panel and block range: after ``untile`` (in place, any number of blocks), the lower
     triangle of Σ_chunks X_bᵀX_b to float32 round-off and zeros above it; blocks outside
     [lo, hi) untouched (NaN from the tile order); the first chunk written without reading the
-    accumulator (NaN there); no row reported non-finite. Or (``last``) the last chunk writing
-    the B x B layout itself, in place."""
+    accumulator (NaN there); no row reported non-finite. Or (``last``) ``add_tiles`` with the
+    last chunk moving the blocks into the B x B layout, in place."""
     _check_tiles(bs, k, nb, extra, panel, chunks, seed, last)
 
 
@@ -100,7 +100,7 @@ def test_tiles_at_the_tile_boundaries(bs: int) -> None:
 @pytest.mark.parametrize("nb", [1, 2, 3, 40, 200, 1000])
 @pytest.mark.parametrize("last", [False, True])
 def test_untile_in_place_for_any_number_of_blocks(nb: int, last: bool) -> None:
-    """``untile``, or the last chunk, in rounds of several threads' blocks (from 128 blocks a
+    """``untile`` (alone, or after the last chunk) in rounds of several threads' blocks (from 128 blocks a
     round: at nb = 1000) and then on one thread, down to one block whose tile order lies under
     its own B x B entries: every block right."""
     _check_tiles(50, 9, nb, 0, 3, 2, nb, last)
@@ -135,7 +135,7 @@ def test_a_non_finite_gradient_entry_marks_its_block(
     g[row, col] = value
     tiled = np.empty(nb * tiled_size(bs), dtype=np.float32)
     bad = np.zeros(nb, dtype=np.uint8)
-    gram_lower_kernel(0, nb, 0, tiled, 0, g, bs, True, False, 2, bad)
+    gram_lower_kernel(0, nb, tiled, g, bs, True, 2, bad)
     assert bad.tolist() == [int(b == col // bs) for b in range(nb)]
 
 
@@ -285,7 +285,7 @@ def test_a_miscompiled_tile_kernel_is_caught_and_left_out(monkeypatch: pytest.Mo
 
     def miscompiled(*args: object) -> None:
         kernel(*args)
-        acc = args[3]  # the flat Gram
+        acc = args[2]  # the tile order
         assert isinstance(acc, np.ndarray)
         acc *= 1 + 1e-3
 

@@ -25,10 +25,9 @@ inversion read nothing else):
   floats a block at ``B = 50`` instead of 2,500, so each chunk reads and writes 38 % fewer bytes
   of the accumulator, and each tile is added (``first``: written) to contiguous memory once, after
   its ``k`` gradients. The tile-ordered blocks lie at the end of the ``(nb, B, B)`` Gram's own
-  memory (:func:`tiled_offset`). The last chunk (``last``) writes each block's sum in the
-  ``B × B`` layout itself, in place (the lower triangle, zeros above it; :func:`_in_rounds` says
-  why that is safe and how it uses every core); :func:`untile` does the same move for a Gram
-  whose last chunk was not announced.
+  memory (:func:`tiled_offset`). After the last chunk, :func:`untile` moves each block's sum
+  into the ``B × B`` layout, in place (the lower triangle, zeros above it; :func:`_in_rounds`
+  says why that is safe and how it uses every core).
 * **Finite rows.** The tiles of a block's last row group also check row ``B − 1`` of the sum: a
   NaN or inf gradient entry ``g_tj`` makes its entry ``j`` non-finite (``bad[b]`` is set), which
   is the check the builder makes after each chunk.
@@ -141,14 +140,12 @@ def _add8(x: Lanes, v: Lanes) -> Lanes:  # pragma: no cover
 
 
 @numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
-def _sum8(
-    out: np.ndarray, oo: int, t: np.ndarray, s: int, a: np.ndarray, o: int, first: bool
-) -> None:  # pragma: no cover
-    """``out[oo + l] = t[s + l] (+ a[o + l])`` for the eight lanes (``first``: ``a`` not read)."""
+def _merge8(a: np.ndarray, o: int, t: np.ndarray, s: int, first: bool) -> None:  # pragma: no cover
+    """``a[o + l] (+)= t[s + l]`` for the eight lanes (``first``: assign)."""
     v = _load8(t, s)
     if not first:
         v = _add8(_load8(a, o), v)
-    _store8(out, oo, v)
+    _store8(a, o, v)
 
 
 @numba.njit(cache=True, inline="always", fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
@@ -321,31 +318,23 @@ def _write_block(flat: np.ndarray, dst: int, blk: np.ndarray, bs: int) -> None: 
 def gram_lower_kernel(
     lo: int,
     hi: int,
-    start: int,
-    flat: np.ndarray,
-    offset: int,
+    tiled: np.ndarray,
     g: np.ndarray,
     bs: int,
     first: bool,
-    last: bool,
     panel: int,
     bad: np.ndarray,
 ) -> None:  # pragma: no cover
-    """Add the lower triangle of ``X_bᵀX_b`` to block ``b`` for ``start + lo ≤ b < start + hi``.
+    """Add the lower triangle of ``X_bᵀX_b`` to block ``b`` of ``tiled`` for ``lo ≤ b < hi``.
 
     Args:
-        lo: First block, from ``start``.
-        hi: One past the last block, from ``start``; every block in range is full.
-        start: Added to ``lo`` and ``hi`` (the round of :func:`add_tiles`).
-        flat: The flat Gram, the dtype of ``g``; block ``b`` is kept in tile order at
-            ``offset + b·C`` (``C`` = :func:`tiled_size`).
-        offset: :func:`tiled_offset`.
+        lo: First block.
+        hi: One past the last block; every block in range is full (``hi·B ≤ d``).
+        tiled: flat accumulator in tile order, :func:`tiled_size` floats a block, the dtype of
+            ``g``.
         g: ``(k, d)`` C-contiguous chunk; block ``b`` is columns ``b·B … b·B + B − 1``.
         bs: The block size ``B``.
-        first: write the products instead of adding them (the tile order is not read).
-        last: the last chunk: write each block's sum in the ``B × B`` layout at ``b·B²``
-            (lower triangle, zeros above) instead of back in tile order. Safe in place for
-            blocks in order on one thread, and for the rounds of :func:`add_tiles`.
+        first: write the products instead of adding them (``tiled`` is not read).
         panel: blocks packed at once (see the module docstring).
         bad: ``bad[b]`` is set to 1 when row ``B − 1`` of block ``b``'s sum is not finite
             (left alone otherwise).
@@ -354,20 +343,18 @@ def gram_lower_kernel(
     w = _packed_width(bs)
     stride = k * w
     size = tiled_size(bs)
-    final = (bs - 1) // TILE_ROWS * TILE_ROWS  # the row group of row B - 1
-    row = bs - 1 - final  # its row in the tiles
-    p = np.zeros(panel * stride, dtype=flat.dtype)
-    tile = np.empty(TILE_ROWS * TILE_COLS, dtype=flat.dtype)
-    blk = np.empty(size, dtype=flat.dtype)  # the last chunk's block sum, in tile order
+    last = (bs - 1) // TILE_ROWS * TILE_ROWS  # the row group of row B - 1
+    row = bs - 1 - last  # its row in the tiles
+    p = np.zeros(panel * stride, dtype=tiled.dtype)
+    tile = np.empty(TILE_ROWS * TILE_COLS, dtype=tiled.dtype)
     flat_g = g.reshape(-1)
     uw = _u(w)
-    for b0 in range(start + lo, start + hi, panel):
-        count = min(panel, start + hi - b0)
+    for b0 in range(lo, hi, panel):
+        count = min(panel, hi - b0)
         _pack(p, flat_g, d, k, b0, count, bs, w)
         for q in range(count):
             pq = p[q * stride : (q + 1) * stride]
-            src = _u(offset) + _u((b0 + q) * size)
-            o = 0
+            o = _u((b0 + q) * size)
             for r0 in range(0, bs, TILE_ROWS):
                 for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
                     half = c0 + 8 > r0 + TILE_ROWS - 1  # columns c0 + 8 … lie above the diagonal
@@ -378,25 +365,14 @@ def gram_lower_kernel(
                         _tile16(tile, pq, k, uw, _u(r0), _u(c0))
                     for i in range(TILE_ROWS):
                         s = _u(i * TILE_COLS)
-                        at = src + _u(o + i * width)
-                        if last:
-                            _sum8(blk, _u(o + i * width), tile, s, flat, at, first)
-                        else:
-                            _sum8(flat, at, tile, s, flat, at, first)
+                        _merge8(tiled, o + _u(i * width), tile, s, first)
                         if not half:
-                            at += _u(8)
-                            if last:
-                                _sum8(blk, _u(o + i * width + 8), tile, s + _u(8), flat, at, first)
-                            else:
-                                _sum8(flat, at, tile, s + _u(8), flat, at, first)
-                    if r0 == final:
-                        for j in range(o + row * width, o + (row + 1) * width):
-                            v = blk[j] if last else flat[src + _u(j)]
-                            if not np.isfinite(v):
+                            _merge8(tiled, o + _u(i * width + 8), tile, s + _u(8), first)
+                    if r0 == last:
+                        for j in range(width):
+                            if not np.isfinite(tiled[o + _u(row * width + j)]):
                                 bad[b0 + q] = 1
-                    o += TILE_ROWS * width
-            if last:  # its own tile order was read: its B x B entries may cover it now
-                _write_block(flat, (b0 + q) * bs * bs, blk, bs)
+                    o += _u(TILE_ROWS * width)
 
 
 @numba.njit(nogil=True, cache=True)  # type: ignore[untyped-decorator]
@@ -454,7 +430,8 @@ def add_tiles(
         block_size: ``B``.
         first: The first chunk (the tile order is written, not read).
         last: The last chunk: the blocks end in the ``(full, B, B)`` layout (lower triangles,
-            zeros above); otherwise they stay in tile order (:func:`untile` moves them).
+            zeros above; :func:`untile` after the chunk, so that the move runs where the chunk
+            does, e.g. in a pruning step's Gram worker); otherwise they stay in tile order.
 
     Returns:
         Whether row ``B − 1`` of every block's sum is finite.
@@ -464,20 +441,18 @@ def add_tiles(
     offset = tiled_offset(full, block_size)
     panel = panel_blocks(chunk.shape[0], block_size)
     bad = np.zeros(full, dtype=np.uint8)
-    args = (flat, offset, chunk, block_size, first, last, panel, bad)
+    tiled = flat[offset : full * block_size * block_size]
     with slp_vectorize():  # compiled (and checked) by tiles_agree; on if compiled here
-        if last:
-            _in_rounds(gram_lower_kernel, full, block_size, *args)
-        else:
-            run_on_blocks(gram_lower_kernel, full, 0, *args)
+        run_on_blocks(gram_lower_kernel, full, tiled, chunk, block_size, first, panel, bad)
+    if last:
+        untile(flat, full, block_size)
     return not bad.any()
 
 
 def untile(flat: np.ndarray, full: int, block_size: int) -> None:
     """Move the ``full`` tile-ordered blocks of a flat Gram into the ``(full, B, B)`` layout.
 
-    In place (see :func:`_in_rounds`): the lower triangles, zeros above them. For a Gram whose
-    last chunk was not added with ``last`` (fewer gradients than announced).
+    In place (see :func:`_in_rounds`): the lower triangles, zeros above them.
     """
     _in_rounds(_untile_kernel, full, block_size, flat, tiled_offset(full, block_size), block_size)
 
@@ -504,8 +479,8 @@ def tiles_agree() -> bool:
 
     Checked once per process on fixed data: blocks of sizes 18, 50 and 51 (edges and full
     tiles, both halves), odd and even chunk sizes, a first chunk and an added one then
-    :func:`untile`, and a first chunk then a ``last`` one (the kernel writes the ``B × B``
-    layout); zeros above the diagonal and no row reported non-finite. Compiles the kernel with
+    :func:`untile`, and a first chunk then a ``last`` one (which moves the blocks itself); zeros
+    above the diagonal and no row reported non-finite. Compiles the kernel with
     SLP vectorisation. A disagreement warns (``RuntimeWarning`` naming the build) and returns
     False: the caller uses the batched GEMM instead.
     """
@@ -523,7 +498,7 @@ def tiles_agree() -> bool:
             ok = ok and add_tiles(flat, nb, g, bs, first=False, last=False)
             untile(flat, nb, bs)
             ok = ok and _agrees(flat.reshape(nb, bs, bs), 2.0 * want)
-            flat[:] = np.nan  # two halves, the last written in the B x B layout by the kernel
+            flat[:] = np.nan  # two halves, the last moving the blocks into the B x B layout
             ok = ok and add_tiles(flat, nb, g[:6], bs, first=True, last=False)
             ok = ok and add_tiles(flat, nb, g[6:], bs, first=False, last=True)
             ok = ok and _agrees(flat.reshape(nb, bs, bs), want)
