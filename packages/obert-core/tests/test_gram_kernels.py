@@ -24,8 +24,9 @@ def _check_tiles(
 ) -> None:
     """The chunks' lower triangles in a Gram full of NaN, against float64.
 
-    ``last``: through ``add_tiles``, the last chunk moving every block into the B x B layout;
-    otherwise the kernel on blocks [lo, hi) only, then ``untile``.
+    ``last``: through ``add_tiles`` as the builder calls it: moved into the B x B layout after
+    the last but one chunk, the last chunk added there (``gram_block_kernel``); otherwise the
+    tile kernel on blocks [lo, hi) only, then ``untile``.
     """
     from obert_core.backends._gram_kernels import (
         add_tiles,
@@ -44,10 +45,13 @@ def _check_tiles(
     bad = np.zeros(nb, dtype=np.uint8)
     want = np.zeros((nb, bs, bs))
     scale = 0.0
+    tiled = True
     for c in range(chunks):
         g = rng.standard_normal((k, d)).astype(np.float32)
-        if last:
-            assert add_tiles(flat, nb, g, bs, first=c == 0, last=c == chunks - 1)
+        if last:  # out of the tile order after the last but one chunk, as the builder does
+            move = tiled and c >= chunks - 2
+            assert add_tiles(flat, nb, g, bs, first=c == 0, tile_order=tiled, untile_after=move)
+            tiled = tiled and not move
         else:
             with slp_vectorize():
                 tiled = flat[tiled_offset(nb, bs) : nb * bs * bs]
@@ -61,7 +65,10 @@ def _check_tiles(
     acc = flat[: nb * bs * bs].reshape(nb, bs, bs)
     got = _lower(acc[lo:hi]).astype(np.float64)
     np.testing.assert_allclose(got, _lower(want[lo:hi]), rtol=0, atol=1e-5 * scale)
-    assert not np.triu(acc, 1).any()  # zeros above the diagonal, in every block
+    if last:  # the last chunk's tiles may add partial sums above the diagonal: finite
+        assert np.isfinite(acc).all()
+    else:
+        assert not np.triu(acc, 1).any()  # zeros above the diagonal, in every block
     assert np.isnan(_lower(acc[:lo])).all() and np.isnan(_lower(acc[hi:])).all()
     assert np.isnan(flat[nb * bs * bs :]).all()  # nothing written after the Gram
 
@@ -84,8 +91,8 @@ def test_tiles_give_the_float64_lower_triangle(
     time), panel and block range: after ``untile`` (in place, any number of blocks), the lower
     triangle of Σ_chunks X_bᵀX_b to float32 round-off and zeros above it; blocks outside
     [lo, hi) untouched (NaN from the tile order); the first chunk written without reading the
-    accumulator (NaN there); no row reported non-finite. Or (``last``) ``add_tiles`` with the
-    last chunk moving the blocks into the B x B layout, in place."""
+    accumulator (NaN there); no row reported non-finite. Or (``last``) ``add_tiles`` moving the
+    blocks into the B x B layout, in place, before the last chunk."""
     _check_tiles(bs, k, nb, extra, panel, chunks, seed, last)
 
 
@@ -188,8 +195,8 @@ def test_torch_backend_tiles_then_finish_give_the_lower_gram_and_zeros_above() -
     d, bs = 6 * 20 + 7, 20
     g = torch.randn(30, d)
     acc = be.new_gram(7, bs, g[:0])
-    assert be.add_gram(acc, g[:13], d, bs, first=True, tiles=True) is True
-    assert be.add_gram(acc, g[13:], d, bs, tiles=True) is True
+    assert be.add_gram(acc, g[:13], d, bs, first=True, tiles=True, tile_order=True) is True
+    assert be.add_gram(acc, g[13:], d, bs, tiles=True, tile_order=True) is True
     be.finish_gram(acc, d, bs, tiles=True)
     x = np.zeros((30, 7 * bs))
     x[:, :d] = g.double().numpy()
@@ -199,7 +206,8 @@ def test_torch_backend_tiles_then_finish_give_the_lower_gram_and_zeros_above() -
     np.testing.assert_allclose(acc.double().numpy()[:, low], want[:, low], rtol=1e-5, atol=1e-4)
     assert not torch.triu(acc[:6], 1).any()
     g[3, d - 2] = float("inf")  # in the tail block: its diagonal is checked
-    assert be.add_gram(be.new_gram(7, bs, g[:0]), g, d, bs, first=True, tiles=True) is False
+    acc = be.new_gram(7, bs, g[:0])
+    assert be.add_gram(acc, g, d, bs, first=True, tiles=True, tile_order=True) is False
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch")

@@ -102,8 +102,8 @@ class BlockFisherBuilder:
             size whose tile order does not fit); ``"blas"`` always the batched GEMM. Either
             way, a build whose compiled kernel disagrees with float64 (checked once per process)
             warns and takes the batched GEMM. Any other backend or build accepts only
-            ``"auto"``. With the tiles, the finalised Gram's entries above the diagonal are zero
-            (only the lower triangle is read).
+            ``"auto"``. With the tiles, the finalised Gram's entries above the diagonal are
+            finite but unspecified (only the lower triangle is read).
 
     Note:
         If fewer than ``num_grads`` gradients were added, :meth:`finalize` warns and still divides
@@ -162,7 +162,7 @@ class BlockFisherBuilder:
         self._dtype = dtype
         self._framework: str | None = None
         self._state: Any = None
-        self._gram_finished = False  # the Gram in its (num_blocks, B, B) layout (the tiles)
+        self._tiled = False  # the tiles' full blocks in tile order (docs/math.md §2)
         self._seen = 0
         self._chunks = 0  # add() calls that added gradients
         self._failure: str | None = None  # the chunk that made the Gram non-finite
@@ -206,7 +206,7 @@ class BlockFisherBuilder:
             if self.method == "batched":
                 if name == "torch":
                     like = like.to(self._torch_gram_dtype(like))
-                    self._tiles = self._use_tiles(like)
+                    self._tiles = self._tiled = self._use_tiles(like)
                 elif self.gram_kernels != "auto":
                     raise ObertError(
                         f"gram_kernels={self.gram_kernels!r} chooses the torch backend's Gram "
@@ -220,7 +220,7 @@ class BlockFisherBuilder:
                 )
         except Exception:
             self._framework, self._backend, self._dtype = None, None, dtype_asked
-            self._state, self._tiles = None, False
+            self._state, self._tiles, self._tiled = None, False, False
             raise
 
     def _use_tiles(self, gram: Any) -> bool:
@@ -315,17 +315,19 @@ class BlockFisherBuilder:
         t0 = time.perf_counter()
         g = self._to_backend(grads)
         if self.method == "batched":
-            last = self._seen + shape[0] == self.num_grads
+            # out of the tile order once at most one chunk of this size is left (see add_tiles)
+            untile = self._tiled and self.num_grads - self._seen - shape[0] <= shape[0]
             finite = self._backend.add_gram(
                 self._state,
                 g,
                 self.num_weights,
                 self.block_size,
                 first=self._chunks == 0,
-                last=last,
                 tiles=self._tiles,
+                tile_order=self._tiled,
+                untile_after=untile,
             )
-            self._gram_finished = last
+            self._tiled = self._tiled and not untile
             if not (_gram_probe_finite(self._state) if finite is None else finite):
                 self._refuse_chunk(grads)
         else:
@@ -464,12 +466,12 @@ class BlockFisherBuilder:
     def _finish_gram(self) -> None:
         """Bring the Gram into its ``(num_blocks, B, B)`` layout (timed as ``accumulate_s``)."""
         assert self._backend is not None
-        if self._gram_finished:  # the last chunk did it
+        if not self._tiled:  # not the tiles, or already moved after a chunk
             return
         t0 = time.perf_counter()
-        self._backend.finish_gram(self._state, self.num_weights, self.block_size, tiles=self._tiles)
+        self._backend.finish_gram(self._state, self.num_weights, self.block_size, tiles=True)
         self._timings["accumulate_s"] += time.perf_counter() - t0
-        self._gram_finished = True
+        self._tiled = False
 
     def _check_diagonal(self) -> None:
         """Refuse a Gram whose diagonal is not finite although every chunk's row check passed.

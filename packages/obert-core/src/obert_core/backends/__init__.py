@@ -32,8 +32,8 @@ class FisherBackend(Protocol):
         """Return a ``(num_blocks, B, B)`` Gram accumulator on the device of ``like``.
 
         float64 (the torch fast path: float32); its entries may be uninitialised until the
-        first :meth:`add_gram` with ``first=True`` defines them (with the tiles: until the
-        ``last`` chunk or :meth:`finish_gram`).
+        first :meth:`add_gram` with ``first=True`` defines them (with the tiles' tile order:
+        until ``untile_after`` or :meth:`finish_gram`).
         """
         ...
 
@@ -45,18 +45,19 @@ class FisherBackend(Protocol):
         block_size: int,
         *,
         first: bool = False,
-        last: bool = False,
         tiles: bool = False,
+        tile_order: bool = False,
+        untile_after: bool = False,
     ) -> bool | None:
         """Add ``G_bᵀ G_b`` of a ``(k, d)`` chunk to ``acc`` in place (lower triangle suffices).
 
         ``first``: set ``acc`` to it instead, never reading ``acc`` (the first chunk).
-        ``last``: no chunk follows (the tiles then leave ``acc`` in its ``(num_blocks, B, B)``
-        layout). ``tiles``: the torch backend computes the lower triangles of a contiguous
-        float32 CPU Gram with the Numba register tiles of ``_gram_kernels``, and keeps the full
-        blocks in their tile order until the ``last`` chunk or :meth:`finish_gram`. The NumPy
-        and Numba backends ignore both: NumPy's kernel writes the whole product, Numba's the
-        lower triangle.
+        ``tiles``: the torch backend computes the lower triangles of a contiguous float32 CPU
+        Gram with the Numba register tiles of ``_gram_kernels``: its full blocks in their tile
+        order (``tile_order``, from the first chunk on; moved into the ``(num_blocks, B, B)``
+        layout after the chunk with ``untile_after``, or by :meth:`finish_gram`), or already in
+        that layout. The NumPy and Numba backends ignore these: NumPy's kernel writes the
+        whole product, Numba's the lower triangle.
 
         Returns:
             Whether every full block's last row and the tail block's diagonal are finite after
@@ -68,9 +69,9 @@ class FisherBackend(Protocol):
     def finish_gram(self, acc: Any, num_weights: int, block_size: int, *, tiles: bool) -> None:
         """Bring ``acc`` into its ``(num_blocks, B, B)`` layout after the last :meth:`add_gram`.
 
-        For a Gram whose last chunk was not added with ``last``. A no-op except after the torch
-        backend's ``tiles`` (their tile order to ``B × B``, in place: the lower triangles,
-        zeros above).
+        For a Gram still in tile order. A no-op except after the torch backend's ``tiles`` with
+        ``tile_order`` (their tile order to ``B × B``, in place: the lower triangles, zeros
+        above).
         """
         ...
 

@@ -25,9 +25,10 @@ inversion read nothing else):
   floats a block at ``B = 50`` instead of 2,500, so each chunk reads and writes 38 % fewer bytes
   of the accumulator, and each tile is added (``first``: written) to contiguous memory once, after
   its ``k`` gradients. The tile-ordered blocks lie at the end of the ``(nb, B, B)`` Gram's own
-  memory (:func:`tiled_offset`). After the last chunk, :func:`untile` moves each block's sum
-  into the ``B × B`` layout, in place (the lower triangle, zeros above it; :func:`_in_rounds`
-  says why that is safe and how it uses every core).
+  memory (:func:`tiled_offset`). When at most one chunk is left, :func:`untile` moves each
+  block's sum into the ``B × B`` layout, in place (the lower triangle, zeros above it;
+  :func:`_in_rounds` says why that is safe and how it uses every core), and
+  :func:`gram_block_kernel` adds the last chunk there.
 * **Finite rows.** The tiles of a block's last row group also check row ``B − 1`` of the sum: a
   NaN or inf gradient entry ``g_tj`` makes its entry ``j`` non-finite (``bad[b]`` is set), which
   is the check the builder makes after each chunk.
@@ -56,6 +57,7 @@ __all__ = [
     "TILE_COLS",
     "TILE_ROWS",
     "add_tiles",
+    "gram_block_kernel",
     "gram_lower_kernel",
     "panel_blocks",
     "tiled_offset",
@@ -282,6 +284,71 @@ def tiled_offset(full: int, block_size: int) -> int:
     return spare * full
 
 
+@numba.njit(nogil=True, cache=True, fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
+def gram_block_kernel(
+    lo: int, hi: int, acc: np.ndarray, g: np.ndarray, first: bool, panel: int
+) -> None:  # pragma: no cover
+    """Add the lower triangle of ``X_bᵀX_b`` to ``acc[b]`` in the ``B × B`` layout, ``lo ≤ b < hi``.
+
+    The kernel for the chunks after the move out of the tile order (:func:`add_tiles`).
+
+    Args:
+        lo: First block.
+        hi: One past the last block; every block in range is full (``hi·B ≤ d``).
+        acc: ``(nb, B, B)`` C-contiguous accumulator, the dtype of ``g``.
+        g: ``(k, d)`` C-contiguous chunk; block ``b`` is columns ``b·B … b·B + B − 1``.
+        first: write the products instead of adding them (``acc`` is not read), and zero the
+            entries above the diagonal that no tile covers.
+        panel: blocks packed at once (see the module docstring).
+    """
+    k, d = g.shape
+    bs = acc.shape[1]
+    w = _packed_width(bs)
+    stride = k * w
+    p = np.zeros(panel * stride, dtype=acc.dtype)
+    tile = np.empty(TILE_ROWS * TILE_COLS, dtype=acc.dtype)
+    flat_g = g.reshape(-1)
+    flat_acc = acc.reshape(-1)
+    uw = _u(w)
+    ubs = _u(bs)
+    for b0 in range(lo, hi, panel):
+        count = min(panel, hi - b0)
+        _pack(p, flat_g, d, k, b0, count, bs, w)
+        for q in range(count):
+            pq = p[q * stride : (q + 1) * stride]
+            block = _u((b0 + q) * bs * bs)
+            for r0 in range(0, bs, TILE_ROWS):
+                end = 0  # columns the tiles of these rows cover
+                for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
+                    half = c0 + 8 > r0 + TILE_ROWS - 1  # columns c0 + 8 … lie above the diagonal
+                    width = 8 if half else TILE_COLS
+                    end = c0 + width
+                    if half:
+                        _tile8(tile, pq, k, uw, _u(r0), _u(c0))
+                    else:
+                        _tile16(tile, pq, k, uw, _u(r0), _u(c0))
+                    if r0 + TILE_ROWS <= bs and c0 + width <= bs:
+                        o = block + _u(r0 * bs + c0)
+                        for i in range(TILE_ROWS):
+                            s = _u(i * TILE_COLS)
+                            _merge8(flat_acc, o, tile, s, first)
+                            if not half:
+                                _merge8(flat_acc, o + _u(8), tile, s + _u(8), first)
+                            o += ubs
+                    else:  # the padded edge: only the rows and columns inside the block
+                        for i in range(min(TILE_ROWS, bs - r0)):
+                            for j in range(min(width, bs - c0)):
+                                v = tile[i * TILE_COLS + j]
+                                if first:
+                                    acc[b0 + q, r0 + i, c0 + j] = v
+                                else:
+                                    acc[b0 + q, r0 + i, c0 + j] += v
+                if first:
+                    for i in range(r0, min(r0 + TILE_ROWS, bs)):
+                        for j in range(end, bs):
+                            acc[b0 + q, i, j] = 0.0
+
+
 @numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
 def _write_block(flat: np.ndarray, dst: int, blk: np.ndarray, bs: int) -> None:  # pragma: no cover
     """Block ``blk`` (tile order) to ``flat[dst : dst + B²]``: lower triangle, zeros above.
@@ -418,33 +485,46 @@ def _in_rounds(kernel: Callable[..., None], full: int, block_size: int, *args: A
 
 
 def add_tiles(
-    flat: np.ndarray, full: int, chunk: np.ndarray, block_size: int, *, first: bool, last: bool
+    flat: np.ndarray,
+    full: int,
+    chunk: np.ndarray,
+    block_size: int,
+    *,
+    first: bool,
+    tile_order: bool,
+    untile_after: bool,
 ) -> bool:
     """Add a chunk's lower triangles to the ``full`` blocks of a flat float32 Gram (all cores).
 
     Args:
-        flat: The flat Gram (at least ``full·B²`` floats); blocks in tile order at
-            :func:`tiled_offset` until the ``last`` chunk.
+        flat: The flat Gram (at least ``full·B²`` floats).
         full: Full blocks (``d // B``).
         chunk: ``(k, d)`` C-contiguous float32 gradients.
         block_size: ``B``.
-        first: The first chunk (the tile order is written, not read).
-        last: The last chunk: the blocks end in the ``(full, B, B)`` layout (lower triangles,
-            zeros above; :func:`untile` after the chunk, so that the move runs where the chunk
-            does, e.g. in a pruning step's Gram worker); otherwise they stay in tile order.
+        first: The first chunk (the accumulator is written, not read).
+        tile_order: The blocks are in tile order at :func:`tiled_offset` (from the first chunk
+            on); False: already in the ``(full, B, B)`` layout.
+        untile_after: With ``tile_order``, move the blocks into the ``(full, B, B)`` layout after
+            this chunk (:func:`untile`). The builder does it when at most one chunk is left, so
+            that in a pruning step the move runs in the Gram worker while the last chunk's
+            gradients are computed, and the last chunk adds into the ``B × B`` layout.
 
     Returns:
         Whether row ``B − 1`` of every block's sum is finite.
     """
     from ._block_kernels import run_on_blocks
 
-    offset = tiled_offset(full, block_size)
     panel = panel_blocks(chunk.shape[0], block_size)
-    bad = np.zeros(full, dtype=np.uint8)
-    tiled = flat[offset : full * block_size * block_size]
+    size = full * block_size * block_size
     with slp_vectorize():  # compiled (and checked) by tiles_agree; on if compiled here
+        if not tile_order:
+            acc = flat[:size].reshape(full, block_size, block_size)
+            run_on_blocks(gram_block_kernel, full, acc, chunk, first, panel)
+            return bool(np.isfinite(acc[:, -1, :]).all())
+        bad = np.zeros(full, dtype=np.uint8)
+        tiled = flat[tiled_offset(full, block_size) : size]
         run_on_blocks(gram_lower_kernel, full, tiled, chunk, block_size, first, panel, bad)
-    if last:
+    if untile_after:
         untile(flat, full, block_size)
     return not bad.any()
 
@@ -466,12 +546,17 @@ def panel_blocks(k: int, block_size: int) -> int:
 _TILES_AGREE: bool | None = None
 
 
-def _agrees(acc: np.ndarray, want: np.ndarray) -> bool:
-    """The lower triangles to float32 round-off of ``want``'s largest entry, zeros above."""
+def _agrees(acc: np.ndarray, want: np.ndarray, zeros_above: bool) -> bool:
+    """The lower triangles to float32 round-off of ``want``'s largest entry, finite above.
+
+    Above them zeros with ``zeros_above`` (after :func:`untile`), else finite numbers (after
+    :func:`gram_block_kernel`).
+    """
     bs = acc.shape[-1]
     low = np.tril(np.ones((bs, bs), dtype=bool))
     err = np.abs(acc[:, low] - want[:, low]).max()
-    return bool(err <= 1e-5 * np.abs(want).max()) and not acc[:, ~low].any()
+    above = not acc[:, ~low].any() if zeros_above else bool(np.isfinite(acc).all())
+    return bool(err <= 1e-5 * np.abs(want).max()) and above
 
 
 def tiles_agree() -> bool:
@@ -479,8 +564,9 @@ def tiles_agree() -> bool:
 
     Checked once per process on fixed data: blocks of sizes 18, 50 and 51 (edges and full
     tiles, both halves), odd and even chunk sizes, a first chunk and an added one then
-    :func:`untile`, and a first chunk then a ``last`` one (which moves the blocks itself); zeros
-    above the diagonal and no row reported non-finite. Compiles the kernel with
+    :func:`untile`, and a first chunk moved out of the tile order then a chunk added in the
+    ``B × B`` layout (:func:`gram_block_kernel`); zeros (then finite numbers) above the diagonal
+    and no row reported non-finite. Compiles the kernel with
     SLP vectorisation. A disagreement warns (``RuntimeWarning`` naming the build) and returns
     False: the caller uses the batched GEMM instead.
     """
@@ -494,14 +580,18 @@ def tiles_agree() -> bool:
             x = g[:, : nb * bs].astype(np.float64).reshape(k, nb, bs).transpose(1, 0, 2)
             want = np.einsum("nki,nkj->nij", x, x)
             flat = np.full(nb * bs * bs, np.nan, dtype=np.float32)  # the chunk twice, untile
-            ok = ok and add_tiles(flat, nb, g, bs, first=True, last=False)
-            ok = ok and add_tiles(flat, nb, g, bs, first=False, last=False)
+            ok = ok and add_tiles(flat, nb, g, bs, first=True, tile_order=True, untile_after=False)
+            ok = ok and add_tiles(flat, nb, g, bs, first=False, tile_order=True, untile_after=False)
             untile(flat, nb, bs)
-            ok = ok and _agrees(flat.reshape(nb, bs, bs), 2.0 * want)
-            flat[:] = np.nan  # two halves, the last moving the blocks into the B x B layout
-            ok = ok and add_tiles(flat, nb, g[:6], bs, first=True, last=False)
-            ok = ok and add_tiles(flat, nb, g[6:], bs, first=False, last=True)
-            ok = ok and _agrees(flat.reshape(nb, bs, bs), want)
+            ok = ok and _agrees(flat.reshape(nb, bs, bs), 2.0 * want, zeros_above=True)
+            flat[:] = np.nan  # in tile order, moved, then a chunk into the B x B layout
+            ok = ok and add_tiles(
+                flat, nb, g[:6], bs, first=True, tile_order=True, untile_after=True
+            )
+            ok = ok and add_tiles(
+                flat, nb, g[6:], bs, first=False, tile_order=False, untile_after=False
+            )
+            ok = ok and _agrees(flat.reshape(nb, bs, bs), want, zeros_above=False)
         _TILES_AGREE = ok
         if not ok:
             warnings.warn(

@@ -91,8 +91,9 @@ class NumbaBackend(NumpyBackend):
         block_size: int,
         *,
         first: bool = False,
-        last: bool = False,
         tiles: bool = False,
+        tile_order: bool = False,
+        untile_after: bool = False,
     ) -> bool | None:
         # ``new_gram`` (NumPy's) gives zeros, so ``first`` needs no special case
         g = np.ascontiguousarray(grads)

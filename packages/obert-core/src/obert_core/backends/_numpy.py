@@ -38,8 +38,9 @@ class NumpyBackend:
         block_size: int,
         *,
         first: bool = False,
-        last: bool = False,
         tiles: bool = False,
+        tile_order: bool = False,
+        untile_after: bool = False,
     ) -> bool | None:
         x = blocks_of(grads.astype(np.float64, copy=False), num_weights, block_size)
         acc += np.einsum("kni,knj->nij", x, x)

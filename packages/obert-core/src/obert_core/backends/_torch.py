@@ -102,16 +102,17 @@ class TorchBackend:
         block_size: int,
         *,
         first: bool = False,
-        last: bool = False,
         tiles: bool = False,
+        tile_order: bool = False,
+        untile_after: bool = False,
     ) -> bool | None:
         # One batched GEMM over all full blocks, reading the chunk in place (a strided view: no
         # transpose or padding copy; MKL's strided batched GEMM takes the row stride d as its
         # leading dimension), accumulated in place (beta = 1; beta = 0 for the first chunk, which
         # never reads the uninitialised accumulator), and one small GEMM for the tail block.
         # ``tiles``: the full blocks' lower triangles by the Numba kernel instead (CPU, float32),
-        # kept in tile order until the ``last`` chunk (or ``finish_gram``); the kernel checks
-        # each block's last row.
+        # in tile order (``tile_order``, moved after the chunk with ``untile_after``, or by
+        # ``finish_gram``) or in the B x B layout; each block's last row is checked.
         g = grads.detach().to(acc.dtype)
         k = g.shape[0]
         full = num_weights // block_size
@@ -127,7 +128,15 @@ class TorchBackend:
 
             flat = acc.numpy().reshape(-1)
             chunk = g.contiguous().numpy()
-            finite = add_tiles(flat, full, chunk, block_size, first=first, last=last)
+            finite = add_tiles(
+                flat,
+                full,
+                chunk,
+                block_size,
+                first=first,
+                tile_order=tile_order,
+                untile_after=untile_after,
+            )
         elif full:
             x = g[:, : full * block_size].reshape(k, full, block_size).transpose(0, 1)
             acc[:full].baddbmm_(x.transpose(1, 2), x, beta=beta)
