@@ -50,7 +50,8 @@ def _check_tiles(
         g = rng.standard_normal((k, d)).astype(np.float32)
         if last:  # out of the tile order after the last but one chunk, as the builder does
             move = tiled and c >= chunks - 2
-            assert add_tiles(flat, nb, g, bs, first=c == 0, tile_order=tiled, untile_after=move)
+            rows = add_tiles(flat, nb, g, bs, first=c == 0, tile_order=tiled, untile_after=move)
+            assert rows is (True if tiled else None)  # B x B: the builder checks the rows
             tiled = tiled and not move
         else:
             with slp_vectorize():
@@ -197,7 +198,7 @@ def test_torch_backend_tiles_then_finish_give_the_lower_gram_and_zeros_above() -
     acc = be.new_gram(7, bs, g[:0])
     assert be.add_gram(acc, g[:13], d, bs, first=True, tiles=True, tile_order=True) is True
     assert be.add_gram(acc, g[13:], d, bs, tiles=True, tile_order=True) is True
-    be.finish_gram(acc, d, bs, tiles=True)
+    be.finish_gram(acc, d, bs)
     x = np.zeros((30, 7 * bs))
     x[:, :d] = g.double().numpy()
     x = x.reshape(30, 7, bs).transpose(1, 0, 2)
@@ -342,3 +343,17 @@ def test_fewer_gradients_than_announced_still_give_the_blas_fisher() -> None:
         with pytest.warns(UserWarning, match="only 60 of num_grads=96"):
             out.append(b.finalize_fisher().diag().numpy())
     np.testing.assert_allclose(out[1], out[0], rtol=1e-4)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch")
+def test_a_nan_in_the_chunk_added_in_the_b_x_b_layout_is_caught() -> None:
+    """The chunk after the move out of the tile order is checked by the builder's row probe."""
+    import torch
+
+    g = torch.randn(24, 400)
+    g[20, 123] = float("nan")
+    b = oc.BlockFisherBuilder(400, 20, 1e-4, 24, backend="torch", gram_kernels="numba")
+    b.add(g[:8])
+    b.add(g[8:16])  # at most one chunk of 8 left: the blocks leave the tile order after it
+    with pytest.raises(oc.ObertError, match="NaN or inf"):
+        b.add(g[16:])

@@ -469,7 +469,7 @@ class BlockFisherBuilder:
         if not self._tiled:  # not the tiles, or already moved after a chunk
             return
         t0 = time.perf_counter()
-        self._backend.finish_gram(self._state, self.num_weights, self.block_size, tiles=True)
+        self._backend.finish_gram(self._state, self.num_weights, self.block_size)
         self._timings["accumulate_s"] += time.perf_counter() - t0
         self._tiled = False
 

@@ -66,12 +66,12 @@ class FisherBackend(Protocol):
         """
         ...
 
-    def finish_gram(self, acc: Any, num_weights: int, block_size: int, *, tiles: bool) -> None:
+    def finish_gram(self, acc: Any, num_weights: int, block_size: int) -> None:
         """Bring ``acc`` into its ``(num_blocks, B, B)`` layout after the last :meth:`add_gram`.
 
-        For a Gram still in tile order. A no-op except after the torch backend's ``tiles`` with
-        ``tile_order`` (their tile order to ``B × B``, in place: the lower triangles, zeros
-        above).
+        Called only for a Gram still in tile order (the torch backend's ``tiles`` with
+        ``tile_order``): moves it to ``B × B`` in place (the lower triangles, zeros above).
+        A no-op for the other backends.
         """
         ...
 

@@ -27,7 +27,7 @@ inversion read nothing else):
   its ``k`` gradients. The tile-ordered blocks lie at the end of the ``(nb, B, B)`` Gram's own
   memory (:func:`tiled_offset`). When at most one chunk is left, :func:`untile` moves each
   block's sum into the ``B × B`` layout, in place (the lower triangle, zeros above it;
-  :func:`_in_rounds` says why that is safe and how it uses every core), and
+  :func:`untile` says why that is safe and how it uses every core), and
   :func:`gram_block_kernel` adds the last chunk there.
 * **Finite rows.** The tiles of a block's last row group also check row ``B − 1`` of the sum: a
   NaN or inf gradient entry ``g_tj`` makes its entry ``j`` non-finite (``bad[b]`` is set), which
@@ -44,8 +44,6 @@ does not agree.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -349,38 +347,6 @@ def gram_block_kernel(
                             acc[b0 + q, i, j] = 0.0
 
 
-@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
-def _write_block(flat: np.ndarray, dst: int, blk: np.ndarray, bs: int) -> None:  # pragma: no cover
-    """Block ``blk`` (tile order) to ``flat[dst : dst + B²]``: lower triangle, zeros above.
-
-    Row by row: eight floats at a time from each tile of the row's group (entries above the
-    diagonal included, never past the row's end), then zeros above the diagonal.
-    """
-    ubs = _u(bs)
-    group = 0  # where the tiles of rows r0 … r0 + 4 start in ``blk``
-    for r0 in range(0, bs, TILE_ROWS):
-        for i in range(min(TILE_ROWS, bs - r0)):
-            r = r0 + i
-            row = _u(dst) + _u(r) * ubs
-            o = group
-            for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
-                width = 8 if c0 + 8 > r0 + TILE_ROWS - 1 else TILE_COLS
-                for h in range(0, width, 8):
-                    c = c0 + h
-                    if c > r:
-                        break
-                    if c + 8 <= bs:
-                        _store8(flat, row + _u(c), _load8(blk, _u(o + i * width + h)))
-                    else:
-                        for j in range(bs - c):
-                            flat[row + _u(c + j)] = blk[o + i * width + h + j]
-                o += TILE_ROWS * width
-            for j in range(r + 1, bs):
-                flat[row + _u(j)] = 0.0
-        for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
-            group += TILE_ROWS * (8 if c0 + 8 > r0 + TILE_ROWS - 1 else TILE_COLS)
-
-
 @numba.njit(nogil=True, cache=True, fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
 def gram_lower_kernel(
     lo: int,
@@ -446,42 +412,46 @@ def gram_lower_kernel(
 def _untile_kernel(
     lo: int, hi: int, start: int, flat: np.ndarray, offset: int, bs: int
 ) -> None:  # pragma: no cover
-    """Blocks ``start + lo … start + hi − 1`` from tile order (at ``offset``) to ``B × B``."""
+    """Blocks ``start + lo … start + hi − 1`` from tile order (at ``offset``) to ``B × B``.
+
+    Each block's tiles are copied out first (they may lie under its own ``B × B`` entries), then
+    written row by row: eight floats at a time from each tile of the row's group (entries above
+    the diagonal included, never past the row's end), then zeros above the diagonal.
+    """
     size = tiled_size(bs)
     blk = np.empty(size, dtype=flat.dtype)
+    ubs = _u(bs)
     for b in range(start + lo, start + hi):
         src = _u(offset) + _u(b * size)
-        for t in range(size):  # the block's own tiles may lie under its B x B entries
+        for t in range(size):
             blk[t] = flat[src + _u(t)]
-        _write_block(flat, b * bs * bs, blk, bs)
+        dst = b * bs * bs
+        group = 0  # where the tiles of rows r0 … r0 + 4 start in ``blk``
+        for r0 in range(0, bs, TILE_ROWS):
+            for i in range(min(TILE_ROWS, bs - r0)):
+                r = r0 + i
+                row = _u(dst) + _u(r) * ubs
+                o = group
+                for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
+                    width = 8 if c0 + 8 > r0 + TILE_ROWS - 1 else TILE_COLS
+                    for h in range(0, width, 8):
+                        c = c0 + h
+                        if c > r:
+                            break
+                        if c + 8 <= bs:
+                            _store8(flat, row + _u(c), _load8(blk, _u(o + i * width + h)))
+                        else:
+                            for j in range(bs - c):
+                                flat[row + _u(c + j)] = blk[o + i * width + h + j]
+                    o += TILE_ROWS * width
+                for j in range(r + 1, bs):
+                    flat[row + _u(j)] = 0.0
+            for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
+                group += TILE_ROWS * (8 if c0 + 8 > r0 + TILE_ROWS - 1 else TILE_COLS)
 
 
 _PARALLEL_ROUND = 128
 """Blocks a round needs to run on several threads (``run_on_blocks`` gives each 64 or more)."""
-
-
-def _in_rounds(kernel: Callable[..., None], full: int, block_size: int, *args: Any) -> None:
-    """``kernel(lo, hi, start, *args)`` over blocks ``0 … full − 1`` that move to ``b·B²``.
-
-    A block moving from its tile order at ``offset + b·C`` to ``b·B²`` ends at
-    ``(b + 1)·B² ≤ offset + (b + 1)·C`` (``offset = (B² − C)·full``), before the tile order of
-    every later block: blocks in order on one thread never overwrite one not read yet. Blocks
-    ``a … a′ − 1`` with ``a′·B² ≤ offset + a·C`` reach no tile order from block ``a`` on, so such a
-    round runs on every core (``run_on_blocks``); the rounds take 38 % of the blocks left at
-    ``B = 50``, and once a round would be too small to split, the rest runs on one thread.
-    """
-    from ._block_kernels import run_on_blocks
-
-    size = int(tiled_size(block_size))
-    offset = tiled_offset(full, block_size)
-    a = 0
-    while a < full:
-        stop = (offset + a * size) // (block_size * block_size)
-        if stop - a < _PARALLEL_ROUND:
-            kernel(0, full - a, a, *args)
-            return
-        run_on_blocks(kernel, stop - a, a, *args)
-        a = stop
 
 
 def add_tiles(
@@ -493,7 +463,7 @@ def add_tiles(
     first: bool,
     tile_order: bool,
     untile_after: bool,
-) -> bool:
+) -> bool | None:
     """Add a chunk's lower triangles to the ``full`` blocks of a flat float32 Gram (all cores).
 
     Args:
@@ -510,17 +480,18 @@ def add_tiles(
             gradients are computed, and the last chunk adds into the ``B × B`` layout.
 
     Returns:
-        Whether row ``B − 1`` of every block's sum is finite.
+        In tile order, whether row ``B − 1`` of every block's sum is finite; ``None`` in the
+        ``B × B`` layout, whose rows the caller checks where they lie.
     """
     from ._block_kernels import run_on_blocks
 
     panel = panel_blocks(chunk.shape[0], block_size)
     size = full * block_size * block_size
     with slp_vectorize():  # compiled (and checked) by tiles_agree; on if compiled here
-        if not tile_order:
+        if not tile_order:  # the caller checks the B x B Gram's rows (``None``)
             acc = flat[:size].reshape(full, block_size, block_size)
             run_on_blocks(gram_block_kernel, full, acc, chunk, first, panel)
-            return bool(np.isfinite(acc[:, -1, :]).all())
+            return None
         bad = np.zeros(full, dtype=np.uint8)
         tiled = flat[tiled_offset(full, block_size) : size]
         run_on_blocks(gram_lower_kernel, full, tiled, chunk, block_size, first, panel, bad)
@@ -532,9 +503,26 @@ def add_tiles(
 def untile(flat: np.ndarray, full: int, block_size: int) -> None:
     """Move the ``full`` tile-ordered blocks of a flat Gram into the ``(full, B, B)`` layout.
 
-    In place (see :func:`_in_rounds`): the lower triangles, zeros above them.
+    In place: the lower triangles, zeros above them. Block ``b`` moves from its tile order at
+    ``offset + b·C`` to ``b·B²`` and ends at ``(b + 1)·B² ≤ offset + (b + 1)·C`` (``offset =
+    (B² − C)·full``), before the tile order of every later block: blocks in order on one thread
+    never overwrite one not read yet. Blocks ``a … a′ − 1`` with ``a′·B² ≤ offset + a·C`` reach
+    no tile order from block ``a`` on, so such a round runs on every core (``run_on_blocks``);
+    the rounds take 38 % of the blocks left at ``B = 50``, and once a round would be too small
+    to split, the rest runs on one thread.
     """
-    _in_rounds(_untile_kernel, full, block_size, flat, tiled_offset(full, block_size), block_size)
+    from ._block_kernels import run_on_blocks
+
+    size = int(tiled_size(block_size))
+    offset = tiled_offset(full, block_size)
+    a = 0
+    while a < full:
+        stop = (offset + a * size) // (block_size * block_size)
+        if stop - a < _PARALLEL_ROUND:
+            _untile_kernel(0, full - a, a, flat, offset, block_size)
+            return
+        run_on_blocks(_untile_kernel, stop - a, a, flat, offset, block_size)
+        a = stop
 
 
 def panel_blocks(k: int, block_size: int) -> int:
@@ -580,17 +568,16 @@ def tiles_agree() -> bool:
             x = g[:, : nb * bs].astype(np.float64).reshape(k, nb, bs).transpose(1, 0, 2)
             want = np.einsum("nki,nkj->nij", x, x)
             flat = np.full(nb * bs * bs, np.nan, dtype=np.float32)  # the chunk twice, untile
-            ok = ok and add_tiles(flat, nb, g, bs, first=True, tile_order=True, untile_after=False)
-            ok = ok and add_tiles(flat, nb, g, bs, first=False, tile_order=True, untile_after=False)
+            for first in (True, False):
+                rows = add_tiles(flat, nb, g, bs, first=first, tile_order=True, untile_after=False)
+                ok = ok and rows is True
             untile(flat, nb, bs)
             ok = ok and _agrees(flat.reshape(nb, bs, bs), 2.0 * want, zeros_above=True)
             flat[:] = np.nan  # in tile order, moved, then a chunk into the B x B layout
-            ok = ok and add_tiles(
-                flat, nb, g[:6], bs, first=True, tile_order=True, untile_after=True
-            )
-            ok = ok and add_tiles(
-                flat, nb, g[6:], bs, first=False, tile_order=False, untile_after=False
-            )
+            rows = add_tiles(flat, nb, g[:6], bs, first=True, tile_order=True, untile_after=True)
+            ok = ok and rows is True
+            rows = add_tiles(flat, nb, g[6:], bs, first=False, tile_order=False, untile_after=False)
+            ok = ok and rows is None  # the B x B layout's rows: checked by _agrees below
             ok = ok and _agrees(flat.reshape(nb, bs, bs), want, zeros_above=False)
         _TILES_AGREE = ok
         if not ok:

@@ -46,7 +46,7 @@ class NumpyBackend:
         acc += np.einsum("kni,knj->nij", x, x)
         return None  # the builder checks the Gram
 
-    def finish_gram(self, acc: Any, num_weights: int, block_size: int, *, tiles: bool) -> None:
+    def finish_gram(self, acc: Any, num_weights: int, block_size: int) -> None:
         return None  # already (num_blocks, B, B)
 
     def gram_to_inverse(

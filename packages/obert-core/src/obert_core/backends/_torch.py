@@ -150,11 +150,12 @@ class TorchBackend:
                 finite = finite and bool(torch.isfinite(acc[full].diagonal()).all())
         return finite
 
-    def finish_gram(self, acc: Any, num_weights: int, block_size: int, *, tiles: bool) -> None:
-        if tiles and num_weights // block_size:
+    def finish_gram(self, acc: Any, num_weights: int, block_size: int) -> None:
+        full = num_weights // block_size  # the builder calls it only for the tiles' Gram
+        if full:
             from ._gram_kernels import untile
 
-            untile(acc.numpy().reshape(-1), num_weights // block_size, block_size)
+            untile(acc.numpy().reshape(-1), full, block_size)
 
     def gram_to_inverse(
         self, acc: Any, damp: float, num_grads: int, num_weights: int, out_dtype: Any
