@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from core_helpers import AVAILABLE_BACKENDS, HAS_TORCH, oracle_blocks, to_np
@@ -99,17 +101,28 @@ def test_scaling_gradients_scales_the_data_term() -> None:
     np.testing.assert_allclose(a, ref, rtol=1e-8)
 
 
-@pytest.mark.slow
-def test_masked_coordinates_at_tiny_damp_float32(backend: str) -> None:
-    """The numerically hard case of the issue: damp=1e-7, zero-gradient (masked) columns, m < B,
-    float32 gradients. A naive float32 Gram + Cholesky fails here; we must match float64."""
+@functools.cache
+def _masked_case() -> tuple[np.ndarray, np.ndarray]:
+    """Gradients with masked columns and their oracle (a 5000 x 5000 inverse: ~11 s, so once)."""
     rng = np.random.default_rng(6)
-    m, d, bsz, damp = 24, 5000, 50, 1e-7
+    m, d = 24, 5000
     g = rng.standard_normal((m, d)).astype(np.float32)
     g = (g + 0.5 * np.outer(rng.standard_normal(m), rng.standard_normal(d))).astype(np.float32)
     g[:, rng.random(d) < 0.5] = 0.0
-    ref = oracle_blocks(g.astype(np.float64), bsz, damp)
-    out = to_np(oc.block_fisher_inverse(_as(backend, g), bsz, damp, backend=backend))
+    g.flags.writeable = False  # shared by the backends' tests: each gets a copy
+    ref = oracle_blocks(g.astype(np.float64), 50, 1e-7)
+    ref.flags.writeable = False
+    return g, ref
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("fisher-masked-oracle")  # one worker computes the oracle once
+def test_masked_coordinates_at_tiny_damp_float32(backend: str) -> None:
+    """The numerically hard case of the issue: damp=1e-7, zero-gradient (masked) columns, m < B,
+    float32 gradients. A naive float32 Gram + Cholesky fails here; we must match float64."""
+    bsz, damp = 50, 1e-7
+    g, ref = _masked_case()
+    out = to_np(oc.block_fisher_inverse(_as(backend, g.copy()), bsz, damp, backend=backend))
     assert out.dtype == np.float32
     assert _rel(out.astype(np.float64), ref) <= 1e-4
     diag_err = np.abs(np.diagonal(out, 0, 1, 2) - np.diagonal(ref, 0, 1, 2)) / np.diagonal(

@@ -110,6 +110,7 @@ def test_quickstart_on_glue_tsv_with_string_labels_in_another_column(
     args = [
         *quick_args(model_dir, data, recipes, out), "--task", "glue-tsv", "--data-dir", str(data),
         "--text-column", "review", "--label-column", "sentiment", "--baseline", "none",
+        "--no-structured",
     ]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
