@@ -303,19 +303,22 @@ def test_block_kernels_use_no_more_threads_than_torch() -> None:
 
 
 @pytest.mark.skipif(not HAS_NUMBA, reason="numba")
-@pytest.mark.parametrize("workers", [1, 3])
+@pytest.mark.parametrize(("workers", "block"), [(1, 6), (3, 6), (1, 7), (1, 2), (1, 1)])
 def test_groups_of_fully_live_blocks_give_the_reference(
-    workers: int, monkeypatch: pytest.MonkeyPatch
+    workers: int, block: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Groups of eight fully live blocks are factored together (``_lane_kernels``): with blocks
     between them that have decoupled coordinates, the zero-padded tail block and ranges per
-    thread that do not split into groups of eight, ``diag(F̂⁻¹)`` is the float64 reference's."""
+    thread that do not split into groups of eight, ``diag(F̂⁻¹)`` is the float64 reference's.
+    Odd block sizes leave a last row out of the kernel's pairs of rows."""
     from obert_core.backends import _block_kernels
 
+    assert _block_kernels.kernels_agree() == "lanes"  # the lanes are what runs below
     monkeypatch.setattr(_block_kernels, "_threads", lambda: workers)
-    d, block, m, damp = 6 * 200 + 1, 6, 10, 1e-4  # 201 blocks, m >= B: full rank
+    d, m, damp = block * 200 + 1, 10, 1e-4  # 201 blocks, m >= B: full rank
     g, _ = _problem(11, d, block, m)
-    g[:, [6 * 9 + 2, 6 * 70, 6 * 71 + 5]] = 0.0  # blocks 9, 70, 71 have a decoupled coordinate
+    # blocks 9, 70, 71 have a decoupled coordinate
+    g[:, [block * 9 + block // 2, block * 70, block * 71 + block - 1]] = 0.0
     ref = oc.block_fisher_inverse(g, block, damp, backend="numpy").diagonal(0, 1, 2)
     fb = oc.FisherBlocks(_gram(g, block), damp, m, d, kernels="numba")
     np.testing.assert_allclose(to_np(fb.diag()), ref.reshape(-1)[:d], rtol=1e-10)
