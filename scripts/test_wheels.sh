@@ -27,7 +27,8 @@
 # Environment: PYTHON (interpreter for the environments, default python3), DIST (default dist),
 #   OBERT_WHEELS_WORK (scratch folder, kept; default a new temporary one, removed as it goes),
 #   OBERT_DATA_DIR (real data for the tests that use it; default ../shared/data when present),
-#   OBERT_WHEEL_PACKAGES (the package folders to build, e.g. "obert-core obert-train"; default all).
+#   OBERT_WHEEL_PACKAGES (the package folders to build, e.g. "obert-core obert-train"; default all),
+#   OBERT_TEST_WORKERS (pytest-xdist workers of the test runs, default 2; 1 for one process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -101,11 +102,14 @@ seconds() { echo $(( $(date +%s) - $1 )); }
 # upgrade (~20 s) per environment.
 PIP_HOST="$WORK/venv-build/bin/python"
 
+# `--no-compile`: pip's byte-compilation of every installed module took 65 of the deploy
+# environment's 93 s; Python compiles what a test run imports, once (PYTHONDONTWRITEBYTECODE is
+# unset for the test runs below so that the .pyc files are written).
 pip_install() {  # pip_install VENV ARGS...: constrained, quiet (this machine's index notes dropped)
   local venv="$1"
   shift
-  "$PIP_HOST" -m pip --python "$venv/bin/python" install -q -c "$ROOT/constraints.txt" "$@" \
-    2> >(grep -v "^WARNING: Location 'file:" >&2)
+  "$PIP_HOST" -m pip --python "$venv/bin/python" install -q --no-compile \
+    -c "$ROOT/constraints.txt" "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2)
 }
 
 new_venv() {  # new_venv DIR: a fresh environment without pip (pip_install fills it)
@@ -161,6 +165,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 SITE = Path(sysconfig.get_paths()["purelib"]).resolve()
 OURS = {"obert", "obert_core", "obert_train", "obert_deploy"}
 
@@ -174,11 +180,25 @@ def _foreign() -> list[str]:
     return found
 
 
+def _shown(foreign: list[str]) -> str:
+    more = f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else ""
+    return f"test_wheels: imported outside {SITE}: " + "; ".join(foreign[:3]) + more
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _installed_modules_only():
+    """Fails the run (in each pytest-xdist worker too) if a test imported an obert module from
+    outside site-packages."""
+    yield
+    foreign = _foreign()
+    if foreign:
+        pytest.fail(_shown(foreign), pytrace=False)
+
+
 def pytest_sessionfinish(session, exitstatus):
     foreign = _foreign()
     if foreign:
-        shown = "; ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")
-        print(f"\ntest_wheels: imported outside {SITE}: {shown}", file=sys.stderr)
+        print("\n" + _shown(foreign), file=sys.stderr)
         session.exitstatus = 1
 EOF
 
@@ -208,7 +228,7 @@ for target in "${targets[@]}"; do
   esac
   venv="$WORK/venv-$target"
   new_venv "$venv"
-  pip_install "$venv" "${specs[@]}" "pytest>=8"
+  pip_install "$venv" "${specs[@]}" "pytest>=8" "pytest-xdist>=3.5"
   installed=$(seconds "$t0")
 
   run="$WORK/run-$target"
@@ -240,7 +260,17 @@ assert not present, f"must not be installed in this environment: {present}"
 print(f"test_wheels: {module} from {where.parent}; absent: {', '.join(absent) or '-'}")
 EOF
     if [ -d tests ]; then
-      "$venv/bin/python" -m pytest tests -p no:cacheprovider "${extra_pytest[@]}" "${pytest_args[@]}"
+      # OBERT_TEST_WORKERS pytest-xdist workers of one thread each (2 by default, as
+      # scripts/test.sh; 1: one process with OMP_NUM_THREADS threads)
+      workers="${OBERT_TEST_WORKERS:-2}"
+      parallel=()
+      threads="$OMP_NUM_THREADS"
+      if [ "$workers" -gt 1 ]; then
+        parallel=(-n "$workers" --dist loadgroup)
+        threads=1
+      fi
+      env -u PYTHONDONTWRITEBYTECODE OMP_NUM_THREADS="$threads" "$venv/bin/python" -m pytest tests \
+        -p no:cacheprovider ${parallel[@]+"${parallel[@]}"} "${extra_pytest[@]}" "${pytest_args[@]}"
     else
       echo "test_wheels: packages/$package has no tests folder; import check only"
     fi
