@@ -11,9 +11,11 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # Quiet, constrained installs; the "Location 'file:...' is ignored" notes some machines' index
 # settings print for every package are dropped (as in scripts/test_wheels.sh).
+# --no-compile: byte-compiling every installed module took about 80 s of a fresh install here;
+# Python compiles the modules a run imports, once, when it first imports them.
 pip_install() {
-  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -c constraints.txt "$@" \
-    2> >(grep -v "^WARNING: Location 'file:" >&2)
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-compile \
+    -c constraints.txt "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2)
 }
 pip_install --upgrade pip
 pip_install "torch==2.13.0"

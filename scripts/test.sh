@@ -13,6 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+# The environment is installed without .pyc files (bootstrap.sh): let the first import write them,
+# or every test process compiles torch's modules again.
+unset PYTHONDONTWRITEBYTECODE
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 workers="${OBERT_TEST_WORKERS:-2}"
