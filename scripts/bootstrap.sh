@@ -12,7 +12,8 @@ fi
 # Quiet, constrained installs; the "Location 'file:...' is ignored" notes some machines' index
 # settings print for every package are dropped (as in scripts/test_wheels.sh).
 # --no-compile: byte-compiling every installed module took about 80 s of a fresh install here;
-# Python compiles the modules a run imports, once, when it first imports them.
+# Python compiles the modules a run imports when it first imports them, and writes the .pyc files
+# unless PYTHONDONTWRITEBYTECODE is set (scripts/main.sh and scripts/test.sh unset it).
 pip_install() {
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-compile \
     -c constraints.txt "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2)

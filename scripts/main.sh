@@ -7,6 +7,9 @@
 # (HF_HUB_OFFLINE=1); HF_HUB_OFFLINE=0 lets hub model and dataset names through.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# bootstrap.sh installs without .pyc files: let the first import write them (once) even where
+# PYTHONDONTWRITEBYTECODE is set, or every run compiles torch's modules again.
+unset PYTHONDONTWRITEBYTECODE
 bash scripts/bootstrap.sh
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" MPLBACKEND=Agg
 .venv/bin/obert quickstart "$@"

@@ -12,10 +12,10 @@
 # from the other worker and from the processes tests start (torchrun ranks, CLIs, engines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
 # The environment is installed without .pyc files (bootstrap.sh): let the first import write them,
 # or every test process compiles torch's modules again.
 unset PYTHONDONTWRITEBYTECODE
+bash scripts/bootstrap.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 workers="${OBERT_TEST_WORKERS:-2}"

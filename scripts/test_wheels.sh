@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
     --tag) tag="${2:?--tag needs a value such as obert-core-v0.1.0}"; shift ;;
     --tag=*) tag="${1#--tag=}" ;;
     --) shift; pytest_args=("$@"); break ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     core|core-numba|core-torch|train|deploy|obert) targets+=("$1") ;;
     *) echo "test_wheels: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -154,6 +154,7 @@ if [ -z "${OBERT_DATA_DIR:-}" ] && [ -d "$ROOT/../shared/data" ]; then
   OBERT_DATA_DIR="$(cd "$ROOT/../shared/data" && pwd)"
   export OBERT_DATA_DIR
 fi
+user_threads="${OMP_NUM_THREADS:-}"  # a set value also holds for each pytest-xdist worker
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # idle OpenMP threads sleep, not spin
 
@@ -260,14 +261,14 @@ assert not present, f"must not be installed in this environment: {present}"
 print(f"test_wheels: {module} from {where.parent}; absent: {', '.join(absent) or '-'}")
 EOF
     if [ -d tests ]; then
-      # OBERT_TEST_WORKERS pytest-xdist workers of one thread each (2 by default, as
-      # scripts/test.sh; 1: one process with OMP_NUM_THREADS threads)
+      # OBERT_TEST_WORKERS pytest-xdist workers (2 by default), each with OMP_NUM_THREADS threads
+      # if it was set, else 1, as scripts/test.sh; 1 worker: one process, 2 threads by default
       workers="${OBERT_TEST_WORKERS:-2}"
       parallel=()
       threads="$OMP_NUM_THREADS"
       if [ "$workers" -gt 1 ]; then
         parallel=(-n "$workers" --dist loadgroup)
-        threads=1
+        threads="${user_threads:-1}"
       fi
       env -u PYTHONDONTWRITEBYTECODE OMP_NUM_THREADS="$threads" "$venv/bin/python" -m pytest tests \
         -p no:cacheprovider ${parallel[@]+"${parallel[@]}"} "${extra_pytest[@]}" "${pytest_args[@]}"

@@ -310,7 +310,8 @@ def test_groups_of_fully_live_blocks_give_the_reference(
     """Groups of eight fully live blocks are factored together (``_lane_kernels``): with blocks
     between them that have decoupled coordinates, the zero-padded tail block and ranges per
     thread that do not split into groups of eight, ``diag(F̂⁻¹)`` is the float64 reference's.
-    Odd block sizes leave a last row out of the kernel's pairs of rows."""
+    The kernel takes rows in pairs: block sizes 1, 2, 6 and 7 give columns and recurrences with
+    and without a row left over."""
     from obert_core.backends import _block_kernels
 
     assert _block_kernels.kernels_agree() == "lanes"  # the lanes are what runs below

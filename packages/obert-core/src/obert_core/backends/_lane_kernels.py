@@ -26,8 +26,8 @@ The dot products run two rows at a time (:func:`_dot2`, register blocking): the 
 update of rows ``i`` and ``i + 1`` of column ``j``, and rows ``r`` and ``r + 1`` of the ``X = L⁻¹``
 recurrence, load each entry of the shared row once and keep four vector chains in flight instead
 of two. Each sum keeps :func:`_dot`'s order of terms, so the values are the same to the bit.
-``diag(F̂⁻¹)`` of one MiniLM layer (35,389 blocks of 50, 2 threads) took 0.21–0.25 s instead of
-0.30–0.31 s (docs/benchmarks.md).
+``diag(F̂⁻¹)`` of one MiniLM layer (35,390 blocks of 50, 2 threads) took 0.21–0.24 s instead of
+0.30–0.31 s at best (docs/benchmarks.md).
 
 A group is *fully live* when every diagonal entry of its eight Gram blocks is non-zero (a
 decoupled coordinate has an all-zero row, so a zero diagonal; a NaN diagonal counts as live and
