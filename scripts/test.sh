@@ -15,13 +15,20 @@ cd "$(dirname "$0")/.."
 # The environment is installed without .pyc files (bootstrap.sh): let the first import write them,
 # or every test process compiles torch's modules again.
 unset PYTHONDONTWRITEBYTECODE
+deepsparse=0
+[ "${OBERT_SKIP_DEEPSPARSE:-0}" = "1" ] || deepsparse=1
+if [ "$deepsparse" -eq 1 ]; then  # its environment is made beside the main one (2 cores)
+  bash packages/obert-deploy/scripts/test_deepsparse.sh --setup-only &
+  deepsparse_setup=$!
+fi
 bash scripts/bootstrap.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 workers="${OBERT_TEST_WORKERS:-2}"
-if [ "${OBERT_SKIP_DEEPSPARSE:-0}" != "1" ]; then
+if [ "$deepsparse" -eq 1 ]; then
+  wait "$deepsparse_setup" || { echo "test.sh: the DeepSparse environment could not be made" >&2; exit 1; }
   OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" \
-    bash packages/obert-deploy/scripts/test_deepsparse.sh -p no:cacheprovider "$@"
+    bash packages/obert-deploy/scripts/test_deepsparse.sh --no-setup -p no:cacheprovider "$@"
 fi
 parallel=()
 threads="${OMP_NUM_THREADS:-2}"
