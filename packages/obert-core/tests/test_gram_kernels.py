@@ -357,3 +357,14 @@ def test_a_nan_in_the_chunk_added_in_the_b_x_b_layout_is_caught() -> None:
     b.add(g[8:16])  # at most one chunk of 8 left: the blocks leave the tile order after it
     with pytest.raises(oc.ObertError, match="NaN or inf"):
         b.add(g[16:])
+
+
+def test_a_first_chunk_outside_the_tile_order_is_refused() -> None:
+    """The B x B layout only takes chunks after the move: it never writes a first chunk."""
+    from obert_core.backends._gram_kernels import add_tiles
+
+    flat = np.zeros(4 * 20 * 20, dtype=np.float32)
+    g = np.ones((8, 80), dtype=np.float32)
+    with pytest.raises(oc.ObertError, match="first chunk in tile order"):
+        add_tiles(flat, 4, g, 20, first=True, tile_order=False, untile_after=False)
+    assert not flat.any()  # nothing written

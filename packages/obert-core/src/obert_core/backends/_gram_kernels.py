@@ -284,19 +284,18 @@ def tiled_offset(full: int, block_size: int) -> int:
 
 @numba.njit(nogil=True, cache=True, fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
 def gram_block_kernel(
-    lo: int, hi: int, acc: np.ndarray, g: np.ndarray, first: bool, panel: int
+    lo: int, hi: int, acc: np.ndarray, g: np.ndarray, panel: int
 ) -> None:  # pragma: no cover
     """Add the lower triangle of ``X_bᵀX_b`` to ``acc[b]`` in the ``B × B`` layout, ``lo ≤ b < hi``.
 
-    The kernel for the chunks after the move out of the tile order (:func:`add_tiles`).
+    The kernel for the chunks after the move out of the tile order (:func:`add_tiles`), so never
+    the first chunk: ``acc`` already holds the sums.
 
     Args:
         lo: First block.
         hi: One past the last block; every block in range is full (``hi·B ≤ d``).
         acc: ``(nb, B, B)`` C-contiguous accumulator, the dtype of ``g``.
         g: ``(k, d)`` C-contiguous chunk; block ``b`` is columns ``b·B … b·B + B − 1``.
-        first: write the products instead of adding them (``acc`` is not read), and zero the
-            entries above the diagonal that no tile covers.
         panel: blocks packed at once (see the module docstring).
     """
     k, d = g.shape
@@ -316,11 +315,9 @@ def gram_block_kernel(
             pq = p[q * stride : (q + 1) * stride]
             block = _u((b0 + q) * bs * bs)
             for r0 in range(0, bs, TILE_ROWS):
-                end = 0  # columns the tiles of these rows cover
                 for c0 in range(0, r0 + TILE_ROWS, TILE_COLS):
                     half = c0 + 8 > r0 + TILE_ROWS - 1  # columns c0 + 8 … lie above the diagonal
                     width = 8 if half else TILE_COLS
-                    end = c0 + width
                     if half:
                         _tile8(tile, pq, k, uw, _u(r0), _u(c0))
                     else:
@@ -329,22 +326,14 @@ def gram_block_kernel(
                         o = block + _u(r0 * bs + c0)
                         for i in range(TILE_ROWS):
                             s = _u(i * TILE_COLS)
-                            _merge8(flat_acc, o, tile, s, first)
+                            _merge8(flat_acc, o, tile, s, False)
                             if not half:
-                                _merge8(flat_acc, o + _u(8), tile, s + _u(8), first)
+                                _merge8(flat_acc, o + _u(8), tile, s + _u(8), False)
                             o += ubs
                     else:  # the padded edge: only the rows and columns inside the block
                         for i in range(min(TILE_ROWS, bs - r0)):
                             for j in range(min(width, bs - c0)):
-                                v = tile[i * TILE_COLS + j]
-                                if first:
-                                    acc[b0 + q, r0 + i, c0 + j] = v
-                                else:
-                                    acc[b0 + q, r0 + i, c0 + j] += v
-                if first:
-                    for i in range(r0, min(r0 + TILE_ROWS, bs)):
-                        for j in range(end, bs):
-                            acc[b0 + q, i, j] = 0.0
+                                acc[b0 + q, r0 + i, c0 + j] += tile[i * TILE_COLS + j]
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_CONTRACT)  # type: ignore[untyped-decorator]
@@ -473,7 +462,7 @@ def add_tiles(
         block_size: ``B``.
         first: The first chunk (the accumulator is written, not read).
         tile_order: The blocks are in tile order at :func:`tiled_offset` (from the first chunk
-            on); False: already in the ``(full, B, B)`` layout.
+            on); False: already in the ``(full, B, B)`` layout, after a move (so not ``first``).
         untile_after: With ``tile_order``, move the blocks into the ``(full, B, B)`` layout after
             this chunk (:func:`untile`). The builder does it when at most one chunk is left, so
             that in a pruning step the move runs in the Gram worker while the last chunk's
@@ -482,15 +471,23 @@ def add_tiles(
     Returns:
         In tile order, whether row ``B − 1`` of every block's sum is finite; ``None`` in the
         ``B × B`` layout, whose rows the caller checks where they lie.
+
+    Raises:
+        ObertError: For a ``first`` chunk outside the tile order.
     """
     from ._block_kernels import run_on_blocks
 
+    if first and not tile_order:
+        raise ObertError(
+            "the Gram tiles add the first chunk in tile order (tile_order=True); the B x B "
+            "layout only takes chunks after the move out of it"
+        )
     panel = panel_blocks(chunk.shape[0], block_size)
     size = full * block_size * block_size
     with slp_vectorize():  # compiled (and checked) by tiles_agree; on if compiled here
         if not tile_order:  # the caller checks the B x B Gram's rows (``None``)
             acc = flat[:size].reshape(full, block_size, block_size)
-            run_on_blocks(gram_block_kernel, full, acc, chunk, first, panel)
+            run_on_blocks(gram_block_kernel, full, acc, chunk, panel)
             return None
         bad = np.zeros(full, dtype=np.uint8)
         tiled = flat[tiled_offset(full, block_size) : size]
