@@ -189,7 +189,9 @@ def _shown(foreign: list[str]) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def _installed_modules_only():
     """Fails the run (in each pytest-xdist worker too) if a test imported an obert module from
-    outside site-packages."""
+    outside site-packages. The session hook below checks the same once more: it also covers a run
+    in which no test started this fixture, and without pytest-xdist sets the exit status; a
+    worker's exit status does not reach the pytest-xdist controller, hence this fixture."""
     yield
     foreign = _foreign()
     if foreign:
